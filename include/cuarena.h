@@ -1,0 +1,446 @@
+/*
+ * cuarena.h - the one public header of cuarena, a CUDA device-memory allocator
+ * with expandable segments, component arenas, explicit trim and fragmentation
+ * statistics.
+ *
+ * Conventions
+ *   - Every entry point returns a cua_status. CUA_OK is 0; anything else is an
+ *     error, and cua_last_error() returns a message in words, kept per thread
+ *     until the next error on that thread.
+ *   - Handles (cua_arena, cua_backend) are opaque. Passing NULL where a handle
+ *     is required returns CUA_ERR_INVALID_ARG; a destroyed arena returns
+ *     CUA_ERR_DESTROYED, never a crash.
+ *   - All functions are thread-safe. The library never prints.
+ *   - Sizes are in bytes. Allocations are aligned to CUA_ALIGNMENT.
+ *   - A stream is the integer value of a CUstream / cudaStream_t; 0 is the
+ *     default stream. On the host backend streams are plain numbers.
+ */
+#ifndef CUARENA_H
+#define CUARENA_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(CUA_STATIC)
+#define CUA_API
+#elif defined(_WIN32)
+#define CUA_API __declspec(dllimport)
+#elif defined(__GNUC__) && defined(CUA_BUILDING)
+#define CUA_API __attribute__((visibility("default")))
+#else
+#define CUA_API
+#endif
+
+#define CUA_VERSION_MAJOR 0
+#define CUA_VERSION_MINOR 1
+#define CUA_VERSION_PATCH 0
+
+/** Every block starts at a multiple of this and its size is rounded up to it. */
+#define CUA_ALIGNMENT 512u
+
+/* ------------------------------------------------------------------------ */
+/* Status and errors                                                         */
+/* ------------------------------------------------------------------------ */
+
+typedef enum cua_status {
+    CUA_OK = 0,
+    CUA_ERR_INVALID_ARG,     /**< NULL handle or output, size 0, bad flag or value */
+    CUA_ERR_OUT_OF_MEMORY,   /**< the device (or host backend capacity) is full */
+    CUA_ERR_LIMIT,           /**< the arena's limit would be exceeded */
+    CUA_ERR_INVALID_POINTER, /**< not a pointer cuarena handed out, or an interior pointer */
+    CUA_ERR_DOUBLE_FREE,     /**< the pointer lies in memory that is already free */
+    CUA_ERR_DESTROYED,       /**< the arena (or the arena of the pointer) was destroyed */
+    CUA_ERR_BUSY,            /**< the object still has live blocks or users */
+    CUA_ERR_BACKEND,         /**< a driver (backend) call failed; the message names it */
+    CUA_ERR_NOT_SUPPORTED,   /**< the backend or build cannot do this */
+    CUA_ERR_NO_DEVICE,       /**< no CUDA driver or no such device */
+    CUA_ERR_CONFIG,          /**< malformed option string or option value */
+    CUA_ERR_CORRUPT,         /**< the checker found a broken invariant */
+    CUA_ERR_IO,              /**< a file could not be read or parsed */
+    CUA_STATUS_COUNT
+} cua_status;
+
+/** Name of a status, e.g. "CUA_ERR_LIMIT". Never NULL. */
+CUA_API const char *cua_status_name(cua_status status);
+
+/**
+ * The message of the last error on the calling thread, in words: what was
+ * asked and why it failed. "" if no error happened on this thread yet.
+ * The pointer stays valid until the next cuarena call on this thread.
+ */
+CUA_API const char *cua_last_error(void);
+
+/** Library version as "major.minor.patch". */
+CUA_API const char *cua_version(void);
+
+/* ------------------------------------------------------------------------ */
+/* Backends: where the memory comes from                                     */
+/* ------------------------------------------------------------------------ */
+
+/** A memory provider: the CUDA driver, host memory, or a fault-injecting wrapper. */
+typedef struct cua_backend cua_backend;
+
+/** A stream: the value of a CUstream / cudaStream_t. 0 is the default stream. */
+typedef uintptr_t cua_stream;
+
+/** The kinds of backend (driver) calls, counted and timed per kind. */
+typedef enum cua_call {
+    CUA_CALL_RESERVE,      /**< reserve an address range (cuMemAddressReserve) */
+    CUA_CALL_UNRESERVE,    /**< release an address range (cuMemAddressFree) */
+    CUA_CALL_CREATE,       /**< create a physical handle (cuMemCreate) */
+    CUA_CALL_RELEASE,      /**< release a physical handle (cuMemRelease) */
+    CUA_CALL_MAP,          /**< map a handle at an address (cuMemMap) */
+    CUA_CALL_UNMAP,        /**< unmap a range (cuMemUnmap) */
+    CUA_CALL_SET_ACCESS,   /**< make a mapped range accessible (cuMemSetAccess) */
+    CUA_CALL_MEM_INFO,     /**< free / total device memory (cuMemGetInfo) */
+    CUA_CALL_EVENT_CREATE, /**< cuEventCreate */
+    CUA_CALL_EVENT_DESTROY,/**< cuEventDestroy */
+    CUA_CALL_EVENT_RECORD, /**< cuEventRecord */
+    CUA_CALL_EVENT_QUERY,  /**< cuEventQuery */
+    CUA_CALL_EVENT_SYNC,   /**< cuEventSynchronize */
+    CUA_CALL_STREAM_SYNC,  /**< cuStreamSynchronize */
+    CUA_CALL_COUNT
+} cua_call;
+
+/** Name of a call kind, e.g. "map". NULL for an unknown kind. */
+CUA_API const char *cua_call_name(cua_call call);
+
+/** Options of the host backend. Initialise with cua_host_config_init(). */
+typedef struct cua_host_config {
+    /** Simulated device memory in bytes ("device total"); mapping past it fails
+     *  with CUA_ERR_OUT_OF_MEMORY. Default 80 GiB. Pages cost real memory only
+     *  once they are written. */
+    size_t capacity;
+    /** Mapping granularity in bytes, a power of two and a multiple of the OS
+     *  page size. Default 2 MiB, as on CUDA. */
+    size_t granularity;
+    /** 0 (default): events complete as soon as they are recorded.
+     *  1: events complete only when cua_host_stream_complete() is called for
+     *  their stream or when they are synchronised, so tests can hold work
+     *  "in flight" on a stream. */
+    int manual_events;
+} cua_host_config;
+
+/** Fill *cfg with the defaults. */
+CUA_API void cua_host_config_init(cua_host_config *cfg);
+
+/**
+ * Create a host backend: host memory with CUDA's virtual-memory rules
+ * (a handle maps only at offset 0, a mapping is unmapped whole, access must be
+ * set before use), so code that works on it is legal on the GPU.
+ * cfg may be NULL for the defaults.
+ * Returns CUA_OK, CUA_ERR_INVALID_ARG (out NULL, bad granularity or capacity),
+ * CUA_ERR_OUT_OF_MEMORY (host resources), CUA_ERR_NOT_SUPPORTED (no memfd).
+ */
+CUA_API cua_status cua_backend_host_create(const cua_host_config *cfg, cua_backend **out);
+
+/**
+ * Host backend only: mark every event recorded so far on `stream` complete,
+ * as if the stream's queued work had finished.
+ * Returns CUA_OK, CUA_ERR_INVALID_ARG (NULL or not a host backend).
+ */
+CUA_API cua_status cua_host_stream_complete(cua_backend *host, cua_stream stream);
+
+/**
+ * Create a backend that forwards every call to `inner` and fails the calls
+ * chosen with cua_fault_fail_nth() / cua_fault_fail_random(). It does not own
+ * `inner`; destroy it before `inner`.
+ * Returns CUA_OK, CUA_ERR_INVALID_ARG, CUA_ERR_OUT_OF_MEMORY (host memory).
+ */
+CUA_API cua_status cua_backend_fault_create(cua_backend *inner, cua_backend **out);
+
+/**
+ * Fault backend: fail the `nth` (1-based, counted from now) call of kind
+ * `call` with status `fail` (CUA_ERR_OUT_OF_MEMORY or CUA_ERR_BACKEND).
+ * nth 0 clears the rule for that kind. One rule per kind; a rule fires once.
+ * Returns CUA_OK, CUA_ERR_INVALID_ARG (not a fault backend, bad kind or status).
+ */
+CUA_API cua_status cua_fault_fail_nth(cua_backend *fault, cua_call call, uint64_t nth,
+                                      cua_status fail);
+
+/**
+ * Fault backend: fail every call of any kind with probability `p` (0..1),
+ * drawing from a generator seeded with `seed`; the status is
+ * CUA_ERR_OUT_OF_MEMORY for create and reserve calls, CUA_ERR_BACKEND for the
+ * others. p = 0 switches it off.
+ * Returns CUA_OK, CUA_ERR_INVALID_ARG.
+ */
+CUA_API cua_status cua_fault_fail_random(cua_backend *fault, double p, uint64_t seed);
+
+/** Fault backend: how many failures it has injected so far. */
+CUA_API cua_status cua_fault_injected(cua_backend *fault, uint64_t *count);
+
+/** What a backend holds now and what it was asked to do. */
+typedef struct cua_backend_stats {
+    uint64_t calls[CUA_CALL_COUNT];    /**< calls per kind, failed ones included */
+    uint64_t call_ns[CUA_CALL_COUNT];  /**< nanoseconds spent in them per kind */
+    uint64_t failures;                 /**< calls that returned an error */
+    uint64_t reservations;             /**< address ranges reserved now */
+    uint64_t handles;                  /**< physical handles alive now */
+    uint64_t mappings;                 /**< handles mapped now */
+    uint64_t events;                   /**< events alive now */
+    uint64_t handle_bytes;             /**< bytes of physical handles alive now */
+    uint64_t total_bytes;              /**< device total (host: capacity) */
+    uint64_t free_bytes;               /**< device free now, as the backend reports it */
+} cua_backend_stats;
+
+/** Read a backend's counters. Returns CUA_OK, CUA_ERR_INVALID_ARG. */
+CUA_API cua_status cua_backend_get_stats(cua_backend *backend, cua_backend_stats *out);
+
+/** Mapping granularity of a backend in bytes. Returns CUA_OK, CUA_ERR_INVALID_ARG. */
+CUA_API cua_status cua_backend_granularity(cua_backend *backend, size_t *out);
+
+/**
+ * Destroy a backend created by the caller. Arenas using it must be destroyed
+ * first. Returns CUA_OK, CUA_ERR_INVALID_ARG, CUA_ERR_BUSY (arenas, reserved
+ * ranges or handles are still alive; nothing is released then).
+ */
+CUA_API cua_status cua_backend_destroy(cua_backend *backend);
+
+/* ------------------------------------------------------------------------ */
+/* Arenas                                                                    */
+/* ------------------------------------------------------------------------ */
+
+/** An arena: one reserved address range, the blocks in it, its limit and stats. */
+typedef struct cua_arena cua_arena;
+
+/** Keep every cached free byte mapped (never release on free). */
+#define CUA_KEEP_ALL SIZE_MAX
+
+/** Options of an arena. Initialise with cua_arena_config_init(). */
+typedef struct cua_arena_config {
+    /** A name for reports (copied; at most 63 bytes are kept). NULL: "arena". */
+    const char *name;
+    /** Where memory comes from. NULL: a host backend created for this arena
+     *  with the default options (owned and destroyed by the arena). */
+    cua_backend *backend;
+    /** Device ordinal, for reports and the CUDA backend. */
+    int device;
+    /** Most bytes the arena may have mapped at once; 0 = no limit. When a
+     *  request would pass it, the arena trims its cache and retries first. */
+    size_t limit;
+    /** Cached free bytes (fully free mapped pages) kept after a free; above it
+     *  the oldest free pages are unmapped. CUA_KEEP_ALL (default) keeps them
+     *  all: the arena then still never maps more than its earlier peak while
+     *  cached pages can be given back instead ("footprint cap", see docs). */
+    size_t release_threshold;
+    /** Address space to reserve in bytes (rounded up to 1 GiB); 0: 4 x the
+     *  backend's total memory. Blocks can never use more than this. */
+    size_t va_size;
+    /** Largest physical handle in bytes (a multiple of the granularity);
+     *  0: one granularity page. Larger handles make growth cheaper on CUDA but
+     *  can only be unmapped whole. */
+    size_t chunk_max;
+    /** Let mapped bytes pass the earlier peak by this many bytes before the
+     *  footprint cap swaps cached pages; 0: one granularity page. */
+    size_t growth_slack;
+    /** CUA_ARENA_* flags. */
+    unsigned flags;
+} cua_arena_config;
+
+/** Run cua_arena_check() after every alloc, free and trim (slow; for tests). */
+#define CUA_ARENA_CHECK_ALWAYS 0x1u
+/** Never swap cached pages to stay under the earlier peak (see release_threshold). */
+#define CUA_ARENA_NO_FOOTPRINT_CAP 0x2u
+
+/** Fill *cfg with the built-in defaults (CUARENA_CONF is read by cua_config_from_env()). */
+CUA_API void cua_arena_config_init(cua_arena_config *cfg);
+
+/**
+ * Create an arena: reserves its address range; maps nothing yet.
+ * cfg may be NULL for the defaults.
+ * Returns CUA_OK, CUA_ERR_INVALID_ARG (out NULL, limit or chunk_max not a
+ * multiple of the granularity...), CUA_ERR_OUT_OF_MEMORY (no address space or
+ * host memory), CUA_ERR_BACKEND.
+ */
+CUA_API cua_status cua_arena_create(const cua_arena_config *cfg, cua_arena **out);
+
+/** Free every live block of the arena as part of the destroy. */
+#define CUA_DESTROY_FORCE 0x1u
+
+/**
+ * Destroy an arena: unmaps and releases every page and handle and the address
+ * range, and destroys an owned backend. With live blocks it fails with
+ * CUA_ERR_BUSY (the message gives their count) unless flags has
+ * CUA_DESTROY_FORCE. Later calls with the handle, or with pointers of the
+ * arena, return CUA_ERR_DESTROYED. (The handle keeps a small tombstone of host
+ * memory so that this is an answer, not a use-after-free.)
+ * Returns CUA_OK, CUA_ERR_INVALID_ARG, CUA_ERR_BUSY, CUA_ERR_DESTROYED,
+ * CUA_ERR_BACKEND (a release failed; the arena is destroyed all the same and
+ * the rest is released).
+ */
+CUA_API cua_status cua_arena_destroy(cua_arena *arena, unsigned flags);
+
+/**
+ * Allocate `size` bytes on `stream` from `arena`. The block may be used at once
+ * on `stream`; memory freed on another stream is handed out only after that
+ * stream's work before the free has completed.
+ * Returns CUA_OK (and *out), CUA_ERR_INVALID_ARG (size 0, out NULL, size too
+ * large to round), CUA_ERR_LIMIT, CUA_ERR_OUT_OF_MEMORY (the message says what
+ * was asked, what the backend has free and what the arena holds and could
+ * trim), CUA_ERR_DESTROYED, CUA_ERR_BACKEND. On failure *out is NULL.
+ */
+CUA_API cua_status cua_arena_alloc(cua_arena *arena, size_t size, cua_stream stream,
+                                   void **out);
+
+/**
+ * Free a block returned by cua_arena_alloc() or cua_malloc(), in the order of
+ * the stream it was allocated on. NULL is accepted and does nothing.
+ * Returns CUA_OK, CUA_ERR_INVALID_POINTER (not from cuarena, or interior),
+ * CUA_ERR_DOUBLE_FREE, CUA_ERR_DESTROYED, CUA_ERR_BACKEND (releasing pages
+ * failed; the block is free all the same).
+ */
+CUA_API cua_status cua_free(void *ptr);
+
+/**
+ * Record that the live block `ptr` is used on `stream` as well as on the stream
+ * it was allocated on. When freed, it is handed out again only after the work
+ * queued on every such stream before the free has completed.
+ * Returns CUA_OK, CUA_ERR_INVALID_POINTER, CUA_ERR_DOUBLE_FREE,
+ * CUA_ERR_DESTROYED, CUA_ERR_OUT_OF_MEMORY (host memory).
+ */
+CUA_API cua_status cua_record_stream(void *ptr, cua_stream stream);
+
+/**
+ * Find the arena and the block of a live pointer.
+ * arena, base and size may each be NULL. Returns CUA_OK,
+ * CUA_ERR_INVALID_POINTER, CUA_ERR_DOUBLE_FREE (in free memory), CUA_ERR_DESTROYED.
+ * An interior pointer of a live block is answered with CUA_OK and the block.
+ */
+CUA_API cua_status cua_ptr_info(const void *ptr, cua_arena **arena, void **base, size_t *size);
+
+/**
+ * Unmap every cached free page of the arena above `keep_bytes` of cache, the
+ * oldest first, and say how many bytes went back to the backend (`released`
+ * may be NULL). Pages anywhere in the range are trimmed, also in the middle.
+ * Returns CUA_OK, CUA_ERR_INVALID_ARG, CUA_ERR_DESTROYED, CUA_ERR_BACKEND
+ * (released holds what was returned before the failure).
+ */
+CUA_API cua_status cua_arena_trim(cua_arena *arena, size_t keep_bytes, size_t *released);
+
+/**
+ * Set the arena's limit on mapped bytes (0 = none). A limit under what is
+ * mapped now trims the cache; live blocks are never touched, so the arena may
+ * stay above the limit until they are freed.
+ * Returns CUA_OK, CUA_ERR_INVALID_ARG, CUA_ERR_DESTROYED, CUA_ERR_BACKEND.
+ */
+CUA_API cua_status cua_arena_set_limit(cua_arena *arena, size_t limit);
+
+/** Set the release threshold (see cua_arena_config). Returns as cua_arena_set_limit. */
+CUA_API cua_status cua_arena_set_release_threshold(cua_arena *arena, size_t bytes);
+
+/** Name the arena was created with. Returns CUA_OK, CUA_ERR_INVALID_ARG, CUA_ERR_DESTROYED. */
+CUA_API cua_status cua_arena_name(cua_arena *arena, const char **name);
+
+/**
+ * Verify every invariant of the arena: the blocks tile the address range, no
+ * two free neighbours that could merge, the free index agrees with the blocks,
+ * every live block's pages are mapped, page counters and statistics add up.
+ * Returns CUA_OK, CUA_ERR_CORRUPT (the message names the first broken
+ * invariant), CUA_ERR_INVALID_ARG, CUA_ERR_DESTROYED.
+ */
+CUA_API cua_status cua_arena_check(cua_arena *arena);
+
+/* ------------------------------------------------------------------------ */
+/* Default and current arena                                                 */
+/* ------------------------------------------------------------------------ */
+
+/**
+ * The default arena of a device, created on first use with the defaults of
+ * cua_arena_config_init() and the options of CUARENA_CONF (cua_config_from_env()).
+ * Returns CUA_OK, CUA_ERR_INVALID_ARG, and the statuses of cua_arena_create().
+ */
+CUA_API cua_status cua_arena_default(int device, cua_arena **out);
+
+/**
+ * Allocate from the calling thread's current arena (cua_arena_push()), or from
+ * the default arena of device 0 when none is set. Returns as cua_arena_alloc().
+ */
+CUA_API cua_status cua_malloc(size_t size, cua_stream stream, void **out);
+
+/**
+ * Make `arena` the calling thread's current arena until the matching
+ * cua_arena_pop(). Pushes nest up to 64 deep.
+ * Returns CUA_OK, CUA_ERR_INVALID_ARG (NULL, or too deep), CUA_ERR_DESTROYED.
+ */
+CUA_API cua_status cua_arena_push(cua_arena *arena);
+
+/** Undo the last cua_arena_push(). Returns CUA_OK, CUA_ERR_INVALID_ARG (nothing pushed). */
+CUA_API cua_status cua_arena_pop(void);
+
+/** The calling thread's current arena, or NULL. Returns CUA_OK, CUA_ERR_INVALID_ARG. */
+CUA_API cua_status cua_arena_current(cua_arena **out);
+
+/* ------------------------------------------------------------------------ */
+/* Statistics                                                                */
+/* ------------------------------------------------------------------------ */
+
+/** One arena's figures. Bytes unless said otherwise. */
+typedef struct cua_stats {
+    uint64_t live_bytes;          /**< bytes asked for by the live blocks */
+    uint64_t live_blocks;         /**< number of live blocks */
+    uint64_t allocated_bytes;     /**< live block sizes after rounding to CUA_ALIGNMENT */
+    uint64_t mapped_bytes;        /**< physical memory mapped from the backend */
+    uint64_t reserved_bytes;      /**< address space reserved */
+    uint64_t free_bytes;          /**< mapped bytes not in live blocks */
+    uint64_t cached_bytes;        /**< mapped pages with no live block: what trim can return */
+    uint64_t pending_bytes;       /**< freed bytes waiting for other streams' events */
+    uint64_t largest_free_bytes;  /**< largest free block that lies in mapped pages */
+    uint64_t free_blocks;         /**< number of free blocks */
+    uint64_t peak_live_bytes;     /**< highest live_bytes since creation or reset */
+    uint64_t peak_mapped_bytes;   /**< highest mapped_bytes since creation or reset */
+    uint64_t alloc_count;         /**< successful allocations */
+    uint64_t free_count;          /**< successful frees */
+    uint64_t oom_count;           /**< allocations that failed (limit or out of memory) */
+    uint64_t trim_count;          /**< trims that released pages (explicit or by policy) */
+    uint64_t trimmed_bytes;       /**< bytes released by trims in total */
+    uint64_t limit_bytes;         /**< the limit, 0 = none */
+    uint64_t calls[CUA_CALL_COUNT];   /**< backend calls made for this arena, per kind */
+    uint64_t call_ns[CUA_CALL_COUNT]; /**< nanoseconds spent in them, per kind */
+    double mapped_over_live;      /**< mapped_bytes / live_bytes (0 when nothing is live) */
+    double free_fragmentation;    /**< 1 - largest_free / free_bytes (0 when nothing is free) */
+} cua_stats;
+
+/** Read an arena's figures. Returns CUA_OK, CUA_ERR_INVALID_ARG, CUA_ERR_DESTROYED. */
+CUA_API cua_status cua_arena_get_stats(cua_arena *arena, cua_stats *out);
+
+/** Set the peaks to the current values. Returns CUA_OK, CUA_ERR_INVALID_ARG, CUA_ERR_DESTROYED. */
+CUA_API cua_status cua_arena_reset_peaks(cua_arena *arena);
+
+/**
+ * Write the arena's figures as one JSON object (no newline) into buf.
+ * *len receives the length without the terminating NUL; when it is >= cap the
+ * text was cut and a buffer of *len + 1 bytes is needed. buf may be NULL when
+ * cap is 0. Returns CUA_OK, CUA_ERR_INVALID_ARG, CUA_ERR_DESTROYED.
+ */
+CUA_API cua_status cua_arena_stats_json(cua_arena *arena, char *buf, size_t cap, size_t *len);
+
+/* ------------------------------------------------------------------------ */
+/* Options                                                                   */
+/* ------------------------------------------------------------------------ */
+
+/**
+ * Parse an option string like CUARENA_CONF ("release_threshold:512M,limit:8G")
+ * into cfg, over what it holds. Keys: device, limit, release_threshold,
+ * va_size, chunk_max, growth_slack, check (0/1), footprint_cap (0/1). Sizes take
+ * K, M, G, T suffixes (powers of 1024) and "all"/"none".
+ * Returns CUA_OK, CUA_ERR_INVALID_ARG (NULL), CUA_ERR_CONFIG (unknown key or
+ * bad value; the message names it and cfg is unchanged).
+ */
+CUA_API cua_status cua_config_parse(const char *text, cua_arena_config *cfg);
+
+/**
+ * Apply the environment variable CUARENA_CONF (if set) to cfg with
+ * cua_config_parse(). Returns CUA_OK (also when it is not set),
+ * CUA_ERR_INVALID_ARG, CUA_ERR_CONFIG.
+ */
+CUA_API cua_status cua_config_from_env(cua_arena_config *cfg);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* CUARENA_H */

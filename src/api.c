@@ -1,0 +1,386 @@
+/*
+ * api.c - the public entry points: argument checks, handle validation, the
+ * arena lock, and the default and current arenas. Everything else is in the
+ * layers below.
+ */
+#include "arena.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+const char *cua_version(void) { return "0.1.0"; }
+
+/* ---- the registry of arenas -------------------------------------------------
+ * Every arena ever created, alive or a tombstone: enumeration, and the one
+ * place that keeps tombstones reachable. Default arenas per device. */
+
+#define CUA_MAX_DEVICES 64
+
+static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
+static cua_arena **registry;
+static size_t registry_n, registry_cap;
+static cua_arena *default_arena[CUA_MAX_DEVICES];
+
+static cua_status registry_add(cua_arena *a)
+{
+    pthread_mutex_lock(&registry_lock);
+    if (registry_n == registry_cap) {
+        size_t ncap = registry_cap ? 2 * registry_cap : 16;
+        cua_arena **nr = realloc(registry, ncap * sizeof *nr);
+        if (!nr) {
+            pthread_mutex_unlock(&registry_lock);
+            return _cua_error(CUA_ERR_OUT_OF_MEMORY, "no host memory for the arena registry");
+        }
+        registry = nr;
+        registry_cap = ncap;
+    }
+    registry[registry_n++] = a;
+    pthread_mutex_unlock(&registry_lock);
+    return CUA_OK;
+}
+
+/* ---- handles ---------------------------------------------------------------------- */
+
+/* Validate a handle and take its lock; on failure nothing is held. */
+static cua_status enter(cua_arena *a)
+{
+    if (!a) return _cua_error(CUA_ERR_INVALID_ARG, "arena is NULL");
+    if (a->magic != CUA_ARENA_MAGIC)
+        return _cua_error(CUA_ERR_INVALID_ARG, "%p is not an arena handle", (void *)a);
+    _cua_lock(&a->lock);
+    if (!a->alive) {
+        _cua_unlock(&a->lock);
+        return _cua_error(CUA_ERR_DESTROYED, "arena '%s' was destroyed", a->name);
+    }
+    return CUA_OK;
+}
+
+static inline cua_status leave(cua_arena *a, cua_status st)
+{
+    _cua_unlock(&a->lock);
+    return st;
+}
+
+/* The arena that owns ptr, locked. */
+static cua_status enter_ptr(const void *ptr, cua_arena **out)
+{
+    cua_arena *a = _cua_addrmap_find((uintptr_t)ptr);
+    if (!a)
+        return _cua_error(CUA_ERR_INVALID_POINTER,
+                          "%p is not a pointer cuarena handed out: no arena owns that address",
+                          ptr);
+    _cua_lock(&a->lock);
+    if (!a->alive) {
+        _cua_unlock(&a->lock);
+        return _cua_error(CUA_ERR_DESTROYED, "%p belongs to arena '%s', which was destroyed",
+                          ptr, a->name);
+    }
+    *out = a;
+    return CUA_OK;
+}
+
+/* ---- backends ------------------------------------------------------------------------ */
+
+cua_status cua_backend_host_create(const cua_host_config *cfg, cua_backend **out)
+{
+    if (!out) return _cua_error(CUA_ERR_INVALID_ARG, "out is NULL");
+    *out = NULL;
+    return _cua_backend_host_create(cfg, out);
+}
+
+cua_status cua_host_stream_complete(cua_backend *host, cua_stream stream)
+{
+    if (!host || host->kind != CUA_BACKEND_HOST)
+        return _cua_error(CUA_ERR_INVALID_ARG, "not a host backend");
+    return _cua_host_stream_complete(host, stream);
+}
+
+cua_status cua_backend_fault_create(cua_backend *inner, cua_backend **out)
+{
+    if (!inner || !out) return _cua_error(CUA_ERR_INVALID_ARG, "inner or out is NULL");
+    *out = NULL;
+    return _cua_backend_fault_create(inner, out);
+}
+
+static cua_status fault_only(cua_backend *b)
+{
+    if (!b || b->kind != CUA_BACKEND_FAULT)
+        return _cua_error(CUA_ERR_INVALID_ARG, "not a fault backend");
+    return CUA_OK;
+}
+
+cua_status cua_fault_fail_nth(cua_backend *fault, cua_call call, uint64_t nth, cua_status fail)
+{
+    cua_status st = fault_only(fault);
+    return st != CUA_OK ? st : _cua_fault_fail_nth(fault, call, nth, fail);
+}
+
+cua_status cua_fault_fail_random(cua_backend *fault, double p, uint64_t seed)
+{
+    cua_status st = fault_only(fault);
+    return st != CUA_OK ? st : _cua_fault_fail_random(fault, p, seed);
+}
+
+cua_status cua_fault_injected(cua_backend *fault, uint64_t *count)
+{
+    cua_status st = fault_only(fault);
+    if (st == CUA_OK && !count) st = _cua_error(CUA_ERR_INVALID_ARG, "count is NULL");
+    return st != CUA_OK ? st : _cua_fault_injected(fault, count);
+}
+
+cua_status cua_backend_get_stats(cua_backend *b, cua_backend_stats *out)
+{
+    if (!b || !out) return _cua_error(CUA_ERR_INVALID_ARG, "backend or out is NULL");
+    memset(out, 0, sizeof *out);
+    for (int k = 0; k < CUA_CALL_COUNT; k++) {
+        out->calls[k] = atomic_load(&b->calls[k]);
+        out->call_ns[k] = atomic_load(&b->call_ns[k]);
+    }
+    out->failures = atomic_load(&b->failures);
+    out->reservations = (uint64_t)atomic_load(&b->reservations);
+    out->handles = (uint64_t)atomic_load(&b->handles);
+    out->mappings = (uint64_t)atomic_load(&b->mappings);
+    out->events = (uint64_t)atomic_load(&b->events);
+    out->handle_bytes = (uint64_t)atomic_load(&b->handle_bytes);
+    size_t fr = 0, tot = 0;
+    cua_status st = _cua_bk_mem_info(b, NULL, &fr, &tot);
+    out->free_bytes = fr;
+    out->total_bytes = tot ? tot : b->total_bytes;
+    return st;
+}
+
+cua_status cua_backend_granularity(cua_backend *b, size_t *out)
+{
+    if (!b || !out) return _cua_error(CUA_ERR_INVALID_ARG, "backend or out is NULL");
+    *out = b->granularity;
+    return CUA_OK;
+}
+
+cua_status cua_backend_destroy(cua_backend *b)
+{
+    if (!b) return _cua_error(CUA_ERR_INVALID_ARG, "backend is NULL");
+    return _cua_backend_destroy(b);
+}
+
+/* ---- arenas ---------------------------------------------------------------------------- */
+
+cua_status cua_arena_create(const cua_arena_config *cfg, cua_arena **out)
+{
+    if (!out) return _cua_error(CUA_ERR_INVALID_ARG, "out is NULL");
+    *out = NULL;
+    cua_arena *a;
+    cua_status st = _cua_arena_create(cfg, &a);
+    if (st != CUA_OK) return st;
+    st = registry_add(a);
+    if (st != CUA_OK) {
+        _cua_addrmap_remove(a->seg.base, a->seg.size, a);
+        _cua_arena_destroy_locked(a, CUA_DESTROY_FORCE);
+        _cua_lock_destroy(&a->lock);
+        free(a); /* never handed out: no tombstone needed */
+        return st;
+    }
+    *out = a;
+    return CUA_OK;
+}
+
+cua_status cua_arena_destroy(cua_arena *a, unsigned flags)
+{
+    if (flags & ~CUA_DESTROY_FORCE) return _cua_error(CUA_ERR_INVALID_ARG, "unknown flags %#x", flags);
+    cua_status st = enter(a);
+    if (st != CUA_OK) return st;
+    st = _cua_arena_destroy_locked(a, flags);
+    if (st != CUA_ERR_BUSY) {
+        pthread_mutex_lock(&registry_lock);
+        for (int d = 0; d < CUA_MAX_DEVICES; d++)
+            if (default_arena[d] == a) default_arena[d] = NULL;
+        pthread_mutex_unlock(&registry_lock);
+    }
+    return leave(a, st);
+}
+
+cua_status cua_arena_alloc(cua_arena *a, size_t size, cua_stream stream, void **out)
+{
+    if (!out) return _cua_error(CUA_ERR_INVALID_ARG, "out is NULL");
+    *out = NULL;
+    cua_status st = enter(a);
+    if (st != CUA_OK) return st;
+    return leave(a, _cua_arena_alloc_locked(a, size, stream, out));
+}
+
+cua_status cua_free(void *ptr)
+{
+    if (!ptr) return CUA_OK;
+    cua_arena *a;
+    cua_status st = enter_ptr(ptr, &a);
+    if (st != CUA_OK) return st;
+    return leave(a, _cua_arena_free_locked(a, ptr));
+}
+
+cua_status cua_record_stream(void *ptr, cua_stream stream)
+{
+    cua_arena *a;
+    cua_status st = enter_ptr(ptr, &a);
+    if (st != CUA_OK) return st;
+    return leave(a, _cua_arena_record_stream_locked(a, ptr, stream));
+}
+
+cua_status cua_ptr_info(const void *ptr, cua_arena **arena, void **base, size_t *size)
+{
+    cua_arena *a;
+    cua_status st = enter_ptr(ptr, &a);
+    if (st != CUA_OK) return st;
+    st = _cua_arena_ptr_info_locked(a, ptr, base, size);
+    if (st == CUA_OK && arena) *arena = a;
+    return leave(a, st);
+}
+
+cua_status cua_arena_trim(cua_arena *a, size_t keep_bytes, size_t *released)
+{
+    uint64_t r = 0;
+    if (released) *released = 0;
+    cua_status st = enter(a);
+    if (st != CUA_OK) return st;
+    st = _cua_arena_trim_locked(a, keep_bytes, &r);
+    if (released) *released = (size_t)r;
+    if (st == CUA_OK && (a->cfg.flags & CUA_ARENA_CHECK_ALWAYS)) st = _cua_arena_check_locked(a);
+    return leave(a, st);
+}
+
+cua_status cua_arena_set_limit(cua_arena *a, size_t limit)
+{
+    cua_status st = enter(a);
+    if (st != CUA_OK) return st;
+    return leave(a, _cua_arena_set_limit_locked(a, limit));
+}
+
+cua_status cua_arena_set_release_threshold(cua_arena *a, size_t bytes)
+{
+    cua_status st = enter(a);
+    if (st != CUA_OK) return st;
+    return leave(a, _cua_arena_set_release_locked(a, bytes));
+}
+
+cua_status cua_arena_name(cua_arena *a, const char **name)
+{
+    if (!name) return _cua_error(CUA_ERR_INVALID_ARG, "name is NULL");
+    cua_status st = enter(a);
+    if (st != CUA_OK) return st;
+    *name = a->name;
+    return leave(a, CUA_OK);
+}
+
+cua_status cua_arena_check(cua_arena *a)
+{
+    cua_status st = enter(a);
+    if (st != CUA_OK) return st;
+    return leave(a, _cua_arena_check_locked(a));
+}
+
+/* ---- statistics ---------------------------------------------------------------------------- */
+
+cua_status cua_arena_get_stats(cua_arena *a, cua_stats *out)
+{
+    if (!out) return _cua_error(CUA_ERR_INVALID_ARG, "out is NULL");
+    cua_status st = enter(a);
+    if (st != CUA_OK) return st;
+    _cua_stats_read(a, out);
+    return leave(a, CUA_OK);
+}
+
+cua_status cua_arena_reset_peaks(cua_arena *a)
+{
+    cua_status st = enter(a);
+    if (st != CUA_OK) return st;
+    a->peak_live = a->live_bytes;
+    a->peak_mapped = a->seg.mapped_bytes;
+    return leave(a, CUA_OK);
+}
+
+cua_status cua_arena_stats_json(cua_arena *a, char *buf, size_t cap, size_t *len)
+{
+    if (!len || (!buf && cap)) return _cua_error(CUA_ERR_INVALID_ARG, "len is NULL or buf is NULL");
+    cua_status st = enter(a);
+    if (st != CUA_OK) return st;
+    cua_stats s;
+    _cua_stats_read(a, &s);
+    *len = _cua_stats_json(&s, a->name, a->device, a->bk->name, buf, cap);
+    return leave(a, CUA_OK);
+}
+
+/* ---- default and current arenas --------------------------------------------------------------- */
+
+cua_status cua_arena_default(int device, cua_arena **out)
+{
+    if (!out) return _cua_error(CUA_ERR_INVALID_ARG, "out is NULL");
+    if (device < 0 || device >= CUA_MAX_DEVICES)
+        return _cua_error(CUA_ERR_INVALID_ARG, "device %d is out of range 0..%d", device,
+                          CUA_MAX_DEVICES - 1);
+    pthread_mutex_lock(&registry_lock);
+    cua_arena *a = default_arena[device];
+    pthread_mutex_unlock(&registry_lock);
+    if (a) {
+        *out = a;
+        return CUA_OK;
+    }
+    cua_arena_config cfg;
+    cua_arena_config_init(&cfg);
+    cua_status st = cua_config_from_env(&cfg);
+    if (st != CUA_OK) return st;
+    cfg.device = device;
+    cfg.name = "default";
+    st = cua_arena_create(&cfg, &a);
+    if (st != CUA_OK) return st;
+    pthread_mutex_lock(&registry_lock);
+    if (default_arena[device]) { /* another thread won the race */
+        cua_arena *winner = default_arena[device];
+        pthread_mutex_unlock(&registry_lock);
+        cua_arena_destroy(a, 0);
+        *out = winner;
+        return CUA_OK;
+    }
+    default_arena[device] = a;
+    pthread_mutex_unlock(&registry_lock);
+    *out = a;
+    return CUA_OK;
+}
+
+#define CUA_PUSH_MAX 64
+static _Thread_local cua_arena *tl_stack[CUA_PUSH_MAX];
+static _Thread_local int tl_depth;
+
+cua_status cua_arena_push(cua_arena *a)
+{
+    cua_status st = enter(a);
+    if (st != CUA_OK) return st;
+    leave(a, CUA_OK);
+    if (tl_depth == CUA_PUSH_MAX)
+        return _cua_error(CUA_ERR_INVALID_ARG, "arena pushes nest deeper than %d", CUA_PUSH_MAX);
+    tl_stack[tl_depth++] = a;
+    return CUA_OK;
+}
+
+cua_status cua_arena_pop(void)
+{
+    if (tl_depth == 0) return _cua_error(CUA_ERR_INVALID_ARG, "no arena was pushed on this thread");
+    tl_stack[--tl_depth] = NULL;
+    return CUA_OK;
+}
+
+cua_status cua_arena_current(cua_arena **out)
+{
+    if (!out) return _cua_error(CUA_ERR_INVALID_ARG, "out is NULL");
+    *out = tl_depth ? tl_stack[tl_depth - 1] : NULL;
+    return CUA_OK;
+}
+
+cua_status cua_malloc(size_t size, cua_stream stream, void **out)
+{
+    if (!out) return _cua_error(CUA_ERR_INVALID_ARG, "out is NULL");
+    *out = NULL;
+    cua_arena *a = tl_depth ? tl_stack[tl_depth - 1] : NULL;
+    if (!a) {
+        cua_status st = cua_arena_default(0, &a);
+        if (st != CUA_OK) return st;
+    }
+    return cua_arena_alloc(a, size, stream, out);
+}

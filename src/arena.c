@@ -1,0 +1,414 @@
+/*
+ * arena.c - the arena's policies: placement, growth, the footprint cap,
+ * release threshold, limits, trim, free and destroy. See arena.h.
+ *
+ * Placement is best fit over the whole address range, blind to which pages are
+ * mapped: the layout is then the one an ideal best fit would make, and mapping
+ * follows it page by page. Growth maps only the pages a block lacks.
+ *
+ * The footprint cap: when growth would take mapped bytes past their earlier
+ * peak (plus a slack), idle chunks are unmapped first, oldest first and only as
+ * many as needed. The cache then never grows the footprint; it is swapped
+ * rather than added to. A limit does the same as a hard bound, waiting for
+ * streams when it must, and fails only when live data itself would pass it.
+ */
+#include "arena.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- create -------------------------------------------------------------------- */
+
+static cua_status check_config(const cua_arena_config *cfg, size_t gran)
+{
+    if (cfg->chunk_max % gran)
+        return _cua_error(CUA_ERR_INVALID_ARG,
+                          "chunk_max %zu is not a multiple of the granularity %zu",
+                          cfg->chunk_max, gran);
+    if (cfg->device < 0) return _cua_error(CUA_ERR_INVALID_ARG, "device %d < 0", cfg->device);
+    return CUA_OK;
+}
+
+static size_t default_va(const cua_backend *bk, const cua_arena_config *cfg)
+{
+    size_t va = cfg->va_size ? cfg->va_size : 4 * bk->total_bytes;
+    size_t unit = _cua_max(CUA_GIB, bk->granularity);
+    if (!_cua_align_up(va, unit, &va)) va = SIZE_MAX & ~(unit - 1);
+    return va;
+}
+
+static cua_status arena_body_init(cua_arena *a, const cua_arena_config *cfg)
+{
+    if (cfg->backend) {
+        a->bk = cfg->backend;
+    } else {
+        cua_status st = _cua_backend_host_create(NULL, &a->bk);
+        if (st != CUA_OK) return st;
+        a->owns_bk = true;
+    }
+    cua_status st = check_config(cfg, a->bk->granularity);
+    if (st == CUA_OK) {
+        size_t va = default_va(a->bk, cfg);
+        if ((va >> _cua_log2(a->bk->granularity)) > UINT32_MAX)
+            va = (size_t)UINT32_MAX << _cua_log2(a->bk->granularity) & ~(CUA_GIB - 1);
+        size_t align = _cua_max(CUA_GIB, a->bk->granularity);
+        st = _cua_seg_init(&a->seg, a->bk, &a->cs, va, align, cfg->chunk_max);
+    }
+    if (st == CUA_OK) {
+        st = _cua_heap_init(&a->heap, a->seg.size);
+        if (st != CUA_OK) _cua_seg_fini(&a->seg);
+    }
+    if (st == CUA_OK) {
+        st = _cua_addrmap_insert(a->seg.base, a->seg.size, a);
+        if (st != CUA_OK) {
+            _cua_heap_fini(&a->heap);
+            _cua_seg_fini(&a->seg);
+        }
+    }
+    if (st != CUA_OK && a->owns_bk) _cua_backend_destroy(a->bk);
+    return st;
+}
+
+cua_status _cua_arena_create(const cua_arena_config *cfg_in, cua_arena **out)
+{
+    cua_arena_config cfg;
+    if (cfg_in)
+        cfg = *cfg_in;
+    else
+        cua_arena_config_init(&cfg);
+    cua_arena *a = calloc(1, sizeof *a);
+    if (!a) return _cua_error(CUA_ERR_OUT_OF_MEMORY, "no host memory for an arena");
+    snprintf(a->name, sizeof a->name, "%s", cfg.name ? cfg.name : "arena");
+    cfg.name = a->name;
+    a->cfg = cfg;
+    a->device = cfg.device;
+    cua_status st = arena_body_init(a, &cfg);
+    if (st != CUA_OK) {
+        free(a);
+        return st;
+    }
+    _cua_lock_init(&a->lock);
+    a->magic = CUA_ARENA_MAGIC;
+    a->alive = 1;
+    atomic_fetch_add(&a->bk->users, 1);
+    *out = a;
+    return CUA_OK;
+}
+
+/* ---- trimming ------------------------------------------------------------------------ */
+
+/* Unmap up to `want` bytes of idle chunks that no stream can still be using.
+ * blocking: wait for streams and pending blocks first, so every idle chunk
+ * qualifies. */
+static cua_status trim_idle(cua_arena *a, uint64_t want, bool blocking, uint64_t *released)
+{
+    *released = 0;
+    cua_status st = CUA_OK;
+    if (want == 0 || a->seg.idle_bytes == 0) return CUA_OK;
+    _cua_stream_reclaim(a, blocking, &st);
+    if (st != CUA_OK) return _cua_error_wrap(st, "arena '%s': cannot learn what streams completed",
+                                             a->name);
+    st = _cua_seg_trim(&a->seg, want, _cua_stream_safe_seq(a), released);
+    if (*released) {
+        a->trim_count++;
+        a->trimmed_bytes += *released;
+    }
+    return st;
+}
+
+cua_status _cua_arena_trim_locked(cua_arena *a, uint64_t keep, uint64_t *released)
+{
+    cua_status st = CUA_OK;
+    *released = 0;
+    if (a->streams.pending) _cua_stream_poll_pending(a, false, &st);
+    if (a->seg.idle_bytes <= keep) return CUA_OK;
+    return trim_idle(a, a->seg.idle_bytes - keep, true, released);
+}
+
+/* Pages that streams may still use stay until a later call finds them safe. */
+static cua_status apply_release_threshold(cua_arena *a)
+{
+    uint64_t thr = a->cfg.release_threshold, released;
+    if (a->seg.idle_bytes <= thr) return CUA_OK;
+    return trim_idle(a, a->seg.idle_bytes - thr, false, &released);
+}
+
+/* ---- growth -------------------------------------------------------------------------- */
+
+static uint64_t slack(const cua_arena *a)
+{
+    return a->cfg.growth_slack ? a->cfg.growth_slack : a->seg.gran;
+}
+
+static bool over_limit(const cua_arena *a, uint64_t need)
+{
+    return a->cfg.limit && a->seg.mapped_bytes + need > a->cfg.limit;
+}
+
+/* Make room for `need` more mapped bytes under the limit and the footprint cap. */
+static cua_status make_room(cua_arena *a, uint64_t need)
+{
+    uint64_t over = 0, mapped = a->seg.mapped_bytes, released;
+    if (a->cfg.limit && mapped + need > a->cfg.limit) over = mapped + need - a->cfg.limit;
+    if (!(a->cfg.flags & CUA_ARENA_NO_FOOTPRINT_CAP)) {
+        uint64_t cap = a->footprint_hw + slack(a);
+        if (mapped + need > cap) over = _cua_max(over, mapped + need - cap);
+    }
+    if (over == 0) return CUA_OK;
+    cua_status st = trim_idle(a, over, false, &released);
+    if (st == CUA_OK && over_limit(a, need) && a->seg.idle_bytes)
+        st = trim_idle(a, a->seg.mapped_bytes + need - a->cfg.limit, true, &released);
+    if (st != CUA_OK) return st;
+    return over_limit(a, need) ? CUA_ERR_LIMIT : CUA_OK;
+}
+
+static void oom_report(cua_arena *a, cua_status st, size_t size, cua_stream stream)
+{
+    char asked[32], mapped[32], live[32], idle[32], fr[32], tot[32], lim[32];
+    size_t free_b = 0, total_b = 0;
+    cua_status prev = st;
+    _cua_bk_mem_info(a->bk, &a->cs, &free_b, &total_b);
+    _cua_fmt_bytes(asked, sizeof asked, size);
+    _cua_fmt_bytes(mapped, sizeof mapped, a->seg.mapped_bytes);
+    _cua_fmt_bytes(live, sizeof live, a->live_bytes);
+    _cua_fmt_bytes(idle, sizeof idle, a->seg.idle_bytes);
+    _cua_fmt_bytes(fr, sizeof fr, free_b);
+    _cua_fmt_bytes(tot, sizeof tot, total_b);
+    _cua_fmt_bytes(lim, sizeof lim, a->cfg.limit);
+    if (prev == CUA_ERR_LIMIT)
+        _cua_error(st, "arena '%s' cannot allocate %s on stream %#lx: its limit is %s and it "
+                   "has %s mapped, %s live, %s cached after trimming (device: %s free of %s)",
+                   a->name, asked, (unsigned long)stream, lim, mapped, live, idle, fr, tot);
+    else
+        _cua_error_wrap(st, "arena '%s' cannot allocate %s on stream %#lx: device has %s free "
+                        "of %s; the arena has %s mapped, %s live, %s cached", a->name, asked,
+                        (unsigned long)stream, fr, tot, mapped, live, idle);
+}
+
+/* Map the pages block b lacks (`missing` bytes). */
+static cua_status grow(cua_arena *a, cua_block *b, uint64_t missing)
+{
+    cua_status st = make_room(a, missing);
+    if (st != CUA_OK) return st;
+    st = _cua_seg_map(&a->seg, b->off, b->size);
+    if (st == CUA_ERR_OUT_OF_MEMORY && a->seg.idle_bytes) {
+        uint64_t released; /* the device is full: give back the cache and try once more */
+        if (trim_idle(a, a->seg.idle_bytes, true, &released) == CUA_OK && released)
+            st = _cua_seg_map(&a->seg, b->off, b->size);
+    }
+    if (st != CUA_OK) return st;
+    if (a->seg.mapped_bytes > a->footprint_hw) a->footprint_hw = a->seg.mapped_bytes;
+    if (a->seg.mapped_bytes > a->peak_mapped) a->peak_mapped = a->seg.mapped_bytes;
+    return CUA_OK;
+}
+
+/* ---- alloc ------------------------------------------------------------------------------ */
+
+/* Best fit; before growing into new pages, learn whether other streams have
+ * finished with their free blocks, which may then fit without growth. */
+static cua_block *place(cua_arena *a, uint32_t tag, uint64_t asize)
+{
+    cua_block *b = _cua_heap_find(&a->heap, tag, asize);
+    if (a->streams.n <= 2 && !a->streams.pending) return b; /* one stream: nothing to learn */
+    if (b && _cua_seg_missing(&a->seg, b->off, asize) == 0) return b;
+    cua_status st;
+    uint64_t n = _cua_stream_reclaim(a, false, &st);
+    if (a->streams.pending) n += _cua_stream_poll_pending(a, false, &st);
+    return n ? _cua_heap_find(&a->heap, tag, asize) : b;
+}
+
+/* One attempt: place, cut, map. On failure the heap is as before. */
+static cua_status alloc_once(cua_arena *a, uint32_t tag, uint64_t asize, cua_block **out)
+{
+    cua_block *b = place(a, tag, asize);
+    if (!b) {
+        char sz[32];
+        return _cua_error(CUA_ERR_OUT_OF_MEMORY,
+                          "arena '%s': no free range of %s left in its address space", a->name,
+                          _cua_fmt_bytes(sz, sizeof sz, asize));
+    }
+    uint32_t free_tag;
+    b = _cua_heap_take(&a->heap, b, asize, tag, &free_tag);
+    if (!b) return _cua_error(CUA_ERR_OUT_OF_MEMORY, "no host memory for a block descriptor");
+    uint64_t missing = _cua_seg_acquire(&a->seg, b->off, b->size);
+    cua_status st = missing ? grow(a, b, missing) : CUA_OK;
+    if (st == CUA_OK) st = _cua_heap_map_insert(&a->heap, b);
+    if (st != CUA_OK) { /* undo: the pages it acquired, then the cut */
+        _cua_seg_release(&a->seg, b->off, b->size, a->seq);
+        _cua_heap_put(&a->heap, b, free_tag, b->seq);
+        return st;
+    }
+    b->tag = tag;
+    *out = b;
+    return CUA_OK;
+}
+
+cua_status _cua_arena_alloc_locked(cua_arena *a, size_t size, cua_stream stream, void **out)
+{
+    size_t asize;
+    if (size == 0) return _cua_error(CUA_ERR_INVALID_ARG, "cannot allocate 0 bytes");
+    if (!_cua_align_up(size, CUA_ALIGNMENT, &asize) || asize > a->seg.size)
+        return _cua_error(CUA_ERR_INVALID_ARG,
+                          "cannot allocate %zu bytes: more than the arena's address range "
+                          "of %zu bytes", size, a->seg.size);
+    uint32_t tag;
+    cua_status st = _cua_stream_slot(a, stream, &tag);
+    if (st != CUA_OK) return st;
+    cua_block *b = NULL;
+    st = alloc_once(a, tag, asize, &b);
+    if (st == CUA_ERR_LIMIT || st == CUA_ERR_OUT_OF_MEMORY) {
+        /* Last resort before failing: wait for every stream and pending block,
+         * give back all of the cache, and try once more. */
+        cua_status ws;
+        uint64_t released;
+        _cua_stream_poll_pending(a, true, &ws);
+        trim_idle(a, a->seg.idle_bytes, true, &released);
+        st = alloc_once(a, tag, asize, &b);
+    }
+    if (st != CUA_OK) {
+        a->oom_count++;
+        if (st == CUA_ERR_LIMIT || st == CUA_ERR_OUT_OF_MEMORY) oom_report(a, st, size, stream);
+        return st;
+    }
+    b->req = size;
+    a->live_bytes += size;
+    a->live_blocks++;
+    a->allocated_bytes += b->size;
+    a->alloc_count++;
+    if (a->live_bytes > a->peak_live) a->peak_live = a->live_bytes;
+    *out = (void *)(a->seg.base + b->off);
+    if (a->cfg.flags & CUA_ARENA_CHECK_ALWAYS) return _cua_arena_check_locked(a);
+    return CUA_OK;
+}
+
+/* ---- free ------------------------------------------------------------------------------- */
+
+void _cua_arena_put_free(cua_arena *a, cua_block *b, uint32_t tag)
+{
+    uint64_t seq = ++a->seq;
+    _cua_seg_release(&a->seg, b->off, b->size, seq);
+    if (tag) a->streams.slot[tag].last_free_seq = seq;
+    _cua_heap_put(&a->heap, b, tag, seq);
+}
+
+cua_status _cua_arena_lookup_live(cua_arena *a, const void *ptr, cua_block **out)
+{
+    uint64_t off = (uintptr_t)ptr - a->seg.base;
+    cua_block *b = _cua_heap_map_find(&a->heap, off);
+    if (CUA_LIKELY(b != NULL)) {
+        *out = b;
+        return CUA_OK;
+    }
+    b = _cua_heap_block_at(&a->heap, off);
+    if (b && b->state == CUA_BLOCK_LIVE) {
+        *out = b;
+        return _cua_error(CUA_ERR_INVALID_POINTER,
+                          "%p is an interior pointer: %llu bytes into the live block at %p of "
+                          "%llu bytes in arena '%s'", ptr, (unsigned long long)(off - b->off),
+                          (void *)(a->seg.base + b->off), (unsigned long long)b->req, a->name);
+    }
+    *out = NULL;
+    if (b && b->state == CUA_BLOCK_PENDING)
+        return _cua_error(CUA_ERR_DOUBLE_FREE,
+                          "%p was already freed (it waits for other streams) in arena '%s'",
+                          ptr, a->name);
+    return _cua_error(CUA_ERR_DOUBLE_FREE,
+                      "%p is not live: it lies in free memory of arena '%s' (a double free, or "
+                      "a pointer cuarena never returned)", ptr, a->name);
+}
+
+cua_status _cua_arena_free_locked(cua_arena *a, void *ptr)
+{
+    cua_block *b;
+    cua_status st = _cua_arena_lookup_live(a, ptr, &b);
+    if (st != CUA_OK) return st;
+    _cua_heap_map_remove(&a->heap, b->off);
+    a->live_bytes -= b->req;
+    a->live_blocks--;
+    a->allocated_bytes -= b->size;
+    a->free_count++;
+    if (b->uses && b->uses->n) {
+        st = _cua_stream_defer(a, b);
+    } else {
+        free(b->uses);
+        b->uses = NULL;
+        _cua_arena_put_free(a, b, b->tag);
+        st = apply_release_threshold(a);
+        if (st != CUA_OK)
+            _cua_error_wrap(st, "%p was freed, but giving its pages back failed", ptr);
+    }
+    if (st == CUA_OK && (a->cfg.flags & CUA_ARENA_CHECK_ALWAYS)) st = _cua_arena_check_locked(a);
+    return st;
+}
+
+cua_status _cua_arena_record_stream_locked(cua_arena *a, void *ptr, cua_stream stream)
+{
+    cua_block *b;
+    cua_status st = _cua_arena_lookup_live(a, ptr, &b);
+    if (st != CUA_OK) return st;
+    return _cua_stream_add_use(a, b, stream);
+}
+
+cua_status _cua_arena_ptr_info_locked(cua_arena *a, const void *ptr, void **base, size_t *size)
+{
+    cua_block *b;
+    cua_status st = _cua_arena_lookup_live(a, ptr, &b);
+    if (st == CUA_ERR_INVALID_POINTER && b) st = CUA_OK; /* interior: answer with the block */
+    if (st != CUA_OK) return st;
+    if (base) *base = (void *)(a->seg.base + b->off);
+    if (size) *size = b->req;
+    return CUA_OK;
+}
+
+/* ---- settings --------------------------------------------------------------------------- */
+
+cua_status _cua_arena_set_limit_locked(cua_arena *a, size_t limit)
+{
+    a->cfg.limit = limit;
+    if (!limit || a->seg.mapped_bytes <= limit) return CUA_OK;
+    uint64_t released;
+    return trim_idle(a, a->seg.mapped_bytes - limit, true, &released);
+}
+
+cua_status _cua_arena_set_release_locked(cua_arena *a, size_t bytes)
+{
+    a->cfg.release_threshold = bytes;
+    return apply_release_threshold(a);
+}
+
+/* ---- destroy ------------------------------------------------------------------------------ */
+
+cua_status _cua_arena_destroy_locked(cua_arena *a, unsigned flags)
+{
+    if (a->live_blocks && !(flags & CUA_DESTROY_FORCE)) {
+        char live[32];
+        return _cua_error(CUA_ERR_BUSY,
+                          "arena '%s' still has %llu live block(s) (%s); free them or pass "
+                          "CUA_DESTROY_FORCE", a->name, (unsigned long long)a->live_blocks,
+                          _cua_fmt_bytes(live, sizeof live, a->live_bytes));
+    }
+    /* Work still queued may use freed memory: wait for it before unmapping. */
+    cua_status st = CUA_OK, first = CUA_OK;
+    _cua_stream_poll_pending(a, true, &st);
+    if (st != CUA_OK) first = st;
+    _cua_stream_reclaim(a, true, &st);
+    if (st != CUA_OK && first == CUA_OK) first = st;
+    _cua_stream_fini(a);
+    for (cua_block *b = a->heap.first; b; b = b->next) {
+        free(b->uses);
+        b->uses = NULL;
+    }
+    st = _cua_seg_fini(&a->seg);
+    if (st != CUA_OK && first == CUA_OK) first = st;
+    _cua_heap_fini(&a->heap);
+    atomic_fetch_sub(&a->bk->users, 1);
+    if (a->owns_bk) {
+        st = _cua_backend_destroy(a->bk);
+        if (st != CUA_OK && first == CUA_OK) first = st;
+    }
+    a->bk = NULL;
+    a->alive = 0;
+    a->live_blocks = a->live_bytes = a->allocated_bytes = 0;
+    return first;
+}

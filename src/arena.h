@@ -1,0 +1,115 @@
+/*
+ * arena.h - an arena: one segment (address range + physical chunks), the heap
+ * of blocks in it, its streams, limit, release policy and statistics, behind
+ * one lock. arena.c holds the policies (placement, growth, the footprint cap,
+ * trims, limits); stream.c the stream-ordered reuse; stats.c and check.c read
+ * the arena. Callers (api.c) take the lock and check `alive` first.
+ */
+#ifndef CUA_ARENA_H
+#define CUA_ARENA_H
+
+#include "heap.h"
+#include "segment.h"
+
+#define CUA_ARENA_MAGIC 0x41524e41u /* "ARNA" */
+#define CUA_NAME_CAP 64
+
+/* One stream that used the arena; its index in the table is its heap tag
+ * (tag 0 stands for "any stream" and has no entry in use). */
+typedef struct cua_streamslot {
+    cua_stream stream;
+    cua_event ev;            /* reclaim event, valid while has_ev */
+    uint64_t ev_seq;         /* the arena's free sequence when ev was recorded */
+    uint64_t done_seq;       /* frees on this stream up to this sequence are complete */
+    uint64_t last_free_seq;  /* sequence of the last free on this stream */
+    bool has_ev;
+} cua_streamslot;
+
+/* Other streams a live block was used on (cua_record_stream), and at its free
+ * the events recorded on them. */
+struct cua_uses {
+    uint32_t n, cap;
+    struct { cua_stream stream; cua_event ev; } use[];
+};
+
+typedef struct cua_streams {
+    cua_streamslot *slot;    /* slot[0] unused: tag 0 */
+    uint32_t n, cap;         /* slots in use, including slot 0 */
+    uint32_t last;           /* the slot found last (a one-entry cache) */
+    cua_event *pool;         /* idle events for reuse */
+    uint32_t npool, cap_pool;
+    cua_block *pending;      /* freed blocks waiting for other streams (fnext list) */
+    uint64_t pending_bytes, pending_blocks;
+} cua_streams;
+
+struct cua_arena {
+    /* The shell: kept after destroy so stale handles get CUA_ERR_DESTROYED. */
+    cua_lock_t lock;
+    uint32_t magic;
+    int alive;               /* read and written under lock */
+    char name[CUA_NAME_CAP];
+    int device;
+    /* The body: released by destroy. */
+    cua_backend *bk;
+    bool owns_bk;
+    cua_arena_config cfg;    /* name points to `name` */
+    cua_segment seg;
+    cua_heap heap;
+    cua_streams streams;
+    cua_callstats cs;
+    uint64_t seq;            /* free sequence: +1 per free */
+    uint64_t footprint_hw;   /* highest mapped_bytes ever (the footprint cap) */
+    /* statistics (stats.c reads them) */
+    uint64_t live_bytes, live_blocks, allocated_bytes;
+    uint64_t peak_live, peak_mapped;
+    uint64_t alloc_count, free_count, oom_count, trim_count, trimmed_bytes;
+};
+
+/* Lifecycle (lock not held by the caller for create; held for the rest). */
+cua_status _cua_arena_create(const cua_arena_config *cfg, cua_arena **out);
+cua_status _cua_arena_destroy_locked(cua_arena *a, unsigned flags);
+
+cua_status _cua_arena_alloc_locked(cua_arena *a, size_t size, cua_stream stream, void **out);
+cua_status _cua_arena_free_locked(cua_arena *a, void *ptr);
+cua_status _cua_arena_trim_locked(cua_arena *a, uint64_t keep, uint64_t *released);
+cua_status _cua_arena_set_limit_locked(cua_arena *a, size_t limit);
+cua_status _cua_arena_set_release_locked(cua_arena *a, size_t bytes);
+cua_status _cua_arena_record_stream_locked(cua_arena *a, void *ptr, cua_stream stream);
+cua_status _cua_arena_ptr_info_locked(cua_arena *a, const void *ptr, void **base, size_t *size);
+
+/* Find the live block of ptr, or explain why there is none. */
+cua_status _cua_arena_lookup_live(cua_arena *a, const void *ptr, cua_block **out);
+
+/* stream.c */
+cua_status _cua_stream_slot(cua_arena *a, cua_stream stream, uint32_t *tag);
+/* Learn which frees other streams have completed and make those blocks usable
+ * by every stream. blocking: wait for the streams (stream sync) instead of
+ * asking events. Returns the blocks retagged (0 on failure; status in *st). */
+uint64_t _cua_stream_reclaim(cua_arena *a, bool blocking, cua_status *st);
+/* Highest free sequence whose freed memory no stream can still be using. */
+uint64_t _cua_stream_safe_seq(const cua_arena *a);
+cua_status _cua_stream_add_use(cua_arena *a, cua_block *b, cua_stream stream);
+/* Free a block with uses on other streams: events now, reuse once they complete. */
+cua_status _cua_stream_defer(cua_arena *a, cua_block *b);
+/* Release pending blocks whose events completed (blocking: wait for them). */
+uint64_t _cua_stream_poll_pending(cua_arena *a, bool blocking, cua_status *st);
+void _cua_stream_fini(cua_arena *a);
+/* Put a block that leaves the live set back into the heap (shared by free and
+ * pending release): page counts, free sequence, coalescing. */
+void _cua_arena_put_free(cua_arena *a, cua_block *b, uint32_t tag);
+
+/* stats.c */
+void _cua_stats_read(const cua_arena *a, cua_stats *out);
+size_t _cua_stats_json(const cua_stats *s, const char *name, int device, const char *backend,
+                       char *buf, size_t cap);
+
+/* check.c */
+cua_status _cua_arena_check_locked(cua_arena *a);
+
+/* addrmap.c: the process-wide map from an address to its arena (1 GiB granules). */
+cua_status _cua_addrmap_insert(uintptr_t base, size_t size, cua_arena *a);
+cua_arena *_cua_addrmap_find(uintptr_t addr);
+/* Forget a range only if it still belongs to `a` (a later arena may own it). */
+void _cua_addrmap_remove(uintptr_t base, size_t size, cua_arena *a);
+
+#endif /* CUA_ARENA_H */

@@ -1,0 +1,196 @@
+/*
+ * backend.c - the wrappers every backend call goes through: they count and
+ * time calls per kind (per backend and per arena) and keep the counts of live
+ * reservations, handles, mappings and events that leak checks read.
+ */
+#include "backend.h"
+
+#include <string.h>
+
+static const char *const call_names[CUA_CALL_COUNT] = {
+    [CUA_CALL_RESERVE] = "reserve",         [CUA_CALL_UNRESERVE] = "unreserve",
+    [CUA_CALL_CREATE] = "create",           [CUA_CALL_RELEASE] = "release",
+    [CUA_CALL_MAP] = "map",                 [CUA_CALL_UNMAP] = "unmap",
+    [CUA_CALL_SET_ACCESS] = "set_access",   [CUA_CALL_MEM_INFO] = "mem_info",
+    [CUA_CALL_EVENT_CREATE] = "event_create", [CUA_CALL_EVENT_DESTROY] = "event_destroy",
+    [CUA_CALL_EVENT_RECORD] = "event_record", [CUA_CALL_EVENT_QUERY] = "event_query",
+    [CUA_CALL_EVENT_SYNC] = "event_sync",   [CUA_CALL_STREAM_SYNC] = "stream_sync",
+};
+
+const char *cua_call_name(cua_call call)
+{
+    if ((unsigned)call >= CUA_CALL_COUNT) return NULL;
+    return call_names[call];
+}
+
+void _cua_backend_init(cua_backend *b, const cua_backend_ops *ops, const char *name,
+                       cua_backend_kind kind, size_t granularity, size_t total_bytes)
+{
+    memset(b, 0, sizeof *b);
+    b->ops = ops;
+    b->name = name;
+    b->kind = kind;
+    b->granularity = granularity;
+    b->total_bytes = total_bytes;
+}
+
+void _cua_bk_account(cua_backend *b, cua_callstats *cs, cua_call kind, uint64_t t0,
+                     cua_status st)
+{
+    uint64_t dt = _cua_now_ns() - t0;
+    atomic_fetch_add_explicit(&b->calls[kind], 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&b->call_ns[kind], dt, memory_order_relaxed);
+    if (st != CUA_OK && !(kind == CUA_CALL_EVENT_QUERY && st == CUA_ERR_BUSY))
+        atomic_fetch_add_explicit(&b->failures, 1, memory_order_relaxed);
+    if (cs) {
+        cs->calls[kind]++;
+        cs->call_ns[kind] += dt;
+    }
+}
+
+#define COUNT(field, delta) atomic_fetch_add_explicit(&b->field, (delta), memory_order_relaxed)
+
+cua_status _cua_bk_reserve(cua_backend *b, cua_callstats *cs, size_t size, size_t align,
+                           uintptr_t *addr)
+{
+    uint64_t t0 = _cua_now_ns();
+    cua_status st = b->ops->reserve(b, size, align, addr);
+    _cua_bk_account(b, cs, CUA_CALL_RESERVE, t0, st);
+    if (st == CUA_OK) COUNT(reservations, 1);
+    return st;
+}
+
+cua_status _cua_bk_unreserve(cua_backend *b, cua_callstats *cs, uintptr_t addr, size_t size)
+{
+    uint64_t t0 = _cua_now_ns();
+    cua_status st = b->ops->unreserve(b, addr, size);
+    _cua_bk_account(b, cs, CUA_CALL_UNRESERVE, t0, st);
+    if (st == CUA_OK) COUNT(reservations, -1);
+    return st;
+}
+
+cua_status _cua_bk_create(cua_backend *b, cua_callstats *cs, size_t size, cua_handle *out)
+{
+    uint64_t t0 = _cua_now_ns();
+    cua_status st = b->ops->create(b, size, out);
+    _cua_bk_account(b, cs, CUA_CALL_CREATE, t0, st);
+    if (st == CUA_OK) {
+        COUNT(handles, 1);
+        COUNT(handle_bytes, (int64_t)size);
+    }
+    return st;
+}
+
+cua_status _cua_bk_release(cua_backend *b, cua_callstats *cs, cua_handle h, size_t size)
+{
+    uint64_t t0 = _cua_now_ns();
+    cua_status st = b->ops->release(b, h);
+    _cua_bk_account(b, cs, CUA_CALL_RELEASE, t0, st);
+    if (st == CUA_OK) {
+        COUNT(handles, -1);
+        COUNT(handle_bytes, -(int64_t)size);
+    }
+    return st;
+}
+
+cua_status _cua_bk_map(cua_backend *b, cua_callstats *cs, uintptr_t addr, size_t size,
+                       cua_handle h)
+{
+    uint64_t t0 = _cua_now_ns();
+    cua_status st = b->ops->map(b, addr, size, 0, h);
+    _cua_bk_account(b, cs, CUA_CALL_MAP, t0, st);
+    if (st == CUA_OK) COUNT(mappings, 1);
+    return st;
+}
+
+cua_status _cua_bk_unmap(cua_backend *b, cua_callstats *cs, uintptr_t addr, size_t size,
+                         size_t nmaps)
+{
+    uint64_t t0 = _cua_now_ns();
+    cua_status st = b->ops->unmap(b, addr, size);
+    _cua_bk_account(b, cs, CUA_CALL_UNMAP, t0, st);
+    if (st == CUA_OK) COUNT(mappings, -(int64_t)nmaps);
+    return st;
+}
+
+cua_status _cua_bk_set_access(cua_backend *b, cua_callstats *cs, uintptr_t addr, size_t size)
+{
+    uint64_t t0 = _cua_now_ns();
+    cua_status st = b->ops->set_access(b, addr, size);
+    _cua_bk_account(b, cs, CUA_CALL_SET_ACCESS, t0, st);
+    return st;
+}
+
+cua_status _cua_bk_mem_info(cua_backend *b, cua_callstats *cs, size_t *free_bytes,
+                            size_t *total_bytes)
+{
+    uint64_t t0 = _cua_now_ns();
+    cua_status st = b->ops->mem_info(b, free_bytes, total_bytes);
+    _cua_bk_account(b, cs, CUA_CALL_MEM_INFO, t0, st);
+    return st;
+}
+
+cua_status _cua_bk_event_create(cua_backend *b, cua_callstats *cs, cua_event *out)
+{
+    uint64_t t0 = _cua_now_ns();
+    cua_status st = b->ops->event_create(b, out);
+    _cua_bk_account(b, cs, CUA_CALL_EVENT_CREATE, t0, st);
+    if (st == CUA_OK) COUNT(events, 1);
+    return st;
+}
+
+cua_status _cua_bk_event_destroy(cua_backend *b, cua_callstats *cs, cua_event ev)
+{
+    uint64_t t0 = _cua_now_ns();
+    cua_status st = b->ops->event_destroy(b, ev);
+    _cua_bk_account(b, cs, CUA_CALL_EVENT_DESTROY, t0, st);
+    if (st == CUA_OK) COUNT(events, -1);
+    return st;
+}
+
+cua_status _cua_bk_event_record(cua_backend *b, cua_callstats *cs, cua_event ev,
+                                cua_stream stream)
+{
+    uint64_t t0 = _cua_now_ns();
+    cua_status st = b->ops->event_record(b, ev, stream);
+    _cua_bk_account(b, cs, CUA_CALL_EVENT_RECORD, t0, st);
+    return st;
+}
+
+cua_status _cua_bk_event_query(cua_backend *b, cua_callstats *cs, cua_event ev)
+{
+    uint64_t t0 = _cua_now_ns();
+    cua_status st = b->ops->event_query(b, ev);
+    _cua_bk_account(b, cs, CUA_CALL_EVENT_QUERY, t0, st);
+    return st;
+}
+
+cua_status _cua_bk_event_sync(cua_backend *b, cua_callstats *cs, cua_event ev)
+{
+    uint64_t t0 = _cua_now_ns();
+    cua_status st = b->ops->event_sync(b, ev);
+    _cua_bk_account(b, cs, CUA_CALL_EVENT_SYNC, t0, st);
+    return st;
+}
+
+cua_status _cua_bk_stream_sync(cua_backend *b, cua_callstats *cs, cua_stream stream)
+{
+    uint64_t t0 = _cua_now_ns();
+    cua_status st = b->ops->stream_sync(b, stream);
+    _cua_bk_account(b, cs, CUA_CALL_STREAM_SYNC, t0, st);
+    return st;
+}
+
+cua_status _cua_backend_destroy(cua_backend *b)
+{
+    int users = atomic_load(&b->users);
+    int64_t res = atomic_load(&b->reservations), hs = atomic_load(&b->handles);
+    int64_t evs = atomic_load(&b->events);
+    if (users || res || hs || evs)
+        return _cua_error(CUA_ERR_BUSY,
+                          "backend '%s' is still in use: %d arena(s), %lld reservation(s), "
+                          "%lld handle(s), %lld event(s) alive",
+                          b->name, users, (long long)res, (long long)hs, (long long)evs);
+    b->ops->destroy(b);
+    return CUA_OK;
+}

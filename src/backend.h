@@ -1,0 +1,131 @@
+/*
+ * backend.h - the memory provider interface: a table of hooks, like jemalloc's
+ * extent hooks. The allocator above it only ever reserves address ranges,
+ * creates physical handles, maps them whole at offset 0, sets access, unmaps
+ * whole mappings (several adjacent ones in one call), and records / queries
+ * events on streams.
+ *
+ * Implementations: backend_host.c (memfd + mmap), backend_fault.c (fails
+ * chosen calls), backend_cuda.c (the CUDA driver's VMM API).
+ *
+ * Callers go through the _cua_bk_* wrappers below, never through ops directly:
+ * the wrappers count and time every call, per backend and per arena, and keep
+ * the counts of live reservations, handles and events that leak checks read.
+ */
+#ifndef CUA_BACKEND_H
+#define CUA_BACKEND_H
+
+#include "internal.h"
+
+#include <stdatomic.h>
+
+typedef uint64_t cua_handle; /* a physical allocation (CUmemGenericAllocationHandle) */
+typedef uint64_t cua_event;  /* an event (CUevent) */
+
+typedef enum cua_backend_kind {
+    CUA_BACKEND_HOST,
+    CUA_BACKEND_FAULT,
+    CUA_BACKEND_CUDA,
+} cua_backend_kind;
+
+/* Every hook returns CUA_OK or an error status after setting the thread's
+ * message with _cua_error(). `b` is the backend the hook belongs to. */
+typedef struct cua_backend_ops {
+    /* Reserve `size` bytes of address space aligned to `align` (both multiples of
+     * the granularity); nothing is accessible there until mapped. */
+    cua_status (*reserve)(cua_backend *b, size_t size, size_t align, uintptr_t *addr);
+    /* Release a whole reservation; every mapping in it must be gone. */
+    cua_status (*unreserve)(cua_backend *b, uintptr_t addr, size_t size);
+    /* Create a physical allocation of `size` bytes (a multiple of the granularity). */
+    cua_status (*create)(cua_backend *b, size_t size, cua_handle *out);
+    /* Release a physical allocation; it must not be mapped. */
+    cua_status (*release)(cua_backend *b, cua_handle h);
+    /* Map the whole handle at `addr` (inside a reservation, on unmapped pages).
+     * `offset` is passed on as the driver gets it: anything but 0 is refused. */
+    cua_status (*map)(cua_backend *b, uintptr_t addr, size_t size, size_t offset, cua_handle h);
+    /* Unmap [addr, addr+size): it must cover whole mappings only. */
+    cua_status (*unmap)(cua_backend *b, uintptr_t addr, size_t size);
+    /* Make [addr, addr+size) readable and writable; it must be fully mapped. */
+    cua_status (*set_access)(cua_backend *b, uintptr_t addr, size_t size);
+    /* Free and total device memory. */
+    cua_status (*mem_info)(cua_backend *b, size_t *free_bytes, size_t *total_bytes);
+    cua_status (*event_create)(cua_backend *b, cua_event *out);
+    cua_status (*event_destroy)(cua_backend *b, cua_event ev);
+    cua_status (*event_record)(cua_backend *b, cua_event ev, cua_stream stream);
+    /* CUA_OK when the event has completed, CUA_ERR_BUSY while it has not
+     * (without setting a message), another status on failure. */
+    cua_status (*event_query)(cua_backend *b, cua_event ev);
+    cua_status (*event_sync)(cua_backend *b, cua_event ev);
+    cua_status (*stream_sync)(cua_backend *b, cua_stream stream);
+    /* Free the implementation (called by _cua_backend_destroy when nothing is alive). */
+    void (*destroy)(cua_backend *b);
+} cua_backend_ops;
+
+/* Counters of calls per kind; one set per backend and one per arena. */
+typedef struct cua_callstats {
+    uint64_t calls[CUA_CALL_COUNT];
+    uint64_t call_ns[CUA_CALL_COUNT];
+} cua_callstats;
+
+/* The common header of every backend; implementations embed it first. */
+struct cua_backend {
+    const cua_backend_ops *ops;
+    const char *name;          /* "host", "fault", "cuda" */
+    cua_backend_kind kind;
+    int device;
+    size_t granularity;        /* mapping granularity in bytes (a power of two) */
+    size_t total_bytes;        /* device total */
+    /* counted by the wrappers: */
+    _Atomic uint64_t calls[CUA_CALL_COUNT];
+    _Atomic uint64_t call_ns[CUA_CALL_COUNT];
+    _Atomic uint64_t failures;
+    _Atomic int64_t reservations, handles, mappings, events, handle_bytes;
+    _Atomic int users;         /* arenas that use this backend */
+};
+
+/* Fill the common header; used by implementations' create functions. */
+void _cua_backend_init(cua_backend *b, const cua_backend_ops *ops, const char *name,
+                       cua_backend_kind kind, size_t granularity, size_t total_bytes);
+
+/* Account one call of `kind` that started at t0 and returned st. */
+void _cua_bk_account(cua_backend *b, cua_callstats *cs, cua_call kind, uint64_t t0,
+                     cua_status st);
+
+/* ---- the wrappers: every call into a backend goes through one of these.
+ * `cs` (may be NULL) receives the arena's share of the counts. ---------------- */
+
+cua_status _cua_bk_reserve(cua_backend *b, cua_callstats *cs, size_t size, size_t align,
+                           uintptr_t *addr);
+cua_status _cua_bk_unreserve(cua_backend *b, cua_callstats *cs, uintptr_t addr, size_t size);
+cua_status _cua_bk_create(cua_backend *b, cua_callstats *cs, size_t size, cua_handle *out);
+cua_status _cua_bk_release(cua_backend *b, cua_callstats *cs, cua_handle h, size_t size);
+cua_status _cua_bk_map(cua_backend *b, cua_callstats *cs, uintptr_t addr, size_t size,
+                       cua_handle h);
+/* `nmaps`: how many whole mappings [addr, addr+size) covers (for the counts). */
+cua_status _cua_bk_unmap(cua_backend *b, cua_callstats *cs, uintptr_t addr, size_t size,
+                         size_t nmaps);
+cua_status _cua_bk_set_access(cua_backend *b, cua_callstats *cs, uintptr_t addr, size_t size);
+cua_status _cua_bk_mem_info(cua_backend *b, cua_callstats *cs, size_t *free_bytes,
+                            size_t *total_bytes);
+cua_status _cua_bk_event_create(cua_backend *b, cua_callstats *cs, cua_event *out);
+cua_status _cua_bk_event_destroy(cua_backend *b, cua_callstats *cs, cua_event ev);
+cua_status _cua_bk_event_record(cua_backend *b, cua_callstats *cs, cua_event ev,
+                                cua_stream stream);
+cua_status _cua_bk_event_query(cua_backend *b, cua_callstats *cs, cua_event ev);
+cua_status _cua_bk_event_sync(cua_backend *b, cua_callstats *cs, cua_event ev);
+cua_status _cua_bk_stream_sync(cua_backend *b, cua_callstats *cs, cua_stream stream);
+
+/* Destroy a backend if nothing is alive in it (CUA_ERR_BUSY otherwise). */
+cua_status _cua_backend_destroy(cua_backend *b);
+
+/* Implementations. */
+cua_status _cua_backend_host_create(const cua_host_config *cfg, cua_backend **out);
+cua_status _cua_backend_fault_create(cua_backend *inner, cua_backend **out);
+/* Host backend: mark every event recorded on `stream` complete. */
+cua_status _cua_host_stream_complete(cua_backend *b, cua_stream stream);
+/* Fault backend controls. */
+cua_status _cua_fault_fail_nth(cua_backend *b, cua_call call, uint64_t nth, cua_status fail);
+cua_status _cua_fault_fail_random(cua_backend *b, double p, uint64_t seed);
+cua_status _cua_fault_injected(cua_backend *b, uint64_t *count);
+
+#endif /* CUA_BACKEND_H */

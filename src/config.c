@@ -1,0 +1,361 @@
+/*
+ * config.c - arena options: the built-in defaults, and the option string of
+ * CUARENA_CONF ("release_threshold:512M,limit:8G").
+ *
+ * Syntax: comma-separated items `key:value` (or `key=value`); whitespace
+ * around keys and values is ignored; empty items are skipped, so "" and a
+ * trailing comma are fine. A later item overrides an earlier one. The string
+ * is parsed into a copy of the config and copied back only when all of it is
+ * good, so an error leaves the caller's config as it was.
+ *
+ * `options` below is the one list of the keys: the parser, the "known keys"
+ * of error messages, and the documentation are all made from it.
+ */
+#include "config.h"
+
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+/* The longest piece of the user's text quoted in a message. */
+#define QUOTE_MAX 64
+
+/* ---- the option table ------------------------------------------------------ */
+
+enum opt_kind {
+    OPT_INT,  /* an int field, decimal >= 0 */
+    OPT_SIZE, /* a size_t field, a byte count (see _cua_parse_size) */
+    OPT_FLAG, /* a bit of `flags`, value 0 or 1 */
+};
+
+struct option {
+    const char *name;
+    enum opt_kind kind;
+    size_t offset;         /* OPT_INT, OPT_SIZE: the field in cua_arena_config */
+    unsigned flag;         /* OPT_FLAG: the CUA_ARENA_* bit */
+    bool flag_when_zero;   /* OPT_FLAG: value 0 sets the bit and 1 clears it */
+    bool has_unbounded;    /* OPT_SIZE: the words "all" and "none" are accepted */
+    size_t unbounded;      /* ... and stand for this value */
+    const char *syntax;    /* the value, in words, for docs */
+    const char *fallback;  /* the built-in default, in words, for docs */
+    const char *help;      /* what it does, one sentence, for docs */
+};
+
+#define FIELD(f) offsetof(cua_arena_config, f)
+
+static const struct option options[] = {
+    {.name = "device", .kind = OPT_INT, .offset = FIELD(device),
+     .syntax = "integer >= 0", .fallback = "0",
+     .help = "device ordinal of the arena"},
+    {.name = "limit", .kind = OPT_SIZE, .offset = FIELD(limit),
+     .has_unbounded = true, .unbounded = 0,
+     .syntax = "size, all or none", .fallback = "none",
+     .help = "most bytes the arena may have mapped at once; 0, all or none: no limit"},
+    {.name = "release_threshold", .kind = OPT_SIZE, .offset = FIELD(release_threshold),
+     .has_unbounded = true, .unbounded = CUA_KEEP_ALL,
+     .syntax = "size, all or none", .fallback = "all",
+     .help = "cached free bytes kept after a free, the oldest above it are unmapped; "
+             "all or none: no threshold, keep them all"},
+    {.name = "va_size", .kind = OPT_SIZE, .offset = FIELD(va_size),
+     .syntax = "size", .fallback = "0 (4 x device memory)",
+     .help = "address space to reserve, rounded up to 1 GiB"},
+    {.name = "chunk_max", .kind = OPT_SIZE, .offset = FIELD(chunk_max),
+     .syntax = "size", .fallback = "0 (one granularity page)",
+     .help = "largest physical handle, a multiple of the granularity"},
+    {.name = "growth_slack", .kind = OPT_SIZE, .offset = FIELD(growth_slack),
+     .syntax = "size", .fallback = "0 (one granularity page)",
+     .help = "bytes mapped past the earlier peak before the footprint cap swaps cached pages"},
+    {.name = "check", .kind = OPT_FLAG, .flag = CUA_ARENA_CHECK_ALWAYS,
+     .syntax = "0 or 1", .fallback = "0",
+     .help = "1: run cua_arena_check() after every alloc, free and trim (slow)"},
+    {.name = "footprint_cap", .kind = OPT_FLAG, .flag = CUA_ARENA_NO_FOOTPRINT_CAP,
+     .flag_when_zero = true, .syntax = "0 or 1", .fallback = "1",
+     .help = "1: keep mapped bytes near the earlier peak by giving back cached pages; "
+             "0: never (sets CUA_ARENA_NO_FOOTPRINT_CAP)"},
+};
+
+/* ---- defaults ------------------------------------------------------------------ */
+
+void cua_arena_config_init(cua_arena_config *cfg)
+{
+    if (!cfg) return;
+    memset(cfg, 0, sizeof *cfg);
+    cfg->name = NULL;
+    cfg->backend = NULL;
+    cfg->device = 0;
+    cfg->limit = 0;
+    cfg->release_threshold = CUA_KEEP_ALL;
+    cfg->va_size = 0;
+    cfg->chunk_max = 0;
+    cfg->growth_slack = 0;
+    cfg->flags = 0;
+}
+
+/* ---- small text helpers ---------------------------------------------------------- */
+
+/* A piece of the text being parsed: `len` bytes from offset `at`. */
+struct span {
+    size_t at, len;
+};
+
+static bool is_space(char c)
+{
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f';
+}
+
+static bool is_digit(char c) { return c >= '0' && c <= '9'; }
+
+static struct span trim(const char *text, struct span sp)
+{
+    while (sp.len && is_space(text[sp.at])) sp.at++, sp.len--;
+    while (sp.len && is_space(text[sp.at + sp.len - 1])) sp.len--;
+    return sp;
+}
+
+/* The length to give "%.*s" so that quotes of user text stay short. */
+static int quote_len(size_t len) { return (int)(len < QUOTE_MAX ? len : QUOTE_MAX); }
+
+static bool span_equals(const char *text, struct span sp, const char *word, bool any_case)
+{
+    size_t n = strlen(word);
+    if (sp.len != n) return false;
+    return any_case ? strncasecmp(text + sp.at, word, n) == 0
+                    : strncmp(text + sp.at, word, n) == 0;
+}
+
+/* Read the decimal digits at s[*i..len) into *v; false if there are none or
+ * they pass `max`. */
+static bool read_decimal(const char *s, size_t len, size_t *i, uint64_t max, uint64_t *v,
+                         bool *overflow)
+{
+    size_t start = *i;
+    uint64_t x = 0;
+    *overflow = false;
+    for (; *i < len && is_digit(s[*i]); (*i)++) {
+        unsigned d = (unsigned)(s[*i] - '0');
+        if (x > (max - d) / 10) *overflow = true;
+        if (!*overflow) x = x * 10 + d;
+    }
+    *v = x;
+    return *i > start && !*overflow;
+}
+
+/* ---- sizes ------------------------------------------------------------------------ */
+
+/* The shift of a unit letter (K, M, G, T, any case), or 0 if it is none. */
+static unsigned unit_shift(char c)
+{
+    switch (c) {
+    case 'k': case 'K': return 10;
+    case 'm': case 'M': return 20;
+    case 'g': case 'G': return 30;
+    case 't': case 'T': return 40;
+    default: return 0;
+    }
+}
+
+/* Skip an optional "B", or "iB" after a unit letter, at s[*i]. */
+static void skip_byte_suffix(const char *s, size_t len, size_t *i, bool after_unit)
+{
+    if (*i < len && (s[*i] == 'b' || s[*i] == 'B')) {
+        (*i)++;
+    } else if (after_unit && *i + 1 < len && (s[*i] == 'i' || s[*i] == 'I') &&
+               (s[*i + 1] == 'b' || s[*i + 1] == 'B')) {
+        *i += 2;
+    }
+}
+
+cua_status _cua_parse_size(const char *s, size_t len, size_t *out)
+{
+    if (!s || !out) return _cua_error(CUA_ERR_INVALID_ARG, "_cua_parse_size: NULL argument");
+    struct span sp = trim(s, (struct span){0, len});
+    const char *t = s + sp.at;
+    int q = quote_len(sp.len);
+    if (sp.len == 0) return _cua_error(CUA_ERR_CONFIG, "the size is empty");
+
+    size_t i = 0;
+    uint64_t v;
+    bool overflow;
+    if (!read_decimal(t, sp.len, &i, SIZE_MAX, &v, &overflow)) {
+        if (overflow) return _cua_error(CUA_ERR_CONFIG, "size '%.*s' is too large", q, t);
+        return _cua_error(CUA_ERR_CONFIG,
+                          "size '%.*s' does not start with a digit (a byte count like "
+                          "4096, 512M or 2GiB)", q, t);
+    }
+    unsigned shift = i < sp.len ? unit_shift(t[i]) : 0;
+    if (shift) i++;
+    skip_byte_suffix(t, sp.len, &i, shift != 0);
+    if (i < sp.len) {
+        if (t[i] == '.' || t[i] == ',')
+            return _cua_error(CUA_ERR_CONFIG, "size '%.*s' is not a whole number", q, t);
+        return _cua_error(CUA_ERR_CONFIG,
+                          "size '%.*s' has '%.*s' after the number (units: K, M, G, T, "
+                          "optionally followed by B or iB)",
+                          q, t, quote_len(sp.len - i), t + i);
+    }
+    if (v > (SIZE_MAX >> shift))
+        return _cua_error(CUA_ERR_CONFIG, "size '%.*s' is too large", q, t);
+    *out = (size_t)(v << shift);
+    return CUA_OK;
+}
+
+/* ---- the option string -------------------------------------------------------------- */
+
+/* What is being parsed, for messages: "CUARENA_CONF" or "option string". */
+struct source {
+    const char *name;
+    const char *text;
+};
+
+static const struct option *find_option(const char *text, struct span key)
+{
+    for (size_t i = 0; i < CUA_ARRAY_LEN(options); i++)
+        if (span_equals(text, key, options[i].name, false)) return &options[i];
+    return NULL;
+}
+
+/* "device, limit, ..." into buf. */
+static const char *known_keys(char *buf, size_t cap)
+{
+    size_t n = 0;
+    buf[0] = '\0';
+    for (size_t i = 0; i < CUA_ARRAY_LEN(options) && n < cap; i++) {
+        int w = snprintf(buf + n, cap - n, "%s%s", i ? ", " : "", options[i].name);
+        if (w < 0) break;
+        n += (size_t)w;
+    }
+    return buf;
+}
+
+static cua_status bad_value(const struct source *src, const struct option *opt,
+                            struct span val, const char *why)
+{
+    return _cua_error(CUA_ERR_CONFIG, "%s: bad value '%.*s' for '%s' at offset %zu: %s",
+                      src->name, quote_len(val.len), src->text + val.at, opt->name, val.at,
+                      why);
+}
+
+static cua_status apply_int(const struct source *src, const struct option *opt,
+                            struct span val, cua_arena_config *cfg)
+{
+    size_t i = 0;
+    uint64_t v;
+    bool overflow;
+    if (!read_decimal(src->text + val.at, val.len, &i, INT_MAX, &v, &overflow) || i != val.len)
+        return bad_value(src, opt, val, overflow ? "too large" : "not an integer >= 0");
+    int x = (int)v;
+    memcpy((char *)cfg + opt->offset, &x, sizeof x);
+    return CUA_OK;
+}
+
+static cua_status apply_size(const struct source *src, const struct option *opt,
+                             struct span val, cua_arena_config *cfg)
+{
+    size_t x;
+    if (span_equals(src->text, val, "all", true) || span_equals(src->text, val, "none", true)) {
+        if (!opt->has_unbounded)
+            return bad_value(src, opt, val, "this option takes a byte count");
+        x = opt->unbounded;
+    } else if (_cua_parse_size(src->text + val.at, val.len, &x) != CUA_OK) {
+        return _cua_error_wrap(CUA_ERR_CONFIG, "%s: bad value for '%s' at offset %zu",
+                               src->name, opt->name, val.at);
+    }
+    memcpy((char *)cfg + opt->offset, &x, sizeof x);
+    return CUA_OK;
+}
+
+static cua_status apply_flag(const struct source *src, const struct option *opt,
+                             struct span val, cua_arena_config *cfg)
+{
+    bool one = span_equals(src->text, val, "1", false);
+    if (!one && !span_equals(src->text, val, "0", false))
+        return bad_value(src, opt, val, "expected 0 or 1");
+    if (one != opt->flag_when_zero)
+        cfg->flags |= opt->flag;
+    else
+        cfg->flags &= ~opt->flag;
+    return CUA_OK;
+}
+
+static cua_status apply_option(const struct source *src, const struct option *opt,
+                               struct span val, cua_arena_config *cfg)
+{
+    switch (opt->kind) {
+    case OPT_INT: return apply_int(src, opt, val, cfg);
+    case OPT_SIZE: return apply_size(src, opt, val, cfg);
+    case OPT_FLAG: return apply_flag(src, opt, val, cfg);
+    }
+    return _cua_error(CUA_ERR_CONFIG, "%s: option '%s' has no parser", src->name, opt->name);
+}
+
+/* The separator of a `key:value` item (':' or '='), or the item's end. */
+static size_t find_separator(const char *text, struct span item)
+{
+    size_t i = item.at, end = item.at + item.len;
+    while (i < end && text[i] != ':' && text[i] != '=') i++;
+    return i;
+}
+
+/* Parse one item (the text between two commas) into cfg. */
+static cua_status parse_item(const struct source *src, struct span item, cua_arena_config *cfg)
+{
+    const char *text = src->text;
+    item = trim(text, item);
+    if (item.len == 0) return CUA_OK;
+
+    size_t sep = find_separator(text, item);
+    struct span key = trim(text, (struct span){item.at, sep - item.at});
+    if (key.len == 0)
+        return _cua_error(CUA_ERR_CONFIG, "%s: missing key before '%c' at offset %zu", src->name,
+                          text[sep], sep);
+
+    const struct option *opt = find_option(text, key);
+    if (!opt) {
+        char known[256];
+        return _cua_error(CUA_ERR_CONFIG, "%s: unknown key '%.*s' at offset %zu (known: %s)",
+                          src->name, quote_len(key.len), text + key.at, key.at,
+                          known_keys(known, sizeof known));
+    }
+    size_t item_end = item.at + item.len;
+    struct span val = {sep, 0};
+    if (sep < item_end) val = trim(text, (struct span){sep + 1, item_end - sep - 1});
+    if (val.len == 0)
+        return _cua_error(CUA_ERR_CONFIG, "%s: missing value for '%s' at offset %zu (expected %s)",
+                          src->name, opt->name, key.at, opt->syntax);
+    return apply_option(src, opt, val, cfg);
+}
+
+static cua_status parse_text(const struct source *src, cua_arena_config *cfg)
+{
+    cua_arena_config next = *cfg;
+    size_t len = strlen(src->text);
+    for (size_t at = 0; at <= len;) {
+        size_t n = strcspn(src->text + at, ",");
+        cua_status st = parse_item(src, (struct span){at, n}, &next);
+        if (st != CUA_OK) return st;
+        at += n + 1;
+    }
+    *cfg = next;
+    return CUA_OK;
+}
+
+cua_status cua_config_parse(const char *text, cua_arena_config *cfg)
+{
+    if (!text || !cfg)
+        return _cua_error(CUA_ERR_INVALID_ARG, "cua_config_parse: %s is NULL",
+                          !text ? "text" : "cfg");
+    struct source src = {"option string", text};
+    return parse_text(&src, cfg);
+}
+
+cua_status cua_config_from_env(cua_arena_config *cfg)
+{
+    if (!cfg) return _cua_error(CUA_ERR_INVALID_ARG, "cua_config_from_env: cfg is NULL");
+    /* Read on every call, not cached: a program (or a test) may change it. */
+    const char *text = getenv("CUARENA_CONF");
+    if (!text) return CUA_OK;
+    struct source src = {"CUARENA_CONF", text};
+    return parse_text(&src, cfg);
+}

@@ -1,0 +1,357 @@
+/*
+ * heap.c - blocks, the free index and the live-pointer map. See heap.h.
+ */
+#include "heap.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/* Blocks of a bin examined for the best fit; bins span 25 % of size, so a
+ * longer scan buys little and costs time on the fast path. */
+#define CUA_SCAN_MAX 32
+#define CUA_SLAB_BLOCKS 512
+
+/* ---- descriptors ------------------------------------------------------------ */
+
+static cua_block *block_new(cua_heap *h)
+{
+    if (!h->spare) {
+        if (h->nslabs == h->cap_slabs) {
+            size_t ncap = h->cap_slabs ? 2 * h->cap_slabs : 16;
+            void **ns = realloc(h->slabs, ncap * sizeof *ns);
+            if (!ns) return NULL;
+            h->slabs = ns;
+            h->cap_slabs = ncap;
+        }
+        cua_block *slab = malloc(CUA_SLAB_BLOCKS * sizeof *slab);
+        if (!slab) return NULL;
+        h->slabs[h->nslabs++] = slab;
+        for (size_t i = 0; i < CUA_SLAB_BLOCKS; i++) {
+            slab[i].fnext = h->spare;
+            h->spare = &slab[i];
+        }
+    }
+    cua_block *b = h->spare;
+    h->spare = b->fnext;
+    memset(b, 0, sizeof *b);
+    h->nblocks++;
+    return b;
+}
+
+static void block_delete(cua_heap *h, cua_block *b)
+{
+    b->fnext = h->spare;
+    h->spare = b;
+    h->nblocks--;
+}
+
+/* ---- the free index ------------------------------------------------------------ */
+
+static void freeidx_insert(cua_freeidx *fi, cua_block *b)
+{
+    unsigned bin = _cua_sc_floor(b->size);
+    b->bin = (uint8_t)bin;
+    b->fprev = NULL;
+    b->fnext = fi->bins[bin];
+    if (b->fnext) b->fnext->fprev = b;
+    fi->bins[bin] = b;
+    fi->bitmap[bin >> 6] |= 1ull << (bin & 63);
+    fi->bytes += b->size;
+    fi->count++;
+}
+
+void _cua_freeidx_remove(cua_freeidx *fi, cua_block *b)
+{
+    unsigned bin = b->bin;
+    if (b->fprev)
+        b->fprev->fnext = b->fnext;
+    else
+        fi->bins[bin] = b->fnext;
+    if (b->fnext) b->fnext->fprev = b->fprev;
+    if (!fi->bins[bin]) fi->bitmap[bin >> 6] &= ~(1ull << (bin & 63));
+    b->fprev = b->fnext = NULL;
+    fi->bytes -= b->size;
+    fi->count--;
+}
+
+/* First non-empty bin at or above `from`, or CUA_SC_COUNT. */
+static unsigned next_bin(const cua_freeidx *fi, unsigned from)
+{
+    for (unsigned w = from >> 6; w < CUA_BITMAP_WORDS; w++) {
+        uint64_t bits = fi->bitmap[w];
+        if (w == from >> 6) bits &= ~0ull << (from & 63);
+        if (bits) return (w << 6) + (unsigned)__builtin_ctzll(bits);
+    }
+    return CUA_SC_COUNT;
+}
+
+static bool better(const cua_block *a, const cua_block *b)
+{
+    return !b || a->size < b->size || (a->size == b->size && a->off < b->off);
+}
+
+static cua_block *scan_bin(cua_block *b, uint64_t size)
+{
+    cua_block *best = NULL;
+    for (unsigned n = 0; b && n < CUA_SCAN_MAX; b = b->fnext, n++) {
+        if (b->size < size || !better(b, best)) continue;
+        best = b;
+        if (b->size == size) break;
+    }
+    return best;
+}
+
+static cua_block *find_in(const cua_freeidx *fi, uint64_t size)
+{
+    if (!fi || !fi->count) return NULL;
+    unsigned fl = _cua_sc_floor(size);
+    if (fi->bins[fl]) {
+        cua_block *b = scan_bin(fi->bins[fl], size);
+        if (b) return b;
+    }
+    unsigned i = next_bin(fi, fl + 1);
+    return i < CUA_SC_COUNT ? scan_bin(fi->bins[i], size) : NULL;
+}
+
+cua_block *_cua_heap_find(cua_heap *h, uint32_t tag, uint64_t size)
+{
+    cua_block *any = find_in(h->idx[0], size);
+    if (tag == 0 || tag >= h->ntags) return any;
+    cua_block *own = find_in(h->idx[tag], size);
+    if (own && better(own, any)) return own;
+    return any;
+}
+
+cua_status _cua_heap_ensure_tag(cua_heap *h, uint32_t tag)
+{
+    if (tag < h->ntags) return CUA_OK;
+    cua_freeidx **ni = realloc(h->idx, (tag + 1) * sizeof *ni);
+    if (!ni) return _cua_error(CUA_ERR_OUT_OF_MEMORY, "no host memory for a stream's free index");
+    h->idx = ni;
+    for (uint32_t t = h->ntags; t <= tag; t++) {
+        h->idx[t] = calloc(1, sizeof **h->idx);
+        if (!h->idx[t]) {
+            h->ntags = t;
+            return _cua_error(CUA_ERR_OUT_OF_MEMORY, "no host memory for a stream's free index");
+        }
+    }
+    h->ntags = tag + 1;
+    return CUA_OK;
+}
+
+/* ---- split and coalesce ----------------------------------------------------------- */
+
+/* Cut free block b (out of the index) to `size`; the rest stays free. */
+static cua_block *cut(cua_heap *h, cua_block *b, uint64_t size, cua_block *rest)
+{
+    if (rest) {
+        rest->off = b->off + size;
+        rest->size = b->size - size;
+        rest->tag = b->tag;
+        rest->seq = b->seq;
+        rest->state = CUA_BLOCK_FREE;
+        rest->prev = b;
+        rest->next = b->next;
+        if (b->next) b->next->prev = rest;
+        b->next = rest;
+        b->size = size;
+        freeidx_insert(h->idx[rest->tag], rest);
+    }
+    b->state = CUA_BLOCK_LIVE;
+    return b;
+}
+
+/* The block starts in b's lower neighbour p (free, smaller than size) and
+ * takes the front of b. */
+static cua_block *slide(cua_heap *h, cua_block *p, cua_block *b, uint64_t size)
+{
+    uint64_t into_b = size - p->size;
+    _cua_freeidx_remove(h->idx[p->tag], p);
+    _cua_freeidx_remove(h->idx[b->tag], b);
+    p->size = size;
+    if (p->seq < b->seq) p->seq = b->seq;
+    if (b->size == into_b) { /* b is used up */
+        p->next = b->next;
+        if (b->next) b->next->prev = p;
+        block_delete(h, b);
+    } else {
+        b->off += into_b;
+        b->size -= into_b;
+        freeidx_insert(h->idx[b->tag], b);
+    }
+    p->state = CUA_BLOCK_LIVE;
+    return p;
+}
+
+cua_block *_cua_heap_take(cua_heap *h, cua_block *b, uint64_t size, uint32_t tag,
+                          uint32_t *undo_tag)
+{
+    cua_assert(b->state == CUA_BLOCK_FREE && b->size >= size);
+    cua_block *p = b->prev;
+    *undo_tag = b->tag;
+    if (p && p->state == CUA_BLOCK_FREE && p->tag != b->tag && (p->tag == tag || p->tag == 0) &&
+        p->size < size) {
+        *undo_tag = p->tag ? p->tag : b->tag;
+        return slide(h, p, b, size);
+    }
+    cua_block *rest = NULL;
+    if (b->size > size) {
+        rest = block_new(h);
+        if (!rest) return NULL;
+    }
+    _cua_freeidx_remove(h->idx[b->tag], b);
+    return cut(h, b, size, rest);
+}
+
+/* Merge `right` (free, same tag, out of the index) into its left neighbour `left`. */
+static void absorb(cua_heap *h, cua_block *left, cua_block *right)
+{
+    left->size += right->size;
+    if (right->seq > left->seq) left->seq = right->seq;
+    left->next = right->next;
+    if (right->next) right->next->prev = left;
+    block_delete(h, right);
+}
+
+static bool mergeable(const cua_block *n, uint32_t tag)
+{
+    return n && n->state == CUA_BLOCK_FREE && n->tag == tag;
+}
+
+cua_block *_cua_heap_put(cua_heap *h, cua_block *b, uint32_t tag, uint64_t seq)
+{
+    b->state = CUA_BLOCK_FREE;
+    b->tag = tag;
+    b->seq = seq;
+    b->uses = NULL;
+    b->req = 0;
+    if (mergeable(b->prev, tag)) {
+        cua_block *p = b->prev;
+        _cua_freeidx_remove(h->idx[tag], p);
+        absorb(h, p, b);
+        b = p;
+    }
+    if (mergeable(b->next, tag)) {
+        _cua_freeidx_remove(h->idx[tag], b->next);
+        absorb(h, b, b->next);
+    }
+    freeidx_insert(h->idx[tag], b);
+    return b;
+}
+
+cua_block *_cua_heap_retag_any(cua_heap *h, cua_block *b)
+{
+    _cua_freeidx_remove(h->idx[b->tag], b);
+    return _cua_heap_put(h, b, 0, b->seq);
+}
+
+/* ---- init / fini ---------------------------------------------------------------------- */
+
+cua_status _cua_heap_init(cua_heap *h, uint64_t size)
+{
+    memset(h, 0, sizeof *h);
+    h->size = size;
+    cua_status st = _cua_heap_ensure_tag(h, 0);
+    if (st != CUA_OK) return st;
+    h->slot_mask = 1023;
+    h->slots = calloc(h->slot_mask + 1, sizeof *h->slots);
+    cua_block *b = h->slots ? block_new(h) : NULL;
+    if (!b) {
+        _cua_heap_fini(h);
+        return _cua_error(CUA_ERR_OUT_OF_MEMORY, "no host memory for the arena's heap");
+    }
+    b->size = size;
+    b->state = CUA_BLOCK_FREE;
+    freeidx_insert(h->idx[0], b);
+    h->first = b;
+    return CUA_OK;
+}
+
+void _cua_heap_fini(cua_heap *h)
+{
+    for (size_t i = 0; i < h->nslabs; i++) free(h->slabs[i]);
+    free(h->slabs);
+    for (uint32_t t = 0; t < h->ntags; t++) free(h->idx[t]);
+    free(h->idx);
+    free(h->slots);
+    memset(h, 0, sizeof *h);
+}
+
+/* ---- the live-pointer map: open addressing, linear probing, backward-shift delete ---- */
+
+static inline uint64_t slot_of(const cua_heap *h, uint64_t key)
+{
+    return ((key >> 9) * 0x9e3779b97f4a7c15ull >> 20) & h->slot_mask;
+}
+
+static cua_status map_grow(cua_heap *h)
+{
+    uint64_t ncap = (h->slot_mask + 1) * 2;
+    cua_ptrslot *ns = calloc(ncap, sizeof *ns);
+    if (!ns) return _cua_error(CUA_ERR_OUT_OF_MEMORY, "no host memory to grow the pointer map");
+    cua_ptrslot *old = h->slots;
+    uint64_t oldcap = h->slot_mask + 1;
+    h->slots = ns;
+    h->slot_mask = ncap - 1;
+    for (uint64_t i = 0; i < oldcap; i++) {
+        if (!old[i].key) continue;
+        uint64_t s = slot_of(h, old[i].key);
+        while (ns[s].key) s = (s + 1) & h->slot_mask;
+        ns[s] = old[i];
+    }
+    free(old);
+    return CUA_OK;
+}
+
+cua_status _cua_heap_map_insert(cua_heap *h, cua_block *b)
+{
+    if ((h->live + 1) * 2 > h->slot_mask + 1) {
+        cua_status st = map_grow(h);
+        if (st != CUA_OK) return st;
+    }
+    uint64_t key = b->off + 1, s = slot_of(h, key);
+    while (h->slots[s].key) s = (s + 1) & h->slot_mask;
+    h->slots[s].key = key;
+    h->slots[s].block = b;
+    h->live++;
+    return CUA_OK;
+}
+
+cua_block *_cua_heap_map_find(const cua_heap *h, uint64_t off)
+{
+    uint64_t key = off + 1, s = slot_of(h, key);
+    for (;;) {
+        uint64_t k = h->slots[s].key;
+        if (k == key) return h->slots[s].block;
+        if (!k) return NULL;
+        s = (s + 1) & h->slot_mask;
+    }
+}
+
+void _cua_heap_map_remove(cua_heap *h, uint64_t off)
+{
+    uint64_t key = off + 1, s = slot_of(h, key);
+    while (h->slots[s].key != key) {
+        if (!h->slots[s].key) return;
+        s = (s + 1) & h->slot_mask;
+    }
+    /* Backward shift: move later entries of the probe run into the hole. */
+    uint64_t hole = s;
+    for (uint64_t j = (s + 1) & h->slot_mask; h->slots[j].key; j = (j + 1) & h->slot_mask) {
+        uint64_t home = slot_of(h, h->slots[j].key);
+        bool between = hole <= j ? (home > hole && home <= j) : (home > hole || home <= j);
+        if (between) continue;
+        h->slots[hole] = h->slots[j];
+        hole = j;
+    }
+    h->slots[hole].key = 0;
+    h->slots[hole].block = NULL;
+    h->live--;
+}
+
+cua_block *_cua_heap_block_at(const cua_heap *h, uint64_t off)
+{
+    for (cua_block *b = h->first; b; b = b->next)
+        if (off >= b->off && off - b->off < b->size) return b;
+    return NULL;
+}

@@ -1,0 +1,96 @@
+/*
+ * heap.h - blocks inside an arena's address range: the address-ordered list
+ * that tiles the range, the free index (best fit over size-class bins, one set
+ * of bins per stream tag), split, coalesce, and the map from a live pointer to
+ * its block. All metadata is host memory; nothing here calls the backend.
+ *
+ * Stream tags: a free block carries the tag of the stream whose work may still
+ * use it (tag 0 = safe for every stream). A request on stream s may take blocks
+ * of tag s and tag 0. Neighbours merge only when their tags are equal.
+ */
+#ifndef CUA_HEAP_H
+#define CUA_HEAP_H
+
+#include "sizeclass.h"
+
+enum { CUA_BLOCK_FREE = 0, CUA_BLOCK_LIVE = 1, CUA_BLOCK_PENDING = 2 };
+
+typedef struct cua_uses cua_uses; /* extra streams of a live block (stream.c) */
+
+typedef struct cua_block {
+    uint64_t off;                    /* offset from the segment base */
+    uint64_t size;                   /* a multiple of CUA_ALIGNMENT */
+    struct cua_block *prev, *next;   /* neighbours in address order */
+    struct cua_block *fprev, *fnext; /* free: bin list; pending: pending list */
+    uint64_t req;                    /* live: bytes asked for */
+    uint64_t seq;                    /* free: the arena's free sequence at the free */
+    cua_uses *uses;                  /* live / pending: other streams it was used on */
+    uint32_t tag;                    /* free: stream tag; live: the stream slot it was allocated on */
+    uint8_t state;                   /* CUA_BLOCK_* */
+    uint8_t bin;                     /* free: its bin */
+} cua_block;
+
+#define CUA_BITMAP_WORDS ((CUA_SC_COUNT + 63) / 64)
+
+/* The free blocks of one tag. */
+typedef struct cua_freeidx {
+    uint64_t bitmap[CUA_BITMAP_WORDS]; /* bit i: bins[i] not empty */
+    cua_block *bins[CUA_SC_COUNT];
+    uint64_t bytes;                    /* sum of the free blocks' sizes */
+    uint64_t count;
+} cua_freeidx;
+
+typedef struct cua_ptrslot {
+    uint64_t key;                      /* offset + 1; 0 = empty */
+    cua_block *block;
+} cua_ptrslot;
+
+typedef struct cua_heap {
+    uint64_t size;                     /* the range the blocks tile */
+    cua_block *first;                  /* the block at offset 0 */
+    cua_freeidx **idx;                 /* per tag; idx[0] is the "any stream" tag */
+    uint32_t ntags;
+    cua_ptrslot *slots;                /* live blocks by offset (open addressing) */
+    uint64_t slot_mask, live;          /* live = live blocks in the map */
+    cua_block *spare;                  /* recycled descriptors */
+    void **slabs;                      /* descriptor slabs, for fini */
+    size_t nslabs, cap_slabs;
+    uint64_t nblocks;                  /* descriptors in use */
+} cua_heap;
+
+/* The whole range starts as one free block of tag 0. */
+cua_status _cua_heap_init(cua_heap *h, uint64_t size);
+void _cua_heap_fini(cua_heap *h);
+/* Make sure tags 0 .. tag have an index. */
+cua_status _cua_heap_ensure_tag(cua_heap *h, uint32_t tag);
+
+/* Best fit for `size` bytes among free blocks of tag `tag` and tag 0: the
+ * smallest block that fits, the lowest address on a tie. NULL if none. */
+cua_block *_cua_heap_find(cua_heap *h, uint32_t tag, uint64_t size);
+/* Take the free block b for a request of `size` bytes on stream tag `tag` and
+ * return the live block. Usually b cut to `size` (the rest stays free with b's
+ * tag). When b's lower neighbour is free, usable by `tag` and too small on its
+ * own, the block starts there instead and runs into b: what merging the two
+ * would have given, had their tags allowed it. *undo_tag receives the tag to
+ * free the block with if the caller must give it back (the more restrictive of
+ * the two). NULL (and nothing changed) if no host memory for a descriptor. */
+cua_block *_cua_heap_take(cua_heap *h, cua_block *b, uint64_t size, uint32_t tag,
+                          uint32_t *undo_tag);
+/* Make b free with `tag` and `seq`, merge it with free neighbours of the same
+ * tag, and index the result, which is returned. */
+cua_block *_cua_heap_put(cua_heap *h, cua_block *b, uint32_t tag, uint64_t seq);
+/* Move free block b to tag 0 (merging with tag-0 neighbours). */
+cua_block *_cua_heap_retag_any(cua_heap *h, cua_block *b);
+
+/* Live-pointer map. */
+cua_status _cua_heap_map_insert(cua_heap *h, cua_block *b);
+cua_block *_cua_heap_map_find(const cua_heap *h, uint64_t off);
+void _cua_heap_map_remove(cua_heap *h, uint64_t off);
+
+/* The block that contains offset `off` (a walk: for error reports and the checker). */
+cua_block *_cua_heap_block_at(const cua_heap *h, uint64_t off);
+
+/* Free index helpers for the checker. */
+void _cua_freeidx_remove(cua_freeidx *fi, cua_block *b);
+
+#endif /* CUA_HEAP_H */

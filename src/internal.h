@@ -1,0 +1,94 @@
+/*
+ * internal.h - what every layer of cuarena shares: assert tiers, errors,
+ * locks, clocks and small helpers. Internal names start with _cua_ (functions)
+ * or CUA_ / cua_ inside src/ only.
+ */
+#ifndef CUA_INTERNAL_H
+#define CUA_INTERNAL_H
+
+#include "cuarena.h"
+
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <time.h>
+
+/* ---- assert tiers (like mimalloc's MI_DEBUG) ------------------------------
+ * CUA_DEBUG 0: release, no asserts.
+ * CUA_DEBUG 1: cheap asserts (O(1) each).
+ * CUA_DEBUG 2: full: expensive asserts, and the checker after every call.
+ * Set by meson's debug_level option; release builds also get -DNDEBUG.        */
+#ifndef CUA_DEBUG
+#define CUA_DEBUG 0
+#endif
+
+void _cua_assert_fail(const char *expr, const char *file, int line);
+
+#if CUA_DEBUG >= 1
+#define cua_assert(x) ((x) ? (void)0 : _cua_assert_fail(#x, __FILE__, __LINE__))
+#else
+#define cua_assert(x) ((void)0)
+#endif
+#if CUA_DEBUG >= 2
+#define cua_assert_expensive(x) cua_assert(x)
+#else
+#define cua_assert_expensive(x) ((void)0)
+#endif
+
+#define CUA_LIKELY(x) __builtin_expect(!!(x), 1)
+#define CUA_UNLIKELY(x) __builtin_expect(!!(x), 0)
+
+/* ---- errors ---------------------------------------------------------------- */
+
+/** Set the thread's message from a printf format and return `status`. */
+cua_status _cua_error(cua_status status, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+/** As _cua_error, but keep the previous message after ": " (what a lower layer said). */
+cua_status _cua_error_wrap(cua_status status, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+/** Format a byte count for messages ("1.5 MiB") into buf (at least 32 bytes). */
+const char *_cua_fmt_bytes(char *buf, size_t cap, uint64_t bytes);
+
+/* ---- locks ------------------------------------------------------------------ */
+
+typedef pthread_mutex_t cua_lock_t;
+static inline void _cua_lock_init(cua_lock_t *l) { pthread_mutex_init(l, NULL); }
+static inline void _cua_lock(cua_lock_t *l) { pthread_mutex_lock(l); }
+static inline void _cua_unlock(cua_lock_t *l) { pthread_mutex_unlock(l); }
+static inline void _cua_lock_destroy(cua_lock_t *l) { pthread_mutex_destroy(l); }
+
+/* ---- clocks and arithmetic -------------------------------------------------- */
+
+static inline uint64_t _cua_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static inline bool _cua_is_pow2(size_t x) { return x && !(x & (x - 1)); }
+
+/** Round x up to a multiple of the power of two a; false if that overflows. */
+static inline bool _cua_align_up(size_t x, size_t a, size_t *out)
+{
+    if (x > SIZE_MAX - (a - 1)) return false;
+    *out = (x + a - 1) & ~(a - 1);
+    return true;
+}
+
+static inline unsigned _cua_log2(uint64_t x) { return 63u - (unsigned)__builtin_clzll(x); }
+
+static inline size_t _cua_min(size_t a, size_t b) { return a < b ? a : b; }
+static inline size_t _cua_max(size_t a, size_t b) { return a > b ? a : b; }
+
+#define CUA_KIB ((size_t)1 << 10)
+#define CUA_MIB ((size_t)1 << 20)
+#define CUA_GIB ((size_t)1 << 30)
+
+#define CUA_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+
+#endif /* CUA_INTERNAL_H */

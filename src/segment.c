@@ -1,0 +1,372 @@
+/*
+ * segment.c - the expandable segment: reservation, page table, chunks of
+ * physical memory, the idle list and trim. See segment.h.
+ */
+#include "segment.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- chunk descriptors and the idle list ---------------------------------- */
+
+static cua_chunk *chunk_new(cua_segment *seg)
+{
+    cua_chunk *c = seg->spare;
+    if (c) {
+        seg->spare = c->idle_next;
+        memset(c, 0, sizeof *c);
+        return c;
+    }
+    return calloc(1, sizeof *c);
+}
+
+static void chunk_free(cua_segment *seg, cua_chunk *c)
+{
+    c->idle_next = seg->spare;
+    seg->spare = c;
+}
+
+static void idle_push(cua_segment *seg, cua_chunk *c, uint64_t seq)
+{
+    cua_chunk *tail = seg->idle.idle_prev;
+    c->idle_seq = seq;
+    c->idle_prev = tail;
+    c->idle_next = &seg->idle;
+    tail->idle_next = c;
+    seg->idle.idle_prev = c;
+    seg->idle_bytes += (uint64_t)c->npages << seg->gshift;
+}
+
+static void idle_remove(cua_segment *seg, cua_chunk *c)
+{
+    c->idle_prev->idle_next = c->idle_next;
+    c->idle_next->idle_prev = c->idle_prev;
+    c->idle_prev = c->idle_next = NULL;
+    seg->idle_bytes -= (uint64_t)c->npages << seg->gshift;
+}
+
+static void set_pages(cua_segment *seg, uint32_t first, uint32_t n, cua_chunk *c)
+{
+    for (uint32_t p = first; p < first + n; p++) seg->pages[p] = c;
+}
+
+/* ---- handles whose release failed: kept and retried, never leaked ---------- */
+
+static cua_status release_handle(cua_segment *seg, cua_handle h, size_t size)
+{
+    cua_status st = _cua_bk_release(seg->bk, seg->cs, h, size);
+    if (st == CUA_OK) return CUA_OK;
+    if (seg->nzombies == seg->cap_zombies) {
+        size_t ncap = seg->cap_zombies ? 2 * seg->cap_zombies : 4;
+        void *nz = realloc(seg->zombies, ncap * sizeof *seg->zombies);
+        if (!nz) return st;
+        seg->zombies = nz;
+        seg->cap_zombies = ncap;
+    }
+    seg->zombies[seg->nzombies].h = h;
+    seg->zombies[seg->nzombies].size = size;
+    seg->nzombies++;
+    return st;
+}
+
+static cua_status retry_zombies(cua_segment *seg)
+{
+    cua_status first = CUA_OK;
+    size_t j = 0;
+    for (size_t i = 0; i < seg->nzombies; i++) {
+        cua_status st = _cua_bk_release(seg->bk, seg->cs, seg->zombies[i].h, seg->zombies[i].size);
+        if (st == CUA_OK) continue;
+        if (first == CUA_OK) first = st;
+        seg->zombies[j++] = seg->zombies[i];
+    }
+    seg->nzombies = j;
+    return first;
+}
+
+/* ---- init / fini ------------------------------------------------------------ */
+
+cua_status _cua_seg_init(cua_segment *seg, cua_backend *bk, cua_callstats *cs, size_t size,
+                         size_t align, size_t chunk_max)
+{
+    memset(seg, 0, sizeof *seg);
+    seg->bk = bk;
+    seg->cs = cs;
+    seg->gran = bk->granularity;
+    seg->gshift = _cua_log2(seg->gran);
+    seg->size = size;
+    if ((size >> seg->gshift) > UINT32_MAX)
+        return _cua_error(CUA_ERR_INVALID_ARG, "address range of %zu bytes has too many pages",
+                          size);
+    seg->npages = (uint32_t)(size >> seg->gshift);
+    seg->chunk_max_pages = chunk_max ? (uint32_t)(chunk_max >> seg->gshift) : 1;
+    seg->idle.idle_next = seg->idle.idle_prev = &seg->idle;
+    /* calloc of a large table is lazily zeroed by the OS: untouched parts cost nothing. */
+    seg->pages = calloc(seg->npages, sizeof *seg->pages);
+    if (!seg->pages)
+        return _cua_error(CUA_ERR_OUT_OF_MEMORY, "no host memory for a page table of %u pages",
+                          seg->npages);
+    cua_status st = _cua_bk_reserve(bk, cs, size, align, &seg->base);
+    if (st != CUA_OK) {
+        free(seg->pages);
+        seg->pages = NULL;
+        return _cua_error_wrap(st, "cannot reserve the arena's address range");
+    }
+    return CUA_OK;
+}
+
+static cua_status unmap_chunk(cua_segment *seg, cua_chunk *c)
+{
+    uintptr_t addr = seg->base + ((uintptr_t)c->first << seg->gshift);
+    size_t len = (size_t)c->npages << seg->gshift;
+    cua_status st = _cua_bk_unmap(seg->bk, seg->cs, addr, len, 1);
+    if (st != CUA_OK) return st;
+    set_pages(seg, c->first, c->npages, NULL);
+    seg->mapped_bytes -= len;
+    seg->nchunks--;
+    return release_handle(seg, c->handle, len);
+}
+
+cua_status _cua_seg_fini(cua_segment *seg)
+{
+    cua_status first = CUA_OK;
+    if (!seg->pages) return CUA_OK;
+    for (uint32_t p = 0; p < seg->npages;) {
+        cua_chunk *c = seg->pages[p];
+        if (!c) {
+            p++;
+            continue;
+        }
+        p = c->first + c->npages;
+        if (c->idle_prev) idle_remove(seg, c);
+        cua_status st = unmap_chunk(seg, c);
+        if (st != CUA_OK && seg->pages[c->first]) st = unmap_chunk(seg, c); /* one more try */
+        if (st != CUA_OK && first == CUA_OK) first = st;
+        if (seg->pages[c->first]) set_pages(seg, c->first, c->npages, NULL);
+        free(c);
+    }
+    cua_status st = retry_zombies(seg);
+    if (st != CUA_OK && first == CUA_OK) first = st;
+    if (seg->nzombies) st = retry_zombies(seg); /* a transient failure gets one more try */
+    free(seg->zombies);
+    st = _cua_bk_unreserve(seg->bk, seg->cs, seg->base, seg->size);
+    if (st != CUA_OK) {
+        if (first == CUA_OK) first = st;
+        _cua_bk_unreserve(seg->bk, seg->cs, seg->base, seg->size);
+    }
+    while (seg->spare) {
+        cua_chunk *c = seg->spare;
+        seg->spare = c->idle_next;
+        free(c);
+    }
+    free(seg->pages);
+    seg->pages = NULL;
+    return first;
+}
+
+/* ---- acquire / release -------------------------------------------------------- */
+
+uint64_t _cua_seg_acquire(cua_segment *seg, uint64_t off, uint64_t len)
+{
+    uint32_t p = _cua_seg_page(seg, off), last = _cua_seg_page(seg, off + len - 1);
+    uint64_t missing = 0;
+    while (p <= last) {
+        cua_chunk *c = seg->pages[p];
+        if (!c) {
+            missing += seg->gran;
+            p++;
+            continue;
+        }
+        if (c->busy++ == 0) idle_remove(seg, c);
+        p = c->first + c->npages;
+    }
+    return missing;
+}
+
+uint64_t _cua_seg_missing(const cua_segment *seg, uint64_t off, uint64_t len)
+{
+    uint32_t p = _cua_seg_page(seg, off), last = _cua_seg_page(seg, off + len - 1);
+    uint64_t missing = 0;
+    while (p <= last) {
+        cua_chunk *c = seg->pages[p];
+        if (!c) {
+            missing += seg->gran;
+            p++;
+        } else {
+            p = c->first + c->npages;
+        }
+    }
+    return missing;
+}
+
+void _cua_seg_release(cua_segment *seg, uint64_t off, uint64_t len, uint64_t seq)
+{
+    uint32_t p = _cua_seg_page(seg, off), last = _cua_seg_page(seg, off + len - 1);
+    while (p <= last) {
+        cua_chunk *c = seg->pages[p];
+        if (!c) { /* only while undoing a partial acquire */
+            p++;
+            continue;
+        }
+        cua_assert(c->busy > 0);
+        if (--c->busy == 0) idle_push(seg, c, seq);
+        p = c->first + c->npages;
+    }
+}
+
+/* ---- map ------------------------------------------------------------------------ */
+
+/* Create and map one chunk of n pages at page `first`; access is set by the caller. */
+static cua_status map_chunk(cua_segment *seg, uint32_t first, uint32_t n)
+{
+    size_t len = (size_t)n << seg->gshift;
+    uintptr_t addr = seg->base + ((uintptr_t)first << seg->gshift);
+    cua_chunk *c = chunk_new(seg);
+    if (!c) return _cua_error(CUA_ERR_OUT_OF_MEMORY, "no host memory for a chunk descriptor");
+    cua_status st = _cua_bk_create(seg->bk, seg->cs, len, &c->handle);
+    if (st != CUA_OK) {
+        chunk_free(seg, c);
+        return st;
+    }
+    st = _cua_bk_map(seg->bk, seg->cs, addr, len, c->handle);
+    if (st != CUA_OK) {
+        char keep[1024];
+        strncpy(keep, cua_last_error(), sizeof keep - 1);
+        keep[sizeof keep - 1] = 0;
+        _cua_bk_release(seg->bk, seg->cs, c->handle, len); /* best effort */
+        chunk_free(seg, c);
+        return _cua_error(st, "%s", keep);
+    }
+    c->first = first;
+    c->npages = n;
+    c->busy = 1;
+    set_pages(seg, first, n, c);
+    seg->mapped_bytes += len;
+    seg->nchunks++;
+    return CUA_OK;
+}
+
+/* Undo the chunks this call mapped in [p0, p1) (they all have busy == 1 and
+ * were unmapped before: `was` marks those pages). */
+static void unmap_new(cua_segment *seg, uint32_t p0, uint32_t p1, const uint8_t *was)
+{
+    for (uint32_t p = p0; p < p1;) {
+        cua_chunk *c = seg->pages[p];
+        if (!c || !was[p - p0]) {
+            p++;
+            continue;
+        }
+        p = c->first + c->npages;
+        if (unmap_chunk(seg, c) == CUA_OK) chunk_free(seg, c);
+    }
+}
+
+cua_status _cua_seg_map(cua_segment *seg, uint64_t off, uint64_t len)
+{
+    uint32_t p0 = _cua_seg_page(seg, off), p1 = _cua_seg_page(seg, off + len - 1) + 1;
+    uint8_t small[64];
+    uint8_t *was = (p1 - p0) <= sizeof small ? small : malloc(p1 - p0);
+    if (!was) return _cua_error(CUA_ERR_OUT_OF_MEMORY, "no host memory to map %u pages", p1 - p0);
+    for (uint32_t p = p0; p < p1; p++) was[p - p0] = seg->pages[p] == NULL;
+
+    cua_status st = CUA_OK;
+    for (uint32_t p = p0; p < p1 && st == CUA_OK;) {
+        if (!was[p - p0]) {
+            p++;
+            continue;
+        }
+        uint32_t run_end = p;
+        while (run_end < p1 && was[run_end - p0]) run_end++;
+        for (uint32_t q = p; q < run_end && st == CUA_OK;) {
+            uint32_t n = _cua_min(run_end - q, seg->chunk_max_pages);
+            st = map_chunk(seg, q, n);
+            q += n;
+        }
+        if (st == CUA_OK) /* one access call for the whole run of new mappings */
+            st = _cua_bk_set_access(seg->bk, seg->cs, seg->base + ((uintptr_t)p << seg->gshift),
+                                    (size_t)(run_end - p) << seg->gshift);
+        p = run_end;
+    }
+    if (st != CUA_OK) {
+        char keep[1024];
+        strncpy(keep, cua_last_error(), sizeof keep - 1);
+        keep[sizeof keep - 1] = 0;
+        unmap_new(seg, p0, p1, was);
+        _cua_error(st, "%s", keep);
+    }
+    if (was != small) free(was);
+    return st;
+}
+
+/* ---- trim ------------------------------------------------------------------------- */
+
+static int cmp_chunk_first(const void *a, const void *b)
+{
+    const cua_chunk *x = *(cua_chunk *const *)a, *y = *(cua_chunk *const *)b;
+    return (x->first > y->first) - (x->first < y->first);
+}
+
+/* Unmap a run of address-adjacent chunks in one call, then release each handle. */
+static cua_status trim_run(cua_segment *seg, cua_chunk **run, size_t n, uint64_t *released)
+{
+    uint32_t pages = 0;
+    for (size_t i = 0; i < n; i++) pages += run[i]->npages;
+    uintptr_t addr = seg->base + ((uintptr_t)run[0]->first << seg->gshift);
+    size_t len = (size_t)pages << seg->gshift;
+    cua_status st = _cua_bk_unmap(seg->bk, seg->cs, addr, len, n);
+    if (st != CUA_OK) { /* nothing changed: put them back, oldest first order is lost */
+        for (size_t i = 0; i < n; i++) idle_push(seg, run[i], run[i]->idle_seq);
+        return st;
+    }
+    cua_status first = CUA_OK;
+    for (size_t i = 0; i < n; i++) {
+        cua_chunk *c = run[i];
+        size_t clen = (size_t)c->npages << seg->gshift;
+        set_pages(seg, c->first, c->npages, NULL);
+        seg->mapped_bytes -= clen;
+        seg->nchunks--;
+        *released += clen;
+        cua_status rs = release_handle(seg, c->handle, clen);
+        if (rs != CUA_OK && first == CUA_OK) first = rs;
+        chunk_free(seg, c);
+    }
+    return first;
+}
+
+cua_status _cua_seg_trim(cua_segment *seg, uint64_t want, uint64_t safe_seq,
+                         uint64_t *released)
+{
+    *released = 0;
+    if (seg->nzombies) retry_zombies(seg);
+    size_t n = 0, cap = 0;
+    cua_chunk **pick = NULL;
+    uint64_t picked = 0;
+    while (picked < want && seg->idle.idle_next != &seg->idle) {
+        cua_chunk *c = seg->idle.idle_next;
+        if (c->idle_seq > safe_seq) break;
+        if (n == cap) {
+            size_t ncap = cap ? 2 * cap : 16;
+            cua_chunk **np = realloc(pick, ncap * sizeof *np);
+            if (!np) break;
+            pick = np;
+            cap = ncap;
+        }
+        idle_remove(seg, c);
+        pick[n++] = c;
+        picked += (uint64_t)c->npages << seg->gshift;
+    }
+    if (n == 0) {
+        free(pick);
+        return CUA_OK;
+    }
+    qsort(pick, n, sizeof *pick, cmp_chunk_first);
+    cua_status first = CUA_OK;
+    for (size_t i = 0; i < n;) {
+        size_t j = i + 1;
+        while (j < n && pick[j - 1]->first + pick[j - 1]->npages == pick[j]->first) j++;
+        cua_status st = trim_run(seg, pick + i, j - i, released);
+        if (st != CUA_OK && first == CUA_OK) first = st;
+        i = j;
+    }
+    free(pick);
+    return first;
+}

@@ -1,0 +1,83 @@
+/*
+ * segment.h - the expandable segment: one reserved address range per arena,
+ * and which of its granularity pages are backed by physical memory.
+ *
+ * Physical memory comes in chunks: one backend handle mapped at a run of
+ * pages. A chunk is created, mapped and released whole (CUDA cannot unmap part
+ * of a mapping), so its size is a trade-off: one page trims finely, larger
+ * chunks are cheaper to create. Every chunk counts the live blocks that
+ * overlap it (`busy`); a chunk with none is idle, sits on the idle list (oldest
+ * first) and can be trimmed. The page table (host memory) maps a page index to
+ * its chunk, so a range is checked and acquired in O(pages).
+ */
+#ifndef CUA_SEGMENT_H
+#define CUA_SEGMENT_H
+
+#include "backend.h"
+
+typedef struct cua_chunk {
+    uint32_t first;                   /* first page */
+    uint32_t npages;
+    cua_handle handle;
+    uint32_t busy;                    /* live (or pending) blocks overlapping the chunk */
+    uint64_t idle_seq;                /* the arena's free sequence when it became idle */
+    struct cua_chunk *idle_prev, *idle_next; /* on the idle list while busy == 0 */
+} cua_chunk;
+
+typedef struct cua_segment {
+    cua_backend *bk;
+    cua_callstats *cs;        /* the arena's call counters */
+    uintptr_t base;           /* reserved range [base, base + size) */
+    size_t size;
+    size_t gran;              /* granularity page */
+    unsigned gshift;          /* log2(gran) */
+    uint32_t npages;
+    uint32_t chunk_max_pages; /* largest chunk */
+    cua_chunk **pages;        /* page -> chunk, NULL where unmapped */
+    uint64_t mapped_bytes;
+    uint64_t idle_bytes;      /* bytes of idle chunks */
+    uint64_t nchunks;
+    cua_chunk idle;           /* sentinel of the idle list: idle.idle_next is the oldest */
+    cua_chunk *spare;         /* recycled chunk descriptors */
+    struct { cua_handle h; size_t size; } *zombies; /* unmapped handles whose release failed */
+    size_t nzombies, cap_zombies;
+} cua_segment;
+
+/* Reserve `size` bytes (a multiple of 1 GiB) aligned to `align`. */
+cua_status _cua_seg_init(cua_segment *seg, cua_backend *bk, cua_callstats *cs, size_t size,
+                         size_t align, size_t chunk_max);
+/* Unmap and release everything and the reservation. Keeps going after a
+ * failure and returns the first one. */
+cua_status _cua_seg_fini(cua_segment *seg);
+
+/* Count a new live block on the mapped chunks of [off, off + len): busy++,
+ * idle chunks leave the idle list. Returns the bytes of pages still unmapped
+ * in the range. */
+uint64_t _cua_seg_acquire(cua_segment *seg, uint64_t off, uint64_t len);
+/* Bytes of unmapped pages in [off, off + len) (read only). */
+uint64_t _cua_seg_missing(const cua_segment *seg, uint64_t off, uint64_t len);
+/* Undo _cua_seg_acquire / drop a block that leaves: busy--, chunks reaching 0
+ * join the idle list's tail with idle_seq = seq. Every page must be mapped. */
+void _cua_seg_release(cua_segment *seg, uint64_t off, uint64_t len, uint64_t seq);
+/* Map every unmapped page of [off, off + len) in chunks of at most
+ * chunk_max_pages, each counted busy by one block. On failure nothing new stays
+ * mapped. */
+cua_status _cua_seg_map(cua_segment *seg, uint64_t off, uint64_t len);
+
+/* Unmap idle chunks, oldest first, whose idle_seq <= safe_seq, until at least
+ * `want` bytes went back or none is left; *released gets the bytes. Adjacent
+ * chunks are unmapped in one call. */
+cua_status _cua_seg_trim(cua_segment *seg, uint64_t want, uint64_t safe_seq,
+                         uint64_t *released);
+
+static inline uint32_t _cua_seg_page(const cua_segment *seg, uint64_t off)
+{
+    return (uint32_t)(off >> seg->gshift);
+}
+
+static inline bool _cua_seg_page_mapped(const cua_segment *seg, uint32_t page)
+{
+    return seg->pages[page] != NULL;
+}
+
+#endif /* CUA_SEGMENT_H */

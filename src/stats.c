@@ -1,0 +1,129 @@
+/*
+ * stats.c - an arena's figures: read into a cua_stats, and written as JSON.
+ * The fields are declared once, in the table below, for the JSON writer.
+ */
+#include "arena.h"
+
+#include <stdio.h>
+#include <string.h>
+
+/* The counters of cua_stats, in output order (the doubles and arrays follow). */
+#define CUA_STATS_U64(X)                                                               \
+    X(live_bytes) X(live_blocks) X(allocated_bytes) X(mapped_bytes) X(reserved_bytes)  \
+    X(free_bytes) X(cached_bytes) X(pending_bytes) X(largest_free_bytes) X(free_blocks) \
+    X(peak_live_bytes) X(peak_mapped_bytes) X(alloc_count) X(free_count) X(oom_count)   \
+    X(trim_count) X(trimmed_bytes) X(limit_bytes)
+
+/* Longest run of free bytes that lies in mapped pages (adjacent free blocks count
+ * together). One walk over the blocks and the pages they cover. */
+static uint64_t largest_free_mapped(const cua_arena *a)
+{
+    const cua_segment *seg = &a->seg;
+    uint64_t run = 0, best = 0;
+    for (const cua_block *b = a->heap.first; b; b = b->next) {
+        if (b->state != CUA_BLOCK_FREE) {
+            run = 0;
+            continue;
+        }
+        uint64_t pos = b->off, end = b->off + b->size;
+        while (pos < end) {
+            uint32_t page = _cua_seg_page(seg, pos);
+            uint64_t page_end = _cua_min(end, ((uint64_t)page + 1) << seg->gshift);
+            if (_cua_seg_page_mapped(seg, page)) {
+                run += page_end - pos;
+                if (run > best) best = run;
+            } else {
+                run = 0;
+            }
+            pos = page_end;
+        }
+    }
+    return best;
+}
+
+void _cua_stats_read(const cua_arena *a, cua_stats *out)
+{
+    memset(out, 0, sizeof *out);
+    out->live_bytes = a->live_bytes;
+    out->live_blocks = a->live_blocks;
+    out->allocated_bytes = a->allocated_bytes;
+    out->mapped_bytes = a->seg.mapped_bytes;
+    out->reserved_bytes = a->seg.size;
+    out->pending_bytes = a->streams.pending_bytes;
+    out->free_bytes = a->seg.mapped_bytes - a->allocated_bytes - a->streams.pending_bytes;
+    out->cached_bytes = a->seg.idle_bytes;
+    out->largest_free_bytes = largest_free_mapped(a);
+    for (uint32_t t = 0; t < a->heap.ntags; t++) out->free_blocks += a->heap.idx[t]->count;
+    out->peak_live_bytes = a->peak_live;
+    out->peak_mapped_bytes = a->peak_mapped;
+    out->alloc_count = a->alloc_count;
+    out->free_count = a->free_count;
+    out->oom_count = a->oom_count;
+    out->trim_count = a->trim_count;
+    out->trimmed_bytes = a->trimmed_bytes;
+    out->limit_bytes = a->cfg.limit;
+    memcpy(out->calls, a->cs.calls, sizeof out->calls);
+    memcpy(out->call_ns, a->cs.call_ns, sizeof out->call_ns);
+    out->mapped_over_live =
+        a->live_bytes ? (double)a->seg.mapped_bytes / (double)a->live_bytes : 0.0;
+    out->free_fragmentation =
+        out->free_bytes ? 1.0 - (double)out->largest_free_bytes / (double)out->free_bytes : 0.0;
+}
+
+/* snprintf into buf at *len, counting what would have been written past cap. */
+static void put(char *buf, size_t cap, size_t *len, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static void put(char *buf, size_t cap, size_t *len, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(*len < cap ? buf + *len : NULL, *len < cap ? cap - *len : 0, fmt, ap);
+    va_end(ap);
+    if (n > 0) *len += (size_t)n;
+}
+
+static void put_calls(char *buf, size_t cap, size_t *len, const char *key,
+                      const uint64_t *v)
+{
+    put(buf, cap, len, ",\"%s\":{", key);
+    for (int k = 0; k < CUA_CALL_COUNT; k++)
+        put(buf, cap, len, "%s\"%s\":%llu", k ? "," : "", cua_call_name((cua_call)k),
+            (unsigned long long)v[k]);
+    put(buf, cap, len, "}");
+}
+
+/* Names come from users: keep JSON valid whatever they hold. */
+static void put_string(char *buf, size_t cap, size_t *len, const char *s)
+{
+    put(buf, cap, len, "\"");
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\')
+            put(buf, cap, len, "\\%c", c);
+        else if (c < 0x20)
+            put(buf, cap, len, "\\u%04x", c);
+        else
+            put(buf, cap, len, "%c", c);
+    }
+    put(buf, cap, len, "\"");
+}
+
+size_t _cua_stats_json(const cua_stats *s, const char *name, int device, const char *backend,
+                       char *buf, size_t cap)
+{
+    size_t len = 0;
+    if (cap) buf[0] = 0;
+    put(buf, cap, &len, "{\"name\":");
+    put_string(buf, cap, &len, name);
+    put(buf, cap, &len, ",\"device\":%d,\"backend\":", device);
+    put_string(buf, cap, &len, backend);
+#define X(field) put(buf, cap, &len, ",\"" #field "\":%llu", (unsigned long long)s->field);
+    CUA_STATS_U64(X)
+#undef X
+    put(buf, cap, &len, ",\"mapped_over_live\":%.6f,\"free_fragmentation\":%.6f",
+        s->mapped_over_live, s->free_fragmentation);
+    put_calls(buf, cap, &len, "calls", s->calls);
+    put_calls(buf, cap, &len, "call_ns", s->call_ns);
+    put(buf, cap, &len, "}");
+    return len;
+}

@@ -1,0 +1,303 @@
+/*
+ * stream.c - stream-ordered reuse.
+ *
+ * A block freed on stream S is tagged S: S may take it again at once (its
+ * later work is ordered after the free). Other streams may not until S's work
+ * queued before the free has completed. Rather than an event per free (a
+ * driver call on the fast path), each stream has at most one "reclaim" event,
+ * recorded lazily when the arena misses (needs new pages) and queried at the
+ * next miss: when it has completed, every block freed on S before it was
+ * recorded becomes tag 0 ("any stream") and merges with its free neighbours,
+ * so free space is never stranded on one stream.
+ *
+ * A block used on more streams (cua_record_stream) gets an event on each of
+ * them at its free and waits on the pending list until they all completed.
+ *
+ * Trim uses the same knowledge: a chunk that went idle at free sequence F may
+ * be unmapped only when every stream has completed its frees up to F.
+ */
+#include "arena.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- stream slots ---------------------------------------------------------- */
+
+cua_status _cua_stream_slot(cua_arena *a, cua_stream stream, uint32_t *tag)
+{
+    cua_streams *ss = &a->streams;
+    if (CUA_LIKELY(ss->last && ss->slot[ss->last].stream == stream)) {
+        *tag = ss->last;
+        return CUA_OK;
+    }
+    for (uint32_t i = 1; i < ss->n; i++) {
+        if (ss->slot[i].stream == stream) {
+            ss->last = i;
+            *tag = i;
+            return CUA_OK;
+        }
+    }
+    if (ss->n + 1 > ss->cap) {
+        uint32_t ncap = ss->cap ? 2 * ss->cap : 8;
+        cua_streamslot *ns = realloc(ss->slot, ncap * sizeof *ns);
+        if (!ns) return _cua_error(CUA_ERR_OUT_OF_MEMORY, "no host memory for a stream slot");
+        ss->slot = ns;
+        ss->cap = ncap;
+    }
+    if (ss->n == 0) { /* slot 0 stands for tag 0 ("any stream") */
+        memset(&ss->slot[0], 0, sizeof ss->slot[0]);
+        ss->n = 1;
+    }
+    cua_status st = _cua_heap_ensure_tag(&a->heap, ss->n);
+    if (st != CUA_OK) return st;
+    memset(&ss->slot[ss->n], 0, sizeof ss->slot[ss->n]);
+    ss->slot[ss->n].stream = stream;
+    ss->last = ss->n;
+    *tag = ss->n++;
+    return CUA_OK;
+}
+
+/* ---- the event pool ------------------------------------------------------- */
+
+static cua_status event_get(cua_arena *a, cua_event *ev)
+{
+    cua_streams *ss = &a->streams;
+    if (ss->npool) {
+        *ev = ss->pool[--ss->npool];
+        return CUA_OK;
+    }
+    return _cua_bk_event_create(a->bk, &a->cs, ev);
+}
+
+static void event_put(cua_arena *a, cua_event ev)
+{
+    cua_streams *ss = &a->streams;
+    if (ss->npool == ss->cap_pool) {
+        uint32_t ncap = ss->cap_pool ? 2 * ss->cap_pool : 8;
+        cua_event *np = realloc(ss->pool, ncap * sizeof *np);
+        if (!np) { /* cannot keep it: give it back to the driver */
+            _cua_bk_event_destroy(a->bk, &a->cs, ev);
+            return;
+        }
+        ss->pool = np;
+        ss->cap_pool = ncap;
+    }
+    ss->pool[ss->npool++] = ev;
+}
+
+/* ---- reclaim: tag-S blocks become tag 0 ---------------------------------------- */
+
+/* Retag every free block of `tag` freed at or before `upto`. */
+static uint64_t retag_upto(cua_arena *a, uint32_t tag, uint64_t upto)
+{
+    cua_freeidx *fi = a->heap.idx[tag];
+    if (!fi->count) return 0;
+    cua_block **list = malloc(fi->count * sizeof *list);
+    if (!list) return 0; /* they stay tagged: correct, only less shared */
+    size_t n = 0;
+    for (unsigned bin = 0; bin < CUA_SC_COUNT; bin++)
+        for (cua_block *b = fi->bins[bin]; b; b = b->fnext)
+            if (b->seq <= upto) list[n++] = b;
+    /* Blocks of one tag are never neighbours (they would have merged), so
+     * retagging one never deletes another of the list. */
+    for (size_t i = 0; i < n; i++) _cua_heap_retag_any(&a->heap, list[i]);
+    free(list);
+    return n;
+}
+
+static bool constraining(const cua_streamslot *s) { return s->last_free_seq > s->done_seq; }
+
+static uint64_t reclaim_blocking(cua_arena *a, cua_streamslot *s, uint32_t tag, cua_status *st)
+{
+    cua_status r = _cua_bk_stream_sync(a->bk, &a->cs, s->stream);
+    if (r != CUA_OK) {
+        *st = r;
+        return 0;
+    }
+    if (s->has_ev) {
+        event_put(a, s->ev);
+        s->has_ev = false;
+    }
+    s->done_seq = a->seq;
+    return retag_upto(a, tag, s->done_seq);
+}
+
+static uint64_t reclaim_async(cua_arena *a, cua_streamslot *s, uint32_t tag, cua_status *st)
+{
+    uint64_t n = 0;
+    if (s->has_ev) {
+        cua_status q = _cua_bk_event_query(a->bk, &a->cs, s->ev);
+        if (q == CUA_OK) {
+            s->done_seq = s->ev_seq;
+            event_put(a, s->ev);
+            s->has_ev = false;
+            n = retag_upto(a, tag, s->done_seq);
+        } else if (q != CUA_ERR_BUSY) {
+            *st = q;
+            return 0;
+        }
+    }
+    if (!s->has_ev && constraining(s)) {
+        cua_status r = event_get(a, &s->ev);
+        if (r != CUA_OK) {
+            *st = r;
+            return n;
+        }
+        r = _cua_bk_event_record(a->bk, &a->cs, s->ev, s->stream);
+        if (r != CUA_OK) {
+            event_put(a, s->ev);
+            *st = r;
+            return n;
+        }
+        s->has_ev = true;
+        s->ev_seq = a->seq;
+        /* An idle stream completes at once: ask now rather than at the next miss. */
+        if (_cua_bk_event_query(a->bk, &a->cs, s->ev) == CUA_OK) {
+            s->done_seq = s->ev_seq;
+            event_put(a, s->ev);
+            s->has_ev = false;
+            n += retag_upto(a, tag, s->done_seq);
+        }
+    }
+    return n;
+}
+
+uint64_t _cua_stream_reclaim(cua_arena *a, bool blocking, cua_status *st)
+{
+    uint64_t n = 0;
+    *st = CUA_OK;
+    for (uint32_t tag = 1; tag < a->streams.n; tag++) {
+        cua_streamslot *s = &a->streams.slot[tag];
+        if (!constraining(s)) continue;
+        n += blocking ? reclaim_blocking(a, s, tag, st) : reclaim_async(a, s, tag, st);
+        if (*st != CUA_OK) break;
+    }
+    return n;
+}
+
+uint64_t _cua_stream_safe_seq(const cua_arena *a)
+{
+    uint64_t safe = UINT64_MAX;
+    for (uint32_t tag = 1; tag < a->streams.n; tag++) {
+        const cua_streamslot *s = &a->streams.slot[tag];
+        if (constraining(s) && s->done_seq < safe) safe = s->done_seq;
+    }
+    return safe;
+}
+
+/* ---- blocks used on several streams --------------------------------------------- */
+
+cua_status _cua_stream_add_use(cua_arena *a, cua_block *b, cua_stream stream)
+{
+    if (a->streams.slot[b->tag].stream == stream) return CUA_OK;
+    cua_uses *u = b->uses;
+    for (uint32_t i = 0; u && i < u->n; i++)
+        if (u->use[i].stream == stream) return CUA_OK;
+    if (!u || u->n == u->cap) {
+        uint32_t ncap = u ? 2 * u->cap : 2;
+        cua_uses *nu = realloc(u, sizeof *nu + ncap * sizeof nu->use[0]);
+        if (!nu) return _cua_error(CUA_ERR_OUT_OF_MEMORY, "no host memory to record a stream use");
+        if (!u) nu->n = 0;
+        nu->cap = ncap;
+        b->uses = u = nu;
+    }
+    u->use[u->n].stream = stream;
+    u->use[u->n].ev = 0;
+    u->n++;
+    return CUA_OK;
+}
+
+cua_status _cua_stream_defer(cua_arena *a, cua_block *b)
+{
+    cua_uses *u = b->uses;
+    for (uint32_t i = 0; i < u->n; i++) {
+        cua_event ev = 0;
+        cua_status st = event_get(a, &ev);
+        if (st == CUA_OK) {
+            st = _cua_bk_event_record(a->bk, &a->cs, ev, u->use[i].stream);
+            if (st == CUA_OK) {
+                u->use[i].ev = ev;
+                continue;
+            }
+            event_put(a, ev);
+        }
+        /* No event: wait for the stream now, which is always safe. */
+        cua_status sy = _cua_bk_stream_sync(a->bk, &a->cs, u->use[i].stream);
+        if (sy != CUA_OK) return sy;
+    }
+    b->state = CUA_BLOCK_PENDING;
+    b->fnext = a->streams.pending;
+    b->fprev = NULL;
+    if (a->streams.pending) a->streams.pending->fprev = b;
+    a->streams.pending = b;
+    a->streams.pending_bytes += b->size;
+    a->streams.pending_blocks++;
+    return CUA_OK;
+}
+
+/* True when every event of the block has completed (each completed one is recycled). */
+static bool uses_done(cua_arena *a, cua_block *b, bool blocking, cua_status *st)
+{
+    cua_uses *u = b->uses;
+    bool done = true;
+    for (uint32_t i = 0; i < u->n; i++) {
+        if (!u->use[i].ev) continue;
+        cua_status q = blocking ? _cua_bk_event_sync(a->bk, &a->cs, u->use[i].ev)
+                                : _cua_bk_event_query(a->bk, &a->cs, u->use[i].ev);
+        if (q == CUA_OK) {
+            event_put(a, u->use[i].ev);
+            u->use[i].ev = 0;
+        } else {
+            if (q != CUA_ERR_BUSY) *st = q;
+            done = false;
+        }
+    }
+    return done;
+}
+
+uint64_t _cua_stream_poll_pending(cua_arena *a, bool blocking, cua_status *st)
+{
+    uint64_t n = 0;
+    *st = CUA_OK;
+    cua_block *b = a->streams.pending;
+    while (b) {
+        cua_block *next = b->fnext;
+        if (uses_done(a, b, blocking, st)) {
+            if (b->fprev) b->fprev->fnext = b->fnext;
+            else a->streams.pending = b->fnext;
+            if (b->fnext) b->fnext->fprev = b->fprev;
+            a->streams.pending_bytes -= b->size;
+            a->streams.pending_blocks--;
+            free(b->uses);
+            b->uses = NULL;
+            _cua_arena_put_free(a, b, b->tag);
+            n++;
+        }
+        b = next;
+    }
+    return n;
+}
+
+/* At destroy there is no later chance: a failed destroy gets one more try. */
+static void event_destroy(cua_arena *a, cua_event ev)
+{
+    if (_cua_bk_event_destroy(a->bk, &a->cs, ev) != CUA_OK)
+        _cua_bk_event_destroy(a->bk, &a->cs, ev);
+}
+
+void _cua_stream_fini(cua_arena *a)
+{
+    cua_streams *ss = &a->streams;
+    for (cua_block *b = ss->pending; b; b = b->fnext) {
+        for (uint32_t i = 0; b->uses && i < b->uses->n; i++)
+            if (b->uses->use[i].ev) event_destroy(a, b->uses->use[i].ev);
+        free(b->uses);
+        b->uses = NULL;
+    }
+    for (uint32_t t = 1; t < ss->n; t++)
+        if (ss->slot[t].has_ev) event_destroy(a, ss->slot[t].ev);
+    for (uint32_t i = 0; i < ss->npool; i++) event_destroy(a, ss->pool[i]);
+    free(ss->pool);
+    free(ss->slot);
+    memset(ss, 0, sizeof *ss);
+}

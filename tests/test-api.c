@@ -1,0 +1,287 @@
+/*
+ * test-api.c - the public API end to end on the host backend: allocation,
+ * data, trim (also in the middle of the range), release threshold, limit,
+ * footprint cap, destroy, default and current arenas. The checker runs after
+ * every step.
+ */
+#include "test.h"
+
+#define MiB ((size_t)1 << 20)
+
+typedef struct fixture {
+    cua_backend *bk;
+    cua_arena *a;
+} fixture;
+
+static cua_status setup(fixture *f, size_t release, size_t limit, unsigned flags)
+{
+    cua_host_config hc;
+    cua_host_config_init(&hc);
+    hc.capacity = 1024 * MiB;
+    cua_status st = cua_backend_host_create(&hc, &f->bk);
+    if (st != CUA_OK) return st;
+    cua_arena_config cfg;
+    cua_arena_config_init(&cfg);
+    cfg.name = "api";
+    cfg.backend = f->bk;
+    cfg.release_threshold = release;
+    cfg.limit = limit;
+    cfg.flags = flags | CUA_ARENA_CHECK_ALWAYS;
+    return cua_arena_create(&cfg, &f->a);
+}
+
+/* Destroy the arena and the backend; nothing may be left in the backend. */
+static cua_status teardown(fixture *f)
+{
+    cua_status st = cua_arena_destroy(f->a, CUA_DESTROY_FORCE);
+    if (st != CUA_OK) return st;
+    cua_backend_stats s;
+    cua_backend_get_stats(f->bk, &s);
+    if (s.handles || s.reservations || s.mappings || s.events || s.handle_bytes)
+        return CUA_ERR_BUSY;
+    return cua_backend_destroy(f->bk);
+}
+
+static uint64_t mapped(cua_arena *a)
+{
+    cua_stats s;
+    cua_arena_get_stats(a, &s);
+    return s.mapped_bytes;
+}
+
+TEST(alloc_write_free)
+{
+    fixture f;
+    CHECK_OK(setup(&f, CUA_KEEP_ALL, 0, 0));
+    unsigned char *p[8];
+    size_t sizes[8] = {1, 511, 512, 513, 4096, 1 * MiB + 7, 3 * MiB, 9 * MiB};
+    for (int i = 0; i < 8; i++) {
+        CHECK_OK(cua_arena_alloc(f.a, sizes[i], 0, (void **)&p[i]));
+        CHECK(((uintptr_t)p[i] % CUA_ALIGNMENT) == 0);
+        memset(p[i], i + 1, sizes[i]);
+    }
+    for (int i = 0; i < 8; i++) {
+        for (size_t j = 0; j < sizes[i]; j += 97) CHECK(p[i][j] == i + 1);
+        CHECK(p[i][sizes[i] - 1] == i + 1);
+        CHECK_OK(cua_free(p[i]));
+        CHECK_ARENA(f.a);
+    }
+    CHECK_OK(cua_free(NULL));
+    CHECK_OK(teardown(&f));
+}
+
+TEST(blocks_are_cut_to_the_request_not_the_class)
+{
+    fixture f;
+    CHECK_OK(setup(&f, CUA_KEEP_ALL, 0, 0));
+    char *a, *b;
+    CHECK_OK(cua_arena_alloc(f.a, 1000001, 0, (void **)&a));
+    CHECK_OK(cua_arena_alloc(f.a, 512, 0, (void **)&b));
+    CHECK(b - a == 1000448); /* 1000001 rounded up to 512, not to a size class */
+    cua_stats s;
+    CHECK_OK(cua_arena_get_stats(f.a, &s));
+    CHECK(s.live_bytes == 1000001 + 512);
+    CHECK(s.allocated_bytes == 1000448 + 512);
+    CHECK_OK(teardown(&f));
+}
+
+TEST(trim_returns_every_free_page)
+{
+    fixture f;
+    CHECK_OK(setup(&f, CUA_KEEP_ALL, 0, 0));
+    void *p[10];
+    for (int i = 0; i < 10; i++) CHECK_OK(cua_arena_alloc(f.a, 4 * MiB, 0, &p[i]));
+    CHECK(mapped(f.a) == 40 * MiB);
+    for (int i = 0; i < 10; i++) CHECK_OK(cua_free(p[i]));
+    CHECK(mapped(f.a) == 40 * MiB); /* kept as cache */
+    size_t released = 0;
+    CHECK_OK(cua_arena_trim(f.a, 8 * MiB, &released));
+    CHECK(released == 32 * MiB);
+    CHECK(mapped(f.a) == 8 * MiB);
+    CHECK_OK(cua_arena_trim(f.a, 0, &released));
+    CHECK(released == 8 * MiB);
+    CHECK(mapped(f.a) == 0);
+    cua_backend_stats bs;
+    CHECK_OK(cua_backend_get_stats(f.bk, &bs));
+    CHECK(bs.handles == 0 && bs.handle_bytes == 0);
+    CHECK_OK(teardown(&f));
+}
+
+TEST(trim_in_the_middle_keeps_neighbours)
+{
+    fixture f;
+    CHECK_OK(setup(&f, CUA_KEEP_ALL, 0, 0));
+    unsigned char *a, *b, *c;
+    CHECK_OK(cua_arena_alloc(f.a, 4 * MiB, 0, (void **)&a));
+    CHECK_OK(cua_arena_alloc(f.a, 4 * MiB, 0, (void **)&b));
+    CHECK_OK(cua_arena_alloc(f.a, 4 * MiB, 0, (void **)&c));
+    memset(a, 0xaa, 4 * MiB);
+    memset(c, 0xcc, 4 * MiB);
+    CHECK_OK(cua_free(b));
+    size_t released = 0;
+    CHECK_OK(cua_arena_trim(f.a, 0, &released));
+    CHECK(released == 4 * MiB);
+    CHECK(mapped(f.a) == 8 * MiB);
+    CHECK(a[0] == 0xaa && a[4 * MiB - 1] == 0xaa && c[0] == 0xcc && c[4 * MiB - 1] == 0xcc);
+    /* The hole is mapped again on demand. */
+    CHECK_OK(cua_arena_alloc(f.a, 4 * MiB, 0, (void **)&b));
+    memset(b, 0xbb, 4 * MiB);
+    CHECK(mapped(f.a) == 12 * MiB);
+    CHECK_OK(teardown(&f));
+}
+
+TEST(release_threshold_zero_unmaps_at_free)
+{
+    fixture f;
+    CHECK_OK(setup(&f, 0, 0, 0));
+    void *p;
+    CHECK_OK(cua_arena_alloc(f.a, 6 * MiB, 0, &p));
+    CHECK(mapped(f.a) == 6 * MiB);
+    CHECK_OK(cua_free(p));
+    CHECK(mapped(f.a) == 0);
+    CHECK_OK(cua_arena_set_release_threshold(f.a, CUA_KEEP_ALL));
+    CHECK_OK(cua_arena_alloc(f.a, 6 * MiB, 0, &p));
+    CHECK_OK(cua_free(p));
+    CHECK(mapped(f.a) == 6 * MiB);
+    CHECK_OK(cua_arena_set_release_threshold(f.a, 2 * MiB));
+    CHECK(mapped(f.a) == 2 * MiB);
+    CHECK_OK(teardown(&f));
+}
+
+TEST(limit_fails_then_trims_cache_to_fit)
+{
+    fixture f;
+    CHECK_OK(setup(&f, CUA_KEEP_ALL, 16 * MiB, CUA_ARENA_NO_FOOTPRINT_CAP));
+    void *a, *b, *c, *sep;
+    CHECK_OK(cua_arena_alloc(f.a, 6 * MiB, 0, &a));
+    CHECK_OK(cua_arena_alloc(f.a, 6 * MiB, 0, &b));
+    CHECK_ST(cua_arena_alloc(f.a, 6 * MiB, 0, &c), CUA_ERR_LIMIT);
+    CHECK(c == NULL);
+    CHECK(strstr(cua_last_error(), "limit") != NULL);
+    CHECK_ARENA(f.a);
+    CHECK_OK(cua_free(b));
+    CHECK_OK(cua_free(a));
+    /* A cached 8 MiB hole, then a request that does not fit it: the cache is
+     * trimmed to make room under the limit. */
+    CHECK_OK(cua_arena_trim(f.a, 0, NULL));
+    CHECK_OK(cua_arena_alloc(f.a, 8 * MiB, 0, &a));
+    CHECK_OK(cua_arena_alloc(f.a, 2 * MiB, 0, &sep));
+    CHECK_OK(cua_free(a));
+    CHECK(mapped(f.a) == 10 * MiB);
+    CHECK_OK(cua_arena_alloc(f.a, 12 * MiB, 0, &b));
+    cua_stats s;
+    CHECK_OK(cua_arena_get_stats(f.a, &s));
+    CHECK(s.mapped_bytes <= 16 * MiB);
+    CHECK(s.trimmed_bytes >= 8 * MiB);
+    CHECK_OK(teardown(&f));
+}
+
+static uint64_t footprint_after_swap(unsigned flags)
+{
+    fixture f;
+    if (setup(&f, CUA_KEEP_ALL, 0, flags) != CUA_OK) return 0;
+    void *a, *sep, *b;
+    cua_arena_alloc(f.a, 4 * MiB, 0, &a);
+    cua_arena_alloc(f.a, 2 * MiB, 0, &sep);
+    cua_free(a);
+    cua_arena_alloc(f.a, 6 * MiB, 0, &b); /* does not fit the 4 MiB hole */
+    uint64_t m = mapped(f.a);
+    if (cua_arena_check(f.a) != CUA_OK) m = 0;
+    teardown(&f);
+    return m;
+}
+
+TEST(footprint_cap_swaps_cache_instead_of_growing)
+{
+    /* Peak so far 6 MiB (+ one page of slack): the idle 4 MiB are given back. */
+    CHECK(footprint_after_swap(0) == 8 * MiB);
+    CHECK(footprint_after_swap(CUA_ARENA_NO_FOOTPRINT_CAP) == 12 * MiB);
+}
+
+TEST(destroy_busy_force_and_tombstone)
+{
+    fixture f;
+    CHECK_OK(setup(&f, CUA_KEEP_ALL, 0, 0));
+    void *p;
+    CHECK_OK(cua_arena_alloc(f.a, 3 * MiB, 0, &p));
+    CHECK_ST(cua_arena_destroy(f.a, 0), CUA_ERR_BUSY);
+    CHECK(strstr(cua_last_error(), "1 live block") != NULL);
+    CHECK_ARENA(f.a); /* nothing was lost */
+    CHECK_OK(cua_arena_destroy(f.a, CUA_DESTROY_FORCE));
+    void *q;
+    CHECK_ST(cua_arena_alloc(f.a, 1, 0, &q), CUA_ERR_DESTROYED);
+    CHECK_ST(cua_free(p), CUA_ERR_DESTROYED);
+    CHECK_ST(cua_arena_destroy(f.a, 0), CUA_ERR_DESTROYED);
+    CHECK_ST(cua_arena_check(f.a), CUA_ERR_DESTROYED);
+    cua_backend_stats s;
+    CHECK_OK(cua_backend_get_stats(f.bk, &s));
+    CHECK(s.handles == 0 && s.reservations == 0 && s.mappings == 0 && s.events == 0);
+    CHECK_OK(cua_backend_destroy(f.bk));
+}
+
+TEST(arena_with_its_own_backend)
+{
+    cua_arena *a;
+    CHECK_OK(cua_arena_create(NULL, &a));
+    void *p;
+    CHECK_OK(cua_arena_alloc(a, 100, 7, &p));
+    cua_arena *owner = NULL;
+    void *base;
+    size_t size;
+    CHECK_OK(cua_ptr_info((char *)p + 10, &owner, &base, &size));
+    CHECK(owner == a && base == p && size == 100);
+    const char *name;
+    CHECK_OK(cua_arena_name(a, &name));
+    CHECK(strcmp(name, "arena") == 0);
+    CHECK_OK(cua_free(p));
+    CHECK_OK(cua_arena_destroy(a, 0));
+}
+
+TEST(default_and_current_arena)
+{
+    cua_arena *d, *cur, *mine;
+    CHECK_OK(cua_arena_default(0, &d));
+    cua_arena *d2;
+    CHECK_OK(cua_arena_default(0, &d2));
+    CHECK(d == d2);
+    void *p;
+    CHECK_OK(cua_malloc(1000, 0, &p));
+    cua_arena *owner;
+    CHECK_OK(cua_ptr_info(p, &owner, NULL, NULL));
+    CHECK(owner == d);
+    CHECK_OK(cua_free(p));
+    CHECK_OK(cua_arena_create(NULL, &mine));
+    CHECK_OK(cua_arena_push(mine));
+    CHECK_OK(cua_arena_current(&cur));
+    CHECK(cur == mine);
+    CHECK_OK(cua_malloc(1000, 0, &p));
+    CHECK_OK(cua_ptr_info(p, &owner, NULL, NULL));
+    CHECK(owner == mine);
+    CHECK_OK(cua_free(p));
+    CHECK_OK(cua_arena_pop());
+    CHECK_OK(cua_arena_current(&cur));
+    CHECK(cur == NULL);
+    CHECK_OK(cua_arena_destroy(mine, 0));
+    CHECK_OK(cua_arena_destroy(d, 0));
+    CHECK_OK(cua_arena_default(0, &d2)); /* a new default after destroy */
+    CHECK(d2 != d);
+    CHECK_OK(cua_arena_destroy(d2, 0));
+}
+
+TEST(two_arenas_are_independent)
+{
+    fixture f, g;
+    CHECK_OK(setup(&f, CUA_KEEP_ALL, 0, 0));
+    CHECK_OK(setup(&g, CUA_KEEP_ALL, 0, 0));
+    unsigned char *p, *q;
+    CHECK_OK(cua_arena_alloc(f.a, 2 * MiB, 0, (void **)&p));
+    CHECK_OK(cua_arena_alloc(g.a, 2 * MiB, 0, (void **)&q));
+    memset(p, 1, 2 * MiB);
+    memset(q, 2, 2 * MiB);
+    CHECK_OK(teardown(&f));
+    CHECK(q[0] == 2 && q[2 * MiB - 1] == 2);
+    cua_arena *owner;
+    CHECK_OK(cua_ptr_info(q, &owner, NULL, NULL));
+    CHECK(owner == g.a);
+    CHECK_OK(teardown(&g));
+}

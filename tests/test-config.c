@@ -1,0 +1,324 @@
+/*
+ * test-config.c - the built-in defaults, the option string of CUARENA_CONF
+ * (every key, units, words, separators, whitespace), its errors (each leaves
+ * the config unchanged and names the key), and the environment variable.
+ */
+#include "config.h"
+
+#include "test.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/* A config with every field off its default, to see what a parse changes. */
+static cua_arena_config marked_config(void)
+{
+    cua_arena_config cfg;
+    cua_arena_config_init(&cfg);
+    cfg.name = "marked";
+    cfg.device = 7;
+    cfg.limit = 1111 * 512;
+    cfg.release_threshold = 2222 * 512;
+    cfg.va_size = 3333 * 512;
+    cfg.chunk_max = 4444 * 512;
+    cfg.growth_slack = 5555 * 512;
+    cfg.flags = CUA_ARENA_CHECK_ALWAYS;
+    return cfg;
+}
+
+static int same_config(const cua_arena_config *a, const cua_arena_config *b)
+{
+    return a->name == b->name && a->backend == b->backend && a->device == b->device &&
+           a->limit == b->limit && a->release_threshold == b->release_threshold &&
+           a->va_size == b->va_size && a->chunk_max == b->chunk_max &&
+           a->growth_slack == b->growth_slack && a->flags == b->flags;
+}
+
+/* Parse `text` into a fresh default config and return its limit via *out. */
+static cua_status parse_limit(const char *text, size_t *out)
+{
+    cua_arena_config cfg;
+    cua_arena_config_init(&cfg);
+    cua_status st = cua_config_parse(text, &cfg);
+    *out = cfg.limit;
+    return st;
+}
+
+/* The text must be refused with CUA_ERR_CONFIG, leave cfg as it was, and
+ * the message must contain `mention`. */
+static int refused(const char *text, const char *mention)
+{
+    cua_arena_config cfg = marked_config(), before = cfg;
+    cua_status st = cua_config_parse(text, &cfg);
+    int ok = st == CUA_ERR_CONFIG && same_config(&cfg, &before) &&
+             strstr(cua_last_error(), mention) != NULL;
+    if (!ok)
+        fprintf(stderr, "parse of \"%s\": %s, message \"%s\" (wanted CUA_ERR_CONFIG naming "
+                "'%s', config unchanged: %s)\n",
+                text, cua_status_name(st), cua_last_error(), mention,
+                same_config(&cfg, &before) ? "yes" : "no");
+    return ok;
+}
+
+TEST(defaults)
+{
+    cua_arena_config cfg;
+    memset(&cfg, 0xab, sizeof cfg);
+    cua_arena_config_init(&cfg);
+    CHECK(cfg.name == NULL);
+    CHECK(cfg.backend == NULL);
+    CHECK(cfg.device == 0);
+    CHECK(cfg.limit == 0);
+    CHECK(cfg.release_threshold == CUA_KEEP_ALL);
+    CHECK(cfg.va_size == 0);
+    CHECK(cfg.chunk_max == 0);
+    CHECK(cfg.growth_slack == 0);
+    CHECK(cfg.flags == 0);
+    cua_arena_config_init(NULL); /* does nothing */
+}
+
+TEST(every_key)
+{
+    cua_arena_config cfg;
+    cua_arena_config_init(&cfg);
+    CHECK_OK(cua_config_parse("device:3,limit:8G,release_threshold:512M,va_size:1T,"
+                              "chunk_max:64M,growth_slack:2M,check:1,footprint_cap:0",
+                              &cfg));
+    CHECK(cfg.device == 3);
+    CHECK(cfg.limit == (size_t)8 << 30);
+    CHECK(cfg.release_threshold == (size_t)512 << 20);
+    CHECK(cfg.va_size == (size_t)1 << 40);
+    CHECK(cfg.chunk_max == (size_t)64 << 20);
+    CHECK(cfg.growth_slack == (size_t)2 << 20);
+    CHECK(cfg.flags == (CUA_ARENA_CHECK_ALWAYS | CUA_ARENA_NO_FOOTPRINT_CAP));
+    CHECK(cfg.name == NULL && cfg.backend == NULL);
+
+    CHECK_OK(cua_config_parse("check:0", &cfg));
+    CHECK(cfg.flags == CUA_ARENA_NO_FOOTPRINT_CAP);
+    CHECK_OK(cua_config_parse("footprint_cap:1", &cfg));
+    CHECK(cfg.flags == 0);
+    CHECK_OK(cua_config_parse("footprint_cap:0,check:1", &cfg));
+    CHECK(cfg.flags == (CUA_ARENA_CHECK_ALWAYS | CUA_ARENA_NO_FOOTPRINT_CAP));
+    CHECK_OK(cua_config_parse("device:0", &cfg));
+    CHECK(cfg.device == 0);
+    CHECK_OK(cua_config_parse("device:2147483647", &cfg));
+    CHECK(cfg.device == 2147483647);
+}
+
+TEST(parse_keeps_other_fields)
+{
+    cua_arena_config cfg = marked_config(), want = cfg;
+    CHECK_OK(cua_config_parse("limit:4G", &cfg));
+    want.limit = (size_t)4 << 30;
+    CHECK(same_config(&cfg, &want));
+    /* a later item overrides an earlier one */
+    CHECK_OK(cua_config_parse("limit:1G,limit:2G", &cfg));
+    CHECK(cfg.limit == (size_t)2 << 30);
+}
+
+TEST(size_units)
+{
+    static const struct { const char *text; size_t want; } cases[] = {
+        {"limit:0", 0},
+        {"limit:512", 512},
+        {"limit:512B", 512},
+        {"limit:512b", 512},
+        {"limit:1k", 1024},
+        {"limit:1K", 1024},
+        {"limit:1KB", 1024},
+        {"limit:1kib", 1024},
+        {"limit:1KiB", 1024},
+        {"limit:3M", (size_t)3 << 20},
+        {"limit:3mb", (size_t)3 << 20},
+        {"limit:2GiB", (size_t)2 << 30},
+        {"limit:2g", (size_t)2 << 30},
+        {"limit:1T", (size_t)1 << 40},
+        {"limit:1tib", (size_t)1 << 40},
+        {"limit:007M", (size_t)7 << 20},
+        {"limit:16777215T", (size_t)16777215 << 40},
+        {"limit:18446744073709551615", SIZE_MAX},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        size_t got = 1;
+        cua_status st = parse_limit(cases[i].text, &got);
+        if (st != CUA_OK || got != cases[i].want)
+            fprintf(stderr, "%s: %s, %zu\n", cases[i].text, cua_status_name(st), got);
+        CHECK_OK(st);
+        CHECK(got == cases[i].want);
+    }
+}
+
+TEST(all_and_none)
+{
+    cua_arena_config cfg = marked_config();
+    CHECK_OK(cua_config_parse("limit:none,release_threshold:all", &cfg));
+    CHECK(cfg.limit == 0);
+    CHECK(cfg.release_threshold == CUA_KEEP_ALL);
+    cfg = marked_config();
+    CHECK_OK(cua_config_parse("limit:all,release_threshold:none", &cfg));
+    CHECK(cfg.limit == 0);
+    CHECK(cfg.release_threshold == CUA_KEEP_ALL);
+    CHECK_OK(cua_config_parse("release_threshold:0", &cfg));
+    CHECK(cfg.release_threshold == 0);
+    CHECK_OK(cua_config_parse("release_threshold:ALL", &cfg));
+    CHECK(cfg.release_threshold == CUA_KEEP_ALL);
+    /* the words belong to limit and release_threshold only */
+    CHECK(refused("va_size:all", "va_size"));
+    CHECK(refused("chunk_max:none", "chunk_max"));
+    CHECK(refused("growth_slack:all", "growth_slack"));
+    CHECK(refused("device:none", "device"));
+}
+
+TEST(separators_and_whitespace)
+{
+    cua_arena_config cfg;
+    cua_arena_config_init(&cfg);
+    CHECK_OK(cua_config_parse("limit=8G,device:1,check=1", &cfg));
+    CHECK(cfg.limit == (size_t)8 << 30 && cfg.device == 1 && cfg.flags == CUA_ARENA_CHECK_ALWAYS);
+
+    cua_arena_config_init(&cfg);
+    CHECK_OK(cua_config_parse("  limit : 4G ,\tdevice= 2 ,\n va_size\t=\t2T  ", &cfg));
+    CHECK(cfg.limit == (size_t)4 << 30 && cfg.device == 2 && cfg.va_size == (size_t)2 << 40);
+
+    cua_arena_config before = marked_config();
+    cfg = before;
+    CHECK_OK(cua_config_parse("", &cfg));
+    CHECK_OK(cua_config_parse("   ", &cfg));
+    CHECK_OK(cua_config_parse(",", &cfg));
+    CHECK_OK(cua_config_parse(" , ,", &cfg));
+    CHECK(same_config(&cfg, &before));
+    CHECK_OK(cua_config_parse("limit:1M,", &cfg));
+    CHECK(cfg.limit == (size_t)1 << 20);
+}
+
+TEST(unknown_key)
+{
+    CHECK(refused("foo:1", "'foo'"));
+    CHECK(refused("foo:1", "known: device, limit, release_threshold"));
+    CHECK(refused("limit:8G, foo:1", "offset 10"));
+    CHECK(refused("Limit:8G", "'Limit'"));
+    CHECK(refused("lim:8G", "'lim'"));
+    CHECK(refused("limit_:8G", "'limit_'"));
+    CHECK(refused("limit 8G", "'limit 8G'")); /* no separator: the whole item is the key */
+    CHECK(refused(":5", "missing key"));
+    CHECK(refused("=5", "offset 0"));
+    /* a good item before the bad one is not applied either */
+    CHECK(refused("limit:8G,device:1,foo:1", "foo"));
+    /* the list of known keys names every key */
+    CHECK(refused("x:1", "growth_slack, check, footprint_cap"));
+}
+
+TEST(missing_value)
+{
+    CHECK(refused("limit", "'limit'"));
+    CHECK(refused("limit:", "'limit'"));
+    CHECK(refused("limit=  ", "'limit'"));
+    CHECK(refused("device:1,check", "'check'"));
+    CHECK(refused("device:1,check:", "offset 9"));
+    CHECK(refused("footprint_cap:,limit:1G", "missing value"));
+}
+
+TEST(bad_numbers)
+{
+    CHECK(refused("limit:x", "'limit'"));
+    CHECK(refused("limit:1.5G", "'limit'"));
+    CHECK(refused("limit:1.5G", "whole number"));
+    CHECK(refused("limit:-1", "'limit'"));
+    CHECK(refused("limit:+1", "'limit'"));
+    CHECK(refused("limit:0x10", "'limit'"));
+    CHECK(refused("limit:G", "'limit'"));
+    CHECK(refused("limit:1iB", "'limit'"));
+    CHECK(refused("limit:1P", "'limit'"));
+    CHECK(refused("release_threshold:nothing", "'release_threshold'"));
+    CHECK(refused("device:x", "'device'"));
+    CHECK(refused("device:-1", "'device'"));
+    CHECK(refused("device:1G", "'device'"));
+    CHECK(refused("device:2147483648", "'device'"));
+    CHECK(refused("check:2", "'check'"));
+    CHECK(refused("check:yes", "'check'"));
+    CHECK(refused("check:01", "'check'"));
+    CHECK(refused("footprint_cap:true", "'footprint_cap'"));
+}
+
+TEST(trailing_junk)
+{
+    CHECK(refused("limit:8Gx", "'limit'"));
+    CHECK(refused("limit:8GiBB", "'limit'"));
+    CHECK(refused("limit:8 G", "'limit'"));
+    CHECK(refused("limit:8G:9", "'limit'"));
+    CHECK(refused("va_size:1T;chunk_max:2M", "'va_size'"));
+    CHECK(refused("device:1x", "'device'"));
+    CHECK(refused("check:1 1", "'check'"));
+    CHECK(refused("chunk_max:2M=3", "offset 10"));
+}
+
+TEST(overflow)
+{
+    CHECK(refused("limit:99999999999T", "'limit'"));
+    CHECK(refused("limit:99999999999T", "too large"));
+    CHECK(refused("limit:16777216T", "too large")); /* 2^64 */
+    CHECK(refused("limit:18446744073709551616", "too large"));
+    CHECK(refused("va_size:99999999999999999999999999", "'va_size'"));
+    CHECK(refused("growth_slack:17179869184G", "'growth_slack'"));
+    CHECK(refused("device:99999999999999999999", "'device'"));
+}
+
+TEST(null_arguments)
+{
+    cua_arena_config cfg;
+    cua_arena_config_init(&cfg);
+    CHECK_ST(cua_config_parse(NULL, &cfg), CUA_ERR_INVALID_ARG);
+    CHECK_ST(cua_config_parse("limit:1G", NULL), CUA_ERR_INVALID_ARG);
+    CHECK_ST(cua_config_from_env(NULL), CUA_ERR_INVALID_ARG);
+    size_t v;
+    CHECK_ST(_cua_parse_size(NULL, 0, &v), CUA_ERR_INVALID_ARG);
+    CHECK_ST(_cua_parse_size("1", 1, NULL), CUA_ERR_INVALID_ARG);
+}
+
+TEST(parse_size_helper)
+{
+    size_t v = 0;
+    CHECK_OK(_cua_parse_size("512Mxxx", 4, &v)); /* reads only len bytes */
+    CHECK(v == (size_t)512 << 20);
+    CHECK_OK(_cua_parse_size(" 2GiB\t", 6, &v));
+    CHECK(v == (size_t)2 << 30);
+    CHECK_OK(_cua_parse_size("0", 1, &v));
+    CHECK(v == 0);
+    v = 99;
+    CHECK_ST(_cua_parse_size("", 0, &v), CUA_ERR_CONFIG);
+    CHECK_ST(_cua_parse_size("12X", 3, &v), CUA_ERR_CONFIG);
+    CHECK(strstr(cua_last_error(), "12X") != NULL);
+    CHECK_ST(_cua_parse_size("all", 3, &v), CUA_ERR_CONFIG);
+    CHECK(v == 99); /* untouched on error */
+}
+
+TEST(from_env)
+{
+    cua_arena_config cfg = marked_config(), before = cfg;
+    CHECK(unsetenv("CUARENA_CONF") == 0);
+    CHECK_OK(cua_config_from_env(&cfg));
+    CHECK(same_config(&cfg, &before));
+
+    CHECK(setenv("CUARENA_CONF", "", 1) == 0);
+    CHECK_OK(cua_config_from_env(&cfg));
+    CHECK(same_config(&cfg, &before));
+
+    CHECK(setenv("CUARENA_CONF", "limit:1G, footprint_cap=0", 1) == 0);
+    CHECK_OK(cua_config_from_env(&cfg));
+    CHECK(cfg.limit == (size_t)1 << 30);
+    CHECK(cfg.flags == (CUA_ARENA_CHECK_ALWAYS | CUA_ARENA_NO_FOOTPRINT_CAP));
+    CHECK(cfg.device == before.device);
+
+    /* read again on every call: a change is seen at once */
+    CHECK(setenv("CUARENA_CONF", "limit:2G", 1) == 0);
+    CHECK_OK(cua_config_from_env(&cfg));
+    CHECK(cfg.limit == (size_t)2 << 30);
+
+    before = cfg;
+    CHECK(setenv("CUARENA_CONF", "limit:3G,bogus:1", 1) == 0);
+    CHECK_ST(cua_config_from_env(&cfg), CUA_ERR_CONFIG);
+    CHECK(same_config(&cfg, &before));
+    CHECK(strstr(cua_last_error(), "CUARENA_CONF") != NULL);
+    CHECK(strstr(cua_last_error(), "'bogus'") != NULL);
+    CHECK(unsetenv("CUARENA_CONF") == 0);
+}

@@ -1,0 +1,202 @@
+/*
+ * test-heap.c - the heap layer seen through an arena: splitting, coalescing,
+ * best fit, the pointer map, and stream-ordered reuse (tags, reclaim events,
+ * record_stream) on the host backend with simulated events.
+ */
+#include "test.h"
+
+#include "arena.h"
+
+#define KiB ((size_t)1 << 10)
+#define MiB ((size_t)1 << 20)
+
+static cua_backend *bk;
+
+static cua_arena *make(int manual_events)
+{
+    cua_host_config hc;
+    cua_host_config_init(&hc);
+    hc.capacity = 1024 * MiB;
+    hc.manual_events = manual_events;
+    if (cua_backend_host_create(&hc, &bk) != CUA_OK) return NULL;
+    cua_arena_config cfg;
+    cua_arena_config_init(&cfg);
+    cfg.backend = bk;
+    cfg.va_size = (size_t)1 << 30;
+    cfg.flags = CUA_ARENA_CHECK_ALWAYS;
+    cua_arena *a = NULL;
+    cua_arena_create(&cfg, &a);
+    return a;
+}
+
+static cua_status done(cua_arena *a)
+{
+    cua_status st = cua_arena_destroy(a, CUA_DESTROY_FORCE);
+    if (st == CUA_OK) st = cua_backend_destroy(bk);
+    return st;
+}
+
+static uint64_t free_blocks(cua_arena *a)
+{
+    cua_stats s;
+    cua_arena_get_stats(a, &s);
+    return s.free_blocks;
+}
+
+TEST(split_carves_from_the_start)
+{
+    cua_arena *a = make(0);
+    CHECK(a);
+    char *p[3];
+    for (int i = 0; i < 3; i++) CHECK_OK(cua_arena_alloc(a, 4 * KiB, 0, (void **)&p[i]));
+    CHECK(p[1] == p[0] + 4 * KiB && p[2] == p[1] + 4 * KiB);
+    CHECK(free_blocks(a) == 1); /* the rest of the range */
+    CHECK_OK(done(a));
+}
+
+TEST(coalesce_with_both_neighbours)
+{
+    cua_arena *a = make(0);
+    CHECK(a);
+    void *p[4];
+    for (int i = 0; i < 4; i++) CHECK_OK(cua_arena_alloc(a, 8 * KiB, 0, &p[i]));
+    CHECK_OK(cua_free(p[1]));
+    CHECK(free_blocks(a) == 2);
+    CHECK_OK(cua_free(p[0]));
+    CHECK(free_blocks(a) == 2); /* p0 + p1 merged */
+    CHECK_OK(cua_free(p[2]));
+    CHECK(free_blocks(a) == 2); /* p0..p2 merged */
+    CHECK_OK(cua_free(p[3]));
+    /* One block freed on stream 0 and the never-used rest of the range (safe for
+     * any stream): their tags differ, so they stay two blocks... */
+    CHECK(free_blocks(a) == 2);
+    /* ...but a request too large for the first starts there and runs on into
+     * the second, as a merged block would. */
+    void *q;
+    CHECK_OK(cua_arena_alloc(a, 40 * KiB, 0, &q));
+    CHECK(q == p[0]);
+    CHECK(free_blocks(a) == 1);
+    CHECK_OK(done(a));
+}
+
+TEST(best_fit_picks_the_smallest_hole)
+{
+    cua_arena *a = make(0);
+    CHECK(a);
+    size_t holes[4] = {16 * KiB, 12 * KiB, 20 * KiB, 12 * KiB};
+    void *h[4], *sep[4];
+    for (int i = 0; i < 4; i++) {
+        CHECK_OK(cua_arena_alloc(a, holes[i], 0, &h[i]));
+        CHECK_OK(cua_arena_alloc(a, 512, 0, &sep[i]));
+    }
+    for (int i = 0; i < 4; i++) CHECK_OK(cua_free(h[i]));
+    void *q;
+    CHECK_OK(cua_arena_alloc(a, 10 * KiB, 0, &q));
+    CHECK(q == h[1]); /* 12 KiB: the smallest that fits, lowest address of the two */
+    CHECK_OK(cua_arena_alloc(a, 14 * KiB, 0, &q));
+    CHECK(q == h[0]);
+    CHECK_OK(cua_arena_alloc(a, 12 * KiB, 0, &q));
+    CHECK(q == h[3]);
+    CHECK_OK(done(a));
+}
+
+TEST(pointer_map_under_many_blocks)
+{
+    cua_arena *a = make(0);
+    CHECK(a);
+    enum { N = 20000 };
+    static void *p[N];
+    uint64_t rng = 42;
+    for (int i = 0; i < N; i++) CHECK_OK(cua_arena_alloc(a, 512 + (test_rand(&rng) % 8) * 512, 0, &p[i]));
+    void *first = p[0];
+    for (int i = N - 1; i > 0; i--) { /* shuffle */
+        int j = (int)(test_rand(&rng) % (uint64_t)(i + 1));
+        void *t = p[i];
+        p[i] = p[j];
+        p[j] = t;
+    }
+    for (int i = 0; i < N; i++) {
+        CHECK_OK(cua_free(p[i]));
+        if (i % 1000 == 0) CHECK_ARENA(a);
+    }
+    CHECK(free_blocks(a) == 2); /* what stream 0 freed, and the untouched rest */
+    void *all;
+    CHECK_OK(cua_arena_alloc(a, 100 * MiB, 0, &all));
+    CHECK(all == first);
+    CHECK_OK(done(a));
+}
+
+/* Stream reuse: a block freed on S1 goes to S1 at once, to S2 only after S1's
+ * work completed (the reclaim event), and then it merges as "any stream". */
+TEST(cross_stream_reuse_waits_for_the_event)
+{
+    cua_arena *a = make(1);
+    CHECK(a);
+    const cua_stream s1 = 0x11, s2 = 0x22;
+    void *A, *B, *C, *D, *E;
+    CHECK_OK(cua_arena_alloc(a, 4 * MiB, s1, &A));
+    CHECK_OK(cua_arena_alloc(a, 4 * MiB, s1, &B));
+    CHECK_OK(cua_free(A));
+    CHECK_OK(cua_arena_alloc(a, 4 * MiB, s2, &C));
+    CHECK(C != A); /* S1 may still be using A */
+    CHECK_OK(cua_arena_alloc(a, 4 * MiB, s1, &D));
+    CHECK(D == A); /* S1 itself reuses at once */
+    CHECK_OK(cua_free(D));
+    /* S1's work completes; a growth on S2 learns of the event recorded before
+     * (it covers the first free of A, not the second) and records a new one. */
+    CHECK_OK(cua_host_stream_complete(bk, s1));
+    void *X;
+    CHECK_OK(cua_arena_alloc(a, 2 * MiB, s2, &X));
+    /* S1 completes again: the next growth on S2 takes A instead of new pages. */
+    CHECK_OK(cua_host_stream_complete(bk, s1));
+    CHECK_OK(cua_arena_alloc(a, 4 * MiB, s2, &E));
+    CHECK(E == A);
+    CHECK_OK(done(a));
+}
+
+TEST(record_stream_holds_the_block_until_the_other_stream_completes)
+{
+    cua_arena *a = make(1);
+    CHECK(a);
+    const cua_stream s1 = 0x11, s2 = 0x22;
+    void *A, *B;
+    CHECK_OK(cua_arena_alloc(a, 1 * MiB, s1, &A));
+    CHECK_OK(cua_record_stream(A, s2));
+    CHECK_OK(cua_free(A));
+    cua_stats s;
+    CHECK_OK(cua_arena_get_stats(a, &s));
+    CHECK(s.pending_bytes == 1 * MiB);
+    CHECK_OK(cua_arena_alloc(a, 1 * MiB, s1, &B));
+    CHECK(B != A); /* S2 may still read A */
+    CHECK_OK(cua_host_stream_complete(bk, s2));
+    CHECK_OK(cua_arena_trim(a, CUA_KEEP_ALL, NULL)); /* polls the pending list */
+    CHECK_OK(cua_arena_get_stats(a, &s));
+    CHECK(s.pending_bytes == 0);
+    CHECK_OK(cua_free(B));
+    void *C;
+    CHECK_OK(cua_arena_alloc(a, 1 * MiB, s1, &C));
+    CHECK(C == A);
+    CHECK_OK(done(a));
+}
+
+TEST(free_space_of_a_finished_stream_is_not_stranded)
+{
+    cua_arena *a = make(1);
+    CHECK(a);
+    /* Fill 16 MiB on four streams, free everything, complete all streams:
+     * a 16 MiB request on a fifth stream fits in the same pages. */
+    void *p[8];
+    for (int i = 0; i < 8; i++) CHECK_OK(cua_arena_alloc(a, 2 * MiB, (cua_stream)(1 + i % 4), &p[i]));
+    for (int i = 0; i < 8; i++) CHECK_OK(cua_free(p[i]));
+    for (int i = 0; i < 4; i++) CHECK_OK(cua_host_stream_complete(bk, (cua_stream)(1 + i)));
+    void *q;
+    CHECK_OK(cua_arena_alloc(a, 2 * MiB, 9, &q)); /* records the reclaim events */
+    CHECK_OK(cua_free(q));
+    for (int i = 0; i < 4; i++) CHECK_OK(cua_host_stream_complete(bk, (cua_stream)(1 + i)));
+    CHECK_OK(cua_arena_alloc(a, 16 * MiB, 9, &q));
+    cua_stats s;
+    CHECK_OK(cua_arena_get_stats(a, &s));
+    CHECK(q == p[0]);
+    CHECK(s.mapped_bytes <= 18 * MiB);
+    CHECK_OK(done(a));
+}

@@ -1,0 +1,133 @@
+/*
+ * test-stats.c - an arena's figures: live, mapped, cached, largest free block,
+ * fragmentation, peaks and their reset, driver-call counts, JSON output.
+ */
+#include "test.h"
+
+#define MiB ((size_t)1 << 20)
+
+static cua_backend *bk;
+
+static cua_arena *make(void)
+{
+    cua_host_config hc;
+    cua_host_config_init(&hc);
+    hc.capacity = 512 * MiB;
+    if (cua_backend_host_create(&hc, &bk) != CUA_OK) return NULL;
+    cua_arena_config cfg;
+    cua_arena_config_init(&cfg);
+    cfg.name = "stats \"quoted\"";
+    cfg.backend = bk;
+    cfg.va_size = (size_t)1 << 30;
+    cfg.flags = CUA_ARENA_NO_FOOTPRINT_CAP;
+    cua_arena *a = NULL;
+    cua_arena_create(&cfg, &a);
+    return a;
+}
+
+static cua_status done(cua_arena *a)
+{
+    cua_status st = cua_arena_destroy(a, CUA_DESTROY_FORCE);
+    return st == CUA_OK ? cua_backend_destroy(bk) : st;
+}
+
+TEST(figures_follow_allocations)
+{
+    cua_arena *a = make();
+    CHECK(a);
+    cua_stats s;
+    CHECK_OK(cua_arena_get_stats(a, &s));
+    CHECK(s.live_bytes == 0 && s.mapped_bytes == 0 && s.reserved_bytes == ((size_t)1 << 30));
+    CHECK(s.mapped_over_live == 0.0 && s.free_fragmentation == 0.0);
+    void *p[4];
+    for (int i = 0; i < 4; i++) CHECK_OK(cua_arena_alloc(a, 3 * MiB, 0, &p[i]));
+    CHECK_OK(cua_arena_get_stats(a, &s));
+    CHECK(s.live_bytes == 12 * MiB && s.live_blocks == 4 && s.allocated_bytes == 12 * MiB);
+    CHECK(s.mapped_bytes == 12 * MiB && s.free_bytes == 0 && s.cached_bytes == 0);
+    CHECK(s.alloc_count == 4 && s.peak_live_bytes == 12 * MiB);
+    CHECK(s.calls[CUA_CALL_MAP] == 6 && s.calls[CUA_CALL_CREATE] == 6);
+    CHECK(s.calls[CUA_CALL_SET_ACCESS] >= 1 && s.calls[CUA_CALL_RESERVE] == 1);
+    CHECK(s.mapped_over_live == 1.0);
+    /* Blocks [0,3) [3,6) [6,9) [9,12) MiB on 2 MiB pages. Free the 2nd and 4th:
+     * 6 MiB free in two runs of 3 MiB; pages [4,6) and [10,12) hold no live
+     * byte any more: 4 MiB cached. */
+    CHECK_OK(cua_free(p[1]));
+    CHECK_OK(cua_free(p[3]));
+    CHECK_OK(cua_arena_get_stats(a, &s));
+    CHECK(s.live_bytes == 6 * MiB && s.free_bytes == 6 * MiB);
+    CHECK(s.largest_free_bytes == 3 * MiB);
+    CHECK(s.free_fragmentation == 0.5);
+    CHECK(s.cached_bytes == 4 * MiB);
+    CHECK(s.free_count == 2);
+    CHECK(s.peak_live_bytes == 12 * MiB && s.peak_mapped_bytes == 12 * MiB);
+    CHECK(s.mapped_over_live == 2.0);
+    CHECK_OK(cua_arena_reset_peaks(a));
+    CHECK_OK(cua_arena_get_stats(a, &s));
+    CHECK(s.peak_live_bytes == 6 * MiB);
+    size_t released;
+    CHECK_OK(cua_arena_trim(a, 0, &released));
+    CHECK_OK(cua_arena_get_stats(a, &s));
+    CHECK(released == 4 * MiB && s.trimmed_bytes == 4 * MiB && s.trim_count == 1);
+    CHECK(s.mapped_bytes == 8 * MiB && s.calls[CUA_CALL_UNMAP] == 2); /* not adjacent */
+    CHECK(s.calls[CUA_CALL_RELEASE] == 2);
+    CHECK_OK(done(a));
+}
+
+TEST(oom_is_counted)
+{
+    cua_arena *a = make();
+    CHECK(a);
+    CHECK_OK(cua_arena_set_limit(a, 4 * MiB));
+    void *p;
+    CHECK_ST(cua_arena_alloc(a, 5 * MiB, 0, &p), CUA_ERR_LIMIT);
+    cua_stats s;
+    CHECK_OK(cua_arena_get_stats(a, &s));
+    CHECK(s.oom_count == 1 && s.limit_bytes == 4 * MiB && s.alloc_count == 0);
+    CHECK_OK(done(a));
+}
+
+TEST(json_has_every_field_and_escapes_the_name)
+{
+    cua_arena *a = make();
+    CHECK(a);
+    void *p;
+    CHECK_OK(cua_arena_alloc(a, 1000, 0, &p));
+    size_t len = 0;
+    CHECK_OK(cua_arena_stats_json(a, NULL, 0, &len));
+    CHECK(len > 100);
+    char *buf = malloc(len + 1);
+    size_t len2 = 0;
+    CHECK_OK(cua_arena_stats_json(a, buf, len + 1, &len2));
+    CHECK(len2 == len && strlen(buf) == len);
+    CHECK(buf[0] == '{' && buf[len - 1] == '}');
+    const char *keys[] = {"\"name\":\"stats \\\"quoted\\\"\"", "\"live_bytes\":1000",
+                          "\"mapped_bytes\":2097152", "\"peak_mapped_bytes\"",
+                          "\"largest_free_bytes\"", "\"mapped_over_live\"",
+                          "\"free_fragmentation\"", "\"calls\":{\"reserve\":1",
+                          "\"call_ns\":{", "\"backend\":\"host\""};
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
+        if (!strstr(buf, keys[i])) fprintf(stderr, "missing %s in %s\n", keys[i], buf);
+        CHECK(strstr(buf, keys[i]) != NULL);
+    }
+    /* a short buffer is cut but terminated, and says how much is needed */
+    char small[16];
+    CHECK_OK(cua_arena_stats_json(a, small, sizeof small, &len2));
+    CHECK(len2 == len && strlen(small) == sizeof small - 1);
+    free(buf);
+    CHECK_OK(done(a));
+}
+
+TEST(backend_counts_calls_and_live_objects)
+{
+    cua_arena *a = make();
+    CHECK(a);
+    void *p;
+    CHECK_OK(cua_arena_alloc(a, 7 * MiB, 0, &p));
+    cua_backend_stats bs;
+    CHECK_OK(cua_backend_get_stats(bk, &bs));
+    CHECK(bs.handles == 4 && bs.mappings == 4 && bs.reservations == 1);
+    CHECK(bs.handle_bytes == 8 * MiB && bs.total_bytes == 512 * MiB);
+    CHECK(bs.free_bytes == 504 * MiB);
+    CHECK(bs.calls[CUA_CALL_CREATE] == 4 && bs.failures == 0);
+    CHECK_OK(done(a));
+}

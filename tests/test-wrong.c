@@ -1,0 +1,195 @@
+/*
+ * test-wrong.c - bad input. Every case gets its status and a message in
+ * words; the arena stays consistent (the checker passes) and live data is
+ * untouched. Also: a failure injected into each kind of backend call.
+ */
+#include "test.h"
+
+#define MiB ((size_t)1 << 20)
+
+static cua_backend *bk;
+static cua_arena *arena;
+static unsigned char *live; /* a live block whose bytes must survive every case */
+
+static cua_status setup(void)
+{
+    cua_host_config hc;
+    cua_host_config_init(&hc);
+    hc.capacity = 256 * MiB;
+    cua_status st = cua_backend_host_create(&hc, &bk);
+    if (st != CUA_OK) return st;
+    cua_arena_config cfg;
+    cua_arena_config_init(&cfg);
+    cfg.name = "wrong";
+    cfg.backend = bk;
+    st = cua_arena_create(&cfg, &arena);
+    if (st != CUA_OK) return st;
+    st = cua_arena_alloc(arena, 3 * MiB, 0, (void **)&live);
+    if (st == CUA_OK) memset(live, 0x5a, 3 * MiB);
+    return st;
+}
+
+static int intact(void)
+{
+    for (size_t i = 0; i < 3 * MiB; i += 4093)
+        if (live[i] != 0x5a) return 0;
+    return live[3 * MiB - 1] == 0x5a;
+}
+
+static cua_status teardown(void)
+{
+    cua_status st = cua_arena_destroy(arena, CUA_DESTROY_FORCE);
+    return st == CUA_OK ? cua_backend_destroy(bk) : st;
+}
+
+/* Each bad call: its status, a message, the arena consistent, the data there. */
+#define WRONG(expr, want)                                                                  \
+    do {                                                                                   \
+        CHECK_ST(expr, want);                                                              \
+        CHECK(strlen(cua_last_error()) > 10);                                              \
+        CHECK_ARENA(arena);                                                                \
+        CHECK(intact());                                                                   \
+    } while (0)
+
+TEST(bad_sizes_and_arguments)
+{
+    CHECK_OK(setup());
+    void *p = (void *)1;
+    WRONG(cua_arena_alloc(arena, 0, 0, &p), CUA_ERR_INVALID_ARG);
+    CHECK(p == NULL);
+    WRONG(cua_arena_alloc(arena, SIZE_MAX, 0, &p), CUA_ERR_INVALID_ARG);
+    WRONG(cua_arena_alloc(arena, SIZE_MAX - 100, 0, &p), CUA_ERR_INVALID_ARG); /* overflows when aligned */
+    WRONG(cua_arena_alloc(arena, (size_t)1 << 62, 0, &p), CUA_ERR_INVALID_ARG);
+    WRONG(cua_arena_alloc(arena, 100, 0, NULL), CUA_ERR_INVALID_ARG);
+    WRONG(cua_arena_alloc(NULL, 100, 0, &p), CUA_ERR_INVALID_ARG);
+    WRONG(cua_arena_get_stats(arena, NULL), CUA_ERR_INVALID_ARG);
+    WRONG(cua_arena_create(NULL, NULL), CUA_ERR_INVALID_ARG);
+    WRONG(cua_arena_destroy(arena, 0x80), CUA_ERR_INVALID_ARG);
+    WRONG(cua_arena_default(-1, (cua_arena **)&p), CUA_ERR_INVALID_ARG);
+    WRONG(cua_arena_pop(), CUA_ERR_INVALID_ARG);
+    WRONG(cua_backend_host_create(NULL, NULL), CUA_ERR_INVALID_ARG);
+    WRONG(cua_fault_fail_nth(bk, CUA_CALL_MAP, 1, CUA_ERR_BACKEND), CUA_ERR_INVALID_ARG);
+    /* Not an arena: a zeroed object of the right size has no magic. */
+    static char fake[4096];
+    WRONG(cua_arena_alloc((cua_arena *)fake, 100, 0, &p), CUA_ERR_INVALID_ARG);
+    cua_arena_config cfg;
+    cua_arena_config_init(&cfg);
+    cfg.backend = bk;
+    cfg.chunk_max = 3 * MiB; /* not a multiple of 2 MiB */
+    cua_arena *x;
+    WRONG(cua_arena_create(&cfg, &x), CUA_ERR_INVALID_ARG);
+    CHECK_OK(teardown());
+}
+
+TEST(bad_pointers)
+{
+    CHECK_OK(setup());
+    int on_stack;
+    void *heap_ptr = malloc(64);
+    WRONG(cua_free(&on_stack), CUA_ERR_INVALID_POINTER);
+    WRONG(cua_free(heap_ptr), CUA_ERR_INVALID_POINTER);
+    free(heap_ptr);
+    WRONG(cua_free(live + 512), CUA_ERR_INVALID_POINTER);  /* interior, aligned */
+    WRONG(cua_free(live + 1), CUA_ERR_INVALID_POINTER);    /* interior, unaligned */
+    CHECK(strstr(cua_last_error(), "interior") != NULL);
+    WRONG(cua_free(live + 100 * MiB), CUA_ERR_DOUBLE_FREE); /* in the range, never handed out */
+    void *p;
+    CHECK_OK(cua_arena_alloc(arena, 4096, 0, &p));
+    CHECK_OK(cua_free(p));
+    WRONG(cua_free(p), CUA_ERR_DOUBLE_FREE);
+    CHECK(strstr(cua_last_error(), "double free") != NULL);
+    WRONG(cua_record_stream(p, 5), CUA_ERR_DOUBLE_FREE);
+    WRONG(cua_ptr_info(&on_stack, NULL, NULL, NULL), CUA_ERR_INVALID_POINTER);
+    /* the live block is still there and frees normally */
+    size_t size;
+    CHECK_OK(cua_ptr_info(live + 5, NULL, NULL, &size));
+    CHECK(size == 3 * MiB);
+    CHECK_OK(teardown());
+}
+
+TEST(destroyed_arena_and_its_pointers)
+{
+    CHECK_OK(setup());
+    void *p;
+    WRONG(cua_arena_destroy(arena, 0), CUA_ERR_BUSY);
+    CHECK_OK(cua_arena_alloc(arena, 4096, 0, &p));
+    cua_arena *dead = arena;
+    CHECK_OK(cua_arena_destroy(dead, CUA_DESTROY_FORCE));
+    CHECK_ST(cua_arena_alloc(dead, 1, 0, &p), CUA_ERR_DESTROYED);
+    CHECK_ST(cua_free(live), CUA_ERR_DESTROYED);
+    CHECK_ST(cua_record_stream(live, 3), CUA_ERR_DESTROYED);
+    CHECK_ST(cua_arena_destroy(dead, CUA_DESTROY_FORCE), CUA_ERR_DESTROYED);
+    CHECK_ST(cua_arena_trim(dead, 0, NULL), CUA_ERR_DESTROYED);
+    CHECK_ST(cua_arena_push(dead), CUA_ERR_DESTROYED);
+    CHECK(strstr(cua_last_error(), "destroyed") != NULL);
+    CHECK_OK(cua_backend_destroy(bk));
+}
+
+TEST(backend_destroy_while_in_use)
+{
+    CHECK_OK(setup());
+    WRONG(cua_backend_destroy(bk), CUA_ERR_BUSY);
+    CHECK_OK(teardown());
+}
+
+/* One failure of each kind of backend call during a workload: the status comes
+ * back, the arena stays consistent, data survives, and nothing leaks. */
+TEST(a_failure_of_every_call_kind)
+{
+    for (int kind = 0; kind < CUA_CALL_COUNT; kind++) {
+        cua_host_config hc;
+        cua_host_config_init(&hc);
+        hc.capacity = 256 * MiB;
+        cua_backend *host, *fault;
+        CHECK_OK(cua_backend_host_create(&hc, &host));
+        CHECK_OK(cua_backend_fault_create(host, &fault));
+        cua_arena_config cfg;
+        cua_arena_config_init(&cfg);
+        cfg.backend = fault;
+        cfg.release_threshold = 0; /* exercise unmap and release on free */
+        cua_arena *a;
+        cua_status st = CUA_OK;
+        if (kind == CUA_CALL_RESERVE) {
+            CHECK_OK(cua_fault_fail_nth(fault, (cua_call)kind, 1, CUA_ERR_OUT_OF_MEMORY));
+            CHECK_ST(cua_arena_create(&cfg, &a), CUA_ERR_OUT_OF_MEMORY);
+            CHECK(strstr(cua_last_error(), "injected") != NULL);
+            CHECK_OK(cua_fault_fail_nth(fault, (cua_call)kind, 0, CUA_ERR_OUT_OF_MEMORY));
+        }
+        CHECK_OK(cua_arena_create(&cfg, &a));
+        unsigned char *keep;
+        CHECK_OK(cua_arena_alloc(a, 5 * MiB, 0, (void **)&keep));
+        memset(keep, 0x77, 5 * MiB);
+        CHECK_OK(cua_fault_fail_nth(fault, (cua_call)kind, 1,
+                                    kind == CUA_CALL_CREATE ? CUA_ERR_OUT_OF_MEMORY
+                                                            : CUA_ERR_BACKEND));
+        int failures = 0;
+        for (int round = 0; round < 4; round++) {
+            void *p = NULL;
+            st = cua_arena_alloc(a, (size_t)(round + 1) * 3 * MiB, (cua_stream)round, &p);
+            if (st != CUA_OK) {
+                failures++;
+                CHECK(p == NULL && strlen(cua_last_error()) > 10);
+            } else {
+                st = cua_free(p);
+                if (st != CUA_OK) failures++;
+            }
+            CHECK_OK(cua_arena_check(a));
+            size_t rel;
+            if (cua_arena_trim(a, 0, &rel) != CUA_OK) failures++;
+            CHECK_OK(cua_arena_check(a));
+        }
+        CHECK(keep[0] == 0x77 && keep[5 * MiB - 1] == 0x77);
+        CHECK_OK(cua_free(keep));
+        cua_arena_destroy(a, CUA_DESTROY_FORCE); /* may report the injected failure */
+        uint64_t injected = 0;
+        CHECK_OK(cua_fault_injected(fault, &injected));
+        cua_backend_stats s;
+        CHECK_OK(cua_backend_get_stats(host, &s));
+        /* Failed releases, unmaps and event destroys are retried: nothing leaks. */
+        CHECK(s.handles == 0 && s.reservations == 0 && s.handle_bytes == 0 && s.events == 0);
+        printf("  %-14s injected %llu, %d call(s) answered with an error\n",
+               cua_call_name((cua_call)kind), (unsigned long long)injected, failures);
+        CHECK_OK(cua_backend_destroy(fault));
+        CHECK_OK(cua_backend_destroy(host));
+    }
+}
