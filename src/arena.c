@@ -146,15 +146,16 @@ static bool over_limit(const cua_arena *a, uint64_t need)
     return a->cfg.limit && a->seg.mapped_bytes + need > a->cfg.limit;
 }
 
-/* Make room for `need` more mapped bytes under the limit and the footprint cap. */
+/* Make room for `need` more mapped bytes under the limit and the footprint cap.
+ * The cap: passing the demand peak by more than the slack first gives back
+ * cached pages, down to the peak (so the next growths have the slack again). */
 static cua_status make_room(cua_arena *a, uint64_t need)
 {
     uint64_t over = 0, mapped = a->seg.mapped_bytes, released;
     if (a->cfg.limit && mapped + need > a->cfg.limit) over = mapped + need - a->cfg.limit;
-    if (!(a->cfg.flags & CUA_ARENA_NO_FOOTPRINT_CAP)) {
-        uint64_t cap = a->footprint_hw + slack(a);
-        if (mapped + need > cap) over = _cua_max(over, mapped + need - cap);
-    }
+    if (!(a->cfg.flags & CUA_ARENA_NO_FOOTPRINT_CAP) &&
+        mapped + need > a->footprint_hw + slack(a))
+        over = _cua_max(over, mapped + need - a->footprint_hw);
     if (over == 0) return CUA_OK;
     cua_status st = trim_idle(a, over, false, &released);
     if (st == CUA_OK && over_limit(a, need) && a->seg.idle_bytes)
@@ -198,7 +199,9 @@ static cua_status grow(cua_arena *a, cua_block *b, uint64_t missing)
             st = _cua_seg_map(&a->seg, b->off, b->size);
     }
     if (st != CUA_OK) return st;
-    if (a->seg.mapped_bytes > a->footprint_hw) a->footprint_hw = a->seg.mapped_bytes;
+    /* The demand peak: what had to be mapped with no cache left to give back. */
+    if (a->seg.idle_bytes == 0 && a->seg.mapped_bytes > a->footprint_hw)
+        a->footprint_hw = a->seg.mapped_bytes;
     if (a->seg.mapped_bytes > a->peak_mapped) a->peak_mapped = a->seg.mapped_bytes;
     return CUA_OK;
 }
@@ -236,10 +239,11 @@ static cua_status alloc_once(cua_arena *a, uint32_t tag, uint64_t asize, cua_blo
     if (st == CUA_OK) st = _cua_heap_map_insert(&a->heap, b);
     if (st != CUA_OK) { /* undo: the pages it acquired, then the cut */
         _cua_seg_release(&a->seg, b->off, b->size, a->seq);
-        _cua_heap_put(&a->heap, b, free_tag, b->seq);
+        _cua_heap_put(&a->heap, b, free_tag, b->seq, _cua_arena_one_stream(a));
         return st;
     }
     b->tag = tag;
+    if (b->off + b->size > a->top_used) a->top_used = b->off + b->size;
     *out = b;
     return CUA_OK;
 }
@@ -289,7 +293,7 @@ void _cua_arena_put_free(cua_arena *a, cua_block *b, uint32_t tag)
     uint64_t seq = ++a->seq;
     _cua_seg_release(&a->seg, b->off, b->size, seq);
     if (tag) a->streams.slot[tag].last_free_seq = seq;
-    _cua_heap_put(&a->heap, b, tag, seq);
+    _cua_heap_put(&a->heap, b, tag, seq, _cua_arena_one_stream(a));
 }
 
 cua_status _cua_arena_lookup_live(cua_arena *a, const void *ptr, cua_block **out)

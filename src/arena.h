@@ -22,6 +22,7 @@ typedef struct cua_streamslot {
     uint64_t ev_seq;         /* the arena's free sequence when ev was recorded */
     uint64_t done_seq;       /* frees on this stream up to this sequence are complete */
     uint64_t last_free_seq;  /* sequence of the last free on this stream */
+    uint64_t shared_seq;     /* its free blocks up to this sequence are tag 0 */
     bool has_ev;
 } cua_streamslot;
 
@@ -58,7 +59,8 @@ struct cua_arena {
     cua_streams streams;
     cua_callstats cs;
     uint64_t seq;            /* free sequence: +1 per free */
-    uint64_t footprint_hw;   /* highest mapped_bytes ever (the footprint cap) */
+    uint64_t top_used;       /* highest end of any block ever handed out */
+    uint64_t footprint_hw;   /* the demand peak: most bytes mapped with no cache left */
     /* statistics (stats.c reads them) */
     uint64_t live_bytes, live_blocks, allocated_bytes;
     uint64_t peak_live, peak_mapped;
@@ -97,6 +99,8 @@ void _cua_stream_fini(cua_arena *a);
 /* Put a block that leaves the live set back into the heap (shared by free and
  * pending release): page counts, free sequence, coalescing. */
 void _cua_arena_put_free(cua_arena *a, cua_block *b, uint32_t tag);
+/* While the arena has one stream, free blocks merge whatever their tags. */
+static inline bool _cua_arena_one_stream(const cua_arena *a) { return a->streams.n <= 2; }
 
 /* stats.c */
 void _cua_stats_read(const cua_arena *a, cua_stats *out);

@@ -8,7 +8,9 @@
 
 /* Blocks of a bin examined for the best fit; bins span 25 % of size, so a
  * longer scan buys little and costs time on the fast path. */
+#ifndef CUA_SCAN_MAX
 #define CUA_SCAN_MAX 32
+#endif
 #define CUA_SLAB_BLOCKS 512
 
 /* ---- descriptors ------------------------------------------------------------ */
@@ -213,26 +215,27 @@ static void absorb(cua_heap *h, cua_block *left, cua_block *right)
     block_delete(h, right);
 }
 
-static bool mergeable(const cua_block *n, uint32_t tag)
+static bool mergeable(const cua_block *n, uint32_t tag, bool merge_any)
 {
-    return n && n->state == CUA_BLOCK_FREE && n->tag == tag;
+    return n && n->state == CUA_BLOCK_FREE && (n->tag == tag || merge_any);
 }
 
-cua_block *_cua_heap_put(cua_heap *h, cua_block *b, uint32_t tag, uint64_t seq)
+cua_block *_cua_heap_put(cua_heap *h, cua_block *b, uint32_t tag, uint64_t seq, bool merge_any)
 {
     b->state = CUA_BLOCK_FREE;
     b->tag = tag;
     b->seq = seq;
     b->uses = NULL;
     b->req = 0;
-    if (mergeable(b->prev, tag)) {
+    if (mergeable(b->prev, tag, merge_any)) {
         cua_block *p = b->prev;
-        _cua_freeidx_remove(h->idx[tag], p);
+        _cua_freeidx_remove(h->idx[p->tag], p);
         absorb(h, p, b);
+        p->tag = tag;
         b = p;
     }
-    if (mergeable(b->next, tag)) {
-        _cua_freeidx_remove(h->idx[tag], b->next);
+    if (mergeable(b->next, tag, merge_any)) {
+        _cua_freeidx_remove(h->idx[b->next->tag], b->next);
         absorb(h, b, b->next);
     }
     freeidx_insert(h->idx[tag], b);
@@ -242,7 +245,26 @@ cua_block *_cua_heap_put(cua_heap *h, cua_block *b, uint32_t tag, uint64_t seq)
 cua_block *_cua_heap_retag_any(cua_heap *h, cua_block *b)
 {
     _cua_freeidx_remove(h->idx[b->tag], b);
-    return _cua_heap_put(h, b, 0, b->seq);
+    return _cua_heap_put(h, b, 0, b->seq, false);
+}
+
+cua_status _cua_heap_share_above(cua_heap *h, uint64_t top)
+{
+    cua_block *b = top < h->size ? _cua_heap_block_at(h, top) : NULL;
+    if (!b || b->state != CUA_BLOCK_FREE || b->tag == 0) return CUA_OK;
+    if (b->off < top) { /* split: the lower part keeps its tag */
+        cua_block *hi = block_new(h);
+        if (!hi) return _cua_error(CUA_ERR_OUT_OF_MEMORY, "no host memory for a block descriptor");
+        _cua_freeidx_remove(h->idx[b->tag], b);
+        cut(h, b, top - b->off, hi);
+        b->state = CUA_BLOCK_FREE;
+        freeidx_insert(h->idx[b->tag], b);
+        b = hi;
+    }
+    _cua_freeidx_remove(h->idx[b->tag], b);
+    b->tag = 0;
+    freeidx_insert(h->idx[0], b);
+    return CUA_OK;
 }
 
 /* ---- init / fini ---------------------------------------------------------------------- */

@@ -77,8 +77,12 @@ cua_block *_cua_heap_find(cua_heap *h, uint32_t tag, uint64_t size);
 cua_block *_cua_heap_take(cua_heap *h, cua_block *b, uint64_t size, uint32_t tag,
                           uint32_t *undo_tag);
 /* Make b free with `tag` and `seq`, merge it with free neighbours of the same
- * tag, and index the result, which is returned. */
-cua_block *_cua_heap_put(cua_heap *h, cua_block *b, uint32_t tag, uint64_t seq);
+ * tag (of any tag when `merge_any`: the arena has one stream, so tags do not
+ * restrict anyone; the result keeps `tag`), and index the result. */
+cua_block *_cua_heap_put(cua_heap *h, cua_block *b, uint32_t tag, uint64_t seq, bool merge_any);
+/* Give the never-used space above offset `top` to every stream: the free block
+ * that holds it is split there and its upper part gets tag 0. */
+cua_status _cua_heap_share_above(cua_heap *h, uint64_t top);
 /* Move free block b to tag 0 (merging with tag-0 neighbours). */
 cua_block *_cua_heap_retag_any(cua_heap *h, cua_block *b);
 

@@ -49,6 +49,9 @@ cua_status _cua_stream_slot(cua_arena *a, cua_stream stream, uint32_t *tag)
         ss->n = 1;
     }
     cua_status st = _cua_heap_ensure_tag(&a->heap, ss->n);
+    /* A second stream: free blocks stop merging across tags, and the space no
+     * block ever used is given to every stream. */
+    if (st == CUA_OK && ss->n == 2) st = _cua_heap_share_above(&a->heap, a->top_used);
     if (st != CUA_OK) return st;
     memset(&ss->slot[ss->n], 0, sizeof ss->slot[ss->n]);
     ss->slot[ss->n].stream = stream;
@@ -107,59 +110,63 @@ static uint64_t retag_upto(cua_arena *a, uint32_t tag, uint64_t upto)
 
 static bool constraining(const cua_streamslot *s) { return s->last_free_seq > s->done_seq; }
 
-static uint64_t reclaim_blocking(cua_arena *a, cua_streamslot *s, uint32_t tag, cua_status *st)
+static void reclaim_blocking(cua_arena *a, cua_streamslot *s, cua_status *st)
 {
     cua_status r = _cua_bk_stream_sync(a->bk, &a->cs, s->stream);
     if (r != CUA_OK) {
         *st = r;
-        return 0;
+        return;
     }
     if (s->has_ev) {
         event_put(a, s->ev);
         s->has_ev = false;
     }
     s->done_seq = a->seq;
-    return retag_upto(a, tag, s->done_seq);
 }
 
-static uint64_t reclaim_async(cua_arena *a, cua_streamslot *s, uint32_t tag, cua_status *st)
+/* The reclaim event completed: the frees before it are done. */
+static void event_done(cua_arena *a, cua_streamslot *s)
 {
-    uint64_t n = 0;
+    s->done_seq = s->ev_seq;
+    event_put(a, s->ev);
+    s->has_ev = false;
+}
+
+static void reclaim_async(cua_arena *a, cua_streamslot *s, cua_status *st)
+{
     if (s->has_ev) {
         cua_status q = _cua_bk_event_query(a->bk, &a->cs, s->ev);
         if (q == CUA_OK) {
-            s->done_seq = s->ev_seq;
-            event_put(a, s->ev);
-            s->has_ev = false;
-            n = retag_upto(a, tag, s->done_seq);
+            event_done(a, s);
         } else if (q != CUA_ERR_BUSY) {
             *st = q;
-            return 0;
+            return;
         }
     }
-    if (!s->has_ev && constraining(s)) {
-        cua_status r = event_get(a, &s->ev);
-        if (r != CUA_OK) {
-            *st = r;
-            return n;
-        }
+    if (s->has_ev || !constraining(s)) return;
+    cua_status r = event_get(a, &s->ev);
+    if (r == CUA_OK) {
         r = _cua_bk_event_record(a->bk, &a->cs, s->ev, s->stream);
-        if (r != CUA_OK) {
-            event_put(a, s->ev);
-            *st = r;
-            return n;
-        }
-        s->has_ev = true;
-        s->ev_seq = a->seq;
-        /* An idle stream completes at once: ask now rather than at the next miss. */
-        if (_cua_bk_event_query(a->bk, &a->cs, s->ev) == CUA_OK) {
-            s->done_seq = s->ev_seq;
-            event_put(a, s->ev);
-            s->has_ev = false;
-            n += retag_upto(a, tag, s->done_seq);
-        }
+        if (r != CUA_OK) event_put(a, s->ev);
     }
-    return n;
+    if (r != CUA_OK) {
+        *st = r;
+        return;
+    }
+    s->has_ev = true;
+    s->ev_seq = a->seq;
+    /* An idle stream completes at once: ask now rather than at the next miss. */
+    if (_cua_bk_event_query(a->bk, &a->cs, s->ev) == CUA_OK) event_done(a, s);
+}
+
+/* Hand the blocks of `tag` that are known complete to every stream. With one
+ * stream there is nobody to hand them to, and keeping their tag lets them
+ * merge with that stream's later frees: the layout stays that of one heap. */
+static uint64_t share(cua_arena *a, cua_streamslot *s, uint32_t tag)
+{
+    if (a->streams.n <= 2 || s->shared_seq >= s->done_seq) return 0;
+    s->shared_seq = s->done_seq;
+    return retag_upto(a, tag, s->done_seq);
 }
 
 uint64_t _cua_stream_reclaim(cua_arena *a, bool blocking, cua_status *st)
@@ -168,9 +175,12 @@ uint64_t _cua_stream_reclaim(cua_arena *a, bool blocking, cua_status *st)
     *st = CUA_OK;
     for (uint32_t tag = 1; tag < a->streams.n; tag++) {
         cua_streamslot *s = &a->streams.slot[tag];
-        if (!constraining(s)) continue;
-        n += blocking ? reclaim_blocking(a, s, tag, st) : reclaim_async(a, s, tag, st);
-        if (*st != CUA_OK) break;
+        if (constraining(s)) {
+            if (blocking) reclaim_blocking(a, s, st);
+            else reclaim_async(a, s, st);
+            if (*st != CUA_OK) break;
+        }
+        n += share(a, s, tag);
     }
     return n;
 }

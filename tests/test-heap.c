@@ -67,15 +67,10 @@ TEST(coalesce_with_both_neighbours)
     CHECK_OK(cua_free(p[2]));
     CHECK(free_blocks(a) == 2); /* p0..p2 merged */
     CHECK_OK(cua_free(p[3]));
-    /* One block freed on stream 0 and the never-used rest of the range (safe for
-     * any stream): their tags differ, so they stay two blocks... */
-    CHECK(free_blocks(a) == 2);
-    /* ...but a request too large for the first starts there and runs on into
-     * the second, as a merged block would. */
+    CHECK(free_blocks(a) == 1); /* everything is one block again */
     void *q;
     CHECK_OK(cua_arena_alloc(a, 40 * KiB, 0, &q));
     CHECK(q == p[0]);
-    CHECK(free_blocks(a) == 1);
     CHECK_OK(done(a));
 }
 
@@ -119,7 +114,7 @@ TEST(pointer_map_under_many_blocks)
         CHECK_OK(cua_free(p[i]));
         if (i % 1000 == 0) CHECK_ARENA(a);
     }
-    CHECK(free_blocks(a) == 2); /* what stream 0 freed, and the untouched rest */
+    CHECK(free_blocks(a) == 1);
     void *all;
     CHECK_OK(cua_arena_alloc(a, 100 * MiB, 0, &all));
     CHECK(all == first);
@@ -198,5 +193,23 @@ TEST(free_space_of_a_finished_stream_is_not_stranded)
     CHECK_OK(cua_arena_get_stats(a, &s));
     CHECK(q == p[0]);
     CHECK(s.mapped_bytes <= 18 * MiB);
+    CHECK_OK(done(a));
+}
+
+/* With two streams, blocks of different tags stay apart; a request too large
+ * for the lower one starts there and runs into the upper one (usable by the
+ * same stream), as a merged block would. */
+TEST(a_request_slides_into_a_usable_lower_neighbour)
+{
+    cua_arena *a = make(1);
+    CHECK(a);
+    void *x, *p[2], *q;
+    CHECK_OK(cua_arena_alloc(a, 4 * KiB, 0x22, &x)); /* a second stream exists */
+    CHECK_OK(cua_arena_alloc(a, 8 * KiB, 0x11, &p[0]));
+    CHECK_OK(cua_arena_alloc(a, 8 * KiB, 0x11, &p[1]));
+    CHECK_OK(cua_free(p[1])); /* tag of 0x11, below the never-used rest (tag 0) */
+    CHECK(free_blocks(a) == 2);
+    CHECK_OK(cua_arena_alloc(a, 40 * KiB, 0x11, &q));
+    CHECK(q == p[1]);
     CHECK_OK(done(a));
 }

@@ -1,0 +1,776 @@
+/*
+ * replay.c - cuarena-replay: replay catrace files through a cuarena arena and
+ * print, per trace, one JSON line of memory and speed figures.
+ *
+ * Per trace, separate arenas (and backends) serve separate purposes, so that
+ * one measurement does not disturb another:
+ *   metrics  - one replay with trims at the --trim-at markers: peaks, driver
+ *              calls, mapped bytes after teardown, leak check after destroy;
+ *   timing   - one warm arena, a warm-up run and --repeat timed runs;
+ *   budget   - with --budget-search, a fresh arena per tried limit;
+ *   fault    - with --fault KIND:N, the metrics replay over a fault backend
+ *              (instead of all of the above).
+ *
+ * Exit status: 0 ok, 1 a replay failed, 2 usage or input error.
+ */
+#include "cuarena.h"
+#include "trace.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define MIB (1024.0 * 1024.0)
+
+static const char usage_text[] =
+    "usage: cuarena-replay [options] FILE...\n"
+    "Replay .catrace / .catrace.gz files through a cuarena arena; one JSON line per file.\n"
+    "  --backend host|cuda   memory provider (default host)\n"
+    "  --repeat N            timed warm runs after one warm-up (default 5; 0: no timing)\n"
+    "  --budget-search       bisect the smallest arena limit that completes the trace\n"
+    "  --trim-at PREFIX      trim(keep 0) at markers starting with PREFIX (default teardown)\n"
+    "  --check               run cua_arena_check after every event of the metrics run\n"
+    "  --fault KIND:N        fail the Nth backend call of KIND (map, create, ...) in the\n"
+    "                        metrics run, and report how the arena coped\n"
+    "  --table               print a Markdown table after the JSON lines\n"
+    "  --backends            list the backends this build has, one a line\n"
+    "  --help                this text\n"
+    "Arena options come from CUARENA_CONF (see cua_config_parse).\n";
+
+typedef struct options {
+    const char *backend;
+    int repeat;
+    int budget_search;
+    const char *trim_at;
+    int check;
+    int table;
+    const char *fault;      /* the KIND:N text, or NULL */
+    cua_call fault_call;
+    uint64_t fault_nth;
+    char **files;
+    int n_files;
+} options;
+
+/* The figures of one trace. Optional ones have a `has_` flag (else null). */
+typedef struct result {
+    char name[128];
+    uint64_t events, allocs, markers;
+    uint64_t peak_live, peak_mapped;
+    int has_budget;
+    uint64_t min_budget;
+    int has_teardown;
+    uint64_t mapped_after_teardown;
+    uint64_t final_mapped;
+    uint64_t calls[CUA_CALL_COUNT], driver_calls;
+    int printed;        /* its JSON line was printed */
+    int leaked;         /* the backend held something after the metrics arena's destroy */
+    int has_timing;
+    double ns_med, ns_min, ns_max;
+    uint64_t timed_driver_calls;
+} result;
+
+/* State of one replay of a trace through one arena. */
+typedef struct replay {
+    const trace *t;
+    const char *name;
+    cua_arena *arena;
+    void **ptrs;        /* slot -> live pointer */
+    uint64_t live;      /* asked bytes live now */
+    uint64_t peak_live;
+    long last_marker;   /* marker index last passed, -1 none */
+    cua_status st;      /* the first failure */
+    size_t failed_event;
+    char msg[1024];
+} replay;
+
+/* ---- backends ----------------------------------------------------------------- */
+
+/* The backends this build can create (the CUDA backend has no public
+ * constructor yet; add "cuda" here and in make_backend when it has). */
+static const char *const built_backends[] = { "host" };
+
+static int backend_built(const char *kind)
+{
+    for (size_t i = 0; i < sizeof built_backends / sizeof built_backends[0]; i++)
+        if (strcmp(kind, built_backends[i]) == 0) return 1;
+    return 0;
+}
+
+/* The one place that creates a backend of a kind. */
+static cua_status make_backend(const char *kind, cua_backend **out)
+{
+    *out = NULL;
+    if (strcmp(kind, "host") == 0) return cua_backend_host_create(NULL, out);
+    return CUA_ERR_NOT_SUPPORTED; /* "cuda": not built (main checks first) */
+}
+
+static cua_status open_arena(cua_backend *be, size_t limit, cua_arena **out)
+{
+    cua_arena_config cfg;
+    cua_arena_config_init(&cfg);
+    cfg.name = "replay";
+    cfg.backend = be;
+    cua_status st = cua_config_from_env(&cfg); /* validated in main */
+    if (st) return st;
+    if (limit) cfg.limit = limit;
+    return cua_arena_create(&cfg, out);
+}
+
+static void die_oom(void)
+{
+    fprintf(stderr, "cuarena-replay: out of host memory\n");
+    exit(1);
+}
+
+static void die_lib(const char *what, cua_status st)
+{
+    fprintf(stderr, "cuarena-replay: %s: %s: %s\n", what, cua_status_name(st), cua_last_error());
+    exit(1);
+}
+
+/* ---- replaying events ---------------------------------------------------------- */
+
+static int replay_init(replay *r, const trace *t, const char *name, cua_arena *arena)
+{
+    memset(r, 0, sizeof *r);
+    r->t = t;
+    r->name = name;
+    r->arena = arena;
+    r->last_marker = -1;
+    r->ptrs = calloc(t->n_allocs ? t->n_allocs : 1, sizeof *r->ptrs);
+    return r->ptrs ? 0 : -1;
+}
+
+static cua_status replay_fail(replay *r, size_t i, cua_status st)
+{
+    r->st = st;
+    r->failed_event = i;
+    snprintf(r->msg, sizeof r->msg, "%s", cua_last_error());
+    return st;
+}
+
+/* Run event i if it is an alloc or a free (markers are the caller's). */
+static cua_status replay_event(replay *r, size_t i)
+{
+    const trace_event *e = &r->t->events[i];
+    cua_status st = CUA_OK;
+    if (e->op == TRACE_ALLOC) {
+        st = cua_arena_alloc(r->arena, (size_t)e->size, (cua_stream)e->stream, &r->ptrs[e->slot]);
+        if (!st && (r->live += e->size) > r->peak_live) r->peak_live = r->live;
+    } else if (e->op == TRACE_FREE) {
+        st = cua_free(r->ptrs[e->slot]);
+        r->ptrs[e->slot] = NULL;
+        r->live -= e->size;
+    } else {
+        r->last_marker = (long)e->slot;
+    }
+    return st ? replay_fail(r, i, st) : CUA_OK;
+}
+
+/* Free every allocation still live; the first failure is recorded. */
+static cua_status replay_free_rest(replay *r)
+{
+    for (uint32_t s = 0; s < r->t->n_allocs; s++) {
+        if (!r->ptrs[s]) continue;
+        cua_status st = cua_free(r->ptrs[s]);
+        r->ptrs[s] = NULL;
+        if (st && !r->st) replay_fail(r, r->t->n_events, st);
+    }
+    r->live = 0;
+    return r->st;
+}
+
+/* Say on stderr which event failed, and how. */
+static void report_failure(const replay *r, const char *run)
+{
+    const trace *t = r->t;
+    fprintf(stderr, "cuarena-replay: %s: %s run: ", r->name, run);
+    if (r->failed_event < t->n_events) {
+        const trace_event *e = &t->events[r->failed_event];
+        fprintf(stderr, "event %zu (%s of %" PRIu64 " bytes on stream %" PRIu64 ", slot %" PRIu32,
+                r->failed_event, e->op == TRACE_ALLOC ? "alloc" : "free", e->size, e->stream, e->slot);
+    } else {
+        fprintf(stderr, "freeing what the trace left live (at its end");
+    }
+    if (r->last_marker >= 0)
+        fprintf(stderr, ", after marker '%s'", trace_marker_name(t, (uint32_t)r->last_marker));
+    else
+        fprintf(stderr, ", before any marker");
+    fprintf(stderr, "): %s: %s\n", cua_status_name(r->st), r->msg);
+}
+
+static uint64_t sum_calls(const uint64_t calls[CUA_CALL_COUNT])
+{
+    uint64_t n = 0;
+    for (int k = 0; k < CUA_CALL_COUNT; k++) n += calls[k];
+    return n;
+}
+
+/* ---- the metrics run -------------------------------------------------------------- */
+
+static int starts_with(const char *s, const char *prefix)
+{
+    return strncmp(s, prefix, strlen(prefix)) == 0;
+}
+
+/* At a trim marker: trim everything cached, record mapped - live. */
+static cua_status trim_marker(replay *r, size_t i, const char *prefix, result *res)
+{
+    const char *mark = trace_marker_name(r->t, r->t->events[i].slot);
+    size_t released = 0;
+    cua_stats s;
+    if (!starts_with(mark, prefix)) return CUA_OK;
+    cua_status st = cua_arena_trim(r->arena, 0, &released);
+    if (!st) st = cua_arena_get_stats(r->arena, &s);
+    if (st) return replay_fail(r, i, st);
+    uint64_t over = s.mapped_bytes > s.live_bytes ? s.mapped_bytes - s.live_bytes : 0;
+    if (!res->has_teardown || over > res->mapped_after_teardown) res->mapped_after_teardown = over;
+    res->has_teardown = 1;
+    return CUA_OK;
+}
+
+/* Replay every event with trims at markers (and the checker if asked). */
+static cua_status replay_with_marks(replay *r, const options *o, result *res)
+{
+    for (size_t i = 0; i < r->t->n_events; i++) {
+        cua_status st = replay_event(r, i);
+        if (!st && r->t->events[i].op == TRACE_MARK) st = trim_marker(r, i, o->trim_at, res);
+        if (!st && o->check && (st = cua_arena_check(r->arena))) replay_fail(r, i, st);
+        if (st) return st;
+    }
+    return replay_free_rest(r);
+}
+
+/* After destroy: nothing may be left in the backend. 0 when clean. */
+static int check_backend_empty(cua_backend *be, const char *name, result *res)
+{
+    cua_backend_stats bs;
+    cua_status st = cua_backend_get_stats(be, &bs);
+    if (st) die_lib("cua_backend_get_stats", st);
+    res->final_mapped = bs.handle_bytes;
+    if (bs.events)
+        fprintf(stderr, "cuarena-replay: %s: warning: %" PRIu64 " events left in the backend\n", name, bs.events);
+    if (!bs.handle_bytes && !bs.handles && !bs.reservations && !bs.mappings) return 0;
+    fprintf(stderr, "cuarena-replay: %s: after destroy the backend still holds %" PRIu64 " bytes in %" PRIu64
+            " handles, %" PRIu64 " mappings, %" PRIu64 " reservations\n",
+            name, bs.handle_bytes, bs.handles, bs.mappings, bs.reservations);
+    return 1;
+}
+
+/* The arena's figures at the end of the metrics run. */
+static void take_stats(replay *r, result *res)
+{
+    cua_stats s;
+    cua_status st = cua_arena_get_stats(r->arena, &s);
+    if (st) die_lib("cua_arena_get_stats", st);
+    res->peak_live = r->peak_live;
+    res->peak_mapped = s.peak_mapped_bytes;
+    memcpy(res->calls, s.calls, sizeof res->calls);
+    res->driver_calls = sum_calls(s.calls);
+    if (s.peak_live_bytes != r->peak_live || s.live_bytes != 0)
+        fprintf(stderr, "cuarena-replay: %s: warning: arena stats say peak live %" PRIu64 ", live %" PRIu64
+                "; the replay counted peak %" PRIu64 ", live 0\n", r->name, s.peak_live_bytes, s.live_bytes, r->peak_live);
+}
+
+/* Returns 1 when the replay failed; a leak after destroy sets res->leaked. */
+static int metrics_run(const options *o, const trace *t, result *res)
+{
+    cua_backend *be;
+    cua_arena *arena;
+    replay r;
+    cua_status st = make_backend(o->backend, &be);
+    if (st) die_lib("creating the backend", st);
+    if ((st = open_arena(be, 0, &arena))) die_lib("cua_arena_create", st);
+    if (replay_init(&r, t, res->name, arena)) die_oom();
+    int failed = replay_with_marks(&r, o, res) != CUA_OK;
+    if (failed) report_failure(&r, "metrics");
+    else take_stats(&r, res);
+    st = cua_arena_destroy(arena, failed ? CUA_DESTROY_FORCE : 0);
+    if (st) {
+        fprintf(stderr, "cuarena-replay: %s: cua_arena_destroy: %s: %s\n", res->name, cua_status_name(st), cua_last_error());
+        failed = 1;
+    }
+    res->leaked = check_backend_empty(be, res->name, res);
+    if ((st = cua_backend_destroy(be)))
+        fprintf(stderr, "cuarena-replay: %s: cua_backend_destroy: %s: %s\n", res->name, cua_status_name(st), cua_last_error());
+    free(r.ptrs);
+    return failed;
+}
+
+/* ---- timing ------------------------------------------------------------------------- */
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* One timed run: every alloc and free, then the frees of what stays live
+ * (`rest`, n_rest slots). Returns its nanoseconds, or 0 on failure (in r). */
+static uint64_t timed_run(replay *r, const uint32_t *rest, uint32_t n_rest)
+{
+    const trace_event *ev = r->t->events;
+    size_t n = r->t->n_events;
+    void **ptrs = r->ptrs;
+    cua_status st = CUA_OK;
+    uint64_t t0 = now_ns();
+    size_t i;
+    for (i = 0; i < n; i++) {
+        if (ev[i].op == TRACE_ALLOC)
+            st = cua_arena_alloc(r->arena, (size_t)ev[i].size, (cua_stream)ev[i].stream, &ptrs[ev[i].slot]);
+        else if (ev[i].op == TRACE_FREE)
+            st = cua_free(ptrs[ev[i].slot]);
+        else
+            r->last_marker = (long)ev[i].slot; /* for the report; no trim when timing */
+        if (st) break;
+    }
+    for (uint32_t k = 0; k < n_rest && !st; k++) st = cua_free(ptrs[rest[k]]);
+    uint64_t dt = now_ns() - t0;
+    if (st) {
+        replay_fail(r, i, st); /* i == n: freeing the rest */
+        return 0;
+    }
+    return dt ? dt : 1;
+}
+
+/* The slots the trace never frees. */
+static uint32_t *live_at_end(const trace *t, uint32_t *n)
+{
+    unsigned char *live = calloc(t->n_allocs ? t->n_allocs : 1, 1);
+    uint32_t *rest = malloc((t->n_live_at_end ? t->n_live_at_end : 1) * sizeof *rest);
+    if (!live || !rest) die_oom();
+    for (size_t i = 0; i < t->n_events; i++)
+        if (t->events[i].op != TRACE_MARK) live[t->events[i].slot] = t->events[i].op == TRACE_ALLOC;
+    *n = 0;
+    for (uint32_t s = 0; s < t->n_allocs; s++)
+        if (live[s]) rest[(*n)++] = s;
+    free(live);
+    return rest;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static uint64_t arena_calls(cua_arena *arena)
+{
+    cua_stats s;
+    cua_status st = cua_arena_get_stats(arena, &s);
+    if (st) die_lib("cua_arena_get_stats", st);
+    return sum_calls(s.calls);
+}
+
+/* Run 0 warms the arena up; runs 1..repeat are timed. */
+static int timing_runs(const options *o, const trace *t, result *res)
+{
+    cua_backend *be;
+    cua_arena *arena;
+    replay r;
+    uint32_t n_rest;
+    uint32_t *rest = live_at_end(t, &n_rest);
+    double *ns = calloc((size_t)o->repeat, sizeof *ns);
+    uint64_t per_run = 2 * (uint64_t)t->n_allocs, calls0 = 0;
+    cua_status st = make_backend(o->backend, &be);
+    if (st) die_lib("creating the backend", st);
+    if ((st = open_arena(be, 0, &arena))) die_lib("cua_arena_create", st);
+    if (!ns || replay_init(&r, t, res->name, arena)) die_oom();
+    int failed = 0;
+    for (int run = 0; run <= o->repeat && !failed; run++) {
+        if (run == 1) calls0 = arena_calls(arena);
+        uint64_t dt = timed_run(&r, rest, n_rest);
+        if (!dt) failed = 1;
+        else if (run > 0) ns[run - 1] = per_run ? (double)dt / (double)per_run : 0.0;
+    }
+    if (failed) {
+        report_failure(&r, "timing");
+    } else {
+        res->timed_driver_calls = arena_calls(arena) - calls0;
+        qsort(ns, (size_t)o->repeat, sizeof *ns, cmp_double);
+        int m = o->repeat / 2;
+        res->ns_med = o->repeat % 2 ? ns[m] : (ns[m - 1] + ns[m]) / 2;
+        res->ns_min = ns[0];
+        res->ns_max = ns[o->repeat - 1];
+        res->has_timing = 1;
+    }
+    cua_arena_destroy(arena, CUA_DESTROY_FORCE);
+    cua_backend_destroy(be);
+    free(r.ptrs);
+    free(ns);
+    free(rest);
+    return failed;
+}
+
+/* ---- budget search ----------------------------------------------------------------------- */
+
+/* Replay under `limit` on a fresh arena: 1 completes, 0 runs out of its limit
+ * or of memory, -1 fails otherwise (reported). */
+static int budget_attempt(cua_backend *be, const trace *t, const char *name, size_t limit)
+{
+    cua_arena *arena;
+    replay r;
+    cua_status st = open_arena(be, limit, &arena);
+    if (st) die_lib("cua_arena_create", st);
+    if (replay_init(&r, t, name, arena)) die_oom();
+    for (size_t i = 0; i < t->n_events && !st; i++) st = replay_event(&r, i);
+    if (!st) st = replay_free_rest(&r);
+    int outcome = st == CUA_OK ? 1 : (st == CUA_ERR_LIMIT || st == CUA_ERR_OUT_OF_MEMORY) ? 0 : -1;
+    if (outcome < 0) report_failure(&r, "budget");
+    if ((st = cua_arena_destroy(arena, CUA_DESTROY_FORCE))) die_lib("cua_arena_destroy", st);
+    free(r.ptrs);
+    return outcome;
+}
+
+/* Bisect, in granularity pages, the smallest limit that completes the trace.
+ * Every limit under peak live fails; start above at peak mapped. */
+static int budget_search(const options *o, const trace *t, result *res)
+{
+    cua_backend *be;
+    size_t gran;
+    cua_status st = make_backend(o->backend, &be);
+    if (st) die_lib("creating the backend", st);
+    if ((st = cua_backend_granularity(be, &gran))) die_lib("cua_backend_granularity", st);
+    uint64_t live = res->peak_live, lo = 0, hi = 0;
+    int ok = live == 0; /* nothing to allocate: a budget of 0 does */
+    if (live) {
+        lo = (live + gran - 1) / gran * gran - gran; /* the largest page multiple < live */
+        hi = (res->peak_mapped + gran - 1) / gran * gran;
+        if (hi <= lo) hi = lo + gran;
+    }
+    while (!ok) {
+        if ((ok = budget_attempt(be, t, res->name, (size_t)hi)) < 0) break;
+        if (!ok) {
+            if (hi > (UINT64_C(1) << 50)) break; /* 1 PiB: give up */
+            lo = hi, hi *= 2;
+        }
+    }
+    while (ok > 0 && hi - lo > gran) {
+        uint64_t mid = lo + (hi - lo) / gran / 2 * gran;
+        int r = budget_attempt(be, t, res->name, (size_t)mid);
+        if (r < 0) ok = -1;
+        else if (r) hi = mid;
+        else lo = mid;
+    }
+    if (ok == 0) fprintf(stderr, "cuarena-replay: %s: budget search: no limit up to %" PRIu64 " bytes completes\n", res->name, hi);
+    cua_backend_destroy(be);
+    if (ok <= 0) return 1;
+    res->min_budget = hi;
+    res->has_budget = 1;
+    return 0;
+}
+
+/* ---- output ------------------------------------------------------------------------------- */
+
+static void json_string(const char *s)
+{
+    putchar('"');
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\') printf("\\%c", c);
+        else if (c < 0x20) printf("\\u%04x", c);
+        else putchar(c);
+    }
+    putchar('"');
+}
+
+static void json_ratio(const char *key, int has, uint64_t num, uint64_t den)
+{
+    if (has && den) printf(",\"%s\":%.4f", key, (double)num / (double)den);
+    else printf(",\"%s\":null", key);
+}
+
+static void json_u64(const char *key, int has, uint64_t v)
+{
+    if (has) printf(",\"%s\":%" PRIu64, key, v);
+    else printf(",\"%s\":null", key);
+}
+
+static void json_double(const char *key, int has, double v)
+{
+    if (has) printf(",\"%s\":%.4f", key, v);
+    else printf(",\"%s\":null", key);
+}
+
+static void print_json(const options *o, const result *r)
+{
+    printf("{\"trace\":");
+    json_string(r->name);
+    printf(",\"backend\":");
+    json_string(o->backend);
+    printf(",\"events\":%" PRIu64 ",\"allocs\":%" PRIu64 ",\"markers\":%" PRIu64 ",\"trim_at\":",
+           r->events, r->allocs, r->markers);
+    json_string(o->trim_at);
+    printf(",\"repeat\":%d,\"peak_live_bytes\":%" PRIu64 ",\"peak_mapped_bytes\":%" PRIu64,
+           o->repeat, r->peak_live, r->peak_mapped);
+    json_ratio("peak_mapped_over_live", 1, r->peak_mapped, r->peak_live);
+    json_u64("min_budget_bytes", r->has_budget, r->min_budget);
+    json_ratio("min_budget_over_live", r->has_budget, r->min_budget, r->peak_live);
+    json_double("ns_per_event", r->has_timing, r->ns_med);
+    json_double("ns_per_event_min", r->has_timing, r->ns_min);
+    json_double("ns_per_event_max", r->has_timing, r->ns_max);
+    printf(",\"driver_calls\":%" PRIu64 ",\"driver_calls_by_kind\":{", r->driver_calls);
+    for (int k = 0; k < CUA_CALL_COUNT; k++)
+        printf("%s\"%s\":%" PRIu64, k ? "," : "", cua_call_name((cua_call)k), r->calls[k]);
+    putchar('}');
+    json_u64("timed_driver_calls", r->has_timing, r->timed_driver_calls);
+    json_u64("mapped_after_teardown_bytes", r->has_teardown, r->mapped_after_teardown);
+    printf(",\"final_mapped_bytes\":%" PRIu64 "}\n", r->final_mapped);
+    fflush(stdout);
+}
+
+static void print_table(const result *rs, int n)
+{
+    printf("\n| trace | events | peak live MiB | peak mapped / live | min budget / live |"
+           " mapped after teardown MiB | final mapped | ns/event | driver calls |\n"
+           "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n");
+    for (int i = 0; i < n; i++) {
+        const result *r = &rs[i];
+        char budget[32] = "-", teardown[32] = "-", ns[32] = "-", ratio[32] = "-";
+        if (r->peak_live) snprintf(ratio, sizeof ratio, "%.3f", (double)r->peak_mapped / (double)r->peak_live);
+        if (r->has_budget && r->peak_live) snprintf(budget, sizeof budget, "%.3f", (double)r->min_budget / (double)r->peak_live);
+        if (r->has_teardown) snprintf(teardown, sizeof teardown, "%.1f", (double)r->mapped_after_teardown / MIB);
+        if (r->has_timing) snprintf(ns, sizeof ns, "%.1f", r->ns_med);
+        printf("| %s | %" PRIu64 " | %.1f | %s | %s | %s | %" PRIu64 " | %s | %" PRIu64 " |\n", r->name,
+               r->events, (double)r->peak_live / MIB, ratio, budget, teardown, r->final_mapped, ns, r->driver_calls);
+    }
+}
+
+/* ---- fault mode --------------------------------------------------------------------------- */
+
+typedef struct fault_report {
+    const char *stage;   /* "create", "replay", "complete" */
+    cua_status st, destroy_st;
+    long event;          /* failed event, -1 none */
+    char message[1024], check[1024];
+    uint64_t injected;
+    cua_backend_stats inner;
+} fault_report;
+
+static void fault_replay(const options *o, const trace *t, const char *name, cua_backend *fb, fault_report *fr)
+{
+    cua_arena *arena;
+    replay r;
+    result scratch = { 0 };
+    fr->stage = "create";
+    fr->event = -1;
+    snprintf(fr->check, sizeof fr->check, "ok");
+    if ((fr->st = open_arena(fb, 0, &arena))) {
+        snprintf(fr->message, sizeof fr->message, "%s", cua_last_error());
+        return;
+    }
+    if (replay_init(&r, t, name, arena)) die_oom();
+    fr->st = replay_with_marks(&r, o, &scratch);
+    fr->stage = fr->st ? "replay" : "complete";
+    if (fr->st) {
+        snprintf(fr->message, sizeof fr->message, "%s", r.msg);
+        if (r.failed_event < t->n_events) fr->event = (long)r.failed_event;
+    }
+    if (cua_arena_check(arena)) snprintf(fr->check, sizeof fr->check, "%s", cua_last_error());
+    fr->destroy_st = cua_arena_destroy(arena, CUA_DESTROY_FORCE);
+    free(r.ptrs);
+}
+
+static int fault_run(const options *o, const trace *t, const char *name)
+{
+    cua_backend *inner, *fb;
+    fault_report fr = { 0 };
+    cua_status st = make_backend(o->backend, &inner);
+    if (st) die_lib("creating the backend", st);
+    if ((st = cua_backend_fault_create(inner, &fb))) die_lib("cua_backend_fault_create", st);
+    cua_status fail = (o->fault_call == CUA_CALL_CREATE || o->fault_call == CUA_CALL_RESERVE)
+                          ? CUA_ERR_OUT_OF_MEMORY : CUA_ERR_BACKEND;
+    if ((st = cua_fault_fail_nth(fb, o->fault_call, o->fault_nth, fail))) die_lib("cua_fault_fail_nth", st);
+    fault_replay(o, t, name, fb, &fr);
+    cua_fault_injected(fb, &fr.injected);
+    if ((st = cua_backend_get_stats(inner, &fr.inner))) die_lib("cua_backend_get_stats", st);
+    printf("{\"trace\":");
+    json_string(name);
+    printf(",\"backend\":");
+    json_string(o->backend);
+    printf(",\"fault\":");
+    json_string(o->fault);
+    printf(",\"stage\":\"%s\",\"status\":\"%s\",\"event\":", fr.stage, cua_status_name(fr.st));
+    if (fr.event >= 0) printf("%ld", fr.event); else printf("null");
+    printf(",\"message\":");
+    json_string(fr.message);
+    printf(",\"injected\":%" PRIu64 ",\"check\":", fr.injected);
+    json_string(fr.check);
+    printf(",\"destroy_status\":\"%s\",\"final_mapped_bytes\":%" PRIu64 ",\"leaked_handles\":%" PRIu64
+           ",\"leaked_mappings\":%" PRIu64 ",\"leaked_reservations\":%" PRIu64 "}\n",
+           cua_status_name(fr.destroy_st), fr.inner.handle_bytes, fr.inner.handles, fr.inner.mappings,
+           fr.inner.reservations);
+    fflush(stdout);
+    int leaked = fr.inner.handle_bytes || fr.inner.handles || fr.inner.mappings || fr.inner.reservations;
+    cua_backend_destroy(fb);
+    if (!leaked) cua_backend_destroy(inner); /* with leaks it would answer BUSY */
+    return strcmp(fr.check, "ok") != 0 || leaked;
+}
+
+/* ---- arguments and main ------------------------------------------------------------------ */
+
+static void usage_error(const char *fmt, const char *arg)
+{
+    fprintf(stderr, "cuarena-replay: ");
+    fprintf(stderr, fmt, arg);
+    fprintf(stderr, "\n%s", usage_text);
+    exit(2);
+}
+
+/* "KIND:N" with KIND a cua_call_name and N >= 1. */
+static void parse_fault(options *o, const char *text)
+{
+    const char *colon = strchr(text, ':');
+    char *end;
+    o->fault = text;
+    if (!colon) usage_error("--fault wants KIND:N, not '%s'", text);
+    int k;
+    for (k = 0; k < CUA_CALL_COUNT; k++) {
+        const char *name = cua_call_name((cua_call)k);
+        if (strlen(name) == (size_t)(colon - text) && strncmp(name, text, strlen(name)) == 0) break;
+    }
+    if (k == CUA_CALL_COUNT) usage_error("--fault: unknown call kind in '%s'", text);
+    o->fault_call = (cua_call)k;
+    o->fault_nth = strtoull(colon + 1, &end, 10);
+    if (colon[1] < '0' || colon[1] > '9' || *end || o->fault_nth == 0)
+        usage_error("--fault: N must be a number >= 1 in '%s'", text);
+}
+
+/* The value of option argv[*i] ("--opt value" or "--opt=value"). */
+static const char *opt_value(int argc, char **argv, int *i, const char *opt)
+{
+    size_t n = strlen(opt);
+    if (argv[*i][n] == '=') return argv[*i] + n + 1;
+    if (*i + 1 >= argc) usage_error("%s needs a value", opt);
+    return argv[++*i];
+}
+
+static int is_opt(const char *arg, const char *opt)
+{
+    size_t n = strlen(opt);
+    return strncmp(arg, opt, n) == 0 && (arg[n] == '\0' || arg[n] == '=');
+}
+
+static void parse_args(int argc, char **argv, options *o)
+{
+    *o = (options){ .backend = "host", .repeat = 5, .trim_at = "teardown" };
+    o->files = calloc((size_t)argc, sizeof *o->files);
+    if (!o->files) exit(2);
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        char *end;
+        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+            fputs(usage_text, stdout);
+            exit(0);
+        } else if (strcmp(a, "--backends") == 0) {
+            for (size_t k = 0; k < sizeof built_backends / sizeof built_backends[0]; k++) puts(built_backends[k]);
+            exit(0);
+        } else if (is_opt(a, "--backend")) {
+            o->backend = opt_value(argc, argv, &i, "--backend");
+            if (strcmp(o->backend, "host") && strcmp(o->backend, "cuda"))
+                usage_error("unknown backend '%s' (host or cuda)", o->backend);
+        } else if (is_opt(a, "--repeat")) {
+            const char *v = opt_value(argc, argv, &i, "--repeat");
+            long n = strtol(v, &end, 10);
+            if (*v < '0' || *v > '9' || *end || n < 0 || n > 1000000) usage_error("bad --repeat '%s'", v);
+            o->repeat = (int)n;
+        } else if (is_opt(a, "--trim-at")) {
+            o->trim_at = opt_value(argc, argv, &i, "--trim-at");
+        } else if (is_opt(a, "--fault")) {
+            parse_fault(o, opt_value(argc, argv, &i, "--fault"));
+        } else if (strcmp(a, "--budget-search") == 0) {
+            o->budget_search = 1;
+        } else if (strcmp(a, "--check") == 0) {
+            o->check = 1;
+        } else if (strcmp(a, "--table") == 0) {
+            o->table = 1;
+        } else if (a[0] == '-' && a[1]) {
+            usage_error("unknown option '%s'", a);
+        } else {
+            o->files[o->n_files++] = argv[i];
+        }
+    }
+    if (o->n_files == 0) usage_error("%s", "no trace file given");
+}
+
+/* The file's base name without .catrace or .catrace.gz. */
+static void trace_name(const char *path, char *out, size_t cap)
+{
+    const char *base = strrchr(path, '/');
+    base = base ? base + 1 : path;
+    size_t n = strlen(base);
+    static const char *const suffixes[] = { ".catrace.gz", ".catrace" };
+    for (int k = 0; k < 2; k++) {
+        size_t s = strlen(suffixes[k]);
+        if (n > s && strcmp(base + n - s, suffixes[k]) == 0) {
+            n -= s;
+            break;
+        }
+    }
+    snprintf(out, cap, "%.*s", (int)n, base);
+}
+
+/* Load and replay one file. Returns the exit status it deserves. */
+static int run_file(const options *o, const char *path, result *res)
+{
+    trace t;
+    char err[1024];
+    memset(res, 0, sizeof *res);
+    trace_status ts = trace_load(path, &t, err, sizeof err);
+    if (ts) {
+        fprintf(stderr, "cuarena-replay: %s (%s)\n", err, trace_status_name(ts));
+        return 2;
+    }
+    trace_name(path, res->name, sizeof res->name);
+    res->events = t.n_events;
+    res->allocs = t.n_allocs;
+    res->markers = t.n_markers;
+    int failed;
+    if (o->fault) {
+        failed = fault_run(o, &t, res->name);
+    } else {
+        failed = metrics_run(o, &t, res);
+        if (!failed && o->repeat > 0) failed = timing_runs(o, &t, res);
+        if (!failed && o->budget_search) failed = budget_search(o, &t, res);
+        if (!failed) print_json(o, res);
+        res->printed = !failed;
+        failed |= res->leaked;
+    }
+    trace_free(&t);
+    return failed;
+}
+
+int main(int argc, char **argv)
+{
+    options o;
+    parse_args(argc, argv, &o);
+    cua_arena_config cfg;
+    cua_arena_config_init(&cfg);
+    result *results = calloc((size_t)o.n_files, sizeof *results);
+    int usable = results != NULL;
+    if (!backend_built(o.backend)) {
+        fprintf(stderr, "cuarena-replay: %s backend not built (this build has: host)\n", o.backend);
+        usable = 0;
+    } else if (cua_config_from_env(&cfg)) { /* checked once here, applied per arena */
+        fprintf(stderr, "cuarena-replay: %s\n", cua_last_error());
+        usable = 0;
+    }
+    if (!usable) {
+        free(results);
+        free(o.files);
+        return 2;
+    }
+    int status = 0, n_done = 0;
+    for (int i = 0; i < o.n_files; i++) {
+        int s = run_file(&o, o.files[i], &results[n_done]);
+        if (results[n_done].printed) n_done++;
+        if (s > status) status = s;
+    }
+    if (o.table && !o.fault) print_table(results, n_done);
+    free(results);
+    free(o.files);
+    return status;
+}

@@ -1,0 +1,380 @@
+/*
+ * backend_fault.c - a backend that forwards every call to an inner backend and
+ * fails the calls chosen by a rule: the nth call of a kind (one rule per kind,
+ * fired once), or any call with probability p from a seeded generator. An
+ * injected failure sets a message, returns its status, and never reaches the
+ * inner backend: it has no side effect there.
+ *
+ * Forwarded calls go through the _cua_bk_* wrappers of the inner backend, so
+ * its counters stay exact. Two of them need what the hook signatures do not
+ * carry: release needs the handle's size and unmap the number of mappings it
+ * covers. The fault backend keeps both (handle -> size, address -> size of
+ * each mapping made through it) in two sorted tables.
+ *
+ * While a fault backend exists it counts as a user of the inner backend, so
+ * the inner one cannot be destroyed first.
+ */
+#include "backend.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct fault_rule {
+    uint64_t nth;   /* 0: no rule */
+    uint64_t seen;  /* calls of the kind since the rule was set */
+    cua_status fail;
+} fault_rule;
+
+/* A sorted table of (key, value) pairs: handles -> size, addresses -> size. */
+typedef struct kv { uint64_t key, val; } kv;
+typedef struct kv_table {
+    kv *items;
+    size_t n, cap;
+} kv_table;
+
+typedef struct fault_backend {
+    struct cua_backend base; /* first: a cua_backend * points here */
+    cua_backend *inner;
+    cua_lock_t lock;         /* everything below */
+    fault_rule rules[CUA_CALL_COUNT];
+    uint64_t calls[CUA_CALL_COUNT]; /* calls per kind since creation, for messages */
+    double p;                /* random failures: probability, 0 = off */
+    uint64_t rng;            /* splitmix64 state */
+    uint64_t injected;
+    kv_table handles;        /* handle -> size in bytes */
+    kv_table mappings;       /* address -> size of each mapping */
+} fault_backend;
+
+static fault_backend *fault_of(cua_backend *b) { return (fault_backend *)(void *)b; }
+
+/* ---- sorted tables ------------------------------------------------------------ */
+
+static size_t kv_lower_bound(const kv_table *t, uint64_t key)
+{
+    size_t lo = 0, hi = t->n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (t->items[mid].key < key)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+/* Room for one more pair, taken before forwarding so the insert cannot fail after. */
+static cua_status kv_make_room(kv_table *t)
+{
+    if (t->n < t->cap) return CUA_OK;
+    size_t ncap = t->cap ? 2 * t->cap : 64;
+    kv *items = realloc(t->items, ncap * sizeof *items);
+    if (!items)
+        return _cua_error(CUA_ERR_OUT_OF_MEMORY, "fault backend: no host memory for its tables");
+    t->items = items;
+    t->cap = ncap;
+    return CUA_OK;
+}
+
+static void kv_insert(kv_table *t, uint64_t key, uint64_t val)
+{
+    size_t i = kv_lower_bound(t, key);
+    memmove(&t->items[i + 1], &t->items[i], (t->n - i) * sizeof *t->items);
+    t->items[i] = (kv){key, val};
+    t->n++;
+}
+
+static void kv_remove(kv_table *t, size_t first, size_t end)
+{
+    memmove(&t->items[first], &t->items[end], (t->n - end) * sizeof *t->items);
+    t->n -= end - first;
+}
+
+/* ---- deciding to fail ----------------------------------------------------------- */
+
+static uint64_t splitmix64(uint64_t *s)
+{
+    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+static cua_status random_status(cua_call kind)
+{
+    return kind == CUA_CALL_CREATE || kind == CUA_CALL_RESERVE ? CUA_ERR_OUT_OF_MEMORY
+                                                               : CUA_ERR_BACKEND;
+}
+
+/* With the lock held: CUA_OK to forward the call, or the injected status. */
+static cua_status decide(fault_backend *f, cua_call kind)
+{
+    f->calls[kind]++;
+    fault_rule *r = &f->rules[kind];
+    if (r->nth && ++r->seen == r->nth) {
+        r->nth = 0; /* a rule fires once */
+        f->injected++;
+        return _cua_error(r->fail, "fault backend: injected %s on call %llu of kind '%s'",
+                          cua_status_name(r->fail), (unsigned long long)r->seen,
+                          cua_call_name(kind));
+    }
+    if (f->p > 0) {
+        double u = (double)(splitmix64(&f->rng) >> 11) * 0x1.0p-53; /* in [0, 1) */
+        if (u < f->p) {
+            f->injected++;
+            cua_status st = random_status(kind);
+            return _cua_error(st, "fault backend: injected %s on call %llu of kind '%s' "
+                              "(random, p = %g)", cua_status_name(st),
+                              (unsigned long long)f->calls[kind], cua_call_name(kind), f->p);
+        }
+    }
+    return CUA_OK;
+}
+
+/* Decide without holding the lock afterwards: for calls that need no table. */
+static cua_status inject(fault_backend *f, cua_call kind)
+{
+    _cua_lock(&f->lock);
+    cua_status st = decide(f, kind);
+    _cua_unlock(&f->lock);
+    return st;
+}
+
+/* ---- hooks ------------------------------------------------------------------------ */
+
+static cua_status fault_reserve(cua_backend *b, size_t size, size_t align, uintptr_t *addr)
+{
+    fault_backend *f = fault_of(b);
+    cua_status st = inject(f, CUA_CALL_RESERVE);
+    return st != CUA_OK ? st : _cua_bk_reserve(f->inner, NULL, size, align, addr);
+}
+
+static cua_status fault_unreserve(cua_backend *b, uintptr_t addr, size_t size)
+{
+    fault_backend *f = fault_of(b);
+    cua_status st = inject(f, CUA_CALL_UNRESERVE);
+    return st != CUA_OK ? st : _cua_bk_unreserve(f->inner, NULL, addr, size);
+}
+
+static cua_status fault_create(cua_backend *b, size_t size, cua_handle *out)
+{
+    fault_backend *f = fault_of(b);
+    _cua_lock(&f->lock);
+    cua_status st = decide(f, CUA_CALL_CREATE);
+    if (st == CUA_OK) st = kv_make_room(&f->handles);
+    if (st == CUA_OK) st = _cua_bk_create(f->inner, NULL, size, out);
+    if (st == CUA_OK) kv_insert(&f->handles, *out, size);
+    _cua_unlock(&f->lock);
+    return st;
+}
+
+static cua_status fault_release(cua_backend *b, cua_handle h)
+{
+    fault_backend *f = fault_of(b);
+    _cua_lock(&f->lock);
+    cua_status st = decide(f, CUA_CALL_RELEASE);
+    if (st == CUA_OK) {
+        size_t i = kv_lower_bound(&f->handles, h);
+        bool known = i < f->handles.n && f->handles.items[i].key == h;
+        /* An unknown handle is refused by the inner backend; its size does not matter. */
+        st = _cua_bk_release(f->inner, NULL, h, known ? (size_t)f->handles.items[i].val : 0);
+        if (st == CUA_OK && known) kv_remove(&f->handles, i, i + 1);
+    }
+    _cua_unlock(&f->lock);
+    return st;
+}
+
+/* The wrapper always maps at offset 0; pass any other offset on as the driver
+ * would get it (to be refused), counting the call as the wrapper does. */
+static cua_status forward_map(cua_backend *inner, uintptr_t addr, size_t size, size_t offset,
+                              cua_handle h)
+{
+    if (offset == 0) return _cua_bk_map(inner, NULL, addr, size, h);
+    uint64_t t0 = _cua_now_ns();
+    cua_status st = inner->ops->map(inner, addr, size, offset, h);
+    _cua_bk_account(inner, NULL, CUA_CALL_MAP, t0, st);
+    if (st == CUA_OK) atomic_fetch_add_explicit(&inner->mappings, 1, memory_order_relaxed);
+    return st;
+}
+
+static cua_status fault_map(cua_backend *b, uintptr_t addr, size_t size, size_t offset,
+                            cua_handle h)
+{
+    fault_backend *f = fault_of(b);
+    _cua_lock(&f->lock);
+    cua_status st = decide(f, CUA_CALL_MAP);
+    if (st == CUA_OK) st = kv_make_room(&f->mappings);
+    if (st == CUA_OK) st = forward_map(f->inner, addr, size, offset, h);
+    if (st == CUA_OK) kv_insert(&f->mappings, addr, size);
+    _cua_unlock(&f->lock);
+    return st;
+}
+
+static cua_status fault_unmap(cua_backend *b, uintptr_t addr, size_t size)
+{
+    fault_backend *f = fault_of(b);
+    _cua_lock(&f->lock);
+    cua_status st = decide(f, CUA_CALL_UNMAP);
+    if (st == CUA_OK) {
+        /* The mappings that start inside the range: all of them go if the inner
+         * backend accepts the unmap (it refuses partial ones). */
+        size_t first = kv_lower_bound(&f->mappings, addr);
+        size_t end = size <= UINT64_MAX - addr ? kv_lower_bound(&f->mappings, addr + size)
+                                               : f->mappings.n;
+        st = _cua_bk_unmap(f->inner, NULL, addr, size, end - first);
+        if (st == CUA_OK) kv_remove(&f->mappings, first, end);
+    }
+    _cua_unlock(&f->lock);
+    return st;
+}
+
+static cua_status fault_set_access(cua_backend *b, uintptr_t addr, size_t size)
+{
+    fault_backend *f = fault_of(b);
+    cua_status st = inject(f, CUA_CALL_SET_ACCESS);
+    return st != CUA_OK ? st : _cua_bk_set_access(f->inner, NULL, addr, size);
+}
+
+static cua_status fault_mem_info(cua_backend *b, size_t *free_bytes, size_t *total_bytes)
+{
+    fault_backend *f = fault_of(b);
+    cua_status st = inject(f, CUA_CALL_MEM_INFO);
+    return st != CUA_OK ? st : _cua_bk_mem_info(f->inner, NULL, free_bytes, total_bytes);
+}
+
+static cua_status fault_event_create(cua_backend *b, cua_event *out)
+{
+    fault_backend *f = fault_of(b);
+    cua_status st = inject(f, CUA_CALL_EVENT_CREATE);
+    return st != CUA_OK ? st : _cua_bk_event_create(f->inner, NULL, out);
+}
+
+static cua_status fault_event_destroy(cua_backend *b, cua_event ev)
+{
+    fault_backend *f = fault_of(b);
+    cua_status st = inject(f, CUA_CALL_EVENT_DESTROY);
+    return st != CUA_OK ? st : _cua_bk_event_destroy(f->inner, NULL, ev);
+}
+
+static cua_status fault_event_record(cua_backend *b, cua_event ev, cua_stream stream)
+{
+    fault_backend *f = fault_of(b);
+    cua_status st = inject(f, CUA_CALL_EVENT_RECORD);
+    return st != CUA_OK ? st : _cua_bk_event_record(f->inner, NULL, ev, stream);
+}
+
+static cua_status fault_event_query(cua_backend *b, cua_event ev)
+{
+    fault_backend *f = fault_of(b);
+    cua_status st = inject(f, CUA_CALL_EVENT_QUERY);
+    return st != CUA_OK ? st : _cua_bk_event_query(f->inner, NULL, ev);
+}
+
+static cua_status fault_event_sync(cua_backend *b, cua_event ev)
+{
+    fault_backend *f = fault_of(b);
+    cua_status st = inject(f, CUA_CALL_EVENT_SYNC);
+    return st != CUA_OK ? st : _cua_bk_event_sync(f->inner, NULL, ev);
+}
+
+static cua_status fault_stream_sync(cua_backend *b, cua_stream stream)
+{
+    fault_backend *f = fault_of(b);
+    cua_status st = inject(f, CUA_CALL_STREAM_SYNC);
+    return st != CUA_OK ? st : _cua_bk_stream_sync(f->inner, NULL, stream);
+}
+
+static void fault_destroy(cua_backend *b)
+{
+    fault_backend *f = fault_of(b);
+    atomic_fetch_sub(&f->inner->users, 1);
+    free(f->handles.items);
+    free(f->mappings.items);
+    _cua_lock_destroy(&f->lock);
+    free(f);
+}
+
+static const cua_backend_ops fault_ops = {
+    .reserve = fault_reserve,
+    .unreserve = fault_unreserve,
+    .create = fault_create,
+    .release = fault_release,
+    .map = fault_map,
+    .unmap = fault_unmap,
+    .set_access = fault_set_access,
+    .mem_info = fault_mem_info,
+    .event_create = fault_event_create,
+    .event_destroy = fault_event_destroy,
+    .event_record = fault_event_record,
+    .event_query = fault_event_query,
+    .event_sync = fault_event_sync,
+    .stream_sync = fault_stream_sync,
+    .destroy = fault_destroy,
+};
+
+/* ---- creation and controls --------------------------------------------------------- */
+
+cua_status _cua_backend_fault_create(cua_backend *inner, cua_backend **out)
+{
+    if (!inner || !out) return _cua_error(CUA_ERR_INVALID_ARG, "fault backend: inner or out is NULL");
+    *out = NULL;
+    fault_backend *f = calloc(1, sizeof *f);
+    if (!f) return _cua_error(CUA_ERR_OUT_OF_MEMORY, "fault backend: no host memory for it");
+    _cua_backend_init(&f->base, &fault_ops, "fault", CUA_BACKEND_FAULT, inner->granularity,
+                      inner->total_bytes);
+    f->base.device = inner->device;
+    f->inner = inner;
+    _cua_lock_init(&f->lock);
+    atomic_fetch_add(&inner->users, 1);
+    *out = &f->base;
+    return CUA_OK;
+}
+
+static cua_status check_fault(cua_backend *b, const char *what)
+{
+    if (!b || b->kind != CUA_BACKEND_FAULT)
+        return _cua_error(CUA_ERR_INVALID_ARG, "%s: not a fault backend", what);
+    return CUA_OK;
+}
+
+cua_status _cua_fault_fail_nth(cua_backend *b, cua_call call, uint64_t nth, cua_status fail)
+{
+    cua_status st = check_fault(b, "fault_fail_nth");
+    if (st != CUA_OK) return st;
+    if ((unsigned)call >= CUA_CALL_COUNT)
+        return _cua_error(CUA_ERR_INVALID_ARG, "fault_fail_nth: unknown call kind %d", (int)call);
+    if (nth && fail != CUA_ERR_OUT_OF_MEMORY && fail != CUA_ERR_BACKEND)
+        return _cua_error(CUA_ERR_INVALID_ARG, "fault_fail_nth: can inject CUA_ERR_OUT_OF_MEMORY "
+                          "or CUA_ERR_BACKEND, not %s", cua_status_name(fail));
+    fault_backend *f = fault_of(b);
+    _cua_lock(&f->lock);
+    f->rules[call] = (fault_rule){nth, 0, fail};
+    _cua_unlock(&f->lock);
+    return CUA_OK;
+}
+
+cua_status _cua_fault_fail_random(cua_backend *b, double p, uint64_t seed)
+{
+    cua_status st = check_fault(b, "fault_fail_random");
+    if (st != CUA_OK) return st;
+    if (!(p >= 0.0 && p <= 1.0)) /* NaN fails too */
+        return _cua_error(CUA_ERR_INVALID_ARG, "fault_fail_random: probability %g is not in "
+                          "[0, 1]", p);
+    fault_backend *f = fault_of(b);
+    _cua_lock(&f->lock);
+    f->p = p;
+    f->rng = seed;
+    _cua_unlock(&f->lock);
+    return CUA_OK;
+}
+
+cua_status _cua_fault_injected(cua_backend *b, uint64_t *count)
+{
+    cua_status st = check_fault(b, "fault_injected");
+    if (st != CUA_OK) return st;
+    if (!count) return _cua_error(CUA_ERR_INVALID_ARG, "fault_injected: count is NULL");
+    fault_backend *f = fault_of(b);
+    _cua_lock(&f->lock);
+    *count = f->injected;
+    _cua_unlock(&f->lock);
+    return CUA_OK;
+}

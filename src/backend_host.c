@@ -1,0 +1,841 @@
+/*
+ * backend_host.c - host memory with exactly the rules of CUDA's virtual-memory
+ * API, so that code which passes on it is legal on the GPU:
+ *   - one memfd, sparse, of `capacity` bytes is the "device memory"; a handle
+ *     is a first-fit range of granularity pages in it; releasing a handle
+ *     punches a hole so the memory really goes back to the OS;
+ *   - a reservation is PROT_NONE address space, aligned by over-reserving and
+ *     trimming the ends;
+ *   - a handle maps whole, at offset 0, once, on unmapped pages of one
+ *     reservation; it is inaccessible until set_access;
+ *   - an unmap covers whole mappings only (several adjacent ones may go in one
+ *     call), and puts PROT_NONE reservation back in their place;
+ *   - events and streams are simulated: in manual mode an event completes only
+ *     when its stream is completed or synchronised, so tests can hold work in
+ *     flight.
+ * Every hook runs under one mutex per backend.
+ */
+#include "backend.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+/* ---- tables of slots addressed by (generation, index) values -----------------
+ * Handle and event values are ((uint64_t)gen << 32) | (index + 1): never 0, and
+ * a value kept after its slot was freed and reused no longer matches. */
+
+typedef struct slot {
+    uint32_t gen;
+    uint32_t next_free; /* index + 1 of the next free slot; 0 ends the chain */
+    bool alive;
+} slot;
+
+typedef struct slot_table {
+    char *items;        /* elements of `elem` bytes, each starting with a slot */
+    size_t elem;
+    uint32_t len, cap;  /* slots ever used, slots allocated */
+    uint32_t free_head; /* index + 1 of the first free slot; 0: none */
+} slot_table;
+
+static slot *slot_at(const slot_table *t, uint32_t i)
+{
+    return (slot *)(void *)(t->items + (size_t)i * t->elem);
+}
+
+static uint64_t slot_value(const slot_table *t, uint32_t i)
+{
+    return ((uint64_t)slot_at(t, i)->gen << 32) | ((uint64_t)i + 1);
+}
+
+/* The live slot a value names, or NULL. */
+static slot *slot_lookup(const slot_table *t, uint64_t value, uint32_t *idx)
+{
+    uint64_t low = value & 0xffffffffu;
+    if (low == 0 || low > t->len) return NULL;
+    uint32_t i = (uint32_t)(low - 1);
+    slot *s = slot_at(t, i);
+    if (!s->alive || s->gen != (uint32_t)(value >> 32)) return NULL;
+    if (idx) *idx = i;
+    return s;
+}
+
+/* A fresh slot (its element zeroed past the header); false when out of memory. */
+static bool slot_alloc(slot_table *t, uint32_t *idx)
+{
+    uint32_t i;
+    if (t->free_head) {
+        i = t->free_head - 1;
+        t->free_head = slot_at(t, i)->next_free;
+    } else {
+        if (t->len == UINT32_MAX - 1) return false;
+        if (t->len == t->cap) {
+            uint32_t ncap = t->cap ? (t->cap > UINT32_MAX / 2 ? UINT32_MAX - 1 : 2 * t->cap) : 16;
+            char *n = realloc(t->items, (size_t)ncap * t->elem);
+            if (!n) return false;
+            t->items = n;
+            t->cap = ncap;
+        }
+        i = t->len++;
+        slot_at(t, i)->gen = 0;
+    }
+    slot *s = slot_at(t, i);
+    uint32_t gen = s->gen + 1 ? s->gen + 1 : 1;
+    memset(s, 0, t->elem);
+    s->gen = gen;
+    s->alive = true;
+    *idx = i;
+    return true;
+}
+
+static void slot_free(slot_table *t, uint32_t i)
+{
+    slot *s = slot_at(t, i);
+    s->alive = false;
+    s->next_free = t->free_head;
+    t->free_head = i + 1;
+}
+
+/* ---- the backend ------------------------------------------------------------ */
+
+typedef struct host_handle {
+    slot s;
+    uint32_t first_page; /* where it lies in the memfd, in granularity pages */
+    uint32_t npages;
+    uintptr_t mapped_at; /* 0 while not mapped */
+} host_handle;
+
+typedef struct host_event {
+    slot s;
+    bool recorded;
+    uint32_t stream_idx; /* into host_backend.streams */
+    uint64_t seq;        /* the stream's sequence number when recorded */
+} host_event;
+
+typedef struct host_stream {
+    cua_stream stream;
+    uint64_t issued; /* sequence number of the last event recorded on it */
+    uint64_t done;   /* events recorded up to this sequence number are complete */
+} host_stream;
+
+typedef struct host_range {
+    uintptr_t addr;
+    size_t size;
+} host_range;
+
+typedef struct host_mapping {
+    uintptr_t addr;
+    size_t size;
+    uint32_t handle_idx;
+} host_mapping;
+
+typedef struct host_backend {
+    struct cua_backend base; /* first: a cua_backend * points here */
+    cua_lock_t lock;
+    int memfd;
+    size_t gran;
+    unsigned gshift;
+    bool manual_events;
+    /* physical pages: bit set = used; padding bits past npages are set */
+    uint64_t *bitmap;
+    size_t npages, nwords, used_pages;
+    size_t hint; /* every page below it is used */
+    slot_table handles, events;
+    host_stream *streams; /* few: looked up linearly */
+    size_t nstreams, cap_streams;
+    host_range *res; /* reservations, sorted by address */
+    size_t nres, cap_res;
+    host_mapping *maps; /* mappings, sorted by address */
+    size_t nmaps, cap_maps;
+} host_backend;
+
+static host_backend *host_of(cua_backend *b) { return (host_backend *)(void *)b; }
+
+static const char *bytes_str(char *buf, uint64_t bytes) { return _cua_fmt_bytes(buf, 32, bytes); }
+
+/* Grow a dynamic array to hold one more element; false when out of memory. */
+static bool grow(void **arr, size_t *cap, size_t n, size_t elem)
+{
+    if (n < *cap) return true;
+    size_t ncap = *cap ? 2 * *cap : 16;
+    void *p = realloc(*arr, ncap * elem);
+    if (!p) return false;
+    *arr = p;
+    *cap = ncap;
+    return true;
+}
+
+/* ---- physical pages: a bitmap searched first-fit from a hint ------------------ */
+
+static void mark_pages(host_backend *h, size_t first, size_t n, bool used)
+{
+    while (n) {
+        size_t w = first / 64, bit = first % 64, k = _cua_min(n, 64 - bit);
+        uint64_t mask = (k == 64 ? ~(uint64_t)0 : (((uint64_t)1 << k) - 1)) << bit;
+        if (used)
+            h->bitmap[w] |= mask;
+        else
+            h->bitmap[w] &= ~mask;
+        first += k;
+        n -= k;
+    }
+}
+
+/* First page >= from whose bit equals `used`, or npages. */
+static size_t next_page(const host_backend *h, size_t from, bool used)
+{
+    if (from >= h->npages) return h->npages;
+    size_t w = from / 64;
+    uint64_t flip = used ? 0 : ~(uint64_t)0;
+    uint64_t x = (h->bitmap[w] ^ flip) & (~(uint64_t)0 << (from % 64));
+    while (!x) {
+        if (++w >= h->nwords) return h->npages;
+        x = h->bitmap[w] ^ flip;
+    }
+    return _cua_min(w * 64 + (size_t)__builtin_ctzll(x), h->npages);
+}
+
+/* First run of n free pages, or npages when there is none. */
+static size_t find_free_run(const host_backend *h, size_t n)
+{
+    size_t i = h->hint;
+    for (;;) {
+        size_t s = next_page(h, i, false);
+        if (s >= h->npages || h->npages - s < n) return h->npages;
+        size_t e = next_page(h, s, true);
+        if (e - s >= n) return s;
+        i = e;
+    }
+}
+
+/* ---- reservations and mappings: sorted arrays, binary search ------------------- */
+
+/* Index of the first element with address >= a in a sorted array whose
+ * elements start with their address (host_range, host_mapping). */
+static size_t lower_bound(const void *arr, size_t n, size_t elem, uintptr_t a)
+{
+    const char *items = arr;
+    size_t lo = 0, hi = n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (*(const uintptr_t *)(const void *)(items + mid * elem) < a)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+static size_t res_lower_bound(const host_backend *h, uintptr_t a)
+{
+    return lower_bound(h->res, h->nres, sizeof *h->res, a);
+}
+
+static size_t map_lower_bound(const host_backend *h, uintptr_t a)
+{
+    return lower_bound(h->maps, h->nmaps, sizeof *h->maps, a);
+}
+
+/* The reservation that holds all of [a, a+size), or NULL. */
+static const host_range *res_holding(const host_backend *h, uintptr_t a, size_t size)
+{
+    size_t i = res_lower_bound(h, a + 1); /* first with addr > a */
+    if (i == 0) return NULL;
+    const host_range *r = &h->res[i - 1];
+    if (a - r->addr >= r->size || size > r->size - (a - r->addr)) return NULL;
+    return r;
+}
+
+/* Index of the mapping that contains address a, or nmaps. */
+static size_t map_containing(const host_backend *h, uintptr_t a)
+{
+    size_t i = map_lower_bound(h, a + 1);
+    if (i == 0) return h->nmaps;
+    const host_mapping *m = &h->maps[i - 1];
+    return a - m->addr < m->size ? i - 1 : h->nmaps;
+}
+
+static bool range_has_mapping(const host_backend *h, uintptr_t a, size_t size)
+{
+    size_t i = map_lower_bound(h, a);
+    if (i < h->nmaps && h->maps[i].addr - a < size) return true;
+    return i > 0 && h->maps[i - 1].addr + h->maps[i - 1].size > a;
+}
+
+/*
+ * The run of adjacent mappings [*first, *end) that covers [a, a+size) with no
+ * gap. With `whole`, the run must start at a and end at a+size exactly (unmap);
+ * without, it may stick out at either end (set_access).
+ */
+static cua_status mapped_run(const host_backend *h, const char *what, uintptr_t a, size_t size,
+                             bool whole, size_t *first, size_t *end)
+{
+    uintptr_t stop = a + size, cur = a;
+    size_t i = map_containing(h, a), j = i;
+    while (cur < stop) {
+        if (j >= h->nmaps || h->maps[j].addr > cur || h->maps[j].addr + h->maps[j].size <= cur)
+            return _cua_error(CUA_ERR_BACKEND,
+                              "host backend: %s of [%#lx, %#lx): the page at %#lx is not mapped",
+                              what, (unsigned long)a, (unsigned long)stop, (unsigned long)cur);
+        cur = h->maps[j].addr + h->maps[j].size;
+        j++;
+    }
+    if (whole && (h->maps[i].addr != a || cur != stop)) {
+        const host_mapping *m = h->maps[i].addr != a ? &h->maps[i] : &h->maps[j - 1];
+        return _cua_error(CUA_ERR_BACKEND,
+                          "host backend: %s of [%#lx, %#lx): invalid argument: a mapping is "
+                          "unmapped whole, and [%#lx, %#lx) is only partly inside",
+                          what, (unsigned long)a, (unsigned long)stop, (unsigned long)m->addr,
+                          (unsigned long)(m->addr + m->size));
+    }
+    *first = i;
+    *end = j;
+    return CUA_OK;
+}
+
+/* addr and size must be granularity multiples, size nonzero, no wrap-around. */
+static cua_status check_span(const host_backend *h, const char *what, uintptr_t a, size_t size)
+{
+    if (size == 0 || (a | size) & (h->gran - 1) || a + size < a)
+        return _cua_error(CUA_ERR_BACKEND,
+                          "host backend: %s of %zu bytes at %#lx: invalid argument: address and "
+                          "size must be nonzero multiples of the granularity (%zu)",
+                          what, size, (unsigned long)a, h->gran);
+    return CUA_OK;
+}
+
+/* ---- hooks: address space ---------------------------------------------------------- */
+
+static cua_status check_reserve_args(const host_backend *h, size_t size, size_t align)
+{
+    if (size == 0 || size % h->gran)
+        return _cua_error(CUA_ERR_INVALID_ARG,
+                          "host backend: cannot reserve %zu bytes: not a nonzero multiple of "
+                          "the granularity (%zu)", size, h->gran);
+    if (!_cua_is_pow2(align) || align % h->gran)
+        return _cua_error(CUA_ERR_INVALID_ARG,
+                          "host backend: cannot reserve with alignment %zu: not a power of two "
+                          "multiple of the granularity (%zu)", align, h->gran);
+    if (size > SIZE_MAX - align)
+        return _cua_error(CUA_ERR_OUT_OF_MEMORY,
+                          "host backend: cannot reserve %zu bytes aligned to %zu: too large",
+                          size, align);
+    return CUA_OK;
+}
+
+/* mmap PROT_NONE address space of size+align bytes and trim it to an aligned range. */
+static cua_status reserve_aligned(size_t size, size_t align, uintptr_t *out)
+{
+    char b1[32], b2[32];
+    size_t span = size + align;
+    void *p = mmap(NULL, span, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (p == MAP_FAILED)
+        return _cua_error(CUA_ERR_OUT_OF_MEMORY,
+                          "host backend: cannot reserve %s aligned to %s: mmap: %s",
+                          bytes_str(b1, size), bytes_str(b2, align), strerror(errno));
+    uintptr_t lo = (uintptr_t)p, base = (lo + align - 1) & ~(uintptr_t)(align - 1);
+    if (base > lo) munmap(p, base - lo);
+    if (lo + span > base + size) munmap((void *)(base + size), lo + span - (base + size));
+    *out = base;
+    return CUA_OK;
+}
+
+static cua_status host_reserve(cua_backend *b, size_t size, size_t align, uintptr_t *addr)
+{
+    host_backend *h = host_of(b);
+    if (align == 0) align = h->gran; /* as cuMemAddressReserve: 0 = the default */
+    cua_status st = check_reserve_args(h, size, align);
+    if (st != CUA_OK) return st;
+    _cua_lock(&h->lock);
+    if (!grow((void **)&h->res, &h->cap_res, h->nres, sizeof *h->res)) {
+        _cua_unlock(&h->lock);
+        return _cua_error(CUA_ERR_OUT_OF_MEMORY,
+                          "host backend: no host memory to track a reservation");
+    }
+    uintptr_t base = 0;
+    st = reserve_aligned(size, align, &base);
+    if (st == CUA_OK) {
+        size_t i = res_lower_bound(h, base);
+        memmove(&h->res[i + 1], &h->res[i], (h->nres - i) * sizeof *h->res);
+        h->res[i] = (host_range){base, size};
+        h->nres++;
+        *addr = base;
+    }
+    _cua_unlock(&h->lock);
+    return st;
+}
+
+static cua_status host_unreserve(cua_backend *b, uintptr_t addr, size_t size)
+{
+    host_backend *h = host_of(b);
+    _cua_lock(&h->lock);
+    size_t i = res_lower_bound(h, addr);
+    cua_status st = CUA_OK;
+    if (i >= h->nres || h->res[i].addr != addr || h->res[i].size != size)
+        st = _cua_error(CUA_ERR_BACKEND,
+                        "host backend: cannot unreserve %zu bytes at %#lx: not a whole "
+                        "reservation", size, (unsigned long)addr);
+    else if (range_has_mapping(h, addr, size))
+        st = _cua_error(CUA_ERR_BACKEND,
+                        "host backend: cannot unreserve %zu bytes at %#lx: a mapping is still "
+                        "inside it", size, (unsigned long)addr);
+    else if (munmap((void *)addr, size) != 0)
+        st = _cua_error(CUA_ERR_BACKEND, "host backend: cannot unreserve %zu bytes at %#lx: "
+                        "munmap: %s", size, (unsigned long)addr, strerror(errno));
+    if (st == CUA_OK) {
+        memmove(&h->res[i], &h->res[i + 1], (h->nres - i - 1) * sizeof *h->res);
+        h->nres--;
+    }
+    _cua_unlock(&h->lock);
+    return st;
+}
+
+/* ---- hooks: physical handles ------------------------------------------------------- */
+
+static cua_status no_room(const host_backend *h, size_t size)
+{
+    char want[32], fr[32], tot[32];
+    uint64_t free_bytes = (uint64_t)(h->npages - h->used_pages) << h->gshift;
+    return _cua_error(CUA_ERR_OUT_OF_MEMORY, "host backend: cannot create a %s handle: %s of %s "
+                      "free%s", bytes_str(want, size), bytes_str(fr, free_bytes),
+                      bytes_str(tot, (uint64_t)h->npages << h->gshift),
+                      free_bytes >= size ? ", but no free range of that size in one piece" : "");
+}
+
+static cua_status host_create(cua_backend *b, size_t size, cua_handle *out)
+{
+    host_backend *h = host_of(b);
+    if (size == 0 || size % h->gran)
+        return _cua_error(CUA_ERR_INVALID_ARG,
+                          "host backend: cannot create a handle of %zu bytes: not a nonzero "
+                          "multiple of the granularity (%zu)", size, h->gran);
+    size_t n = size >> h->gshift;
+    _cua_lock(&h->lock);
+    cua_status st = CUA_OK;
+    size_t first = n <= h->npages ? find_free_run(h, n) : h->npages;
+    uint32_t idx = 0;
+    if (first >= h->npages)
+        st = no_room(h, size);
+    else if (!slot_alloc(&h->handles, &idx))
+        st = _cua_error(CUA_ERR_OUT_OF_MEMORY, "host backend: no host memory for a handle");
+    if (st == CUA_OK) {
+        host_handle *hd = (host_handle *)slot_at(&h->handles, idx);
+        hd->first_page = (uint32_t)first;
+        hd->npages = (uint32_t)n;
+        mark_pages(h, first, n, true);
+        h->used_pages += n;
+        if (first == h->hint) h->hint = first + n;
+        *out = slot_value(&h->handles, idx);
+    }
+    _cua_unlock(&h->lock);
+    return st;
+}
+
+static cua_status host_release(cua_backend *b, cua_handle hv)
+{
+    host_backend *h = host_of(b);
+    _cua_lock(&h->lock);
+    uint32_t idx = 0;
+    host_handle *hd = (host_handle *)slot_lookup(&h->handles, hv, &idx);
+    cua_status st = CUA_OK;
+    if (!hd)
+        st = _cua_error(CUA_ERR_BACKEND, "host backend: cannot release handle %#llx: no such "
+                        "handle (never created, or released already)", (unsigned long long)hv);
+    else if (hd->mapped_at)
+        st = _cua_error(CUA_ERR_BACKEND, "host backend: cannot release handle %#llx: the handle "
+                        "is still mapped at %#lx", (unsigned long long)hv,
+                        (unsigned long)hd->mapped_at);
+    else if (fallocate(h->memfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                       (off_t)hd->first_page << h->gshift, (off_t)hd->npages << h->gshift) != 0)
+        st = _cua_error(CUA_ERR_BACKEND, "host backend: cannot release handle %#llx: "
+                        "fallocate(PUNCH_HOLE): %s", (unsigned long long)hv, strerror(errno));
+    if (st == CUA_OK) {
+        mark_pages(h, hd->first_page, hd->npages, false);
+        h->used_pages -= hd->npages;
+        if (hd->first_page < h->hint) h->hint = hd->first_page;
+        slot_free(&h->handles, idx);
+    }
+    _cua_unlock(&h->lock);
+    return st;
+}
+
+/* ---- hooks: mappings and access ----------------------------------------------------- */
+
+/* Everything map() must check before it touches the address space. */
+static cua_status check_map(const host_backend *h, uintptr_t addr, size_t size, size_t offset,
+                            cua_handle hv, host_handle **out)
+{
+    if (offset != 0)
+        return _cua_error(CUA_ERR_NOT_SUPPORTED, "host backend: cannot map handle %#llx at "
+                          "offset %zu: an offset into a handle is not supported, as on CUDA",
+                          (unsigned long long)hv, offset);
+    cua_status st = check_span(h, "map", addr, size);
+    if (st != CUA_OK) return st;
+    host_handle *hd = (host_handle *)slot_lookup(&h->handles, hv, NULL);
+    if (!hd)
+        return _cua_error(CUA_ERR_BACKEND, "host backend: cannot map handle %#llx: no such "
+                          "handle", (unsigned long long)hv);
+    if (size != (size_t)hd->npages << h->gshift)
+        return _cua_error(CUA_ERR_BACKEND, "host backend: cannot map %zu bytes of handle %#llx: "
+                          "a handle is mapped whole (%zu bytes)", size, (unsigned long long)hv,
+                          (size_t)hd->npages << h->gshift);
+    if (hd->mapped_at)
+        return _cua_error(CUA_ERR_BACKEND, "host backend: cannot map handle %#llx at %#lx: it "
+                          "is mapped at %#lx already", (unsigned long long)hv,
+                          (unsigned long)addr, (unsigned long)hd->mapped_at);
+    if (!res_holding(h, addr, size))
+        return _cua_error(CUA_ERR_BACKEND, "host backend: cannot map %zu bytes at %#lx: the "
+                          "range is not inside one reservation", size, (unsigned long)addr);
+    if (range_has_mapping(h, addr, size))
+        return _cua_error(CUA_ERR_BACKEND, "host backend: cannot map %zu bytes at %#lx: pages "
+                          "there are mapped already", size, (unsigned long)addr);
+    *out = hd;
+    return CUA_OK;
+}
+
+static cua_status host_map(cua_backend *b, uintptr_t addr, size_t size, size_t offset,
+                           cua_handle hv)
+{
+    host_backend *h = host_of(b);
+    _cua_lock(&h->lock);
+    host_handle *hd = NULL;
+    cua_status st = check_map(h, addr, size, offset, hv, &hd);
+    if (st == CUA_OK && !grow((void **)&h->maps, &h->cap_maps, h->nmaps, sizeof *h->maps))
+        st = _cua_error(CUA_ERR_OUT_OF_MEMORY, "host backend: no host memory to track a mapping");
+    if (st == CUA_OK) {
+        /* PROT_NONE until set_access, as a fresh cuMemMap. */
+        void *p = mmap((void *)addr, size, PROT_NONE, MAP_SHARED | MAP_FIXED, h->memfd,
+                       (off_t)hd->first_page << h->gshift);
+        if (p == MAP_FAILED)
+            st = _cua_error(CUA_ERR_OUT_OF_MEMORY, "host backend: cannot map %zu bytes at %#lx: "
+                            "mmap: %s", size, (unsigned long)addr, strerror(errno));
+    }
+    if (st == CUA_OK) {
+        size_t i = map_lower_bound(h, addr);
+        memmove(&h->maps[i + 1], &h->maps[i], (h->nmaps - i) * sizeof *h->maps);
+        h->maps[i] = (host_mapping){addr, size, (uint32_t)(hv & 0xffffffffu) - 1};
+        h->nmaps++;
+        hd->mapped_at = addr;
+    }
+    _cua_unlock(&h->lock);
+    return st;
+}
+
+static cua_status host_unmap(cua_backend *b, uintptr_t addr, size_t size)
+{
+    host_backend *h = host_of(b);
+    cua_status st = check_span(h, "unmap", addr, size);
+    if (st != CUA_OK) return st;
+    _cua_lock(&h->lock);
+    size_t first = 0, end = 0;
+    st = mapped_run(h, "unmap", addr, size, true, &first, &end);
+    if (st == CUA_OK) {
+        /* Put the reservation back; munmap would leave a hole others could take. */
+        void *p = mmap((void *)addr, size, PROT_NONE,
+                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1, 0);
+        if (p == MAP_FAILED)
+            st = _cua_error(CUA_ERR_BACKEND, "host backend: cannot unmap %zu bytes at %#lx: "
+                            "mmap: %s", size, (unsigned long)addr, strerror(errno));
+    }
+    if (st == CUA_OK) {
+        for (size_t i = first; i < end; i++)
+            ((host_handle *)slot_at(&h->handles, h->maps[i].handle_idx))->mapped_at = 0;
+        memmove(&h->maps[first], &h->maps[end], (h->nmaps - end) * sizeof *h->maps);
+        h->nmaps -= end - first;
+    }
+    _cua_unlock(&h->lock);
+    return st;
+}
+
+static cua_status host_set_access(cua_backend *b, uintptr_t addr, size_t size)
+{
+    host_backend *h = host_of(b);
+    cua_status st = check_span(h, "set_access", addr, size);
+    if (st != CUA_OK) return st;
+    _cua_lock(&h->lock);
+    size_t first, end;
+    st = mapped_run(h, "set_access", addr, size, false, &first, &end);
+    if (st == CUA_OK && mprotect((void *)addr, size, PROT_READ | PROT_WRITE) != 0)
+        st = _cua_error(CUA_ERR_BACKEND, "host backend: set_access of %zu bytes at %#lx: "
+                        "mprotect: %s", size, (unsigned long)addr, strerror(errno));
+    _cua_unlock(&h->lock);
+    return st;
+}
+
+static cua_status host_mem_info(cua_backend *b, size_t *free_bytes, size_t *total_bytes)
+{
+    host_backend *h = host_of(b);
+    _cua_lock(&h->lock);
+    if (free_bytes) *free_bytes = (h->npages - h->used_pages) << h->gshift;
+    if (total_bytes) *total_bytes = h->npages << h->gshift;
+    _cua_unlock(&h->lock);
+    return CUA_OK;
+}
+
+/* ---- hooks: events and streams ------------------------------------------------------ */
+
+static host_stream *stream_find(host_backend *h, cua_stream s)
+{
+    for (size_t i = 0; i < h->nstreams; i++)
+        if (h->streams[i].stream == s) return &h->streams[i];
+    return NULL;
+}
+
+static host_stream *stream_get(host_backend *h, cua_stream s)
+{
+    host_stream *hs = stream_find(h, s);
+    if (hs) return hs;
+    if (h->nstreams == UINT32_MAX ||
+        !grow((void **)&h->streams, &h->cap_streams, h->nstreams, sizeof *h->streams))
+        return NULL;
+    hs = &h->streams[h->nstreams++];
+    *hs = (host_stream){s, 0, 0};
+    return hs;
+}
+
+static host_event *event_lookup(host_backend *h, cua_event ev, const char *what)
+{
+    host_event *e = (host_event *)slot_lookup(&h->events, ev, NULL);
+    if (!e)
+        _cua_error(CUA_ERR_INVALID_ARG, "host backend: %s: no such event %#llx (never created, "
+                   "or destroyed)", what, (unsigned long long)ev);
+    return e;
+}
+
+static bool event_complete(const host_backend *h, const host_event *e)
+{
+    return !h->manual_events || !e->recorded || h->streams[e->stream_idx].done >= e->seq;
+}
+
+static cua_status host_event_create(cua_backend *b, cua_event *out)
+{
+    host_backend *h = host_of(b);
+    _cua_lock(&h->lock);
+    uint32_t idx = 0;
+    cua_status st = CUA_OK;
+    if (slot_alloc(&h->events, &idx))
+        *out = slot_value(&h->events, idx);
+    else
+        st = _cua_error(CUA_ERR_OUT_OF_MEMORY, "host backend: no host memory for an event");
+    _cua_unlock(&h->lock);
+    return st;
+}
+
+static cua_status host_event_destroy(cua_backend *b, cua_event ev)
+{
+    host_backend *h = host_of(b);
+    _cua_lock(&h->lock);
+    uint32_t idx = 0;
+    cua_status st = CUA_OK;
+    if (slot_lookup(&h->events, ev, &idx))
+        slot_free(&h->events, idx);
+    else
+        st = _cua_error(CUA_ERR_INVALID_ARG, "host backend: cannot destroy event %#llx: no such "
+                        "event", (unsigned long long)ev);
+    _cua_unlock(&h->lock);
+    return st;
+}
+
+static cua_status host_event_record(cua_backend *b, cua_event ev, cua_stream stream)
+{
+    host_backend *h = host_of(b);
+    _cua_lock(&h->lock);
+    cua_status st = CUA_ERR_INVALID_ARG;
+    host_event *e = event_lookup(h, ev, "event_record");
+    if (e) {
+        host_stream *hs = stream_get(h, stream);
+        if (hs) {
+            e->recorded = true;
+            e->stream_idx = (uint32_t)(hs - h->streams);
+            e->seq = ++hs->issued;
+            st = CUA_OK;
+        } else {
+            st = _cua_error(CUA_ERR_OUT_OF_MEMORY, "host backend: no host memory to track "
+                            "stream %#lx", (unsigned long)stream);
+        }
+    }
+    _cua_unlock(&h->lock);
+    return st;
+}
+
+static cua_status host_event_query(cua_backend *b, cua_event ev)
+{
+    host_backend *h = host_of(b);
+    _cua_lock(&h->lock);
+    host_event *e = event_lookup(h, ev, "event_query");
+    cua_status st = !e ? CUA_ERR_INVALID_ARG : event_complete(h, e) ? CUA_OK : CUA_ERR_BUSY;
+    _cua_unlock(&h->lock);
+    return st;
+}
+
+static cua_status host_event_sync(cua_backend *b, cua_event ev)
+{
+    host_backend *h = host_of(b);
+    _cua_lock(&h->lock);
+    host_event *e = event_lookup(h, ev, "event_sync");
+    if (e && e->recorded) {
+        /* Waiting for the event: the stream's work up to it is done. */
+        host_stream *hs = &h->streams[e->stream_idx];
+        if (hs->done < e->seq) hs->done = e->seq;
+    }
+    _cua_unlock(&h->lock);
+    return e ? CUA_OK : CUA_ERR_INVALID_ARG;
+}
+
+static void complete_stream(host_backend *h, cua_stream stream)
+{
+    host_stream *hs = stream_find(h, stream);
+    if (hs) hs->done = hs->issued;
+}
+
+static cua_status host_stream_sync(cua_backend *b, cua_stream stream)
+{
+    host_backend *h = host_of(b);
+    _cua_lock(&h->lock);
+    complete_stream(h, stream);
+    _cua_unlock(&h->lock);
+    return CUA_OK;
+}
+
+cua_status _cua_host_stream_complete(cua_backend *b, cua_stream stream)
+{
+    if (!b || b->kind != CUA_BACKEND_HOST)
+        return _cua_error(CUA_ERR_INVALID_ARG, "stream_complete: not a host backend");
+    return host_stream_sync(b, stream);
+}
+
+/* ---- lifecycle ----------------------------------------------------------------------- */
+
+static void host_destroy(cua_backend *b)
+{
+    host_backend *h = host_of(b);
+    /* Nothing is alive when the wrappers' counts say so; free whatever a direct
+     * caller of the hooks may have left all the same. */
+    for (size_t i = 0; i < h->nres; i++) munmap((void *)h->res[i].addr, h->res[i].size);
+    if (h->memfd >= 0) close(h->memfd);
+    free(h->bitmap);
+    free(h->handles.items);
+    free(h->events.items);
+    free(h->streams);
+    free(h->res);
+    free(h->maps);
+    _cua_lock_destroy(&h->lock);
+    free(h);
+}
+
+static const cua_backend_ops host_ops = {
+    .reserve = host_reserve,
+    .unreserve = host_unreserve,
+    .create = host_create,
+    .release = host_release,
+    .map = host_map,
+    .unmap = host_unmap,
+    .set_access = host_set_access,
+    .mem_info = host_mem_info,
+    .event_create = host_event_create,
+    .event_destroy = host_event_destroy,
+    .event_record = host_event_record,
+    .event_query = host_event_query,
+    .event_sync = host_event_sync,
+    .stream_sync = host_stream_sync,
+    .destroy = host_destroy,
+};
+
+void cua_host_config_init(cua_host_config *cfg)
+{
+    if (!cfg) return;
+    memset(cfg, 0, sizeof *cfg);
+    cfg->capacity = 80 * CUA_GIB;
+    cfg->granularity = 2 * CUA_MIB;
+    cfg->manual_events = 0;
+}
+
+static cua_status check_config(const cua_host_config *cfg)
+{
+    long os_page = sysconf(_SC_PAGESIZE);
+    size_t page = os_page > 0 ? (size_t)os_page : 4096;
+    size_t g = cfg->granularity, cap = cfg->capacity;
+    if (!_cua_is_pow2(g) || g % page)
+        return _cua_error(CUA_ERR_INVALID_ARG, "host backend: granularity %zu is not a power of "
+                          "two multiple of the OS page size (%zu)", g, page);
+    if (cap == 0 || cap % g)
+        return _cua_error(CUA_ERR_INVALID_ARG, "host backend: capacity %zu is not a nonzero "
+                          "multiple of the granularity (%zu)", cap, g);
+    if (cap / g >= UINT32_MAX)
+        return _cua_error(CUA_ERR_INVALID_ARG, "host backend: capacity %zu is too many pages of "
+                          "%zu bytes (at most 2^32 - 2)", cap, g);
+    if (cfg->manual_events != 0 && cfg->manual_events != 1)
+        return _cua_error(CUA_ERR_INVALID_ARG, "host backend: manual_events is %d, not 0 or 1",
+                          cfg->manual_events);
+    if ((uint64_t)cap > (uint64_t)INT64_MAX)
+        return _cua_error(CUA_ERR_INVALID_ARG, "host backend: capacity %zu is too large", cap);
+    return CUA_OK;
+}
+
+/* The memfd that stands for device memory: sparse, `capacity` bytes long. */
+static cua_status open_memfd(size_t capacity, int *out)
+{
+    int fd = memfd_create("cuarena-host", MFD_CLOEXEC);
+    if (fd < 0)
+        return _cua_error(errno == ENOSYS ? CUA_ERR_NOT_SUPPORTED : CUA_ERR_OUT_OF_MEMORY,
+                          "host backend: memfd_create: %s", strerror(errno));
+    if (ftruncate(fd, (off_t)capacity) != 0) {
+        int e = errno;
+        close(fd);
+        return _cua_error(CUA_ERR_OUT_OF_MEMORY, "host backend: ftruncate of the memfd to %zu "
+                          "bytes: %s", capacity, strerror(e));
+    }
+    *out = fd;
+    return CUA_OK;
+}
+
+static void init_tables(host_backend *h)
+{
+    h->handles.elem = sizeof(host_handle);
+    h->events.elem = sizeof(host_event);
+    /* Padding bits past the last page count as used, so searches never find them. */
+    size_t tail = h->npages % 64;
+    if (tail) h->bitmap[h->nwords - 1] = ~(uint64_t)0 << tail;
+}
+
+cua_status _cua_backend_host_create(const cua_host_config *cfg, cua_backend **out)
+{
+    if (!out) return _cua_error(CUA_ERR_INVALID_ARG, "host backend: out is NULL");
+    *out = NULL;
+    cua_host_config defaults;
+    if (!cfg) {
+        cua_host_config_init(&defaults);
+        cfg = &defaults;
+    }
+    cua_status st = check_config(cfg);
+    if (st != CUA_OK) return st;
+    host_backend *h = calloc(1, sizeof *h);
+    if (!h) return _cua_error(CUA_ERR_OUT_OF_MEMORY, "host backend: no host memory for it");
+    h->memfd = -1;
+    h->gran = cfg->granularity;
+    h->gshift = _cua_log2(h->gran);
+    h->manual_events = cfg->manual_events != 0;
+    h->npages = cfg->capacity >> h->gshift;
+    h->nwords = (h->npages + 63) / 64;
+    h->bitmap = calloc(h->nwords, sizeof *h->bitmap);
+    if (!h->bitmap) {
+        size_t npages = h->npages;
+        free(h);
+        return _cua_error(CUA_ERR_OUT_OF_MEMORY, "host backend: no host memory for a page "
+                          "bitmap of %zu pages", npages);
+    }
+    st = open_memfd(cfg->capacity, &h->memfd);
+    if (st != CUA_OK) {
+        free(h->bitmap);
+        free(h);
+        return st;
+    }
+    init_tables(h);
+    _cua_lock_init(&h->lock);
+    _cua_backend_init(&h->base, &host_ops, "host", CUA_BACKEND_HOST, h->gran, cfg->capacity);
+    *out = &h->base;
+    return CUA_OK;
+}

@@ -1,0 +1,788 @@
+/*
+ * test-backend.c - the host backend keeps CUDA's virtual-memory rules (map
+ * whole at offset 0, access only after set_access, unmap whole mappings, in
+ * batches), its capacity, data and events behave as on a GPU, and the fault
+ * backend fails exactly the calls it is told to, with no side effect on the
+ * backend it wraps. Everything goes through the _cua_bk_* wrappers.
+ */
+#include "backend.h"
+#include "cuarena.h"
+#include "test.h"
+
+#include <pthread.h>
+
+#define KiB ((size_t)1 << 10)
+#define MiB ((size_t)1 << 20)
+#define GiB ((size_t)1 << 30)
+
+static cua_backend *host_make(size_t capacity, size_t granularity, int manual_events)
+{
+    cua_host_config hc;
+    cua_host_config_init(&hc);
+    hc.capacity = capacity;
+    hc.granularity = granularity;
+    hc.manual_events = manual_events;
+    cua_backend *b = NULL;
+    return _cua_backend_host_create(&hc, &b) == CUA_OK ? b : NULL;
+}
+
+/* The permissions /proc/self/maps shows at addr ("rw-s", "---p"); "" if none. */
+static const char *perms_at(uintptr_t addr, char out[8])
+{
+    out[0] = 0;
+    FILE *f = fopen("/proc/self/maps", "r");
+    if (!f) return out;
+    char line[512];
+    while (fgets(line, sizeof line, f)) {
+        unsigned long lo, hi;
+        char p[8];
+        if (sscanf(line, "%lx-%lx %7s", &lo, &hi, p) == 3 && addr >= lo && addr < hi) {
+            memcpy(out, p, sizeof p);
+            break;
+        }
+    }
+    fclose(f);
+    return out;
+}
+
+static void fill(uintptr_t addr, size_t size, unsigned char seed)
+{
+    unsigned char *p = (unsigned char *)addr;
+    for (size_t i = 0; i < size; i += 4096) p[i] = (unsigned char)(seed + i / 4096);
+    p[size - 1] = seed;
+}
+
+static int holds(uintptr_t addr, size_t size, unsigned char seed)
+{
+    const unsigned char *p = (const unsigned char *)addr;
+    for (size_t i = 0; i < size; i += 4096)
+        if (p[i] != (unsigned char)(seed + i / 4096)) return 0;
+    return p[size - 1] == seed;
+}
+
+static int64_t live(cua_backend *b, const char *what)
+{
+    if (!strcmp(what, "reservations")) return atomic_load(&b->reservations);
+    if (!strcmp(what, "handles")) return atomic_load(&b->handles);
+    if (!strcmp(what, "mappings")) return atomic_load(&b->mappings);
+    if (!strcmp(what, "events")) return atomic_load(&b->events);
+    return atomic_load(&b->handle_bytes);
+}
+
+static int all_zero(cua_backend *b)
+{
+    return live(b, "reservations") == 0 && live(b, "handles") == 0 && live(b, "mappings") == 0 &&
+           live(b, "events") == 0 && live(b, "handle_bytes") == 0;
+}
+
+/* ---- configuration --------------------------------------------------------------- */
+
+TEST(host_config)
+{
+    cua_host_config hc;
+    cua_host_config_init(&hc);
+    CHECK(hc.capacity == 80 * GiB && hc.granularity == 2 * MiB && hc.manual_events == 0);
+    cua_backend *b = NULL;
+    CHECK_OK(_cua_backend_host_create(NULL, &b));
+    CHECK(b->kind == CUA_BACKEND_HOST && b->granularity == 2 * MiB && b->total_bytes == 80 * GiB);
+    size_t fr = 0, tot = 0;
+    CHECK_OK(_cua_bk_mem_info(b, NULL, &fr, &tot));
+    CHECK(fr == 80 * GiB && tot == 80 * GiB);
+    CHECK_OK(_cua_backend_destroy(b));
+
+    cua_backend *bad = NULL;
+    hc.granularity = 3 * MiB;
+    CHECK_ST(_cua_backend_host_create(&hc, &bad), CUA_ERR_INVALID_ARG);
+    CHECK(strstr(cua_last_error(), "granularity") != NULL && bad == NULL);
+    hc.granularity = 1024; /* a power of two under the OS page */
+    CHECK_ST(_cua_backend_host_create(&hc, &bad), CUA_ERR_INVALID_ARG);
+    hc.granularity = 2 * MiB;
+    hc.capacity = 3 * MiB;
+    CHECK_ST(_cua_backend_host_create(&hc, &bad), CUA_ERR_INVALID_ARG);
+    CHECK(strstr(cua_last_error(), "capacity") != NULL);
+    hc.capacity = 0;
+    CHECK_ST(_cua_backend_host_create(&hc, &bad), CUA_ERR_INVALID_ARG);
+    CHECK_ST(_cua_backend_host_create(NULL, NULL), CUA_ERR_INVALID_ARG);
+}
+
+/* ---- address space ------------------------------------------------------------------ */
+
+TEST(reserve_aligned)
+{
+    cua_backend *b = host_make(64 * MiB, 2 * MiB, 0);
+    CHECK(b);
+    uintptr_t a1 = 0, a2 = 0, a3 = 0;
+    CHECK_OK(_cua_bk_reserve(b, NULL, 4 * MiB, GiB, &a1));
+    CHECK(a1 && a1 % GiB == 0);
+    CHECK_OK(_cua_bk_reserve(b, NULL, 2 * MiB, (size_t)1 << 40, &a2));
+    CHECK(a2 && a2 % ((size_t)1 << 40) == 0);
+    CHECK_OK(_cua_bk_reserve(b, NULL, 6 * MiB, 0, &a3)); /* 0: the granularity */
+    CHECK(a3 % (2 * MiB) == 0);
+    char p[8];
+    CHECK(strcmp(perms_at(a1, p), "---p") == 0);
+    CHECK(live(b, "reservations") == 3);
+
+    uintptr_t x;
+    CHECK_ST(_cua_bk_reserve(b, NULL, 3 * MiB, 2 * MiB, &x), CUA_ERR_INVALID_ARG);
+    CHECK_ST(_cua_bk_reserve(b, NULL, 0, 2 * MiB, &x), CUA_ERR_INVALID_ARG);
+    CHECK_ST(_cua_bk_reserve(b, NULL, 2 * MiB, 6 * MiB, &x), CUA_ERR_INVALID_ARG);
+    CHECK_ST(_cua_bk_reserve(b, NULL, 2 * MiB, 1 * MiB, &x), CUA_ERR_INVALID_ARG);
+    CHECK(strstr(cua_last_error(), "alignment") != NULL);
+    /* Only whole reservations are released. */
+    CHECK_ST(_cua_bk_unreserve(b, NULL, a1, 2 * MiB), CUA_ERR_BACKEND);
+    CHECK_ST(_cua_bk_unreserve(b, NULL, a1 + 2 * MiB, 2 * MiB), CUA_ERR_BACKEND);
+    CHECK(live(b, "reservations") == 3);
+    CHECK_OK(_cua_bk_unreserve(b, NULL, a1, 4 * MiB));
+    CHECK(strcmp(perms_at(a1, p), "") == 0);
+    CHECK_ST(_cua_bk_unreserve(b, NULL, a1, 4 * MiB), CUA_ERR_BACKEND);
+    CHECK_OK(_cua_bk_unreserve(b, NULL, a2, 2 * MiB));
+    CHECK_OK(_cua_bk_unreserve(b, NULL, a3, 6 * MiB));
+    CHECK(all_zero(b));
+    CHECK_OK(_cua_backend_destroy(b));
+}
+
+/* ---- map, access, data ---------------------------------------------------------------- */
+
+TEST(map_then_set_access)
+{
+    cua_backend *b = host_make(64 * MiB, 2 * MiB, 0);
+    CHECK(b);
+    uintptr_t base;
+    cua_handle h;
+    CHECK_OK(_cua_bk_reserve(b, NULL, 16 * MiB, 2 * MiB, &base));
+    CHECK_OK(_cua_bk_create(b, NULL, 4 * MiB, &h));
+    CHECK(h != 0);
+    CHECK_OK(_cua_bk_map(b, NULL, base, 4 * MiB, h));
+    char p[8];
+    CHECK(strcmp(perms_at(base, p), "---s") == 0); /* mapped, not accessible yet */
+    CHECK_OK(_cua_bk_set_access(b, NULL, base, 4 * MiB));
+    CHECK(strcmp(perms_at(base, p), "rw-s") == 0);
+    fill(base, 4 * MiB, 7);
+    CHECK(holds(base, 4 * MiB, 7));
+    /* set_access needs every page mapped. */
+    CHECK_ST(_cua_bk_set_access(b, NULL, base, 6 * MiB), CUA_ERR_BACKEND);
+    CHECK(strstr(cua_last_error(), "not mapped") != NULL);
+    CHECK_ST(_cua_bk_set_access(b, NULL, base + 8 * MiB, 2 * MiB), CUA_ERR_BACKEND);
+    CHECK_OK(_cua_bk_unmap(b, NULL, base, 4 * MiB, 1));
+    CHECK(strcmp(perms_at(base, p), "---p") == 0); /* the reservation is back */
+    CHECK_OK(_cua_bk_release(b, NULL, h, 4 * MiB));
+    CHECK_OK(_cua_bk_unreserve(b, NULL, base, 16 * MiB));
+    CHECK(all_zero(b));
+    CHECK_OK(_cua_backend_destroy(b));
+}
+
+TEST(map_rules)
+{
+    cua_backend *b = host_make(64 * MiB, 2 * MiB, 0);
+    CHECK(b);
+    uintptr_t base, other;
+    cua_handle h, h2;
+    CHECK_OK(_cua_bk_reserve(b, NULL, 8 * MiB, 2 * MiB, &base));
+    CHECK_OK(_cua_bk_reserve(b, NULL, 8 * MiB, 2 * MiB, &other));
+    CHECK_OK(_cua_bk_create(b, NULL, 4 * MiB, &h));
+    CHECK_OK(_cua_bk_create(b, NULL, 2 * MiB, &h2));
+    /* An offset into a handle: refused, as on CUDA (the wrapper always passes 0). */
+    CHECK_ST(b->ops->map(b, base, 2 * MiB, 2 * MiB, h), CUA_ERR_NOT_SUPPORTED);
+    CHECK(strstr(cua_last_error(), "offset") != NULL);
+    CHECK_ST(_cua_bk_map(b, NULL, base, 2 * MiB, h), CUA_ERR_BACKEND);     /* not whole */
+    CHECK_ST(_cua_bk_map(b, NULL, base, 4 * MiB, h + 99), CUA_ERR_BACKEND); /* no such handle */
+    CHECK_ST(_cua_bk_map(b, NULL, base + 4096, 4 * MiB, h), CUA_ERR_BACKEND); /* unaligned */
+    CHECK_ST(_cua_bk_map(b, NULL, base + 6 * MiB, 4 * MiB, h), CUA_ERR_BACKEND); /* sticks out */
+    CHECK(strstr(cua_last_error(), "reservation") != NULL);
+    CHECK_ST(_cua_bk_map(b, NULL, base + 64 * GiB, 4 * MiB, h), CUA_ERR_BACKEND); /* nowhere */
+    CHECK(live(b, "mappings") == 0);
+    CHECK_OK(_cua_bk_map(b, NULL, base + 2 * MiB, 4 * MiB, h));
+    CHECK_ST(_cua_bk_map(b, NULL, base + 4 * MiB, 2 * MiB, h2), CUA_ERR_BACKEND); /* overlaps */
+    CHECK(strstr(cua_last_error(), "mapped already") != NULL);
+    CHECK_ST(_cua_bk_map(b, NULL, other, 4 * MiB, h), CUA_ERR_BACKEND); /* mapped once only */
+    CHECK_OK(_cua_bk_map(b, NULL, base, 2 * MiB, h2));                   /* adjacent: fine */
+    CHECK_ST(_cua_bk_map(b, NULL, base + 6 * MiB, 2 * MiB, h2), CUA_ERR_BACKEND); /* twice */
+    CHECK_OK(_cua_bk_unmap(b, NULL, base, 6 * MiB, 2));
+    CHECK_OK(_cua_bk_release(b, NULL, h, 4 * MiB));
+    CHECK_OK(_cua_bk_release(b, NULL, h2, 2 * MiB));
+    CHECK_OK(_cua_bk_unreserve(b, NULL, base, 8 * MiB));
+    CHECK_OK(_cua_bk_unreserve(b, NULL, other, 8 * MiB));
+    CHECK(all_zero(b));
+    CHECK_OK(_cua_backend_destroy(b));
+}
+
+TEST(unmap_whole_mappings_in_batches)
+{
+    cua_backend *b = host_make(64 * MiB, 2 * MiB, 0);
+    CHECK(b);
+    uintptr_t base;
+    cua_handle h1, h2, h3;
+    CHECK_OK(_cua_bk_reserve(b, NULL, 32 * MiB, 2 * MiB, &base));
+    CHECK_OK(_cua_bk_create(b, NULL, 4 * MiB, &h1));
+    CHECK_OK(_cua_bk_create(b, NULL, 2 * MiB, &h2));
+    CHECK_OK(_cua_bk_create(b, NULL, 2 * MiB, &h3));
+    CHECK_OK(_cua_bk_map(b, NULL, base, 4 * MiB, h1));
+    CHECK_OK(_cua_bk_map(b, NULL, base + 4 * MiB, 2 * MiB, h2));
+    CHECK_OK(_cua_bk_map(b, NULL, base + 10 * MiB, 2 * MiB, h3));
+    /* One set_access over two adjacent mappings. */
+    CHECK_OK(_cua_bk_set_access(b, NULL, base, 6 * MiB));
+    fill(base, 6 * MiB, 3);
+    /* Part of a mapping: refused, as cuMemUnmap does. */
+    CHECK_ST(_cua_bk_unmap(b, NULL, base, 2 * MiB, 1), CUA_ERR_BACKEND);
+    CHECK(strstr(cua_last_error(), "unmapped whole") != NULL);
+    CHECK_ST(_cua_bk_unmap(b, NULL, base + 2 * MiB, 4 * MiB, 1), CUA_ERR_BACKEND);
+    /* Pages that are not mapped: refused. */
+    CHECK_ST(_cua_bk_unmap(b, NULL, base + 6 * MiB, 2 * MiB, 1), CUA_ERR_BACKEND);
+    CHECK(strstr(cua_last_error(), "not mapped") != NULL);
+    CHECK_ST(_cua_bk_unmap(b, NULL, base + 4 * MiB, 8 * MiB, 2), CUA_ERR_BACKEND); /* a gap */
+    CHECK_ST(_cua_bk_unmap(b, NULL, base, 3 * MiB, 1), CUA_ERR_BACKEND);           /* unaligned */
+    CHECK(live(b, "mappings") == 3 && holds(base, 6 * MiB, 3));
+    /* Two adjacent mappings in one call. */
+    CHECK_OK(_cua_bk_unmap(b, NULL, base, 6 * MiB, 2));
+    CHECK(live(b, "mappings") == 1);
+    char p[8];
+    CHECK(strcmp(perms_at(base + 4 * MiB, p), "---p") == 0);
+    CHECK_ST(_cua_bk_unmap(b, NULL, base, 6 * MiB, 2), CUA_ERR_BACKEND);
+    /* The reservation survived: the handles map there again. */
+    CHECK_OK(_cua_bk_map(b, NULL, base + 2 * MiB, 4 * MiB, h1));
+    CHECK_OK(_cua_bk_unmap(b, NULL, base + 2 * MiB, 4 * MiB, 1));
+    CHECK_OK(_cua_bk_unmap(b, NULL, base + 10 * MiB, 2 * MiB, 1));
+    CHECK_OK(_cua_bk_release(b, NULL, h1, 4 * MiB));
+    CHECK_OK(_cua_bk_release(b, NULL, h2, 2 * MiB));
+    CHECK_OK(_cua_bk_release(b, NULL, h3, 2 * MiB));
+    CHECK_OK(_cua_bk_unreserve(b, NULL, base, 32 * MiB));
+    CHECK(all_zero(b));
+    CHECK_OK(_cua_backend_destroy(b));
+}
+
+TEST(release_and_unreserve_rules)
+{
+    cua_backend *b = host_make(64 * MiB, 2 * MiB, 0);
+    CHECK(b);
+    uintptr_t base;
+    cua_handle h;
+    CHECK_OK(_cua_bk_reserve(b, NULL, 8 * MiB, 2 * MiB, &base));
+    CHECK_OK(_cua_bk_create(b, NULL, 2 * MiB, &h));
+    CHECK_OK(_cua_bk_map(b, NULL, base + 2 * MiB, 2 * MiB, h));
+    CHECK_ST(_cua_bk_release(b, NULL, h, 2 * MiB), CUA_ERR_BACKEND);
+    CHECK(strstr(cua_last_error(), "still mapped") != NULL);
+    CHECK_ST(_cua_bk_unreserve(b, NULL, base, 8 * MiB), CUA_ERR_BACKEND);
+    CHECK(strstr(cua_last_error(), "mapping") != NULL);
+    CHECK_ST(_cua_bk_release(b, NULL, 0, 2 * MiB), CUA_ERR_BACKEND);
+    CHECK_ST(_cua_bk_release(b, NULL, h ^ ((uint64_t)1 << 32), 2 * MiB), CUA_ERR_BACKEND);
+    CHECK(live(b, "handles") == 1 && live(b, "reservations") == 1);
+    CHECK_OK(_cua_bk_unmap(b, NULL, base + 2 * MiB, 2 * MiB, 1));
+    CHECK_OK(_cua_bk_release(b, NULL, h, 2 * MiB));
+    CHECK_ST(_cua_bk_release(b, NULL, h, 2 * MiB), CUA_ERR_BACKEND); /* twice */
+    /* A new handle in the same slot has a new value: the old one stays dead. */
+    cua_handle h2;
+    CHECK_OK(_cua_bk_create(b, NULL, 2 * MiB, &h2));
+    CHECK(h2 != h);
+    CHECK_ST(_cua_bk_map(b, NULL, base, 2 * MiB, h), CUA_ERR_BACKEND);
+    CHECK_OK(_cua_bk_release(b, NULL, h2, 2 * MiB));
+    CHECK_OK(_cua_bk_unreserve(b, NULL, base, 8 * MiB));
+    CHECK(all_zero(b));
+    CHECK_OK(_cua_backend_destroy(b));
+}
+
+/* A handle is the memory: mapped elsewhere, it shows the same bytes. */
+TEST(contents_follow_the_handle)
+{
+    cua_backend *b = host_make(64 * MiB, 2 * MiB, 0);
+    CHECK(b);
+    uintptr_t r1, r2;
+    cua_handle h;
+    CHECK_OK(_cua_bk_reserve(b, NULL, 8 * MiB, 2 * MiB, &r1));
+    CHECK_OK(_cua_bk_reserve(b, NULL, 8 * MiB, 2 * MiB, &r2));
+    CHECK_OK(_cua_bk_create(b, NULL, 4 * MiB, &h));
+    CHECK_OK(_cua_bk_map(b, NULL, r1, 4 * MiB, h));
+    CHECK_OK(_cua_bk_set_access(b, NULL, r1, 4 * MiB));
+    fill(r1, 4 * MiB, 42);
+    CHECK_OK(_cua_bk_unmap(b, NULL, r1, 4 * MiB, 1));
+    CHECK_OK(_cua_bk_map(b, NULL, r2 + 4 * MiB, 4 * MiB, h));
+    char p[8];
+    CHECK(strcmp(perms_at(r2 + 4 * MiB, p), "---s") == 0); /* access is set again after a map */
+    CHECK_OK(_cua_bk_set_access(b, NULL, r2 + 4 * MiB, 4 * MiB));
+    CHECK(holds(r2 + 4 * MiB, 4 * MiB, 42));
+    CHECK_OK(_cua_bk_unmap(b, NULL, r2 + 4 * MiB, 4 * MiB, 1));
+    CHECK_OK(_cua_bk_release(b, NULL, h, 4 * MiB));
+    CHECK_OK(_cua_bk_unreserve(b, NULL, r1, 8 * MiB));
+    CHECK_OK(_cua_bk_unreserve(b, NULL, r2, 8 * MiB));
+    CHECK_OK(_cua_backend_destroy(b));
+}
+
+/* ---- capacity ---------------------------------------------------------------------------- */
+
+TEST(capacity_and_reuse)
+{
+    cua_backend *b = host_make(8 * MiB, 2 * MiB, 0);
+    CHECK(b);
+    uintptr_t base;
+    CHECK_OK(_cua_bk_reserve(b, NULL, 8 * MiB, 2 * MiB, &base));
+    cua_handle h[4], x;
+    for (int i = 0; i < 4; i++) CHECK_OK(_cua_bk_create(b, NULL, 2 * MiB, &h[i]));
+    size_t fr = 1, tot = 0;
+    CHECK_OK(_cua_bk_mem_info(b, NULL, &fr, &tot));
+    CHECK(fr == 0 && tot == 8 * MiB);
+    CHECK_ST(_cua_bk_create(b, NULL, 2 * MiB, &x), CUA_ERR_OUT_OF_MEMORY);
+    CHECK(strstr(cua_last_error(), "cannot create a 2.0 MiB handle: 0 B of 8.0 MiB free"));
+    CHECK_ST(_cua_bk_create(b, NULL, 16 * MiB, &x), CUA_ERR_OUT_OF_MEMORY);
+    CHECK_ST(_cua_bk_create(b, NULL, 3 * MiB, &x), CUA_ERR_INVALID_ARG);
+    CHECK_ST(_cua_bk_create(b, NULL, 0, &x), CUA_ERR_INVALID_ARG);
+    /* Two free pages apart: 4 MiB free, but not in one piece. */
+    CHECK_OK(_cua_bk_release(b, NULL, h[1], 2 * MiB));
+    CHECK_OK(_cua_bk_release(b, NULL, h[3], 2 * MiB));
+    CHECK_OK(_cua_bk_mem_info(b, NULL, &fr, &tot));
+    CHECK(fr == 4 * MiB);
+    CHECK_ST(_cua_bk_create(b, NULL, 4 * MiB, &x), CUA_ERR_OUT_OF_MEMORY);
+    CHECK(strstr(cua_last_error(), "4.0 MiB of 8.0 MiB free, but no free range"));
+    /* Released pages are reused, and they come back zeroed: the memory went back
+     * to the OS (a punched hole), it was not just marked free. */
+    CHECK_OK(_cua_bk_map(b, NULL, base, 2 * MiB, h[0]));
+    CHECK_OK(_cua_bk_set_access(b, NULL, base, 2 * MiB));
+    fill(base, 2 * MiB, 9);
+    CHECK_OK(_cua_bk_unmap(b, NULL, base, 2 * MiB, 1));
+    CHECK_OK(_cua_bk_release(b, NULL, h[0], 2 * MiB));
+    CHECK_OK(_cua_bk_release(b, NULL, h[2], 2 * MiB));
+    CHECK_OK(_cua_bk_create(b, NULL, 8 * MiB, &x)); /* all of it, in one piece again */
+    CHECK_OK(_cua_bk_map(b, NULL, base, 8 * MiB, x));
+    CHECK_OK(_cua_bk_set_access(b, NULL, base, 8 * MiB));
+    const unsigned char *m = (const unsigned char *)base;
+    for (size_t i = 0; i < 8 * MiB; i += 4096) CHECK(m[i] == 0);
+    CHECK_OK(_cua_bk_mem_info(b, NULL, &fr, &tot));
+    CHECK(fr == 0);
+    CHECK_OK(_cua_bk_unmap(b, NULL, base, 8 * MiB, 1));
+    CHECK_OK(_cua_bk_release(b, NULL, x, 8 * MiB));
+    CHECK_OK(_cua_bk_unreserve(b, NULL, base, 8 * MiB));
+    CHECK(all_zero(b));
+    CHECK_OK(_cua_backend_destroy(b));
+}
+
+/* First fit against a model of the pages, over several bitmap words; every live
+ * handle, mapped in its own slot, keeps its bytes (no two handles overlap). */
+TEST(first_fit_model)
+{
+    enum { PAGES = 200, SLOTS = 24, MAXP = 40 };
+    const size_t g = 4096;
+    cua_backend *b = host_make(PAGES * g, g, 0);
+    CHECK(b);
+    uintptr_t base;
+    CHECK_OK(_cua_bk_reserve(b, NULL, (size_t)SLOTS * MAXP * g, g, &base));
+    unsigned char used[PAGES] = {0};
+    struct { cua_handle h; size_t first, n; } s[SLOTS] = {{0, 0, 0}};
+    uint64_t rng = 12345;
+    for (int op = 0; op < 3000; op++) {
+        int i = (int)(test_rand(&rng) % SLOTS);
+        uintptr_t at = base + (size_t)i * MAXP * g;
+        if (s[i].h) {
+            CHECK(holds(at, s[i].n * g, (unsigned char)i));
+            CHECK_OK(_cua_bk_unmap(b, NULL, at, s[i].n * g, 1));
+            CHECK_OK(_cua_bk_release(b, NULL, s[i].h, s[i].n * g));
+            memset(used + s[i].first, 0, s[i].n);
+            s[i].h = 0;
+            continue;
+        }
+        size_t n = 1 + (size_t)(test_rand(&rng) % MAXP), first = PAGES;
+        for (size_t p = 0, run = 0; p < PAGES && first == PAGES; p++) {
+            run = used[p] ? 0 : run + 1;
+            if (run == n) first = p + 1 - n;
+        }
+        cua_status st = _cua_bk_create(b, NULL, n * g, &s[i].h);
+        CHECK_ST(st, first < PAGES ? CUA_OK : CUA_ERR_OUT_OF_MEMORY);
+        if (st != CUA_OK) {
+            s[i].h = 0;
+            continue;
+        }
+        memset(used + first, 1, n);
+        s[i].first = first;
+        s[i].n = n;
+        CHECK_OK(_cua_bk_map(b, NULL, at, n * g, s[i].h));
+        CHECK_OK(_cua_bk_set_access(b, NULL, at, n * g));
+        fill(at, n * g, (unsigned char)i);
+    }
+    size_t fr, tot, model_free = 0;
+    for (int p = 0; p < PAGES; p++) model_free += !used[p];
+    CHECK_OK(_cua_bk_mem_info(b, NULL, &fr, &tot));
+    CHECK(fr == model_free * g && tot == PAGES * g);
+    for (int i = 0; i < SLOTS; i++) {
+        if (!s[i].h) continue;
+        uintptr_t at = base + (size_t)i * MAXP * g;
+        CHECK(holds(at, s[i].n * g, (unsigned char)i));
+        CHECK_OK(_cua_bk_unmap(b, NULL, at, s[i].n * g, 1));
+        CHECK_OK(_cua_bk_release(b, NULL, s[i].h, s[i].n * g));
+    }
+    CHECK_OK(_cua_bk_unreserve(b, NULL, base, (size_t)SLOTS * MAXP * g));
+    CHECK(all_zero(b));
+    CHECK_OK(_cua_backend_destroy(b));
+}
+
+/* ---- events ---------------------------------------------------------------------------------- */
+
+TEST(events_manual)
+{
+    cua_backend *b = host_make(64 * MiB, 2 * MiB, 1);
+    CHECK(b);
+    cua_event e1, e2, e3;
+    CHECK_OK(_cua_bk_event_create(b, NULL, &e1));
+    CHECK_OK(_cua_bk_event_create(b, NULL, &e2));
+    CHECK_OK(_cua_bk_event_create(b, NULL, &e3));
+    CHECK(e1 && e2 && e1 != e2);
+    CHECK_OK(_cua_bk_event_query(b, NULL, e1)); /* never recorded: complete, as on CUDA */
+    CHECK_OK(_cua_bk_event_record(b, NULL, e1, 7));
+    _cua_error(CUA_ERR_IO, "marker");
+    CHECK_ST(_cua_bk_event_query(b, NULL, e1), CUA_ERR_BUSY);
+    CHECK(strcmp(cua_last_error(), "marker") == 0); /* BUSY sets no message */
+    CHECK_OK(_cua_host_stream_complete(b, 7));
+    CHECK_OK(_cua_bk_event_query(b, NULL, e1));
+    /* Recorded again: in flight again. Work on another stream is not completed. */
+    CHECK_OK(_cua_bk_event_record(b, NULL, e1, 7));
+    CHECK_OK(_cua_bk_event_record(b, NULL, e2, 7));
+    CHECK_OK(_cua_bk_event_record(b, NULL, e3, 8));
+    CHECK_ST(_cua_bk_event_query(b, NULL, e1), CUA_ERR_BUSY);
+    /* Synchronising e1 completes stream 7 up to e1, not the later e2. */
+    CHECK_OK(_cua_bk_event_sync(b, NULL, e1));
+    CHECK_OK(_cua_bk_event_query(b, NULL, e1));
+    CHECK_ST(_cua_bk_event_query(b, NULL, e2), CUA_ERR_BUSY);
+    CHECK_OK(_cua_bk_stream_sync(b, NULL, 7));
+    CHECK_OK(_cua_bk_event_query(b, NULL, e2));
+    CHECK_ST(_cua_bk_event_query(b, NULL, e3), CUA_ERR_BUSY);
+    CHECK_OK(_cua_bk_stream_sync(b, NULL, 12345)); /* a stream never seen: nothing to do */
+    CHECK_OK(_cua_host_stream_complete(b, 8));
+    CHECK_OK(_cua_bk_event_query(b, NULL, e3));
+    /* Unknown and destroyed events. */
+    CHECK_ST(_cua_bk_event_query(b, NULL, 0), CUA_ERR_INVALID_ARG);
+    CHECK_ST(_cua_bk_event_record(b, NULL, e3 + 1000, 1), CUA_ERR_INVALID_ARG);
+    CHECK_OK(_cua_bk_event_destroy(b, NULL, e3));
+    CHECK_ST(_cua_bk_event_query(b, NULL, e3), CUA_ERR_INVALID_ARG);
+    CHECK_ST(_cua_bk_event_sync(b, NULL, e3), CUA_ERR_INVALID_ARG);
+    CHECK_ST(_cua_bk_event_destroy(b, NULL, e3), CUA_ERR_INVALID_ARG);
+    CHECK(live(b, "events") == 2);
+    CHECK_OK(_cua_bk_event_destroy(b, NULL, e1));
+    CHECK_OK(_cua_bk_event_destroy(b, NULL, e2));
+    CHECK(all_zero(b));
+    CHECK_OK(_cua_backend_destroy(b));
+}
+
+TEST(events_auto)
+{
+    cua_backend *b = host_make(64 * MiB, 2 * MiB, 0);
+    CHECK(b);
+    cua_event e;
+    CHECK_OK(_cua_bk_event_create(b, NULL, &e));
+    CHECK_OK(_cua_bk_event_record(b, NULL, e, 3));
+    CHECK_OK(_cua_bk_event_query(b, NULL, e));
+    CHECK_OK(_cua_bk_event_sync(b, NULL, e));
+    CHECK_OK(_cua_bk_event_destroy(b, NULL, e));
+    CHECK_OK(_cua_backend_destroy(b));
+}
+
+/* ---- counters and destroy ---------------------------------------------------------------- */
+
+TEST(counters_and_destroy)
+{
+    cua_backend *b = host_make(64 * MiB, 2 * MiB, 0);
+    CHECK(b);
+    cua_callstats cs;
+    memset(&cs, 0, sizeof cs);
+    uintptr_t base;
+    cua_handle h;
+    cua_event e;
+    size_t fr, tot;
+    CHECK_OK(_cua_bk_reserve(b, &cs, 8 * MiB, 2 * MiB, &base));
+    CHECK_OK(_cua_bk_create(b, &cs, 4 * MiB, &h));
+    CHECK_OK(_cua_bk_map(b, &cs, base, 4 * MiB, h));
+    CHECK_OK(_cua_bk_set_access(b, &cs, base, 4 * MiB));
+    CHECK_OK(_cua_bk_mem_info(b, &cs, &fr, &tot));
+    CHECK_OK(_cua_bk_event_create(b, &cs, &e));
+    CHECK_OK(_cua_bk_event_record(b, &cs, e, 0));
+    CHECK_OK(_cua_bk_event_query(b, &cs, e));
+    CHECK_OK(_cua_bk_event_sync(b, &cs, e));
+    CHECK_OK(_cua_bk_stream_sync(b, &cs, 0));
+    CHECK(live(b, "reservations") == 1 && live(b, "handles") == 1 && live(b, "mappings") == 1 &&
+          live(b, "events") == 1 && live(b, "handle_bytes") == (int64_t)(4 * MiB));
+    CHECK(fr == 60 * MiB && tot == 64 * MiB);
+    /* Something alive: destroy refuses and releases nothing. */
+    CHECK_ST(_cua_backend_destroy(b), CUA_ERR_BUSY);
+    CHECK(strstr(cua_last_error(), "1 reservation(s)") != NULL);
+    CHECK_OK(_cua_bk_event_destroy(b, &cs, e));
+    CHECK_OK(_cua_bk_unmap(b, &cs, base, 4 * MiB, 1));
+    CHECK_OK(_cua_bk_release(b, &cs, h, 4 * MiB));
+    CHECK_ST(_cua_backend_destroy(b), CUA_ERR_BUSY);
+    CHECK_OK(_cua_bk_unreserve(b, &cs, base, 8 * MiB));
+    for (int k = 0; k < CUA_CALL_COUNT; k++) {
+        CHECK(atomic_load(&b->calls[k]) == 1 && cs.calls[k] == 1);
+        CHECK(cs.call_ns[k] == atomic_load(&b->call_ns[k]));
+    }
+    CHECK(atomic_load(&b->failures) == 0);
+    CHECK_ST(_cua_bk_unreserve(b, &cs, base, 8 * MiB), CUA_ERR_BACKEND);
+    CHECK(atomic_load(&b->failures) == 1 && cs.calls[CUA_CALL_UNRESERVE] == 2);
+    CHECK(all_zero(b));
+    CHECK_OK(_cua_backend_destroy(b));
+}
+
+/* Arenas on several threads share one backend (small pages: many calls, little memory). */
+struct worker { cua_backend *b; int id; int ok; };
+
+static void *worker_main(void *arg)
+{
+    struct worker *w = arg;
+    const size_t g = 64 * KiB;
+    uintptr_t base;
+    w->ok = 0;
+    if (_cua_bk_reserve(w->b, NULL, 16 * g, g, &base) != CUA_OK) return NULL;
+    for (int i = 0; i < 500; i++) {
+        cua_handle h;
+        cua_event e;
+        size_t size = (size_t)(1 + i % 3) * g;
+        uintptr_t at = base + (size_t)(i % 2) * 8 * g;
+        unsigned char seed = (unsigned char)(w->id * 31 + i);
+        if (_cua_bk_create(w->b, NULL, size, &h) != CUA_OK) return NULL;
+        if (_cua_bk_map(w->b, NULL, at, size, h) != CUA_OK) return NULL;
+        if (_cua_bk_set_access(w->b, NULL, at, size) != CUA_OK) return NULL;
+        fill(at, size, seed);
+        if (!holds(at, size, seed)) return NULL;
+        if (_cua_bk_event_create(w->b, NULL, &e) != CUA_OK) return NULL;
+        if (_cua_bk_event_record(w->b, NULL, e, (cua_stream)w->id) != CUA_OK) return NULL;
+        if (_cua_bk_event_query(w->b, NULL, e) != CUA_OK) return NULL;
+        if (_cua_bk_event_destroy(w->b, NULL, e) != CUA_OK) return NULL;
+        if (_cua_bk_unmap(w->b, NULL, at, size, 1) != CUA_OK) return NULL;
+        if (_cua_bk_release(w->b, NULL, h, size) != CUA_OK) return NULL;
+    }
+    w->ok = _cua_bk_unreserve(w->b, NULL, base, 16 * g) == CUA_OK;
+    return NULL;
+}
+
+TEST(threads_share_a_backend)
+{
+    cua_backend *b = host_make(64 * MiB, 64 * KiB, 0);
+    CHECK(b);
+    enum { N = 4 };
+    pthread_t t[N];
+    struct worker w[N];
+    for (int i = 0; i < N; i++) {
+        w[i] = (struct worker){b, i, 0};
+        CHECK(pthread_create(&t[i], NULL, worker_main, &w[i]) == 0);
+    }
+    for (int i = 0; i < N; i++) pthread_join(t[i], NULL);
+    for (int i = 0; i < N; i++) CHECK(w[i].ok);
+    CHECK(atomic_load(&b->calls[CUA_CALL_MAP]) == N * 500);
+    CHECK(all_zero(b));
+    CHECK_OK(_cua_backend_destroy(b));
+}
+
+/* ---- the fault backend ---------------------------------------------------------------------- */
+
+/* What each kind of call acts on; a call whose failure was injected can be made again. */
+struct fixture {
+    cua_backend *host, *fault;
+    uintptr_t base, spare, extra; /* base: 8 MiB with h1 mapped at base; spare: 2 MiB */
+    cua_handle h1, h2, h3;        /* h1 mapped, h2 not, h3 made by the create call */
+    cua_event e1, e2;             /* e1 recorded; e2 made by the event_create call */
+    bool h1_mapped, h2_mapped, h2_alive, spare_alive, e1_alive;
+};
+
+static cua_status fixture_setup(struct fixture *fx)
+{
+    memset(fx, 0, sizeof *fx);
+    fx->host = host_make(64 * MiB, 2 * MiB, 0);
+    if (!fx->host) return CUA_ERR_NO_DEVICE;
+    cua_status st = _cua_backend_fault_create(fx->host, &fx->fault);
+    cua_backend *f = fx->fault;
+    if (st == CUA_OK) st = _cua_bk_reserve(f, NULL, 8 * MiB, 2 * MiB, &fx->base);
+    if (st == CUA_OK) st = _cua_bk_reserve(f, NULL, 2 * MiB, 2 * MiB, &fx->spare);
+    if (st == CUA_OK) st = _cua_bk_create(f, NULL, 2 * MiB, &fx->h1);
+    if (st == CUA_OK) st = _cua_bk_create(f, NULL, 2 * MiB, &fx->h2);
+    if (st == CUA_OK) st = _cua_bk_map(f, NULL, fx->base, 2 * MiB, fx->h1);
+    if (st == CUA_OK) st = _cua_bk_event_create(f, NULL, &fx->e1);
+    if (st == CUA_OK) st = _cua_bk_event_record(f, NULL, fx->e1, 1);
+    fx->h1_mapped = fx->h2_alive = fx->spare_alive = fx->e1_alive = true;
+    return st;
+}
+
+static cua_status fixture_call(struct fixture *fx, cua_call kind)
+{
+    cua_backend *f = fx->fault;
+    size_t fr, tot;
+    cua_status st;
+    switch (kind) {
+    case CUA_CALL_RESERVE: return _cua_bk_reserve(f, NULL, 2 * MiB, 2 * MiB, &fx->extra);
+    case CUA_CALL_UNRESERVE:
+        st = _cua_bk_unreserve(f, NULL, fx->spare, 2 * MiB);
+        fx->spare_alive = st != CUA_OK;
+        return st;
+    case CUA_CALL_CREATE: return _cua_bk_create(f, NULL, 2 * MiB, &fx->h3);
+    case CUA_CALL_RELEASE:
+        st = _cua_bk_release(f, NULL, fx->h2, 2 * MiB);
+        fx->h2_alive = st != CUA_OK;
+        return st;
+    case CUA_CALL_MAP:
+        st = _cua_bk_map(f, NULL, fx->base + 2 * MiB, 2 * MiB, fx->h2);
+        fx->h2_mapped = st == CUA_OK;
+        return st;
+    case CUA_CALL_UNMAP:
+        st = _cua_bk_unmap(f, NULL, fx->base, 2 * MiB, 1);
+        fx->h1_mapped = st != CUA_OK;
+        return st;
+    case CUA_CALL_SET_ACCESS: return _cua_bk_set_access(f, NULL, fx->base, 2 * MiB);
+    case CUA_CALL_MEM_INFO: return _cua_bk_mem_info(f, NULL, &fr, &tot);
+    case CUA_CALL_EVENT_CREATE: return _cua_bk_event_create(f, NULL, &fx->e2);
+    case CUA_CALL_EVENT_DESTROY:
+        st = _cua_bk_event_destroy(f, NULL, fx->e1);
+        fx->e1_alive = st != CUA_OK;
+        return st;
+    case CUA_CALL_EVENT_RECORD: return _cua_bk_event_record(f, NULL, fx->e1, 2);
+    case CUA_CALL_EVENT_QUERY: return _cua_bk_event_query(f, NULL, fx->e1);
+    case CUA_CALL_EVENT_SYNC: return _cua_bk_event_sync(f, NULL, fx->e1);
+    case CUA_CALL_STREAM_SYNC: return _cua_bk_stream_sync(f, NULL, 1);
+    default: return CUA_ERR_INVALID_ARG;
+    }
+}
+
+/* Undo everything through the fault backend; both backends' counts must be 0. */
+static cua_status fixture_teardown(struct fixture *fx)
+{
+    cua_backend *f = fx->fault;
+    cua_status st = CUA_OK;
+    if (fx->h1_mapped && fx->h2_mapped)
+        st = _cua_bk_unmap(f, NULL, fx->base, 4 * MiB, 2); /* a batch of two */
+    else if (fx->h1_mapped)
+        st = _cua_bk_unmap(f, NULL, fx->base, 2 * MiB, 1);
+    else if (fx->h2_mapped)
+        st = _cua_bk_unmap(f, NULL, fx->base + 2 * MiB, 2 * MiB, 1);
+    if (st == CUA_OK) st = _cua_bk_release(f, NULL, fx->h1, 2 * MiB);
+    if (st == CUA_OK && fx->h2_alive) st = _cua_bk_release(f, NULL, fx->h2, 2 * MiB);
+    if (st == CUA_OK && fx->h3) st = _cua_bk_release(f, NULL, fx->h3, 2 * MiB);
+    if (st == CUA_OK) st = _cua_bk_unreserve(f, NULL, fx->base, 8 * MiB);
+    if (st == CUA_OK && fx->spare_alive) st = _cua_bk_unreserve(f, NULL, fx->spare, 2 * MiB);
+    if (st == CUA_OK && fx->extra) st = _cua_bk_unreserve(f, NULL, fx->extra, 2 * MiB);
+    if (st == CUA_OK && fx->e1_alive) st = _cua_bk_event_destroy(f, NULL, fx->e1);
+    if (st == CUA_OK && fx->e2) st = _cua_bk_event_destroy(f, NULL, fx->e2);
+    if (st != CUA_OK) return st;
+    if (!all_zero(fx->host) || !all_zero(fx->fault)) return CUA_ERR_CORRUPT;
+    /* The inner backend cannot go first. */
+    if (_cua_backend_destroy(fx->host) != CUA_ERR_BUSY) return CUA_ERR_CORRUPT;
+    st = _cua_backend_destroy(fx->fault);
+    return st == CUA_OK ? _cua_backend_destroy(fx->host) : st;
+}
+
+struct snapshot { uint64_t calls[CUA_CALL_COUNT]; int64_t live[5]; };
+
+static void snap(cua_backend *b, struct snapshot *s)
+{
+    static const char *const what[5] = {"reservations", "handles", "mappings", "events",
+                                        "handle_bytes"};
+    for (int k = 0; k < CUA_CALL_COUNT; k++) s->calls[k] = atomic_load(&b->calls[k]);
+    for (int i = 0; i < 5; i++) s->live[i] = live(b, what[i]);
+}
+
+TEST(fault_nth_every_kind)
+{
+    for (int k = 0; k < CUA_CALL_COUNT; k++) {
+        struct fixture fx;
+        CHECK_OK(fixture_setup(&fx));
+        cua_status want = k == CUA_CALL_CREATE || k == CUA_CALL_RESERVE ? CUA_ERR_OUT_OF_MEMORY
+                                                                         : CUA_ERR_BACKEND;
+        CHECK_OK(_cua_fault_fail_nth(fx.fault, (cua_call)k, 1, want));
+        struct snapshot before, after;
+        snap(fx.host, &before);
+        CHECK_ST(fixture_call(&fx, (cua_call)k), want);
+        CHECK(strstr(cua_last_error(), "injected") != NULL);
+        CHECK(strstr(cua_last_error(), cua_call_name((cua_call)k)) != NULL);
+        snap(fx.host, &after);
+        CHECK(memcmp(&before, &after, sizeof before) == 0); /* the inner saw nothing */
+        uint64_t n = 0;
+        CHECK_OK(_cua_fault_injected(fx.fault, &n));
+        CHECK(n == 1);
+        CHECK_OK(fixture_call(&fx, (cua_call)k)); /* a rule fires once */
+        CHECK(atomic_load(&fx.host->calls[k]) == before.calls[k] + 1);
+        CHECK_OK(fixture_teardown(&fx));
+    }
+}
+
+TEST(fault_nth_third_call)
+{
+    struct fixture fx;
+    CHECK_OK(fixture_setup(&fx));
+    size_t fr, tot;
+    CHECK_OK(_cua_fault_fail_nth(fx.fault, CUA_CALL_MEM_INFO, 3, CUA_ERR_BACKEND));
+    CHECK_OK(_cua_bk_mem_info(fx.fault, NULL, &fr, &tot));
+    CHECK(fr == 60 * MiB && tot == 64 * MiB && fx.fault->granularity == 2 * MiB &&
+          fx.fault->total_bytes == 64 * MiB);
+    CHECK_OK(_cua_bk_event_query(fx.fault, NULL, fx.e1)); /* other kinds do not count */
+    CHECK_OK(_cua_bk_mem_info(fx.fault, NULL, &fr, &tot));
+    CHECK_ST(_cua_bk_mem_info(fx.fault, NULL, &fr, &tot), CUA_ERR_BACKEND);
+    CHECK(strstr(cua_last_error(), "call 3 of kind 'mem_info'") != NULL);
+    for (int i = 0; i < 5; i++) CHECK_OK(_cua_bk_mem_info(fx.fault, NULL, &fr, &tot));
+    /* Counted from when the rule is set; nth 0 clears it. */
+    CHECK_OK(_cua_fault_fail_nth(fx.fault, CUA_CALL_MEM_INFO, 2, CUA_ERR_OUT_OF_MEMORY));
+    CHECK_OK(_cua_bk_mem_info(fx.fault, NULL, &fr, &tot));
+    CHECK_ST(_cua_bk_mem_info(fx.fault, NULL, &fr, &tot), CUA_ERR_OUT_OF_MEMORY);
+    CHECK_OK(_cua_fault_fail_nth(fx.fault, CUA_CALL_MEM_INFO, 1, CUA_ERR_BACKEND));
+    CHECK_OK(_cua_fault_fail_nth(fx.fault, CUA_CALL_MEM_INFO, 0, CUA_OK));
+    CHECK_OK(_cua_bk_mem_info(fx.fault, NULL, &fr, &tot));
+    uint64_t n = 0;
+    CHECK_OK(_cua_fault_injected(fx.fault, &n));
+    CHECK(n == 2 && atomic_load(&fx.fault->failures) == 2);
+    /* Bad rules. */
+    CHECK_ST(_cua_fault_fail_nth(fx.fault, CUA_CALL_COUNT, 1, CUA_ERR_BACKEND),
+             CUA_ERR_INVALID_ARG);
+    CHECK_ST(_cua_fault_fail_nth(fx.fault, CUA_CALL_MAP, 1, CUA_ERR_LIMIT), CUA_ERR_INVALID_ARG);
+    CHECK_ST(_cua_fault_fail_nth(fx.host, CUA_CALL_MAP, 1, CUA_ERR_BACKEND),
+             CUA_ERR_INVALID_ARG);
+    CHECK_ST(_cua_fault_injected(fx.host, &n), CUA_ERR_INVALID_ARG);
+    CHECK_ST(_cua_fault_injected(fx.fault, NULL), CUA_ERR_INVALID_ARG);
+    CHECK_ST(_cua_host_stream_complete(fx.fault, 1), CUA_ERR_INVALID_ARG);
+    CHECK_OK(fixture_teardown(&fx));
+}
+
+TEST(fault_random)
+{
+    struct fixture fx;
+    CHECK_OK(fixture_setup(&fx));
+    cua_backend *f = fx.fault;
+    size_t fr, tot;
+    cua_handle h;
+    uintptr_t a;
+    cua_event e;
+    CHECK_OK(_cua_fault_fail_random(f, 1.0, 1));
+    struct snapshot before, after;
+    snap(fx.host, &before);
+    CHECK_ST(_cua_bk_create(f, NULL, 2 * MiB, &h), CUA_ERR_OUT_OF_MEMORY);
+    CHECK_ST(_cua_bk_reserve(f, NULL, 2 * MiB, 2 * MiB, &a), CUA_ERR_OUT_OF_MEMORY);
+    CHECK_ST(_cua_bk_mem_info(f, NULL, &fr, &tot), CUA_ERR_BACKEND);
+    CHECK(strstr(cua_last_error(), "random") != NULL);
+    CHECK_ST(_cua_bk_event_create(f, NULL, &e), CUA_ERR_BACKEND);
+    CHECK_ST(_cua_bk_unmap(f, NULL, fx.base, 2 * MiB, 1), CUA_ERR_BACKEND);
+    CHECK_ST(_cua_bk_release(f, NULL, fx.h2, 2 * MiB), CUA_ERR_BACKEND);
+    CHECK_ST(_cua_bk_event_destroy(f, NULL, fx.e1), CUA_ERR_BACKEND);
+    snap(fx.host, &after);
+    CHECK(memcmp(&before, &after, sizeof before) == 0);
+    uint64_t n = 0;
+    CHECK_OK(_cua_fault_injected(f, &n));
+    CHECK(n == 7);
+    CHECK_OK(_cua_fault_fail_random(f, 0.0, 1));
+    for (int i = 0; i < 100; i++) CHECK_OK(_cua_bk_mem_info(f, NULL, &fr, &tot));
+    /* p = 0.5: some of each, and the same seed draws the same sequence. */
+    uint64_t pattern[2] = {0, 0};
+    for (int round = 0; round < 2; round++) {
+        CHECK_OK(_cua_fault_fail_random(f, 0.5, 99));
+        for (int i = 0; i < 64; i++)
+            if (_cua_bk_event_query(f, NULL, fx.e1) != CUA_OK) pattern[round] |= (uint64_t)1 << i;
+    }
+    CHECK(pattern[0] == pattern[1] && pattern[0] != 0 && pattern[0] != ~(uint64_t)0);
+    CHECK_OK(_cua_fault_injected(f, &n));
+    CHECK(n == 7 + 2 * (uint64_t)__builtin_popcountll(pattern[0]));
+    CHECK_ST(_cua_fault_fail_random(f, 1.5, 1), CUA_ERR_INVALID_ARG);
+    CHECK_ST(_cua_fault_fail_random(f, -0.1, 1), CUA_ERR_INVALID_ARG);
+    CHECK_ST(_cua_fault_fail_random(f, __builtin_nan(""), 1), CUA_ERR_INVALID_ARG);
+    CHECK_ST(_cua_fault_fail_random(fx.host, 0.5, 1), CUA_ERR_INVALID_ARG);
+    CHECK_OK(_cua_fault_fail_random(f, 0.0, 0));
+    CHECK_OK(fixture_teardown(&fx));
+}
+
+/* An offset passed straight to the hook reaches the inner backend and is refused there. */
+TEST(fault_forwards_offset)
+{
+    struct fixture fx;
+    CHECK_OK(fixture_setup(&fx));
+    CHECK_ST(fx.fault->ops->map(fx.fault, fx.base + 2 * MiB, 2 * MiB, 4096, fx.h2),
+             CUA_ERR_NOT_SUPPORTED);
+    CHECK(atomic_load(&fx.host->calls[CUA_CALL_MAP]) == 2); /* counted on the inner */
+    CHECK_ST(_cua_fault_fail_nth(fx.fault, CUA_CALL_CREATE, 1, CUA_OK), CUA_ERR_INVALID_ARG);
+    CHECK_OK(fixture_teardown(&fx));
+}
