@@ -225,8 +225,9 @@ typedef struct cua_arena_config {
     size_t limit;
     /** Cached free bytes (fully free mapped pages) kept after a free; above it
      *  the oldest free pages are unmapped. CUA_KEEP_ALL (default) keeps them
-     *  all: the arena then still never maps more than its earlier peak while
-     *  cached pages can be given back instead ("footprint cap", see docs). */
+     *  all; the arena still never maps much more than its demand peak (the most
+     *  it ever needed with no cache left) while cached pages can be given back
+     *  instead: the footprint cap, see growth_slack. */
     size_t release_threshold;
     /** Address space to reserve in bytes (rounded up to 1 GiB); 0: 4 x the
      *  backend's total memory. Blocks can never use more than this. */
@@ -235,8 +236,9 @@ typedef struct cua_arena_config {
      *  0: one granularity page. Larger handles make growth cheaper on CUDA but
      *  can only be unmapped whole. */
     size_t chunk_max;
-    /** Let mapped bytes pass the earlier peak by this many bytes before the
-     *  footprint cap swaps cached pages; 0: one granularity page. */
+    /** Let mapped bytes pass the demand peak by this many bytes before the
+     *  footprint cap swaps cached pages; 0: 1/128 of the peak, at least one
+     *  granularity page. */
     size_t growth_slack;
     /** CUA_ARENA_* flags. */
     unsigned flags;
@@ -244,7 +246,7 @@ typedef struct cua_arena_config {
 
 /** Run cua_arena_check() after every alloc, free and trim (slow; for tests). */
 #define CUA_ARENA_CHECK_ALWAYS 0x1u
-/** Never swap cached pages to stay under the earlier peak (see release_threshold). */
+/** Never swap cached pages to stay near the demand peak (see release_threshold). */
 #define CUA_ARENA_NO_FOOTPRINT_CAP 0x2u
 
 /** Fill *cfg with the built-in defaults (CUARENA_CONF is read by cua_config_from_env()). */

@@ -136,9 +136,16 @@ static cua_status apply_release_threshold(cua_arena *a)
 
 /* ---- growth -------------------------------------------------------------------------- */
 
+/* How far mapped bytes may pass the demand peak before cached pages are
+ * swapped out: by default 1/CUA_SLACK_DIV of the peak (at least one page), so
+ * warm runs that touch a few other pages than the last one do not churn. */
+#ifndef CUA_SLACK_DIV
+#define CUA_SLACK_DIV 128
+#endif
 static uint64_t slack(const cua_arena *a)
 {
-    return a->cfg.growth_slack ? a->cfg.growth_slack : a->seg.gran;
+    if (a->cfg.growth_slack) return a->cfg.growth_slack;
+    return _cua_max(a->seg.gran, a->footprint_hw / CUA_SLACK_DIV);
 }
 
 static bool over_limit(const cua_arena *a, uint64_t need)

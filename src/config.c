@@ -65,14 +65,14 @@ static const struct option options[] = {
      .syntax = "size", .fallback = "0 (one granularity page)",
      .help = "largest physical handle, a multiple of the granularity"},
     {.name = "growth_slack", .kind = OPT_SIZE, .offset = FIELD(growth_slack),
-     .syntax = "size", .fallback = "0 (one granularity page)",
-     .help = "bytes mapped past the earlier peak before the footprint cap swaps cached pages"},
+     .syntax = "size", .fallback = "0 (1/128 of the demand peak, at least one page)",
+     .help = "bytes mapped past the demand peak before the footprint cap swaps cached pages"},
     {.name = "check", .kind = OPT_FLAG, .flag = CUA_ARENA_CHECK_ALWAYS,
      .syntax = "0 or 1", .fallback = "0",
      .help = "1: run cua_arena_check() after every alloc, free and trim (slow)"},
     {.name = "footprint_cap", .kind = OPT_FLAG, .flag = CUA_ARENA_NO_FOOTPRINT_CAP,
      .flag_when_zero = true, .syntax = "0 or 1", .fallback = "1",
-     .help = "1: keep mapped bytes near the earlier peak by giving back cached pages; "
+     .help = "1: keep mapped bytes near the demand peak by giving back cached pages; "
              "0: never (sets CUA_ARENA_NO_FOOTPRINT_CAP)"},
 };
 
