@@ -57,6 +57,7 @@ static cua_status arena_body_init(cua_arena *a, const cua_arena_config *cfg)
     }
     if (st == CUA_OK) {
         st = _cua_heap_init(&a->heap, a->seg.size);
+        a->heap.page = a->seg.gran;
         if (st != CUA_OK) _cua_seg_fini(&a->seg);
     }
     if (st == CUA_OK) {

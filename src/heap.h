@@ -47,6 +47,7 @@ typedef struct cua_ptrslot {
 
 typedef struct cua_heap {
     uint64_t size;                     /* the range the blocks tile */
+    uint64_t page;                     /* blocks of a page or more start on a page */
     cua_block *first;                  /* the block at offset 0 */
     cua_freeidx **idx;                 /* per tag; idx[0] is the "any stream" tag */
     uint32_t ntags;
