@@ -87,9 +87,12 @@ typedef struct replay {
 
 /* ---- backends ----------------------------------------------------------------- */
 
-/* The backends this build can create (the CUDA backend has no public
- * constructor yet; add "cuda" here and in make_backend when it has). */
+/* The backends this build can create. */
+#if CUA_HAVE_CUDA
+static const char *const built_backends[] = { "host", "cuda" };
+#else
 static const char *const built_backends[] = { "host" };
+#endif
 
 static int backend_built(const char *kind)
 {
@@ -103,7 +106,7 @@ static cua_status make_backend(const char *kind, cua_backend **out)
 {
     *out = NULL;
     if (strcmp(kind, "host") == 0) return cua_backend_host_create(NULL, out);
-    return CUA_ERR_NOT_SUPPORTED; /* "cuda": not built (main checks first) */
+    return cua_backend_cuda_create(0, out); /* answers NOT_SUPPORTED when not built */
 }
 
 static cua_status open_arena(cua_backend *be, size_t limit, cua_arena **out)

@@ -146,6 +146,20 @@ CUA_API cua_status cua_backend_host_create(const cua_host_config *cfg, cua_backe
 CUA_API cua_status cua_host_stream_complete(cua_backend *host, cua_stream stream);
 
 /**
+ * Create a CUDA backend for device `device`: the driver's virtual-memory API
+ * (cuMemAddressReserve, cuMemCreate, cuMemMap, cuMemSetAccess, cuMemUnmap,
+ * cuMemRelease), events and streams. The driver is loaded at run time
+ * (libcuda.so.1), so programs link and run without one. The device's primary
+ * context is retained and made current on the calling thread when no context
+ * is current there; every arena of the backend allocates on `device`.
+ * Returns CUA_OK, CUA_ERR_INVALID_ARG (out NULL, device < 0),
+ * CUA_ERR_NO_DEVICE (no driver, or no such device), CUA_ERR_NOT_SUPPORTED (the
+ * library was built without the CUDA backend, or the device has no virtual
+ * memory management), CUA_ERR_BACKEND (a driver call failed).
+ */
+CUA_API cua_status cua_backend_cuda_create(int device, cua_backend **out);
+
+/**
  * Create a backend that forwards every call to `inner` and fails the calls
  * chosen with cua_fault_fail_nth() / cua_fault_fail_random(). It does not own
  * `inner`; destroy it before `inner`.

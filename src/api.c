@@ -88,6 +88,19 @@ cua_status cua_backend_host_create(const cua_host_config *cfg, cua_backend **out
     return _cua_backend_host_create(cfg, out);
 }
 
+cua_status cua_backend_cuda_create(int device, cua_backend **out)
+{
+    if (!out) return _cua_error(CUA_ERR_INVALID_ARG, "out is NULL");
+    *out = NULL;
+    if (device < 0) return _cua_error(CUA_ERR_INVALID_ARG, "device %d < 0", device);
+#if CUA_HAVE_CUDA
+    return _cua_backend_cuda_create(device, out);
+#else
+    return _cua_error(CUA_ERR_NOT_SUPPORTED, "this build of cuarena has no CUDA backend "
+                      "(cuda.h was not found when it was built)");
+#endif
+}
+
 cua_status cua_host_stream_complete(cua_backend *host, cua_stream stream)
 {
     if (!host || host->kind != CUA_BACKEND_HOST)

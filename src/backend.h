@@ -121,6 +121,8 @@ cua_status _cua_backend_destroy(cua_backend *b);
 /* Implementations. */
 cua_status _cua_backend_host_create(const cua_host_config *cfg, cua_backend **out);
 cua_status _cua_backend_fault_create(cua_backend *inner, cua_backend **out);
+/* CUDA backend (backend_cuda.c, built when cuda.h is found). */
+cua_status _cua_backend_cuda_create(int device, cua_backend **out);
 /* Host backend: mark every event recorded on `stream` complete. */
 cua_status _cua_host_stream_complete(cua_backend *b, cua_stream stream);
 /* Fault backend controls. */
