@@ -165,7 +165,9 @@ cua_status _cua_seg_fini(cua_segment *seg)
 
 /* ---- acquire / release -------------------------------------------------------- */
 
-uint64_t _cua_seg_acquire(cua_segment *seg, uint64_t off, uint64_t len)
+/* Walk the chunks over [off, off + len): count the bytes of unmapped pages and,
+ * when `acquire`, count one more block on each chunk. */
+static uint64_t walk(cua_segment *seg, uint64_t off, uint64_t len, bool acquire)
 {
     uint32_t p = _cua_seg_page(seg, off), last = _cua_seg_page(seg, off + len - 1);
     uint64_t missing = 0;
@@ -176,26 +178,20 @@ uint64_t _cua_seg_acquire(cua_segment *seg, uint64_t off, uint64_t len)
             p++;
             continue;
         }
-        if (c->busy++ == 0) idle_remove(seg, c);
+        if (acquire && c->busy++ == 0) idle_remove(seg, c);
         p = c->first + c->npages;
     }
     return missing;
 }
 
+uint64_t _cua_seg_acquire(cua_segment *seg, uint64_t off, uint64_t len)
+{
+    return walk(seg, off, len, true);
+}
+
 uint64_t _cua_seg_missing(const cua_segment *seg, uint64_t off, uint64_t len)
 {
-    uint32_t p = _cua_seg_page(seg, off), last = _cua_seg_page(seg, off + len - 1);
-    uint64_t missing = 0;
-    while (p <= last) {
-        cua_chunk *c = seg->pages[p];
-        if (!c) {
-            missing += seg->gran;
-            p++;
-        } else {
-            p = c->first + c->npages;
-        }
-    }
-    return missing;
+    return walk((cua_segment *)seg, off, len, false);
 }
 
 void _cua_seg_release(cua_segment *seg, uint64_t off, uint64_t len, uint64_t seq)
