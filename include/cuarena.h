@@ -103,6 +103,8 @@ typedef enum cua_call {
     CUA_CALL_EVENT_QUERY,  /**< cuEventQuery */
     CUA_CALL_EVENT_SYNC,   /**< cuEventSynchronize */
     CUA_CALL_STREAM_SYNC,  /**< cuStreamSynchronize */
+    CUA_CALL_ALLOC,        /**< allocate a whole segment without VMM (cuMemAlloc) */
+    CUA_CALL_FREE,         /**< free such a segment (cuMemFree) */
     CUA_CALL_COUNT
 } cua_call;
 
@@ -123,6 +125,10 @@ typedef struct cua_host_config {
      *  their stream or when they are synchronised, so tests can hold work
      *  "in flight" on a stream. */
     int manual_events;
+    /** 1: behave as a device without virtual memory management: reserve,
+     *  create and map answer CUA_ERR_NOT_SUPPORTED and arenas fall back to
+     *  whole segments (CUA_ARENA_NO_VMM). Default 0. */
+    int no_vmm;
 } cua_host_config;
 
 /** Fill *cfg with the defaults. */
@@ -151,11 +157,13 @@ CUA_API cua_status cua_host_stream_complete(cua_backend *host, cua_stream stream
  * cuMemRelease), events and streams. The driver is loaded at run time
  * (libcuda.so.1), so programs link and run without one. The device's primary
  * context is retained and made current on the calling thread when no context
- * is current there; every arena of the backend allocates on `device`.
+ * is current there; every arena of the backend allocates on `device`. On a
+ * device without virtual memory management its arenas take whole segments
+ * from cuMemAlloc (see CUA_ARENA_NO_VMM).
  * Returns CUA_OK, CUA_ERR_INVALID_ARG (out NULL, device < 0),
  * CUA_ERR_NO_DEVICE (no driver, or no such device), CUA_ERR_NOT_SUPPORTED (the
- * library was built without the CUDA backend, or the device has no virtual
- * memory management), CUA_ERR_BACKEND (a driver call failed).
+ * library was built without the CUDA backend), CUA_ERR_BACKEND (a driver call
+ * failed).
  */
 CUA_API cua_status cua_backend_cuda_create(int device, cua_backend **out);
 
@@ -194,7 +202,7 @@ typedef struct cua_backend_stats {
     uint64_t call_ns[CUA_CALL_COUNT];  /**< nanoseconds spent in them per kind */
     uint64_t failures;                 /**< calls that returned an error */
     uint64_t reservations;             /**< address ranges reserved now */
-    uint64_t handles;                  /**< physical handles alive now */
+    uint64_t handles;                  /**< physical handles (and whole segments) alive now */
     uint64_t mappings;                 /**< handles mapped now */
     uint64_t events;                   /**< events alive now */
     uint64_t handle_bytes;             /**< bytes of physical handles alive now */
@@ -262,6 +270,13 @@ typedef struct cua_arena_config {
 #define CUA_ARENA_CHECK_ALWAYS 0x1u
 /** Never swap cached pages to stay near the demand peak (see release_threshold). */
 #define CUA_ARENA_NO_FOOTPRINT_CAP 0x2u
+/**
+ * Do not use virtual memory management: take memory in whole segments from
+ * the backend's plain allocator (cuMemAlloc on CUDA) and return a segment only
+ * when every block in it is free. Blocks never span two segments. Arenas use
+ * this mode by themselves on a device without VMM support.
+ */
+#define CUA_ARENA_NO_VMM 0x4u
 
 /** Fill *cfg with the built-in defaults (CUARENA_CONF is read by cua_config_from_env()). */
 CUA_API void cua_arena_config_init(cua_arena_config *cfg);
@@ -442,7 +457,7 @@ CUA_API cua_status cua_arena_stats_json(cua_arena *arena, char *buf, size_t cap,
 /**
  * Parse an option string like CUARENA_CONF ("release_threshold:512M,limit:8G")
  * into cfg, over what it holds. Keys: device, limit, release_threshold,
- * va_size, chunk_max, growth_slack, check (0/1), footprint_cap (0/1). Sizes take
+ * va_size, chunk_max, growth_slack, check (0/1), footprint_cap (0/1), vmm (0/1). Sizes take
  * K, M, G, T suffixes (powers of 1024) and "all"/"none".
  * Returns CUA_OK, CUA_ERR_INVALID_ARG (NULL), CUA_ERR_CONFIG (unknown key or
  * bad value; the message names it and cfg is unchanged).

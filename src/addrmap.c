@@ -7,11 +7,17 @@
  *
  * A destroyed arena keeps its entries (pointing to its tombstone), so its old
  * pointers get CUA_ERR_DESTROYED, until a new arena reserves the same range.
+ *
+ * Arenas without VMM (CUA_ARENA_NO_VMM) own segments at addresses the driver
+ * chose, which may share a granule with other arenas' segments: those are kept
+ * in a sorted array of ranges under a read-write lock, searched when the radix
+ * has no arena for an address. Their entries go when the segment is freed.
  */
 #include "arena.h"
 
 #include <stdatomic.h>
 #include <stdlib.h>
+#include <string.h>
 
 #define GRANULE_SHIFT 30u /* 1 GiB */
 #define LEAF_BITS 9u
@@ -51,8 +57,92 @@ cua_status _cua_addrmap_insert(uintptr_t base, size_t size, cua_arena *a)
     return CUA_OK;
 }
 
+/* ---- ranges of segments without VMM ---------------------------------------------- */
+
+typedef struct range {
+    uintptr_t base;
+    size_t size;
+    cua_arena *arena;
+} range;
+
+static range *ranges;
+static size_t nranges, cap_ranges;
+static _Atomic size_t nranges_hint; /* lets the radix path skip the lock when there are none */
+static pthread_rwlock_t ranges_lock = PTHREAD_RWLOCK_INITIALIZER;
+
+/* Index of the first range with base >= addr. */
+static size_t range_lower_bound(uintptr_t addr)
+{
+    size_t lo = 0, hi = nranges;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (ranges[mid].base < addr)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+cua_status _cua_addrmap_insert_range(uintptr_t base, size_t size, cua_arena *a)
+{
+    cua_status st = CUA_OK;
+    pthread_rwlock_wrlock(&ranges_lock);
+    if (nranges == cap_ranges) {
+        size_t ncap = cap_ranges ? 2 * cap_ranges : 64;
+        range *nr = realloc(ranges, ncap * sizeof *nr);
+        if (nr) {
+            ranges = nr;
+            cap_ranges = ncap;
+        } else {
+            st = _cua_error(CUA_ERR_OUT_OF_MEMORY, "no host memory for the address map");
+        }
+    }
+    if (st == CUA_OK) {
+        size_t i = range_lower_bound(base);
+        memmove(&ranges[i + 1], &ranges[i], (nranges - i) * sizeof *ranges);
+        ranges[i] = (range){base, size, a};
+        nranges++;
+        atomic_store(&nranges_hint, nranges);
+    }
+    pthread_rwlock_unlock(&ranges_lock);
+    return st;
+}
+
+void _cua_addrmap_remove_range(uintptr_t base)
+{
+    pthread_rwlock_wrlock(&ranges_lock);
+    size_t i = range_lower_bound(base);
+    if (i < nranges && ranges[i].base == base) {
+        memmove(&ranges[i], &ranges[i + 1], (nranges - i - 1) * sizeof *ranges);
+        nranges--;
+        atomic_store(&nranges_hint, nranges);
+    }
+    if (nranges == 0) { /* the last one went: give the table back */
+        free(ranges);
+        ranges = NULL;
+        cap_ranges = 0;
+    }
+    pthread_rwlock_unlock(&ranges_lock);
+}
+
+static cua_arena *find_range(uintptr_t addr)
+{
+    if (atomic_load_explicit(&nranges_hint, memory_order_relaxed) == 0) return NULL;
+    cua_arena *a = NULL;
+    pthread_rwlock_rdlock(&ranges_lock);
+    size_t i = range_lower_bound(addr + 1); /* the first range above addr */
+    if (i > 0 && addr - ranges[i - 1].base < ranges[i - 1].size) a = ranges[i - 1].arena;
+    pthread_rwlock_unlock(&ranges_lock);
+    return a;
+}
+
+/* Segments first: the driver may place one where a destroyed arena's range
+ * was, whose tombstone the radix still holds. */
 cua_arena *_cua_addrmap_find(uintptr_t addr)
 {
+    cua_arena *a = find_range(addr);
+    if (a) return a;
     uintptr_t g = granule(addr);
     if (g >> (LEAF_BITS + TOP_BITS)) return NULL;
     leaf *l = atomic_load_explicit(&top[g >> LEAF_BITS], memory_order_acquire);

@@ -186,7 +186,7 @@ cua_status cua_arena_create(const cua_arena_config *cfg, cua_arena **out)
     if (st != CUA_OK) return st;
     st = registry_add(a);
     if (st != CUA_OK) {
-        _cua_addrmap_remove(a->seg.base, a->seg.size, a);
+        if (!a->seg.novmm) _cua_addrmap_remove(a->seg.base, a->seg.size, a);
         _cua_arena_destroy_locked(a, CUA_DESTROY_FORCE);
         _cua_lock_destroy(&a->lock);
         free(a); /* never handed out: no tombstone needed */

@@ -38,7 +38,16 @@ static size_t default_va(const cua_backend *bk, const cua_arena_config *cfg)
     return va;
 }
 
-static cua_status arena_body_init(cua_arena *a, const cua_arena_config *cfg)
+/* novmm: a trim freed the segment at [off, off + len); its edges are gone, so
+ * the free blocks on either side of each may merge now. */
+static void segment_freed(void *ctx, uint64_t off, uint64_t len)
+{
+    cua_arena *a = ctx;
+    _cua_heap_merge_at(&a->heap, off, _cua_arena_one_stream(a));
+    _cua_heap_merge_at(&a->heap, off + len, _cua_arena_one_stream(a));
+}
+
+static cua_status arena_body_init(cua_arena *a, cua_arena_config *cfg)
 {
     if (cfg->backend) {
         a->bk = cfg->backend;
@@ -53,14 +62,22 @@ static cua_status arena_body_init(cua_arena *a, const cua_arena_config *cfg)
         if ((va >> _cua_log2(a->bk->granularity)) > UINT32_MAX)
             va = (size_t)UINT32_MAX << _cua_log2(a->bk->granularity) & ~(CUA_GIB - 1);
         size_t align = _cua_max(CUA_GIB, a->bk->granularity);
-        st = _cua_seg_init(&a->seg, a->bk, &a->cs, va, align, cfg->chunk_max);
+        if (!a->bk->vmm) cfg->flags |= CUA_ARENA_NO_VMM;
+        st = _cua_seg_init(&a->seg, a->bk, &a->cs, va, align, cfg->chunk_max,
+                           cfg->flags & CUA_ARENA_NO_VMM, a);
     }
     if (st == CUA_OK) {
         st = _cua_heap_init(&a->heap, a->seg.size);
         a->heap.page = a->seg.gran;
         if (st != CUA_OK) _cua_seg_fini(&a->seg);
     }
-    if (st == CUA_OK) {
+    if (st == CUA_OK && a->seg.novmm) { /* blocks stay inside one segment */
+        a->heap.fence = _cua_seg_fence;
+        a->heap.fence_ctx = &a->seg;
+        a->seg.on_unmap = segment_freed;
+        a->seg.on_unmap_ctx = a;
+    }
+    if (st == CUA_OK && !a->seg.novmm) {
         st = _cua_addrmap_insert(a->seg.base, a->seg.size, a);
         if (st != CUA_OK) {
             _cua_heap_fini(&a->heap);
@@ -82,13 +99,13 @@ cua_status _cua_arena_create(const cua_arena_config *cfg_in, cua_arena **out)
     if (!a) return _cua_error(CUA_ERR_OUT_OF_MEMORY, "no host memory for an arena");
     snprintf(a->name, sizeof a->name, "%s", cfg.name ? cfg.name : "arena");
     cfg.name = a->name;
-    a->cfg = cfg;
     a->device = cfg.device;
     cua_status st = arena_body_init(a, &cfg);
     if (st != CUA_OK) {
         free(a);
         return st;
     }
+    a->cfg = cfg;
     _cua_lock_init(&a->lock);
     a->magic = CUA_ARENA_MAGIC;
     a->alive = 1;
@@ -195,10 +212,20 @@ static void oom_report(cua_arena *a, cua_status st, size_t size, cua_stream stre
                         (unsigned long)stream, fr, tot, mapped, live, idle);
 }
 
+/* novmm: the free blocks that share the new segment's first or last page with
+ * b now cross its edges; split them there (descriptors were reserved). */
+static void fence_segment(cua_arena *a, const cua_block *b)
+{
+    uint64_t page = a->seg.gran;
+    _cua_heap_split_at(&a->heap, b->off & ~(page - 1));
+    _cua_heap_split_at(&a->heap, (b->off + b->size + page - 1) & ~(page - 1));
+}
+
 /* Map the pages block b lacks (`missing` bytes). */
 static cua_status grow(cua_arena *a, cua_block *b, uint64_t missing)
 {
     cua_status st = make_room(a, missing);
+    if (st == CUA_OK && a->seg.novmm) st = _cua_heap_reserve(&a->heap, 2);
     if (st != CUA_OK) return st;
     st = _cua_seg_map(&a->seg, b->off, b->size);
     if (st == CUA_ERR_OUT_OF_MEMORY && a->seg.idle_bytes) {
@@ -207,6 +234,7 @@ static cua_status grow(cua_arena *a, cua_block *b, uint64_t missing)
             st = _cua_seg_map(&a->seg, b->off, b->size);
     }
     if (st != CUA_OK) return st;
+    if (a->seg.novmm) fence_segment(a, b);
     /* The demand peak: what had to be mapped with no cache left to give back. */
     if (a->seg.idle_bytes == 0 && a->seg.mapped_bytes > a->footprint_hw)
         a->footprint_hw = a->seg.mapped_bytes;
@@ -289,7 +317,7 @@ cua_status _cua_arena_alloc_locked(cua_arena *a, size_t size, cua_stream stream,
     a->allocated_bytes += b->size;
     a->alloc_count++;
     if (a->live_bytes > a->peak_live) a->peak_live = a->live_bytes;
-    *out = (void *)(a->seg.base + b->off);
+    *out = (void *)_cua_seg_addr(&a->seg, b->off);
     if (a->cfg.flags & CUA_ARENA_CHECK_ALWAYS) return _cua_arena_check_locked(a);
     return CUA_OK;
 }
@@ -306,7 +334,11 @@ void _cua_arena_put_free(cua_arena *a, cua_block *b, uint32_t tag)
 
 cua_status _cua_arena_lookup_live(cua_arena *a, const void *ptr, cua_block **out)
 {
-    uint64_t off = (uintptr_t)ptr - a->seg.base;
+    uint64_t off = 0;
+    *out = NULL;
+    if (!_cua_seg_offset(&a->seg, (uintptr_t)ptr, &off))
+        return _cua_error(CUA_ERR_INVALID_POINTER, "%p is not in any segment of arena '%s' (it "
+                          "was freed back to the driver, or never handed out)", ptr, a->name);
     cua_block *b = _cua_heap_map_find(&a->heap, off);
     if (CUA_LIKELY(b != NULL)) {
         *out = b;
@@ -318,7 +350,8 @@ cua_status _cua_arena_lookup_live(cua_arena *a, const void *ptr, cua_block **out
         return _cua_error(CUA_ERR_INVALID_POINTER,
                           "%p is an interior pointer: %llu bytes into the live block at %p of "
                           "%llu bytes in arena '%s'", ptr, (unsigned long long)(off - b->off),
-                          (void *)(a->seg.base + b->off), (unsigned long long)b->req, a->name);
+                          (void *)_cua_seg_addr(&a->seg, b->off), (unsigned long long)b->req,
+                          a->name);
     }
     *out = NULL;
     if (b && b->state == CUA_BLOCK_PENDING)
@@ -368,7 +401,7 @@ cua_status _cua_arena_ptr_info_locked(cua_arena *a, const void *ptr, void **base
     cua_status st = _cua_arena_lookup_live(a, ptr, &b);
     if (st == CUA_ERR_INVALID_POINTER && b) st = CUA_OK; /* interior: answer with the block */
     if (st != CUA_OK) return st;
-    if (base) *base = (void *)(a->seg.base + b->off);
+    if (base) *base = (void *)_cua_seg_addr(&a->seg, b->off);
     if (size) *size = b->req;
     return CUA_OK;
 }

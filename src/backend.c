@@ -15,6 +15,7 @@ static const char *const call_names[CUA_CALL_COUNT] = {
     [CUA_CALL_EVENT_CREATE] = "event_create", [CUA_CALL_EVENT_DESTROY] = "event_destroy",
     [CUA_CALL_EVENT_RECORD] = "event_record", [CUA_CALL_EVENT_QUERY] = "event_query",
     [CUA_CALL_EVENT_SYNC] = "event_sync",   [CUA_CALL_STREAM_SYNC] = "stream_sync",
+    [CUA_CALL_ALLOC] = "alloc",             [CUA_CALL_FREE] = "free",
 };
 
 const char *cua_call_name(cua_call call)
@@ -32,6 +33,7 @@ void _cua_backend_init(cua_backend *b, const cua_backend_ops *ops, const char *n
     b->kind = kind;
     b->granularity = granularity;
     b->total_bytes = total_bytes;
+    b->vmm = true;
 }
 
 void _cua_bk_account(cua_backend *b, cua_callstats *cs, cua_call kind, uint64_t t0,
@@ -110,6 +112,30 @@ cua_status _cua_bk_unmap(cua_backend *b, cua_callstats *cs, uintptr_t addr, size
     cua_status st = b->ops->unmap(b, addr, size);
     _cua_bk_account(b, cs, CUA_CALL_UNMAP, t0, st);
     if (st == CUA_OK) COUNT(mappings, -(int64_t)nmaps);
+    return st;
+}
+
+cua_status _cua_bk_alloc(cua_backend *b, cua_callstats *cs, size_t size, uintptr_t *addr)
+{
+    uint64_t t0 = _cua_now_ns();
+    cua_status st = b->ops->alloc(b, size, addr);
+    _cua_bk_account(b, cs, CUA_CALL_ALLOC, t0, st);
+    if (st == CUA_OK) {
+        COUNT(handles, 1);
+        COUNT(handle_bytes, (int64_t)size);
+    }
+    return st;
+}
+
+cua_status _cua_bk_free(cua_backend *b, cua_callstats *cs, uintptr_t addr, size_t size)
+{
+    uint64_t t0 = _cua_now_ns();
+    cua_status st = b->ops->free(b, addr, size);
+    _cua_bk_account(b, cs, CUA_CALL_FREE, t0, st);
+    if (st == CUA_OK) {
+        COUNT(handles, -1);
+        COUNT(handle_bytes, -(int64_t)size);
+    }
     return st;
 }
 

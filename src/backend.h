@@ -3,7 +3,9 @@
  * extent hooks. The allocator above it only ever reserves address ranges,
  * creates physical handles, maps them whole at offset 0, sets access, unmaps
  * whole mappings (several adjacent ones in one call), and records / queries
- * events on streams.
+ * events on streams. Without virtual memory management (`vmm` false, or an
+ * arena with CUA_ARENA_NO_VMM) it takes whole segments with alloc / free
+ * instead of reserve / create / map.
  *
  * Implementations: backend_host.c (memfd + mmap), backend_fault.c (fails
  * chosen calls), backend_cuda.c (the CUDA driver's VMM API).
@@ -47,6 +49,11 @@ typedef struct cua_backend_ops {
     cua_status (*unmap)(cua_backend *b, uintptr_t addr, size_t size);
     /* Make [addr, addr+size) readable and writable; it must be fully mapped. */
     cua_status (*set_access)(cua_backend *b, uintptr_t addr, size_t size);
+    /* Allocate `size` bytes (a multiple of the granularity) of device memory at
+     * an address of the backend's choosing, accessible at once (cuMemAlloc). */
+    cua_status (*alloc)(cua_backend *b, size_t size, uintptr_t *addr);
+    /* Free what alloc returned, whole. */
+    cua_status (*free)(cua_backend *b, uintptr_t addr, size_t size);
     /* Free and total device memory. */
     cua_status (*mem_info)(cua_backend *b, size_t *free_bytes, size_t *total_bytes);
     cua_status (*event_create)(cua_backend *b, cua_event *out);
@@ -75,6 +82,7 @@ struct cua_backend {
     int device;
     size_t granularity;        /* mapping granularity in bytes (a power of two) */
     size_t total_bytes;        /* device total */
+    bool vmm;                  /* reserve / create / map work (else only alloc / free) */
     /* counted by the wrappers: */
     _Atomic uint64_t calls[CUA_CALL_COUNT];
     _Atomic uint64_t call_ns[CUA_CALL_COUNT];
@@ -105,6 +113,9 @@ cua_status _cua_bk_map(cua_backend *b, cua_callstats *cs, uintptr_t addr, size_t
 cua_status _cua_bk_unmap(cua_backend *b, cua_callstats *cs, uintptr_t addr, size_t size,
                          size_t nmaps);
 cua_status _cua_bk_set_access(cua_backend *b, cua_callstats *cs, uintptr_t addr, size_t size);
+/* A whole segment without VMM: counted as a handle of `size` bytes. */
+cua_status _cua_bk_alloc(cua_backend *b, cua_callstats *cs, size_t size, uintptr_t *addr);
+cua_status _cua_bk_free(cua_backend *b, cua_callstats *cs, uintptr_t addr, size_t size);
 cua_status _cua_bk_mem_info(cua_backend *b, cua_callstats *cs, size_t *free_bytes,
                             size_t *total_bytes);
 cua_status _cua_bk_event_create(cua_backend *b, cua_callstats *cs, cua_event *out);

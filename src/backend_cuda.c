@@ -10,7 +10,8 @@
  * PyTorch and the runtime API use) and makes it current on a thread that has
  * no context when the backend is called; a thread with its own current context
  * keeps it. Physical memory is pinned device memory of the backend's device;
- * access is granted to that device.
+ * access is granted to that device. Where the device has no virtual memory
+ * management, only alloc / free (cuMemAlloc / cuMemFree) are used.
  */
 #include "backend.h"
 
@@ -47,6 +48,8 @@ typedef struct cuda_api {
     CUresult (*MemUnmap)(CUdeviceptr, size_t);
     CUresult (*MemSetAccess)(CUdeviceptr, size_t, const CUmemAccessDesc *, size_t);
     CUresult (*MemGetInfo)(size_t *, size_t *);
+    CUresult (*MemAlloc)(CUdeviceptr *, size_t);
+    CUresult (*MemFree)(CUdeviceptr);
     CUresult (*EventCreate)(CUevent *, unsigned);
     CUresult (*EventDestroy)(CUevent);
     CUresult (*EventRecord)(CUevent, CUstream);
@@ -86,7 +89,7 @@ static void api_load(void)
         E(DevicePrimaryCtxRetain), E(DevicePrimaryCtxRelease), E(CtxGetCurrent),
         E(CtxSetCurrent), E(MemGetAllocationGranularity), E(MemAddressReserve),
         E(MemAddressFree), E(MemCreate), E(MemRelease), E(MemMap), E(MemUnmap),
-        E(MemSetAccess), E(MemGetInfo), E(EventCreate), E(EventDestroy), E(EventRecord),
+        E(MemSetAccess), E(MemGetInfo), E(MemAlloc), E(MemFree), E(EventCreate), E(EventDestroy), E(EventRecord),
         E(EventQuery), E(EventSynchronize), E(StreamSynchronize), E(GetErrorName),
         E(GetErrorString),
 #undef E
@@ -218,6 +221,25 @@ static cua_status cuda_set_access(cua_backend *b, uintptr_t addr, size_t size)
                              : cu_fail(r, "cuMemSetAccess(%#lx, %zu bytes)", (unsigned long)addr, size);
 }
 
+/* Whole segments where VMM is missing or switched off. */
+static cua_status cuda_alloc(cua_backend *b, size_t size, uintptr_t *addr)
+{
+    ENTER(cb_of(b));
+    CUdeviceptr p = 0;
+    CUresult r = api.MemAlloc(&p, size);
+    if (r != CUDA_SUCCESS) return cu_fail(r, "cuMemAlloc(%zu bytes on device %d)", size, b->device);
+    *addr = (uintptr_t)p;
+    return CUA_OK;
+}
+
+static cua_status cuda_free(cua_backend *b, uintptr_t addr, size_t size)
+{
+    ENTER(cb_of(b));
+    CUresult r = api.MemFree((CUdeviceptr)addr);
+    return r == CUDA_SUCCESS ? CUA_OK : cu_fail(r, "cuMemFree(%#lx, %zu bytes)",
+                                                (unsigned long)addr, size);
+}
+
 static cua_status cuda_mem_info(cua_backend *b, size_t *free_bytes, size_t *total_bytes)
 {
     ENTER(cb_of(b));
@@ -289,6 +311,8 @@ static const cua_backend_ops cuda_ops = {
     .map = cuda_map,
     .unmap = cuda_unmap,
     .set_access = cuda_set_access,
+    .alloc = cuda_alloc,
+    .free = cuda_free,
     .mem_info = cuda_mem_info,
     .event_create = cuda_event_create,
     .event_destroy = cuda_event_destroy,
@@ -301,7 +325,7 @@ static const cua_backend_ops cuda_ops = {
 
 /* ---- create --------------------------------------------------------------------------- */
 
-static cua_status open_device(cuda_backend *cb, int device)
+static cua_status open_device(cuda_backend *cb, int device, bool *vmm_out)
 {
     int count = 0, vmm = 0;
     CUresult r = api.DeviceGetCount(&count);
@@ -314,9 +338,7 @@ static cua_status open_device(cuda_backend *cb, int device)
     r = api.DeviceGetAttribute(&vmm, CU_DEVICE_ATTRIBUTE_VIRTUAL_MEMORY_MANAGEMENT_SUPPORTED,
                                cb->dev);
     if (r != CUDA_SUCCESS) return cu_fail(r, "cuDeviceGetAttribute(VMM supported)");
-    if (!vmm)
-        return _cua_error(CUA_ERR_NOT_SUPPORTED,
-                          "device %d does not support virtual memory management", device);
+    *vmm_out = vmm != 0; /* without it, arenas take whole segments from cuMemAlloc */
     r = api.DevicePrimaryCtxRetain(&cb->ctx, cb->dev);
     if (r != CUDA_SUCCESS) return cu_fail(r, "cuDevicePrimaryCtxRetain(%d)", device);
     return CUA_OK;
@@ -328,7 +350,8 @@ cua_status _cua_backend_cuda_create(int device, cua_backend **out)
     if (api_status != CUA_OK) return _cua_error(api_status, "%s", api_msg);
     cuda_backend *cb = calloc(1, sizeof *cb);
     if (!cb) return _cua_error(CUA_ERR_OUT_OF_MEMORY, "no host memory for a CUDA backend");
-    cua_status st = open_device(cb, device);
+    bool vmm = false;
+    cua_status st = open_device(cb, device, &vmm);
     if (st != CUA_OK) {
         free(cb);
         return st;
@@ -338,10 +361,10 @@ cua_status _cua_backend_cuda_create(int device, cua_backend **out)
     cb->prop.location.id = device;
     cb->access.location = cb->prop.location;
     cb->access.flags = CU_MEM_ACCESS_FLAGS_PROT_READWRITE;
-    size_t gran = 0, free_b = 0, total_b = 0;
+    size_t gran = 2 * CUA_MIB, free_b = 0, total_b = 0; /* without VMM: 2 MiB segments */
     CUresult r = CUDA_SUCCESS;
     st = ensure_ctx(cb);
-    if (st == CUA_OK)
+    if (st == CUA_OK && vmm)
         r = api.MemGetAllocationGranularity(&gran, &cb->prop, CU_MEM_ALLOC_GRANULARITY_RECOMMENDED);
     if (st == CUA_OK && r == CUDA_SUCCESS) r = api.MemGetInfo(&free_b, &total_b);
     if (st != CUA_OK || r != CUDA_SUCCESS || !_cua_is_pow2(gran)) {
@@ -355,6 +378,7 @@ cua_status _cua_backend_cuda_create(int device, cua_backend **out)
     }
     _cua_backend_init(&cb->base, &cuda_ops, "cuda", CUA_BACKEND_CUDA, gran, total_b);
     cb->base.device = device;
+    cb->base.vmm = vmm;
     *out = &cb->base;
     return CUA_OK;
 }

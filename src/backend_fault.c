@@ -101,8 +101,9 @@ static uint64_t splitmix64(uint64_t *s)
 
 static cua_status random_status(cua_call kind)
 {
-    return kind == CUA_CALL_CREATE || kind == CUA_CALL_RESERVE ? CUA_ERR_OUT_OF_MEMORY
-                                                               : CUA_ERR_BACKEND;
+    return kind == CUA_CALL_CREATE || kind == CUA_CALL_RESERVE || kind == CUA_CALL_ALLOC
+               ? CUA_ERR_OUT_OF_MEMORY
+               : CUA_ERR_BACKEND;
 }
 
 /* With the lock held: CUA_OK to forward the call, or the injected status. */
@@ -234,6 +235,20 @@ static cua_status fault_set_access(cua_backend *b, uintptr_t addr, size_t size)
     return st != CUA_OK ? st : _cua_bk_set_access(f->inner, NULL, addr, size);
 }
 
+static cua_status fault_alloc(cua_backend *b, size_t size, uintptr_t *addr)
+{
+    fault_backend *f = fault_of(b);
+    cua_status st = inject(f, CUA_CALL_ALLOC);
+    return st != CUA_OK ? st : _cua_bk_alloc(f->inner, NULL, size, addr);
+}
+
+static cua_status fault_free(cua_backend *b, uintptr_t addr, size_t size)
+{
+    fault_backend *f = fault_of(b);
+    cua_status st = inject(f, CUA_CALL_FREE);
+    return st != CUA_OK ? st : _cua_bk_free(f->inner, NULL, addr, size);
+}
+
 static cua_status fault_mem_info(cua_backend *b, size_t *free_bytes, size_t *total_bytes)
 {
     fault_backend *f = fault_of(b);
@@ -301,6 +316,8 @@ static const cua_backend_ops fault_ops = {
     .map = fault_map,
     .unmap = fault_unmap,
     .set_access = fault_set_access,
+    .alloc = fault_alloc,
+    .free = fault_free,
     .mem_info = fault_mem_info,
     .event_create = fault_event_create,
     .event_destroy = fault_event_destroy,
@@ -322,6 +339,7 @@ cua_status _cua_backend_fault_create(cua_backend *inner, cua_backend **out)
     _cua_backend_init(&f->base, &fault_ops, "fault", CUA_BACKEND_FAULT, inner->granularity,
                       inner->total_bytes);
     f->base.device = inner->device;
+    f->base.vmm = inner->vmm;
     f->inner = inner;
     _cua_lock_init(&f->lock);
     atomic_fetch_add(&inner->users, 1);

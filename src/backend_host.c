@@ -150,6 +150,9 @@ typedef struct host_backend {
     size_t nres, cap_res;
     host_mapping *maps; /* mappings, sorted by address */
     size_t nmaps, cap_maps;
+    host_mapping *segs; /* whole segments of alloc(), sorted by address */
+    size_t nsegs, cap_segs;
+    bool no_vmm;        /* reserve / create / map refused, as on a device without VMM */
 } host_backend;
 
 static host_backend *host_of(cua_backend *b) { return (host_backend *)(void *)b; }
@@ -343,9 +346,18 @@ static cua_status reserve_aligned(size_t size, size_t align, uintptr_t *out)
     return CUA_OK;
 }
 
+/* A backend created with no_vmm refuses the virtual-memory calls. */
+static cua_status refuse_vmm(const host_backend *h, const char *what)
+{
+    if (!h->no_vmm) return CUA_OK;
+    return _cua_error(CUA_ERR_NOT_SUPPORTED, "host backend: %s: this backend has no virtual "
+                      "memory management (no_vmm)", what);
+}
+
 static cua_status host_reserve(cua_backend *b, size_t size, size_t align, uintptr_t *addr)
 {
     host_backend *h = host_of(b);
+    if (refuse_vmm(h, "reserve")) return CUA_ERR_NOT_SUPPORTED;
     if (align == 0) align = h->gran; /* as cuMemAddressReserve: 0 = the default */
     cua_status st = check_reserve_args(h, size, align);
     if (st != CUA_OK) return st;
@@ -405,31 +417,58 @@ static cua_status no_room(const host_backend *h, size_t size)
                       free_bytes >= size ? ", but no free range of that size in one piece" : "");
 }
 
-static cua_status host_create(cua_backend *b, size_t size, cua_handle *out)
+/* Take n free pages of the memfd for a handle (lock held). */
+static cua_status create_locked(host_backend *h, size_t size, cua_handle *out)
 {
-    host_backend *h = host_of(b);
     if (size == 0 || size % h->gran)
         return _cua_error(CUA_ERR_INVALID_ARG,
                           "host backend: cannot create a handle of %zu bytes: not a nonzero "
                           "multiple of the granularity (%zu)", size, h->gran);
     size_t n = size >> h->gshift;
-    _cua_lock(&h->lock);
-    cua_status st = CUA_OK;
     size_t first = n <= h->npages ? find_free_run(h, n) : h->npages;
     uint32_t idx = 0;
-    if (first >= h->npages)
-        st = no_room(h, size);
-    else if (!slot_alloc(&h->handles, &idx))
-        st = _cua_error(CUA_ERR_OUT_OF_MEMORY, "host backend: no host memory for a handle");
-    if (st == CUA_OK) {
-        host_handle *hd = (host_handle *)slot_at(&h->handles, idx);
-        hd->first_page = (uint32_t)first;
-        hd->npages = (uint32_t)n;
-        mark_pages(h, first, n, true);
-        h->used_pages += n;
-        if (first == h->hint) h->hint = first + n;
-        *out = slot_value(&h->handles, idx);
-    }
+    if (first >= h->npages) return no_room(h, size);
+    if (!slot_alloc(&h->handles, &idx))
+        return _cua_error(CUA_ERR_OUT_OF_MEMORY, "host backend: no host memory for a handle");
+    host_handle *hd = (host_handle *)slot_at(&h->handles, idx);
+    hd->first_page = (uint32_t)first;
+    hd->npages = (uint32_t)n;
+    mark_pages(h, first, n, true);
+    h->used_pages += n;
+    if (first == h->hint) h->hint = first + n;
+    *out = slot_value(&h->handles, idx);
+    return CUA_OK;
+}
+
+/* Give a handle's pages back to the OS (lock held). */
+static cua_status release_locked(host_backend *h, cua_handle hv)
+{
+    uint32_t idx = 0;
+    host_handle *hd = (host_handle *)slot_lookup(&h->handles, hv, &idx);
+    if (!hd)
+        return _cua_error(CUA_ERR_BACKEND, "host backend: cannot release handle %#llx: no such "
+                          "handle (never created, or released already)", (unsigned long long)hv);
+    if (hd->mapped_at)
+        return _cua_error(CUA_ERR_BACKEND, "host backend: cannot release handle %#llx: the "
+                          "handle is still mapped at %#lx", (unsigned long long)hv,
+                          (unsigned long)hd->mapped_at);
+    if (fallocate(h->memfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                  (off_t)hd->first_page << h->gshift, (off_t)hd->npages << h->gshift) != 0)
+        return _cua_error(CUA_ERR_BACKEND, "host backend: cannot release handle %#llx: "
+                          "fallocate(PUNCH_HOLE): %s", (unsigned long long)hv, strerror(errno));
+    mark_pages(h, hd->first_page, hd->npages, false);
+    h->used_pages -= hd->npages;
+    if (hd->first_page < h->hint) h->hint = hd->first_page;
+    slot_free(&h->handles, idx);
+    return CUA_OK;
+}
+
+static cua_status host_create(cua_backend *b, size_t size, cua_handle *out)
+{
+    host_backend *h = host_of(b);
+    if (refuse_vmm(h, "create")) return CUA_ERR_NOT_SUPPORTED;
+    _cua_lock(&h->lock);
+    cua_status st = create_locked(h, size, out);
     _cua_unlock(&h->lock);
     return st;
 }
@@ -438,25 +477,64 @@ static cua_status host_release(cua_backend *b, cua_handle hv)
 {
     host_backend *h = host_of(b);
     _cua_lock(&h->lock);
-    uint32_t idx = 0;
-    host_handle *hd = (host_handle *)slot_lookup(&h->handles, hv, &idx);
-    cua_status st = CUA_OK;
-    if (!hd)
-        st = _cua_error(CUA_ERR_BACKEND, "host backend: cannot release handle %#llx: no such "
-                        "handle (never created, or released already)", (unsigned long long)hv);
-    else if (hd->mapped_at)
-        st = _cua_error(CUA_ERR_BACKEND, "host backend: cannot release handle %#llx: the handle "
-                        "is still mapped at %#lx", (unsigned long long)hv,
-                        (unsigned long)hd->mapped_at);
-    else if (fallocate(h->memfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
-                       (off_t)hd->first_page << h->gshift, (off_t)hd->npages << h->gshift) != 0)
-        st = _cua_error(CUA_ERR_BACKEND, "host backend: cannot release handle %#llx: "
-                        "fallocate(PUNCH_HOLE): %s", (unsigned long long)hv, strerror(errno));
+    cua_status st = release_locked(h, hv);
+    _cua_unlock(&h->lock);
+    return st;
+}
+
+/* ---- hooks: whole segments (cuMemAlloc / cuMemFree) ----------------------------------- */
+
+/* A handle's pages mapped read-write where the kernel chooses: memory that is
+ * usable at once and can only be freed whole, as from cuMemAlloc. */
+static cua_status host_alloc(cua_backend *b, size_t size, uintptr_t *addr)
+{
+    host_backend *h = host_of(b);
+    cua_handle hv = 0;
+    _cua_lock(&h->lock);
+    cua_status st = grow((void **)&h->segs, &h->cap_segs, h->nsegs, sizeof *h->segs)
+                        ? create_locked(h, size, &hv)
+                        : _cua_error(CUA_ERR_OUT_OF_MEMORY, "host backend: no host memory to "
+                                     "track a segment");
     if (st == CUA_OK) {
-        mark_pages(h, hd->first_page, hd->npages, false);
-        h->used_pages -= hd->npages;
-        if (hd->first_page < h->hint) h->hint = hd->first_page;
-        slot_free(&h->handles, idx);
+        uint32_t idx = (uint32_t)(hv & 0xffffffffu) - 1;
+        host_handle *hd = (host_handle *)slot_at(&h->handles, idx);
+        void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, h->memfd,
+                       (off_t)hd->first_page << h->gshift);
+        if (p == MAP_FAILED) {
+            st = _cua_error(CUA_ERR_OUT_OF_MEMORY, "host backend: alloc of %zu bytes: mmap: %s",
+                            size, strerror(errno));
+            release_locked(h, hv);
+        } else {
+            hd->mapped_at = (uintptr_t)p;
+            size_t i = lower_bound(h->segs, h->nsegs, sizeof *h->segs, (uintptr_t)p);
+            memmove(&h->segs[i + 1], &h->segs[i], (h->nsegs - i) * sizeof *h->segs);
+            h->segs[i] = (host_mapping){(uintptr_t)p, size, idx};
+            h->nsegs++;
+            *addr = (uintptr_t)p;
+        }
+    }
+    _cua_unlock(&h->lock);
+    return st;
+}
+
+static cua_status host_free(cua_backend *b, uintptr_t addr, size_t size)
+{
+    host_backend *h = host_of(b);
+    _cua_lock(&h->lock);
+    size_t i = lower_bound(h->segs, h->nsegs, sizeof *h->segs, addr);
+    cua_status st = CUA_OK;
+    if (i >= h->nsegs || h->segs[i].addr != addr || h->segs[i].size != size)
+        st = _cua_error(CUA_ERR_BACKEND, "host backend: cannot free %zu bytes at %#lx: not a "
+                        "segment from alloc", size, (unsigned long)addr);
+    else if (munmap((void *)addr, size) != 0)
+        st = _cua_error(CUA_ERR_BACKEND, "host backend: free of %zu bytes at %#lx: munmap: %s",
+                        size, (unsigned long)addr, strerror(errno));
+    if (st == CUA_OK) {
+        host_handle *hd = (host_handle *)slot_at(&h->handles, h->segs[i].handle_idx);
+        hd->mapped_at = 0;
+        st = release_locked(h, slot_value(&h->handles, h->segs[i].handle_idx));
+        memmove(&h->segs[i], &h->segs[i + 1], (h->nsegs - i - 1) * sizeof *h->segs);
+        h->nsegs--;
     }
     _cua_unlock(&h->lock);
     return st;
@@ -500,6 +578,7 @@ static cua_status host_map(cua_backend *b, uintptr_t addr, size_t size, size_t o
                            cua_handle hv)
 {
     host_backend *h = host_of(b);
+    if (refuse_vmm(h, "map")) return CUA_ERR_NOT_SUPPORTED;
     _cua_lock(&h->lock);
     host_handle *hd = NULL;
     cua_status st = check_map(h, addr, size, offset, hv, &hd);
@@ -715,6 +794,7 @@ static void host_destroy(cua_backend *b)
     /* Nothing is alive when the wrappers' counts say so; free whatever a direct
      * caller of the hooks may have left all the same. */
     for (size_t i = 0; i < h->nres; i++) munmap((void *)h->res[i].addr, h->res[i].size);
+    for (size_t i = 0; i < h->nsegs; i++) munmap((void *)h->segs[i].addr, h->segs[i].size);
     if (h->memfd >= 0) close(h->memfd);
     free(h->bitmap);
     free(h->handles.items);
@@ -722,6 +802,7 @@ static void host_destroy(cua_backend *b)
     free(h->streams);
     free(h->res);
     free(h->maps);
+    free(h->segs);
     _cua_lock_destroy(&h->lock);
     free(h);
 }
@@ -734,6 +815,8 @@ static const cua_backend_ops host_ops = {
     .map = host_map,
     .unmap = host_unmap,
     .set_access = host_set_access,
+    .alloc = host_alloc,
+    .free = host_free,
     .mem_info = host_mem_info,
     .event_create = host_event_create,
     .event_destroy = host_event_destroy,
@@ -767,6 +850,9 @@ static cua_status check_config(const cua_host_config *cfg)
     if (cap / g >= UINT32_MAX)
         return _cua_error(CUA_ERR_INVALID_ARG, "host backend: capacity %zu is too many pages of "
                           "%zu bytes (at most 2^32 - 2)", cap, g);
+    if (cfg->no_vmm != 0 && cfg->no_vmm != 1)
+        return _cua_error(CUA_ERR_INVALID_ARG, "host backend: no_vmm is %d, not 0 or 1",
+                          cfg->no_vmm);
     if (cfg->manual_events != 0 && cfg->manual_events != 1)
         return _cua_error(CUA_ERR_INVALID_ARG, "host backend: manual_events is %d, not 0 or 1",
                           cfg->manual_events);
@@ -818,6 +904,7 @@ cua_status _cua_backend_host_create(const cua_host_config *cfg, cua_backend **ou
     h->gran = cfg->granularity;
     h->gshift = _cua_log2(h->gran);
     h->manual_events = cfg->manual_events != 0;
+    h->no_vmm = cfg->no_vmm != 0;
     h->npages = cfg->capacity >> h->gshift;
     h->nwords = (h->npages + 63) / 64;
     h->bitmap = calloc(h->nwords, sizeof *h->bitmap);
@@ -836,6 +923,7 @@ cua_status _cua_backend_host_create(const cua_host_config *cfg, cua_backend **ou
     init_tables(h);
     _cua_lock_init(&h->lock);
     _cua_backend_init(&h->base, &host_ops, "host", CUA_BACKEND_HOST, h->gran, cfg->capacity);
+    h->base.vmm = !h->no_vmm;
     *out = &h->base;
     return CUA_OK;
 }

@@ -13,7 +13,23 @@ typedef struct tally {
     uint64_t live, live_bytes, allocated, pending, pending_bytes, free_blocks;
 } tally;
 
-/* The blocks tile [0, size) in address order, free neighbours of one tag are merged. */
+static bool fenced(const cua_heap *h, uint64_t off)
+{
+    return h->fence && h->fence(h->fence_ctx, off);
+}
+
+/* Without VMM a block must lie inside one segment: no fence strictly inside it. */
+static bool crosses_fence(const cua_heap *h, const cua_block *b)
+{
+    if (!h->fence || !h->page) return false;
+    uint64_t first = (b->off & ~(h->page - 1)) + h->page;
+    for (uint64_t off = first; off < b->off + b->size; off += h->page)
+        if (h->fence(h->fence_ctx, off)) return true;
+    return false;
+}
+
+/* The blocks tile [0, size) in address order, free neighbours of one tag are
+ * merged (unless a segment edge lies between them). */
 static cua_status check_blocks(const cua_arena *a, tally *t)
 {
     const cua_heap *h = &a->heap;
@@ -29,9 +45,12 @@ static cua_status check_blocks(const cua_arena *a, tally *t)
             FAIL("block at %llu: size %llu is not a positive multiple of %u",
                  (unsigned long long)b->off, (unsigned long long)b->size, CUA_ALIGNMENT);
         pos += b->size;
+        if (crosses_fence(h, b))
+            FAIL("block at %llu of %llu bytes crosses a segment edge",
+                 (unsigned long long)b->off, (unsigned long long)b->size);
         if (b->state == CUA_BLOCK_FREE) {
             t->free_blocks++;
-            if (prev && prev->state == CUA_BLOCK_FREE &&
+            if (prev && prev->state == CUA_BLOCK_FREE && !fenced(h, b->off) &&
                 (prev->tag == b->tag || _cua_arena_one_stream(a)))
                 FAIL("free blocks at %llu and %llu (tags %u, %u) are neighbours but not merged",
                      (unsigned long long)prev->off, (unsigned long long)b->off, prev->tag, b->tag);
@@ -129,7 +148,7 @@ static cua_status check_chunks(const cua_arena *a)
             p++;
             continue;
         }
-        if (c->first != p || !c->npages || c->npages > seg->chunk_max_pages) {
+        if (c->first != p || !c->npages || (!seg->novmm && c->npages > seg->chunk_max_pages)) {
             st = _cua_error(CUA_ERR_CORRUPT, "page %u points to a chunk at page %u of %u pages",
                             p, c->first, c->npages);
             break;
@@ -165,6 +184,17 @@ static cua_status check_chunks(const cua_arena *a)
     }
     if (on_list != idle) FAIL("the idle list holds %llu bytes, idle chunks %llu",
                               (unsigned long long)on_list, (unsigned long long)idle);
+    if (!seg->novmm) return CUA_OK;
+    if (seg->nbyaddr != seg->nchunks)
+        FAIL("%zu segments indexed by address, %llu chunks", seg->nbyaddr,
+             (unsigned long long)seg->nchunks);
+    for (size_t i = 0; i < seg->nbyaddr; i++) {
+        const cua_chunk *c = seg->byaddr[i];
+        if (seg->pages[c->first] != c) FAIL("segment %zu by address is not in the page table", i);
+        if (i && seg->byaddr[i - 1]->addr + ((uint64_t)seg->byaddr[i - 1]->npages << seg->gshift) >
+                     c->addr)
+            FAIL("segments %zu and %zu by address overlap or are out of order", i - 1, i);
+    }
     return CUA_OK;
 }
 

@@ -74,6 +74,10 @@ static const struct option options[] = {
      .flag_when_zero = true, .syntax = "0 or 1", .fallback = "1",
      .help = "1: keep mapped bytes near the demand peak by giving back cached pages; "
              "0: never (sets CUA_ARENA_NO_FOOTPRINT_CAP)"},
+    {.name = "vmm", .kind = OPT_FLAG, .flag = CUA_ARENA_NO_VMM,
+     .flag_when_zero = true, .syntax = "0 or 1", .fallback = "1",
+     .help = "1: expandable segments on virtual memory management when the device has it; "
+             "0: whole segments from cuMemAlloc (sets CUA_ARENA_NO_VMM)"},
 };
 
 /* ---- defaults ------------------------------------------------------------------ */

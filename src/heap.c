@@ -15,24 +15,29 @@
 
 /* ---- descriptors ------------------------------------------------------------ */
 
+/* A slab of descriptors onto the spare list; false when out of host memory. */
+static bool refill(cua_heap *h)
+{
+    if (h->nslabs == h->cap_slabs) {
+        size_t ncap = h->cap_slabs ? 2 * h->cap_slabs : 16;
+        void **ns = realloc(h->slabs, ncap * sizeof *ns);
+        if (!ns) return false;
+        h->slabs = ns;
+        h->cap_slabs = ncap;
+    }
+    cua_block *slab = malloc(CUA_SLAB_BLOCKS * sizeof *slab);
+    if (!slab) return false;
+    h->slabs[h->nslabs++] = slab;
+    for (size_t i = 0; i < CUA_SLAB_BLOCKS; i++) {
+        slab[i].fnext = h->spare;
+        h->spare = &slab[i];
+    }
+    return true;
+}
+
 static cua_block *block_new(cua_heap *h)
 {
-    if (!h->spare) {
-        if (h->nslabs == h->cap_slabs) {
-            size_t ncap = h->cap_slabs ? 2 * h->cap_slabs : 16;
-            void **ns = realloc(h->slabs, ncap * sizeof *ns);
-            if (!ns) return NULL;
-            h->slabs = ns;
-            h->cap_slabs = ncap;
-        }
-        cua_block *slab = malloc(CUA_SLAB_BLOCKS * sizeof *slab);
-        if (!slab) return NULL;
-        h->slabs[h->nslabs++] = slab;
-        for (size_t i = 0; i < CUA_SLAB_BLOCKS; i++) {
-            slab[i].fnext = h->spare;
-            h->spare = &slab[i];
-        }
-    }
+    if (!h->spare && !refill(h)) return NULL;
     cua_block *b = h->spare;
     h->spare = b->fnext;
     memset(b, 0, sizeof *b);
@@ -143,6 +148,11 @@ cua_status _cua_heap_ensure_tag(cua_heap *h, uint32_t tag)
 
 /* ---- split and coalesce ----------------------------------------------------------- */
 
+static inline bool fenced(const cua_heap *h, uint64_t off)
+{
+    return h->fence && h->fence(h->fence_ctx, off);
+}
+
 /* Cut free block b (out of the index) to `size`; the rest stays free. */
 static cua_block *cut(cua_heap *h, cua_block *b, uint64_t size, cua_block *rest)
 {
@@ -192,7 +202,7 @@ cua_block *_cua_heap_take(cua_heap *h, cua_block *b, uint64_t size, uint32_t tag
     cua_block *p = b->prev;
     *undo_tag = b->tag;
     if (p && p->state == CUA_BLOCK_FREE && p->tag != b->tag && (p->tag == tag || p->tag == 0) &&
-        p->size < size) {
+        p->size < size && !fenced(h, b->off)) {
         *undo_tag = p->tag ? p->tag : b->tag;
         return slide(h, p, b, size);
     }
@@ -230,9 +240,11 @@ static void absorb(cua_heap *h, cua_block *left, cua_block *right)
     block_delete(h, right);
 }
 
-static bool mergeable(const cua_block *n, uint32_t tag, bool merge_any)
+/* Can free neighbour n join a block of `tag` across offset `edge`? */
+static bool mergeable(const cua_heap *h, const cua_block *n, uint32_t tag, bool merge_any,
+                      uint64_t edge)
 {
-    return n && n->state == CUA_BLOCK_FREE && (n->tag == tag || merge_any);
+    return n && n->state == CUA_BLOCK_FREE && (n->tag == tag || merge_any) && !fenced(h, edge);
 }
 
 cua_block *_cua_heap_put(cua_heap *h, cua_block *b, uint32_t tag, uint64_t seq, bool merge_any)
@@ -242,14 +254,14 @@ cua_block *_cua_heap_put(cua_heap *h, cua_block *b, uint32_t tag, uint64_t seq, 
     b->seq = seq;
     b->uses = NULL;
     b->req = 0;
-    if (mergeable(b->prev, tag, merge_any)) {
+    if (mergeable(h, b->prev, tag, merge_any, b->off)) {
         cua_block *p = b->prev;
         _cua_freeidx_remove(h->idx[p->tag], p);
         absorb(h, p, b);
         p->tag = tag;
         b = p;
     }
-    if (mergeable(b->next, tag, merge_any)) {
+    if (b->next && mergeable(h, b->next, tag, merge_any, b->next->off)) {
         _cua_freeidx_remove(h->idx[b->next->tag], b->next);
         absorb(h, b, b->next);
     }
@@ -263,19 +275,49 @@ cua_block *_cua_heap_retag_any(cua_heap *h, cua_block *b)
     return _cua_heap_put(h, b, 0, b->seq, false);
 }
 
+cua_status _cua_heap_split_at(cua_heap *h, uint64_t off)
+{
+    cua_block *b = off < h->size ? _cua_heap_block_at(h, off) : NULL;
+    if (!b || b->state != CUA_BLOCK_FREE || b->off == off) return CUA_OK;
+    cua_block *hi = block_new(h);
+    if (!hi) return _cua_error(CUA_ERR_OUT_OF_MEMORY, "no host memory for a block descriptor");
+    _cua_freeidx_remove(h->idx[b->tag], b);
+    cut(h, b, off - b->off, hi);
+    b->state = CUA_BLOCK_FREE;
+    freeidx_insert(h->idx[b->tag], b);
+    return CUA_OK;
+}
+
+void _cua_heap_merge_at(cua_heap *h, uint64_t off, bool merge_any)
+{
+    cua_block *b = off < h->size ? _cua_heap_block_at(h, off) : NULL;
+    if (!b || b->off != off || b->state != CUA_BLOCK_FREE) return;
+    if (!mergeable(h, b->prev, b->tag, merge_any, off)) return;
+    cua_block *p = b->prev;
+    _cua_freeidx_remove(h->idx[p->tag], p);
+    _cua_freeidx_remove(h->idx[b->tag], b);
+    uint32_t tag = b->tag;
+    absorb(h, p, b);
+    p->tag = tag;
+    freeidx_insert(h->idx[tag], p);
+}
+
+cua_status _cua_heap_reserve(cua_heap *h, unsigned n)
+{
+    unsigned have = 0;
+    for (cua_block *b = h->spare; b && have < n; b = b->fnext) have++;
+    if (have < n && !refill(h))
+        return _cua_error(CUA_ERR_OUT_OF_MEMORY, "no host memory for block descriptors");
+    return CUA_OK;
+}
+
 cua_status _cua_heap_share_above(cua_heap *h, uint64_t top)
 {
     cua_block *b = top < h->size ? _cua_heap_block_at(h, top) : NULL;
     if (!b || b->state != CUA_BLOCK_FREE || b->tag == 0) return CUA_OK;
-    if (b->off < top) { /* split: the lower part keeps its tag */
-        cua_block *hi = block_new(h);
-        if (!hi) return _cua_error(CUA_ERR_OUT_OF_MEMORY, "no host memory for a block descriptor");
-        _cua_freeidx_remove(h->idx[b->tag], b);
-        cut(h, b, top - b->off, hi);
-        b->state = CUA_BLOCK_FREE;
-        freeidx_insert(h->idx[b->tag], b);
-        b = hi;
-    }
+    cua_status st = _cua_heap_split_at(h, top);
+    if (st != CUA_OK) return st;
+    b = b->off == top ? b : b->next;
     _cua_freeidx_remove(h->idx[b->tag], b);
     b->tag = 0;
     freeidx_insert(h->idx[0], b);

@@ -47,6 +47,10 @@ typedef struct cua_ptrslot {
 
 typedef struct cua_heap {
     uint64_t size;                     /* the range the blocks tile */
+    /* When set: true for an offset no block may cross (a chunk edge without
+     * VMM); free neighbours never merge across it. */
+    bool (*fence)(const void *ctx, uint64_t off);
+    const void *fence_ctx;
     uint64_t page;                     /* blocks of a page or more start on a page */
     cua_block *first;                  /* the block at offset 0 */
     cua_freeidx **idx;                 /* per tag; idx[0] is the "any stream" tag */
@@ -81,6 +85,14 @@ cua_block *_cua_heap_take(cua_heap *h, cua_block *b, uint64_t size, uint32_t tag
  * tag (of any tag when `merge_any`: the arena has one stream, so tags do not
  * restrict anyone; the result keeps `tag`), and index the result. */
 cua_block *_cua_heap_put(cua_heap *h, cua_block *b, uint32_t tag, uint64_t seq, bool merge_any);
+/* Split the free block that holds offset `off` there (both parts keep its tag
+ * and stay free). Nothing to do when a block starts at `off` or it is live. */
+cua_status _cua_heap_split_at(cua_heap *h, uint64_t off);
+/* Merge the free block that starts at `off` with its free lower neighbour,
+ * when tags (or merge_any) and the fences allow it (a fence went away). */
+void _cua_heap_merge_at(cua_heap *h, uint64_t off, bool merge_any);
+/* Keep at least n spare block descriptors, so the next n splits cannot fail. */
+cua_status _cua_heap_reserve(cua_heap *h, unsigned n);
 /* Give the never-used space above offset `top` to every stream: the free block
  * that holds it is split there and its upper part gets tag 0. */
 cua_status _cua_heap_share_above(cua_heap *h, uint64_t top);

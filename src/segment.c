@@ -4,6 +4,7 @@
  */
 #include "segment.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -86,9 +87,11 @@ static cua_status retry_zombies(cua_segment *seg)
 /* ---- init / fini ------------------------------------------------------------ */
 
 cua_status _cua_seg_init(cua_segment *seg, cua_backend *bk, cua_callstats *cs, size_t size,
-                         size_t align, size_t chunk_max)
+                         size_t align, size_t chunk_max, bool novmm, cua_arena *owner)
 {
     memset(seg, 0, sizeof *seg);
+    seg->novmm = novmm;
+    seg->owner = owner;
     seg->bk = bk;
     seg->cs = cs;
     seg->gran = bk->granularity;
@@ -105,6 +108,7 @@ cua_status _cua_seg_init(cua_segment *seg, cua_backend *bk, cua_callstats *cs, s
     if (!seg->pages)
         return _cua_error(CUA_ERR_OUT_OF_MEMORY, "no host memory for a page table of %u pages",
                           seg->npages);
+    if (novmm) return CUA_OK; /* offsets only: segments come with their own addresses */
     cua_status st = _cua_bk_reserve(bk, cs, size, align, &seg->base);
     if (st != CUA_OK) {
         free(seg->pages);
@@ -114,8 +118,97 @@ cua_status _cua_seg_init(cua_segment *seg, cua_backend *bk, cua_callstats *cs, s
     return CUA_OK;
 }
 
+/* ---- novmm: whole segments, and the chunks sorted by address ---------------------- */
+
+static size_t byaddr_lower_bound(const cua_segment *seg, uintptr_t addr)
+{
+    size_t lo = 0, hi = seg->nbyaddr;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (seg->byaddr[mid]->addr < addr)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+bool _cua_seg_offset(const cua_segment *seg, uintptr_t addr, uint64_t *off)
+{
+    if (!seg->novmm) {
+        if (addr < seg->base || addr - seg->base >= seg->size) return false;
+        *off = addr - seg->base;
+        return true;
+    }
+    size_t i = byaddr_lower_bound(seg, addr + 1); /* the first chunk above addr */
+    if (i == 0) return false;
+    const cua_chunk *c = seg->byaddr[i - 1];
+    if (addr - c->addr >= ((uint64_t)c->npages << seg->gshift)) return false;
+    *off = ((uint64_t)c->first << seg->gshift) + (addr - c->addr);
+    return true;
+}
+
+bool _cua_seg_fence(const void *segp, uint64_t off)
+{
+    const cua_segment *seg = segp;
+    if (off & (seg->gran - 1)) return false;
+    uint32_t p = _cua_seg_page(seg, off);
+    return p > 0 && p < seg->npages && seg->pages[p - 1] != seg->pages[p];
+}
+
+/* Allocate one segment of n pages for page `first` and register it. */
+static cua_status alloc_segment(cua_segment *seg, cua_chunk *c, size_t len)
+{
+    if (seg->nbyaddr == seg->cap_byaddr) {
+        size_t ncap = seg->cap_byaddr ? 2 * seg->cap_byaddr : 16;
+        cua_chunk **nb = realloc(seg->byaddr, ncap * sizeof *nb);
+        if (!nb) return _cua_error(CUA_ERR_OUT_OF_MEMORY, "no host memory to index a segment");
+        seg->byaddr = nb;
+        seg->cap_byaddr = ncap;
+    }
+    cua_status st = _cua_bk_alloc(seg->bk, seg->cs, len, &c->addr);
+    if (st != CUA_OK) return st;
+    if (c->addr % CUA_ALIGNMENT == 0)
+        st = _cua_addrmap_insert_range(c->addr, len, seg->owner);
+    else
+        st = _cua_error(CUA_ERR_BACKEND, "the backend's alloc returned %#lx, not aligned to %u",
+                        (unsigned long)c->addr, CUA_ALIGNMENT);
+    if (st != CUA_OK) {
+        char keep[1024];
+        snprintf(keep, sizeof keep, "%s", cua_last_error());
+        _cua_bk_free(seg->bk, seg->cs, c->addr, len); /* best effort */
+        return _cua_error(st, "%s", keep);
+    }
+    size_t i = byaddr_lower_bound(seg, c->addr);
+    memmove(&seg->byaddr[i + 1], &seg->byaddr[i], (seg->nbyaddr - i) * sizeof *seg->byaddr);
+    seg->byaddr[i] = c;
+    seg->nbyaddr++;
+    return CUA_OK;
+}
+
+/* Free a chunk's segment; on failure it stays allocated (and counted). */
+static cua_status free_segment(cua_segment *seg, cua_chunk *c)
+{
+    size_t len = (size_t)c->npages << seg->gshift;
+    cua_status st = _cua_bk_free(seg->bk, seg->cs, c->addr, len);
+    if (st != CUA_OK) return st;
+    _cua_addrmap_remove_range(c->addr);
+    size_t i = byaddr_lower_bound(seg, c->addr);
+    memmove(&seg->byaddr[i], &seg->byaddr[i + 1], (seg->nbyaddr - i - 1) * sizeof *seg->byaddr);
+    seg->nbyaddr--;
+    return CUA_OK;
+}
+
 static cua_status unmap_chunk(cua_segment *seg, cua_chunk *c)
 {
+    if (seg->novmm) {
+        cua_status st = free_segment(seg, c);
+        if (st != CUA_OK) return st;
+        set_pages(seg, c->first, c->npages, NULL);
+        seg->mapped_bytes -= (uint64_t)c->npages << seg->gshift;
+        seg->nchunks--;
+        return CUA_OK;
+    }
     uintptr_t addr = seg->base + ((uintptr_t)c->first << seg->gshift);
     size_t len = (size_t)c->npages << seg->gshift;
     cua_status st = _cua_bk_unmap(seg->bk, seg->cs, addr, len, 1);
@@ -148,7 +241,8 @@ cua_status _cua_seg_fini(cua_segment *seg)
     if (st != CUA_OK && first == CUA_OK) first = st;
     if (seg->nzombies) st = retry_zombies(seg); /* a transient failure gets one more try */
     free(seg->zombies);
-    st = _cua_bk_unreserve(seg->bk, seg->cs, seg->base, seg->size);
+    free(seg->byaddr);
+    st = seg->novmm ? CUA_OK : _cua_bk_unreserve(seg->bk, seg->cs, seg->base, seg->size);
     if (st != CUA_OK) {
         if (first == CUA_OK) first = st;
         _cua_bk_unreserve(seg->bk, seg->cs, seg->base, seg->size);
@@ -211,26 +305,34 @@ void _cua_seg_release(cua_segment *seg, uint64_t off, uint64_t len, uint64_t seq
 
 /* ---- map ------------------------------------------------------------------------ */
 
-/* Create and map one chunk of n pages at page `first`; access is set by the caller. */
+/* The physical memory of a chunk of len bytes at addr: a handle created and
+ * mapped there (access is set by the caller), or novmm a whole segment. */
+static cua_status back_chunk(cua_segment *seg, cua_chunk *c, uintptr_t addr, size_t len)
+{
+    if (seg->novmm) return alloc_segment(seg, c, len);
+    cua_status st = _cua_bk_create(seg->bk, seg->cs, len, &c->handle);
+    if (st != CUA_OK) return st;
+    st = _cua_bk_map(seg->bk, seg->cs, addr, len, c->handle);
+    if (st != CUA_OK) {
+        char keep[1024];
+        snprintf(keep, sizeof keep, "%s", cua_last_error());
+        _cua_bk_release(seg->bk, seg->cs, c->handle, len); /* best effort */
+        return _cua_error(st, "%s", keep);
+    }
+    return CUA_OK;
+}
+
+/* Create and map one chunk of n pages at page `first`. */
 static cua_status map_chunk(cua_segment *seg, uint32_t first, uint32_t n)
 {
     size_t len = (size_t)n << seg->gshift;
     uintptr_t addr = seg->base + ((uintptr_t)first << seg->gshift);
     cua_chunk *c = chunk_new(seg);
     if (!c) return _cua_error(CUA_ERR_OUT_OF_MEMORY, "no host memory for a chunk descriptor");
-    cua_status st = _cua_bk_create(seg->bk, seg->cs, len, &c->handle);
+    cua_status st = back_chunk(seg, c, addr, len);
     if (st != CUA_OK) {
         chunk_free(seg, c);
         return st;
-    }
-    st = _cua_bk_map(seg->bk, seg->cs, addr, len, c->handle);
-    if (st != CUA_OK) {
-        char keep[1024];
-        strncpy(keep, cua_last_error(), sizeof keep - 1);
-        keep[sizeof keep - 1] = 0;
-        _cua_bk_release(seg->bk, seg->cs, c->handle, len); /* best effort */
-        chunk_free(seg, c);
-        return _cua_error(st, "%s", keep);
     }
     c->first = first;
     c->npages = n;
@@ -259,6 +361,10 @@ static void unmap_new(cua_segment *seg, uint32_t p0, uint32_t p1, const uint8_t 
 cua_status _cua_seg_map(cua_segment *seg, uint64_t off, uint64_t len)
 {
     uint32_t p0 = _cua_seg_page(seg, off), p1 = _cua_seg_page(seg, off + len - 1) + 1;
+    if (seg->novmm) { /* one segment, usable at once; the heap kept the pages unmapped */
+        for (uint32_t p = p0; p < p1; p++) cua_assert(!seg->pages[p]);
+        return map_chunk(seg, p0, p1 - p0);
+    }
     uint8_t small[64];
     uint8_t *was = (p1 - p0) <= sizeof small ? small : malloc(p1 - p0);
     if (!was) return _cua_error(CUA_ERR_OUT_OF_MEMORY, "no host memory to map %u pages", p1 - p0);
@@ -302,8 +408,29 @@ static int cmp_chunk_first(const void *a, const void *b)
 }
 
 /* Unmap a run of address-adjacent chunks in one call, then release each handle. */
+/* novmm: free each segment of the run on its own. */
+static cua_status trim_segments(cua_segment *seg, cua_chunk **run, size_t n, uint64_t *released)
+{
+    cua_status first = CUA_OK;
+    for (size_t i = 0; i < n; i++) {
+        cua_chunk *c = run[i];
+        uint64_t off = (uint64_t)c->first << seg->gshift, clen = (uint64_t)c->npages << seg->gshift;
+        cua_status st = unmap_chunk(seg, c);
+        if (st != CUA_OK) {
+            idle_push(seg, c, c->idle_seq);
+            if (first == CUA_OK) first = st;
+            continue;
+        }
+        *released += clen;
+        chunk_free(seg, c);
+        if (seg->on_unmap) seg->on_unmap(seg->on_unmap_ctx, off, clen);
+    }
+    return first;
+}
+
 static cua_status trim_run(cua_segment *seg, cua_chunk **run, size_t n, uint64_t *released)
 {
+    if (seg->novmm) return trim_segments(seg, run, n, released);
     uint32_t pages = 0;
     for (size_t i = 0; i < n; i++) pages += run[i]->npages;
     uintptr_t addr = seg->base + ((uintptr_t)run[0]->first << seg->gshift);

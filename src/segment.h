@@ -9,6 +9,13 @@
  * overlap it (`busy`); a chunk with none is idle, sits on the idle list (oldest
  * first) and can be trimmed. The page table (host memory) maps a page index to
  * its chunk, so a range is checked and acquired in O(pages).
+ *
+ * Without virtual memory management (`novmm`) nothing is reserved: the range
+ * is only a space of offsets, and each chunk is a whole segment from the
+ * backend's alloc (cuMemAlloc) at an address of the driver's choosing. A block
+ * is then usable only inside one chunk: the heap is told where chunk edges are
+ * (_cua_seg_fence) and never lets a block cross one. Pointers and offsets are
+ * translated through the chunk (_cua_seg_addr, _cua_seg_offset).
  */
 #ifndef CUA_SEGMENT_H
 #define CUA_SEGMENT_H
@@ -20,6 +27,7 @@ typedef struct cua_chunk {
     uint32_t npages;
     cua_handle handle;
     uint32_t busy;                    /* live (or pending) blocks overlapping the chunk */
+    uintptr_t addr;                   /* novmm: the segment's device address */
     uint64_t idle_seq;                /* the arena's free sequence when it became idle */
     struct cua_chunk *idle_prev, *idle_next; /* on the idle list while busy == 0 */
 } cua_chunk;
@@ -41,11 +49,20 @@ typedef struct cua_segment {
     cua_chunk *spare;         /* recycled chunk descriptors */
     struct { cua_handle h; size_t size; } *zombies; /* unmapped handles whose release failed */
     size_t nzombies, cap_zombies;
+    /* novmm only: */
+    bool novmm;
+    cua_arena *owner;         /* registered as the owner of each chunk's addresses */
+    cua_chunk **byaddr;       /* chunks sorted by device address */
+    size_t nbyaddr, cap_byaddr;
+    /* Called after a trim unmapped [off, off + len) (novmm: its edges are gone). */
+    void (*on_unmap)(void *ctx, uint64_t off, uint64_t len);
+    void *on_unmap_ctx;
 } cua_segment;
 
-/* Reserve `size` bytes (a multiple of 1 GiB) aligned to `align`. */
+/* Reserve `size` bytes (a multiple of 1 GiB) aligned to `align`; novmm: reserve
+ * nothing, chunks will be whole segments registered under `owner`. */
 cua_status _cua_seg_init(cua_segment *seg, cua_backend *bk, cua_callstats *cs, size_t size,
-                         size_t align, size_t chunk_max);
+                         size_t align, size_t chunk_max, bool novmm, cua_arena *owner);
 /* Unmap and release everything and the reservation. Keeps going after a
  * failure and returns the first one. */
 cua_status _cua_seg_fini(cua_segment *seg);
@@ -60,7 +77,8 @@ uint64_t _cua_seg_missing(const cua_segment *seg, uint64_t off, uint64_t len);
  * join the idle list's tail with idle_seq = seq. Every page must be mapped. */
 void _cua_seg_release(cua_segment *seg, uint64_t off, uint64_t len, uint64_t seq);
 /* Map every unmapped page of [off, off + len) in chunks of at most
- * chunk_max_pages, each counted busy by one block. On failure nothing new stays
+ * chunk_max_pages, each counted busy by one block. novmm: the pages are all
+ * unmapped and become one chunk (one segment). On failure nothing new stays
  * mapped. */
 cua_status _cua_seg_map(cua_segment *seg, uint64_t off, uint64_t len);
 
@@ -79,5 +97,24 @@ static inline bool _cua_seg_page_mapped(const cua_segment *seg, uint32_t page)
 {
     return seg->pages[page] != NULL;
 }
+
+/* The address of offset `off`, whose page is mapped. */
+static inline uintptr_t _cua_seg_addr(const cua_segment *seg, uint64_t off)
+{
+    if (CUA_LIKELY(!seg->novmm)) return seg->base + (uintptr_t)off;
+    const cua_chunk *c = seg->pages[_cua_seg_page(seg, off)];
+    return c->addr + (uintptr_t)(off - ((uint64_t)c->first << seg->gshift));
+}
+
+/* The offset of address `addr`; false when no chunk (novmm) or the range holds it. */
+bool _cua_seg_offset(const cua_segment *seg, uintptr_t addr, uint64_t *off);
+
+/* novmm: true when `off` is a chunk edge, which no block may cross (a page
+ * boundary with different chunks, or a chunk and unmapped space, on its sides). */
+bool _cua_seg_fence(const void *seg, uint64_t off);
+
+/* addrmap.c: the registry of novmm chunks, by address. */
+cua_status _cua_addrmap_insert_range(uintptr_t base, size_t size, cua_arena *a);
+void _cua_addrmap_remove_range(uintptr_t base);
 
 #endif /* CUA_SEGMENT_H */

@@ -48,7 +48,7 @@ void _cua_stats_read(const cua_arena *a, cua_stats *out)
     out->live_blocks = a->live_blocks;
     out->allocated_bytes = a->allocated_bytes;
     out->mapped_bytes = a->seg.mapped_bytes;
-    out->reserved_bytes = a->seg.size;
+    out->reserved_bytes = a->seg.novmm ? 0 : a->seg.size; /* novmm: nothing is reserved */
     out->pending_bytes = a->streams.pending_bytes;
     out->free_bytes = a->seg.mapped_bytes - a->allocated_bytes - a->streams.pending_bytes;
     out->cached_bytes = a->seg.idle_bytes;

@@ -285,3 +285,92 @@ TEST(two_arenas_are_independent)
     CHECK(owner == g.a);
     CHECK_OK(teardown(&g));
 }
+
+/* ---- without VMM: whole segments ------------------------------------------------------------ */
+
+static uint64_t backend_calls(cua_backend *bk, cua_call kind)
+{
+    cua_backend_stats s;
+    cua_backend_get_stats(bk, &s);
+    return s.calls[kind];
+}
+
+TEST(no_vmm_blocks_share_a_segment_and_never_cross_one)
+{
+    fixture f;
+    CHECK_OK(setup(&f, CUA_KEEP_ALL, 0, CUA_ARENA_NO_VMM));
+    unsigned char *a, *b, *c;
+    CHECK_OK(cua_arena_alloc(f.a, 1 * MiB, 0, (void **)&a));
+    CHECK_OK(cua_arena_alloc(f.a, 1 * MiB - 512, 0, (void **)&b)); /* the rest of a's segment */
+    CHECK(backend_calls(f.bk, CUA_CALL_ALLOC) == 1 && b == a + 1 * MiB);
+    /* 1 MiB more does not fit in the segment: it gets one of its own, whole. */
+    CHECK_OK(cua_arena_alloc(f.a, 1 * MiB, 0, (void **)&c));
+    CHECK(backend_calls(f.bk, CUA_CALL_ALLOC) == 2);
+    CHECK(backend_calls(f.bk, CUA_CALL_CREATE) == 0 && backend_calls(f.bk, CUA_CALL_RESERVE) == 0);
+    memset(a, 1, 1 * MiB);
+    memset(b, 2, 1 * MiB - 512);
+    memset(c, 3, 1 * MiB);
+    CHECK(a[1 * MiB - 1] == 1 && b[0] == 2 && c[1 * MiB - 1] == 3);
+    cua_stats s;
+    CHECK_OK(cua_arena_get_stats(f.a, &s));
+    CHECK(s.mapped_bytes == 4 * MiB && s.reserved_bytes == 0);
+    /* Interior and foreign pointers get answers, not crashes. */
+    CHECK_ST(cua_free(a + 512), CUA_ERR_INVALID_POINTER);
+    CHECK_OK(teardown(&f));
+}
+
+TEST(no_vmm_trim_returns_only_whole_free_segments)
+{
+    fixture f;
+    CHECK_OK(setup(&f, CUA_KEEP_ALL, 0, CUA_ARENA_NO_VMM));
+    void *a, *b, *big;
+    CHECK_OK(cua_arena_alloc(f.a, 1 * MiB, 0, &a));
+    CHECK_OK(cua_arena_alloc(f.a, 512 * 1024, 0, &b));
+    CHECK_OK(cua_arena_alloc(f.a, 5 * MiB, 0, &big)); /* a 6 MiB segment */
+    CHECK(mapped(f.a) == 8 * MiB);
+    CHECK_OK(cua_free(a));
+    size_t released = 0;
+    CHECK_OK(cua_arena_trim(f.a, 0, &released));
+    CHECK(released == 0); /* b still lives in that segment */
+    CHECK_OK(cua_free(big));
+    CHECK_OK(cua_arena_trim(f.a, 0, &released));
+    CHECK(released == 6 * MiB && mapped(f.a) == 2 * MiB);
+    CHECK_OK(cua_free(b));
+    CHECK_OK(cua_arena_trim(f.a, 0, &released));
+    CHECK(released == 2 * MiB && mapped(f.a) == 0);
+    CHECK(backend_calls(f.bk, CUA_CALL_FREE) == 2);
+    /* A pointer into a segment that went back to the driver. */
+    CHECK_ST(cua_free(big), CUA_ERR_INVALID_POINTER);
+    /* After the trims the free space merged into one block again: a 7 MiB block fits. */
+    CHECK_OK(cua_arena_alloc(f.a, 7 * MiB, 0, &a));
+    CHECK(mapped(f.a) == 8 * MiB);
+    CHECK_OK(teardown(&f));
+}
+
+TEST(no_vmm_backend_makes_arenas_fall_back)
+{
+    cua_host_config hc;
+    cua_host_config_init(&hc);
+    hc.capacity = 256 * MiB;
+    hc.no_vmm = 1;
+    cua_backend *bk;
+    CHECK_OK(cua_backend_host_create(&hc, &bk));
+    cua_arena_config cfg;
+    cua_arena_config_init(&cfg);
+    cfg.backend = bk;
+    cfg.flags = CUA_ARENA_CHECK_ALWAYS;
+    cua_arena *a;
+    CHECK_OK(cua_arena_create(&cfg, &a));
+    void *p;
+    CHECK_OK(cua_arena_alloc(a, 3 * MiB, 0, &p));
+    CHECK(backend_calls(bk, CUA_CALL_ALLOC) == 1 && backend_calls(bk, CUA_CALL_RESERVE) == 0);
+    cua_arena *owner;
+    CHECK_OK(cua_ptr_info((char *)p + 100, &owner, NULL, NULL));
+    CHECK(owner == a);
+    CHECK_OK(cua_free(p));
+    CHECK_OK(cua_arena_destroy(a, 0));
+    cua_backend_stats bs;
+    CHECK_OK(cua_backend_get_stats(bk, &bs));
+    CHECK(bs.handles == 0 && bs.handle_bytes == 0 && bs.free_bytes == 256 * MiB);
+    CHECK_OK(cua_backend_destroy(bk));
+}

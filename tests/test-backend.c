@@ -493,9 +493,13 @@ TEST(counters_and_destroy)
     CHECK_OK(_cua_bk_event_query(b, &cs, e));
     CHECK_OK(_cua_bk_event_sync(b, &cs, e));
     CHECK_OK(_cua_bk_stream_sync(b, &cs, 0));
-    CHECK(live(b, "reservations") == 1 && live(b, "handles") == 1 && live(b, "mappings") == 1 &&
-          live(b, "events") == 1 && live(b, "handle_bytes") == (int64_t)(4 * MiB));
+    uintptr_t seg;
+    CHECK_OK(_cua_bk_alloc(b, &cs, 2 * MiB, &seg));
+    memset((void *)seg, 0x5a, 2 * MiB); /* usable at once, no set_access */
+    CHECK(live(b, "reservations") == 1 && live(b, "handles") == 2 && live(b, "mappings") == 1 &&
+          live(b, "events") == 1 && live(b, "handle_bytes") == (int64_t)(6 * MiB));
     CHECK(fr == 60 * MiB && tot == 64 * MiB);
+    CHECK_OK(_cua_bk_free(b, &cs, seg, 2 * MiB));
     /* Something alive: destroy refuses and releases nothing. */
     CHECK_ST(_cua_backend_destroy(b), CUA_ERR_BUSY);
     CHECK(strstr(cua_last_error(), "1 reservation(s)") != NULL);
@@ -573,13 +577,14 @@ struct fixture {
     uintptr_t base, spare, extra; /* base: 8 MiB with h1 mapped at base; spare: 2 MiB */
     cua_handle h1, h2, h3;        /* h1 mapped, h2 not, h3 made by the create call */
     cua_event e1, e2;             /* e1 recorded; e2 made by the event_create call */
-    bool h1_mapped, h2_mapped, h2_alive, spare_alive, e1_alive;
+    uintptr_t s1, s2;             /* whole segments: s1 from setup, s2 made by the alloc call */
+    bool h1_mapped, h2_mapped, h2_alive, spare_alive, e1_alive, s1_alive;
 };
 
 static cua_status fixture_setup(struct fixture *fx)
 {
     memset(fx, 0, sizeof *fx);
-    fx->host = host_make(64 * MiB, 2 * MiB, 0);
+    fx->host = host_make(64 * MiB, 2 * MiB, 0); /* 58 MiB free after setup */
     if (!fx->host) return CUA_ERR_NO_DEVICE;
     cua_status st = _cua_backend_fault_create(fx->host, &fx->fault);
     cua_backend *f = fx->fault;
@@ -590,7 +595,8 @@ static cua_status fixture_setup(struct fixture *fx)
     if (st == CUA_OK) st = _cua_bk_map(f, NULL, fx->base, 2 * MiB, fx->h1);
     if (st == CUA_OK) st = _cua_bk_event_create(f, NULL, &fx->e1);
     if (st == CUA_OK) st = _cua_bk_event_record(f, NULL, fx->e1, 1);
-    fx->h1_mapped = fx->h2_alive = fx->spare_alive = fx->e1_alive = true;
+    if (st == CUA_OK) st = _cua_bk_alloc(f, NULL, 2 * MiB, &fx->s1);
+    fx->h1_mapped = fx->h2_alive = fx->spare_alive = fx->e1_alive = fx->s1_alive = true;
     return st;
 }
 
@@ -629,6 +635,11 @@ static cua_status fixture_call(struct fixture *fx, cua_call kind)
     case CUA_CALL_EVENT_QUERY: return _cua_bk_event_query(f, NULL, fx->e1);
     case CUA_CALL_EVENT_SYNC: return _cua_bk_event_sync(f, NULL, fx->e1);
     case CUA_CALL_STREAM_SYNC: return _cua_bk_stream_sync(f, NULL, 1);
+    case CUA_CALL_ALLOC: return _cua_bk_alloc(f, NULL, 4 * MiB, &fx->s2);
+    case CUA_CALL_FREE:
+        st = _cua_bk_free(f, NULL, fx->s1, 2 * MiB);
+        fx->s1_alive = st != CUA_OK;
+        return st;
     default: return CUA_ERR_INVALID_ARG;
     }
 }
@@ -652,6 +663,8 @@ static cua_status fixture_teardown(struct fixture *fx)
     if (st == CUA_OK && fx->extra) st = _cua_bk_unreserve(f, NULL, fx->extra, 2 * MiB);
     if (st == CUA_OK && fx->e1_alive) st = _cua_bk_event_destroy(f, NULL, fx->e1);
     if (st == CUA_OK && fx->e2) st = _cua_bk_event_destroy(f, NULL, fx->e2);
+    if (st == CUA_OK && fx->s1_alive) st = _cua_bk_free(f, NULL, fx->s1, 2 * MiB);
+    if (st == CUA_OK && fx->s2) st = _cua_bk_free(f, NULL, fx->s2, 4 * MiB);
     if (st != CUA_OK) return st;
     if (!all_zero(fx->host) || !all_zero(fx->fault)) return CUA_ERR_CORRUPT;
     /* The inner backend cannot go first. */
@@ -675,8 +688,9 @@ TEST(fault_nth_every_kind)
     for (int k = 0; k < CUA_CALL_COUNT; k++) {
         struct fixture fx;
         CHECK_OK(fixture_setup(&fx));
-        cua_status want = k == CUA_CALL_CREATE || k == CUA_CALL_RESERVE ? CUA_ERR_OUT_OF_MEMORY
-                                                                         : CUA_ERR_BACKEND;
+        cua_status want = k == CUA_CALL_CREATE || k == CUA_CALL_RESERVE || k == CUA_CALL_ALLOC
+                              ? CUA_ERR_OUT_OF_MEMORY
+                              : CUA_ERR_BACKEND;
         CHECK_OK(_cua_fault_fail_nth(fx.fault, (cua_call)k, 1, want));
         struct snapshot before, after;
         snap(fx.host, &before);
@@ -701,7 +715,7 @@ TEST(fault_nth_third_call)
     size_t fr, tot;
     CHECK_OK(_cua_fault_fail_nth(fx.fault, CUA_CALL_MEM_INFO, 3, CUA_ERR_BACKEND));
     CHECK_OK(_cua_bk_mem_info(fx.fault, NULL, &fr, &tot));
-    CHECK(fr == 60 * MiB && tot == 64 * MiB && fx.fault->granularity == 2 * MiB &&
+    CHECK(fr == 58 * MiB && tot == 64 * MiB && fx.fault->granularity == 2 * MiB &&
           fx.fault->total_bytes == 64 * MiB);
     CHECK_OK(_cua_bk_event_query(fx.fault, NULL, fx.e1)); /* other kinds do not count */
     CHECK_OK(_cua_bk_mem_info(fx.fault, NULL, &fr, &tot));

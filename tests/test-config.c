@@ -99,6 +99,10 @@ TEST(every_key)
     CHECK(cfg.flags == 0);
     CHECK_OK(cua_config_parse("footprint_cap:0,check:1", &cfg));
     CHECK(cfg.flags == (CUA_ARENA_CHECK_ALWAYS | CUA_ARENA_NO_FOOTPRINT_CAP));
+    CHECK_OK(cua_config_parse("vmm:0", &cfg));
+    CHECK(cfg.flags == (CUA_ARENA_CHECK_ALWAYS | CUA_ARENA_NO_FOOTPRINT_CAP | CUA_ARENA_NO_VMM));
+    CHECK_OK(cua_config_parse("vmm:1", &cfg));
+    CHECK(cfg.flags == (CUA_ARENA_CHECK_ALWAYS | CUA_ARENA_NO_FOOTPRINT_CAP));
     CHECK_OK(cua_config_parse("device:0", &cfg));
     CHECK(cfg.device == 0);
     CHECK_OK(cua_config_parse("device:2147483647", &cfg));
@@ -205,7 +209,7 @@ TEST(unknown_key)
     /* a good item before the bad one is not applied either */
     CHECK(refused("limit:8G,device:1,foo:1", "foo"));
     /* the list of known keys names every key */
-    CHECK(refused("x:1", "growth_slack, check, footprint_cap"));
+    CHECK(refused("x:1", "growth_slack, check, footprint_cap, vmm"));
 }
 
 TEST(missing_value)

@@ -7,8 +7,10 @@
  *   - streams: every freed range remembers which streams' work must complete
  *     before another stream may get it; an allocation that overlaps such a
  *     range too early fails the test.
- * CUA_STRESS_OPS sets the number of operations per configuration (default
- * 100000; the closing figures use 1000000).
+ * Five configurations: three release policies / chunk sizes on VMM, and two
+ * without VMM (whole segments: forced by CUA_ARENA_NO_VMM, and a backend that
+ * has no VMM). CUA_STRESS_OPS sets the number of operations per configuration
+ * (default 100000; the closing figures use 1000000).
  */
 #include "test.h"
 
@@ -166,6 +168,7 @@ static void step_free(world *w)
         w->unsafe[w->nunsafe++] = (unsafe_range){(uintptr_t)b.p, (uintptr_t)b.p + b.size,
                                                  b.uses, b.stream};
     } else {
+        fprintf(stderr, "op %llu: the stream model is full\n", (unsigned long long)w->ops);
         w->violations++; /* the model cannot follow: make the run fail loudly */
     }
     w->frees++;
@@ -176,7 +179,10 @@ static void step_record(world *w)
     if (!w->nlive) return;
     live_block *b = &w->live[test_rand(&w->rng) % (uint64_t)w->nlive];
     int s = (int)(test_rand(&w->rng) % NSTREAMS);
-    if (cua_record_stream(b->p, stream_of[s]) != CUA_OK) w->violations++;
+    if (cua_record_stream(b->p, stream_of[s]) != CUA_OK) {
+        fprintf(stderr, "record_stream failed: %s\n", cua_last_error());
+        w->violations++;
+    }
     b->uses |= 1u << s;
 }
 
@@ -192,7 +198,10 @@ static void step_trim(world *w)
 {
     size_t released = 0, keep = (test_rand(&w->rng) % 4) * (2u << 20);
     uint64_t before = w->syncs;
-    if (cua_arena_trim(w->a, keep, &released) != CUA_OK) w->violations++;
+    if (cua_arena_trim(w->a, keep, &released) != CUA_OK) {
+        fprintf(stderr, "trim failed: %s\n", cua_last_error());
+        w->violations++;
+    }
     w->syncs = sync_calls(w);
     if (w->syncs != before) w->nunsafe = 0;
     w->trims++;
@@ -217,13 +226,17 @@ static uint64_t ops_wanted(void)
     return e ? strtoull(e, NULL, 10) : 100000;
 }
 
-/* One configuration: release policy, chunk size. */
-static void run(size_t release_threshold, size_t chunk_max, uint64_t seed, world *w)
+/* Whole segments instead of VMM: forced on the arena, or a backend without VMM. */
+enum { VMM = 0, NO_VMM_FLAG = 1, NO_VMM_BACKEND = 2 };
+
+/* One configuration: release policy, chunk size, VMM or not. */
+static void run(size_t release_threshold, size_t chunk_max, int vmm, uint64_t seed, world *w)
 {
     cua_host_config hc;
     cua_host_config_init(&hc);
     hc.capacity = (size_t)512 << 20;
     hc.manual_events = 1;
+    hc.no_vmm = vmm == NO_VMM_BACKEND;
     memset(w, 0, sizeof *w);
     w->rng = seed;
     if (cua_backend_host_create(&hc, &w->bk) != CUA_OK) {
@@ -237,6 +250,7 @@ static void run(size_t release_threshold, size_t chunk_max, uint64_t seed, world
     cfg.va_size = (size_t)1 << 30;
     cfg.release_threshold = release_threshold;
     cfg.chunk_max = chunk_max;
+    if (vmm == NO_VMM_FLAG) cfg.flags |= CUA_ARENA_NO_VMM;
     if (cua_arena_create(&cfg, &w->a) != CUA_OK) {
         w->violations++;
         return;
@@ -250,13 +264,38 @@ static void run(size_t release_threshold, size_t chunk_max, uint64_t seed, world
         }
     }
     for (int i = 0; i < w->nlive; i++)
-        if (!intact(&w->live[i]) || cua_free(w->live[i].p) != CUA_OK) w->violations++;
-    if (cua_arena_destroy(w->a, 0) != CUA_OK) w->violations++;
+        if (!intact(&w->live[i]) || cua_free(w->live[i].p) != CUA_OK) {
+            fprintf(stderr, "block %p lost its contents or could not be freed\n",
+                    (void *)w->live[i].p);
+            w->violations++;
+        }
+    if (cua_arena_destroy(w->a, 0) != CUA_OK) {
+        fprintf(stderr, "destroy failed: %s\n", cua_last_error());
+        w->violations++;
+    }
     cua_backend_stats bs;
     cua_backend_get_stats(w->bk, &bs);
-    if (bs.handles || bs.reservations || bs.mappings || bs.events || bs.handle_bytes)
+    /* Whole segments really were used (or not); none is left (checked below). */
+    if (vmm != VMM && (bs.calls[CUA_CALL_CREATE] || !bs.calls[CUA_CALL_ALLOC] ||
+                       !bs.calls[CUA_CALL_FREE])) {
+        fprintf(stderr, "without VMM: %llu creates, %llu allocs, %llu frees\n",
+                (unsigned long long)bs.calls[CUA_CALL_CREATE],
+                (unsigned long long)bs.calls[CUA_CALL_ALLOC],
+                (unsigned long long)bs.calls[CUA_CALL_FREE]);
         w->violations++;
-    if (cua_backend_destroy(w->bk) != CUA_OK) w->violations++;
+    }
+    if (vmm == VMM && (bs.calls[CUA_CALL_ALLOC] || !bs.calls[CUA_CALL_CREATE])) w->violations++;
+    if (bs.handles || bs.reservations || bs.mappings || bs.events || bs.handle_bytes) {
+        fprintf(stderr, "left in the backend: %llu handles, %llu reservations, %llu mappings, "
+                "%llu events\n", (unsigned long long)bs.handles,
+                (unsigned long long)bs.reservations, (unsigned long long)bs.mappings,
+                (unsigned long long)bs.events);
+        w->violations++;
+    }
+    if (cua_backend_destroy(w->bk) != CUA_OK) {
+        fprintf(stderr, "backend destroy failed: %s\n", cua_last_error());
+        w->violations++;
+    }
     printf("  %llu ops (%llu allocs, %llu frees, %llu failed allocs, %llu trims, %llu stream "
            "completions), %llu violations\n",
            (unsigned long long)w->ops, (unsigned long long)w->allocs,
@@ -269,19 +308,33 @@ static world W;
 
 TEST(stress_keep_all_pages)
 {
-    run(CUA_KEEP_ALL, 0, 1, &W);
+    run(CUA_KEEP_ALL, 0, VMM, 1, &W);
     CHECK(W.violations == 0);
     CHECK(W.allocs > 0 && W.frees > 0);
 }
 
 TEST(stress_release_all_big_chunks)
 {
-    run(0, (size_t)8 << 20, 2, &W);
+    run(0, (size_t)8 << 20, VMM, 2, &W);
     CHECK(W.violations == 0);
 }
 
 TEST(stress_release_some)
 {
-    run((size_t)16 << 20, 0, 3, &W);
+    run((size_t)16 << 20, 0, VMM, 3, &W);
+    CHECK(W.violations == 0);
+}
+
+/* The same model without VMM: blocks never cross a segment, segments go back whole. */
+TEST(stress_no_vmm_keep_all)
+{
+    run(CUA_KEEP_ALL, 0, NO_VMM_FLAG, 4, &W);
+    CHECK(W.violations == 0);
+    CHECK(W.allocs > 0 && W.frees > 0);
+}
+
+TEST(stress_no_vmm_backend_release_some)
+{
+    run((size_t)16 << 20, 0, NO_VMM_BACKEND, 5, &W);
     CHECK(W.violations == 0);
 }
