@@ -504,6 +504,8 @@ static void print_json(const options *o, const result *r)
     json_string(r->name);
     printf(",\"backend\":");
     json_string(o->backend);
+    /* whole: segments from cuMemAlloc (no VMM), else expandable VMM segments */
+    printf(",\"segments\":\"%s\"", r->calls[CUA_CALL_ALLOC] ? "whole" : "vmm");
     printf(",\"events\":%" PRIu64 ",\"allocs\":%" PRIu64 ",\"markers\":%" PRIu64 ",\"trim_at\":",
            r->events, r->allocs, r->markers);
     json_string(o->trim_at);

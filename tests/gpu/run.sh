@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# tests/gpu/run.sh - one visit to the GPU machine: build cuarena with the CUDA
+# backend, run the GPU tests and the host tests there, then the GPU benchmark
+# (the bundled traces through cuarena on the GPU, with VMM and without, and in
+# the same run through cudaMalloc and cudaMallocAsync), and print a short table
+# last.
+#
+#   bash tests/gpu/run.sh            (from anywhere; results in $OUT, else build-gpu/out)
+#
+# Environment:
+#   OUT                where the logs, JSON lines and the table go
+#   CUA_GPU_REPEAT     timed runs per trace (default 5: the median is reported)
+#   CUA_GPU_SKIP_BENCH set to 1 to run the tests only
+#
+# The machine needs gcc, meson, ninja, the CUDA toolkit (cuda.h, libcudart)
+# and a driver. Without zlib headers there, run tests/gpu/carry-zlib.sh on a
+# machine that has them and carry .dev along. Exit status: 0 when every test
+# passed and every benchmark ran.
+set -uo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/../.." || exit 1
+
+out=${OUT:-build-gpu/out}
+mkdir -p "$out"
+log=$out/log.txt
+: >"$log"
+repeat=${CUA_GPU_REPEAT:-5}
+status=0
+
+say() { echo "== $*" | tee -a "$log"; }
+# run NAME CMD...: run, keep its output in the log, remember a failure
+run() {
+    local name=$1 rc
+    shift
+    say "$name: $*"
+    "$@" >>"$log" 2>&1
+    rc=$?
+    echo "$name exit $rc" >>"$log"
+    if ((rc != 0 && rc != 77)); then status=1; fi
+    return $rc
+}
+
+if ! pkg-config --exists zlib 2>/dev/null && [[ -f .dev/zlib/lib/pkgconfig/zlib.pc ]]; then
+    export PKG_CONFIG_PATH=$PWD/.dev/zlib/lib/pkgconfig${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}
+fi
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader >"$out/gpu.txt" 2>&1
+say "gpu: $(cat "$out/gpu.txt")"
+
+# ---- build: release with the CUDA backend; the same tree serves tests and bench ----
+[[ -f build-gpu/build.ninja ]] ||
+    run setup meson setup build-gpu --buildtype=release -Dcuda=enabled -Dwerror=true ||
+    { tail -40 "$log"; exit 1; }
+run build ninja -C build-gpu || { tail -40 "$log"; exit 1; }
+
+# ---- tests ----------------------------------------------------------------------------
+run test-cuda build-gpu/tests/gpu/test-cuda
+grep -E '^(ok|FAIL|memory:)|passed,|skipped' "$log" | sed 's/^/   /' | tail -40
+run host-tests meson test -C build-gpu --suite host --num-processes 8 --print-errorlogs
+
+if [[ ${CUA_GPU_SKIP_BENCH:-0} == 1 ]]; then exit $status; fi
+
+# ---- benchmark: one run, every allocator on the same traces -----------------------------
+traces=(bench/traces/*.catrace.gz)
+replay=build-gpu/bench/cuarena-replay
+run replay-cuda "$replay" --backend cuda --repeat "$repeat" --budget-search "${traces[@]}"
+grep '^{' "$log" | grep '"backend":"cuda"' >"$out/cuarena-cuda.jsonl" || true
+CUARENA_CONF=vmm:0 run replay-cuda-novmm "$replay" --backend cuda --repeat "$repeat" "${traces[@]}"
+run replay-host "$replay" --backend host --repeat "$repeat" "${traces[@]}"
+run baselines build-gpu/bench/cuarena-baseline --repeat "$repeat" "${traces[@]}"
+grep '^{' "$log" >"$out/results.jsonl" || true
+
+python3 tests/gpu/table.py "$out/results.jsonl" | tee "$out/table.md"
+echo "status: $status (log: $log)"
+exit $status
