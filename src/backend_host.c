@@ -10,12 +10,14 @@
  *     reservation; it is inaccessible until set_access;
  *   - an unmap covers whole mappings only (several adjacent ones may go in one
  *     call), and puts PROT_NONE reservation back in their place;
- *   - events and streams are simulated: in manual mode an event completes only
- *     when its stream is completed or synchronised, so tests can hold work in
- *     flight.
+ *   - events and streams are simulated (backend_host_stream.c): in manual mode
+ *     an event completes only when its stream is completed or synchronised, so
+ *     tests can hold work in flight;
+ *   - whole segments (alloc / free, as cuMemAlloc) are a handle's pages mapped
+ *     read-write where the kernel chooses.
  * Every hook runs under one mutex per backend.
  */
-#include "backend.h"
+#include "backend_host.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -23,153 +25,6 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
-
-/* ---- tables of slots addressed by (generation, index) values -----------------
- * Handle and event values are ((uint64_t)gen << 32) | (index + 1): never 0, and
- * a value kept after its slot was freed and reused no longer matches. */
-
-typedef struct slot {
-    uint32_t gen;
-    uint32_t next_free; /* index + 1 of the next free slot; 0 ends the chain */
-    bool alive;
-} slot;
-
-typedef struct slot_table {
-    char *items;        /* elements of `elem` bytes, each starting with a slot */
-    size_t elem;
-    uint32_t len, cap;  /* slots ever used, slots allocated */
-    uint32_t free_head; /* index + 1 of the first free slot; 0: none */
-} slot_table;
-
-static slot *slot_at(const slot_table *t, uint32_t i)
-{
-    return (slot *)(void *)(t->items + (size_t)i * t->elem);
-}
-
-static uint64_t slot_value(const slot_table *t, uint32_t i)
-{
-    return ((uint64_t)slot_at(t, i)->gen << 32) | ((uint64_t)i + 1);
-}
-
-/* The live slot a value names, or NULL. */
-static slot *slot_lookup(const slot_table *t, uint64_t value, uint32_t *idx)
-{
-    uint64_t low = value & 0xffffffffu;
-    if (low == 0 || low > t->len) return NULL;
-    uint32_t i = (uint32_t)(low - 1);
-    slot *s = slot_at(t, i);
-    if (!s->alive || s->gen != (uint32_t)(value >> 32)) return NULL;
-    if (idx) *idx = i;
-    return s;
-}
-
-/* A fresh slot (its element zeroed past the header); false when out of memory. */
-static bool slot_alloc(slot_table *t, uint32_t *idx)
-{
-    uint32_t i;
-    if (t->free_head) {
-        i = t->free_head - 1;
-        t->free_head = slot_at(t, i)->next_free;
-    } else {
-        if (t->len == UINT32_MAX - 1) return false;
-        if (t->len == t->cap) {
-            uint32_t ncap = t->cap ? (t->cap > UINT32_MAX / 2 ? UINT32_MAX - 1 : 2 * t->cap) : 16;
-            char *n = realloc(t->items, (size_t)ncap * t->elem);
-            if (!n) return false;
-            t->items = n;
-            t->cap = ncap;
-        }
-        i = t->len++;
-        slot_at(t, i)->gen = 0;
-    }
-    slot *s = slot_at(t, i);
-    uint32_t gen = s->gen + 1 ? s->gen + 1 : 1;
-    memset(s, 0, t->elem);
-    s->gen = gen;
-    s->alive = true;
-    *idx = i;
-    return true;
-}
-
-static void slot_free(slot_table *t, uint32_t i)
-{
-    slot *s = slot_at(t, i);
-    s->alive = false;
-    s->next_free = t->free_head;
-    t->free_head = i + 1;
-}
-
-/* ---- the backend ------------------------------------------------------------ */
-
-typedef struct host_handle {
-    slot s;
-    uint32_t first_page; /* where it lies in the memfd, in granularity pages */
-    uint32_t npages;
-    uintptr_t mapped_at; /* 0 while not mapped */
-} host_handle;
-
-typedef struct host_event {
-    slot s;
-    bool recorded;
-    uint32_t stream_idx; /* into host_backend.streams */
-    uint64_t seq;        /* the stream's sequence number when recorded */
-} host_event;
-
-typedef struct host_stream {
-    cua_stream stream;
-    uint64_t issued; /* sequence number of the last event recorded on it */
-    uint64_t done;   /* events recorded up to this sequence number are complete */
-} host_stream;
-
-typedef struct host_range {
-    uintptr_t addr;
-    size_t size;
-} host_range;
-
-typedef struct host_mapping {
-    uintptr_t addr;
-    size_t size;
-    uint32_t handle_idx;
-} host_mapping;
-
-typedef struct host_backend {
-    struct cua_backend base; /* first: a cua_backend * points here */
-    cua_lock_t lock;
-    int memfd;
-    size_t gran;
-    unsigned gshift;
-    bool manual_events;
-    /* physical pages: bit set = used; padding bits past npages are set */
-    uint64_t *bitmap;
-    size_t npages, nwords, used_pages;
-    size_t hint; /* every page below it is used */
-    slot_table handles, events;
-    host_stream *streams; /* few: looked up linearly */
-    size_t nstreams, cap_streams;
-    host_range *res; /* reservations, sorted by address */
-    size_t nres, cap_res;
-    host_mapping *maps; /* mappings, sorted by address */
-    size_t nmaps, cap_maps;
-    host_mapping *segs; /* whole segments of alloc(), sorted by address */
-    size_t nsegs, cap_segs;
-    bool no_vmm;        /* reserve / create / map refused, as on a device without VMM */
-} host_backend;
-
-static host_backend *host_of(cua_backend *b) { return (host_backend *)(void *)b; }
-
-static const char *bytes_str(char *buf, uint64_t bytes) { return _cua_fmt_bytes(buf, 32, bytes); }
-
-/* Grow a dynamic array to hold one more element; false when out of memory. */
-static bool grow(void **arr, size_t *cap, size_t n, size_t elem)
-{
-    if (n < *cap) return true;
-    size_t ncap = *cap ? 2 * *cap : 16;
-    void *p = realloc(*arr, ncap * elem);
-    if (!p) return false;
-    *arr = p;
-    *cap = ncap;
-    return true;
-}
 
 /* ---- physical pages: a bitmap searched first-fit from a hint ------------------ */
 
@@ -654,138 +509,6 @@ static cua_status host_mem_info(cua_backend *b, size_t *free_bytes, size_t *tota
     return CUA_OK;
 }
 
-/* ---- hooks: events and streams ------------------------------------------------------ */
-
-static host_stream *stream_find(host_backend *h, cua_stream s)
-{
-    for (size_t i = 0; i < h->nstreams; i++)
-        if (h->streams[i].stream == s) return &h->streams[i];
-    return NULL;
-}
-
-static host_stream *stream_get(host_backend *h, cua_stream s)
-{
-    host_stream *hs = stream_find(h, s);
-    if (hs) return hs;
-    if (h->nstreams == UINT32_MAX ||
-        !grow((void **)&h->streams, &h->cap_streams, h->nstreams, sizeof *h->streams))
-        return NULL;
-    hs = &h->streams[h->nstreams++];
-    *hs = (host_stream){s, 0, 0};
-    return hs;
-}
-
-static host_event *event_lookup(host_backend *h, cua_event ev, const char *what)
-{
-    host_event *e = (host_event *)slot_lookup(&h->events, ev, NULL);
-    if (!e)
-        _cua_error(CUA_ERR_INVALID_ARG, "host backend: %s: no such event %#llx (never created, "
-                   "or destroyed)", what, (unsigned long long)ev);
-    return e;
-}
-
-static bool event_complete(const host_backend *h, const host_event *e)
-{
-    return !h->manual_events || !e->recorded || h->streams[e->stream_idx].done >= e->seq;
-}
-
-static cua_status host_event_create(cua_backend *b, cua_event *out)
-{
-    host_backend *h = host_of(b);
-    _cua_lock(&h->lock);
-    uint32_t idx = 0;
-    cua_status st = CUA_OK;
-    if (slot_alloc(&h->events, &idx))
-        *out = slot_value(&h->events, idx);
-    else
-        st = _cua_error(CUA_ERR_OUT_OF_MEMORY, "host backend: no host memory for an event");
-    _cua_unlock(&h->lock);
-    return st;
-}
-
-static cua_status host_event_destroy(cua_backend *b, cua_event ev)
-{
-    host_backend *h = host_of(b);
-    _cua_lock(&h->lock);
-    uint32_t idx = 0;
-    cua_status st = CUA_OK;
-    if (slot_lookup(&h->events, ev, &idx))
-        slot_free(&h->events, idx);
-    else
-        st = _cua_error(CUA_ERR_INVALID_ARG, "host backend: cannot destroy event %#llx: no such "
-                        "event", (unsigned long long)ev);
-    _cua_unlock(&h->lock);
-    return st;
-}
-
-static cua_status host_event_record(cua_backend *b, cua_event ev, cua_stream stream)
-{
-    host_backend *h = host_of(b);
-    _cua_lock(&h->lock);
-    cua_status st = CUA_ERR_INVALID_ARG;
-    host_event *e = event_lookup(h, ev, "event_record");
-    if (e) {
-        host_stream *hs = stream_get(h, stream);
-        if (hs) {
-            e->recorded = true;
-            e->stream_idx = (uint32_t)(hs - h->streams);
-            e->seq = ++hs->issued;
-            st = CUA_OK;
-        } else {
-            st = _cua_error(CUA_ERR_OUT_OF_MEMORY, "host backend: no host memory to track "
-                            "stream %#lx", (unsigned long)stream);
-        }
-    }
-    _cua_unlock(&h->lock);
-    return st;
-}
-
-static cua_status host_event_query(cua_backend *b, cua_event ev)
-{
-    host_backend *h = host_of(b);
-    _cua_lock(&h->lock);
-    host_event *e = event_lookup(h, ev, "event_query");
-    cua_status st = !e ? CUA_ERR_INVALID_ARG : event_complete(h, e) ? CUA_OK : CUA_ERR_BUSY;
-    _cua_unlock(&h->lock);
-    return st;
-}
-
-static cua_status host_event_sync(cua_backend *b, cua_event ev)
-{
-    host_backend *h = host_of(b);
-    _cua_lock(&h->lock);
-    host_event *e = event_lookup(h, ev, "event_sync");
-    if (e && e->recorded) {
-        /* Waiting for the event: the stream's work up to it is done. */
-        host_stream *hs = &h->streams[e->stream_idx];
-        if (hs->done < e->seq) hs->done = e->seq;
-    }
-    _cua_unlock(&h->lock);
-    return e ? CUA_OK : CUA_ERR_INVALID_ARG;
-}
-
-static void complete_stream(host_backend *h, cua_stream stream)
-{
-    host_stream *hs = stream_find(h, stream);
-    if (hs) hs->done = hs->issued;
-}
-
-static cua_status host_stream_sync(cua_backend *b, cua_stream stream)
-{
-    host_backend *h = host_of(b);
-    _cua_lock(&h->lock);
-    complete_stream(h, stream);
-    _cua_unlock(&h->lock);
-    return CUA_OK;
-}
-
-cua_status _cua_host_stream_complete(cua_backend *b, cua_stream stream)
-{
-    if (!b || b->kind != CUA_BACKEND_HOST)
-        return _cua_error(CUA_ERR_INVALID_ARG, "stream_complete: not a host backend");
-    return host_stream_sync(b, stream);
-}
-
 /* ---- lifecycle ----------------------------------------------------------------------- */
 
 static void host_destroy(cua_backend *b)
@@ -818,12 +541,12 @@ static const cua_backend_ops host_ops = {
     .alloc = host_alloc,
     .free = host_free,
     .mem_info = host_mem_info,
-    .event_create = host_event_create,
-    .event_destroy = host_event_destroy,
-    .event_record = host_event_record,
-    .event_query = host_event_query,
-    .event_sync = host_event_sync,
-    .stream_sync = host_stream_sync,
+    .event_create = _cua_host_event_create,
+    .event_destroy = _cua_host_event_destroy,
+    .event_record = _cua_host_event_record,
+    .event_query = _cua_host_event_query,
+    .event_sync = _cua_host_event_sync,
+    .stream_sync = _cua_host_stream_sync,
     .destroy = host_destroy,
 };
 

@@ -1,0 +1,139 @@
+/*
+ * backend_host_stream.c - the host backend's simulated events and streams. An
+ * event records the sequence number of its stream at record time; it is
+ * complete once the stream's `done` has reached it. With manual events that
+ * happens only when the test completes the stream (cua_host_stream_complete)
+ * or someone synchronises; otherwise every event completes at once.
+ */
+#include "backend_host.h"
+
+static host_stream *stream_find(host_backend *h, cua_stream s)
+{
+    for (size_t i = 0; i < h->nstreams; i++)
+        if (h->streams[i].stream == s) return &h->streams[i];
+    return NULL;
+}
+
+static host_stream *stream_get(host_backend *h, cua_stream s)
+{
+    host_stream *hs = stream_find(h, s);
+    if (hs) return hs;
+    if (h->nstreams == UINT32_MAX ||
+        !grow((void **)&h->streams, &h->cap_streams, h->nstreams, sizeof *h->streams))
+        return NULL;
+    hs = &h->streams[h->nstreams++];
+    *hs = (host_stream){s, 0, 0};
+    return hs;
+}
+
+static host_event *event_lookup(host_backend *h, cua_event ev, const char *what)
+{
+    host_event *e = (host_event *)slot_lookup(&h->events, ev, NULL);
+    if (!e)
+        _cua_error(CUA_ERR_INVALID_ARG, "host backend: %s: no such event %#llx (never created, "
+                   "or destroyed)", what, (unsigned long long)ev);
+    return e;
+}
+
+static bool event_complete(const host_backend *h, const host_event *e)
+{
+    return !h->manual_events || !e->recorded || h->streams[e->stream_idx].done >= e->seq;
+}
+
+cua_status _cua_host_event_create(cua_backend *b, cua_event *out)
+{
+    host_backend *h = host_of(b);
+    _cua_lock(&h->lock);
+    uint32_t idx = 0;
+    cua_status st = CUA_OK;
+    if (slot_alloc(&h->events, &idx))
+        *out = slot_value(&h->events, idx);
+    else
+        st = _cua_error(CUA_ERR_OUT_OF_MEMORY, "host backend: no host memory for an event");
+    _cua_unlock(&h->lock);
+    return st;
+}
+
+cua_status _cua_host_event_destroy(cua_backend *b, cua_event ev)
+{
+    host_backend *h = host_of(b);
+    _cua_lock(&h->lock);
+    uint32_t idx = 0;
+    cua_status st = CUA_OK;
+    if (slot_lookup(&h->events, ev, &idx))
+        slot_free(&h->events, idx);
+    else
+        st = _cua_error(CUA_ERR_INVALID_ARG, "host backend: cannot destroy event %#llx: no such "
+                        "event", (unsigned long long)ev);
+    _cua_unlock(&h->lock);
+    return st;
+}
+
+cua_status _cua_host_event_record(cua_backend *b, cua_event ev, cua_stream stream)
+{
+    host_backend *h = host_of(b);
+    _cua_lock(&h->lock);
+    cua_status st = CUA_ERR_INVALID_ARG;
+    host_event *e = event_lookup(h, ev, "event_record");
+    if (e) {
+        host_stream *hs = stream_get(h, stream);
+        if (hs) {
+            e->recorded = true;
+            e->stream_idx = (uint32_t)(hs - h->streams);
+            e->seq = ++hs->issued;
+            st = CUA_OK;
+        } else {
+            st = _cua_error(CUA_ERR_OUT_OF_MEMORY, "host backend: no host memory to track "
+                            "stream %#lx", (unsigned long)stream);
+        }
+    }
+    _cua_unlock(&h->lock);
+    return st;
+}
+
+cua_status _cua_host_event_query(cua_backend *b, cua_event ev)
+{
+    host_backend *h = host_of(b);
+    _cua_lock(&h->lock);
+    host_event *e = event_lookup(h, ev, "event_query");
+    cua_status st = !e ? CUA_ERR_INVALID_ARG : event_complete(h, e) ? CUA_OK : CUA_ERR_BUSY;
+    _cua_unlock(&h->lock);
+    return st;
+}
+
+cua_status _cua_host_event_sync(cua_backend *b, cua_event ev)
+{
+    host_backend *h = host_of(b);
+    _cua_lock(&h->lock);
+    host_event *e = event_lookup(h, ev, "event_sync");
+    if (e && e->recorded) {
+        /* Waiting for the event: the stream's work up to it is done. */
+        host_stream *hs = &h->streams[e->stream_idx];
+        if (hs->done < e->seq) hs->done = e->seq;
+    }
+    _cua_unlock(&h->lock);
+    return e ? CUA_OK : CUA_ERR_INVALID_ARG;
+}
+
+static void complete_stream(host_backend *h, cua_stream stream)
+{
+    host_stream *hs = stream_find(h, stream);
+    if (hs) hs->done = hs->issued;
+}
+
+cua_status _cua_host_stream_sync(cua_backend *b, cua_stream stream)
+{
+    host_backend *h = host_of(b);
+    _cua_lock(&h->lock);
+    complete_stream(h, stream);
+    _cua_unlock(&h->lock);
+    return CUA_OK;
+}
+
+cua_status _cua_host_stream_complete(cua_backend *b, cua_stream stream)
+{
+    if (!b || b->kind != CUA_BACKEND_HOST)
+        return _cua_error(CUA_ERR_INVALID_ARG, "stream_complete: not a host backend");
+    return _cua_host_stream_sync(b, stream);
+}
+
