@@ -155,8 +155,10 @@ cua_status cua_backend_get_stats(cua_backend *b, cua_backend_stats *out)
     out->mappings = (uint64_t)atomic_load(&b->mappings);
     out->events = (uint64_t)atomic_load(&b->events);
     out->handle_bytes = (uint64_t)atomic_load(&b->handle_bytes);
+    /* Straight to the hook: reading the statistics is not allocator work and
+     * must not change the call counts it reports (or the next read's). */
     size_t fr = 0, tot = 0;
-    cua_status st = _cua_bk_mem_info(b, NULL, &fr, &tot);
+    cua_status st = b->ops->mem_info(b, &fr, &tot);
     out->free_bytes = fr;
     out->total_bytes = tot ? tot : b->total_bytes;
     return st;
@@ -181,7 +183,7 @@ cua_status cua_arena_create(const cua_arena_config *cfg, cua_arena **out)
 {
     if (!out) return _cua_error(CUA_ERR_INVALID_ARG, "out is NULL");
     *out = NULL;
-    cua_arena *a;
+    cua_arena *a = NULL;
     cua_status st = _cua_arena_create(cfg, &a);
     if (st != CUA_OK) return st;
     st = registry_add(a);
@@ -223,7 +225,7 @@ cua_status cua_arena_alloc(cua_arena *a, size_t size, cua_stream stream, void **
 cua_status cua_free(void *ptr)
 {
     if (!ptr) return CUA_OK;
-    cua_arena *a;
+    cua_arena *a = NULL;
     cua_status st = enter_ptr(ptr, &a);
     if (st != CUA_OK) return st;
     return leave(a, _cua_arena_free_locked(a, ptr));
@@ -231,7 +233,7 @@ cua_status cua_free(void *ptr)
 
 cua_status cua_record_stream(void *ptr, cua_stream stream)
 {
-    cua_arena *a;
+    cua_arena *a = NULL;
     cua_status st = enter_ptr(ptr, &a);
     if (st != CUA_OK) return st;
     return leave(a, _cua_arena_record_stream_locked(a, ptr, stream));
@@ -239,7 +241,7 @@ cua_status cua_record_stream(void *ptr, cua_stream stream)
 
 cua_status cua_ptr_info(const void *ptr, cua_arena **arena, void **base, size_t *size)
 {
-    cua_arena *a;
+    cua_arena *a = NULL;
     cua_status st = enter_ptr(ptr, &a);
     if (st != CUA_OK) return st;
     st = _cua_arena_ptr_info_locked(a, ptr, base, size);

@@ -365,7 +365,7 @@ cua_status _cua_arena_lookup_live(cua_arena *a, const void *ptr, cua_block **out
 
 cua_status _cua_arena_free_locked(cua_arena *a, void *ptr)
 {
-    cua_block *b;
+    cua_block *b = NULL;
     cua_status st = _cua_arena_lookup_live(a, ptr, &b);
     if (st != CUA_OK) return st;
     _cua_heap_map_remove(&a->heap, b->off);
@@ -389,7 +389,7 @@ cua_status _cua_arena_free_locked(cua_arena *a, void *ptr)
 
 cua_status _cua_arena_record_stream_locked(cua_arena *a, void *ptr, cua_stream stream)
 {
-    cua_block *b;
+    cua_block *b = NULL;
     cua_status st = _cua_arena_lookup_live(a, ptr, &b);
     if (st != CUA_OK) return st;
     return _cua_stream_add_use(a, b, stream);
@@ -397,7 +397,7 @@ cua_status _cua_arena_record_stream_locked(cua_arena *a, void *ptr, cua_stream s
 
 cua_status _cua_arena_ptr_info_locked(cua_arena *a, const void *ptr, void **base, size_t *size)
 {
-    cua_block *b;
+    cua_block *b = NULL;
     cua_status st = _cua_arena_lookup_live(a, ptr, &b);
     if (st == CUA_ERR_INVALID_POINTER && b) st = CUA_OK; /* interior: answer with the block */
     if (st != CUA_OK) return st;

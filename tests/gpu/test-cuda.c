@@ -404,6 +404,7 @@ static void out_of_memory(unsigned flags)
     void *p[256];
     int n = 0;
     cua_status st = CUA_OK;
+    size_t start = free_now();
     CHECK_OK(make_arena(flags, 0, CUA_KEEP_ALL, &a));
     while (n < 256 && (st = cua_arena_alloc(a, GiB, 0, &p[n])) == CUA_OK) n++;
     CHECK_ST(st, CUA_ERR_OUT_OF_MEMORY);
@@ -413,7 +414,14 @@ static void out_of_memory(unsigned flags)
     CHECK_ARENA(a);
     for (int i = 0; i < n; i++) CHECK_OK(cua_free(p[i]));
     CHECK_OK(cua_arena_destroy(a, 0));
-    CHECK(free_now() == g_free0);
+    cua_backend_stats bs;
+    CHECK_OK(cua_backend_get_stats(g_bk, &bs));
+    size_t after = free_now();
+    printf("memory: %s: after the out-of-memory case %zu bytes free, %zu at its start, "
+           "baseline %zu; the backend holds %llu handles\n", flags ? "whole segments" : "vmm",
+           after, start, g_free0, (unsigned long long)bs.handles);
+    CHECK(bs.handles == 0 && bs.mappings == 0 && bs.reservations == 0);
+    CHECK(after == start);
 }
 
 #define BOTH(name)                                                                        \
