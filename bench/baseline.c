@@ -232,7 +232,7 @@ static void parse(int argc, char **argv, options *o)
 {
     *o = (options){MODE_MALLOC | MODE_ASYNC, 5, 0, NULL, 0};
     int i = 1;
-    for (; i < argc && argv[i][0] == '-'; i++) {
+    while (i < argc && argv[i][0] == '-') {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--help")) usage(NULL);
         if (!v) usage("an option lacks its value");
@@ -249,7 +249,7 @@ static void parse(int argc, char **argv, options *o)
         } else {
             usage("unknown option");
         }
-        i++;
+        i += 2; /* the option and its value */
     }
     if (i >= argc) usage("no trace file");
     o->files = argv + i;
