@@ -73,15 +73,7 @@ static pthread_rwlock_t ranges_lock = PTHREAD_RWLOCK_INITIALIZER;
 /* Index of the first range with base >= addr. */
 static size_t range_lower_bound(uintptr_t addr)
 {
-    size_t lo = 0, hi = nranges;
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        if (ranges[mid].base < addr)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    return lo;
+    return _cua_lower_bound(ranges, nranges, sizeof *ranges, addr);
 }
 
 cua_status _cua_addrmap_insert_range(uintptr_t base, size_t size, cua_arena *a)

@@ -51,15 +51,8 @@ static fault_backend *fault_of(cua_backend *b) { return (fault_backend *)(void *
 
 static size_t kv_lower_bound(const kv_table *t, uint64_t key)
 {
-    size_t lo = 0, hi = t->n;
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        if (t->items[mid].key < key)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    return lo;
+    _Static_assert(sizeof(uintptr_t) == sizeof(uint64_t), "keys are addresses");
+    return _cua_lower_bound(t->items, t->n, sizeof *t->items, (uintptr_t)key);
 }
 
 /* Room for one more pair, taken before forwarding so the insert cannot fail after. */

@@ -71,30 +71,14 @@ static size_t find_free_run(const host_backend *h, size_t n)
 
 /* ---- reservations and mappings: sorted arrays, binary search ------------------- */
 
-/* Index of the first element with address >= a in a sorted array whose
- * elements start with their address (host_range, host_mapping). */
-static size_t lower_bound(const void *arr, size_t n, size_t elem, uintptr_t a)
-{
-    const char *items = arr;
-    size_t lo = 0, hi = n;
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        if (*(const uintptr_t *)(const void *)(items + mid * elem) < a)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    return lo;
-}
-
 static size_t res_lower_bound(const host_backend *h, uintptr_t a)
 {
-    return lower_bound(h->res, h->nres, sizeof *h->res, a);
+    return _cua_lower_bound(h->res, h->nres, sizeof *h->res, a);
 }
 
 static size_t map_lower_bound(const host_backend *h, uintptr_t a)
 {
-    return lower_bound(h->maps, h->nmaps, sizeof *h->maps, a);
+    return _cua_lower_bound(h->maps, h->nmaps, sizeof *h->maps, a);
 }
 
 /* The reservation that holds all of [a, a+size), or NULL. */
@@ -361,7 +345,7 @@ static cua_status host_alloc(cua_backend *b, size_t size, uintptr_t *addr)
             release_locked(h, hv);
         } else {
             hd->mapped_at = (uintptr_t)p;
-            size_t i = lower_bound(h->segs, h->nsegs, sizeof *h->segs, (uintptr_t)p);
+            size_t i = _cua_lower_bound(h->segs, h->nsegs, sizeof *h->segs, (uintptr_t)p);
             memmove(&h->segs[i + 1], &h->segs[i], (h->nsegs - i) * sizeof *h->segs);
             h->segs[i] = (host_mapping){(uintptr_t)p, size, idx};
             h->nsegs++;
@@ -376,7 +360,7 @@ static cua_status host_free(cua_backend *b, uintptr_t addr, size_t size)
 {
     host_backend *h = host_of(b);
     _cua_lock(&h->lock);
-    size_t i = lower_bound(h->segs, h->nsegs, sizeof *h->segs, addr);
+    size_t i = _cua_lower_bound(h->segs, h->nsegs, sizeof *h->segs, addr);
     cua_status st = CUA_OK;
     if (i >= h->nsegs || h->segs[i].addr != addr || h->segs[i].size != size)
         st = _cua_error(CUA_ERR_BACKEND, "host backend: cannot free %zu bytes at %#lx: not a "

@@ -275,10 +275,9 @@ cua_block *_cua_heap_retag_any(cua_heap *h, cua_block *b)
     return _cua_heap_put(h, b, 0, b->seq, false);
 }
 
-cua_status _cua_heap_split_at(cua_heap *h, uint64_t off)
+/* Split free block b at `off` (inside it, above its start); both parts keep its tag. */
+static cua_status split_free(cua_heap *h, cua_block *b, uint64_t off)
 {
-    cua_block *b = off < h->size ? _cua_heap_block_at(h, off) : NULL;
-    if (!b || b->state != CUA_BLOCK_FREE || b->off == off) return CUA_OK;
     cua_block *hi = block_new(h);
     if (!hi) return _cua_error(CUA_ERR_OUT_OF_MEMORY, "no host memory for a block descriptor");
     _cua_freeidx_remove(h->idx[b->tag], b);
@@ -286,6 +285,13 @@ cua_status _cua_heap_split_at(cua_heap *h, uint64_t off)
     b->state = CUA_BLOCK_FREE;
     freeidx_insert(h->idx[b->tag], b);
     return CUA_OK;
+}
+
+cua_status _cua_heap_split_at(cua_heap *h, uint64_t off)
+{
+    cua_block *b = off < h->size ? _cua_heap_block_at(h, off) : NULL;
+    if (!b || b->state != CUA_BLOCK_FREE || b->off == off) return CUA_OK;
+    return split_free(h, b, off);
 }
 
 void _cua_heap_merge_at(cua_heap *h, uint64_t off, bool merge_any)
@@ -315,9 +321,11 @@ cua_status _cua_heap_share_above(cua_heap *h, uint64_t top)
 {
     cua_block *b = top < h->size ? _cua_heap_block_at(h, top) : NULL;
     if (!b || b->state != CUA_BLOCK_FREE || b->tag == 0) return CUA_OK;
-    cua_status st = _cua_heap_split_at(h, top);
-    if (st != CUA_OK) return st;
-    b = b->off == top ? b : b->next;
+    if (b->off < top) { /* the lower part keeps its tag */
+        cua_status st = split_free(h, b, top);
+        if (st != CUA_OK) return st;
+        b = b->next;
+    }
     _cua_freeidx_remove(h->idx[b->tag], b);
     b->tag = 0;
     freeidx_insert(h->idx[0], b);

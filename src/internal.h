@@ -85,6 +85,22 @@ static inline unsigned _cua_log2(uint64_t x) { return 63u - (unsigned)__builtin_
 static inline size_t _cua_min(size_t a, size_t b) { return a < b ? a : b; }
 static inline size_t _cua_max(size_t a, size_t b) { return a > b ? a : b; }
 
+/* Index of the first element whose key is >= key, in an array of n elements of
+ * `elem` bytes sorted by a uintptr_t key that each element starts with. */
+static inline size_t _cua_lower_bound(const void *arr, size_t n, size_t elem, uintptr_t key)
+{
+    const char *items = arr;
+    size_t lo = 0, hi = n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (*(const uintptr_t *)(const void *)(items + mid * elem) < key)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
 #define CUA_KIB ((size_t)1 << 10)
 #define CUA_MIB ((size_t)1 << 20)
 #define CUA_GIB ((size_t)1 << 30)
