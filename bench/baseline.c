@@ -1,21 +1,27 @@
 /*
- * baseline.c - cuarena-baseline: the bundled traces through the CUDA runtime's
- * own allocators, the baselines of cuarena's GPU benchmark (tests/gpu/run.sh).
+ * baseline.c - cuarena-baseline: catrace files through the CUDA runtime's own
+ * allocators, the baselines of cuarena's GPU benchmark (tests/gpu/run.sh). No
+ * cuarena code: the trace loader and libcudart only.
  *
- *   cuarena-baseline [--mode malloc|async|all] [--repeat N] [--device D] FILE...
+ *   malloc  cudaMalloc / cudaFree for every alloc / free event;
+ *   async   cudaMallocAsync / cudaFreeAsync on the legacy default stream 0 (the
+ *           traces use stream 0 only), from the device's default memory pool
+ *           (never replaced here), its release threshold left at the default.
  *
- * malloc: cudaMalloc / cudaFree for every event. async: cudaMallocAsync /
- * cudaFreeAsync on the legacy default stream from the device's default pool
- * (its release threshold left as it is). Per trace and mode, one JSON line:
- *   - peak_mapped_bytes: from an untimed run. malloc: the highest rise of the
- *     driver's used memory (cudaMemGetInfo after every allocation). async: the
- *     pool's reserved high watermark (peak_driver_used_bytes: the same
- *     cudaMemGetInfo figure as for malloc);
- *   - ns_per_event: median over --repeat timed runs after one warm-up, timing
- *     only the allocator calls, as cuarena-replay does (run ns / 2 x allocs);
- *   - driver_free_before / after: cudaMemGetInfo free bytes before the first
- *     run and after everything was freed and the pool trimmed.
- * Without a CUDA device it says so and exits 77 (skipped).
+ * Per trace and mode one JSON line. peak_mapped_bytes comes from an untimed
+ * metrics run first: for malloc the highest rise of the driver's used memory
+ * (cudaMemGetInfo after every allocation; also peak_driver_used_bytes), for
+ * async the pool's cudaMemPoolAttrReservedMemHigh, reset to 0 after a sync and
+ * cudaMemPoolTrimTo(pool, 0) (peak_driver_used_bytes: the cudaMemGetInfo rise).
+ * ns_per_event is timed as cuarena-replay times it: a warm-up run, then
+ * --repeat runs, each clocking only the loop of allocator calls over all events
+ * plus the frees of what the trace leaves live; a run is ns / (2 x allocations),
+ * the median is reported; the device is synced after each run, off the clock.
+ * driver_free_before / _after: cudaMemGetInfo free bytes before the first run,
+ * and after everything was freed, the pool trimmed and the device synced.
+ *
+ * Exit status: 0 ok, 1 an allocator call failed (its line has errors:1),
+ * 2 usage or input error, 77 no CUDA device or driver (skipped).
  */
 #include "trace.h"
 
@@ -26,24 +32,55 @@
 #include <string.h>
 #include <time.h>
 
-typedef enum { MODE_MALLOC = 1, MODE_ASYNC = 2 } mode;
+#define MIB (1024.0 * 1024.0)
+#define NO_EVENT SIZE_MAX
+
+static const char usage_text[] =
+    "usage: cuarena-baseline [options] FILE...\n"
+    "Replay .catrace / .catrace.gz files through cudaMalloc and cudaMallocAsync;\n"
+    "one JSON line per file and allocator.\n"
+    "  --mode malloc|async|all  the allocators (default all)\n"
+    "  --repeat N               timed runs after one warm-up (default 5; 0: no timing)\n"
+    "  --device D               the CUDA device (default 0)\n"
+    "  --table                  print a Markdown table after the JSON lines\n"
+    "  --help                   this text\n";
+
+enum { MODE_MALLOC = 1, MODE_ASYNC = 2 };
 
 typedef struct options {
-    unsigned modes;
-    int repeat, device;
+    unsigned modes;     /* MODE_ bits */
+    int repeat, device, table;
     char **files;
     int n_files;
 } options;
 
-typedef struct figures {
-    uint64_t peak_mapped, peak_driver_used;
+/* The figures of one (trace, mode); has_peak, has_timing: those runs completed. */
+typedef struct result {
+    char name[128];
+    int mode, has_peak, has_timing, errors;
+    uint64_t events, allocs, peak_live, peak_mapped, peak_used;
     size_t free_before, free_after;
     double ns_med;
-    double *ns;
-    int errors;
-} figures;
+} result;
 
-static const char *mode_name(mode m) { return m == MODE_MALLOC ? "cudaMalloc" : "cudaMallocAsync"; }
+/* One trace on one allocator: the device pointers of its slots (NULL when not
+ * live), the slots it never frees (rest), the run going on (for messages). */
+typedef struct replay {
+    const trace *t;
+    const char *name, *run;
+    int mode;
+    cudaMemPool_t pool; /* async: the default pool, else NULL */
+    void **ptrs;
+    uint32_t *rest, n_rest;
+} replay;
+
+static const char *mode_name(int mode) { return mode == MODE_MALLOC ? "cudaMalloc" : "cudaMallocAsync"; }
+
+static void die_oom(void)
+{
+    fputs("cuarena-baseline: out of host memory\n", stderr);
+    exit(1);
+}
 
 static uint64_t now_ns(void)
 {
@@ -52,96 +89,123 @@ static uint64_t now_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-static int cuda_ok(cudaError_t e, const char *what, const char *trace)
+/* Driver-level used bytes of the device; its free bytes in *free_out. */
+static size_t driver_used(size_t *free_out)
 {
-    if (e == cudaSuccess) return 1;
-    fprintf(stderr, "cuarena-baseline: %s: %s: %s\n", trace, what, cudaGetErrorString(e));
+    size_t fr = 0, total = 0;
+    if (cudaMemGetInfo(&fr, &total) != cudaSuccess) fr = total = 0;
+    if (free_out) *free_out = fr;
+    return total - fr;
+}
+
+/* ---- replaying ----------------------------------------------------------------- */
+
+/* Free the pointer of a slot, which is then not live. */
+static inline cudaError_t release(const replay *r, uint32_t slot)
+{
+    void *p = r->ptrs[slot];
+    r->ptrs[slot] = NULL;
+    return r->mode == MODE_MALLOC ? cudaFree(p) : cudaFreeAsync(p, (cudaStream_t)0);
+}
+
+/* Event i through the allocator (markers do nothing). */
+static inline cudaError_t step(const replay *r, size_t i)
+{
+    const trace_event *e = &r->t->events[i];
+    void **p = &r->ptrs[e->slot];
+    cudaError_t err = cudaSuccess;
+    if (e->op == TRACE_ALLOC) {
+        err = r->mode == MODE_MALLOC ? cudaMalloc(p, (size_t)e->size)
+                                     : cudaMallocAsync(p, (size_t)e->size, (cudaStream_t)0);
+        if (err) *p = NULL;
+    } else if (e->op == TRACE_FREE) {
+        err = release(r, e->slot);
+    }
+    return err;
+}
+
+/* Free what the trace leaves live, in slot order. */
+static inline cudaError_t free_rest(const replay *r)
+{
+    cudaError_t err = cudaSuccess;
+    for (uint32_t k = 0; k < r->n_rest && !err; k++) err = release(r, r->rest[k]);
+    return err;
+}
+
+/* The name of the last marker before event i, or NULL. */
+static const char *marker_before(const trace *t, size_t i)
+{
+    while (i-- > 0)
+        if (t->events[i].op == TRACE_MARK) return trace_marker_name(t, t->events[i].slot);
+    return NULL;
+}
+
+/* Report a failed call at event i (n_events: at the end of the run; NO_EVENT:
+ * outside the events), free every pointer still held, sync. Returns -1. */
+static int fail(const replay *r, size_t i, cudaError_t err)
+{
+    const trace *t = r->t;
+    fprintf(stderr, "cuarena-baseline: %s: %s, %s run", r->name, mode_name(r->mode), r->run);
+    if (i < t->n_events) {
+        const char *mark = marker_before(t, i);
+        fprintf(stderr, ", event %zu (%s of %" PRIu64 " bytes, slot %" PRIu32 ", %s%s%s)", i,
+                t->events[i].op == TRACE_ALLOC ? "alloc" : "free", t->events[i].size, t->events[i].slot,
+                mark ? "after marker '" : "before any marker", mark ? mark : "", mark ? "'" : "");
+    } else if (i == t->n_events) {
+        fputs(", at its end", stderr);
+    }
+    fprintf(stderr, ": %s (%s)\n", cudaGetErrorString(err), cudaGetErrorName(err));
+    cudaGetLastError(); /* clear a non-sticky error such as out of memory */
+    for (uint32_t s = 0; s < t->n_allocs; s++)
+        if (r->ptrs[s]) release(r, s);
+    cudaDeviceSynchronize();
+    return -1;
+}
+
+/* Untimed: cudaMemGetInfo after every allocation, for the peaks. What the
+ * trace leaves live becomes r->rest (slot order) for the timed runs. */
+static int metrics_run(replay *r, result *res)
+{
+    size_t used0 = driver_used(NULL), peak = 0;
+    cudaError_t err = cudaSuccess;
+    size_t i;
+    r->run = "metrics";
+    for (i = 0; i < r->t->n_events; i++) {
+        if ((err = step(r, i))) break;
+        if (r->t->events[i].op != TRACE_ALLOC) continue;
+        size_t used = driver_used(NULL);
+        if (used > used0 && used - used0 > peak) peak = used - used0;
+    }
+    r->n_rest = 0;
+    for (uint32_t s = 0; !err && s < r->t->n_allocs && r->n_rest < r->t->n_live_at_end; s++)
+        if (r->ptrs[s]) r->rest[r->n_rest++] = s;
+    if (!err) err = free_rest(r);
+    if (!err) err = cudaDeviceSynchronize();
+    if (err) return fail(r, i, err);
+    res->peak_used = peak;
+    res->peak_mapped = peak;
+    if (r->pool && (err = cudaMemPoolGetAttribute(r->pool, cudaMemPoolAttrReservedMemHigh, &res->peak_mapped)))
+        return fail(r, NO_EVENT, err);
+    res->has_peak = 1;
     return 0;
 }
 
-static size_t used_now(void)
+/* One run with the clock on the allocator calls only. Returns its ns, or 0. */
+static uint64_t timed_run(replay *r)
 {
-    size_t fr = 0, tot = 0;
-    cudaMemGetInfo(&fr, &tot);
-    return tot - fr;
-}
-
-static size_t free_now(void)
-{
-    size_t fr = 0, tot = 0;
-    cudaMemGetInfo(&fr, &tot);
-    return fr;
-}
-
-static cudaError_t do_alloc(mode m, void **p, size_t size)
-{
-    return m == MODE_MALLOC ? cudaMalloc(p, size) : cudaMallocAsync(p, size, (cudaStream_t)0);
-}
-
-static cudaError_t do_free(mode m, void *p)
-{
-    return m == MODE_MALLOC ? cudaFree(p) : cudaFreeAsync(p, (cudaStream_t)0);
-}
-
-/* Free what is still live (after a failure, or what the trace never frees). */
-static void free_live(mode m, void **ptrs, uint32_t n)
-{
-    for (uint32_t s = 0; s < n; s++)
-        if (ptrs[s]) {
-            do_free(m, ptrs[s]);
-            ptrs[s] = NULL;
-        }
-    cudaDeviceSynchronize();
-}
-
-/* One pass over the trace. track: cudaMemGetInfo after every allocation
- * (untimed), the rise in *peak. Returns the ns spent in allocator calls, or 0. */
-static uint64_t pass(mode m, const trace *t, void **ptrs, int track, uint64_t *peak,
-                     const char *name)
-{
-    size_t used0 = track ? used_now() : 0;
-    uint64_t spent = 0;
-    for (size_t i = 0; i < t->n_events; i++) {
-        const trace_event *e = &t->events[i];
-        if (e->op == TRACE_MARK) continue;
-        uint64_t t0 = now_ns();
-        cudaError_t err = e->op == TRACE_ALLOC ? do_alloc(m, &ptrs[e->slot], (size_t)e->size)
-                                               : do_free(m, ptrs[e->slot]);
-        spent += now_ns() - t0;
-        if (!cuda_ok(err, e->op == TRACE_ALLOC ? mode_name(m) : "free", name)) {
-            free_live(m, ptrs, t->n_allocs);
-            return 0;
-        }
-        if (e->op == TRACE_FREE) ptrs[e->slot] = NULL;
-        if (track && e->op == TRACE_ALLOC) {
-            size_t used = used_now();
-            if (used > used0 && used - used0 > *peak) *peak = used - used0;
-        }
+    size_t n = r->t->n_events, i;
+    cudaError_t err = cudaSuccess;
+    uint64_t t0 = now_ns();
+    for (i = 0; i < n; i++)
+        if ((err = step(r, i))) break;
+    if (!err) err = free_rest(r);
+    uint64_t dt = now_ns() - t0;
+    if (!err) err = cudaDeviceSynchronize(); /* unclocked: the async frees land */
+    if (err) {
+        fail(r, i, err);
+        return 0;
     }
-    uint64_t t0 = now_ns(); /* what the trace leaves live is freed, and timed, too */
-    for (uint32_t s = 0; s < t->n_allocs; s++)
-        if (ptrs[s]) {
-            do_free(m, ptrs[s]);
-            ptrs[s] = NULL;
-        }
-    spent += now_ns() - t0;
-    return spent ? spent : 1;
-}
-
-static cudaMemPool_t default_pool(int device)
-{
-    cudaMemPool_t pool = NULL;
-    cudaDeviceGetDefaultMemPool(&pool, device);
-    return pool;
-}
-
-/* Give the pool's memory back and reset its high watermark. */
-static void pool_reset(cudaMemPool_t pool)
-{
-    cudaDeviceSynchronize();
-    cudaMemPoolTrimTo(pool, 0);
-    uint64_t zero = 0;
-    cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReservedMemHigh, &zero);
+    return dt ? dt : 1;
 }
 
 static int cmp_double(const void *a, const void *b)
@@ -150,146 +214,253 @@ static int cmp_double(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-static void measure(const options *o, mode m, const trace *t, const char *name, figures *f)
+/* The median of ns[0..n), sorted in the scratch array `tmp`. */
+static double median(const double *ns, double *tmp, int n)
 {
-    void **ptrs = calloc(t->n_allocs ? t->n_allocs : 1, sizeof *ptrs);
-    cudaMemPool_t pool = m == MODE_ASYNC ? default_pool(o->device) : NULL;
-    if (!ptrs) {
-        f->errors = 1;
-        return;
-    }
-    if (pool) pool_reset(pool);
-    cudaDeviceSynchronize();
-    f->free_before = free_now();
-    /* metrics run */
-    if (!pass(m, t, ptrs, 1, &f->peak_driver_used, name)) f->errors = 1;
-    cudaDeviceSynchronize();
-    f->peak_mapped = f->peak_driver_used;
-    if (pool) {
-        uint64_t high = 0;
-        cudaMemPoolGetAttribute(pool, cudaMemPoolAttrReservedMemHigh, &high);
-        f->peak_mapped = high;
-    }
-    /* warm-up, then the timed runs */
-    uint64_t unused = 0;
-    for (int r = -1; r < o->repeat && !f->errors; r++) {
-        uint64_t ns = pass(m, t, ptrs, 0, &unused, name);
-        cudaDeviceSynchronize(); /* outside the timing: the async frees land */
-        if (!ns) f->errors = 1;
-        else if (r >= 0) f->ns[r] = (double)ns / (2.0 * (double)t->n_allocs);
-    }
-    if (!f->errors && o->repeat > 0) {
-        double *sorted = malloc((size_t)o->repeat * sizeof *sorted);
-        if (sorted) {
-            memcpy(sorted, f->ns, (size_t)o->repeat * sizeof *sorted);
-            qsort(sorted, (size_t)o->repeat, sizeof *sorted, cmp_double);
-            f->ns_med = sorted[o->repeat / 2];
-            free(sorted);
-        }
-    }
-    if (pool) pool_reset(pool);
-    cudaDeviceSynchronize();
-    f->free_after = free_now();
-    free(ptrs);
+    memcpy(tmp, ns, (size_t)n * sizeof *tmp);
+    qsort(tmp, (size_t)n, sizeof *tmp, cmp_double);
+    return n % 2 ? tmp[n / 2] : (tmp[n / 2 - 1] + tmp[n / 2]) / 2;
 }
 
-static void print_json(const options *o, mode m, const trace *t, const char *name,
-                       const figures *f)
+/* The warm-up run, then `repeat` timed runs into ns[]. */
+static int timing_runs(replay *r, int repeat, double *ns, result *res)
 {
-    printf("{\"trace\":\"%s\",\"backend\":\"%s\",\"events\":%zu,\"allocs\":%" PRIu32
-           ",\"peak_live_bytes\":%" PRIu64 ",\"peak_mapped_bytes\":%" PRIu64
-           ",\"peak_mapped_over_live\":%.6f,\"peak_driver_used_bytes\":%" PRIu64,
-           name, mode_name(m), t->n_events, t->n_allocs, t->peak_live_bytes, f->peak_mapped,
-           t->peak_live_bytes ? (double)f->peak_mapped / (double)t->peak_live_bytes : 0.0,
-           f->peak_driver_used);
-    if (f->errors || o->repeat <= 0) printf(",\"ns_per_event\":null");
-    else printf(",\"ns_per_event\":%.2f", f->ns_med);
+    double per_run = 2.0 * (double)r->t->n_allocs;
+    for (int run = 0; run <= repeat; run++) {
+        r->run = run ? "timed" : "warm-up";
+        uint64_t dt = timed_run(r);
+        if (!dt) return -1;
+        if (run) ns[run - 1] = per_run > 0 ? (double)dt / per_run : 0.0;
+    }
+    res->ns_med = median(ns, ns + repeat, repeat);
+    res->has_timing = 1;
+    return 0;
+}
+
+/* Sync; for the pool, give all its memory back and reset its high watermark. */
+static int settle(replay *r)
+{
+    cudaError_t err = cudaDeviceSynchronize();
+    uint64_t zero = 0;
+    if (!err && r->pool) err = cudaMemPoolTrimTo(r->pool, 0);
+    if (!err && r->pool) err = cudaMemPoolSetAttribute(r->pool, cudaMemPoolAttrReservedMemHigh, &zero);
+    return err ? fail(r, NO_EVENT, err) : 0;
+}
+
+/* Every figure of one (trace, mode); ns[] gets the runs (2 x repeat room). */
+static void measure(replay *r, int repeat, double *ns, result *res)
+{
+    r->run = "setup";
+    int failed = settle(r);
+    driver_used(&res->free_before);
+    if (!failed) failed = metrics_run(r, res);
+    if (!failed && repeat > 0) failed = timing_runs(r, repeat, ns, res);
+    r->run = "teardown";
+    if (settle(r)) failed = -1;
+    driver_used(&res->free_after);
+    res->errors = failed != 0;
+}
+
+/* ---- output -------------------------------------------------------------------- */
+
+static void put_json_string(const char *s)
+{
+    putchar('"');
+    for (const unsigned char *c = (const unsigned char *)s; *c; c++) {
+        if (*c == '"' || *c == '\\') putchar('\\');
+        if (*c < 0x20) printf("\\u%04x", *c);
+        else putchar(*c);
+    }
+    putchar('"');
+}
+
+static void json_u64(const char *key, int has, uint64_t v)
+{
+    if (has) printf(",\"%s\":%" PRIu64, key, v);
+    else printf(",\"%s\":null", key);
+}
+
+static void json_real(const char *key, int has, double v)
+{
+    if (has) printf(",\"%s\":%.4f", key, v);
+    else printf(",\"%s\":null", key);
+}
+
+static void print_json(const result *res, const double *ns, int repeat)
+{
+    printf("{\"trace\":");
+    put_json_string(res->name);
+    printf(",\"backend\":\"%s\",\"events\":%" PRIu64 ",\"allocs\":%" PRIu64 ",\"peak_live_bytes\":%" PRIu64,
+           mode_name(res->mode), res->events, res->allocs, res->peak_live);
+    json_u64("peak_mapped_bytes", res->has_peak, res->peak_mapped);
+    json_real("peak_mapped_over_live", res->has_peak && res->peak_live,
+              (double)res->peak_mapped / (double)(res->peak_live ? res->peak_live : 1));
+    json_u64("peak_driver_used_bytes", res->has_peak, res->peak_used);
+    json_real("ns_per_event", res->has_timing, res->ns_med);
     printf(",\"ns_per_event_runs\":[");
-    for (int r = 0; r < o->repeat && !f->errors; r++) printf("%s%.2f", r ? "," : "", f->ns[r]);
-    printf("],\"driver_free_before\":%zu,\"driver_free_after\":%zu,\"errors\":%d}\n",
-           f->free_before, f->free_after, f->errors);
+    for (int k = 0; res->has_timing && k < repeat; k++) printf("%s%.4f", k ? "," : "", ns[k]);
+    printf("],\"driver_free_before\":%zu,\"driver_free_after\":%zu,\"errors\":%d}\n", res->free_before,
+           res->free_after, res->errors);
     fflush(stdout);
 }
 
-/* "dir/name.catrace.gz" -> "name" */
-static void trace_name(const char *path, char *out, size_t cap)
+static void print_table(const result *rs, int n, int repeat)
 {
-    const char *base = strrchr(path, '/');
-    snprintf(out, cap, "%s", base ? base + 1 : path);
-    char *dot = strstr(out, ".catrace");
-    if (dot) *dot = 0;
+    printf("\n| trace | allocator | ns/event (median of %d) | peak mapped MiB | peak mapped / live |\n"
+           "| --- | --- | ---: | ---: | ---: |\n", repeat);
+    for (int i = 0; i < n; i++) {
+        const result *r = &rs[i];
+        char ns[32] = "-", mib[32] = "-", ratio[32] = "-";
+        if (r->has_timing) snprintf(ns, sizeof ns, "%.1f", r->ns_med);
+        if (r->has_peak) snprintf(mib, sizeof mib, "%.1f", (double)r->peak_mapped / MIB);
+        if (r->has_peak && r->peak_live) snprintf(ratio, sizeof ratio, "%.3f", (double)r->peak_mapped / (double)r->peak_live);
+        printf("| %s | %s | %s | %s | %s |\n", r->name, mode_name(r->mode), ns, mib, ratio);
+    }
 }
 
-static void usage(const char *msg)
+/* ---- arguments ----------------------------------------------------------------- */
+
+static void usage_error(const char *what, const char *arg)
 {
-    if (msg) fprintf(stderr, "cuarena-baseline: %s\n", msg);
-    fprintf(stderr, "usage: cuarena-baseline [--mode malloc|async|all] [--repeat N] "
-                    "[--device D] FILE...\n");
+    fprintf(stderr, "cuarena-baseline: %s%s\n%s", what, arg, usage_text);
     exit(2);
 }
 
-static void parse(int argc, char **argv, options *o)
+/* The value of option `opt` when argv[*i] is it ("--opt v" or "--opt=v"), else NULL. */
+static const char *opt_value(int argc, char **argv, int *i, const char *opt)
 {
-    *o = (options){MODE_MALLOC | MODE_ASYNC, 5, 0, NULL, 0};
-    int i = 1;
-    while (i < argc && argv[i][0] == '-') {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(a, "--help")) usage(NULL);
-        if (!v) usage("an option lacks its value");
-        if (!strcmp(a, "--mode")) {
-            if (!strcmp(v, "malloc")) o->modes = MODE_MALLOC;
-            else if (!strcmp(v, "async")) o->modes = MODE_ASYNC;
-            else if (!strcmp(v, "all")) o->modes = MODE_MALLOC | MODE_ASYNC;
-            else usage("--mode takes malloc, async or all");
-        } else if (!strcmp(a, "--repeat")) {
-            o->repeat = atoi(v);
-            if (o->repeat < 0 || o->repeat > 1000) usage("--repeat takes 0..1000");
-        } else if (!strcmp(a, "--device")) {
-            o->device = atoi(v);
+    size_t n = strlen(opt);
+    if (strncmp(argv[*i], opt, n) != 0 || (argv[*i][n] != '=' && argv[*i][n] != '\0')) return NULL;
+    if (argv[*i][n] == '=') return argv[*i] + n + 1;
+    if (*i + 1 >= argc) usage_error("a value is missing after ", opt);
+    return argv[++*i];
+}
+
+static int number_in(const char *v, long lo, long hi, const char *opt)
+{
+    char *end;
+    long n = strtol(v, &end, 10);
+    if (*v < '0' || *v > '9' || *end || n < lo || n > hi) usage_error("bad value for ", opt);
+    return (int)n;
+}
+
+static void parse_args(int argc, char **argv, options *o)
+{
+    *o = (options){ .modes = MODE_MALLOC | MODE_ASYNC, .repeat = 5 };
+    if (!(o->files = calloc((size_t)argc, sizeof *o->files))) die_oom();
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v;
+        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+            fputs(usage_text, stdout);
+            exit(0);
+        } else if ((v = opt_value(argc, argv, &i, "--mode"))) {
+            if (strcmp(v, "malloc") == 0) o->modes = MODE_MALLOC;
+            else if (strcmp(v, "async") == 0) o->modes = MODE_ASYNC;
+            else if (strcmp(v, "all") == 0) o->modes = MODE_MALLOC | MODE_ASYNC;
+            else usage_error("--mode is malloc, async or all, not ", v);
+        } else if ((v = opt_value(argc, argv, &i, "--repeat"))) {
+            o->repeat = number_in(v, 0, 100000, "--repeat");
+        } else if ((v = opt_value(argc, argv, &i, "--device"))) {
+            o->device = number_in(v, 0, 1 << 20, "--device");
+        } else if (strcmp(a, "--table") == 0) {
+            o->table = 1;
+        } else if (a[0] == '-' && a[1]) {
+            usage_error("unknown option ", a);
         } else {
-            usage("unknown option");
+            o->files[o->n_files++] = argv[i];
         }
-        i += 2; /* the option and its value */
     }
-    if (i >= argc) usage("no trace file");
-    o->files = argv + i;
-    o->n_files = argc - i;
+    if (o->n_files == 0) usage_error("no trace file given", "");
+}
+
+/* ---- main ---------------------------------------------------------------------- */
+
+/* "dir/name.catrace.gz" -> "name" (also without .gz). */
+static void base_name(const char *path, char *out, size_t cap)
+{
+    const char *slash = strrchr(path, '/');
+    snprintf(out, cap, "%s", slash ? slash + 1 : path);
+    size_t n = strlen(out);
+    if (n > 3 && strcmp(out + n - 3, ".gz") == 0) out[n -= 3] = '\0';
+    if (n > 8 && strcmp(out + n - 8, ".catrace") == 0) out[n - 8] = '\0';
+}
+
+/* Every asked mode on one file; results appended at rs[*n_rs]. Returns the
+ * exit status it deserves. */
+static int run_file(const options *o, const char *path, cudaMemPool_t pool, double *ns, result *rs, int *n_rs)
+{
+    trace t;
+    char err[1024];
+    trace_status ts = trace_load(path, &t, err, sizeof err);
+    if (ts) {
+        fprintf(stderr, "cuarena-baseline: %s (%s)\n", err, trace_status_name(ts));
+        return 2;
+    }
+    replay r = { .t = &t, .ptrs = calloc(t.n_allocs ? t.n_allocs : 1, sizeof(void *)) };
+    r.rest = calloc(t.n_live_at_end ? t.n_live_at_end : 1, sizeof *r.rest);
+    if (!r.ptrs || !r.rest) die_oom();
+    int status = 0;
+    for (int mode = MODE_MALLOC; mode <= MODE_ASYNC; mode <<= 1) {
+        if (!(o->modes & (unsigned)mode)) continue;
+        result *res = &rs[(*n_rs)++];
+        *res = (result){ .mode = mode, .events = t.n_events, .allocs = t.n_allocs, .peak_live = t.peak_live_bytes };
+        base_name(path, res->name, sizeof res->name);
+        r.name = res->name;
+        r.mode = mode;
+        r.pool = mode == MODE_ASYNC ? pool : NULL;
+        measure(&r, o->repeat, ns, res);
+        print_json(res, ns, o->repeat);
+        if (res->errors) status = 1;
+    }
+    free(r.rest);
+    free(r.ptrs);
+    trace_free(&t);
+    return status;
+}
+
+/* The device, its context and (for async) its default pool. 0, or the exit status. */
+static int open_device(const options *o, cudaMemPool_t *pool)
+{
+    int count = 0;
+    cudaError_t err = cudaGetDeviceCount(&count);
+    if (err || count == 0) {
+        fprintf(stderr, "cuarena-baseline: no CUDA device (%s): skipped\n",
+                cudaGetErrorString(err ? err : cudaErrorNoDevice));
+        return 77;
+    }
+    if (o->device >= count) {
+        fprintf(stderr, "cuarena-baseline: --device %d, but there are %d CUDA devices\n", o->device, count);
+        return 2;
+    }
+    *pool = NULL;
+    if (!(err = cudaSetDevice(o->device)) && !(err = cudaFree(NULL)) && (o->modes & MODE_ASYNC))
+        err = cudaDeviceGetDefaultMemPool(pool, o->device);
+    if (!err) return 0;
+    fprintf(stderr, "cuarena-baseline: device %d: %s (%s)\n", o->device, cudaGetErrorString(err), cudaGetErrorName(err));
+    return 1;
 }
 
 int main(int argc, char **argv)
 {
     options o;
-    parse(argc, argv, &o);
-    int count = 0;
-    cudaError_t e = cudaGetDeviceCount(&count);
-    if (e != cudaSuccess || count <= o.device) {
-        fprintf(stderr, "cuarena-baseline: no CUDA device (%s): skipped\n",
-                e != cudaSuccess ? cudaGetErrorString(e) : "too few devices");
-        return 77;
+    cudaMemPool_t pool;
+    parse_args(argc, argv, &o);
+    int status = open_device(&o, &pool);
+    if (status) {
+        free(o.files);
+        return status;
     }
-    if (!cuda_ok(cudaSetDevice(o.device), "cudaSetDevice", "-") || !cuda_ok(cudaFree(NULL), "context", "-"))
-        return 1;
-    int errors = 0;
-    double *ns = calloc((size_t)o.repeat + 1, sizeof *ns);
-    for (int fi = 0; fi < o.n_files && ns; fi++) {
-        trace t;
-        char err[512], name[128];
-        if (trace_load(o.files[fi], &t, err, sizeof err) != TRACE_OK) {
-            fprintf(stderr, "cuarena-baseline: %s\n", err);
-            errors++;
-            continue;
-        }
-        trace_name(o.files[fi], name, sizeof name);
-        for (unsigned m = MODE_MALLOC; m <= MODE_ASYNC; m <<= 1) {
-            if (!(o.modes & m)) continue;
-            figures f = {0};
-            f.ns = ns;
-            measure(&o, (mode)m, &t, name, &f);
-            print_json(&o, (mode)m, &t, name, &f);
-            errors += f.errors;
-        }
-        trace_free(&t);
+    result *rs = calloc((size_t)o.n_files * 2, sizeof *rs);
+    double *ns = calloc(2 * (size_t)o.repeat + 1, sizeof *ns);
+    if (!rs || !ns) die_oom();
+    int n_rs = 0;
+    for (int i = 0; i < o.n_files; i++) {
+        int s = run_file(&o, o.files[i], pool, ns, rs, &n_rs);
+        if (s > status) status = s;
     }
+    if (o.table) print_table(rs, n_rs, o.repeat);
     free(ns);
-    return errors ? 1 : 0;
+    free(rs);
+    free(o.files);
+    return status;
 }

@@ -1,35 +1,47 @@
 /*
  * test-cuda.c - the CUDA backend on a real GPU. Every case runs twice: with
- * expandable VMM segments, and with whole segments from cuMemAlloc
- * (CUA_ARENA_NO_VMM, the fallback). Each ends with the driver's free memory
- * back at the baseline taken after the context was set up, to the byte.
+ * expandable VMM segments (*_vmm), and with whole segments from cuMemAlloc
+ * (CUA_ARENA_NO_VMM, the fallback: *_whole_segments). Each case ends with the
+ * driver's free memory back where it was, to the byte.
  *
- *   data_integrity  data written by the GPU into every live block reads back
- *                   intact while neighbours are allocated, freed, split,
- *                   coalesced and trimmed; the checker after every step
- *   cross_stream    a long kernel on stream A writes a block freed on A: a
- *                   request on stream B does not get it while A runs (a
- *                   checksum of B's data shows any overlap); the control
- *                   case shows the checksum does catch such a race
+ *   data_integrity  data written by the GPU (kernel, cuMemsetD32/D8, copies
+ *                   from the host) into every live block reads back intact
+ *                   while neighbours are allocated, freed, split, coalesced
+ *                   and trimmed over 2000 seeded steps; the checker after each
+ *   cross_stream    a block freed on stream A while a long kernel on A still
+ *                   writes it is not handed to stream B: B's data survives
+ *   race_detector_works  the control: on A itself the block is handed out
+ *                   again at once (legal in stream order); filling it from B
+ *                   without ordering is a race, and the checksum sees it
  *   record_stream   a block used by a kernel on B (cua_record_stream) is not
  *                   handed out on A until B's kernel is done
  *   trim_destroy    cuMemGetInfo's free bytes rise by exactly what trim says
- *                   it released; after destroy they equal the baseline
- *   limit_release   a limit fails with CUA_ERR_LIMIT; release threshold 0
- *                   gives every page back at the free
- *   fast_path       a warm arena makes no driver call on alloc and free
- *   out_of_memory   filling the GPU ends in CUA_ERR_OUT_OF_MEMORY with a
- *                   report of what the driver has free; everything comes back
+ *                   it released; after destroy they equal the baseline and the
+ *                   backend holds no handle, mapping or reservation
+ *   limit_release   a limit fails with CUA_ERR_LIMIT and a message; release
+ *                   threshold 0 gives every page back at the free
+ *   fast_path       a warm arena makes no driver call over 1000 rounds
+ *   out_of_memory   filling the GPU with 1 GiB blocks ends in
+ *                   CUA_ERR_OUT_OF_MEMORY with a report of what the driver has
+ *                   free; everything comes back
  *
- * The driver is reached like the library reaches it (dlopen + cuGetProcAddress),
- * so the test builds and links without one; without a GPU it exits 77
- * (skipped). The kernel is PTX text, JIT-compiled by the driver (no nvcc at
- * build time); check it with `ptxas -arch=sm_90` after changing it.
+ * The driver is reached as the library reaches it (dlopen of libcuda.so.1 and
+ * cuGetProcAddress_v2 at the 12.0 ABI), so the test links without it. Without
+ * a device (cua_backend_cuda_create answers CUA_ERR_NO_DEVICE) it prints one
+ * "skipped" line and exits 77; any other setup failure exits 1. Exit status:
+ * 0 all passed, 1 a case or the final teardown failed, 77 skipped.
+ *
+ * The kernel is PTX text JIT-compiled by the driver (no nvcc at build time).
+ * Check it after a change (meson's test 'ptx-assembles' does the same):
+ *   CUA_TEST_PRINT_PTX=1 build/tests/gpu/test-cuda > /tmp/k.ptx &&
+ *   /usr/local/cuda/bin/ptxas -arch=sm_90 /tmp/k.ptx -o /dev/null
  */
 #include "test.h"
 
 #include <dlfcn.h>
+#include <stdarg.h>
 #include <stdbool.h>
+#include <unistd.h>
 
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wpedantic"
@@ -40,81 +52,177 @@
 #define GiB ((size_t)1 << 30)
 
 static const char ptx[] =
-    ".version 8.0\n.target sm_75\n.address_size 64\n"
-    /* spin_fill(ptr, nwords, cycles, value): every thread waits `cycles` clocks,
-     * then writes `value` over its grid-stride share of the words. */
-    ".visible .entry spin_fill(.param .u64 p_ptr, .param .u64 p_n, .param .u64 p_cycles,"
-    " .param .u32 p_val)\n{\n"
-    ".reg .pred %p<3>;\n.reg .b32 %r<6>;\n.reg .b64 %rd<12>;\n"
-    "ld.param.u64 %rd1, [p_ptr];\nld.param.u64 %rd2, [p_n];\n"
-    "ld.param.u64 %rd3, [p_cycles];\nld.param.u32 %r1, [p_val];\n"
-    "cvta.to.global.u64 %rd1, %rd1;\nmov.u64 %rd4, %clock64;\n"
-    "SPIN:\nmov.u64 %rd5, %clock64;\nsub.u64 %rd6, %rd5, %rd4;\n"
-    "setp.lt.u64 %p1, %rd6, %rd3;\n@%p1 bra SPIN;\n"
-    "mov.u32 %r2, %ctaid.x;\nmov.u32 %r3, %ntid.x;\nmov.u32 %r4, %tid.x;\n"
-    "mov.u32 %r5, %nctaid.x;\nmul.wide.u32 %rd7, %r2, %r3;\ncvt.u64.u32 %rd8, %r4;\n"
-    "add.u64 %rd7, %rd7, %rd8;\nmul.wide.u32 %rd9, %r5, %r3;\n"
-    "LOOP:\nsetp.ge.u64 %p2, %rd7, %rd2;\n@%p2 bra DONE;\nshl.b64 %rd10, %rd7, 2;\n"
-    "add.u64 %rd11, %rd1, %rd10;\nst.global.u32 [%rd11], %r1;\nadd.u64 %rd7, %rd7, %rd9;\n"
-    "bra LOOP;\nDONE:\nret;\n}\n";
+    ".version 8.0\n"
+    ".target sm_75\n"
+    ".address_size 64\n"
+    "\n"
+    "// spin_fill(ptr, nwords, cycles, value): every thread waits until clock64\n"
+    "// has advanced by `cycles`, then stores `value` into its grid-stride share\n"
+    "// of the nwords 32-bit words at ptr. cycles = 0 is a plain fill.\n"
+    ".visible .entry spin_fill(.param .u64 p_ptr, .param .u64 p_n,\n"
+    "                          .param .u64 p_cycles, .param .u32 p_val)\n"
+    "{\n"
+    "    .reg .pred %p<3>;\n"
+    "    .reg .b32  %r<6>;\n"
+    "    .reg .b64  %rd<12>;\n"
+    "    ld.param.u64 %rd1, [p_ptr];\n"
+    "    ld.param.u64 %rd2, [p_n];\n"
+    "    ld.param.u64 %rd3, [p_cycles];\n"
+    "    ld.param.u32 %r1, [p_val];\n"
+    "    cvta.to.global.u64 %rd1, %rd1;\n"
+    "    mov.u64 %rd4, %clock64;\n"
+    "SPIN:\n"
+    "    mov.u64 %rd5, %clock64;\n"
+    "    sub.u64 %rd6, %rd5, %rd4;\n"
+    "    setp.lt.u64 %p1, %rd6, %rd3;\n"
+    "    @%p1 bra SPIN;\n"
+    "    mov.u32 %r2, %ctaid.x;\n"
+    "    mov.u32 %r3, %ntid.x;\n"
+    "    mov.u32 %r4, %tid.x;\n"
+    "    mov.u32 %r5, %nctaid.x;\n"
+    "    mul.wide.u32 %rd7, %r2, %r3;\n"       /* first word: ctaid * ntid + tid */
+    "    cvt.u64.u32 %rd8, %r4;\n"
+    "    add.u64 %rd7, %rd7, %rd8;\n"
+    "    mul.wide.u32 %rd9, %r5, %r3;\n"       /* stride: nctaid * ntid */
+    "LOOP:\n"
+    "    setp.ge.u64 %p2, %rd7, %rd2;\n"
+    "    @%p2 bra DONE;\n"
+    "    shl.b64 %rd10, %rd7, 2;\n"
+    "    add.u64 %rd11, %rd1, %rd10;\n"
+    "    st.global.u32 [%rd11], %r1;\n"
+    "    add.u64 %rd7, %rd7, %rd9;\n"
+    "    bra LOOP;\n"
+    "DONE:\n"
+    "    ret;\n"
+    "}\n";
 
-/* ---- the driver, loaded at run time ---------------------------------------------- */
+/* CUA_TEST_PRINT_PTX=1: print the kernel's PTX and exit (for ptxas). */
+__attribute__((constructor)) static void maybe_print_ptx(void)
+{
+    if (!getenv("CUA_TEST_PRINT_PTX")) return;
+    fputs(ptx, stdout);
+    exit(0);
+}
+
+/* ---- the driver, loaded at run time --------------------------------------------------- */
 
 static struct {
-    CUresult (*MemsetD32Async)(CUdeviceptr, unsigned, size_t, CUstream);
-    CUresult (*MemcpyDtoH)(void *, CUdeviceptr, size_t);
-    CUresult (*StreamCreate)(CUstream *, unsigned);
-    CUresult (*StreamSynchronize)(CUstream);
-    CUresult (*StreamQuery)(CUstream);
-    CUresult (*CtxSynchronize)(void);
-    CUresult (*MemGetInfo)(size_t *, size_t *);
-    CUresult (*ModuleLoadData)(CUmodule *, const void *);
-    CUresult (*ModuleGetFunction)(CUfunction *, CUmodule, const char *);
-    CUresult (*LaunchKernel)(CUfunction, unsigned, unsigned, unsigned, unsigned, unsigned,
-                             unsigned, unsigned, CUstream, void **, void **);
+    CUresult (*GetErrorName)(CUresult, const char **);
     CUresult (*DeviceGet)(CUdevice *, int);
     CUresult (*DeviceGetAttribute)(int *, CUdevice_attribute, CUdevice);
+    CUresult (*CtxSynchronize)(void);
+    CUresult (*MemGetInfo)(size_t *, size_t *);
+    CUresult (*MemsetD8Async)(CUdeviceptr, unsigned char, size_t, CUstream);
+    CUresult (*MemsetD32Async)(CUdeviceptr, unsigned, size_t, CUstream);
+    CUresult (*MemcpyDtoH)(void *, CUdeviceptr, size_t);
+    CUresult (*MemcpyHtoD)(CUdeviceptr, const void *, size_t);
+    CUresult (*StreamCreate)(CUstream *, unsigned);
+    CUresult (*StreamDestroy)(CUstream);
+    CUresult (*StreamQuery)(CUstream);
+    CUresult (*StreamSynchronize)(CUstream);
+    CUresult (*ModuleLoadData)(CUmodule *, const void *);
+    CUresult (*ModuleGetFunction)(CUfunction *, CUmodule, const char *);
+    CUresult (*ModuleUnload)(CUmodule);
+    CUresult (*LaunchKernel)(CUfunction, unsigned, unsigned, unsigned, unsigned, unsigned,
+                             unsigned, unsigned, CUstream, void **, void **);
 } cu;
 
 typedef CUresult (*getproc_fn)(const char *, void **, int, cuuint64_t,
                                CUdriverProcAddressQueryResult *);
 
-static cua_backend *g_bk;
-static CUfunction g_spin;
-static CUstream g_a, g_b;
-static size_t g_free0;      /* driver free bytes with no arena alive */
-static uint64_t g_cycles;   /* clocks of a ~300 ms spin */
-
-static bool load_driver(void)
+/* NULL when every entry point was found (at the 12.0 ABI, as the library asks:
+ * cuCtxSynchronize is then the one without a context argument, cuMemGetInfo,
+ * cuMemcpy* and cuStreamDestroy their _v2), else what is missing. */
+static const char *load_driver(void)
 {
     void *lib = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
     getproc_fn gp = lib ? (getproc_fn)(uintptr_t)dlsym(lib, "cuGetProcAddress_v2") : NULL;
-    if (!gp) return false;
+    if (!gp) return "libcuda.so.1 or its cuGetProcAddress_v2";
+#define E(f) {"cu" #f, (void **)&cu.f}
     static const struct { const char *name; void **fn; } e[] = {
-        {"cuMemsetD32Async", (void **)&cu.MemsetD32Async}, {"cuMemcpyDtoH", (void **)&cu.MemcpyDtoH},
-        {"cuStreamCreate", (void **)&cu.StreamCreate},
-        {"cuStreamSynchronize", (void **)&cu.StreamSynchronize},
-        {"cuStreamQuery", (void **)&cu.StreamQuery}, {"cuCtxSynchronize", (void **)&cu.CtxSynchronize},
-        {"cuMemGetInfo", (void **)&cu.MemGetInfo}, {"cuModuleLoadData", (void **)&cu.ModuleLoadData},
-        {"cuModuleGetFunction", (void **)&cu.ModuleGetFunction},
-        {"cuLaunchKernel", (void **)&cu.LaunchKernel}, {"cuDeviceGet", (void **)&cu.DeviceGet},
-        {"cuDeviceGetAttribute", (void **)&cu.DeviceGetAttribute},
+        E(GetErrorName), E(DeviceGet), E(DeviceGetAttribute), E(CtxSynchronize), E(MemGetInfo),
+        E(MemsetD8Async), E(MemsetD32Async), E(MemcpyDtoH), E(MemcpyHtoD), E(StreamCreate),
+        E(StreamDestroy), E(StreamQuery), E(StreamSynchronize), E(ModuleLoadData),
+        E(ModuleGetFunction), E(ModuleUnload), E(LaunchKernel),
     };
+#undef E
     for (size_t i = 0; i < sizeof e / sizeof e[0]; i++) {
         CUdriverProcAddressQueryResult found;
         if (gp(e[i].name, e[i].fn, 12000, CU_GET_PROC_ADDRESS_DEFAULT, &found) != CUDA_SUCCESS ||
             !*e[i].fn)
-            return false;
+            return e[i].name;
     }
-    return true;
+    return NULL;
 }
 
-static size_t free_now(void)
+static const char *cu_name(CUresult r)
 {
-    size_t fr = 0, tot = 0;
-    cu.CtxSynchronize();
-    cu.MemGetInfo(&fr, &tot);
-    return fr;
+    const char *s = NULL;
+    if (!cu.GetErrorName || cu.GetErrorName(r, &s) != CUDA_SUCCESS || !s) return "unknown CUresult";
+    return s;
+}
+
+/* A driver call that must succeed; its error is printed by name. */
+#define CHECK_CU(expr)                                                                     \
+    do {                                                                                   \
+        CUresult r_ = (expr);                                                              \
+        if (r_ != CUDA_SUCCESS) {                                                          \
+            fprintf(stderr, "%s:%d: %s failed: %s (%d)\n", __FILE__, __LINE__, #expr,      \
+                    cu_name(r_), (int)r_);                                                 \
+            test_failed_flag = 1;                                                          \
+            return;                                                                        \
+        }                                                                                  \
+    } while (0)
+
+/* Call a helper that reports through CHECK*; stop the case if it failed. */
+#define CALL(f)                                                                            \
+    do {                                                                                   \
+        f;                                                                                 \
+        if (test_failed_flag) return;                                                      \
+    } while (0)
+
+/* ---- the shared setup: backend, kernel, streams, baseline ------------------------------ */
+
+static cua_backend *g_bk;
+static CUmodule g_mod;
+static CUfunction g_kernel;
+static CUstream g_a, g_b;     /* two non-blocking streams */
+static unsigned g_grid;       /* blocks of 256 threads: two per SM, so that B's work fits */
+static uint64_t g_cycles;     /* clocks of a ~300 ms spin */
+static size_t g_free0;        /* the driver's free bytes with no arena alive */
+static cua_arena *g_arenas[64]; /* arenas of the current case, force-destroyed after a failure */
+static int g_narenas;
+
+static void die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+static void die(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    printf("test-cuda: setup failed: ");
+    vprintf(fmt, ap);
+    printf("\n");
+    va_end(ap);
+    exit(1);
+}
+
+#define SETUP_CU(expr)                                                                     \
+    do {                                                                                   \
+        CUresult r_ = (expr);                                                              \
+        if (r_ != CUDA_SUCCESS) die("%s: %s", #expr, cu_name(r_));                          \
+    } while (0)
+#define SETUP_OK(expr)                                                                     \
+    do {                                                                                   \
+        cua_status s_ = (expr);                                                            \
+        if (s_ != CUA_OK) die("%s: %s: %s", #expr, cua_status_name(s_), cua_last_error());  \
+    } while (0)
+
+static CUresult launch(void *p, size_t words, uint64_t cycles, uint32_t value, CUstream s)
+{
+    CUdeviceptr ptr = (CUdeviceptr)p;
+    unsigned long long n = words, c = cycles;
+    unsigned v = value;
+    void *args[] = {&ptr, &n, &c, &v};
+    return cu.LaunchKernel(g_kernel, g_grid, 1, 1, 256, 1, 1, 0, s, args, NULL);
 }
 
 static cua_status make_arena(unsigned flags, size_t limit, size_t release, cua_arena **out)
@@ -126,305 +234,485 @@ static cua_status make_arena(unsigned flags, size_t limit, size_t release, cua_a
     cfg.flags = flags;
     cfg.limit = limit;
     cfg.release_threshold = release;
-    return cua_arena_create(&cfg, out);
+    cua_status st = cua_arena_create(&cfg, out);
+    if (st == CUA_OK && g_narenas < 64) g_arenas[g_narenas++] = *out;
+    return st;
 }
 
-/* Both kinds of arena once, so that whatever the driver sets up on first use
- * is in place before the baseline is taken. */
-static bool warm_up(void)
+/* After a failed case: wait for the GPU and destroy what the case left alive
+ * (arenas destroyed already answer CUA_ERR_DESTROYED). Returns false when
+ * something could not be released. */
+static bool release_leftovers(void)
 {
+    bool ok = true;
+    CUresult r = cu.CtxSynchronize();
+    if (r != CUDA_SUCCESS) {
+        printf("test-cuda: cuCtxSynchronize: %s\n", cu_name(r));
+        ok = false;
+    }
+    for (int i = 0; i < g_narenas; i++) {
+        cua_status st = cua_arena_destroy(g_arenas[i], CUA_DESTROY_FORCE);
+        if (st != CUA_OK && st != CUA_ERR_DESTROYED) {
+            printf("test-cuda: destroying a leftover arena: %s\n", cua_last_error());
+            ok = false;
+        }
+    }
+    g_narenas = 0;
+    return ok;
+}
+
+/* Once a kernel, the copies and both kinds of arena, so that whatever the
+ * driver sets up on first use (lazy module loading, staging buffers) is in
+ * place before the baseline is taken. */
+static void warm_up(void)
+{
+    static uint32_t host[1024];
     for (unsigned flags = 0; flags <= CUA_ARENA_NO_VMM; flags += CUA_ARENA_NO_VMM) {
         cua_arena *a;
         void *p;
-        if (make_arena(flags, 0, CUA_KEEP_ALL, &a) || cua_arena_alloc(a, MiB, 0, &p) ||
-            cu.MemsetD32Async((CUdeviceptr)p, 1, MiB / 4, 0) || cua_free(p) ||
-            cua_arena_destroy(a, 0))
-            return false;
+        SETUP_OK(make_arena(flags, 0, CUA_KEEP_ALL, &a));
+        SETUP_OK(cua_arena_alloc(a, MiB, 0, &p));
+        SETUP_CU(launch(p, MiB / 4, 0, 1, 0));
+        SETUP_CU(cu.MemsetD32Async((CUdeviceptr)p, 2, MiB / 4, 0));
+        SETUP_CU(cu.MemsetD8Async((CUdeviceptr)p, 3, MiB, 0));
+        SETUP_CU(cu.MemcpyHtoD((CUdeviceptr)p, host, sizeof host));
+        SETUP_CU(cu.MemcpyDtoH(host, (CUdeviceptr)p, sizeof host));
+        SETUP_CU(cu.CtxSynchronize());
+        SETUP_OK(cua_free(p));
+        SETUP_OK(cua_arena_destroy(a, 0));
     }
-    return true;
+    g_narenas = 0;
 }
 
-/* Once: the backend (it makes the primary context current), the kernel, two
- * streams, the baseline. No GPU: say so and exit 77. */
-static void gpu(void)
+/* At exit: nothing may be left in the backend; it must go away cleanly. */
+static void teardown(void)
 {
-    if (g_bk) return;
+    bool ok = release_leftovers();
+    CUresult r;
+    if ((r = cu.StreamDestroy(g_a)) != CUDA_SUCCESS || (r = cu.StreamDestroy(g_b)) != CUDA_SUCCESS ||
+        (r = cu.ModuleUnload(g_mod)) != CUDA_SUCCESS) {
+        printf("test-cuda: teardown: destroying the streams or the module: %s\n", cu_name(r));
+        ok = false;
+    }
+    cua_status st = cua_backend_destroy(g_bk);
+    if (st != CUA_OK) {
+        printf("test-cuda: teardown: cua_backend_destroy: %s: %s\n", cua_status_name(st),
+               cua_last_error());
+        ok = false;
+    }
+    if (!ok) {
+        printf("test-cuda: FAIL at teardown\n");
+        fflush(stdout);
+        _exit(1);
+    }
+}
+
+static void setup_once(void)
+{
     cua_status st = cua_backend_cuda_create(0, &g_bk);
-    if (st != CUA_OK || !load_driver()) {
-        printf("test-cuda: skipped: no CUDA device (%s)\n",
-               st != CUA_OK ? cua_last_error() : "the driver lacks an entry point");
+    if (st == CUA_ERR_NO_DEVICE || st == CUA_ERR_NOT_SUPPORTED) {
+        printf("test-cuda: skipped: no CUDA device (%s)\n", cua_last_error());
         exit(77);
     }
-    CUmodule mod;
+    if (st != CUA_OK) die("cua_backend_cuda_create(0): %s: %s", cua_status_name(st), cua_last_error());
+    const char *missing = load_driver();
+    if (missing) die("the driver lacks %s", missing);
+    /* The backend made the primary context current on this thread. */
     CUdevice dev;
-    int khz = 0;
-    if (cu.ModuleLoadData(&mod, ptx) || cu.ModuleGetFunction(&g_spin, mod, "spin_fill") ||
-        cu.StreamCreate(&g_a, CU_STREAM_NON_BLOCKING) ||
-        cu.StreamCreate(&g_b, CU_STREAM_NON_BLOCKING) || cu.DeviceGet(&dev, 0) ||
-        cu.DeviceGetAttribute(&khz, CU_DEVICE_ATTRIBUTE_CLOCK_RATE, dev) || !warm_up()) {
-        printf("test-cuda: setting up the GPU failed: %s\n", cua_last_error());
-        exit(1);
-    }
-    g_cycles = (uint64_t)khz * 300; /* 300 ms at the nominal clock */
-    g_free0 = free_now();
-    printf("memory: baseline %zu bytes free after context, module and streams\n", g_free0);
+    int khz = 0, sms = 0;
+    SETUP_CU(cu.DeviceGet(&dev, 0));
+    SETUP_CU(cu.DeviceGetAttribute(&khz, CU_DEVICE_ATTRIBUTE_CLOCK_RATE, dev));
+    SETUP_CU(cu.DeviceGetAttribute(&sms, CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT, dev));
+    g_cycles = (uint64_t)(khz > 0 ? khz : 2000000) * 300; /* 300 ms at the nominal clock */
+    g_grid = 2u * (unsigned)(sms > 0 ? sms : 1);
+    SETUP_CU(cu.ModuleLoadData(&g_mod, ptx));
+    SETUP_CU(cu.ModuleGetFunction(&g_kernel, g_mod, "spin_fill"));
+    SETUP_CU(cu.StreamCreate(&g_a, CU_STREAM_NON_BLOCKING));
+    SETUP_CU(cu.StreamCreate(&g_b, CU_STREAM_NON_BLOCKING));
+    warm_up();
+    size_t total = 0;
+    SETUP_CU(cu.MemGetInfo(&g_free0, &total));
+    printf("memory: baseline %zu bytes free of %zu after context, module, streams; "
+           "%d SMs, %d kHz\n", g_free0, total, sms, khz);
+    atexit(teardown);
 }
 
-/* Launch spin_fill over n words at p on stream s. */
-static CUresult spin_fill(void *p, size_t words, uint64_t cycles, unsigned value, CUstream s)
+/* At the start of every case: the setup once, or the leftovers of a failed case. */
+static void begin(void)
 {
-    CUdeviceptr ptr = (CUdeviceptr)p;
-    unsigned long long n = words, c = cycles;
-    void *args[] = {&ptr, &n, &c, &value};
-    return cu.LaunchKernel(g_spin, 264, 1, 1, 256, 1, 1, 0, s, args, NULL);
+    if (!g_bk) setup_once();
+    else if (!release_leftovers()) CHECK(!"leftovers of an earlier case could not be released");
 }
 
-/* Words of p (n of them) that are not `value`, reading at most `cap` words
- * from the start plus the last one. */
-static size_t count_bad(const void *p, size_t n, unsigned value, size_t cap)
+/* The driver's free bytes once the GPU is idle. */
+static void free_now(size_t *out)
 {
-    static unsigned buf[2u << 20]; /* 8 MiB: the largest block read whole */
-    size_t m = n < cap ? n : cap, bad = 0;
-    if (m > sizeof buf / sizeof buf[0]) m = sizeof buf / sizeof buf[0];
-    if (cu.MemcpyDtoH(buf, (CUdeviceptr)p, m * 4)) return n;
-    for (size_t i = 0; i < m; i++) bad += buf[i] != value;
-    if (cu.MemcpyDtoH(buf, (CUdeviceptr)p + (n - 1) * 4, 4)) return n;
-    return bad + (buf[0] != value);
+    size_t total = 0;
+    CHECK_CU(cu.CtxSynchronize());
+    CHECK_CU(cu.MemGetInfo(out, &total));
 }
 
-/* ---- cases ---------------------------------------------------------------------------- */
+/* The driver's free bytes must equal `want`. */
+static void expect_free(size_t want, const char *when)
+{
+    size_t now = 0;
+    CALL(free_now(&now));
+    if (now != want)
+        fprintf(stderr, "%s: the driver has %zu bytes free, expected %zu (%+lld)\n", when, now,
+                want, (long long)now - (long long)want);
+    CHECK(now == want);
+}
 
-typedef struct blk { void *p; size_t size; unsigned value; } blk;
+static void expect_backend_empty(void)
+{
+    cua_backend_stats bs;
+    CHECK_OK(cua_backend_get_stats(g_bk, &bs));
+    if (bs.handles || bs.mappings || bs.reservations || bs.handle_bytes)
+        fprintf(stderr, "the backend still holds %llu handles (%llu bytes), %llu mappings, "
+                "%llu reservations\n", (unsigned long long)bs.handles,
+                (unsigned long long)bs.handle_bytes, (unsigned long long)bs.mappings,
+                (unsigned long long)bs.reservations);
+    CHECK(bs.handles == 0 && bs.mappings == 0 && bs.reservations == 0 && bs.handle_bytes == 0);
+}
+
+/* Words [0, n) at p that are not `value`; `report`: print the first bad one. */
+static void count_bad(const void *p, size_t n, uint32_t value, bool report, size_t *bad)
+{
+    static uint32_t buf[2u << 20]; /* 8 MiB: the largest block read whole */
+    CHECK(n <= sizeof buf / sizeof buf[0]);
+    CHECK_CU(cu.MemcpyDtoH(buf, (CUdeviceptr)p, n * 4));
+    *bad = 0;
+    for (size_t i = 0; i < n; i++)
+        if (buf[i] != value && (*bad)++ == 0 && report)
+            fprintf(stderr, "block %p: word %zu is %#x, expected %#x\n", p, i, buf[i], value);
+}
+
+/* ---- data integrity ----------------------------------------------------------------------- */
+
+enum fill_how { BY_KERNEL, BY_MEMSET32, BY_MEMSET8, BY_COPY };
+static const char *const how_name[] = {"the kernel", "cuMemsetD32Async", "cuMemsetD8Async",
+                                       "cuMemcpyHtoD"};
+
+typedef struct blk {
+    void *p;
+    size_t words;     /* whole 32-bit words of the request */
+    uint32_t value;   /* word i holds value, or value ^ i when copied from the host */
+    int how, id;
+} blk;
+
+#define COPY_MAX_WORDS ((size_t)1 << 18) /* blocks up to 1 MiB may be written by a copy */
+static uint32_t host_buf[COPY_MAX_WORDS];
+
+static uint32_t expected(const blk *b, size_t i)
+{
+    return b->how == BY_COPY ? b->value ^ (uint32_t)i : b->value;
+}
 
 static size_t pick_size(uint64_t *rng)
 {
     uint64_t r = test_rand(rng) % 100;
-    if (r < 70) return 512 + test_rand(rng) % (256 * 1024);
-    if (r < 95) return 256 * 1024 + test_rand(rng) % (4 * MiB);
-    return 4 * MiB + test_rand(rng) % (20 * MiB);
+    if (r < 70) return 512 + test_rand(rng) % (256 * 1024);        /* small */
+    if (r < 95) return 256 * 1024 + test_rand(rng) % (4 * MiB);    /* a page or two */
+    return 4 * MiB + test_rand(rng) % (20 * MiB);                  /* up to 24 MiB */
+}
+
+/* Write the block's pattern on the default stream, one of four ways. */
+static void fill(blk *b)
+{
+    CUdeviceptr p = (CUdeviceptr)b->p;
+    if (b->how == BY_COPY && b->words > COPY_MAX_WORDS) b->how = BY_MEMSET32;
+    if (b->how == BY_MEMSET8) b->value = (b->value & 0xffu) * 0x01010101u;
+    switch (b->how) {
+    case BY_KERNEL: CHECK_CU(launch(b->p, b->words, 0, b->value, 0)); break;
+    case BY_MEMSET32: CHECK_CU(cu.MemsetD32Async(p, b->value, b->words, 0)); break;
+    case BY_MEMSET8: CHECK_CU(cu.MemsetD8Async(p, (unsigned char)b->value, b->words * 4, 0)); break;
+    default:
+        for (size_t i = 0; i < b->words; i++) host_buf[i] = expected(b, i);
+        CHECK_CU(cu.MemcpyHtoD(p, host_buf, b->words * 4)); /* ordered on the default stream */
+    }
+}
+
+/* Compare words [from, from + n) of the block with its pattern. */
+static void verify_range(const blk *b, size_t from, size_t n, int step)
+{
+    static uint32_t buf[COPY_MAX_WORDS];
+    CHECK(n <= COPY_MAX_WORDS && from + n <= b->words);
+    CHECK_CU(cu.MemcpyDtoH(buf, (CUdeviceptr)b->p + from * 4, n * 4));
+    for (size_t i = 0; i < n; i++) {
+        if (buf[i] == expected(b, from + i)) continue;
+        fprintf(stderr, "step %d: block #%d (%p, %zu words, written by %s) lost its data: "
+                "word %zu is %#x, expected %#x\n", step, b->id, b->p, b->words, how_name[b->how],
+                from + i, buf[i], expected(b, from + i));
+        CHECK(!"a live block's data changed");
+    }
+}
+
+/* Small blocks whole; large ones: the first and last 16 Ki words and eight
+ * random windows of 1 Ki words. */
+static void verify(const blk *b, int step, uint64_t *rng)
+{
+    const size_t edge = 16 * 1024, win = 1024;
+    if (b->words <= COPY_MAX_WORDS) {
+        CALL(verify_range(b, 0, b->words, step));
+        return;
+    }
+    CALL(verify_range(b, 0, edge, step));
+    CALL(verify_range(b, b->words - edge, edge, step));
+    for (int k = 0; k < 8; k++)
+        CALL(verify_range(b, test_rand(rng) % (b->words - win), win, step));
 }
 
 static void data_integrity(unsigned flags)
 {
-    gpu();
+    enum { STEPS = 2000, MAX_LIVE = 96 };
+    begin();
     cua_arena *a;
     CHECK_OK(make_arena(flags | CUA_ARENA_CHECK_ALWAYS, 0, CUA_KEEP_ALL, &a));
-    blk live[96];
-    int n = 0;
-    uint64_t rng = 42 + flags;
-    for (int step = 0; step < 2000; step++) {
+    blk live[MAX_LIVE];
+    int n = 0, trims = 0;
+    uint64_t rng = 42 + flags, released_total = 0;
+    for (int step = 0; step < STEPS; step++) {
         uint64_t r = test_rand(&rng) % 100;
-        if (n < 96 && (r < 55 || n == 0)) {
+        if (n < MAX_LIVE && (r < 55 || n == 0)) {
             blk *b = &live[n];
-            b->size = pick_size(&rng);
-            b->value = 0x01000000u * (unsigned)(step % 251) + (unsigned)step;
-            CHECK_OK(cua_arena_alloc(a, b->size, 0, &b->p));
-            CHECK(cu.MemsetD32Async((CUdeviceptr)b->p, b->value, b->size / 4, 0) == CUDA_SUCCESS);
+            size_t size = pick_size(&rng);
+            b->words = size / 4;
+            b->id = step;
+            b->value = 0x9e3779b9u * (uint32_t)(step + 1);
+            b->how = (int)(test_rand(&rng) % 4);
+            CHECK_OK(cua_arena_alloc(a, size, 0, &b->p));
             n++;
-        } else if (r < 99) {
+            CALL(fill(b));
+        } else if (r < 98) {
             int i = (int)(test_rand(&rng) % (uint64_t)n);
             CHECK_OK(cua_free(live[i].p));
             live[i] = live[--n];
         } else {
-            size_t released;
+            size_t released = 0;
             CHECK_OK(cua_arena_trim(a, 0, &released));
+            trims++;
+            released_total += released;
         }
-        if (step % 50 == 49 || step == 1999) {
-            cu.CtxSynchronize();
-            for (int i = 0; i < n; i++)
-                if (count_bad(live[i].p, live[i].size / 4, live[i].value, 1 << 16)) {
-                    fprintf(stderr, "step %d: block %p of %zu bytes lost its data\n", step,
-                            live[i].p, live[i].size);
-                    CHECK(0);
-                }
+        CHECK_ARENA(a);
+        if (step % 50 == 49 || step == STEPS - 1) {
+            CHECK_CU(cu.CtxSynchronize());
+            for (int i = 0; i < n; i++) CALL(verify(&live[i], step, &rng));
         }
     }
+    printf("data: %s: %d blocks live at the end, %d trims released %llu bytes\n",
+           flags & CUA_ARENA_NO_VMM ? "whole segments" : "vmm", n, trims,
+           (unsigned long long)released_total);
     for (int i = 0; i < n; i++) CHECK_OK(cua_free(live[i].p));
     CHECK_OK(cua_arena_destroy(a, 0));
-    CHECK(free_now() == g_free0);
+    CALL(expect_free(g_free0, "after destroy"));
 }
 
-/* X on stream A under a long kernel that writes 0xAA.. at its end; X freed on
- * A; then a block on `second`, filled with 0x55.. on B without waiting for A.
- * Returns the words of that block that A's kernel overwrote. */
-static size_t race(cua_arena *a, CUstream second, void **x_out, void **y_out)
-{
-    const size_t size = 8 * MiB;
-    void *x = NULL, *y = NULL;
-    if (cua_arena_alloc(a, size, (cua_stream)g_a, &x) ||
-        spin_fill(x, size / 4, g_cycles, 0xaaaaaaaau, g_a) || cua_free(x))
-        return SIZE_MAX;
-    bool a_running = cu.StreamQuery(g_a) == CUDA_ERROR_NOT_READY;
-    if (cua_arena_alloc(a, size, (cua_stream)second, &y) ||
-        cu.MemsetD32Async((CUdeviceptr)y, 0x55555555u, size / 4, g_b))
-        return SIZE_MAX;
-    cu.StreamSynchronize(g_b);
-    cu.StreamSynchronize(g_a);
-    size_t bad = count_bad(y, size / 4, 0x55555555u, size / 4);
-    *x_out = x;
-    *y_out = y;
-    if (!a_running) fprintf(stderr, "race: stream A was done before the second request\n");
-    cua_free(y);
-    return a_running ? bad : SIZE_MAX;
-}
+/* ---- stream safety -------------------------------------------------------------------------- */
 
-static void cross_stream(unsigned flags)
+#define RACE_SIZE (8 * MiB)
+#define FILL_A 0xaaaaaaaau
+#define FILL_B 0x55555555u
+
+/* X on stream A under a ~300 ms kernel that writes FILL_A at its end; X freed
+ * on A; then Y on A (same_stream) or on B, filled with FILL_B on B without
+ * waiting for A. Y must be intact (cross_stream), or, in the control, Y is X
+ * and A's late writes show in the checksum. That A still ran when Y was
+ * handed out is checked: otherwise the case would prove nothing. */
+static void race(unsigned flags, bool same_stream)
 {
-    gpu();
+    const size_t words = RACE_SIZE / 4;
+    begin();
     cua_arena *a;
     void *x, *y;
     CHECK_OK(make_arena(flags | CUA_ARENA_CHECK_ALWAYS, 0, CUA_KEEP_ALL, &a));
-    size_t bad = race(a, g_b, &x, &y);
-    CHECK(bad == 0);
-    CHECK(y != x); /* A's kernel still ran: the block could not go to B */
+    CHECK_OK(cua_arena_alloc(a, RACE_SIZE, (cua_stream)g_a, &x));
+    CHECK_CU(launch(x, words, g_cycles, FILL_A, g_a));
+    CHECK_OK(cua_free(x)); /* in A's order: A's kernel still uses it */
+    CHECK_OK(cua_arena_alloc(a, RACE_SIZE, (cua_stream)(same_stream ? g_a : g_b), &y));
+    CUresult running = cu.StreamQuery(g_a);
+    CHECK_CU(cu.MemsetD32Async((CUdeviceptr)y, FILL_B, words, g_b));
+    CHECK_CU(cu.StreamSynchronize(g_b));
+    CHECK_CU(cu.StreamSynchronize(g_a));
+    size_t bad = 0;
+    CALL(count_bad(y, words, FILL_B, !same_stream, &bad));
+    printf("race: %s, %s: X %p, Y %p, %zu of %zu words of Y overwritten\n",
+           flags & CUA_ARENA_NO_VMM ? "whole segments" : "vmm",
+           same_stream ? "control, Y on A" : "Y on B", x, y, bad, words);
+    if (running != CUDA_ERROR_NOT_READY)
+        fprintf(stderr, "stream A was %s when Y was handed out: the spin is too short\n",
+                running == CUDA_SUCCESS ? "done" : cu_name(running));
+    CHECK(running == CUDA_ERROR_NOT_READY);
+    if (same_stream) {
+        if (y != x)
+            fprintf(stderr, "control inconclusive: on stream A the allocator did not hand X "
+                    "out again at once\n");
+        CHECK(y == x);
+        CHECK(bad > 0); /* the checksum catches the race */
+    } else {
+        CHECK(y != x);  /* A's kernel still ran: X could not go to B */
+        CHECK(bad == 0);
+    }
+    CHECK_OK(cua_free(y));
+    CHECK_ARENA(a);
     CHECK_OK(cua_arena_destroy(a, 0));
-    CHECK(free_now() == g_free0);
+    CALL(expect_free(g_free0, "after destroy"));
 }
 
-/* Control: on one stream the block may be reused at once (stream order makes
- * it safe); using it from B without ordering is a race the checksum sees. */
-static void race_detector_works(unsigned flags)
-{
-    gpu();
-    cua_arena *a;
-    void *x, *y;
-    CHECK_OK(make_arena(flags, 0, CUA_KEEP_ALL, &a));
-    size_t bad = race(a, g_a, &x, &y);
-    CHECK(y == x);
-    CHECK(bad > 0 && bad != SIZE_MAX);
-    CHECK_OK(cua_arena_destroy(a, 0));
-    CHECK(free_now() == g_free0);
-}
+static void cross_stream(unsigned flags) { race(flags, false); }
+static void race_detector_works(unsigned flags) { race(flags, true); }
 
 static void record_stream(unsigned flags)
 {
-    gpu();
-    const size_t size = 8 * MiB;
+    const size_t words = RACE_SIZE / 4;
+    begin();
     cua_arena *a;
     void *x, *y;
     CHECK_OK(make_arena(flags | CUA_ARENA_CHECK_ALWAYS, 0, CUA_KEEP_ALL, &a));
-    CHECK_OK(cua_arena_alloc(a, size, (cua_stream)g_a, &x));
-    CHECK(spin_fill(x, size / 4, g_cycles, 0xaaaaaaaau, g_b) == CUDA_SUCCESS);
+    CHECK_OK(cua_arena_alloc(a, RACE_SIZE, (cua_stream)g_a, &x));
+    CHECK_CU(launch(x, words, g_cycles, FILL_A, g_b)); /* used on B */
     CHECK_OK(cua_record_stream(x, (cua_stream)g_b));
     CHECK_OK(cua_free(x));
-    CHECK(cu.StreamQuery(g_b) == CUDA_ERROR_NOT_READY);
-    CHECK_OK(cua_arena_alloc(a, size, (cua_stream)g_a, &y));
+    CHECK_OK(cua_arena_alloc(a, RACE_SIZE, (cua_stream)g_a, &y));
+    CUresult running = cu.StreamQuery(g_b);
+    CHECK_CU(cu.MemsetD32Async((CUdeviceptr)y, FILL_B, words, g_a));
+    CHECK_CU(cu.StreamSynchronize(g_a));
+    CHECK_CU(cu.StreamSynchronize(g_b));
+    size_t bad = 0;
+    CALL(count_bad(y, words, FILL_B, true, &bad));
+    printf("record_stream: %s: X %p, Y %p, %zu of %zu words of Y overwritten\n",
+           flags & CUA_ARENA_NO_VMM ? "whole segments" : "vmm", x, y, bad, words);
+    CHECK(running == CUDA_ERROR_NOT_READY); /* B's kernel ran when Y was handed out */
     CHECK(y != x);
-    CHECK(cu.MemsetD32Async((CUdeviceptr)y, 0x55555555u, size / 4, g_a) == CUDA_SUCCESS);
-    cu.StreamSynchronize(g_a);
-    cu.StreamSynchronize(g_b);
-    CHECK(count_bad(y, size / 4, 0x55555555u, size / 4) == 0);
+    CHECK(bad == 0);
     CHECK_OK(cua_free(y));
     CHECK_OK(cua_arena_destroy(a, 0));
-    CHECK(free_now() == g_free0);
+    CALL(expect_free(g_free0, "after destroy"));
 }
+
+/* ---- memory goes back to the driver ------------------------------------------------------ */
 
 static void trim_destroy(unsigned flags)
 {
-    gpu();
+    begin();
     cua_arena *a;
     void *p[64];
-    CHECK_OK(make_arena(flags, 0, CUA_KEEP_ALL, &a));
+    CHECK_OK(make_arena(flags | CUA_ARENA_CHECK_ALWAYS, 0, CUA_KEEP_ALL, &a));
     uint64_t rng = 7;
-    for (int i = 0; i < 64; i++) {
+    for (int i = 0; i < 64; i++) { /* ~1.3 GiB in all */
         size_t size = MiB + test_rand(&rng) % (40 * MiB);
         CHECK_OK(cua_arena_alloc(a, size, 0, &p[i]));
-        CHECK(cu.MemsetD32Async((CUdeviceptr)p[i], (unsigned)i, size / 4, 0) == CUDA_SUCCESS);
+        CHECK_CU(cu.MemsetD32Async((CUdeviceptr)p[i], (unsigned)i, size / 4, 0));
     }
     for (int i = 0; i < 64; i += 2) CHECK_OK(cua_free(p[i]));
-    size_t free1 = free_now(), released = 0;
+    size_t free1 = 0, free2 = 0, after = 0, released = 0;
+    CALL(free_now(&free1));
     CHECK_OK(cua_arena_trim(a, 0, &released));
-    size_t free2 = free_now();
-    printf("memory: %s: trim released %zu bytes, driver free rose by %zu\n",
-           flags ? "whole segments" : "vmm", released, free2 - free1);
-    CHECK(released > 0 && free2 - free1 == released);
+    CALL(free_now(&free2));
     for (int i = 1; i < 64; i += 2) CHECK_OK(cua_free(p[i]));
     CHECK_OK(cua_arena_destroy(a, 0));
-    size_t after = free_now();
-    printf("memory: %s: after destroy %zu bytes free, baseline %zu\n",
-           flags ? "whole segments" : "vmm", after, g_free0);
+    CALL(free_now(&after));
+    printf("memory: %s: baseline %zu free; trim released %zu, the driver's free rose by %lld; "
+           "after destroy %zu free (%+lld)\n", flags & CUA_ARENA_NO_VMM ? "whole segments" : "vmm",
+           g_free0, released, (long long)free2 - (long long)free1, after,
+           (long long)after - (long long)g_free0);
+    CHECK(released > 0);
+    CHECK(free2 >= free1 && free2 - free1 == released);
     CHECK(after == g_free0);
-    cua_backend_stats bs;
-    CHECK_OK(cua_backend_get_stats(g_bk, &bs));
-    CHECK(bs.handles == 0 && bs.mappings == 0 && bs.reservations == 0 && bs.handle_bytes == 0);
+    CALL(expect_backend_empty());
 }
 
 static void limit_release(unsigned flags)
 {
-    gpu();
+    begin();
     cua_arena *a;
     void *p[5];
-    CHECK_OK(make_arena(flags, 256 * MiB, CUA_KEEP_ALL, &a));
+    CHECK_OK(make_arena(flags | CUA_ARENA_CHECK_ALWAYS, 256 * MiB, CUA_KEEP_ALL, &a));
     for (int i = 0; i < 4; i++) CHECK_OK(cua_arena_alloc(a, 64 * MiB, 0, &p[i]));
     CHECK_ST(cua_arena_alloc(a, 64 * MiB, 0, &p[4]), CUA_ERR_LIMIT);
-    CHECK(strstr(cua_last_error(), "limit") != NULL);
+    CHECK(cua_last_error()[0] != '\0' && strstr(cua_last_error(), "limit") != NULL);
     for (int i = 0; i < 4; i++) CHECK_OK(cua_free(p[i]));
     CHECK_OK(cua_arena_destroy(a, 0));
-    CHECK_OK(make_arena(flags, 0, 0, &a));
-    for (int i = 0; i < 3; i++) CHECK_OK(cua_arena_alloc(a, 30 * MiB + 4096 * (size_t)i, 0, &p[i]));
+    /* Release threshold 0: every page goes back at the free. */
+    CHECK_OK(make_arena(flags | CUA_ARENA_CHECK_ALWAYS, 0, 0, &a));
+    for (int i = 0; i < 3; i++) {
+        size_t size = 30 * MiB + 4096 * (size_t)i;
+        CHECK_OK(cua_arena_alloc(a, size, 0, &p[i]));
+        CHECK_CU(cu.MemsetD32Async((CUdeviceptr)p[i], 7, size / 4, 0));
+    }
     for (int i = 0; i < 3; i++) CHECK_OK(cua_free(p[i]));
     cua_stats s;
     CHECK_OK(cua_arena_get_stats(a, &s));
     CHECK(s.mapped_bytes == 0);
-    CHECK(free_now() == g_free0); /* the arena is alive and holds nothing */
+    CALL(expect_free(g_free0, "with the arena alive and empty"));
     CHECK_OK(cua_arena_destroy(a, 0));
 }
+
+/* ---- the warm path --------------------------------------------------------------------------- */
 
 static uint64_t driver_calls(void)
 {
     cua_backend_stats s;
     uint64_t n = 0;
-    cua_backend_get_stats(g_bk, &s);
+    if (cua_backend_get_stats(g_bk, &s) != CUA_OK) return UINT64_MAX;
     for (int k = 0; k < CUA_CALL_COUNT; k++) n += s.calls[k];
     return n;
 }
 
 static void fast_path(unsigned flags)
 {
-    gpu();
     static const size_t sizes[] = {512, 4096, 100000, MiB, 3 * MiB, 20 * MiB, 777, 65536};
-    enum { N = sizeof sizes / sizeof sizes[0] };
+    enum { N = sizeof sizes / sizeof sizes[0], ROUNDS = 1000 };
+    begin();
     cua_arena *a;
     void *p[N];
     CHECK_OK(make_arena(flags, 0, CUA_KEEP_ALL, &a));
-    for (int round = 0; round < 1001; round++) {
-        uint64_t before = driver_calls();
+    uint64_t before = 0;
+    for (int round = 0; round <= ROUNDS; round++) { /* round 0 warms the arena */
+        if (round == 1) before = driver_calls();
         for (int i = 0; i < N; i++) CHECK_OK(cua_arena_alloc(a, sizes[i], 0, &p[i]));
         for (int i = N - 1; i >= 0; i--) CHECK_OK(cua_free(p[i]));
-        if (round > 0) CHECK(driver_calls() == before); /* warm: no driver call at all */
     }
+    uint64_t after = driver_calls();
+    printf("fast path: %s: %llu driver calls in %d warm rounds\n",
+           flags & CUA_ARENA_NO_VMM ? "whole segments" : "vmm",
+           (unsigned long long)(after - before), ROUNDS);
+    CHECK(before != UINT64_MAX && after == before); /* warm: no driver call at all */
+    CHECK_ARENA(a);
     CHECK_OK(cua_arena_destroy(a, 0));
-    CHECK(free_now() == g_free0);
+    CALL(expect_free(g_free0, "after destroy"));
 }
+
+/* ---- out of memory ------------------------------------------------------------------------- */
 
 static void out_of_memory(unsigned flags)
 {
-    gpu();
+    enum { CAP = 200 };
+    begin();
     cua_arena *a;
-    void *p[256];
+    void *p[CAP];
     int n = 0;
     cua_status st = CUA_OK;
-    size_t start = free_now();
+    size_t start = 0, after = 0;
+    CALL(free_now(&start));
     CHECK_OK(make_arena(flags, 0, CUA_KEEP_ALL, &a));
-    while (n < 256 && (st = cua_arena_alloc(a, GiB, 0, &p[n])) == CUA_OK) n++;
+    while (n < CAP && (st = cua_arena_alloc(a, GiB, 0, &p[n])) == CUA_OK) n++;
+    printf("memory: %s: out of memory after %d GiB: %s\n",
+           flags & CUA_ARENA_NO_VMM ? "whole segments" : "vmm", n,
+           st == CUA_OK ? "(never)" : cua_last_error());
     CHECK_ST(st, CUA_ERR_OUT_OF_MEMORY);
-    printf("memory: %s: out of memory after %d GiB: %s\n", flags ? "whole segments" : "vmm", n,
-           cua_last_error());
     CHECK(n > 0 && strstr(cua_last_error(), "free") != NULL);
     CHECK_ARENA(a);
     for (int i = 0; i < n; i++) CHECK_OK(cua_free(p[i]));
     CHECK_OK(cua_arena_destroy(a, 0));
-    cua_backend_stats bs;
-    CHECK_OK(cua_backend_get_stats(g_bk, &bs));
-    size_t after = free_now();
-    printf("memory: %s: after the out-of-memory case %zu bytes free, %zu at its start, "
-           "baseline %zu; the backend holds %llu handles\n", flags ? "whole segments" : "vmm",
-           after, start, g_free0, (unsigned long long)bs.handles);
-    CHECK(bs.handles == 0 && bs.mappings == 0 && bs.reservations == 0);
+    CALL(free_now(&after));
+    printf("memory: %s: after the out-of-memory case %zu free, %zu at its start, baseline %zu\n",
+           flags & CUA_ARENA_NO_VMM ? "whole segments" : "vmm", after, start, g_free0);
+    CALL(expect_backend_empty());
     CHECK(after == start);
 }
 
-#define BOTH(name)                                                                        \
+/* One test per case and mode. */
+#define BOTH(name)                                                                         \
     TEST(name##_vmm) { name(0); }                                                          \
     TEST(name##_whole_segments) { name(CUA_ARENA_NO_VMM); }
 
