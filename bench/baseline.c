@@ -23,6 +23,7 @@
  * Exit status: 0 ok, 1 an allocator call failed (its line has errors:1),
  * 2 usage or input error, 77 no CUDA device or driver (skipped).
  */
+#include "pin.h" /* first: sched.h needs _GNU_SOURCE */
 #include "trace.h"
 
 #include <cuda_runtime.h>
@@ -435,7 +436,7 @@ static int open_device(const options *o, cudaMemPool_t *pool)
     *pool = NULL;
     if (!(err = cudaSetDevice(o->device)) && !(err = cudaFree(NULL)) && (o->modes & MODE_ASYNC))
         err = cudaDeviceGetDefaultMemPool(pool, o->device);
-    if (!err) return 0;
+    if (!err) return bench_pin_thread("cuarena-baseline") ? 2 : 0; /* after the context: see pin.h */
     fprintf(stderr, "cuarena-baseline: device %d: %s (%s)\n", o->device, cudaGetErrorString(err), cudaGetErrorName(err));
     return 1;
 }

@@ -13,6 +13,7 @@
  *
  * Exit status: 0 ok, 1 a replay failed, 2 usage or input error.
  */
+#include "pin.h" /* first: sched.h needs _GNU_SOURCE */
 #include "cuarena.h"
 #include "trace.h"
 
@@ -68,7 +69,7 @@ typedef struct result {
     int leaked;         /* the backend held something after the metrics arena's destroy */
     int has_timing;
     double ns_med, ns_min, ns_max;
-    uint64_t timed_driver_calls;
+    uint64_t timed_driver_calls, timed_driver_ns; /* over all timed runs */
 } result;
 
 /* State of one replay of a trace through one arena. */
@@ -360,11 +361,13 @@ static int cmp_double(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-static uint64_t arena_calls(cua_arena *arena)
+/* The arena's backend calls so far, and the nanoseconds spent in them in *ns. */
+static uint64_t arena_calls(cua_arena *arena, uint64_t *ns)
 {
     cua_stats s;
     cua_status st = cua_arena_get_stats(arena, &s);
     if (st) die_lib("cua_arena_get_stats", st);
+    *ns = sum_calls(s.call_ns);
     return sum_calls(s.calls);
 }
 
@@ -377,14 +380,15 @@ static int timing_runs(const options *o, const trace *t, result *res)
     uint32_t n_rest;
     uint32_t *rest = live_at_end(t, &n_rest);
     double *ns = calloc((size_t)o->repeat, sizeof *ns);
-    uint64_t per_run = 2 * (uint64_t)t->n_allocs, calls0 = 0;
+    uint64_t per_run = 2 * (uint64_t)t->n_allocs, calls0 = 0, ns0 = 0, ns1 = 0;
     cua_status st = make_backend(o->backend, &be);
     if (st) die_lib("creating the backend", st);
     if ((st = open_arena(be, 0, &arena))) die_lib("cua_arena_create", st);
+    if (bench_pin_thread("cuarena-replay")) exit(2);
     if (!ns || replay_init(&r, t, res->name, arena)) die_oom();
     int failed = 0;
     for (int run = 0; run <= o->repeat && !failed; run++) {
-        if (run == 1) calls0 = arena_calls(arena);
+        if (run == 1) calls0 = arena_calls(arena, &ns0);
         uint64_t dt = timed_run(&r, rest, n_rest);
         if (!dt) failed = 1;
         else if (run > 0) ns[run - 1] = per_run ? (double)dt / (double)per_run : 0.0;
@@ -392,7 +396,8 @@ static int timing_runs(const options *o, const trace *t, result *res)
     if (failed) {
         report_failure(&r, "timing");
     } else {
-        res->timed_driver_calls = arena_calls(arena) - calls0;
+        res->timed_driver_calls = arena_calls(arena, &ns1) - calls0;
+        res->timed_driver_ns = ns1 - ns0;
         qsort(ns, (size_t)o->repeat, sizeof *ns, cmp_double);
         int m = o->repeat / 2;
         res->ns_med = o->repeat % 2 ? ns[m] : (ns[m - 1] + ns[m]) / 2;
@@ -400,6 +405,7 @@ static int timing_runs(const options *o, const trace *t, result *res)
         res->ns_max = ns[o->repeat - 1];
         res->has_timing = 1;
     }
+    bench_unpin_thread();
     cua_arena_destroy(arena, CUA_DESTROY_FORCE);
     cua_backend_destroy(be);
     free(r.ptrs);
@@ -522,6 +528,7 @@ static void print_json(const options *o, const result *r)
         printf("%s\"%s\":%" PRIu64, k ? "," : "", cua_call_name((cua_call)k), r->calls[k]);
     putchar('}');
     json_u64("timed_driver_calls", r->has_timing, r->timed_driver_calls);
+    json_u64("timed_driver_ns", r->has_timing, r->timed_driver_ns);
     json_u64("mapped_after_teardown_bytes", r->has_teardown, r->mapped_after_teardown);
     printf(",\"final_mapped_bytes\":%" PRIu64 "}\n", r->final_mapped);
     fflush(stdout);

@@ -365,10 +365,16 @@ cua_status _cua_arena_lookup_live(cua_arena *a, const void *ptr, cua_block **out
 
 cua_status _cua_arena_free_locked(cua_arena *a, void *ptr)
 {
+    uint64_t off;
     cua_block *b = NULL;
-    cua_status st = _cua_arena_lookup_live(a, ptr, &b);
-    if (st != CUA_OK) return st;
-    _cua_heap_map_remove(&a->heap, b->off);
+    if (CUA_LIKELY(_cua_seg_offset(&a->seg, (uintptr_t)ptr, &off)))
+        b = _cua_heap_map_take(&a->heap, off);
+    if (CUA_UNLIKELY(!b)) { /* not a live block: say what it is */
+        cua_status st = _cua_arena_lookup_live(a, ptr, &b);
+        cua_assert(st != CUA_OK);
+        return st;
+    }
+    cua_status st;
     a->live_bytes -= b->req;
     a->live_blocks--;
     a->allocated_bytes -= b->size;
@@ -376,8 +382,10 @@ cua_status _cua_arena_free_locked(cua_arena *a, void *ptr)
     if (b->uses && b->uses->n) {
         st = _cua_stream_defer(a, b);
     } else {
-        free(b->uses);
-        b->uses = NULL;
+        if (CUA_UNLIKELY(b->uses != NULL)) {
+            free(b->uses);
+            b->uses = NULL;
+        }
         _cua_arena_put_free(a, b, b->tag);
         st = apply_release_threshold(a);
         if (st != CUA_OK)

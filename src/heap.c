@@ -415,14 +415,9 @@ cua_block *_cua_heap_map_find(const cua_heap *h, uint64_t off)
     }
 }
 
-void _cua_heap_map_remove(cua_heap *h, uint64_t off)
+/* Empty slot s, moving later entries of its probe run into the hole (backward shift). */
+static void map_remove_slot(cua_heap *h, uint64_t s)
 {
-    uint64_t key = off + 1, s = slot_of(h, key);
-    while (h->slots[s].key != key) {
-        if (!h->slots[s].key) return;
-        s = (s + 1) & h->slot_mask;
-    }
-    /* Backward shift: move later entries of the probe run into the hole. */
     uint64_t hole = s;
     for (uint64_t j = (s + 1) & h->slot_mask; h->slots[j].key; j = (j + 1) & h->slot_mask) {
         uint64_t home = slot_of(h, h->slots[j].key);
@@ -434,6 +429,25 @@ void _cua_heap_map_remove(cua_heap *h, uint64_t off)
     h->slots[hole].key = 0;
     h->slots[hole].block = NULL;
     h->live--;
+}
+
+cua_block *_cua_heap_map_take(cua_heap *h, uint64_t off)
+{
+    uint64_t key = off + 1, s = slot_of(h, key);
+    for (;;) {
+        uint64_t k = h->slots[s].key;
+        if (k == key) break;
+        if (!k) return NULL;
+        s = (s + 1) & h->slot_mask;
+    }
+    cua_block *b = h->slots[s].block;
+    map_remove_slot(h, s);
+    return b;
+}
+
+void _cua_heap_map_remove(cua_heap *h, uint64_t off)
+{
+    (void)_cua_heap_map_take(h, off);
 }
 
 cua_block *_cua_heap_block_at(const cua_heap *h, uint64_t off)

@@ -103,6 +103,8 @@ cua_block *_cua_heap_retag_any(cua_heap *h, cua_block *b);
 cua_status _cua_heap_map_insert(cua_heap *h, cua_block *b);
 cua_block *_cua_heap_map_find(const cua_heap *h, uint64_t off);
 void _cua_heap_map_remove(cua_heap *h, uint64_t off);
+/* Find and remove in one probe: the live block at `off`, or NULL (not live). */
+cua_block *_cua_heap_map_take(cua_heap *h, uint64_t off);
 
 /* The block that contains offset `off` (a walk: for error reports and the checker). */
 cua_block *_cua_heap_block_at(const cua_heap *h, uint64_t off);

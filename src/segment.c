@@ -133,13 +133,8 @@ static size_t byaddr_lower_bound(const cua_segment *seg, uintptr_t addr)
     return lo;
 }
 
-bool _cua_seg_offset(const cua_segment *seg, uintptr_t addr, uint64_t *off)
+bool _cua_seg_offset_novmm(const cua_segment *seg, uintptr_t addr, uint64_t *off)
 {
-    if (!seg->novmm) {
-        if (addr < seg->base || addr - seg->base >= seg->size) return false;
-        *off = addr - seg->base;
-        return true;
-    }
     size_t i = byaddr_lower_bound(seg, addr + 1); /* the first chunk above addr */
     if (i == 0) return false;
     const cua_chunk *c = seg->byaddr[i - 1];

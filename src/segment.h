@@ -106,8 +106,16 @@ static inline uintptr_t _cua_seg_addr(const cua_segment *seg, uint64_t off)
     return c->addr + (uintptr_t)(off - ((uint64_t)c->first << seg->gshift));
 }
 
+bool _cua_seg_offset_novmm(const cua_segment *seg, uintptr_t addr, uint64_t *off);
+
 /* The offset of address `addr`; false when no chunk (novmm) or the range holds it. */
-bool _cua_seg_offset(const cua_segment *seg, uintptr_t addr, uint64_t *off);
+static inline bool _cua_seg_offset(const cua_segment *seg, uintptr_t addr, uint64_t *off)
+{
+    if (CUA_UNLIKELY(seg->novmm)) return _cua_seg_offset_novmm(seg, addr, off);
+    if (addr < seg->base || addr - seg->base >= seg->size) return false;
+    *off = addr - seg->base;
+    return true;
+}
 
 /* novmm: true when `off` is a chunk edge, which no block may cross (a page
  * boundary with different chunks, or a chunk and unmapped space, on its sides). */

@@ -11,8 +11,10 @@
 #   OUT                where the logs, JSON lines and the table go
 #   CUA_GPU_REPEAT     timed runs per trace (default 5: the median is reported)
 #   CUA_GPU_SKIP_BENCH set to 1 to run the tests only
-#   CUA_GPU_PIN        CPU the timed replays run on (default 2; "none": not pinned),
-#                      so that every allocator is timed on the same, quiet core
+#   CUA_GPU_PIN        CPU the timed replays' calling thread runs on (default 2;
+#                      "none": not pinned), so that every allocator is timed on
+#                      the same, quiet core; the CUDA driver's threads are not
+#                      pinned with it (CUA_BENCH_PIN, bench/pin.h)
 #
 # The machine needs gcc, meson, ninja, the CUDA toolkit (cuda.h, libcudart)
 # and a driver. Without zlib headers there, run tests/gpu/carry-zlib.sh on a
@@ -62,17 +64,14 @@ if [[ ${CUA_GPU_SKIP_BENCH:-0} == 1 ]]; then exit $status; fi
 
 # ---- benchmark: one run, every allocator on the same traces -----------------------------
 traces=(bench/traces/*.catrace.gz)
-pin=()
-if [[ ${CUA_GPU_PIN:-2} != none ]] && command -v taskset >/dev/null; then
-    pin=(taskset -c "${CUA_GPU_PIN:-2}")
-fi
-say "timed runs pinned with: ${pin[*]:-nothing}"
-replay=("${pin[@]}" build-gpu/bench/cuarena-replay)
+export CUA_BENCH_PIN=${CUA_GPU_PIN:-2}
+say "timed runs: the calling thread pinned to CPU $CUA_BENCH_PIN"
+replay=(build-gpu/bench/cuarena-replay)
 run replay-cuda "${replay[@]}" --backend cuda --repeat "$repeat" --budget-search "${traces[@]}"
 grep '^{' "$log" | grep '"backend":"cuda"' >"$out/cuarena-cuda.jsonl" || true
 CUARENA_CONF=vmm:0 run replay-cuda-novmm "${replay[@]}" --backend cuda --repeat "$repeat" "${traces[@]}"
 run replay-host "${replay[@]}" --backend host --repeat "$repeat" "${traces[@]}"
-run baselines "${pin[@]}" build-gpu/bench/cuarena-baseline --repeat "$repeat" "${traces[@]}"
+run baselines build-gpu/bench/cuarena-baseline --repeat "$repeat" "${traces[@]}"
 grep '^{' "$log" >"$out/results.jsonl" || true
 
 python3 tests/gpu/table.py "$out/results.jsonl" | tee "$out/table.md"

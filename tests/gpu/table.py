@@ -41,19 +41,24 @@ def main(path):
         by[(r["trace"], label(r))] = r
     traces = sorted({r["trace"] for r in rows})
     print("| trace | allocator | ns/event (median) | peak mapped / live | min budget / live "
-          "| peak mapped MiB | driver calls |")
-    print("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
+          "| peak mapped MiB | driver calls | timed driver calls / run | timed driver ms / run |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for t in traces:
         for name in order:
             r = by.get((t, name))
             if not r:
                 continue
-            print("| %s | %s | %s | %s | %s | %s | %s |" % (
+            rep = r.get("repeat") or 0
+            calls = r.get("timed_driver_calls")
+            ns = r.get("timed_driver_ns")
+            print("| %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
                 t, name, fmt(r.get("ns_per_event"), ".1f"),
                 fmt(r.get("peak_mapped_over_live"), ".3f"),
                 fmt(r.get("min_budget_over_live"), ".4f"),
                 fmt((r.get("peak_mapped_bytes") or 0) / 2**20, ".1f"),
-                r.get("driver_calls", "-")))
+                r.get("driver_calls", "-"),
+                fmt(calls / rep if rep and calls is not None else None, ".0f"),
+                fmt(ns / rep / 1e6 if rep and ns is not None else None, ".2f")))
     print()
     ok = True
     for t in traces:
