@@ -1,0 +1,224 @@
+/*
+ * test-threads.c - the arena lock and arenas under threads (host backend):
+ *   - the lock alone: threads add to a plain counter under it; any lost
+ *     update means it let two threads in at once (contended: the futex path);
+ *   - one shared arena: threads allocate, write a pattern, check it, free,
+ *     hand blocks to each other to free (cross-thread free), read statistics
+ *     and trim; the checker and the counts at the end must agree;
+ *   - private arenas: each thread creates, uses and destroys its own arenas
+ *     while the others do the same (the registry and the address map).
+ * CUA_THREADS_OPS sets the operations per thread (default 20000).
+ */
+#include "test.h"
+#include "internal.h"
+
+#include <pthread.h>
+
+#define NTHREADS 8
+#define MAX_LIVE 64
+#define HANDOFF 256
+
+static long ops_per_thread(void)
+{
+    const char *v = getenv("CUA_THREADS_OPS");
+    long n = v ? strtol(v, NULL, 10) : 0;
+    return n > 0 ? n : 20000;
+}
+
+/* ---- the lock alone ------------------------------------------------------------ */
+
+static cua_lock_t counter_lock;
+static uint64_t counter; /* plain: only the lock protects it */
+
+static void *count_up(void *arg)
+{
+    long n = *(long *)arg;
+    for (long i = 0; i < n; i++) {
+        _cua_lock(&counter_lock);
+        uint64_t v = counter;
+        if ((i & 63) == 0) sched_yield(); /* hold it a while: others must wait (and sleep) */
+        counter = v + 1;
+        _cua_unlock(&counter_lock);
+    }
+    return NULL;
+}
+
+TEST(lock_lets_one_thread_in)
+{
+    pthread_t th[NTHREADS];
+    long n = 20 * ops_per_thread();
+    _cua_lock_init(&counter_lock);
+    counter = 0;
+    for (int i = 0; i < NTHREADS; i++) CHECK(pthread_create(&th[i], NULL, count_up, &n) == 0);
+    for (int i = 0; i < NTHREADS; i++) pthread_join(th[i], NULL);
+    CHECK(counter == (uint64_t)NTHREADS * (uint64_t)n);
+    CHECK(atomic_load(&counter_lock.word) == 0);
+}
+
+/* ---- one shared arena ---------------------------------------------------------- */
+
+typedef struct blk {
+    unsigned char *p;
+    size_t size;
+    unsigned char tag;
+} blk;
+
+typedef struct shared {
+    cua_arena *a;
+    pthread_mutex_t m; /* the handoff queue */
+    blk queue[HANDOFF];
+    int nqueue;
+    _Atomic uint64_t errors, allocs, frees, handed;
+} shared;
+
+typedef struct worker {
+    shared *s;
+    int id;
+    long ops;
+} worker;
+
+static void fill(blk *b) { memset(b->p, b->tag, b->size < 4096 ? b->size : 4096); }
+
+/* The pattern is intact at both ends (others' blocks never overlap it). */
+static bool intact(const blk *b)
+{
+    size_t n = b->size < 4096 ? b->size : 4096;
+    for (size_t i = 0; i < n; i += 97)
+        if (b->p[i] != b->tag) return false;
+    return b->p[n - 1] == b->tag;
+}
+
+static void release(shared *s, blk *b)
+{
+    if (!intact(b)) atomic_fetch_add(&s->errors, 1);
+    if (cua_free(b->p) != CUA_OK) atomic_fetch_add(&s->errors, 1);
+    atomic_fetch_add(&s->frees, 1);
+}
+
+static void *work_shared(void *arg)
+{
+    worker *w = arg;
+    shared *s = w->s;
+    blk mine[MAX_LIVE];
+    int n = 0;
+    uint64_t rng = 1000 + (uint64_t)w->id;
+    for (long op = 0; op < w->ops; op++) {
+        uint64_t r = test_rand(&rng);
+        if (n < MAX_LIVE && (n == 0 || r % 100 < 55)) {
+            blk b = {.size = 512 + (size_t)(test_rand(&rng) % (256 * 1024)),
+                     .tag = (unsigned char)(w->id * 16 + op % 16 + 1)};
+            if (cua_arena_alloc(s->a, b.size, 0, (void **)&b.p) != CUA_OK) {
+                atomic_fetch_add(&s->errors, 1);
+                continue;
+            }
+            fill(&b);
+            mine[n++] = b;
+            atomic_fetch_add(&s->allocs, 1);
+        } else if (r % 100 < 85) { /* free one of mine */
+            int k = (int)(test_rand(&rng) % (uint64_t)n);
+            release(s, &mine[k]);
+            mine[k] = mine[--n];
+        } else if (r % 100 < 95) { /* hand one to whoever frees next, or free a handed one */
+            pthread_mutex_lock(&s->m);
+            if (s->nqueue < HANDOFF) {
+                int k = (int)(test_rand(&rng) % (uint64_t)n);
+                s->queue[s->nqueue++] = mine[k];
+                mine[k] = mine[--n];
+                atomic_fetch_add(&s->handed, 1);
+                pthread_mutex_unlock(&s->m);
+            } else {
+                blk b = s->queue[--s->nqueue];
+                pthread_mutex_unlock(&s->m);
+                release(s, &b);
+            }
+        } else if (r % 100 < 98) {
+            cua_stats st;
+            if (cua_arena_get_stats(s->a, &st) != CUA_OK || st.live_blocks > st.alloc_count)
+                atomic_fetch_add(&s->errors, 1);
+        } else {
+            if (cua_arena_trim(s->a, 0, NULL) != CUA_OK) atomic_fetch_add(&s->errors, 1);
+        }
+    }
+    while (n > 0) release(s, &mine[--n]);
+    return NULL;
+}
+
+TEST(shared_arena_alloc_free_handoff_trim)
+{
+    static shared s;
+    memset(&s, 0, sizeof s);
+    pthread_mutex_init(&s.m, NULL);
+    cua_arena_config cfg;
+    cua_arena_config_init(&cfg);
+    cfg.name = "threads";
+    CHECK_OK(cua_arena_create(&cfg, &s.a));
+    pthread_t th[NTHREADS];
+    worker w[NTHREADS];
+    for (int i = 0; i < NTHREADS; i++) {
+        w[i] = (worker){.s = &s, .id = i, .ops = ops_per_thread()};
+        CHECK(pthread_create(&th[i], NULL, work_shared, &w[i]) == 0);
+    }
+    for (int i = 0; i < NTHREADS; i++) pthread_join(th[i], NULL);
+    while (s.nqueue > 0) release(&s, &s.queue[--s.nqueue]);
+    CHECK(atomic_load(&s.errors) == 0);
+    CHECK(atomic_load(&s.handed) > 0);
+    CHECK_ARENA(s.a);
+    cua_stats st;
+    CHECK_OK(cua_arena_get_stats(s.a, &st));
+    CHECK(st.live_blocks == 0 && st.live_bytes == 0);
+    CHECK(st.alloc_count == atomic_load(&s.allocs) && st.free_count == atomic_load(&s.frees));
+    CHECK_OK(cua_arena_destroy(s.a, 0));
+}
+
+/* ---- private arenas ------------------------------------------------------------ */
+
+static void *work_private(void *arg)
+{
+    worker *w = arg;
+    shared *s = w->s;
+    uint64_t rng = 77 + (uint64_t)w->id;
+    for (long round = 0; round < w->ops / 200; round++) {
+        cua_arena *a;
+        cua_arena_config cfg;
+        cua_arena_config_init(&cfg);
+        cfg.name = "private";
+        cfg.va_size = (size_t)1 << 30;
+        if (cua_arena_create(&cfg, &a) != CUA_OK) {
+            atomic_fetch_add(&s->errors, 1);
+            continue;
+        }
+        blk b[16];
+        for (int i = 0; i < 16; i++) {
+            b[i] = (blk){.size = 512 + (size_t)(test_rand(&rng) % (1 << 20)),
+                         .tag = (unsigned char)(w->id + 1)};
+            if (cua_arena_alloc(a, b[i].size, 0, (void **)&b[i].p) != CUA_OK) {
+                atomic_fetch_add(&s->errors, 1);
+                b[i].p = NULL;
+                continue;
+            }
+            fill(&b[i]);
+        }
+        for (int i = 0; i < 16; i += 2)
+            if (b[i].p) release(s, &b[i]);
+        for (int i = 1; i < 16; i += 2)
+            if (b[i].p && !intact(&b[i])) atomic_fetch_add(&s->errors, 1);
+        /* the odd ones go with the arena */
+        if (cua_arena_destroy(a, CUA_DESTROY_FORCE) != CUA_OK) atomic_fetch_add(&s->errors, 1);
+        if (b[1].p && cua_free(b[1].p) != CUA_ERR_DESTROYED) atomic_fetch_add(&s->errors, 1);
+    }
+    return NULL;
+}
+
+TEST(private_arenas_created_and_destroyed_concurrently)
+{
+    static shared s;
+    memset(&s, 0, sizeof s);
+    pthread_t th[NTHREADS];
+    worker w[NTHREADS];
+    for (int i = 0; i < NTHREADS; i++) {
+        w[i] = (worker){.s = &s, .id = i, .ops = ops_per_thread()};
+        CHECK(pthread_create(&th[i], NULL, work_private, &w[i]) == 0);
+    }
+    for (int i = 0; i < NTHREADS; i++) pthread_join(th[i], NULL);
+    CHECK(atomic_load(&s.errors) == 0);
+}
