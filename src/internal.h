@@ -56,16 +56,18 @@ const char *_cua_fmt_bytes(char *buf, size_t cap, uint64_t bytes);
 
 /* ---- locks ------------------------------------------------------------------ */
 
-/* A mutex of one atomic word (0 free, 1 held, 2 held with waiters) that
- * sleeps on a futex when contended: taking and dropping it uncontended is one
- * atomic instruction each and no call, where pthread_mutex_lock/unlock were
- * about a tenth of the alloc/free fast path. The slow paths are in lock.c. */
+/* A lock of one atomic word (0 free, 1 held). Taking it uncontended is one
+ * compare-and-swap and no call; dropping it is a plain release store, which
+ * does not drain the store buffer as an atomic exchange would (with
+ * pthread_mutex the two atomic instructions were about a quarter of the
+ * alloc/free fast path). A contended taker spins, then yields, then sleeps
+ * in short naps (lock.c): arena critical sections last well under a
+ * microsecond, and nobody needs waking, so the unlock stays a store. */
 typedef struct cua_lock_t {
     _Atomic uint32_t word;
 } cua_lock_t;
 
 void _cua_lock_slow(cua_lock_t *l);
-void _cua_unlock_wake(cua_lock_t *l);
 
 static inline void _cua_lock_init(cua_lock_t *l) { atomic_init(&l->word, 0); }
 static inline void _cua_lock(cua_lock_t *l)
@@ -79,8 +81,7 @@ static inline void _cua_lock(cua_lock_t *l)
 }
 static inline void _cua_unlock(cua_lock_t *l)
 {
-    if (CUA_UNLIKELY(atomic_exchange_explicit(&l->word, 0, memory_order_release) == 2))
-        _cua_unlock_wake(l);
+    atomic_store_explicit(&l->word, 0, memory_order_release);
 }
 static inline void _cua_lock_destroy(cua_lock_t *l) { (void)l; }
 

@@ -1,30 +1,18 @@
 /*
- * lock.c - the slow paths of cua_lock_t (internal.h): a contended lock spins a
- * little, then sleeps on a futex; an unlock that saw waiters wakes one.
- *
- * The word is 0 (free), 1 (held) or 2 (held, and someone may sleep on it): the
- * three-state mutex of Drepper's "Futexes Are Tricky". A thread that sleeps
- * first sets the word to 2, so the holder's unlock knows to call the kernel;
- * an uncontended unlock never does.
+ * lock.c - the slow path of cua_lock_t (internal.h): a taker that found the
+ * lock held spins with a pause, then yields its CPU, then naps, trying again
+ * between each. The unlock is a plain store and wakes nobody, so a napping
+ * taker notices the release at its next try: the naps are short (tens of
+ * microseconds) and come only after thousands of failed tries, that is when
+ * the holder was descheduled or the arena is shared by many busy threads.
  */
 #include "internal.h"
 
-#include <linux/futex.h>
-#include <sys/syscall.h>
-#include <unistd.h>
+#include <sched.h>
 
-/* Tries before sleeping: the arena lock is held for well under a microsecond. */
-#define CUA_LOCK_SPINS 100
-
-static void futex_wait(_Atomic uint32_t *word, uint32_t value)
-{
-    syscall(SYS_futex, (uint32_t *)word, FUTEX_WAIT_PRIVATE, value, NULL, NULL, 0);
-}
-
-static void futex_wake_one(_Atomic uint32_t *word)
-{
-    syscall(SYS_futex, (uint32_t *)word, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
-}
+#define CUA_LOCK_SPINS 256   /* tries with a pause in between */
+#define CUA_LOCK_YIELDS 64   /* then tries with a sched_yield in between */
+#define CUA_LOCK_NAP_NS 20000
 
 static inline void cpu_relax(void)
 {
@@ -35,23 +23,24 @@ static inline void cpu_relax(void)
 #endif
 }
 
+static inline bool try_take(cua_lock_t *l)
+{
+    uint32_t expect = 0;
+    return atomic_load_explicit(&l->word, memory_order_relaxed) == 0 &&
+           atomic_compare_exchange_weak_explicit(&l->word, &expect, 1, memory_order_acquire,
+                                                 memory_order_relaxed);
+}
+
 void _cua_lock_slow(cua_lock_t *l)
 {
     for (int i = 0; i < CUA_LOCK_SPINS; i++) {
-        uint32_t expect = 0;
-        if (atomic_load_explicit(&l->word, memory_order_relaxed) == 0 &&
-            atomic_compare_exchange_weak_explicit(&l->word, &expect, 1, memory_order_acquire,
-                                                  memory_order_relaxed))
-            return;
+        if (try_take(l)) return;
         cpu_relax();
     }
-    /* Announce a sleeper (2); whoever finds the word 0 here owns the lock, and
-     * keeps 2, which costs at most one needless wake at its unlock. */
-    while (atomic_exchange_explicit(&l->word, 2, memory_order_acquire) != 0)
-        futex_wait(&l->word, 2);
-}
-
-void _cua_unlock_wake(cua_lock_t *l)
-{
-    futex_wake_one(&l->word);
+    for (int i = 0; i < CUA_LOCK_YIELDS; i++) {
+        if (try_take(l)) return;
+        sched_yield();
+    }
+    const struct timespec nap = {0, CUA_LOCK_NAP_NS};
+    while (!try_take(l)) nanosleep(&nap, NULL);
 }

@@ -202,9 +202,11 @@ static void *work_private(void *arg)
             if (b[i].p) release(s, &b[i]);
         for (int i = 1; i < 16; i += 2)
             if (b[i].p && !intact(&b[i])) atomic_fetch_add(&s->errors, 1);
-        /* the odd ones go with the arena */
+        /* The odd ones go with the arena. (Their pointers are not freed again:
+         * another thread's new arena may reserve the same range at once, and
+         * then such a pointer is that arena's - test-wrong covers stale
+         * pointers where no arena reuses the range.) */
         if (cua_arena_destroy(a, CUA_DESTROY_FORCE) != CUA_OK) atomic_fetch_add(&s->errors, 1);
-        if (b[1].p && cua_free(b[1].p) != CUA_ERR_DESTROYED) atomic_fetch_add(&s->errors, 1);
     }
     return NULL;
 }
