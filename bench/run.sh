@@ -15,7 +15,7 @@ if ! command -v meson >/dev/null || ! command -v ninja >/dev/null || ! command -
     $sudo apt-get install -y -q meson ninja-build gcc pkg-config zlib1g-dev
 fi
 
-[ -f build-bench/build.ninja ] || meson setup build-bench --buildtype=release -Dtests=false
+[ -f build-bench/build.ninja ] || meson setup build-bench --buildtype=release -Db_lto=true -Dtests=false
 ninja -C build-bench bench/cuarena-replay >/dev/null
 replay=build-bench/bench/cuarena-replay
 

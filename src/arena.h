@@ -83,7 +83,18 @@ cua_status _cua_arena_ptr_info_locked(cua_arena *a, const void *ptr, void **base
 cua_status _cua_arena_lookup_live(cua_arena *a, const void *ptr, cua_block **out);
 
 /* stream.c */
-cua_status _cua_stream_slot(cua_arena *a, cua_stream stream, uint32_t *tag);
+cua_status _cua_stream_slot_find(cua_arena *a, cua_stream stream, uint32_t *tag);
+/* The slot (heap tag) of a stream, made on first use; the last one found is
+ * checked first, inline. */
+static inline cua_status _cua_stream_slot(cua_arena *a, cua_stream stream, uint32_t *tag)
+{
+    cua_streams *ss = &a->streams;
+    if (CUA_LIKELY(ss->last && ss->slot[ss->last].stream == stream)) {
+        *tag = ss->last;
+        return CUA_OK;
+    }
+    return _cua_stream_slot_find(a, stream, tag);
+}
 /* Learn which frees other streams have completed and make those blocks usable
  * by every stream. blocking: wait for the streams (stream sync) instead of
  * asking events. Returns the blocks retagged (0 on failure; status in *st). */

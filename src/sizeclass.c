@@ -10,12 +10,6 @@
  */
 #include "sizeclass.h"
 
-/* Below this every class is a multiple of CUA_ALIGNMENT (512, 1024, 1536). */
-#define SC_SMALL_LIMIT 2048u
-/* Classes under SC_SMALL_LIMIT; the first class of doubling k is 4k - SC_K_BIAS. */
-#define SC_SMALL_COUNT 3u
-#define SC_FIRST_K 11u
-#define SC_K_BIAS (4u * SC_FIRST_K - SC_SMALL_COUNT)
 
 _Static_assert(SC_SMALL_COUNT + 4u * (48u - SC_FIRST_K) + 1u == CUA_SC_COUNT,
                "CUA_SC_COUNT must count 3 small classes, 4 per doubling 2^11..2^47, and 2^48");
@@ -28,18 +22,6 @@ uint64_t _cua_sc_size(unsigned i)
     unsigned k = SC_FIRST_K + (i - SC_SMALL_COUNT) / 4u;
     uint64_t j = (i - SC_SMALL_COUNT) % 4u;
     return ((uint64_t)1 << k) + j * ((uint64_t)1 << (k - 2u));
-}
-
-unsigned _cua_sc_floor(uint64_t size)
-{
-    if (size < SC_SMALL_LIMIT) {
-        /* Sizes under 512 have no class below them; they go to the first. */
-        return size < CUA_ALIGNMENT ? 0u : (unsigned)(size / CUA_ALIGNMENT) - 1u;
-    }
-    if (size >= CUA_SC_MAX_SIZE) return CUA_SC_COUNT - 1u;
-    unsigned k = _cua_log2(size);                 /* 11..47 */
-    unsigned j = (unsigned)(size >> (k - 2u)) & 3u; /* the quarter of the doubling */
-    return 4u * k - SC_K_BIAS + j;
 }
 
 unsigned _cua_sc_ceil(uint64_t size)

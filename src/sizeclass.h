@@ -21,8 +21,26 @@
 
 /* Size of class i (i < CUA_SC_COUNT). */
 uint64_t _cua_sc_size(unsigned i);
-/* Largest class whose size is <= size (size >= CUA_ALIGNMENT). */
-unsigned _cua_sc_floor(uint64_t size);
+/* Below this every class is a multiple of CUA_ALIGNMENT (512, 1024, 1536). */
+#define SC_SMALL_LIMIT 2048u
+/* Classes under SC_SMALL_LIMIT; the first class of doubling k is 4k - SC_K_BIAS. */
+#define SC_SMALL_COUNT 3u
+#define SC_FIRST_K 11u
+#define SC_K_BIAS (4u * SC_FIRST_K - SC_SMALL_COUNT)
+
+/* Largest class whose size is <= size (size >= CUA_ALIGNMENT). Inline: it is
+ * on the fast path (a count of leading zeros and a few shifts). */
+static inline unsigned _cua_sc_floor(uint64_t size)
+{
+    if (size < SC_SMALL_LIMIT) {
+        /* Sizes under 512 have no class below them; they go to the first. */
+        return size < CUA_ALIGNMENT ? 0u : (unsigned)(size / CUA_ALIGNMENT) - 1u;
+    }
+    if (size >= CUA_SC_MAX_SIZE) return CUA_SC_COUNT - 1u;
+    unsigned k = _cua_log2(size);                 /* 11..47 */
+    unsigned j = (unsigned)(size >> (k - 2u)) & 3u; /* the quarter of the doubling */
+    return 4u * k - SC_K_BIAS + j;
+}
 /* Smallest class whose size is >= size (size <= CUA_SC_MAX_SIZE). */
 unsigned _cua_sc_ceil(uint64_t size);
 

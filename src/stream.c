@@ -23,13 +23,9 @@
 
 /* ---- stream slots ---------------------------------------------------------- */
 
-cua_status _cua_stream_slot(cua_arena *a, cua_stream stream, uint32_t *tag)
+cua_status _cua_stream_slot_find(cua_arena *a, cua_stream stream, uint32_t *tag)
 {
     cua_streams *ss = &a->streams;
-    if (CUA_LIKELY(ss->last && ss->slot[ss->last].stream == stream)) {
-        *tag = ss->last;
-        return CUA_OK;
-    }
     for (uint32_t i = 1; i < ss->n; i++) {
         if (ss->slot[i].stream == stream) {
             ss->last = i;

@@ -51,7 +51,7 @@ say "gpu: $(cat "$out/gpu.txt")"
 
 # ---- build: release with the CUDA backend; the same tree serves tests and bench ----
 [[ -f build-gpu/build.ninja ]] ||
-    run setup meson setup build-gpu --buildtype=release -Dcuda=enabled -Dwerror=true ||
+    run setup meson setup build-gpu --buildtype=release -Db_lto=true -Dcuda=enabled -Dwerror=true ||
     { tail -40 "$log"; exit 1; }
 run build ninja -C build-gpu || { tail -40 "$log"; exit 1; }
 
