@@ -70,6 +70,7 @@ typedef struct result {
     int has_timing;
     double ns_med, ns_min, ns_max;
     uint64_t timed_driver_calls, timed_driver_ns; /* over all timed runs */
+    uint64_t timed_calls[CUA_CALL_COUNT], timed_ns[CUA_CALL_COUNT]; /* per kind */
 } result;
 
 /* State of one replay of a trace through one arena. */
@@ -361,12 +362,17 @@ static int cmp_double(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-/* The arena's backend calls so far, and the nanoseconds spent in them in *ns. */
-static uint64_t arena_calls(cua_arena *arena, uint64_t *ns)
+/* The arena's backend calls so far, and the nanoseconds spent in them in *ns;
+ * per kind into calls[] and ns[] when not NULL: subtracted (sub) or added. */
+static uint64_t arena_calls(cua_arena *arena, uint64_t *ns, uint64_t *calls, uint64_t *kns, int sub)
 {
     cua_stats s;
     cua_status st = cua_arena_get_stats(arena, &s);
     if (st) die_lib("cua_arena_get_stats", st);
+    for (int k = 0; k < CUA_CALL_COUNT && calls; k++) {
+        calls[k] += sub ? -s.calls[k] : s.calls[k];
+        kns[k] += sub ? -s.call_ns[k] : s.call_ns[k];
+    }
     *ns = sum_calls(s.call_ns);
     return sum_calls(s.calls);
 }
@@ -388,7 +394,7 @@ static int timing_runs(const options *o, const trace *t, result *res)
     if (!ns || replay_init(&r, t, res->name, arena)) die_oom();
     int failed = 0;
     for (int run = 0; run <= o->repeat && !failed; run++) {
-        if (run == 1) calls0 = arena_calls(arena, &ns0);
+        if (run == 1) calls0 = arena_calls(arena, &ns0, res->timed_calls, res->timed_ns, 1);
         uint64_t dt = timed_run(&r, rest, n_rest);
         if (!dt) failed = 1;
         else if (run > 0) ns[run - 1] = per_run ? (double)dt / (double)per_run : 0.0;
@@ -396,7 +402,8 @@ static int timing_runs(const options *o, const trace *t, result *res)
     if (failed) {
         report_failure(&r, "timing");
     } else {
-        res->timed_driver_calls = arena_calls(arena, &ns1) - calls0;
+        res->timed_driver_calls =
+            arena_calls(arena, &ns1, res->timed_calls, res->timed_ns, 0) - calls0;
         res->timed_driver_ns = ns1 - ns0;
         qsort(ns, (size_t)o->repeat, sizeof *ns, cmp_double);
         int m = o->repeat / 2;
@@ -529,6 +536,16 @@ static void print_json(const options *o, const result *r)
     putchar('}');
     json_u64("timed_driver_calls", r->has_timing, r->timed_driver_calls);
     json_u64("timed_driver_ns", r->has_timing, r->timed_driver_ns);
+    if (r->has_timing) { /* per kind, the kinds called only */
+        printf(",\"timed_driver_by_kind\":{");
+        for (int k = 0, first = 1; k < CUA_CALL_COUNT; k++) {
+            if (!r->timed_calls[k]) continue;
+            printf("%s\"%s\":[%" PRIu64 ",%" PRIu64 "]", first ? "" : ",",
+                   cua_call_name((cua_call)k), r->timed_calls[k], r->timed_ns[k]);
+            first = 0;
+        }
+        putchar('}');
+    }
     json_u64("mapped_after_teardown_bytes", r->has_teardown, r->mapped_after_teardown);
     printf(",\"final_mapped_bytes\":%" PRIu64 "}\n", r->final_mapped);
     fflush(stdout);
