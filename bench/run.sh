@@ -15,7 +15,11 @@ if ! command -v meson >/dev/null || ! command -v ninja >/dev/null || ! command -
     $sudo apt-get install -y -q meson ninja-build gcc pkg-config zlib1g-dev
 fi
 
-[ -f build-bench/build.ninja ] || meson setup build-bench --buildtype=release -Db_lto=true -Dtests=false
+# Link-time optimisation where the compiler can do it (not every gcc has its plugin).
+lto=false
+if echo 'int main(void){return 0;}' | ${CC:-cc} -flto -x c - -o build-bench-lto-probe 2>/dev/null; then lto=true; fi
+rm -f build-bench-lto-probe
+[ -f build-bench/build.ninja ] || meson setup build-bench --buildtype=release -Db_lto=$lto -Dtests=false
 ninja -C build-bench bench/cuarena-replay >/dev/null
 replay=build-bench/bench/cuarena-replay
 
