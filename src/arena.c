@@ -221,16 +221,17 @@ static void fence_segment(cua_arena *a, const cua_block *b)
     _cua_heap_split_at(&a->heap, (b->off + b->size + page - 1) & ~(page - 1));
 }
 
-/* Map the pages block b lacks (`missing` bytes). */
-static cua_status grow(cua_arena *a, cua_block *b, uint64_t missing)
+/* grow() with handles kept: make room, then map (`missing` bytes). */
+static cua_status grow_kept(cua_arena *a, cua_block *b, uint64_t missing)
 {
     cua_status st = make_room(a, missing);
     if (st == CUA_OK && a->seg.novmm) st = _cua_heap_reserve(&a->heap, 2);
     if (st != CUA_OK) return st;
     st = _cua_seg_map(&a->seg, b->off, b->size);
-    if (st == CUA_ERR_OUT_OF_MEMORY && a->seg.idle_bytes) {
+    if (st == CUA_ERR_OUT_OF_MEMORY && (a->seg.idle_bytes || a->seg.nkept)) {
         uint64_t released; /* the device is full: give back the cache and try once more */
-        if (trim_idle(a, a->seg.idle_bytes, true, &released) == CUA_OK && released)
+        _cua_seg_keep_handles(&a->seg, false);
+        if (trim_idle(a, a->seg.idle_bytes, true, &released) == CUA_OK)
             st = _cua_seg_map(&a->seg, b->off, b->size);
     }
     if (st != CUA_OK) return st;
@@ -240,6 +241,19 @@ static cua_status grow(cua_arena *a, cua_block *b, uint64_t missing)
         a->footprint_hw = a->seg.mapped_bytes;
     if (a->seg.mapped_bytes > a->peak_mapped) a->peak_mapped = a->seg.mapped_bytes;
     return CUA_OK;
+}
+
+/* Map the pages block b lacks. Handles the footprint cap or the limit unmap on
+ * the way are mapped again here (unmap + map instead of release + create);
+ * whatever is left is released at the end. */
+static cua_status grow(cua_arena *a, cua_block *b, uint64_t missing)
+{
+    _cua_seg_keep_handles(&a->seg, true);
+    cua_status st = grow_kept(a, b, missing);
+    /* A release that fails here leaves the handle on the zombie list, released
+     * by a later trim or the destroy; the growth itself succeeded or not. */
+    (void)_cua_seg_keep_handles(&a->seg, false);
+    return st;
 }
 
 /* ---- alloc ------------------------------------------------------------------------------ */

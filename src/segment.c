@@ -84,6 +84,59 @@ static cua_status retry_zombies(cua_segment *seg)
     return first;
 }
 
+/* An unmapped handle goes to the kept list while handles are kept, else back
+ * to the backend. */
+static cua_status drop_handle(cua_segment *seg, cua_handle h, size_t size)
+{
+    if (seg->keep_handles) {
+        if (seg->nkept == seg->cap_kept) {
+            size_t ncap = seg->cap_kept ? 2 * seg->cap_kept : 16;
+            void *nk = realloc(seg->kept, ncap * sizeof *seg->kept);
+            if (!nk) return release_handle(seg, h, size);
+            seg->kept = nk;
+            seg->cap_kept = ncap;
+        }
+        seg->kept[seg->nkept].h = h;
+        seg->kept[seg->nkept].size = size;
+        seg->nkept++;
+        return CUA_OK;
+    }
+    return release_handle(seg, h, size);
+}
+
+/* A kept handle of exactly `size` bytes, if any. */
+static bool take_kept(cua_segment *seg, size_t size, cua_handle *h)
+{
+    for (size_t i = seg->nkept; i-- > 0;) {
+        if (seg->kept[i].size != size) continue;
+        *h = seg->kept[i].h;
+        seg->kept[i] = seg->kept[--seg->nkept];
+        return true;
+    }
+    return false;
+}
+
+static void put_kept(cua_segment *seg, cua_handle h, size_t size)
+{
+    bool keep = seg->keep_handles;
+    seg->keep_handles = true;
+    drop_handle(seg, h, size);
+    seg->keep_handles = keep;
+}
+
+cua_status _cua_seg_keep_handles(cua_segment *seg, bool on)
+{
+    seg->keep_handles = on;
+    if (on) return CUA_OK;
+    cua_status first = CUA_OK;
+    while (seg->nkept) {
+        seg->nkept--;
+        cua_status st = release_handle(seg, seg->kept[seg->nkept].h, seg->kept[seg->nkept].size);
+        if (st != CUA_OK && first == CUA_OK) first = st;
+    }
+    return first;
+}
+
 /* ---- init / fini ------------------------------------------------------------ */
 
 cua_status _cua_seg_init(cua_segment *seg, cua_backend *bk, cua_callstats *cs, size_t size,
@@ -232,7 +285,10 @@ cua_status _cua_seg_fini(cua_segment *seg)
         if (seg->pages[c->first]) set_pages(seg, c->first, c->npages, NULL);
         free(c);
     }
-    cua_status st = retry_zombies(seg);
+    cua_status st = _cua_seg_keep_handles(seg, false);
+    if (st != CUA_OK && first == CUA_OK) first = st;
+    free(seg->kept);
+    st = retry_zombies(seg);
     if (st != CUA_OK && first == CUA_OK) first = st;
     if (seg->nzombies) st = retry_zombies(seg); /* a transient failure gets one more try */
     free(seg->zombies);
@@ -305,13 +361,17 @@ void _cua_seg_release(cua_segment *seg, uint64_t off, uint64_t len, uint64_t seq
 static cua_status back_chunk(cua_segment *seg, cua_chunk *c, uintptr_t addr, size_t len)
 {
     if (seg->novmm) return alloc_segment(seg, c, len);
-    cua_status st = _cua_bk_create(seg->bk, seg->cs, len, &c->handle);
+    bool reused = seg->nkept && take_kept(seg, len, &c->handle);
+    cua_status st = reused ? CUA_OK : _cua_bk_create(seg->bk, seg->cs, len, &c->handle);
     if (st != CUA_OK) return st;
     st = _cua_bk_map(seg->bk, seg->cs, addr, len, c->handle);
     if (st != CUA_OK) {
         char keep[1024];
         snprintf(keep, sizeof keep, "%s", cua_last_error());
-        _cua_bk_release(seg->bk, seg->cs, c->handle, len); /* best effort */
+        if (reused)
+            put_kept(seg, c->handle, len); /* released with the rest of the kept ones */
+        else
+            _cua_bk_release(seg->bk, seg->cs, c->handle, len); /* best effort */
         return _cua_error(st, "%s", keep);
     }
     return CUA_OK;
@@ -443,7 +503,7 @@ static cua_status trim_run(cua_segment *seg, cua_chunk **run, size_t n, uint64_t
         seg->mapped_bytes -= clen;
         seg->nchunks--;
         *released += clen;
-        cua_status rs = release_handle(seg, c->handle, clen);
+        cua_status rs = drop_handle(seg, c->handle, clen);
         if (rs != CUA_OK && first == CUA_OK) first = rs;
         chunk_free(seg, c);
     }

@@ -49,6 +49,11 @@ typedef struct cua_segment {
     cua_chunk *spare;         /* recycled chunk descriptors */
     struct { cua_handle h; size_t size; } *zombies; /* unmapped handles whose release failed */
     size_t nzombies, cap_zombies;
+    /* While keep_handles: handles a trim unmapped, kept for the next chunks
+     * of their size instead of released (see _cua_seg_keep_handles). */
+    struct { cua_handle h; size_t size; } *kept;
+    size_t nkept, cap_kept;
+    bool keep_handles;
     /* novmm only: */
     bool novmm;
     cua_arena *owner;         /* registered as the owner of each chunk's addresses */
@@ -81,6 +86,13 @@ void _cua_seg_release(cua_segment *seg, uint64_t off, uint64_t len, uint64_t seq
  * unmapped and become one chunk (one segment). On failure nothing new stays
  * mapped. */
 cua_status _cua_seg_map(cua_segment *seg, uint64_t off, uint64_t len);
+
+/* Keep the handles of chunks that trims unmap, for chunks mapped next (on)
+ * instead of releasing them; off releases what is still kept. A growth that
+ * must first give back cached pages (the footprint cap, the limit) then moves
+ * physical memory to its new place with unmap + map, without a release and a
+ * create per page. The kept bytes are not counted mapped: they are in transit. */
+cua_status _cua_seg_keep_handles(cua_segment *seg, bool on);
 
 /* Unmap idle chunks, oldest first, whose idle_seq <= safe_seq, until at least
  * `want` bytes went back or none is left; *released gets the bytes. Adjacent

@@ -198,6 +198,34 @@ TEST(footprint_cap_swaps_cache_instead_of_growing)
     CHECK(footprint_after_swap(CUA_ARENA_NO_FOOTPRINT_CAP) == 12 * MiB);
 }
 
+/* The swap moves physical handles: the pages the cap unmaps are mapped again
+ * where the growth needs them, with no release and no create for them. */
+TEST(footprint_cap_swap_reuses_handles)
+{
+    fixture f;
+    CHECK_OK(setup(&f, CUA_KEEP_ALL, 0, 0));
+    unsigned char *a, *sep, *b;
+    CHECK_OK(cua_arena_alloc(f.a, 4 * MiB, 0, (void **)&a));
+    CHECK_OK(cua_arena_alloc(f.a, 2 * MiB, 0, (void **)&sep));
+    memset(sep, 0x5a, 2 * MiB);
+    CHECK_OK(cua_free(a));
+    cua_backend_stats s0, s1;
+    CHECK_OK(cua_backend_get_stats(f.bk, &s0));
+    CHECK_OK(cua_arena_alloc(f.a, 6 * MiB, 0, (void **)&b)); /* 3 new pages, 2 swapped out */
+    CHECK_OK(cua_backend_get_stats(f.bk, &s1));
+    CHECK(s1.calls[CUA_CALL_UNMAP] > s0.calls[CUA_CALL_UNMAP]);
+    CHECK(s1.calls[CUA_CALL_MAP] - s0.calls[CUA_CALL_MAP] == 3);
+    CHECK(s1.calls[CUA_CALL_CREATE] - s0.calls[CUA_CALL_CREATE] == 1);
+    CHECK(s1.calls[CUA_CALL_RELEASE] == s0.calls[CUA_CALL_RELEASE]);
+    CHECK(s1.handles == 4 && s1.handle_bytes == 8 * MiB); /* nothing kept aside */
+    CHECK(mapped(f.a) == 8 * MiB);
+    memset(b, 0xa5, 6 * MiB);
+    for (size_t i = 0; i < 2 * MiB; i += 4099) CHECK(sep[i] == 0x5a);
+    for (size_t i = 0; i < 6 * MiB; i += 4099) CHECK(b[i] == 0xa5);
+    CHECK_ARENA(f.a);
+    CHECK_OK(teardown(&f));
+}
+
 TEST(destroy_busy_force_and_tombstone)
 {
     fixture f;
