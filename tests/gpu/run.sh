@@ -9,7 +9,10 @@
 #
 # Environment:
 #   OUT                where the logs, JSON lines and the table go
-#   CUA_GPU_REPEAT     timed runs per trace (default 5: the median is reported)
+#   CUA_GPU_REPEAT     timed runs per trace and allocator (default 15: the median is
+#                      reported; a llama_train run lasts only ~6 ms, so a few
+#                      runs are at the mercy of the machine's noise); cudaMalloc,
+#                      slow enough to time well, gets CUA_GPU_REPEAT_MALLOC (5)
 #   CUA_GPU_SKIP_BENCH set to 1 to run the tests only
 #   CUA_GPU_PIN        CPU the timed replays' calling thread runs on (default 2;
 #                      "none": not pinned), so that every allocator is timed on
@@ -27,7 +30,8 @@ out=${OUT:-build-gpu/out}
 mkdir -p "$out"
 log=$out/log.txt
 : >"$log"
-repeat=${CUA_GPU_REPEAT:-5}
+repeat=${CUA_GPU_REPEAT:-15}
+repeat_malloc=${CUA_GPU_REPEAT_MALLOC:-5}
 status=0
 
 say() { echo "== $*" | tee -a "$log"; }
@@ -52,15 +56,26 @@ say "gpu: $(cat "$out/gpu.txt")"
 # ---- build: release with the CUDA backend; the same tree serves tests and bench ----
 # Link-time optimisation where the compiler can do it (it inlines across the
 # layers' files); not every gcc installation has its LTO plugin.
+# The first compiler of $CC, cc, gcc that links with -flto builds; else $CC without.
 lto=false
-if echo 'int main(void){return 0;}' | ${CC:-cc} -flto -x c - -o build-gpu-lto-probe 2>/dev/null; then lto=true; fi
+for c in ${CC:-} cc gcc; do
+    if echo 'int main(void){return 0;}' | "$c" -flto -x c - -o build-gpu-lto-probe 2>/dev/null; then
+        export CC=$c
+        lto=true
+        break
+    fi
+done
 rm -f build-gpu-lto-probe
-say "link-time optimisation: $lto"
-if [[ -f build-gpu/build.ninja ]]; then
-    run configure meson configure build-gpu -Db_lto=$lto || { tail -40 "$log"; exit 1; }
-else
+say "link-time optimisation: $lto (compiler: ${CC:-default})"
+# A build tree made with another compiler or LTO setting is made again.
+stamp="${CC:-default} lto=$lto"
+if [[ -f build-gpu/build.ninja && "$(cat build-gpu/cua-stamp 2>/dev/null)" != "$stamp" ]]; then
+    rm -rf build-gpu
+fi
+if [[ ! -f build-gpu/build.ninja ]]; then
     run setup meson setup build-gpu --buildtype=release -Db_lto=$lto -Dcuda=enabled -Dwerror=true ||
         { tail -40 "$log"; exit 1; }
+    echo "$stamp" >build-gpu/cua-stamp
 fi
 run build ninja -C build-gpu || { tail -40 "$log"; exit 1; }
 
@@ -80,7 +95,8 @@ run replay-cuda "${replay[@]}" --backend cuda --repeat "$repeat" --budget-search
 grep '^{' "$log" | grep '"backend":"cuda"' >"$out/cuarena-cuda.jsonl" || true
 CUARENA_CONF=vmm:0 run replay-cuda-novmm "${replay[@]}" --backend cuda --repeat "$repeat" "${traces[@]}"
 run replay-host "${replay[@]}" --backend host --repeat "$repeat" "${traces[@]}"
-run baselines build-gpu/bench/cuarena-baseline --repeat "$repeat" "${traces[@]}"
+run baseline-async build-gpu/bench/cuarena-baseline --mode async --repeat "$repeat" "${traces[@]}"
+run baseline-malloc build-gpu/bench/cuarena-baseline --mode malloc --repeat "$repeat_malloc" "${traces[@]}"
 grep '^{' "$log" >"$out/results.jsonl" || true
 
 python3 tests/gpu/table.py "$out/results.jsonl" | tee "$out/table.md"
