@@ -46,7 +46,9 @@ typedef struct cua_segment {
     uint64_t idle_bytes;      /* bytes of idle chunks */
     uint64_t nchunks;
     cua_chunk idle;           /* sentinel of the idle list: idle.idle_next is the oldest */
-    cua_chunk *spare;         /* recycled chunk descriptors */
+    cua_chunk *spare;         /* free chunk descriptors */
+    cua_chunk **slabs;        /* where descriptors come from (freed by fini) */
+    size_t nslabs, cap_slabs;
     struct { cua_handle h; size_t size; } *zombies; /* unmapped handles whose release failed */
     size_t nzombies, cap_zombies;
     /* While keep_handles: handles a trim unmapped, kept for the next chunks
