@@ -228,7 +228,7 @@ static cua_status grow_kept(cua_arena *a, cua_block *b, uint64_t missing)
     if (st == CUA_OK && a->seg.novmm) st = _cua_heap_reserve(&a->heap, 2);
     if (st != CUA_OK) return st;
     st = _cua_seg_map(&a->seg, b->off, b->size);
-    if (st == CUA_ERR_OUT_OF_MEMORY && (a->seg.idle_bytes || a->seg.nkept)) {
+    if (st == CUA_ERR_OUT_OF_MEMORY && (a->seg.idle_bytes || a->seg.kept.n)) {
         uint64_t released; /* the device is full: give back the cache and try once more */
         _cua_seg_keep_handles(&a->seg, false);
         if (trim_idle(a, a->seg.idle_bytes, true, &released) == CUA_OK)

@@ -141,9 +141,9 @@ static cua_status check_chunks(const cua_arena *a)
             p = c->first + c->npages;
         }
     }
-    if (seg->nkept || seg->keep_handles)
+    if (seg->kept.n || seg->keep_handles)
         st = _cua_error(CUA_ERR_CORRUPT, "%zu unmapped handles are kept outside a growth",
-                        seg->nkept);
+                        seg->kept.n);
     uint64_t mapped = 0, idle = 0, chunks = 0;
     for (uint32_t p = 0; p < seg->npages && st == CUA_OK;) {
         const cua_chunk *c = seg->pages[p];

@@ -77,20 +77,27 @@ static void set_pages(cua_segment *seg, uint32_t first, uint32_t n, cua_chunk *c
 
 /* ---- handles whose release failed: kept and retried, never leaked ---------- */
 
+/* Append a handle; false when out of host memory. */
+static bool handles_push(cua_handles *l, cua_handle h, size_t size)
+{
+    if (l->n == l->cap) {
+        size_t ncap = l->cap ? 2 * l->cap : 16;
+        void *nv = realloc(l->v, ncap * sizeof *l->v);
+        if (!nv) return false;
+        l->v = nv;
+        l->cap = ncap;
+    }
+    l->v[l->n].h = h;
+    l->v[l->n].size = size;
+    l->n++;
+    return true;
+}
+
 static cua_status release_handle(cua_segment *seg, cua_handle h, size_t size)
 {
     cua_status st = _cua_bk_release(seg->bk, seg->cs, h, size);
     if (st == CUA_OK) return CUA_OK;
-    if (seg->nzombies == seg->cap_zombies) {
-        size_t ncap = seg->cap_zombies ? 2 * seg->cap_zombies : 4;
-        void *nz = realloc(seg->zombies, ncap * sizeof *seg->zombies);
-        if (!nz) return st;
-        seg->zombies = nz;
-        seg->cap_zombies = ncap;
-    }
-    seg->zombies[seg->nzombies].h = h;
-    seg->zombies[seg->nzombies].size = size;
-    seg->nzombies++;
+    handles_push(&seg->zombies, h, size); /* if even that fails, the handle is lost */
     return st;
 }
 
@@ -98,13 +105,14 @@ static cua_status retry_zombies(cua_segment *seg)
 {
     cua_status first = CUA_OK;
     size_t j = 0;
-    for (size_t i = 0; i < seg->nzombies; i++) {
-        cua_status st = _cua_bk_release(seg->bk, seg->cs, seg->zombies[i].h, seg->zombies[i].size);
+    cua_handles *z = &seg->zombies;
+    for (size_t i = 0; i < z->n; i++) {
+        cua_status st = _cua_bk_release(seg->bk, seg->cs, z->v[i].h, z->v[i].size);
         if (st == CUA_OK) continue;
         if (first == CUA_OK) first = st;
-        seg->zombies[j++] = seg->zombies[i];
+        z->v[j++] = z->v[i];
     }
-    seg->nzombies = j;
+    z->n = j;
     return first;
 }
 
@@ -112,29 +120,18 @@ static cua_status retry_zombies(cua_segment *seg)
  * to the backend. */
 static cua_status drop_handle(cua_segment *seg, cua_handle h, size_t size)
 {
-    if (seg->keep_handles) {
-        if (seg->nkept == seg->cap_kept) {
-            size_t ncap = seg->cap_kept ? 2 * seg->cap_kept : 16;
-            void *nk = realloc(seg->kept, ncap * sizeof *seg->kept);
-            if (!nk) return release_handle(seg, h, size);
-            seg->kept = nk;
-            seg->cap_kept = ncap;
-        }
-        seg->kept[seg->nkept].h = h;
-        seg->kept[seg->nkept].size = size;
-        seg->nkept++;
-        return CUA_OK;
-    }
+    if (seg->keep_handles && handles_push(&seg->kept, h, size)) return CUA_OK;
     return release_handle(seg, h, size);
 }
 
 /* A kept handle of exactly `size` bytes, if any. */
 static bool take_kept(cua_segment *seg, size_t size, cua_handle *h)
 {
-    for (size_t i = seg->nkept; i-- > 0;) {
-        if (seg->kept[i].size != size) continue;
-        *h = seg->kept[i].h;
-        seg->kept[i] = seg->kept[--seg->nkept];
+    cua_handles *l = &seg->kept;
+    for (size_t i = l->n; i-- > 0;) {
+        if (l->v[i].size != size) continue;
+        *h = l->v[i].h;
+        l->v[i] = l->v[--l->n];
         return true;
     }
     return false;
@@ -142,10 +139,7 @@ static bool take_kept(cua_segment *seg, size_t size, cua_handle *h)
 
 static void put_kept(cua_segment *seg, cua_handle h, size_t size)
 {
-    bool keep = seg->keep_handles;
-    seg->keep_handles = true;
-    drop_handle(seg, h, size);
-    seg->keep_handles = keep;
+    if (!handles_push(&seg->kept, h, size)) release_handle(seg, h, size);
 }
 
 cua_status _cua_seg_keep_handles(cua_segment *seg, bool on)
@@ -153,9 +147,9 @@ cua_status _cua_seg_keep_handles(cua_segment *seg, bool on)
     seg->keep_handles = on;
     if (on) return CUA_OK;
     cua_status first = CUA_OK;
-    while (seg->nkept) {
-        seg->nkept--;
-        cua_status st = release_handle(seg, seg->kept[seg->nkept].h, seg->kept[seg->nkept].size);
+    while (seg->kept.n) {
+        seg->kept.n--;
+        cua_status st = release_handle(seg, seg->kept.v[seg->kept.n].h, seg->kept.v[seg->kept.n].size);
         if (st != CUA_OK && first == CUA_OK) first = st;
     }
     return first;
@@ -310,11 +304,11 @@ cua_status _cua_seg_fini(cua_segment *seg)
     }
     cua_status st = _cua_seg_keep_handles(seg, false);
     if (st != CUA_OK && first == CUA_OK) first = st;
-    free(seg->kept);
+    free(seg->kept.v);
     st = retry_zombies(seg);
     if (st != CUA_OK && first == CUA_OK) first = st;
-    if (seg->nzombies) st = retry_zombies(seg); /* a transient failure gets one more try */
-    free(seg->zombies);
+    if (seg->zombies.n) st = retry_zombies(seg); /* a transient failure gets one more try */
+    free(seg->zombies.v);
     free(seg->byaddr);
     st = seg->novmm ? CUA_OK : _cua_bk_unreserve(seg->bk, seg->cs, seg->base, seg->size);
     if (st != CUA_OK) {
@@ -384,7 +378,7 @@ void _cua_seg_release(cua_segment *seg, uint64_t off, uint64_t len, uint64_t seq
 static cua_status back_chunk(cua_segment *seg, cua_chunk *c, uintptr_t addr, size_t len)
 {
     if (seg->novmm) return alloc_segment(seg, c, len);
-    bool reused = seg->nkept && take_kept(seg, len, &c->handle);
+    bool reused = seg->kept.n && take_kept(seg, len, &c->handle);
     cua_status st = reused ? CUA_OK : _cua_bk_create(seg->bk, seg->cs, len, &c->handle);
     if (st != CUA_OK) return st;
     st = _cua_bk_map(seg->bk, seg->cs, addr, len, c->handle);
@@ -537,7 +531,7 @@ cua_status _cua_seg_trim(cua_segment *seg, uint64_t want, uint64_t safe_seq,
                          uint64_t *released)
 {
     *released = 0;
-    if (seg->nzombies) retry_zombies(seg);
+    if (seg->zombies.n) retry_zombies(seg);
     size_t n = 0, cap = 0;
     cua_chunk **pick = NULL;
     uint64_t picked = 0;

@@ -32,6 +32,12 @@ typedef struct cua_chunk {
     struct cua_chunk *idle_prev, *idle_next; /* on the idle list while busy == 0 */
 } cua_chunk;
 
+/* Unmapped physical handles, with their sizes. */
+typedef struct cua_handles {
+    struct { cua_handle h; size_t size; } *v;
+    size_t n, cap;
+} cua_handles;
+
 typedef struct cua_segment {
     cua_backend *bk;
     cua_callstats *cs;        /* the arena's call counters */
@@ -49,12 +55,10 @@ typedef struct cua_segment {
     cua_chunk *spare;         /* free chunk descriptors */
     cua_chunk **slabs;        /* where descriptors come from (freed by fini) */
     size_t nslabs, cap_slabs;
-    struct { cua_handle h; size_t size; } *zombies; /* unmapped handles whose release failed */
-    size_t nzombies, cap_zombies;
+    cua_handles zombies;      /* handles whose release failed: retried, never leaked */
     /* While keep_handles: handles a trim unmapped, kept for the next chunks
      * of their size instead of released (see _cua_seg_keep_handles). */
-    struct { cua_handle h; size_t size; } *kept;
-    size_t nkept, cap_kept;
+    cua_handles kept;
     bool keep_handles;
     /* novmm only: */
     bool novmm;
