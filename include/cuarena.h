@@ -61,6 +61,7 @@ typedef enum cua_status {
     CUA_ERR_CONFIG,          /**< malformed option string or option value */
     CUA_ERR_CORRUPT,         /**< the checker found a broken invariant */
     CUA_ERR_IO,              /**< a file could not be read or parsed */
+    CUA_ERR_NOT_FOUND,       /**< no arena (or other object) by that name */
     CUA_STATUS_COUNT
 } cua_status;
 
@@ -449,6 +450,54 @@ CUA_API cua_status cua_arena_reset_peaks(cua_arena *arena);
  * cap is 0. Returns CUA_OK, CUA_ERR_INVALID_ARG, CUA_ERR_DESTROYED.
  */
 CUA_API cua_status cua_arena_stats_json(cua_arena *arena, char *buf, size_t cap, size_t *len);
+
+/* ------------------------------------------------------------------------ */
+/* The arenas of a device: enumerate, find, report, headroom                 */
+/* ------------------------------------------------------------------------ */
+
+/** Every device, where a function takes a device ordinal. */
+#define CUA_ALL_DEVICES (-1)
+
+/**
+ * The arenas alive on `device` (or CUA_ALL_DEVICES), in the order they were
+ * created: up to cap of them into out (out may be NULL when cap is 0), and
+ * their number into *n (which may exceed cap: call again with more room).
+ * Arenas destroyed meanwhile answer later calls with CUA_ERR_DESTROYED.
+ * Returns CUA_OK, CUA_ERR_INVALID_ARG (n NULL, out NULL with cap > 0, device < -1).
+ */
+CUA_API cua_status cua_arena_list(int device, cua_arena **out, size_t cap, size_t *n);
+
+/**
+ * The first arena alive on `device` (or CUA_ALL_DEVICES) named `name`, into *out.
+ * Returns CUA_OK, CUA_ERR_INVALID_ARG (NULL argument, device < -1),
+ * CUA_ERR_NOT_FOUND (*out is then NULL).
+ */
+CUA_API cua_status cua_arena_find(int device, const char *name, cua_arena **out);
+
+/**
+ * Where the memory of a device went, as one JSON object (no newline) in buf
+ * (cap, *len and a cut text as for cua_arena_stats_json()):
+ *   {"device":D,"driver_free_bytes":F,"driver_total_bytes":T,"driver_used_bytes":U,
+ *    "mapped_bytes":M,"live_bytes":L,"cached_bytes":C,"unaccounted_bytes":X,
+ *    "headroom_bytes":H,"arenas":[<cua_arena_stats_json of each arena>,...]}
+ * M, L, C sum the arenas alive on the device; X = U - M (0 if negative): device
+ * memory that no cuarena arena maps (other libraries, the CUDA context, another
+ * process) - in a pipeline reload that fails, usually the memory that did not
+ * go; H as cua_headroom(). The driver figures come from the backend of the
+ * device's first arena (0 when it has none).
+ * Returns CUA_OK, CUA_ERR_INVALID_ARG (len NULL, buf NULL with cap > 0,
+ * device < 0), CUA_ERR_BACKEND (the driver query failed).
+ */
+CUA_API cua_status cua_device_report_json(int device, char *buf, size_t cap, size_t *len);
+
+/**
+ * How much more a new allocation on `device` could get: the driver's free
+ * bytes plus what every arena of the device could give back by a trim
+ * (cached_bytes). What to size a KV cache from, instead of probing.
+ * Returns CUA_OK (0 when the device has no arena), CUA_ERR_INVALID_ARG,
+ * CUA_ERR_BACKEND.
+ */
+CUA_API cua_status cua_headroom(int device, size_t *out);
 
 /* ------------------------------------------------------------------------ */
 /* Options                                                                   */

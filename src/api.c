@@ -10,35 +10,6 @@
 
 const char *cua_version(void) { return "0.1.0"; }
 
-/* ---- the registry of arenas -------------------------------------------------
- * Every arena ever created, alive or a tombstone: enumeration, and the one
- * place that keeps tombstones reachable. Default arenas per device. */
-
-#define CUA_MAX_DEVICES 64
-
-static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
-static cua_arena **registry;
-static size_t registry_n, registry_cap;
-static cua_arena *default_arena[CUA_MAX_DEVICES];
-
-static cua_status registry_add(cua_arena *a)
-{
-    pthread_mutex_lock(&registry_lock);
-    if (registry_n == registry_cap) {
-        size_t ncap = registry_cap ? 2 * registry_cap : 16;
-        cua_arena **nr = realloc(registry, ncap * sizeof *nr);
-        if (!nr) {
-            pthread_mutex_unlock(&registry_lock);
-            return _cua_error(CUA_ERR_OUT_OF_MEMORY, "no host memory for the arena registry");
-        }
-        registry = nr;
-        registry_cap = ncap;
-    }
-    registry[registry_n++] = a;
-    pthread_mutex_unlock(&registry_lock);
-    return CUA_OK;
-}
-
 /* ---- handles ---------------------------------------------------------------------- */
 
 /* Validate a handle and take its lock; on failure nothing is held. */
@@ -186,7 +157,7 @@ cua_status cua_arena_create(const cua_arena_config *cfg, cua_arena **out)
     cua_arena *a = NULL;
     cua_status st = _cua_arena_create(cfg, &a);
     if (st != CUA_OK) return st;
-    st = registry_add(a);
+    st = _cua_registry_add(a);
     if (st != CUA_OK) {
         if (!a->seg.novmm) _cua_addrmap_remove(a->seg.base, a->seg.size, a);
         _cua_arena_destroy_locked(a, CUA_DESTROY_FORCE);
@@ -204,12 +175,7 @@ cua_status cua_arena_destroy(cua_arena *a, unsigned flags)
     cua_status st = enter(a);
     if (st != CUA_OK) return st;
     st = _cua_arena_destroy_locked(a, flags);
-    if (st != CUA_ERR_BUSY) {
-        pthread_mutex_lock(&registry_lock);
-        for (int d = 0; d < CUA_MAX_DEVICES; d++)
-            if (default_arena[d] == a) default_arena[d] = NULL;
-        pthread_mutex_unlock(&registry_lock);
-    }
+    if (st != CUA_ERR_BUSY) _cua_registry_drop_default(a);
     return leave(a, st);
 }
 
@@ -330,9 +296,7 @@ cua_status cua_arena_default(int device, cua_arena **out)
     if (device < 0 || device >= CUA_MAX_DEVICES)
         return _cua_error(CUA_ERR_INVALID_ARG, "device %d is out of range 0..%d", device,
                           CUA_MAX_DEVICES - 1);
-    pthread_mutex_lock(&registry_lock);
-    cua_arena *a = default_arena[device];
-    pthread_mutex_unlock(&registry_lock);
+    cua_arena *a = _cua_registry_default(device, NULL);
     if (a) {
         *out = a;
         return CUA_OK;
@@ -345,17 +309,9 @@ cua_status cua_arena_default(int device, cua_arena **out)
     cfg.name = "default";
     st = cua_arena_create(&cfg, &a);
     if (st != CUA_OK) return st;
-    pthread_mutex_lock(&registry_lock);
-    if (default_arena[device]) { /* another thread won the race */
-        cua_arena *winner = default_arena[device];
-        pthread_mutex_unlock(&registry_lock);
-        cua_arena_destroy(a, 0);
-        *out = winner;
-        return CUA_OK;
-    }
-    default_arena[device] = a;
-    pthread_mutex_unlock(&registry_lock);
-    *out = a;
+    cua_arena *winner = _cua_registry_default(device, a);
+    if (winner != a) cua_arena_destroy(a, 0); /* another thread won the race */
+    *out = winner;
     return CUA_OK;
 }
 

@@ -47,7 +47,7 @@ struct cua_arena {
     /* The shell: kept after destroy so stale handles get CUA_ERR_DESTROYED. */
     cua_lock_t lock;
     uint32_t magic;
-    int alive;               /* read and written under lock */
+    _Atomic int alive;       /* written under lock; read without it by registry walks */
     char name[CUA_NAME_CAP];
     int device;
     /* The body: released by destroy. */
@@ -120,6 +120,14 @@ size_t _cua_stats_json(const cua_stats *s, const char *name, int device, const c
 
 /* check.c */
 cua_status _cua_arena_check_locked(cua_arena *a);
+
+/* registry.c: every arena ever created (tombstones too), and the default
+ * arena of each device. _cua_registry_default returns the device's default,
+ * making `candidate` the default when there is none (NULL: only look). */
+#define CUA_MAX_DEVICES 64
+cua_status _cua_registry_add(cua_arena *a);
+void _cua_registry_drop_default(cua_arena *a);
+cua_arena *_cua_registry_default(int device, cua_arena *candidate);
 
 /* addrmap.c: the process-wide map from an address to its arena (1 GiB granules). */
 cua_status _cua_addrmap_insert(uintptr_t base, size_t size, cua_arena *a);

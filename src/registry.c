@@ -1,0 +1,230 @@
+/*
+ * registry.c - every arena of the process: the list (creation order) that
+ * enumeration, lookup by name, the device report and the headroom walk, and
+ * the default arena of each device.
+ *
+ * The list keeps every arena ever created, tombstones included (it is what
+ * keeps a destroyed arena's shell reachable, so its stale handles get
+ * CUA_ERR_DESTROYED). Walks take only the registry lock and read `alive`
+ * atomically, never an arena lock under it: destroy takes the arena lock first
+ * and the registry lock second, so the other order here could deadlock. An arena seen
+ * alive by a walk may be destroyed a moment later; callers then get
+ * CUA_ERR_DESTROYED from it, and the report and the headroom skip it.
+ */
+#include "arena.h"
+
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
+static cua_arena **registry;
+static size_t registry_n, registry_cap;
+static cua_arena *default_arena[CUA_MAX_DEVICES];
+
+cua_status _cua_registry_add(cua_arena *a)
+{
+    pthread_mutex_lock(&registry_lock);
+    if (registry_n == registry_cap) {
+        size_t ncap = registry_cap ? 2 * registry_cap : 16;
+        cua_arena **nr = realloc(registry, ncap * sizeof *nr);
+        if (!nr) {
+            pthread_mutex_unlock(&registry_lock);
+            return _cua_error(CUA_ERR_OUT_OF_MEMORY, "no host memory for the arena registry");
+        }
+        registry = nr;
+        registry_cap = ncap;
+    }
+    registry[registry_n++] = a;
+    pthread_mutex_unlock(&registry_lock);
+    return CUA_OK;
+}
+
+void _cua_registry_drop_default(cua_arena *a)
+{
+    pthread_mutex_lock(&registry_lock);
+    for (int d = 0; d < CUA_MAX_DEVICES; d++)
+        if (default_arena[d] == a) default_arena[d] = NULL;
+    pthread_mutex_unlock(&registry_lock);
+}
+
+cua_arena *_cua_registry_default(int device, cua_arena *candidate)
+{
+    pthread_mutex_lock(&registry_lock);
+    if (!default_arena[device]) default_arena[device] = candidate;
+    cua_arena *a = default_arena[device];
+    pthread_mutex_unlock(&registry_lock);
+    return a;
+}
+
+/* The arenas alive on device (or all): up to cap into out; returns how many. */
+static size_t list_alive(int device, cua_arena **out, size_t cap)
+{
+    size_t n = 0;
+    pthread_mutex_lock(&registry_lock);
+    for (size_t i = 0; i < registry_n; i++) {
+        cua_arena *a = registry[i];
+        if (!atomic_load(&a->alive) || (device != CUA_ALL_DEVICES && a->device != device)) continue;
+        if (n < cap) out[n] = a;
+        n++;
+    }
+    pthread_mutex_unlock(&registry_lock);
+    return n;
+}
+
+/* A snapshot of the device's arenas in a malloc'ed array (NULL and 0 when none). */
+static cua_status snapshot(int device, cua_arena ***out, size_t *n)
+{
+    *out = NULL;
+    *n = 0;
+    for (;;) {
+        size_t want = list_alive(device, NULL, 0);
+        if (want == 0) return CUA_OK;
+        cua_arena **v = malloc(want * sizeof *v);
+        if (!v) return _cua_error(CUA_ERR_OUT_OF_MEMORY, "no host memory to list %zu arenas", want);
+        size_t got = list_alive(device, v, want);
+        if (got <= want) {
+            *out = v;
+            *n = got;
+            return CUA_OK;
+        }
+        free(v); /* more arenas came meanwhile: again */
+    }
+}
+
+cua_status cua_arena_list(int device, cua_arena **out, size_t cap, size_t *n)
+{
+    if (!n || (!out && cap) || device < CUA_ALL_DEVICES)
+        return _cua_error(CUA_ERR_INVALID_ARG, "n is NULL, out is NULL with cap %zu, or device "
+                          "%d is not an ordinal or CUA_ALL_DEVICES", cap, device);
+    *n = list_alive(device, out, cap);
+    return CUA_OK;
+}
+
+cua_status cua_arena_find(int device, const char *name, cua_arena **out)
+{
+    if (!name || !out || device < CUA_ALL_DEVICES)
+        return _cua_error(CUA_ERR_INVALID_ARG, "name or out is NULL, or device %d is not an "
+                          "ordinal or CUA_ALL_DEVICES", device);
+    *out = NULL;
+    pthread_mutex_lock(&registry_lock);
+    for (size_t i = 0; i < registry_n && !*out; i++) {
+        cua_arena *a = registry[i];
+        if (atomic_load(&a->alive) && (device == CUA_ALL_DEVICES || a->device == device) &&
+            strcmp(a->name, name) == 0)
+            *out = a;
+    }
+    pthread_mutex_unlock(&registry_lock);
+    if (*out) return CUA_OK;
+    return _cua_error(CUA_ERR_NOT_FOUND, "no arena named '%s' is alive on %s %d", name,
+                      device == CUA_ALL_DEVICES ? "any device, asked with" : "device", device);
+}
+
+/* ---- the device report and the headroom ------------------------------------------ */
+
+typedef struct device_sums {
+    size_t driver_free, driver_total;
+    uint64_t mapped, live, cached;
+    size_t narenas;
+} device_sums;
+
+/* Sum the arenas of `device` in v[0..n) (skipping those destroyed meanwhile)
+ * and ask the first one's backend for the driver's figures. */
+static cua_status device_sums_of(int device, cua_arena **v, size_t n, device_sums *s)
+{
+    memset(s, 0, sizeof *s);
+    bool asked = false;
+    cua_status st = CUA_OK;
+    for (size_t i = 0; i < n; i++) {
+        cua_stats as;
+        if (cua_arena_get_stats(v[i], &as) != CUA_OK) continue; /* destroyed meanwhile */
+        s->mapped += as.mapped_bytes;
+        s->live += as.live_bytes;
+        s->cached += as.cached_bytes;
+        s->narenas++;
+        if (asked) continue;
+        /* Under the arena's lock, so that its backend cannot go meanwhile. */
+        _cua_lock(&v[i]->lock);
+        if (atomic_load(&v[i]->alive)) {
+            st = _cua_bk_mem_info(v[i]->bk, NULL, &s->driver_free, &s->driver_total);
+            asked = true;
+        }
+        _cua_unlock(&v[i]->lock);
+    }
+    if (st != CUA_OK)
+        return _cua_error_wrap(st, "cannot ask the driver what device %d has free", device);
+    return CUA_OK;
+}
+
+cua_status cua_headroom(int device, size_t *out)
+{
+    if (!out || device < 0) return _cua_error(CUA_ERR_INVALID_ARG, "out is NULL or device %d < 0", device);
+    *out = 0;
+    cua_arena **v;
+    size_t n;
+    device_sums s;
+    cua_status st = snapshot(device, &v, &n);
+    if (st == CUA_OK) st = device_sums_of(device, v, n, &s);
+    free(v);
+    if (st == CUA_OK) *out = s.driver_free + (size_t)s.cached;
+    return st;
+}
+
+/* snprintf into buf at *len; *len counts what would have been written past cap. */
+static void put(char *buf, size_t cap, size_t *len, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static void put(char *buf, size_t cap, size_t *len, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int k = vsnprintf(*len < cap ? buf + *len : NULL, *len < cap ? cap - *len : 0, fmt, ap);
+    va_end(ap);
+    if (k > 0) *len += (size_t)k;
+}
+
+cua_status cua_device_report_json(int device, char *buf, size_t cap, size_t *len)
+{
+    if (!len || (!buf && cap) || device < 0)
+        return _cua_error(CUA_ERR_INVALID_ARG, "len is NULL, buf is NULL with cap %zu, or "
+                          "device %d < 0", cap, device);
+    *len = 0;
+    if (cap) buf[0] = 0;
+    cua_arena **v;
+    size_t n;
+    device_sums s;
+    cua_status st = snapshot(device, &v, &n);
+    if (st == CUA_OK) st = device_sums_of(device, v, n, &s);
+    if (st != CUA_OK) {
+        free(v);
+        return st;
+    }
+    uint64_t used = s.driver_total - s.driver_free;
+    uint64_t unaccounted = used > s.mapped ? used - s.mapped : 0;
+    put(buf, cap, len,
+        "{\"device\":%d,\"driver_free_bytes\":%zu,\"driver_total_bytes\":%zu,"
+        "\"driver_used_bytes\":%" PRIu64 ",\"mapped_bytes\":%" PRIu64 ",\"live_bytes\":%" PRIu64
+        ",\"cached_bytes\":%" PRIu64 ",\"unaccounted_bytes\":%" PRIu64
+        ",\"headroom_bytes\":%" PRIu64 ",\"arenas\":[",
+        device, s.driver_free, s.driver_total, used, s.mapped, s.live, s.cached, unaccounted,
+        (uint64_t)s.driver_free + s.cached);
+    bool first = true;
+    for (size_t i = 0; i < n && st == CUA_OK; i++) {
+        size_t need = 0, got = 0;
+        if (cua_arena_stats_json(v[i], NULL, 0, &need) != CUA_OK) continue; /* destroyed */
+        char *one = malloc(need + 64);
+        if (!one) {
+            st = _cua_error(CUA_ERR_OUT_OF_MEMORY, "no host memory for the device report");
+            break;
+        }
+        if (cua_arena_stats_json(v[i], one, need + 64, &got) == CUA_OK && got < need + 64) {
+            put(buf, cap, len, "%s%s", first ? "" : ",", one);
+            first = false;
+        }
+        free(one);
+    }
+    put(buf, cap, len, "]}");
+    free(v);
+    return st;
+}

@@ -1,0 +1,174 @@
+/*
+ * test-arenas.c - component arenas (host backend): the registry (list, find
+ * by name), the device report with the bytes no arena accounts for, and the
+ * headroom. The checker runs after every step (CUA_ARENA_CHECK_ALWAYS).
+ */
+#include "test.h"
+
+#define MiB ((size_t)1 << 20)
+
+static cua_backend *make_backend(void)
+{
+    cua_host_config hc;
+    cua_host_config_init(&hc);
+    hc.capacity = 256 * MiB;
+    cua_backend *bk = NULL;
+    return cua_backend_host_create(&hc, &bk) == CUA_OK ? bk : NULL;
+}
+
+static cua_arena *make(cua_backend *bk, const char *name, int device)
+{
+    cua_arena_config cfg;
+    cua_arena_config_init(&cfg);
+    cfg.name = name;
+    cfg.backend = bk;
+    cfg.device = device;
+    cfg.flags = CUA_ARENA_CHECK_ALWAYS;
+    cua_arena *a = NULL;
+    return cua_arena_create(&cfg, &a) == CUA_OK ? a : NULL;
+}
+
+/* Is a in the list of device d? */
+static int listed(int d, cua_arena *a)
+{
+    cua_arena *v[64];
+    size_t n = 0;
+    if (cua_arena_list(d, v, 64, &n) != CUA_OK) return -1;
+    for (size_t i = 0; i < n && i < 64; i++)
+        if (v[i] == a) return 1;
+    return 0;
+}
+
+TEST(list_in_creation_order_per_device)
+{
+    cua_backend *bk = make_backend();
+    CHECK(bk);
+    cua_arena *te = make(bk, "text_encoder", 3), *tr = make(bk, "transformer", 3),
+              *vae = make(bk, "vae", 4);
+    CHECK(te && tr && vae);
+    cua_arena *v[2];
+    size_t n = 0;
+    CHECK_OK(cua_arena_list(3, v, 2, &n));
+    CHECK(n == 2 && v[0] == te && v[1] == tr);
+    CHECK_OK(cua_arena_list(3, v, 1, &n)); /* too little room: the count says so */
+    CHECK(n == 2 && v[0] == te);
+    CHECK_OK(cua_arena_list(3, NULL, 0, &n));
+    CHECK(n == 2);
+    CHECK(listed(4, vae) == 1 && listed(4, te) == 0 && listed(CUA_ALL_DEVICES, vae) == 1);
+    CHECK_OK(cua_arena_destroy(tr, 0));
+    CHECK_OK(cua_arena_list(3, v, 2, &n));
+    CHECK(n == 1 && v[0] == te);
+    CHECK_ST(cua_arena_list(3, NULL, 2, &n), CUA_ERR_INVALID_ARG);
+    CHECK_ST(cua_arena_list(-2, v, 2, &n), CUA_ERR_INVALID_ARG);
+    CHECK_ST(cua_arena_list(3, v, 2, NULL), CUA_ERR_INVALID_ARG);
+    CHECK_OK(cua_arena_destroy(te, 0));
+    CHECK_OK(cua_arena_destroy(vae, 0));
+    CHECK_OK(cua_backend_destroy(bk));
+}
+
+TEST(find_by_name)
+{
+    cua_backend *bk = make_backend();
+    CHECK(bk);
+    cua_arena *kv = make(bk, "kv_cache", 5), *kv6 = make(bk, "kv_cache", 6), *got = NULL;
+    CHECK(kv && kv6);
+    CHECK_OK(cua_arena_find(5, "kv_cache", &got));
+    CHECK(got == kv);
+    CHECK_OK(cua_arena_find(6, "kv_cache", &got));
+    CHECK(got == kv6);
+    CHECK_OK(cua_arena_find(CUA_ALL_DEVICES, "kv_cache", &got));
+    CHECK(got == kv); /* the first one created */
+    CHECK_ST(cua_arena_find(5, "vae", &got), CUA_ERR_NOT_FOUND);
+    CHECK(got == NULL && strstr(cua_last_error(), "vae") != NULL);
+    CHECK_OK(cua_arena_destroy(kv, 0));
+    CHECK_ST(cua_arena_find(5, "kv_cache", &got), CUA_ERR_NOT_FOUND);
+    CHECK_OK(cua_arena_find(CUA_ALL_DEVICES, "kv_cache", &got));
+    CHECK(got == kv6);
+    CHECK_ST(cua_arena_find(5, NULL, &got), CUA_ERR_INVALID_ARG);
+    CHECK_ST(cua_arena_find(5, "kv_cache", NULL), CUA_ERR_INVALID_ARG);
+    CHECK_OK(cua_arena_destroy(kv6, 0));
+    CHECK_OK(cua_backend_destroy(bk));
+}
+
+/* The number after "key": in a JSON text, or -1. */
+static long long json_num(const char *text, const char *key)
+{
+    char pat[64];
+    snprintf(pat, sizeof pat, "\"%s\":", key);
+    const char *p = strstr(text, pat);
+    return p ? strtoll(p + strlen(pat), NULL, 10) : -1;
+}
+
+TEST(device_report_names_arenas_and_the_unaccounted_bytes)
+{
+    cua_backend *bk = make_backend();
+    CHECK(bk);
+    /* Device 7's two arenas, and memory of the same backend that device 7's
+     * arenas do not account for (an arena on another device stands for
+     * another library). */
+    cua_arena *enc = make(bk, "encoder", 7), *unet = make(bk, "unet", 7), *other = make(bk, "other", 8);
+    CHECK(enc && unet && other);
+    void *p, *q, *r;
+    CHECK_OK(cua_arena_alloc(enc, 3 * MiB, 0, &p));
+    CHECK_OK(cua_arena_alloc(unet, 1 * MiB, 0, &q));
+    CHECK_OK(cua_arena_alloc(other, 8 * MiB, 0, &r));
+    char buf[16384];
+    size_t len = 0;
+    CHECK_OK(cua_device_report_json(7, buf, sizeof buf, &len));
+    CHECK(len < sizeof buf && strlen(buf) == len);
+    CHECK(buf[0] == '{' && buf[len - 1] == '}');
+    CHECK(json_num(buf, "device") == 7);
+    CHECK(json_num(buf, "mapped_bytes") == (long long)(6 * MiB)); /* 4 + 2 MiB pages */
+    CHECK(json_num(buf, "live_bytes") == (long long)(4 * MiB));
+    CHECK(json_num(buf, "driver_used_bytes") == (long long)(14 * MiB));
+    CHECK(json_num(buf, "unaccounted_bytes") == (long long)(8 * MiB));
+    CHECK(strstr(buf, "\"encoder\"") && strstr(buf, "\"unet\"") && !strstr(buf, "\"other\""));
+    /* Cut short: the length still says how much is needed. */
+    char small[32];
+    size_t need = 0;
+    CHECK_OK(cua_device_report_json(7, small, sizeof small, &need));
+    CHECK(need == len && strlen(small) == sizeof small - 1);
+    CHECK_OK(cua_device_report_json(7, NULL, 0, &need));
+    CHECK(need == len);
+    /* A device without arenas: zeros and an empty list. */
+    CHECK_OK(cua_device_report_json(9, buf, sizeof buf, &len));
+    CHECK(json_num(buf, "driver_total_bytes") == 0 && strstr(buf, "\"arenas\":[]"));
+    CHECK_ST(cua_device_report_json(-1, buf, sizeof buf, &len), CUA_ERR_INVALID_ARG);
+    CHECK_ST(cua_device_report_json(7, NULL, 8, &len), CUA_ERR_INVALID_ARG);
+    CHECK_OK(cua_arena_destroy(enc, CUA_DESTROY_FORCE));
+    CHECK_OK(cua_arena_destroy(unet, CUA_DESTROY_FORCE));
+    CHECK_OK(cua_arena_destroy(other, CUA_DESTROY_FORCE));
+    CHECK_OK(cua_backend_destroy(bk));
+}
+
+TEST(headroom_counts_driver_free_and_what_trim_returns)
+{
+    cua_backend *bk = make_backend();
+    CHECK(bk);
+    cua_arena *a = make(bk, "weights", 11), *b = make(bk, "activations", 11);
+    CHECK(a && b);
+    size_t h0 = 0, h1 = 0, h2 = 0, h3 = 0;
+    CHECK_OK(cua_headroom(11, &h0));
+    CHECK(h0 == 256 * MiB);
+    void *w, *x;
+    CHECK_OK(cua_arena_alloc(a, 64 * MiB, 0, &w));
+    CHECK_OK(cua_arena_alloc(b, 32 * MiB, 0, &x));
+    CHECK_OK(cua_headroom(11, &h1));
+    CHECK(h1 == h0 - 96 * MiB);
+    CHECK_OK(cua_free(x)); /* cached: still mapped, but a trim gives it back */
+    CHECK_OK(cua_headroom(11, &h2));
+    CHECK(h2 == h0 - 64 * MiB);
+    CHECK_OK(cua_arena_trim(b, 0, NULL));
+    CHECK_OK(cua_headroom(11, &h3));
+    CHECK(h3 == h2);
+    /* And the headroom is real: that much can be allocated. */
+    void *kv;
+    CHECK_OK(cua_arena_alloc(b, h3, 0, &kv));
+    CHECK_OK(cua_free(kv));
+    CHECK_OK(cua_headroom(12, &h0));
+    CHECK(h0 == 0); /* no arena on device 12 */
+    CHECK_ST(cua_headroom(11, NULL), CUA_ERR_INVALID_ARG);
+    CHECK_OK(cua_arena_destroy(a, CUA_DESTROY_FORCE));
+    CHECK_OK(cua_arena_destroy(b, CUA_DESTROY_FORCE));
+    CHECK_OK(cua_backend_destroy(bk));
+}
