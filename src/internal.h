@@ -51,6 +51,11 @@ cua_status _cua_error(cua_status status, const char *fmt, ...)
 cua_status _cua_error_wrap(cua_status status, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
+/** snprintf into buf at offset *len; *len grows by what was (or, past cap,
+ *  would have been) written, so a cut text still tells the length it needs. */
+void _cua_put(char *buf, size_t cap, size_t *len, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
 /** Format a byte count for messages ("1.5 MiB") into buf (at least 32 bytes). */
 const char *_cua_fmt_bytes(char *buf, size_t cap, uint64_t bytes);
 

@@ -14,7 +14,6 @@
 #include "arena.h"
 
 #include <inttypes.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -172,18 +171,6 @@ cua_status cua_headroom(int device, size_t *out)
     return st;
 }
 
-/* snprintf into buf at *len; *len counts what would have been written past cap. */
-static void put(char *buf, size_t cap, size_t *len, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-static void put(char *buf, size_t cap, size_t *len, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    int k = vsnprintf(*len < cap ? buf + *len : NULL, *len < cap ? cap - *len : 0, fmt, ap);
-    va_end(ap);
-    if (k > 0) *len += (size_t)k;
-}
-
 cua_status cua_device_report_json(int device, char *buf, size_t cap, size_t *len)
 {
     if (!len || (!buf && cap) || device < 0)
@@ -202,7 +189,7 @@ cua_status cua_device_report_json(int device, char *buf, size_t cap, size_t *len
     }
     uint64_t used = s.driver_total - s.driver_free;
     uint64_t unaccounted = used > s.mapped ? used - s.mapped : 0;
-    put(buf, cap, len,
+    _cua_put(buf, cap, len,
         "{\"device\":%d,\"driver_free_bytes\":%zu,\"driver_total_bytes\":%zu,"
         "\"driver_used_bytes\":%" PRIu64 ",\"mapped_bytes\":%" PRIu64 ",\"live_bytes\":%" PRIu64
         ",\"cached_bytes\":%" PRIu64 ",\"unaccounted_bytes\":%" PRIu64
@@ -219,12 +206,12 @@ cua_status cua_device_report_json(int device, char *buf, size_t cap, size_t *len
             break;
         }
         if (cua_arena_stats_json(v[i], one, need + 64, &got) == CUA_OK && got < need + 64) {
-            put(buf, cap, len, "%s%s", first ? "" : ",", one);
+            _cua_put(buf, cap, len, "%s%s", first ? "" : ",", one);
             first = false;
         }
         free(one);
     }
-    put(buf, cap, len, "]}");
+    _cua_put(buf, cap, len, "]}");
     free(v);
     return st;
 }

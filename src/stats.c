@@ -70,10 +70,7 @@ void _cua_stats_read(const cua_arena *a, cua_stats *out)
         out->free_bytes ? 1.0 - (double)out->largest_free_bytes / (double)out->free_bytes : 0.0;
 }
 
-/* snprintf into buf at *len, counting what would have been written past cap. */
-static void put(char *buf, size_t cap, size_t *len, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-static void put(char *buf, size_t cap, size_t *len, const char *fmt, ...)
+void _cua_put(char *buf, size_t cap, size_t *len, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -85,27 +82,27 @@ static void put(char *buf, size_t cap, size_t *len, const char *fmt, ...)
 static void put_calls(char *buf, size_t cap, size_t *len, const char *key,
                       const uint64_t *v)
 {
-    put(buf, cap, len, ",\"%s\":{", key);
+    _cua_put(buf, cap, len, ",\"%s\":{", key);
     for (int k = 0; k < CUA_CALL_COUNT; k++)
-        put(buf, cap, len, "%s\"%s\":%llu", k ? "," : "", cua_call_name((cua_call)k),
+        _cua_put(buf, cap, len, "%s\"%s\":%llu", k ? "," : "", cua_call_name((cua_call)k),
             (unsigned long long)v[k]);
-    put(buf, cap, len, "}");
+    _cua_put(buf, cap, len, "}");
 }
 
 /* Names come from users: keep JSON valid whatever they hold. */
 static void put_string(char *buf, size_t cap, size_t *len, const char *s)
 {
-    put(buf, cap, len, "\"");
+    _cua_put(buf, cap, len, "\"");
     for (; *s; s++) {
         unsigned char c = (unsigned char)*s;
         if (c == '"' || c == '\\')
-            put(buf, cap, len, "\\%c", c);
+            _cua_put(buf, cap, len, "\\%c", c);
         else if (c < 0x20)
-            put(buf, cap, len, "\\u%04x", c);
+            _cua_put(buf, cap, len, "\\u%04x", c);
         else
-            put(buf, cap, len, "%c", c);
+            _cua_put(buf, cap, len, "%c", c);
     }
-    put(buf, cap, len, "\"");
+    _cua_put(buf, cap, len, "\"");
 }
 
 size_t _cua_stats_json(const cua_stats *s, const char *name, int device, const char *backend,
@@ -113,17 +110,17 @@ size_t _cua_stats_json(const cua_stats *s, const char *name, int device, const c
 {
     size_t len = 0;
     if (cap) buf[0] = 0;
-    put(buf, cap, &len, "{\"name\":");
+    _cua_put(buf, cap, &len, "{\"name\":");
     put_string(buf, cap, &len, name);
-    put(buf, cap, &len, ",\"device\":%d,\"backend\":", device);
+    _cua_put(buf, cap, &len, ",\"device\":%d,\"backend\":", device);
     put_string(buf, cap, &len, backend);
-#define X(field) put(buf, cap, &len, ",\"" #field "\":%llu", (unsigned long long)s->field);
+#define X(field) _cua_put(buf, cap, &len, ",\"" #field "\":%llu", (unsigned long long)s->field);
     CUA_STATS_U64(X)
 #undef X
-    put(buf, cap, &len, ",\"mapped_over_live\":%.6f,\"free_fragmentation\":%.6f",
+    _cua_put(buf, cap, &len, ",\"mapped_over_live\":%.6f,\"free_fragmentation\":%.6f",
         s->mapped_over_live, s->free_fragmentation);
     put_calls(buf, cap, &len, "calls", s->calls);
     put_calls(buf, cap, &len, "call_ns", s->call_ns);
-    put(buf, cap, &len, "}");
+    _cua_put(buf, cap, &len, "}");
     return len;
 }
