@@ -70,6 +70,24 @@ static size_t nranges, cap_ranges;
 static _Atomic size_t nranges_hint; /* lets the radix path skip the lock when there are none */
 static pthread_rwlock_t ranges_lock = PTHREAD_RWLOCK_INITIALIZER;
 
+/* The driver placed a segment where a destroyed arena's range was: that
+ * address space is someone else's now, so the tombstone must stop answering
+ * for it (after the segment is freed, its pointers are simply unknown, not
+ * "of a destroyed arena"). Only entries of arenas no longer alive go. */
+static void forget_tombstones(uintptr_t base, size_t size)
+{
+    pthread_mutex_lock(&addrmap_lock);
+    for (uintptr_t g = granule(base); g <= granule(base + size - 1); g++) {
+        if (g >> (LEAF_BITS + TOP_BITS)) break;
+        leaf *l = atomic_load(&top[g >> LEAF_BITS]);
+        if (!l) continue;
+        _Atomic(cua_arena *) *slot = &l->slot[g & ((1u << LEAF_BITS) - 1)];
+        cua_arena *old = atomic_load(slot);
+        if (old && !atomic_load(&old->alive)) atomic_compare_exchange_strong(slot, &old, NULL);
+    }
+    pthread_mutex_unlock(&addrmap_lock);
+}
+
 /* Index of the first range with base >= addr. */
 static size_t range_lower_bound(uintptr_t addr)
 {
@@ -98,6 +116,7 @@ cua_status _cua_addrmap_insert_range(uintptr_t base, size_t size, cua_arena *a)
         atomic_store(&nranges_hint, nranges);
     }
     pthread_rwlock_unlock(&ranges_lock);
+    if (st == CUA_OK) forget_tombstones(base, size);
     return st;
 }
 
