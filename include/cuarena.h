@@ -452,6 +452,45 @@ CUA_API cua_status cua_arena_reset_peaks(cua_arena *arena);
 CUA_API cua_status cua_arena_stats_json(cua_arena *arena, char *buf, size_t cap, size_t *len);
 
 /* ------------------------------------------------------------------------ */
+/* Arena events: a callback for engines that log what their memory does      */
+/* ------------------------------------------------------------------------ */
+
+/** What happened to an arena. */
+typedef enum cua_arena_event_kind {
+    CUA_ARENA_CREATED = 0,     /**< cua_arena_create() made it */
+    CUA_ARENA_DESTROYED,       /**< cua_arena_destroy() gave everything back */
+    CUA_ARENA_TRIMMED,         /**< pages went back to the driver: `bytes`, `reason` */
+    CUA_ARENA_OUT_OF_MEMORY,   /**< an allocation of `bytes` failed: `reason` */
+} cua_arena_event_kind;
+
+/** One event, valid only during the callback. */
+typedef struct cua_arena_event {
+    cua_arena_event_kind kind;
+    cua_arena *arena;          /**< the arena (after DESTROYED its handle names it only) */
+    const char *name;          /**< its name */
+    int device;                /**< its device */
+    uint64_t bytes;            /**< TRIMMED: bytes unmapped; OUT_OF_MEMORY: bytes asked */
+    /** TRIMMED: "trim" (asked for), "release_threshold", "footprint_cap",
+     *  "limit", "out_of_memory" (given back before failing); OUT_OF_MEMORY:
+     *  "limit" or "device"; otherwise "". */
+    const char *reason;
+    uint64_t mapped_bytes;     /**< the arena's mapped bytes after the event */
+    uint64_t live_bytes;       /**< the arena's live bytes after the event */
+} cua_arena_event;
+
+/** The callback: `user` is what was given with it. */
+typedef void (*cua_arena_event_fn)(const cua_arena_event *event, void *user);
+
+/**
+ * Set the process's arena-event callback (fn NULL: none). It runs on the
+ * thread whose call caused the event, after that call has released the
+ * arena's lock and before it returns, so it may call cuarena (the caller's
+ * cua_last_error() is kept). Several trims in one call of the same reason
+ * may arrive as one event. Returns CUA_OK.
+ */
+CUA_API cua_status cua_set_event_callback(cua_arena_event_fn fn, void *user);
+
+/* ------------------------------------------------------------------------ */
 /* The arenas of a device: enumerate, find, report, headroom                 */
 /* ------------------------------------------------------------------------ */
 

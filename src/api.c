@@ -26,8 +26,13 @@ static cua_status enter(cua_arena *a)
     return CUA_OK;
 }
 
+/* Release the lock; events the call queued go to the callback after it. */
 static inline cua_status leave(cua_arena *a, cua_status st)
 {
+    if (CUA_UNLIKELY(a->nevents != 0)) {
+        _cua_events_deliver(a);
+        return st;
+    }
     _cua_unlock(&a->lock);
     return st;
 }
@@ -166,6 +171,7 @@ cua_status cua_arena_create(const cua_arena_config *cfg, cua_arena **out)
         return st;
     }
     *out = a;
+    _cua_event_now(a, CUA_ARENA_CREATED);
     return CUA_OK;
 }
 
@@ -175,7 +181,10 @@ cua_status cua_arena_destroy(cua_arena *a, unsigned flags)
     cua_status st = enter(a);
     if (st != CUA_OK) return st;
     st = _cua_arena_destroy_locked(a, flags);
-    if (st != CUA_ERR_BUSY) _cua_registry_drop_default(a);
+    if (st != CUA_ERR_BUSY) {
+        _cua_registry_drop_default(a);
+        _cua_arena_event(a, CUA_ARENA_DESTROYED, "", 0);
+    }
     return leave(a, st);
 }
 

@@ -119,7 +119,8 @@ cua_status _cua_arena_create(const cua_arena_config *cfg_in, cua_arena **out)
 /* Unmap up to `want` bytes of idle chunks that no stream can still be using.
  * blocking: wait for streams and pending blocks first, so every idle chunk
  * qualifies. */
-static cua_status trim_idle(cua_arena *a, uint64_t want, bool blocking, uint64_t *released)
+static cua_status trim_idle(cua_arena *a, uint64_t want, bool blocking, const char *reason,
+                            uint64_t *released)
 {
     *released = 0;
     cua_status st = CUA_OK;
@@ -131,6 +132,7 @@ static cua_status trim_idle(cua_arena *a, uint64_t want, bool blocking, uint64_t
     if (*released) {
         a->trim_count++;
         a->trimmed_bytes += *released;
+        _cua_arena_event(a, CUA_ARENA_TRIMMED, reason, *released);
     }
     return st;
 }
@@ -141,7 +143,7 @@ cua_status _cua_arena_trim_locked(cua_arena *a, uint64_t keep, uint64_t *release
     *released = 0;
     if (a->streams.pending) _cua_stream_poll_pending(a, false, &st);
     if (a->seg.idle_bytes <= keep) return CUA_OK;
-    return trim_idle(a, a->seg.idle_bytes - keep, true, released);
+    return trim_idle(a, a->seg.idle_bytes - keep, true, "trim", released);
 }
 
 /* Pages that streams may still use stay until a later call finds them safe. */
@@ -149,7 +151,7 @@ static cua_status apply_release_threshold(cua_arena *a)
 {
     uint64_t thr = a->cfg.release_threshold, released;
     if (a->seg.idle_bytes <= thr) return CUA_OK;
-    return trim_idle(a, a->seg.idle_bytes - thr, false, &released);
+    return trim_idle(a, a->seg.idle_bytes - thr, false, "release_threshold", &released);
 }
 
 /* ---- growth -------------------------------------------------------------------------- */
@@ -182,9 +184,10 @@ static cua_status make_room(cua_arena *a, uint64_t need)
         mapped + need > a->footprint_hw + slack(a))
         over = _cua_max(over, mapped + need - a->footprint_hw);
     if (over == 0) return CUA_OK;
-    cua_status st = trim_idle(a, over, false, &released);
+    cua_status st = trim_idle(a, over, false, over_limit(a, need) ? "limit" : "footprint_cap",
+                              &released);
     if (st == CUA_OK && over_limit(a, need) && a->seg.idle_bytes)
-        st = trim_idle(a, a->seg.mapped_bytes + need - a->cfg.limit, true, &released);
+        st = trim_idle(a, a->seg.mapped_bytes + need - a->cfg.limit, true, "limit", &released);
     if (st != CUA_OK) return st;
     return over_limit(a, need) ? CUA_ERR_LIMIT : CUA_OK;
 }
@@ -231,7 +234,7 @@ static cua_status grow_kept(cua_arena *a, cua_block *b, uint64_t missing)
     if (st == CUA_ERR_OUT_OF_MEMORY && (a->seg.idle_bytes || a->seg.kept.n)) {
         uint64_t released; /* the device is full: give back the cache and try once more */
         _cua_seg_keep_handles(&a->seg, false);
-        if (trim_idle(a, a->seg.idle_bytes, true, &released) == CUA_OK)
+        if (trim_idle(a, a->seg.idle_bytes, true, "out_of_memory", &released) == CUA_OK)
             st = _cua_seg_map(&a->seg, b->off, b->size);
     }
     if (st != CUA_OK) return st;
@@ -317,12 +320,16 @@ cua_status _cua_arena_alloc_locked(cua_arena *a, size_t size, cua_stream stream,
         cua_status ws;
         uint64_t released;
         _cua_stream_poll_pending(a, true, &ws);
-        trim_idle(a, a->seg.idle_bytes, true, &released);
+        trim_idle(a, a->seg.idle_bytes, true, "out_of_memory", &released);
         st = alloc_once(a, tag, asize, &b);
     }
     if (st != CUA_OK) {
         a->oom_count++;
-        if (st == CUA_ERR_LIMIT || st == CUA_ERR_OUT_OF_MEMORY) oom_report(a, st, size, stream);
+        if (st == CUA_ERR_LIMIT || st == CUA_ERR_OUT_OF_MEMORY) {
+            oom_report(a, st, size, stream);
+            _cua_arena_event(a, CUA_ARENA_OUT_OF_MEMORY, st == CUA_ERR_LIMIT ? "limit" : "device",
+                             size);
+        }
         return st;
     }
     b->req = size;
@@ -435,7 +442,7 @@ cua_status _cua_arena_set_limit_locked(cua_arena *a, size_t limit)
     a->cfg.limit = limit;
     if (!limit || a->seg.mapped_bytes <= limit) return CUA_OK;
     uint64_t released;
-    return trim_idle(a, a->seg.mapped_bytes - limit, true, &released);
+    return trim_idle(a, a->seg.mapped_bytes - limit, true, "limit", &released);
 }
 
 cua_status _cua_arena_set_release_locked(cua_arena *a, size_t bytes)

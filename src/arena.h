@@ -12,6 +12,7 @@
 #include "segment.h"
 
 #define CUA_ARENA_MAGIC 0x41524e41u /* "ARNA" */
+#define CUA_ARENA_EVENTS 8          /* events one call may queue (more merge) */
 #define CUA_NAME_CAP 64
 
 /* One stream that used the arena; its index in the table is its heap tag
@@ -61,6 +62,9 @@ struct cua_arena {
     uint64_t seq;            /* free sequence: +1 per free */
     uint64_t top_used;       /* highest end of any block ever handed out */
     uint64_t footprint_hw;   /* the demand peak: most bytes mapped with no cache left */
+    /* Events of the current call, delivered after the lock is released (api.c). */
+    cua_arena_event events[CUA_ARENA_EVENTS];
+    unsigned nevents;
     /* statistics (stats.c reads them) */
     uint64_t live_bytes, live_blocks, allocated_bytes;
     uint64_t peak_live, peak_mapped;
@@ -120,6 +124,15 @@ size_t _cua_stats_json(const cua_stats *s, const char *name, int device, const c
 
 /* check.c */
 cua_status _cua_arena_check_locked(cua_arena *a);
+
+/* Queue an event of this call (lock held); a full queue merges it into the
+ * last one. Delivered by _cua_events_deliver once the lock is released. */
+void _cua_arena_event(cua_arena *a, cua_arena_event_kind kind, const char *reason,
+                      uint64_t bytes);
+/* Unlock the arena and hand its queued events to the callback. */
+void _cua_events_deliver(cua_arena *a);
+/* Deliver one event now (no lock held). */
+void _cua_event_now(cua_arena *a, cua_arena_event_kind kind);
 
 /* registry.c: every arena ever created (tombstones too), and the default
  * arena of each device. _cua_registry_default returns the device's default,

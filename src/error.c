@@ -37,6 +37,16 @@ const char *cua_status_name(cua_status status)
 
 const char *cua_last_error(void) { return tl_msg; }
 
+void _cua_error_stash(char *buf, size_t cap)
+{
+    snprintf(buf, cap, "%s", tl_msg);
+}
+
+void _cua_error_restore(const char *buf)
+{
+    snprintf(tl_msg, sizeof tl_msg, "%s", buf);
+}
+
 static void vset(const char *fmt, va_list ap, const char *keep)
 {
     vsnprintf(tl_msg, CUA_MSG_CAP, fmt, ap);

@@ -56,6 +56,11 @@ cua_status _cua_error_wrap(cua_status status, const char *fmt, ...)
 void _cua_put(char *buf, size_t cap, size_t *len, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
+/** Copy the thread's message out (cap bytes at most) and back, around code
+ *  that may set another one (user callbacks). */
+void _cua_error_stash(char *buf, size_t cap);
+void _cua_error_restore(const char *buf);
+
 /** Format a byte count for messages ("1.5 MiB") into buf (at least 32 bytes). */
 const char *_cua_fmt_bytes(char *buf, size_t cap, uint64_t bytes);
 

@@ -172,3 +172,79 @@ TEST(headroom_counts_driver_free_and_what_trim_returns)
     CHECK_OK(cua_arena_destroy(b, CUA_DESTROY_FORCE));
     CHECK_OK(cua_backend_destroy(bk));
 }
+
+/* ---- events ---------------------------------------------------------------------- */
+
+typedef struct seen {
+    cua_arena_event ev[32];
+    char reason[32][32];
+    int n;
+    uint64_t stats_live; /* what a cuarena call from inside the callback read */
+    int stats_ok;
+} seen;
+
+static void record(const cua_arena_event *e, void *user)
+{
+    seen *s = user;
+    if (s->n < 32) {
+        s->ev[s->n] = *e;
+        snprintf(s->reason[s->n], sizeof s->reason[0], "%s", e->reason);
+        s->n++;
+    }
+    /* The arena's lock is not held: asking it about itself must work. */
+    cua_stats st;
+    if (e->kind != CUA_ARENA_DESTROYED && cua_arena_get_stats(e->arena, &st) == CUA_OK) {
+        s->stats_ok++;
+        s->stats_live = st.live_bytes;
+    }
+    cua_arena_check(NULL); /* sets this thread's message: the caller's must survive */
+}
+
+static int count(const seen *s, cua_arena_event_kind k, const char *reason)
+{
+    int n = 0;
+    for (int i = 0; i < s->n; i++)
+        if (s->ev[i].kind == k && (!reason || !strcmp(s->reason[i], reason))) n++;
+    return n;
+}
+
+TEST(events_reach_the_callback_outside_the_lock)
+{
+    static seen s;
+    memset(&s, 0, sizeof s);
+    CHECK_OK(cua_set_event_callback(record, &s));
+    cua_backend *bk = make_backend();
+    CHECK(bk);
+    cua_arena *a = make(bk, "events", 13);
+    CHECK(a);
+    CHECK(s.n == 1 && s.ev[0].kind == CUA_ARENA_CREATED && s.ev[0].arena == a &&
+          !strcmp(s.ev[0].name, "events") && s.ev[0].device == 13);
+    void *p, *q;
+    CHECK_OK(cua_arena_alloc(a, 8 * MiB, 0, &p));
+    CHECK_OK(cua_free(p));
+    CHECK_OK(cua_arena_trim(a, 0, NULL));
+    CHECK(count(&s, CUA_ARENA_TRIMMED, "trim") == 1);
+    CHECK(s.ev[s.n - 1].bytes == 8 * MiB && s.ev[s.n - 1].mapped_bytes == 0);
+    /* Over the limit: the out-of-memory event, and the caller's message intact
+     * although the callback set another one. */
+    CHECK_OK(cua_arena_set_limit(a, 4 * MiB));
+    CHECK_ST(cua_arena_alloc(a, 6 * MiB, 0, &q), CUA_ERR_LIMIT);
+    CHECK(strstr(cua_last_error(), "limit") != NULL);
+    CHECK(count(&s, CUA_ARENA_OUT_OF_MEMORY, "limit") == 1);
+    CHECK(s.ev[s.n - 1].bytes == 6 * MiB);
+    /* A release threshold of 0: the free gives its pages back at once. */
+    CHECK_OK(cua_arena_set_limit(a, 0));
+    CHECK_OK(cua_arena_set_release_threshold(a, 0));
+    CHECK_OK(cua_arena_alloc(a, 2 * MiB, 0, &q));
+    CHECK_OK(cua_free(q));
+    CHECK(count(&s, CUA_ARENA_TRIMMED, "release_threshold") == 1);
+    CHECK(s.stats_ok >= 3 && s.stats_live == 0);
+    CHECK_OK(cua_arena_destroy(a, 0));
+    CHECK(s.ev[s.n - 1].kind == CUA_ARENA_DESTROYED && s.ev[s.n - 1].arena == a);
+    CHECK_OK(cua_set_event_callback(NULL, NULL));
+    int n = s.n;
+    cua_arena *b = make(bk, "quiet", 13);
+    CHECK(b && s.n == n); /* no callback: nothing */
+    CHECK_OK(cua_arena_destroy(b, 0));
+    CHECK_OK(cua_backend_destroy(bk));
+}
