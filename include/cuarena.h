@@ -263,6 +263,18 @@ typedef struct cua_arena_config {
      *  footprint cap swaps cached pages; 0: 1/128 of the peak, at least one
      *  granularity page. */
     size_t growth_slack;
+    /** Bytes kept mapped through trims, for latency: no trim (asked for, by
+     *  the release threshold, the footprint cap or idleness) takes mapped
+     *  bytes below it; only a trim to let an allocation succeed does.
+     *  0 (default): none. Must not exceed a non-zero limit. */
+    size_t floor;
+    /** Order in which cua_trim_idle() and out-of-memory handling take cached
+     *  memory from arenas of a device: lower priorities give first. 0 default. */
+    int priority;
+    /** An arena with no alloc or free for this many milliseconds is trimmed
+     *  by cua_trim_idle() (and the janitor) down to its release threshold (all
+     *  of its cache when that is CUA_KEEP_ALL) and its floor. 0: never. */
+    unsigned idle_ms;
     /** CUA_ARENA_* flags. */
     unsigned flags;
 } cua_arena_config;
@@ -358,12 +370,41 @@ CUA_API cua_status cua_arena_trim(cua_arena *arena, size_t keep_bytes, size_t *r
  * Set the arena's limit on mapped bytes (0 = none). A limit under what is
  * mapped now trims the cache; live blocks are never touched, so the arena may
  * stay above the limit until they are freed.
- * Returns CUA_OK, CUA_ERR_INVALID_ARG, CUA_ERR_DESTROYED, CUA_ERR_BACKEND.
+ * Returns CUA_OK, CUA_ERR_INVALID_ARG (also: a limit below the floor),
+ * CUA_ERR_DESTROYED, CUA_ERR_BACKEND.
  */
 CUA_API cua_status cua_arena_set_limit(cua_arena *arena, size_t limit);
 
 /** Set the release threshold (see cua_arena_config). Returns as cua_arena_set_limit. */
 CUA_API cua_status cua_arena_set_release_threshold(cua_arena *arena, size_t bytes);
+
+/**
+ * Set the floor: bytes kept mapped through trims (see cua_arena_config).
+ * Returns CUA_OK, CUA_ERR_INVALID_ARG (a floor above the limit), CUA_ERR_DESTROYED.
+ */
+CUA_API cua_status cua_arena_set_floor(cua_arena *arena, size_t floor);
+
+/**
+ * Trim the arenas of `device` (or CUA_ALL_DEVICES) that have been idle - no
+ * alloc and no free - for their idle_ms or longer, lowest priority first,
+ * each down to its release threshold (all of its cache when that is
+ * CUA_KEEP_ALL) but not below its floor. Idleness is measured between calls
+ * of this function (the fast path reads no clock): call it from an engine's
+ * loop every so often, or start the janitor. *released (may be NULL) gets the
+ * bytes given back. Returns CUA_OK, CUA_ERR_INVALID_ARG, CUA_ERR_BACKEND.
+ */
+CUA_API cua_status cua_trim_idle(int device, size_t *released);
+
+/**
+ * Start the janitor: one thread that calls cua_trim_idle(CUA_ALL_DEVICES)
+ * every period_ms milliseconds until cua_janitor_stop(). cuarena starts no
+ * thread by itself. Returns CUA_OK, CUA_ERR_INVALID_ARG (period 0),
+ * CUA_ERR_BUSY (already running), CUA_ERR_OUT_OF_MEMORY (no thread).
+ */
+CUA_API cua_status cua_janitor_start(unsigned period_ms);
+
+/** Stop the janitor and wait for its thread. Returns CUA_OK (also when none ran). */
+CUA_API cua_status cua_janitor_stop(void);
 
 /** Name the arena was created with. Returns CUA_OK, CUA_ERR_INVALID_ARG, CUA_ERR_DESTROYED. */
 CUA_API cua_status cua_arena_name(cua_arena *arena, const char **name);
@@ -471,7 +512,7 @@ typedef struct cua_arena_event {
     int device;                /**< its device */
     uint64_t bytes;            /**< TRIMMED: bytes unmapped; OUT_OF_MEMORY: bytes asked */
     /** TRIMMED: "trim" (asked for), "release_threshold", "footprint_cap",
-     *  "limit", "out_of_memory" (given back before failing); OUT_OF_MEMORY:
+     *  "limit", "idle", "out_of_memory" (given back before failing); OUT_OF_MEMORY:
      *  "limit" or "device"; otherwise "". */
     const char *reason;
     uint64_t mapped_bytes;     /**< the arena's mapped bytes after the event */

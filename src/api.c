@@ -26,14 +26,9 @@ static cua_status enter(cua_arena *a)
     return CUA_OK;
 }
 
-/* Release the lock; events the call queued go to the callback after it. */
 static inline cua_status leave(cua_arena *a, cua_status st)
 {
-    if (CUA_UNLIKELY(a->nevents != 0)) {
-        _cua_events_deliver(a);
-        return st;
-    }
-    _cua_unlock(&a->lock);
+    _cua_arena_unlock(a);
     return st;
 }
 
@@ -241,6 +236,13 @@ cua_status cua_arena_set_limit(cua_arena *a, size_t limit)
     cua_status st = enter(a);
     if (st != CUA_OK) return st;
     return leave(a, _cua_arena_set_limit_locked(a, limit));
+}
+
+cua_status cua_arena_set_floor(cua_arena *a, size_t floor)
+{
+    cua_status st = enter(a);
+    if (st != CUA_OK) return st;
+    return leave(a, _cua_arena_set_floor_locked(a, floor));
 }
 
 cua_status cua_arena_set_release_threshold(cua_arena *a, size_t bytes)

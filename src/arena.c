@@ -27,6 +27,10 @@ static cua_status check_config(const cua_arena_config *cfg, size_t gran)
                           "chunk_max %zu is not a multiple of the granularity %zu",
                           cfg->chunk_max, gran);
     if (cfg->device < 0) return _cua_error(CUA_ERR_INVALID_ARG, "device %d < 0", cfg->device);
+    if (cfg->limit && cfg->floor > cfg->limit)
+        return _cua_error(CUA_ERR_INVALID_ARG, "floor %zu is above the limit %zu", cfg->floor,
+                          cfg->limit);
+    if (cfg->priority < 0) return _cua_error(CUA_ERR_INVALID_ARG, "priority %d < 0", cfg->priority);
     return CUA_OK;
 }
 
@@ -124,6 +128,9 @@ static cua_status trim_idle(cua_arena *a, uint64_t want, bool blocking, const ch
 {
     *released = 0;
     cua_status st = CUA_OK;
+    uint64_t floor = a->cfg.floor, mapped = a->seg.mapped_bytes;
+    if (floor && strcmp(reason, "out_of_memory") != 0) /* the floor stays, but for an allocation */
+        want = _cua_min(want, mapped > floor ? mapped - floor : 0);
     if (want == 0 || a->seg.idle_bytes == 0) return CUA_OK;
     _cua_stream_reclaim(a, blocking, &st);
     if (st != CUA_OK) return _cua_error_wrap(st, "arena '%s': cannot learn what streams completed",
@@ -439,10 +446,40 @@ cua_status _cua_arena_ptr_info_locked(cua_arena *a, const void *ptr, void **base
 
 cua_status _cua_arena_set_limit_locked(cua_arena *a, size_t limit)
 {
+    if (limit && limit < a->cfg.floor)
+        return _cua_error(CUA_ERR_INVALID_ARG, "arena '%s': limit %zu is below its floor %zu",
+                          a->name, limit, a->cfg.floor);
     a->cfg.limit = limit;
     if (!limit || a->seg.mapped_bytes <= limit) return CUA_OK;
     uint64_t released;
     return trim_idle(a, a->seg.mapped_bytes - limit, true, "limit", &released);
+}
+
+cua_status _cua_arena_trim_if_idle_locked(cua_arena *a, uint64_t now_ns, uint64_t *released)
+{
+    *released = 0;
+    uint64_t ops = a->alloc_count + a->free_count;
+    if (ops != a->idle_seen_ops || !a->idle_since_ns) { /* busy since the last look */
+        a->idle_seen_ops = ops;
+        a->idle_since_ns = now_ns;
+        return CUA_OK;
+    }
+    if (!a->cfg.idle_ms || now_ns - a->idle_since_ns < (uint64_t)a->cfg.idle_ms * 1000000u)
+        return CUA_OK;
+    uint64_t keep = a->cfg.release_threshold == CUA_KEEP_ALL ? 0 : a->cfg.release_threshold;
+    cua_status st = CUA_OK;
+    if (a->streams.pending) _cua_stream_poll_pending(a, false, &st);
+    if (a->seg.idle_bytes <= keep) return CUA_OK;
+    return trim_idle(a, a->seg.idle_bytes - keep, true, "idle", released);
+}
+
+cua_status _cua_arena_set_floor_locked(cua_arena *a, size_t floor)
+{
+    if (a->cfg.limit && floor > a->cfg.limit)
+        return _cua_error(CUA_ERR_INVALID_ARG, "arena '%s': floor %zu is above its limit %zu",
+                          a->name, floor, a->cfg.limit);
+    a->cfg.floor = floor;
+    return CUA_OK;
 }
 
 cua_status _cua_arena_set_release_locked(cua_arena *a, size_t bytes)

@@ -62,6 +62,8 @@ struct cua_arena {
     uint64_t seq;            /* free sequence: +1 per free */
     uint64_t top_used;       /* highest end of any block ever handed out */
     uint64_t footprint_hw;   /* the demand peak: most bytes mapped with no cache left */
+    /* cua_trim_idle's view: the alloc + free count it saw last, and since when. */
+    uint64_t idle_seen_ops, idle_since_ns;
     /* Events of the current call, delivered after the lock is released (api.c). */
     cua_arena_event events[CUA_ARENA_EVENTS];
     unsigned nevents;
@@ -80,6 +82,10 @@ cua_status _cua_arena_free_locked(cua_arena *a, void *ptr);
 cua_status _cua_arena_trim_locked(cua_arena *a, uint64_t keep, uint64_t *released);
 cua_status _cua_arena_set_limit_locked(cua_arena *a, size_t limit);
 cua_status _cua_arena_set_release_locked(cua_arena *a, size_t bytes);
+cua_status _cua_arena_set_floor_locked(cua_arena *a, size_t floor);
+/* If the arena has made no alloc or free since the last look and that is
+ * idle_ms ago, trim it (threshold, floor); else note the time. */
+cua_status _cua_arena_trim_if_idle_locked(cua_arena *a, uint64_t now_ns, uint64_t *released);
 cua_status _cua_arena_record_stream_locked(cua_arena *a, void *ptr, cua_stream stream);
 cua_status _cua_arena_ptr_info_locked(cua_arena *a, const void *ptr, void **base, size_t *size);
 
@@ -133,6 +139,15 @@ void _cua_arena_event(cua_arena *a, cua_arena_event_kind kind, const char *reaso
 void _cua_events_deliver(cua_arena *a);
 /* Deliver one event now (no lock held). */
 void _cua_event_now(cua_arena *a, cua_arena_event_kind kind);
+
+/* Release the arena's lock; events the call queued go to the callback after it. */
+static inline void _cua_arena_unlock(cua_arena *a)
+{
+    if (CUA_UNLIKELY(a->nevents != 0))
+        _cua_events_deliver(a);
+    else
+        _cua_unlock(&a->lock);
+}
 
 /* registry.c: every arena ever created (tombstones too), and the default
  * arena of each device. _cua_registry_default returns the device's default,

@@ -26,6 +26,7 @@
 
 enum opt_kind {
     OPT_INT,  /* an int field, decimal >= 0 */
+    OPT_UINT, /* an unsigned field, decimal */
     OPT_SIZE, /* a size_t field, a byte count (see _cua_parse_size) */
     OPT_FLAG, /* a bit of `flags`, value 0 or 1 */
 };
@@ -33,7 +34,7 @@ enum opt_kind {
 struct option {
     const char *name;
     enum opt_kind kind;
-    size_t offset;         /* OPT_INT, OPT_SIZE: the field in cua_arena_config */
+    size_t offset;         /* OPT_INT, OPT_UINT, OPT_SIZE: the field in cua_arena_config */
     unsigned flag;         /* OPT_FLAG: the CUA_ARENA_* bit */
     bool flag_when_zero;   /* OPT_FLAG: value 0 sets the bit and 1 clears it */
     bool has_unbounded;    /* OPT_SIZE: the words "all" and "none" are accepted */
@@ -67,6 +68,16 @@ static const struct option options[] = {
     {.name = "growth_slack", .kind = OPT_SIZE, .offset = FIELD(growth_slack),
      .syntax = "size", .fallback = "0 (1/128 of the demand peak, at least one page)",
      .help = "bytes mapped past the demand peak before the footprint cap swaps cached pages"},
+    {.name = "floor", .kind = OPT_SIZE, .offset = FIELD(floor),
+     .syntax = "size", .fallback = "0",
+     .help = "bytes kept mapped through trims (not through a trim that lets an allocation succeed)"},
+    {.name = "priority", .kind = OPT_INT, .offset = FIELD(priority),
+     .syntax = "integer >= 0", .fallback = "0",
+     .help = "lower priorities give cached memory first when cua_trim_idle or an out-of-memory "
+             "needs some"},
+    {.name = "idle_ms", .kind = OPT_UINT, .offset = FIELD(idle_ms),
+     .syntax = "milliseconds", .fallback = "0 (never)",
+     .help = "an arena without alloc or free for this long is trimmed by cua_trim_idle"},
     {.name = "check", .kind = OPT_FLAG, .flag = CUA_ARENA_CHECK_ALWAYS,
      .syntax = "0 or 1", .fallback = "0",
      .help = "1: run cua_arena_check() after every alloc, free and trim (slow)"},
@@ -241,16 +252,23 @@ static cua_status bad_value(const struct source *src, const struct option *opt,
                       why);
 }
 
-static cua_status apply_int(const struct source *src, const struct option *opt,
-                            struct span val, cua_arena_config *cfg)
+/* OPT_INT (at most INT_MAX) and OPT_UINT (at most UINT_MAX): a decimal >= 0. */
+static cua_status apply_integer(const struct source *src, const struct option *opt,
+                                struct span val, cua_arena_config *cfg)
 {
     size_t i = 0;
     uint64_t v;
     bool overflow;
-    if (!read_decimal(src->text + val.at, val.len, &i, INT_MAX, &v, &overflow) || i != val.len)
+    uint64_t max = opt->kind == OPT_INT ? (uint64_t)INT_MAX : (uint64_t)UINT_MAX;
+    if (!read_decimal(src->text + val.at, val.len, &i, max, &v, &overflow) || i != val.len)
         return bad_value(src, opt, val, overflow ? "too large" : "not an integer >= 0");
-    int x = (int)v;
-    memcpy((char *)cfg + opt->offset, &x, sizeof x);
+    if (opt->kind == OPT_INT) {
+        int x = (int)v;
+        memcpy((char *)cfg + opt->offset, &x, sizeof x);
+    } else {
+        unsigned x = (unsigned)v;
+        memcpy((char *)cfg + opt->offset, &x, sizeof x);
+    }
     return CUA_OK;
 }
 
@@ -287,7 +305,8 @@ static cua_status apply_option(const struct source *src, const struct option *op
                                struct span val, cua_arena_config *cfg)
 {
     switch (opt->kind) {
-    case OPT_INT: return apply_int(src, opt, val, cfg);
+    case OPT_INT:
+    case OPT_UINT: return apply_integer(src, opt, val, cfg);
     case OPT_SIZE: return apply_size(src, opt, val, cfg);
     case OPT_FLAG: return apply_flag(src, opt, val, cfg);
     }

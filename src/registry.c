@@ -121,6 +121,57 @@ cua_status cua_arena_find(int device, const char *name, cua_arena **out)
                       device == CUA_ALL_DEVICES ? "any device, asked with" : "device", device);
 }
 
+/* ---- idle trim ------------------------------------------------------------------------ */
+
+typedef struct ranked {
+    cua_arena *a;
+    int priority;
+    size_t order;
+} ranked;
+
+static int by_priority(const void *x, const void *y)
+{
+    const ranked *p = x, *q = y;
+    if (p->priority != q->priority) return p->priority < q->priority ? -1 : 1;
+    return (p->order > q->order) - (p->order < q->order);
+}
+
+cua_status cua_trim_idle(int device, size_t *released)
+{
+    if (released) *released = 0;
+    if (device < CUA_ALL_DEVICES)
+        return _cua_error(CUA_ERR_INVALID_ARG, "device %d is not an ordinal or CUA_ALL_DEVICES",
+                          device);
+    cua_arena **v;
+    size_t n;
+    cua_status st = snapshot(device, &v, &n), first = CUA_OK;
+    if (st != CUA_OK) return st;
+    ranked *r = malloc((n ? n : 1) * sizeof *r);
+    if (!r) {
+        free(v);
+        return _cua_error(CUA_ERR_OUT_OF_MEMORY, "no host memory to rank %zu arenas", n);
+    }
+    for (size_t i = 0; i < n; i++) r[i] = (ranked){v[i], v[i]->cfg.priority, i};
+    qsort(r, n, sizeof *r, by_priority);
+    uint64_t now = _cua_now_ns();
+    for (size_t i = 0; i < n; i++) {
+        cua_arena *a = r[i].a;
+        _cua_lock(&a->lock);
+        if (!atomic_load(&a->alive)) {
+            _cua_unlock(&a->lock);
+            continue;
+        }
+        uint64_t got = 0;
+        st = _cua_arena_trim_if_idle_locked(a, now, &got);
+        if (st != CUA_OK && first == CUA_OK) first = st;
+        _cua_arena_unlock(a);
+        if (released) *released += got;
+    }
+    free(r);
+    free(v);
+    return first;
+}
+
 /* ---- the device report and the headroom ------------------------------------------ */
 
 typedef struct device_sums {

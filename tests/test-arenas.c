@@ -5,6 +5,8 @@
  */
 #include "test.h"
 
+#include <time.h>
+
 #define MiB ((size_t)1 << 20)
 
 static cua_backend *make_backend(void)
@@ -16,16 +18,12 @@ static cua_backend *make_backend(void)
     return cua_backend_host_create(&hc, &bk) == CUA_OK ? bk : NULL;
 }
 
+static cua_arena *make_cfg(cua_backend *bk, const char *name, int device, size_t floor,
+                           unsigned idle_ms, int priority);
+
 static cua_arena *make(cua_backend *bk, const char *name, int device)
 {
-    cua_arena_config cfg;
-    cua_arena_config_init(&cfg);
-    cfg.name = name;
-    cfg.backend = bk;
-    cfg.device = device;
-    cfg.flags = CUA_ARENA_CHECK_ALWAYS;
-    cua_arena *a = NULL;
-    return cua_arena_create(&cfg, &a) == CUA_OK ? a : NULL;
+    return make_cfg(bk, name, device, 0, 0, 0);
 }
 
 /* Is a in the list of device d? */
@@ -246,5 +244,140 @@ TEST(events_reach_the_callback_outside_the_lock)
     cua_arena *b = make(bk, "quiet", 13);
     CHECK(b && s.n == n); /* no callback: nothing */
     CHECK_OK(cua_arena_destroy(b, 0));
+    CHECK_OK(cua_backend_destroy(bk));
+}
+
+/* ---- floor, idle trim, janitor ------------------------------------------------------ */
+
+static cua_arena *make_cfg(cua_backend *bk, const char *name, int device, size_t floor,
+                           unsigned idle_ms, int priority)
+{
+    cua_arena_config cfg;
+    cua_arena_config_init(&cfg);
+    cfg.name = name;
+    cfg.backend = bk;
+    cfg.device = device;
+    cfg.floor = floor;
+    cfg.idle_ms = idle_ms;
+    cfg.priority = priority;
+    cfg.flags = CUA_ARENA_CHECK_ALWAYS;
+    cua_arena *a = NULL;
+    return cua_arena_create(&cfg, &a) == CUA_OK ? a : NULL;
+}
+
+static uint64_t mapped_of(cua_arena *a)
+{
+    cua_stats s;
+    return cua_arena_get_stats(a, &s) == CUA_OK ? s.mapped_bytes : UINT64_MAX;
+}
+
+TEST(floor_stays_through_trims_but_not_for_an_allocation)
+{
+    cua_backend *bk = make_backend();
+    CHECK(bk);
+    cua_arena *a = make_cfg(bk, "floored", 14, 8 * MiB, 0, 0);
+    CHECK(a);
+    void *p, *q;
+    CHECK_OK(cua_arena_alloc(a, 20 * MiB, 0, &p));
+    CHECK_OK(cua_free(p));
+    size_t released = 0;
+    CHECK_OK(cua_arena_trim(a, 0, &released));
+    CHECK(released == 12 * MiB && mapped_of(a) == 8 * MiB);
+    /* Limits and floors must agree. */
+    CHECK_ST(cua_arena_set_limit(a, 4 * MiB), CUA_ERR_INVALID_ARG);
+    CHECK(strstr(cua_last_error(), "floor") != NULL);
+    CHECK_OK(cua_arena_set_limit(a, 16 * MiB));
+    CHECK_ST(cua_arena_set_floor(a, 32 * MiB), CUA_ERR_INVALID_ARG);
+    CHECK_OK(cua_arena_set_limit(a, 0));
+    /* An allocation that can only succeed with the floor's pages gets them:
+     * the device (256 MiB) is full but for 4 MiB, the kept 8 MiB lie below a
+     * live block, and 12 MiB are asked above it. */
+    cua_arena *other = make_cfg(bk, "other", 14, 0, 0, 0);
+    void *sep, *hog;
+    CHECK(other);
+    CHECK_OK(cua_arena_alloc(a, 2 * MiB, 0, &sep)); /* at 8 MiB, above the kept pages */
+    CHECK(mapped_of(a) == 10 * MiB);
+    CHECK_OK(cua_arena_alloc(other, 242 * MiB, 0, &hog));
+    CHECK_OK(cua_arena_alloc(a, 12 * MiB, 0, &q));
+    CHECK(mapped_of(a) == 14 * MiB); /* the 8 kept went, 12 new came */
+    CHECK_OK(cua_free(q));
+    CHECK_OK(cua_free(sep));
+    CHECK_OK(cua_arena_destroy(other, CUA_DESTROY_FORCE));
+    CHECK_OK(cua_arena_set_floor(a, 0));
+    CHECK_OK(cua_arena_trim(a, 0, NULL));
+    CHECK(mapped_of(a) == 0);
+    cua_arena_config cfg;
+    cua_arena_config_init(&cfg);
+    cfg.backend = bk;
+    cfg.limit = 4 * MiB;
+    cfg.floor = 8 * MiB;
+    cua_arena *bad = NULL;
+    CHECK_ST(cua_arena_create(&cfg, &bad), CUA_ERR_INVALID_ARG);
+    CHECK(bad == NULL);
+    CHECK_OK(cua_arena_destroy(a, 0));
+    CHECK_OK(cua_backend_destroy(bk));
+}
+
+static void sleep_ms(unsigned ms)
+{
+    struct timespec t = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&t, NULL);
+}
+
+TEST(idle_arenas_give_back_their_cache_lowest_priority_first)
+{
+    cua_backend *bk = make_backend();
+    CHECK(bk);
+    cua_arena *busy = make_cfg(bk, "busy", 15, 0, 20, 0);
+    cua_arena *idle = make_cfg(bk, "idle", 15, 4 * MiB, 20, 0);
+    cua_arena *never = make_cfg(bk, "never", 15, 0, 0, 0);
+    CHECK(busy && idle && never);
+    cua_arena *all[3] = {busy, idle, never};
+    void *p;
+    for (int i = 0; i < 3; i++) {
+        CHECK_OK(cua_arena_alloc(all[i], 16 * MiB, 0, &p));
+        CHECK_OK(cua_free(p)); /* 16 MiB cached in each */
+    }
+    size_t released = 0;
+    CHECK_OK(cua_trim_idle(15, &released)); /* the first look only notes the time */
+    CHECK(released == 0);
+    sleep_ms(40);
+    CHECK_OK(cua_arena_alloc(busy, 1 * MiB, 0, &p)); /* busy is not idle */
+    CHECK_OK(cua_trim_idle(15, &released));
+    CHECK(released == 12 * MiB); /* idle, down to its floor */
+    CHECK(mapped_of(idle) == 4 * MiB && mapped_of(busy) == 16 * MiB && mapped_of(never) == 16 * MiB);
+    CHECK_OK(cua_free(p));
+    sleep_ms(40);
+    CHECK_OK(cua_trim_idle(15, &released)); /* busy's free was an op: it looks again */
+    CHECK(released == 0);
+    sleep_ms(40);
+    CHECK_OK(cua_trim_idle(CUA_ALL_DEVICES, &released));
+    CHECK(released == 16 * MiB && mapped_of(busy) == 0);
+    CHECK_ST(cua_trim_idle(-2, &released), CUA_ERR_INVALID_ARG);
+    for (int i = 0; i < 3; i++) CHECK_OK(cua_arena_destroy(all[i], 0));
+    CHECK_OK(cua_backend_destroy(bk));
+}
+
+TEST(janitor_trims_idle_arenas_and_stops)
+{
+    cua_backend *bk = make_backend();
+    CHECK(bk);
+    cua_arena *a = make_cfg(bk, "janitored", 16, 0, 10, 0);
+    CHECK(a);
+    void *p;
+    CHECK_OK(cua_arena_alloc(a, 8 * MiB, 0, &p));
+    CHECK_OK(cua_free(p));
+    CHECK_ST(cua_janitor_start(0), CUA_ERR_INVALID_ARG);
+    CHECK_OK(cua_janitor_start(5));
+    CHECK_ST(cua_janitor_start(5), CUA_ERR_BUSY);
+    uint64_t m = 1;
+    for (int i = 0; i < 400 && m; i++) { /* up to 2 s on a slow machine */
+        sleep_ms(5);
+        m = mapped_of(a);
+    }
+    CHECK_OK(cua_janitor_stop());
+    CHECK_OK(cua_janitor_stop()); /* twice is fine */
+    CHECK(m == 0);
+    CHECK_OK(cua_arena_destroy(a, 0));
     CHECK_OK(cua_backend_destroy(bk));
 }

@@ -22,6 +22,9 @@ static cua_arena_config marked_config(void)
     cfg.va_size = 3333 * 512;
     cfg.chunk_max = 4444 * 512;
     cfg.growth_slack = 5555 * 512;
+    cfg.floor = 6666 * 512;
+    cfg.priority = 3;
+    cfg.idle_ms = 77;
     cfg.flags = CUA_ARENA_CHECK_ALWAYS;
     return cfg;
 }
@@ -31,7 +34,8 @@ static int same_config(const cua_arena_config *a, const cua_arena_config *b)
     return a->name == b->name && a->backend == b->backend && a->device == b->device &&
            a->limit == b->limit && a->release_threshold == b->release_threshold &&
            a->va_size == b->va_size && a->chunk_max == b->chunk_max &&
-           a->growth_slack == b->growth_slack && a->flags == b->flags;
+           a->growth_slack == b->growth_slack && a->floor == b->floor &&
+           a->priority == b->priority && a->idle_ms == b->idle_ms && a->flags == b->flags;
 }
 
 /* Parse `text` into a fresh default config and return its limit via *out. */
@@ -73,6 +77,7 @@ TEST(defaults)
     CHECK(cfg.va_size == 0);
     CHECK(cfg.chunk_max == 0);
     CHECK(cfg.growth_slack == 0);
+    CHECK(cfg.floor == 0 && cfg.priority == 0 && cfg.idle_ms == 0);
     CHECK(cfg.flags == 0);
     cua_arena_config_init(NULL); /* does nothing */
 }
@@ -107,6 +112,14 @@ TEST(every_key)
     CHECK(cfg.device == 0);
     CHECK_OK(cua_config_parse("device:2147483647", &cfg));
     CHECK(cfg.device == 2147483647);
+    CHECK_OK(cua_config_parse("floor:1G,priority:5,idle_ms:2000", &cfg));
+    CHECK(cfg.floor == (size_t)1 << 30 && cfg.priority == 5 && cfg.idle_ms == 2000);
+    CHECK_OK(cua_config_parse("idle_ms:4294967295", &cfg));
+    CHECK(cfg.idle_ms == 4294967295u);
+    CHECK(refused("idle_ms:4294967296", "too large"));
+    CHECK(refused("idle_ms:-1", "idle_ms"));
+    CHECK(refused("priority:x", "priority"));
+    CHECK(refused("floor:all", "floor"));
 }
 
 TEST(parse_keeps_other_fields)
@@ -209,7 +222,7 @@ TEST(unknown_key)
     /* a good item before the bad one is not applied either */
     CHECK(refused("limit:8G,device:1,foo:1", "foo"));
     /* the list of known keys names every key */
-    CHECK(refused("x:1", "growth_slack, check, footprint_cap, vmm"));
+    CHECK(refused("x:1", "growth_slack, floor, priority, idle_ms, check, footprint_cap, vmm"));
 }
 
 TEST(missing_value)
