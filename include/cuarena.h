@@ -264,9 +264,10 @@ typedef struct cua_arena_config {
      *  granularity page. */
     size_t growth_slack;
     /** Bytes kept mapped through trims, for latency: no trim (asked for, by
-     *  the release threshold, the footprint cap or idleness) takes mapped
-     *  bytes below it; only a trim to let an allocation succeed does.
-     *  0 (default): none. Must not exceed a non-zero limit. */
+     *  the release threshold, the footprint cap, idleness, or another arena's
+     *  shortage) takes mapped bytes below it; only a trim that lets an
+     *  allocation in this arena succeed does. 0 (default): none. Must not
+     *  exceed a non-zero limit. */
     size_t floor;
     /** Order in which cua_trim_idle() and out-of-memory handling take cached
      *  memory from arenas of a device: lower priorities give first. 0 default. */
@@ -512,7 +513,8 @@ typedef struct cua_arena_event {
     int device;                /**< its device */
     uint64_t bytes;            /**< TRIMMED: bytes unmapped; OUT_OF_MEMORY: bytes asked */
     /** TRIMMED: "trim" (asked for), "release_threshold", "footprint_cap",
-     *  "limit", "idle", "out_of_memory" (given back before failing); OUT_OF_MEMORY:
+     *  "limit", "idle", "out_of_memory" (given back before failing), "pressure"
+     *  (given back for another arena of the device); OUT_OF_MEMORY:
      *  "limit" or "device"; otherwise "". */
     const char *reason;
     uint64_t mapped_bytes;     /**< the arena's mapped bytes after the event */
@@ -530,6 +532,41 @@ typedef void (*cua_arena_event_fn)(const cua_arena_event *event, void *user);
  * may arrive as one event. Returns CUA_OK.
  */
 CUA_API cua_status cua_set_event_callback(cua_arena_event_fn fn, void *user);
+
+/* ------------------------------------------------------------------------ */
+/* Out of memory: what cuarena does before it fails                          */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * When an allocation finds no device memory, its arena waits for its streams,
+ * gives back its own cache and retries; then the device's other arenas give
+ * cached memory, lowest priority first and only as much as the request needs
+ * (never every cache at once: that is the latency spike users complain of);
+ * then the eviction callbacks run, lowest priority first, until enough is
+ * free; then it retries once more. Only then it fails, with a message that
+ * names what was asked, the driver's free memory, each arena of the device
+ * (live / mapped / trimmable / largest free block) and a verdict:
+ * "fragmentation" (enough free memory in total, no place for the request) or
+ * "exhaustion" (not enough anywhere).
+ */
+
+/** An eviction callback: free what you can on `device` (cua_free, destroy or
+ *  offload an arena, release other libraries' memory); `bytes_needed` is
+ *  what is still missing. Return the bytes you freed (a hint; cuarena asks
+ *  the driver). Called with no cuarena lock held. */
+typedef size_t (*cua_evict_fn)(int device, size_t bytes_needed, void *user);
+
+/**
+ * Register an eviction callback with a priority (lower runs first; equal ones
+ * in the order registered). At most 16.
+ * Returns CUA_OK, CUA_ERR_INVALID_ARG (fn NULL, or already registered with
+ * this user), CUA_ERR_BUSY (16 registered).
+ */
+CUA_API cua_status cua_add_evict_callback(cua_evict_fn fn, void *user, int priority);
+
+/** Remove a callback registered with this fn and user. Returns CUA_OK,
+ *  CUA_ERR_NOT_FOUND. */
+CUA_API cua_status cua_remove_evict_callback(cua_evict_fn fn, void *user);
 
 /* ------------------------------------------------------------------------ */
 /* The arenas of a device: enumerate, find, report, headroom                 */

@@ -189,7 +189,16 @@ cua_status cua_arena_alloc(cua_arena *a, size_t size, cua_stream stream, void **
     *out = NULL;
     cua_status st = enter(a);
     if (st != CUA_OK) return st;
-    return leave(a, _cua_arena_alloc_locked(a, size, stream, out));
+    st = _cua_arena_alloc_locked(a, size, stream, false, out);
+    if (CUA_LIKELY(st != CUA_ERR_OUT_OF_MEMORY)) return leave(a, st);
+    /* The device is full: other arenas and the eviction callbacks first
+     * (without this arena's lock: they take their own), then once more. */
+    leave(a, st);
+    _cua_pressure_relieve(a, size); /* retried either way: streams may have completed meanwhile */
+    if ((st = enter(a)) != CUA_OK) return st;
+    st = leave(a, _cua_arena_alloc_locked(a, size, stream, true, out));
+    if (st == CUA_ERR_OUT_OF_MEMORY) _cua_pressure_report(a, size);
+    return st;
 }
 
 cua_status cua_free(void *ptr)

@@ -308,7 +308,8 @@ static cua_status alloc_once(cua_arena *a, uint32_t tag, uint64_t asize, cua_blo
     return CUA_OK;
 }
 
-cua_status _cua_arena_alloc_locked(cua_arena *a, size_t size, cua_stream stream, void **out)
+cua_status _cua_arena_alloc_locked(cua_arena *a, size_t size, cua_stream stream, bool final,
+                                   void **out)
 {
     size_t asize;
     if (size == 0) return _cua_error(CUA_ERR_INVALID_ARG, "cannot allocate 0 bytes");
@@ -330,6 +331,7 @@ cua_status _cua_arena_alloc_locked(cua_arena *a, size_t size, cua_stream stream,
         trim_idle(a, a->seg.idle_bytes, true, "out_of_memory", &released);
         st = alloc_once(a, tag, asize, &b);
     }
+    if (st == CUA_ERR_OUT_OF_MEMORY && !final) return st; /* the caller asks the others first */
     if (st != CUA_OK) {
         a->oom_count++;
         if (st == CUA_ERR_LIMIT || st == CUA_ERR_OUT_OF_MEMORY) {
@@ -471,6 +473,11 @@ cua_status _cua_arena_trim_if_idle_locked(cua_arena *a, uint64_t now_ns, uint64_
     if (a->streams.pending) _cua_stream_poll_pending(a, false, &st);
     if (a->seg.idle_bytes <= keep) return CUA_OK;
     return trim_idle(a, a->seg.idle_bytes - keep, true, "idle", released);
+}
+
+cua_status _cua_arena_trim_for_pressure_locked(cua_arena *a, uint64_t want, uint64_t *released)
+{
+    return trim_idle(a, want, true, "pressure", released);
 }
 
 cua_status _cua_arena_set_floor_locked(cua_arena *a, size_t floor)

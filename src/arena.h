@@ -77,7 +77,13 @@ struct cua_arena {
 cua_status _cua_arena_create(const cua_arena_config *cfg, cua_arena **out);
 cua_status _cua_arena_destroy_locked(cua_arena *a, unsigned flags);
 
-cua_status _cua_arena_alloc_locked(cua_arena *a, size_t size, cua_stream stream, void **out);
+/* final: a device out-of-memory is the answer (counted, reported, an event);
+ * else it is returned quietly, for the caller to ask other arenas first. */
+cua_status _cua_arena_alloc_locked(cua_arena *a, size_t size, cua_stream stream, bool final,
+                                   void **out);
+/* Give back up to `want` cached bytes for another arena's allocation (the
+ * floor stays). */
+cua_status _cua_arena_trim_for_pressure_locked(cua_arena *a, uint64_t want, uint64_t *released);
 cua_status _cua_arena_free_locked(cua_arena *a, void *ptr);
 cua_status _cua_arena_trim_locked(cua_arena *a, uint64_t keep, uint64_t *released);
 cua_status _cua_arena_set_limit_locked(cua_arena *a, size_t limit);
@@ -149,6 +155,14 @@ static inline void _cua_arena_unlock(cua_arena *a)
         _cua_unlock(&a->lock);
 }
 
+/* pressure.c: before an allocation fails for want of device memory, take
+ * cached memory from the device's other arenas (lowest priority first, only
+ * as much as needed) and call the eviction callbacks; true when that freed
+ * anything. Called with no lock held. After the final failure, add the
+ * device's arenas and the verdict (fragmentation or exhaustion) to the message. */
+bool _cua_pressure_relieve(cua_arena *a, size_t size);
+void _cua_pressure_report(cua_arena *a, size_t size);
+
 /* registry.c: every arena ever created (tombstones too), and the default
  * arena of each device. _cua_registry_default returns the device's default,
  * making `candidate` the default when there is none (NULL: only look). */
@@ -156,6 +170,10 @@ static inline void _cua_arena_unlock(cua_arena *a)
 cua_status _cua_registry_add(cua_arena *a);
 void _cua_registry_drop_default(cua_arena *a);
 cua_arena *_cua_registry_default(int device, cua_arena *candidate);
+/* The arenas alive on device (or all) in a malloc'ed array (NULL, 0: none). */
+cua_status _cua_registry_snapshot(int device, cua_arena ***out, size_t *n);
+/* The same, lowest priority first (creation order among equals). */
+cua_status _cua_registry_by_priority(int device, cua_arena ***out, size_t *n);
 
 /* addrmap.c: the process-wide map from an address to its arena (1 GiB granules). */
 cua_status _cua_addrmap_insert(uintptr_t base, size_t size, cua_arena *a);

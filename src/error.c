@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define CUA_MSG_CAP 1024
+
 
 static _Thread_local char tl_msg[CUA_MSG_CAP];
 

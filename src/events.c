@@ -61,7 +61,7 @@ static void call(const cua_arena_event *evs, unsigned n)
     void *user = cb_user;
     pthread_mutex_unlock(&cb_lock);
     if (!fn) return;
-    char keep[1024];
+    char keep[CUA_MSG_CAP];
     _cua_error_stash(keep, sizeof keep); /* the caller's message survives the callback */
     for (unsigned i = 0; i < n; i++) fn(&evs[i], user);
     _cua_error_restore(keep);

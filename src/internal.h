@@ -56,6 +56,9 @@ cua_status _cua_error_wrap(cua_status status, const char *fmt, ...)
 void _cua_put(char *buf, size_t cap, size_t *len, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
+/** Size of the thread's message buffer (cua_last_error), its end included. */
+#define CUA_MSG_CAP 4096
+
 /** Copy the thread's message out (cap bytes at most) and back, around code
  *  that may set another one (user callbacks). */
 void _cua_error_stash(char *buf, size_t cap);

@@ -74,7 +74,7 @@ static size_t list_alive(int device, cua_arena **out, size_t cap)
 }
 
 /* A snapshot of the device's arenas in a malloc'ed array (NULL and 0 when none). */
-static cua_status snapshot(int device, cua_arena ***out, size_t *n)
+cua_status _cua_registry_snapshot(int device, cua_arena ***out, size_t *n)
 {
     *out = NULL;
     *n = 0;
@@ -121,7 +121,7 @@ cua_status cua_arena_find(int device, const char *name, cua_arena **out)
                       device == CUA_ALL_DEVICES ? "any device, asked with" : "device", device);
 }
 
-/* ---- idle trim ------------------------------------------------------------------------ */
+/* ---- by priority, and idle trim ------------------------------------------------------ */
 
 typedef struct ranked {
     cua_arena *a;
@@ -136,6 +136,24 @@ static int by_priority(const void *x, const void *y)
     return (p->order > q->order) - (p->order < q->order);
 }
 
+cua_status _cua_registry_by_priority(int device, cua_arena ***out, size_t *n)
+{
+    cua_status st = _cua_registry_snapshot(device, out, n);
+    if (st != CUA_OK || *n < 2) return st;
+    ranked *r = malloc(*n * sizeof *r);
+    if (!r) {
+        free(*out);
+        *out = NULL;
+        *n = 0;
+        return _cua_error(CUA_ERR_OUT_OF_MEMORY, "no host memory to rank arenas");
+    }
+    for (size_t i = 0; i < *n; i++) r[i] = (ranked){(*out)[i], (*out)[i]->cfg.priority, i};
+    qsort(r, *n, sizeof *r, by_priority);
+    for (size_t i = 0; i < *n; i++) (*out)[i] = r[i].a;
+    free(r);
+    return CUA_OK;
+}
+
 cua_status cua_trim_idle(int device, size_t *released)
 {
     if (released) *released = 0;
@@ -144,18 +162,11 @@ cua_status cua_trim_idle(int device, size_t *released)
                           device);
     cua_arena **v;
     size_t n;
-    cua_status st = snapshot(device, &v, &n), first = CUA_OK;
+    cua_status st = _cua_registry_by_priority(device, &v, &n), first = CUA_OK;
     if (st != CUA_OK) return st;
-    ranked *r = malloc((n ? n : 1) * sizeof *r);
-    if (!r) {
-        free(v);
-        return _cua_error(CUA_ERR_OUT_OF_MEMORY, "no host memory to rank %zu arenas", n);
-    }
-    for (size_t i = 0; i < n; i++) r[i] = (ranked){v[i], v[i]->cfg.priority, i};
-    qsort(r, n, sizeof *r, by_priority);
     uint64_t now = _cua_now_ns();
     for (size_t i = 0; i < n; i++) {
-        cua_arena *a = r[i].a;
+        cua_arena *a = v[i];
         _cua_lock(&a->lock);
         if (!atomic_load(&a->alive)) {
             _cua_unlock(&a->lock);
@@ -167,7 +178,6 @@ cua_status cua_trim_idle(int device, size_t *released)
         _cua_arena_unlock(a);
         if (released) *released += got;
     }
-    free(r);
     free(v);
     return first;
 }
@@ -215,7 +225,7 @@ cua_status cua_headroom(int device, size_t *out)
     cua_arena **v;
     size_t n;
     device_sums s;
-    cua_status st = snapshot(device, &v, &n);
+    cua_status st = _cua_registry_snapshot(device, &v, &n);
     if (st == CUA_OK) st = device_sums_of(device, v, n, &s);
     free(v);
     if (st == CUA_OK) *out = s.driver_free + (size_t)s.cached;
@@ -232,7 +242,7 @@ cua_status cua_device_report_json(int device, char *buf, size_t cap, size_t *len
     cua_arena **v;
     size_t n;
     device_sums s;
-    cua_status st = snapshot(device, &v, &n);
+    cua_status st = _cua_registry_snapshot(device, &v, &n);
     if (st == CUA_OK) st = device_sums_of(device, v, n, &s);
     if (st != CUA_OK) {
         free(v);

@@ -240,7 +240,7 @@ static cua_status alloc_segment(cua_segment *seg, cua_chunk *c, size_t len)
         st = _cua_error(CUA_ERR_BACKEND, "the backend's alloc returned %#lx, not aligned to %u",
                         (unsigned long)c->addr, CUA_ALIGNMENT);
     if (st != CUA_OK) {
-        char keep[1024];
+        char keep[CUA_MSG_CAP];
         snprintf(keep, sizeof keep, "%s", cua_last_error());
         _cua_bk_free(seg->bk, seg->cs, c->addr, len); /* best effort */
         return _cua_error(st, "%s", keep);
@@ -383,7 +383,7 @@ static cua_status back_chunk(cua_segment *seg, cua_chunk *c, uintptr_t addr, siz
     if (st != CUA_OK) return st;
     st = _cua_bk_map(seg->bk, seg->cs, addr, len, c->handle);
     if (st != CUA_OK) {
-        char keep[1024];
+        char keep[CUA_MSG_CAP];
         snprintf(keep, sizeof keep, "%s", cua_last_error());
         if (reused)
             put_kept(seg, c->handle, len); /* released with the rest of the kept ones */
@@ -461,7 +461,7 @@ cua_status _cua_seg_map(cua_segment *seg, uint64_t off, uint64_t len)
         p = run_end;
     }
     if (st != CUA_OK) {
-        char keep[1024];
+        char keep[CUA_MSG_CAP];
         strncpy(keep, cua_last_error(), sizeof keep - 1);
         keep[sizeof keep - 1] = 0;
         unmap_new(seg, p0, p1, was);

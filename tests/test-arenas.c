@@ -381,3 +381,126 @@ TEST(janitor_trims_idle_arenas_and_stops)
     CHECK_OK(cua_arena_destroy(a, 0));
     CHECK_OK(cua_backend_destroy(bk));
 }
+
+/* ---- out of memory: other arenas, eviction callbacks, the verdict ---------------------- */
+
+static uint64_t trimmed_of(cua_arena *a)
+{
+    cua_stats s;
+    return cua_arena_get_stats(a, &s) == CUA_OK ? s.trimmed_bytes : UINT64_MAX;
+}
+
+TEST(pressure_takes_only_what_is_missing_lowest_priority_first)
+{
+    cua_backend *bk = make_backend(); /* 256 MiB */
+    CHECK(bk);
+    cua_arena *low = make_cfg(bk, "low", 17, 0, 0, 0), *high = make_cfg(bk, "high", 17, 0, 0, 9),
+              *want = make_cfg(bk, "wants", 17, 0, 0, 5);
+    CHECK(low && high && want);
+    void *p;
+    CHECK_OK(cua_arena_alloc(high, 60 * MiB, 0, &p));
+    CHECK_OK(cua_free(p)); /* 60 MiB cached in high */
+    CHECK_OK(cua_arena_alloc(low, 100 * MiB, 0, &p));
+    CHECK_OK(cua_free(p)); /* 100 MiB cached in low */
+    /* 96 MiB free at the driver; 120 asked: 24 are missing, low gives them. */
+    CHECK_OK(cua_arena_alloc(want, 120 * MiB, 0, &p));
+    CHECK(trimmed_of(low) == 24 * MiB && mapped_of(low) == 76 * MiB);
+    CHECK(trimmed_of(high) == 0 && mapped_of(high) == 60 * MiB);
+    /* 136 MiB free in caches, 0 at the driver: the next 100 take low's 76 and 24 of high's. */
+    void *q;
+    CHECK_OK(cua_arena_alloc(want, 100 * MiB, 0, &q));
+    CHECK(mapped_of(low) == 0 && mapped_of(high) == 36 * MiB);
+    CHECK_OK(cua_free(p));
+    CHECK_OK(cua_free(q));
+    CHECK_OK(cua_arena_destroy(low, 0));
+    CHECK_OK(cua_arena_destroy(high, 0));
+    CHECK_OK(cua_arena_destroy(want, 0));
+    CHECK_OK(cua_backend_destroy(bk));
+}
+
+typedef struct evict_ctx {
+    cua_arena *victim;
+    void *blocks[8];
+    int nblocks, calls;
+    size_t last_need;
+} evict_ctx;
+
+/* Frees the victim's blocks one by one until what is needed is free. */
+static size_t evict_some(int device, size_t need, void *user)
+{
+    evict_ctx *e = user;
+    (void)device;
+    e->calls++;
+    e->last_need = need;
+    size_t freed = 0;
+    while (e->nblocks > 0 && freed < need) {
+        cua_free(e->blocks[--e->nblocks]);
+        freed += 16 * MiB;
+    }
+    cua_arena_trim(e->victim, 0, NULL); /* a callback may call cuarena */
+    return freed;
+}
+
+static size_t evict_nothing(int device, size_t need, void *user)
+{
+    (void)device;
+    (void)need;
+    ++*(int *)user;
+    return 0;
+}
+
+TEST(eviction_callbacks_run_in_priority_order_until_enough_is_free)
+{
+    cua_backend *bk = make_backend();
+    CHECK(bk);
+    cua_arena *floored = make_cfg(bk, "floored", 18, 64 * MiB, 0, 0);
+    cua_arena *victim = make_cfg(bk, "victim", 18, 0, 0, 0), *want = make_cfg(bk, "wants", 18, 0, 0, 0);
+    CHECK(floored && victim && want);
+    void *p;
+    CHECK_OK(cua_arena_alloc(floored, 64 * MiB, 0, &p));
+    CHECK_OK(cua_free(p)); /* cached, but under its floor: pressure cannot take it */
+    evict_ctx e = {.victim = victim};
+    for (int i = 0; i < 8; i++) CHECK_OK(cua_arena_alloc(victim, 16 * MiB, 0, &e.blocks[i]));
+    e.nblocks = 8; /* 128 MiB live in victim; 64 free at the driver */
+    int nothing_calls = 0;
+    CHECK_ST(cua_add_evict_callback(NULL, NULL, 0), CUA_ERR_INVALID_ARG);
+    CHECK_OK(cua_add_evict_callback(evict_some, &e, 2));
+    CHECK_OK(cua_add_evict_callback(evict_nothing, &nothing_calls, 1));
+    CHECK_ST(cua_add_evict_callback(evict_some, &e, 0), CUA_ERR_INVALID_ARG);
+    CHECK_OK(cua_arena_alloc(want, 96 * MiB, 0, &p)); /* 32 missing */
+    CHECK(nothing_calls == 1 && e.calls == 1 && e.last_need == 32 * MiB);
+    CHECK(e.nblocks == 6 && mapped_of(floored) == 64 * MiB);
+    CHECK_OK(cua_free(p));
+    CHECK_OK(cua_remove_evict_callback(evict_some, &e));
+    CHECK_OK(cua_remove_evict_callback(evict_nothing, &nothing_calls));
+    CHECK_ST(cua_remove_evict_callback(evict_some, &e), CUA_ERR_NOT_FOUND);
+    CHECK_OK(cua_arena_destroy(floored, 0));
+    CHECK_OK(cua_arena_destroy(victim, CUA_DESTROY_FORCE));
+    CHECK_OK(cua_arena_destroy(want, 0));
+    CHECK_OK(cua_backend_destroy(bk));
+}
+
+TEST(out_of_memory_says_fragmentation_or_exhaustion)
+{
+    cua_backend *bk = make_backend();
+    CHECK(bk);
+    cua_arena *a = make_cfg(bk, "halves", 19, 0, 0, 0), *b = make_cfg(bk, "asker", 19, 0, 0, 0);
+    CHECK(a && b);
+    /* 240 x 1 MiB, then every other one freed: 120 MiB free inside 120
+     * half-used pages (nothing to trim), 16 MiB at the driver. */
+    static void *blk[240];
+    for (int i = 0; i < 240; i++) CHECK_OK(cua_arena_alloc(a, 1 * MiB, 0, &blk[i]));
+    for (int i = 0; i < 240; i += 2) CHECK_OK(cua_free(blk[i]));
+    void *p;
+    CHECK_ST(cua_arena_alloc(b, 64 * MiB, 0, &p), CUA_ERR_OUT_OF_MEMORY);
+    const char *m = cua_last_error();
+    CHECK(strstr(m, "Verdict: fragmentation") && strstr(m, "'halves'") && strstr(m, "'asker'"));
+    CHECK(strstr(m, "136.0 MiB free in total"));
+    CHECK_ST(cua_arena_alloc(b, 200 * MiB, 0, &p), CUA_ERR_OUT_OF_MEMORY);
+    CHECK(strstr(cua_last_error(), "Verdict: exhaustion"));
+    CHECK_OK(cua_arena_check(a));
+    CHECK_OK(cua_arena_check(b));
+    CHECK_OK(cua_arena_destroy(a, CUA_DESTROY_FORCE));
+    CHECK_OK(cua_arena_destroy(b, 0));
+    CHECK_OK(cua_backend_destroy(bk));
+}
