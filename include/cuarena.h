@@ -106,6 +106,12 @@ typedef enum cua_call {
     CUA_CALL_STREAM_SYNC,  /**< cuStreamSynchronize */
     CUA_CALL_ALLOC,        /**< allocate a whole segment without VMM (cuMemAlloc) */
     CUA_CALL_FREE,         /**< free such a segment (cuMemFree) */
+    CUA_CALL_HOST_ALLOC,   /**< pinned host memory for copies (cuMemHostAlloc) */
+    CUA_CALL_HOST_FREE,    /**< cuMemFreeHost */
+    CUA_CALL_STREAM_CREATE,  /**< a stream of the backend's own for copies (cuStreamCreate) */
+    CUA_CALL_STREAM_DESTROY, /**< cuStreamDestroy */
+    CUA_CALL_COPY_TO_HOST,   /**< device to host copy on a stream (cuMemcpyDtoHAsync) */
+    CUA_CALL_COPY_TO_DEVICE, /**< host to device copy on a stream (cuMemcpyHtoDAsync) */
     CUA_CALL_COUNT
 } cua_call;
 
@@ -207,6 +213,9 @@ typedef struct cua_backend_stats {
     uint64_t mappings;                 /**< handles mapped now */
     uint64_t events;                   /**< events alive now */
     uint64_t handle_bytes;             /**< bytes of physical handles alive now */
+    uint64_t host_buffers;             /**< pinned host buffers alive now */
+    uint64_t host_bytes;               /**< their bytes */
+    uint64_t streams;                  /**< streams the backend created, alive now */
     uint64_t total_bytes;              /**< device total (host: capacity) */
     uint64_t free_bytes;               /**< device free now, as the backend reports it */
 } cua_backend_stats;

@@ -126,6 +126,9 @@ cua_status cua_backend_get_stats(cua_backend *b, cua_backend_stats *out)
     out->mappings = (uint64_t)atomic_load(&b->mappings);
     out->events = (uint64_t)atomic_load(&b->events);
     out->handle_bytes = (uint64_t)atomic_load(&b->handle_bytes);
+    out->host_buffers = (uint64_t)atomic_load(&b->host_buffers);
+    out->host_bytes = (uint64_t)atomic_load(&b->host_bytes);
+    out->streams = (uint64_t)atomic_load(&b->streams);
     /* Straight to the hook: reading the statistics is not allocator work and
      * must not change the call counts it reports (or the next read's). */
     size_t fr = 0, tot = 0;

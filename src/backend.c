@@ -16,6 +16,9 @@ static const char *const call_names[CUA_CALL_COUNT] = {
     [CUA_CALL_EVENT_RECORD] = "event_record", [CUA_CALL_EVENT_QUERY] = "event_query",
     [CUA_CALL_EVENT_SYNC] = "event_sync",   [CUA_CALL_STREAM_SYNC] = "stream_sync",
     [CUA_CALL_ALLOC] = "alloc",             [CUA_CALL_FREE] = "free",
+    [CUA_CALL_HOST_ALLOC] = "host_alloc",   [CUA_CALL_HOST_FREE] = "host_free",
+    [CUA_CALL_STREAM_CREATE] = "stream_create", [CUA_CALL_STREAM_DESTROY] = "stream_destroy",
+    [CUA_CALL_COPY_TO_HOST] = "copy_to_host", [CUA_CALL_COPY_TO_DEVICE] = "copy_to_device",
 };
 
 const char *cua_call_name(cua_call call)
@@ -207,16 +210,78 @@ cua_status _cua_bk_stream_sync(cua_backend *b, cua_callstats *cs, cua_stream str
     return st;
 }
 
+cua_status _cua_bk_host_alloc(cua_backend *b, cua_callstats *cs, size_t size, void **out)
+{
+    uint64_t t0 = _cua_now_ns();
+    cua_status st = b->ops->host_alloc(b, size, out);
+    _cua_bk_account(b, cs, CUA_CALL_HOST_ALLOC, t0, st);
+    if (st == CUA_OK) {
+        COUNT(host_buffers, 1);
+        COUNT(host_bytes, (int64_t)size);
+    }
+    return st;
+}
+
+cua_status _cua_bk_host_free(cua_backend *b, cua_callstats *cs, void *p, size_t size)
+{
+    uint64_t t0 = _cua_now_ns();
+    cua_status st = b->ops->host_free(b, p, size);
+    _cua_bk_account(b, cs, CUA_CALL_HOST_FREE, t0, st);
+    if (st == CUA_OK) {
+        COUNT(host_buffers, -1);
+        COUNT(host_bytes, -(int64_t)size);
+    }
+    return st;
+}
+
+cua_status _cua_bk_stream_create(cua_backend *b, cua_callstats *cs, cua_stream *out)
+{
+    uint64_t t0 = _cua_now_ns();
+    cua_status st = b->ops->stream_create(b, out);
+    _cua_bk_account(b, cs, CUA_CALL_STREAM_CREATE, t0, st);
+    if (st == CUA_OK) COUNT(streams, 1);
+    return st;
+}
+
+cua_status _cua_bk_stream_destroy(cua_backend *b, cua_callstats *cs, cua_stream s)
+{
+    uint64_t t0 = _cua_now_ns();
+    cua_status st = b->ops->stream_destroy(b, s);
+    _cua_bk_account(b, cs, CUA_CALL_STREAM_DESTROY, t0, st);
+    if (st == CUA_OK) COUNT(streams, -1);
+    return st;
+}
+
+cua_status _cua_bk_copy_to_host(cua_backend *b, cua_callstats *cs, void *dst, uintptr_t src,
+                                size_t n, cua_stream s)
+{
+    uint64_t t0 = _cua_now_ns();
+    cua_status st = b->ops->copy_to_host(b, dst, src, n, s);
+    _cua_bk_account(b, cs, CUA_CALL_COPY_TO_HOST, t0, st);
+    return st;
+}
+
+cua_status _cua_bk_copy_to_device(cua_backend *b, cua_callstats *cs, uintptr_t dst,
+                                  const void *src, size_t n, cua_stream s)
+{
+    uint64_t t0 = _cua_now_ns();
+    cua_status st = b->ops->copy_to_device(b, dst, src, n, s);
+    _cua_bk_account(b, cs, CUA_CALL_COPY_TO_DEVICE, t0, st);
+    return st;
+}
+
 cua_status _cua_backend_destroy(cua_backend *b)
 {
     int users = atomic_load(&b->users);
     int64_t res = atomic_load(&b->reservations), hs = atomic_load(&b->handles);
-    int64_t evs = atomic_load(&b->events);
-    if (users || res || hs || evs)
+    int64_t evs = atomic_load(&b->events), hb = atomic_load(&b->host_buffers);
+    int64_t sts = atomic_load(&b->streams);
+    if (users || res || hs || evs || hb || sts)
         return _cua_error(CUA_ERR_BUSY,
                           "backend '%s' is still in use: %d arena(s), %lld reservation(s), "
-                          "%lld handle(s), %lld event(s) alive",
-                          b->name, users, (long long)res, (long long)hs, (long long)evs);
+                          "%lld handle(s), %lld event(s), %lld host buffer(s), %lld stream(s) alive",
+                          b->name, users, (long long)res, (long long)hs, (long long)evs,
+                          (long long)hb, (long long)sts);
     b->ops->destroy(b);
     return CUA_OK;
 }

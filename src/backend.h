@@ -64,6 +64,19 @@ typedef struct cua_backend_ops {
     cua_status (*event_query)(cua_backend *b, cua_event ev);
     cua_status (*event_sync)(cua_backend *b, cua_event ev);
     cua_status (*stream_sync)(cua_backend *b, cua_stream stream);
+    /* Page-locked host memory, which the device copies to and from at full
+     * speed (the backend's staging area for offload and restore). */
+    cua_status (*host_alloc)(cua_backend *b, size_t size, void **out);
+    cua_status (*host_free)(cua_backend *b, void *p, size_t size);
+    /* A stream of the backend's own, not ordered with the legacy stream. */
+    cua_status (*stream_create)(cua_backend *b, cua_stream *out);
+    cua_status (*stream_destroy)(cua_backend *b, cua_stream s);
+    /* Copies queued on stream s (asynchronous where the backend can; complete
+     * when an event recorded after them has): device memory must be mapped
+     * and accessible, host memory from host_alloc for full speed. */
+    cua_status (*copy_to_host)(cua_backend *b, void *dst, uintptr_t src, size_t n, cua_stream s);
+    cua_status (*copy_to_device)(cua_backend *b, uintptr_t dst, const void *src, size_t n,
+                                 cua_stream s);
     /* Free the implementation (called by _cua_backend_destroy when nothing is alive). */
     void (*destroy)(cua_backend *b);
 } cua_backend_ops;
@@ -88,6 +101,7 @@ struct cua_backend {
     _Atomic uint64_t call_ns[CUA_CALL_COUNT];
     _Atomic uint64_t failures;
     _Atomic int64_t reservations, handles, mappings, events, handle_bytes;
+    _Atomic int64_t host_buffers, host_bytes, streams;
     _Atomic int users;         /* arenas that use this backend */
 };
 
@@ -125,6 +139,14 @@ cua_status _cua_bk_event_record(cua_backend *b, cua_callstats *cs, cua_event ev,
 cua_status _cua_bk_event_query(cua_backend *b, cua_callstats *cs, cua_event ev);
 cua_status _cua_bk_event_sync(cua_backend *b, cua_callstats *cs, cua_event ev);
 cua_status _cua_bk_stream_sync(cua_backend *b, cua_callstats *cs, cua_stream stream);
+cua_status _cua_bk_host_alloc(cua_backend *b, cua_callstats *cs, size_t size, void **out);
+cua_status _cua_bk_host_free(cua_backend *b, cua_callstats *cs, void *p, size_t size);
+cua_status _cua_bk_stream_create(cua_backend *b, cua_callstats *cs, cua_stream *out);
+cua_status _cua_bk_stream_destroy(cua_backend *b, cua_callstats *cs, cua_stream s);
+cua_status _cua_bk_copy_to_host(cua_backend *b, cua_callstats *cs, void *dst, uintptr_t src,
+                                size_t n, cua_stream s);
+cua_status _cua_bk_copy_to_device(cua_backend *b, cua_callstats *cs, uintptr_t dst,
+                                  const void *src, size_t n, cua_stream s);
 
 /* Destroy a backend if nothing is alive in it (CUA_ERR_BUSY otherwise). */
 cua_status _cua_backend_destroy(cua_backend *b);

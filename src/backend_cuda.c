@@ -56,6 +56,12 @@ typedef struct cuda_api {
     CUresult (*EventQuery)(CUevent);
     CUresult (*EventSynchronize)(CUevent);
     CUresult (*StreamSynchronize)(CUstream);
+    CUresult (*MemHostAlloc)(void **, size_t, unsigned);
+    CUresult (*MemFreeHost)(void *);
+    CUresult (*StreamCreate)(CUstream *, unsigned);
+    CUresult (*StreamDestroy)(CUstream);
+    CUresult (*MemcpyDtoHAsync)(void *, CUdeviceptr, size_t, CUstream);
+    CUresult (*MemcpyHtoDAsync)(CUdeviceptr, const void *, size_t, CUstream);
     CUresult (*GetErrorName)(CUresult, const char **);
     CUresult (*GetErrorString)(CUresult, const char **);
 } cuda_api;
@@ -90,8 +96,9 @@ static void api_load(void)
         E(CtxSetCurrent), E(MemGetAllocationGranularity), E(MemAddressReserve),
         E(MemAddressFree), E(MemCreate), E(MemRelease), E(MemMap), E(MemUnmap),
         E(MemSetAccess), E(MemGetInfo), E(MemAlloc), E(MemFree), E(EventCreate), E(EventDestroy), E(EventRecord),
-        E(EventQuery), E(EventSynchronize), E(StreamSynchronize), E(GetErrorName),
-        E(GetErrorString),
+        E(EventQuery), E(EventSynchronize), E(StreamSynchronize), E(MemHostAlloc),
+        E(MemFreeHost), E(StreamCreate), E(StreamDestroy), E(MemcpyDtoHAsync),
+        E(MemcpyHtoDAsync), E(GetErrorName), E(GetErrorString),
 #undef E
     };
     for (size_t i = 0; i < CUA_ARRAY_LEN(entries); i++) {
@@ -296,6 +303,55 @@ static cua_status cuda_stream_sync(cua_backend *b, cua_stream stream)
                              : cu_fail(r, "cuStreamSynchronize(%#lx)", (unsigned long)stream);
 }
 
+static cua_status cuda_host_alloc(cua_backend *b, size_t size, void **out)
+{
+    ENTER(cb_of(b));
+    CUresult r = api.MemHostAlloc(out, size, CU_MEMHOSTALLOC_PORTABLE);
+    return r == CUDA_SUCCESS ? CUA_OK : cu_fail(r, "cuMemHostAlloc(%zu bytes)", size);
+}
+
+static cua_status cuda_host_free(cua_backend *b, void *p, size_t size)
+{
+    ENTER(cb_of(b));
+    CUresult r = api.MemFreeHost(p);
+    return r == CUDA_SUCCESS ? CUA_OK : cu_fail(r, "cuMemFreeHost(%zu bytes)", size);
+}
+
+static cua_status cuda_stream_create(cua_backend *b, cua_stream *out)
+{
+    ENTER(cb_of(b));
+    CUstream s;
+    CUresult r = api.StreamCreate(&s, CU_STREAM_NON_BLOCKING);
+    if (r != CUDA_SUCCESS) return cu_fail(r, "cuStreamCreate");
+    *out = (cua_stream)(uintptr_t)s;
+    return CUA_OK;
+}
+
+static cua_status cuda_stream_destroy(cua_backend *b, cua_stream s)
+{
+    ENTER(cb_of(b));
+    CUresult r = api.StreamDestroy((CUstream)(uintptr_t)s);
+    return r == CUDA_SUCCESS ? CUA_OK : cu_fail(r, "cuStreamDestroy");
+}
+
+static cua_status cuda_copy_to_host(cua_backend *b, void *dst, uintptr_t src, size_t n,
+                                    cua_stream s)
+{
+    ENTER(cb_of(b));
+    CUresult r = api.MemcpyDtoHAsync(dst, (CUdeviceptr)src, n, (CUstream)(uintptr_t)s);
+    return r == CUDA_SUCCESS ? CUA_OK : cu_fail(r, "cuMemcpyDtoHAsync(%zu bytes from %#lx)", n,
+                                                (unsigned long)src);
+}
+
+static cua_status cuda_copy_to_device(cua_backend *b, uintptr_t dst, const void *src, size_t n,
+                                      cua_stream s)
+{
+    ENTER(cb_of(b));
+    CUresult r = api.MemcpyHtoDAsync((CUdeviceptr)dst, src, n, (CUstream)(uintptr_t)s);
+    return r == CUDA_SUCCESS ? CUA_OK : cu_fail(r, "cuMemcpyHtoDAsync(%zu bytes to %#lx)", n,
+                                                (unsigned long)dst);
+}
+
 static void cuda_destroy(cua_backend *b)
 {
     cuda_backend *cb = cb_of(b);
@@ -320,6 +376,12 @@ static const cua_backend_ops cuda_ops = {
     .event_query = cuda_event_query,
     .event_sync = cuda_event_sync,
     .stream_sync = cuda_stream_sync,
+    .host_alloc = cuda_host_alloc,
+    .host_free = cuda_host_free,
+    .stream_create = cuda_stream_create,
+    .stream_destroy = cuda_stream_destroy,
+    .copy_to_host = cuda_copy_to_host,
+    .copy_to_device = cuda_copy_to_device,
     .destroy = cuda_destroy,
 };
 

@@ -94,7 +94,8 @@ static uint64_t splitmix64(uint64_t *s)
 
 static cua_status random_status(cua_call kind)
 {
-    return kind == CUA_CALL_CREATE || kind == CUA_CALL_RESERVE || kind == CUA_CALL_ALLOC
+    return kind == CUA_CALL_CREATE || kind == CUA_CALL_RESERVE || kind == CUA_CALL_ALLOC ||
+                   kind == CUA_CALL_HOST_ALLOC
                ? CUA_ERR_OUT_OF_MEMORY
                : CUA_ERR_BACKEND;
 }
@@ -291,6 +292,50 @@ static cua_status fault_stream_sync(cua_backend *b, cua_stream stream)
     return st != CUA_OK ? st : _cua_bk_stream_sync(f->inner, NULL, stream);
 }
 
+static cua_status fault_host_alloc(cua_backend *b, size_t size, void **out)
+{
+    fault_backend *f = fault_of(b);
+    cua_status st = inject(f, CUA_CALL_HOST_ALLOC);
+    return st != CUA_OK ? st : _cua_bk_host_alloc(f->inner, NULL, size, out);
+}
+
+static cua_status fault_host_free(cua_backend *b, void *p, size_t size)
+{
+    fault_backend *f = fault_of(b);
+    cua_status st = inject(f, CUA_CALL_HOST_FREE);
+    return st != CUA_OK ? st : _cua_bk_host_free(f->inner, NULL, p, size);
+}
+
+static cua_status fault_stream_create(cua_backend *b, cua_stream *out)
+{
+    fault_backend *f = fault_of(b);
+    cua_status st = inject(f, CUA_CALL_STREAM_CREATE);
+    return st != CUA_OK ? st : _cua_bk_stream_create(f->inner, NULL, out);
+}
+
+static cua_status fault_stream_destroy(cua_backend *b, cua_stream s)
+{
+    fault_backend *f = fault_of(b);
+    cua_status st = inject(f, CUA_CALL_STREAM_DESTROY);
+    return st != CUA_OK ? st : _cua_bk_stream_destroy(f->inner, NULL, s);
+}
+
+static cua_status fault_copy_to_host(cua_backend *b, void *dst, uintptr_t src, size_t n,
+                                     cua_stream s)
+{
+    fault_backend *f = fault_of(b);
+    cua_status st = inject(f, CUA_CALL_COPY_TO_HOST);
+    return st != CUA_OK ? st : _cua_bk_copy_to_host(f->inner, NULL, dst, src, n, s);
+}
+
+static cua_status fault_copy_to_device(cua_backend *b, uintptr_t dst, const void *src, size_t n,
+                                       cua_stream s)
+{
+    fault_backend *f = fault_of(b);
+    cua_status st = inject(f, CUA_CALL_COPY_TO_DEVICE);
+    return st != CUA_OK ? st : _cua_bk_copy_to_device(f->inner, NULL, dst, src, n, s);
+}
+
 static void fault_destroy(cua_backend *b)
 {
     fault_backend *f = fault_of(b);
@@ -318,6 +363,12 @@ static const cua_backend_ops fault_ops = {
     .event_query = fault_event_query,
     .event_sync = fault_event_sync,
     .stream_sync = fault_stream_sync,
+    .host_alloc = fault_host_alloc,
+    .host_free = fault_host_free,
+    .stream_create = fault_stream_create,
+    .stream_destroy = fault_stream_destroy,
+    .copy_to_host = fault_copy_to_host,
+    .copy_to_device = fault_copy_to_device,
     .destroy = fault_destroy,
 };
 

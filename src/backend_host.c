@@ -514,6 +514,85 @@ static void host_destroy(cua_backend *b)
     free(h);
 }
 
+/* ---- hooks: staging memory, copy streams, copies ---------------------------------- */
+
+/* "Pinned" host memory is plain memory here. */
+static cua_status host_pinned_alloc(cua_backend *b, size_t size, void **out)
+{
+    (void)b;
+    *out = size ? malloc(size) : NULL;
+    if (!*out)
+        return _cua_error(CUA_ERR_OUT_OF_MEMORY, "host backend: no host memory for a %zu-byte "
+                          "staging buffer", size);
+    return CUA_OK;
+}
+
+static cua_status host_pinned_free(cua_backend *b, void *p, size_t size)
+{
+    (void)b;
+    (void)size;
+    free(p);
+    return CUA_OK;
+}
+
+/* Streams are names only: events on them complete when synced (or completed
+ * by hand). Backend streams get names no caller's stream is likely to use. */
+static cua_status host_stream_create(cua_backend *b, cua_stream *out)
+{
+    static _Atomic uint64_t next = 1;
+    (void)b;
+    *out = (cua_stream)(0xC0FFEE0000000000ull + atomic_fetch_add(&next, 1));
+    return CUA_OK;
+}
+
+static cua_status host_stream_destroy(cua_backend *b, cua_stream s)
+{
+    (void)b;
+    (void)s;
+    return CUA_OK;
+}
+
+/* Is [a, a+n) inside mappings (or one whole segment), so that a copy there
+ * reads and writes memory and cannot fault? */
+static cua_status device_span(host_backend *h, const char *what, uintptr_t a, size_t n)
+{
+    if (n == 0 || a + n < a)
+        return _cua_error(CUA_ERR_BACKEND, "host backend: %s of %zu bytes at %#lx: invalid "
+                          "argument", what, n, (unsigned long)a);
+    uintptr_t lo = a & ~(uintptr_t)(h->gran - 1), hi = (a + n + h->gran - 1) & ~(uintptr_t)(h->gran - 1);
+    size_t first, end;
+    if (mapped_run(h, what, lo, hi - lo, false, &first, &end) == CUA_OK) return CUA_OK;
+    for (size_t i = 0; i < h->nsegs; i++)
+        if (a >= h->segs[i].addr && a + n <= h->segs[i].addr + h->segs[i].size) return CUA_OK;
+    return _cua_error(CUA_ERR_BACKEND, "host backend: %s of [%#lx, %#lx): not all of it is "
+                      "mapped device memory", what, (unsigned long)a, (unsigned long)(a + n));
+}
+
+/* Copies are done at once: a finished copy is a valid "asynchronous" one. */
+static cua_status host_copy_to_host(cua_backend *b, void *dst, uintptr_t src, size_t n,
+                                    cua_stream s)
+{
+    host_backend *h = host_of(b);
+    (void)s;
+    _cua_lock(&h->lock);
+    cua_status st = device_span(h, "copy to host", src, n);
+    if (st == CUA_OK) memcpy(dst, (const void *)src, n);
+    _cua_unlock(&h->lock);
+    return st;
+}
+
+static cua_status host_copy_to_device(cua_backend *b, uintptr_t dst, const void *src, size_t n,
+                                      cua_stream s)
+{
+    host_backend *h = host_of(b);
+    (void)s;
+    _cua_lock(&h->lock);
+    cua_status st = device_span(h, "copy to device", dst, n);
+    if (st == CUA_OK) memcpy((void *)dst, src, n);
+    _cua_unlock(&h->lock);
+    return st;
+}
+
 static const cua_backend_ops host_ops = {
     .reserve = host_reserve,
     .unreserve = host_unreserve,
@@ -531,6 +610,12 @@ static const cua_backend_ops host_ops = {
     .event_query = _cua_host_event_query,
     .event_sync = _cua_host_event_sync,
     .stream_sync = _cua_host_stream_sync,
+    .host_alloc = host_pinned_alloc,
+    .host_free = host_pinned_free,
+    .stream_create = host_stream_create,
+    .stream_destroy = host_stream_destroy,
+    .copy_to_host = host_copy_to_host,
+    .copy_to_device = host_copy_to_device,
     .destroy = host_destroy,
 };
 

@@ -66,13 +66,17 @@ static int64_t live(cua_backend *b, const char *what)
     if (!strcmp(what, "handles")) return atomic_load(&b->handles);
     if (!strcmp(what, "mappings")) return atomic_load(&b->mappings);
     if (!strcmp(what, "events")) return atomic_load(&b->events);
+    if (!strcmp(what, "host_buffers")) return atomic_load(&b->host_buffers);
+    if (!strcmp(what, "host_bytes")) return atomic_load(&b->host_bytes);
+    if (!strcmp(what, "streams")) return atomic_load(&b->streams);
     return atomic_load(&b->handle_bytes);
 }
 
 static int all_zero(cua_backend *b)
 {
     return live(b, "reservations") == 0 && live(b, "handles") == 0 && live(b, "mappings") == 0 &&
-           live(b, "events") == 0 && live(b, "handle_bytes") == 0;
+           live(b, "events") == 0 && live(b, "handle_bytes") == 0 && live(b, "host_buffers") == 0 &&
+           live(b, "host_bytes") == 0 && live(b, "streams") == 0;
 }
 
 /* ---- configuration --------------------------------------------------------------- */
@@ -500,6 +504,25 @@ TEST(counters_and_destroy)
           live(b, "events") == 1 && live(b, "handle_bytes") == (int64_t)(6 * MiB));
     CHECK(fr == 60 * MiB && tot == 64 * MiB);
     CHECK_OK(_cua_bk_free(b, &cs, seg, 2 * MiB));
+    /* Staging memory, a copy stream, and copies both ways through it. */
+    void *stage;
+    cua_stream cp;
+    CHECK_OK(_cua_bk_host_alloc(b, &cs, 1 * MiB, &stage));
+    CHECK_OK(_cua_bk_stream_create(b, &cs, &cp));
+    CHECK(live(b, "host_buffers") == 1 && live(b, "host_bytes") == (int64_t)MiB &&
+          live(b, "streams") == 1);
+    memset(stage, 0x3c, 1 * MiB);
+    CHECK_OK(_cua_bk_copy_to_device(b, &cs, base + 1000, stage, 1 * MiB, cp));
+    CHECK(((unsigned char *)base)[1000] == 0x3c && ((unsigned char *)base)[1000 + MiB - 1] == 0x3c);
+    memset((void *)(base + 1000), 0x77, 10);
+    CHECK_OK(_cua_bk_copy_to_host(b, &cs, stage, base + 1000, 1 * MiB, cp));
+    CHECK(((unsigned char *)stage)[0] == 0x77 && ((unsigned char *)stage)[10] == 0x3c);
+    /* Outside the mapped 4 MiB: refused, not a crash. */
+    CHECK_ST(_cua_bk_copy_to_host(b, &cs, stage, base + 4 * MiB - 10, 100, cp), CUA_ERR_BACKEND);
+    CHECK_ST(_cua_backend_destroy(b), CUA_ERR_BUSY);
+    CHECK(strstr(cua_last_error(), "1 host buffer(s), 1 stream(s)") != NULL);
+    CHECK_OK(_cua_bk_host_free(b, &cs, stage, 1 * MiB));
+    CHECK_OK(_cua_bk_stream_destroy(b, &cs, cp));
     /* Something alive: destroy refuses and releases nothing. */
     CHECK_ST(_cua_backend_destroy(b), CUA_ERR_BUSY);
     CHECK(strstr(cua_last_error(), "1 reservation(s)") != NULL);
@@ -509,12 +532,13 @@ TEST(counters_and_destroy)
     CHECK_ST(_cua_backend_destroy(b), CUA_ERR_BUSY);
     CHECK_OK(_cua_bk_unreserve(b, &cs, base, 8 * MiB));
     for (int k = 0; k < CUA_CALL_COUNT; k++) {
-        CHECK(atomic_load(&b->calls[k]) == 1 && cs.calls[k] == 1);
+        uint64_t want = k == CUA_CALL_COPY_TO_HOST ? 2 : 1;
+        CHECK(atomic_load(&b->calls[k]) == want && cs.calls[k] == want);
         CHECK(cs.call_ns[k] == atomic_load(&b->call_ns[k]));
     }
-    CHECK(atomic_load(&b->failures) == 0);
+    CHECK(atomic_load(&b->failures) == 1); /* the refused copy */
     CHECK_ST(_cua_bk_unreserve(b, &cs, base, 8 * MiB), CUA_ERR_BACKEND);
-    CHECK(atomic_load(&b->failures) == 1 && cs.calls[CUA_CALL_UNRESERVE] == 2);
+    CHECK(atomic_load(&b->failures) == 2 && cs.calls[CUA_CALL_UNRESERVE] == 2);
     CHECK(all_zero(b));
     CHECK_OK(_cua_backend_destroy(b));
 }
@@ -578,7 +602,9 @@ struct fixture {
     cua_handle h1, h2, h3;        /* h1 mapped, h2 not, h3 made by the create call */
     cua_event e1, e2;             /* e1 recorded; e2 made by the event_create call */
     uintptr_t s1, s2;             /* whole segments: s1 from setup, s2 made by the alloc call */
-    bool h1_mapped, h2_mapped, h2_alive, spare_alive, e1_alive, s1_alive;
+    void *buf1, *buf2;            /* staging: buf1 from setup, buf2 made by the host_alloc call */
+    cua_stream st1, st2;          /* streams: st1 from setup, st2 made by stream_create */
+    bool h1_mapped, h2_mapped, h2_alive, spare_alive, e1_alive, s1_alive, buf1_alive, st1_alive;
 };
 
 static cua_status fixture_setup(struct fixture *fx)
@@ -596,7 +622,11 @@ static cua_status fixture_setup(struct fixture *fx)
     if (st == CUA_OK) st = _cua_bk_event_create(f, NULL, &fx->e1);
     if (st == CUA_OK) st = _cua_bk_event_record(f, NULL, fx->e1, 1);
     if (st == CUA_OK) st = _cua_bk_alloc(f, NULL, 2 * MiB, &fx->s1);
+    if (st == CUA_OK) st = _cua_bk_set_access(f, NULL, fx->base, 2 * MiB);
+    if (st == CUA_OK) st = _cua_bk_host_alloc(f, NULL, 4096, &fx->buf1);
+    if (st == CUA_OK) st = _cua_bk_stream_create(f, NULL, &fx->st1);
     fx->h1_mapped = fx->h2_alive = fx->spare_alive = fx->e1_alive = fx->s1_alive = true;
+    fx->buf1_alive = fx->st1_alive = true;
     return st;
 }
 
@@ -640,6 +670,19 @@ static cua_status fixture_call(struct fixture *fx, cua_call kind)
         st = _cua_bk_free(f, NULL, fx->s1, 2 * MiB);
         fx->s1_alive = st != CUA_OK;
         return st;
+    case CUA_CALL_HOST_ALLOC: return _cua_bk_host_alloc(f, NULL, 8192, &fx->buf2);
+    case CUA_CALL_HOST_FREE:
+        st = _cua_bk_host_free(f, NULL, fx->buf1, 4096);
+        fx->buf1_alive = st != CUA_OK;
+        return st;
+    case CUA_CALL_STREAM_CREATE: return _cua_bk_stream_create(f, NULL, &fx->st2);
+    case CUA_CALL_STREAM_DESTROY:
+        st = _cua_bk_stream_destroy(f, NULL, fx->st1);
+        fx->st1_alive = st != CUA_OK;
+        return st;
+    case CUA_CALL_COPY_TO_HOST: return _cua_bk_copy_to_host(f, NULL, fx->buf1, fx->base, 4096, fx->st1);
+    case CUA_CALL_COPY_TO_DEVICE:
+        return _cua_bk_copy_to_device(f, NULL, fx->base, fx->buf1, 4096, fx->st1);
     default: return CUA_ERR_INVALID_ARG;
     }
 }
@@ -665,6 +708,10 @@ static cua_status fixture_teardown(struct fixture *fx)
     if (st == CUA_OK && fx->e2) st = _cua_bk_event_destroy(f, NULL, fx->e2);
     if (st == CUA_OK && fx->s1_alive) st = _cua_bk_free(f, NULL, fx->s1, 2 * MiB);
     if (st == CUA_OK && fx->s2) st = _cua_bk_free(f, NULL, fx->s2, 4 * MiB);
+    if (st == CUA_OK && fx->buf1_alive) st = _cua_bk_host_free(f, NULL, fx->buf1, 4096);
+    if (st == CUA_OK && fx->buf2) st = _cua_bk_host_free(f, NULL, fx->buf2, 8192);
+    if (st == CUA_OK && fx->st1_alive) st = _cua_bk_stream_destroy(f, NULL, fx->st1);
+    if (st == CUA_OK && fx->st2) st = _cua_bk_stream_destroy(f, NULL, fx->st2);
     if (st != CUA_OK) return st;
     if (!all_zero(fx->host) || !all_zero(fx->fault)) return CUA_ERR_CORRUPT;
     /* The inner backend cannot go first. */
@@ -673,14 +720,14 @@ static cua_status fixture_teardown(struct fixture *fx)
     return st == CUA_OK ? _cua_backend_destroy(fx->host) : st;
 }
 
-struct snapshot { uint64_t calls[CUA_CALL_COUNT]; int64_t live[5]; };
+struct snapshot { uint64_t calls[CUA_CALL_COUNT]; int64_t live[8]; };
 
 static void snap(cua_backend *b, struct snapshot *s)
 {
-    static const char *const what[5] = {"reservations", "handles", "mappings", "events",
-                                        "handle_bytes"};
+    static const char *const what[8] = {"reservations", "handles", "mappings", "events",
+                                        "handle_bytes", "host_buffers", "host_bytes", "streams"};
     for (int k = 0; k < CUA_CALL_COUNT; k++) s->calls[k] = atomic_load(&b->calls[k]);
-    for (int i = 0; i < 5; i++) s->live[i] = live(b, what[i]);
+    for (int i = 0; i < 8; i++) s->live[i] = live(b, what[i]);
 }
 
 TEST(fault_nth_every_kind)
