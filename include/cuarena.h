@@ -62,6 +62,7 @@ typedef enum cua_status {
     CUA_ERR_CORRUPT,         /**< the checker found a broken invariant */
     CUA_ERR_IO,              /**< a file could not be read or parsed */
     CUA_ERR_NOT_FOUND,       /**< no arena (or other object) by that name */
+    CUA_ERR_OFFLOADED,       /**< the arena is offloaded: restore it first */
     CUA_STATUS_COUNT
 } cua_status;
 
@@ -389,6 +390,40 @@ CUA_API cua_status cua_arena_set_limit(cua_arena *arena, size_t limit);
 CUA_API cua_status cua_arena_set_release_threshold(cua_arena *arena, size_t bytes);
 
 /**
+ * Offload the arena: wait for the streams it has seen, copy every live block
+ * to host memory (through the backend's reused pinned staging area, the
+ * device filling one buffer while the CPU empties the other), then give every
+ * physical page back to the driver. The address range stays reserved and the
+ * blocks stay live: cua_arena_restore() maps pages at the same addresses and
+ * copies the data back, so every pointer the engine holds is valid again.
+ * Meanwhile allocations and cua_record_stream() fail with CUA_ERR_OFFLOADED;
+ * cua_free() works (the block's copy is dropped). On failure nothing was
+ * released and the arena is as before.
+ * Returns CUA_OK, CUA_ERR_INVALID_ARG, CUA_ERR_DESTROYED, CUA_ERR_OFFLOADED
+ * (already), CUA_ERR_NOT_SUPPORTED (an arena of whole segments: their
+ * addresses cannot be kept), CUA_ERR_OUT_OF_MEMORY (host memory), CUA_ERR_BACKEND.
+ */
+CUA_API cua_status cua_arena_offload(cua_arena *arena);
+
+/**
+ * As cua_arena_offload(), without copying: the live blocks' contents are
+ * dropped (a KV cache that can be recomputed). After cua_arena_restore() they
+ * are at the same addresses with undefined contents.
+ */
+CUA_API cua_status cua_arena_discard(cua_arena *arena);
+
+/**
+ * Map pages for the live blocks of an offloaded (or discarded) arena at their
+ * addresses, copy their data back, and free the host copy. The limit and the
+ * footprint cap do not apply (the memory was the arena's). On failure (the
+ * device is full) nothing stays mapped, the arena stays offloaded with its
+ * host copy, and restore may be tried again.
+ * Returns CUA_OK, CUA_ERR_INVALID_ARG (not offloaded), CUA_ERR_DESTROYED,
+ * CUA_ERR_OUT_OF_MEMORY, CUA_ERR_BACKEND.
+ */
+CUA_API cua_status cua_arena_restore(cua_arena *arena);
+
+/**
  * Set the floor: bytes kept mapped through trims (see cua_arena_config).
  * Returns CUA_OK, CUA_ERR_INVALID_ARG (a floor above the limit), CUA_ERR_DESTROYED.
  */
@@ -512,6 +547,9 @@ typedef enum cua_arena_event_kind {
     CUA_ARENA_DESTROYED,       /**< cua_arena_destroy() gave everything back */
     CUA_ARENA_TRIMMED,         /**< pages went back to the driver: `bytes`, `reason` */
     CUA_ARENA_OUT_OF_MEMORY,   /**< an allocation of `bytes` failed: `reason` */
+    CUA_ARENA_OFFLOADED,       /**< its pages went back, `bytes` of live data kept on the host
+                                *   (reason "offload"), or dropped (reason "discard") */
+    CUA_ARENA_RESTORED,        /**< its live blocks are mapped again, `bytes` copied back */
 } cua_arena_event_kind;
 
 /** One event, valid only during the callback. */

@@ -250,6 +250,27 @@ cua_status cua_arena_set_limit(cua_arena *a, size_t limit)
     return leave(a, _cua_arena_set_limit_locked(a, limit));
 }
 
+cua_status cua_arena_offload(cua_arena *a)
+{
+    cua_status st = enter(a);
+    if (st != CUA_OK) return st;
+    return leave(a, _cua_arena_offload_locked(a, true));
+}
+
+cua_status cua_arena_discard(cua_arena *a)
+{
+    cua_status st = enter(a);
+    if (st != CUA_OK) return st;
+    return leave(a, _cua_arena_offload_locked(a, false));
+}
+
+cua_status cua_arena_restore(cua_arena *a)
+{
+    cua_status st = enter(a);
+    if (st != CUA_OK) return st;
+    return leave(a, _cua_arena_restore_locked(a));
+}
+
 cua_status cua_arena_set_floor(cua_arena *a, size_t floor)
 {
     cua_status st = enter(a);

@@ -317,6 +317,9 @@ cua_status _cua_arena_alloc_locked(cua_arena *a, size_t size, cua_stream stream,
         return _cua_error(CUA_ERR_INVALID_ARG,
                           "cannot allocate %zu bytes: more than the arena's address range "
                           "of %zu bytes", size, a->seg.size);
+    if (CUA_UNLIKELY(a->offloaded))
+        return _cua_error(CUA_ERR_OFFLOADED, "arena '%s' is offloaded: cua_arena_restore() it "
+                          "before allocating %zu bytes", a->name, size);
     uint32_t tag;
     cua_status st = _cua_stream_slot(a, stream, &tag);
     if (st != CUA_OK) return st;
@@ -409,6 +412,12 @@ cua_status _cua_arena_free_locked(cua_arena *a, void *ptr)
     a->live_blocks--;
     a->allocated_bytes -= b->size;
     a->free_count++;
+    if (CUA_UNLIKELY(a->offloaded)) { /* it holds no pages: only its copy goes */
+        _cua_image_drop(a, b->off);
+        free(b->uses);
+        _cua_heap_put(&a->heap, b, b->tag, ++a->seq, _cua_arena_one_stream(a));
+        return CUA_OK;
+    }
     if (b->uses && b->uses->n) {
         st = _cua_stream_defer(a, b);
     } else {
@@ -427,6 +436,9 @@ cua_status _cua_arena_free_locked(cua_arena *a, void *ptr)
 
 cua_status _cua_arena_record_stream_locked(cua_arena *a, void *ptr, cua_stream stream)
 {
+    if (a->offloaded)
+        return _cua_error(CUA_ERR_OFFLOADED, "arena '%s' is offloaded: %p has no memory to "
+                          "order uses of until cua_arena_restore()", a->name, ptr);
     cua_block *b = NULL;
     cua_status st = _cua_arena_lookup_live(a, ptr, &b);
     if (st != CUA_OK) return st;
@@ -520,6 +532,8 @@ cua_status _cua_arena_destroy_locked(cua_arena *a, unsigned flags)
     st = _cua_seg_fini(&a->seg);
     if (st != CUA_OK && first == CUA_OK) first = st;
     _cua_heap_fini(&a->heap);
+    _cua_image_free(a);
+    a->offloaded = false;
     atomic_fetch_sub(&a->bk->users, 1);
     if (a->owns_bk) {
         st = _cua_backend_destroy(a->bk);

@@ -62,6 +62,16 @@ struct cua_arena {
     uint64_t seq;            /* free sequence: +1 per free */
     uint64_t top_used;       /* highest end of any block ever handed out */
     uint64_t footprint_hw;   /* the demand peak: most bytes mapped with no cache left */
+    /* Offloaded (offload.c): the live blocks hold no pages; their data, unless
+     * discarded, is in `image` (host memory), one entry per block by offset. */
+    bool offloaded;
+    struct cua_image {
+        struct cua_image_block { uint64_t off, len, at; } *blocks; /* sorted by off */
+        size_t n;
+        unsigned char *data;
+        uint64_t bytes;
+        bool discarded;
+    } image;
     /* cua_trim_idle's view: the alloc + free count it saw last, and since when. */
     uint64_t idle_seen_ops, idle_since_ns;
     /* Events of the current call, delivered after the lock is released (api.c). */
@@ -154,6 +164,13 @@ static inline void _cua_arena_unlock(cua_arena *a)
     else
         _cua_unlock(&a->lock);
 }
+
+/* offload.c (lock held). */
+cua_status _cua_arena_offload_locked(cua_arena *a, bool keep_data);
+cua_status _cua_arena_restore_locked(cua_arena *a);
+/* Drop the image (destroy); forget one block's data (freed while offloaded). */
+void _cua_image_free(cua_arena *a);
+void _cua_image_drop(cua_arena *a, uint64_t off);
 
 /* pressure.c: before an allocation fails for want of device memory, take
  * cached memory from the device's other arenas (lowest priority first, only

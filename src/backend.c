@@ -37,6 +37,7 @@ void _cua_backend_init(cua_backend *b, const cua_backend_ops *ops, const char *n
     b->granularity = granularity;
     b->total_bytes = total_bytes;
     b->vmm = true;
+    _cua_lock_init(&b->stage_lock);
 }
 
 void _cua_bk_account(cua_backend *b, cua_callstats *cs, cua_call kind, uint64_t t0,
@@ -272,6 +273,10 @@ cua_status _cua_bk_copy_to_device(cua_backend *b, cua_callstats *cs, uintptr_t d
 
 cua_status _cua_backend_destroy(cua_backend *b)
 {
+    if (atomic_load(&b->users) == 0) {
+        cua_status st = _cua_stage_free(b); /* the backend's own: not a leak */
+        if (st != CUA_OK) return st;
+    }
     int users = atomic_load(&b->users);
     int64_t res = atomic_load(&b->reservations), hs = atomic_load(&b->handles);
     int64_t evs = atomic_load(&b->events), hb = atomic_load(&b->host_buffers);

@@ -103,6 +103,14 @@ struct cua_backend {
     _Atomic int64_t reservations, handles, mappings, events, handle_bytes;
     _Atomic int64_t host_buffers, host_bytes, streams;
     _Atomic int users;         /* arenas that use this backend */
+    /* The staging area offload and restore copy through (staging.c): made at
+     * first use, reused, freed with the backend. */
+    cua_lock_t stage_lock;
+    void *stage[2];
+    size_t stage_bytes;
+    cua_stream copy_stream;
+    cua_event stage_ev[2];
+    bool staged;
 };
 
 /* Fill the common header; used by implementations' create functions. */
@@ -147,6 +155,13 @@ cua_status _cua_bk_copy_to_host(cua_backend *b, cua_callstats *cs, void *dst, ui
                                 size_t n, cua_stream s);
 cua_status _cua_bk_copy_to_device(cua_backend *b, cua_callstats *cs, uintptr_t dst,
                                   const void *src, size_t n, cua_stream s);
+
+/* staging.c: take the backend's staging area (made at first use: two pinned
+ * buffers of stage_bytes, a copy stream, two events); it is held (locked)
+ * until _cua_stage_put. Freed by _cua_stage_free (backend destroy). */
+cua_status _cua_stage_get(cua_backend *b, cua_callstats *cs);
+void _cua_stage_put(cua_backend *b);
+cua_status _cua_stage_free(cua_backend *b);
 
 /* Destroy a backend if nothing is alive in it (CUA_ERR_BUSY otherwise). */
 cua_status _cua_backend_destroy(cua_backend *b);

@@ -129,6 +129,7 @@ static cua_status check_chunks(const cua_arena *a)
     cua_status st = CUA_OK;
     for (const cua_block *b = a->heap.first; b && st == CUA_OK; b = b->next) {
         if (b->state == CUA_BLOCK_FREE) continue;
+        if (a->offloaded && b->state == CUA_BLOCK_LIVE) continue; /* they hold no pages */
         uint32_t p = _cua_seg_page(seg, b->off), last = _cua_seg_page(seg, b->off + b->size - 1);
         while (p <= last) {
             const cua_chunk *c = seg->pages[p];
@@ -224,6 +225,28 @@ static cua_status check_stats(const cua_arena *a, const tally *t)
     return CUA_OK;
 }
 
+/* Offloaded: the image has one entry per block that was live, in address
+ * order; those with data point at a live block of that size, inside the image. */
+static cua_status check_image(const cua_arena *a)
+{
+    const struct cua_image *im = &a->image;
+    if (!a->offloaded) {
+        if (im->n || im->blocks || im->data) FAIL("an image is kept while not offloaded");
+        return CUA_OK;
+    }
+    for (size_t i = 0; i < im->n; i++) {
+        const struct cua_image_block *e = &im->blocks[i];
+        if (i && e->off <= im->blocks[i - 1].off) FAIL("the offload image is out of order");
+        if (!e->len) continue;
+        const cua_block *b = _cua_heap_map_find(&a->heap, e->off);
+        if (!b || b->req != e->len || e->at + e->len > im->bytes)
+            FAIL("offload image entry at %llu does not match a live block",
+                 (unsigned long long)e->off);
+    }
+    if (!im->discarded && im->bytes && !im->data) FAIL("the offload image lost its data");
+    return CUA_OK;
+}
+
 cua_status _cua_arena_check_locked(cua_arena *a)
 {
     tally t = {0};
@@ -231,6 +254,7 @@ cua_status _cua_arena_check_locked(cua_arena *a)
     if (st == CUA_OK) st = check_index(a, &t);
     if (st == CUA_OK) st = check_chunks(a);
     if (st == CUA_OK) st = check_stats(a, &t);
+    if (st == CUA_OK) st = check_image(a);
     if (st != CUA_OK) return _cua_error_wrap(st, "arena '%s' is corrupt", a->name);
     return CUA_OK;
 }

@@ -27,6 +27,7 @@ static const char *const status_names[CUA_STATUS_COUNT] = {
     [CUA_ERR_CORRUPT] = "CUA_ERR_CORRUPT",
     [CUA_ERR_IO] = "CUA_ERR_IO",
     [CUA_ERR_NOT_FOUND] = "CUA_ERR_NOT_FOUND",
+    [CUA_ERR_OFFLOADED] = "CUA_ERR_OFFLOADED",
 };
 
 const char *cua_status_name(cua_status status)

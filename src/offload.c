@@ -1,0 +1,235 @@
+/*
+ * offload.c - an arena's live data leaves the device and comes back at the
+ * same addresses (cuarena.h: cua_arena_offload, _discard, _restore).
+ *
+ * Offload: wait for every stream the arena has seen; copy each live block
+ * to a host image through the backend's staging area; then drop the blocks'
+ * claims on their pages (every chunk becomes idle) and trim everything. The
+ * heap is untouched: the blocks stay live at their offsets, the address range
+ * stays reserved, so restore only has to map pages under each live block
+ * (acquire + map, as an allocation does) and copy the image back.
+ *
+ * The copies alternate between the two staging buffers: chunk k goes to
+ * buffer k % 2 on the copy stream while the CPU moves chunk k - 1 between the
+ * other buffer and the image; an event per buffer says when it is free.
+ */
+#include "arena.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/* Wait until no stream can still touch the arena's memory. */
+static cua_status quiesce(cua_arena *a)
+{
+    cua_status st = CUA_OK;
+    for (uint32_t tag = 1; tag < a->streams.n && st == CUA_OK; tag++)
+        st = _cua_bk_stream_sync(a->bk, &a->cs, a->streams.slot[tag].stream);
+    if (st == CUA_OK) _cua_stream_poll_pending(a, true, &st);
+    if (st == CUA_OK) _cua_stream_reclaim(a, true, &st);
+    return st;
+}
+
+void _cua_image_free(cua_arena *a)
+{
+    free(a->image.blocks);
+    free(a->image.data);
+    memset(&a->image, 0, sizeof a->image);
+}
+
+/* The image's entries: every live block, by offset. */
+static cua_status image_plan(cua_arena *a, bool keep_data)
+{
+    struct cua_image *im = &a->image;
+    memset(im, 0, sizeof *im);
+    for (cua_block *b = a->heap.first; b; b = b->next)
+        if (b->state == CUA_BLOCK_LIVE) im->n++;
+    im->blocks = malloc((im->n ? im->n : 1) * sizeof *im->blocks);
+    if (!im->blocks) return _cua_error(CUA_ERR_OUT_OF_MEMORY, "no host memory for an offload plan");
+    size_t i = 0;
+    for (cua_block *b = a->heap.first; b; b = b->next) {
+        if (b->state != CUA_BLOCK_LIVE) continue;
+        im->blocks[i++] = (struct cua_image_block){b->off, b->req, im->bytes};
+        im->bytes += b->req;
+    }
+    im->discarded = !keep_data;
+    if (keep_data && im->bytes && !(im->data = malloc(im->bytes))) {
+        char need[32];
+        free(im->blocks);
+        memset(im, 0, sizeof *im);
+        return _cua_error(CUA_ERR_OUT_OF_MEMORY, "no host memory for the %s the arena's live "
+                          "blocks hold", _cua_fmt_bytes(need, sizeof need, a->live_bytes));
+    }
+    return CUA_OK;
+}
+
+/* ---- copies through the staging area ------------------------------------------------ */
+
+typedef struct pipe {
+    cua_backend *bk;
+    cua_callstats *cs;
+    bool to_host;
+    bool busy[2];                /* a copy into / out of that buffer is in flight */
+    unsigned char *host_at[2];   /* to_host: where the buffer's bytes go when it is done */
+    size_t len[2];
+    unsigned k;                  /* chunks issued */
+} pipe;
+
+/* Wait for buffer i's copy; to the host, move its bytes into the image. */
+static cua_status drain(pipe *p, int i)
+{
+    if (!p->busy[i]) return CUA_OK;
+    cua_status st = _cua_bk_event_sync(p->bk, p->cs, p->bk->stage_ev[i]);
+    if (st != CUA_OK) return st;
+    if (p->to_host) memcpy(p->host_at[i], p->bk->stage[i], p->len[i]);
+    p->busy[i] = false;
+    return CUA_OK;
+}
+
+/* Copy n bytes between device address dev and host memory host, in chunks. */
+static cua_status move(pipe *p, uintptr_t dev, unsigned char *host, uint64_t n)
+{
+    cua_backend *bk = p->bk;
+    for (uint64_t done = 0; done < n;) {
+        int i = (int)(p->k++ % 2);
+        size_t len = (size_t)_cua_min(n - done, (uint64_t)bk->stage_bytes);
+        cua_status st = drain(p, i);
+        if (st != CUA_OK) return st;
+        if (p->to_host) {
+            st = _cua_bk_copy_to_host(bk, p->cs, bk->stage[i], dev + done, len, bk->copy_stream);
+            p->host_at[i] = host + done;
+            p->len[i] = len;
+        } else {
+            memcpy(bk->stage[i], host + done, len);
+            st = _cua_bk_copy_to_device(bk, p->cs, dev + done, bk->stage[i], len, bk->copy_stream);
+        }
+        if (st == CUA_OK) st = _cua_bk_event_record(bk, p->cs, bk->stage_ev[i], bk->copy_stream);
+        if (st != CUA_OK) return st;
+        p->busy[i] = true;
+        done += len;
+    }
+    return CUA_OK;
+}
+
+/* Every live block of the image between the device and the host. */
+static cua_status copy_image(cua_arena *a, bool to_host)
+{
+    struct cua_image *im = &a->image;
+    if (!im->bytes) return CUA_OK;
+    cua_status st = _cua_stage_get(a->bk, &a->cs);
+    if (st != CUA_OK) return _cua_error_wrap(st, "arena '%s': no staging area for the copies", a->name);
+    pipe p = {.bk = a->bk, .cs = &a->cs, .to_host = to_host};
+    for (size_t i = 0; i < im->n && st == CUA_OK; i++) {
+        const struct cua_image_block *e = &im->blocks[i];
+        if (e->len) st = move(&p, _cua_seg_addr(&a->seg, e->off), im->data + e->at, e->len);
+    }
+    /* Both buffers, oldest first; after a failure still wait, so that no copy
+     * is left writing into memory about to be freed or unmapped. */
+    for (unsigned j = 0; j < 2; j++) {
+        cua_status ds = drain(&p, (int)((p.k + j) % 2));
+        if (st == CUA_OK) st = ds;
+    }
+    _cua_stage_put(a->bk);
+    return st;
+}
+
+/* ---- offload and restore ----------------------------------------------------------------- */
+
+/* Drop every live block's claim on its pages and unmap them all. */
+static cua_status release_pages(cua_arena *a, uint64_t *released)
+{
+    uint64_t seq = ++a->seq;
+    for (cua_block *b = a->heap.first; b; b = b->next)
+        if (b->state == CUA_BLOCK_LIVE) _cua_seg_release(&a->seg, b->off, b->size, seq);
+    return _cua_seg_trim(&a->seg, UINT64_MAX, UINT64_MAX, released);
+}
+
+cua_status _cua_arena_offload_locked(cua_arena *a, bool keep_data)
+{
+    if (a->offloaded)
+        return _cua_error(CUA_ERR_OFFLOADED, "arena '%s' is offloaded already", a->name);
+    if (a->seg.novmm)
+        return _cua_error(CUA_ERR_NOT_SUPPORTED, "arena '%s' takes whole segments (no VMM): "
+                          "their addresses cannot be kept through an offload", a->name);
+    cua_status st = quiesce(a);
+    if (st == CUA_OK) st = image_plan(a, keep_data);
+    if (st == CUA_OK && keep_data) st = copy_image(a, true);
+    if (st != CUA_OK) {
+        _cua_image_free(a);
+        return _cua_error_wrap(st, "arena '%s' was not offloaded", a->name);
+    }
+    a->offloaded = true;
+    uint64_t released = 0;
+    st = release_pages(a, &released); /* a failed unmap leaves pages mapped, idle; still offloaded */
+    a->trim_count++;
+    a->trimmed_bytes += released;
+    _cua_arena_event(a, CUA_ARENA_OFFLOADED, keep_data ? "offload" : "discard", a->image.bytes);
+    return st;
+}
+
+/* Map the pages of every live block (as an allocation does: claims, then the
+ * missing pages). On failure, drop the claims and the pages again. */
+static cua_status map_live(cua_arena *a)
+{
+    cua_status st = CUA_OK;
+    cua_block *b, *failed = NULL;
+    for (b = a->heap.first; b; b = b->next) {
+        if (b->state != CUA_BLOCK_LIVE) continue;
+        uint64_t missing = _cua_seg_acquire(&a->seg, b->off, b->size);
+        if (missing) st = _cua_seg_map(&a->seg, b->off, b->size);
+        if (st != CUA_OK) {
+            _cua_seg_release(&a->seg, b->off, b->size, a->seq); /* its claims on mapped chunks */
+            failed = b;
+            break;
+        }
+    }
+    if (!failed) return CUA_OK;
+    char keep[CUA_MSG_CAP];
+    _cua_error_stash(keep, sizeof keep);
+    for (cua_block *c = a->heap.first; c != failed; c = c->next)
+        if (c->state == CUA_BLOCK_LIVE) _cua_seg_release(&a->seg, c->off, c->size, a->seq);
+    uint64_t released;
+    _cua_seg_trim(&a->seg, UINT64_MAX, UINT64_MAX, &released);
+    _cua_error_restore(keep);
+    return st;
+}
+
+cua_status _cua_arena_restore_locked(cua_arena *a)
+{
+    if (!a->offloaded)
+        return _cua_error(CUA_ERR_INVALID_ARG, "arena '%s' is not offloaded: nothing to restore",
+                          a->name);
+    cua_status st = map_live(a);
+    if (st == CUA_OK && !a->image.discarded) {
+        st = copy_image(a, false);
+        if (st != CUA_OK) {
+            char keep[CUA_MSG_CAP];
+            uint64_t released;
+            _cua_error_stash(keep, sizeof keep);
+            release_pages(a, &released);
+            _cua_error_restore(keep);
+        }
+    }
+    if (st != CUA_OK)
+        return _cua_error_wrap(st, "arena '%s' was not restored (it stays offloaded, its data "
+                               "kept)", a->name);
+    uint64_t bytes = a->image.discarded ? 0 : a->image.bytes;
+    _cua_image_free(a);
+    a->offloaded = false;
+    if (a->seg.mapped_bytes > a->peak_mapped) a->peak_mapped = a->seg.mapped_bytes;
+    _cua_arena_event(a, CUA_ARENA_RESTORED, "", bytes);
+    return CUA_OK;
+}
+
+void _cua_image_drop(cua_arena *a, uint64_t off)
+{
+    struct cua_image *im = &a->image;
+    size_t lo = 0, hi = im->n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (im->blocks[mid].off < off)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    if (lo < im->n && im->blocks[lo].off == off) im->blocks[lo].len = 0; /* not copied back */
+}

@@ -1,0 +1,224 @@
+/*
+ * test-offload.c - offload, discard and restore on the host backend: data
+ * byte-exact at the same addresses, pages really given back (the backend's
+ * counts), what is refused while offloaded, frees meanwhile, bad calls, and
+ * every backend call of an offload and a restore failed once (nothing lost).
+ * The checker runs after every step (CUA_ARENA_CHECK_ALWAYS and explicitly).
+ */
+#include "test.h"
+
+#include <stdbool.h>
+
+#define MiB ((size_t)1 << 20)
+#define NB 40
+
+typedef struct world {
+    cua_backend *bk, *inner;
+    cua_arena *a;
+    unsigned char *p[NB];
+    size_t size[NB];
+} world;
+
+static unsigned char pat(int i, size_t k) { return (unsigned char)(i * 37 + k * 11 + 5); }
+
+/* Blocks of many sizes (some sharing pages, some spanning many, one above the
+ * 64 MiB staging buffer), each filled with its pattern; every third freed. */
+static cua_status world_make(world *w, bool fault, bool big)
+{
+    memset(w, 0, sizeof *w);
+    cua_host_config hc;
+    cua_host_config_init(&hc);
+    hc.capacity = 512 * MiB;
+    cua_status st = cua_backend_host_create(&hc, &w->inner);
+    if (st) return st;
+    w->bk = w->inner;
+    if (fault && (st = cua_backend_fault_create(w->inner, &w->bk))) return st;
+    cua_arena_config cfg;
+    cua_arena_config_init(&cfg);
+    cfg.name = "offload";
+    cfg.backend = w->bk;
+    cfg.flags = CUA_ARENA_CHECK_ALWAYS;
+    if ((st = cua_arena_create(&cfg, &w->a))) return st;
+    uint64_t rng = 7;
+    for (int i = 0; i < NB; i++) {
+        w->size[i] = i == 5 && big ? 70 * MiB : 512 + test_rand(&rng) % (i % 4 == 0 ? 5 * MiB : 200000);
+        if ((st = cua_arena_alloc(w->a, w->size[i], 0, (void **)&w->p[i]))) return st;
+        for (size_t k = 0; k < w->size[i]; k++) w->p[i][k] = pat(i, k);
+    }
+    for (int i = 0; i < NB; i += 3) {
+        if ((st = cua_free(w->p[i]))) return st;
+        w->p[i] = NULL;
+    }
+    return CUA_OK;
+}
+
+/* Every live block holds its pattern (the first bad index, or -1). */
+static int world_bad(const world *w)
+{
+    for (int i = 0; i < NB; i++) {
+        if (!w->p[i]) continue;
+        for (size_t k = 0; k < w->size[i]; k++)
+            if (w->p[i][k] != pat(i, k)) return i;
+    }
+    return -1;
+}
+
+/* Destroy all; the backends' destroy refuses (BUSY) while anything they made
+ * is alive, the staging area aside, which is theirs to free. */
+static cua_status world_end(world *w)
+{
+    cua_status st = cua_arena_destroy(w->a, CUA_DESTROY_FORCE);
+    if (st) return st;
+    cua_backend_stats s;
+    cua_backend_get_stats(w->bk, &s);
+    if (s.handles || s.mappings || s.reservations) return CUA_ERR_BUSY;
+    if (w->bk != w->inner && (st = cua_backend_destroy(w->bk))) return st;
+    return cua_backend_destroy(w->inner);
+}
+
+static uint64_t handles_of(cua_backend *b)
+{
+    cua_backend_stats s;
+    cua_backend_get_stats(b, &s);
+    return s.handle_bytes;
+}
+
+TEST(offload_gives_every_page_back_and_restore_brings_the_data_back_in_place)
+{
+    world w;
+    CHECK_OK(world_make(&w, false, true));
+    cua_stats s0, s1;
+    CHECK_OK(cua_arena_get_stats(w.a, &s0));
+    CHECK(s0.mapped_bytes > 70 * MiB && handles_of(w.bk) == s0.mapped_bytes);
+    cua_backend_stats b0;
+    CHECK_OK(cua_backend_get_stats(w.bk, &b0));
+    unsigned char *before[NB];
+    memcpy(before, w.p, sizeof before);
+    CHECK_OK(cua_arena_offload(w.a));
+    CHECK_OK(cua_arena_get_stats(w.a, &s1));
+    CHECK(s1.mapped_bytes == 0 && handles_of(w.bk) == 0); /* every page went back */
+    cua_backend_stats b1;
+    CHECK_OK(cua_backend_get_stats(w.bk, &b1));
+    /* Through two pinned buffers of 64 MiB, not one as large as the data;
+     * the 70 MiB block took two copies. */
+    CHECK(b1.host_buffers == 2 && b1.host_bytes == 128 * MiB);
+    CHECK(b1.calls[CUA_CALL_COPY_TO_HOST] - b0.calls[CUA_CALL_COPY_TO_HOST] ==
+          (uint64_t)(s0.live_blocks + 1));
+    CHECK(s1.live_bytes == s0.live_bytes && s1.live_blocks == s0.live_blocks);
+    CHECK_ARENA(w.a);
+    CHECK_OK(cua_arena_restore(w.a));
+    CHECK(memcmp(before, w.p, sizeof before) == 0); /* same pointers, of course */
+    CHECK(world_bad(&w) == -1);                     /* and the same bytes behind them */
+    CHECK_OK(cua_arena_get_stats(w.a, &s1));
+    CHECK(s1.mapped_bytes <= s0.mapped_bytes && s1.live_bytes == s0.live_bytes);
+    /* Business as usual afterwards. */
+    void *q;
+    CHECK_OK(cua_arena_alloc(w.a, 3 * MiB, 0, &q));
+    CHECK_OK(cua_free(q));
+    CHECK_OK(cua_free(w.p[1]));
+    w.p[1] = NULL;
+    CHECK(world_bad(&w) == -1);
+    CHECK_ARENA(w.a);
+    CHECK_OK(world_end(&w));
+}
+
+TEST(while_offloaded_alloc_and_record_stream_are_refused_free_works)
+{
+    world w;
+    CHECK_OK(world_make(&w, false, true));
+    CHECK_OK(cua_arena_offload(w.a));
+    void *q = (void *)1;
+    CHECK_ST(cua_arena_alloc(w.a, 4096, 0, &q), CUA_ERR_OFFLOADED);
+    CHECK(q == NULL && strstr(cua_last_error(), "restore") != NULL);
+    CHECK_ST(cua_record_stream(w.p[1], 0x99), CUA_ERR_OFFLOADED);
+    CHECK_ST(cua_arena_offload(w.a), CUA_ERR_OFFLOADED);   /* twice */
+    CHECK_ST(cua_arena_discard(w.a), CUA_ERR_OFFLOADED);
+    CHECK_OK(cua_free(w.p[2])); /* its copy goes; the rest comes back */
+    w.p[2] = NULL;
+    CHECK_ST(cua_free(w.p[1] + 8), CUA_ERR_INVALID_POINTER); /* interior, as ever */
+    CHECK_ARENA(w.a);
+    CHECK_OK(cua_arena_restore(w.a));
+    CHECK(world_bad(&w) == -1);
+    CHECK_ST(cua_arena_restore(w.a), CUA_ERR_INVALID_ARG); /* not offloaded any more */
+    CHECK(strstr(cua_last_error(), "not offloaded") != NULL);
+    CHECK_ARENA(w.a);
+    /* Destroy while offloaded gives everything back too. */
+    CHECK_OK(cua_arena_offload(w.a));
+    CHECK_OK(world_end(&w));
+}
+
+TEST(discard_keeps_the_addresses_not_the_contents)
+{
+    world w;
+    CHECK_OK(world_make(&w, false, true));
+    cua_backend_stats b0, b1;
+    CHECK_OK(cua_backend_get_stats(w.bk, &b0));
+    CHECK_OK(cua_arena_discard(w.a));
+    CHECK(handles_of(w.bk) == 0);
+    CHECK_OK(cua_arena_restore(w.a));
+    CHECK_OK(cua_backend_get_stats(w.bk, &b1));
+    /* No copy either way. */
+    CHECK(b1.calls[CUA_CALL_COPY_TO_HOST] == b0.calls[CUA_CALL_COPY_TO_HOST] &&
+          b1.calls[CUA_CALL_COPY_TO_DEVICE] == b0.calls[CUA_CALL_COPY_TO_DEVICE]);
+    for (int i = 0; i < NB; i++)
+        if (w.p[i]) memset(w.p[i], 0xee, w.size[i]); /* the memory is there, writable */
+    CHECK_ARENA(w.a);
+    CHECK_OK(world_end(&w));
+}
+
+TEST(no_offload_for_whole_segments_and_bad_handles)
+{
+    cua_arena_config cfg;
+    cua_arena_config_init(&cfg);
+    cfg.flags = CUA_ARENA_NO_VMM;
+    cua_arena *a;
+    CHECK_OK(cua_arena_create(&cfg, &a));
+    void *p;
+    CHECK_OK(cua_arena_alloc(a, 4096, 0, &p));
+    CHECK_ST(cua_arena_offload(a), CUA_ERR_NOT_SUPPORTED);
+    CHECK_OK(cua_arena_check(a));
+    CHECK_OK(cua_arena_destroy(a, CUA_DESTROY_FORCE));
+    CHECK_ST(cua_arena_offload(a), CUA_ERR_DESTROYED);
+    CHECK_ST(cua_arena_restore(a), CUA_ERR_DESTROYED);
+    CHECK_ST(cua_arena_offload(NULL), CUA_ERR_INVALID_ARG);
+}
+
+/* Fail the n-th call of each kind an offload + restore makes: the status
+ * says so, the data is intact afterwards (restored, or never gone), and
+ * nothing leaks. */
+TEST(every_call_of_offload_and_restore_can_fail)
+{
+    static const cua_call kinds[] = {CUA_CALL_HOST_ALLOC, CUA_CALL_STREAM_CREATE,
+                                     CUA_CALL_EVENT_CREATE, CUA_CALL_COPY_TO_HOST,
+                                     CUA_CALL_EVENT_RECORD, CUA_CALL_EVENT_SYNC,
+                                     CUA_CALL_STREAM_SYNC, CUA_CALL_UNMAP, CUA_CALL_RELEASE,
+                                     CUA_CALL_CREATE, CUA_CALL_MAP, CUA_CALL_SET_ACCESS,
+                                     CUA_CALL_COPY_TO_DEVICE};
+    int injected = 0;
+    for (size_t k = 0; k < sizeof kinds / sizeof *kinds; k++) {
+        for (uint64_t nth = 1; nth <= 3; nth++) {
+            world w;
+            CHECK_OK(world_make(&w, true, false));
+            CHECK_OK(cua_fault_fail_nth(w.bk, kinds[k], nth, CUA_ERR_BACKEND));
+            cua_status st = cua_arena_offload(w.a);
+            CHECK(st == CUA_OK || st == CUA_ERR_BACKEND);
+            CHECK_OK(cua_arena_check(w.a));
+            /* Offloaded or not (a failed unmap still leaves it offloaded; a
+             * failed copy leaves it as it was): restore until it is back. A
+             * failed restore may be tried again; INVALID_ARG: not offloaded. */
+            cua_status rs;
+            int tries = 0;
+            while ((rs = cua_arena_restore(w.a)) == CUA_ERR_BACKEND && ++tries < 3)
+                CHECK_OK(cua_arena_check(w.a));
+            CHECK(rs == CUA_OK || rs == CUA_ERR_INVALID_ARG);
+            CHECK_OK(cua_arena_check(w.a));
+            CHECK(world_bad(&w) == -1);
+            uint64_t n = 0;
+            CHECK_OK(cua_fault_injected(w.bk, &n));
+            injected += (int)n;
+            CHECK_OK(world_end(&w));
+        }
+    }
+    printf("  %d failures injected into offload and restore, data intact every time\n", injected);
+    CHECK(injected >= 20);
+}
