@@ -83,6 +83,21 @@ run build ninja -C build-gpu || { tail -40 "$log"; exit 1; }
 run test-cuda build-gpu/tests/gpu/test-cuda
 grep -E '^(ok|FAIL|memory:)|passed,|skipped' "$log" | sed 's/^/   /' | tail -40
 run host-tests meson test -C build-gpu --suite host --num-processes 8 --print-errorlogs
+# The component-arena example on the GPU: 20 reload cycles, each back to the
+# driver's baseline to the byte (the example's exit status says so).
+run engine-reload build-gpu/examples/engine_reload --backend cuda --cycles 20 --scale 8 --json
+grep '^{"cycle"' "$log" >"$out/engine_reload.jsonl" || true
+python3 - "$out/engine_reload.jsonl" <<'PY' | tee -a "$log"
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+back = sum(r["after_teardown_bytes"] == r["baseline_bytes"] for r in rows)
+print("engine_reload (cuda): %d cycles, %d back to the baseline to the byte, offload/restore "
+      "exact in %d, pointers stable in %d, peak %.2f GiB over a baseline of %.2f GiB"
+      % (len(rows), back, sum(r["offload_restore_exact"] for r in rows),
+         sum(r["pointers_stable"] for r in rows),
+         max((r["peak_bytes"] for r in rows), default=0) / 2**30,
+         rows[0]["baseline_bytes"] / 2**30 if rows else 0))
+PY
 
 if [[ ${CUA_GPU_SKIP_BENCH:-0} == 1 ]]; then exit $status; fi
 
