@@ -643,11 +643,11 @@ CUA_API cua_status cua_arena_find(int device, const char *name, cua_arena **out)
  * (cap, *len and a cut text as for cua_arena_stats_json()):
  *   {"device":D,"driver_free_bytes":F,"driver_total_bytes":T,"driver_used_bytes":U,
  *    "mapped_bytes":M,"live_bytes":L,"cached_bytes":C,"unaccounted_bytes":X,
- *    "headroom_bytes":H,"arenas":[<cua_arena_stats_json of each arena>,...]}
+ *    "headroom_bytes":H,"peak_mapped_bytes":P,"arenas":[<cua_arena_stats_json of each arena>,...]}
  * M, L, C sum the arenas alive on the device; X = U - M (0 if negative): device
  * memory that no cuarena arena maps (other libraries, the CUDA context, another
  * process) - in a pipeline reload that fails, usually the memory that did not
- * go; H as cua_headroom(). The driver figures come from the backend of the
+ * go; H as cua_headroom(); P as cua_device_peak(). The driver figures come from the backend of the
  * device's first arena (0 when it has none).
  * Returns CUA_OK, CUA_ERR_INVALID_ARG (len NULL, buf NULL with cap > 0,
  * device < 0), CUA_ERR_BACKEND (the driver query failed).
@@ -662,6 +662,17 @@ CUA_API cua_status cua_device_report_json(int device, char *buf, size_t cap, siz
  * CUA_ERR_BACKEND.
  */
 CUA_API cua_status cua_headroom(int device, size_t *out);
+
+/**
+ * The most bytes all arenas of `device` had mapped at once, since the process
+ * started or cua_device_reset_peak(), and what they map now (either output
+ * may be NULL, not both). Per-arena peaks are in cua_stats.
+ * Returns CUA_OK, CUA_ERR_INVALID_ARG (device outside 0..63).
+ */
+CUA_API cua_status cua_device_peak(int device, size_t *peak_mapped, size_t *mapped_now);
+
+/** Start the device's peak again from what is mapped now. Returns CUA_OK, CUA_ERR_INVALID_ARG. */
+CUA_API cua_status cua_device_reset_peak(int device);
 
 /* ------------------------------------------------------------------------ */
 /* Options                                                                   */

@@ -69,6 +69,7 @@ static cua_status arena_body_init(cua_arena *a, cua_arena_config *cfg)
         if (!a->bk->vmm) cfg->flags |= CUA_ARENA_NO_VMM;
         st = _cua_seg_init(&a->seg, a->bk, &a->cs, va, align, cfg->chunk_max,
                            cfg->flags & CUA_ARENA_NO_VMM, a);
+        a->seg.dev = _cua_registry_devstat(cfg->device);
     }
     if (st == CUA_OK) {
         st = _cua_heap_init(&a->heap, a->seg.size);

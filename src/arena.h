@@ -191,6 +191,8 @@ cua_arena *_cua_registry_default(int device, cua_arena *candidate);
 cua_status _cua_registry_snapshot(int device, cua_arena ***out, size_t *n);
 /* The same, lowest priority first (creation order among equals). */
 cua_status _cua_registry_by_priority(int device, cua_arena ***out, size_t *n);
+/* The counters of a device's mapped bytes (NULL past CUA_MAX_DEVICES). */
+cua_devstat *_cua_registry_devstat(int device);
 
 /* addrmap.c: the process-wide map from an address to its arena (1 GiB granules). */
 cua_status _cua_addrmap_insert(uintptr_t base, size_t size, cua_arena *a);

@@ -22,6 +22,40 @@ static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
 static cua_arena **registry;
 static size_t registry_n, registry_cap;
 static cua_arena *default_arena[CUA_MAX_DEVICES];
+static cua_devstat devstats[CUA_MAX_DEVICES];
+
+cua_devstat *_cua_registry_devstat(int device)
+{
+    return device >= 0 && device < CUA_MAX_DEVICES ? &devstats[device] : NULL;
+}
+
+void _cua_devstat_add(cua_devstat *d, int64_t delta)
+{
+    uint64_t now = atomic_fetch_add(&d->mapped, (uint64_t)delta) + (uint64_t)delta;
+    uint64_t peak = atomic_load(&d->peak);
+    while (now > peak && !atomic_compare_exchange_weak(&d->peak, &peak, now)) {
+    }
+}
+
+cua_status cua_device_peak(int device, size_t *peak_mapped, size_t *mapped_now)
+{
+    cua_devstat *d = _cua_registry_devstat(device);
+    if (!d || (!peak_mapped && !mapped_now))
+        return _cua_error(CUA_ERR_INVALID_ARG, "device %d is out of range 0..%d, or both outputs "
+                          "are NULL", device, CUA_MAX_DEVICES - 1);
+    if (peak_mapped) *peak_mapped = (size_t)atomic_load(&d->peak);
+    if (mapped_now) *mapped_now = (size_t)atomic_load(&d->mapped);
+    return CUA_OK;
+}
+
+cua_status cua_device_reset_peak(int device)
+{
+    cua_devstat *d = _cua_registry_devstat(device);
+    if (!d) return _cua_error(CUA_ERR_INVALID_ARG, "device %d is out of range 0..%d", device,
+                              CUA_MAX_DEVICES - 1);
+    atomic_store(&d->peak, atomic_load(&d->mapped));
+    return CUA_OK;
+}
 
 cua_status _cua_registry_add(cua_arena *a)
 {
@@ -254,9 +288,10 @@ cua_status cua_device_report_json(int device, char *buf, size_t cap, size_t *len
         "{\"device\":%d,\"driver_free_bytes\":%zu,\"driver_total_bytes\":%zu,"
         "\"driver_used_bytes\":%" PRIu64 ",\"mapped_bytes\":%" PRIu64 ",\"live_bytes\":%" PRIu64
         ",\"cached_bytes\":%" PRIu64 ",\"unaccounted_bytes\":%" PRIu64
-        ",\"headroom_bytes\":%" PRIu64 ",\"arenas\":[",
+        ",\"headroom_bytes\":%" PRIu64 ",\"peak_mapped_bytes\":%" PRIu64 ",\"arenas\":[",
         device, s.driver_free, s.driver_total, used, s.mapped, s.live, s.cached, unaccounted,
-        (uint64_t)s.driver_free + s.cached);
+        (uint64_t)s.driver_free + s.cached,
+        device < CUA_MAX_DEVICES ? (uint64_t)atomic_load(&devstats[device].peak) : 0);
     bool first = true;
     for (size_t i = 0; i < n && st == CUA_OK; i++) {
         size_t need = 0, got = 0;

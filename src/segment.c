@@ -70,6 +70,13 @@ static void idle_remove(cua_segment *seg, cua_chunk *c)
     seg->idle_bytes -= (uint64_t)c->npages << seg->gshift;
 }
 
+/* Mapped bytes change: the segment's count, and its device's (if it has one). */
+static void mapped_add(cua_segment *seg, int64_t delta)
+{
+    seg->mapped_bytes += (uint64_t)delta;
+    if (seg->dev) _cua_devstat_add(seg->dev, delta);
+}
+
 static void set_pages(cua_segment *seg, uint32_t first, uint32_t n, cua_chunk *c)
 {
     for (uint32_t p = first; p < first + n; p++) seg->pages[p] = c;
@@ -271,7 +278,7 @@ static cua_status unmap_chunk(cua_segment *seg, cua_chunk *c)
         cua_status st = free_segment(seg, c);
         if (st != CUA_OK) return st;
         set_pages(seg, c->first, c->npages, NULL);
-        seg->mapped_bytes -= (uint64_t)c->npages << seg->gshift;
+        mapped_add(seg, -(int64_t)((uint64_t)c->npages << seg->gshift));
         seg->nchunks--;
         return CUA_OK;
     }
@@ -280,7 +287,7 @@ static cua_status unmap_chunk(cua_segment *seg, cua_chunk *c)
     cua_status st = _cua_bk_unmap(seg->bk, seg->cs, addr, len, 1);
     if (st != CUA_OK) return st;
     set_pages(seg, c->first, c->npages, NULL);
-    seg->mapped_bytes -= len;
+    mapped_add(seg, -(int64_t)len);
     seg->nchunks--;
     return release_handle(seg, c->handle, len);
 }
@@ -410,7 +417,7 @@ static cua_status map_chunk(cua_segment *seg, uint32_t first, uint32_t n)
     c->npages = n;
     c->busy = 1;
     set_pages(seg, first, n, c);
-    seg->mapped_bytes += len;
+    mapped_add(seg, (int64_t)len);
     seg->nchunks++;
     return CUA_OK;
 }
@@ -517,7 +524,7 @@ static cua_status trim_run(cua_segment *seg, cua_chunk **run, size_t n, uint64_t
         cua_chunk *c = run[i];
         size_t clen = (size_t)c->npages << seg->gshift;
         set_pages(seg, c->first, c->npages, NULL);
-        seg->mapped_bytes -= clen;
+        mapped_add(seg, -(int64_t)clen);
         seg->nchunks--;
         *released += clen;
         cua_status rs = drop_handle(seg, c->handle, clen);

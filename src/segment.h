@@ -38,8 +38,15 @@ typedef struct cua_handles {
     size_t n, cap;
 } cua_handles;
 
+/* A device's mapped bytes over all its arenas, and their peak (registry.c). */
+typedef struct cua_devstat {
+    _Atomic uint64_t mapped, peak;
+} cua_devstat;
+void _cua_devstat_add(cua_devstat *d, int64_t delta);
+
 typedef struct cua_segment {
     cua_backend *bk;
+    cua_devstat *dev;         /* the device's counters, or NULL */
     cua_callstats *cs;        /* the arena's call counters */
     uintptr_t base;           /* reserved range [base, base + size) */
     size_t size;

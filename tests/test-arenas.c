@@ -120,6 +120,7 @@ TEST(device_report_names_arenas_and_the_unaccounted_bytes)
     CHECK(json_num(buf, "live_bytes") == (long long)(4 * MiB));
     CHECK(json_num(buf, "driver_used_bytes") == (long long)(14 * MiB));
     CHECK(json_num(buf, "unaccounted_bytes") == (long long)(8 * MiB));
+    CHECK(json_num(buf, "peak_mapped_bytes") >= (long long)(6 * MiB));
     CHECK(strstr(buf, "\"encoder\"") && strstr(buf, "\"unet\"") && !strstr(buf, "\"other\""));
     /* Cut short: the length still says how much is needed. */
     char small[32];
@@ -502,5 +503,39 @@ TEST(out_of_memory_says_fragmentation_or_exhaustion)
     CHECK_OK(cua_arena_check(b));
     CHECK_OK(cua_arena_destroy(a, CUA_DESTROY_FORCE));
     CHECK_OK(cua_arena_destroy(b, 0));
+    CHECK_OK(cua_backend_destroy(bk));
+}
+
+TEST(device_peak_counts_every_arena_of_the_device_at_once)
+{
+    cua_backend *bk = make_backend();
+    CHECK(bk);
+    cua_arena *a = make(bk, "a", 20), *b = make(bk, "b", 20), *other = make(bk, "other", 21);
+    CHECK(a && b && other);
+    size_t peak = 1, now = 1;
+    CHECK_OK(cua_device_peak(20, &peak, &now));
+    CHECK(peak == 0 && now == 0);
+    void *p, *q, *r;
+    CHECK_OK(cua_arena_alloc(a, 64 * MiB, 0, &p));
+    CHECK_OK(cua_arena_alloc(b, 32 * MiB, 0, &q));
+    CHECK_OK(cua_arena_alloc(other, 8 * MiB, 0, &r)); /* another device: not counted */
+    CHECK_OK(cua_free(p));
+    CHECK_OK(cua_arena_trim(a, 0, NULL));
+    CHECK_OK(cua_device_peak(20, &peak, &now));
+    CHECK(peak == 96 * MiB && now == 32 * MiB); /* both at once, not the sum of their peaks */
+    CHECK_OK(cua_device_reset_peak(20));
+    CHECK_OK(cua_device_peak(20, &peak, NULL));
+    CHECK(peak == 32 * MiB);
+    CHECK_OK(cua_arena_offload(b)); /* offloaded pages are not mapped */
+    CHECK_OK(cua_device_peak(20, NULL, &now));
+    CHECK(now == 0);
+    CHECK_OK(cua_arena_restore(b));
+    CHECK_OK(cua_arena_destroy(b, CUA_DESTROY_FORCE));
+    CHECK_OK(cua_arena_destroy(a, 0));
+    CHECK_OK(cua_device_peak(20, &peak, &now));
+    CHECK(now == 0 && peak == 32 * MiB);
+    CHECK_ST(cua_device_peak(64, &peak, &now), CUA_ERR_INVALID_ARG);
+    CHECK_ST(cua_device_peak(20, NULL, NULL), CUA_ERR_INVALID_ARG);
+    CHECK_OK(cua_arena_destroy(other, CUA_DESTROY_FORCE));
     CHECK_OK(cua_backend_destroy(bk));
 }
