@@ -517,6 +517,7 @@ typedef struct cua_stats {
     uint64_t trim_count;          /**< trims that released pages (explicit or by policy) */
     uint64_t trimmed_bytes;       /**< bytes released by trims in total */
     uint64_t limit_bytes;         /**< the limit, 0 = none */
+    uint64_t adopted_bytes;       /**< physical memory from reservations, not mapped yet */
     uint64_t calls[CUA_CALL_COUNT];   /**< backend calls made for this arena, per kind */
     uint64_t call_ns[CUA_CALL_COUNT]; /**< nanoseconds spent in them, per kind */
     double mapped_over_live;      /**< mapped_bytes / live_bytes (0 when nothing is live) */
@@ -647,8 +648,8 @@ CUA_API cua_status cua_arena_find(int device, const char *name, cua_arena **out)
  * M, L, C sum the arenas alive on the device; X = U - M (0 if negative): device
  * memory that no cuarena arena maps (other libraries, the CUDA context, another
  * process) - in a pipeline reload that fails, usually the memory that did not
- * go; H as cua_headroom(); P as cua_device_peak(). The driver figures come from the backend of the
- * device's first arena (0 when it has none).
+ * go; H as cua_headroom(); P as cua_device_peak(). The driver figures come
+ * from the backend of the device's first arena (0 when it has none).
  * Returns CUA_OK, CUA_ERR_INVALID_ARG (len NULL, buf NULL with cap > 0,
  * device < 0), CUA_ERR_BACKEND (the driver query failed).
  */
@@ -662,6 +663,36 @@ CUA_API cua_status cua_device_report_json(int device, char *buf, size_t cap, siz
  * CUA_ERR_BACKEND.
  */
 CUA_API cua_status cua_headroom(int device, size_t *out);
+
+/** Physical memory taken now, for an arena to use later (cua_reserve). */
+typedef struct cua_reservation cua_reservation;
+
+/**
+ * Reserve then yield: take `bytes` (rounded up to the granularity) of
+ * physical memory from the backend now, mapped nowhere, so that neither
+ * another library nor another arena can take it, and hand it to an arena
+ * later with cua_arena_adopt() - for example while a model's weights are
+ * still loading, so that its KV cache is sure to fit afterwards.
+ * Returns CUA_OK, CUA_ERR_INVALID_ARG, CUA_ERR_NOT_SUPPORTED (no VMM),
+ * CUA_ERR_OUT_OF_MEMORY (the device has less: nothing is kept), CUA_ERR_BACKEND.
+ */
+CUA_API cua_status cua_reserve(cua_backend *backend, size_t bytes, cua_reservation **out);
+
+/**
+ * Give the reservation's memory to an arena of the same backend: its next
+ * growths map it instead of asking the driver (cua_stats.adopted_bytes until
+ * then), and it goes back to the driver with the arena (or a trim, once
+ * mapped). The reservation is used up, also on failure: like a freed pointer,
+ * it must not be passed again.
+ * Returns CUA_OK, CUA_ERR_INVALID_ARG (another backend, NULL), CUA_ERR_DESTROYED,
+ * CUA_ERR_NOT_SUPPORTED (an arena of whole segments).
+ */
+CUA_API cua_status cua_arena_adopt(cua_arena *arena, cua_reservation *res);
+
+/** Give a reservation's memory back to the driver, unused; the reservation is
+ *  used up. Returns CUA_OK, CUA_ERR_INVALID_ARG, CUA_ERR_BACKEND (a handle's
+ *  release failed; tried all). */
+CUA_API cua_status cua_reservation_release(cua_reservation *res);
 
 /**
  * The most bytes all arenas of `device` had mapped at once, since the process

@@ -131,10 +131,9 @@ static cua_status drop_handle(cua_segment *seg, cua_handle h, size_t size)
     return release_handle(seg, h, size);
 }
 
-/* A kept handle of exactly `size` bytes, if any. */
-static bool take_kept(cua_segment *seg, size_t size, cua_handle *h)
+/* A handle of exactly `size` bytes from list l, if it has one. */
+static bool take_from(cua_handles *l, size_t size, cua_handle *h)
 {
-    cua_handles *l = &seg->kept;
     for (size_t i = l->n; i-- > 0;) {
         if (l->v[i].size != size) continue;
         *h = l->v[i].h;
@@ -147,6 +146,16 @@ static bool take_kept(cua_segment *seg, size_t size, cua_handle *h)
 static void put_kept(cua_segment *seg, cua_handle h, size_t size)
 {
     if (!handles_push(&seg->kept, h, size)) release_handle(seg, h, size);
+}
+
+cua_status _cua_seg_adopt(cua_segment *seg, cua_handle h, size_t size)
+{
+    if (seg->novmm || size % seg->gran)
+        return _cua_error(CUA_ERR_INVALID_ARG, "a handle of %zu bytes cannot serve this arena", size);
+    if (!handles_push(&seg->adopted, h, size))
+        return _cua_error(CUA_ERR_OUT_OF_MEMORY, "no host memory to adopt a handle");
+    seg->adopted_bytes += size;
+    return CUA_OK;
 }
 
 cua_status _cua_seg_keep_handles(cua_segment *seg, bool on)
@@ -312,6 +321,13 @@ cua_status _cua_seg_fini(cua_segment *seg)
     cua_status st = _cua_seg_keep_handles(seg, false);
     if (st != CUA_OK && first == CUA_OK) first = st;
     free(seg->kept.v);
+    while (seg->adopted.n) { /* adopted, never mapped: back to the driver */
+        seg->adopted.n--;
+        st = release_handle(seg, seg->adopted.v[seg->adopted.n].h, seg->adopted.v[seg->adopted.n].size);
+        if (st != CUA_OK && first == CUA_OK) first = st;
+    }
+    seg->adopted_bytes = 0;
+    free(seg->adopted.v);
     st = retry_zombies(seg);
     if (st != CUA_OK && first == CUA_OK) first = st;
     if (seg->zombies.n) st = retry_zombies(seg); /* a transient failure gets one more try */
@@ -385,17 +401,24 @@ void _cua_seg_release(cua_segment *seg, uint64_t off, uint64_t len, uint64_t seq
 static cua_status back_chunk(cua_segment *seg, cua_chunk *c, uintptr_t addr, size_t len)
 {
     if (seg->novmm) return alloc_segment(seg, c, len);
-    bool reused = seg->kept.n && take_kept(seg, len, &c->handle);
-    cua_status st = reused ? CUA_OK : _cua_bk_create(seg->bk, seg->cs, len, &c->handle);
+    /* A handle a trim of this growth unmapped, one adopted from a reservation,
+     * or a new one. */
+    bool kept = seg->kept.n && take_from(&seg->kept, len, &c->handle);
+    bool adopted = !kept && seg->adopted.n && take_from(&seg->adopted, len, &c->handle);
+    cua_status st = kept || adopted ? CUA_OK : _cua_bk_create(seg->bk, seg->cs, len, &c->handle);
     if (st != CUA_OK) return st;
+    if (adopted) seg->adopted_bytes -= len;
     st = _cua_bk_map(seg->bk, seg->cs, addr, len, c->handle);
     if (st != CUA_OK) {
         char keep[CUA_MSG_CAP];
         snprintf(keep, sizeof keep, "%s", cua_last_error());
-        if (reused)
+        if (kept) {
             put_kept(seg, c->handle, len); /* released with the rest of the kept ones */
-        else
+        } else if (adopted && handles_push(&seg->adopted, c->handle, len)) {
+            seg->adopted_bytes += len; /* still the arena's */
+        } else {
             _cua_bk_release(seg->bk, seg->cs, c->handle, len); /* best effort */
+        }
         return _cua_error(st, "%s", keep);
     }
     return CUA_OK;

@@ -67,6 +67,10 @@ typedef struct cua_segment {
      * of their size instead of released (see _cua_seg_keep_handles). */
     cua_handles kept;
     bool keep_handles;
+    /* Handles adopted from a reservation (cua_arena_adopt), taken by growth
+     * before any new one is created; released by fini. */
+    cua_handles adopted;
+    uint64_t adopted_bytes;
     /* novmm only: */
     bool novmm;
     cua_arena *owner;         /* registered as the owner of each chunk's addresses */
@@ -106,6 +110,9 @@ cua_status _cua_seg_map(cua_segment *seg, uint64_t off, uint64_t len);
  * physical memory to its new place with unmap + map, without a release and a
  * create per page. The kept bytes are not counted mapped: they are in transit. */
 cua_status _cua_seg_keep_handles(cua_segment *seg, bool on);
+/* Take an unmapped handle of `size` bytes (a multiple of the granularity) for
+ * later growth. */
+cua_status _cua_seg_adopt(cua_segment *seg, cua_handle h, size_t size);
 
 /* Unmap idle chunks, oldest first, whose idle_seq <= safe_seq, until at least
  * `want` bytes went back or none is left; *released gets the bytes. Adjacent

@@ -12,7 +12,7 @@
     X(live_bytes) X(live_blocks) X(allocated_bytes) X(mapped_bytes) X(reserved_bytes)  \
     X(free_bytes) X(cached_bytes) X(pending_bytes) X(largest_free_bytes) X(free_blocks) \
     X(peak_live_bytes) X(peak_mapped_bytes) X(alloc_count) X(free_count) X(oom_count)   \
-    X(trim_count) X(trimmed_bytes) X(limit_bytes)
+    X(trim_count) X(trimmed_bytes) X(limit_bytes) X(adopted_bytes)
 
 /* Longest run of free bytes that lies in mapped pages (adjacent free blocks count
  * together). One walk over the blocks and the pages they cover. */
@@ -62,6 +62,7 @@ void _cua_stats_read(const cua_arena *a, cua_stats *out)
     out->trim_count = a->trim_count;
     out->trimmed_bytes = a->trimmed_bytes;
     out->limit_bytes = a->cfg.limit;
+    out->adopted_bytes = a->seg.adopted_bytes;
     memcpy(out->calls, a->cs.calls, sizeof out->calls);
     memcpy(out->call_ns, a->cs.call_ns, sizeof out->call_ns);
     out->mapped_over_live =

@@ -539,3 +539,62 @@ TEST(device_peak_counts_every_arena_of_the_device_at_once)
     CHECK_OK(cua_arena_destroy(other, CUA_DESTROY_FORCE));
     CHECK_OK(cua_backend_destroy(bk));
 }
+
+static uint64_t calls_of(cua_backend *bk, cua_call k)
+{
+    cua_backend_stats s;
+    return cua_backend_get_stats(bk, &s) == CUA_OK ? s.calls[k] : 0;
+}
+
+static uint64_t handle_bytes_of(cua_backend *bk)
+{
+    cua_backend_stats s;
+    return cua_backend_get_stats(bk, &s) == CUA_OK ? s.handle_bytes : 0;
+}
+
+TEST(reserve_now_yield_to_an_arena_later)
+{
+    cua_backend *bk = make_backend(); /* 256 MiB */
+    CHECK(bk);
+    cua_reservation *r = NULL, *r2 = NULL;
+    CHECK_OK(cua_reserve(bk, 15 * MiB, &r)); /* rounded to 8 pages */
+    CHECK(handle_bytes_of(bk) == 16 * MiB);
+    /* Held: nobody else can have it. */
+    cua_arena *other = make(bk, "other", 22);
+    void *p;
+    CHECK(other);
+    CHECK_ST(cua_arena_alloc(other, 250 * MiB, 0, &p), CUA_ERR_OUT_OF_MEMORY);
+    CHECK_ST(cua_reserve(bk, 512 * MiB, &r2), CUA_ERR_OUT_OF_MEMORY);
+    CHECK(r2 == NULL && handle_bytes_of(bk) == 16 * MiB); /* a failed one keeps nothing */
+    /* The KV cache arena adopts it: its growth maps those handles, creates none. */
+    cua_arena *kv = make(bk, "kv_cache", 22);
+    CHECK(kv);
+    CHECK_OK(cua_arena_adopt(kv, r)); /* r is used up: like a freed pointer, not to be passed again */
+    cua_stats s;
+    CHECK_OK(cua_arena_get_stats(kv, &s));
+    CHECK(s.adopted_bytes == 16 * MiB && s.mapped_bytes == 0);
+    uint64_t creates = calls_of(bk, CUA_CALL_CREATE);
+    CHECK_OK(cua_arena_alloc(kv, 12 * MiB, 0, &p));
+    CHECK(calls_of(bk, CUA_CALL_CREATE) == creates);
+    CHECK_OK(cua_arena_get_stats(kv, &s));
+    CHECK(s.adopted_bytes == 4 * MiB && s.mapped_bytes == 12 * MiB);
+    memset(p, 0x42, 12 * MiB);
+    CHECK(handle_bytes_of(bk) == 16 * MiB);
+    /* Destroy gives back the mapped and the adopted alike. */
+    CHECK_OK(cua_arena_destroy(kv, CUA_DESTROY_FORCE));
+    CHECK(handle_bytes_of(bk) == 0);
+    /* A reservation given back unused; and one of another backend is refused. */
+    CHECK_OK(cua_reserve(bk, 2 * MiB, &r));
+    CHECK_OK(cua_reservation_release(r));
+    CHECK(handle_bytes_of(bk) == 0);
+    cua_backend *bk2 = make_backend();
+    CHECK(bk2);
+    CHECK_OK(cua_reserve(bk2, 2 * MiB, &r2));
+    CHECK_ST(cua_arena_adopt(other, r2), CUA_ERR_INVALID_ARG);
+    CHECK(handle_bytes_of(bk2) == 0); /* used up: given back */
+    CHECK_ST(cua_reserve(NULL, 1, &r), CUA_ERR_INVALID_ARG);
+    CHECK_ST(cua_reserve(bk, 0, &r), CUA_ERR_INVALID_ARG);
+    CHECK_OK(cua_arena_destroy(other, CUA_DESTROY_FORCE));
+    CHECK_OK(cua_backend_destroy(bk2));
+    CHECK_OK(cua_backend_destroy(bk));
+}
