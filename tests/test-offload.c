@@ -222,3 +222,39 @@ TEST(every_call_of_offload_and_restore_can_fail)
     printf("  %d failures injected into offload and restore, data intact every time\n", injected);
     CHECK(injected >= 20);
 }
+
+static int n_off, n_res;
+static uint64_t off_bytes, res_bytes;
+static char off_reason[16];
+
+static void on_event(const cua_arena_event *e, void *user)
+{
+    (void)user;
+    if (e->kind == CUA_ARENA_OFFLOADED) {
+        n_off++;
+        off_bytes = e->bytes;
+        snprintf(off_reason, sizeof off_reason, "%s", e->reason);
+    } else if (e->kind == CUA_ARENA_RESTORED) {
+        n_res++;
+        res_bytes = e->bytes;
+    }
+}
+
+TEST(offload_and_restore_are_events)
+{
+    world w;
+    CHECK_OK(world_make(&w, false, false));
+    cua_stats s;
+    CHECK_OK(cua_arena_get_stats(w.a, &s));
+    CHECK_OK(cua_set_event_callback(on_event, NULL));
+    CHECK_OK(cua_arena_offload(w.a));
+    CHECK(n_off == 1 && off_bytes == s.live_bytes && !strcmp(off_reason, "offload"));
+    CHECK_OK(cua_arena_restore(w.a));
+    CHECK(n_res == 1 && res_bytes == s.live_bytes);
+    CHECK_OK(cua_arena_discard(w.a));
+    CHECK(n_off == 2 && !strcmp(off_reason, "discard"));
+    CHECK_OK(cua_arena_restore(w.a));
+    CHECK(n_res == 2 && res_bytes == 0); /* nothing copied back */
+    CHECK_OK(cua_set_event_callback(NULL, NULL));
+    CHECK_OK(world_end(&w));
+}
