@@ -767,13 +767,28 @@ TEST(offload_restore_4gib_vmm)
         CHECK_CU(cu.MemcpyHtoD((CUdeviceptr)p[i], pattern, OFF_BLOCK));
     }
     struct timespec t0;
+    cua_stats s0, s1, s2;
+    CHECK_OK(cua_arena_get_stats(a, &s0));
     clock_gettime(CLOCK_MONOTONIC, &t0);
     CHECK_OK(cua_arena_offload(a));
     double t_off = seconds_since(&t0);
+    CHECK_OK(cua_arena_get_stats(a, &s1));
     CALL(free_now(&off_free));
     clock_gettime(CLOCK_MONOTONIC, &t0);
     CHECK_OK(cua_arena_restore(a));
     double t_res = seconds_since(&t0);
+    CHECK_OK(cua_arena_get_stats(a, &s2));
+    /* Where the time went: driver calls per kind, in ms. */
+    for (int pass = 0; pass < 2; pass++) {
+        const cua_stats *x = pass ? &s1 : &s0, *y = pass ? &s2 : &s1;
+        printf("offload: %s driver time:", pass ? "restore" : "offload");
+        for (int k = 0; k < CUA_CALL_COUNT; k++)
+            if (y->calls[k] != x->calls[k])
+                printf(" %s %llu x %.1f ms", cua_call_name((cua_call)k),
+                       (unsigned long long)(y->calls[k] - x->calls[k]),
+                       (double)(y->call_ns[k] - x->call_ns[k]) / 1e6);
+        printf("\n");
+    }
     size_t bad_blocks = 0;
     for (int i = 0; i < OFF_BLOCKS; i++) {
         CHECK_CU(cu.MemcpyDtoH(back, (CUdeviceptr)p[i], OFF_BLOCK));
