@@ -18,11 +18,8 @@ static cua_status enter(cua_arena *a)
     if (!a) return _cua_error(CUA_ERR_INVALID_ARG, "arena is NULL");
     if (a->magic != CUA_ARENA_MAGIC)
         return _cua_error(CUA_ERR_INVALID_ARG, "%p is not an arena handle", (void *)a);
-    _cua_lock(&a->lock);
-    if (!a->alive) {
-        _cua_unlock(&a->lock);
+    if (!_cua_arena_lock_alive(a))
         return _cua_error(CUA_ERR_DESTROYED, "arena '%s' was destroyed", a->name);
-    }
     return CUA_OK;
 }
 
@@ -40,12 +37,9 @@ static cua_status enter_ptr(const void *ptr, cua_arena **out)
         return _cua_error(CUA_ERR_INVALID_POINTER,
                           "%p is not a pointer cuarena handed out: no arena owns that address",
                           ptr);
-    _cua_lock(&a->lock);
-    if (!a->alive) {
-        _cua_unlock(&a->lock);
+    if (!_cua_arena_lock_alive(a))
         return _cua_error(CUA_ERR_DESTROYED, "%p belongs to arena '%s', which was destroyed",
                           ptr, a->name);
-    }
     *out = a;
     return CUA_OK;
 }

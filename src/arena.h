@@ -156,6 +156,16 @@ void _cua_events_deliver(cua_arena *a);
 /* Deliver one event now (no lock held). */
 void _cua_event_now(cua_arena *a, cua_arena_event_kind kind);
 
+/* Take the arena's lock if it is alive (true); a destroyed arena is left
+ * unlocked (false). `alive` only changes under the lock. */
+static inline bool _cua_arena_lock_alive(cua_arena *a)
+{
+    _cua_lock(&a->lock);
+    if (CUA_LIKELY(atomic_load_explicit(&a->alive, memory_order_relaxed))) return true;
+    _cua_unlock(&a->lock);
+    return false;
+}
+
 /* Release the arena's lock; events the call queued go to the callback after it. */
 static inline void _cua_arena_unlock(cua_arena *a)
 {

@@ -284,16 +284,12 @@ cua_status _cua_arena_restore_locked(cua_arena *a)
     return CUA_OK;
 }
 
+/* _cua_lower_bound reads an image entry's `off` as its uintptr_t key. */
+_Static_assert(sizeof(uintptr_t) == sizeof(uint64_t), "image offsets are the search key");
+
 void _cua_image_drop(cua_arena *a, uint64_t off)
 {
     struct cua_image *im = &a->image;
-    size_t lo = 0, hi = im->n;
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        if (im->blocks[mid].off < off)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    if (lo < im->n && im->blocks[lo].off == off) im->blocks[lo].len = 0; /* not copied back */
+    size_t i = _cua_lower_bound(im->blocks, im->n, sizeof *im->blocks, (uintptr_t)off);
+    if (i < im->n && im->blocks[i].off == off) im->blocks[i].len = 0; /* not copied back */
 }

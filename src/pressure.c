@@ -80,9 +80,10 @@ static bool same_pool(const cua_arena *a, const cua_arena *b)
 static size_t driver_free(cua_arena *a)
 {
     size_t fr = 0, tot = 0;
-    _cua_lock(&a->lock);
-    if (atomic_load(&a->alive)) _cua_bk_mem_info(a->bk, &a->cs, &fr, &tot);
-    _cua_unlock(&a->lock);
+    if (_cua_arena_lock_alive(a)) {
+        _cua_bk_mem_info(a->bk, &a->cs, &fr, &tot);
+        _cua_unlock(&a->lock);
+    }
     return fr;
 }
 
@@ -105,9 +106,9 @@ static uint64_t trim_others(cua_arena *a, uint64_t want)
     for (size_t i = 0; i < n && got < want; i++) {
         cua_arena *b = v[i];
         if (b == a || !same_pool(a, b)) continue;
-        _cua_lock(&b->lock);
         uint64_t released = 0;
-        if (atomic_load(&b->alive)) _cua_arena_trim_for_pressure_locked(b, want - got, &released);
+        if (!_cua_arena_lock_alive(b)) continue;
+        _cua_arena_trim_for_pressure_locked(b, want - got, &released);
         _cua_arena_unlock(b);
         got += released;
     }

@@ -201,11 +201,7 @@ cua_status cua_trim_idle(int device, size_t *released)
     uint64_t now = _cua_now_ns();
     for (size_t i = 0; i < n; i++) {
         cua_arena *a = v[i];
-        _cua_lock(&a->lock);
-        if (!atomic_load(&a->alive)) {
-            _cua_unlock(&a->lock);
-            continue;
-        }
+        if (!_cua_arena_lock_alive(a)) continue;
         uint64_t got = 0;
         st = _cua_arena_trim_if_idle_locked(a, now, &got);
         if (st != CUA_OK && first == CUA_OK) first = st;
@@ -240,11 +236,9 @@ static cua_status device_sums_of(int device, cua_arena **v, size_t n, device_sum
         s->narenas++;
         if (asked) continue;
         /* Under the arena's lock, so that its backend cannot go meanwhile. */
-        _cua_lock(&v[i]->lock);
-        if (atomic_load(&v[i]->alive)) {
-            st = _cua_bk_mem_info(v[i]->bk, NULL, &s->driver_free, &s->driver_total);
-            asked = true;
-        }
+        if (!_cua_arena_lock_alive(v[i])) continue;
+        st = _cua_bk_mem_info(v[i]->bk, NULL, &s->driver_free, &s->driver_total);
+        asked = true;
         _cua_unlock(&v[i]->lock);
     }
     if (st != CUA_OK)

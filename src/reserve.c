@@ -91,8 +91,8 @@ cua_status cua_arena_adopt(cua_arena *a, cua_reservation *r)
     cua_status st = check_res(r);
     if (st != CUA_OK) return st;
     if (!a || a->magic != CUA_ARENA_MAGIC) return _cua_error(CUA_ERR_INVALID_ARG, "arena is NULL or not an arena");
-    _cua_lock(&a->lock);
-    if (!atomic_load(&a->alive))
+    bool locked = _cua_arena_lock_alive(a);
+    if (!locked)
         st = _cua_error(CUA_ERR_DESTROYED, "arena '%s' was destroyed", a->name);
     else if (a->bk != r->bk)
         st = _cua_error(CUA_ERR_INVALID_ARG, "the reservation is of backend '%s', arena '%s' of "
@@ -101,7 +101,7 @@ cua_status cua_arena_adopt(cua_arena *a, cua_reservation *r)
         st = _cua_error(CUA_ERR_NOT_SUPPORTED, "arena '%s' takes whole segments", a->name);
     size_t i = 0;
     for (; st == CUA_OK && i < r->n; i++) st = _cua_seg_adopt(&a->seg, r->h[i], r->each);
-    _cua_arena_unlock(a);
+    if (locked) _cua_arena_unlock(a);
     if (st != CUA_OK) { /* the reservation is used up either way: what was not adopted goes back */
         char keep[CUA_MSG_CAP];
         _cua_error_stash(keep, sizeof keep);
