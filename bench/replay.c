@@ -362,19 +362,10 @@ static int cmp_double(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-/* The arena's backend calls so far, and the nanoseconds spent in them in *ns;
- * per kind into calls[] and ns[] when not NULL: subtracted (sub) or added. */
-static uint64_t arena_calls(cua_arena *arena, uint64_t *ns, uint64_t *calls, uint64_t *kns, int sub)
+static void arena_stats(cua_arena *arena, cua_stats *s)
 {
-    cua_stats s;
-    cua_status st = cua_arena_get_stats(arena, &s);
+    cua_status st = cua_arena_get_stats(arena, s);
     if (st) die_lib("cua_arena_get_stats", st);
-    for (int k = 0; k < CUA_CALL_COUNT && calls; k++) {
-        calls[k] += sub ? -s.calls[k] : s.calls[k];
-        kns[k] += sub ? -s.call_ns[k] : s.call_ns[k];
-    }
-    *ns = sum_calls(s.call_ns);
-    return sum_calls(s.calls);
 }
 
 /* Run 0 warms the arena up; runs 1..repeat are timed. */
@@ -386,7 +377,8 @@ static int timing_runs(const options *o, const trace *t, result *res)
     uint32_t n_rest;
     uint32_t *rest = live_at_end(t, &n_rest);
     double *ns = calloc((size_t)o->repeat, sizeof *ns);
-    uint64_t per_run = 2 * (uint64_t)t->n_allocs, calls0 = 0, ns0 = 0, ns1 = 0;
+    uint64_t per_run = 2 * (uint64_t)t->n_allocs;
+    cua_stats before = {0}, after;
     cua_status st = make_backend(o->backend, &be);
     if (st) die_lib("creating the backend", st);
     if ((st = open_arena(be, 0, &arena))) die_lib("cua_arena_create", st);
@@ -394,7 +386,7 @@ static int timing_runs(const options *o, const trace *t, result *res)
     if (!ns || replay_init(&r, t, res->name, arena)) die_oom();
     int failed = 0;
     for (int run = 0; run <= o->repeat && !failed; run++) {
-        if (run == 1) calls0 = arena_calls(arena, &ns0, res->timed_calls, res->timed_ns, 1);
+        if (run == 1) arena_stats(arena, &before);
         uint64_t dt = timed_run(&r, rest, n_rest);
         if (!dt) failed = 1;
         else if (run > 0) ns[run - 1] = per_run ? (double)dt / (double)per_run : 0.0;
@@ -402,9 +394,13 @@ static int timing_runs(const options *o, const trace *t, result *res)
     if (failed) {
         report_failure(&r, "timing");
     } else {
-        res->timed_driver_calls =
-            arena_calls(arena, &ns1, res->timed_calls, res->timed_ns, 0) - calls0;
-        res->timed_driver_ns = ns1 - ns0;
+        arena_stats(arena, &after); /* what the timed runs made backend calls for */
+        for (int k = 0; k < CUA_CALL_COUNT; k++) {
+            res->timed_calls[k] = after.calls[k] - before.calls[k];
+            res->timed_ns[k] = after.call_ns[k] - before.call_ns[k];
+        }
+        res->timed_driver_calls = sum_calls(res->timed_calls);
+        res->timed_driver_ns = sum_calls(res->timed_ns);
         qsort(ns, (size_t)o->repeat, sizeof *ns, cmp_double);
         int m = o->repeat / 2;
         res->ns_med = o->repeat % 2 ? ns[m] : (ns[m - 1] + ns[m]) / 2;
