@@ -26,6 +26,10 @@ static cua_status check_config(const cua_arena_config *cfg, size_t gran)
         return _cua_error(CUA_ERR_INVALID_ARG,
                           "chunk_max %zu is not a multiple of the granularity %zu",
                           cfg->chunk_max, gran);
+    if (cfg->chunk_large != CUA_CHUNK_LARGE_NONE && cfg->chunk_large % gran)
+        return _cua_error(CUA_ERR_INVALID_ARG,
+                          "chunk_large %zu is not a multiple of the granularity %zu",
+                          cfg->chunk_large, gran);
     if (cfg->device < 0) return _cua_error(CUA_ERR_INVALID_ARG, "device %d < 0", cfg->device);
     if (cfg->limit && cfg->floor > cfg->limit)
         return _cua_error(CUA_ERR_INVALID_ARG, "floor %zu is above the limit %zu", cfg->floor,
@@ -67,7 +71,7 @@ static cua_status arena_body_init(cua_arena *a, cua_arena_config *cfg)
             va = (size_t)UINT32_MAX << _cua_log2(a->bk->granularity) & ~(CUA_GIB - 1);
         size_t align = _cua_max(CUA_GIB, a->bk->granularity);
         if (!a->bk->vmm) cfg->flags |= CUA_ARENA_NO_VMM;
-        st = _cua_seg_init(&a->seg, a->bk, &a->cs, va, align, cfg->chunk_max,
+        st = _cua_seg_init(&a->seg, a->bk, &a->cs, va, align, cfg->chunk_max, cfg->chunk_large,
                            cfg->flags & CUA_ARENA_NO_VMM, a);
         a->seg.dev = _cua_registry_devstat(cfg->device);
     }

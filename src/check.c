@@ -152,7 +152,7 @@ static cua_status check_chunks(const cua_arena *a)
             p++;
             continue;
         }
-        if (c->first != p || !c->npages || (!seg->novmm && c->npages > seg->chunk_max_pages)) {
+        if (c->first != p || !c->npages || (!seg->novmm && c->npages > _cua_seg_chunk_cap(seg))) {
             st = _cua_error(CUA_ERR_CORRUPT, "page %u points to a chunk at page %u of %u pages",
                             p, c->first, c->npages);
             break;

@@ -65,6 +65,11 @@ static const struct option options[] = {
     {.name = "chunk_max", .kind = OPT_SIZE, .offset = FIELD(chunk_max),
      .syntax = "size", .fallback = "0 (one granularity page)",
      .help = "largest physical handle, a multiple of the granularity"},
+    {.name = "chunk_large", .kind = OPT_SIZE, .offset = FIELD(chunk_large),
+     .has_unbounded = true, .unbounded = CUA_CHUNK_LARGE_NONE,
+     .syntax = "size, all or none", .fallback = "0 (32 MiB)",
+     .help = "runs of at least this many unmapped bytes map handles of this size; "
+             "all or none: chunk_max everywhere"},
     {.name = "growth_slack", .kind = OPT_SIZE, .offset = FIELD(growth_slack),
      .syntax = "size", .fallback = "0 (1/128 of the demand peak, at least one page)",
      .help = "bytes mapped past the demand peak before the footprint cap swaps cached pages"},
@@ -104,6 +109,7 @@ void cua_arena_config_init(cua_arena_config *cfg)
     cfg->release_threshold = CUA_KEEP_ALL;
     cfg->va_size = 0;
     cfg->chunk_max = 0;
+    cfg->chunk_large = 0;
     cfg->growth_slack = 0;
     cfg->flags = 0;
 }

@@ -12,12 +12,14 @@
  * The copies alternate between the two staging buffers: chunk k goes to
  * buffer k % 2 on the copy stream while the CPU moves chunk k - 1 between the
  * other buffer and the image; an event per buffer says when it is free. One
- * CPU thread moves ~10 GB/s and the copy engine ~53 GB/s, so the CPU's part
- * of a large chunk is split among helper threads that live for that copy only
- * (cuarena keeps no thread of its own); the image is mapped with transparent
- * huge pages, so that its first touch costs few page faults.
+ * CPU thread moves 6-10 GB/s and the copy engine ~55 GB/s, so the CPU's part
+ * of each chunk is split among a crew of helper threads that lives for one
+ * offload or restore (copy.h; cuarena keeps no thread of its own), with
+ * streaming stores into the image; the image is mapped with transparent huge
+ * pages, so that its first touch costs few page faults.
  */
 #include "arena.h"
+#include "copy.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -37,9 +39,6 @@ static cua_status quiesce(cua_arena *a)
 
 /* ---- the image's memory, and copies into and out of it ------------------------------- */
 
-#define CUA_COPY_THREADS_MAX 8
-#define CUA_COPY_SLICE_MIN ((size_t)4 << 20) /* below this one thread does it all */
-
 static void *image_alloc(size_t n)
 {
     void *p = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -55,49 +54,6 @@ void _cua_image_free(cua_arena *a)
     free(a->image.blocks);
     if (a->image.data) munmap(a->image.data, a->image.bytes);
     memset(&a->image, 0, sizeof a->image);
-}
-
-typedef struct slice {
-    unsigned char *dst;
-    const unsigned char *src;
-    size_t n;
-} slice;
-
-static void *copy_slice(void *arg)
-{
-    slice *s = arg;
-    memcpy(s->dst, s->src, s->n);
-    return NULL;
-}
-
-/* memcpy, split among up to CUA_COPY_THREADS_MAX threads (this one included)
- * when it is large; a thread that cannot start leaves its slice to this one. */
-static void par_memcpy(unsigned char *dst, const unsigned char *src, size_t n)
-{
-    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-    size_t k = n / CUA_COPY_SLICE_MIN;
-    if (k > CUA_COPY_THREADS_MAX) k = CUA_COPY_THREADS_MAX;
-    if (ncpu > 0 && k > (size_t)ncpu) k = (size_t)ncpu;
-    if (k < 2) {
-        memcpy(dst, src, n);
-        return;
-    }
-    pthread_t th[CUA_COPY_THREADS_MAX];
-    slice sl[CUA_COPY_THREADS_MAX];
-    bool started[CUA_COPY_THREADS_MAX] = {false};
-    size_t per = (n / k + 63) & ~(size_t)63;
-    for (size_t i = 0; i < k; i++) {
-        size_t at = i * per, len = at >= n ? 0 : (n - at < per ? n - at : per);
-        sl[i] = (slice){dst + at, src + at, len};
-        if (i > 0 && len) started[i] = pthread_create(&th[i], NULL, copy_slice, &sl[i]) == 0;
-    }
-    copy_slice(&sl[0]);
-    for (size_t i = 1; i < k; i++) {
-        if (started[i])
-            pthread_join(th[i], NULL);
-        else if (sl[i].n)
-            copy_slice(&sl[i]);
-    }
 }
 
 /* The image's entries: every live block, by offset. */
@@ -131,6 +87,7 @@ static cua_status image_plan(cua_arena *a, bool keep_data)
 typedef struct copy_pipe {
     cua_backend *bk;
     cua_callstats *cs;
+    cua_crew *crew;
     bool to_host;
     bool busy[2];                /* a copy into / out of that buffer is in flight */
     unsigned char *host_at[2];   /* to_host: where the buffer's bytes go when it is done */
@@ -144,7 +101,7 @@ static cua_status drain(copy_pipe *p, int i)
     if (!p->busy[i]) return CUA_OK;
     cua_status st = _cua_bk_event_sync(p->bk, p->cs, p->bk->stage_ev[i]);
     if (st != CUA_OK) return st;
-    if (p->to_host) par_memcpy(p->host_at[i], p->bk->stage[i], p->len[i]);
+    if (p->to_host) _cua_crew_copy(p->crew, p->host_at[i], p->bk->stage[i], p->len[i], true);
     p->busy[i] = false;
     return CUA_OK;
 }
@@ -163,7 +120,7 @@ static cua_status move(copy_pipe *p, uintptr_t dev, unsigned char *host, uint64_
             p->host_at[i] = host + done;
             p->len[i] = len;
         } else {
-            par_memcpy(bk->stage[i], host + done, len);
+            _cua_crew_copy(p->crew, bk->stage[i], host + done, len, false);
             st = _cua_bk_copy_to_device(bk, p->cs, dev + done, bk->stage[i], len, bk->copy_stream);
         }
         if (st == CUA_OK) st = _cua_bk_event_record(bk, p->cs, bk->stage_ev[i], bk->copy_stream);
@@ -181,7 +138,9 @@ static cua_status copy_image(cua_arena *a, bool to_host)
     if (!im->bytes) return CUA_OK;
     cua_status st = _cua_stage_get(a->bk, &a->cs);
     if (st != CUA_OK) return _cua_error_wrap(st, "arena '%s': no staging area for the copies", a->name);
-    copy_pipe p = {.bk = a->bk, .cs = &a->cs, .to_host = to_host};
+    cua_crew crew;
+    _cua_crew_start(&crew, im->bytes >= 2 * CUA_COPY_SLICE_MIN ? CUA_COPY_THREADS_MAX : 0);
+    copy_pipe p = {.bk = a->bk, .cs = &a->cs, .crew = &crew, .to_host = to_host};
     for (size_t i = 0; i < im->n && st == CUA_OK; i++) {
         const struct cua_image_block *e = &im->blocks[i];
         if (e->len) st = move(&p, _cua_seg_addr(&a->seg, e->off), im->data + e->at, e->len);
@@ -192,6 +151,7 @@ static cua_status copy_image(cua_arena *a, bool to_host)
         cua_status ds = drain(&p, (int)((p.k + j) % 2));
         if (st == CUA_OK) st = ds;
     }
+    _cua_crew_stop(&crew);
     _cua_stage_put(a->bk);
     return st;
 }

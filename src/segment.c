@@ -174,7 +174,8 @@ cua_status _cua_seg_keep_handles(cua_segment *seg, bool on)
 /* ---- init / fini ------------------------------------------------------------ */
 
 cua_status _cua_seg_init(cua_segment *seg, cua_backend *bk, cua_callstats *cs, size_t size,
-                         size_t align, size_t chunk_max, bool novmm, cua_arena *owner)
+                         size_t align, size_t chunk_max, size_t chunk_large, bool novmm,
+                         cua_arena *owner)
 {
     memset(seg, 0, sizeof *seg);
     seg->novmm = novmm;
@@ -189,6 +190,10 @@ cua_status _cua_seg_init(cua_segment *seg, cua_backend *bk, cua_callstats *cs, s
                           size);
     seg->npages = (uint32_t)(size >> seg->gshift);
     seg->chunk_max_pages = chunk_max ? (uint32_t)(chunk_max >> seg->gshift) : 1;
+    if (chunk_large != CUA_CHUNK_LARGE_NONE) {
+        size_t large = chunk_large ? chunk_large : _cua_max(CUA_CHUNK_LARGE_DEFAULT, seg->gran);
+        seg->chunk_large_pages = (uint32_t)_cua_min(large >> seg->gshift, UINT32_MAX);
+    }
     seg->idle.idle_next = seg->idle.idle_prev = &seg->idle;
     /* calloc of a large table is lazily zeroed by the OS: untouched parts cost nothing. */
     seg->pages = calloc(seg->npages, sizeof *seg->pages);
@@ -480,9 +485,21 @@ cua_status _cua_seg_map(cua_segment *seg, uint64_t off, uint64_t len)
         }
         uint32_t run_end = p;
         while (run_end < p1 && was[run_end - p0]) run_end++;
+        /* A long run takes large handles: fewer driver calls to map it and,
+         * later, to unmap it. */
+        uint32_t cap = seg->chunk_max_pages;
+        if (seg->chunk_large_pages > cap && run_end - p >= seg->chunk_large_pages)
+            cap = seg->chunk_large_pages;
         for (uint32_t q = p; q < run_end && st == CUA_OK;) {
-            uint32_t n = _cua_min(run_end - q, seg->chunk_max_pages);
+            uint32_t n = _cua_min(run_end - q, cap);
             st = map_chunk(seg, q, n);
+            if (st == CUA_ERR_OUT_OF_MEMORY && n > seg->chunk_max_pages) {
+                /* Memory is short: small handles may still fit where one
+                 * large one does not (a backend may want it in one piece). */
+                cap = seg->chunk_max_pages;
+                st = CUA_OK;
+                continue;
+            }
             q += n;
         }
         if (st == CUA_OK) /* one access call for the whole run of new mappings */

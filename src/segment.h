@@ -22,6 +22,9 @@
 
 #include "backend.h"
 
+/* chunk_large when the config says 0 (cuarena.h says why). */
+#define CUA_CHUNK_LARGE_DEFAULT ((size_t)32 << 20)
+
 typedef struct cua_chunk {
     uint32_t first;                   /* first page */
     uint32_t npages;
@@ -53,7 +56,8 @@ typedef struct cua_segment {
     size_t gran;              /* granularity page */
     unsigned gshift;          /* log2(gran) */
     uint32_t npages;
-    uint32_t chunk_max_pages; /* largest chunk */
+    uint32_t chunk_max_pages; /* largest chunk of a short run */
+    uint32_t chunk_large_pages; /* chunk of a run at least this long; 0: none */
     cua_chunk **pages;        /* page -> chunk, NULL where unmapped */
     uint64_t mapped_bytes;
     uint64_t idle_bytes;      /* bytes of idle chunks */
@@ -82,9 +86,11 @@ typedef struct cua_segment {
 } cua_segment;
 
 /* Reserve `size` bytes (a multiple of 1 GiB) aligned to `align`; novmm: reserve
- * nothing, chunks will be whole segments registered under `owner`. */
+ * nothing, chunks will be whole segments registered under `owner`. chunk_max
+ * and chunk_large as in cua_arena_config. */
 cua_status _cua_seg_init(cua_segment *seg, cua_backend *bk, cua_callstats *cs, size_t size,
-                         size_t align, size_t chunk_max, bool novmm, cua_arena *owner);
+                         size_t align, size_t chunk_max, size_t chunk_large, bool novmm,
+                         cua_arena *owner);
 /* Unmap and release everything and the reservation. Keeps going after a
  * failure and returns the first one. */
 cua_status _cua_seg_fini(cua_segment *seg);
@@ -99,7 +105,8 @@ uint64_t _cua_seg_missing(const cua_segment *seg, uint64_t off, uint64_t len);
  * join the idle list's tail with idle_seq = seq. Every page must be mapped. */
 void _cua_seg_release(cua_segment *seg, uint64_t off, uint64_t len, uint64_t seq);
 /* Map every unmapped page of [off, off + len) in chunks of at most
- * chunk_max_pages, each counted busy by one block. novmm: the pages are all
+ * chunk_max_pages (chunk_large_pages in a run of at least that many unmapped
+ * pages), each counted busy by one block. novmm: the pages are all
  * unmapped and become one chunk (one segment). On failure nothing new stays
  * mapped. */
 cua_status _cua_seg_map(cua_segment *seg, uint64_t off, uint64_t len);
@@ -119,6 +126,13 @@ cua_status _cua_seg_adopt(cua_segment *seg, cua_handle h, size_t size);
  * chunks are unmapped in one call. */
 cua_status _cua_seg_trim(cua_segment *seg, uint64_t want, uint64_t safe_seq,
                          uint64_t *released);
+
+/* The largest chunk the segment ever maps, in pages. */
+static inline uint32_t _cua_seg_chunk_cap(const cua_segment *seg)
+{
+    return seg->chunk_large_pages > seg->chunk_max_pages ? seg->chunk_large_pages
+                                                         : seg->chunk_max_pages;
+}
 
 static inline uint32_t _cua_seg_page(const cua_segment *seg, uint64_t off)
 {

@@ -226,6 +226,70 @@ TEST(footprint_cap_swap_reuses_handles)
     CHECK_OK(teardown(&f));
 }
 
+/* A run of at least chunk_large (default 32 MiB) unmapped bytes takes large
+ * handles; a short one takes granularity pages. */
+TEST(large_runs_map_large_handles)
+{
+    fixture f;
+    CHECK_OK(setup(&f, CUA_KEEP_ALL, 0, 0));
+    cua_backend_stats s0, s1, s2;
+    void *big, *small;
+    CHECK_OK(cua_backend_get_stats(f.bk, &s0));
+    CHECK_OK(cua_arena_alloc(f.a, 100 * MiB, 0, &big)); /* 32 + 32 + 32 + 4 */
+    CHECK_OK(cua_backend_get_stats(f.bk, &s1));
+    CHECK(s1.calls[CUA_CALL_CREATE] - s0.calls[CUA_CALL_CREATE] == 4);
+    CHECK_OK(cua_arena_alloc(f.a, 6 * MiB, 0, &small)); /* 3 x 2 */
+    CHECK_OK(cua_backend_get_stats(f.bk, &s2));
+    CHECK(s2.calls[CUA_CALL_CREATE] - s1.calls[CUA_CALL_CREATE] == 3);
+    memset(big, 0x11, 100 * MiB);
+    CHECK_OK(cua_free(big));
+    size_t released = 0;
+    CHECK_OK(cua_arena_trim(f.a, 0, &released));
+    CHECK(released == 100 * MiB && mapped(f.a) == 6 * MiB);
+    CHECK_ARENA(f.a);
+    CHECK_OK(teardown(&f));
+}
+
+/* When memory is short and the backend has no room for a large handle, the
+ * run is mapped in small ones instead of failing. */
+TEST(large_handle_falls_back_to_small_when_short)
+{
+    cua_host_config hc;
+    cua_host_config_init(&hc);
+    hc.capacity = 40 * MiB;
+    cua_backend *bk;
+    CHECK_OK(cua_backend_host_create(&hc, &bk));
+    cua_arena_config cfg;
+    cua_arena_config_init(&cfg);
+    cfg.backend = bk;
+    cfg.flags = CUA_ARENA_CHECK_ALWAYS;
+    cfg.release_threshold = 0;
+    cfg.name = "holes";
+    cua_arena *holes, *a;
+    CHECK_OK(cua_arena_create(&cfg, &holes));
+    void *p[20];
+    for (int i = 0; i < 20; i++) CHECK_OK(cua_arena_alloc(holes, 2 * MiB, 0, &p[i]));
+    for (int i = 0; i < 20; i += 2) CHECK_OK(cua_free(p[i])); /* 10 holes of 2 MiB */
+    cfg.name = "large";
+    cfg.chunk_large = 8 * MiB;
+    CHECK_OK(cua_arena_create(&cfg, &a));
+    cua_backend_stats s0, s1;
+    CHECK_OK(cua_backend_get_stats(bk, &s0));
+    void *q;
+    CHECK_OK(cua_arena_alloc(a, 16 * MiB, 0, &q));
+    CHECK_OK(cua_backend_get_stats(bk, &s1));
+    /* one 8 MiB create refused, then 8 of 2 MiB */
+    CHECK(s1.calls[CUA_CALL_CREATE] - s0.calls[CUA_CALL_CREATE] == 9);
+    CHECK(s1.handles - s0.handles == 8 && s1.handle_bytes - s0.handle_bytes == 16 * MiB);
+    memset(q, 0x22, 16 * MiB);
+    CHECK_ARENA(a);
+    CHECK_OK(cua_free(q));
+    for (int i = 1; i < 20; i += 2) CHECK_OK(cua_free(p[i]));
+    CHECK_OK(cua_arena_destroy(a, 0));
+    CHECK_OK(cua_arena_destroy(holes, 0));
+    CHECK_OK(cua_backend_destroy(bk));
+}
+
 TEST(destroy_busy_force_and_tombstone)
 {
     fixture f;

@@ -250,11 +250,16 @@ TEST(events_reach_the_callback_outside_the_lock)
 
 /* ---- floor, idle trim, janitor ------------------------------------------------------ */
 
+/* chunk_large of the arenas make_cfg makes (a test that counts bytes trimmed
+ * by the page sets CUA_CHUNK_LARGE_NONE). */
+static size_t chunk_large = 0;
+
 static cua_arena *make_cfg(cua_backend *bk, const char *name, int device, size_t floor,
                            unsigned idle_ms, int priority)
 {
     cua_arena_config cfg;
     cua_arena_config_init(&cfg);
+    cfg.chunk_large = chunk_large;
     cfg.name = name;
     cfg.backend = bk;
     cfg.device = device;
@@ -395,8 +400,10 @@ TEST(pressure_takes_only_what_is_missing_lowest_priority_first)
 {
     cua_backend *bk = make_backend(); /* 256 MiB */
     CHECK(bk);
+    chunk_large = CUA_CHUNK_LARGE_NONE; /* 2 MiB handles: a trim can take exactly 24 MiB */
     cua_arena *low = make_cfg(bk, "low", 17, 0, 0, 0), *high = make_cfg(bk, "high", 17, 0, 0, 9),
               *want = make_cfg(bk, "wants", 17, 0, 0, 5);
+    chunk_large = 0;
     CHECK(low && high && want);
     void *p;
     CHECK_OK(cua_arena_alloc(high, 60 * MiB, 0, &p));

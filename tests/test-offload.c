@@ -7,7 +7,10 @@
  */
 #include "test.h"
 
+#include "../src/copy.h"
+
 #include <stdbool.h>
+#include <stdlib.h>
 
 #define MiB ((size_t)1 << 20)
 #define NB 40
@@ -238,6 +241,38 @@ static void on_event(const cua_arena_event *e, void *user)
         n_res++;
         res_bytes = e->bytes;
     }
+}
+
+/* The copies under offload and restore: every size and alignment, streamed
+ * or not, alone or split among a crew, byte-exact and nothing written past
+ * the end. */
+TEST(crew_copies_are_exact_at_any_size_and_alignment)
+{
+    static const size_t sizes[] = {0, 1, 63, 255, 256, 4097, 3 * MiB + 17, 9 * MiB + 5};
+    size_t cap = 9 * MiB + 64;
+    unsigned char *src = malloc(cap), *dst = malloc(cap + 64);
+    CHECK(src && dst);
+    for (size_t k = 0; k < cap; k++) src[k] = (unsigned char)(k * 131 + 7);
+    for (unsigned helpers = 0; helpers <= 3; helpers += 3) {
+        cua_crew crew;
+        _cua_crew_start(&crew, helpers);
+        for (size_t i = 0; i < sizeof sizes / sizeof *sizes; i++)
+            for (size_t so = 0; so < 3; so++)
+                for (size_t dof = 0; dof < 20; dof += 7)
+                    for (int stream = 0; stream < 2; stream++) {
+                        size_t n = sizes[i];
+                        memset(dst, 0xee, cap + 64);
+                        _cua_crew_copy(&crew, dst + dof, src + so, n, stream);
+                        CHECK(memcmp(dst + dof, src + so, n) == 0);
+                        for (size_t k = 0; k < dof; k++) CHECK(dst[k] == 0xee);
+                        for (size_t k = dof + n; k < dof + n + 32 && k < cap + 64; k++)
+                            CHECK(dst[k] == 0xee);
+                    }
+        _cua_crew_stop(&crew);
+        _cua_crew_stop(&crew); /* twice is harmless */
+    }
+    free(src);
+    free(dst);
 }
 
 TEST(offload_and_restore_are_events)
