@@ -232,6 +232,7 @@ cua_status cua_arena_trim(cua_arena *a, size_t keep_bytes, size_t *released)
     cua_status st = enter(a);
     if (st != CUA_OK) return st;
     st = _cua_arena_trim_locked(a, keep_bytes, &r);
+    _cua_image_drop_spare(a); /* host memory an offload would reuse: given back too */
     if (released) *released = (size_t)r;
     if (st == CUA_OK && (a->cfg.flags & CUA_ARENA_CHECK_ALWAYS)) st = _cua_arena_check_locked(a);
     return leave(a, st);

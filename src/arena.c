@@ -538,6 +538,7 @@ cua_status _cua_arena_destroy_locked(cua_arena *a, unsigned flags)
     if (st != CUA_OK && first == CUA_OK) first = st;
     _cua_heap_fini(&a->heap);
     _cua_image_free(a);
+    _cua_image_drop_spare(a);
     a->offloaded = false;
     atomic_fetch_sub(&a->bk->users, 1);
     if (a->owns_bk) {

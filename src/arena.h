@@ -70,8 +70,13 @@ struct cua_arena {
         size_t n;
         unsigned char *data;
         uint64_t bytes;
+        size_t map_bytes;   /* data's mapping (bytes rounded up, or a reused one) */
         bool discarded;
     } image;
+    /* The last image's mapping after a restore, its pages lazily freed
+     * (MADV_FREE), for the next offload (offload.c). */
+    unsigned char *spare_image;
+    size_t spare_bytes;
     /* cua_trim_idle's view: the alloc + free count it saw last, and since when. */
     uint64_t idle_seen_ops, idle_since_ns;
     /* Events of the current call, delivered after the lock is released (api.c). */
@@ -180,6 +185,8 @@ cua_status _cua_arena_offload_locked(cua_arena *a, bool keep_data);
 cua_status _cua_arena_restore_locked(cua_arena *a);
 /* Drop the image (destroy); forget one block's data (freed while offloaded). */
 void _cua_image_free(cua_arena *a);
+/* Unmap the spare image (trim, destroy). */
+void _cua_image_drop_spare(cua_arena *a);
 void _cua_image_drop(cua_arena *a, uint64_t off);
 
 /* pressure.c: before an allocation fails for want of device memory, take

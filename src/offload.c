@@ -39,21 +39,56 @@ static cua_status quiesce(cua_arena *a)
 
 /* ---- the image's memory, and copies into and out of it ------------------------------- */
 
-static void *image_alloc(size_t n)
+/* The image's mapping: the spare one of the last restore when it is large
+ * enough and not much larger (its pages, unless the kernel took them back
+ * meanwhile, are there: no page fault, no zeroing), else a new one. */
+static unsigned char *image_alloc(cua_arena *a, size_t n, size_t *map_bytes)
 {
+    if (a->spare_image && a->spare_bytes >= n && a->spare_bytes / 2 <= n) {
+        unsigned char *p = a->spare_image;
+        *map_bytes = a->spare_bytes;
+        a->spare_image = NULL;
+        a->spare_bytes = 0;
+        return p;
+    }
+    _cua_image_drop_spare(a);
     void *p = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (p == MAP_FAILED) return NULL;
 #ifdef MADV_HUGEPAGE
     madvise(p, n, MADV_HUGEPAGE); /* a hint: without it, 4 KiB pages */
 #endif
+    *map_bytes = n;
     return p;
 }
 
+void _cua_image_drop_spare(cua_arena *a)
+{
+    if (a->spare_image) munmap(a->spare_image, a->spare_bytes);
+    a->spare_image = NULL;
+    a->spare_bytes = 0;
+}
+
+/* The image's memory goes back to the kernel, lazily: MADV_FREE lets it take
+ * the pages whenever it needs memory, and until then they stay where the next
+ * offload finds them (the spare). Without MADV_FREE, it is unmapped. */
 void _cua_image_free(cua_arena *a)
 {
-    free(a->image.blocks);
-    if (a->image.data) munmap(a->image.data, a->image.bytes);
-    memset(&a->image, 0, sizeof a->image);
+    struct cua_image *im = &a->image;
+    free(im->blocks);
+    if (im->data) {
+#ifdef MADV_FREE
+        _cua_image_drop_spare(a);
+        if (madvise(im->data, im->map_bytes, MADV_FREE) == 0) {
+            a->spare_image = im->data;
+            a->spare_bytes = im->map_bytes;
+        } else {
+            munmap(im->data, im->map_bytes);
+        }
+#else
+        munmap(im->data, im->map_bytes);
+#endif
+    }
+    memset(im, 0, sizeof *im);
 }
 
 /* The image's entries: every live block, by offset. */
@@ -72,7 +107,7 @@ static cua_status image_plan(cua_arena *a, bool keep_data)
         im->bytes += b->req;
     }
     im->discarded = !keep_data;
-    if (keep_data && im->bytes && !(im->data = image_alloc(im->bytes))) {
+    if (keep_data && im->bytes && !(im->data = image_alloc(a, im->bytes, &im->map_bytes))) {
         char need[32];
         free(im->blocks);
         memset(im, 0, sizeof *im);

@@ -7,6 +7,7 @@
  */
 #include "test.h"
 
+#include "../src/arena.h"
 #include "../src/copy.h"
 
 #include <stdbool.h>
@@ -241,6 +242,44 @@ static void on_event(const cua_arena_event *e, void *user)
         n_res++;
         res_bytes = e->bytes;
     }
+}
+
+/* After a restore the image's pages are lazily freed and kept mapped for the
+ * next offload of about the same size (no page faults there); a trim, a much
+ * larger image and destroy unmap them. Data stays exact through reuse. */
+TEST(the_next_offload_reuses_the_last_image)
+{
+    world w;
+    CHECK_OK(world_make(&w, false, false));
+    CHECK(w.a->spare_image == NULL);
+    CHECK_OK(cua_arena_offload(w.a));
+    unsigned char *first = w.a->image.data;
+    CHECK(first && w.a->image.map_bytes >= w.a->image.bytes);
+    CHECK_OK(cua_arena_restore(w.a));
+    CHECK(w.a->image.data == NULL && w.a->spare_image == first);
+    for (int round = 0; round < 2; round++) { /* offload again: the same mapping */
+        CHECK_OK(cua_arena_offload(w.a));
+        CHECK(w.a->image.data == first && w.a->spare_image == NULL);
+        CHECK_OK(cua_arena_restore(w.a));
+        CHECK(world_bad(&w) == -1);
+    }
+    size_t r;
+    CHECK_OK(cua_arena_trim(w.a, 0, &r));
+    CHECK(w.a->spare_image == NULL);
+    CHECK_OK(cua_arena_offload(w.a)); /* a new mapping, data still exact */
+    CHECK_OK(cua_arena_restore(w.a));
+    CHECK(w.a->spare_image != NULL && world_bad(&w) == -1);
+    /* An image more than twice as large takes a new mapping. */
+    void *big;
+    CHECK_OK(cua_arena_alloc(w.a, 3 * w.a->spare_bytes, 0, &big));
+    size_t spare = w.a->spare_bytes;
+    CHECK_OK(cua_arena_offload(w.a));
+    CHECK(w.a->image.map_bytes > 3 * spare && w.a->spare_image == NULL);
+    CHECK_OK(cua_arena_restore(w.a));
+    CHECK_OK(cua_free(big));
+    CHECK(world_bad(&w) == -1);
+    CHECK_ARENA(w.a);
+    CHECK_OK(world_end(&w));
 }
 
 /* The copies under offload and restore: every size and alignment, streamed
