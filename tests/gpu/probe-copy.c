@@ -107,9 +107,11 @@ static void par_copy(unsigned char *dst, const unsigned char *src, size_t n, int
     pthread_t th[64];
     job j[64] = {{0}};
     if (k < 1) k = 1;
-    size_t per = n / (size_t)k;
+    size_t per = (n / (size_t)k + 4095) & ~(size_t)4095; /* aligned for streaming stores */
     for (int i = 0; i < k; i++) {
-        j[i] = (job){dst + (size_t)i * per, src + (size_t)i * per, i == k - 1 ? n - (size_t)i * per : per};
+        size_t at = (size_t)i * per < n ? (size_t)i * per : n;
+        size_t len = n - at < per ? n - at : per;
+        j[i] = (job){dst + at, src + at, len};
         if (i) pthread_create(&th[i], NULL, run_job, &j[i]);
     }
     run_job(&j[0]);

@@ -14,6 +14,8 @@
 #                      runs are at the mercy of the machine's noise); cudaMalloc,
 #                      slow enough to time well, gets CUA_GPU_REPEAT_MALLOC (5)
 #   CUA_GPU_SKIP_BENCH set to 1 to run the tests only
+#   CUA_GPU_PROBE      set to 1 to measure what offload's copies are made of
+#                      (tests/gpu/probe-copy.c, probe-offload.c)
 #   CUA_GPU_PIN        CPU the timed replays' calling thread runs on (default 2;
 #                      "none": not pinned), so that every allocator is timed on
 #                      the same, quiet core; the CUDA driver's threads are not
@@ -98,6 +100,21 @@ print("engine_reload (cuda): %d cycles, %d back to the baseline to the byte, off
          max((r["peak_bytes"] for r in rows), default=0) / 2**30,
          rows[0]["baseline_bytes"] / 2**30 if rows else 0))
 PY
+
+# Offload and restore of a 4 GiB arena, three cycles (also inside test-cuda).
+grep -E '^offload: .*(cycle [0-9]: offload|byte-exact)' "$log" | tee "$out/offload.txt"
+# CUA_GPU_PROBE=1: the pieces an offload is made of, measured apart
+# (tests/gpu/probe-copy.c), and offload/restore cycles of the library alone.
+if [[ ${CUA_GPU_PROBE:-0} == 1 ]]; then
+    cuda=${CUDA_HOME:-/usr/local/cuda}
+    run probe-copy-build "${CC:-cc}" -O2 -I"$cuda/include" tests/gpu/probe-copy.c -o build-gpu/probe-copy \
+        -L"$cuda/lib64/stubs" -lcuda -lpthread &&
+        run probe-copy build-gpu/probe-copy 0 && run probe-copy-nt build-gpu/probe-copy 1
+    run probe-offload-build "${CC:-cc}" -O2 -Iinclude tests/gpu/probe-offload.c -o build-gpu/probe-offload \
+        -Lbuild-gpu -lcuarena -Wl,-rpath,"$PWD/build-gpu" && run probe-offload build-gpu/probe-offload
+    grep -E '^(copy engine|unmap during|vmm |cpu threads|fault in|register|pipeline|non-temporal|cycle )' \
+        "$log" >"$out/probe.txt"
+fi
 
 if [[ ${CUA_GPU_SKIP_BENCH:-0} == 1 ]]; then exit $status; fi
 
