@@ -403,8 +403,14 @@ CUA_API cua_status cua_arena_set_release_threshold(cua_arena *arena, size_t byte
 /**
  * Offload the arena: wait for the streams it has seen, copy every live block
  * to host memory (through the backend's reused pinned staging area, the
- * device filling one buffer while the CPU empties the other), then give every
- * physical page back to the driver. The address range stays reserved and the
+ * device filling one buffer while the CPU empties the other; the CPU's part is
+ * split among up to 16 helper threads that live for this call only), then give
+ * every physical page back to the driver. The host copy is written into fresh
+ * pages the first time; after a restore its pages are handed back to the
+ * kernel lazily (MADV_FREE) and the next offload of about the same size writes
+ * into them again without page faults, unless the kernel took them meanwhile
+ * (on the H100: 4 GiB in 0.21 s the first time, 0.09-0.11 s after).
+ * cua_arena_trim() and cua_arena_destroy() unmap them. The address range stays reserved and the
  * blocks stay live: cua_arena_restore() maps pages at the same addresses and
  * copies the data back, so every pointer the engine holds is valid again.
  * Meanwhile allocations and cua_record_stream() fail with CUA_ERR_OFFLOADED;
@@ -425,7 +431,8 @@ CUA_API cua_status cua_arena_discard(cua_arena *arena);
 
 /**
  * Map pages for the live blocks of an offloaded (or discarded) arena at their
- * addresses, copy their data back, and free the host copy. The limit and the
+ * addresses, copy their data back, and free the host copy (lazily: see
+ * cua_arena_offload). The limit and the
  * footprint cap do not apply (the memory was the arena's). On failure (the
  * device is full) nothing stays mapped, the arena stays offloaded with its
  * host copy, and restore may be tried again.

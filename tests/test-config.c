@@ -21,6 +21,7 @@ static cua_arena_config marked_config(void)
     cfg.release_threshold = 2222 * 512;
     cfg.va_size = 3333 * 512;
     cfg.chunk_max = 4444 * 512;
+    cfg.chunk_large = 4545 * 512;
     cfg.growth_slack = 5555 * 512;
     cfg.floor = 6666 * 512;
     cfg.priority = 3;
@@ -34,6 +35,7 @@ static int same_config(const cua_arena_config *a, const cua_arena_config *b)
     return a->name == b->name && a->backend == b->backend && a->device == b->device &&
            a->limit == b->limit && a->release_threshold == b->release_threshold &&
            a->va_size == b->va_size && a->chunk_max == b->chunk_max &&
+           a->chunk_large == b->chunk_large &&
            a->growth_slack == b->growth_slack && a->floor == b->floor &&
            a->priority == b->priority && a->idle_ms == b->idle_ms && a->flags == b->flags;
 }
@@ -87,13 +89,16 @@ TEST(every_key)
     cua_arena_config cfg;
     cua_arena_config_init(&cfg);
     CHECK_OK(cua_config_parse("device:3,limit:8G,release_threshold:512M,va_size:1T,"
-                              "chunk_max:64M,growth_slack:2M,check:1,footprint_cap:0",
+                              "chunk_max:64M,chunk_large:128M,growth_slack:2M,check:1,footprint_cap:0",
                               &cfg));
     CHECK(cfg.device == 3);
     CHECK(cfg.limit == (size_t)8 << 30);
     CHECK(cfg.release_threshold == (size_t)512 << 20);
     CHECK(cfg.va_size == (size_t)1 << 40);
     CHECK(cfg.chunk_max == (size_t)64 << 20);
+    CHECK(cfg.chunk_large == (size_t)128 << 20);
+    CHECK_OK(cua_config_parse("chunk_large:none", &cfg));
+    CHECK(cfg.chunk_large == CUA_CHUNK_LARGE_NONE);
     CHECK(cfg.growth_slack == (size_t)2 << 20);
     CHECK(cfg.flags == (CUA_ARENA_CHECK_ALWAYS | CUA_ARENA_NO_FOOTPRINT_CAP));
     CHECK(cfg.name == NULL && cfg.backend == NULL);

@@ -78,6 +78,9 @@ TEST(bad_sizes_and_arguments)
     cfg.chunk_max = 3 * MiB; /* not a multiple of 2 MiB */
     cua_arena *x;
     WRONG(cua_arena_create(&cfg, &x), CUA_ERR_INVALID_ARG);
+    cfg.chunk_max = 0;
+    cfg.chunk_large = 5 * MiB; /* nor this */
+    WRONG(cua_arena_create(&cfg, &x), CUA_ERR_INVALID_ARG);
     CHECK_OK(teardown());
 }
 
