@@ -176,6 +176,15 @@ CUA_API cua_status cua_host_stream_complete(cua_backend *host, cua_stream stream
 CUA_API cua_status cua_backend_cuda_create(int device, cua_backend **out);
 
 /**
+ * The process's shared CUDA backend of `device`, made on first use (as
+ * cua_backend_cuda_create) and kept until the process ends: the default
+ * arenas, the PyTorch entry points and arenas with backend_kind CUA_BACKEND_CUDA
+ * use it. cua_backend_destroy() refuses it (CUA_ERR_BUSY).
+ * Returns as cua_backend_cuda_create(), and CUA_ERR_INVALID_ARG (device out of range).
+ */
+CUA_API cua_status cua_device_backend(int device, cua_backend **out);
+
+/**
  * Create a backend that forwards every call to `inner` and fails the calls
  * chosen with cua_fault_fail_nth() / cua_fault_fail_random(). It does not own
  * `inner`; destroy it before `inner`.
@@ -296,7 +305,16 @@ typedef struct cua_arena_config {
     unsigned idle_ms;
     /** CUA_ARENA_* flags. */
     unsigned flags;
+    /** Where memory comes from when `backend` is NULL (a cua_backend_kind). */
+    int backend_kind;
 } cua_arena_config;
+
+/** cua_arena_config.backend_kind: the backend of an arena created without one. */
+typedef enum cua_backend_kind {
+    CUA_BACKEND_HOST = 0, /**< a host backend of the arena's own (the default) */
+    CUA_BACKEND_CUDA = 1, /**< the shared CUDA backend of `device` (cua_device_backend) */
+    CUA_BACKEND_AUTO = 2, /**< CUDA where the device exists, else host (default arenas) */
+} cua_backend_kind;
 
 /** chunk_large: never map larger handles than chunk_max. */
 #define CUA_CHUNK_LARGE_NONE SIZE_MAX
@@ -320,7 +338,8 @@ CUA_API void cua_arena_config_init(cua_arena_config *cfg);
  * Create an arena: reserves its address range; maps nothing yet.
  * cfg may be NULL for the defaults.
  * Returns CUA_OK, CUA_ERR_INVALID_ARG (out NULL, limit or chunk_max not a
- * multiple of the granularity...), CUA_ERR_OUT_OF_MEMORY (no address space or
+ * multiple of the granularity, a bad backend_kind...), CUA_ERR_NO_DEVICE
+ * (backend_kind CUA_BACKEND_CUDA without the device), CUA_ERR_OUT_OF_MEMORY (no address space or
  * host memory), CUA_ERR_BACKEND.
  */
 CUA_API cua_status cua_arena_create(const cua_arena_config *cfg, cua_arena **out);
@@ -487,7 +506,9 @@ CUA_API cua_status cua_arena_check(cua_arena *arena);
 
 /**
  * The default arena of a device, created on first use with the defaults of
- * cua_arena_config_init() and the options of CUARENA_CONF (cua_config_from_env()).
+ * cua_arena_config_init() and the options of CUARENA_CONF (cua_config_from_env()),
+ * on the device's shared CUDA backend where the device exists, else on a host
+ * backend (backend_kind CUA_BACKEND_AUTO; CUARENA_CONF's `backend` may say otherwise).
  * Returns CUA_OK, CUA_ERR_INVALID_ARG, and the statuses of cua_arena_create().
  */
 CUA_API cua_status cua_arena_default(int device, cua_arena **out);
@@ -510,6 +531,27 @@ CUA_API cua_status cua_arena_pop(void);
 
 /** The calling thread's current arena, or NULL. Returns CUA_OK, CUA_ERR_INVALID_ARG. */
 CUA_API cua_status cua_arena_current(cua_arena **out);
+
+/* ------------------------------------------------------------------------ */
+/* PyTorch                                                                   */
+/* ------------------------------------------------------------------------ */
+
+/**
+ * The allocation function of torch.cuda.memory.CUDAPluggableAllocator
+ * (python/cuarena/torch.py installs it): `size` bytes on `device` for
+ * `stream` (a cudaStream_t), from the calling thread's current arena when it
+ * is on that device, else from the device's default arena. Returns the
+ * pointer, or NULL (torch raises its out-of-memory error; cua_last_error()
+ * on the same thread says why). A zero size gives a unique pointer.
+ */
+CUA_API void *cua_torch_alloc(size_t size, int device, void *stream);
+
+/**
+ * The free function of torch.cuda.memory.CUDAPluggableAllocator: torch 2.11
+ * passes (ptr, size, device, stream); the block's own arena and stream are
+ * used. A bad pointer is ignored (cua_last_error() says so).
+ */
+CUA_API void cua_torch_free(void *ptr, size_t size, int device, void *stream);
 
 /* ------------------------------------------------------------------------ */
 /* Statistics                                                                */

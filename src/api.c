@@ -68,7 +68,7 @@ cua_status cua_backend_cuda_create(int device, cua_backend **out)
 
 cua_status cua_host_stream_complete(cua_backend *host, cua_stream stream)
 {
-    if (!host || host->kind != CUA_BACKEND_HOST)
+    if (!host || host->kind != CUA_BK_HOST)
         return _cua_error(CUA_ERR_INVALID_ARG, "not a host backend");
     return _cua_host_stream_complete(host, stream);
 }
@@ -82,7 +82,7 @@ cua_status cua_backend_fault_create(cua_backend *inner, cua_backend **out)
 
 static cua_status fault_only(cua_backend *b)
 {
-    if (!b || b->kind != CUA_BACKEND_FAULT)
+    if (!b || b->kind != CUA_BK_FAULT)
         return _cua_error(CUA_ERR_INVALID_ARG, "not a fault backend");
     return CUA_OK;
 }
@@ -142,6 +142,9 @@ cua_status cua_backend_granularity(cua_backend *b, size_t *out)
 cua_status cua_backend_destroy(cua_backend *b)
 {
     if (!b) return _cua_error(CUA_ERR_INVALID_ARG, "backend is NULL");
+    if (b->shared)
+        return _cua_error(CUA_ERR_BUSY, "backend '%s' is device %d's shared backend: it lives "
+                          "until the process ends", b->name, b->device);
     return _cua_backend_destroy(b);
 }
 
@@ -342,6 +345,7 @@ cua_status cua_arena_default(int device, cua_arena **out)
     }
     cua_arena_config cfg;
     cua_arena_config_init(&cfg);
+    cfg.backend_kind = CUA_BACKEND_AUTO; /* CUARENA_CONF's backend: may say otherwise */
     cua_status st = cua_config_from_env(&cfg);
     if (st != CUA_OK) return st;
     cfg.device = device;

@@ -57,6 +57,14 @@ static void segment_freed(void *ctx, uint64_t off, uint64_t len)
 
 static cua_status arena_body_init(cua_arena *a, cua_arena_config *cfg)
 {
+    if (cfg->backend_kind < CUA_BACKEND_HOST || cfg->backend_kind > CUA_BACKEND_AUTO)
+        return _cua_error(CUA_ERR_INVALID_ARG, "backend_kind %d is not a cua_backend_kind",
+                          cfg->backend_kind);
+    if (!cfg->backend && cfg->backend_kind != CUA_BACKEND_HOST) {
+        cua_status bs = cua_device_backend(cfg->device, &cfg->backend);
+        if (bs != CUA_OK && cfg->backend_kind == CUA_BACKEND_CUDA) return bs;
+        /* auto without the device: a host backend below */
+    }
     if (cfg->backend) {
         a->bk = cfg->backend;
     } else {

@@ -28,7 +28,7 @@ const char *cua_call_name(cua_call call)
 }
 
 void _cua_backend_init(cua_backend *b, const cua_backend_ops *ops, const char *name,
-                       cua_backend_kind kind, size_t granularity, size_t total_bytes)
+                       cua_bk_type kind, size_t granularity, size_t total_bytes)
 {
     memset(b, 0, sizeof *b);
     b->ops = ops;

@@ -24,11 +24,11 @@
 typedef uint64_t cua_handle; /* a physical allocation (CUmemGenericAllocationHandle) */
 typedef uint64_t cua_event;  /* an event (CUevent) */
 
-typedef enum cua_backend_kind {
-    CUA_BACKEND_HOST,
-    CUA_BACKEND_FAULT,
-    CUA_BACKEND_CUDA,
-} cua_backend_kind;
+typedef enum cua_bk_type {
+    CUA_BK_HOST,
+    CUA_BK_FAULT,
+    CUA_BK_CUDA,
+} cua_bk_type;
 
 /* Every hook returns CUA_OK or an error status after setting the thread's
  * message with _cua_error(). `b` is the backend the hook belongs to. */
@@ -91,7 +91,7 @@ typedef struct cua_callstats {
 struct cua_backend {
     const cua_backend_ops *ops;
     const char *name;          /* "host", "fault", "cuda" */
-    cua_backend_kind kind;
+    cua_bk_type kind;
     int device;
     size_t granularity;        /* mapping granularity in bytes (a power of two) */
     size_t total_bytes;        /* device total */
@@ -103,6 +103,7 @@ struct cua_backend {
     _Atomic int64_t reservations, handles, mappings, events, handle_bytes;
     _Atomic int64_t host_buffers, host_bytes, streams;
     _Atomic int users;         /* arenas that use this backend */
+    bool shared;               /* a device's shared backend (cua_device_backend): never destroyed */
     /* The staging area offload and restore copy through (staging.c): made at
      * first use, reused, freed with the backend. */
     cua_lock_t stage_lock;
@@ -115,7 +116,7 @@ struct cua_backend {
 
 /* Fill the common header; used by implementations' create functions. */
 void _cua_backend_init(cua_backend *b, const cua_backend_ops *ops, const char *name,
-                       cua_backend_kind kind, size_t granularity, size_t total_bytes);
+                       cua_bk_type kind, size_t granularity, size_t total_bytes);
 
 /* Account one call of `kind` that started at t0 and returned st. */
 void _cua_bk_account(cua_backend *b, cua_callstats *cs, cua_call kind, uint64_t t0,

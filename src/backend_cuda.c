@@ -438,7 +438,7 @@ cua_status _cua_backend_cuda_create(int device, cua_backend **out)
         free(cb);
         return st;
     }
-    _cua_backend_init(&cb->base, &cuda_ops, "cuda", CUA_BACKEND_CUDA, gran, total_b);
+    _cua_backend_init(&cb->base, &cuda_ops, "cuda", CUA_BK_CUDA, gran, total_b);
     cb->base.device = device;
     cb->base.vmm = vmm;
     *out = &cb->base;

@@ -380,7 +380,7 @@ cua_status _cua_backend_fault_create(cua_backend *inner, cua_backend **out)
     *out = NULL;
     fault_backend *f = calloc(1, sizeof *f);
     if (!f) return _cua_error(CUA_ERR_OUT_OF_MEMORY, "fault backend: no host memory for it");
-    _cua_backend_init(&f->base, &fault_ops, "fault", CUA_BACKEND_FAULT, inner->granularity,
+    _cua_backend_init(&f->base, &fault_ops, "fault", CUA_BK_FAULT, inner->granularity,
                       inner->total_bytes);
     f->base.device = inner->device;
     f->base.vmm = inner->vmm;
@@ -393,7 +393,7 @@ cua_status _cua_backend_fault_create(cua_backend *inner, cua_backend **out)
 
 static cua_status check_fault(cua_backend *b, const char *what)
 {
-    if (!b || b->kind != CUA_BACKEND_FAULT)
+    if (!b || b->kind != CUA_BK_FAULT)
         return _cua_error(CUA_ERR_INVALID_ARG, "%s: not a fault backend", what);
     return CUA_OK;
 }

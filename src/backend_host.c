@@ -714,7 +714,7 @@ cua_status _cua_backend_host_create(const cua_host_config *cfg, cua_backend **ou
     }
     init_tables(h);
     _cua_lock_init(&h->lock);
-    _cua_backend_init(&h->base, &host_ops, "host", CUA_BACKEND_HOST, h->gran, cfg->capacity);
+    _cua_backend_init(&h->base, &host_ops, "host", CUA_BK_HOST, h->gran, cfg->capacity);
     h->base.vmm = !h->no_vmm;
     *out = &h->base;
     return CUA_OK;

@@ -132,7 +132,7 @@ cua_status _cua_host_stream_sync(cua_backend *b, cua_stream stream)
 
 cua_status _cua_host_stream_complete(cua_backend *b, cua_stream stream)
 {
-    if (!b || b->kind != CUA_BACKEND_HOST)
+    if (!b || b->kind != CUA_BK_HOST)
         return _cua_error(CUA_ERR_INVALID_ARG, "stream_complete: not a host backend");
     return _cua_host_stream_sync(b, stream);
 }

@@ -29,6 +29,7 @@ enum opt_kind {
     OPT_UINT, /* an unsigned field, decimal */
     OPT_SIZE, /* a size_t field, a byte count (see _cua_parse_size) */
     OPT_FLAG, /* a bit of `flags`, value 0 or 1 */
+    OPT_WORD, /* an int field, one of `words` (its index) */
 };
 
 struct option {
@@ -39,12 +40,16 @@ struct option {
     bool flag_when_zero;   /* OPT_FLAG: value 0 sets the bit and 1 clears it */
     bool has_unbounded;    /* OPT_SIZE: the words "all" and "none" are accepted */
     size_t unbounded;      /* ... and stand for this value */
+    const char *const *words; /* OPT_WORD: the values, NULL-terminated */
     const char *syntax;    /* the value, in words, for docs */
     const char *fallback;  /* the built-in default, in words, for docs */
     const char *help;      /* what it does, one sentence, for docs */
 };
 
 #define FIELD(f) offsetof(cua_arena_config, f)
+
+/* backend_kind's words, in cua_backend_kind's order. */
+static const char *const backend_words[] = {"host", "cuda", "auto", NULL};
 
 static const struct option options[] = {
     {.name = "device", .kind = OPT_INT, .offset = FIELD(device),
@@ -83,6 +88,10 @@ static const struct option options[] = {
     {.name = "idle_ms", .kind = OPT_UINT, .offset = FIELD(idle_ms),
      .syntax = "milliseconds", .fallback = "0 (never)",
      .help = "an arena without alloc or free for this long is trimmed by cua_trim_idle"},
+    {.name = "backend", .kind = OPT_WORD, .offset = FIELD(backend_kind), .words = backend_words,
+     .syntax = "host, cuda or auto", .fallback = "host (default arenas: auto)",
+     .help = "where an arena created without a backend takes memory: a host backend of its "
+             "own, the device's shared CUDA backend, or CUDA where the device exists"},
     {.name = "check", .kind = OPT_FLAG, .flag = CUA_ARENA_CHECK_ALWAYS,
      .syntax = "0 or 1", .fallback = "0",
      .help = "1: run cua_arena_check() after every alloc, free and trim (slow)"},
@@ -307,6 +316,17 @@ static cua_status apply_flag(const struct source *src, const struct option *opt,
     return CUA_OK;
 }
 
+static cua_status apply_word(const struct source *src, const struct option *opt,
+                             struct span val, cua_arena_config *cfg)
+{
+    for (int i = 0; opt->words[i]; i++)
+        if (span_equals(src->text, val, opt->words[i], true)) {
+            memcpy((char *)cfg + opt->offset, &i, sizeof i);
+            return CUA_OK;
+        }
+    return bad_value(src, opt, val, opt->syntax);
+}
+
 static cua_status apply_option(const struct source *src, const struct option *opt,
                                struct span val, cua_arena_config *cfg)
 {
@@ -315,6 +335,7 @@ static cua_status apply_option(const struct source *src, const struct option *op
     case OPT_UINT: return apply_integer(src, opt, val, cfg);
     case OPT_SIZE: return apply_size(src, opt, val, cfg);
     case OPT_FLAG: return apply_flag(src, opt, val, cfg);
+    case OPT_WORD: return apply_word(src, opt, val, cfg);
     }
     return _cua_error(CUA_ERR_CONFIG, "%s: option '%s' has no parser", src->name, opt->name);
 }

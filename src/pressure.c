@@ -73,7 +73,7 @@ cua_status cua_remove_evict_callback(cua_evict_fn fn, void *user)
 static bool same_pool(const cua_arena *a, const cua_arena *b)
 {
     if (a->device != b->device) return false;
-    return a->bk == b->bk || (a->bk->kind == CUA_BACKEND_CUDA && b->bk->kind == CUA_BACKEND_CUDA);
+    return a->bk == b->bk || (a->bk->kind == CUA_BK_CUDA && b->bk->kind == CUA_BK_CUDA);
 }
 
 /* Bytes the driver has free, asked through a (locked in here); 0 if a is gone. */

@@ -22,6 +22,7 @@ static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
 static cua_arena **registry;
 static size_t registry_n, registry_cap;
 static cua_arena *default_arena[CUA_MAX_DEVICES];
+static cua_backend *device_backend[CUA_MAX_DEVICES]; /* shared CUDA backends, made once */
 static cua_devstat devstats[CUA_MAX_DEVICES];
 
 cua_devstat *_cua_registry_devstat(int device)
@@ -81,6 +82,28 @@ void _cua_registry_drop_default(cua_arena *a)
     for (int d = 0; d < CUA_MAX_DEVICES; d++)
         if (default_arena[d] == a) default_arena[d] = NULL;
     pthread_mutex_unlock(&registry_lock);
+}
+
+cua_status cua_device_backend(int device, cua_backend **out)
+{
+    if (!out) return _cua_error(CUA_ERR_INVALID_ARG, "out is NULL");
+    *out = NULL;
+    if (device < 0 || device >= CUA_MAX_DEVICES)
+        return _cua_error(CUA_ERR_INVALID_ARG, "device %d is out of range 0..%d", device,
+                          CUA_MAX_DEVICES - 1);
+    cua_status st = CUA_OK;
+    pthread_mutex_lock(&registry_lock); /* made once: a second thread waits for the first */
+    if (!device_backend[device]) {
+        cua_backend *b;
+        st = cua_backend_cuda_create(device, &b);
+        if (st == CUA_OK) {
+            b->shared = true;
+            device_backend[device] = b;
+        }
+    }
+    *out = device_backend[device];
+    pthread_mutex_unlock(&registry_lock);
+    return st;
 }
 
 cua_arena *_cua_registry_default(int device, cua_arena *candidate)

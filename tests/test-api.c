@@ -329,6 +329,54 @@ TEST(arena_with_its_own_backend)
     CHECK_OK(cua_arena_destroy(a, 0));
 }
 
+/* PyTorch's entry points: the current arena when it is on the asked device,
+ * else the device's default arena (a host one here: no GPU). */
+TEST(torch_entry_points_follow_the_current_arena)
+{
+    cua_arena *owner, *d, *mine, *other;
+    cua_arena_config cfg;
+    cua_arena_config_init(&cfg);
+    cfg.flags = CUA_ARENA_CHECK_ALWAYS;
+    CHECK_OK(cua_arena_create(&cfg, &mine));
+    cfg.device = 3;
+    CHECK_OK(cua_arena_create(&cfg, &other));
+    void *p = cua_torch_alloc(1000, 0, NULL);
+    CHECK(p);
+    CHECK_OK(cua_ptr_info(p, &owner, NULL, NULL));
+    CHECK_OK(cua_arena_default(0, &d));
+    CHECK(owner == d);
+    cua_torch_free(p, 1000, 0, NULL);
+    CHECK_OK(cua_arena_push(mine));
+    p = cua_torch_alloc(1 << 20, 0, NULL);
+    void *z = cua_torch_alloc(0, 0, NULL), *z2 = cua_torch_alloc(0, 0, NULL);
+    CHECK(p && z && z2 && z != z2);
+    CHECK_OK(cua_ptr_info(p, &owner, NULL, NULL));
+    CHECK(owner == mine);
+    cua_torch_free(p, 1 << 20, 0, NULL);
+    cua_torch_free(z, 0, 0, NULL);
+    cua_torch_free(z2, 0, 0, NULL);
+    CHECK_OK(cua_arena_push(other)); /* on device 3: torch's device 0 goes to the default */
+    p = cua_torch_alloc(4096, 0, NULL);
+    CHECK_OK(cua_ptr_info(p, &owner, NULL, NULL));
+    CHECK(owner == d);
+    cua_torch_free(p, 4096, 0, NULL);
+    p = cua_torch_alloc(4096, 3, NULL);
+    CHECK_OK(cua_ptr_info(p, &owner, NULL, NULL));
+    CHECK(owner == other);
+    cua_torch_free(p, 4096, 3, NULL);
+    cua_torch_free(&owner, 8, 0, NULL); /* not ours: ignored, with a message */
+    CHECK(cua_last_error()[0] != 0);
+    CHECK(cua_torch_alloc((size_t)1 << 62, 3, NULL) == NULL); /* too large: NULL */
+    CHECK_OK(cua_arena_pop());
+    CHECK_OK(cua_arena_pop());
+    cua_stats s;
+    CHECK_OK(cua_arena_get_stats(mine, &s));
+    CHECK(s.live_blocks == 0);
+    CHECK_OK(cua_arena_destroy(mine, 0));
+    CHECK_OK(cua_arena_destroy(other, 0));
+    CHECK_OK(cua_arena_destroy(d, 0));
+}
+
 TEST(default_and_current_arena)
 {
     cua_arena *d, *cur, *mine;

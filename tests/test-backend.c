@@ -88,7 +88,7 @@ TEST(host_config)
     CHECK(hc.capacity == 80 * GiB && hc.granularity == 2 * MiB && hc.manual_events == 0);
     cua_backend *b = NULL;
     CHECK_OK(_cua_backend_host_create(NULL, &b));
-    CHECK(b->kind == CUA_BACKEND_HOST && b->granularity == 2 * MiB && b->total_bytes == 80 * GiB);
+    CHECK(b->kind == CUA_BK_HOST && b->granularity == 2 * MiB && b->total_bytes == 80 * GiB);
     size_t fr = 0, tot = 0;
     CHECK_OK(_cua_bk_mem_info(b, NULL, &fr, &tot));
     CHECK(fr == 80 * GiB && tot == 80 * GiB);

@@ -1,0 +1,33 @@
+/*
+ * torch.c - the entry points PyTorch's CUDAPluggableAllocator loads from this
+ * library (cuarena.h: cua_torch_alloc, cua_torch_free). They hold no state of
+ * their own: an allocation goes to the calling thread's current arena when it
+ * is on the device torch asks for, else to the device's default arena.
+ */
+#include "arena.h"
+
+static cua_arena *arena_for(int device)
+{
+    cua_arena *a = NULL;
+    if (cua_arena_current(&a) == CUA_OK && a && a->cfg.device == device) return a;
+    if (cua_arena_default(device, &a) != CUA_OK) return NULL;
+    return a;
+}
+
+void *cua_torch_alloc(size_t size, int device, void *stream)
+{
+    cua_arena *a = arena_for(device);
+    void *p = NULL;
+    if (!a) return NULL; /* cua_last_error() says why; torch raises out of memory */
+    /* torch asks for 0 bytes for empty tensors and wants a pointer all the same */
+    if (cua_arena_alloc(a, size ? size : 1, (cua_stream)stream, &p) != CUA_OK) return NULL;
+    return p;
+}
+
+void cua_torch_free(void *ptr, size_t size, int device, void *stream)
+{
+    (void)size;
+    (void)device;
+    (void)stream; /* the block remembers its stream and its arena */
+    cua_free(ptr);
+}
