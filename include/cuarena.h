@@ -344,6 +344,16 @@ CUA_API void cua_arena_config_init(cua_arena_config *cfg);
  */
 CUA_API cua_status cua_arena_create(const cua_arena_config *cfg, cua_arena **out);
 
+/**
+ * Create an arena named `name` (may be NULL) from the built-in defaults, then
+ * CUARENA_CONF, then `conf` (the same syntax, e.g. "limit:6G,device:1"; may be
+ * NULL), on the device's shared CUDA backend where the device exists, else on
+ * a host backend of its own (backend_kind CUA_BACKEND_AUTO unless a `backend`
+ * item says otherwise). For bindings that cannot fill a cua_arena_config.
+ * Returns as cua_arena_create(), and CUA_ERR_CONFIG (a bad item in either text).
+ */
+CUA_API cua_status cua_arena_create_conf(const char *name, const char *conf, cua_arena **out);
+
 /** Free every live block of the arena as part of the destroy. */
 #define CUA_DESTROY_FORCE 0x1u
 

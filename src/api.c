@@ -330,6 +330,20 @@ cua_status cua_arena_stats_json(cua_arena *a, char *buf, size_t cap, size_t *len
     return leave(a, CUA_OK);
 }
 
+cua_status cua_arena_create_conf(const char *name, const char *conf, cua_arena **out)
+{
+    if (!out) return _cua_error(CUA_ERR_INVALID_ARG, "out is NULL");
+    *out = NULL;
+    cua_arena_config cfg;
+    cua_arena_config_init(&cfg);
+    cfg.backend_kind = CUA_BACKEND_AUTO;
+    cua_status st = cua_config_from_env(&cfg);
+    if (st == CUA_OK && conf) st = cua_config_parse(conf, &cfg);
+    if (st != CUA_OK) return st;
+    cfg.name = name;
+    return cua_arena_create(&cfg, out);
+}
+
 /* ---- default and current arenas --------------------------------------------------------------- */
 
 cua_status cua_arena_default(int device, cua_arena **out)

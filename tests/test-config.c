@@ -227,7 +227,7 @@ TEST(unknown_key)
     /* a good item before the bad one is not applied either */
     CHECK(refused("limit:8G,device:1,foo:1", "foo"));
     /* the list of known keys names every key */
-    CHECK(refused("x:1", "growth_slack, floor, priority, idle_ms, check, footprint_cap, vmm"));
+    CHECK(refused("x:1", "growth_slack, floor, priority, idle_ms, backend, check, footprint_cap, vmm"));
 }
 
 TEST(missing_value)
@@ -312,6 +312,35 @@ TEST(parse_size_helper)
     CHECK(strstr(cua_last_error(), "12X") != NULL);
     CHECK_ST(_cua_parse_size("all", 3, &v), CUA_ERR_CONFIG);
     CHECK(v == 99); /* untouched on error */
+}
+
+/* An arena from a name and an option string (for bindings). */
+TEST(arena_from_an_option_string)
+{
+    cua_arena *a;
+    cua_stats st;
+    const char *name;
+    CHECK_OK(cua_arena_create_conf("enc", "limit:8M,release_threshold:0,backend:host,check:1", &a));
+    CHECK_OK(cua_arena_get_stats(a, &st));
+    CHECK(st.limit_bytes == (size_t)8 << 20);
+    CHECK_OK(cua_arena_name(a, &name));
+    CHECK(strcmp(name, "enc") == 0);
+    void *p;
+    CHECK_ST(cua_arena_alloc(a, (size_t)10 << 20, 0, &p), CUA_ERR_LIMIT);
+    CHECK_OK(cua_arena_destroy(a, 0));
+    CHECK_ST(cua_arena_create_conf("x", "limit:lots", &a), CUA_ERR_CONFIG);
+    CHECK(strstr(cua_last_error(), "limit") != NULL);
+    CHECK_ST(cua_arena_create_conf("x", "backend:gpu", &a), CUA_ERR_CONFIG);
+    CHECK_ST(cua_arena_create_conf("x", NULL, NULL), CUA_ERR_INVALID_ARG);
+    /* backend:cuda is the device's shared backend, or no device at all */
+    cua_backend *shared = NULL;
+    cua_status have = cua_device_backend(0, &shared);
+    cua_status got = cua_arena_create_conf("x", "backend:cuda", &a);
+    CHECK(got == (have == CUA_OK ? CUA_OK : CUA_ERR_NO_DEVICE));
+    if (got == CUA_OK) {
+        CHECK_ST(cua_backend_destroy(shared), CUA_ERR_BUSY); /* shared: never destroyed */
+        CHECK_OK(cua_arena_destroy(a, 0));
+    }
 }
 
 TEST(from_env)
