@@ -101,6 +101,15 @@ print("engine_reload (cuda): %d cycles, %d back to the baseline to the byte, off
          rows[0]["baseline_bytes"] / 2**30 if rows else 0))
 PY
 
+# PyTorch with cuarena as its allocator against torch's own, where torch is installed.
+if python3 -c 'import torch, pytest' 2>/dev/null; then
+    CUARENA_LIB=$PWD/build-gpu/libcuarena.so run torch python3 -m pytest -q -s tests/gpu/test_torch.py
+    grep -E '^torch: |passed|failed|skipped' "$log" | grep -v '^torch: .*{' >"$out/torch.txt"
+    cat "$out/torch.txt"
+else
+    say "torch: skipped (no torch or pytest in python3)"
+fi
+
 # Offload and restore of a 4 GiB arena, three cycles (also inside test-cuda).
 grep -E '^offload: .*(cycle [0-9]: offload|byte-exact)' "$log" | tee "$out/offload.txt"
 # CUA_GPU_PROBE=1: the pieces an offload is made of, measured apart

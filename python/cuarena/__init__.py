@@ -1,0 +1,332 @@
+"""cuarena from Python: component arenas over libcuarena.so, through ctypes.
+
+    import cuarena
+    enc = cuarena.Arena("text_encoder", limit="6G")
+    with enc:                       # allocations of this thread go to `enc`
+        ...
+    enc.offload(); enc.restore()    # same addresses, same bytes
+    cuarena.headroom()              # bytes this device can still give
+
+PyTorch: ``cuarena.torch.install()`` (see cuarena/torch.py). No third-party
+dependency; the library is found through $CUARENA_LIB, next to this package
+(a build tree of the repository), or the system's library path.
+"""
+
+import ctypes
+import ctypes.util
+import json
+import os
+import threading
+
+__all__ = [
+    "Error", "Arena", "arena", "library", "library_path", "headroom", "device_report",
+    "memory_stats", "memory_summary", "reset_peak_stats", "on_event", "trim_idle",
+    "arenas",
+]
+
+_here = os.path.dirname(os.path.abspath(__file__))
+
+
+def _find_library():
+    env = os.environ.get("CUARENA_LIB")
+    if env:
+        return env
+    root = os.path.dirname(os.path.dirname(_here))
+    for build in ("build-gpu", "build", "build-bench"):
+        path = os.path.join(root, build, "libcuarena.so")
+        if os.path.exists(path):
+            return path
+    found = ctypes.util.find_library("cuarena")
+    if found:
+        return found
+    raise OSError("libcuarena.so not found: set CUARENA_LIB to its path")
+
+
+library_path = _find_library()
+library = ctypes.CDLL(library_path)
+_lib = library
+
+_c = ctypes.c_void_p
+_lib.cua_status_name.restype = ctypes.c_char_p
+_lib.cua_status_name.argtypes = [ctypes.c_int]
+_lib.cua_last_error.restype = ctypes.c_char_p
+_lib.cua_arena_create_conf.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.POINTER(_c)]
+_lib.cua_arena_destroy.argtypes = [_c, ctypes.c_uint]
+_lib.cua_arena_offload.argtypes = [_c]
+_lib.cua_arena_discard.argtypes = [_c]
+_lib.cua_arena_restore.argtypes = [_c]
+_lib.cua_arena_trim.argtypes = [_c, ctypes.c_size_t, ctypes.POINTER(ctypes.c_size_t)]
+_lib.cua_arena_push.argtypes = [_c]
+_lib.cua_arena_reset_peaks.argtypes = [_c]
+_lib.cua_arena_set_limit.argtypes = [_c, ctypes.c_size_t]
+_lib.cua_arena_stats_json.argtypes = [_c, ctypes.c_char_p, ctypes.c_size_t,
+                                      ctypes.POINTER(ctypes.c_size_t)]
+_lib.cua_arena_list.argtypes = [ctypes.c_int, ctypes.POINTER(_c), ctypes.c_size_t,
+                                ctypes.POINTER(ctypes.c_size_t)]
+_lib.cua_arena_name.argtypes = [_c, ctypes.POINTER(ctypes.c_char_p)]
+_lib.cua_arena_default.argtypes = [ctypes.c_int, ctypes.POINTER(_c)]
+_lib.cua_headroom.argtypes = [ctypes.c_int, ctypes.POINTER(ctypes.c_size_t)]
+_lib.cua_device_report_json.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_size_t,
+                                        ctypes.POINTER(ctypes.c_size_t)]
+_lib.cua_device_reset_peak.argtypes = [ctypes.c_int]
+_lib.cua_trim_idle.argtypes = [ctypes.c_int, ctypes.POINTER(ctypes.c_size_t)]
+_lib.cua_ptr_info.argtypes = [_c, ctypes.POINTER(_c), ctypes.POINTER(_c),
+                              ctypes.POINTER(ctypes.c_size_t)]
+
+CUA_DESTROY_FORCE = 1
+_EVENT_KINDS = ["created", "destroyed", "trimmed", "out_of_memory", "offloaded", "restored"]
+
+
+class Error(RuntimeError):
+    """A cuarena call failed: `status` is its status name, the text says why."""
+
+    def __init__(self, status, message):
+        super().__init__("%s: %s" % (status, message))
+        self.status = status
+
+
+def _check(st):
+    if st != 0:
+        raise Error(_lib.cua_status_name(st).decode(), (_lib.cua_last_error() or b"").decode())
+
+
+def _size(value):
+    """A byte count for an option string: ints as they are, "6G" as written."""
+    return str(value) if isinstance(value, int) else str(value).strip()
+
+
+def _json_call(fn, *args):
+    n = ctypes.c_size_t(0)
+    _check(fn(*args, None, 0, ctypes.byref(n)))
+    buf = ctypes.create_string_buffer(n.value + 1)
+    _check(fn(*args, buf, n.value + 1, ctypes.byref(n)))
+    return json.loads(buf.value.decode())
+
+
+class Arena:
+    """A component arena: its own address range, limit, statistics, and an
+    offload/restore that keeps every pointer valid.
+
+    Options are CUARENA_CONF's keys (limit, release_threshold, floor, priority,
+    idle_ms, device, chunk_max, chunk_large, backend, ...), e.g.
+    ``Arena("kv_cache", limit="20G", release_threshold=0)``.
+    Used as a context manager it is the calling thread's current arena:
+    cuarena.torch's allocations (and cua_malloc) made inside go to it.
+    """
+
+    def __init__(self, name, device=0, **options):
+        options.setdefault("device", device)
+        conf = ",".join("%s:%s" % (k, _size(v)) for k, v in options.items())
+        handle = _c()
+        _check(_lib.cua_arena_create_conf(name.encode(), conf.encode(), ctypes.byref(handle)))
+        self._h = handle
+        self.name = name
+        self.device = int(options["device"])
+
+    @classmethod
+    def _wrap(cls, handle, name, device):
+        self = cls.__new__(cls)
+        self._h, self.name, self.device = handle, name, device
+        return self
+
+    @property
+    def handle(self):
+        return self._h.value
+
+    def __enter__(self):
+        _check(_lib.cua_arena_push(self._h))
+        return self
+
+    def __exit__(self, *exc):
+        _check(_lib.cua_arena_pop())
+        return False
+
+    def offload(self):
+        """Copy every live block to host memory and give every page back; the
+        addresses stay reserved (allocations fail until restore)."""
+        _check(_lib.cua_arena_offload(self._h))
+
+    def discard(self):
+        """As offload, without keeping the contents (a KV cache)."""
+        _check(_lib.cua_arena_discard(self._h))
+
+    def restore(self):
+        """Map pages at the same addresses again and copy the data back."""
+        _check(_lib.cua_arena_restore(self._h))
+
+    def trim(self, keep=0):
+        """Give cached pages back to the driver, keeping `keep` bytes; returns
+        the bytes released."""
+        released = ctypes.c_size_t(0)
+        _check(_lib.cua_arena_trim(self._h, keep, ctypes.byref(released)))
+        return released.value
+
+    def set_limit(self, limit):
+        _check(_lib.cua_arena_set_limit(self._h, int(limit)))
+
+    def reset_peak_stats(self):
+        _check(_lib.cua_arena_reset_peaks(self._h))
+
+    def stats(self):
+        """The arena's figures as a dict (cua_stats, in bytes)."""
+        return _json_call(_lib.cua_arena_stats_json, self._h)
+
+    def destroy(self, force=False):
+        """Give every page, handle and the address range back. Live blocks make
+        it fail (Error BUSY) unless force."""
+        _check(_lib.cua_arena_destroy(self._h, CUA_DESTROY_FORCE if force else 0))
+
+    def __repr__(self):
+        return "<cuarena.Arena %r device %d>" % (self.name, self.device)
+
+
+def arena(name, device=0, **options):
+    """The arena of that name on that device if there is one, else a new one;
+    use it in a ``with`` block."""
+    for a in arenas(device):
+        if a.name == name:
+            return a
+    return Arena(name, device, **options)
+
+
+def arenas(device=0):
+    """Every live arena of the device, in creation order."""
+    cap = 256
+    out = (_c * cap)()
+    n = ctypes.c_size_t(0)
+    _check(_lib.cua_arena_list(device, out, cap, ctypes.byref(n)))
+    result = []
+    for i in range(min(n.value, cap)):
+        name = ctypes.c_char_p()
+        if _lib.cua_arena_name(out[i], ctypes.byref(name)) == 0:
+            result.append(Arena._wrap(_c(out[i]), name.value.decode(), device))
+    return result
+
+
+def headroom(device=0):
+    """Bytes the device can still give: driver free + every arena's cache."""
+    out = ctypes.c_size_t(0)
+    _check(_lib.cua_headroom(device, ctypes.byref(out)))
+    return out.value
+
+
+def device_report(device=0):
+    """Where the device's memory went (cua_device_report_json) as a dict."""
+    return _json_call(_lib.cua_device_report_json, device)
+
+
+def trim_idle(device=0):
+    """Trim the arenas idle longer than their idle_ms; returns bytes released."""
+    out = ctypes.c_size_t(0)
+    _check(_lib.cua_trim_idle(device, ctypes.byref(out)))
+    return out.value
+
+
+def reset_peak_stats(device=0):
+    """Reset the peaks of every arena of the device and of the device."""
+    for a in arenas(device):
+        a.reset_peak_stats()
+    _check(_lib.cua_device_reset_peak(device))
+
+
+def memory_stats(device=0):
+    """The device's figures under the key names torch.cuda.memory_stats() uses
+    (allocated_bytes.all.current, reserved_bytes.all.peak, num_ooms, ...),
+    plus cuarena's own per arena under "cuarena.<arena>.<figure>"."""
+    rep = device_report(device)
+    per = rep.get("arenas", [])
+    live = sum(a["live_bytes"] for a in per)
+    alloc = sum(a["allocated_bytes"] for a in per)
+    mapped = sum(a["mapped_bytes"] for a in per)
+    out = {
+        "allocated_bytes.all.current": alloc,
+        "allocated_bytes.all.peak": sum(a["peak_live_bytes"] for a in per),
+        "requested_bytes.all.current": live,
+        "reserved_bytes.all.current": mapped,
+        "reserved_bytes.all.peak": rep.get("peak_mapped_bytes", 0),
+        "active_bytes.all.current": alloc,
+        "inactive_split_bytes.all.current": sum(a["free_bytes"] - a["cached_bytes"] for a in per),
+        "allocation.all.current": sum(a["live_blocks"] for a in per),
+        "num_alloc_retries": 0,
+        "num_ooms": sum(a["oom_count"] for a in per),
+        "num_device_alloc": sum(a["calls"].get("create", 0) + a["calls"].get("alloc", 0)
+                                for a in per),
+        "num_device_free": sum(a["calls"].get("release", 0) + a["calls"].get("free", 0)
+                               for a in per),
+        "cuarena.unaccounted_bytes": rep.get("unaccounted_bytes", 0),
+        "cuarena.headroom_bytes": rep.get("headroom_bytes", 0),
+    }
+    for a in per:
+        for key in ("live_bytes", "mapped_bytes", "cached_bytes", "largest_free_bytes",
+                    "peak_mapped_bytes", "free_fragmentation", "trimmed_bytes"):
+            out["cuarena.%s.%s" % (a["name"], key)] = a[key]
+    return out
+
+
+def memory_summary(device=0):
+    """memory_stats as text: one line per arena."""
+    rep = device_report(device)
+    mib = 1 << 20
+    lines = ["cuarena, device %d: driver used %.1f MiB, cuarena mapped %.1f MiB, unaccounted "
+             "%.1f MiB, headroom %.1f MiB" % (device, rep.get("driver_used_bytes", 0) / mib,
+                                              rep.get("mapped_bytes", 0) / mib,
+                                              rep.get("unaccounted_bytes", 0) / mib,
+                                              rep.get("headroom_bytes", 0) / mib)]
+    for a in rep.get("arenas", []):
+        lines.append("  %-20s live %10.1f MiB  mapped %10.1f MiB  cached %10.1f MiB  largest "
+                     "free %10.1f MiB  peak mapped %10.1f MiB" % (
+                         a["name"], a["live_bytes"] / mib, a["mapped_bytes"] / mib,
+                         a["cached_bytes"] / mib, a["largest_free_bytes"] / mib,
+                         a["peak_mapped_bytes"] / mib))
+    return "\n".join(lines)
+
+
+# ---- events ------------------------------------------------------------------------------
+
+class _Event(ctypes.Structure):
+    _fields_ = [("kind", ctypes.c_int), ("arena", _c), ("name", ctypes.c_char_p),
+                ("device", ctypes.c_int), ("bytes", ctypes.c_uint64),
+                ("reason", ctypes.c_char_p), ("mapped_bytes", ctypes.c_uint64),
+                ("live_bytes", ctypes.c_uint64)]
+
+
+_EventFn = ctypes.CFUNCTYPE(None, ctypes.POINTER(_Event), _c)
+_lib.cua_set_event_callback.argtypes = [_EventFn, _c]
+_callbacks = []
+_callbacks_lock = threading.Lock()
+
+
+@_EventFn
+def _deliver(ev, _user):
+    e = ev.contents
+    event = {
+        "kind": _EVENT_KINDS[e.kind] if 0 <= e.kind < len(_EVENT_KINDS) else str(e.kind),
+        "arena": (e.name or b"").decode(), "device": e.device, "bytes": e.bytes,
+        "reason": (e.reason or b"").decode(), "mapped_bytes": e.mapped_bytes,
+        "live_bytes": e.live_bytes,
+    }
+    with _callbacks_lock:
+        fns = list(_callbacks)
+    for fn in fns:
+        try:
+            fn(event)
+        except Exception:  # a logging callback must not take the allocator down
+            pass
+
+
+def on_event(callback):
+    """Call callback(event_dict) on every arena event (created, destroyed,
+    trimmed, out_of_memory, offloaded, restored) with its bytes and reason.
+    Returns a function that removes the callback."""
+    with _callbacks_lock:
+        first = not _callbacks
+        _callbacks.append(callback)
+    if first:
+        _check(_lib.cua_set_event_callback(_deliver, None))
+
+    def remove():
+        with _callbacks_lock:
+            if callback in _callbacks:
+                _callbacks.remove(callback)
+
+    return remove

@@ -1,0 +1,74 @@
+"""test_torch.py - cuarena as PyTorch's allocator, on a GPU: each workload of
+torch_work.py runs in a process with torch's own allocator and in one with
+cuarena, and the results are compared. Run by tests/gpu/run.sh:
+
+    CUARENA_LIB=build-gpu/libcuarena.so python3 -m pytest -q tests/gpu/test_torch.py
+
+Skips without torch or without a CUDA device. Each test prints its figures
+(pytest -s shows them; run.sh keeps them in the log).
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+torch = pytest.importorskip("torch")
+if not torch.cuda.is_available():
+    pytest.skip("no CUDA device: the PyTorch tests need one", allow_module_level=True)
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+
+
+def run(workload, use):
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.path.join(ROOT, "python") + os.pathsep + env.get("PYTHONPATH", "")
+    p = subprocess.run([sys.executable, os.path.join(HERE, "torch_work.py"), workload, use],
+                       capture_output=True, text=True, env=env, timeout=600)
+    assert p.returncode == 0, "%s/%s failed:\n%s\n%s" % (workload, use, p.stdout[-3000:],
+                                                         p.stderr[-3000:])
+    result = json.loads(p.stdout.strip().splitlines()[-1])
+    print("torch:", workload, use, json.dumps(result)[:600])
+    return result
+
+
+def test_ops_identical_to_native():
+    native, ours = run("ops", "native"), run("ops", "cuarena")
+    assert ours["digest"] == native["digest"]
+    assert ours["empty"] == 0
+
+
+def test_gpt2_generate_identical_tokens():
+    pytest.importorskip("transformers")
+    native, ours = run("gpt2", "native"), run("gpt2", "cuarena")
+    assert ours["tokens"] == native["tokens"]
+    print("torch: gpt2 generate seconds native %.4f cuarena %.4f (ratio %.3f)"
+          % (native["seconds"], ours["seconds"], ours["seconds"] / native["seconds"]))
+
+
+def test_component_offload_keeps_outputs_and_pointers():
+    r = run("offload", "cuarena")
+    assert r["exact"] and r["pointers_stable"] and r["transformer_ran"]
+    # every page of the encoder went back to the driver while it was offloaded
+    assert r["driver_freed_by_offload"] >= r["encoder_mapped_bytes"] > 0
+
+
+def test_reload_returns_to_baseline_every_cycle():
+    native, ours = run("reload", "native"), run("reload", "cuarena")
+    for n, o in zip(native["cycles"], ours["cycles"]):
+        print("torch: reload cycle %d: after teardown over baseline native %d, cuarena %d bytes; "
+              "peak over baseline native %d, cuarena %d; arenas still busy %d"
+              % (n["cycle"], n["after_over_base"], o["after_over_base"], n["peak_over_base"],
+                 o["peak_over_base"], o["busy_arenas"]))
+    assert all(o["after_over_base"] == 0 for o in ours["cycles"])
+    assert all(o["busy_arenas"] == 0 for o in ours["cycles"])
+
+
+def test_stats_replacements_report_cuarena():
+    r = run("stats", "cuarena")
+    assert r["cuarena_allocated"] >= 4 << 20
+    assert r["cuarena_peak"] >= r["cuarena_allocated"]
+    assert r["released_by_empty_cache"] >= 4 << 20

@@ -1,0 +1,232 @@
+"""torch_work.py - PyTorch workloads run once with torch's own allocator and
+once with cuarena, each in a process of its own (an allocator is chosen once
+per process); tests/gpu/test_torch.py compares what they print.
+
+    python3 tests/gpu/torch_work.py WORKLOAD native|cuarena
+
+Prints one JSON object on its last line.
+"""
+
+import hashlib
+import json
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "python"))
+
+import torch  # noqa: E402
+
+MiB = 1 << 20
+
+
+def digest(*tensors):
+    h = hashlib.sha256()
+    for t in tensors:
+        h.update(t.detach().float().cpu().numpy().tobytes())
+    return h.hexdigest()
+
+
+def driver_used():
+    free, total = torch.cuda.mem_get_info()
+    return total - free
+
+
+def work_ops(use):
+    """Matmuls, a convolution, softmax, a small MLP's forward and backward."""
+    torch.manual_seed(0)
+    a = torch.randn(1024, 1024, device="cuda")
+    b = torch.randn(1024, 1024, device="cuda")
+    c = (a @ b).relu().softmax(dim=-1)
+    x = torch.randn(8, 3, 64, 64, device="cuda")
+    conv = torch.nn.Conv2d(3, 16, 3).cuda()
+    y = conv(x).mean()
+    mlp = torch.nn.Sequential(torch.nn.Linear(512, 2048), torch.nn.GELU(),
+                              torch.nn.Linear(2048, 512)).cuda()
+    inp = torch.randn(64, 512, device="cuda", requires_grad=True)
+    loss = mlp(inp).pow(2).mean()
+    loss.backward()
+    empty = torch.empty(0, device="cuda")
+    torch.cuda.synchronize()
+    return {"digest": digest(c, y, loss, inp.grad, mlp[0].weight.grad), "empty": empty.numel()}
+
+
+def work_gpt2(use):
+    """GPT-2 (random weights, fp16), greedy generate() on a batch of 4."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(GPT2Config()).half().cuda().eval()
+    ids = torch.randint(0, 50257, (4, 16), device="cuda")
+    with torch.no_grad():
+        model.generate(ids, max_new_tokens=8, do_sample=False, pad_token_id=0)  # warm-up
+        torch.cuda.synchronize()
+        t = time.perf_counter()
+        out = model.generate(ids, max_new_tokens=64, do_sample=False, pad_token_id=0)
+        torch.cuda.synchronize()
+        seconds = time.perf_counter() - t
+    return {"tokens": out.tolist(), "seconds": seconds}
+
+
+def encoder_and_transformer():
+    torch.manual_seed(1)
+    enc = torch.nn.TransformerEncoder(torch.nn.TransformerEncoderLayer(512, 8, 2048,
+                                                                       batch_first=True), 4)
+    dec = torch.nn.TransformerEncoder(torch.nn.TransformerEncoderLayer(512, 8, 2048,
+                                                                       batch_first=True), 6)
+    return enc, dec
+
+
+def work_offload(use):
+    """The text encoder's arena is offloaded while the transformer runs, then
+    restored: its outputs bit-identical, its tensors at the same addresses."""
+    import cuarena
+
+    enc_arena = cuarena.Arena("text_encoder")
+    dit_arena = cuarena.Arena("transformer")
+    enc, dec = encoder_and_transformer()
+    with enc_arena:
+        enc = enc.cuda().eval()
+    with dit_arena:
+        dec = dec.cuda().eval()
+    tokens = torch.randn(4, 77, 512, device="cuda")
+    with torch.no_grad():
+        with enc_arena:
+            before = enc(tokens)
+            before_digest = digest(before)
+            del before
+        ptrs = [p.data_ptr() for p in enc.parameters()]
+        torch.cuda.synchronize()
+        used0 = driver_used()
+        enc_bytes = enc_arena.stats()["mapped_bytes"]
+        enc_arena.offload()
+        used_off = driver_used()
+        with dit_arena:
+            out = dec(torch.randn(4, 256, 512, device="cuda"))
+        torch.cuda.synchronize()
+        enc_arena.restore()
+        with enc_arena:
+            after = enc(tokens)
+        torch.cuda.synchronize()
+    return {
+        "exact": digest(after) == before_digest,
+        "pointers_stable": ptrs == [p.data_ptr() for p in enc.parameters()],
+        "encoder_mapped_bytes": enc_bytes,
+        "driver_freed_by_offload": used0 - used_off,
+        "transformer_ran": bool(torch.isfinite(out).all()),
+    }
+
+
+def work_reload(use):
+    """Build, serve and tear down an encoder + transformer pipeline 10 times,
+    with a raw 256 MiB buffer (a stand-in for a TensorRT engine) beside it."""
+    import cuarena
+
+    # torch keeps some memory it allocates on first use for good (cuBLAS
+    # workspaces): made here, outside the arenas that get destroyed.
+    enc, dec = encoder_and_transformer()
+    with torch.no_grad():
+        dec.cuda()(torch.randn(1, 8, 512, device="cuda"))
+    del enc, dec
+    torch.cuda.synchronize()
+    if use == "cuarena":
+        import cuarena.torch as ct
+
+        ct.empty_cache()
+    else:
+        torch.cuda.empty_cache()
+    base = driver_used()
+    rows = []
+    for cycle in range(10):
+        arenas = {}
+        if use == "cuarena":
+            arenas = {n: cuarena.Arena(n) for n in ("text_encoder", "transformer", "engine")}
+        enc, dec = encoder_and_transformer()
+
+        def inside(name):
+            return arenas[name] if arenas else _Null()
+
+        with inside("text_encoder"):
+            enc = enc.cuda().eval()
+        with inside("transformer"):
+            dec = dec.cuda().eval()
+        with inside("engine"):
+            engine = torch.empty(256 * MiB, dtype=torch.uint8, device="cuda")
+        with torch.no_grad():
+            for _ in range(3):
+                with inside("text_encoder"):
+                    h = enc(torch.randn(4, 77, 512, device="cuda"))
+                with inside("transformer"):
+                    out = dec(torch.cat([h, torch.randn(4, 179, 512, device="cuda")], 1))
+        torch.cuda.synchronize()
+        peak = driver_used()
+        del enc, dec, engine, h, out
+        import gc
+
+        gc.collect()
+        torch.cuda.synchronize()
+        busy = 0
+        if arenas:
+            for a in arenas.values():
+                try:
+                    a.destroy()  # refuses while torch still holds a block of it
+                except cuarena.Error:
+                    busy += 1
+                    a.destroy(force=True)
+            # torch's small temporaries of this cycle went to the default arena
+            import cuarena.torch as ct
+
+            ct.empty_cache()
+        else:
+            torch.cuda.empty_cache()
+        rows.append({"cycle": cycle, "peak_over_base": peak - base, "busy_arenas": busy,
+                     "after_over_base": driver_used() - base})
+    return {"base": base, "cycles": rows}
+
+
+class _Null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def work_stats(use):
+    """What torch's own statistics calls do under the plain pluggable hook,
+    and cuarena.torch's replacements."""
+    import cuarena.torch as ct
+
+    x = torch.randn(1 << 20, device="cuda")
+    res = {}
+    for name, fn in (("memory_stats", torch.cuda.memory_stats),
+                     ("max_memory_allocated", torch.cuda.max_memory_allocated),
+                     ("memory_snapshot", torch.cuda.memory_snapshot),
+                     ("empty_cache", torch.cuda.empty_cache)):
+        try:
+            fn()
+            res["torch." + name] = "ok"
+        except Exception as e:  # noqa: BLE001 - we report what torch says
+            res["torch." + name] = "raises: " + str(e).splitlines()[0][:120]
+    st = ct.memory_stats()
+    res["cuarena_allocated"] = st["allocated_bytes.all.current"]
+    res["cuarena_peak"] = ct.max_memory_allocated()
+    del x
+    torch.cuda.synchronize()
+    res["released_by_empty_cache"] = ct.empty_cache()
+    return res
+
+
+def main():
+    workload, use = sys.argv[1], sys.argv[2]
+    if use == "cuarena":
+        import cuarena.torch
+
+        cuarena.torch.install()
+    result = globals()["work_" + workload](use)
+    result["allocator"] = use
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
