@@ -104,7 +104,9 @@ PY
 # PyTorch with cuarena as its allocator against torch's own, where torch is installed.
 if python3 -c 'import torch, pytest' 2>/dev/null; then
     CUARENA_LIB=$PWD/build-gpu/libcuarena.so run torch python3 -m pytest -q -s tests/gpu/test_torch.py
-    grep -E '^torch: |passed|failed|skipped' "$log" | grep -v '^torch: .*{' >"$out/torch.txt"
+    # (pytest -s prints its progress dots at the start of the tests' lines)
+    sed -E 's/^[.sFE]+torch: /torch: /' "$log" | grep -E '^torch: |passed|failed|skipped' |
+        grep -v '^torch: .*{' >"$out/torch.txt"
     cat "$out/torch.txt"
 else
     say "torch: skipped (no torch or pytest in python3)"

@@ -60,11 +60,13 @@ def test_reload_returns_to_baseline_every_cycle():
     native, ours = run("reload", "native"), run("reload", "cuarena")
     for n, o in zip(native["cycles"], ours["cycles"]):
         print("torch: reload cycle %d: after teardown over baseline native %d, cuarena %d bytes; "
-              "peak over baseline native %d, cuarena %d; arenas still busy %d"
-              % (n["cycle"], n["after_over_base"], o["after_over_base"], n["peak_over_base"],
-                 o["peak_over_base"], o["busy_arenas"]))
+              "peak over baseline native %d, cuarena %d (its arenas mapped %d); arenas still "
+              "busy %d" % (n["cycle"], n["after_over_base"], o["after_over_base"],
+                           n["peak_over_base"], o["peak_over_base"], o["cuarena_mapped_at_peak"],
+                           o["busy_arenas"]))
     assert all(o["after_over_base"] == 0 for o in ours["cycles"])
     assert all(o["busy_arenas"] == 0 for o in ours["cycles"])
+    assert all(o["cuarena_mapped_at_peak"] >= 256 << 20 for o in ours["cycles"])
 
 
 def test_stats_replacements_report_cuarena():

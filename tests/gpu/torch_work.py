@@ -117,69 +117,76 @@ def work_offload(use):
     }
 
 
-def work_reload(use):
-    """Build, serve and tear down an encoder + transformer pipeline 10 times,
-    with a raw 256 MiB buffer (a stand-in for a TensorRT engine) beside it."""
+def reload_cycle(arenas):
+    """Build the pipeline (in the arenas, if any), serve 3 requests, tear it
+    down; returns driver-used at the peak and the arenas that refused a plain
+    destroy (torch still held a block of them)."""
+    import gc
+
     import cuarena
 
-    # torch keeps some memory it allocates on first use for good (cuBLAS
-    # workspaces): made here, outside the arenas that get destroyed.
+    def inside(name):
+        return arenas[name] if arenas else _Null()
+
     enc, dec = encoder_and_transformer()
+    with inside("text_encoder"):
+        enc = enc.cuda().eval()
+    with inside("transformer"):
+        dec = dec.cuda().eval()
+    with inside("engine"):
+        engine = torch.empty(256 * MiB, dtype=torch.uint8, device="cuda")
     with torch.no_grad():
-        dec.cuda()(torch.randn(1, 8, 512, device="cuda"))
-    del enc, dec
+        for _ in range(3):
+            with inside("text_encoder"):
+                h = enc(torch.randn(4, 77, 512, device="cuda"))
+            with inside("transformer"):
+                out = dec(torch.cat([h, torch.randn(4, 179, 512, device="cuda")], 1))
     torch.cuda.synchronize()
+    peak = driver_used()
+    mapped = cuarena.device_report(0)["mapped_bytes"] if arenas else 0
+    del enc, dec, engine, h, out
+    gc.collect()
+    torch.cuda.synchronize()
+    busy = 0
+    for a in arenas.values():
+        try:
+            a.destroy()  # refuses while torch still holds a block of it
+        except cuarena.Error:
+            busy += 1
+            a.destroy(force=True)
+    return peak, mapped, busy
+
+
+def empty_cache(use):
     if use == "cuarena":
         import cuarena.torch as ct
 
         ct.empty_cache()
     else:
         torch.cuda.empty_cache()
+
+
+def work_reload(use):
+    """Build, serve and tear down an encoder + transformer pipeline 10 times,
+    with a raw 256 MiB buffer (a stand-in for a TensorRT engine) beside it,
+    each component in an arena of its own under cuarena."""
+    import cuarena
+
+    # One cycle first, outside any arena: what torch and CUDA keep for good
+    # after a first use (cuBLAS workspaces, lazily loaded kernels) is made
+    # there and counted in the baseline.
+    reload_cycle({})
+    empty_cache(use)
     base = driver_used()
     rows = []
     for cycle in range(10):
         arenas = {}
         if use == "cuarena":
             arenas = {n: cuarena.Arena(n) for n in ("text_encoder", "transformer", "engine")}
-        enc, dec = encoder_and_transformer()
-
-        def inside(name):
-            return arenas[name] if arenas else _Null()
-
-        with inside("text_encoder"):
-            enc = enc.cuda().eval()
-        with inside("transformer"):
-            dec = dec.cuda().eval()
-        with inside("engine"):
-            engine = torch.empty(256 * MiB, dtype=torch.uint8, device="cuda")
-        with torch.no_grad():
-            for _ in range(3):
-                with inside("text_encoder"):
-                    h = enc(torch.randn(4, 77, 512, device="cuda"))
-                with inside("transformer"):
-                    out = dec(torch.cat([h, torch.randn(4, 179, 512, device="cuda")], 1))
-        torch.cuda.synchronize()
-        peak = driver_used()
-        del enc, dec, engine, h, out
-        import gc
-
-        gc.collect()
-        torch.cuda.synchronize()
-        busy = 0
-        if arenas:
-            for a in arenas.values():
-                try:
-                    a.destroy()  # refuses while torch still holds a block of it
-                except cuarena.Error:
-                    busy += 1
-                    a.destroy(force=True)
-            # torch's small temporaries of this cycle went to the default arena
-            import cuarena.torch as ct
-
-            ct.empty_cache()
-        else:
-            torch.cuda.empty_cache()
+        peak, mapped, busy = reload_cycle(arenas)
+        empty_cache(use)
         rows.append({"cycle": cycle, "peak_over_base": peak - base, "busy_arenas": busy,
+                     "cuarena_mapped_at_peak": mapped,
                      "after_over_base": driver_used() - base})
     return {"base": base, "cycles": rows}
 
