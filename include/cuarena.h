@@ -608,6 +608,38 @@ CUA_API cua_status cua_arena_reset_peaks(cua_arena *arena);
  */
 CUA_API cua_status cua_arena_stats_json(cua_arena *arena, char *buf, size_t cap, size_t *len);
 
+/** What a cua_region describes. */
+typedef enum cua_region_kind {
+    CUA_REGION_SEGMENT = 0, /**< mapped physical memory: one handle (a chunk), or one
+                             *   cuMemAlloc segment without VMM */
+    CUA_REGION_LIVE,        /**< (a piece of) a live block inside the last segment */
+    CUA_REGION_FREE,        /**< (a piece of) a free block inside the last segment */
+    CUA_REGION_PENDING,     /**< (a piece of) a freed block still in use by a stream */
+} cua_region_kind;
+
+/** One region of an arena's snapshot (cua_arena_walk). */
+typedef struct cua_region {
+    cua_region_kind kind;
+    uintptr_t address;      /**< device address */
+    size_t size;            /**< bytes */
+    size_t requested;       /**< LIVE: bytes asked for (on the block's first piece, else 0) */
+    cua_stream stream;      /**< LIVE: the stream it was allocated on */
+} cua_region;
+
+/** Called once per region, in address order; `user` is what was passed. */
+typedef void (*cua_region_fn)(const cua_region *region, void *user);
+
+/**
+ * A snapshot of the arena's mapped memory: each segment (physical handle) in
+ * address order, followed by the pieces of blocks that lie in it (a block
+ * that spans several segments is cut at their edges). Unmapped address space
+ * is not reported. The snapshot is taken under the arena's lock and `fn` runs
+ * after it is released, so `fn` may call cuarena.
+ * Returns CUA_OK, CUA_ERR_INVALID_ARG (NULL), CUA_ERR_DESTROYED,
+ * CUA_ERR_OUT_OF_MEMORY (host memory for the snapshot).
+ */
+CUA_API cua_status cua_arena_walk(cua_arena *arena, cua_region_fn fn, void *user);
+
 /* ------------------------------------------------------------------------ */
 /* Arena events: a callback for engines that log what their memory does      */
 /* ------------------------------------------------------------------------ */

@@ -131,3 +131,67 @@ TEST(backend_counts_calls_and_live_objects)
     CHECK(bs.calls[CUA_CALL_CREATE] == 4 && bs.failures == 0);
     CHECK_OK(done(a));
 }
+
+/* ---- snapshots: cua_arena_walk ---------------------------------------------------- */
+
+typedef struct walk_seen {
+    cua_arena *arena;
+    size_t segments, seg_bytes, live_req, live_pieces, first_pieces;
+    uintptr_t seg_end, next; /* the current segment's end, the next piece's address */
+    int bad;                 /* pieces that do not tile their segment */
+    int called_back;         /* cuarena calls made from the callback that worked */
+} walk_seen;
+
+static void on_region(const cua_region *r, void *user)
+{
+    walk_seen *w = user;
+    if (r->kind == CUA_REGION_SEGMENT) {
+        if (w->next != w->seg_end) w->bad++; /* the last segment was not covered */
+        w->segments++;
+        w->seg_bytes += r->size;
+        w->next = r->address;
+        w->seg_end = r->address + r->size;
+        cua_stats s; /* the lock is not held: this must not deadlock */
+        if (cua_arena_get_stats(w->arena, &s) == CUA_OK) w->called_back++;
+        return;
+    }
+    if (r->address != w->next || r->address + r->size > w->seg_end) w->bad++;
+    w->next = r->address + r->size;
+    if (r->kind == CUA_REGION_LIVE) {
+        w->live_pieces++;
+        w->live_req += r->requested;
+        if (r->requested) w->first_pieces++;
+    }
+}
+
+TEST(walk_reports_segments_tiled_by_block_pieces)
+{
+    cua_arena *a = make();
+    CHECK(a);
+    void *small, *mid, *big, *gone;
+    CHECK_OK(cua_arena_alloc(a, 1000, 0, &small));
+    CHECK_OK(cua_arena_alloc(a, 3 * MiB + 5, 0, &gone));
+    CHECK_OK(cua_arena_alloc(a, 5 * MiB, 0, &mid)); /* spans 2 MiB chunks: cut in pieces */
+    CHECK_OK(cua_arena_alloc(a, 100 * MiB, 0, &big)); /* 32 MiB chunks */
+    CHECK_OK(cua_free(gone));
+    walk_seen w = {.arena = a};
+    CHECK_OK(cua_arena_walk(a, on_region, &w));
+    CHECK(w.next == w.seg_end && w.bad == 0);
+    cua_stats s;
+    CHECK_OK(cua_arena_get_stats(a, &s));
+    CHECK(w.seg_bytes == s.mapped_bytes && w.segments > 3 && w.called_back == (int)w.segments);
+    CHECK(w.live_req == s.live_bytes && w.first_pieces == 3 && w.live_pieces > 3);
+    CHECK_ST(cua_arena_walk(a, NULL, &w), CUA_ERR_INVALID_ARG);
+    CHECK_ST(cua_arena_walk(NULL, on_region, &w), CUA_ERR_INVALID_ARG);
+    CHECK_OK(cua_free(small));
+    CHECK_OK(cua_free(mid));
+    CHECK_OK(cua_free(big));
+    size_t released;
+    CHECK_OK(cua_arena_trim(a, 0, &released));
+    walk_seen empty = {.arena = a};
+    CHECK_OK(cua_arena_walk(a, on_region, &empty));
+    CHECK(empty.segments == 0);
+    CHECK_OK(cua_arena_destroy(a, 0));
+    CHECK_ST(cua_arena_walk(a, on_region, &w), CUA_ERR_DESTROYED);
+    CHECK_OK(cua_backend_destroy(bk));
+}

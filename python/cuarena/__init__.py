@@ -21,7 +21,7 @@ import threading
 __all__ = [
     "Error", "Arena", "arena", "library", "library_path", "headroom", "device_report",
     "memory_stats", "memory_summary", "reset_peak_stats", "on_event", "trim_idle",
-    "arenas",
+    "arenas", "snapshot", "dump_snapshot",
 ]
 
 _here = os.path.dirname(os.path.abspath(__file__))
@@ -279,6 +279,70 @@ def memory_summary(device=0):
                          a["cached_bytes"] / mib, a["largest_free_bytes"] / mib,
                          a["peak_mapped_bytes"] / mib))
     return "\n".join(lines)
+
+
+# ---- snapshots ---------------------------------------------------------------------------
+
+class _Region(ctypes.Structure):
+    _fields_ = [("kind", ctypes.c_int), ("address", ctypes.c_size_t), ("size", ctypes.c_size_t),
+                ("requested", ctypes.c_size_t), ("stream", ctypes.c_size_t)]
+
+
+_RegionFn = ctypes.CFUNCTYPE(None, ctypes.POINTER(_Region), _c)
+_lib.cua_arena_walk.argtypes = [_c, _RegionFn, _c]
+_STATES = {1: "active_allocated", 2: "inactive", 3: "active_pending_free"}
+
+
+def _arena_segments(a, device):
+    segments = []
+
+    def on_region(rp, _user):
+        r = rp.contents
+        if r.kind == 0:
+            segments.append({
+                "device": device, "address": r.address, "total_size": r.size,
+                "allocated_size": 0, "active_size": 0, "requested_size": 0, "stream": 0,
+                "segment_type": "large" if r.size > (1 << 20) else "small",
+                "segment_pool_id": (0, 0), "is_expandable": True, "frames": [],
+                "arena": a.name, "blocks": []})
+            return
+        seg = segments[-1]
+        state = _STATES.get(r.kind, "inactive")
+        seg["blocks"].append({"address": r.address, "size": r.size,
+                              "requested_size": r.requested if r.kind == 1 else 0,
+                              "state": state, "frames": []})
+        if r.kind in (1, 3):
+            seg["active_size"] += r.size
+        if r.kind == 1:
+            seg["allocated_size"] += r.size
+            seg["requested_size"] += r.requested
+            seg["stream"] = seg["stream"] or r.stream
+
+    _check(_lib.cua_arena_walk(a._h, _RegionFn(on_region), None))
+    return segments
+
+
+def snapshot(device=0):
+    """Every arena's mapped memory of the device in the format of
+    torch.cuda.memory._snapshot(): segments (one per physical handle, with the
+    arena's name) and the blocks in them; device_traces are empty (cuarena
+    records no allocation history yet)."""
+    segments = []
+    for a in arenas(device):
+        try:
+            segments += _arena_segments(a, device)
+        except Error as e:
+            if e.status != "CUA_ERR_DESTROYED":
+                raise
+    return {"segments": segments, "device_traces": [[] for _ in range(device + 1)]}
+
+
+def dump_snapshot(path, device=0):
+    """snapshot() pickled to `path`: the file opens in PyTorch's memory_viz page."""
+    import pickle
+
+    with open(path, "wb") as f:
+        pickle.dump(snapshot(device), f)
 
 
 # ---- events ------------------------------------------------------------------------------

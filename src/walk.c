@@ -1,0 +1,86 @@
+/*
+ * walk.c - an arena's snapshot, region by region (cuarena.h: cua_arena_walk):
+ * the segments (chunks) of mapped memory and the pieces of blocks in each,
+ * the raw material of torch-style memory snapshots.
+ *
+ * The regions are collected into a host array under the arena lock (one pass
+ * over the chunks in page order and the blocks in address order, merged), and
+ * handed to the callback after the lock is released.
+ */
+#include "arena.h"
+
+#include <stdlib.h>
+
+typedef struct regions {
+    cua_region *v;
+    size_t n, cap;
+} regions;
+
+static bool put(regions *r, cua_region x)
+{
+    if (r->n == r->cap) {
+        size_t cap = r->cap ? 2 * r->cap : 256;
+        cua_region *v = realloc(r->v, cap * sizeof *v);
+        if (!v) return false;
+        r->v = v;
+        r->cap = cap;
+    }
+    r->v[r->n++] = x;
+    return true;
+}
+
+static cua_region_kind block_kind(const cua_block *b)
+{
+    return b->state == CUA_BLOCK_LIVE      ? CUA_REGION_LIVE
+           : b->state == CUA_BLOCK_PENDING ? CUA_REGION_PENDING
+                                           : CUA_REGION_FREE;
+}
+
+/* Every chunk, then the pieces of blocks inside it. */
+static bool collect(const cua_arena *a, regions *r)
+{
+    const cua_segment *seg = &a->seg;
+    const cua_block *b = a->heap.first;
+    for (uint32_t p = 0; p < seg->npages;) {
+        const cua_chunk *c = seg->pages[p];
+        if (!c) {
+            p++;
+            continue;
+        }
+        uint64_t c0 = (uint64_t)c->first << seg->gshift, c1 = c0 + ((uint64_t)c->npages << seg->gshift);
+        if (!put(r, (cua_region){CUA_REGION_SEGMENT, _cua_seg_addr(seg, c0), (size_t)(c1 - c0), 0, 0}))
+            return false;
+        while (b && b->off + b->size <= c0) b = b->next;
+        for (const cua_block *x = b; x && x->off < c1; x = x->next) {
+            uint64_t lo = _cua_max(x->off, c0), hi = _cua_min(x->off + x->size, c1);
+            cua_region piece = {block_kind(x), _cua_seg_addr(seg, lo), (size_t)(hi - lo), 0, 0};
+            if (x->state == CUA_BLOCK_LIVE) {
+                piece.requested = lo == x->off ? (size_t)x->req : 0;
+                piece.stream = x->tag < a->streams.n ? a->streams.slot[x->tag].stream : 0;
+            }
+            if (!put(r, piece)) return false;
+        }
+        p = c->first + c->npages;
+    }
+    return true;
+}
+
+cua_status cua_arena_walk(cua_arena *a, cua_region_fn fn, void *user)
+{
+    if (!a || !fn) return _cua_error(CUA_ERR_INVALID_ARG, "arena or fn is NULL");
+    if (a->magic != CUA_ARENA_MAGIC)
+        return _cua_error(CUA_ERR_INVALID_ARG, "%p is not an arena handle", (void *)a);
+    if (!_cua_arena_lock_alive(a))
+        return _cua_error(CUA_ERR_DESTROYED, "arena '%s' was destroyed", a->name);
+    regions r = {0};
+    bool ok = collect(a, &r);
+    _cua_arena_unlock(a);
+    if (!ok) {
+        free(r.v);
+        return _cua_error(CUA_ERR_OUT_OF_MEMORY, "no host memory for a snapshot of %zu regions",
+                          r.n);
+    }
+    for (size_t i = 0; i < r.n; i++) fn(&r.v[i], user);
+    free(r.v);
+    return CUA_OK;
+}
