@@ -43,7 +43,9 @@ def _find_library():
 
 
 library_path = _find_library()
-library = ctypes.CDLL(library_path)
+# Global: the PyTorch shim (cuarena/torch.py) links the same library and must
+# find this instance of it, with its arenas, not a second copy.
+library = ctypes.CDLL(library_path, mode=ctypes.RTLD_GLOBAL)
 _lib = library
 
 _c = ctypes.c_void_p

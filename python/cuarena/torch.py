@@ -5,17 +5,20 @@
     with cuarena.arena("text_encoder", limit="6G"):
         encoder = build_encoder().cuda()          # its memory: that arena
 
-install() registers libcuarena.so's cua_torch_alloc / cua_torch_free through
-torch.cuda.memory.CUDAPluggableAllocator. Allocations go to the calling
+install() registers libcuarena.so's cua_torch_alloc / cua_torch_free as
+torch's allocator, inside an allocator object built from _torch_shim.cpp that
+also answers torch's statistics, snapshot and cache calls from cuarena's
+figures (or, with full=False or without a compiler, through the plain
+torch.cuda.memory.CUDAPluggableAllocator). Allocations go to the calling
 thread's current arena (a ``with`` block) when it is on the tensor's device,
 else to the device's default arena. Autograd's backward runs on threads of
 its own: what it allocates goes to the default arena.
 
 What the plain pluggable hook does not carry (torch 2.11 raises "does not yet
 support" for them): torch.cuda.memory_stats(), max_memory_allocated(),
-memory_snapshot(), and empty_cache() does nothing. Use this module's
-memory_stats(), max_memory_allocated(), reset_peak_memory_stats() and
-empty_cache() instead; they report cuarena's figures under torch's key names.
+memory_snapshot(), and empty_cache() does nothing. The full install answers
+them; this module's memory_stats(), max_memory_allocated(),
+reset_peak_memory_stats() and empty_cache() work either way.
 """
 
 import os
@@ -25,11 +28,34 @@ import cuarena
 _installed = None
 
 
-def install(conf=None):
+def _build_shim():
+    """Compile _torch_shim.cpp against the installed torch (cached by torch
+    under ~/.cache/torch_extensions) and return the module."""
+    from torch.utils.cpp_extension import load
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    include = os.environ.get("CUARENA_INCLUDE") or os.path.join(here, "..", "..", "include")
+    libdir = os.path.dirname(os.path.realpath(cuarena.library_path))
+    return load(name="cuarena_torch_shim", sources=[os.path.join(here, "_torch_shim.cpp")],
+                extra_include_paths=[os.path.abspath(include)],
+                extra_ldflags=["-L" + libdir, "-lcuarena", "-Wl,-rpath," + libdir],
+                with_cuda=True, verbose=bool(os.environ.get("CUARENA_SHIM_VERBOSE")))
+
+
+mode = None  # "full" (the shim) or "pluggable" (allocation and free only)
+
+
+def install(conf=None, full=True):
     """Make cuarena torch's CUDA allocator. conf: CUARENA_CONF-style options
-    for the default arenas (e.g. "release_threshold:512M"). Must run before
-    torch allocates any CUDA memory; raises RuntimeError otherwise."""
-    global _installed
+    for the default arenas (e.g. "release_threshold:512M"). full: install the
+    allocator object of _torch_shim.cpp (needs a C++ compiler once), so that
+    torch.cuda.memory_stats(), max_memory_allocated(), reset_peak_memory_stats(),
+    memory_snapshot(), empty_cache(), set_per_process_memory_fraction(),
+    record_stream() and cudnn's benchmark mode report and use cuarena; without
+    it (or when it cannot be built: a warning says why) only allocation and
+    free go through cuarena. Must run before torch allocates any CUDA memory;
+    raises RuntimeError otherwise."""
+    global _installed, mode
     import torch
 
     if _installed is not None:
@@ -41,6 +67,18 @@ def install(conf=None):
     if conf:
         merged = os.environ.get("CUARENA_CONF", "")
         os.environ["CUARENA_CONF"] = merged + ("," if merged else "") + conf
+    if full:
+        try:
+            shim = _build_shim()
+        except Exception as e:  # no compiler, no headers: the plain hook still works
+            import warnings
+
+            warnings.warn("cuarena.torch: the full allocator could not be built (%s); torch's "
+                          "statistics calls will not see cuarena" % str(e).splitlines()[0])
+        else:
+            shim.install()
+            _installed, mode = shim, "full"
+            return shim
     alloc = torch.cuda.memory.CUDAPluggableAllocator(cuarena.library_path, "cua_torch_alloc",
                                                      "cua_torch_free")
     try:
@@ -48,7 +86,7 @@ def install(conf=None):
     except RuntimeError as e:
         raise RuntimeError("cuarena.torch.install() must run before the first CUDA "
                            "allocation: %s" % e) from None
-    _installed = alloc
+    _installed, mode = alloc, "pluggable"
     return alloc
 
 

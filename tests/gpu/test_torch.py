@@ -69,8 +69,16 @@ def test_reload_returns_to_baseline_every_cycle():
     assert all(o["cuarena_mapped_at_peak"] >= 256 << 20 for o in ours["cycles"])
 
 
-def test_stats_replacements_report_cuarena():
+def test_torch_statistics_snapshot_and_cache_calls_work():
     r = run("stats", "cuarena")
-    assert r["cuarena_allocated"] >= 4 << 20
-    assert r["cuarena_peak"] >= r["cuarena_allocated"]
-    assert r["released_by_empty_cache"] >= 4 << 20
+    assert r["mode"] == "full"
+    calls = [k for k in r if k.startswith(("torch.", "cudnn.", "tensor.", "set_per"))]
+    failed = {k: r[k] for k in calls if r[k] != "ok"}
+    assert not failed, failed
+    assert r["torch_allocated"] == r["cuarena_allocated"] >= 4 << 20
+    assert r["peak_before_reset"] >= r["torch_allocated"] + (16 << 20)
+    assert r["peak_after_reset"] < r["peak_before_reset"]
+    assert r["snapshot_segments"] > 0 and r["snapshot_allocated"] >= 4 << 20
+    assert r["empty_cache_released"] >= 64 << 20
+    assert r["compile_matches"] is True
+    assert 0 < r["default_arena_limit"] <= 41 << 30

@@ -200,25 +200,66 @@ class _Null:
 
 
 def work_stats(use):
-    """What torch's own statistics calls do under the plain pluggable hook,
-    and cuarena.torch's replacements."""
+    """torch's own statistics, snapshot and cache calls with cuarena installed
+    (the full allocator object), checked against cuarena's figures; cudnn's
+    benchmark mode, torch.compile, record_stream and the memory fraction."""
+    import cuarena
     import cuarena.torch as ct
 
-    x = torch.randn(1 << 20, device="cuda")
-    res = {}
-    for name, fn in (("memory_stats", torch.cuda.memory_stats),
-                     ("max_memory_allocated", torch.cuda.max_memory_allocated),
-                     ("memory_snapshot", torch.cuda.memory_snapshot),
-                     ("empty_cache", torch.cuda.empty_cache)):
+    res = {"mode": ct.mode}
+    x = torch.randn(1 << 20, device="cuda")  # 4 MiB
+    torch.cuda.synchronize()
+
+    def attempt(name, fn):
         try:
-            fn()
-            res["torch." + name] = "ok"
+            value = fn()
+            res[name] = "ok"
+            return value
         except Exception as e:  # noqa: BLE001 - we report what torch says
-            res["torch." + name] = "raises: " + str(e).splitlines()[0][:120]
-    st = ct.memory_stats()
-    res["cuarena_allocated"] = st["allocated_bytes.all.current"]
-    res["cuarena_peak"] = ct.max_memory_allocated()
-    del x
+            res[name] = "raises: " + str(e).splitlines()[0][:160]
+            return None
+
+    st = attempt("torch.memory_stats", torch.cuda.memory_stats) or {}
+    res["torch_allocated"] = st.get("allocated_bytes.all.current", -1)
+    res["cuarena_allocated"] = ct.memory_stats()["allocated_bytes.all.current"]
+    res["torch_max_allocated"] = attempt("torch.max_memory_allocated",
+                                         torch.cuda.max_memory_allocated)
+    y = torch.randn(4 << 20, device="cuda")  # 16 MiB more, then gone
+    del y
+    res["peak_before_reset"] = attempt("torch.max_memory_allocated_2",
+                                       torch.cuda.max_memory_allocated)
+    attempt("torch.reset_peak_memory_stats", torch.cuda.reset_peak_memory_stats)
+    res["peak_after_reset"] = torch.cuda.max_memory_allocated() if res["torch.memory_stats"] == "ok" else -1
+    snap = attempt("torch.memory_snapshot", torch.cuda.memory_snapshot) or []
+    res["snapshot_segments"] = len(snap)
+    res["snapshot_allocated"] = sum(s.get("allocated_size", 0) for s in snap)
+    attempt("torch._record_memory_history", lambda: torch.cuda.memory._record_memory_history())
+    # empty_cache gives cached pages back to the driver
+    z = torch.randn(16 << 20, device="cuda")  # 64 MiB
+    del z
+    torch.cuda.synchronize()
+    before = driver_used()
+    attempt("torch.empty_cache", torch.cuda.empty_cache)
+    res["empty_cache_released"] = before - driver_used()
+    # cudnn benchmark mode asks the allocator for its largest cached block
+    torch.backends.cudnn.benchmark = True
+    conv = torch.nn.Conv2d(16, 32, 3).cuda()
+    res["cudnn_benchmark"] = attempt("cudnn.benchmark", lambda: float(
+        conv(torch.randn(8, 16, 64, 64, device="cuda")).sum()))
+    # record_stream: a tensor used on a side stream
+    side = torch.cuda.Stream()
+    with torch.cuda.stream(side):
+        w = torch.ones(1 << 20, device="cuda")
+    attempt("tensor.record_stream", lambda: w.record_stream(torch.cuda.current_stream()))
+    # torch.compile of a small function
+    fn = torch.compile(lambda t: (t.sin() * 2 + 1).relu().sum())
+    res["compile_matches"] = attempt("torch.compile", lambda: bool(torch.allclose(
+        fn(x), (x.sin() * 2 + 1).relu().sum(), rtol=1e-4)))
+    attempt("set_per_process_memory_fraction",
+            lambda: torch.cuda.set_per_process_memory_fraction(0.5))
+    res["default_arena_limit"] = next((a.stats()["limit_bytes"] for a in cuarena.arenas(0)
+                                       if a.name == "default"), -1)
+    del x, w
     torch.cuda.synchronize()
     res["released_by_empty_cache"] = ct.empty_cache()
     return res

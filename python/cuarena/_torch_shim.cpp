@@ -1,0 +1,207 @@
+// _torch_shim.cpp - cuarena as a full PyTorch CUDA allocator object.
+//
+// torch's CUDAPluggableAllocator forwards allocation and free to two C
+// functions, and answers "does not yet support" for statistics, snapshots and
+// cache queries: torch.cuda.memory_stats() and max_memory_allocated() raise,
+// cudnn.benchmark and torch.compile stumble. This subclass keeps the plugged
+// functions (libcuarena.so's cua_torch_alloc / cua_torch_free: the C library
+// stays the one place where memory is managed) and answers the rest from
+// cuarena's own figures. Built against the installed torch when
+// cuarena.torch.install() runs (torch.utils.cpp_extension.load).
+
+#include <torch/csrc/cuda/CUDAPluggableAllocator.h>
+#include <torch/extension.h>
+
+#include <c10/cuda/CUDAFunctions.h>
+#include <cuda_runtime_api.h>
+
+#include <algorithm>
+#include <atomic>
+#include <vector>
+
+extern "C" {
+#include "cuarena.h"
+}
+
+namespace {
+
+using PluggableBase = torch::cuda::CUDAPluggableAllocator::CUDAPluggableAllocator;
+namespace CCA = c10::cuda::CUDACachingAllocator;
+namespace CDA = c10::CachingDeviceAllocator;
+
+// The live arenas of a device.
+std::vector<cua_arena*> arenas_of(int device) {
+  size_t n = 0;
+  if (cua_arena_list(device, nullptr, 0, &n) != CUA_OK) return {};
+  std::vector<cua_arena*> v(n + 16);  // room for arenas made meanwhile
+  if (cua_arena_list(device, v.data(), v.size(), &n) != CUA_OK) return {};
+  v.resize(std::min(n, v.size()));
+  return v;
+}
+
+template <typename StatArray>
+void set_stat(StatArray& a, int64_t current, int64_t peak, int64_t allocated, int64_t freed) {
+  for (size_t i = 0; i < a.size(); i++) {
+    bool small = i == static_cast<size_t>(CDA::StatType::SMALL_POOL);
+    a[i].current = small ? 0 : current;  // one pool: "all" and "large" alike
+    a[i].peak = small ? 0 : peak;
+    a[i].allocated = small ? 0 : allocated;
+    a[i].freed = small ? 0 : freed;
+  }
+}
+
+struct SegmentCollector {
+  std::vector<CDA::SegmentInfo> segments;
+  int device;
+};
+
+void on_region(const cua_region* r, void* user) {
+  auto* c = static_cast<SegmentCollector*>(user);
+  if (r->kind == CUA_REGION_SEGMENT) {
+    CDA::SegmentInfo s;
+    s.device = static_cast<c10::DeviceIndex>(c->device);
+    s.address = r->address;
+    s.total_size = r->size;
+    s.is_large = r->size > (size_t{1} << 20);
+    s.is_expandable = true;
+    c->segments.push_back(std::move(s));
+    return;
+  }
+  if (c->segments.empty()) return;
+  CDA::SegmentInfo& s = c->segments.back();
+  CDA::BlockInfo b;
+  b.size = r->size;
+  b.requested_size = r->kind == CUA_REGION_LIVE ? r->requested : 0;
+  b.allocated = r->kind == CUA_REGION_LIVE;
+  b.active = r->kind == CUA_REGION_LIVE || r->kind == CUA_REGION_PENDING;
+  if (b.allocated) {
+    s.allocated_size += r->size;
+    s.requested_size += r->requested;
+    if (!s.stream) s.stream = reinterpret_cast<void*>(r->stream);
+  }
+  if (b.active) s.active_size += r->size;
+  s.blocks.push_back(std::move(b));
+}
+
+struct CuarenaAllocator final : PluggableBase {
+  CuarenaAllocator()
+      : PluggableBase(
+            [](size_t n, int device, cudaStream_t s) { return cua_torch_alloc(n, device, s); },
+            [](void* p, size_t n, int device, cudaStream_t s) {
+              cua_torch_free(p, n, device, s);
+            }) {
+    set_record_stream_fn([](void* p, cudaStream_t s) {
+      cua_record_stream(p, reinterpret_cast<cua_stream>(s));
+    });
+  }
+
+  CDA::DeviceStats getDeviceStats(c10::DeviceIndex device) override {
+    CDA::DeviceStats d;
+    int64_t live = 0, blocks = 0, alloc = 0, mapped = 0, peak_live = 0, free_b = 0, cached = 0;
+    int64_t allocs = 0, frees = 0, ooms = 0, creates = 0, releases = 0;
+    for (cua_arena* a : arenas_of(device)) {
+      cua_stats s;
+      if (cua_arena_get_stats(a, &s) != CUA_OK) continue;
+      live += s.live_bytes;
+      blocks += s.live_blocks;
+      alloc += s.allocated_bytes;
+      mapped += s.mapped_bytes;
+      peak_live += s.peak_live_bytes;
+      free_b += s.free_bytes;
+      cached += s.cached_bytes;
+      allocs += s.alloc_count;
+      frees += s.free_count;
+      ooms += s.oom_count;
+      creates += s.calls[CUA_CALL_CREATE] + s.calls[CUA_CALL_ALLOC];
+      releases += s.calls[CUA_CALL_RELEASE] + s.calls[CUA_CALL_FREE];
+    }
+    size_t peak_mapped = 0, now_mapped = 0;
+    cua_device_peak(device, &peak_mapped, &now_mapped);
+    // Peaks: arenas peak at different moments, so the sum of their live peaks
+    // can pass the device's real peak; reserved uses the device's own peak.
+    set_stat(d.allocation, blocks, blocks, allocs, frees);
+    set_stat(d.active, blocks, blocks, allocs, frees);
+    set_stat(d.allocated_bytes, alloc, std::max(peak_live, alloc), 0, 0);
+    set_stat(d.active_bytes, alloc, std::max(peak_live, alloc), 0, 0);
+    set_stat(d.requested_bytes, live, std::max(peak_live, live), 0, 0);
+    set_stat(d.reserved_bytes, mapped, std::max<int64_t>(peak_mapped, mapped), 0, 0);
+    set_stat(d.segment, creates - releases, creates - releases, creates, releases);
+    set_stat(d.inactive_split_bytes, free_b - cached, free_b - cached, 0, 0);
+    d.num_ooms = ooms;
+    d.num_device_alloc = creates;
+    d.num_device_free = releases;
+    return d;
+  }
+
+  void resetPeakStats(c10::DeviceIndex device) override {
+    for (cua_arena* a : arenas_of(device)) cua_arena_reset_peaks(a);
+    cua_device_reset_peak(device);
+  }
+
+  void resetAccumulatedStats(c10::DeviceIndex) override {}  // cuarena's counters run on
+
+  void emptyCache(c10::cuda::MempoolId_t) override {
+    // As torch does: what the device still runs may use cached blocks.
+    cudaDeviceSynchronize();
+    size_t released = 0;
+    for (cua_arena* a : arenas_of(CUA_ALL_DEVICES)) cua_arena_trim(a, 0, &released);
+  }
+
+  // cudnn's benchmark mode sizes its workspaces from this (the largest block
+  // the cache could hand out at once, or the driver's free memory if larger).
+  void cacheInfo(c10::DeviceIndex device, size_t* largest) override {
+    for (cua_arena* a : arenas_of(device)) {
+      cua_stats s;
+      if (cua_arena_get_stats(a, &s) == CUA_OK && s.largest_free_bytes > *largest)
+        *largest = s.largest_free_bytes;
+    }
+  }
+
+  CCA::SnapshotInfo snapshot(c10::cuda::MempoolId_t, bool) override {
+    CCA::SnapshotInfo info;
+    int count = c10::cuda::device_count();
+    for (int device = 0; device < count; device++) {
+      SegmentCollector c;
+      c.device = device;
+      for (cua_arena* a : arenas_of(device)) cua_arena_walk(a, on_region, &c);
+      for (auto& s : c.segments) info.segments.push_back(std::move(s));
+      info.device_traces.emplace_back();  // no allocation history recorded (yet)
+    }
+    return info;
+  }
+
+  void recordHistory(bool, CCA::CreateContextFn, size_t, CCA::RecordContext, bool,
+                     const std::vector<std::string>&) override {}
+  void attachOutOfMemoryObserver(CCA::OutOfMemoryObserver) override {}
+  void attachAllocatorTraceTracker(CCA::AllocatorTraceTracker) override {}
+
+  // set_per_process_memory_fraction: the default arena's limit.
+  void setMemoryFraction(double fraction, c10::DeviceIndex device) override {
+    cua_arena* a = nullptr;
+    if (cua_arena_default(device, &a) != CUA_OK) return;
+    size_t free_b = 0, total = 0;
+    cudaMemGetInfo(&free_b, &total);
+    fraction_.store(fraction);
+    size_t limit = static_cast<size_t>(fraction * static_cast<double>(total));
+    limit &= ~((size_t{2} << 20) - 1);  // whole 2 MiB pages
+    cua_arena_set_limit(a, fraction >= 1.0 ? 0 : limit);
+  }
+
+  double getMemoryFraction(c10::DeviceIndex) override { return fraction_.load(); }
+
+  std::string name() override { return "cuarena"; }
+
+ private:
+  std::atomic<double> fraction_{1.0};
+};
+
+void install() {
+  torch::cuda::CUDAPluggableAllocator::changeCurrentAllocator(
+      std::make_shared<CuarenaAllocator>());
+}
+
+}  // namespace
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("install", &install, "Make cuarena torch's CUDA allocator (statistics included).");
+}
