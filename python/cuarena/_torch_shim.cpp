@@ -17,6 +17,9 @@
 
 #include <algorithm>
 #include <atomic>
+#include <map>
+#include <mutex>
+#include <string>
 #include <vector>
 
 extern "C" {
@@ -83,10 +86,48 @@ void on_region(const cua_region* r, void* user) {
   s.blocks.push_back(std::move(b));
 }
 
+// Private memory pools (CUDA graph capture, torch.cuda.MemPool): while a
+// pool is active, what the streams its filter accepts allocate goes to an
+// arena of its own, named torch_pool_<a>_<b> after the pool id. Its blocks,
+// once freed, are reused only by the same pool (what a captured graph needs),
+// and the arena can be offloaded or discarded and restored like any other:
+// a graph replays at the same addresses afterwards.
+struct Pool {
+  cua_arena* arena = nullptr;
+  std::function<bool(cudaStream_t)> filter;
+  bool active = false;
+  int device = 0;
+};
+
+std::mutex pools_mu;
+std::map<std::pair<uint64_t, uint64_t>, Pool> pools;
+std::atomic<int> pools_active{0};
+
+std::string pool_name(c10::cuda::MempoolId_t id) {
+  return "torch_pool_" + std::to_string(id.first) + "_" + std::to_string(id.second);
+}
+
+void* pool_or_default_alloc(size_t n, int device, cudaStream_t stream) {
+  if (pools_active.load(std::memory_order_relaxed)) {
+    std::lock_guard<std::mutex> g(pools_mu);
+    for (auto& kv : pools) {
+      Pool& p = kv.second;
+      if (p.active && p.device == device && p.arena && p.filter && p.filter(stream)) {
+        void* ptr = nullptr;
+        if (cua_arena_alloc(p.arena, n ? n : 1, reinterpret_cast<cua_stream>(stream), &ptr) !=
+            CUA_OK)
+          return nullptr;
+        return ptr;
+      }
+    }
+  }
+  return cua_torch_alloc(n, device, stream);
+}
+
 struct CuarenaAllocator final : PluggableBase {
   CuarenaAllocator()
       : PluggableBase(
-            [](size_t n, int device, cudaStream_t s) { return cua_torch_alloc(n, device, s); },
+            [](size_t n, int device, cudaStream_t s) { return pool_or_default_alloc(n, device, s); },
             [](void* p, size_t n, int device, cudaStream_t s) {
               cua_torch_free(p, n, device, s);
             }) {
@@ -188,6 +229,41 @@ struct CuarenaAllocator final : PluggableBase {
   }
 
   double getMemoryFraction(c10::DeviceIndex) override { return fraction_.load(); }
+
+  void beginAllocateToPool(c10::DeviceIndex device, c10::cuda::MempoolId_t id,
+                           std::function<bool(cudaStream_t)> filter) override {
+    std::lock_guard<std::mutex> g(pools_mu);
+    Pool& p = pools[{id.first, id.second}];
+    if (!p.arena) {
+      std::string name = pool_name(id), conf = "device:" + std::to_string(device);
+      TORCH_CHECK(cua_arena_create_conf(name.c_str(), conf.c_str(), &p.arena) == CUA_OK,
+                  "cuarena: no arena for memory pool ", name, ": ", cua_last_error());
+    }
+    p.filter = std::move(filter);
+    p.device = device;
+    if (!p.active) pools_active++;
+    p.active = true;
+  }
+
+  void endAllocateToPool(c10::DeviceIndex, c10::cuda::MempoolId_t id) override {
+    std::lock_guard<std::mutex> g(pools_mu);
+    auto it = pools.find({id.first, id.second});
+    if (it == pools.end() || !it->second.active) return;
+    it->second.active = false;
+    pools_active--;
+  }
+
+  // The pool is gone (its graph destroyed): its arena goes too, unless a
+  // tensor of it is still alive; then it stays, and its blocks are freed as
+  // usual, into it.
+  void releasePool(c10::DeviceIndex, c10::cuda::MempoolId_t id) override {
+    std::lock_guard<std::mutex> g(pools_mu);
+    auto it = pools.find({id.first, id.second});
+    if (it == pools.end()) return;
+    if (it->second.active) pools_active--;
+    if (it->second.arena && cua_arena_destroy(it->second.arena, 0) != CUA_OK) return;
+    pools.erase(it);
+  }
 
   std::string name() override { return "cuarena"; }
 

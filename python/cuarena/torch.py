@@ -90,6 +90,26 @@ def install(conf=None, full=True):
     return alloc
 
 
+def pool_arena(pool):
+    """The arena that holds a private memory pool's memory (full install):
+    pool is a torch.cuda.CUDAGraph (its pool()), a torch.cuda.MemPool (its
+    id) or a pool id tuple. Offload or discard it and restore it like any
+    arena; a captured graph replays at the same addresses afterwards."""
+    import torch
+
+    if isinstance(pool, torch.cuda.CUDAGraph):
+        pool = pool.pool()
+    elif hasattr(pool, "id"):
+        pool = pool.id
+    name = "torch_pool_%d_%d" % tuple(pool)
+    for dev in range(torch.cuda.device_count()):
+        for a in cuarena.arenas(dev):
+            if a.name == name:
+                return a
+    raise KeyError("no cuarena arena for memory pool %r (is the full allocator installed?)"
+                   % (tuple(pool),))
+
+
 def installed():
     return _installed is not None
 

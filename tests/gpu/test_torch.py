@@ -69,6 +69,16 @@ def test_reload_returns_to_baseline_every_cycle():
     assert all(o["cuarena_mapped_at_peak"] >= 256 << 20 for o in ours["cycles"])
 
 
+def test_cuda_graph_pool_is_an_arena_that_can_be_offloaded():
+    native, ours = run("graph", "native"), run("graph", "cuarena")
+    assert native["replay_matches_eager"] and ours["replay_matches_eager"]
+    assert native["record_stream_sum_ok"] and ours["record_stream_sum_ok"]
+    assert ours["pool_arena"].startswith("torch_pool_") and ours["pool_mapped"] > 0
+    assert ours["freed_by_offload"] >= ours["pool_mapped"]
+    assert ours["replay_after_restore_matches"] and ours["replay_after_discard_matches"]
+    assert ours["output_pointer_stable"]
+
+
 def test_torch_statistics_snapshot_and_cache_calls_work():
     r = run("stats", "cuarena")
     assert r["mode"] == "full"

@@ -199,6 +199,66 @@ class _Null:
         return False
 
 
+def work_graph(use):
+    """A CUDA graph captured and replayed on a side stream; under cuarena its
+    memory pool is an arena, which is offloaded (and then discarded) and
+    restored at the same addresses: the graph still replays correctly. Also
+    record_stream across two streams."""
+    torch.manual_seed(3)
+    x = torch.randn(256, 1024, device="cuda")
+    w = torch.randn(1024, 1024, device="cuda")
+
+    def step():
+        return ((x @ w).relu() @ w.t()).softmax(dim=-1)
+
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):  # warm-up, as torch asks, before capture
+        for _ in range(2):
+            step()
+    torch.cuda.current_stream().wait_stream(s)
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        y = step()
+    x.copy_(torch.randn(256, 1024, device="cuda"))
+    g.replay()
+    torch.cuda.synchronize()
+    want = step()
+    res = {"replay_matches_eager": bool(torch.equal(y, want))}
+    # record_stream: a tensor made on one stream, used and freed on another
+    side = torch.cuda.Stream()
+    with torch.cuda.stream(side):
+        t = torch.full((1 << 22,), 2.0, device="cuda")
+    torch.cuda.current_stream().wait_stream(side)
+    t.record_stream(torch.cuda.current_stream())
+    total = float((t * 3).sum())
+    del t
+    res["record_stream_sum_ok"] = total == 6.0 * (1 << 22)
+    if use == "cuarena":
+        import cuarena.torch as ct
+
+        pool = ct.pool_arena(g)
+        y_ptr = y.data_ptr()
+        res["pool_arena"] = pool.name
+        res["pool_mapped"] = pool.stats()["mapped_bytes"]
+        torch.cuda.synchronize()
+        used0 = driver_used()
+        pool.offload()
+        res["freed_by_offload"] = used0 - driver_used()
+        pool.restore()
+        g.replay()
+        torch.cuda.synchronize()
+        res["replay_after_restore_matches"] = bool(torch.equal(y, step()))
+        pool.discard()  # contents dropped: the graph rewrites its outputs anyway
+        pool.restore()
+        x.copy_(torch.randn(256, 1024, device="cuda"))
+        g.replay()
+        torch.cuda.synchronize()
+        res["replay_after_discard_matches"] = bool(torch.equal(y, step()))
+        res["output_pointer_stable"] = y.data_ptr() == y_ptr
+    return res
+
+
 def work_stats(use):
     """torch's own statistics, snapshot and cache calls with cuarena installed
     (the full allocator object), checked against cuarena's figures; cudnn's
