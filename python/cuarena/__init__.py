@@ -21,7 +21,8 @@ import threading
 __all__ = [
     "Error", "Arena", "arena", "library", "library_path", "headroom", "device_report",
     "memory_stats", "memory_summary", "reset_peak_stats", "on_event", "trim_idle",
-    "arenas", "snapshot", "dump_snapshot",
+    "arenas", "snapshot", "dump_snapshot", "free", "janitor_start", "janitor_stop",
+    "cupy_allocator",
 ]
 
 _here = os.path.dirname(os.path.abspath(__file__))
@@ -74,6 +75,9 @@ _lib.cua_device_reset_peak.argtypes = [ctypes.c_int]
 _lib.cua_trim_idle.argtypes = [ctypes.c_int, ctypes.POINTER(ctypes.c_size_t)]
 _lib.cua_ptr_info.argtypes = [_c, ctypes.POINTER(_c), ctypes.POINTER(_c),
                               ctypes.POINTER(ctypes.c_size_t)]
+_lib.cua_arena_alloc.argtypes = [_c, ctypes.c_size_t, ctypes.c_size_t, ctypes.POINTER(_c)]
+_lib.cua_free.argtypes = [_c]
+_lib.cua_janitor_start.argtypes = [ctypes.c_uint]
 
 CUA_DESTROY_FORCE = 1
 _EVENT_KINDS = ["created", "destroyed", "trimmed", "out_of_memory", "offloaded", "restored"]
@@ -143,6 +147,13 @@ class Arena:
         _check(_lib.cua_arena_pop())
         return False
 
+    def alloc(self, size, stream=0):
+        """Raw device memory of `size` bytes for `stream` (a cudaStream_t as an
+        int); returns the address. Free it with cuarena.free()."""
+        ptr = _c()
+        _check(_lib.cua_arena_alloc(self._h, int(size), int(stream), ctypes.byref(ptr)))
+        return ptr.value
+
     def offload(self):
         """Copy every live block to host memory and give every page back; the
         addresses stay reserved (allocations fail until restore)."""
@@ -180,6 +191,50 @@ class Arena:
 
     def __repr__(self):
         return "<cuarena.Arena %r device %d>" % (self.name, self.device)
+
+
+def free(ptr):
+    """Free memory from Arena.alloc() (stream-ordered: see cua_free)."""
+    _check(_lib.cua_free(ptr))
+
+
+def janitor_start(period_ms=100):
+    """Start the idle-trim thread: every period_ms it trims the arenas idle
+    longer than their idle_ms (cua_janitor_start)."""
+    _check(_lib.cua_janitor_start(int(period_ms)))
+
+
+def janitor_stop():
+    _check(_lib.cua_janitor_stop())
+
+
+class _Freer:
+    """Owner of a CuPy allocation: frees it into its arena when CuPy drops it."""
+
+    __slots__ = ("ptr",)
+
+    def __init__(self, ptr):
+        self.ptr = ptr
+
+    def __del__(self):
+        try:
+            _lib.cua_free(self.ptr)
+        except Exception:  # interpreter shutdown
+            pass
+
+
+def cupy_allocator(arena_):
+    """An allocator for cupy.cuda.set_allocator() (or cupy.cuda.using_allocator)
+    that takes CuPy's device memory from `arena_` instead of CuPy's own pool:
+    a library beside torch whose memory then leaves with the arena."""
+    import cupy
+
+    def alloc(size):
+        ptr = arena_.alloc(max(int(size), 1))
+        mem = cupy.cuda.UnownedMemory(ptr, size, _Freer(ptr), arena_.device)
+        return cupy.cuda.MemoryPointer(mem, 0)
+
+    return alloc
 
 
 def arena(name, device=0, **options):

@@ -13,6 +13,7 @@
 #include <torch/extension.h>
 
 #include <c10/cuda/CUDAFunctions.h>
+#include <c10/cuda/CUDAStream.h>
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
@@ -134,6 +135,26 @@ struct CuarenaAllocator final : PluggableBase {
     set_record_stream_fn([](void* p, cudaStream_t s) {
       cua_record_stream(p, reinterpret_cast<cua_stream>(s));
     });
+  }
+
+  // torch's plugged allocate() hands out a null pointer when the allocation
+  // function fails (a kernel then faults on it); here a failure raises
+  // torch.OutOfMemoryError with cuarena's report, as torch's own allocator does.
+  c10::DataPtr allocate(size_t size) override {
+    c10::DeviceIndex device = -1;
+    C10_CUDA_CHECK(c10::cuda::GetDevice(&device));
+    cudaStream_t stream = c10::cuda::getCurrentCUDAStream(device);
+    void* r = this->malloc(size, device, stream);
+    if (!r) {
+      {
+        std::lock_guard<std::mutex> g(allocator_mutex_);
+        allocation_metadata_.erase(nullptr);
+      }
+      TORCH_CHECK_WITH(OutOfMemoryError, false, "CUDA out of memory (cuarena): tried to allocate ",
+                       size, " bytes on device ", static_cast<int>(device), ": ",
+                       cua_last_error());
+    }
+    return {r, r, raw_deleter(), c10::Device(c10::DeviceType::CUDA, device)};
   }
 
   CDA::DeviceStats getDeviceStats(c10::DeviceIndex device) override {

@@ -79,6 +79,42 @@ def test_cuda_graph_pool_is_an_arena_that_can_be_offloaded():
     assert ours["output_pointer_stable"]
 
 
+def test_reload_under_a_cap_with_a_cupy_engine():
+    pytest.importorskip("cupy")
+    native, ours = run("reload_cap", "native"), run("reload_cap", "cuarena")
+    for rows, name in ((native["cycles"], "native"), (ours["cycles"], "cuarena")):
+        for r in rows:
+            print("torch: reload under a 1 GiB cap, %s cycle %d (engine %d MiB): %s, after "
+                  "teardown %d bytes over the baseline%s" % (
+                      name, r["cycle"], r["engine_mib"], "ok" if r["ok"] else "OUT OF MEMORY",
+                      r["after_over_base"], "" if r["ok"] else ": " + r["error"]))
+    assert len(ours["cycles"]) == 6 and all(r["ok"] for r in ours["cycles"])
+    assert all(r["after_over_base"] == 0 for r in ours["cycles"])
+
+
+def test_idle_janitor_trims_to_live():
+    native, ours = run("janitor", "native"), run("janitor", "cuarena")
+    print("torch: idle 1 s after a burst: native reserved %d (allocated %d) before, %d after; "
+          "cuarena mapped %d (live %d) before, %d (live %d, %d blocks) after; device mapped "
+          "after destroy %d" % (native["after_burst_mapped"], native["live"],
+                                native["after_idle_mapped"], ours["after_burst_mapped"],
+                                ours["live"], ours["after_idle_mapped"], ours["live_after"],
+                                ours["live_blocks"], ours["after_destroy_mapped_device"]))
+    assert ours["after_idle_mapped"] < ours["after_burst_mapped"]
+    # live + at most one partly used 2 MiB page per live block
+    assert ours["after_idle_mapped"] <= ours["live_after"] + ours["live_blocks"] * (2 << 20)
+
+
+def test_kv_cache_sized_from_headroom_fits_first_time():
+    native, ours = run("kv", "native"), run("kv", "cuarena")
+    for r, name in ((native, "native"), (ours, "cuarena")):
+        print("torch: KV sizing %s: estimate %d, largest that fits %d (estimate/largest %.4f), "
+              "fits on the first try: %s" % (name, r["estimate"], r["largest"],
+                                              r["estimate_over_largest"], r["first_try_fits"]))
+    assert ours["first_try_fits"]
+    assert 0.99 <= ours["estimate_over_largest"] <= 1.0
+
+
 def test_torch_statistics_snapshot_and_cache_calls_work():
     r = run("stats", "cuarena")
     assert r["mode"] == "full"

@@ -199,6 +199,191 @@ class _Null:
         return False
 
 
+def is_oom(e):
+    return isinstance(e, torch.OutOfMemoryError) or "out of memory" in str(e).lower()
+
+
+def work_reload_cap(use):
+    """Scenario 1 under a memory cap: each cycle builds the pipeline, a CuPy
+    buffer stands in for a TensorRT engine (256 MiB, the next version 320 MiB,
+    alternating), serves, and tears down with gc + empty_cache. Natively CuPy's
+    pool keeps the old engine's memory; under cuarena the engine buffer comes
+    from the "engine" arena, destroyed with it. The cap: a raw cudaMalloc
+    ballast leaves 1 GiB above the baseline."""
+    import gc
+
+    import cupy
+
+    import cuarena
+
+    reload_cycle({})
+    empty_cache(use)
+    base = driver_used()
+    free, _ = torch.cuda.mem_get_info()
+    ballast = cupy.cuda.runtime.malloc(free - (1 << 30))
+    rows = []
+    for cycle in range(6):
+        engine_mib = 256 if cycle % 2 == 0 else 320
+        arenas = {}
+        if use == "cuarena":
+            arenas = {n: cuarena.Arena(n) for n in ("text_encoder", "transformer", "engine")}
+        row = {"cycle": cycle, "engine_mib": engine_mib}
+        try:
+            def inside(name):
+                return arenas[name] if arenas else _Null()
+
+            enc, dec = encoder_and_transformer()
+            with inside("text_encoder"):
+                enc = enc.cuda().eval()
+            with inside("transformer"):
+                dec = dec.cuda().eval()
+            if arenas:
+                with cupy.cuda.using_allocator(cuarena.cupy_allocator(arenas["engine"])):
+                    engine = cupy.zeros(engine_mib << 20, dtype=cupy.uint8)
+            else:
+                engine = cupy.zeros(engine_mib << 20, dtype=cupy.uint8)
+            with torch.no_grad():
+                with inside("text_encoder"):
+                    h = enc(torch.randn(4, 77, 512, device="cuda"))
+                with inside("transformer"):
+                    out = dec(torch.cat([h, torch.randn(4, 179, 512, device="cuda")], 1))
+            torch.cuda.synchronize()
+            row["ok"] = True
+            del enc, dec, h, out, engine
+        except Exception as e:  # noqa: BLE001
+            if not is_oom(e):
+                raise
+            row["ok"] = False
+            row["error"] = str(e).splitlines()[0][:200]
+        gc.collect()
+        torch.cuda.synchronize()
+        for a in arenas.values():
+            a.destroy(force=True)
+        empty_cache(use)
+        row["after_over_base"] = driver_used() - base
+        rows.append(row)
+        if not row["ok"]:
+            break
+    cupy.cuda.runtime.free(ballast)
+    return {"base": base, "cycles": rows}
+
+
+def work_janitor(use):
+    """Scenario 2: after a burst of requests the serving arena sits idle; the
+    janitor (idle_ms 300, every 50 ms) trims it to its live blocks. Natively
+    the cache stays until someone calls empty_cache."""
+    import cuarena
+
+    enc, _ = encoder_and_transformer()
+    serve = cuarena.Arena("serve", idle_ms=300) if use == "cuarena" else _Null()
+    with serve:
+        enc = enc.cuda().eval()
+        with torch.no_grad():
+            for i in range(40):  # requests of varying sizes
+                enc(torch.randn(4, 32 + 16 * (i % 12), 512, device="cuda"))
+    torch.cuda.synchronize()
+    res = {}
+    if use == "cuarena":
+        st = serve.stats()
+        res["after_burst_mapped"], res["live"] = st["mapped_bytes"], st["live_bytes"]
+        cuarena.janitor_start(50)
+        time.sleep(1.0)
+        cuarena.janitor_stop()
+        st = serve.stats()
+        res["after_idle_mapped"], res["live_after"] = st["mapped_bytes"], st["live_bytes"]
+        res["live_blocks"] = st["live_blocks"]
+        del enc
+        torch.cuda.synchronize()
+        serve.destroy()
+        res["after_destroy_mapped_device"] = cuarena.device_report(0)["mapped_bytes"]
+    else:
+        res["after_burst_mapped"] = torch.cuda.memory_reserved()
+        res["live"] = torch.cuda.memory_allocated()
+        time.sleep(1.0)
+        res["after_idle_mapped"] = torch.cuda.memory_reserved()
+    return res
+
+
+def work_kv(use):
+    """Scenario 5: size a KV cache from what is left after a profiling forward
+    pass, allocate it in one try, then find by bisection the largest KV cache
+    with which the forward pass still runs."""
+    import gc
+
+    import cuarena
+
+    _, dec = encoder_and_transformer()
+    dec = dec.cuda().eval()
+    batch = torch.randn(8, 512, 512, device="cuda")
+
+    def forward():
+        with torch.no_grad():
+            out = dec(batch)
+        torch.cuda.synchronize()
+        del out
+
+    forward()  # warm-up: workspaces, kernels
+    if use == "cuarena":
+        import cuarena.torch as ct
+
+        ct.empty_cache()
+        kv_arena = cuarena.Arena("kv_cache")
+        mapped0 = cuarena.device_report(0)["mapped_bytes"]
+        cuarena.reset_peak_stats()
+        forward()
+        act = cuarena.device_report(0)["peak_mapped_bytes"] - mapped0
+        estimate = cuarena.headroom() - act
+
+        def try_kv(size):
+            try:
+                with kv_arena:
+                    kv = torch.empty(size, dtype=torch.uint8, device="cuda")
+                forward()
+                del kv
+                return True
+            except Exception as e:  # noqa: BLE001
+                if not is_oom(e):
+                    raise
+                return False
+            finally:
+                gc.collect()
+                kv_arena.trim(0)
+    else:
+        torch.cuda.empty_cache()
+        alloc0 = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        forward()
+        act = torch.cuda.max_memory_allocated() - alloc0
+        free, _ = torch.cuda.mem_get_info()
+        estimate = free + torch.cuda.memory_reserved() - torch.cuda.memory_allocated() - act
+
+        def try_kv(size):
+            try:
+                kv = torch.empty(size, dtype=torch.uint8, device="cuda")
+                forward()
+                del kv
+                return True
+            except Exception as e:  # noqa: BLE001
+                if not is_oom(e):
+                    raise
+                return False
+            finally:
+                gc.collect()
+                torch.cuda.empty_cache()
+
+    first_try = try_kv(estimate)
+    lo, hi = (estimate, estimate + (2 << 30)) if first_try else (estimate - (2 << 30), estimate)
+    step = 1 << 20
+    while hi - lo > step:
+        mid = (lo + hi) // 2 // step * step
+        if try_kv(mid):
+            lo = mid
+        else:
+            hi = mid
+    return {"estimate": estimate, "first_try_fits": first_try, "largest": lo,
+            "estimate_over_largest": estimate / lo, "activation_peak": act}
+
+
 def work_graph(use):
     """A CUDA graph captured and replayed on a side stream; under cuarena its
     memory pool is an arena, which is offloaded (and then discarded) and
