@@ -16,6 +16,8 @@
 #include <c10/cuda/CUDAStream.h>
 #include <cuda_runtime_api.h>
 
+#include <cstdio>
+
 #include <algorithm>
 #include <atomic>
 #include <map>
@@ -150,9 +152,13 @@ struct CuarenaAllocator final : PluggableBase {
         std::lock_guard<std::mutex> g(allocator_mutex_);
         allocation_metadata_.erase(nullptr);
       }
-      TORCH_CHECK_WITH(OutOfMemoryError, false, "CUDA out of memory (cuarena): tried to allocate ",
-                       size, " bytes on device ", static_cast<int>(device), ": ",
-                       cua_last_error());
+      // The text is made with snprintf: numbers streamed into c10::str from
+      // this extension crashed in libstdc++'s number formatting (mixed
+      // runtimes on the GPU machine).
+      char msg[4096 + 128];
+      snprintf(msg, sizeof msg, "CUDA out of memory (cuarena): tried to allocate %zu bytes on "
+               "device %d: %s", size, static_cast<int>(device), cua_last_error());
+      TORCH_CHECK_WITH(OutOfMemoryError, false, static_cast<const char*>(msg));
     }
     return {r, r, raw_deleter(), c10::Device(c10::DeviceType::CUDA, device)};
   }
