@@ -759,8 +759,10 @@ CUA_API cua_status cua_device_report_json(int device, char *buf, size_t cap, siz
 
 /**
  * How much more a new allocation on `device` could get: the driver's free
- * bytes plus what every arena of the device could give back by a trim
- * (cached_bytes). What to size a KV cache from, instead of probing.
+ * memory in whole pages, less 1/4096 of it and one page that the driver needs
+ * to map them (an allocation of all of it fails on the H100), plus what every
+ * arena of the device could give back by a trim (cached_bytes). What to size a
+ * KV cache from, instead of probing.
  * Returns CUA_OK (0 when the device has no arena), CUA_ERR_INVALID_ARG,
  * CUA_ERR_BACKEND.
  */
