@@ -30,9 +30,11 @@ def main(path):
             line = line.strip()
             if line.startswith("{"):
                 try:
-                    rows.append(json.loads(line))
+                    row = json.loads(line)
                 except json.JSONDecodeError:
-                    pass
+                    continue
+                if "trace" in row:  # the log also holds other JSON (engine_reload's cycles)
+                    rows.append(row)
     order = ["cuarena cuda", "cuarena cuda (whole segments)", "cuarena host",
              "cuarena host (whole segments)",
              "cudaMalloc", "cudaMallocAsync"]
