@@ -230,12 +230,19 @@ static void probe_pipe(CUdeviceptr d, unsigned char *pin[2], CUstream s, CUevent
            touched ? "touched" : "fresh  ", gbs(TOTAL, e1), gbs(TOTAL, e2));
 }
 
-static void probe_vmm(CUdevice dev)
+/* Pinned device memory of `dev`, for cuMemCreate. */
+static CUmemAllocationProp device_prop(CUdevice dev)
 {
     CUmemAllocationProp prop = {0};
     prop.type = CU_MEM_ALLOCATION_TYPE_PINNED;
     prop.location.type = CU_MEM_LOCATION_TYPE_DEVICE;
     prop.location.id = dev;
+    return prop;
+}
+
+static void probe_vmm(CUdevice dev)
+{
+    CUmemAllocationProp prop = device_prop(dev);
     CUmemAccessDesc acc = {.location = prop.location, .flags = CU_MEM_ACCESS_FLAGS_PROT_READWRITE};
     CUdeviceptr va;
     CK(cuMemAddressReserve(&va, TOTAL, 0, 0, 0));
@@ -277,10 +284,7 @@ static void probe_vmm(CUdevice dev)
 /* Does an unmap wait for a copy in flight on another range? */
 static void probe_unmap_overlap(CUdevice dev, CUdeviceptr d, unsigned char *pin[2], CUstream s)
 {
-    CUmemAllocationProp prop = {0};
-    prop.type = CU_MEM_ALLOCATION_TYPE_PINNED;
-    prop.location.type = CU_MEM_LOCATION_TYPE_DEVICE;
-    prop.location.id = dev;
+    CUmemAllocationProp prop = device_prop(dev);
     CUmemAccessDesc acc = {.location = prop.location, .flags = CU_MEM_ACCESS_FLAGS_PROT_READWRITE};
     CUdeviceptr va;
     CUmemGenericAllocationHandle h;

@@ -347,21 +347,7 @@ def work_kv(use):
         forward()
         act = cuarena.device_report(0)["peak_mapped_bytes"] - mapped0
         estimate = cuarena.headroom() - act
-
-        def try_kv(size):
-            try:
-                with kv_arena:
-                    kv = torch.empty(size, dtype=torch.uint8, device="cuda")
-                forward()
-                del kv
-                return True
-            except Exception as e:  # noqa: BLE001
-                if not is_oom(e):
-                    raise
-                return False
-            finally:
-                gc.collect()
-                kv_arena.trim(0)
+        inside, release = kv_arena, (lambda: kv_arena.trim(0))
     else:
         torch.cuda.empty_cache()
         alloc0 = torch.cuda.memory_allocated()
@@ -370,20 +356,23 @@ def work_kv(use):
         act = torch.cuda.max_memory_allocated() - alloc0
         free, _ = torch.cuda.mem_get_info()
         estimate = free + torch.cuda.memory_reserved() - torch.cuda.memory_allocated() - act
+        inside, release = _Null(), torch.cuda.empty_cache
 
-        def try_kv(size):
-            try:
+    def try_kv(size):
+        """A KV cache of `size` bytes, then the forward pass: both fit?"""
+        try:
+            with inside:
                 kv = torch.empty(size, dtype=torch.uint8, device="cuda")
-                forward()
-                del kv
-                return True
-            except Exception as e:  # noqa: BLE001
-                if not is_oom(e):
-                    raise
-                return False
-            finally:
-                gc.collect()
-                torch.cuda.empty_cache()
+            forward()
+            del kv
+            return True
+        except Exception as e:  # noqa: BLE001
+            if not is_oom(e):
+                raise
+            return False
+        finally:
+            gc.collect()
+            release()
 
     first_try = try_kv(estimate)
     lo, hi = (estimate, estimate + (2 << 30)) if first_try else (estimate - (2 << 30), estimate)
