@@ -117,6 +117,21 @@ def work_offload(use):
     }
 
 
+def arena_chooser(arenas):
+    """inside(name): the arena of that component, or no arena at all (native)."""
+    return lambda name: arenas[name] if arenas else _Null()
+
+
+def load_pipeline(inside):
+    """The encoder and the transformer on the GPU, each in its component's arena."""
+    enc, dec = encoder_and_transformer()
+    with inside("text_encoder"):
+        enc = enc.cuda().eval()
+    with inside("transformer"):
+        dec = dec.cuda().eval()
+    return enc, dec
+
+
 def reload_cycle(arenas):
     """Build the pipeline (in the arenas, if any), serve 3 requests, tear it
     down; returns driver-used at the peak and the arenas that refused a plain
@@ -125,14 +140,8 @@ def reload_cycle(arenas):
 
     import cuarena
 
-    def inside(name):
-        return arenas[name] if arenas else _Null()
-
-    enc, dec = encoder_and_transformer()
-    with inside("text_encoder"):
-        enc = enc.cuda().eval()
-    with inside("transformer"):
-        dec = dec.cuda().eval()
+    inside = arena_chooser(arenas)
+    enc, dec = load_pipeline(inside)
     with inside("engine"):
         engine = torch.empty(256 * MiB, dtype=torch.uint8, device="cuda")
     with torch.no_grad():
@@ -237,14 +246,8 @@ def work_reload_cap(use):
             arenas = {n: cuarena.Arena(n) for n in ("text_encoder", "transformer", "engine")}
         row = {"cycle": cycle}
         try:
-            def inside(name):
-                return arenas[name] if arenas else _Null()
-
-            enc, dec = encoder_and_transformer()
-            with inside("text_encoder"):
-                enc = enc.cuda().eval()
-            with inside("transformer"):
-                dec = dec.cuda().eval()
+            inside = arena_chooser(arenas)
+            enc, dec = load_pipeline(inside)
             if arenas:
                 with cupy.cuda.using_allocator(cuarena.cupy_allocator(arenas["engine"])):
                     engine = cupy.zeros(256 << 20, dtype=cupy.uint8)
