@@ -120,6 +120,29 @@ def test_kv_cache_sized_from_headroom_fits_first_time():
     assert 0.99 <= ours["estimate_over_largest"] <= 1.0
 
 
+def test_weight_updates_keep_mapped_over_live_flat():
+    native, ours = run("weights", "native"), run("weights", "cuarena")
+    for n, o in zip(native["cycles"], ours["cycles"]):
+        print("torch: weight update cycle %2d: native reserved/allocated %.4f (%d / %d); cuarena "
+              "mapped/live %.4f (%d / %d), trimmed %d this cycle" % (
+                  n["cycle"], n["mapped_over_live"], n["mapped"], n["live"],
+                  o["mapped_over_live"], o["mapped"], o["live"], o["trimmed_bytes"]))
+    ratios = [o["mapped_over_live"] for o in ours["cycles"]]
+    assert max(ratios) - min(ratios) < 0.02
+    assert sum(o["trimmed_bytes"] for o in ours["cycles"]) > 0  # the events came through
+
+
+def test_llama_training_losses_identical():
+    pytest.importorskip("transformers")
+    native, ours = run("llama", "native"), run("llama", "cuarena")
+    print("torch: llama 30 steps, median step native %.2f ms, cuarena %.2f ms (cuarena/native "
+          "%.3f); final loss %.6f / %.6f" % (native["median_step_s"] * 1e3,
+                                            ours["median_step_s"] * 1e3,
+                                            ours["median_step_s"] / native["median_step_s"],
+                                            native["losses"][-1], ours["losses"][-1]))
+    assert ours["losses"] == native["losses"]
+
+
 def test_torch_statistics_snapshot_and_cache_calls_work():
     r = run("stats", "cuarena")
     assert r["mode"] == "full"

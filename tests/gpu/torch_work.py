@@ -390,6 +390,96 @@ def work_kv(use):
             "estimate_over_largest": estimate / lo, "activation_peak": act}
 
 
+def work_weights(use):
+    """Scenario 3: 20 cycles of serve / pause (KV cache dropped, cache
+    emptied) / in-place weight update (new weights arrive as temporaries of
+    every parameter's size, one small tensor per cycle is kept: a log) /
+    resume (the KV cache again). Prints mapped (reserved) over live after
+    each cycle; under cuarena each cycle's trims come through on_event."""
+    import gc
+
+    import cuarena
+
+    torch.manual_seed(5)
+    _, dec = encoder_and_transformer()
+    trims = []
+    if use == "cuarena":
+        import cuarena.torch as ct
+
+        weights, kv_arena = cuarena.Arena("weights"), cuarena.Arena("kv_cache")
+        cuarena.on_event(lambda e: trims.append(e["bytes"]) if e["kind"] == "trimmed" else None)
+
+        def usage():
+            rep = cuarena.device_report(0)
+            return rep["mapped_bytes"], rep["live_bytes"]
+
+        empty = ct.empty_cache
+    else:
+        weights = kv_arena = _Null()
+
+        def usage():
+            return torch.cuda.memory_reserved(), torch.cuda.memory_allocated()
+
+        empty = torch.cuda.empty_cache
+    with weights:
+        dec = dec.cuda().eval()
+    with kv_arena:
+        kv = torch.empty(512 * MiB, dtype=torch.uint8, device="cuda")
+    kept, rows = [], []
+    for cycle in range(20):
+        with torch.no_grad():
+            for i in range(3):  # serve
+                dec(torch.randn(4, 64 + 32 * ((cycle + i) % 7), 512, device="cuda"))
+        del kv  # pause
+        gc.collect()
+        empty()
+        before = len(trims)
+        with weights, torch.no_grad():  # in-place update from temporaries
+            for p in dec.parameters():
+                new = torch.randn_like(p)
+                p.copy_(new)
+                del new
+            kept.append(torch.zeros(256 * 1024 + cycle * 4096, device="cuda"))
+        with kv_arena:  # resume
+            kv = torch.empty(512 * MiB, dtype=torch.uint8, device="cuda")
+        torch.cuda.synchronize()
+        mapped, live = usage()
+        rows.append({"cycle": cycle, "mapped": mapped, "live": live,
+                     "mapped_over_live": mapped / live,
+                     "trimmed_bytes": sum(trims[before:])})
+    return {"cycles": rows}
+
+
+def work_llama(use):
+    """A small Llama (4 layers, hidden 512) trained 30 steps with bf16
+    autocast and AdamW on fixed data, deterministic algorithms: the losses and
+    the median step time."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(7)
+    torch.use_deterministic_algorithms(True)
+    cfg = LlamaConfig(hidden_size=512, intermediate_size=1408, num_hidden_layers=4,
+                      num_attention_heads=8, num_key_value_heads=8, vocab_size=32000,
+                      max_position_embeddings=512)
+    model = LlamaForCausalLM(cfg).cuda()
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-4)
+    data = torch.randint(0, 32000, (30, 8, 256), device="cuda")
+    losses, times = [], []
+    for step in range(30):
+        torch.cuda.synchronize()
+        t = time.perf_counter()
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            loss = model(input_ids=data[step], labels=data[step]).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        losses.append(float(loss))
+        torch.cuda.synchronize()
+        times.append(time.perf_counter() - t)
+    steady = sorted(times[5:])
+    return {"losses": losses, "median_step_s": steady[len(steady) // 2]}
+
+
 def work_graph(use):
     """A CUDA graph captured and replayed on a side stream; under cuarena its
     memory pool is an arena, which is offloaded (and then discarded) and
@@ -519,6 +609,7 @@ def work_stats(use):
 
 def main():
     workload, use = sys.argv[1], sys.argv[2]
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS
     if use == "cuarena":
         import cuarena.torch
 
