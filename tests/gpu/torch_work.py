@@ -407,7 +407,14 @@ def work_weights(use):
         import cuarena.torch as ct
 
         weights, kv_arena = cuarena.Arena("weights"), cuarena.Arena("kv_cache")
-        cuarena.on_event(lambda e: trims.append(e["bytes"]) if e["kind"] == "trimmed" else None)
+        kinds = {}
+
+        def on_event(e):
+            kinds[e["kind"]] = kinds.get(e["kind"], 0) + 1
+            if e["kind"] == "trimmed":
+                trims.append(e["bytes"])
+
+        cuarena.on_event(on_event)
 
         def usage():
             rep = cuarena.device_report(0)
@@ -432,8 +439,8 @@ def work_weights(use):
                 dec(torch.randn(4, 64 + 32 * ((cycle + i) % 7), 512, device="cuda"))
         del kv  # pause
         gc.collect()
-        empty()
         before = len(trims)
+        released = empty() or 0
         with weights, torch.no_grad():  # in-place update from temporaries
             for p in dec.parameters():
                 new = torch.randn_like(p)
@@ -446,8 +453,8 @@ def work_weights(use):
         mapped, live = usage()
         rows.append({"cycle": cycle, "mapped": mapped, "live": live,
                      "mapped_over_live": mapped / live,
-                     "trimmed_bytes": sum(trims[before:])})
-    return {"cycles": rows}
+                     "trimmed_bytes": sum(trims[before:]), "released": released})
+    return {"cycles": rows, "events": kinds if use == "cuarena" else {}}
 
 
 def work_llama(use):
