@@ -23,6 +23,7 @@
 #include <map>
 #include <mutex>
 #include <string>
+#include <tuple>
 #include <vector>
 
 extern "C" {
@@ -110,7 +111,40 @@ std::string pool_name(c10::cuda::MempoolId_t id) {
   return "torch_pool_" + std::to_string(id.first) + "_" + std::to_string(id.second);
 }
 
+// The allocation recorder (cuarena.record): while on, every allocation and
+// free torch makes through cuarena, with the arena's name, and markers.
+struct TraceEvent {
+  char op;  // 'a', 'f', 'm'
+  uintptr_t ptr;
+  size_t size;
+  uintptr_t stream;
+  std::string name;  // 'a': the arena; 'm': the marker
+};
+std::mutex trace_mu;
+std::vector<TraceEvent> trace;
+std::atomic<bool> tracing{false};
+
+void trace_alloc(void* p, size_t n, cudaStream_t stream) {
+  cua_arena* a = nullptr;
+  const char* name = "";
+  if (cua_ptr_info(p, &a, nullptr, nullptr) == CUA_OK) cua_arena_name(a, &name);
+  std::lock_guard<std::mutex> g(trace_mu);
+  trace.push_back({'a', reinterpret_cast<uintptr_t>(p), n,
+                   reinterpret_cast<uintptr_t>(stream), name ? name : ""});
+}
+
+void* traced(void* p, size_t n, cudaStream_t stream) {
+  if (p && tracing.load(std::memory_order_relaxed)) trace_alloc(p, n, stream);
+  return p;
+}
+
+void* pool_or_default_alloc_untraced(size_t n, int device, cudaStream_t stream);
+
 void* pool_or_default_alloc(size_t n, int device, cudaStream_t stream) {
+  return traced(pool_or_default_alloc_untraced(n, device, stream), n, stream);
+}
+
+void* pool_or_default_alloc_untraced(size_t n, int device, cudaStream_t stream) {
   if (pools_active.load(std::memory_order_relaxed)) {
     std::lock_guard<std::mutex> g(pools_mu);
     for (auto& kv : pools) {
@@ -132,6 +166,10 @@ struct CuarenaAllocator final : PluggableBase {
       : PluggableBase(
             [](size_t n, int device, cudaStream_t s) { return pool_or_default_alloc(n, device, s); },
             [](void* p, size_t n, int device, cudaStream_t s) {
+              if (tracing.load(std::memory_order_relaxed)) {
+                std::lock_guard<std::mutex> g(trace_mu);
+                trace.push_back({'f', reinterpret_cast<uintptr_t>(p), 0, 0, ""});
+              }
               cua_torch_free(p, n, device, s);
             }) {
     set_record_stream_fn([](void* p, cudaStream_t s) {
@@ -298,6 +336,29 @@ struct CuarenaAllocator final : PluggableBase {
   std::atomic<double> fraction_{1.0};
 };
 
+void trace_start() {
+  std::lock_guard<std::mutex> g(trace_mu);
+  trace.clear();
+  tracing = true;
+}
+
+void trace_marker(const std::string& name) {
+  std::lock_guard<std::mutex> g(trace_mu);
+  if (tracing) trace.push_back({'m', 0, 0, 0, name});
+}
+
+// Stop recording; the events as (op, ptr, size, stream, name) tuples.
+std::vector<std::tuple<std::string, uint64_t, uint64_t, uint64_t, std::string>> trace_stop() {
+  std::lock_guard<std::mutex> g(trace_mu);
+  tracing = false;
+  std::vector<std::tuple<std::string, uint64_t, uint64_t, uint64_t, std::string>> out;
+  out.reserve(trace.size());
+  for (const TraceEvent& e : trace)
+    out.emplace_back(std::string(1, e.op), e.ptr, e.size, e.stream, e.name);
+  trace.clear();
+  return out;
+}
+
 void install() {
   torch::cuda::CUDAPluggableAllocator::changeCurrentAllocator(
       std::make_shared<CuarenaAllocator>());
@@ -307,4 +368,7 @@ void install() {
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("install", &install, "Make cuarena torch's CUDA allocator (statistics included).");
+  m.def("trace_start", &trace_start, "Record every allocation and free from now on.");
+  m.def("trace_marker", &trace_marker, "A phase marker in the recording.");
+  m.def("trace_stop", &trace_stop, "Stop recording; the events.");
 }

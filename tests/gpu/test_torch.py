@@ -143,6 +143,53 @@ def test_llama_training_losses_identical():
     assert ours["losses"] == native["losses"]
 
 
+RECORDED = """
+import torch, cuarena, cuarena.record as rec
+enc = cuarena.Arena("text_encoder")
+with enc:
+    w = torch.randn(1024, 1024, device="cuda")
+rec.marker("model_loaded")
+for i in range(3):
+    x = torch.randn(64 + 64 * i, 1024, device="cuda")
+    y = (x @ w).relu()
+    del x, y
+    rec.marker("request_%d" % i)
+side = torch.cuda.Stream()
+with torch.cuda.stream(side):
+    z = torch.ones(1 << 20, device="cuda")
+del z
+"""
+
+
+def test_record_a_workload_and_replay_it(tmp_path):
+    script, out = tmp_path / "work.py", tmp_path / "work.catrace.gz"
+    script.write_text(RECORDED)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.path.join(ROOT, "python") + os.pathsep + env.get("PYTHONPATH", "")
+    p = subprocess.run([sys.executable, "-m", "cuarena.record", str(out), str(script)],
+                       capture_output=True, text=True, env=env, timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    import gzip
+
+    lines = gzip.open(out, "rt").read().splitlines()
+    allocs = [l.split() for l in lines if l.startswith("a ")]
+    frees = [l for l in lines if l.startswith("f ")]
+    markers = [l.split()[1] for l in lines if l.startswith("m ")]
+    print("torch: recorded %d allocations, %d frees, markers %s, arenas %s, streams %s" % (
+        len(allocs), len(frees), markers, sorted({a[4] for a in allocs if len(a) > 4}),
+        sorted({a[3] for a in allocs})))
+    assert lines[0] == "# catrace v1"
+    assert markers == ["model_loaded", "request_0", "request_1", "request_2"]
+    assert any(len(a) > 4 and a[4] == "text_encoder" for a in allocs)
+    assert len({a[3] for a in allocs}) >= 2  # the side stream has its own number
+    replay = os.path.join(ROOT, "build-gpu", "bench", "cuarena-replay")
+    if os.path.exists(replay):
+        r = subprocess.run([replay, "--backend", "host", str(out)], capture_output=True,
+                           text=True, timeout=300)
+        assert r.returncode == 0, r.stderr[-2000:]
+        print("torch: replayed:", r.stdout.strip().splitlines()[-1][:300])
+
+
 def test_torch_statistics_snapshot_and_cache_calls_work():
     r = run("stats", "cuarena")
     assert r["mode"] == "full"
