@@ -15,25 +15,29 @@ import os
 import runpy
 import sys
 
-_shim = None
+def _shim():
+    """The full allocator's module, kept by cuarena.torch (this file may run
+    twice, as __main__ and as cuarena.record: the state lives there)."""
+    import cuarena.torch as ct
+
+    return ct._installed if ct.mode == "full" else None
 
 
 def start():
     """Install cuarena (if it is not yet) and start recording."""
-    global _shim
     import cuarena.torch as ct
 
     ct.install()
-    if ct.mode != "full":
+    if _shim() is None:
         raise RuntimeError("cuarena.record needs the full allocator object (a C++ compiler)")
-    _shim = ct._installed
-    _shim.trace_start()
+    _shim().trace_start()
 
 
 def marker(name):
     """A phase marker (a model loaded, a request done, a teardown)."""
-    if _shim is not None:
-        _shim.trace_marker(str(name).replace(" ", "_"))
+    shim = _shim()
+    if shim is not None:
+        shim.trace_marker(str(name).replace(" ", "_"))
 
 
 def catrace_lines(events, source):
@@ -60,7 +64,8 @@ def catrace_lines(events, source):
 def save(path, source=None):
     """Stop recording and write the file (gzip when the name ends in .gz);
     returns the number of events written."""
-    events = _shim.trace_stop() if _shim is not None else []
+    shim = _shim()
+    events = shim.trace_stop() if shim is not None else []
     opener = gzip.open if path.endswith(".gz") else open
     n = 0
     with opener(path, "wt") as f:
