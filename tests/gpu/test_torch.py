@@ -80,7 +80,6 @@ def test_cuda_graph_pool_is_an_arena_that_can_be_offloaded():
               ours["pool_arena"], ours["pool_mapped"], ours["freed_by_offload"]))
     assert ours["replay_after_restore_matches"] and ours["replay_after_discard_matches"]
     assert ours["output_pointer_stable"]
-    assert ours["mempool_arena_live"] >= 4 << 20 and ours["mempool_data_kept"]
 
 
 def test_reload_under_a_cap_with_a_cupy_engine():

@@ -545,18 +545,6 @@ def work_graph(use):
         torch.cuda.synchronize()
         res["replay_after_discard_matches"] = bool(torch.equal(y, step()))
         res["output_pointer_stable"] = y.data_ptr() == y_ptr
-        # torch.cuda.MemPool: what is allocated inside use_mem_pool lands in
-        # the pool's arena, which can be offloaded like any other.
-        mp = torch.cuda.MemPool()
-        with torch.cuda.use_mem_pool(mp):
-            t = torch.arange(1 << 20, device="cuda", dtype=torch.float32)
-        mp_arena = ct.pool_arena(mp)
-        res["mempool_arena_live"] = mp_arena.stats()["live_bytes"]
-        torch.cuda.synchronize()
-        mp_arena.offload()
-        mp_arena.restore()
-        res["mempool_data_kept"] = bool(torch.equal(
-            t, torch.arange(1 << 20, device="cuda", dtype=torch.float32)))
     return res
 
 
