@@ -90,12 +90,14 @@ void on_region(const cua_region* r, void* user) {
   s.blocks.push_back(std::move(b));
 }
 
-// Private memory pools (CUDA graph capture, torch.cuda.MemPool): while a
+// Private memory pools (CUDA graph capture): while a
 // pool is active, what the streams its filter accepts allocate goes to an
 // arena of its own, named torch_pool_<a>_<b> after the pool id. Its blocks,
 // once freed, are reused only by the same pool (what a captured graph needs),
 // and the arena can be offloaded or discarded and restored like any other:
-// a graph replays at the same addresses afterwards.
+// a graph replays at the same addresses afterwards. torch.cuda.MemPool() is
+// not supported yet: torch 2.11 asks the allocator for createOrIncrefPool,
+// which this object does not implement (torch raises "does not yet support").
 struct Pool {
   cua_arena* arena = nullptr;
   std::function<bool(cudaStream_t)> filter;

@@ -92,8 +92,8 @@ def install(conf=None, full=True):
 
 def pool_arena(pool):
     """The arena that holds a private memory pool's memory (full install):
-    pool is a torch.cuda.CUDAGraph (its pool()), a torch.cuda.MemPool (its
-    id) or a pool id tuple. Offload or discard it and restore it like any
+    pool is a torch.cuda.CUDAGraph (its pool()) or a pool id tuple
+    (torch.cuda.MemPool itself is not supported yet). Offload or discard it and restore it like any
     arena; a captured graph replays at the same addresses afterwards."""
     import torch
 
