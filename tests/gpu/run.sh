@@ -21,6 +21,10 @@
 #                      the same, quiet core; the CUDA driver's threads are not
 #                      pinned with it (CUA_BENCH_PIN, bench/pin.h)
 #
+# $OUT keeps at most 8 files: log.txt, gpu.txt, engine_reload.jsonl,
+# offload.txt, torch.jsonl, torch-table.md, results.jsonl, table.md (and
+# probe.txt with CUA_GPU_PROBE=1, which is best run with CUA_GPU_SKIP_BENCH=1).
+#
 # The machine needs gcc, meson, ninja, the CUDA toolkit (cuda.h, libcudart)
 # and a driver. Without zlib headers there, run tests/gpu/carry-zlib.sh on a
 # machine that has them and carry .dev along. Exit status: 0 when every test
@@ -103,11 +107,16 @@ PY
 
 # PyTorch with cuarena as its allocator against torch's own, where torch is installed.
 if python3 -c 'import torch, pytest' 2>/dev/null; then
-    CUARENA_LIB=$PWD/build-gpu/libcuarena.so run torch python3 -m pytest -q -s tests/gpu/test_torch.py
+    rm -f "$out/torch.jsonl"
+    CUARENA_LIB=$PWD/build-gpu/libcuarena.so CUA_TORCH_RESULTS=$(cd "$out" && pwd)/torch.jsonl \
+        run torch python3 -m pytest -q -s tests/gpu/test_torch.py
     # (pytest -s prints its progress dots at the start of the tests' lines)
     sed -E 's/^[.sFE]+torch: /torch: /' "$log" | grep -E '^torch: |passed|failed|skipped' |
-        grep -v '^torch: .*{' >"$out/torch.txt"
-    cat "$out/torch.txt"
+        grep -v '^torch: .*{'
+    if [[ -s $out/torch.jsonl ]]; then
+        python3 tests/gpu/torch_table.py "$out/torch.jsonl" >"$out/torch-table.md"
+        cat "$out/torch-table.md"
+    fi
 else
     say "torch: skipped (no torch or pytest in python3)"
 fi
@@ -135,7 +144,6 @@ export CUA_BENCH_PIN=${CUA_GPU_PIN:-2}
 say "timed runs: the calling thread pinned to CPU $CUA_BENCH_PIN"
 replay=(build-gpu/bench/cuarena-replay)
 run replay-cuda "${replay[@]}" --backend cuda --repeat "$repeat" --budget-search "${traces[@]}"
-grep '^{' "$log" | grep '"backend":"cuda"' >"$out/cuarena-cuda.jsonl" || true
 CUARENA_CONF=vmm:0 run replay-cuda-novmm "${replay[@]}" --backend cuda --repeat "$repeat" "${traces[@]}"
 run replay-host "${replay[@]}" --backend host --repeat "$repeat" "${traces[@]}"
 run baseline-async build-gpu/bench/cuarena-baseline --mode async --repeat "$repeat" "${traces[@]}"
@@ -143,5 +151,6 @@ run baseline-malloc build-gpu/bench/cuarena-baseline --mode malloc --repeat "$re
 grep '^{' "$log" >"$out/results.jsonl" || true
 
 python3 tests/gpu/table.py "$out/results.jsonl" | tee "$out/table.md"
+[[ -s $out/torch-table.md ]] && { echo; echo "PyTorch, native and cuarena:"; cat "$out/torch-table.md"; }
 echo "status: $status (log: $log)"
 exit $status

@@ -32,6 +32,10 @@ def run(workload, use):
                                                          p.stderr[-3000:])
     result = json.loads(p.stdout.strip().splitlines()[-1])
     print("torch:", workload, use, json.dumps(result)[:600])
+    keep = os.environ.get("CUA_TORCH_RESULTS")  # for torch_table.py (run.sh sets it)
+    if keep:
+        with open(keep, "a") as f:
+            f.write(json.dumps({"workload": workload, "use": use, "result": result}) + "\n")
     return result
 
 
