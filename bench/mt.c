@@ -1,0 +1,273 @@
+/*
+ * mt.c - cuarena-mt: allocation throughput with several threads, each on a
+ * stream of its own, all allocating from one arena (or, for comparison, from
+ * cudaMallocAsync's default pool).
+ *
+ * Each thread keeps a window of live blocks: it allocates a size drawn from
+ * the allocation sizes of a trace (default: a bundled one) and, once the window
+ * is full, frees the oldest; one op = one alloc + one free. The clock runs
+ * from a barrier that starts every thread to the moment the last one is done.
+ * Per thread count one JSON line: ops per second in all, per thread, and the
+ * speedup over one thread. The arena is checked empty afterwards.
+ *
+ *   cuarena-mt [--mode cuarena|async] [--backend host|cuda] [--threads 1,2,4]
+ *              [--ops N] [--window W] [--sizes TRACE]
+ *
+ * Exit status: 0 ok, 1 an allocation failed or memory was left behind,
+ * 2 usage or input error, 77 the CUDA pieces asked for are not there.
+ */
+#include "trace.h"
+
+#include "cuarena.h"
+
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#ifdef CUA_MT_CUDART
+#include <cuda_runtime.h>
+#endif
+
+#define MAX_THREADS 64
+
+static const char usage_text[] =
+    "usage: cuarena-mt [options]\n"
+    "Alloc+free throughput of 1..N threads, each on its own stream, one arena.\n"
+    "  --mode cuarena|async   cuarena (default), or cudaMallocAsync's default pool\n"
+    "  --backend host|cuda    cuarena's backend (default host)\n"
+    "  --threads LIST         thread counts, comma-separated (default 1,2,4,8,16)\n"
+    "  --ops N                ops (alloc + free) per thread (default 200000)\n"
+    "  --window W             live blocks per thread (default 64)\n"
+    "  --sizes FILE           draw sizes from this trace's allocations\n"
+    "                         (default bench/traces/gpt2_generate.catrace.gz)\n";
+
+typedef struct options {
+    int async;
+    const char *backend, *sizes;
+    int threads[16], n_threads;
+    long ops, window;
+} options;
+
+typedef struct shared {
+    const options *o;
+    cua_arena *arena;
+    const uint64_t *sizes;
+    size_t n_sizes;
+    pthread_barrier_t start;
+    int failures;
+    pthread_mutex_t mu;
+} shared;
+
+typedef struct worker {
+    shared *s;
+    int index;
+    uintptr_t stream;
+    uint64_t t_done;
+} worker;
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static int alloc_one(shared *s, uintptr_t stream, size_t size, void **p)
+{
+#ifdef CUA_MT_CUDART
+    if (s->o->async) return cudaMallocAsync(p, size, (cudaStream_t)stream) == cudaSuccess ? 0 : -1;
+#endif
+    return cua_arena_alloc(s->arena, size, (cua_stream)stream, p) == CUA_OK ? 0 : -1;
+}
+
+static int free_one(shared *s, uintptr_t stream, void *p)
+{
+#ifdef CUA_MT_CUDART
+    if (s->o->async) return cudaFreeAsync(p, (cudaStream_t)stream) == cudaSuccess ? 0 : -1;
+#endif
+    (void)stream;
+    return cua_free(p) == CUA_OK ? 0 : -1;
+}
+
+static void *work(void *arg)
+{
+    worker *w = arg;
+    shared *s = w->s;
+    long window = s->o->window;
+    void **ring = calloc((size_t)window, sizeof *ring);
+    uint64_t x = 0x9e3779b97f4a7c15ull * (uint64_t)(w->index + 1); /* per-thread sizes */
+    int fails = ring ? 0 : 1;
+    pthread_barrier_wait(&s->start);
+    for (long i = 0; ring && i < s->o->ops && !fails; i++) {
+        long k = i % window;
+        if (ring[k]) fails += free_one(s, w->stream, ring[k]) != 0;
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        fails += alloc_one(s, w->stream, (size_t)s->sizes[x % s->n_sizes], &ring[k]) != 0;
+    }
+    for (long k = 0; ring && k < window; k++)
+        if (ring[k]) fails += free_one(s, w->stream, ring[k]) != 0;
+    w->t_done = now_ns();
+    free(ring);
+    pthread_mutex_lock(&s->mu);
+    s->failures += fails;
+    pthread_mutex_unlock(&s->mu);
+    return NULL;
+}
+
+/* ops/s of n threads; *ok = 0 when something failed. */
+static double run(shared *s, int n, uintptr_t *streams, int *ok)
+{
+    worker w[MAX_THREADS];
+    pthread_t th[MAX_THREADS];
+    pthread_barrier_init(&s->start, NULL, (unsigned)n + 1);
+    s->failures = 0;
+    int started = 0;
+    for (int i = 0; i < n; i++) {
+        w[i] = (worker){s, i, streams[i], 0};
+        if (pthread_create(&th[i], NULL, work, &w[i]) != 0) break;
+        started++;
+    }
+    if (started < n) { /* cannot happen twice: the barrier would wait forever */
+        fprintf(stderr, "cuarena-mt: could start only %d of %d threads\n", started, n);
+        exit(2);
+    }
+    uint64_t t0 = now_ns();
+    pthread_barrier_wait(&s->start);
+    uint64_t t1 = t0;
+    for (int i = 0; i < n; i++) {
+        pthread_join(th[i], NULL);
+        if (w[i].t_done > t1) t1 = w[i].t_done;
+    }
+    pthread_barrier_destroy(&s->start);
+    *ok = s->failures == 0;
+    return (double)s->o->ops * n / ((double)(t1 - t0) * 1e-9);
+}
+
+static void parse(int argc, char **argv, options *o)
+{
+    *o = (options){.backend = "host", .sizes = "bench/traces/gpt2_generate.catrace.gz",
+                   .threads = {1, 2, 4, 8, 16}, .n_threads = 5, .ops = 200000, .window = 64};
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "--help")) {
+            fputs(usage_text, stdout);
+            exit(0);
+        } else if (!strcmp(a, "--mode") && v) {
+            o->async = !strcmp(v, "async");
+            if (!o->async && strcmp(v, "cuarena")) break;
+        } else if (!strcmp(a, "--backend") && v) {
+            o->backend = v;
+        } else if (!strcmp(a, "--sizes") && v) {
+            o->sizes = v;
+        } else if (!strcmp(a, "--ops") && v && (o->ops = atol(v)) > 0) {
+        } else if (!strcmp(a, "--window") && v && (o->window = atol(v)) > 0) {
+        } else if (!strcmp(a, "--threads") && v) {
+            o->n_threads = 0;
+            for (const char *p = v; *p && o->n_threads < 16; p = strchr(p, ',') ? strchr(p, ',') + 1 : "") {
+                int t = atoi(p);
+                if (t < 1 || t > MAX_THREADS) {
+                    fprintf(stderr, "cuarena-mt: thread counts are 1..%d\n", MAX_THREADS);
+                    exit(2);
+                }
+                o->threads[o->n_threads++] = t;
+            }
+        } else {
+            fprintf(stderr, "cuarena-mt: bad argument '%s'\n%s", a, usage_text);
+            exit(2);
+        }
+        i++;
+    }
+}
+
+/* The trace's allocation sizes. */
+static uint64_t *load_sizes(const char *path, size_t *n)
+{
+    trace t;
+    char err[512];
+    trace_status ts = trace_load(path, &t, err, sizeof err);
+    if (ts) {
+        fprintf(stderr, "cuarena-mt: %s (%s)\n", err, trace_status_name(ts));
+        exit(2);
+    }
+    uint64_t *v = malloc((t.n_allocs ? t.n_allocs : 1) * sizeof *v);
+    *n = 0;
+    for (size_t i = 0; v && i < t.n_events; i++)
+        if (t.events[i].op == TRACE_ALLOC) v[(*n)++] = t.events[i].size;
+    trace_free(&t);
+    if (!v || !*n) {
+        fprintf(stderr, "cuarena-mt: no allocation sizes in %s\n", path);
+        exit(2);
+    }
+    return v;
+}
+
+int main(int argc, char **argv)
+{
+    options o;
+    parse(argc, argv, &o);
+    shared s = {.o = &o};
+    pthread_mutex_init(&s.mu, NULL);
+    s.sizes = load_sizes(o.sizes, &s.n_sizes);
+    uintptr_t streams[MAX_THREADS];
+    for (int i = 0; i < MAX_THREADS; i++) streams[i] = (uintptr_t)i + 1; /* host: any numbers */
+    const char *who = o.async ? "cudaMallocAsync" : "cuarena";
+#ifdef CUA_MT_CUDART
+    int use_cuda = o.async || !strcmp(o.backend, "cuda");
+    for (int i = 0; use_cuda && i < MAX_THREADS; i++)
+        if (cudaStreamCreateWithFlags((cudaStream_t *)&streams[i], cudaStreamNonBlocking)) {
+            fprintf(stderr, "cuarena-mt: no CUDA device for the streams: skipped\n");
+            return 77;
+        }
+#else
+    if (o.async || strcmp(o.backend, "host")) {
+        fprintf(stderr, "cuarena-mt: built without the CUDA runtime: only --backend host\n");
+        return 77;
+    }
+#endif
+    cua_backend *bk = NULL;
+    if (!o.async) {
+        cua_status st = !strcmp(o.backend, "cuda") ? cua_backend_cuda_create(0, &bk)
+                                                   : cua_backend_host_create(NULL, &bk);
+        cua_arena_config cfg;
+        cua_arena_config_init(&cfg);
+        cfg.name = "mt";
+        cfg.backend = bk;
+        if (st == CUA_OK) st = cua_arena_create(&cfg, &s.arena);
+        if (st != CUA_OK) {
+            fprintf(stderr, "cuarena-mt: %s\n", cua_last_error());
+            return st == CUA_ERR_NO_DEVICE ? 77 : 2;
+        }
+    }
+    int status = 0;
+    double base = 0;
+    for (int i = 0; i < o.n_threads; i++) {
+        int ok = 1;
+        run(&s, o.threads[i], streams, &ok); /* warm-up: the arena's pages, the pool */
+        double ops = run(&s, o.threads[i], streams, &ok);
+        if (i == 0 || o.threads[i] == 1) base = ops / o.threads[i];
+        printf("{\"allocator\":\"%s\",\"backend\":\"%s\",\"threads\":%d,\"ops_per_s\":%.0f,"
+               "\"ops_per_s_per_thread\":%.0f,\"speedup_over_one\":%.2f,\"failures\":%d}\n",
+               who, o.async ? "cuda" : o.backend, o.threads[i], ops, ops / o.threads[i],
+               base > 0 ? ops / base : 0, ok ? 0 : 1);
+        if (!ok) status = 1;
+    }
+    if (s.arena) {
+        cua_stats st;
+        size_t released;
+        cua_arena_trim(s.arena, 0, &released);
+        if (cua_arena_get_stats(s.arena, &st) != CUA_OK || st.live_blocks || st.mapped_bytes) {
+            fprintf(stderr, "cuarena-mt: memory left behind: %" PRIu64 " blocks, %" PRIu64
+                            " bytes mapped\n", st.live_blocks, st.mapped_bytes);
+            status = 1;
+        }
+        if (cua_arena_destroy(s.arena, 0) != CUA_OK || cua_backend_destroy(bk) != CUA_OK) {
+            fprintf(stderr, "cuarena-mt: %s\n", cua_last_error());
+            status = 1;
+        }
+    }
+    free((void *)s.sizes);
+    return status;
+}
