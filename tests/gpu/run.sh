@@ -148,7 +148,14 @@ CUARENA_CONF=vmm:0 run replay-cuda-novmm "${replay[@]}" --backend cuda --repeat 
 run replay-host "${replay[@]}" --backend host --repeat "$repeat" "${traces[@]}"
 run baseline-async build-gpu/bench/cuarena-baseline --mode async --repeat "$repeat" "${traces[@]}"
 run baseline-malloc build-gpu/bench/cuarena-baseline --mode malloc --repeat "$repeat_malloc" "${traces[@]}"
-grep '^{' "$log" >"$out/results.jsonl" || true
+# Threads: alloc+free throughput of 1..16 threads on their own streams,
+# cuarena (one arena) and cudaMallocAsync (its default pool).
+if [[ -x build-gpu/bench/cuarena-mt ]]; then
+    run mt-cuarena build-gpu/bench/cuarena-mt --backend cuda --threads 1,2,4,8,16 --ops 200000
+    run mt-async build-gpu/bench/cuarena-mt --mode async --threads 1,2,4,8,16 --ops 200000
+    grep '^{"allocator"' "$log" | sed 's/^/   /'
+fi
+grep '^{' "$log" | grep '"trace"' >"$out/results.jsonl" || true
 
 python3 tests/gpu/table.py "$out/results.jsonl" | tee "$out/table.md"
 [[ -s $out/torch-table.md ]] && { echo; echo "PyTorch, native and cuarena:"; cat "$out/torch-table.md"; }
