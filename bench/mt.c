@@ -88,6 +88,7 @@ static int free_one(shared *s, uintptr_t stream, void *p)
 #ifdef CUA_MT_CUDART
     if (s->o->async) return cudaFreeAsync(p, (cudaStream_t)stream) == cudaSuccess ? 0 : -1;
 #endif
+    (void)s;
     (void)stream;
     return cua_free(p) == CUA_OK ? 0 : -1;
 }
@@ -150,7 +151,7 @@ static void parse(int argc, char **argv, options *o)
 {
     *o = (options){.backend = "host", .sizes = "bench/traces/gpt2_generate.catrace.gz",
                    .threads = {1, 2, 4, 8, 16}, .n_threads = 5, .ops = 200000, .window = 64};
-    for (int i = 1; i < argc; i++) {
+    for (int i = 1; i < argc; i += 2) { /* every option takes a value, --help aside */
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--help")) {
             fputs(usage_text, stdout);
@@ -178,7 +179,6 @@ static void parse(int argc, char **argv, options *o)
             fprintf(stderr, "cuarena-mt: bad argument '%s'\n%s", a, usage_text);
             exit(2);
         }
-        i++;
     }
 }
 
