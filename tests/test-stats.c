@@ -195,3 +195,32 @@ TEST(walk_reports_segments_tiled_by_block_pieces)
     CHECK_ST(cua_arena_walk(a, on_region, &w), CUA_ERR_DESTROYED);
     CHECK_OK(cua_backend_destroy(bk));
 }
+
+/* Without VMM every segment is a whole backend allocation at an address of
+ * its own; the walk still reports each with the pieces of its blocks. */
+TEST(walk_reports_whole_segments_without_vmm)
+{
+    cua_host_config hc;
+    cua_host_config_init(&hc);
+    hc.capacity = 256 * MiB;
+    CHECK_OK(cua_backend_host_create(&hc, &bk));
+    cua_arena_config cfg;
+    cua_arena_config_init(&cfg);
+    cfg.backend = bk;
+    cfg.flags = CUA_ARENA_NO_VMM | CUA_ARENA_CHECK_ALWAYS;
+    cua_arena *a;
+    CHECK_OK(cua_arena_create(&cfg, &a));
+    void *p[4];
+    size_t sizes[4] = {1000, 3 * MiB, 20 * MiB, 5000};
+    for (int i = 0; i < 4; i++) CHECK_OK(cua_arena_alloc(a, sizes[i], 0, &p[i]));
+    CHECK_OK(cua_free(p[1]));
+    walk_seen w = {.arena = a};
+    CHECK_OK(cua_arena_walk(a, on_region, &w));
+    cua_stats s;
+    CHECK_OK(cua_arena_get_stats(a, &s));
+    CHECK(w.next == w.seg_end && w.bad == 0);
+    CHECK(w.seg_bytes == s.mapped_bytes && w.live_req == s.live_bytes && w.first_pieces == 3);
+    CHECK_OK(cua_arena_destroy(a, CUA_DESTROY_FORCE));
+    CHECK_OK(cua_backend_destroy(bk));
+}
+
