@@ -14,7 +14,7 @@
  * Exit status: 0 ok, 1 a replay failed, 2 usage or input error.
  */
 #include "pin.h" /* first: sched.h needs _GNU_SOURCE */
-#include "cuarena.h"
+#include "replay.h"
 #include "trace.h"
 
 #include <inttypes.h>
@@ -22,8 +22,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-
-#define MIB (1024.0 * 1024.0)
 
 static const char usage_text[] =
     "usage: cuarena-replay [options] FILE...\n"
@@ -39,39 +37,6 @@ static const char usage_text[] =
     "  --backends            list the backends this build has, one a line\n"
     "  --help                this text\n"
     "Arena options come from CUARENA_CONF (see cua_config_parse).\n";
-
-typedef struct options {
-    const char *backend;
-    int repeat;
-    int budget_search;
-    const char *trim_at;
-    int check;
-    int table;
-    const char *fault;      /* the KIND:N text, or NULL */
-    cua_call fault_call;
-    uint64_t fault_nth;
-    char **files;
-    int n_files;
-} options;
-
-/* The figures of one trace. Optional ones have a `has_` flag (else null). */
-typedef struct result {
-    char name[128];
-    uint64_t events, allocs, markers;
-    uint64_t peak_live, peak_mapped;
-    int has_budget;
-    uint64_t min_budget;
-    int has_teardown;
-    uint64_t mapped_after_teardown;
-    uint64_t final_mapped;
-    uint64_t calls[CUA_CALL_COUNT], driver_calls;
-    int printed;        /* its JSON line was printed */
-    int leaked;         /* the backend held something after the metrics arena's destroy */
-    int has_timing;
-    double ns_med, ns_min, ns_max;
-    uint64_t timed_driver_calls, timed_driver_ns; /* over all timed runs */
-    uint64_t timed_calls[CUA_CALL_COUNT], timed_ns[CUA_CALL_COUNT]; /* per kind */
-} result;
 
 /* State of one replay of a trace through one arena. */
 typedef struct replay {
@@ -475,95 +440,6 @@ static int budget_search(const options *o, const trace *t, result *res)
     return 0;
 }
 
-/* ---- output ------------------------------------------------------------------------------- */
-
-static void json_string(const char *s)
-{
-    putchar('"');
-    for (; *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\') printf("\\%c", c);
-        else if (c < 0x20) printf("\\u%04x", c);
-        else putchar(c);
-    }
-    putchar('"');
-}
-
-static void json_ratio(const char *key, int has, uint64_t num, uint64_t den)
-{
-    if (has && den) printf(",\"%s\":%.4f", key, (double)num / (double)den);
-    else printf(",\"%s\":null", key);
-}
-
-static void json_u64(const char *key, int has, uint64_t v)
-{
-    if (has) printf(",\"%s\":%" PRIu64, key, v);
-    else printf(",\"%s\":null", key);
-}
-
-static void json_double(const char *key, int has, double v)
-{
-    if (has) printf(",\"%s\":%.4f", key, v);
-    else printf(",\"%s\":null", key);
-}
-
-static void print_json(const options *o, const result *r)
-{
-    printf("{\"trace\":");
-    json_string(r->name);
-    printf(",\"backend\":");
-    json_string(o->backend);
-    /* whole: segments from cuMemAlloc (no VMM), else expandable VMM segments */
-    printf(",\"segments\":\"%s\"", r->calls[CUA_CALL_ALLOC] ? "whole" : "vmm");
-    printf(",\"events\":%" PRIu64 ",\"allocs\":%" PRIu64 ",\"markers\":%" PRIu64 ",\"trim_at\":",
-           r->events, r->allocs, r->markers);
-    json_string(o->trim_at);
-    printf(",\"repeat\":%d,\"peak_live_bytes\":%" PRIu64 ",\"peak_mapped_bytes\":%" PRIu64,
-           o->repeat, r->peak_live, r->peak_mapped);
-    json_ratio("peak_mapped_over_live", 1, r->peak_mapped, r->peak_live);
-    json_u64("min_budget_bytes", r->has_budget, r->min_budget);
-    json_ratio("min_budget_over_live", r->has_budget, r->min_budget, r->peak_live);
-    json_double("ns_per_event", r->has_timing, r->ns_med);
-    json_double("ns_per_event_min", r->has_timing, r->ns_min);
-    json_double("ns_per_event_max", r->has_timing, r->ns_max);
-    printf(",\"driver_calls\":%" PRIu64 ",\"driver_calls_by_kind\":{", r->driver_calls);
-    for (int k = 0; k < CUA_CALL_COUNT; k++)
-        printf("%s\"%s\":%" PRIu64, k ? "," : "", cua_call_name((cua_call)k), r->calls[k]);
-    putchar('}');
-    json_u64("timed_driver_calls", r->has_timing, r->timed_driver_calls);
-    json_u64("timed_driver_ns", r->has_timing, r->timed_driver_ns);
-    if (r->has_timing) { /* per kind, the kinds called only */
-        printf(",\"timed_driver_by_kind\":{");
-        for (int k = 0, first = 1; k < CUA_CALL_COUNT; k++) {
-            if (!r->timed_calls[k]) continue;
-            printf("%s\"%s\":[%" PRIu64 ",%" PRIu64 "]", first ? "" : ",",
-                   cua_call_name((cua_call)k), r->timed_calls[k], r->timed_ns[k]);
-            first = 0;
-        }
-        putchar('}');
-    }
-    json_u64("mapped_after_teardown_bytes", r->has_teardown, r->mapped_after_teardown);
-    printf(",\"final_mapped_bytes\":%" PRIu64 "}\n", r->final_mapped);
-    fflush(stdout);
-}
-
-static void print_table(const result *rs, int n)
-{
-    printf("\n| trace | events | peak live MiB | peak mapped / live | min budget / live |"
-           " mapped after teardown MiB | final mapped | ns/event | driver calls |\n"
-           "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n");
-    for (int i = 0; i < n; i++) {
-        const result *r = &rs[i];
-        char budget[32] = "-", teardown[32] = "-", ns[32] = "-", ratio[32] = "-";
-        if (r->peak_live) snprintf(ratio, sizeof ratio, "%.3f", (double)r->peak_mapped / (double)r->peak_live);
-        if (r->has_budget && r->peak_live) snprintf(budget, sizeof budget, "%.3f", (double)r->min_budget / (double)r->peak_live);
-        if (r->has_teardown) snprintf(teardown, sizeof teardown, "%.1f", (double)r->mapped_after_teardown / MIB);
-        if (r->has_timing) snprintf(ns, sizeof ns, "%.1f", r->ns_med);
-        printf("| %s | %" PRIu64 " | %.1f | %s | %s | %s | %" PRIu64 " | %s | %" PRIu64 " |\n", r->name,
-               r->events, (double)r->peak_live / MIB, ratio, budget, teardown, r->final_mapped, ns, r->driver_calls);
-    }
-}
-
 /* ---- fault mode --------------------------------------------------------------------------- */
 
 typedef struct fault_report {
@@ -613,17 +489,17 @@ static int fault_run(const options *o, const trace *t, const char *name)
     cua_fault_injected(fb, &fr.injected);
     if ((st = cua_backend_get_stats(inner, &fr.inner))) die_lib("cua_backend_get_stats", st);
     printf("{\"trace\":");
-    json_string(name);
+    report_json_string(name);
     printf(",\"backend\":");
-    json_string(o->backend);
+    report_json_string(o->backend);
     printf(",\"fault\":");
-    json_string(o->fault);
+    report_json_string(o->fault);
     printf(",\"stage\":\"%s\",\"status\":\"%s\",\"event\":", fr.stage, cua_status_name(fr.st));
     if (fr.event >= 0) printf("%ld", fr.event); else printf("null");
     printf(",\"message\":");
-    json_string(fr.message);
+    report_json_string(fr.message);
     printf(",\"injected\":%" PRIu64 ",\"check\":", fr.injected);
-    json_string(fr.check);
+    report_json_string(fr.check);
     printf(",\"destroy_status\":\"%s\",\"final_mapped_bytes\":%" PRIu64 ",\"leaked_handles\":%" PRIu64
            ",\"leaked_mappings\":%" PRIu64 ",\"leaked_reservations\":%" PRIu64 "}\n",
            cua_status_name(fr.destroy_st), fr.inner.handle_bytes, fr.inner.handles, fr.inner.mappings,
@@ -760,7 +636,7 @@ static int run_file(const options *o, const char *path, result *res)
         failed = metrics_run(o, &t, res);
         if (!failed && o->repeat > 0) failed = timing_runs(o, &t, res);
         if (!failed && o->budget_search) failed = budget_search(o, &t, res);
-        if (!failed) print_json(o, res);
+        if (!failed) report_json(o, res);
         res->printed = !failed;
         failed |= res->leaked;
     }
@@ -794,7 +670,7 @@ int main(int argc, char **argv)
         if (results[n_done].printed) n_done++;
         if (s > status) status = s;
     }
-    if (o.table && !o.fault) print_table(results, n_done);
+    if (o.table && !o.fault) report_table(results, n_done);
     free(results);
     free(o.files);
     return status;

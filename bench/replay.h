@@ -1,0 +1,52 @@
+/*
+ * replay.h - what cuarena-replay's parts share: the options of a run and the
+ * figures of one trace (replay.c measures them, report.c prints them).
+ */
+#ifndef CUA_BENCH_REPLAY_H
+#define CUA_BENCH_REPLAY_H
+
+#include "cuarena.h"
+
+#include <stdint.h>
+
+typedef struct options {
+    const char *backend;
+    int repeat;
+    int budget_search;
+    const char *trim_at;
+    int check;
+    int table;
+    const char *fault;      /* the KIND:N text, or NULL */
+    cua_call fault_call;
+    uint64_t fault_nth;
+    char **files;
+    int n_files;
+} options;
+
+/* The figures of one trace. Optional ones have a `has_` flag (else null). */
+typedef struct result {
+    char name[128];
+    uint64_t events, allocs, markers;
+    uint64_t peak_live, peak_mapped;
+    int has_budget;
+    uint64_t min_budget;
+    int has_teardown;
+    uint64_t mapped_after_teardown;
+    uint64_t final_mapped;
+    uint64_t calls[CUA_CALL_COUNT], driver_calls;
+    int printed;        /* its JSON line was printed */
+    int leaked;         /* the backend held something after the metrics arena's destroy */
+    int has_timing;
+    double ns_med, ns_min, ns_max;
+    uint64_t timed_driver_calls, timed_driver_ns; /* over all timed runs */
+    uint64_t timed_calls[CUA_CALL_COUNT], timed_ns[CUA_CALL_COUNT]; /* per kind */
+} result;
+
+/* s as a JSON string, quotes and escapes included, on stdout. */
+void report_json_string(const char *s);
+/* One JSON line of a trace's figures (the options say how it was run). */
+void report_json(const options *o, const result *r);
+/* The Markdown table of n traces' figures. */
+void report_table(const result *rs, int n);
+
+#endif /* CUA_BENCH_REPLAY_H */
