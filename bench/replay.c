@@ -33,6 +33,8 @@ static const char usage_text[] =
     "  --check               run cua_arena_check after every event of the metrics run\n"
     "  --fault KIND:N        fail the Nth backend call of KIND (map, create, ...) in the\n"
     "                        metrics run, and report how the arena coped\n"
+    "  --timeline N          sample live and mapped bytes of the metrics run about N\n"
+    "                        times, and at every marker (before and after its trim)\n"
     "  --table               print a Markdown table after the JSON lines\n"
     "  --backends            list the backends this build has, one a line\n"
     "  --help                this text\n"
@@ -185,7 +187,8 @@ static int starts_with(const char *s, const char *prefix)
     return strncmp(s, prefix, strlen(prefix)) == 0;
 }
 
-/* At a trim marker: trim everything cached, record mapped - live. */
+/* At a trim marker: trim everything cached, record mapped - live (and the
+ * mapped bytes after the trim in the timeline's marker, when there is one). */
 static cua_status trim_marker(replay *r, size_t i, const char *prefix, result *res)
 {
     const char *mark = trace_marker_name(r->t, r->t->events[i].slot);
@@ -198,6 +201,28 @@ static cua_status trim_marker(replay *r, size_t i, const char *prefix, result *r
     uint64_t over = s.mapped_bytes > s.live_bytes ? s.mapped_bytes - s.live_bytes : 0;
     if (!res->has_teardown || over > res->mapped_after_teardown) res->mapped_after_teardown = over;
     res->has_teardown = 1;
+    timeline *tl = &res->tl;
+    if (tl->every && tl->n_marks && tl->marks[tl->n_marks - 1].event == i) {
+        tl->marks[tl->n_marks - 1].trimmed = 1;
+        tl->marks[tl->n_marks - 1].mapped_after_trim = s.mapped_bytes;
+        if (timeline_point(tl, i, r->live, s.mapped_bytes)) die_oom(); /* the drop, at the same event */
+    }
+    return CUA_OK;
+}
+
+/* The timeline's sample after event i: every tl->every events, the last
+ * event, and every marker (whose trim, if any, comes after). */
+static cua_status sample(replay *r, size_t i, result *res)
+{
+    timeline *tl = &res->tl;
+    const trace_event *e = &r->t->events[i];
+    int mark = e->op == TRACE_MARK;
+    if (!tl->every || (!mark && i % tl->every && i + 1 != r->t->n_events)) return CUA_OK;
+    cua_stats s;
+    cua_status st = cua_arena_get_stats(r->arena, &s);
+    if (st) return replay_fail(r, i, st);
+    if (timeline_point(tl, i, r->live, s.mapped_bytes)) die_oom();
+    if (mark && timeline_marker(tl, i, e->slot, r->live, s.mapped_bytes)) die_oom();
     return CUA_OK;
 }
 
@@ -206,6 +231,7 @@ static cua_status replay_with_marks(replay *r, const options *o, result *res)
 {
     for (size_t i = 0; i < r->t->n_events; i++) {
         cua_status st = replay_event(r, i);
+        if (!st) st = sample(r, i, res);
         if (!st && r->t->events[i].op == TRACE_MARK) st = trim_marker(r, i, o->trim_at, res);
         if (!st && o->check && (st = cua_arena_check(r->arena))) replay_fail(r, i, st);
         if (st) return st;
@@ -578,6 +604,11 @@ static void parse_args(int argc, char **argv, options *o)
             long n = strtol(v, &end, 10);
             if (*v < '0' || *v > '9' || *end || n < 0 || n > 1000000) usage_error("bad --repeat '%s'", v);
             o->repeat = (int)n;
+        } else if (is_opt(a, "--timeline")) {
+            const char *v = opt_value(argc, argv, &i, "--timeline");
+            unsigned long long n = strtoull(v, &end, 10);
+            if (*v < '0' || *v > '9' || *end || n > 100000000) usage_error("bad --timeline '%s'", v);
+            o->timeline = n;
         } else if (is_opt(a, "--trim-at")) {
             o->trim_at = opt_value(argc, argv, &i, "--trim-at");
         } else if (is_opt(a, "--fault")) {
@@ -629,6 +660,8 @@ static int run_file(const options *o, const char *path, result *res)
     res->events = t.n_events;
     res->allocs = t.n_allocs;
     res->markers = t.n_markers;
+    res->trace = &t;
+    if (o->timeline) res->tl.every = t.n_events / o->timeline ? t.n_events / o->timeline : 1;
     int failed;
     if (o->fault) {
         failed = fault_run(o, &t, res->name);
@@ -640,6 +673,8 @@ static int run_file(const options *o, const char *path, result *res)
         res->printed = !failed;
         failed |= res->leaked;
     }
+    timeline_free(&res->tl);
+    res->trace = NULL;
     trace_free(&t);
     return failed;
 }

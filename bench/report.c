@@ -3,6 +3,7 @@
  * Markdown table of all of them.
  */
 #include "replay.h"
+#include "trace.h"
 
 #include <inttypes.h>
 #include <stdio.h>
@@ -38,6 +39,27 @@ static void json_double(const char *key, int has, double v)
 {
     if (has) printf(",\"%s\":%.4f", key, v);
     else printf(",\"%s\":null", key);
+}
+
+/* "timeline": {"every": N, "points": [[event, live, mapped], ...],
+ * "markers": [{"event", "name", "live", "mapped", "mapped_after_trim"}]} */
+static void json_timeline(const result *r)
+{
+    const timeline *tl = &r->tl;
+    printf(",\"timeline\":{\"every\":%" PRIu64 ",\"points\":[", tl->every);
+    for (size_t i = 0; i < tl->n_points; i++)
+        printf("%s[%" PRIu64 ",%" PRIu64 ",%" PRIu64 "]", i ? "," : "", tl->points[i].event,
+               tl->points[i].live, tl->points[i].mapped);
+    printf("],\"markers\":[");
+    for (size_t i = 0; i < tl->n_marks; i++) {
+        const tl_marker *m = &tl->marks[i];
+        printf("%s{\"event\":%" PRIu64 ",\"name\":", i ? "," : "", m->event);
+        report_json_string(trace_marker_name(r->trace, m->name));
+        printf(",\"live\":%" PRIu64 ",\"mapped\":%" PRIu64, m->live, m->mapped);
+        json_u64("mapped_after_trim", m->trimmed, m->mapped_after_trim);
+        putchar('}');
+    }
+    printf("]}");
 }
 
 void report_json(const options *o, const result *r)
@@ -76,6 +98,7 @@ void report_json(const options *o, const result *r)
         putchar('}');
     }
     json_u64("mapped_after_teardown_bytes", r->has_teardown, r->mapped_after_teardown);
+    if (r->tl.every) json_timeline(r);
     printf(",\"final_mapped_bytes\":%" PRIu64 "}\n", r->final_mapped);
     fflush(stdout);
 }
