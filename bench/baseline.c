@@ -6,7 +6,20 @@
  *   malloc  cudaMalloc / cudaFree for every alloc / free event;
  *   async   cudaMallocAsync / cudaFreeAsync on the legacy default stream 0 (the
  *           traces use stream 0 only), from the device's default memory pool
- *           (never replaced here), its release threshold left at the default.
+ *           (never replaced here), its release threshold left at the default
+ *           (0: the pool gives back what it holds beyond use at every sync);
+ *   keep    cudaMallocFromPoolAsync from a pool made here whose release
+ *           threshold is UINT64_MAX, as frameworks set it (nothing is given
+ *           back at a sync; PyTorch's cudaMallocAsync backend does this).
+ *
+ * --timeline N samples the metrics run about N times and at every marker:
+ * live bytes, and the bytes mapped (malloc: the driver's used rise; pools:
+ * cudaMemPoolAttrReservedMemCurrent); at markers starting with --trim-at
+ * (teardown) a pool is synced and trimmed (cudaMemPoolTrimTo 0), as
+ * cuarena-replay trims its arena there. --cap B simulates a smaller GPU: all
+ * but B bytes of the device's free memory are taken by one cudaMalloc before
+ * the runs, and the event that fails is named. --budget-search bisects the
+ * smallest such B (2 MiB steps) under which the trace completes.
  *
  * Per trace and mode one JSON line. peak_mapped_bytes comes from an untimed
  * metrics run first: for malloc the highest rise of the driver's used memory
@@ -24,6 +37,7 @@
  * 2 usage or input error, 77 no CUDA device or driver (skipped).
  */
 #include "pin.h" /* first: sched.h needs _GNU_SOURCE */
+#include "timeline.h"
 #include "trace.h"
 
 #include <cuda_runtime.h>
@@ -40,17 +54,26 @@ static const char usage_text[] =
     "usage: cuarena-baseline [options] FILE...\n"
     "Replay .catrace / .catrace.gz files through cudaMalloc and cudaMallocAsync;\n"
     "one JSON line per file and allocator.\n"
-    "  --mode malloc|async|all  the allocators (default all)\n"
+    "  --mode malloc|async|keep|all  the allocators (default all)\n"
+    "  --timeline N             sample live and mapped about N times and at every marker\n"
+    "  --trim-at PREFIX         trim the pool at markers starting with PREFIX (default teardown)\n"
+    "  --cap BYTES              leave only BYTES of the device free (a smaller GPU)\n"
+    "  --budget-search          bisect the smallest such cap that completes the trace\n"
     "  --repeat N               timed runs after one warm-up (default 5; 0: no timing)\n"
     "  --device D               the CUDA device (default 0)\n"
     "  --table                  print a Markdown table after the JSON lines\n"
     "  --help                   this text\n";
 
-enum { MODE_MALLOC = 1, MODE_ASYNC = 2 };
+enum { MODE_MALLOC = 1, MODE_ASYNC = 2, MODE_KEEP = 4, MODE_ALL = 7 };
+
+#define GRAN ((size_t)2 << 20) /* cudaMalloc's granularity: the steps of caps */
 
 typedef struct options {
     unsigned modes;     /* MODE_ bits */
-    int repeat, device, table;
+    int repeat, device, table, budget_search;
+    uint64_t timeline;   /* about this many samples; 0 none */
+    const char *trim_at;
+    size_t cap;          /* 0: none */
     char **files;
     int n_files;
 } options;
@@ -58,10 +81,11 @@ typedef struct options {
 /* The figures of one (trace, mode); has_peak, has_timing: those runs completed. */
 typedef struct result {
     char name[128];
-    int mode, has_peak, has_timing, errors;
-    uint64_t events, allocs, peak_live, peak_mapped, peak_used;
-    size_t free_before, free_after;
+    int mode, has_peak, has_timing, has_budget, errors;
+    uint64_t events, allocs, peak_live, peak_mapped, peak_used, release_threshold;
+    size_t free_before, free_after, min_budget;
     double ns_med;
+    timeline tl;
 } result;
 
 /* One trace on one allocator: the device pointers of its slots (NULL when not
@@ -70,12 +94,15 @@ typedef struct replay {
     const trace *t;
     const char *name, *run;
     int mode;
-    cudaMemPool_t pool; /* async: the default pool, else NULL */
+    cudaMemPool_t pool; /* async: the default pool, keep: ours, malloc: NULL */
     void **ptrs;
     uint32_t *rest, n_rest;
 } replay;
 
-static const char *mode_name(int mode) { return mode == MODE_MALLOC ? "cudaMalloc" : "cudaMallocAsync"; }
+static const char *mode_name(int mode)
+{
+    return mode == MODE_MALLOC ? "cudaMalloc" : mode == MODE_ASYNC ? "cudaMallocAsync" : "cudaMallocAsync-keep";
+}
 
 static void die_oom(void)
 {
@@ -116,8 +143,9 @@ static inline cudaError_t step(const replay *r, size_t i)
     void **p = &r->ptrs[e->slot];
     cudaError_t err = cudaSuccess;
     if (e->op == TRACE_ALLOC) {
-        err = r->mode == MODE_MALLOC ? cudaMalloc(p, (size_t)e->size)
-                                     : cudaMallocAsync(p, (size_t)e->size, (cudaStream_t)0);
+        if (r->mode == MODE_MALLOC) err = cudaMalloc(p, (size_t)e->size);
+        else if (r->mode == MODE_ASYNC) err = cudaMallocAsync(p, (size_t)e->size, (cudaStream_t)0);
+        else err = cudaMallocFromPoolAsync(p, (size_t)e->size, r->pool, (cudaStream_t)0);
         if (err) *p = NULL;
     } else if (e->op == TRACE_FREE) {
         err = release(r, e->slot);
@@ -149,8 +177,9 @@ static int fail(const replay *r, size_t i, cudaError_t err)
     fprintf(stderr, "cuarena-baseline: %s: %s, %s run", r->name, mode_name(r->mode), r->run);
     if (i < t->n_events) {
         const char *mark = marker_before(t, i);
-        fprintf(stderr, ", event %zu (%s of %" PRIu64 " bytes, slot %" PRIu32 ", %s%s%s)", i,
-                t->events[i].op == TRACE_ALLOC ? "alloc" : "free", t->events[i].size, t->events[i].slot,
+        fprintf(stderr, ", event %zu (%s of %" PRIu64 " bytes on stream %" PRIu64 ", slot %" PRIu32 ", %s%s%s)", i,
+                t->events[i].op == TRACE_ALLOC ? "alloc" : "free", t->events[i].size, t->events[i].stream,
+                t->events[i].slot,
                 mark ? "after marker '" : "before any marker", mark ? mark : "", mark ? "'" : "");
     } else if (i == t->n_events) {
         fputs(", at its end", stderr);
@@ -163,17 +192,55 @@ static int fail(const replay *r, size_t i, cudaError_t err)
     return -1;
 }
 
-/* Untimed: cudaMemGetInfo after every allocation, for the peaks. What the
- * trace leaves live becomes r->rest (slot order) for the timed runs. */
-static int metrics_run(replay *r, result *res)
+/* What the allocator holds now: the pool's reserved bytes, or the driver's
+ * used bytes above used0. */
+static cudaError_t mapped_now(const replay *r, size_t used0, uint64_t *out)
+{
+    if (r->pool) return cudaMemPoolGetAttribute(r->pool, cudaMemPoolAttrReservedMemCurrent, out);
+    size_t used = driver_used(NULL);
+    *out = used > used0 ? used - used0 : 0;
+    return cudaSuccess;
+}
+
+/* The timeline's sample after event i (every tl->every events, the last
+ * one, and every marker, where a pool is trimmed when the marker's name
+ * starts with trim_at). */
+static cudaError_t sample(const replay *r, size_t i, uint64_t live, size_t used0, const char *trim_at, timeline *tl)
+{
+    const trace_event *e = &r->t->events[i];
+    int mark = e->op == TRACE_MARK;
+    uint64_t mapped;
+    if (!tl->every || (!mark && i % tl->every && i + 1 != r->t->n_events)) return cudaSuccess;
+    cudaError_t err = mapped_now(r, used0, &mapped);
+    if (err) return err;
+    if (timeline_point(tl, i, live, mapped) || (mark && timeline_marker(tl, i, e->slot, live, mapped))) die_oom();
+    const char *name = mark ? trace_marker_name(r->t, e->slot) : NULL;
+    if (!name || !r->pool || strncmp(name, trim_at, strlen(trim_at)) != 0) return cudaSuccess;
+    tl_marker *m = timeline_marker_at(tl, i);
+    if ((err = cudaDeviceSynchronize()) || (err = cudaMemPoolTrimTo(r->pool, 0)) ||
+        (err = mapped_now(r, used0, &m->mapped_after_trim)))
+        return err;
+    m->trimmed = 1;
+    if (timeline_point(tl, i, live, m->mapped_after_trim)) die_oom();
+    return cudaSuccess;
+}
+
+/* Untimed: cudaMemGetInfo after every allocation, for the peaks, and the
+ * timeline. What the trace leaves live becomes r->rest (slot order) for the
+ * timed runs. */
+static int metrics_run(replay *r, const options *o, result *res)
 {
     size_t used0 = driver_used(NULL), peak = 0;
+    uint64_t live = 0;
     cudaError_t err = cudaSuccess;
     size_t i;
     r->run = "metrics";
     for (i = 0; i < r->t->n_events; i++) {
+        const trace_event *e = &r->t->events[i];
         if ((err = step(r, i))) break;
-        if (r->t->events[i].op != TRACE_ALLOC) continue;
+        live = e->op == TRACE_ALLOC ? live + e->size : e->op == TRACE_FREE ? live - e->size : live;
+        if ((err = sample(r, i, live, used0, o->trim_at, &res->tl))) break;
+        if (e->op != TRACE_ALLOC) continue;
         size_t used = driver_used(NULL);
         if (used > used0 && used - used0 > peak) peak = used - used0;
     }
@@ -248,32 +315,83 @@ static int settle(replay *r)
     return err ? fail(r, NO_EVENT, err) : 0;
 }
 
-/* Every figure of one (trace, mode); ns[] gets the runs (2 x repeat room). */
-static void measure(replay *r, int repeat, double *ns, result *res)
+/* A smaller GPU: one cudaMalloc takes all but `cap` bytes of the free
+ * memory (*filler NULL when less than cap is free: nothing to take). */
+static cudaError_t fill_to(size_t cap, void **filler)
 {
+    size_t fr;
+    *filler = NULL;
+    driver_used(&fr);
+    if (fr <= cap) return cudaSuccess;
+    return cudaMalloc(filler, (fr - cap) / GRAN * GRAN);
+}
+
+/* One untimed run of the whole trace with only `cap` bytes free: 1 it
+ * completed, 0 an allocation failed, -1 something else failed. */
+static int budget_attempt(replay *r, size_t cap)
+{
+    void *filler;
+    if (settle(r) || fill_to(cap, &filler)) return -1;
+    cudaError_t err = cudaSuccess;
+    for (size_t i = 0; i < r->t->n_events && !err; i++) err = step(r, i);
+    int ok = err == cudaSuccess;
+    if (!ok && err != cudaErrorMemoryAllocation) ok = -1;
+    cudaGetLastError(); /* out of memory is not sticky: clear it */
+    for (uint32_t s = 0; s < r->t->n_allocs; s++)
+        if (r->ptrs[s] && release(r, s)) ok = -1;
+    if (cudaDeviceSynchronize() || (filler && cudaFree(filler)) || settle(r)) ok = -1;
+    return ok;
+}
+
+/* The smallest cap (GRAN steps) under which the trace completes, between
+ * peak live and a cap found by doubling from peak mapped. */
+static int budget_search(replay *r, result *res)
+{
+    size_t lo = res->peak_live / GRAN * GRAN, hi = (res->peak_mapped + GRAN) / GRAN * GRAN + GRAN;
+    size_t total_free;
+    driver_used(&total_free);
+    int ok;
+    r->run = "budget";
+    lo = lo >= GRAN ? lo - GRAN : 0;
+    while ((ok = budget_attempt(r, hi)) == 0 && hi < total_free) lo = hi, hi *= 2;
+    while (ok > 0 && hi - lo > GRAN) {
+        size_t mid = lo + (hi - lo) / GRAN / 2 * GRAN;
+        int k = budget_attempt(r, mid);
+        if (k < 0) ok = -1;
+        else if (k) hi = mid;
+        else lo = mid;
+    }
+    if (ok <= 0) {
+        fprintf(stderr, "cuarena-baseline: %s: %s: budget search failed (%s)\n", r->name, mode_name(r->mode),
+                ok ? "a CUDA call failed" : "no cap up to the device's free memory completes");
+        return -1;
+    }
+    res->min_budget = hi;
+    res->has_budget = 1;
+    return 0;
+}
+
+/* Every figure of one (trace, mode); ns[] gets the runs (2 x repeat room). */
+static void measure(replay *r, const options *o, double *ns, result *res)
+{
+    void *filler = NULL;
     r->run = "setup";
     int failed = settle(r);
+    if (!failed && r->pool)
+        failed = cudaMemPoolGetAttribute(r->pool, cudaMemPoolAttrReleaseThreshold, &res->release_threshold) != 0;
+    if (!failed && o->cap && fill_to(o->cap, &filler)) failed = fail(r, NO_EVENT, cudaGetLastError());
     driver_used(&res->free_before);
-    if (!failed) failed = metrics_run(r, res);
-    if (!failed && repeat > 0) failed = timing_runs(r, repeat, ns, res);
+    if (!failed) failed = metrics_run(r, o, res);
+    if (!failed && o->repeat > 0) failed = timing_runs(r, o->repeat, ns, res);
     r->run = "teardown";
     if (settle(r)) failed = -1;
     driver_used(&res->free_after);
+    if (filler && cudaFree(filler)) failed = -1;
+    if (!failed && o->budget_search && !o->cap) failed = budget_search(r, res);
     res->errors = failed != 0;
 }
 
 /* ---- output -------------------------------------------------------------------- */
-
-static void put_json_string(const char *s)
-{
-    putchar('"');
-    for (const unsigned char *c = (const unsigned char *)s; *c; c++) {
-        if (*c == '"' || *c == '\\') putchar('\\');
-        if (*c < 0x20) printf("\\u%04x", *c);
-        else putchar(*c);
-    }
-    putchar('"');
-}
 
 static void json_u64(const char *key, int has, uint64_t v)
 {
@@ -287,21 +405,29 @@ static void json_real(const char *key, int has, double v)
     else printf(",\"%s\":null", key);
 }
 
-static void print_json(const result *res, const double *ns, int repeat)
+static void print_json(const result *res, const options *o, const trace *t, const double *ns)
 {
+    int repeat = o->repeat;
     printf("{\"trace\":");
-    put_json_string(res->name);
+    bench_json_string(res->name);
     printf(",\"backend\":\"%s\",\"events\":%" PRIu64 ",\"allocs\":%" PRIu64 ",\"peak_live_bytes\":%" PRIu64,
            mode_name(res->mode), res->events, res->allocs, res->peak_live);
     json_u64("peak_mapped_bytes", res->has_peak, res->peak_mapped);
     json_real("peak_mapped_over_live", res->has_peak && res->peak_live,
               (double)res->peak_mapped / (double)(res->peak_live ? res->peak_live : 1));
     json_u64("peak_driver_used_bytes", res->has_peak, res->peak_used);
+    json_u64("release_threshold", res->mode != MODE_MALLOC, res->release_threshold);
+    json_u64("cap_bytes", o->cap != 0, o->cap);
+    json_u64("min_budget_bytes", res->has_budget, res->min_budget);
+    json_real("min_budget_over_live", res->has_budget && res->peak_live,
+              (double)res->min_budget / (double)(res->peak_live ? res->peak_live : 1));
     json_real("ns_per_event", res->has_timing, res->ns_med);
     printf(",\"ns_per_event_runs\":[");
     for (int k = 0; res->has_timing && k < repeat; k++) printf("%s%.4f", k ? "," : "", ns[k]);
-    printf("],\"driver_free_before\":%zu,\"driver_free_after\":%zu,\"errors\":%d}\n", res->free_before,
-           res->free_after, res->errors);
+    printf("],\"repeat\":%d,\"driver_free_before\":%zu,\"driver_free_after\":%zu,\"errors\":%d", repeat,
+           res->free_before, res->free_after, res->errors);
+    if (res->tl.every) timeline_json(&res->tl, t);
+    printf("}\n");
     fflush(stdout);
 }
 
@@ -347,7 +473,7 @@ static int number_in(const char *v, long lo, long hi, const char *opt)
 
 static void parse_args(int argc, char **argv, options *o)
 {
-    *o = (options){ .modes = MODE_MALLOC | MODE_ASYNC, .repeat = 5 };
+    *o = (options){ .modes = MODE_ALL, .repeat = 5, .trim_at = "teardown" };
     if (!(o->files = calloc((size_t)argc, sizeof *o->files))) die_oom();
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v;
@@ -357,8 +483,20 @@ static void parse_args(int argc, char **argv, options *o)
         } else if ((v = opt_value(argc, argv, &i, "--mode"))) {
             if (strcmp(v, "malloc") == 0) o->modes = MODE_MALLOC;
             else if (strcmp(v, "async") == 0) o->modes = MODE_ASYNC;
-            else if (strcmp(v, "all") == 0) o->modes = MODE_MALLOC | MODE_ASYNC;
-            else usage_error("--mode is malloc, async or all, not ", v);
+            else if (strcmp(v, "keep") == 0 || strcmp(v, "async-keep") == 0) o->modes = MODE_KEEP;
+            else if (strcmp(v, "all") == 0) o->modes = MODE_ALL;
+            else usage_error("--mode is malloc, async, keep or all, not ", v);
+        } else if ((v = opt_value(argc, argv, &i, "--timeline"))) {
+            o->timeline = (uint64_t)number_in(v, 0, 100000000, "--timeline");
+        } else if ((v = opt_value(argc, argv, &i, "--trim-at"))) {
+            o->trim_at = v;
+        } else if ((v = opt_value(argc, argv, &i, "--cap"))) {
+            char *end;
+            unsigned long long b = strtoull(v, &end, 10);
+            if (*v < '0' || *v > '9' || *end || b == 0) usage_error("bad value for ", "--cap");
+            o->cap = (size_t)b;
+        } else if (strcmp(a, "--budget-search") == 0) {
+            o->budget_search = 1;
         } else if ((v = opt_value(argc, argv, &i, "--repeat"))) {
             o->repeat = number_in(v, 0, 100000, "--repeat");
         } else if ((v = opt_value(argc, argv, &i, "--device"))) {
@@ -388,7 +526,7 @@ static void base_name(const char *path, char *out, size_t cap)
 
 /* Every asked mode on one file; results appended at rs[*n_rs]. Returns the
  * exit status it deserves. */
-static int run_file(const options *o, const char *path, cudaMemPool_t pool, double *ns, result *rs, int *n_rs)
+static int run_file(const options *o, const char *path, cudaMemPool_t pools[2], double *ns, result *rs, int *n_rs)
 {
     trace t;
     char err[1024];
@@ -401,16 +539,18 @@ static int run_file(const options *o, const char *path, cudaMemPool_t pool, doub
     r.rest = calloc(t.n_live_at_end ? t.n_live_at_end : 1, sizeof *r.rest);
     if (!r.ptrs || !r.rest) die_oom();
     int status = 0;
-    for (int mode = MODE_MALLOC; mode <= MODE_ASYNC; mode <<= 1) {
+    for (int mode = MODE_MALLOC; mode <= MODE_KEEP; mode <<= 1) {
         if (!(o->modes & (unsigned)mode)) continue;
         result *res = &rs[(*n_rs)++];
         *res = (result){ .mode = mode, .events = t.n_events, .allocs = t.n_allocs, .peak_live = t.peak_live_bytes };
+        if (o->timeline) res->tl.every = t.n_events / o->timeline ? t.n_events / o->timeline : 1;
         base_name(path, res->name, sizeof res->name);
         r.name = res->name;
         r.mode = mode;
-        r.pool = mode == MODE_ASYNC ? pool : NULL;
-        measure(&r, o->repeat, ns, res);
-        print_json(res, ns, o->repeat);
+        r.pool = mode == MODE_ASYNC ? pools[0] : mode == MODE_KEEP ? pools[1] : NULL;
+        measure(&r, o, ns, res);
+        print_json(res, o, &t, ns);
+        timeline_free(&res->tl);
         if (res->errors) status = 1;
     }
     free(r.rest);
@@ -419,8 +559,26 @@ static int run_file(const options *o, const char *path, cudaMemPool_t pool, doub
     return status;
 }
 
-/* The device, its context and (for async) its default pool. 0, or the exit status. */
-static int open_device(const options *o, cudaMemPool_t *pool)
+/* A pool of the device that keeps what it maps (release threshold UINT64_MAX). */
+static cudaError_t keep_pool(int device, cudaMemPool_t *pool)
+{
+    struct cudaMemPoolProps props;
+    memset(&props, 0, sizeof props);
+    props.allocType = cudaMemAllocationTypePinned;
+    props.location.type = cudaMemLocationTypeDevice;
+    props.location.id = device;
+    uint64_t keep = UINT64_MAX;
+    cudaError_t err = cudaMemPoolCreate(pool, &props);
+    if (!err && (err = cudaMemPoolSetAttribute(*pool, cudaMemPoolAttrReleaseThreshold, &keep))) {
+        cudaMemPoolDestroy(*pool);
+        *pool = NULL;
+    }
+    return err;
+}
+
+/* The device, its context, its default pool (async) and ours (keep): pools[0],
+ * pools[1]. 0, or the exit status. */
+static int open_device(const options *o, cudaMemPool_t pools[2])
 {
     int count = 0;
     cudaError_t err = cudaGetDeviceCount(&count);
@@ -433,9 +591,10 @@ static int open_device(const options *o, cudaMemPool_t *pool)
         fprintf(stderr, "cuarena-baseline: --device %d, but there are %d CUDA devices\n", o->device, count);
         return 2;
     }
-    *pool = NULL;
+    pools[0] = pools[1] = NULL;
     if (!(err = cudaSetDevice(o->device)) && !(err = cudaFree(NULL)) && (o->modes & MODE_ASYNC))
-        err = cudaDeviceGetDefaultMemPool(pool, o->device);
+        err = cudaDeviceGetDefaultMemPool(&pools[0], o->device);
+    if (!err && (o->modes & MODE_KEEP)) err = keep_pool(o->device, &pools[1]);
     if (!err) return bench_pin_thread("cuarena-baseline") ? 2 : 0; /* after the context: see pin.h */
     fprintf(stderr, "cuarena-baseline: device %d: %s (%s)\n", o->device, cudaGetErrorString(err), cudaGetErrorName(err));
     return 1;
@@ -444,22 +603,23 @@ static int open_device(const options *o, cudaMemPool_t *pool)
 int main(int argc, char **argv)
 {
     options o;
-    cudaMemPool_t pool;
+    cudaMemPool_t pools[2];
     parse_args(argc, argv, &o);
-    int status = open_device(&o, &pool);
+    int status = open_device(&o, pools);
     if (status) {
         free(o.files);
         return status;
     }
-    result *rs = calloc((size_t)o.n_files * 2, sizeof *rs);
+    result *rs = calloc((size_t)o.n_files * 3, sizeof *rs);
     double *ns = calloc(2 * (size_t)o.repeat + 1, sizeof *ns);
     if (!rs || !ns) die_oom();
     int n_rs = 0;
     for (int i = 0; i < o.n_files; i++) {
-        int s = run_file(&o, o.files[i], pool, ns, rs, &n_rs);
+        int s = run_file(&o, o.files[i], pools, ns, rs, &n_rs);
         if (s > status) status = s;
     }
     if (o.table) print_table(rs, n_rs, o.repeat);
+    if (pools[1]) cudaMemPoolDestroy(pools[1]);
     free(ns);
     free(rs);
     free(o.files);

@@ -201,11 +201,11 @@ static cua_status trim_marker(replay *r, size_t i, const char *prefix, result *r
     uint64_t over = s.mapped_bytes > s.live_bytes ? s.mapped_bytes - s.live_bytes : 0;
     if (!res->has_teardown || over > res->mapped_after_teardown) res->mapped_after_teardown = over;
     res->has_teardown = 1;
-    timeline *tl = &res->tl;
-    if (tl->every && tl->n_marks && tl->marks[tl->n_marks - 1].event == i) {
-        tl->marks[tl->n_marks - 1].trimmed = 1;
-        tl->marks[tl->n_marks - 1].mapped_after_trim = s.mapped_bytes;
-        if (timeline_point(tl, i, r->live, s.mapped_bytes)) die_oom(); /* the drop, at the same event */
+    tl_marker *m = timeline_marker_at(&res->tl, i);
+    if (m) {
+        m->trimmed = 1;
+        m->mapped_after_trim = s.mapped_bytes;
+        if (timeline_point(&res->tl, i, r->live, s.mapped_bytes)) die_oom(); /* the drop, at the same event */
     }
     return CUA_OK;
 }
@@ -515,17 +515,17 @@ static int fault_run(const options *o, const trace *t, const char *name)
     cua_fault_injected(fb, &fr.injected);
     if ((st = cua_backend_get_stats(inner, &fr.inner))) die_lib("cua_backend_get_stats", st);
     printf("{\"trace\":");
-    report_json_string(name);
+    bench_json_string(name);
     printf(",\"backend\":");
-    report_json_string(o->backend);
+    bench_json_string(o->backend);
     printf(",\"fault\":");
-    report_json_string(o->fault);
+    bench_json_string(o->fault);
     printf(",\"stage\":\"%s\",\"status\":\"%s\",\"event\":", fr.stage, cua_status_name(fr.st));
     if (fr.event >= 0) printf("%ld", fr.event); else printf("null");
     printf(",\"message\":");
-    report_json_string(fr.message);
+    bench_json_string(fr.message);
     printf(",\"injected\":%" PRIu64 ",\"check\":", fr.injected);
-    report_json_string(fr.check);
+    bench_json_string(fr.check);
     printf(",\"destroy_status\":\"%s\",\"final_mapped_bytes\":%" PRIu64 ",\"leaked_handles\":%" PRIu64
            ",\"leaked_mappings\":%" PRIu64 ",\"leaked_reservations\":%" PRIu64 "}\n",
            cua_status_name(fr.destroy_st), fr.inner.handle_bytes, fr.inner.handles, fr.inner.mappings,

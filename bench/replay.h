@@ -6,6 +6,7 @@
 #define CUA_BENCH_REPLAY_H
 
 #include "cuarena.h"
+#include "timeline.h"
 
 #include <stdint.h>
 
@@ -23,27 +24,6 @@ typedef struct options {
     char **files;
     int n_files;
 } options;
-
-/* The metrics run over time: live (asked) and mapped bytes after every
- * `every`-th event, and at every marker (before and after its trim). */
-typedef struct tl_point {
-    uint64_t event, live, mapped;
-} tl_point;
-
-typedef struct tl_marker {
-    uint64_t event, live, mapped;
-    uint64_t mapped_after_trim; /* when trimmed */
-    uint32_t name;              /* trace_marker_name index */
-    int trimmed;
-} tl_marker;
-
-typedef struct timeline {
-    uint64_t every;             /* 0: no timeline */
-    tl_point *points;
-    size_t n_points, cap_points;
-    tl_marker *marks;
-    size_t n_marks, cap_marks;
-} timeline;
 
 /* The figures of one trace. Optional ones have a `has_` flag (else null). */
 typedef struct result {
@@ -63,18 +43,11 @@ typedef struct result {
     uint64_t timed_driver_calls, timed_driver_ns; /* over all timed runs */
     uint64_t timed_calls[CUA_CALL_COUNT], timed_ns[CUA_CALL_COUNT]; /* per kind */
     timeline tl;
-    const struct trace *trace; /* for marker names while printing */
+    const trace *trace;  /* for marker names while printing */
 } result;
 
-/* s as a JSON string, quotes and escapes included, on stdout. */
-void report_json_string(const char *s);
 /* One JSON line of a trace's figures (the options say how it was run). */
 void report_json(const options *o, const result *r);
-/* Append a sample or a marker; -1 when out of host memory. */
-int timeline_point(timeline *tl, uint64_t event, uint64_t live, uint64_t mapped);
-int timeline_marker(timeline *tl, uint64_t event, uint32_t name, uint64_t live, uint64_t mapped);
-void timeline_free(timeline *tl);
-
 /* The Markdown table of n traces' figures. */
 void report_table(const result *rs, int n);
 

@@ -3,25 +3,12 @@
  * Markdown table of all of them.
  */
 #include "replay.h"
-#include "trace.h"
 
 #include <inttypes.h>
 #include <stdio.h>
 
 #define MIB (1024.0 * 1024.0)
 
-
-void report_json_string(const char *s)
-{
-    putchar('"');
-    for (; *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\') printf("\\%c", c);
-        else if (c < 0x20) printf("\\u%04x", c);
-        else putchar(c);
-    }
-    putchar('"');
-}
 
 static void json_ratio(const char *key, int has, uint64_t num, uint64_t den)
 {
@@ -41,38 +28,17 @@ static void json_double(const char *key, int has, double v)
     else printf(",\"%s\":null", key);
 }
 
-/* "timeline": {"every": N, "points": [[event, live, mapped], ...],
- * "markers": [{"event", "name", "live", "mapped", "mapped_after_trim"}]} */
-static void json_timeline(const result *r)
-{
-    const timeline *tl = &r->tl;
-    printf(",\"timeline\":{\"every\":%" PRIu64 ",\"points\":[", tl->every);
-    for (size_t i = 0; i < tl->n_points; i++)
-        printf("%s[%" PRIu64 ",%" PRIu64 ",%" PRIu64 "]", i ? "," : "", tl->points[i].event,
-               tl->points[i].live, tl->points[i].mapped);
-    printf("],\"markers\":[");
-    for (size_t i = 0; i < tl->n_marks; i++) {
-        const tl_marker *m = &tl->marks[i];
-        printf("%s{\"event\":%" PRIu64 ",\"name\":", i ? "," : "", m->event);
-        report_json_string(trace_marker_name(r->trace, m->name));
-        printf(",\"live\":%" PRIu64 ",\"mapped\":%" PRIu64, m->live, m->mapped);
-        json_u64("mapped_after_trim", m->trimmed, m->mapped_after_trim);
-        putchar('}');
-    }
-    printf("]}");
-}
-
 void report_json(const options *o, const result *r)
 {
     printf("{\"trace\":");
-    report_json_string(r->name);
+    bench_json_string(r->name);
     printf(",\"backend\":");
-    report_json_string(o->backend);
+    bench_json_string(o->backend);
     /* whole: segments from cuMemAlloc (no VMM), else expandable VMM segments */
     printf(",\"segments\":\"%s\"", r->calls[CUA_CALL_ALLOC] ? "whole" : "vmm");
     printf(",\"events\":%" PRIu64 ",\"allocs\":%" PRIu64 ",\"markers\":%" PRIu64 ",\"trim_at\":",
            r->events, r->allocs, r->markers);
-    report_json_string(o->trim_at);
+    bench_json_string(o->trim_at);
     printf(",\"repeat\":%d,\"peak_live_bytes\":%" PRIu64 ",\"peak_mapped_bytes\":%" PRIu64,
            o->repeat, r->peak_live, r->peak_mapped);
     json_ratio("peak_mapped_over_live", 1, r->peak_mapped, r->peak_live);
@@ -98,7 +64,7 @@ void report_json(const options *o, const result *r)
         putchar('}');
     }
     json_u64("mapped_after_teardown_bytes", r->has_teardown, r->mapped_after_teardown);
-    if (r->tl.every) json_timeline(r);
+    if (r->tl.every) timeline_json(&r->tl, r->trace);
     printf(",\"final_mapped_bytes\":%" PRIu64 "}\n", r->final_mapped);
     fflush(stdout);
 }

@@ -1,9 +1,11 @@
 /*
- * timeline.c - the samples of a metrics run over time (cuarena-replay
- * --timeline): growable arrays of points and markers.
+ * timeline.c - a replay's samples over time (--timeline of cuarena-replay and
+ * cuarena-baseline): growable arrays of points and markers, and their JSON.
  */
-#include "replay.h"
+#include "timeline.h"
 
+#include <inttypes.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -38,4 +40,40 @@ void timeline_free(timeline *tl)
     free(tl->points);
     free(tl->marks);
     memset(tl, 0, sizeof *tl);
+}
+
+tl_marker *timeline_marker_at(timeline *tl, uint64_t event)
+{
+    if (!tl->n_marks || tl->marks[tl->n_marks - 1].event != event) return NULL;
+    return &tl->marks[tl->n_marks - 1];
+}
+
+void bench_json_string(const char *s)
+{
+    putchar('"');
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\') printf("\\%c", c);
+        else if (c < 0x20) printf("\\u%04x", c);
+        else putchar(c);
+    }
+    putchar('"');
+}
+
+void timeline_json(const timeline *tl, const trace *t)
+{
+    printf(",\"timeline\":{\"every\":%" PRIu64 ",\"points\":[", tl->every);
+    for (size_t i = 0; i < tl->n_points; i++)
+        printf("%s[%" PRIu64 ",%" PRIu64 ",%" PRIu64 "]", i ? "," : "", tl->points[i].event,
+               tl->points[i].live, tl->points[i].mapped);
+    printf("],\"markers\":[");
+    for (size_t i = 0; i < tl->n_marks; i++) {
+        const tl_marker *m = &tl->marks[i];
+        printf("%s{\"event\":%" PRIu64 ",\"name\":", i ? "," : "", m->event);
+        bench_json_string(trace_marker_name(t, m->name));
+        printf(",\"live\":%" PRIu64 ",\"mapped\":%" PRIu64 ",\"mapped_after_trim\":", m->live, m->mapped);
+        if (m->trimmed) printf("%" PRIu64 "}", m->mapped_after_trim);
+        else printf("null}");
+    }
+    printf("]}");
 }

@@ -1,0 +1,186 @@
+"""test-bench.py - the benchmark harness (bench/cuarena-bench) end to end on
+the host backend: a bundled-size trace and a generated scenario through every
+cuarena configuration, then the report.
+
+    python3 bench/test-bench.py report BUILD_DIR   results, report.md, SVGs, report.html
+    python3 bench/test-bench.py html BUILD_DIR     report.html rendered in headless
+                                                   Chromium: every table and plot laid out
+
+The html case exits 77 (skipped) when no chromium is installed (Debian's
+`chromium` package; CI installs it). Prints "N passed, N failed".
+"""
+import glob
+import html
+import html.parser
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import xml.etree.ElementTree as ET
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+ALLOCATORS = ["cuarena", "cuarena-no-vmm", "cuarena-rt0"]
+
+
+def run_bench(build, out):
+    cmd = [sys.executable, os.path.join(HERE, "cuarena-bench"), "--build", build, "--out", out,
+           "--backend", "host", "--allocators", ",".join(ALLOCATORS), "--repeat", "1",
+           "--timeline", "50", "--scenarios", "lora_swap", "--scale", "0.1",
+           os.path.join(ROOT, "tests", "data", "small.catrace")]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, "cuarena-bench failed (%d): %s" % (p.returncode, p.stderr[-3000:])
+    return p.stdout
+
+
+class Ids(html.parser.HTMLParser):
+    """Every element id, and the ids of figures that hold an <svg>."""
+    def __init__(self):
+        super().__init__()
+        self.ids, self.figures_with_svg, self.figure = set(), set(), None
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if "id" in a:
+            self.ids.add(a["id"])
+        if tag == "figure":
+            self.figure = a.get("id")
+        elif tag == "svg" and self.figure:
+            self.figures_with_svg.add(self.figure)
+
+    def handle_endtag(self, tag):
+        if tag == "figure":
+            self.figure = None
+
+
+def check_report(build):
+    out = tempfile.mkdtemp(prefix="cuarena-bench-")
+    try:
+        stdout = run_bench(build, out)
+        rows = [json.loads(l) for l in open(os.path.join(out, "results.jsonl"))]
+        traces = {r["trace"] for r in rows}
+        assert traces == {"small", "lora_swap-s0.1"}, traces
+        for t in traces:
+            for a in ALLOCATORS:
+                r = [x for x in rows if x["trace"] == t and x["allocator"] == a]
+                assert len(r) == 1 and not r[0].get("error"), (t, a, r)
+                r = r[0]
+                assert r["peak_mapped_bytes"] >= r["peak_live_bytes"] > 0, r
+                assert r["min_budget_bytes"] >= r["peak_live_bytes"], r
+                assert r["ns_per_event"] > 0, r
+                tl = r["timeline"]
+                assert len(tl["points"]) >= 50 and tl["markers"], (t, a)
+                assert all(p[2] >= p[1] for p in tl["points"]), "mapped below live in %s/%s" % (t, a)
+                trimmed = [m for m in tl["markers"] if m["mapped_after_trim"] is not None]
+                assert trimmed and all(m["mapped_after_trim"] <= m["mapped"] for m in trimmed), (t, a)
+        made = json.load(open(os.path.join(out, "report.json")))
+        md = open(os.path.join(out, "report.md")).read()
+        for title in ("Peak mapped / peak live", "Minimum budget / peak live", "ns per event",
+                      "Trace small", "Trace lora_swap-s0.1"):
+            assert "## " + title in md, title
+        assert "Peak mapped / peak live" in stdout and "report:" in stdout, stdout
+        if made["plots_skipped"]:
+            assert "plots skipped" in md and "plots skipped" in stdout
+            print("  (matplotlib not installed: plots skipped, said in the report)")
+        else:
+            svgs = sorted(os.path.basename(p) for p in glob.glob(os.path.join(out, "*.svg")))
+            assert svgs == ["summary.svg", "timeline-lora_swap-s0.1.svg", "timeline-small.svg"], svgs
+            for name in svgs:
+                root = ET.parse(os.path.join(out, name)).getroot()
+                assert root.tag.endswith("svg") and len(root.findall(".//{http://www.w3.org/2000/svg}path")) > 10, name
+                assert "](%s)" % name in md, name
+        ids = Ids()
+        ids.feed(open(os.path.join(out, "report.html")).read())
+        for tid in made["tables"]:
+            assert tid in ids.ids, tid
+        for pid in made["plots"]:
+            assert pid in ids.figures_with_svg, pid
+        # the report again from its results alone gives the same Markdown
+        os.remove(os.path.join(out, "report.md"))
+        subprocess.run([sys.executable, os.path.join(HERE, "cuarena-bench"), "--report-only", out],
+                       check=True, capture_output=True, timeout=300)
+        assert open(os.path.join(out, "report.md")).read() == md
+        print("  %d rows, %d tables, %d plots" % (len(rows), len(made["tables"]), len(made["plots"])))
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+
+
+# Injected into a copy of report.html: the laid-out size of every table and
+# plot, written into the page for --dump-dom to show.
+PROBE = """<script>
+window.addEventListener('load', function () {
+  var ids = %s, out = {};
+  ids.forEach(function (id) {
+    var el = document.getElementById(id), svg = el && el.querySelector('svg');
+    var box = (svg || el) ? (svg || el).getBoundingClientRect() : null;
+    out[id] = box ? [Math.round(box.width), Math.round(box.height),
+                     el.querySelectorAll('tr, path').length] : null;
+  });
+  var pre = document.createElement('pre');
+  pre.id = 'probe';
+  pre.textContent = JSON.stringify(out);
+  document.body.appendChild(pre);
+});
+</script>"""
+
+
+def chromium():
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        path = shutil.which(name)
+        if path:
+            return path
+    return None
+
+
+def check_html(build):
+    browser = chromium()
+    if not browser:
+        print("SKIP: no chromium to render report.html (apt-get install chromium)")
+        sys.exit(77)
+    out = tempfile.mkdtemp(prefix="cuarena-html-")
+    try:
+        run_bench(build, out)
+        made = json.load(open(os.path.join(out, "report.json")))
+        ids = made["tables"] + made["plots"]
+        page = open(os.path.join(out, "report.html")).read()
+        probe_path = os.path.join(out, "probe.html")
+        with open(probe_path, "w") as f:
+            f.write(page.replace("</body>", PROBE % json.dumps(ids) + "</body>"))
+        p = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                            "--user-data-dir=" + os.path.join(out, "profile"), "--virtual-time-budget=5000",
+                            "--dump-dom", "file://" + probe_path],
+                           capture_output=True, text=True, timeout=180)
+        start = p.stdout.find('<pre id="probe">')
+        assert start >= 0, "chromium printed no probe (%d): %s" % (p.returncode, p.stderr[-2000:])
+        text = p.stdout[start + len('<pre id="probe">'):p.stdout.index("</pre>", start)]
+        sizes = json.loads(html.unescape(text))
+        for tid in made["tables"]:
+            assert sizes.get(tid), "table %s is not in the page" % tid
+            w, h, rows = sizes[tid]
+            assert w > 100 and h > 20 and rows >= 2, (tid, sizes[tid])
+        for pid in made["plots"]:
+            assert sizes.get(pid), "plot %s is not in the page" % pid
+            w, h, paths = sizes[pid]
+            assert w > 300 and h > 150 and paths > 10, (pid, sizes[pid])
+        print("  chromium laid out %d tables and %d plots%s" % (
+            len(made["tables"]), len(made["plots"]),
+            " (plots skipped: no matplotlib)" if made["plots_skipped"] else ""))
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+
+
+def main(mode, build):
+    try:
+        (check_html if mode == "html" else check_report)(build)
+    except AssertionError as e:
+        print("FAIL %s: %s" % (mode, e))
+        print("0 passed, 1 failed")
+        return 1
+    print("1 passed, 0 failed")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1], sys.argv[2]))
