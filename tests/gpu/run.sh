@@ -14,6 +14,10 @@
 #                      runs are at the mercy of the machine's noise); cudaMalloc,
 #                      slow enough to time well, gets CUA_GPU_REPEAT_MALLOC (5)
 #   CUA_GPU_SKIP_BENCH set to 1 to run the tests only
+#   CUA_GPU_HARNESS    1, 140 or 1,140: build, then only the benchmark harness at
+#                      those scales (bench/cuarena-bench: every allocator, the
+#                      bundled traces at scale 1, the generated scenarios); each
+#                      report comes back as report-sS.tar.gz
 #   CUA_GPU_PROBE      set to 1 to measure what offload's copies are made of
 #                      (tests/gpu/probe-copy.c, probe-offload.c)
 #   CUA_GPU_PIN        CPU the timed replays' calling thread runs on (default 2;
@@ -85,6 +89,25 @@ if [[ ! -f build-gpu/build.ninja ]]; then
 fi
 run build ninja -C build-gpu || { tail -40 "$log"; exit 1; }
 
+# ---- the harness, alone ----------------------------------------------------------------
+# CUA_GPU_HARNESS=1 or =140 (or 1,140): after the build, the benchmark harness
+# (bench/cuarena-bench) instead of the tests and the table: every allocator
+# over the bundled traces (scale 1 only) and the generated scenarios at that
+# scale; each report comes back as $OUT/report-sS.tar.gz.
+if [[ -n ${CUA_GPU_HARNESS:-} ]]; then
+    export CUA_BENCH_PIN=${CUA_GPU_PIN:-2}
+    for s in ${CUA_GPU_HARNESS//,/ }; do
+        extra=(); [[ $s == 1 ]] || extra=(--no-bundled)
+        run harness-s"$s" python3 bench/cuarena-bench --build build-gpu --out build-gpu/report-s"$s" \
+            --scale "$s" --repeat "$repeat" "${extra[@]}"
+        rm -rf build-gpu/report-s"$s"/traces
+        tar -czf "$out/report-s$s.tar.gz" -C build-gpu report-s"$s"
+    done
+    grep -E '^\| |^(Peak|Minimum|ns per)' "$log" | tail -80
+    echo "status: $status (log: $log)"
+    exit $status
+fi
+
 # ---- tests ----------------------------------------------------------------------------
 run test-cuda build-gpu/tests/gpu/test-cuda
 grep -E '^(ok|FAIL|memory:)|passed,|skipped' "$log" | sed 's/^/   /' | tail -40
@@ -137,6 +160,7 @@ if [[ ${CUA_GPU_PROBE:-0} == 1 ]]; then
 fi
 
 if [[ ${CUA_GPU_SKIP_BENCH:-0} == 1 ]]; then exit $status; fi
+
 
 # ---- benchmark: one run, every allocator on the same traces -----------------------------
 traces=(bench/traces/*.catrace.gz)
