@@ -444,7 +444,10 @@ CUA_API cua_status cua_arena_set_release_threshold(cua_arena *arena, size_t byte
  * copies the data back, so every pointer the engine holds is valid again.
  * Meanwhile allocations and cua_record_stream() fail with CUA_ERR_OFFLOADED;
  * cua_free() works (the block's copy is dropped). On failure nothing was
- * released and the arena is as before.
+ * released and the arena is as before, with one exception: CUA_ERR_BACKEND
+ * from unmapping pages after the data is safe on the host leaves the arena
+ * offloaded (the message says so; restore works), with those pages still
+ * mapped until a trim gives them back.
  * Returns CUA_OK, CUA_ERR_INVALID_ARG, CUA_ERR_DESTROYED, CUA_ERR_OFFLOADED
  * (already), CUA_ERR_NOT_SUPPORTED (an arena of whole segments: their
  * addresses cannot be kept), CUA_ERR_OUT_OF_MEMORY (host memory), CUA_ERR_BACKEND.

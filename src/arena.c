@@ -257,12 +257,14 @@ static cua_status grow_kept(cua_arena *a, cua_block *b, uint64_t missing)
         if (trim_idle(a, a->seg.idle_bytes, true, "out_of_memory", &released) == CUA_OK)
             st = _cua_seg_map(&a->seg, b->off, b->size);
     }
+    /* Also after a failure: a map that failed half way (and pages it could
+     * not unmap again) may have left more mapped than before. */
+    if (a->seg.mapped_bytes > a->peak_mapped) a->peak_mapped = a->seg.mapped_bytes;
     if (st != CUA_OK) return st;
     if (a->seg.novmm) fence_segment(a, b);
     /* The demand peak: what had to be mapped with no cache left to give back. */
     if (a->seg.idle_bytes == 0 && a->seg.mapped_bytes > a->footprint_hw)
         a->footprint_hw = a->seg.mapped_bytes;
-    if (a->seg.mapped_bytes > a->peak_mapped) a->peak_mapped = a->seg.mapped_bytes;
     return CUA_OK;
 }
 
@@ -433,6 +435,9 @@ cua_status _cua_arena_free_locked(cua_arena *a, void *ptr)
     }
     if (b->uses && b->uses->n) {
         st = _cua_stream_defer(a, b);
+        if (st != CUA_OK)
+            _cua_error_wrap(st, "%p was freed, but its other streams could not be waited for: "
+                            "it is reused once they can", ptr);
     } else {
         if (CUA_UNLIKELY(b->uses != NULL)) {
             free(b->uses);

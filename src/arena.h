@@ -31,7 +31,9 @@ typedef struct cua_streamslot {
  * the events recorded on them. */
 struct cua_uses {
     uint32_t n, cap;
-    struct { cua_stream stream; cua_event ev; } use[];
+    /* unsynced: no event could be recorded and the stream could not be
+     * synchronised at the free; a blocking poll synchronises it later. */
+    struct { cua_stream stream; cua_event ev; bool unsynced; } use[];
 };
 
 typedef struct cua_streams {

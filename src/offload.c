@@ -218,7 +218,12 @@ cua_status _cua_arena_offload_locked(cua_arena *a, bool keep_data)
     }
     a->offloaded = true;
     uint64_t released = 0;
-    st = release_pages(a, &released); /* a failed unmap leaves pages mapped, idle; still offloaded */
+    /* The data is safe on the host: the arena is offloaded even when an unmap
+     * fails (those pages stay mapped, idle, and a later trim gives them back). */
+    st = release_pages(a, &released);
+    if (st != CUA_OK)
+        st = _cua_error_wrap(st, "arena '%s' is offloaded, but some of its pages could not be "
+                             "given back (a trim retries)", a->name);
     a->trim_count++;
     a->trimmed_bytes += released;
     _cua_arena_event(a, CUA_ARENA_OFFLOADED, keep_data ? "offload" : "discard", a->image.bytes);
@@ -241,6 +246,7 @@ static cua_status map_live(cua_arena *a)
             break;
         }
     }
+    if (a->seg.mapped_bytes > a->peak_mapped) a->peak_mapped = a->seg.mapped_bytes;
     if (!failed) return CUA_OK;
     char keep[CUA_MSG_CAP];
     _cua_error_stash(keep, sizeof keep);
@@ -274,7 +280,6 @@ cua_status _cua_arena_restore_locked(cua_arena *a)
     uint64_t bytes = a->image.discarded ? 0 : a->image.bytes;
     _cua_image_free(a);
     a->offloaded = false;
-    if (a->seg.mapped_bytes > a->peak_mapped) a->peak_mapped = a->seg.mapped_bytes;
     _cua_arena_event(a, CUA_ARENA_RESTORED, "", bytes);
     return CUA_OK;
 }

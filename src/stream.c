@@ -209,6 +209,7 @@ cua_status _cua_stream_add_use(cua_arena *a, cua_block *b, cua_stream stream)
     }
     u->use[u->n].stream = stream;
     u->use[u->n].ev = 0;
+    u->use[u->n].unsynced = false;
     u->n++;
     return CUA_OK;
 }
@@ -216,6 +217,7 @@ cua_status _cua_stream_add_use(cua_arena *a, cua_block *b, cua_stream stream)
 cua_status _cua_stream_defer(cua_arena *a, cua_block *b)
 {
     cua_uses *u = b->uses;
+    cua_status first = CUA_OK;
     for (uint32_t i = 0; i < u->n; i++) {
         cua_event ev = 0;
         cua_status st = event_get(a, &ev);
@@ -227,9 +229,14 @@ cua_status _cua_stream_defer(cua_arena *a, cua_block *b)
             }
             event_put(a, ev);
         }
-        /* No event: wait for the stream now, which is always safe. */
+        /* No event: wait for the stream now, which is always safe. When even
+         * that fails, the block is pending all the same, until a blocking poll
+         * can synchronise the stream (it is never handed out before). */
         cua_status sy = _cua_bk_stream_sync(a->bk, &a->cs, u->use[i].stream);
-        if (sy != CUA_OK) return sy;
+        if (sy != CUA_OK) {
+            u->use[i].unsynced = true;
+            if (first == CUA_OK) first = sy;
+        }
     }
     b->state = CUA_BLOCK_PENDING;
     b->fnext = a->streams.pending;
@@ -238,7 +245,7 @@ cua_status _cua_stream_defer(cua_arena *a, cua_block *b)
     a->streams.pending = b;
     a->streams.pending_bytes += b->size;
     a->streams.pending_blocks++;
-    return CUA_OK;
+    return first;
 }
 
 /* True when every event of the block has completed (each completed one is recycled). */
@@ -247,6 +254,13 @@ static bool uses_done(cua_arena *a, cua_block *b, bool blocking, cua_status *st)
     cua_uses *u = b->uses;
     bool done = true;
     for (uint32_t i = 0; i < u->n; i++) {
+        if (u->use[i].unsynced) {
+            cua_status q = blocking ? _cua_bk_stream_sync(a->bk, &a->cs, u->use[i].stream) : CUA_ERR_BUSY;
+            if (q == CUA_OK) u->use[i].unsynced = false;
+            else if (q != CUA_ERR_BUSY) *st = q;
+            done = done && q == CUA_OK;
+            continue;
+        }
         if (!u->use[i].ev) continue;
         cua_status q = blocking ? _cua_bk_event_sync(a->bk, &a->cs, u->use[i].ev)
                                 : _cua_bk_event_query(a->bk, &a->cs, u->use[i].ev);

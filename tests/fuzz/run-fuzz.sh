@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# run-fuzz.sh FUZZER CORPUS SECONDS [JOBS] - fuzz the API for SECONDS from the
+# seed corpus, as a series of fuzzer processes of at most 60 s each (every
+# destroyed arena keeps a 1.8 KB tombstone, so one process must not run for
+# hours), JOBS at once (default 1), over one working corpus (a temporary copy
+# of CORPUS that grows). Prints the inputs and operations run, and "N passed,
+# N failed": failed when a process found a crash, a leak or a checker
+# violation (its output is shown; the input that did it is kept in $PWD as
+# crash-*). libFuzzer's own leak check per input is off (-detect_leaks=0):
+# every input leaves its arenas' tombstones, so it would rerun every input
+# under LSan; LeakSanitizer still checks each process at its exit.
+set -uo pipefail
+fuzzer=$1 corpus=$2 seconds=$3 jobs=${4:-1}
+work=$(mktemp -d) || exit 1
+trap 'rm -rf "$work"' EXIT
+cp "$corpus"/* "$work"/ 2>/dev/null
+export CUA_FUZZ_STATS=1
+export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1}
+export UBSAN_OPTIONS=${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}
+end=$((SECONDS + seconds))
+failed=0 runs=0
+while ((SECONDS < end && failed == 0)); do
+    left=$((end - SECONDS)); ((left > 60)) && left=60
+    pids=()
+    for ((j = 0; j < jobs; j++)); do
+        "$fuzzer" -max_total_time="$left" -max_len=4096 -timeout=60 -rss_limit_mb=4096 -detect_leaks=0 \
+            -print_final_stats=1 "$work" >"$work.log$j" 2>&1 &
+        pids+=($!)
+    done
+    for ((j = 0; j < jobs; j++)); do
+        if ! wait "${pids[$j]}"; then
+            failed=1
+            tail -60 "$work.log$j"
+        fi
+        grep -h '^fuzz-api: ' "$work.log$j" | tail -1
+        runs=$((runs + 1))
+    done
+    rm -f "$work".log*
+done
+echo "$runs fuzzer processes, corpus now $(ls "$work" | wc -l) inputs"
+if ((failed)); then echo "0 passed, 1 failed"; exit 1; fi
+echo "1 passed, 0 failed"
