@@ -196,3 +196,110 @@ TEST(a_failure_of_every_call_kind)
         CHECK_OK(cua_backend_destroy(host));
     }
 }
+
+/* A fault backend over a host backend whose events wait for
+ * cua_host_stream_complete(), and an arena on it (VMM, nothing cached). */
+static void faulty_arena(cua_backend **host, cua_backend **fault, cua_arena **a)
+{
+    cua_host_config hc;
+    cua_host_config_init(&hc);
+    hc.capacity = 256 * MiB;
+    hc.manual_events = 1;
+    CHECK_OK(cua_backend_host_create(&hc, host));
+    CHECK_OK(cua_backend_fault_create(*host, fault));
+    cua_arena_config cfg;
+    cua_arena_config_init(&cfg);
+    cfg.backend = *fault;
+    cfg.release_threshold = 0;
+    CHECK_OK(cua_arena_create(&cfg, a));
+}
+
+static void faulty_done(cua_backend *host, cua_backend *fault, cua_arena *a)
+{
+    CHECK_OK(cua_arena_destroy(a, 0));
+    CHECK_OK(cua_backend_destroy(fault)); /* with its staging area, if an offload made one */
+    cua_backend_stats s;
+    CHECK_OK(cua_backend_get_stats(host, &s));
+    CHECK(s.handles == 0 && s.mappings == 0 && s.reservations == 0 && s.events == 0 &&
+          s.host_buffers == 0 && s.streams == 0);
+    CHECK_OK(cua_backend_destroy(host));
+}
+
+/* Found by the fuzzer: a block used on another stream, freed when neither an
+ * event can be recorded nor the stream synchronised. The free answers BACKEND
+ * and the block is free all the same (pending until the stream can be
+ * synchronised), not live and missing from the pointer map. */
+TEST(free_when_its_other_stream_cannot_be_waited_for)
+{
+    cua_backend *host, *fault;
+    cua_arena *a;
+    faulty_arena(&host, &fault, &a);
+    void *p;
+    CHECK_OK(cua_arena_alloc(a, 3 * MiB, 0, &p));
+    CHECK_OK(cua_record_stream(p, 0x100));
+    CHECK_OK(cua_fault_fail_nth(fault, CUA_CALL_EVENT_RECORD, 1, CUA_ERR_BACKEND));
+    CHECK_OK(cua_fault_fail_nth(fault, CUA_CALL_STREAM_SYNC, 1, CUA_ERR_BACKEND));
+    CHECK_ST(cua_free(p), CUA_ERR_BACKEND);
+    CHECK(strstr(cua_last_error(), "was freed") != NULL);
+    CHECK_ARENA(a);
+    CHECK(cua_ptr_info(p, NULL, NULL, NULL) != CUA_OK);
+    cua_stats s;
+    CHECK_OK(cua_arena_get_stats(a, &s));
+    CHECK(s.live_blocks == 0 && s.pending_bytes >= 3 * MiB);
+    /* Another stream does not get it before the wait: it gets other memory. */
+    void *q;
+    CHECK_OK(cua_arena_alloc(a, 3 * MiB, 0x200, &q));
+    CHECK(q != p);
+    CHECK_OK(cua_free(q));
+    CHECK_OK(cua_host_stream_complete(host, 0x100));
+    size_t released;
+    CHECK_OK(cua_arena_trim(a, 0, &released));
+    CHECK_ARENA(a);
+    faulty_done(host, fault, a);
+}
+
+/* An offload whose page release fails after the copy: the arena is offloaded
+ * (the message says so), restore brings the data back. */
+TEST(offload_whose_unmap_fails)
+{
+    cua_backend *host, *fault;
+    cua_arena *a;
+    faulty_arena(&host, &fault, &a);
+    unsigned char *p;
+    CHECK_OK(cua_arena_alloc(a, 5 * MiB, 0, (void **)&p));
+    memset(p, 0x3c, 5 * MiB);
+    CHECK_OK(cua_fault_fail_nth(fault, CUA_CALL_UNMAP, 1, CUA_ERR_BACKEND));
+    CHECK_ST(cua_arena_offload(a), CUA_ERR_BACKEND);
+    CHECK(strstr(cua_last_error(), "is offloaded") != NULL);
+    void *q = NULL;
+    CHECK_ST(cua_arena_alloc(a, 64, 0, &q), CUA_ERR_OFFLOADED);
+    CHECK_ARENA(a);
+    CHECK_OK(cua_arena_restore(a));
+    CHECK(p[0] == 0x3c && p[5 * MiB / 2] == 0x3c && p[5 * MiB - 1] == 0x3c);
+    CHECK_ARENA(a);
+    CHECK_OK(cua_free(p));
+    faulty_done(host, fault, a);
+}
+
+/* A growth that fails half way and cannot unmap what it mapped: the peak of
+ * mapped bytes still counts those pages (the checker verifies it). */
+TEST(peak_counts_pages_a_failed_growth_left)
+{
+    cua_backend *host, *fault;
+    cua_arena *a;
+    faulty_arena(&host, &fault, &a);
+    cua_stats s;
+    CHECK_OK(cua_arena_get_stats(a, &s));
+    CHECK(s.peak_mapped_bytes == 0);
+    CHECK_OK(cua_fault_fail_nth(fault, CUA_CALL_MAP, 2, CUA_ERR_BACKEND));
+    CHECK_OK(cua_fault_fail_nth(fault, CUA_CALL_UNMAP, 1, CUA_ERR_BACKEND));
+    void *p = NULL;
+    CHECK(cua_arena_alloc(a, 8 * MiB, 0, &p) != CUA_OK);
+    CHECK(p == NULL);
+    CHECK_ARENA(a);
+    CHECK_OK(cua_arena_get_stats(a, &s));
+    CHECK(s.peak_mapped_bytes >= s.mapped_bytes);
+    size_t released;
+    CHECK_OK(cua_arena_trim(a, 0, &released));
+    faulty_done(host, fault, a);
+}
