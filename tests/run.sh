@@ -13,6 +13,8 @@
 #   CUA_MESON_ARGS    more `meson setup` arguments, split on whitespace
 #                     (e.g. "-Db_sanitize=address,undefined -Dbuildtype=debug")
 #   CUA_TEST_JOBS     tests run at once (default 2)
+#   CUA_TEST_ARGS     more `meson test` arguments, split on whitespace (e.g.
+#                     "--suite fuzz" to run one suite)
 #   CUA_SUMMARY_FILE  if set, a line "PASSED FAILED SKIPPED" is appended to it
 #                     (how .ci/run adds up several builds)
 #   CC                the C compiler, read when BUILD_DIR is configured
@@ -119,7 +121,9 @@ main() {
 
     local test_log rc passed failed skipped
     test_log=$(mktemp) || build_failed "mktemp failed"
-    meson test -C "$build_dir" --print-errorlogs --num-processes "${CUA_TEST_JOBS:-2}" |
+    local test_args
+    read -r -a test_args <<<"${CUA_TEST_ARGS:-}"
+    meson test -C "$build_dir" --print-errorlogs --num-processes "${CUA_TEST_JOBS:-2}" "${test_args[@]}" |
         tee "$test_log"
     rc=${PIPESTATUS[0]}
     read -r passed failed skipped < <(parse_summary "$test_log")
