@@ -202,6 +202,16 @@ CUA_API cua_status cua_fault_fail_nth(cua_backend *fault, cua_call call, uint64_
                                       cua_status fail);
 
 /**
+ * Fault backend: as cua_fault_fail_nth(), for `count` calls in a row: the
+ * nth (1-based, counted from now) to the (nth + count - 1)th call of kind
+ * `call` fail with `fail` (a driver that keeps failing). Replaces the kind's rule.
+ * Returns CUA_OK, CUA_ERR_INVALID_ARG (not a fault backend, bad kind or
+ * status, count 0).
+ */
+CUA_API cua_status cua_fault_fail_calls(cua_backend *fault, cua_call call, uint64_t nth,
+                                        uint64_t count, cua_status fail);
+
+/**
  * Fault backend: fail every call of any kind with probability `p` (0..1),
  * drawing from a generator seeded with `seed`; the status is
  * CUA_ERR_OUT_OF_MEMORY for create and reserve calls, CUA_ERR_BACKEND for the
@@ -228,6 +238,11 @@ typedef struct cua_backend_stats {
     uint64_t streams;                  /**< streams the backend created, alive now */
     uint64_t total_bytes;              /**< device total (host: capacity) */
     uint64_t free_bytes;               /**< device free now, as the backend reports it */
+    /** Releases (unmap, release, unreserve, free, event destroy) the driver
+     *  refused during an arena's destroy: the backend retries them before its
+     *  next reserve, create or alloc, and at its destroy. Their resources are
+     *  still counted above. */
+    uint64_t pending_releases;
 } cua_backend_stats;
 
 /** Read a backend's counters. Returns CUA_OK, CUA_ERR_INVALID_ARG. */

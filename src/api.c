@@ -90,7 +90,15 @@ static cua_status fault_only(cua_backend *b)
 cua_status cua_fault_fail_nth(cua_backend *fault, cua_call call, uint64_t nth, cua_status fail)
 {
     cua_status st = fault_only(fault);
-    return st != CUA_OK ? st : _cua_fault_fail_nth(fault, call, nth, fail);
+    return st != CUA_OK ? st : _cua_fault_fail_calls(fault, call, nth, 1, fail);
+}
+
+cua_status cua_fault_fail_calls(cua_backend *fault, cua_call call, uint64_t nth, uint64_t count,
+                                cua_status fail)
+{
+    cua_status st = fault_only(fault);
+    if (st == CUA_OK && nth && !count) st = _cua_error(CUA_ERR_INVALID_ARG, "fault_fail_calls: count is 0");
+    return st != CUA_OK ? st : _cua_fault_fail_calls(fault, call, nth, count, fail);
 }
 
 cua_status cua_fault_fail_random(cua_backend *fault, double p, uint64_t seed)
@@ -123,6 +131,7 @@ cua_status cua_backend_get_stats(cua_backend *b, cua_backend_stats *out)
     out->host_buffers = (uint64_t)atomic_load(&b->host_buffers);
     out->host_bytes = (uint64_t)atomic_load(&b->host_bytes);
     out->streams = (uint64_t)atomic_load(&b->streams);
+    out->pending_releases = (uint64_t)atomic_load(&b->ngraves);
     /* Straight to the hook: reading the statistics is not allocator work and
      * must not change the call counts it reports (or the next read's). */
     size_t fr = 0, tot = 0;

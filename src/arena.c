@@ -162,6 +162,10 @@ cua_status _cua_arena_trim_locked(cua_arena *a, uint64_t keep, uint64_t *release
     cua_status st = CUA_OK;
     *released = 0;
     if (a->streams.pending) _cua_stream_poll_pending(a, false, &st);
+    /* An explicit trim gives back all it can: handles whose release failed
+     * before, in this arena and left by destroyed ones, too. */
+    (void)_cua_seg_retry_zombies(&a->seg);
+    (void)_cua_bk_retry_graves(a->bk);
     if (a->seg.idle_bytes <= keep) return CUA_OK;
     return trim_idle(a, a->seg.idle_bytes - keep, true, "trim", released);
 }

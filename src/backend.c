@@ -5,6 +5,7 @@
  */
 #include "backend.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 static const char *const call_names[CUA_CALL_COUNT] = {
@@ -38,6 +39,68 @@ void _cua_backend_init(cua_backend *b, const cua_backend_ops *ops, const char *n
     b->total_bytes = total_bytes;
     b->vmm = true;
     _cua_lock_init(&b->stage_lock);
+    _cua_lock_init(&b->grave_lock);
+}
+
+/* ---- graves: releases retried after their owner is gone --------------------------- */
+
+cua_status _cua_bk_bury(cua_backend *b, cua_grave g, cua_status st)
+{
+    _cua_lock(&b->grave_lock);
+    size_t n = atomic_load(&b->ngraves);
+    if (n == b->ngraves_cap) {
+        size_t ncap = n ? 2 * n : 8;
+        cua_grave *ng = realloc(b->graves, ncap * sizeof *ng);
+        if (ng) {
+            b->graves = ng;
+            b->ngraves_cap = ncap;
+        }
+    }
+    if (n < b->ngraves_cap) { /* (without host memory for it, it is lost) */
+        b->graves[n] = g;
+        atomic_store(&b->ngraves, n + 1);
+    }
+    _cua_unlock(&b->grave_lock);
+    return st;
+}
+
+static cua_status retry_grave(cua_backend *b, cua_grave *g)
+{
+    cua_status st;
+    switch (g->kind) {
+    case CUA_CALL_UNMAP:
+        st = _cua_bk_unmap(b, NULL, g->addr, g->size, 1);
+        if (st != CUA_OK) return st;
+        g->kind = CUA_CALL_RELEASE; /* unmapped: the handle is next */
+        return _cua_bk_release(b, NULL, g->h, g->size);
+    case CUA_CALL_RELEASE: return _cua_bk_release(b, NULL, g->h, g->size);
+    case CUA_CALL_UNRESERVE: return _cua_bk_unreserve(b, NULL, g->addr, g->size);
+    case CUA_CALL_FREE: return _cua_bk_free(b, NULL, g->addr, g->size);
+    case CUA_CALL_EVENT_DESTROY: return _cua_bk_event_destroy(b, NULL, g->ev);
+    default: return CUA_OK; /* nothing else is buried */
+    }
+}
+
+cua_status _cua_bk_retry_graves(cua_backend *b)
+{
+    if (CUA_LIKELY(atomic_load_explicit(&b->ngraves, memory_order_relaxed) == 0)) return CUA_OK;
+    _cua_lock(&b->grave_lock);
+    size_t n = atomic_load(&b->ngraves), kept = 0;
+    cua_status first = CUA_OK;
+    for (size_t i = 0; i < n; i++) { /* in the order buried: mappings before their range */
+        cua_status st = retry_grave(b, &b->graves[i]);
+        if (st == CUA_OK) continue;
+        if (first == CUA_OK) first = st;
+        b->graves[kept++] = b->graves[i];
+    }
+    atomic_store(&b->ngraves, kept);
+    if (!kept) {
+        free(b->graves);
+        b->graves = NULL;
+        b->ngraves_cap = 0;
+    }
+    _cua_unlock(&b->grave_lock);
+    return first;
 }
 
 void _cua_bk_account(cua_backend *b, cua_callstats *cs, cua_call kind, uint64_t t0,
@@ -59,6 +122,7 @@ void _cua_bk_account(cua_backend *b, cua_callstats *cs, cua_call kind, uint64_t 
 cua_status _cua_bk_reserve(cua_backend *b, cua_callstats *cs, size_t size, size_t align,
                            uintptr_t *addr)
 {
+    _cua_bk_retry_graves(b); /* what an arena's destroy could not give back, first */
     uint64_t t0 = _cua_now_ns();
     cua_status st = b->ops->reserve(b, size, align, addr);
     _cua_bk_account(b, cs, CUA_CALL_RESERVE, t0, st);
@@ -77,6 +141,7 @@ cua_status _cua_bk_unreserve(cua_backend *b, cua_callstats *cs, uintptr_t addr, 
 
 cua_status _cua_bk_create(cua_backend *b, cua_callstats *cs, size_t size, cua_handle *out)
 {
+    _cua_bk_retry_graves(b); /* what an arena's destroy could not give back, first */
     uint64_t t0 = _cua_now_ns();
     cua_status st = b->ops->create(b, size, out);
     _cua_bk_account(b, cs, CUA_CALL_CREATE, t0, st);
@@ -121,6 +186,7 @@ cua_status _cua_bk_unmap(cua_backend *b, cua_callstats *cs, uintptr_t addr, size
 
 cua_status _cua_bk_alloc(cua_backend *b, cua_callstats *cs, size_t size, uintptr_t *addr)
 {
+    _cua_bk_retry_graves(b); /* what an arena's destroy could not give back, first */
     uint64_t t0 = _cua_now_ns();
     cua_status st = b->ops->alloc(b, size, addr);
     _cua_bk_account(b, cs, CUA_CALL_ALLOC, t0, st);
@@ -273,6 +339,7 @@ cua_status _cua_bk_copy_to_device(cua_backend *b, cua_callstats *cs, uintptr_t d
 
 cua_status _cua_backend_destroy(cua_backend *b)
 {
+    _cua_bk_retry_graves(b);
     if (atomic_load(&b->users) == 0) {
         cua_status st = _cua_stage_free(b); /* the backend's own: not a leak */
         if (st != CUA_OK) return st;
@@ -287,6 +354,7 @@ cua_status _cua_backend_destroy(cua_backend *b)
                           "%lld handle(s), %lld event(s), %lld host buffer(s), %lld stream(s) alive",
                           b->name, users, (long long)res, (long long)hs, (long long)evs,
                           (long long)hb, (long long)sts);
+    free(b->graves); /* none left: the counts above would include it */
     b->ops->destroy(b);
     return CUA_OK;
 }

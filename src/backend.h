@@ -112,7 +112,30 @@ struct cua_backend {
     cua_stream copy_stream;
     cua_event stage_ev[2];
     bool staged;
+    /* Releases the driver refused when their owner went away (an arena's
+     * destroy): retried before the backend's next acquisitions and at its
+     * destroy, so that nothing is dropped (backend.c, _cua_bk_bury). */
+    cua_lock_t grave_lock;
+    struct cua_grave *graves;
+    size_t ngraves_cap;
+    _Atomic size_t ngraves;
 };
+
+/* What a grave holds: UNMAP (addr, size; then release h), RELEASE (h, size),
+ * UNRESERVE (addr, size), FREE (addr, size), EVENT_DESTROY (ev). */
+typedef struct cua_grave {
+    cua_call kind;
+    uintptr_t addr;
+    size_t size;
+    cua_handle h;
+    cua_event ev;
+} cua_grave;
+
+/* Hand a release that failed, whose owner goes away, to the backend: it is
+ * retried later. Returns `st` (the failure), for the caller to report. */
+cua_status _cua_bk_bury(cua_backend *b, cua_grave g, cua_status st);
+/* Retry every grave; CUA_OK when none is left. Cheap when there are none. */
+cua_status _cua_bk_retry_graves(cua_backend *b);
 
 /* Fill the common header; used by implementations' create functions. */
 void _cua_backend_init(cua_backend *b, const cua_backend_ops *ops, const char *name,
@@ -175,7 +198,8 @@ cua_status _cua_backend_cuda_create(int device, cua_backend **out);
 /* Host backend: mark every event recorded on `stream` complete. */
 cua_status _cua_host_stream_complete(cua_backend *b, cua_stream stream);
 /* Fault backend controls. */
-cua_status _cua_fault_fail_nth(cua_backend *b, cua_call call, uint64_t nth, cua_status fail);
+cua_status _cua_fault_fail_calls(cua_backend *b, cua_call call, uint64_t nth, uint64_t count,
+                                 cua_status fail);
 cua_status _cua_fault_fail_random(cua_backend *b, double p, uint64_t seed);
 cua_status _cua_fault_injected(cua_backend *b, uint64_t *count);
 

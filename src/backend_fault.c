@@ -21,6 +21,7 @@
 
 typedef struct fault_rule {
     uint64_t nth;   /* 0: no rule */
+    uint64_t count; /* calls nth .. nth + count - 1 fail */
     uint64_t seen;  /* calls of the kind since the rule was set */
     cua_status fail;
 } fault_rule;
@@ -105,8 +106,8 @@ static cua_status decide(fault_backend *f, cua_call kind)
 {
     f->calls[kind]++;
     fault_rule *r = &f->rules[kind];
-    if (r->nth && ++r->seen == r->nth) {
-        r->nth = 0; /* a rule fires once */
+    if (r->nth && ++r->seen >= r->nth) {
+        if (r->seen + 1 >= r->nth + r->count) r->nth = 0; /* the rule's last call */
         f->injected++;
         return _cua_error(r->fail, "fault backend: injected %s on call %llu of kind '%s'",
                           cua_status_name(r->fail), (unsigned long long)r->seen,
@@ -398,7 +399,8 @@ static cua_status check_fault(cua_backend *b, const char *what)
     return CUA_OK;
 }
 
-cua_status _cua_fault_fail_nth(cua_backend *b, cua_call call, uint64_t nth, cua_status fail)
+cua_status _cua_fault_fail_calls(cua_backend *b, cua_call call, uint64_t nth, uint64_t count,
+                                 cua_status fail)
 {
     cua_status st = check_fault(b, "fault_fail_nth");
     if (st != CUA_OK) return st;
@@ -409,7 +411,7 @@ cua_status _cua_fault_fail_nth(cua_backend *b, cua_call call, uint64_t nth, cua_
                           "or CUA_ERR_BACKEND, not %s", cua_status_name(fail));
     fault_backend *f = fault_of(b);
     _cua_lock(&f->lock);
-    f->rules[call] = (fault_rule){nth, 0, fail};
+    f->rules[call] = (fault_rule){nth, count ? count : 1, 0, fail};
     _cua_unlock(&f->lock);
     return CUA_OK;
 }

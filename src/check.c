@@ -162,6 +162,8 @@ static cua_status check_chunks(const cua_arena *a)
                 st = _cua_error(CUA_ERR_CORRUPT, "page %u is not in its chunk at %u", q, p);
                 break;
             }
+        if (st == CUA_OK && c->noaccess && c->busy)
+            st = _cua_error(CUA_ERR_CORRUPT, "chunk at page %u has blocks but no access", p);
         if (st == CUA_OK && c->busy != busy[p])
             st = _cua_error(CUA_ERR_CORRUPT, "chunk at page %u counts %u blocks, %u overlap it",
                             p, c->busy, busy[p]);

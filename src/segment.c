@@ -108,6 +108,13 @@ static cua_status release_handle(cua_segment *seg, cua_handle h, size_t size)
     return st;
 }
 
+static cua_status retry_zombies(cua_segment *seg);
+
+cua_status _cua_seg_retry_zombies(cua_segment *seg)
+{
+    return seg->zombies.n ? retry_zombies(seg) : CUA_OK;
+}
+
 static cua_status retry_zombies(cua_segment *seg)
 {
     cua_status first = CUA_OK;
@@ -321,7 +328,15 @@ cua_status _cua_seg_fini(cua_segment *seg)
         cua_status st = unmap_chunk(seg, c);
         if (st != CUA_OK && seg->pages[c->first]) st = unmap_chunk(seg, c); /* one more try */
         if (st != CUA_OK && first == CUA_OK) first = st;
-        if (seg->pages[c->first]) set_pages(seg, c->first, c->npages, NULL);
+        if (seg->pages[c->first]) { /* still mapped: the backend retries it later */
+            size_t len = (size_t)c->npages << seg->gshift;
+            cua_grave g = {.kind = seg->novmm ? CUA_CALL_FREE : CUA_CALL_UNMAP, .size = len, .h = c->handle,
+                           .addr = seg->novmm ? c->addr : seg->base + ((uintptr_t)c->first << seg->gshift)};
+            _cua_bk_bury(seg->bk, g, st);
+            if (seg->novmm) _cua_addrmap_remove_range(c->addr); /* its pointers: unknown now */
+            set_pages(seg, c->first, c->npages, NULL);
+            mapped_add(seg, -(int64_t)len);
+        }
     }
     cua_status st = _cua_seg_keep_handles(seg, false);
     if (st != CUA_OK && first == CUA_OK) first = st;
@@ -336,12 +351,16 @@ cua_status _cua_seg_fini(cua_segment *seg)
     st = retry_zombies(seg);
     if (st != CUA_OK && first == CUA_OK) first = st;
     if (seg->zombies.n) st = retry_zombies(seg); /* a transient failure gets one more try */
+    for (size_t i = 0; i < seg->zombies.n; i++) /* the backend retries the rest later */
+        _cua_bk_bury(seg->bk, (cua_grave){.kind = CUA_CALL_RELEASE, .h = seg->zombies.v[i].h,
+                                          .size = seg->zombies.v[i].size}, st);
     free(seg->zombies.v);
     free(seg->byaddr);
     st = seg->novmm ? CUA_OK : _cua_bk_unreserve(seg->bk, seg->cs, seg->base, seg->size);
     if (st != CUA_OK) {
         if (first == CUA_OK) first = st;
-        _cua_bk_unreserve(seg->bk, seg->cs, seg->base, seg->size);
+        if (_cua_bk_unreserve(seg->bk, seg->cs, seg->base, seg->size) != CUA_OK)
+            _cua_bk_bury(seg->bk, (cua_grave){.kind = CUA_CALL_UNRESERVE, .addr = seg->base, .size = seg->size}, st);
     }
     for (size_t i = 0; i < seg->nslabs; i++) free(seg->slabs[i]);
     free(seg->slabs);
@@ -368,6 +387,7 @@ static uint64_t walk(cua_segment *seg, uint64_t off, uint64_t len, bool acquire)
             p++;
             continue;
         }
+        if (CUA_UNLIKELY(c->noaccess)) missing += (uint64_t)c->npages << seg->gshift;
         if (acquire && c->busy++ == 0) idle_remove(seg, c);
         p = c->first + c->npages;
     }
@@ -422,7 +442,7 @@ static cua_status back_chunk(cua_segment *seg, cua_chunk *c, uintptr_t addr, siz
         } else if (adopted && handles_push(&seg->adopted, c->handle, len)) {
             seg->adopted_bytes += len; /* still the arena's */
         } else {
-            _cua_bk_release(seg->bk, seg->cs, c->handle, len); /* best effort */
+            release_handle(seg, c->handle, len); /* a failed release is retried later */
         }
         return _cua_error(st, "%s", keep);
     }
@@ -444,14 +464,24 @@ static cua_status map_chunk(cua_segment *seg, uint32_t first, uint32_t n)
     c->first = first;
     c->npages = n;
     c->busy = 1;
+    c->noaccess = false;
     set_pages(seg, first, n, c);
     mapped_add(seg, (int64_t)len);
     seg->nchunks++;
     return CUA_OK;
 }
 
+static cua_status chunk_access(cua_segment *seg, const cua_chunk *c)
+{
+    return _cua_bk_set_access(seg->bk, seg->cs, seg->base + ((uintptr_t)c->first << seg->gshift),
+                              (size_t)c->npages << seg->gshift);
+}
+
 /* Undo the chunks this call mapped in [p0, p1) (they all have busy == 1 and
- * were unmapped before: `was` marks those pages). */
+ * were unmapped before: `was` marks those pages). One that cannot be unmapped
+ * stays (the caller's release makes it idle, a trim retries): with access,
+ * when granting it works, else marked noaccess, so that no block is placed on
+ * it before a map grants access. */
 static void unmap_new(cua_segment *seg, uint32_t p0, uint32_t p1, const uint8_t *was)
 {
     for (uint32_t p = p0; p < p1;) {
@@ -462,7 +492,27 @@ static void unmap_new(cua_segment *seg, uint32_t p0, uint32_t p1, const uint8_t 
         }
         p = c->first + c->npages;
         if (unmap_chunk(seg, c) == CUA_OK) chunk_free(seg, c);
+        else c->noaccess = chunk_access(seg, c) != CUA_OK;
     }
+}
+
+/* Grant access to the chunks of [p0, p1) that lack it. */
+static cua_status grant_noaccess(cua_segment *seg, uint32_t p0, uint32_t p1)
+{
+    for (uint32_t p = p0; p < p1;) {
+        cua_chunk *c = seg->pages[p];
+        if (!c) {
+            p++;
+            continue;
+        }
+        if (c->noaccess) {
+            cua_status st = chunk_access(seg, c);
+            if (st != CUA_OK) return st;
+            c->noaccess = false;
+        }
+        p = c->first + c->npages;
+    }
+    return CUA_OK;
 }
 
 cua_status _cua_seg_map(cua_segment *seg, uint64_t off, uint64_t len)
@@ -477,7 +527,7 @@ cua_status _cua_seg_map(cua_segment *seg, uint64_t off, uint64_t len)
     if (!was) return _cua_error(CUA_ERR_OUT_OF_MEMORY, "no host memory to map %u pages", p1 - p0);
     for (uint32_t p = p0; p < p1; p++) was[p - p0] = seg->pages[p] == NULL;
 
-    cua_status st = CUA_OK;
+    cua_status st = grant_noaccess(seg, p0, p1);
     for (uint32_t p = p0; p < p1 && st == CUA_OK;) {
         if (!was[p - p0]) {
             p++;

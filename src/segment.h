@@ -30,6 +30,9 @@ typedef struct cua_chunk {
     uint32_t npages;
     cua_handle handle;
     uint32_t busy;                    /* live (or pending) blocks overlapping the chunk */
+    /* Mapped, but its access could not be set and it could not be unmapped
+     * either (two driver failures): idle until a map grants access. */
+    bool noaccess;
     uintptr_t addr;                   /* novmm: the segment's device address */
     uint64_t idle_seq;                /* the arena's free sequence when it became idle */
     struct cua_chunk *idle_prev, *idle_next; /* on the idle list while busy == 0 */
@@ -97,7 +100,7 @@ cua_status _cua_seg_fini(cua_segment *seg);
 
 /* Count a new live block on the mapped chunks of [off, off + len): busy++,
  * idle chunks leave the idle list. Returns the bytes of pages still unmapped
- * in the range. */
+ * in the range, or mapped without access (those need _cua_seg_map too). */
 uint64_t _cua_seg_acquire(cua_segment *seg, uint64_t off, uint64_t len);
 /* Bytes of unmapped pages in [off, off + len) (read only). */
 uint64_t _cua_seg_missing(const cua_segment *seg, uint64_t off, uint64_t len);
@@ -106,10 +109,13 @@ uint64_t _cua_seg_missing(const cua_segment *seg, uint64_t off, uint64_t len);
 void _cua_seg_release(cua_segment *seg, uint64_t off, uint64_t len, uint64_t seq);
 /* Map every unmapped page of [off, off + len) in chunks of at most
  * chunk_max_pages (chunk_large_pages in a run of at least that many unmapped
- * pages), each counted busy by one block. novmm: the pages are all
- * unmapped and become one chunk (one segment). On failure nothing new stays
- * mapped. */
+ * pages), each counted busy by one block, and grant access to chunks of the
+ * range that lack it. novmm: the pages are all unmapped and become one chunk
+ * (one segment). On failure nothing new stays mapped (or, when unmapping it
+ * fails too, it stays mapped idle, accessible, or marked noaccess). */
 cua_status _cua_seg_map(cua_segment *seg, uint64_t off, uint64_t len);
+/* Release again the handles whose release failed (also done by every trim). */
+cua_status _cua_seg_retry_zombies(cua_segment *seg);
 
 /* Keep the handles of chunks that trims unmap, for chunks mapped next (on)
  * instead of releasing them; off releases what is still kept. A growth that

@@ -298,11 +298,13 @@ uint64_t _cua_stream_poll_pending(cua_arena *a, bool blocking, cua_status *st)
     return n;
 }
 
-/* At destroy there is no later chance: a failed destroy gets one more try. */
+/* At destroy a failed event destroy gets one more try, then the backend
+ * retries it later. */
 static void event_destroy(cua_arena *a, cua_event ev)
 {
-    if (_cua_bk_event_destroy(a->bk, &a->cs, ev) != CUA_OK)
-        _cua_bk_event_destroy(a->bk, &a->cs, ev);
+    if (_cua_bk_event_destroy(a->bk, &a->cs, ev) != CUA_OK &&
+        _cua_bk_event_destroy(a->bk, &a->cs, ev) != CUA_OK)
+        _cua_bk_bury(a->bk, (cua_grave){.kind = CUA_CALL_EVENT_DESTROY, .ev = ev}, CUA_ERR_BACKEND);
 }
 
 void _cua_stream_fini(cua_arena *a)

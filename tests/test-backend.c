@@ -738,7 +738,7 @@ TEST(fault_nth_every_kind)
         cua_status want = k == CUA_CALL_CREATE || k == CUA_CALL_RESERVE || k == CUA_CALL_ALLOC
                               ? CUA_ERR_OUT_OF_MEMORY
                               : CUA_ERR_BACKEND;
-        CHECK_OK(_cua_fault_fail_nth(fx.fault, (cua_call)k, 1, want));
+        CHECK_OK(cua_fault_fail_nth(fx.fault, (cua_call)k, 1, want));
         struct snapshot before, after;
         snap(fx.host, &before);
         CHECK_ST(fixture_call(&fx, (cua_call)k), want);
@@ -760,7 +760,7 @@ TEST(fault_nth_third_call)
     struct fixture fx;
     CHECK_OK(fixture_setup(&fx));
     size_t fr, tot;
-    CHECK_OK(_cua_fault_fail_nth(fx.fault, CUA_CALL_MEM_INFO, 3, CUA_ERR_BACKEND));
+    CHECK_OK(cua_fault_fail_nth(fx.fault, CUA_CALL_MEM_INFO, 3, CUA_ERR_BACKEND));
     CHECK_OK(_cua_bk_mem_info(fx.fault, NULL, &fr, &tot));
     CHECK(fr == 58 * MiB && tot == 64 * MiB && fx.fault->granularity == 2 * MiB &&
           fx.fault->total_bytes == 64 * MiB);
@@ -770,20 +770,20 @@ TEST(fault_nth_third_call)
     CHECK(strstr(cua_last_error(), "call 3 of kind 'mem_info'") != NULL);
     for (int i = 0; i < 5; i++) CHECK_OK(_cua_bk_mem_info(fx.fault, NULL, &fr, &tot));
     /* Counted from when the rule is set; nth 0 clears it. */
-    CHECK_OK(_cua_fault_fail_nth(fx.fault, CUA_CALL_MEM_INFO, 2, CUA_ERR_OUT_OF_MEMORY));
+    CHECK_OK(cua_fault_fail_nth(fx.fault, CUA_CALL_MEM_INFO, 2, CUA_ERR_OUT_OF_MEMORY));
     CHECK_OK(_cua_bk_mem_info(fx.fault, NULL, &fr, &tot));
     CHECK_ST(_cua_bk_mem_info(fx.fault, NULL, &fr, &tot), CUA_ERR_OUT_OF_MEMORY);
-    CHECK_OK(_cua_fault_fail_nth(fx.fault, CUA_CALL_MEM_INFO, 1, CUA_ERR_BACKEND));
-    CHECK_OK(_cua_fault_fail_nth(fx.fault, CUA_CALL_MEM_INFO, 0, CUA_OK));
+    CHECK_OK(cua_fault_fail_nth(fx.fault, CUA_CALL_MEM_INFO, 1, CUA_ERR_BACKEND));
+    CHECK_OK(cua_fault_fail_nth(fx.fault, CUA_CALL_MEM_INFO, 0, CUA_OK));
     CHECK_OK(_cua_bk_mem_info(fx.fault, NULL, &fr, &tot));
     uint64_t n = 0;
     CHECK_OK(_cua_fault_injected(fx.fault, &n));
     CHECK(n == 2 && atomic_load(&fx.fault->failures) == 2);
     /* Bad rules. */
-    CHECK_ST(_cua_fault_fail_nth(fx.fault, CUA_CALL_COUNT, 1, CUA_ERR_BACKEND),
+    CHECK_ST(cua_fault_fail_nth(fx.fault, CUA_CALL_COUNT, 1, CUA_ERR_BACKEND),
              CUA_ERR_INVALID_ARG);
-    CHECK_ST(_cua_fault_fail_nth(fx.fault, CUA_CALL_MAP, 1, CUA_ERR_LIMIT), CUA_ERR_INVALID_ARG);
-    CHECK_ST(_cua_fault_fail_nth(fx.host, CUA_CALL_MAP, 1, CUA_ERR_BACKEND),
+    CHECK_ST(cua_fault_fail_nth(fx.fault, CUA_CALL_MAP, 1, CUA_ERR_LIMIT), CUA_ERR_INVALID_ARG);
+    CHECK_ST(cua_fault_fail_nth(fx.host, CUA_CALL_MAP, 1, CUA_ERR_BACKEND),
              CUA_ERR_INVALID_ARG);
     CHECK_ST(_cua_fault_injected(fx.host, &n), CUA_ERR_INVALID_ARG);
     CHECK_ST(_cua_fault_injected(fx.fault, NULL), CUA_ERR_INVALID_ARG);
@@ -844,6 +844,6 @@ TEST(fault_forwards_offset)
     CHECK_ST(fx.fault->ops->map(fx.fault, fx.base + 2 * MiB, 2 * MiB, 4096, fx.h2),
              CUA_ERR_NOT_SUPPORTED);
     CHECK(atomic_load(&fx.host->calls[CUA_CALL_MAP]) == 2); /* counted on the inner */
-    CHECK_ST(_cua_fault_fail_nth(fx.fault, CUA_CALL_CREATE, 1, CUA_OK), CUA_ERR_INVALID_ARG);
+    CHECK_ST(cua_fault_fail_nth(fx.fault, CUA_CALL_CREATE, 1, CUA_OK), CUA_ERR_INVALID_ARG);
     CHECK_OK(fixture_teardown(&fx));
 }

@@ -303,3 +303,75 @@ TEST(peak_counts_pages_a_failed_growth_left)
     CHECK_OK(cua_arena_trim(a, 0, &released));
     faulty_done(host, fault, a);
 }
+
+/* Found by the fuzzer: a growth whose access call fails, and whose undoing
+ * unmap fails too, left mapped pages without access as idle cache; the next
+ * allocation there got memory it could not touch (a crash on the host
+ * backend, an illegal address on a GPU). Now access is granted before any
+ * block lands on them. */
+TEST(pages_left_without_access_are_not_handed_out)
+{
+    cua_backend *host, *fault;
+    cua_arena *a;
+    faulty_arena(&host, &fault, &a);
+    CHECK_OK(cua_arena_set_release_threshold(a, CUA_KEEP_ALL));
+    /* the growth's access call and the retry after its unmap failed */
+    CHECK_OK(cua_fault_fail_calls(fault, CUA_CALL_SET_ACCESS, 1, 2, CUA_ERR_BACKEND));
+    CHECK_OK(cua_fault_fail_nth(fault, CUA_CALL_UNMAP, 1, CUA_ERR_BACKEND));
+    void *p = NULL;
+    CHECK_ST(cua_arena_alloc(a, 4 * MiB, 0, &p), CUA_ERR_BACKEND);
+    CHECK_ARENA(a);
+    cua_stats s;
+    CHECK_OK(cua_arena_get_stats(a, &s));
+    CHECK(s.mapped_bytes > 0 && s.live_bytes == 0); /* the pages that stayed */
+    unsigned char *q;
+    CHECK_OK(cua_arena_alloc(a, 4 * MiB, 0, (void **)&q));
+    memset(q, 0x11, 4 * MiB); /* would fault on pages without access */
+    CHECK(q[4 * MiB - 1] == 0x11);
+    CHECK_ARENA(a);
+    CHECK_OK(cua_free(q));
+    size_t released;
+    CHECK_OK(cua_arena_trim(a, 0, &released));
+    faulty_done(host, fault, a);
+}
+
+/* Found by the fuzzer: what a destroy could not give back (the driver refused
+ * the unmap, the release, the unreserve or the free twice) was dropped. Now
+ * the backend keeps it and retries it before its next reserve, create or
+ * alloc, at an explicit trim of any of its arenas, and at its destroy. */
+TEST(releases_a_destroy_could_not_make_are_retried)
+{
+    for (int novmm = 0; novmm <= 1; novmm++) {
+        cua_backend *host, *fault;
+        cua_arena *a;
+        faulty_arena(&host, &fault, &a);
+        CHECK_OK(cua_arena_destroy(a, 0));
+        cua_arena_config cfg;
+        cua_arena_config_init(&cfg);
+        cfg.backend = fault;
+        cfg.flags = novmm ? CUA_ARENA_NO_VMM : 0;
+        CHECK_OK(cua_arena_create(&cfg, &a));
+        void *p;
+        CHECK_OK(cua_arena_alloc(a, 6 * MiB, 0, &p));
+        CHECK_OK(cua_free(p)); /* kept mapped: the cache */
+        if (novmm) {
+            CHECK_OK(cua_fault_fail_calls(fault, CUA_CALL_FREE, 1, 2, CUA_ERR_BACKEND));
+        } else {
+            CHECK_OK(cua_fault_fail_calls(fault, CUA_CALL_UNMAP, 1, 2, CUA_ERR_BACKEND));
+            CHECK_OK(cua_fault_fail_calls(fault, CUA_CALL_UNRESERVE, 1, 2, CUA_ERR_BACKEND));
+        }
+        CHECK_ST(cua_arena_destroy(a, 0), CUA_ERR_BACKEND);
+        cua_backend_stats s;
+        CHECK_OK(cua_backend_get_stats(fault, &s));
+        CHECK(s.pending_releases == (novmm ? 1u : 2u));
+        CHECK_OK(cua_backend_get_stats(host, &s));
+        CHECK(s.handles > 0 && (novmm || (s.mappings > 0 && s.reservations == 1)));
+        /* the next arena's first driver call gives them back first */
+        CHECK_OK(cua_arena_create(&cfg, &a));
+        CHECK_OK(cua_arena_alloc(a, 1 * MiB, 0, &p));
+        CHECK_OK(cua_backend_get_stats(fault, &s));
+        CHECK(s.pending_releases == 0);
+        CHECK_OK(cua_free(p));
+        faulty_done(host, fault, a);
+    }
+}

@@ -92,7 +92,14 @@ static unsigned u8(reader *r)
     return *r->p++;
 }
 
-static unsigned u16(reader *r) { return u8(r) | u8(r) << 8; }
+/* Two bytes, low first. (Every read is its own statement or initializer: the
+ * order of reads within one expression is unspecified in C, and gcc and
+ * clang would decode an input differently.) */
+static unsigned u16(reader *r)
+{
+    unsigned lo = u8(r);
+    return lo | u8(r) << 8;
+}
 
 /* ---- checks --------------------------------------------------------------------- */
 
@@ -354,7 +361,8 @@ static void op_bad_free(reader *r)
         break;
     case 1: /* interior pointer */
         if (!W.nlive) return;
-        p = W.live[u16(r) % (unsigned)W.nlive].p + 1 + u8(r);
+        p = W.live[u16(r) % (unsigned)W.nlive].p;
+        p = (char *)p + 1 + u8(r);
         break;
     case 2: /* wild */
         p = (void *)(uintptr_t)(0x1000 + (uintptr_t)u16(r) * 4096);
@@ -504,8 +512,9 @@ static void op_streams(reader *r)
         int takes = call == CUA_CALL_CREATE || call == CUA_CALL_RESERVE || call == CUA_CALL_ALLOC ||
                     call == CUA_CALL_HOST_ALLOC;
         if (getenv("CUA_FUZZ_TRACE")) fprintf(stderr, "op %llu: fault rule on %s\n", (unsigned long long)W.ops, cua_call_name(call));
-        expect(cua_fault_fail_nth(W.fault, call, 1 + u8(r) % 4,
-                                  takes && (k & 1) ? CUA_ERR_OUT_OF_MEMORY : CUA_ERR_BACKEND) == CUA_OK,
+        unsigned nth = 1 + u8(r) % 4, count = 1 + (k >> 1) % 3; /* a driver failing 1-3 times in a row */
+        expect(cua_fault_fail_calls(W.fault, call, nth, count,
+                                    takes && (k & 1) ? CUA_ERR_OUT_OF_MEMORY : CUA_ERR_BACKEND) == CUA_OK,
                "fault rule");
     } else if (k & 0x20) {
         size_t n = 0, released = 0;
@@ -522,7 +531,8 @@ static void one_op(reader *r)
     W.ops++;
     W.touched = 1u << i;
     if (!W.s[i].a) {
-        create_slot(i, u8(r), u16(r));
+        unsigned bits = u8(r);
+        create_slot(i, bits, u16(r));
         return;
     }
     switch (op % 12) {
@@ -566,12 +576,41 @@ static void backend_empty(const char *when, int all)
     uint64_t staging_events = bs.streams ? 2 : 0;
     if (bs.handles || bs.handle_bytes || bs.mappings || (all && (bs.reservations || bs.events > staging_events))) {
         char what[200];
-        snprintf(what, sizeof what, "%llu handles (%llu bytes), %llu mappings, %llu reservations, %llu events",
+        cua_backend_stats fs;
+        cua_backend_get_stats(W.fault, &fs);
+        snprintf(what, sizeof what, "%llu handles (%llu bytes), %llu mappings, %llu reservations, %llu events, "
+                 "%llu releases pending",
                  (unsigned long long)bs.handles, (unsigned long long)bs.handle_bytes,
                  (unsigned long long)bs.mappings, (unsigned long long)bs.reservations,
-                 (unsigned long long)bs.events);
+                 (unsigned long long)bs.events, (unsigned long long)fs.pending_releases);
         die(when, what);
     }
+}
+
+/* An arena made and destroyed at once, without faults. */
+static void create_scratch(cua_arena **a)
+{
+    cua_arena_config cfg;
+    cua_arena_config_init(&cfg);
+    cfg.name = "scratch";
+    cfg.backend = W.fault;
+    cfg.va_size = (size_t)1 << 30;
+    if (cua_arena_create(&cfg, a) != CUA_OK || cua_arena_destroy(*a, 0) != CUA_OK)
+        die("a scratch arena without faults", NULL);
+    W.creates++;
+}
+
+/* Releases a destroy left to the backend (the driver refused them): without
+ * faults, the next reserve retries them, and they must all go. */
+static void retry_pending(void)
+{
+    cua_backend_stats bs;
+    cua_backend_get_stats(W.fault, &bs);
+    if (!bs.pending_releases) return;
+    cua_arena *scratch;
+    create_scratch(&scratch);
+    cua_backend_get_stats(W.fault, &bs);
+    expect(bs.pending_releases == 0, "the backend retried the releases a destroy left");
 }
 
 /* Back to an empty state: no faults, every block freed, every arena restored,
@@ -598,6 +637,7 @@ static void settle(void)
         if (st.live_bytes || st.mapped_bytes) die("an arena still maps memory after freeing all and trim(0)", NULL);
     }
     check_all();
+    retry_pending();
     backend_empty("with every arena empty and trimmed", 0);
     for (int i = 0; i < NARENAS; i++)
         if (W.s[i].a) {
@@ -610,6 +650,7 @@ static void settle(void)
             bury(W.s[i].a);
             W.s[i].a = NULL;
         }
+    retry_pending();
     backend_empty("after destroying every arena", 1);
     W.nfreed = 0;
 }
@@ -622,7 +663,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     reader r = { data, size };
     W.inputs++;
     W.ndead = 0; /* handles of earlier inputs: answered too, but kept out of the model */
-    for (int i = 0; i < NARENAS; i++) create_slot(i, u8(&r), u16(&r));
+    for (int i = 0; i < NARENAS; i++) {
+        unsigned bits = u8(&r);
+        create_slot(i, bits, u16(&r));
+    }
     while (r.n) {
         one_op(&r);
         /* bad pointers, stream completion and faults reach any arena */
