@@ -65,6 +65,9 @@ static inline uint64_t test_rand(uint64_t *s)
 /* Optional per-file setup: define TEST_ARGS_HOOK(argc, argv) before including. */
 int main(int argc, char **argv)
 {
+#ifdef TEST_ARGS_HOOK
+    TEST_ARGS_HOOK(argc, argv);
+#endif
     int passed = 0, failed = 0;
     for (int i = 0; i < test_count; i++) {
         int selected = argc < 2;
