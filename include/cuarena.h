@@ -113,6 +113,8 @@ typedef enum cua_call {
     CUA_CALL_STREAM_DESTROY, /**< cuStreamDestroy */
     CUA_CALL_COPY_TO_HOST,   /**< device to host copy on a stream (cuMemcpyDtoHAsync) */
     CUA_CALL_COPY_TO_DEVICE, /**< host to device copy on a stream (cuMemcpyHtoDAsync) */
+    CUA_CALL_FILL,           /**< fill device memory with a byte on a stream (cuMemsetD8Async):
+                                  freed blocks, with the poison option */
     CUA_CALL_COUNT
 } cua_call;
 
@@ -345,6 +347,24 @@ typedef enum cua_backend_kind {
  * this mode by themselves on a device without VMM support.
  */
 #define CUA_ARENA_NO_VMM 0x4u
+/**
+ * Poison freed memory: a block freed with no other stream using it is filled
+ * with CUA_POISON_BYTE on its stream (the host backend: at once; CUDA:
+ * cuMemsetD8Async), so that a use after free reads garbage that shows,
+ * instead of the old data. One driver call per free: for debugging (on by
+ * default in builds of debug_level 2).
+ */
+#define CUA_ARENA_POISON 0x8u
+/**
+ * Scrub host copies: after a restore (and before the arena's host image or
+ * the backend's staging buffers are given back or kept for reuse) their
+ * bytes are zeroed, so that no copy of the arena's data stays readable in
+ * the process. Costs a pass over the image (about 0.1 s per 4 GiB).
+ */
+#define CUA_ARENA_SCRUB 0x10u
+
+/** The byte freed blocks are filled with under CUA_ARENA_POISON. */
+#define CUA_POISON_BYTE 0xDE
 
 /** Fill *cfg with the built-in defaults (CUARENA_CONF is read by cua_config_from_env()). */
 CUA_API void cua_arena_config_init(cua_arena_config *cfg);

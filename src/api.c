@@ -5,6 +5,7 @@
  */
 #include "arena.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -25,6 +26,14 @@ static cua_status enter(cua_arena *a)
 
 static inline cua_status leave(cua_arena *a, cua_status st)
 {
+#if CUA_DEBUG >= 2
+    /* The full debug tier: every invariant after every call on an arena. */
+    if (atomic_load(&a->alive) && _cua_arena_check_locked(a) != CUA_OK) {
+        char why[CUA_MSG_CAP];
+        snprintf(why, sizeof why, "%s", cua_last_error());
+        _cua_assert_fail(why, __FILE__, __LINE__);
+    }
+#endif
     _cua_arena_unlock(a);
     return st;
 }

@@ -447,6 +447,9 @@ cua_status _cua_arena_free_locked(cua_arena *a, void *ptr)
             free(b->uses);
             b->uses = NULL;
         }
+        if (CUA_UNLIKELY(a->cfg.flags & CUA_ARENA_POISON)) /* best effort: a debugging aid */
+            (void)_cua_bk_fill(a->bk, &a->cs, (uintptr_t)ptr, (size_t)b->size, CUA_POISON_BYTE,
+                               a->streams.slot[b->tag].stream);
         _cua_arena_put_free(a, b, b->tag);
         st = apply_release_threshold(a);
         if (st != CUA_OK)

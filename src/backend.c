@@ -20,6 +20,7 @@ static const char *const call_names[CUA_CALL_COUNT] = {
     [CUA_CALL_HOST_ALLOC] = "host_alloc",   [CUA_CALL_HOST_FREE] = "host_free",
     [CUA_CALL_STREAM_CREATE] = "stream_create", [CUA_CALL_STREAM_DESTROY] = "stream_destroy",
     [CUA_CALL_COPY_TO_HOST] = "copy_to_host", [CUA_CALL_COPY_TO_DEVICE] = "copy_to_device",
+    [CUA_CALL_FILL] = "fill",
 };
 
 const char *cua_call_name(cua_call call)
@@ -258,6 +259,15 @@ cua_status _cua_bk_event_query(cua_backend *b, cua_callstats *cs, cua_event ev)
     uint64_t t0 = _cua_now_ns();
     cua_status st = b->ops->event_query(b, ev);
     _cua_bk_account(b, cs, CUA_CALL_EVENT_QUERY, t0, st);
+    return st;
+}
+
+cua_status _cua_bk_fill(cua_backend *b, cua_callstats *cs, uintptr_t addr, size_t n, unsigned char v,
+                        cua_stream s)
+{
+    uint64_t t0 = _cua_now_ns();
+    cua_status st = b->ops->fill(b, addr, n, v, s);
+    _cua_bk_account(b, cs, CUA_CALL_FILL, t0, st);
     return st;
 }
 

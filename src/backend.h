@@ -64,6 +64,8 @@ typedef struct cua_backend_ops {
     cua_status (*event_query)(cua_backend *b, cua_event ev);
     cua_status (*event_sync)(cua_backend *b, cua_event ev);
     cua_status (*stream_sync)(cua_backend *b, cua_stream stream);
+    /* Set n bytes of mapped device memory at addr to v, ordered on stream s. */
+    cua_status (*fill)(cua_backend *b, uintptr_t addr, size_t n, unsigned char v, cua_stream s);
     /* Page-locked host memory, which the device copies to and from at full
      * speed (the backend's staging area for offload and restore). */
     cua_status (*host_alloc)(cua_backend *b, size_t size, void **out);
@@ -170,6 +172,8 @@ cua_status _cua_bk_event_record(cua_backend *b, cua_callstats *cs, cua_event ev,
                                 cua_stream stream);
 cua_status _cua_bk_event_query(cua_backend *b, cua_callstats *cs, cua_event ev);
 cua_status _cua_bk_event_sync(cua_backend *b, cua_callstats *cs, cua_event ev);
+cua_status _cua_bk_fill(cua_backend *b, cua_callstats *cs, uintptr_t addr, size_t n, unsigned char v,
+                        cua_stream s);
 cua_status _cua_bk_stream_sync(cua_backend *b, cua_callstats *cs, cua_stream stream);
 cua_status _cua_bk_host_alloc(cua_backend *b, cua_callstats *cs, size_t size, void **out);
 cua_status _cua_bk_host_free(cua_backend *b, cua_callstats *cs, void *p, size_t size);

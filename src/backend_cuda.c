@@ -62,6 +62,7 @@ typedef struct cuda_api {
     CUresult (*StreamDestroy)(CUstream);
     CUresult (*MemcpyDtoHAsync)(void *, CUdeviceptr, size_t, CUstream);
     CUresult (*MemcpyHtoDAsync)(CUdeviceptr, const void *, size_t, CUstream);
+    CUresult (*MemsetD8Async)(CUdeviceptr, unsigned char, size_t, CUstream);
     CUresult (*GetErrorName)(CUresult, const char **);
     CUresult (*GetErrorString)(CUresult, const char **);
 } cuda_api;
@@ -98,7 +99,7 @@ static void api_load(void)
         E(MemSetAccess), E(MemGetInfo), E(MemAlloc), E(MemFree), E(EventCreate), E(EventDestroy), E(EventRecord),
         E(EventQuery), E(EventSynchronize), E(StreamSynchronize), E(MemHostAlloc),
         E(MemFreeHost), E(StreamCreate), E(StreamDestroy), E(MemcpyDtoHAsync),
-        E(MemcpyHtoDAsync), E(GetErrorName), E(GetErrorString),
+        E(MemcpyHtoDAsync), E(MemsetD8Async), E(GetErrorName), E(GetErrorString),
 #undef E
     };
     for (size_t i = 0; i < CUA_ARRAY_LEN(entries); i++) {
@@ -343,6 +344,13 @@ static cua_status cuda_copy_to_host(cua_backend *b, void *dst, uintptr_t src, si
                                                 (unsigned long)src);
 }
 
+static cua_status cuda_fill(cua_backend *b, uintptr_t addr, size_t n, unsigned char v, cua_stream s)
+{
+    ENTER(cb_of(b));
+    CUresult r = api.MemsetD8Async((CUdeviceptr)addr, v, n, (CUstream)(uintptr_t)s);
+    return r == CUDA_SUCCESS ? CUA_OK : cu_fail(r, "cuMemsetD8Async(%zu bytes at %#lx)", n, (unsigned long)addr);
+}
+
 static cua_status cuda_copy_to_device(cua_backend *b, uintptr_t dst, const void *src, size_t n,
                                       cua_stream s)
 {
@@ -382,6 +390,7 @@ static const cua_backend_ops cuda_ops = {
     .stream_destroy = cuda_stream_destroy,
     .copy_to_host = cuda_copy_to_host,
     .copy_to_device = cuda_copy_to_device,
+    .fill = cuda_fill,
     .destroy = cuda_destroy,
 };
 

@@ -337,6 +337,13 @@ static cua_status fault_copy_to_device(cua_backend *b, uintptr_t dst, const void
     return st != CUA_OK ? st : _cua_bk_copy_to_device(f->inner, NULL, dst, src, n, s);
 }
 
+static cua_status fault_fill(cua_backend *b, uintptr_t addr, size_t n, unsigned char v, cua_stream s)
+{
+    fault_backend *f = fault_of(b);
+    cua_status st = inject(f, CUA_CALL_FILL);
+    return st != CUA_OK ? st : _cua_bk_fill(f->inner, NULL, addr, n, v, s);
+}
+
 static void fault_destroy(cua_backend *b)
 {
     fault_backend *f = fault_of(b);
@@ -370,6 +377,7 @@ static const cua_backend_ops fault_ops = {
     .stream_destroy = fault_stream_destroy,
     .copy_to_host = fault_copy_to_host,
     .copy_to_device = fault_copy_to_device,
+    .fill = fault_fill,
     .destroy = fault_destroy,
 };
 

@@ -581,6 +581,17 @@ static cua_status host_copy_to_host(cua_backend *b, void *dst, uintptr_t src, si
     return st;
 }
 
+static cua_status host_fill(cua_backend *b, uintptr_t addr, size_t n, unsigned char v, cua_stream s)
+{
+    host_backend *h = host_of(b);
+    (void)s;
+    _cua_lock(&h->lock);
+    cua_status st = device_span(h, "fill", addr, n);
+    if (st == CUA_OK) memset((void *)addr, v, n);
+    _cua_unlock(&h->lock);
+    return st;
+}
+
 static cua_status host_copy_to_device(cua_backend *b, uintptr_t dst, const void *src, size_t n,
                                       cua_stream s)
 {
@@ -616,6 +627,7 @@ static const cua_backend_ops host_ops = {
     .stream_destroy = host_stream_destroy,
     .copy_to_host = host_copy_to_host,
     .copy_to_device = host_copy_to_device,
+    .fill = host_fill,
     .destroy = host_destroy,
 };
 

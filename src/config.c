@@ -99,6 +99,14 @@ static const struct option options[] = {
      .flag_when_zero = true, .syntax = "0 or 1", .fallback = "1",
      .help = "1: keep mapped bytes near the demand peak by giving back cached pages; "
              "0: never (sets CUA_ARENA_NO_FOOTPRINT_CAP)"},
+    {.name = "poison", .kind = OPT_FLAG, .flag = CUA_ARENA_POISON,
+     .syntax = "0 or 1", .fallback = "0 (1 in builds of debug_level 2)",
+     .help = "1: fill freed blocks with 0xDE on their stream, so a use after free shows (sets "
+             "CUA_ARENA_POISON; one driver call per free)"},
+    {.name = "scrub", .kind = OPT_FLAG, .flag = CUA_ARENA_SCRUB,
+     .syntax = "0 or 1", .fallback = "0",
+     .help = "1: zero the host copies of an offloaded arena (its image, the staging buffers) "
+             "once restored, so no copy of its data stays readable (sets CUA_ARENA_SCRUB)"},
     {.name = "vmm", .kind = OPT_FLAG, .flag = CUA_ARENA_NO_VMM,
      .flag_when_zero = true, .syntax = "0 or 1", .fallback = "1",
      .help = "1: expandable segments on virtual memory management when the device has it; "
@@ -120,7 +128,11 @@ void cua_arena_config_init(cua_arena_config *cfg)
     cfg->chunk_max = 0;
     cfg->chunk_large = 0;
     cfg->growth_slack = 0;
+#if CUA_DEBUG >= 2
+    cfg->flags = CUA_ARENA_POISON; /* the full debug tier poisons freed memory */
+#else
     cfg->flags = 0;
+#endif
 }
 
 /* ---- small text helpers ---------------------------------------------------------- */

@@ -75,6 +75,7 @@ void _cua_image_free(cua_arena *a)
 {
     struct cua_image *im = &a->image;
     free(im->blocks);
+    if (im->data && (a->cfg.flags & CUA_ARENA_SCRUB)) memset(im->data, 0, im->bytes);
     if (im->data) {
 #ifdef MADV_FREE
         _cua_image_drop_spare(a);
@@ -187,6 +188,8 @@ static cua_status copy_image(cua_arena *a, bool to_host)
         if (st == CUA_OK) st = ds;
     }
     _cua_crew_stop(&crew);
+    if (a->cfg.flags & CUA_ARENA_SCRUB) /* what passed through them: gone too */
+        for (int i = 0; i < 2; i++) memset(a->bk->stage[i], 0, a->bk->stage_bytes);
     _cua_stage_put(a->bk);
     return st;
 }

@@ -517,6 +517,10 @@ TEST(counters_and_destroy)
     memset((void *)(base + 1000), 0x77, 10);
     CHECK_OK(_cua_bk_copy_to_host(b, &cs, stage, base + 1000, 1 * MiB, cp));
     CHECK(((unsigned char *)stage)[0] == 0x77 && ((unsigned char *)stage)[10] == 0x3c);
+    /* A fill (the poison of freed blocks), in mapped memory only. */
+    CHECK_OK(_cua_bk_fill(b, &cs, base + 100, 50, 0xde, cp));
+    CHECK(((unsigned char *)base)[100] == 0xde && ((unsigned char *)base)[149] == 0xde &&
+          ((unsigned char *)base)[150] != 0xde);
     /* Outside the mapped 4 MiB: refused, not a crash. */
     CHECK_ST(_cua_bk_copy_to_host(b, &cs, stage, base + 4 * MiB - 10, 100, cp), CUA_ERR_BACKEND);
     CHECK_ST(_cua_backend_destroy(b), CUA_ERR_BUSY);
@@ -683,6 +687,7 @@ static cua_status fixture_call(struct fixture *fx, cua_call kind)
     case CUA_CALL_COPY_TO_HOST: return _cua_bk_copy_to_host(f, NULL, fx->buf1, fx->base, 4096, fx->st1);
     case CUA_CALL_COPY_TO_DEVICE:
         return _cua_bk_copy_to_device(f, NULL, fx->base, fx->buf1, 4096, fx->st1);
+    case CUA_CALL_FILL: return _cua_bk_fill(f, NULL, fx->base, 4096, 0xde, fx->st1);
     default: return CUA_ERR_INVALID_ARG;
     }
 }

@@ -7,6 +7,15 @@
 
 #include "test.h"
 
+/* The flags an option string set: those beyond the defaults (a build of
+ * debug_level 2 turns poisoning on by default). */
+static unsigned set_flags(const cua_arena_config *cfg)
+{
+    cua_arena_config d;
+    cua_arena_config_init(&d);
+    return cfg->flags & ~d.flags;
+}
+
 #include <stdlib.h>
 #include <string.h>
 
@@ -80,7 +89,7 @@ TEST(defaults)
     CHECK(cfg.chunk_max == 0);
     CHECK(cfg.growth_slack == 0);
     CHECK(cfg.floor == 0 && cfg.priority == 0 && cfg.idle_ms == 0);
-    CHECK(cfg.flags == 0);
+    CHECK(set_flags(&cfg) == 0);
     cua_arena_config_init(NULL); /* does nothing */
 }
 
@@ -100,19 +109,23 @@ TEST(every_key)
     CHECK_OK(cua_config_parse("chunk_large:none", &cfg));
     CHECK(cfg.chunk_large == CUA_CHUNK_LARGE_NONE);
     CHECK(cfg.growth_slack == (size_t)2 << 20);
-    CHECK(cfg.flags == (CUA_ARENA_CHECK_ALWAYS | CUA_ARENA_NO_FOOTPRINT_CAP));
+    CHECK(set_flags(&cfg) == (CUA_ARENA_CHECK_ALWAYS | CUA_ARENA_NO_FOOTPRINT_CAP));
     CHECK(cfg.name == NULL && cfg.backend == NULL);
 
     CHECK_OK(cua_config_parse("check:0", &cfg));
-    CHECK(cfg.flags == CUA_ARENA_NO_FOOTPRINT_CAP);
+    CHECK(set_flags(&cfg) == CUA_ARENA_NO_FOOTPRINT_CAP);
     CHECK_OK(cua_config_parse("footprint_cap:1", &cfg));
-    CHECK(cfg.flags == 0);
+    CHECK(set_flags(&cfg) == 0);
     CHECK_OK(cua_config_parse("footprint_cap:0,check:1", &cfg));
-    CHECK(cfg.flags == (CUA_ARENA_CHECK_ALWAYS | CUA_ARENA_NO_FOOTPRINT_CAP));
+    CHECK(set_flags(&cfg) == (CUA_ARENA_CHECK_ALWAYS | CUA_ARENA_NO_FOOTPRINT_CAP));
     CHECK_OK(cua_config_parse("vmm:0", &cfg));
-    CHECK(cfg.flags == (CUA_ARENA_CHECK_ALWAYS | CUA_ARENA_NO_FOOTPRINT_CAP | CUA_ARENA_NO_VMM));
+    CHECK(set_flags(&cfg) == (CUA_ARENA_CHECK_ALWAYS | CUA_ARENA_NO_FOOTPRINT_CAP | CUA_ARENA_NO_VMM));
     CHECK_OK(cua_config_parse("vmm:1", &cfg));
-    CHECK(cfg.flags == (CUA_ARENA_CHECK_ALWAYS | CUA_ARENA_NO_FOOTPRINT_CAP));
+    CHECK(set_flags(&cfg) == (CUA_ARENA_CHECK_ALWAYS | CUA_ARENA_NO_FOOTPRINT_CAP));
+    CHECK_OK(cua_config_parse("poison:1,scrub:1", &cfg));
+    CHECK((cfg.flags & (CUA_ARENA_POISON | CUA_ARENA_SCRUB)) == (CUA_ARENA_POISON | CUA_ARENA_SCRUB));
+    CHECK_OK(cua_config_parse("poison:0,scrub:0", &cfg));
+    CHECK((cfg.flags & (CUA_ARENA_POISON | CUA_ARENA_SCRUB)) == 0);
     CHECK_OK(cua_config_parse("device:0", &cfg));
     CHECK(cfg.device == 0);
     CHECK_OK(cua_config_parse("device:2147483647", &cfg));
@@ -196,7 +209,7 @@ TEST(separators_and_whitespace)
     cua_arena_config cfg;
     cua_arena_config_init(&cfg);
     CHECK_OK(cua_config_parse("limit=8G,device:1,check=1", &cfg));
-    CHECK(cfg.limit == (size_t)8 << 30 && cfg.device == 1 && cfg.flags == CUA_ARENA_CHECK_ALWAYS);
+    CHECK(cfg.limit == (size_t)8 << 30 && cfg.device == 1 && set_flags(&cfg) == CUA_ARENA_CHECK_ALWAYS);
 
     cua_arena_config_init(&cfg);
     CHECK_OK(cua_config_parse("  limit : 4G ,\tdevice= 2 ,\n va_size\t=\t2T  ", &cfg));
@@ -227,7 +240,7 @@ TEST(unknown_key)
     /* a good item before the bad one is not applied either */
     CHECK(refused("limit:8G,device:1,foo:1", "foo"));
     /* the list of known keys names every key */
-    CHECK(refused("x:1", "growth_slack, floor, priority, idle_ms, backend, check, footprint_cap, vmm"));
+    CHECK(refused("x:1", "growth_slack, floor, priority, idle_ms, backend, check, footprint_cap, poison, scrub, vmm"));
 }
 
 TEST(missing_value)
@@ -357,7 +370,7 @@ TEST(from_env)
     CHECK(setenv("CUARENA_CONF", "limit:1G, footprint_cap=0", 1) == 0);
     CHECK_OK(cua_config_from_env(&cfg));
     CHECK(cfg.limit == (size_t)1 << 30);
-    CHECK(cfg.flags == (CUA_ARENA_CHECK_ALWAYS | CUA_ARENA_NO_FOOTPRINT_CAP));
+    CHECK(set_flags(&cfg) == (CUA_ARENA_CHECK_ALWAYS | CUA_ARENA_NO_FOOTPRINT_CAP));
     CHECK(cfg.device == before.device);
 
     /* read again on every call: a change is seen at once */

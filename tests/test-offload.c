@@ -332,3 +332,66 @@ TEST(offload_and_restore_are_events)
     CHECK_OK(cua_set_event_callback(NULL, NULL));
     CHECK_OK(world_end(&w));
 }
+
+/* CUA_ARENA_SCRUB: the data is back in place, and no copy of it stays in the
+ * host image kept for the next offload, nor in the staging buffers. Without
+ * the flag both still hold it (what the option is for). */
+TEST(scrub_leaves_no_host_copy)
+{
+    for (int scrub = 0; scrub <= 1; scrub++) {
+        world w;
+        CHECK_OK(world_make(&w, false, false));
+        if (scrub) w.a->cfg.flags |= CUA_ARENA_SCRUB;
+        CHECK_OK(cua_arena_offload(w.a));
+        size_t bytes = w.a->image.bytes;
+        CHECK_OK(cua_arena_restore(w.a));
+        CHECK(world_bad(&w) == -1);
+        const unsigned char *img = w.a->spare_image;
+        CHECK(img != NULL);
+        size_t nonzero = 0;
+        for (size_t k = 0; k < bytes; k += 61) nonzero += img[k] != 0;
+        for (int i = 0; i < 2; i++)
+            for (size_t k = 0; k < w.bk->stage_bytes; k += 4093) nonzero += ((unsigned char *)w.bk->stage[i])[k] != 0;
+        CHECK(scrub ? nonzero == 0 : nonzero > 0);
+        CHECK_OK(world_end(&w));
+    }
+}
+
+/* CUA_ARENA_POISON: a block freed with no other stream using it reads 0xDE at
+ * once (host backend); one used on another stream keeps its bytes until that
+ * stream is done (poisoning it would race with the other stream's work). */
+TEST(poison_fills_freed_blocks)
+{
+    cua_host_config hc;
+    cua_host_config_init(&hc);
+    hc.capacity = 64 * MiB;
+    hc.manual_events = 1;
+    cua_backend *bk;
+    CHECK_OK(cua_backend_host_create(&hc, &bk));
+    cua_arena *a;
+    CHECK_OK(cua_arena_create_conf("poisoned", "poison:1", &a));
+    CHECK_OK(cua_arena_destroy(a, 0));
+    cua_arena_config cfg;
+    cua_arena_config_init(&cfg);
+    cfg.backend = bk;
+    cfg.flags = CUA_ARENA_POISON;
+    CHECK_OK(cua_arena_create(&cfg, &a));
+    unsigned char *p, *q;
+    CHECK_OK(cua_arena_alloc(a, 100000, 0, (void **)&p));
+    CHECK_OK(cua_arena_alloc(a, 100000, 0, (void **)&q));
+    memset(p, 0x11, 100000);
+    memset(q, 0x22, 100000);
+    CHECK_OK(cua_record_stream(q, 0x100));
+    cua_stats s0, s1;
+    CHECK_OK(cua_arena_get_stats(a, &s0));
+    CHECK_OK(cua_free(p));
+    CHECK_OK(cua_free(q));
+    CHECK_OK(cua_arena_get_stats(a, &s1));
+    CHECK(p[0] == CUA_POISON_BYTE && p[99999] == CUA_POISON_BYTE);
+    CHECK(q[0] == 0x22 && q[99999] == 0x22);
+    CHECK(s1.calls[CUA_CALL_FILL] == s0.calls[CUA_CALL_FILL] + 1);
+    CHECK_ARENA(a);
+    CHECK_OK(cua_host_stream_complete(bk, 0x100));
+    CHECK_OK(cua_arena_destroy(a, 0));
+    CHECK_OK(cua_backend_destroy(bk));
+}
