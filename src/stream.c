@@ -248,19 +248,37 @@ cua_status _cua_stream_defer(cua_arena *a, cua_block *b)
     return first;
 }
 
+/* A use whose stream could be neither recorded nor synchronised at the free:
+ * an event recorded now orders after everything queued before the free too,
+ * so it stands in for the one that failed (in `*ev`); blocking, the stream is
+ * synchronised if even that fails. True when the use is covered. */
+static bool catch_up(cua_arena *a, cua_event *ev, cua_stream stream, bool blocking, cua_status *st)
+{
+    cua_event e = 0;
+    if (event_get(a, &e) == CUA_OK) {
+        if (_cua_bk_event_record(a->bk, &a->cs, e, stream) == CUA_OK) {
+            *ev = e;
+            return true;
+        }
+        event_put(a, e);
+    }
+    if (!blocking) return false;
+    cua_status q = _cua_bk_stream_sync(a->bk, &a->cs, stream);
+    if (q != CUA_OK) *st = q;
+    return q == CUA_OK;
+}
+
 /* True when every event of the block has completed (each completed one is recycled). */
 static bool uses_done(cua_arena *a, cua_block *b, bool blocking, cua_status *st)
 {
     cua_uses *u = b->uses;
     bool done = true;
     for (uint32_t i = 0; i < u->n; i++) {
-        if (u->use[i].unsynced) {
-            cua_status q = blocking ? _cua_bk_stream_sync(a->bk, &a->cs, u->use[i].stream) : CUA_ERR_BUSY;
-            if (q == CUA_OK) u->use[i].unsynced = false;
-            else if (q != CUA_ERR_BUSY) *st = q;
-            done = done && q == CUA_OK;
+        if (u->use[i].unsynced && !catch_up(a, &u->use[i].ev, u->use[i].stream, blocking, st)) {
+            done = false;
             continue;
         }
+        u->use[i].unsynced = false;
         if (!u->use[i].ev) continue;
         cua_status q = blocking ? _cua_bk_event_sync(a->bk, &a->cs, u->use[i].ev)
                                 : _cua_bk_event_query(a->bk, &a->cs, u->use[i].ev);

@@ -626,6 +626,10 @@ static void settle(void)
         free_live(W.live[W.nlive - 1].p);
         drop_block(W.nlive - 1);
     }
+    /* A first trim lets frees whose streams could not be waited for record
+     * their events now (as any later call does); then the streams' work ends. */
+    for (int i = 0; i < NARENAS; i++)
+        if (W.s[i].a && cua_arena_trim(W.s[i].a, 0, NULL) != CUA_OK) die("trim at the end", NULL);
     for (int s = 0; s < NSTREAMS; s++) cua_host_stream_complete(W.host, streams[s]);
     for (int i = 0; i < NARENAS; i++) {
         if (!W.s[i].a) continue;
