@@ -363,6 +363,17 @@ typedef enum cua_backend_kind {
  */
 #define CUA_ARENA_SCRUB 0x10u
 
+/**
+ * Register the arena's range and every live block with NVTX (the memory
+ * extension: a heap of sub-allocations and its regions), so that
+ * compute-sanitizer memcheck (--nvtx yes) sees each block as an allocation of
+ * its own and reports an access past its end into a neighbour. Expandable
+ * (VMM) arenas of builds with the CUDA toolkit; one NVTX call per alloc and
+ * free (cheap when no tool is attached). Also on when NVTX_INJECTION64_PATH
+ * is set (a tool injects NVTX).
+ */
+#define CUA_ARENA_NVTX 0x20u
+
 /** The byte freed blocks are filled with under CUA_ARENA_POISON. */
 #define CUA_POISON_BYTE 0xDE
 

@@ -13,6 +13,7 @@
  * streams when it must, and fails only when live data itself would pass it.
  */
 #include "arena.h"
+#include "nvtx.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -127,6 +128,7 @@ cua_status _cua_arena_create(const cua_arena_config *cfg_in, cua_arena **out)
     a->magic = CUA_ARENA_MAGIC;
     a->alive = 1;
     atomic_fetch_add(&a->bk->users, 1);
+    _cua_nvtx_open(a);
     *out = a;
     return CUA_OK;
 }
@@ -370,6 +372,7 @@ cua_status _cua_arena_alloc_locked(cua_arena *a, size_t size, cua_stream stream,
     a->alloc_count++;
     if (a->live_bytes > a->peak_live) a->peak_live = a->live_bytes;
     *out = (void *)_cua_seg_addr(&a->seg, b->off);
+    if (CUA_UNLIKELY(a->nvtx_heap)) _cua_nvtx_alloc(a, *out, size);
     if (a->cfg.flags & CUA_ARENA_CHECK_ALWAYS) return _cua_arena_check_locked(a);
     return CUA_OK;
 }
@@ -426,6 +429,7 @@ cua_status _cua_arena_free_locked(cua_arena *a, void *ptr)
         cua_assert(st != CUA_OK);
         return st;
     }
+    if (CUA_UNLIKELY(a->nvtx_heap)) _cua_nvtx_free(a, ptr);
     cua_status st;
     a->live_bytes -= b->req;
     a->live_blocks--;
@@ -554,6 +558,7 @@ cua_status _cua_arena_destroy_locked(cua_arena *a, unsigned flags)
         free(b->uses);
         b->uses = NULL;
     }
+    _cua_nvtx_close(a);
     st = _cua_seg_fini(&a->seg);
     if (st != CUA_OK && first == CUA_OK) first = st;
     _cua_heap_fini(&a->heap);

@@ -58,6 +58,7 @@ struct cua_arena {
     bool owns_bk;
     cua_arena_config cfg;    /* name points to `name` */
     cua_segment seg;
+    void *nvtx_heap;         /* CUA_ARENA_NVTX: the NVTX heap of the range (nvtx.c) */
     cua_heap heap;
     cua_streams streams;
     cua_callstats cs;

@@ -190,7 +190,7 @@ static void w_replay(run *r)
 {
     if (!arena(r, 0, "replay", 0, CUA_KEEP_ALL)) return;
     static const size_t sizes[] = { 512, 4096, 3 * U / 2, 300000, 5 * U, 65536, 2 * U + 512, 1024 };
-    for (int round = 0; round < 3; round++) {
+    for (int round = 0; round < 2; round++) {
         for (int k = 0; k < 8; k++) alloc(r, 0, sizes[(k + round) % 8], (cua_stream)(k % 3) * 0x100);
         for (int j = r->nb - 1; j >= 0; j -= 2) release(r, j);
         if (r->nb) ok(r, cua_record_stream(r->b[0].p, 0x200), "record_stream");
@@ -208,9 +208,9 @@ static void w_engine(run *r)
         teardown(r);
         return;
     }
-    for (int i = 0; i < 3; i++) alloc(r, i, (size_t)(3 + i) * U, 0);
-    alloc(r, 1, 7 * U, 0);
-    alloc(r, 3, 8 * U, 0);
+    for (int i = 0; i < 3; i++) alloc(r, i, (size_t)(2 + i) * U, 0);
+    alloc(r, 1, 3 * U, 0);
+    alloc(r, 3, 4 * U, 0);
     for (int req = 0; req < 2; req++) {
         blk *act = alloc(r, 1, 2 * U + 4096, 0);
         alloc(r, 2, U, 0);
@@ -225,10 +225,10 @@ static void w_engine(run *r)
 static void w_offload(run *r)
 {
     if (!arena(r, 0, "weights", 0, CUA_KEEP_ALL)) return;
-    for (int k = 0; k < 12; k++) alloc(r, 0, (size_t)(k % 4 + 1) * U + (size_t)k * 4096, 0);
+    for (int k = 0; k < 6; k++) alloc(r, 0, (size_t)(k % 3 + 1) * U + (size_t)k * 4096, 0);
     release(r, 3);
     offload_restore(r, 0, 0);
-    alloc(r, 0, 3 * U, 0);
+    alloc(r, 0, 2 * U, 0);
     offload_restore(r, 0, 0);
     teardown(r);
 }
