@@ -31,6 +31,7 @@ static const char usage_text[] =
     "  --budget-search       bisect the smallest arena limit that completes the trace\n"
     "  --trim-at PREFIX      trim(keep 0) at markers starting with PREFIX (default teardown)\n"
     "  --check               run cua_arena_check after every event of the metrics run\n"
+    "  --check-every N       ... after every Nth event and at every marker\n"
     "  --fault KIND:N        fail the Nth backend call of KIND (map, create, ...) in the\n"
     "                        metrics run, and report how the arena coped\n"
     "  --timeline N          sample live and mapped bytes of the metrics run about N\n"
@@ -233,7 +234,8 @@ static cua_status replay_with_marks(replay *r, const options *o, result *res)
         cua_status st = replay_event(r, i);
         if (!st) st = sample(r, i, res);
         if (!st && r->t->events[i].op == TRACE_MARK) st = trim_marker(r, i, o->trim_at, res);
-        if (!st && o->check && (st = cua_arena_check(r->arena))) replay_fail(r, i, st);
+        int check = o->check && (i % (size_t)o->check == 0 || r->t->events[i].op == TRACE_MARK);
+        if (!st && check && (st = cua_arena_check(r->arena))) replay_fail(r, i, st);
         if (st) return st;
     }
     return replay_free_rest(r);
@@ -617,6 +619,11 @@ static void parse_args(int argc, char **argv, options *o)
             o->budget_search = 1;
         } else if (strcmp(a, "--check") == 0) {
             o->check = 1;
+        } else if (is_opt(a, "--check-every")) {
+            const char *v = opt_value(argc, argv, &i, "--check-every");
+            long n = strtol(v, &end, 10);
+            if (*v < '1' || *v > '9' || *end || n < 1 || n > 100000000) usage_error("bad --check-every '%s'", v);
+            o->check = (int)n;
         } else if (strcmp(a, "--table") == 0) {
             o->table = 1;
         } else if (a[0] == '-' && a[1]) {

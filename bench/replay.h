@@ -15,7 +15,7 @@ typedef struct options {
     int repeat;
     int budget_search;
     const char *trim_at;
-    int check;
+    int check;              /* run the checker every this many events (and at markers); 0 never */
     int table;
     const char *fault;      /* the KIND:N text, or NULL */
     uint64_t timeline;      /* --timeline: about this many samples; 0 none */
