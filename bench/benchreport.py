@@ -177,6 +177,13 @@ def all_tables(rows, meta):
 
 # ---- plots ---------------------------------------------------------------------------
 
+def save(fig, path):
+    fig.tight_layout()
+    fig.savefig(path, format="svg")
+    plt.close(fig)
+    return True
+
+
 def plot_timeline(trace, rows, meta, path):
     _, allocs = order(rows, meta)
     idx = index(rows)
@@ -196,10 +203,7 @@ def plot_timeline(trace, rows, meta, path):
     ax.set_title("%s: mapped and live over the trace" % trace)
     ax.legend(fontsize=8, loc="best")
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, format="svg")
-    plt.close(fig)
-    return True
+    return save(fig, path)
 
 
 def plot_summary(rows, meta, path):
@@ -223,10 +227,7 @@ def plot_summary(rows, meta, path):
         a1.set_ylim(bottom=min(1.0, min(low)) * 0.98)
     a2.set_yscale("log")
     a1.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, format="svg")
-    plt.close(fig)
-    return True
+    return save(fig, path)
 
 
 def write_plots(out, rows, meta):
