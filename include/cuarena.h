@@ -440,7 +440,10 @@ CUA_API cua_status cua_free(void *ptr);
 /**
  * Record that the live block `ptr` is used on `stream` as well as on the stream
  * it was allocated on. When freed, it is handed out again only after the work
- * queued on every such stream before the free has completed.
+ * queued on every such stream before the free has completed. The stream must
+ * stay valid until then (as CUDA's allocators ask): in the rare case that at
+ * the free neither an event could be recorded on it nor it be synchronised,
+ * cuarena records that event on it at a later call.
  * Returns CUA_OK, CUA_ERR_INVALID_POINTER, CUA_ERR_DOUBLE_FREE,
  * CUA_ERR_DESTROYED, CUA_ERR_OUT_OF_MEMORY (host memory).
  */

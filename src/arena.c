@@ -316,7 +316,8 @@ static cua_status alloc_once(cua_arena *a, uint32_t tag, uint64_t asize, cua_blo
     b = _cua_heap_take(&a->heap, b, asize, tag, &free_tag);
     if (!b) return _cua_error(CUA_ERR_OUT_OF_MEMORY, "no host memory for a block descriptor");
     uint64_t missing = _cua_seg_acquire(&a->seg, b->off, b->size);
-    cua_status st = missing ? grow(a, b, missing) : CUA_OK;
+    bool grant = _cua_seg_lacks_access(&a->seg, b->off, b->size); /* nearly never */
+    cua_status st = missing || grant ? grow(a, b, missing) : CUA_OK;
     if (st == CUA_OK) st = _cua_heap_map_insert(&a->heap, b);
     if (st != CUA_OK) { /* undo: the pages it acquired, then the cut */
         _cua_seg_release(&a->seg, b->off, b->size, a->seq);

@@ -89,7 +89,12 @@ cua_status _cua_bk_retry_graves(cua_backend *b)
     size_t n = atomic_load(&b->ngraves), kept = 0;
     cua_status first = CUA_OK;
     for (size_t i = 0; i < n; i++) { /* in the order buried: mappings before their range */
-        cua_status st = retry_grave(b, &b->graves[i]);
+        cua_grave *g = &b->graves[i];
+        /* A range is given back only once no mapping buried before it remains in it. */
+        bool blocked = false;
+        for (size_t j = 0; g->kind == CUA_CALL_UNRESERVE && j < kept && !blocked; j++)
+            blocked = b->graves[j].kind == CUA_CALL_UNMAP && b->graves[j].addr - g->addr < g->size;
+        cua_status st = blocked ? CUA_ERR_BUSY : retry_grave(b, g);
         if (st == CUA_OK) continue;
         if (first == CUA_OK) first = st;
         b->graves[kept++] = b->graves[i];

@@ -145,7 +145,7 @@ static cua_status check_chunks(const cua_arena *a)
     if (seg->kept.n || seg->keep_handles)
         st = _cua_error(CUA_ERR_CORRUPT, "%zu unmapped handles are kept outside a growth",
                         seg->kept.n);
-    uint64_t mapped = 0, idle = 0, chunks = 0;
+    uint64_t mapped = 0, idle = 0, chunks = 0, noaccess = 0;
     for (uint32_t p = 0; p < seg->npages && st == CUA_OK;) {
         const cua_chunk *c = seg->pages[p];
         if (!c) {
@@ -172,11 +172,15 @@ static cua_status check_chunks(const cua_arena *a)
                             p, c->busy, c->idle_prev ? "on" : "not on");
         mapped += (uint64_t)c->npages << seg->gshift;
         if (!c->busy) idle += (uint64_t)c->npages << seg->gshift;
+        noaccess += c->noaccess;
         chunks++;
         p += c->npages;
     }
     free(busy);
     if (st != CUA_OK) return st;
+    if (noaccess != seg->noaccess_chunks)
+        FAIL("%llu chunks lack access, the segment counts %u", (unsigned long long)noaccess,
+             seg->noaccess_chunks);
     if (mapped != seg->mapped_bytes || idle != seg->idle_bytes || chunks != seg->nchunks)
         FAIL("chunks map %llu bytes (%llu idle, %llu chunks), the segment counts %llu (%llu, %llu)",
              (unsigned long long)mapped, (unsigned long long)idle, (unsigned long long)chunks,

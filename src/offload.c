@@ -188,7 +188,8 @@ static cua_status copy_image(cua_arena *a, bool to_host)
         if (st == CUA_OK) st = ds;
     }
     _cua_crew_stop(&crew);
-    if (a->cfg.flags & CUA_ARENA_SCRUB) /* what passed through them: gone too */
+    if (st == CUA_OK && (a->cfg.flags & CUA_ARENA_SCRUB)) /* what passed through them: gone too
+                                                          * (not while a failed copy may still run) */
         for (int i = 0; i < 2; i++) memset(a->bk->stage[i], 0, a->bk->stage_bytes);
     _cua_stage_put(a->bk);
     return st;
@@ -242,7 +243,8 @@ static cua_status map_live(cua_arena *a)
     for (b = a->heap.first; b; b = b->next) {
         if (b->state != CUA_BLOCK_LIVE) continue;
         uint64_t missing = _cua_seg_acquire(&a->seg, b->off, b->size);
-        if (missing) st = _cua_seg_map(&a->seg, b->off, b->size);
+        if (missing || _cua_seg_lacks_access(&a->seg, b->off, b->size))
+            st = _cua_seg_map(&a->seg, b->off, b->size);
         if (st != CUA_OK) {
             _cua_seg_release(&a->seg, b->off, b->size, a->seq); /* its claims on mapped chunks */
             failed = b;

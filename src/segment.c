@@ -47,6 +47,10 @@ static cua_chunk *chunk_new(cua_segment *seg)
 
 static void chunk_free(cua_segment *seg, cua_chunk *c)
 {
+    if (c->noaccess) {
+        c->noaccess = false;
+        seg->noaccess_chunks--;
+    }
     c->idle_next = seg->spare;
     seg->spare = c;
 }
@@ -316,6 +320,7 @@ static cua_status unmap_chunk(cua_segment *seg, cua_chunk *c)
 cua_status _cua_seg_fini(cua_segment *seg)
 {
     cua_status first = CUA_OK;
+    size_t buried_maps = 0;
     if (!seg->pages) return CUA_OK;
     for (uint32_t p = 0; p < seg->npages;) {
         cua_chunk *c = seg->pages[p];
@@ -329,6 +334,7 @@ cua_status _cua_seg_fini(cua_segment *seg)
         if (st != CUA_OK && seg->pages[c->first]) st = unmap_chunk(seg, c); /* one more try */
         if (st != CUA_OK && first == CUA_OK) first = st;
         if (seg->pages[c->first]) { /* still mapped: the backend retries it later */
+            buried_maps++;
             size_t len = (size_t)c->npages << seg->gshift;
             cua_grave g = {.kind = seg->novmm ? CUA_CALL_FREE : CUA_CALL_UNMAP, .size = len, .h = c->handle,
                            .addr = seg->novmm ? c->addr : seg->base + ((uintptr_t)c->first << seg->gshift)};
@@ -356,7 +362,12 @@ cua_status _cua_seg_fini(cua_segment *seg)
                                           .size = seg->zombies.v[i].size}, st);
     free(seg->zombies.v);
     free(seg->byaddr);
-    st = seg->novmm ? CUA_OK : _cua_bk_unreserve(seg->bk, seg->cs, seg->base, seg->size);
+    if (!seg->novmm && buried_maps) { /* never free a range with a mapping still in it */
+        _cua_bk_bury(seg->bk, (cua_grave){.kind = CUA_CALL_UNRESERVE, .addr = seg->base, .size = seg->size}, first);
+        st = CUA_OK;
+    } else {
+        st = seg->novmm ? CUA_OK : _cua_bk_unreserve(seg->bk, seg->cs, seg->base, seg->size);
+    }
     if (st != CUA_OK) {
         if (first == CUA_OK) first = st;
         if (_cua_bk_unreserve(seg->bk, seg->cs, seg->base, seg->size) != CUA_OK)
@@ -387,11 +398,26 @@ static uint64_t walk(cua_segment *seg, uint64_t off, uint64_t len, bool acquire)
             p++;
             continue;
         }
-        if (CUA_UNLIKELY(c->noaccess)) missing += (uint64_t)c->npages << seg->gshift;
         if (acquire && c->busy++ == 0) idle_remove(seg, c);
         p = c->first + c->npages;
     }
     return missing;
+}
+
+bool _cua_seg_lacks_access(const cua_segment *seg, uint64_t off, uint64_t len)
+{
+    if (CUA_LIKELY(seg->noaccess_chunks == 0)) return false;
+    uint32_t p = _cua_seg_page(seg, off), last = _cua_seg_page(seg, off + len - 1);
+    while (p <= last) {
+        const cua_chunk *c = seg->pages[p];
+        if (!c) {
+            p++;
+            continue;
+        }
+        if (c->noaccess) return true;
+        p = c->first + c->npages;
+    }
+    return false;
 }
 
 uint64_t _cua_seg_acquire(cua_segment *seg, uint64_t off, uint64_t len)
@@ -491,8 +517,13 @@ static void unmap_new(cua_segment *seg, uint32_t p0, uint32_t p1, const uint8_t 
             continue;
         }
         p = c->first + c->npages;
-        if (unmap_chunk(seg, c) == CUA_OK) chunk_free(seg, c);
-        else c->noaccess = chunk_access(seg, c) != CUA_OK;
+        /* (unmapped but its release failed: the handle is a zombie, the chunk goes) */
+        if (unmap_chunk(seg, c) == CUA_OK || seg->pages[c->first] != c) {
+            chunk_free(seg, c);
+        } else if (chunk_access(seg, c) != CUA_OK) {
+            c->noaccess = true;
+            seg->noaccess_chunks++;
+        }
     }
 }
 
@@ -509,6 +540,7 @@ static cua_status grant_noaccess(cua_segment *seg, uint32_t p0, uint32_t p1)
             cua_status st = chunk_access(seg, c);
             if (st != CUA_OK) return st;
             c->noaccess = false;
+            seg->noaccess_chunks--;
         }
         p = c->first + c->npages;
     }
@@ -527,7 +559,7 @@ cua_status _cua_seg_map(cua_segment *seg, uint64_t off, uint64_t len)
     if (!was) return _cua_error(CUA_ERR_OUT_OF_MEMORY, "no host memory to map %u pages", p1 - p0);
     for (uint32_t p = p0; p < p1; p++) was[p - p0] = seg->pages[p] == NULL;
 
-    cua_status st = grant_noaccess(seg, p0, p1);
+    cua_status st = seg->noaccess_chunks ? grant_noaccess(seg, p0, p1) : CUA_OK;
     for (uint32_t p = p0; p < p1 && st == CUA_OK;) {
         if (!was[p - p0]) {
             p++;

@@ -65,6 +65,7 @@ typedef struct cua_segment {
     uint64_t mapped_bytes;
     uint64_t idle_bytes;      /* bytes of idle chunks */
     uint64_t nchunks;
+    uint32_t noaccess_chunks; /* chunks marked noaccess (nearly always 0) */
     cua_chunk idle;           /* sentinel of the idle list: idle.idle_next is the oldest */
     cua_chunk *spare;         /* free chunk descriptors */
     cua_chunk **slabs;        /* where descriptors come from (freed by fini) */
@@ -100,8 +101,12 @@ cua_status _cua_seg_fini(cua_segment *seg);
 
 /* Count a new live block on the mapped chunks of [off, off + len): busy++,
  * idle chunks leave the idle list. Returns the bytes of pages still unmapped
- * in the range, or mapped without access (those need _cua_seg_map too). */
+ * in the range (chunks without access need _cua_seg_map too: see
+ * _cua_seg_lacks_access). */
 uint64_t _cua_seg_acquire(cua_segment *seg, uint64_t off, uint64_t len);
+/* Whether a chunk over [off, off + len) lacks access (then _cua_seg_map
+ * grants it). Free when no chunk lacks it. */
+bool _cua_seg_lacks_access(const cua_segment *seg, uint64_t off, uint64_t len);
 /* Bytes of unmapped pages in [off, off + len) (read only). */
 uint64_t _cua_seg_missing(const cua_segment *seg, uint64_t off, uint64_t len);
 /* Undo _cua_seg_acquire / drop a block that leaves: busy--, chunks reaching 0
