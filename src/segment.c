@@ -404,9 +404,8 @@ static uint64_t walk(cua_segment *seg, uint64_t off, uint64_t len, bool acquire)
     return missing;
 }
 
-bool _cua_seg_lacks_access(const cua_segment *seg, uint64_t off, uint64_t len)
+bool _cua_seg_lacks_access_walk(const cua_segment *seg, uint64_t off, uint64_t len)
 {
-    if (CUA_LIKELY(seg->noaccess_chunks == 0)) return false;
     uint32_t p = _cua_seg_page(seg, off), last = _cua_seg_page(seg, off + len - 1);
     while (p <= last) {
         const cua_chunk *c = seg->pages[p];

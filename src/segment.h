@@ -106,7 +106,11 @@ cua_status _cua_seg_fini(cua_segment *seg);
 uint64_t _cua_seg_acquire(cua_segment *seg, uint64_t off, uint64_t len);
 /* Whether a chunk over [off, off + len) lacks access (then _cua_seg_map
  * grants it). Free when no chunk lacks it. */
-bool _cua_seg_lacks_access(const cua_segment *seg, uint64_t off, uint64_t len);
+bool _cua_seg_lacks_access_walk(const cua_segment *seg, uint64_t off, uint64_t len);
+static inline bool _cua_seg_lacks_access(const cua_segment *seg, uint64_t off, uint64_t len)
+{
+    return CUA_UNLIKELY(seg->noaccess_chunks != 0) && _cua_seg_lacks_access_walk(seg, off, len);
+}
 /* Bytes of unmapped pages in [off, off + len) (read only). */
 uint64_t _cua_seg_missing(const cua_segment *seg, uint64_t off, uint64_t len);
 /* Undo _cua_seg_acquire / drop a block that leaves: busy--, chunks reaching 0

@@ -214,44 +214,11 @@ cua_status _cua_stream_add_use(cua_arena *a, cua_block *b, cua_stream stream)
     return CUA_OK;
 }
 
-cua_status _cua_stream_defer(cua_arena *a, cua_block *b)
-{
-    cua_uses *u = b->uses;
-    cua_status first = CUA_OK;
-    for (uint32_t i = 0; i < u->n; i++) {
-        cua_event ev = 0;
-        cua_status st = event_get(a, &ev);
-        if (st == CUA_OK) {
-            st = _cua_bk_event_record(a->bk, &a->cs, ev, u->use[i].stream);
-            if (st == CUA_OK) {
-                u->use[i].ev = ev;
-                continue;
-            }
-            event_put(a, ev);
-        }
-        /* No event: wait for the stream now, which is always safe. When even
-         * that fails, the block is pending all the same, until a blocking poll
-         * can synchronise the stream (it is never handed out before). */
-        cua_status sy = _cua_bk_stream_sync(a->bk, &a->cs, u->use[i].stream);
-        if (sy != CUA_OK) {
-            u->use[i].unsynced = true;
-            if (first == CUA_OK) first = sy;
-        }
-    }
-    b->state = CUA_BLOCK_PENDING;
-    b->fnext = a->streams.pending;
-    b->fprev = NULL;
-    if (a->streams.pending) a->streams.pending->fprev = b;
-    a->streams.pending = b;
-    a->streams.pending_bytes += b->size;
-    a->streams.pending_blocks++;
-    return first;
-}
-
-/* A use whose stream could be neither recorded nor synchronised at the free:
- * an event recorded now orders after everything queued before the free too,
- * so it stands in for the one that failed (in `*ev`); blocking, the stream is
- * synchronised if even that fails. True when the use is covered. */
+/* Cover a use of a freed block by its stream: an event recorded on it now (in
+ * `*ev`; at the free, or later for a use whose stream could be neither
+ * recorded nor synchronised then: an event recorded later orders after the
+ * same work); blocking, the stream synchronised if even that fails (the first
+ * failure in *st). True when the use is covered. */
 static bool catch_up(cua_arena *a, cua_event *ev, cua_stream stream, bool blocking, cua_status *st)
 {
     cua_event e = 0;
@@ -264,8 +231,27 @@ static bool catch_up(cua_arena *a, cua_event *ev, cua_stream stream, bool blocki
     }
     if (!blocking) return false;
     cua_status q = _cua_bk_stream_sync(a->bk, &a->cs, stream);
-    if (q != CUA_OK) *st = q;
+    if (q != CUA_OK && *st == CUA_OK) *st = q;
     return q == CUA_OK;
+}
+
+cua_status _cua_stream_defer(cua_arena *a, cua_block *b)
+{
+    cua_uses *u = b->uses;
+    cua_status first = CUA_OK;
+    /* An event per other stream, else a wait for it now, which is always safe.
+     * When even that fails, the block is pending all the same: a later poll
+     * records the event (it is never handed out before). */
+    for (uint32_t i = 0; i < u->n; i++)
+        u->use[i].unsynced = !catch_up(a, &u->use[i].ev, u->use[i].stream, true, &first);
+    b->state = CUA_BLOCK_PENDING;
+    b->fnext = a->streams.pending;
+    b->fprev = NULL;
+    if (a->streams.pending) a->streams.pending->fprev = b;
+    a->streams.pending = b;
+    a->streams.pending_bytes += b->size;
+    a->streams.pending_blocks++;
+    return first;
 }
 
 /* True when every event of the block has completed (each completed one is recycled). */
