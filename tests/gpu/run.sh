@@ -17,7 +17,10 @@
 #   CUA_GPU_HARNESS    1, 140 or 1,140: build, then only the benchmark harness at
 #                      those scales (bench/cuarena-bench: every allocator, the
 #                      bundled traces at scale 1, the generated scenarios); each
-#                      report comes back as report-sS.tar.gz
+#                      report comes back as report-sS.tar.gz; CUA_GPU_ALLOCATORS
+#                      and CUA_GPU_SCENARIOS narrow it (cuarena-bench's --allocators,
+#                      --scenarios), CUA_GPU_HARNESS_SECONDS stops each scale's run
+#                      after that long with the allocators it finished
 #   CUA_GPU_PROBE      set to 1 to measure what offload's copies are made of
 #                      (tests/gpu/probe-copy.c, probe-offload.c)
 #   CUA_GPU_PIN        CPU the timed replays' calling thread runs on (default 2;
@@ -98,8 +101,13 @@ if [[ -n ${CUA_GPU_HARNESS:-} ]]; then
     export CUA_BENCH_PIN=${CUA_GPU_PIN:-2}
     for s in ${CUA_GPU_HARNESS//,/ }; do
         extra=(); [[ $s == 1 ]] || extra=(--no-bundled)
-        run harness-s"$s" python3 bench/cuarena-bench --build build-gpu --out build-gpu/report-s"$s" \
-            --scale "$s" --repeat "$repeat" "${extra[@]}"
+        [[ -n ${CUA_GPU_ALLOCATORS:-} ]] && extra+=(--allocators "$CUA_GPU_ALLOCATORS")
+        [[ -n ${CUA_GPU_SCENARIOS+x} ]] && extra+=(--scenarios "$CUA_GPU_SCENARIOS")
+        # A time limit stops the harness with what it has (it writes its results
+        # after each allocator); the report is then made again here with --report-only.
+        lim=(); [[ -n ${CUA_GPU_HARNESS_SECONDS:-} ]] && lim=(timeout -s INT "$CUA_GPU_HARNESS_SECONDS")
+        run harness-s"$s" "${lim[@]}" python3 bench/cuarena-bench --build build-gpu \
+            --out build-gpu/report-s"$s" --scale "$s" --repeat "$repeat" "${extra[@]}"
         rm -rf build-gpu/report-s"$s"/traces
         tar -czf "$out/report-s$s.tar.gz" -C build-gpu report-s"$s"
     done
