@@ -11,7 +11,7 @@
  * speedup over one thread. The arena is checked empty afterwards.
  *
  *   cuarena-mt [--mode cuarena|async] [--backend host|cuda] [--threads 1,2,4]
- *              [--ops N] [--window W] [--sizes TRACE]
+ *              [--ops N] [--window W] [--sizes TRACE] [--conf OPTIONS]
  *
  * Exit status: 0 ok, 1 an allocation failed or memory was left behind,
  * 2 usage or input error, 77 the CUDA pieces asked for are not there.
@@ -41,12 +41,13 @@ static const char usage_text[] =
     "  --threads LIST         thread counts, comma-separated (default 1,2,4,8,16)\n"
     "  --ops N                ops (alloc + free) per thread (default 200000)\n"
     "  --window W             live blocks per thread (default 64)\n"
+    "  --conf STRING          arena options (CUARENA_CONF syntax), e.g. thread_cache:off\n"
     "  --sizes FILE           draw sizes from this trace's allocations\n"
     "                         (default bench/traces/gpt2_generate.catrace.gz)\n";
 
 typedef struct options {
     int async;
-    const char *backend, *sizes;
+    const char *backend, *sizes, *conf;
     int threads[16], n_threads;
     long ops, window;
 } options;
@@ -163,6 +164,8 @@ static void parse(int argc, char **argv, options *o)
             o->backend = v;
         } else if (!strcmp(a, "--sizes") && v) {
             o->sizes = v;
+        } else if (!strcmp(a, "--conf") && v) {
+            o->conf = v;
         } else if (!strcmp(a, "--ops") && v && (o->ops = atol(v)) > 0) {
         } else if (!strcmp(a, "--window") && v && (o->window = atol(v)) > 0) {
         } else if (!strcmp(a, "--threads") && v) {
@@ -235,6 +238,7 @@ int main(int argc, char **argv)
         cua_arena_config_init(&cfg);
         cfg.name = "mt";
         cfg.backend = bk;
+        if (st == CUA_OK && o.conf) st = cua_config_parse(o.conf, &cfg);
         if (st == CUA_OK) st = cua_arena_create(&cfg, &s.arena);
         if (st != CUA_OK) {
             fprintf(stderr, "cuarena-mt: %s\n", cua_last_error());
@@ -248,9 +252,9 @@ int main(int argc, char **argv)
         run(&s, o.threads[i], streams, &ok); /* warm-up: the arena's pages, the pool */
         double ops = run(&s, o.threads[i], streams, &ok);
         if (i == 0 || o.threads[i] == 1) base = ops / o.threads[i];
-        printf("{\"allocator\":\"%s\",\"backend\":\"%s\",\"threads\":%d,\"ops_per_s\":%.0f,"
+        printf("{\"allocator\":\"%s\",\"conf\":\"%s\",\"backend\":\"%s\",\"threads\":%d,\"ops_per_s\":%.0f,"
                "\"ops_per_s_per_thread\":%.0f,\"speedup_over_one\":%.2f,\"failures\":%d}\n",
-               who, o.async ? "cuda" : o.backend, o.threads[i], ops, ops / o.threads[i],
+               who, o.conf ? o.conf : "", o.async ? "cuda" : o.backend, o.threads[i], ops, ops / o.threads[i],
                base > 0 ? ops / base : 0, ok ? 0 : 1);
         if (!ok) status = 1;
     }

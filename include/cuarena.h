@@ -324,7 +324,29 @@ typedef struct cua_arena_config {
     unsigned flags;
     /** Where memory comes from when `backend` is NULL (a cua_backend_kind). */
     int backend_kind;
+    /** Per-thread caches of freed small blocks (a cua_thread_cache_mode):
+     *  a thread's free of a block it allocated, and its next allocation of
+     *  that size class on the same stream, then take no arena lock, so many
+     *  threads on one arena scale. CUA_THREAD_CACHE_AUTO (default) turns them
+     *  on once threads are seen waiting for the arena's lock. Off when the
+     *  arena poisons, checks always, or registers blocks with NVTX. */
+    int thread_cache;
+    /** Most bytes one thread's cache holds for this arena; 0: 8 MiB. */
+    size_t thread_cache_bytes;
+    /** Largest block a thread cache keeps; 0: 1 MiB. */
+    size_t thread_cache_max;
 } cua_arena_config;
+
+/** cua_arena_config.thread_cache. Blocks waiting in thread caches count as
+ *  free in the statistics; the peak of live bytes counts them as live (it is
+ *  kept where the arena's lock is taken), so it can exceed the true peak by
+ *  at most what the caches hold. Trims, offloads, walks and out-of-memory
+ *  retries empty every thread's cache first. */
+typedef enum cua_thread_cache_mode {
+    CUA_THREAD_CACHE_AUTO = 0, /**< on once the arena's lock is contended */
+    CUA_THREAD_CACHE_ON = 1,   /**< on from the start */
+    CUA_THREAD_CACHE_OFF = 2,  /**< never: every call takes the arena's lock */
+} cua_thread_cache_mode;
 
 /** cua_arena_config.backend_kind: the backend of an arena created without one. */
 typedef enum cua_backend_kind {

@@ -4,6 +4,7 @@
  * layers below.
  */
 #include "arena.h"
+#include "tcache.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -202,20 +203,41 @@ cua_status cua_arena_destroy(cua_arena *a, unsigned flags)
     return leave(a, st);
 }
 
+/* An allocation through the lock, its block then noted in the thread's cache. */
+static cua_status alloc_noted(cua_arena *a, cua_tcache *tc, size_t size, cua_stream stream,
+                              bool final, void **out)
+{
+    cua_status st = _cua_arena_alloc_locked(a, size, stream, final, out);
+    if (!tc || st != CUA_OK) return leave(a, st);
+    uint64_t off = 0;
+    (void)_cua_seg_offset(&a->seg, (uintptr_t)*out, &off);
+    cua_block *b = _cua_heap_map_find(&a->heap, off);
+    uint64_t word = _cua_tc_grant_locked(tc, b, size);
+    st = leave(a, st);
+    if (word) _cua_tc_note(tc, *out, b, word, stream);
+    return st;
+}
+
 cua_status cua_arena_alloc(cua_arena *a, size_t size, cua_stream stream, void **out)
 {
     if (!out) return _cua_error(CUA_ERR_INVALID_ARG, "out is NULL");
     *out = NULL;
+    /* The fast path: a block of this size class that the thread freed on this
+     * stream, from its cache, with no arena lock (tcache.c). */
+    cua_tcache *tc = NULL;
+    if (a && a->magic == CUA_ARENA_MAGIC && atomic_load_explicit(&a->tc_on, memory_order_relaxed)) {
+        tc = _cua_tc_get(a);
+        if (tc && _cua_tc_pop(tc, size, stream, out)) return CUA_OK;
+    }
     cua_status st = enter(a);
     if (st != CUA_OK) return st;
-    st = _cua_arena_alloc_locked(a, size, stream, false, out);
-    if (CUA_LIKELY(st != CUA_ERR_OUT_OF_MEMORY)) return leave(a, st);
+    st = alloc_noted(a, tc, size, stream, false, out);
+    if (CUA_LIKELY(st != CUA_ERR_OUT_OF_MEMORY)) return st;
     /* The device is full: other arenas and the eviction callbacks first
      * (without this arena's lock: they take their own), then once more. */
-    leave(a, st);
     _cua_pressure_relieve(a, size); /* retried either way: streams may have completed meanwhile */
     if ((st = enter(a)) != CUA_OK) return st;
-    st = leave(a, _cua_arena_alloc_locked(a, size, stream, true, out));
+    st = alloc_noted(a, tc, size, stream, true, out);
     if (st == CUA_ERR_OUT_OF_MEMORY) _cua_pressure_report(a, size);
     return st;
 }
@@ -223,7 +245,12 @@ cua_status cua_arena_alloc(cua_arena *a, size_t size, cua_stream stream, void **
 cua_status cua_free(void *ptr)
 {
     if (!ptr) return CUA_OK;
-    cua_arena *a = NULL;
+    cua_arena *a = _cua_addrmap_find((uintptr_t)ptr);
+    /* The fast path: a block this thread handed out goes to its cache. */
+    if (a && atomic_load_explicit(&a->tc_on, memory_order_relaxed)) {
+        cua_tcache *tc = _cua_tc_find(a);
+        if (tc && _cua_tc_push(tc, ptr)) return CUA_OK;
+    }
     cua_status st = enter_ptr(ptr, &a);
     if (st != CUA_OK) return st;
     return leave(a, _cua_arena_free_locked(a, ptr));

@@ -14,6 +14,7 @@
  */
 #include "arena.h"
 #include "nvtx.h"
+#include "tcache.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -113,8 +114,11 @@ cua_status _cua_arena_create(const cua_arena_config *cfg_in, cua_arena **out)
         cfg = *cfg_in;
     else
         cua_arena_config_init(&cfg);
-    cua_arena *a = calloc(1, sizeof *a);
+    /* Aligned for its lock's cache line (arena.h). */
+    size_t bytes = (sizeof(cua_arena) + 63) & ~(size_t)63;
+    cua_arena *a = aligned_alloc(64, bytes);
     if (!a) return _cua_error(CUA_ERR_OUT_OF_MEMORY, "no host memory for an arena");
+    memset(a, 0, bytes);
     snprintf(a->name, sizeof a->name, "%s", cfg.name ? cfg.name : "arena");
     cfg.name = a->name;
     a->device = cfg.device;
@@ -129,6 +133,7 @@ cua_status _cua_arena_create(const cua_arena_config *cfg_in, cua_arena **out)
     a->alive = 1;
     atomic_fetch_add(&a->bk->users, 1);
     _cua_nvtx_open(a);
+    _cua_tc_arena_init(a);
     *out = a;
     return CUA_OK;
 }
@@ -168,6 +173,7 @@ cua_status _cua_arena_trim_locked(cua_arena *a, uint64_t keep, uint64_t *release
      * before, in this arena and left by destroyed ones, too. */
     (void)_cua_seg_retry_zombies(&a->seg);
     (void)_cua_bk_retry_graves(a->bk);
+    _cua_tc_flush_all_locked(a);
     if (a->seg.idle_bytes <= keep) return CUA_OK;
     return trim_idle(a, a->seg.idle_bytes - keep, true, "trim", released);
 }
@@ -353,6 +359,7 @@ cua_status _cua_arena_alloc_locked(cua_arena *a, size_t size, cua_stream stream,
         cua_status ws;
         uint64_t released;
         _cua_stream_poll_pending(a, true, &ws);
+        _cua_tc_flush_all_locked(a);
         trim_idle(a, a->seg.idle_bytes, true, "out_of_memory", &released);
         st = alloc_once(a, tag, asize, &b);
     }
@@ -388,6 +395,15 @@ void _cua_arena_put_free(cua_arena *a, cua_block *b, uint32_t tag)
     _cua_heap_put(&a->heap, b, tag, seq, _cua_arena_one_stream(a));
 }
 
+void _cua_arena_free_cached_locked(cua_arena *a, cua_block *b)
+{
+    _cua_heap_map_remove(&a->heap, b->off);
+    a->live_bytes -= b->req;
+    a->live_blocks--;
+    a->allocated_bytes -= b->size;
+    _cua_arena_put_free(a, b, b->tag);
+}
+
 cua_status _cua_arena_lookup_live(cua_arena *a, const void *ptr, cua_block **out)
 {
     uint64_t off = 0;
@@ -397,6 +413,10 @@ cua_status _cua_arena_lookup_live(cua_arena *a, const void *ptr, cua_block **out
                           "was freed back to the driver, or never handed out)", ptr, a->name);
     cua_block *b = _cua_heap_map_find(&a->heap, off);
     if (CUA_LIKELY(b != NULL)) {
+        if (CUA_UNLIKELY(_cua_tcw_state(atomic_load_explicit(&b->tcw, memory_order_relaxed)) ==
+                         CUA_TCW_CACHED))
+            return _cua_error(CUA_ERR_DOUBLE_FREE, "%p was freed already (it waits in a "
+                              "thread's cache for reuse) in arena '%s'", ptr, a->name);
         *out = b;
         return CUA_OK;
     }
@@ -429,6 +449,13 @@ cua_status _cua_arena_free_locked(cua_arena *a, void *ptr)
         cua_status st = _cua_arena_lookup_live(a, ptr, &b);
         cua_assert(st != CUA_OK);
         return st;
+    }
+    if (CUA_UNLIKELY(atomic_load_explicit(&b->tcw, memory_order_relaxed) & 3) &&
+        !_cua_tc_disown_locked(a, b)) {
+        cua_status st = _cua_heap_map_insert(&a->heap, b); /* (room: it was just taken) */
+        return st != CUA_OK ? st : _cua_error(CUA_ERR_DOUBLE_FREE,
+                                              "%p was freed already (it waits in a thread's "
+                                              "cache for reuse)", ptr);
     }
     if (CUA_UNLIKELY(a->nvtx_heap)) _cua_nvtx_free(a, ptr);
     cua_status st;
@@ -472,6 +499,7 @@ cua_status _cua_arena_record_stream_locked(cua_arena *a, void *ptr, cua_stream s
     cua_block *b = NULL;
     cua_status st = _cua_arena_lookup_live(a, ptr, &b);
     if (st != CUA_OK) return st;
+    (void)_cua_tc_disown_locked(a, b); /* its free must now wait for the stream: the arena's */
     return _cua_stream_add_use(a, b, stream);
 }
 
@@ -502,7 +530,9 @@ cua_status _cua_arena_set_limit_locked(cua_arena *a, size_t limit)
 cua_status _cua_arena_trim_if_idle_locked(cua_arena *a, uint64_t now_ns, uint64_t *released)
 {
     *released = 0;
-    uint64_t ops = a->alloc_count + a->free_count;
+    cua_tc_sums tcs;
+    _cua_tc_sums_locked(a, &tcs);
+    uint64_t ops = a->alloc_count + a->free_count + tcs.allocs + tcs.frees;
     if (ops != a->idle_seen_ops || !a->idle_since_ns) { /* busy since the last look */
         a->idle_seen_ops = ops;
         a->idle_since_ns = now_ns;
@@ -513,12 +543,14 @@ cua_status _cua_arena_trim_if_idle_locked(cua_arena *a, uint64_t now_ns, uint64_
     uint64_t keep = a->cfg.release_threshold == CUA_KEEP_ALL ? 0 : a->cfg.release_threshold;
     cua_status st = CUA_OK;
     if (a->streams.pending) _cua_stream_poll_pending(a, false, &st);
+    _cua_tc_flush_all_locked(a);
     if (a->seg.idle_bytes <= keep) return CUA_OK;
     return trim_idle(a, a->seg.idle_bytes - keep, true, "idle", released);
 }
 
 cua_status _cua_arena_trim_for_pressure_locked(cua_arena *a, uint64_t want, uint64_t *released)
 {
+    _cua_tc_flush_all_locked(a);
     return trim_idle(a, want, true, "pressure", released);
 }
 
@@ -541,6 +573,7 @@ cua_status _cua_arena_set_release_locked(cua_arena *a, size_t bytes)
 
 cua_status _cua_arena_destroy_locked(cua_arena *a, unsigned flags)
 {
+    _cua_tc_flush_all_locked(a); /* blocks the threads' caches hold are not live */
     if (a->live_blocks && !(flags & CUA_DESTROY_FORCE)) {
         char live[32];
         return _cua_error(CUA_ERR_BUSY,
@@ -548,6 +581,7 @@ cua_status _cua_arena_destroy_locked(cua_arena *a, unsigned flags)
                           "CUA_DESTROY_FORCE", a->name, (unsigned long long)a->live_blocks,
                           _cua_fmt_bytes(live, sizeof live, a->live_bytes));
     }
+    _cua_tc_kill_all_locked(a);
     /* Work still queued may use freed memory: wait for it before unmapping. */
     cua_status st = CUA_OK, first = CUA_OK;
     _cua_stream_poll_pending(a, true, &st);

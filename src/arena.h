@@ -47,9 +47,12 @@ typedef struct cua_streams {
 } cua_streams;
 
 struct cua_arena {
-    /* The shell: kept after destroy so stale handles get CUA_ERR_DESTROYED. */
-    cua_lock_t lock;
+    /* The shell: kept after destroy so stale handles get CUA_ERR_DESTROYED.
+     * magic and tc_on are read by every thread's fast path: they share no
+     * cache line with the lock and the counters written under it. */
     uint32_t magic;
+    _Atomic int tc_on;           /* threads may use caches (tcache.c; read without the lock) */
+    _Alignas(64) cua_lock_t lock;
     _Atomic int alive;       /* written under lock; read without it by registry walks */
     char name[CUA_NAME_CAP];
     int device;
@@ -85,6 +88,10 @@ struct cua_arena {
     /* Events of the current call, delivered after the lock is released (api.c). */
     cua_arena_event events[CUA_ARENA_EVENTS];
     unsigned nevents;
+    /* Thread caches (tcache.c): the list and tc_fix under the lock. */
+    struct cua_tcache *tcs;
+    _Atomic uint32_t lock_waits; /* takers that found the lock held (thread_cache auto) */
+    int64_t tc_fix;              /* live bytes: what caches' blocks freed here left behind */
     /* statistics (stats.c reads them) */
     uint64_t live_bytes, live_blocks, allocated_bytes;
     uint64_t peak_live, peak_mapped;
@@ -103,6 +110,8 @@ cua_status _cua_arena_alloc_locked(cua_arena *a, size_t size, cua_stream stream,
  * floor stays). */
 cua_status _cua_arena_trim_for_pressure_locked(cua_arena *a, uint64_t want, uint64_t *released);
 cua_status _cua_arena_free_locked(cua_arena *a, void *ptr);
+/* A block a thread cache held goes back to the heap (tcache.c's flush). */
+void _cua_arena_free_cached_locked(cua_arena *a, cua_block *b);
 cua_status _cua_arena_trim_locked(cua_arena *a, uint64_t keep, uint64_t *released);
 cua_status _cua_arena_set_limit_locked(cua_arena *a, size_t limit);
 cua_status _cua_arena_set_release_locked(cua_arena *a, size_t bytes);
@@ -166,9 +175,10 @@ void _cua_event_now(cua_arena *a, cua_arena_event_kind kind);
 
 /* Take the arena's lock if it is alive (true); a destroyed arena is left
  * unlocked (false). `alive` only changes under the lock. */
+void _cua_arena_lock_wait(cua_arena *a); /* tcache.c: count the wait, then take the lock */
 static inline bool _cua_arena_lock_alive(cua_arena *a)
 {
-    _cua_lock(&a->lock);
+    if (CUA_UNLIKELY(!_cua_trylock(&a->lock))) _cua_arena_lock_wait(a);
     if (CUA_LIKELY(atomic_load_explicit(&a->alive, memory_order_relaxed))) return true;
     _cua_unlock(&a->lock);
     return false;

@@ -76,6 +76,10 @@ static cua_status check_blocks(const cua_arena *a, tally *t)
         } else {
             FAIL("block at %llu has state %u", (unsigned long long)b->off, b->state);
         }
+        /* Only a live block can be a thread cache's (handed out, or cached). */
+        if (b->state != CUA_BLOCK_LIVE && (atomic_load_explicit(&b->tcw, memory_order_relaxed) & 3))
+            FAIL("block at %llu (state %u) is still a thread cache's", (unsigned long long)b->off,
+                 b->state);
     }
     if (pos != h->size) FAIL("blocks cover %llu bytes of %llu", (unsigned long long)pos,
                              (unsigned long long)h->size);

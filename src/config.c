@@ -51,6 +51,9 @@ struct option {
 /* backend_kind's words, in cua_backend_kind's order. */
 static const char *const backend_words[] = {"host", "cuda", "auto", NULL};
 
+/* thread_cache's words, in cua_thread_cache_mode's order. */
+static const char *const thread_cache_words[] = {"auto", "on", "off", NULL};
+
 static const struct option options[] = {
     {.name = "device", .kind = OPT_INT, .offset = FIELD(device),
      .syntax = "integer >= 0", .fallback = "0",
@@ -92,6 +95,16 @@ static const struct option options[] = {
      .syntax = "host, cuda or auto", .fallback = "host (default arenas: auto)",
      .help = "where an arena created without a backend takes memory: a host backend of its "
              "own, the device's shared CUDA backend, or CUDA where the device exists"},
+    {.name = "thread_cache", .kind = OPT_WORD, .offset = FIELD(thread_cache),
+     .words = thread_cache_words, .syntax = "auto, on or off", .fallback = "auto",
+     .help = "per-thread caches of freed small blocks, so threads sharing the arena scale; "
+             "auto: on once threads wait for the arena's lock"},
+    {.name = "thread_cache_bytes", .kind = OPT_SIZE, .offset = FIELD(thread_cache_bytes),
+     .syntax = "size", .fallback = "0 (8 MiB)",
+     .help = "most bytes one thread's cache holds for the arena"},
+    {.name = "thread_cache_max", .kind = OPT_SIZE, .offset = FIELD(thread_cache_max),
+     .syntax = "size", .fallback = "0 (1 MiB)",
+     .help = "largest block a thread cache keeps"},
     {.name = "check", .kind = OPT_FLAG, .flag = CUA_ARENA_CHECK_ALWAYS,
      .syntax = "0 or 1", .fallback = "0",
      .help = "1: run cua_arena_check() after every alloc, free and trim (slow)"},

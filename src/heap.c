@@ -29,6 +29,8 @@ static bool refill(cua_heap *h)
     if (!slab) return false;
     h->slabs[h->nslabs++] = slab;
     for (size_t i = 0; i < CUA_SLAB_BLOCKS; i++) {
+        atomic_init(&slab[i].tcw, 0);
+        slab[i].treq = 0;
         slab[i].fnext = h->spare;
         h->spare = &slab[i];
     }
@@ -40,7 +42,9 @@ static cua_block *block_new(cua_heap *h)
     if (!h->spare && !refill(h)) return NULL;
     cua_block *b = h->spare;
     h->spare = b->fnext;
-    memset(b, 0, sizeof *b);
+    /* Not tcw: a thread may still compare-and-swap a stale word there (and
+     * fail); its generation must go on counting up. */
+    memset(b, 0, offsetof(cua_block, tcw));
     h->nblocks++;
     return b;
 }

@@ -28,6 +28,13 @@ typedef struct cua_block {
     uint32_t tag;                    /* free: stream tag; live: the stream slot it was allocated on */
     uint8_t state;                   /* CUA_BLOCK_* */
     uint8_t bin;                     /* free: its bin */
+    /* Thread caches (tcache.c). Kept when the descriptor is recycled, so a
+     * generation never repeats: tcw = generation << 2 | state, state 0: the
+     * arena's, 1: handed out by a thread's cache (a thread may free it
+     * without the lock), 2: waiting in a thread's cache (free for the user,
+     * live for the heap). treq: the bytes asked for when handed out by a cache. */
+    _Atomic uint64_t tcw;
+    uint64_t treq;
 } cua_block;
 
 #define CUA_BITMAP_WORDS ((CUA_SC_COUNT + 63) / 64)

@@ -92,6 +92,12 @@ static inline void _cua_lock(cua_lock_t *l)
         return;
     _cua_lock_slow(l);
 }
+static inline bool _cua_trylock(cua_lock_t *l)
+{
+    uint32_t expect = 0;
+    return atomic_compare_exchange_strong_explicit(&l->word, &expect, 1, memory_order_acquire,
+                                                   memory_order_relaxed);
+}
 static inline void _cua_unlock(cua_lock_t *l)
 {
     atomic_store_explicit(&l->word, 0, memory_order_release);

@@ -19,6 +19,7 @@
  * pages, so that its first touch costs few page faults.
  */
 #include "arena.h"
+#include "tcache.h"
 #include "copy.h"
 
 #include <stdlib.h>
@@ -213,11 +214,15 @@ cua_status _cua_arena_offload_locked(cua_arena *a, bool keep_data)
     if (a->seg.novmm)
         return _cua_error(CUA_ERR_NOT_SUPPORTED, "arena '%s' takes whole segments (no VMM): "
                           "their addresses cannot be kept through an offload", a->name);
+    /* The threads' caches close first: their blocks return to the heap, and
+     * no thread hands a block out or caches one while the arena is away. */
+    _cua_tc_close_all_locked(a);
     cua_status st = quiesce(a);
     if (st == CUA_OK) st = image_plan(a, keep_data);
     if (st == CUA_OK && keep_data) st = copy_image(a, true);
     if (st != CUA_OK) {
         _cua_image_free(a);
+        _cua_tc_open_all_locked(a);
         return _cua_error_wrap(st, "arena '%s' was not offloaded", a->name);
     }
     a->offloaded = true;
@@ -285,6 +290,7 @@ cua_status _cua_arena_restore_locked(cua_arena *a)
     uint64_t bytes = a->image.discarded ? 0 : a->image.bytes;
     _cua_image_free(a);
     a->offloaded = false;
+    _cua_tc_open_all_locked(a);
     _cua_arena_event(a, CUA_ARENA_RESTORED, "", bytes);
     return CUA_OK;
 }

@@ -3,6 +3,7 @@
  * The fields are declared once, in the table below, for the JSON writer.
  */
 #include "arena.h"
+#include "tcache.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -44,20 +45,28 @@ static uint64_t largest_free_mapped(const cua_arena *a)
 void _cua_stats_read(const cua_arena *a, cua_stats *out)
 {
     memset(out, 0, sizeof *out);
-    out->live_bytes = a->live_bytes;
-    out->live_blocks = a->live_blocks;
-    out->allocated_bytes = a->allocated_bytes;
+    /* The heap counts blocks in threads' caches as live; the caches keep the
+     * corrections (tcache.h). A sum read while threads work may be a little
+     * off, never negative. */
+    cua_tc_sums tc;
+    _cua_tc_sums_locked(a, &tc);
+    int64_t live = (int64_t)a->live_bytes + tc.live, blocks = (int64_t)a->live_blocks + tc.blocks;
+    int64_t alloc = (int64_t)a->allocated_bytes + tc.alloc;
+    out->live_bytes = live > 0 ? (uint64_t)live : 0;
+    out->live_blocks = blocks > 0 ? (uint64_t)blocks : 0;
+    out->allocated_bytes = alloc > 0 ? (uint64_t)alloc : 0;
+    if (out->allocated_bytes > a->allocated_bytes) out->allocated_bytes = a->allocated_bytes;
     out->mapped_bytes = a->seg.mapped_bytes;
     out->reserved_bytes = a->seg.novmm ? 0 : a->seg.size; /* novmm: nothing is reserved */
     out->pending_bytes = a->streams.pending_bytes;
-    out->free_bytes = a->seg.mapped_bytes - a->allocated_bytes - a->streams.pending_bytes;
+    out->free_bytes = a->seg.mapped_bytes - out->allocated_bytes - a->streams.pending_bytes;
     out->cached_bytes = a->seg.idle_bytes;
     out->largest_free_bytes = largest_free_mapped(a);
     for (uint32_t t = 0; t < a->heap.ntags; t++) out->free_blocks += a->heap.idx[t]->count;
-    out->peak_live_bytes = a->peak_live;
+    out->peak_live_bytes = _cua_max(a->peak_live, out->live_bytes);
     out->peak_mapped_bytes = a->peak_mapped;
-    out->alloc_count = a->alloc_count;
-    out->free_count = a->free_count;
+    out->alloc_count = a->alloc_count + tc.allocs;
+    out->free_count = a->free_count + tc.frees;
     out->oom_count = a->oom_count;
     out->trim_count = a->trim_count;
     out->trimmed_bytes = a->trimmed_bytes;
@@ -66,7 +75,7 @@ void _cua_stats_read(const cua_arena *a, cua_stats *out)
     memcpy(out->calls, a->cs.calls, sizeof out->calls);
     memcpy(out->call_ns, a->cs.call_ns, sizeof out->call_ns);
     out->mapped_over_live =
-        a->live_bytes ? (double)a->seg.mapped_bytes / (double)a->live_bytes : 0.0;
+        out->live_bytes ? (double)a->seg.mapped_bytes / (double)out->live_bytes : 0.0;
     out->free_fragmentation =
         out->free_bytes ? 1.0 - (double)out->largest_free_bytes / (double)out->free_bytes : 0.0;
 }

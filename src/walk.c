@@ -8,6 +8,7 @@
  * handed to the callback after the lock is released.
  */
 #include "arena.h"
+#include "tcache.h"
 
 #include <stdlib.h>
 
@@ -73,6 +74,7 @@ cua_status cua_arena_walk(cua_arena *a, cua_region_fn fn, void *user)
     if (!_cua_arena_lock_alive(a))
         return _cua_error(CUA_ERR_DESTROYED, "arena '%s' was destroyed", a->name);
     regions r = {0};
+    _cua_tc_flush_all_locked(a); /* blocks in threads' caches are free: shown as such */
     bool ok = collect(a, &r);
     _cua_arena_unlock(a);
     if (!ok) {

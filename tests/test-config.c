@@ -240,7 +240,7 @@ TEST(unknown_key)
     /* a good item before the bad one is not applied either */
     CHECK(refused("limit:8G,device:1,foo:1", "foo"));
     /* the list of known keys names every key */
-    CHECK(refused("x:1", "growth_slack, floor, priority, idle_ms, backend, check, footprint_cap, poison, scrub, nvtx, vmm"));
+    CHECK(refused("x:1", "growth_slack, floor, priority, idle_ms, backend, thread_cache, thread_cache_bytes, thread_cache_max, check, footprint_cap, poison, scrub, nvtx, vmm"));
 }
 
 TEST(missing_value)

@@ -1,0 +1,377 @@
+/*
+ * test-tcache.c - per-thread caches of freed small blocks (src/tcache.c), on
+ * the host backend: reuse on the same stream only, exact statistics while
+ * blocks wait in caches, double frees of cached blocks, frees from other
+ * threads, record_stream, trim, offload and restore with blocks handed out by
+ * a cache, destroy with full caches, thread exit, and a threaded stress with
+ * byte patterns. The checker runs after every step.
+ */
+#include "test.h"
+#include "tcache.h"
+
+#include <pthread.h>
+
+static cua_arena *make(const char *conf)
+{
+    cua_arena_config cfg;
+    cua_arena_config_init(&cfg);
+    cfg.name = "tcache";
+    cfg.flags = 0; /* (debug_level 2 poisons by default: caches stay off then) */
+    cfg.va_size = (size_t)1 << 30;
+    if (cua_config_parse(conf, &cfg) != CUA_OK) return NULL;
+    cua_arena *a = NULL;
+    return cua_arena_create(&cfg, &a) == CUA_OK ? a : NULL;
+}
+
+static cua_stats stats(cua_arena *a)
+{
+    cua_stats s;
+    memset(&s, 0, sizeof s);
+    cua_arena_get_stats(a, &s);
+    return s;
+}
+
+TEST(freed_block_is_reused_on_its_stream_only)
+{
+    cua_arena *a = make("thread_cache:on");
+    CHECK(a != NULL);
+    void *p, *q, *r;
+    CHECK_OK(cua_arena_alloc(a, 3000, 1, &p));
+    CHECK_OK(cua_free(p));
+    CHECK_ARENA(a);
+    CHECK_OK(cua_arena_alloc(a, 3000, 2, &q)); /* another stream: not the cached block */
+    CHECK(q != p);
+    CHECK_OK(cua_arena_alloc(a, 2900, 1, &r)); /* its stream, its size class: the cached block */
+    CHECK(r == p);
+    CHECK_ARENA(a);
+    cua_stats s = stats(a);
+    CHECK(s.live_blocks == 2 && s.live_bytes == 3000 + 2900);
+    CHECK(s.alloc_count == 3 && s.free_count == 1);
+    CHECK_OK(cua_free(q));
+    CHECK_OK(cua_free(r));
+    s = stats(a);
+    CHECK(s.live_blocks == 0 && s.live_bytes == 0 && s.allocated_bytes == 0);
+    CHECK(s.free_count == 3);
+    CHECK_OK(cua_arena_destroy(a, 0)); /* the cached blocks are not live: no CUA_ERR_BUSY */
+}
+
+TEST(statistics_are_exact_with_blocks_in_the_cache)
+{
+    cua_arena *a = make("thread_cache:on");
+    CHECK(a != NULL);
+    void *p[64];
+    uint64_t live = 0, rng = 5;
+    for (int round = 0; round < 20; round++) {
+        size_t sz[64];
+        for (int i = 0; i < 64; i++) {
+            sz[i] = 512 + (size_t)(test_rand(&rng) % 60000);
+            CHECK_OK(cua_arena_alloc(a, sz[i], 0, &p[i]));
+            live += sz[i];
+        }
+        cua_stats s = stats(a);
+        CHECK(s.live_bytes == live && s.live_blocks == 64);
+        CHECK(s.peak_live_bytes >= s.live_bytes);
+        for (int i = 0; i < 64; i++) {
+            CHECK_OK(cua_free(p[i]));
+            live -= sz[i];
+        }
+        s = stats(a);
+        CHECK(s.live_bytes == 0 && s.live_blocks == 0 && s.allocated_bytes == 0);
+        CHECK(s.free_bytes == s.mapped_bytes - s.pending_bytes);
+        CHECK(s.alloc_count == 64u * (round + 1u) && s.free_count == s.alloc_count);
+        CHECK_ARENA(a);
+    }
+    size_t released = 0;
+    CHECK_OK(cua_arena_trim(a, 0, &released)); /* empties the cache, then unmaps */
+    cua_stats s = stats(a);
+    CHECK(released > 0 && s.mapped_bytes == 0);
+    CHECK_ARENA(a);
+    CHECK_OK(cua_arena_destroy(a, 0));
+}
+
+TEST(double_free_of_a_cached_block_is_refused)
+{
+    cua_arena *a = make("thread_cache:on");
+    CHECK(a != NULL);
+    void *p, *keep;
+    CHECK_OK(cua_arena_alloc(a, 4096, 0, &keep));
+    memset(keep, 0x5a, 4096);
+    CHECK_OK(cua_arena_alloc(a, 4096, 0, &p));
+    CHECK_OK(cua_free(p));
+    CHECK_ST(cua_free(p), CUA_ERR_DOUBLE_FREE);
+    CHECK(strstr(cua_last_error(), "thread's cache") != NULL);
+    CHECK_ST(cua_record_stream(p, 3), CUA_ERR_DOUBLE_FREE);
+    CHECK_ST(cua_ptr_info(p, NULL, NULL, NULL), CUA_ERR_DOUBLE_FREE);
+    CHECK_ARENA(a);
+    /* The block comes back once, not twice. */
+    void *x, *y;
+    CHECK_OK(cua_arena_alloc(a, 4096, 0, &x));
+    CHECK_OK(cua_arena_alloc(a, 4096, 0, &y));
+    CHECK(x == p && y != p && y != keep);
+    for (int i = 0; i < 4096; i++) CHECK(((unsigned char *)keep)[i] == 0x5a);
+    CHECK_OK(cua_free(x));
+    CHECK_OK(cua_free(y));
+    CHECK_OK(cua_free(keep));
+    CHECK_ARENA(a);
+    CHECK_OK(cua_arena_destroy(a, 0));
+}
+
+typedef struct handoff {
+    cua_arena *a;
+    void *p;
+    cua_status st;
+} handoff;
+
+static void *free_there(void *arg)
+{
+    handoff *h = arg;
+    h->st = cua_free(h->p);
+    return NULL;
+}
+
+static void *alloc_free_exit(void *arg)
+{
+    handoff *h = arg;
+    void *p[32];
+    h->st = CUA_OK;
+    for (int i = 0; i < 32 && h->st == CUA_OK; i++) h->st = cua_arena_alloc(h->a, 1024 + 512 * (size_t)i, 0, &p[i]);
+    for (int i = 0; i < 32 && h->st == CUA_OK; i++) h->st = cua_free(p[i]);
+    /* and one handed out by its cache, freed by nobody before the thread ends */
+    if (h->st == CUA_OK) h->st = cua_arena_alloc(h->a, 1024, 0, &h->p);
+    return NULL;
+}
+
+TEST(free_from_another_thread_then_double_free_here)
+{
+    cua_arena *a = make("thread_cache:on");
+    CHECK(a != NULL);
+    void *p;
+    CHECK_OK(cua_arena_alloc(a, 8192, 0, &p));
+    CHECK_OK(cua_free(p));
+    CHECK_OK(cua_arena_alloc(a, 5000, 0, &p)); /* from the cache: 5000 asked of an 8 KiB block */
+    handoff h = {a, p, CUA_ERR_INVALID_ARG};
+    pthread_t t;
+    CHECK(pthread_create(&t, NULL, free_there, &h) == 0);
+    pthread_join(t, NULL);
+    CHECK_OK(h.st);
+    CHECK_ARENA(a);
+    cua_stats s = stats(a);
+    CHECK(s.live_bytes == 0 && s.live_blocks == 0);
+    /* Here the cache's note of p is stale: the free goes through the lock. */
+    CHECK_ST(cua_free(p), CUA_ERR_DOUBLE_FREE);
+    CHECK_ARENA(a);
+    CHECK_OK(cua_arena_destroy(a, 0));
+}
+
+TEST(thread_exit_gives_its_cache_back)
+{
+    cua_arena *a = make("thread_cache:on");
+    CHECK(a != NULL);
+    handoff h = {a, NULL, CUA_ERR_INVALID_ARG};
+    pthread_t t;
+    CHECK(pthread_create(&t, NULL, alloc_free_exit, &h) == 0);
+    pthread_join(t, NULL);
+    CHECK_OK(h.st);
+    CHECK_ARENA(a);
+    cua_stats s = stats(a);
+    CHECK(s.live_blocks == 1 && s.live_bytes == 1024);
+    CHECK(s.alloc_count == 33 && s.free_count == 32);
+    CHECK_OK(cua_free(h.p)); /* the thread is gone: freed through the lock */
+    size_t released;
+    CHECK_OK(cua_arena_trim(a, 0, &released));
+    s = stats(a);
+    CHECK(s.live_blocks == 0 && s.live_bytes == 0 && s.mapped_bytes == 0);
+    CHECK_ARENA(a);
+    CHECK_OK(cua_arena_destroy(a, 0));
+}
+
+TEST(record_stream_takes_the_block_from_the_cache)
+{
+    cua_arena *a = make("thread_cache:on");
+    CHECK(a != NULL);
+    void *p, *q;
+    CHECK_OK(cua_arena_alloc(a, 2048, 1, &p));
+    CHECK_OK(cua_record_stream(p, 2));
+    CHECK_OK(cua_free(p)); /* must wait for stream 2: not into the cache */
+    cua_stats s = stats(a);
+    CHECK(s.live_blocks == 0);
+    CHECK(s.pending_bytes > 0);
+    CHECK_OK(cua_arena_alloc(a, 2048, 1, &q));
+    CHECK(q != p);
+    CHECK_OK(cua_free(q));
+    CHECK_ARENA(a);
+    CHECK_OK(cua_arena_destroy(a, 0));
+}
+
+TEST(offload_and_restore_keep_blocks_a_cache_handed_out)
+{
+    cua_arena *a = make("thread_cache:on");
+    CHECK(a != NULL);
+    void *p, *q;
+    CHECK_OK(cua_arena_alloc(a, 61000, 0, &p));
+    CHECK_OK(cua_free(p));
+    CHECK_OK(cua_arena_alloc(a, 60000, 0, &q)); /* the cache's block, asked less this time */
+    CHECK(q == p);
+    for (int i = 0; i < 60000; i++) ((unsigned char *)q)[i] = (unsigned char)(i * 7);
+    void *c;
+    CHECK_OK(cua_arena_alloc(a, 1000, 0, &c));
+    CHECK_OK(cua_free(c)); /* one block waiting in the cache */
+    CHECK_OK(cua_arena_offload(a));
+    CHECK_ARENA(a);
+    CHECK_ST(cua_arena_alloc(a, 1000, 0, &c), CUA_ERR_OFFLOADED); /* not from the cache */
+    CHECK_OK(cua_arena_restore(a));
+    CHECK_ARENA(a);
+    int bad = 0;
+    for (int i = 0; i < 60000; i++) bad += ((unsigned char *)q)[i] != (unsigned char)(i * 7);
+    CHECK(bad == 0);
+    cua_stats s = stats(a);
+    CHECK(s.live_blocks == 1 && s.live_bytes == 60000);
+    CHECK_OK(cua_free(q));
+    CHECK_OK(cua_arena_alloc(a, 1000, 0, &c)); /* caches open again */
+    CHECK_OK(cua_free(c));
+    CHECK_ARENA(a);
+    CHECK_OK(cua_arena_destroy(a, 0));
+}
+
+TEST(destroyed_arena_answers_its_stale_handle)
+{
+    cua_arena *a = make("thread_cache:on");
+    CHECK(a != NULL);
+    void *p, *p2, *q;
+    CHECK_OK(cua_arena_alloc(a, 1000, 0, &p));
+    CHECK_OK(cua_arena_alloc(a, 1000, 0, &p2));
+    CHECK_OK(cua_free(p));
+    CHECK_OK(cua_arena_destroy(a, CUA_DESTROY_FORCE));
+    CHECK_ST(cua_arena_alloc(a, 1000, 0, &q), CUA_ERR_DESTROYED);
+    CHECK_ST(cua_free(p2), CUA_ERR_DESTROYED); /* handed out by the cache, then the arena went */
+    CHECK_ST(cua_free(p), CUA_ERR_DESTROYED);
+}
+
+TEST(off_and_big_blocks_bypass_the_cache)
+{
+    cua_arena *a = make("thread_cache:off,thread_cache_max:64K");
+    CHECK(a != NULL);
+    void *p;
+    CHECK_OK(cua_arena_alloc(a, 1000, 0, &p));
+    CHECK_OK(cua_free(p));
+    CHECK(_cua_tc_find(a) == NULL);
+    CHECK_OK(cua_arena_destroy(a, 0));
+    a = make("thread_cache:on,thread_cache_max:64K");
+    CHECK(a != NULL);
+    CHECK_OK(cua_arena_alloc(a, 100000, 0, &p)); /* above thread_cache_max */
+    CHECK_OK(cua_free(p));
+    cua_tcache *tc = _cua_tc_find(a);
+    CHECK(tc != NULL && atomic_load(&tc->cached_bytes) == 0);
+    CHECK_OK(cua_arena_alloc(a, 1000, 0, &p));
+    CHECK_OK(cua_free(p));
+    CHECK(atomic_load(&tc->cached_bytes) > 0);
+    CHECK_ARENA(a);
+    CHECK_OK(cua_arena_destroy(a, 0));
+}
+
+/* ---- threads ------------------------------------------------------------------- */
+
+#define T_THREADS 6
+#define T_LIVE 48
+
+typedef struct tblk {
+    unsigned char *p;
+    size_t n;
+    unsigned char tag;
+} tblk;
+
+typedef struct tshared {
+    cua_arena *a;
+    pthread_mutex_t m;
+    tblk q[128];
+    int nq;
+    _Atomic uint64_t errors;
+} tshared;
+
+typedef struct targ {
+    tshared *s;
+    int id;
+} targ;
+
+static void tfill(tblk *b) { memset(b->p, b->tag, b->n); }
+static void tfree(tshared *s, tblk *b)
+{
+    for (size_t i = 0; i < b->n; i += 61)
+        if (b->p[i] != b->tag) atomic_fetch_add(&s->errors, 1);
+    if (cua_free(b->p) != CUA_OK) atomic_fetch_add(&s->errors, 1);
+}
+
+static void *tstress(void *arg)
+{
+    targ *t = arg;
+    tshared *s = t->s;
+    tblk mine[T_LIVE];
+    int n = 0;
+    uint64_t rng = 99 + (uint64_t)t->id;
+    const char *v = getenv("CUA_THREADS_OPS");
+    long ops = v && atol(v) > 0 ? atol(v) : 20000;
+    cua_stream stream = (cua_stream)(1 + t->id % 3); /* some threads share a stream */
+    for (long op = 0; op < ops; op++) {
+        uint64_t r = test_rand(&rng) % 100;
+        if (n < T_LIVE && (n == 0 || r < 50)) {
+            tblk b = {.n = 512 + (size_t)(test_rand(&rng) % 20000),
+                      .tag = (unsigned char)(t->id * 20 + op % 20 + 1)};
+            if (cua_arena_alloc(s->a, b.n, stream, (void **)&b.p) != CUA_OK) {
+                atomic_fetch_add(&s->errors, 1);
+                continue;
+            }
+            tfill(&b);
+            mine[n++] = b;
+        } else if (r < 85) {
+            int k = (int)(test_rand(&rng) % (uint64_t)n);
+            tfree(s, &mine[k]);
+            mine[k] = mine[--n];
+        } else if (r < 97) { /* cross-thread frees */
+            pthread_mutex_lock(&s->m);
+            if (s->nq < 128) {
+                int k = (int)(test_rand(&rng) % (uint64_t)n);
+                s->q[s->nq++] = mine[k];
+                mine[k] = mine[--n];
+                pthread_mutex_unlock(&s->m);
+            } else {
+                tblk b = s->q[--s->nq];
+                pthread_mutex_unlock(&s->m);
+                tfree(s, &b);
+            }
+        } else if (r < 99) {
+            cua_stats st;
+            if (cua_arena_get_stats(s->a, &st) != CUA_OK) atomic_fetch_add(&s->errors, 1);
+        } else {
+            if (cua_arena_trim(s->a, 0, NULL) != CUA_OK || cua_arena_check(s->a) != CUA_OK)
+                atomic_fetch_add(&s->errors, 1);
+        }
+    }
+    while (n > 0) tfree(s, &mine[--n]);
+    return NULL;
+}
+
+TEST(threads_share_an_arena_through_their_caches)
+{
+    static tshared s;
+    memset(&s, 0, sizeof s);
+    pthread_mutex_init(&s.m, NULL);
+    s.a = make("thread_cache:on,thread_cache_bytes:256K");
+    CHECK(s.a != NULL);
+    pthread_t th[T_THREADS];
+    targ args[T_THREADS];
+    for (int i = 0; i < T_THREADS; i++) {
+        args[i] = (targ){&s, i};
+        CHECK(pthread_create(&th[i], NULL, tstress, &args[i]) == 0);
+    }
+    for (int i = 0; i < T_THREADS; i++) pthread_join(th[i], NULL);
+    while (s.nq > 0) tfree(&s, &s.q[--s.nq]);
+    CHECK(atomic_load(&s.errors) == 0);
+    CHECK_ARENA(s.a);
+    cua_stats st = stats(s.a);
+    CHECK(st.live_blocks == 0 && st.live_bytes == 0 && st.alloc_count == st.free_count);
+    size_t released;
+    CHECK_OK(cua_arena_trim(s.a, 0, &released));
+    st = stats(s.a);
+    CHECK(st.mapped_bytes == 0);
+    CHECK_OK(cua_arena_destroy(s.a, 0));
+}
