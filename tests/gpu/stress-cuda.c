@@ -562,11 +562,13 @@ int main(int argc, char **argv)
 
     pthread_barrier_init(&g_barrier, NULL, (unsigned)g_threads);
     double t0 = now_s();
+    for (int t = 0; t < g_threads; t++) { /* every queue before any thread: they hand on at once */
+        g_w[t].tid = t;
+        g_w[t].rng = 0x5eed0000u + (uint64_t)t;
+        pthread_mutex_init(&g_w[t].q.mu, NULL);
+    }
     for (int t = 0; t < g_threads; t++) {
         worker *w = &g_w[t];
-        w->tid = t;
-        w->rng = 0x5eed0000u + (uint64_t)t;
-        pthread_mutex_init(&w->q.mu, NULL);
         if (pthread_create(&w->th, NULL, work, w) != 0) {
             printf("stress-cuda: FAIL: pthread_create\n");
             return 1; /* the barrier could never open */
@@ -630,8 +632,9 @@ int main(int argc, char **argv)
            (unsigned long long)sum.limit_refusals, (unsigned long long)sum.sweeps);
     printf("stress-cuda: %d threads, %llu ops, %llu blocks verified, %llu corruption\n", g_threads,
            (unsigned long long)sum.ops, (unsigned long long)sum.verified, corrupt);
-    printf("stress-cuda: checker: %llu runs during the run and at the end, %s; %d at the end on "
-           "the shared arenas, %d failed\n", (unsigned long long)sum.checks,
+    printf("stress-cuda: checker: %llu runs on all arenas during the run and on the private ones "
+           "at the end, %s; on the %d shared arenas at the end: %d problems (checker, blocks "
+           "left, destroy)\n", (unsigned long long)sum.checks,
            failures ? "see the FAIL lines" : "all passed", end_checks, end_failed);
     bool pass = corrupt == 0 && failures == 0 && end_failed == 0 && sum.allocs > 0;
     printf("stress-cuda: %s%s\n", pass ? "PASS" : "FAIL",
