@@ -14,6 +14,11 @@
 #                      runs are at the mercy of the machine's noise); cudaMalloc,
 #                      slow enough to time well, gets CUA_GPU_REPEAT_MALLOC (5)
 #   CUA_GPU_SKIP_BENCH set to 1 to run the tests only
+#   CUA_GPU_STRESS_SECONDS, CUA_GPU_STRESS_THREADS  the thread stress on the GPU
+#                      (tests/gpu/stress-cuda.c; default 60 s, 16 threads); the
+#                      compute-sanitizer check (tests/gpu/sanitizer.sh) runs before it.
+#                      Both write into log.txt only (no file of their own in $OUT);
+#                      their result lines are printed with the tests' (whole seconds)
 #   CUA_GPU_HARNESS    1, 140 or 1,140: build, then only the benchmark harness at
 #                      those scales (bench/cuarena-bench: every allocator, the
 #                      bundled traces at scale 1, the generated scenarios); each
@@ -118,7 +123,17 @@ fi
 
 # ---- tests ----------------------------------------------------------------------------
 run test-cuda build-gpu/tests/gpu/test-cuda
-grep -E '^(ok|FAIL|memory:)|passed,|skipped' "$log" | sed 's/^/   /' | tail -40
+grep -E '^(ok|FAIL|memory:|poison:)|passed,|skipped' "$log" | sed 's/^/   /' | tail -40
+# compute-sanitizer memcheck with cuarena's NVTX registration: a write past a
+# block's end into its freed neighbour is reported with it, not without
+# (tests/gpu/sanitizer.sh: three runs of tests/gpu/oob.c, each at most 25 s).
+CUA_SANITIZER_TIMEOUT=25 run sanitizer timeout -k 5 100 bash tests/gpu/sanitizer.sh build-gpu
+grep -E '^sanitizer: ' "$log" | sed 's/^/   /'
+# Threads on streams of their own over shared and private arenas, every
+# block's data verified before its free (tests/gpu/stress-cuda.c).
+CUA_GPU_STRESS_SECONDS=${CUA_GPU_STRESS_SECONDS:-60} CUA_GPU_STRESS_THREADS=${CUA_GPU_STRESS_THREADS:-16} \
+    run stress-cuda timeout -k 5 $((${CUA_GPU_STRESS_SECONDS:-60} + 30)) build-gpu/tests/gpu/stress-cuda --backend cuda
+grep -E '^stress-cuda: ' "$log" | grep -v '^stress-cuda: backend ' | sed 's/^/   /' | tail -25
 run host-tests meson test -C build-gpu --suite host --num-processes 8 --print-errorlogs
 # The component-arena example on the GPU: 20 reload cycles, each back to the
 # driver's baseline to the byte (the example's exit status says so).

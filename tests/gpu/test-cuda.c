@@ -24,6 +24,10 @@
  *   out_of_memory   filling the GPU with 1 GiB blocks ends in
  *                   CUA_ERR_OUT_OF_MEMORY with a report of what the driver has
  *                   free; everything comes back
+ *   poison_fill     CUA_ARENA_POISON: of three neighbouring blocks written on
+ *                   stream A, the middle one freed reads back as
+ *                   CUA_POISON_BYTE (one fill call, cuMemsetD8Async on A);
+ *                   its live neighbours keep every byte
  *
  * The driver is reached as the library reaches it (dlopen of libcuda.so.1 and
  * cuGetProcAddress_v2 at the 12.0 ABI), so the test links without it. Without
@@ -712,6 +716,52 @@ static void out_of_memory(unsigned flags)
     CHECK(after == start);
 }
 
+/* ---- poison ------------------------------------------------------------------------------ */
+
+#define POISON_BLOCK (256 * 1024)
+
+static void poison_fill(unsigned flags)
+{
+    static const uint32_t pattern[3] = {0x11111111u, 0x22222222u, 0x33333333u};
+    const size_t words = POISON_BLOCK / 4;
+    const uint32_t poison = 0x01010101u * CUA_POISON_BYTE;
+    begin();
+    cua_arena *a;
+    void *p[3];
+    CHECK_OK(make_arena(flags | CUA_ARENA_POISON | CUA_ARENA_CHECK_ALWAYS, 0, CUA_KEEP_ALL, &a));
+    for (int i = 0; i < 3; i++) {
+        CHECK_OK(cua_arena_alloc(a, POISON_BLOCK, (cua_stream)g_a, &p[i]));
+        CHECK_CU(cu.MemsetD32Async((CUdeviceptr)p[i], pattern[i], words, g_a));
+    }
+    /* A fresh arena places them one after the other (so the fill of the
+     * middle one would show at its neighbours' edges if it went too far). */
+    if ((char *)p[1] != (char *)p[0] + POISON_BLOCK || (char *)p[2] != (char *)p[1] + POISON_BLOCK)
+        fprintf(stderr, "blocks not neighbours: %p %p %p\n", p[0], p[1], p[2]);
+    CHECK((char *)p[1] == (char *)p[0] + POISON_BLOCK && (char *)p[2] == (char *)p[1] + POISON_BLOCK);
+    cua_backend_stats b0, b1;
+    CHECK_OK(cua_backend_get_stats(g_bk, &b0));
+    CHECK_OK(cua_free(p[1])); /* poisoned in A's order, after A's write */
+    CHECK_OK(cua_backend_get_stats(g_bk, &b1));
+    CHECK_CU(cu.CtxSynchronize());
+    size_t bad_freed = 0, bad_before = 0, bad_after = 0;
+    CALL(count_bad(p[1], words, poison, true, &bad_freed));
+    CALL(count_bad(p[0], words, pattern[0], true, &bad_before));
+    CALL(count_bad(p[2], words, pattern[2], true, &bad_after));
+    printf("poison: %s: freed block %p: %zu of %zu words not %#x; live neighbours: %zu and %zu "
+           "words changed; fill calls at the free: %llu\n",
+           flags & CUA_ARENA_NO_VMM ? "whole segments" : "vmm", p[1], bad_freed, words, poison,
+           bad_before, bad_after,
+           (unsigned long long)(b1.calls[CUA_CALL_FILL] - b0.calls[CUA_CALL_FILL]));
+    CHECK(b1.calls[CUA_CALL_FILL] - b0.calls[CUA_CALL_FILL] == 1);
+    CHECK(bad_freed == 0);
+    CHECK(bad_before == 0 && bad_after == 0);
+    CHECK_OK(cua_free(p[0]));
+    CHECK_OK(cua_free(p[2]));
+    CHECK_ARENA(a);
+    CHECK_OK(cua_arena_destroy(a, 0));
+    CALL(expect_free(g_free0, "after destroy"));
+}
+
 /* One test per case and mode. */
 #define BOTH(name)                                                                         \
     TEST(name##_vmm) { name(0); }                                                          \
@@ -725,6 +775,7 @@ BOTH(trim_destroy)
 BOTH(limit_release)
 BOTH(fast_path)
 BOTH(out_of_memory)
+BOTH(poison_fill)
 
 /* ---- offload and restore of a 4 GiB arena (VMM only) ------------------------------------ */
 
