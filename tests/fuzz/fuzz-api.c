@@ -214,6 +214,9 @@ static void create_slot(int i, unsigned cfgbits, unsigned v)
     cfg.floor = (cfgbits & 16) ? (size_t)(v % 8) * GRAN : 0;
     cfg.flags = (cfgbits & 32) ? CUA_ARENA_NO_VMM : 0;
     cfg.priority = (int)(cfgbits >> 6);
+    /* Half the arenas free and allocate through a thread cache (tcache.c). */
+    cfg.thread_cache = (v >> 8) & 1 ? CUA_THREAD_CACHE_ON : CUA_THREAD_CACHE_OFF;
+    cfg.thread_cache_bytes = (v >> 9) & 1 ? 64 * 1024 : 0;
     cua_status st = cua_arena_create(&cfg, &W.s[i].a);
     W.creates++;
     if (st) {

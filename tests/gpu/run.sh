@@ -14,6 +14,7 @@
 #                      runs are at the mercy of the machine's noise); cudaMalloc,
 #                      slow enough to time well, gets CUA_GPU_REPEAT_MALLOC (5)
 #   CUA_GPU_SKIP_BENCH set to 1 to run the tests only
+#   CUA_GPU_SKIP_HOST  set to 1 to leave out the host tests (CI runs them)
 #   CUA_GPU_STRESS_SECONDS, CUA_GPU_STRESS_THREADS  the thread stress on the GPU
 #                      (tests/gpu/stress-cuda.c; default 60 s, 16 threads); the
 #                      compute-sanitizer check (tests/gpu/sanitizer.sh) runs before it.
@@ -33,9 +34,9 @@
 #                      the same, quiet core; the CUDA driver's threads are not
 #                      pinned with it (CUA_BENCH_PIN, bench/pin.h)
 #
-# $OUT keeps at most 8 files: log.txt, gpu.txt, engine_reload.jsonl,
-# offload.txt, torch.jsonl, torch-table.md, results.jsonl, table.md (and
-# probe.txt with CUA_GPU_PROBE=1, which is best run with CUA_GPU_SKIP_BENCH=1).
+# $OUT keeps at most 8 files: log.txt (its first line names the GPU), engine_reload.jsonl,
+# offload.txt, torch.jsonl, torch-table.md, mt.jsonl, and results.jsonl +
+# table.md (not with CUA_GPU_SKIP_BENCH=1; then probe.txt with CUA_GPU_PROBE=1).
 #
 # The machine needs gcc, meson, ninja, the CUDA toolkit (cuda.h, libcudart)
 # and a driver. Without zlib headers there, run tests/gpu/carry-zlib.sh on a
@@ -68,8 +69,7 @@ run() {
 if ! pkg-config --exists zlib 2>/dev/null && [[ -f .dev/zlib/lib/pkgconfig/zlib.pc ]]; then
     export PKG_CONFIG_PATH=$PWD/.dev/zlib/lib/pkgconfig${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}
 fi
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader >"$out/gpu.txt" 2>&1
-say "gpu: $(cat "$out/gpu.txt")"
+say "gpu: $(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1)"
 
 # ---- build: release with the CUDA backend; the same tree serves tests and bench ----
 # Link-time optimisation where the compiler can do it (it inlines across the
@@ -134,7 +134,8 @@ grep -E '^sanitizer: ' "$log" | sed 's/^/   /'
 CUA_GPU_STRESS_SECONDS=${CUA_GPU_STRESS_SECONDS:-60} CUA_GPU_STRESS_THREADS=${CUA_GPU_STRESS_THREADS:-16} \
     run stress-cuda timeout -k 5 $((${CUA_GPU_STRESS_SECONDS:-60} + 30)) build-gpu/tests/gpu/stress-cuda --backend cuda
 grep -E '^stress-cuda: ' "$log" | grep -v '^stress-cuda: backend ' | sed 's/^/   /' | tail -25
-run host-tests meson test -C build-gpu --suite host --num-processes 8 --print-errorlogs
+[[ ${CUA_GPU_SKIP_HOST:-0} == 1 ]] ||
+    run host-tests meson test -C build-gpu --suite host --num-processes 8 --print-errorlogs
 # The component-arena example on the GPU: 20 reload cycles, each back to the
 # driver's baseline to the byte (the example's exit status says so).
 run engine-reload build-gpu/examples/engine_reload --backend cuda --cycles 20 --scale 8 --json
@@ -182,6 +183,34 @@ if [[ ${CUA_GPU_PROBE:-0} == 1 ]]; then
         "$log" >"$out/probe.txt"
 fi
 
+# Threads: alloc+free throughput of 1..16 threads, each on its own stream, one
+# allocator (cuarena: one arena, its thread caches off, on, and as by default;
+# cudaMallocAsync: the default pool; PyTorch's caching allocator), into mt.jsonl.
+if [[ -x build-gpu/bench/cuarena-mt ]]; then
+    mt=(build-gpu/bench/cuarena-mt --threads 1,2,4,8,16)
+    for conf in thread_cache:off thread_cache:on thread_cache:auto; do
+        run mt-cuarena-"${conf#*:}" "${mt[@]}" --backend cuda --ops 400000 --conf "$conf"
+    done
+    run mt-async "${mt[@]}" --mode async --ops 100000
+    if python3 -c 'import torch' 2>/dev/null; then
+        run mt-torch python3 bench/torch-mt.py --threads 1,2,4,8,16 --ops 100000
+    fi
+    grep '^{"allocator"' "$log" | grep '"threads"' >"$out/mt.jsonl"
+    python3 - "$out/mt.jsonl" <<'PY' | tee -a "$log"
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+keys = sorted({(r["allocator"], r.get("conf", "")) for r in rows})
+threads = sorted({r["threads"] for r in rows})
+print("| allocator | " + " | ".join("%d thr (M ops/s)" % t for t in threads) + " | 16 vs 1 |")
+print("|---|" + "---|" * (len(threads) + 1))
+for k in keys:
+    by = {r["threads"]: r for r in rows if (r["allocator"], r.get("conf", "")) == k}
+    cells = ["%.2f" % (by[t]["ops_per_s"] / 1e6) if t in by else "-" for t in threads]
+    sp = by[max(by)]["speedup_over_one"] if by else 0
+    print("| %s %s | %s | %.1fx |" % (k[0], k[1], " | ".join(cells), sp))
+PY
+fi
+
 if [[ ${CUA_GPU_SKIP_BENCH:-0} == 1 ]]; then exit $status; fi
 
 
@@ -195,13 +224,6 @@ CUARENA_CONF=vmm:0 run replay-cuda-novmm "${replay[@]}" --backend cuda --repeat 
 run replay-host "${replay[@]}" --backend host --repeat "$repeat" "${traces[@]}"
 run baseline-async build-gpu/bench/cuarena-baseline --mode async --repeat "$repeat" "${traces[@]}"
 run baseline-malloc build-gpu/bench/cuarena-baseline --mode malloc --repeat "$repeat_malloc" "${traces[@]}"
-# Threads: alloc+free throughput of 1..16 threads on their own streams,
-# cuarena (one arena) and cudaMallocAsync (its default pool).
-if [[ -x build-gpu/bench/cuarena-mt ]]; then
-    run mt-cuarena build-gpu/bench/cuarena-mt --backend cuda --threads 1,2,4,8,16 --ops 200000
-    run mt-async build-gpu/bench/cuarena-mt --mode async --threads 1,2,4,8,16 --ops 200000
-    grep '^{"allocator"' "$log" | sed 's/^/   /'
-fi
 grep '^{' "$log" | grep '"trace"' >"$out/results.jsonl" || true
 
 python3 tests/gpu/table.py "$out/results.jsonl" | tee "$out/table.md"
