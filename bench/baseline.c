@@ -59,6 +59,7 @@ static const char usage_text[] =
     "  --trim-at PREFIX         trim the pool at markers starting with PREFIX (default teardown)\n"
     "  --cap BYTES              leave only BYTES of the device free (a smaller GPU)\n"
     "  --budget-search          bisect the smallest such cap that completes the trace\n"
+    "  --budget-step B          ... to within B bytes (default 2 MiB)\n"
     "  --repeat N               timed runs after one warm-up (default 5; 0: no timing)\n"
     "  --device D               the CUDA device (default 0)\n"
     "  --table                  print a Markdown table after the JSON lines\n"
@@ -71,6 +72,7 @@ enum { MODE_MALLOC = 1, MODE_ASYNC = 2, MODE_KEEP = 4, MODE_ALL = 7 };
 typedef struct options {
     unsigned modes;     /* MODE_ bits */
     int repeat, device, table, budget_search;
+    size_t budget_step; /* --budget-step: the bisection stops within this (0: GRAN) */
     uint64_t timeline;   /* about this many samples; 0 none */
     const char *trim_at;
     size_t cap;          /* 0: none */
@@ -345,7 +347,7 @@ static int budget_attempt(replay *r, size_t cap)
 
 /* The smallest cap (GRAN steps) under which the trace completes, between
  * peak live and a cap found by doubling from peak mapped. */
-static int budget_search(replay *r, result *res)
+static int budget_search(replay *r, result *res, size_t budget_step)
 {
     size_t lo = res->peak_live / GRAN * GRAN, hi = (res->peak_mapped + GRAN) / GRAN * GRAN + GRAN;
     size_t total_free;
@@ -354,7 +356,8 @@ static int budget_search(replay *r, result *res)
     r->run = "budget";
     lo = lo >= GRAN ? lo - GRAN : 0;
     while ((ok = budget_attempt(r, hi)) == 0 && hi < total_free) lo = hi, hi *= 2;
-    while (ok > 0 && hi - lo > GRAN) {
+    size_t step = budget_step > GRAN ? budget_step / GRAN * GRAN : GRAN;
+    while (ok > 0 && hi - lo > step) {
         size_t mid = lo + (hi - lo) / GRAN / 2 * GRAN;
         int k = budget_attempt(r, mid);
         if (k < 0) ok = -1;
@@ -387,7 +390,7 @@ static void measure(replay *r, const options *o, double *ns, result *res)
     if (settle(r)) failed = -1;
     driver_used(&res->free_after);
     if (filler && cudaFree(filler)) failed = -1;
-    if (!failed && o->budget_search && !o->cap) failed = budget_search(r, res);
+    if (!failed && o->budget_search && !o->cap) failed = budget_search(r, res, o->budget_step);
     res->errors = failed != 0;
 }
 
@@ -497,6 +500,11 @@ static void parse_args(int argc, char **argv, options *o)
             o->cap = (size_t)b;
         } else if (strcmp(a, "--budget-search") == 0) {
             o->budget_search = 1;
+        } else if ((v = opt_value(argc, argv, &i, "--budget-step"))) {
+            char *end;
+            unsigned long long b = strtoull(v, &end, 10);
+            if (*v < '0' || *v > '9' || *end) usage_error("bad value for ", "--budget-step");
+            o->budget_step = (size_t)b;
         } else if ((v = opt_value(argc, argv, &i, "--repeat"))) {
             o->repeat = number_in(v, 0, 100000, "--repeat");
         } else if ((v = opt_value(argc, argv, &i, "--device"))) {

@@ -261,6 +261,8 @@ def about_lines(meta):
              "- cuarena backend: %s; timed runs per allocator and trace: %s (after one warm-up); "
              "generated scenarios at scale %s, seed %s" % (
                  meta.get("backend"), meta.get("repeat"), meta.get("scale"), meta.get("seed"))]
+    step = meta.get("budget_step", 2 << 20)
+    lines.append("- minimum budgets bisected to within %s MiB" % ("%g" % (step / 2**20)))
     for a, what in meta.get("allocators", {}).items():
         lines.append("- `%s`: %s" % (a, what))
     for a, why in meta.get("left_out", {}).items():

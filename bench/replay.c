@@ -29,6 +29,7 @@ static const char usage_text[] =
     "  --backend host|cuda   memory provider (default host)\n"
     "  --repeat N            timed warm runs after one warm-up (default 5; 0: no timing)\n"
     "  --budget-search       bisect the smallest arena limit that completes the trace\n"
+    "  --budget-step B       ... to within B bytes (default: one granularity page)\n"
     "  --trim-at PREFIX      trim(keep 0) at markers starting with PREFIX (default teardown)\n"
     "  --check               run cua_arena_check after every event of the metrics run\n"
     "  --check-every N       ... after every Nth event and at every marker\n"
@@ -453,7 +454,8 @@ static int budget_search(const options *o, const trace *t, result *res)
             lo = hi, hi *= 2;
         }
     }
-    while (ok > 0 && hi - lo > gran) {
+    uint64_t step = o->budget_step > gran ? o->budget_step / gran * gran : gran;
+    while (ok > 0 && hi - lo > step) {
         uint64_t mid = lo + (hi - lo) / gran / 2 * gran;
         int r = budget_attempt(be, t, res->name, (size_t)mid);
         if (r < 0) ok = -1;
@@ -617,6 +619,11 @@ static void parse_args(int argc, char **argv, options *o)
             parse_fault(o, opt_value(argc, argv, &i, "--fault"));
         } else if (strcmp(a, "--budget-search") == 0) {
             o->budget_search = 1;
+        } else if (is_opt(a, "--budget-step")) {
+            const char *v = opt_value(argc, argv, &i, "--budget-step");
+            unsigned long long n = strtoull(v, &end, 10);
+            if (*v < '0' || *v > '9' || *end) usage_error("bad --budget-step '%s'", v);
+            o->budget_step = n;
         } else if (strcmp(a, "--check") == 0) {
             o->check = 1;
         } else if (is_opt(a, "--check-every")) {

@@ -14,6 +14,7 @@ typedef struct options {
     const char *backend;
     int repeat;
     int budget_search;
+    uint64_t budget_step;   /* --budget-step: bisection stops within this (0: a page) */
     const char *trim_at;
     int check;              /* run the checker every this many events (and at markers); 0 never */
     int table;

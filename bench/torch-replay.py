@@ -209,7 +209,7 @@ def attempt(rp, cap, total):
     return st == 0
 
 
-def budget(rp, peak_mapped):
+def budget(rp, peak_mapped, step=GRAN):
     total = rp.torch.cuda.get_device_properties(0).total_memory
     lo = max(0, rp.peak_live // GRAN * GRAN - GRAN)
     hi = (peak_mapped + GRAN) // GRAN * GRAN + GRAN
@@ -217,7 +217,8 @@ def budget(rp, peak_mapped):
         if hi >= total:
             return None
         lo, hi = hi, min(total, hi * 2)
-    while hi - lo > GRAN:
+    step = max(GRAN, step // GRAN * GRAN)
+    while hi - lo > step:
         mid = lo + (hi - lo) // GRAN // 2 * GRAN
         if attempt(rp, mid, total):
             hi = mid
@@ -233,6 +234,8 @@ def main(argv):
     p.add_argument("--timeline", type=int, default=0)
     p.add_argument("--trim-at", default="teardown")
     p.add_argument("--budget-search", action="store_true")
+    p.add_argument("--budget-step", type=int, default=GRAN,
+                   help="the bisection stops within this many bytes (default 2 MiB)")
     p.add_argument("--cap", type=int, default=0)
     args = p.parse_args(argv)
     try:
@@ -268,7 +271,7 @@ def main(argv):
             row.update(ns_per_event=statistics.median(ns), ns_per_event_min=min(ns),
                        ns_per_event_max=max(ns), ns_per_event_runs=ns)
         if not err and args.budget_search and not args.cap:
-            b = budget(rp, row["peak_mapped_bytes"])
+            b = budget(rp, row["peak_mapped_bytes"], args.budget_step)
             if b is None:
                 err = "budget search: no fraction of the device completes the trace"
             else:

@@ -26,7 +26,9 @@
 #                      report comes back as report-sS.tar.gz; CUA_GPU_ALLOCATORS
 #                      and CUA_GPU_SCENARIOS narrow it (cuarena-bench's --allocators,
 #                      --scenarios), CUA_GPU_HARNESS_SECONDS stops each scale's run
-#                      after that long with the allocators it finished
+#                      after that long with the allocators it finished,
+#                      CUA_GPU_BUDGET_STEP sets --budget-step (default: 2 MiB at
+#                      scale 1, 64 MiB above)
 #   CUA_GPU_PROBE      set to 1 to measure what offload's copies are made of
 #                      (tests/gpu/probe-copy.c, probe-offload.c)
 #   CUA_GPU_PIN        CPU the timed replays' calling thread runs on (default 2;
@@ -106,6 +108,10 @@ if [[ -n ${CUA_GPU_HARNESS:-} ]]; then
     export CUA_BENCH_PIN=${CUA_GPU_PIN:-2}
     for s in ${CUA_GPU_HARNESS//,/ }; do
         extra=(); [[ $s == 1 ]] || extra=(--no-bundled)
+        # Budgets of a 60 GB run bisected to within 64 MiB (0.1 %): a page at a
+        # time would cost 10 more replays per allocator and trace.
+        bstep=${CUA_GPU_BUDGET_STEP:-}; [[ -z $bstep && $s != 1 ]] && bstep=$((64 << 20))
+        [[ -n $bstep ]] && extra+=(--budget-step "$bstep")
         [[ -n ${CUA_GPU_ALLOCATORS:-} ]] && extra+=(--allocators "$CUA_GPU_ALLOCATORS")
         [[ -n ${CUA_GPU_SCENARIOS+x} ]] && extra+=(--scenarios "$CUA_GPU_SCENARIOS")
         # A time limit stops the harness with what it has (it writes its results
