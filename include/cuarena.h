@@ -35,9 +35,25 @@ extern "C" {
 #define CUA_API
 #endif
 
+/*
+ * The version of this header. The build checks that it is meson.build's
+ * project version (src/api.c does not compile otherwise), and the test
+ * 'version' that cua_version() of the library says the same; a program can
+ * compare CUA_VERSION with cua_version() to catch a header and a library of
+ * different releases.
+ */
 #define CUA_VERSION_MAJOR 0
 #define CUA_VERSION_MINOR 1
 #define CUA_VERSION_PATCH 0
+/** The version as one number for #if: major * 10000 + minor * 100 + patch. */
+#define CUA_VERSION_NUMBER \
+    (CUA_VERSION_MAJOR * 10000 + CUA_VERSION_MINOR * 100 + CUA_VERSION_PATCH)
+#define CUA_STRINGIFY_(x) #x
+#define CUA_XSTRINGIFY_(x) CUA_STRINGIFY_(x)
+/** The version as a string, "major.minor.patch" (e.g. "0.1.0"). */
+#define CUA_VERSION                                                      \
+    CUA_XSTRINGIFY_(CUA_VERSION_MAJOR) "." CUA_XSTRINGIFY_(CUA_VERSION_MINOR) "." \
+        CUA_XSTRINGIFY_(CUA_VERSION_PATCH)
 
 /** Every block starts at a multiple of this and its size is rounded up to it. */
 #define CUA_ALIGNMENT 512u
@@ -76,7 +92,11 @@ CUA_API const char *cua_status_name(cua_status status);
  */
 CUA_API const char *cua_last_error(void);
 
-/** Library version as "major.minor.patch". */
+/**
+ * The library's version as "major.minor.patch" (meson.build's project
+ * version), taking no argument; returns a static string, never NULL. The
+ * header's CUA_VERSION says which version a program was compiled against.
+ */
 CUA_API const char *cua_version(void);
 
 /* ------------------------------------------------------------------------ */
