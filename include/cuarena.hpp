@@ -19,6 +19,9 @@
  *                           container such as std::vector would dereference
  *                           them on the host: that works only on the host
  *                           backend (as in the tests), never with CUDA memory.
+ *   cuarena::scoped_current makes an arena the thread's current arena (what
+ *                           cua_malloc() and a default device_allocator use)
+ *                           for a scope.
  *
  *   cua_status st;
  *   cuarena::arena a = cuarena::arena::create("kv-cache", "limit:8G", &st);
@@ -295,7 +298,9 @@ private:
  * host - thrust-like device vectors, pools of device buffers - or, on the host
  * backend, for any container (tests). It does not own the arena; the arena
  * must outlive every block. Two allocators are equal when they use the same
- * arena and stream, so memory from one can be freed by the other.
+ * arena and stream (memory from any of them can be freed by any other: cua_free
+ * finds the arena by address). A default-constructed one allocates with
+ * cua_malloc(): from the thread's current arena at the time of each allocate().
  *
  * A failed allocate() throws std::bad_alloc where exceptions are enabled and
  * calls std::abort() under -fno-exceptions (as the standard library does
@@ -314,6 +319,9 @@ public:
         using other = device_allocator<U>;
     };
 
+    /** Allocate with cua_malloc() on stream 0: from the calling thread's current
+     *  arena at each allocate() (scoped_current), else device 0's default arena. */
+    device_allocator() noexcept : arena_(nullptr), stream_(0) {}
     /** Allocate from `a` (a raw handle, not owned) on `stream`. */
     explicit device_allocator(cua_arena *a, cua_stream stream = 0) noexcept
         : arena_(a), stream_(stream) {}
@@ -333,7 +341,8 @@ public:
             return nullptr;
         }
         void *p = nullptr;
-        cua_status s = cua_arena_alloc(arena_, n * sizeof(T), stream_, &p);
+        cua_status s = arena_ ? cua_arena_alloc(arena_, n * sizeof(T), stream_, &p)
+                              : cua_malloc(n * sizeof(T), stream_, &p);
         if (st) *st = s;
         return s == CUA_OK ? static_cast<T *>(p) : nullptr;
     }
@@ -350,7 +359,7 @@ public:
         }
         return p;
     }
-    /** Free p (from allocate() of an equal allocator); n is not needed. */
+    /** Free p (cua_free() finds its arena by address); n is not needed. */
     void deallocate(T *p, std::size_t n) noexcept
     {
         (void)n;

@@ -3,7 +3,7 @@
  * -fno-exceptions -fno-rtti: arena (create from a config and from a name,
  * move, destroy), allocation (move, free in the destructor, release),
  * result<T>, scoped_current, and device_allocator<T> in std::vector and
- * std::map. Each case ends its checks with the arena's checker; the program
+ * std::map (on an arena, and by default on the current arena). Each case ends its checks with the arena's checker; the program
  * ends with "N passed, N failed".
  */
 #include "cuarena.hpp"
@@ -169,6 +169,10 @@ static void current_arena()
         CHECK(cua_malloc(MiB, 0, &p) == CUA_OK);
         cuarena::allocation owned(p, MiB);
         CHECK(live(a) == MiB);
+        /* a default device_allocator takes from the current arena */
+        std::vector<long, cuarena::device_allocator<long>> v(1000, 7L);
+        CHECK(v[999] == 7L && live(a) == MiB + 1000 * sizeof(long));
+        CHECK((cuarena::device_allocator<long>() == cuarena::device_allocator<int>()));
     }
     cua_arena *now = a.get();
     CHECK(cua_arena_current(&now) == CUA_OK && now == nullptr);
