@@ -4,8 +4,9 @@
 #   bash tests/install/test-install.sh MODE SOURCE_ROOT VERSION
 #
 # MODE is one of
-#   pkgconfig   install a plain build of SOURCE_ROOT into a temporary prefix;
-#               build tests/install/consumer.c with `pkg-config cuarena`
+#   pkgconfig   install a plain build of SOURCE_ROOT into a temporary prefix
+#               (every file there, the soname, only cuarena.h's functions
+#               exported); build tests/install/consumer.c with `pkg-config cuarena`
 #               (shared, and static with `pkg-config --static`), run both
 #   cmake       install with --destdir, move the tree elsewhere (the CMake
 #               package must be relocatable), build consumer.c with
@@ -81,6 +82,17 @@ check_tree() {
     if command -v readelf >/dev/null; then
         readelf -d "$libdir/libcuarena.so.$want" | grep -q "SONAME.*\[libcuarena.so.${want%%.*}\]" ||
             fail "libcuarena.so.$want has no soname libcuarena.so.${want%%.*}"
+    fi
+    # Hidden visibility: the library exports the header's functions and nothing else.
+    if command -v nm >/dev/null; then
+        local sym exported=0
+        for sym in $(nm -D --defined-only "$libdir/libcuarena.so.$want" | awk '{print $3}'); do
+            [[ $sym == cua_* ]] || fail "libcuarena.so exports $sym, not a cua_ name"
+            grep -q "CUA_API .*\b$sym(" "$root/include/cuarena.h" ||
+                fail "libcuarena.so exports $sym, which cuarena.h does not declare with CUA_API"
+            exported=$((exported + 1))
+        done
+        ((exported > 0)) || fail "libcuarena.so exports nothing"
     fi
     echo "$libdir"
 }
