@@ -95,14 +95,16 @@ void on_region(const cua_region* r, void* user) {
 // arena of its own, named torch_pool_<a>_<b> after the pool id. Its blocks,
 // once freed, are reused only by the same pool (what a captured graph needs),
 // and the arena can be offloaded or discarded and restored like any other:
-// a graph replays at the same addresses afterwards. torch.cuda.MemPool() is
-// not supported yet: torch 2.11 asks the allocator for createOrIncrefPool,
-// which this object does not implement (torch raises "does not yet support").
+// a graph replays at the same addresses afterwards. torch.cuda.MemPool() makes
+// the same kind of pool (createOrIncrefPool), and `with
+// torch.cuda.use_mem_pool(pool):` sends the thread's allocations to its arena.
+// A pool lives while its users (graphs, MemPool objects) hold it.
 struct Pool {
   cua_arena* arena = nullptr;
   std::function<bool(cudaStream_t)> filter;
   bool active = false;
   int device = 0;
+  int uses = 0;
 };
 
 std::mutex pools_mu;
@@ -248,10 +250,16 @@ struct CuarenaAllocator final : PluggableBase {
 
   void resetAccumulatedStats(c10::DeviceIndex) override {}  // cuarena's counters run on
 
-  void emptyCache(c10::cuda::MempoolId_t) override {
+  void emptyCache(c10::cuda::MempoolId_t id) override {
     // As torch does: what the device still runs may use cached blocks.
     cudaDeviceSynchronize();
     size_t released = 0;
+    if (id.first != 0 || id.second != 0) {  // one pool's (MemPool.empty_cache)
+      std::lock_guard<std::mutex> g(pools_mu);
+      auto it = pools.find({id.first, id.second});
+      if (it != pools.end() && it->second.arena) cua_arena_trim(it->second.arena, 0, &released);
+      return;
+    }
     for (cua_arena* a : arenas_of(CUA_ALL_DEVICES)) cua_arena_trim(a, 0, &released);
   }
 
@@ -297,15 +305,22 @@ struct CuarenaAllocator final : PluggableBase {
 
   double getMemoryFraction(c10::DeviceIndex) override { return fraction_.load(); }
 
-  void beginAllocateToPool(c10::DeviceIndex device, c10::cuda::MempoolId_t id,
-                           std::function<bool(cudaStream_t)> filter) override {
-    std::lock_guard<std::mutex> g(pools_mu);
+  // The pool of id, with its arena made on first use (pools_mu held).
+  static Pool& pool_locked(c10::DeviceIndex device, c10::cuda::MempoolId_t id) {
     Pool& p = pools[{id.first, id.second}];
     if (!p.arena) {
       std::string name = pool_name(id), conf = "device:" + std::to_string(device);
       TORCH_CHECK(cua_arena_create_conf(name.c_str(), conf.c_str(), &p.arena) == CUA_OK,
                   "cuarena: no arena for memory pool ", name, ": ", cua_last_error());
+      p.uses = 1;
     }
+    return p;
+  }
+
+  void beginAllocateToPool(c10::DeviceIndex device, c10::cuda::MempoolId_t id,
+                           std::function<bool(cudaStream_t)> filter) override {
+    std::lock_guard<std::mutex> g(pools_mu);
+    Pool& p = pool_locked(device, id);
     p.filter = std::move(filter);
     p.device = device;
     if (!p.active) pools_active++;
@@ -327,10 +342,40 @@ struct CuarenaAllocator final : PluggableBase {
     std::lock_guard<std::mutex> g(pools_mu);
     auto it = pools.find({id.first, id.second});
     if (it == pools.end()) return;
+    if (--it->second.uses > 0) return;  // another graph or MemPool still holds it
     if (it->second.active) pools_active--;
     if (it->second.arena && cua_arena_destroy(it->second.arena, 0) != CUA_OK) return;
     pools.erase(it);
   }
+
+  // torch.cuda.MemPool(). These are written without `override`: where this
+  // torch declares them otherwise, they do not take part (torch then says it
+  // "does not yet support" them, as without them) and the shim still builds.
+  void createOrIncrefPool(c10::DeviceIndex device, c10::cuda::MempoolId_t id,
+                          std::shared_ptr<CCA::CUDAAllocator> allocator = nullptr) {
+    TORCH_CHECK(!allocator || allocator.get() == this,
+                "cuarena: a torch.cuda.MemPool with an allocator of its own cannot be used "
+                "while cuarena is torch's allocator (make the pool without one: its memory "
+                "is an arena, see cuarena.torch.pool_arena)");
+    std::lock_guard<std::mutex> g(pools_mu);
+    bool fresh = pools.find({id.first, id.second}) == pools.end();
+    Pool& p = pool_locked(device, id);
+    p.device = device;
+    if (!fresh) p.uses++;
+  }
+
+  int getPoolUseCount(c10::DeviceIndex, c10::cuda::MempoolId_t id) {
+    std::lock_guard<std::mutex> g(pools_mu);
+    auto it = pools.find({id.first, id.second});
+    return it == pools.end() ? 0 : it->second.uses;
+  }
+
+  // use_on_oom (other allocations may take the pool's memory when the device
+  // is full): cuarena's arenas of a device give each other their cached
+  // memory before any out-of-memory anyway. no_split: cuarena places blocks
+  // by best fit in every arena. Both accepted, nothing to change.
+  void setUseOnOOM(c10::DeviceIndex, c10::cuda::MempoolId_t, bool) {}
+  void setNoSplit(c10::DeviceIndex, c10::cuda::MempoolId_t) {}
 
   std::string name() override { return "cuarena"; }
 

@@ -92,9 +92,10 @@ def install(conf=None, full=True):
 
 def pool_arena(pool):
     """The arena that holds a private memory pool's memory (full install):
-    pool is a torch.cuda.CUDAGraph (its pool()) or a pool id tuple
-    (torch.cuda.MemPool itself is not supported yet). Offload or discard it and restore it like any
-    arena; a captured graph replays at the same addresses afterwards."""
+    pool is a torch.cuda.CUDAGraph (its pool()), a torch.cuda.MemPool or a
+    pool id tuple. Offload or discard it and restore it like any arena; a
+    captured graph replays at the same addresses afterwards, a MemPool's
+    tensors keep their data pointers."""
     import torch
 
     if isinstance(pool, torch.cuda.CUDAGraph):

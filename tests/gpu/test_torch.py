@@ -86,6 +86,18 @@ def test_cuda_graph_pool_is_an_arena_that_can_be_offloaded():
     assert ours["output_pointer_stable"]
 
 
+def test_mempool_is_an_arena():
+    native, ours = run("mempool", "native"), run("mempool", "cuarena")
+    assert native["b_ok"] and ours["b_ok"]
+    assert ours["pool_arena"].startswith("torch_pool_") and ours["pool_live"] >= 16 << 20
+    assert ours["pool_mapped_offloaded"] == 0
+    assert ours["same_bytes_after_restore"] and ours["pointer_stable"]
+    assert ours["outside_not_in_pool"]
+    print("torch: MemPool use count native %d cuarena %d; freed with the pool native %d "
+          "cuarena %d bytes" % (native["use_count"], ours["use_count"],
+                                native["freed_with_pool"], ours["freed_with_pool"]))
+
+
 def test_reload_under_a_cap_with_a_cupy_engine():
     pytest.importorskip("cupy")
     native, ours = run("reload_cap", "native"), run("reload_cap", "cuarena")

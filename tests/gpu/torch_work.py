@@ -548,6 +548,45 @@ def work_graph(use):
     return res
 
 
+def work_mempool(use):
+    """torch.cuda.MemPool with use_mem_pool: the tensors made inside land in
+    the pool (under cuarena: an arena of their own, which is offloaded and
+    restored at the same addresses with the same bytes), those made outside do
+    not; the pool's use count; and its memory goes back when it is gone."""
+    torch.manual_seed(5)
+    pool = torch.cuda.MemPool()
+    with torch.cuda.use_mem_pool(pool):
+        a = torch.randn(1 << 22, device="cuda")  # 16 MiB
+    b = torch.randn(1 << 20, device="cuda")      # outside the pool
+    want = a.clone()
+    res = {"use_count": pool.use_count()}
+    res["in_pool_snapshot"] = sum(seg["total_size"] for seg in pool.snapshot())
+    if use == "cuarena":
+        import cuarena.torch as ct
+
+        arena = ct.pool_arena(pool)
+        res["pool_arena"] = arena.name
+        st = arena.stats()
+        res["pool_live"] = st["live_bytes"]
+        ptr = a.data_ptr()
+        torch.cuda.synchronize()
+        arena.offload()
+        res["pool_mapped_offloaded"] = arena.stats()["mapped_bytes"]
+        arena.restore()
+        res["same_bytes_after_restore"] = bool(torch.equal(a, want))
+        res["pointer_stable"] = a.data_ptr() == ptr
+        res["outside_not_in_pool"] = ct.pool_arena(pool).stats()["live_bytes"] == st["live_bytes"]
+    del a, want
+    torch.cuda.synchronize()
+    used = driver_used()
+    del pool
+    torch.cuda.synchronize()
+    torch.cuda.empty_cache()
+    res["freed_with_pool"] = used - driver_used()
+    res["b_ok"] = bool(torch.isfinite(b).all())
+    return res
+
+
 def work_stats(use):
     """torch's own statistics, snapshot and cache calls with cuarena installed
     (the full allocator object), checked against cuarena's figures; cudnn's
