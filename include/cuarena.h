@@ -947,6 +947,48 @@ CUA_API cua_status cua_config_parse(const char *text, cua_arena_config *cfg);
  */
 CUA_API cua_status cua_config_from_env(cua_arena_config *cfg);
 
+/* ---- allocation history --------------------------------------------------------- */
+
+/** What a history entry records (cua_history_entry.action). */
+typedef enum cua_history_action {
+    CUA_HISTORY_ALLOC = 0, /**< a block was handed out: its address and bytes asked */
+    CUA_HISTORY_FREE = 1,  /**< a block was freed: its address and bytes asked */
+    CUA_HISTORY_MAP = 2,   /**< physical memory was mapped: the mapping's address and bytes */
+    CUA_HISTORY_UNMAP = 3, /**< physical memory was given back: its address and bytes */
+    CUA_HISTORY_OOM = 4,   /**< an allocation failed for want of memory: the bytes asked */
+} cua_history_action;
+
+/** One event of a device's allocation history. */
+typedef struct cua_history_entry {
+    int action;          /**< a cua_history_action */
+    uintptr_t address;   /**< the block's or the mapping's address (0 for CUA_HISTORY_OOM) */
+    uint64_t size;       /**< bytes: asked (alloc, free, oom), mapped or unmapped */
+    cua_stream stream;   /**< the block's stream (0 for mappings) */
+    uint64_t time_ns;    /**< when, CLOCK_MONOTONIC nanoseconds */
+    char arena[32];      /**< the arena's name, cut to 31 bytes ("" for mappings) */
+} cua_history_entry;
+
+/**
+ * Start recording the allocation history of `device`: the last `max_entries`
+ * events (allocations, frees, mappings, unmappings, out-of-memory answers) of
+ * all its arenas, in a ring; a new call starts a new, empty history. While it
+ * records, every allocation and free takes the device's history lock (a
+ * debugging aid, like torch.cuda.memory._record_memory_history).
+ * max_entries 0 stops recording and keeps what was recorded, for reading.
+ * Returns CUA_OK, CUA_ERR_INVALID_ARG (device out of range, max_entries above
+ * 2^30) or CUA_ERR_OUT_OF_MEMORY (no host memory for the ring).
+ */
+CUA_API cua_status cua_history_enable(int device, size_t max_entries);
+
+/**
+ * Read the allocation history of `device`: the newest min(cap, recorded)
+ * entries into out, oldest first, their number in *n. With cap 0 (out may
+ * be NULL) *n is the number of entries recorded, for sizing out. Returns
+ * CUA_OK or CUA_ERR_INVALID_ARG (device out of range, n NULL, or out NULL
+ * with a non-zero cap).
+ */
+CUA_API cua_status cua_history_read(int device, cua_history_entry *out, size_t cap, size_t *n);
+
 #ifdef __cplusplus
 }
 #endif

@@ -15,6 +15,7 @@
 #include "arena.h"
 #include "nvtx.h"
 #include "tcache.h"
+#include "history.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -367,6 +368,7 @@ cua_status _cua_arena_alloc_locked(cua_arena *a, size_t size, cua_stream stream,
     if (st != CUA_OK) {
         a->oom_count++;
         if (st == CUA_ERR_LIMIT || st == CUA_ERR_OUT_OF_MEMORY) {
+            _cua_history_note(a->device, CUA_HISTORY_OOM, 0, size, stream, a->name);
             oom_report(a, st, size, stream);
             _cua_arena_event(a, CUA_ARENA_OUT_OF_MEMORY, st == CUA_ERR_LIMIT ? "limit" : "device",
                              size);
@@ -380,6 +382,7 @@ cua_status _cua_arena_alloc_locked(cua_arena *a, size_t size, cua_stream stream,
     a->alloc_count++;
     if (a->live_bytes > a->peak_live) a->peak_live = a->live_bytes;
     *out = (void *)_cua_seg_addr(&a->seg, b->off);
+    _cua_history_note(a->device, CUA_HISTORY_ALLOC, (uintptr_t)*out, size, stream, a->name);
     if (CUA_UNLIKELY(a->nvtx_heap)) _cua_nvtx_alloc(a, *out, size);
     if (a->cfg.flags & CUA_ARENA_CHECK_ALWAYS) return _cua_arena_check_locked(a);
     return CUA_OK;
@@ -458,6 +461,8 @@ cua_status _cua_arena_free_locked(cua_arena *a, void *ptr)
                                               "cache for reuse)", ptr);
     }
     if (CUA_UNLIKELY(a->nvtx_heap)) _cua_nvtx_free(a, ptr);
+    _cua_history_note(a->device, CUA_HISTORY_FREE, (uintptr_t)ptr, b->req,
+                      a->streams.slot[b->tag].stream, a->name);
     cua_status st;
     a->live_bytes -= b->req;
     a->live_blocks--;

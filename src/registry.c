@@ -30,6 +30,8 @@ cua_devstat *_cua_registry_devstat(int device)
     return device >= 0 && device < CUA_MAX_DEVICES ? &devstats[device] : NULL;
 }
 
+int _cua_devstat_device(const cua_devstat *d) { return (int)(d - devstats); }
+
 void _cua_devstat_add(cua_devstat *d, int64_t delta)
 {
     uint64_t now = atomic_fetch_add(&d->mapped, (uint64_t)delta) + (uint64_t)delta;

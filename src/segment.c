@@ -3,6 +3,7 @@
  * physical memory, the idle list and trim. See segment.h.
  */
 #include "segment.h"
+#include "history.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -74,11 +75,16 @@ static void idle_remove(cua_segment *seg, cua_chunk *c)
     seg->idle_bytes -= (uint64_t)c->npages << seg->gshift;
 }
 
-/* Mapped bytes change: the segment's count, and its device's (if it has one). */
-static void mapped_add(cua_segment *seg, int64_t delta)
+/* Mapped bytes change by chunk c: the segment's count, and its device's (if
+ * it has one), and the device's history. */
+static void mapped_add(cua_segment *seg, const cua_chunk *c, int64_t delta)
 {
     seg->mapped_bytes += (uint64_t)delta;
-    if (seg->dev) _cua_devstat_add(seg->dev, delta);
+    if (!seg->dev) return;
+    _cua_devstat_add(seg->dev, delta);
+    uintptr_t addr = seg->novmm ? c->addr : seg->base + ((uintptr_t)c->first << seg->gshift);
+    _cua_history_note(_cua_devstat_device(seg->dev), delta > 0 ? CUA_HISTORY_MAP : CUA_HISTORY_UNMAP,
+                      addr, (uint64_t)(delta > 0 ? delta : -delta), 0, NULL);
 }
 
 static void set_pages(cua_segment *seg, uint32_t first, uint32_t n, cua_chunk *c)
@@ -303,7 +309,7 @@ static cua_status unmap_chunk(cua_segment *seg, cua_chunk *c)
         cua_status st = free_segment(seg, c);
         if (st != CUA_OK) return st;
         set_pages(seg, c->first, c->npages, NULL);
-        mapped_add(seg, -(int64_t)((uint64_t)c->npages << seg->gshift));
+        mapped_add(seg, c, -(int64_t)((uint64_t)c->npages << seg->gshift));
         seg->nchunks--;
         return CUA_OK;
     }
@@ -312,7 +318,7 @@ static cua_status unmap_chunk(cua_segment *seg, cua_chunk *c)
     cua_status st = _cua_bk_unmap(seg->bk, seg->cs, addr, len, 1);
     if (st != CUA_OK) return st;
     set_pages(seg, c->first, c->npages, NULL);
-    mapped_add(seg, -(int64_t)len);
+    mapped_add(seg, c, -(int64_t)len);
     seg->nchunks--;
     return release_handle(seg, c->handle, len);
 }
@@ -341,7 +347,7 @@ cua_status _cua_seg_fini(cua_segment *seg)
             _cua_bk_bury(seg->bk, g, st);
             if (seg->novmm) _cua_addrmap_remove_range(c->addr); /* its pointers: unknown now */
             set_pages(seg, c->first, c->npages, NULL);
-            mapped_add(seg, -(int64_t)len);
+            mapped_add(seg, c, -(int64_t)len);
         }
     }
     cua_status st = _cua_seg_keep_handles(seg, false);
@@ -491,7 +497,7 @@ static cua_status map_chunk(cua_segment *seg, uint32_t first, uint32_t n)
     c->busy = 1;
     c->noaccess = false;
     set_pages(seg, first, n, c);
-    mapped_add(seg, (int64_t)len);
+    mapped_add(seg, c, (int64_t)len);
     seg->nchunks++;
     return CUA_OK;
 }
@@ -645,7 +651,7 @@ static cua_status trim_run(cua_segment *seg, cua_chunk **run, size_t n, uint64_t
         cua_chunk *c = run[i];
         size_t clen = (size_t)c->npages << seg->gshift;
         set_pages(seg, c->first, c->npages, NULL);
-        mapped_add(seg, -(int64_t)clen);
+        mapped_add(seg, c, -(int64_t)clen);
         seg->nchunks--;
         *released += clen;
         cua_status rs = drop_handle(seg, c->handle, clen);

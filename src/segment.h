@@ -49,6 +49,8 @@ typedef struct cua_devstat {
     _Atomic uint64_t mapped, peak;
 } cua_devstat;
 void _cua_devstat_add(cua_devstat *d, int64_t delta);
+/* The device ordinal whose counters d are. */
+int _cua_devstat_device(const cua_devstat *d);
 
 typedef struct cua_segment {
     cua_backend *bk;

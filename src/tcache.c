@@ -3,6 +3,7 @@
  * work and what guards them).
  */
 #include "tcache.h"
+#include "history.h"
 
 #include <pthread.h>
 #include <stdlib.h>
@@ -252,6 +253,8 @@ bool _cua_tc_pop(cua_tcache *tc, size_t size, cua_stream stream, void **out)
         addu(&tc->allocs, 1);
         subu(&tc->cached_bytes, b->size);
         own_insert(tc, s.ptr, b, nw, stream);
+        _cua_history_note(tc->arena->device, CUA_HISTORY_ALLOC, s.ptr, size, stream,
+                          tc->arena->name);
         _cua_unlock(&tc->lock);
         *out = (void *)s.ptr;
         return true;
@@ -296,6 +299,8 @@ bool _cua_tc_push(cua_tcache *tc, void *ptr)
     add(&tc->adj_alloc, -(int64_t)b->size);
     addu(&tc->frees, 1);
     addu(&tc->cached_bytes, b->size);
+    _cua_history_note(tc->arena->device, CUA_HISTORY_FREE, (uintptr_t)ptr, b->treq, e.stream,
+                      tc->arena->name);
     _cua_unlock(&tc->lock);
     return true;
 }

@@ -198,6 +198,15 @@ def free(ptr):
     _check(_lib.cua_free(ptr))
 
 
+def arena_of(ptr):
+    """The name of the arena that holds the live block at address ptr (a
+    tensor's data_ptr(), say); raises Error when cuarena did not hand it out."""
+    a, name = _c(), ctypes.c_char_p()
+    _check(_lib.cua_ptr_info(ptr, ctypes.byref(a), None, None))
+    _check(_lib.cua_arena_name(a, ctypes.byref(name)))
+    return name.value.decode()
+
+
 def janitor_start(period_ms=100):
     """Start the idle-trim thread: every period_ms it trims the arenas idle
     longer than their idle_ms (cua_janitor_start)."""

@@ -575,7 +575,10 @@ def work_mempool(use):
         arena.restore()
         res["same_bytes_after_restore"] = bool(torch.equal(a, want))
         res["pointer_stable"] = a.data_ptr() == ptr
-        res["outside_not_in_pool"] = ct.pool_arena(pool).stats()["live_bytes"] == st["live_bytes"]
+        import cuarena
+
+        res["a_in"], res["b_in"] = cuarena.arena_of(a.data_ptr()), cuarena.arena_of(b.data_ptr())
+        res["outside_not_in_pool"] = res["a_in"] == arena.name != res["b_in"]
     del a, want
     torch.cuda.synchronize()
     used = driver_used()
