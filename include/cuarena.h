@@ -35,9 +35,25 @@ extern "C" {
 #define CUA_API
 #endif
 
+/*
+ * The version of this header. The build checks that it is meson.build's
+ * project version (src/api.c does not compile otherwise), and the test
+ * 'version' that cua_version() of the library says the same; a program can
+ * compare CUA_VERSION with cua_version() to catch a header and a library of
+ * different releases.
+ */
 #define CUA_VERSION_MAJOR 0
 #define CUA_VERSION_MINOR 1
 #define CUA_VERSION_PATCH 0
+/** The version as one number for #if: major * 10000 + minor * 100 + patch. */
+#define CUA_VERSION_NUMBER \
+    (CUA_VERSION_MAJOR * 10000 + CUA_VERSION_MINOR * 100 + CUA_VERSION_PATCH)
+#define CUA_STRINGIFY_(x) #x
+#define CUA_XSTRINGIFY_(x) CUA_STRINGIFY_(x)
+/** The version as a string, "major.minor.patch" (e.g. "0.1.0"). */
+#define CUA_VERSION                                                      \
+    CUA_XSTRINGIFY_(CUA_VERSION_MAJOR) "." CUA_XSTRINGIFY_(CUA_VERSION_MINOR) "." \
+        CUA_XSTRINGIFY_(CUA_VERSION_PATCH)
 
 /** Every block starts at a multiple of this and its size is rounded up to it. */
 #define CUA_ALIGNMENT 512u
@@ -66,17 +82,25 @@ typedef enum cua_status {
     CUA_STATUS_COUNT
 } cua_status;
 
-/** Name of a status, e.g. "CUA_ERR_LIMIT". Never NULL. */
+/**
+ * The name of `status`, e.g. "CUA_ERR_LIMIT". Returns a static string, never
+ * NULL ("CUA_STATUS_UNKNOWN" for a value outside the enum).
+ */
 CUA_API const char *cua_status_name(cua_status status);
 
 /**
  * The message of the last error on the calling thread, in words: what was
- * asked and why it failed. "" if no error happened on this thread yet.
- * The pointer stays valid until the next cuarena call on this thread.
+ * asked and why it failed. Takes no argument; returns "" if no error
+ * happened on this thread yet, never NULL. The pointer stays valid until the
+ * next cuarena call on this thread.
  */
 CUA_API const char *cua_last_error(void);
 
-/** Library version as "major.minor.patch". */
+/**
+ * The library's version as "major.minor.patch" (meson.build's project
+ * version), taking no argument; returns a static string, never NULL. The
+ * header's CUA_VERSION says which version a program was compiled against.
+ */
 CUA_API const char *cua_version(void);
 
 /* ------------------------------------------------------------------------ */
@@ -118,7 +142,8 @@ typedef enum cua_call {
     CUA_CALL_COUNT
 } cua_call;
 
-/** Name of a call kind, e.g. "map". NULL for an unknown kind. */
+/** The name of the call kind `call`, e.g. "map". Returns a static string, or NULL
+ *  for an unknown kind. */
 CUA_API const char *cua_call_name(cua_call call);
 
 /** Options of the host backend. Initialise with cua_host_config_init(). */
@@ -189,8 +214,8 @@ CUA_API cua_status cua_device_backend(int device, cua_backend **out);
 /**
  * Create a backend that forwards every call to `inner` and fails the calls
  * chosen with cua_fault_fail_nth() / cua_fault_fail_random(). It does not own
- * `inner`; destroy it before `inner`.
- * Returns CUA_OK, CUA_ERR_INVALID_ARG, CUA_ERR_OUT_OF_MEMORY (host memory).
+ * `inner`; destroy it before `inner`. The new backend goes to *out.
+ * Returns CUA_OK, CUA_ERR_INVALID_ARG (NULL), CUA_ERR_OUT_OF_MEMORY (host memory).
  */
 CUA_API cua_status cua_backend_fault_create(cua_backend *inner, cua_backend **out);
 
@@ -214,7 +239,7 @@ CUA_API cua_status cua_fault_fail_calls(cua_backend *fault, cua_call call, uint6
                                         uint64_t count, cua_status fail);
 
 /**
- * Fault backend: fail every call of any kind with probability `p` (0..1),
+ * Fault backend `fault`: fail every call of any kind with probability `p` (0..1),
  * drawing from a generator seeded with `seed`; the status is
  * CUA_ERR_OUT_OF_MEMORY for create and reserve calls, CUA_ERR_BACKEND for the
  * others. p = 0 switches it off.
@@ -222,7 +247,10 @@ CUA_API cua_status cua_fault_fail_calls(cua_backend *fault, cua_call call, uint6
  */
 CUA_API cua_status cua_fault_fail_random(cua_backend *fault, double p, uint64_t seed);
 
-/** Fault backend: how many failures it has injected so far. */
+/**
+ * Fault backend `fault`: how many failures it has injected so far, into *count.
+ * Returns CUA_OK, CUA_ERR_INVALID_ARG (not a fault backend, count NULL).
+ */
 CUA_API cua_status cua_fault_injected(cua_backend *fault, uint64_t *count);
 
 /** What a backend holds now and what it was asked to do. */
@@ -247,10 +275,11 @@ typedef struct cua_backend_stats {
     uint64_t pending_releases;
 } cua_backend_stats;
 
-/** Read a backend's counters. Returns CUA_OK, CUA_ERR_INVALID_ARG. */
+/** Read the counters of `backend` into *out. Returns CUA_OK, CUA_ERR_INVALID_ARG (NULL). */
 CUA_API cua_status cua_backend_get_stats(cua_backend *backend, cua_backend_stats *out);
 
-/** Mapping granularity of a backend in bytes. Returns CUA_OK, CUA_ERR_INVALID_ARG. */
+/** The mapping granularity of `backend` in bytes, into *out.
+ *  Returns CUA_OK, CUA_ERR_INVALID_ARG (NULL). */
 CUA_API cua_status cua_backend_granularity(cua_backend *backend, size_t *out);
 
 /**
@@ -418,6 +447,7 @@ CUA_API cua_status cua_arena_create(const cua_arena_config *cfg, cua_arena **out
  * NULL), on the device's shared CUDA backend where the device exists, else on
  * a host backend of its own (backend_kind CUA_BACKEND_AUTO unless a `backend`
  * item says otherwise). For bindings that cannot fill a cua_arena_config.
+ * The arena goes to *out (NULL on failure).
  * Returns as cua_arena_create(), and CUA_ERR_CONFIG (a bad item in either text).
  */
 CUA_API cua_status cua_arena_create_conf(const char *name, const char *conf, cua_arena **out);
@@ -451,8 +481,8 @@ CUA_API cua_status cua_arena_alloc(cua_arena *arena, size_t size, cua_stream str
                                    void **out);
 
 /**
- * Free a block returned by cua_arena_alloc() or cua_malloc(), in the order of
- * the stream it was allocated on. NULL is accepted and does nothing.
+ * Free `ptr`, a block returned by cua_arena_alloc() or cua_malloc(), in the
+ * order of the stream it was allocated on. NULL is accepted and does nothing.
  * Returns CUA_OK, CUA_ERR_INVALID_POINTER (not from cuarena, or interior),
  * CUA_ERR_DOUBLE_FREE, CUA_ERR_DESTROYED, CUA_ERR_BACKEND (releasing pages
  * failed; the block is free all the same).
@@ -472,8 +502,9 @@ CUA_API cua_status cua_free(void *ptr);
 CUA_API cua_status cua_record_stream(void *ptr, cua_stream stream);
 
 /**
- * Find the arena and the block of a live pointer.
- * arena, base and size may each be NULL. Returns CUA_OK,
+ * Find the arena and the block of the live pointer `ptr`: the arena into
+ * *arena, the block's start into *base and its size (bytes asked for) into
+ * *size; arena, base and size may each be NULL. Returns CUA_OK,
  * CUA_ERR_INVALID_POINTER, CUA_ERR_DOUBLE_FREE (in free memory), CUA_ERR_DESTROYED.
  * An interior pointer of a live block is answered with CUA_OK and the block.
  */
@@ -497,7 +528,8 @@ CUA_API cua_status cua_arena_trim(cua_arena *arena, size_t keep_bytes, size_t *r
  */
 CUA_API cua_status cua_arena_set_limit(cua_arena *arena, size_t limit);
 
-/** Set the release threshold (see cua_arena_config). Returns as cua_arena_set_limit. */
+/** Set the release threshold of `arena` to `bytes` (see cua_arena_config); cached
+ *  pages above it are unmapped at once. Returns as cua_arena_set_limit(). */
 CUA_API cua_status cua_arena_set_release_threshold(cua_arena *arena, size_t bytes);
 
 /**
@@ -526,9 +558,10 @@ CUA_API cua_status cua_arena_set_release_threshold(cua_arena *arena, size_t byte
 CUA_API cua_status cua_arena_offload(cua_arena *arena);
 
 /**
- * As cua_arena_offload(), without copying: the live blocks' contents are
- * dropped (a KV cache that can be recomputed). After cua_arena_restore() they
- * are at the same addresses with undefined contents.
+ * As cua_arena_offload() of `arena`, without copying: the live blocks'
+ * contents are dropped (a KV cache that can be recomputed). After
+ * cua_arena_restore() they are at the same addresses with undefined contents.
+ * Returns as cua_arena_offload().
  */
 CUA_API cua_status cua_arena_discard(cua_arena *arena);
 
@@ -545,7 +578,7 @@ CUA_API cua_status cua_arena_discard(cua_arena *arena);
 CUA_API cua_status cua_arena_restore(cua_arena *arena);
 
 /**
- * Set the floor: bytes kept mapped through trims (see cua_arena_config).
+ * Set the floor of `arena`: bytes kept mapped through trims (see cua_arena_config).
  * Returns CUA_OK, CUA_ERR_INVALID_ARG (a floor above the limit), CUA_ERR_DESTROYED.
  */
 CUA_API cua_status cua_arena_set_floor(cua_arena *arena, size_t floor);
@@ -572,7 +605,10 @@ CUA_API cua_status cua_janitor_start(unsigned period_ms);
 /** Stop the janitor and wait for its thread. Returns CUA_OK (also when none ran). */
 CUA_API cua_status cua_janitor_stop(void);
 
-/** Name the arena was created with. Returns CUA_OK, CUA_ERR_INVALID_ARG, CUA_ERR_DESTROYED. */
+/**
+ * The name `arena` was created with, into *name (valid until the arena is
+ * destroyed). Returns CUA_OK, CUA_ERR_INVALID_ARG, CUA_ERR_DESTROYED.
+ */
 CUA_API cua_status cua_arena_name(cua_arena *arena, const char **name);
 
 /**
@@ -592,14 +628,16 @@ CUA_API cua_status cua_arena_check(cua_arena *arena);
  * The default arena of a device, created on first use with the defaults of
  * cua_arena_config_init() and the options of CUARENA_CONF (cua_config_from_env()),
  * on the device's shared CUDA backend where the device exists, else on a host
- * backend (backend_kind CUA_BACKEND_AUTO; CUARENA_CONF's `backend` may say otherwise).
- * Returns CUA_OK, CUA_ERR_INVALID_ARG, and the statuses of cua_arena_create().
+ * backend (backend_kind CUA_BACKEND_AUTO; CUARENA_CONF's `backend` may say otherwise),
+ * into *out. Returns CUA_OK, CUA_ERR_INVALID_ARG, and the statuses of cua_arena_create().
  */
 CUA_API cua_status cua_arena_default(int device, cua_arena **out);
 
 /**
- * Allocate from the calling thread's current arena (cua_arena_push()), or from
- * the default arena of device 0 when none is set. Returns as cua_arena_alloc().
+ * Allocate `size` bytes on `stream` from the calling thread's current arena
+ * (cua_arena_push()), or from the default arena of device 0 when none is
+ * set; the block goes to *out (NULL on failure). Returns as cua_arena_alloc(),
+ * and the statuses of cua_arena_default().
  */
 CUA_API cua_status cua_malloc(size_t size, cua_stream stream, void **out);
 
@@ -613,7 +651,8 @@ CUA_API cua_status cua_arena_push(cua_arena *arena);
 /** Undo the last cua_arena_push(). Returns CUA_OK, CUA_ERR_INVALID_ARG (nothing pushed). */
 CUA_API cua_status cua_arena_pop(void);
 
-/** The calling thread's current arena, or NULL. Returns CUA_OK, CUA_ERR_INVALID_ARG. */
+/** The calling thread's current arena, or NULL when none is pushed, into *out.
+ *  Returns CUA_OK, CUA_ERR_INVALID_ARG (out NULL). */
 CUA_API cua_status cua_arena_current(cua_arena **out);
 
 /* ------------------------------------------------------------------------ */
@@ -668,10 +707,12 @@ typedef struct cua_stats {
     double free_fragmentation;    /**< 1 - largest_free / free_bytes (0 when nothing is free) */
 } cua_stats;
 
-/** Read an arena's figures. Returns CUA_OK, CUA_ERR_INVALID_ARG, CUA_ERR_DESTROYED. */
+/** Read the figures of `arena` into *out. Returns CUA_OK, CUA_ERR_INVALID_ARG,
+ *  CUA_ERR_DESTROYED. */
 CUA_API cua_status cua_arena_get_stats(cua_arena *arena, cua_stats *out);
 
-/** Set the peaks to the current values. Returns CUA_OK, CUA_ERR_INVALID_ARG, CUA_ERR_DESTROYED. */
+/** Set the peaks of `arena` (peak_live_bytes, peak_mapped_bytes) to the current
+ *  values. Returns CUA_OK, CUA_ERR_INVALID_ARG, CUA_ERR_DESTROYED. */
 CUA_API cua_status cua_arena_reset_peaks(cua_arena *arena);
 
 /**
@@ -708,7 +749,7 @@ typedef void (*cua_region_fn)(const cua_region *region, void *user);
  * address order, followed by the pieces of blocks that lie in it (a block
  * that spans several segments is cut at their edges). Unmapped address space
  * is not reported. The snapshot is taken under the arena's lock and `fn` runs
- * after it is released, so `fn` may call cuarena.
+ * after it is released, so `fn` may call cuarena; `user` is passed to each call.
  * Returns CUA_OK, CUA_ERR_INVALID_ARG (NULL), CUA_ERR_DESTROYED,
  * CUA_ERR_OUT_OF_MEMORY (host memory for the snapshot).
  */
@@ -749,7 +790,8 @@ typedef struct cua_arena_event {
 typedef void (*cua_arena_event_fn)(const cua_arena_event *event, void *user);
 
 /**
- * Set the process's arena-event callback (fn NULL: none). It runs on the
+ * Set the process's arena-event callback `fn` (NULL: none), called with
+ * `user` as its last argument. It runs on the
  * thread whose call caused the event, after that call has released the
  * arena's lock and before it returns, so it may call cuarena (the caller's
  * cua_last_error() is kept). Several trims in one call of the same reason
@@ -836,7 +878,7 @@ CUA_API cua_status cua_device_report_json(int device, char *buf, size_t cap, siz
  * memory in whole pages, less 1/4096 of it and one page that the driver needs
  * to map them (an allocation of all of it fails on the H100), plus what every
  * arena of the device could give back by a trim (cached_bytes). What to size a
- * KV cache from, instead of probing.
+ * KV cache from, instead of probing. The bytes go to *out.
  * Returns CUA_OK (0 when the device has no arena), CUA_ERR_INVALID_ARG,
  * CUA_ERR_BACKEND.
  */
@@ -850,14 +892,15 @@ typedef struct cua_reservation cua_reservation;
  * physical memory from the backend now, mapped nowhere, so that neither
  * another library nor another arena can take it, and hand it to an arena
  * later with cua_arena_adopt() - for example while a model's weights are
- * still loading, so that its KV cache is sure to fit afterwards.
+ * still loading, so that its KV cache is sure to fit afterwards. The
+ * reservation goes to *out.
  * Returns CUA_OK, CUA_ERR_INVALID_ARG, CUA_ERR_NOT_SUPPORTED (no VMM),
  * CUA_ERR_OUT_OF_MEMORY (the device has less: nothing is kept), CUA_ERR_BACKEND.
  */
 CUA_API cua_status cua_reserve(cua_backend *backend, size_t bytes, cua_reservation **out);
 
 /**
- * Give the reservation's memory to an arena of the same backend: its next
+ * Give the memory of reservation `res` to `arena`, of the same backend: its next
  * growths map it instead of asking the driver (cua_stats.adopted_bytes until
  * then), and it goes back to the driver with the arena (or a trim, once
  * mapped). The reservation is used up, also on failure: like a freed pointer,
@@ -867,15 +910,15 @@ CUA_API cua_status cua_reserve(cua_backend *backend, size_t bytes, cua_reservati
  */
 CUA_API cua_status cua_arena_adopt(cua_arena *arena, cua_reservation *res);
 
-/** Give a reservation's memory back to the driver, unused; the reservation is
+/** Give the memory of reservation `res` back to the driver, unused; `res` is
  *  used up. Returns CUA_OK, CUA_ERR_INVALID_ARG, CUA_ERR_BACKEND (a handle's
  *  release failed; tried all). */
 CUA_API cua_status cua_reservation_release(cua_reservation *res);
 
 /**
  * The most bytes all arenas of `device` had mapped at once, since the process
- * started or cua_device_reset_peak(), and what they map now (either output
- * may be NULL, not both). Per-arena peaks are in cua_stats.
+ * started or cua_device_reset_peak(), into *peak_mapped, and what they map now
+ * into *mapped_now (either may be NULL, not both). Per-arena peaks are in cua_stats.
  * Returns CUA_OK, CUA_ERR_INVALID_ARG (device outside 0..63).
  */
 CUA_API cua_status cua_device_peak(int device, size_t *peak_mapped, size_t *mapped_now);
@@ -888,8 +931,8 @@ CUA_API cua_status cua_device_reset_peak(int device);
 /* ------------------------------------------------------------------------ */
 
 /**
- * Parse an option string like CUARENA_CONF ("release_threshold:512M,limit:8G")
- * into cfg, over what it holds. Keys: device, limit, release_threshold,
+ * Parse `text`, an option string like CUARENA_CONF
+ * ("release_threshold:512M,limit:8G"), into cfg, over what it holds. Keys: device, limit, release_threshold,
  * va_size, chunk_max, chunk_large, growth_slack, check (0/1), footprint_cap (0/1), vmm (0/1). Sizes take
  * K, M, G, T suffixes (powers of 1024) and "all"/"none".
  * Returns CUA_OK, CUA_ERR_INVALID_ARG (NULL), CUA_ERR_CONFIG (unknown key or

@@ -10,7 +10,17 @@
 #include <stdlib.h>
 #include <string.h>
 
-const char *cua_version(void) { return "0.1.0"; }
+/* CUA_PROJECT_VERSION* come from meson.build (project's version). */
+#if !defined(CUA_PROJECT_VERSION) || !defined(CUA_PROJECT_VERSION_MAJOR) || \
+    !defined(CUA_PROJECT_VERSION_MINOR) || !defined(CUA_PROJECT_VERSION_PATCH)
+#error "build with meson: CUA_PROJECT_VERSION* are defined by meson.build"
+#endif
+_Static_assert(CUA_VERSION_MAJOR == CUA_PROJECT_VERSION_MAJOR &&
+                   CUA_VERSION_MINOR == CUA_PROJECT_VERSION_MINOR &&
+                   CUA_VERSION_PATCH == CUA_PROJECT_VERSION_PATCH,
+               "CUA_VERSION_MAJOR/MINOR/PATCH in include/cuarena.h differ from meson.build's version");
+
+const char *cua_version(void) { return CUA_PROJECT_VERSION; }
 
 /* ---- handles ---------------------------------------------------------------------- */
 

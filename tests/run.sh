@@ -3,9 +3,10 @@
 #
 #   bash tests/run.sh [BUILD_DIR]        (default: build)
 #
-# Installs meson, ninja, pkg-config and the zlib headers with apt-get when one
-# is missing, configures BUILD_DIR with -Dwerror=true (plus $CUA_MESON_ARGS),
-# builds it with ninja, runs `meson test`, and prints "N passed, N failed"
+# Installs meson, ninja, pkg-config, cmake (for the consumer test
+# install-cmake) and the zlib headers with apt-get when one is missing,
+# configures BUILD_DIR with -Dwerror=true (plus $CUA_MESON_ARGS), builds it
+# with ninja, runs `meson test`, and prints "N passed, N failed"
 # (", N skipped" when some were skipped) as its last line. The exit status is
 # 0 only when the build succeeded and no test failed.
 #
@@ -52,7 +53,7 @@ have_zlib() {
 
 tools_missing() {
     ! command -v meson >/dev/null || ! command -v ninja >/dev/null ||
-        ! command -v pkg-config >/dev/null || ! have_zlib
+        ! command -v pkg-config >/dev/null || ! command -v cmake >/dev/null || ! have_zlib
 }
 
 # apt-get what is missing (as root, else through sudo); failures are reported
@@ -62,19 +63,19 @@ install_tools() {
     local sudo=()
     if ((EUID != 0)); then
         if ! command -v sudo >/dev/null; then
-            log "meson, ninja, pkg-config or zlib headers missing, and no sudo to install them"
+            log "meson, ninja, pkg-config, cmake or zlib headers missing, and no sudo to install them"
             return 0
         fi
         sudo=(sudo)
     fi
     if ! command -v apt-get >/dev/null; then
-        log "meson, ninja, pkg-config or zlib headers missing, and no apt-get to install them"
+        log "meson, ninja, pkg-config, cmake or zlib headers missing, and no apt-get to install them"
         return 0
     fi
-    log "installing meson ninja-build zlib1g-dev pkg-config"
+    log "installing meson ninja-build zlib1g-dev pkg-config cmake"
     local apt=("${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get)
     if ! "${apt[@]}" update -qq >&2 ||
-        ! "${apt[@]}" install -y -qq meson ninja-build zlib1g-dev pkg-config >&2; then
+        ! "${apt[@]}" install -y -qq meson ninja-build zlib1g-dev pkg-config cmake >&2; then
         log "apt-get failed; going on with what is installed"
     fi
 }
