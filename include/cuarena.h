@@ -704,9 +704,12 @@ CUA_API void cua_torch_free(void *ptr, size_t size, int device, void *stream);
  * for device `device`, from `param` when it is an arena (it must be on
  * `device`), else (param NULL) from the calling thread's current arena when
  * it is on `device`, else from the device's default arena. Returns the
- * pointer, or NULL (CuPy raises OutOfMemoryError; cua_last_error() on the
- * same thread says why: the arena's limit, no memory, a destroyed arena, a
- * device that is not the arena's). A zero size gives a unique pointer.
+ * pointer, or NULL, with cua_last_error() on the same thread saying why (the
+ * arena's limit, no memory, a destroyed arena, a device that is not the
+ * arena's). CuPy itself does not check for NULL (it would hand out address
+ * 0): cuarena.cupy's allocator raises CuPy's OutOfMemoryError on it; other
+ * callers must check too. A zero size (CuPy never asks for one) gives a
+ * unique pointer.
  */
 CUA_API void *cua_cupy_malloc(void *param, size_t size, int device);
 
