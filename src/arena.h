@@ -230,4 +230,10 @@ cua_arena *_cua_addrmap_find(uintptr_t addr);
 /* Forget a range only if it still belongs to `a` (a later arena may own it). */
 void _cua_addrmap_remove(uintptr_t base, size_t size, cua_arena *a);
 
+/* torch.c: the arena a framework's allocation hook (PyTorch, CuPy) takes
+ * memory from on `device` when it names none: the calling thread's current
+ * arena when it is on that device, else the device's default arena (NULL when
+ * that cannot be made: cua_last_error() says why). */
+cua_arena *_cua_hook_arena(int device);
+
 #endif /* CUA_ARENA_H */

@@ -2,11 +2,12 @@
  * torch.c - the entry points PyTorch's CUDAPluggableAllocator loads from this
  * library (cuarena.h: cua_torch_alloc, cua_torch_free). They hold no state of
  * their own: an allocation goes to the calling thread's current arena when it
- * is on the device torch asks for, else to the device's default arena.
+ * is on the device torch asks for, else to the device's default arena
+ * (_cua_hook_arena, which CuPy's entry points in cupy.c share).
  */
 #include "arena.h"
 
-static cua_arena *arena_for(int device)
+cua_arena *_cua_hook_arena(int device)
 {
     cua_arena *a = NULL;
     if (cua_arena_current(&a) == CUA_OK && a && a->cfg.device == device) return a;
@@ -16,7 +17,7 @@ static cua_arena *arena_for(int device)
 
 void *cua_torch_alloc(size_t size, int device, void *stream)
 {
-    cua_arena *a = arena_for(device);
+    cua_arena *a = _cua_hook_arena(device);
     void *p = NULL;
     if (!a) return NULL; /* cua_last_error() says why; torch raises out of memory */
     /* torch asks for 0 bytes for empty tensors and wants a pointer all the same */

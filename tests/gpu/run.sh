@@ -174,6 +174,28 @@ else
     say "torch: skipped (no torch or pytest in python3)"
 fi
 
+# CuPy with cuarena as its allocator (tests/gpu/test_cupy.py: a CuPy workload in
+# an arena, stream-aware on a non-blocking stream, and CuPy beside PyTorch
+# through DLPack), where CuPy is installed; its result lines go to the log only.
+if python3 -c 'import cupy, pytest' 2>/dev/null; then
+    from=$(($(wc -l <"$log") + 1))
+    CUARENA_LIB=$PWD/build-gpu/libcuarena.so run cupy python3 -m pytest -q -s tests/gpu/test_cupy.py
+    tail -n +"$from" "$log" | sed -E 's/^[.sFE]+cupy: /cupy: /' |
+        grep -E '^cupy: |passed|failed|skipped' | grep -v '^cupy: .*{'
+else
+    say "cupy: skipped (no cupy or pytest in python3)"
+fi
+# The integration examples (docs/integrations.md) on the GPU: C, C++ and the
+# Python ones (each exits 77, skipped, without torch / CuPy); output to the log.
+run example-kv-sizing build-gpu/examples/kv_sizing --backend cuda
+run example-cpp-raii build-gpu/examples/cpp_raii --backend cuda
+CUARENA_LIB=$PWD/build-gpu/libcuarena.so PYTHONPATH=$PWD/python run example-torch-components \
+    python3 examples/torch_components.py
+CUARENA_LIB=$PWD/build-gpu/libcuarena.so PYTHONPATH=$PWD/python run example-cupy-arena \
+    python3 examples/cupy_arena.py
+grep -E '^(kv_sizing|cpp_raii|torch_components|cupy_arena): ' "$log" | sed 's/^/   /'
+grep -E '^example-.* exit ' "$log" | sed 's/^/   /'
+
 # Offload and restore of a 4 GiB arena, three cycles (also inside test-cuda).
 grep -E '^offload: .*(cycle [0-9]: offload|byte-exact)' "$log" | tee "$out/offload.txt"
 # CUA_GPU_PROBE=1: the pieces an offload is made of, measured apart

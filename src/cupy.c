@@ -1,0 +1,41 @@
+/*
+ * cupy.c - the entry points CuPy's cupy.cuda.memory.CFunctionAllocator calls
+ * (cuarena.h: cua_cupy_malloc, cua_cupy_free; python/cuarena/cupy.py installs
+ * them). CuPy passes back the `param` it was given: an arena, or NULL for the
+ * arena PyTorch's hook would pick (_cua_hook_arena). CuPy's hook carries no
+ * stream, so every block is allocated on stream 0: see cuarena.h.
+ */
+#include "arena.h"
+
+void *cua_cupy_malloc(void *param, size_t size, int device)
+{
+    cua_arena *a = param;
+    void *p = NULL;
+    if (device < 0) {
+        _cua_error(CUA_ERR_INVALID_ARG, "cua_cupy_malloc: device %d", device);
+        return NULL;
+    }
+    if (a) {
+        /* A wrong device would hand CuPy memory its kernels cannot reach. The
+         * device of an arena never changes (a destroyed one keeps its handle),
+         * and cua_arena_alloc() answers a handle that is not an arena. */
+        if (a->magic == CUA_ARENA_MAGIC && a->cfg.device != device) {
+            _cua_error(CUA_ERR_INVALID_ARG,
+                       "cua_cupy_malloc: arena '%s' is on device %d, CuPy asked for device %d",
+                       a->name, a->cfg.device, device);
+            return NULL;
+        }
+    } else if (!(a = _cua_hook_arena(device))) {
+        return NULL; /* cua_last_error() says why; CuPy raises OutOfMemoryError */
+    }
+    /* a unique pointer for 0 bytes, as cudaMalloc-backed pools give */
+    if (cua_arena_alloc(a, size ? size : 1, 0, &p) != CUA_OK) return NULL;
+    return p;
+}
+
+void cua_cupy_free(void *param, void *ptr, int device)
+{
+    (void)param;  /* the block remembers its arena, */
+    (void)device; /* its device and its stream */
+    cua_free(ptr);
+}
