@@ -12,11 +12,9 @@ Checks, and ends with "N passed, N failed" like the other tests:
   3. every relative link in README.md and docs/*.md ([text](path), images
      too; not inside code blocks) points to a file or directory that exists.
 
-KNOWN_GAPS lists what is known to be missing and owned by someone else's work
-in progress (README.md is being restructured on another branch; docs/install.md
-is written on another branch). A listed gap is reported as a note, not a
-failure, while it is still missing; once it is fixed, the note says the entry
-can go. --strict treats the listed gaps as failures too.
+KNOWN_GAPS can list what is known to be missing while another piece of work
+brings it (a listed gap is a note, not a failure, until it is fixed; then the
+note says the entry can go). --strict treats listed gaps as failures too.
 Exit status 0 when nothing failed.
 """
 
@@ -25,12 +23,7 @@ import re
 import sys
 
 # (check, item): why it is tolerated for now.
-KNOWN_GAPS = {
-    ("readme-option", "thread_cache"): "README.md is being restructured (thread caches came after its table)",
-    ("readme-option", "thread_cache_bytes"): "README.md is being restructured",
-    ("readme-option", "thread_cache_max"): "README.md is being restructured",
-    ("link", "docs/install.md"): "docs/install.md is written on another branch",
-}
+KNOWN_GAPS = {}  # none now
 
 LINK = re.compile(r"!?\[[^\]]*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
 
