@@ -224,3 +224,63 @@ TEST(walk_reports_whole_segments_without_vmm)
     CHECK_OK(cua_backend_destroy(bk));
 }
 
+
+/* The allocation history: allocations, frees (through the lock and through a
+ * thread cache), mappings, unmappings and out-of-memory answers, in order,
+ * in a ring that keeps the newest; off, it records nothing. */
+TEST(history_records_the_events_of_a_device)
+{
+    size_t n = 1;
+    CHECK_ST(cua_history_enable(-1, 10), CUA_ERR_INVALID_ARG);
+    CHECK_ST(cua_history_read(0, NULL, 5, &n), CUA_ERR_INVALID_ARG);
+    CHECK_OK(cua_history_enable(7, 64)); /* a device of its own: no other test's events */
+    cua_arena_config cfg;
+    cua_arena_config_init(&cfg);
+    cfg.device = 7;
+    cfg.flags = 0;
+    cfg.limit = 8 * MiB;
+    cfg.thread_cache = CUA_THREAD_CACHE_ON;
+    cua_arena *a;
+    CHECK_OK(cua_arena_create(&cfg, &a));
+    void *p, *q, *r;
+    CHECK_OK(cua_arena_alloc(a, 3000, 0, &p));
+    CHECK_OK(cua_free(p));                       /* into the thread's cache */
+    CHECK_OK(cua_arena_alloc(a, 2900, 0, &q));   /* from it */
+    CHECK(q == p);
+    CHECK_ST(cua_arena_alloc(a, 9 * MiB, 0, &r), CUA_ERR_LIMIT);
+    CHECK_OK(cua_free(q));
+    size_t released;
+    CHECK_OK(cua_arena_trim(a, 0, &released));
+    CHECK_OK(cua_history_read(7, NULL, 0, &n));
+    cua_history_entry e[16];
+    CHECK(n == 7 && n <= 16);
+    CHECK_OK(cua_history_read(7, e, 16, &n));
+    int want[7] = {CUA_HISTORY_MAP, CUA_HISTORY_ALLOC, CUA_HISTORY_FREE, CUA_HISTORY_ALLOC,
+                   CUA_HISTORY_OOM, CUA_HISTORY_FREE, CUA_HISTORY_UNMAP};
+    for (size_t i = 0; i < n; i++) {
+        CHECK(e[i].action == want[i]);
+        CHECK(i == 0 || e[i].time_ns >= e[i - 1].time_ns);
+    }
+    CHECK(e[1].address == (uintptr_t)p && e[1].size == 3000 && !strcmp(e[1].arena, cfg.name ? cfg.name : "arena"));
+    CHECK(e[3].address == (uintptr_t)p && e[3].size == 2900);
+    CHECK(e[4].size == 9 * MiB && e[4].address == 0);
+    CHECK(e[0].address == e[6].address && e[0].size == e[6].size && e[0].size > 0);
+    /* the ring keeps the newest two */
+    cua_history_entry last[2];
+    CHECK_OK(cua_history_read(7, last, 2, &n));
+    CHECK(n == 2 && last[0].action == CUA_HISTORY_FREE && last[1].action == CUA_HISTORY_UNMAP);
+    CHECK_OK(cua_history_enable(7, 2));
+    for (int i = 0; i < 3; i++) {
+        CHECK_OK(cua_arena_alloc(a, 1024, 0, &p));
+        CHECK_OK(cua_free(p));
+    }
+    CHECK_OK(cua_history_read(7, e, 16, &n));
+    CHECK(n == 2 && e[0].action == CUA_HISTORY_ALLOC && e[1].action == CUA_HISTORY_FREE);
+    /* off: nothing more is recorded, what was recorded stays */
+    CHECK_OK(cua_history_enable(7, 0));
+    CHECK_OK(cua_arena_alloc(a, 1024, 0, &p));
+    CHECK_OK(cua_free(p));
+    CHECK_OK(cua_history_read(7, NULL, 0, &n));
+    CHECK(n == 2);
+    CHECK_OK(cua_arena_destroy(a, 0));
+}

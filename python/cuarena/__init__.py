@@ -388,11 +388,52 @@ def _arena_segments(a, device):
     return segments
 
 
+class _HistoryEntry(ctypes.Structure):
+    _fields_ = [("action", ctypes.c_int), ("address", ctypes.c_size_t), ("size", ctypes.c_uint64),
+                ("stream", ctypes.c_size_t), ("time_ns", ctypes.c_uint64),
+                ("arena", ctypes.c_char * 32)]
+
+
+_lib.cua_history_enable.argtypes = [ctypes.c_int, ctypes.c_size_t]
+_lib.cua_history_read.argtypes = [ctypes.c_int, ctypes.POINTER(_HistoryEntry), ctypes.c_size_t,
+                                  ctypes.POINTER(ctypes.c_size_t)]
+# cua_history_action -> the actions of torch's device_traces
+_HISTORY_ACTIONS = {0: ["alloc"], 1: ["free_requested", "free_completed"], 2: ["segment_map"],
+                    3: ["segment_unmap"], 4: ["oom"]}
+
+
+def record_memory_history(enabled=True, max_entries=100000, device=0):
+    """Record the device's allocation history (cua_history_enable): the last
+    max_entries allocations, frees, mappings, unmappings and out-of-memory
+    answers, which snapshot() and dump_snapshot() then carry in device_traces
+    (torch.cuda.memory._record_memory_history does the same with cuarena
+    installed). enabled=False stops recording and keeps what was recorded."""
+    _check(_lib.cua_history_enable(device, int(max_entries) if enabled else 0))
+
+
+def memory_history(device=0):
+    """The recorded history of the device, oldest first, as the entries of
+    torch's device_traces: action (alloc, free_requested, free_completed,
+    segment_map, segment_unmap, oom), addr, size, stream, time_us, frames
+    (empty: no Python stacks), and arena (cuarena's)."""
+    n = ctypes.c_size_t(0)
+    _check(_lib.cua_history_read(device, None, 0, ctypes.byref(n)))
+    buf = (_HistoryEntry * max(n.value, 1))()
+    _check(_lib.cua_history_read(device, buf, n.value, ctypes.byref(n)))
+    out = []
+    for e in buf[:n.value]:
+        for action in _HISTORY_ACTIONS.get(e.action, ["unknown"]):
+            out.append({"action": action, "addr": e.address, "size": e.size, "stream": e.stream,
+                        "time_us": e.time_ns // 1000, "frames": [],
+                        "arena": e.arena.decode(errors="replace")})
+    return out
+
+
 def snapshot(device=0):
     """Every arena's mapped memory of the device in the format of
     torch.cuda.memory._snapshot(): segments (one per physical handle, with the
-    arena's name) and the blocks in them; device_traces are empty (cuarena
-    records no allocation history yet)."""
+    arena's name) and the blocks in them, and in device_traces[device] the
+    allocation history when it is recorded (record_memory_history)."""
     segments = []
     for a in arenas(device):
         try:
@@ -400,7 +441,9 @@ def snapshot(device=0):
         except Error as e:
             if e.status != "CUA_ERR_DESTROYED":
                 raise
-    return {"segments": segments, "device_traces": [[] for _ in range(device + 1)]}
+    traces = [[] for _ in range(device + 1)]
+    traces[device] = memory_history(device)
+    return {"segments": segments, "device_traces": traces}
 
 
 def dump_snapshot(path, device=0):

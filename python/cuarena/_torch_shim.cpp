@@ -286,8 +286,15 @@ struct CuarenaAllocator final : PluggableBase {
     return info;
   }
 
-  void recordHistory(bool, CCA::CreateContextFn, size_t, CCA::RecordContext, bool,
-                     const std::vector<std::string>&) override {}
+  // torch.cuda.memory._record_memory_history: cuarena's own history of every
+  // device (cua_history_enable; no Python stack frames), which
+  // cuarena.snapshot() and dump_snapshot() put in device_traces.
+  void recordHistory(bool enabled, CCA::CreateContextFn, size_t max_entries,
+                     CCA::RecordContext, bool, const std::vector<std::string>&) override {
+    int count = c10::cuda::device_count();
+    for (int d = 0; d < count; d++)
+      cua_history_enable(d, enabled ? (max_entries ? max_entries : 100000) : 0);
+  }
   void attachOutOfMemoryObserver(CCA::OutOfMemoryObserver) override {}
   void attachAllocatorTraceTracker(CCA::AllocatorTraceTracker) override {}
 

@@ -1,0 +1,162 @@
+"""test_python.py - the cuarena Python package (python/cuarena) on the host
+backend, no torch needed: arenas, limits and their errors, offload and restore
+at the same addresses with the same bytes, statistics under torch's key
+names, the text summary, snapshots in torch's format (segments, blocks, and
+device_traces from the allocation history), events with their byte deltas,
+headroom and peaks. Run by meson (suite host) with CUARENA_LIB set:
+
+    CUARENA_LIB=build/libcuarena.so PYTHONPATH=python python3 tests/test_python.py
+"""
+
+import ctypes
+import os
+import pickle
+import sys
+import tempfile
+import unittest
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "python"))
+import cuarena  # noqa: E402
+
+MiB = 1 << 20
+
+
+def arena(name, **options):
+    options.setdefault("backend", "host")
+    options.setdefault("va_size", "1G")
+    return cuarena.Arena(name, **options)
+
+
+class ArenaTest(unittest.TestCase):
+    def test_alloc_free_stats_and_arena_of(self):
+        a = arena("py_enc")
+        p = a.alloc(3 * MiB)
+        q = a.alloc(1000)
+        st = a.stats()
+        self.assertEqual(st["live_bytes"], 3 * MiB + 1000)
+        self.assertEqual(st["live_blocks"], 2)
+        self.assertGreaterEqual(st["mapped_bytes"], 3 * MiB)
+        self.assertEqual(cuarena.arena_of(p), "py_enc")
+        self.assertEqual(cuarena.arena_of(q), "py_enc")
+        cuarena.free(p)
+        cuarena.free(q)
+        with self.assertRaises(cuarena.Error) as e:
+            cuarena.free(q)
+        self.assertEqual(e.exception.status, "CUA_ERR_DOUBLE_FREE")
+        self.assertEqual(a.stats()["live_bytes"], 0)
+        self.assertGreater(a.trim(), 0)
+        self.assertEqual(a.stats()["mapped_bytes"], 0)
+        a.destroy()
+
+    def test_limit_answers_with_an_error_and_an_event(self):
+        events = []
+        remove = cuarena.on_event(events.append)
+        try:
+            a = arena("py_limited", limit="8M")
+            p = a.alloc(6 * MiB)
+            with self.assertRaises(cuarena.Error) as e:
+                a.alloc(4 * MiB)
+            self.assertEqual(e.exception.status, "CUA_ERR_LIMIT")
+            self.assertIn("py_limited", str(e.exception))
+            cuarena.free(p)
+            released = a.trim()
+            a.destroy()
+        finally:
+            remove()
+        kinds = [(ev["kind"], ev["arena"]) for ev in events]
+        self.assertIn(("out_of_memory", "py_limited"), kinds)
+        trims = [ev for ev in events if ev["kind"] == "trimmed" and ev["arena"] == "py_limited"]
+        self.assertTrue(trims and sum(ev["bytes"] for ev in trims) == released)
+        self.assertIn(("destroyed", "py_limited"), kinds)
+
+    def test_offload_restore_keeps_addresses_and_bytes(self):
+        a = arena("py_offload")
+        p = a.alloc(2 * MiB + 123)
+        ctypes.memset(p, 0x5C, 2 * MiB + 123)
+        a.offload()
+        self.assertEqual(a.stats()["mapped_bytes"], 0)
+        with self.assertRaises(cuarena.Error) as e:
+            a.alloc(100)
+        self.assertEqual(e.exception.status, "CUA_ERR_OFFLOADED")
+        a.restore()
+        data = ctypes.string_at(p, 2 * MiB + 123)
+        self.assertEqual(data, b"\x5c" * (2 * MiB + 123))
+        cuarena.free(p)
+        a.destroy()
+
+
+class StatsAndSnapshotTest(unittest.TestCase):
+    def test_memory_stats_has_torch_keys_and_arena_figures(self):
+        a = arena("py_stats")
+        p = a.alloc(5 * MiB)
+        ms = cuarena.memory_stats(0)
+        for key in ("allocated_bytes.all.current", "allocated_bytes.all.peak",
+                    "reserved_bytes.all.current", "reserved_bytes.all.peak",
+                    "requested_bytes.all.current", "num_alloc_retries", "num_ooms",
+                    "allocation.all.current"):
+            self.assertIn(key, ms)
+        self.assertGreaterEqual(ms["requested_bytes.all.current"], 5 * MiB)
+        self.assertGreaterEqual(ms["reserved_bytes.all.current"], ms["allocated_bytes.all.current"])
+        self.assertEqual(ms["cuarena.py_stats.live_bytes"], 5 * MiB)
+        for key in ("mapped_bytes", "cached_bytes", "largest_free_bytes", "free_fragmentation"):
+            self.assertIn("cuarena.py_stats." + key, ms)
+        self.assertIn("py_stats", cuarena.memory_summary(0))
+        self.assertGreater(cuarena.headroom(0), 0)
+        cuarena.free(p)
+        a.reset_peak_stats()
+        self.assertEqual(a.stats()["peak_live_bytes"], 0)
+        a.destroy()
+
+    def test_snapshot_segments_blocks_and_history(self):
+        cuarena.record_memory_history(True, max_entries=64)
+        a = arena("py_snap")
+        p = a.alloc(3 * MiB)
+        q = a.alloc(4096)
+        cuarena.free(q)
+        snap = cuarena.snapshot(0)
+        cuarena.record_memory_history(False)
+        segs = [s for s in snap["segments"] if s["arena"] == "py_snap"]
+        self.assertTrue(segs)
+        blocks = [b for s in segs for b in s["blocks"]]
+        live = [b for b in blocks if b["state"] == "active_allocated"]
+        # a block across two physical handles shows as a piece in each segment
+        self.assertEqual(live[0]["address"], p)
+        self.assertEqual(live[0]["requested_size"], 3 * MiB)
+        self.assertGreaterEqual(sum(b["size"] for b in live), 3 * MiB)
+        for x, y in zip(live, live[1:]):
+            self.assertEqual(x["address"] + x["size"], y["address"])
+        self.assertEqual(sum(s["total_size"] for s in segs), a.stats()["mapped_bytes"])
+        for s in segs:  # the blocks tile their segment
+            self.assertEqual(sum(b["size"] for b in s["blocks"]), s["total_size"])
+        trace = [e for e in snap["device_traces"][0] if e["arena"] in ("py_snap", "")]
+        actions = [(e["action"], e["addr"], e["size"]) for e in trace]
+        self.assertIn(("alloc", p, 3 * MiB), actions)
+        self.assertIn(("alloc", q, 4096), actions)
+        self.assertIn(("free_completed", q, 4096), actions)
+        self.assertTrue(any(e["action"] == "segment_map" for e in trace))
+        times = [e["time_us"] for e in snap["device_traces"][0]]
+        self.assertEqual(times, sorted(times))
+        with tempfile.TemporaryDirectory() as d:
+            path = os.path.join(d, "snap.pickle")
+            cuarena.dump_snapshot(path, 0)
+            with open(path, "rb") as f:
+                back = pickle.load(f)
+            self.assertEqual(set(back), {"segments", "device_traces"})
+        cuarena.free(p)
+        a.destroy()
+
+    def test_history_ring_keeps_the_newest(self):
+        cuarena.record_memory_history(True, max_entries=4)
+        a = arena("py_ring")
+        ptrs = [a.alloc(512 * (i + 1)) for i in range(6)]
+        hist = [e for e in cuarena.memory_history(0) if e["action"] == "alloc"]
+        cuarena.record_memory_history(False)
+        self.assertEqual([e["addr"] for e in hist], ptrs[-len(hist):])
+        self.assertLessEqual(len(hist), 4)
+        for p in ptrs:
+            cuarena.free(p)
+        a.destroy()
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
