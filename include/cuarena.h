@@ -434,8 +434,11 @@ CUA_API void cua_arena_config_init(cua_arena_config *cfg);
 /**
  * Create an arena: reserves its address range; maps nothing yet.
  * cfg may be NULL for the defaults.
- * Returns CUA_OK, CUA_ERR_INVALID_ARG (out NULL, limit or chunk_max not a
- * multiple of the granularity, a bad backend_kind...), CUA_ERR_NO_DEVICE
+ * A limit need not be a multiple of the granularity: mapped bytes, which it
+ * bounds, move in whole pages, so the pages under it are what can be mapped.
+ * Returns CUA_OK, CUA_ERR_INVALID_ARG (out NULL, chunk_max or chunk_large not
+ * a multiple of the granularity, a floor above the limit, device or priority
+ * below 0, a bad backend_kind...), CUA_ERR_NO_DEVICE
  * (backend_kind CUA_BACKEND_CUDA without the device), CUA_ERR_OUT_OF_MEMORY (no address space or
  * host memory), CUA_ERR_BACKEND.
  */
@@ -977,9 +980,13 @@ CUA_API cua_status cua_device_reset_peak(int device);
 
 /**
  * Parse `text`, an option string like CUARENA_CONF
- * ("release_threshold:512M,limit:8G"), into cfg, over what it holds. Keys: device, limit, release_threshold,
- * va_size, chunk_max, chunk_large, growth_slack, check (0/1), footprint_cap (0/1), vmm (0/1). Sizes take
- * K, M, G, T suffixes (powers of 1024) and "all"/"none".
+ * ("release_threshold:512M,limit:8G"), into cfg, over what it holds. The keys
+ * are the fields of cua_arena_config and its flags (device, limit,
+ * release_threshold, va_size, chunk_max, chunk_large, growth_slack, floor,
+ * priority, idle_ms, backend, thread_cache, thread_cache_bytes,
+ * thread_cache_max, check, footprint_cap, poison, scrub, nvtx, vmm: README's
+ * Options table says what each takes). Sizes take K, M, G, T suffixes
+ * (powers of 1024) and, where the table says so, "all"/"none".
  * Returns CUA_OK, CUA_ERR_INVALID_ARG (NULL), CUA_ERR_CONFIG (unknown key or
  * bad value; the message names it and cfg is unchanged).
  */

@@ -8,8 +8,9 @@
  * is parsed into a copy of the config and copied back only when all of it is
  * good, so an error leaves the caller's config as it was.
  *
- * `options` below is the one list of the keys: the parser, the "known keys"
- * of error messages, and the documentation are all made from it.
+ * `options` below is the one list of the keys: the parser and the "known
+ * keys" of error messages are made from it; tests/check-docs.py fails when a
+ * key is missing from README.md's Options table or docs/tuning.md.
  */
 #include "config.h"
 

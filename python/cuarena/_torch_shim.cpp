@@ -302,8 +302,16 @@ struct CuarenaAllocator final : PluggableBase {
   void setMemoryFraction(double fraction, c10::DeviceIndex device) override {
     cua_arena* a = nullptr;
     if (cua_arena_default(device, &a) != CUA_OK) return;
-    size_t free_b = 0, total = 0;
-    cudaMemGetInfo(&free_b, &total);
+    // The total of `device` (not of the current device): its backend's figure.
+    cua_backend* bk = nullptr;
+    cua_backend_stats bs{};
+    size_t total = 0;
+    if (cua_device_backend(device, &bk) == CUA_OK && cua_backend_get_stats(bk, &bs) == CUA_OK)
+      total = static_cast<size_t>(bs.total_bytes);
+    if (total == 0) {  // no shared backend: the runtime's answer for the current device
+      size_t free_b = 0;
+      cudaMemGetInfo(&free_b, &total);
+    }
     fraction_.store(fraction);
     size_t limit = static_cast<size_t>(fraction * static_cast<double>(total));
     limit &= ~((size_t{2} << 20) - 1);  // whole 2 MiB pages
