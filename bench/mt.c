@@ -250,12 +250,18 @@ int main(int argc, char **argv)
     for (int i = 0; i < o.n_threads; i++) {
         int ok = 1;
         run(&s, o.threads[i], streams, &ok); /* warm-up: the arena's pages, the pool */
+        cua_stats before = {0}, after = {0};
+        if (s.arena) cua_arena_get_stats(s.arena, &before);
         double ops = run(&s, o.threads[i], streams, &ok);
+        if (s.arena) cua_arena_get_stats(s.arena, &after);
+        uint64_t allocs = after.alloc_count - before.alloc_count;
+        double hits = allocs ? (double)(after.tcache_allocs - before.tcache_allocs) / (double)allocs : 0;
         if (i == 0 || o.threads[i] == 1) base = ops / o.threads[i];
         printf("{\"allocator\":\"%s\",\"conf\":\"%s\",\"backend\":\"%s\",\"threads\":%d,\"ops_per_s\":%.0f,"
-               "\"ops_per_s_per_thread\":%.0f,\"speedup_over_one\":%.2f,\"failures\":%d}\n",
+               "\"ops_per_s_per_thread\":%.0f,\"speedup_over_one\":%.2f,\"thread_cache_hits\":%.3f,"
+               "\"failures\":%d}\n",
                who, o.conf ? o.conf : "", o.async ? "cuda" : o.backend, o.threads[i], ops, ops / o.threads[i],
-               base > 0 ? ops / base : 0, ok ? 0 : 1);
+               base > 0 ? ops / base : 0, hits, ok ? 0 : 1);
         if (!ok) status = 1;
     }
     if (s.arena) {

@@ -749,6 +749,9 @@ typedef struct cua_stats {
     uint64_t trimmed_bytes;       /**< bytes released by trims in total */
     uint64_t limit_bytes;         /**< the limit, 0 = none */
     uint64_t adopted_bytes;       /**< physical memory from reservations, not mapped yet */
+    uint64_t tcache_allocs;       /**< of alloc_count: served by a thread's cache (no lock) */
+    uint64_t tcache_frees;        /**< of free_count: taken by a thread's cache (no lock) */
+    uint64_t tcache_bytes;        /**< freed bytes waiting in threads' caches (in free_bytes) */
     uint64_t calls[CUA_CALL_COUNT];   /**< backend calls made for this arena, per kind */
     uint64_t call_ns[CUA_CALL_COUNT]; /**< nanoseconds spent in them, per kind */
     double mapped_over_live;      /**< mapped_bytes / live_bytes (0 when nothing is live) */

@@ -92,6 +92,7 @@ struct cua_arena {
     struct cua_tcache *tcs;
     _Atomic uint32_t lock_waits; /* takers that found the lock held (thread_cache auto) */
     int64_t tc_fix;              /* live bytes: what caches' blocks freed here left behind */
+    uint64_t tc_gone_allocs, tc_gone_frees; /* the counts of caches whose threads ended */
     /* statistics (stats.c reads them) */
     uint64_t live_bytes, live_blocks, allocated_bytes;
     uint64_t peak_live, peak_mapped;

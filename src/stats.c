@@ -13,7 +13,8 @@
     X(live_bytes) X(live_blocks) X(allocated_bytes) X(mapped_bytes) X(reserved_bytes)  \
     X(free_bytes) X(cached_bytes) X(pending_bytes) X(largest_free_bytes) X(free_blocks) \
     X(peak_live_bytes) X(peak_mapped_bytes) X(alloc_count) X(free_count) X(oom_count)   \
-    X(trim_count) X(trimmed_bytes) X(limit_bytes) X(adopted_bytes)
+    X(trim_count) X(trimmed_bytes) X(limit_bytes) X(adopted_bytes) X(tcache_allocs)        \
+    X(tcache_frees) X(tcache_bytes)
 
 /* Longest run of free bytes that lies in mapped pages (adjacent free blocks count
  * together). One walk over the blocks and the pages they cover. */
@@ -67,6 +68,9 @@ void _cua_stats_read(const cua_arena *a, cua_stats *out)
     out->peak_mapped_bytes = a->peak_mapped;
     out->alloc_count = a->alloc_count + tc.allocs;
     out->free_count = a->free_count + tc.frees;
+    out->tcache_allocs = tc.allocs + a->tc_gone_allocs;
+    out->tcache_frees = tc.frees + a->tc_gone_frees;
+    out->tcache_bytes = tc.cached_bytes;
     out->oom_count = a->oom_count;
     out->trim_count = a->trim_count;
     out->trimmed_bytes = a->trimmed_bytes;

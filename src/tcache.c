@@ -142,6 +142,8 @@ static void tc_release(cua_tcache *tc)
             a->tc_fix += ld(&tc->adj_live);
             a->alloc_count += ldu(&tc->allocs);
             a->free_count += ldu(&tc->frees);
+            a->tc_gone_allocs += ldu(&tc->allocs);
+            a->tc_gone_frees += ldu(&tc->frees);
             arena_unlink(a, tc);
         }
         _cua_unlock(&a->lock);
