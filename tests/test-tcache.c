@@ -47,11 +47,12 @@ TEST(freed_block_is_reused_on_its_stream_only)
     cua_stats s = stats(a);
     CHECK(s.live_blocks == 2 && s.live_bytes == 3000 + 2900);
     CHECK(s.alloc_count == 3 && s.free_count == 1);
+    CHECK(s.tcache_allocs == 1 && s.tcache_frees == 1 && s.tcache_bytes == 0);
     CHECK_OK(cua_free(q));
     CHECK_OK(cua_free(r));
     s = stats(a);
     CHECK(s.live_blocks == 0 && s.live_bytes == 0 && s.allocated_bytes == 0);
-    CHECK(s.free_count == 3);
+    CHECK(s.free_count == 3 && s.tcache_frees == 3 && s.tcache_bytes == 3072 + 3072);
     CHECK_OK(cua_arena_destroy(a, 0)); /* the cached blocks are not live: no CUA_ERR_BUSY */
 }
 
