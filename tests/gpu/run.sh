@@ -15,6 +15,10 @@
 #                      slow enough to time well, gets CUA_GPU_REPEAT_MALLOC (5)
 #   CUA_GPU_SKIP_BENCH set to 1 to run the tests only
 #   CUA_GPU_SKIP_HOST  set to 1 to leave out the host tests (CI runs them)
+#   CUA_GPU_PARTS      comma-separated parts of the tests to run (default all):
+#                      cuda, sanitizer, stress, host, reload, torch, cupy,
+#                      examples, mt; with CUA_GPU_SKIP_BENCH=1 a visit can be
+#                      split into commands of under 10 minutes each
 #   CUA_GPU_STRESS_SECONDS, CUA_GPU_STRESS_THREADS  the thread stress on the GPU
 #                      (tests/gpu/stress-cuda.c; default 60 s, 16 threads); the
 #                      compute-sanitizer check (tests/gpu/sanitizer.sh) runs before it.
@@ -128,20 +132,30 @@ if [[ -n ${CUA_GPU_HARNESS:-} ]]; then
 fi
 
 # ---- tests ----------------------------------------------------------------------------
+# part NAME: true when CUA_GPU_PARTS is unset or names it (a visit of 10 minutes
+# at most per command: the parts split a full visit into several).
+part() { [[ -z ${CUA_GPU_PARTS:-} || ",$CUA_GPU_PARTS," == *",$1,"* ]]; }
+if part cuda; then
 run test-cuda build-gpu/tests/gpu/test-cuda
 grep -E '^(ok|FAIL|memory:|poison:)|passed,|skipped' "$log" | sed 's/^/   /' | tail -40
+fi
+if part sanitizer; then
 # compute-sanitizer memcheck with cuarena's NVTX registration: a write past a
 # block's end into its freed neighbour is reported with it, not without
 # (tests/gpu/sanitizer.sh: three runs of tests/gpu/oob.c, each at most 25 s).
 CUA_SANITIZER_TIMEOUT=25 run sanitizer timeout -k 5 100 bash tests/gpu/sanitizer.sh build-gpu
 grep -E '^sanitizer: ' "$log" | sed 's/^/   /'
+fi
+if part stress; then
 # Threads on streams of their own over shared and private arenas, every
 # block's data verified before its free (tests/gpu/stress-cuda.c).
 CUA_GPU_STRESS_SECONDS=${CUA_GPU_STRESS_SECONDS:-60} CUA_GPU_STRESS_THREADS=${CUA_GPU_STRESS_THREADS:-16} \
     run stress-cuda timeout -k 5 $((${CUA_GPU_STRESS_SECONDS:-60} + 30)) build-gpu/tests/gpu/stress-cuda --backend cuda
 grep -E '^stress-cuda: ' "$log" | grep -v '^stress-cuda: backend ' | sed 's/^/   /' | tail -25
-[[ ${CUA_GPU_SKIP_HOST:-0} == 1 ]] ||
+fi
+[[ ${CUA_GPU_SKIP_HOST:-0} == 1 ]] || ! part host ||
     run host-tests meson test -C build-gpu --suite host --num-processes 8 --print-errorlogs
+if part reload; then
 # The component-arena example on the GPU: 20 reload cycles, each back to the
 # driver's baseline to the byte (the example's exit status says so).
 run engine-reload build-gpu/examples/engine_reload --backend cuda --cycles 20 --scale 8 --json
@@ -157,9 +171,12 @@ print("engine_reload (cuda): %d cycles, %d back to the baseline to the byte, off
          max((r["peak_bytes"] for r in rows), default=0) / 2**30,
          rows[0]["baseline_bytes"] / 2**30 if rows else 0))
 PY
+fi
 
 # PyTorch with cuarena as its allocator against torch's own, where torch is installed.
-if python3 -c 'import torch, pytest' 2>/dev/null; then
+if ! part torch; then
+    :
+elif python3 -c 'import torch, pytest' 2>/dev/null; then
     rm -f "$out/torch.jsonl"
     CUARENA_LIB=$PWD/build-gpu/libcuarena.so CUA_TORCH_RESULTS=$(cd "$out" && pwd)/torch.jsonl \
         run torch python3 -m pytest -q -s tests/gpu/test_torch.py
@@ -177,7 +194,9 @@ fi
 # CuPy with cuarena as its allocator (tests/gpu/test_cupy.py: a CuPy workload in
 # an arena, stream-aware on a non-blocking stream, and CuPy beside PyTorch
 # through DLPack), where CuPy is installed; its result lines go to the log only.
-if python3 -c 'import cupy, pytest' 2>/dev/null; then
+if ! part cupy; then
+    :
+elif python3 -c 'import cupy, pytest' 2>/dev/null; then
     from=$(($(wc -l <"$log") + 1))
     CUARENA_LIB=$PWD/build-gpu/libcuarena.so run cupy python3 -m pytest -q -s tests/gpu/test_cupy.py
     tail -n +"$from" "$log" | sed -E 's/^[.sFE]+cupy: /cupy: /' |
@@ -187,6 +206,7 @@ else
 fi
 # The integration examples (docs/integrations.md) on the GPU: C, C++ and the
 # Python ones (each exits 77, skipped, without torch / CuPy); output to the log.
+if part examples; then
 run example-kv-sizing build-gpu/examples/kv_sizing --backend cuda
 run example-cpp-raii build-gpu/examples/cpp_raii --backend cuda
 CUARENA_LIB=$PWD/build-gpu/libcuarena.so PYTHONPATH=$PWD/python run example-torch-components \
@@ -195,6 +215,7 @@ CUARENA_LIB=$PWD/build-gpu/libcuarena.so PYTHONPATH=$PWD/python run example-cupy
     python3 examples/cupy_arena.py
 grep -E '^(kv_sizing|cpp_raii|torch_components|cupy_arena): ' "$log" | sed 's/^/   /'
 grep -E '^example-.* exit ' "$log" | sed 's/^/   /'
+fi
 
 # Offload and restore of a 4 GiB arena, three cycles (also inside test-cuda).
 grep -E '^offload: .*(cycle [0-9]: offload|byte-exact)' "$log" | tee "$out/offload.txt"
@@ -214,7 +235,7 @@ fi
 # Threads: alloc+free throughput of 1..16 threads, each on its own stream, one
 # allocator (cuarena: one arena, its thread caches off, on, and as by default;
 # cudaMallocAsync: the default pool; PyTorch's caching allocator), into mt.jsonl.
-if [[ -x build-gpu/bench/cuarena-mt ]]; then
+if [[ -x build-gpu/bench/cuarena-mt ]] && part mt; then
     mt=(build-gpu/bench/cuarena-mt --threads 1,2,4,8,16)
     for conf in thread_cache:off thread_cache:on thread_cache:auto; do
         run mt-cuarena-"${conf#*:}" "${mt[@]}" --backend cuda --ops 400000 --conf "$conf"
