@@ -35,7 +35,6 @@
  */
 #include "cuarena.h"
 
-#include <dlfcn.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -44,7 +43,7 @@
 
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wpedantic"
-#include <cuda.h>
+#include "cudrv.h"
 #pragma GCC diagnostic pop
 
 #define BLOCK ((size_t)256 << 10)
@@ -85,37 +84,18 @@ static struct {
                              unsigned, unsigned, CUstream, void **, void **);
 } cu;
 
-typedef CUresult (*getproc_fn)(const char *, void **, int, cuuint64_t,
-                               CUdriverProcAddressQueryResult *);
-
-/* The driver as the library reaches it: dlopen, then cuGetProcAddress_v2 at
- * the 12.0 ABI. NULL when every entry point was found, else what is missing. */
+/* The driver's entry points this program needs (tests/gpu/cudrv.h). */
 static const char *load_driver(void)
 {
-    void *lib = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
-    getproc_fn gp = lib ? (getproc_fn)(uintptr_t)dlsym(lib, "cuGetProcAddress_v2") : NULL;
-    if (!gp) return "libcuda.so.1 or its cuGetProcAddress_v2";
-#define E(f) {"cu" #f, (void **)&cu.f}
-    static const struct { const char *name; void **fn; } e[] = {
-        E(GetErrorName), E(CtxSynchronize), E(MemsetD32Async), E(MemcpyDtoH),
-        E(ModuleLoadData), E(ModuleGetFunction), E(ModuleUnload), E(LaunchKernel),
+    static const cudrv_sym syms[] = {
+        CUDRV(cu, GetErrorName), CUDRV(cu, CtxSynchronize), CUDRV(cu, MemsetD32Async),
+        CUDRV(cu, MemcpyDtoH), CUDRV(cu, ModuleLoadData), CUDRV(cu, ModuleGetFunction),
+        CUDRV(cu, ModuleUnload), CUDRV(cu, LaunchKernel),
     };
-#undef E
-    for (size_t i = 0; i < sizeof e / sizeof e[0]; i++) {
-        CUdriverProcAddressQueryResult found;
-        if (gp(e[i].name, e[i].fn, 12000, CU_GET_PROC_ADDRESS_DEFAULT, &found) != CUDA_SUCCESS ||
-            !*e[i].fn)
-            return e[i].name;
-    }
-    return NULL;
+    return cudrv_load(syms, sizeof syms / sizeof syms[0]);
 }
 
-static const char *cu_name(CUresult r)
-{
-    const char *s = NULL;
-    if (!cu.GetErrorName || cu.GetErrorName(r, &s) != CUDA_SUCCESS || !s) return "unknown CUresult";
-    return s;
-}
+static const char *cu_name(CUresult r) { return cudrv_error(cu.GetErrorName, r); }
 
 #define DIE_CU(expr)                                                                       \
     do {                                                                                   \

@@ -38,7 +38,6 @@
  */
 #include "cuarena.h"
 
-#include <dlfcn.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -51,7 +50,7 @@
 
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wpedantic"
-#include <cuda.h>
+#include "cudrv.h"
 #pragma GCC diagnostic pop
 
 #define MiB ((size_t)1 << 20)
@@ -76,35 +75,18 @@ static struct {
     CUresult (*MemcpyDtoHAsync)(void *, CUdeviceptr, size_t, CUstream);
 } cu;
 
-typedef CUresult (*getproc_fn)(const char *, void **, int, cuuint64_t,
-                               CUdriverProcAddressQueryResult *);
-
+/* The driver's entry points this program needs (tests/gpu/cudrv.h). */
 static const char *load_driver(void)
 {
-    void *lib = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
-    getproc_fn gp = lib ? (getproc_fn)(uintptr_t)dlsym(lib, "cuGetProcAddress_v2") : NULL;
-    if (!gp) return "libcuda.so.1 or its cuGetProcAddress_v2";
-#define E(f) {"cu" #f, (void **)&cu.f}
-    static const struct { const char *name; void **fn; } e[] = {
-        E(GetErrorName), E(CtxGetCurrent), E(CtxSetCurrent), E(StreamCreate), E(StreamDestroy),
-        E(StreamSynchronize), E(MemsetD32Async), E(MemcpyDtoHAsync),
+    static const cudrv_sym syms[] = {
+        CUDRV(cu, GetErrorName), CUDRV(cu, CtxGetCurrent), CUDRV(cu, CtxSetCurrent),
+        CUDRV(cu, StreamCreate), CUDRV(cu, StreamDestroy), CUDRV(cu, StreamSynchronize),
+        CUDRV(cu, MemsetD32Async), CUDRV(cu, MemcpyDtoHAsync),
     };
-#undef E
-    for (size_t i = 0; i < sizeof e / sizeof e[0]; i++) {
-        CUdriverProcAddressQueryResult found;
-        if (gp(e[i].name, e[i].fn, 12000, CU_GET_PROC_ADDRESS_DEFAULT, &found) != CUDA_SUCCESS ||
-            !*e[i].fn)
-            return e[i].name;
-    }
-    return NULL;
+    return cudrv_load(syms, sizeof syms / sizeof syms[0]);
 }
 
-static const char *cu_name(CUresult r)
-{
-    const char *s = NULL;
-    if (!cu.GetErrorName || cu.GetErrorName(r, &s) != CUDA_SUCCESS || !s) return "unknown CUresult";
-    return s;
-}
+static const char *cu_name(CUresult r) { return cudrv_error(cu.GetErrorName, r); }
 
 /* ---- shared state -------------------------------------------------------------------------- */
 

@@ -50,7 +50,7 @@
 
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wpedantic"
-#include <cuda.h>
+#include "cudrv.h"
 #pragma GCC diagnostic pop
 
 #define MiB ((size_t)1 << 20)
@@ -132,40 +132,21 @@ static struct {
                              unsigned, unsigned, CUstream, void **, void **);
 } cu;
 
-typedef CUresult (*getproc_fn)(const char *, void **, int, cuuint64_t,
-                               CUdriverProcAddressQueryResult *);
-
-/* NULL when every entry point was found (at the 12.0 ABI, as the library asks:
- * cuCtxSynchronize is then the one without a context argument, cuMemGetInfo,
- * cuMemcpy* and cuStreamDestroy their _v2), else what is missing. */
+/* The driver's entry points this program needs (tests/gpu/cudrv.h). */
 static const char *load_driver(void)
 {
-    void *lib = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
-    getproc_fn gp = lib ? (getproc_fn)(uintptr_t)dlsym(lib, "cuGetProcAddress_v2") : NULL;
-    if (!gp) return "libcuda.so.1 or its cuGetProcAddress_v2";
-#define E(f) {"cu" #f, (void **)&cu.f}
-    static const struct { const char *name; void **fn; } e[] = {
-        E(GetErrorName), E(DeviceGet), E(DeviceGetAttribute), E(CtxSynchronize), E(MemGetInfo),
-        E(MemsetD8Async), E(MemsetD32Async), E(MemcpyDtoH), E(MemcpyHtoD), E(StreamCreate),
-        E(StreamDestroy), E(StreamQuery), E(StreamSynchronize), E(ModuleLoadData),
-        E(ModuleGetFunction), E(ModuleUnload), E(LaunchKernel),
+    static const cudrv_sym syms[] = {
+        CUDRV(cu, GetErrorName), CUDRV(cu, DeviceGet), CUDRV(cu, DeviceGetAttribute),
+        CUDRV(cu, CtxSynchronize), CUDRV(cu, MemGetInfo), CUDRV(cu, MemsetD8Async),
+        CUDRV(cu, MemsetD32Async), CUDRV(cu, MemcpyDtoH), CUDRV(cu, MemcpyHtoD),
+        CUDRV(cu, StreamCreate), CUDRV(cu, StreamDestroy), CUDRV(cu, StreamQuery),
+        CUDRV(cu, StreamSynchronize), CUDRV(cu, ModuleLoadData), CUDRV(cu, ModuleGetFunction),
+        CUDRV(cu, ModuleUnload), CUDRV(cu, LaunchKernel),
     };
-#undef E
-    for (size_t i = 0; i < sizeof e / sizeof e[0]; i++) {
-        CUdriverProcAddressQueryResult found;
-        if (gp(e[i].name, e[i].fn, 12000, CU_GET_PROC_ADDRESS_DEFAULT, &found) != CUDA_SUCCESS ||
-            !*e[i].fn)
-            return e[i].name;
-    }
-    return NULL;
+    return cudrv_load(syms, sizeof syms / sizeof syms[0]);
 }
 
-static const char *cu_name(CUresult r)
-{
-    const char *s = NULL;
-    if (!cu.GetErrorName || cu.GetErrorName(r, &s) != CUDA_SUCCESS || !s) return "unknown CUresult";
-    return s;
-}
+static const char *cu_name(CUresult r) { return cudrv_error(cu.GetErrorName, r); }
 
 /* A driver call that must succeed; its error is printed by name. */
 #define CHECK_CU(expr)                                                                     \
