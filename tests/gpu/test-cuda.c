@@ -42,7 +42,6 @@
  */
 #include "test.h"
 
-#include <dlfcn.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <time.h>
