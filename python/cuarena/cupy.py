@@ -69,21 +69,6 @@ class _Owner:
         self.arena = arena
 
 
-class _Freer:
-    """Owner of one block of the stream-aware allocator: frees it when CuPy drops it."""
-
-    __slots__ = ("ptr",)
-
-    def __init__(self, ptr):
-        self.ptr = ptr
-
-    def __del__(self):
-        try:
-            _lib.cua_free(self.ptr)
-        except Exception:  # interpreter shutdown
-            pass
-
-
 def allocator(arena=None, device=0, stream_aware=False):
     """The function cupy.cuda.set_allocator() / cupy.cuda.using_allocator()
     take (size -> MemoryPointer), over cuarena. See the module's comment for
@@ -123,7 +108,7 @@ def allocator(arena=None, device=0, stream_aware=False):
         if not ptr:  # CuPy's own error, so that code that catches it (and retries) works
             raise cupy.cuda.memory.OutOfMemoryError(n, 0, 0) from MemoryError(
                 "cuarena: " + (_lib.cua_last_error() or b"").decode())
-        mem = cupy.cuda.UnownedMemory(ptr, n, _Freer(ptr), dev)
+        mem = cupy.cuda.UnownedMemory(ptr, n, cuarena._Freer(ptr), dev)
         return cupy.cuda.MemoryPointer(mem, 0)
 
     return malloc
