@@ -415,15 +415,16 @@ cua_status _cua_arena_lookup_live(cua_arena *a, const void *ptr, cua_block **out
         return _cua_error(CUA_ERR_INVALID_POINTER, "%p is not in any segment of arena '%s' (it "
                           "was freed back to the driver, or never handed out)", ptr, a->name);
     cua_block *b = _cua_heap_map_find(&a->heap, off);
-    if (CUA_LIKELY(b != NULL)) {
-        if (CUA_UNLIKELY(_cua_tcw_state(atomic_load_explicit(&b->tcw, memory_order_relaxed)) ==
-                         CUA_TCW_CACHED))
-            return _cua_error(CUA_ERR_DOUBLE_FREE, "%p was freed already (it waits in a "
-                              "thread's cache for reuse) in arena '%s'", ptr, a->name);
+    bool interior = !b;
+    if (interior) b = _cua_heap_block_at(&a->heap, off);
+    if (b && b->state == CUA_BLOCK_LIVE &&
+        _cua_tcw_state(atomic_load_explicit(&b->tcw, memory_order_relaxed)) == CUA_TCW_CACHED)
+        return _cua_error(CUA_ERR_DOUBLE_FREE, "%p lies in a block that was freed already (it "
+                          "waits in a thread's cache for reuse) in arena '%s'", ptr, a->name);
+    if (CUA_LIKELY(!interior)) {
         *out = b;
         return CUA_OK;
     }
-    b = _cua_heap_block_at(&a->heap, off);
     if (b && b->state == CUA_BLOCK_LIVE) {
         *out = b;
         return _cua_error(CUA_ERR_INVALID_POINTER,
@@ -512,6 +513,7 @@ cua_status _cua_arena_ptr_info_locked(cua_arena *a, const void *ptr, void **base
 {
     cua_block *b = NULL;
     cua_status st = _cua_arena_lookup_live(a, ptr, &b);
+    if (b) (void)_cua_tc_disown_locked(a, b); /* the size asked last, even if a cache handed it out */
     if (st == CUA_ERR_INVALID_POINTER && b) st = CUA_OK; /* interior: answer with the block */
     if (st != CUA_OK) return st;
     if (base) *base = (void *)_cua_seg_addr(&a->seg, b->off);

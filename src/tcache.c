@@ -376,6 +376,12 @@ void _cua_tc_close_all_locked(cua_arena *a)
     _cua_tc_flush_all_locked(a);
     /* No thread can cache a block now: the ones handed out become the
      * arena's, with their sizes as asked (an offload copies those). */
+    _cua_tc_disown_all_locked(a);
+}
+
+void _cua_tc_disown_all_locked(cua_arena *a)
+{
+    if (!a->tcs && !a->tc_fix) return; /* no cache ever handed a block out of this arena */
     for (cua_block *b = a->heap.first; b; b = b->next)
         if (b->state == CUA_BLOCK_LIVE) (void)_cua_tc_disown_locked(a, b);
 }

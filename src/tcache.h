@@ -97,6 +97,9 @@ void _cua_tc_kill_all_locked(cua_arena *a);
  * record_stream from another thread, offload): false when it is cached,
  * that is the user freed it already. */
 bool _cua_tc_disown_locked(cua_arena *a, cua_block *b);
+/* ... every live block handed out by a cache (walk, close: the sizes asked
+ * become the heap's). */
+void _cua_tc_disown_all_locked(cua_arena *a);
 /* Sums of the caches' corrections, for statistics. */
 typedef struct cua_tc_sums {
     int64_t live, blocks, alloc;

@@ -75,6 +75,7 @@ cua_status cua_arena_walk(cua_arena *a, cua_region_fn fn, void *user)
         return _cua_error(CUA_ERR_DESTROYED, "arena '%s' was destroyed", a->name);
     regions r = {0};
     _cua_tc_flush_all_locked(a); /* blocks in threads' caches are free: shown as such */
+    _cua_tc_disown_all_locked(a); /* and those they handed out show the sizes asked */
     bool ok = collect(a, &r);
     _cua_arena_unlock(a);
     if (!ok) {

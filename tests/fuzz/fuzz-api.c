@@ -288,6 +288,7 @@ static void restore_slot(int i)
 static void free_live(void *p)
 {
     cua_status st = cua_free(p);
+    if (trace_level() > 2) fprintf(stderr, "op %llu: free %p: %s\n", (unsigned long long)W.ops, p, cua_status_name(st));
     if (st == CUA_ERR_BACKEND && cua_ptr_info(p, NULL, NULL, NULL) == CUA_OK) {
         cua_free(p); /* for the message */
         die("a block is still live after a free that answered BACKEND", NULL);
@@ -317,6 +318,9 @@ static void op_alloc(reader *r, int i)
     cua_stream stream = streams[u8(r) % NSTREAMS];
     void *p = NULL;
     cua_status st = cua_arena_alloc(s->a, size, stream, &p);
+    if (trace_level() > 2)
+        fprintf(stderr, "op %llu: alloc %zu on stream %llu in slot %d: %p %s\n", (unsigned long long)W.ops, size,
+                (unsigned long long)stream, i, p, cua_status_name(st));
     if (s->offloaded) {
         expect(st == CUA_ERR_OFFLOADED && !p, "alloc in an offloaded arena answers OFFLOADED");
         return;
