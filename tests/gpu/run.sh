@@ -237,7 +237,10 @@ fi
 # cudaMallocAsync: the default pool; PyTorch's caching allocator), into mt.jsonl.
 if [[ -x build-gpu/bench/cuarena-mt ]] && part mt; then
     mt=(build-gpu/bench/cuarena-mt --threads 1,2,4,8,16)
-    for conf in thread_cache:off thread_cache:on thread_cache:auto; do
+    # (the last: caches that keep blocks up to 16 MiB, 256 MiB per thread: the
+    # bundled trace's sizes above 1 MiB, 6 % of them, then skip the lock too)
+    for conf in thread_cache:off thread_cache:on thread_cache:auto \
+        thread_cache:on,thread_cache_max:16M,thread_cache_bytes:256M; do
         run mt-cuarena-"${conf#*:}" "${mt[@]}" --backend cuda --ops 400000 --conf "$conf"
     done
     run mt-async "${mt[@]}" --mode async --ops 100000
