@@ -314,7 +314,10 @@ typedef struct cua_arena_config {
     /** Where memory comes from. NULL: a host backend created for this arena
      *  with the default options (owned and destroyed by the arena). */
     cua_backend *backend;
-    /** Device ordinal, for reports and the CUDA backend. */
+    /** Device ordinal, for reports and the CUDA backend: the registry, the
+     *  device report, the headroom and out-of-memory relief group arenas by
+     *  it. A CUDA backend given in `backend` must be this device's
+     *  (CUA_ERR_INVALID_ARG otherwise). */
     int device;
     /** Most bytes the arena may have mapped at once; 0 = no limit. When a
      *  request would pass it, the arena trims its cache and retries first. */

@@ -79,6 +79,13 @@ static cua_status arena_body_init(cua_arena *a, cua_arena_config *cfg)
         a->owns_bk = true;
     }
     cua_status st = check_config(cfg, a->bk->granularity);
+    /* A CUDA backend allocates on its own device: an arena of another device
+     * on it would be counted, reported and relieved under the wrong one. (A
+     * host backend is a simulation: tests let one stand for several.) */
+    if (st == CUA_OK && a->bk->kind == CUA_BK_CUDA && a->bk->device != cfg->device)
+        st = _cua_error(CUA_ERR_INVALID_ARG, "arena '%s' is on device %d, but its backend "
+                        "allocates on device %d (set cua_arena_config.device to it)", a->name,
+                        cfg->device, a->bk->device);
     if (st == CUA_OK) {
         size_t va = default_va(a->bk, cfg);
         if ((va >> _cua_log2(a->bk->granularity)) > UINT32_MAX)
