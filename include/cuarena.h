@@ -164,6 +164,14 @@ typedef struct cua_host_config {
      *  create and map answer CUA_ERR_NOT_SUPPORTED and arenas fall back to
      *  whole segments (CUA_ARENA_NO_VMM). Default 0. */
     int no_vmm;
+    /** The simulated device's ordinal (0..63): the device its mappings are
+     *  made accessible to, as a CUDA backend's own device. Default 0. */
+    int device;
+    /** Simulated peers: bit d set when device d can access this device's
+     *  memory (what cuDeviceCanAccessPeer would answer). An arena's `peers`
+     *  and cua_arena_grant_peer() are refused (CUA_ERR_NOT_SUPPORTED) for a
+     *  device without its bit. Default 0: none. */
+    uint64_t peer_mask;
 } cua_host_config;
 
 /** Fill *cfg with the defaults. */
@@ -306,7 +314,10 @@ typedef struct cua_arena_config {
     /** Where memory comes from. NULL: a host backend created for this arena
      *  with the default options (owned and destroyed by the arena). */
     cua_backend *backend;
-    /** Device ordinal, for reports and the CUDA backend. */
+    /** Device ordinal, for reports and the CUDA backend: the registry, the
+     *  device report, the headroom and out-of-memory relief group arenas by
+     *  it. A CUDA backend given in `backend` must be this device's
+     *  (CUA_ERR_INVALID_ARG otherwise). */
     int device;
     /** Most bytes the arena may have mapped at once; 0 = no limit. When a
      *  request would pass it, the arena trims its cache and retries first. */
@@ -364,7 +375,21 @@ typedef struct cua_arena_config {
     size_t thread_cache_bytes;
     /** Largest block a thread cache keeps; 0: 1 MiB. */
     size_t thread_cache_max;
+    /** Peer access: bit d set lets device d read and write the arena's
+     *  memory (kernels on d use its pointers directly, NCCL's P2P transport,
+     *  a pipeline stage on the next GPU). Every mapping is made accessible to
+     *  the backend's own device and to these (one cuMemSetAccess descriptor
+     *  each), through trims, regrowth, offload and restore. Each peer is
+     *  checked at creation (cuDeviceCanAccessPeer): one that cannot reach the
+     *  device fails the create with CUA_ERR_NOT_SUPPORTED. The own device's
+     *  bit is ignored. Without VMM (CUA_ARENA_NO_VMM) a peer gets
+     *  cuCtxEnablePeerAccess: all of the device's cuMemAlloc memory, not only
+     *  this arena's. CUA_PEER(d) makes a bit. 0 (default): none. */
+    uint64_t peers;
 } cua_arena_config;
+
+/** The bit of device `d` (0..63) in cua_arena_config.peers. */
+#define CUA_PEER(d) ((uint64_t)1 << (d))
 
 /** cua_arena_config.thread_cache. Blocks waiting in thread caches count as
  *  free in the statistics; the peak of live bytes counts them as live (it is
@@ -530,6 +555,24 @@ CUA_API cua_status cua_arena_trim(cua_arena *arena, size_t keep_bytes, size_t *r
  * CUA_ERR_DESTROYED, CUA_ERR_BACKEND.
  */
 CUA_API cua_status cua_arena_set_limit(cua_arena *arena, size_t limit);
+
+/**
+ * Let device `device` (0..63) read and write the memory of `arena` from now
+ * on: every page mapped now gets access (one cuMemSetAccess per run of
+ * adjacent mappings, with the arena's own device and every peer), and every
+ * page mapped later too, as if `device` had been in cua_arena_config.peers.
+ * Peer access is checked first (cuDeviceCanAccessPeer); nothing changes when
+ * it is impossible. Granting the arena's own device, or a peer again, does
+ * nothing. An arena without VMM gets cuCtxEnablePeerAccess (all of the
+ * device's cuMemAlloc memory). Access is not taken back (CUDA has no
+ * per-peer revoke in place): a peer keeps it until the arena is destroyed.
+ * Returns CUA_OK, CUA_ERR_INVALID_ARG (NULL, device outside 0..63),
+ * CUA_ERR_DESTROYED, CUA_ERR_NOT_SUPPORTED (the device cannot reach the
+ * arena's: the message says why), CUA_ERR_NO_DEVICE (no such device),
+ * CUA_ERR_BACKEND (a set-access call failed: pages granted before it keep
+ * their access, the peer is not recorded, and the call may be repeated).
+ */
+CUA_API cua_status cua_arena_grant_peer(cua_arena *arena, int device);
 
 /** Set the release threshold of `arena` to `bytes` (see cua_arena_config); cached
  *  pages above it are unmapped at once. Returns as cua_arena_set_limit(). */
@@ -987,9 +1030,10 @@ CUA_API cua_status cua_device_reset_peak(int device);
  * are the fields of cua_arena_config and its flags (device, limit,
  * release_threshold, va_size, chunk_max, chunk_large, growth_slack, floor,
  * priority, idle_ms, backend, thread_cache, thread_cache_bytes,
- * thread_cache_max, check, footprint_cap, poison, scrub, nvtx, vmm: README's
- * Options table says what each takes). Sizes take K, M, G, T suffixes
- * (powers of 1024) and, where the table says so, "all"/"none".
+ * thread_cache_max, check, footprint_cap, poison, scrub, nvtx, vmm, peers
+ * ("1+2": device ordinals joined by +, or none): README's Options table says
+ * what each takes). Sizes take K, M, G, T suffixes (powers of 1024) and,
+ * where the table says so, "all"/"none".
  * Returns CUA_OK, CUA_ERR_INVALID_ARG (NULL), CUA_ERR_CONFIG (unknown key or
  * bad value; the message names it and cfg is unchanged).
  */

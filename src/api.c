@@ -332,6 +332,22 @@ cua_status cua_arena_set_floor(cua_arena *a, size_t floor)
     return leave(a, _cua_arena_set_floor_locked(a, floor));
 }
 
+cua_status cua_arena_grant_peer(cua_arena *a, int device)
+{
+    if (device < 0 || device >= CUA_MAX_DEVICES)
+        return _cua_error(CUA_ERR_INVALID_ARG, "peer device %d is out of range 0..%d", device,
+                          CUA_MAX_DEVICES - 1);
+    cua_status st = enter(a);
+    if (st != CUA_OK) return st;
+    st = _cua_seg_grant_peer(&a->seg, device);
+    if (st == CUA_OK) {
+        a->cfg.peers |= (uint64_t)1 << device;
+    } else {
+        _cua_error_wrap(st, "arena '%s': cannot grant device %d access", a->name, device);
+    }
+    return leave(a, st);
+}
+
 cua_status cua_arena_set_release_threshold(cua_arena *a, size_t bytes)
 {
     cua_status st = enter(a);

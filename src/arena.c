@@ -70,12 +70,22 @@ static cua_status arena_body_init(cua_arena *a, cua_arena_config *cfg)
     }
     if (cfg->backend) {
         a->bk = cfg->backend;
-    } else {
-        cua_status st = _cua_backend_host_create(NULL, &a->bk);
+    } else { /* a simulated device of the arena's ordinal, without peers */
+        cua_host_config hc;
+        cua_host_config_init(&hc);
+        if (cfg->device >= 0 && cfg->device < CUA_MAX_DEVICES) hc.device = cfg->device;
+        cua_status st = _cua_backend_host_create(&hc, &a->bk);
         if (st != CUA_OK) return st;
         a->owns_bk = true;
     }
     cua_status st = check_config(cfg, a->bk->granularity);
+    /* A CUDA backend allocates on its own device: an arena of another device
+     * on it would be counted, reported and relieved under the wrong one. (A
+     * host backend is a simulation: tests let one stand for several.) */
+    if (st == CUA_OK && a->bk->kind == CUA_BK_CUDA && a->bk->device != cfg->device)
+        st = _cua_error(CUA_ERR_INVALID_ARG, "arena '%s' is on device %d, but its backend "
+                        "allocates on device %d (set cua_arena_config.device to it)", a->name,
+                        cfg->device, a->bk->device);
     if (st == CUA_OK) {
         size_t va = default_va(a->bk, cfg);
         if ((va >> _cua_log2(a->bk->granularity)) > UINT32_MAX)
@@ -85,6 +95,15 @@ static cua_status arena_body_init(cua_arena *a, cua_arena_config *cfg)
         st = _cua_seg_init(&a->seg, a->bk, &a->cs, va, align, cfg->chunk_max, cfg->chunk_large,
                            cfg->flags & CUA_ARENA_NO_VMM, a);
         a->seg.dev = _cua_registry_devstat(cfg->device);
+    }
+    /* Peers named at creation: refused before anything is mapped. */
+    for (int d = 0; st == CUA_OK && d < 64; d++) {
+        if (!(cfg->peers >> d & 1)) continue;
+        st = _cua_seg_grant_peer(&a->seg, d);
+        if (st != CUA_OK) {
+            st = _cua_error_wrap(st, "arena '%s': peer %d", a->name, d);
+            _cua_seg_fini(&a->seg);
+        }
     }
     if (st == CUA_OK) {
         st = _cua_heap_init(&a->heap, a->seg.size);

@@ -215,10 +215,24 @@ cua_status _cua_bk_free(cua_backend *b, cua_callstats *cs, uintptr_t addr, size_
     return st;
 }
 
-cua_status _cua_bk_set_access(cua_backend *b, cua_callstats *cs, uintptr_t addr, size_t size)
+cua_status _cua_bk_set_access(cua_backend *b, cua_callstats *cs, uintptr_t addr, size_t size,
+                              const int *devices, int n)
 {
     uint64_t t0 = _cua_now_ns();
-    cua_status st = b->ops->set_access(b, addr, size);
+    cua_status st = b->ops->set_access(b, addr, size, devices, n);
+    _cua_bk_account(b, cs, CUA_CALL_SET_ACCESS, t0, st);
+    return st;
+}
+
+cua_status _cua_bk_peer_check(cua_backend *b, int peer)
+{
+    return b->ops->peer_check(b, peer);
+}
+
+cua_status _cua_bk_peer_enable(cua_backend *b, cua_callstats *cs, int peer)
+{
+    uint64_t t0 = _cua_now_ns();
+    cua_status st = b->ops->peer_enable(b, peer);
     _cua_bk_account(b, cs, CUA_CALL_SET_ACCESS, t0, st);
     return st;
 }

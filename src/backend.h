@@ -47,8 +47,19 @@ typedef struct cua_backend_ops {
     cua_status (*map)(cua_backend *b, uintptr_t addr, size_t size, size_t offset, cua_handle h);
     /* Unmap [addr, addr+size): it must cover whole mappings only. */
     cua_status (*unmap)(cua_backend *b, uintptr_t addr, size_t size);
-    /* Make [addr, addr+size) readable and writable; it must be fully mapped. */
-    cua_status (*set_access)(cua_backend *b, uintptr_t addr, size_t size);
+    /* Make [addr, addr+size) readable and writable by each of the `n` devices
+     * in `devices` (the backend's own device first, then peers: one
+     * CUmemAccessDesc each); it must be fully mapped. Access granted before to
+     * other devices stays. */
+    cua_status (*set_access)(cua_backend *b, uintptr_t addr, size_t size, const int *devices,
+                             int n);
+    /* CUA_OK when device `peer` can access memory of the backend's device
+     * (cuDeviceCanAccessPeer); CUA_ERR_NOT_SUPPORTED (with a message) when it
+     * cannot, CUA_ERR_NO_DEVICE when there is no such device. Changes nothing. */
+    cua_status (*peer_check)(cua_backend *b, int peer);
+    /* Let device `peer` access the whole segments of alloc, now and later
+     * (cuCtxEnablePeerAccess: for the whole context, not per segment). */
+    cua_status (*peer_enable)(cua_backend *b, int peer);
     /* Allocate `size` bytes (a multiple of the granularity) of device memory at
      * an address of the backend's choosing, accessible at once (cuMemAlloc). */
     cua_status (*alloc)(cua_backend *b, size_t size, uintptr_t *addr);
@@ -160,7 +171,19 @@ cua_status _cua_bk_map(cua_backend *b, cua_callstats *cs, uintptr_t addr, size_t
 /* `nmaps`: how many whole mappings [addr, addr+size) covers (for the counts). */
 cua_status _cua_bk_unmap(cua_backend *b, cua_callstats *cs, uintptr_t addr, size_t size,
                          size_t nmaps);
-cua_status _cua_bk_set_access(cua_backend *b, cua_callstats *cs, uintptr_t addr, size_t size);
+/* `devices`: the n devices to grant (own device first); counted as one set_access. */
+cua_status _cua_bk_set_access(cua_backend *b, cua_callstats *cs, uintptr_t addr, size_t size,
+                              const int *devices, int n);
+/* The backend's own device only: what every mapping gets at least. */
+static inline cua_status _cua_bk_set_access_own(cua_backend *b, cua_callstats *cs, uintptr_t addr,
+                                                size_t size)
+{
+    return _cua_bk_set_access(b, cs, addr, size, &b->device, 1);
+}
+/* Can `peer` access the backend's device? (Not counted: it maps nothing.) */
+cua_status _cua_bk_peer_check(cua_backend *b, int peer);
+/* Whole segments (no VMM): let `peer` access them; counted as a set_access. */
+cua_status _cua_bk_peer_enable(cua_backend *b, cua_callstats *cs, int peer);
 /* A whole segment without VMM: counted as a handle of `size` bytes. */
 cua_status _cua_bk_alloc(cua_backend *b, cua_callstats *cs, size_t size, uintptr_t *addr);
 cua_status _cua_bk_free(cua_backend *b, cua_callstats *cs, uintptr_t addr, size_t size);
@@ -201,6 +224,10 @@ cua_status _cua_backend_fault_create(cua_backend *inner, cua_backend **out);
 cua_status _cua_backend_cuda_create(int device, cua_backend **out);
 /* Host backend: mark every event recorded on `stream` complete. */
 cua_status _cua_host_stream_complete(cua_backend *b, cua_stream stream);
+/* Host backend, for tests: the devices (bit d: device d) that may access the
+ * mapping or whole segment holding `addr`, into *mask. CUA_ERR_INVALID_ARG
+ * when addr is in none (or b is not a host backend). */
+cua_status _cua_host_access(cua_backend *b, uintptr_t addr, uint64_t *mask);
 /* Fault backend controls. */
 cua_status _cua_fault_fail_calls(cua_backend *b, cua_call call, uint64_t nth, uint64_t count,
                                  cua_status fail);

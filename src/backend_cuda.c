@@ -9,8 +9,11 @@
  * One backend per device. It retains the device's primary context (the one
  * PyTorch and the runtime API use) and makes it current on a thread that has
  * no context when the backend is called; a thread with its own current context
- * keeps it. Physical memory is pinned device memory of the backend's device;
- * access is granted to that device. Where the device has no virtual memory
+ * keeps it, unless it is of another device: then the primary context is
+ * pushed for the call and popped after (ctx_enter). Physical memory is pinned
+ * device memory of the backend's device; access is granted to that device and
+ * to the peers an arena names (cuMemSetAccess with one descriptor each, after
+ * cuDeviceCanAccessPeer said yes; cuCtxEnablePeerAccess for cuMemAlloc). Where the device has no virtual memory
  * management, only alloc / free (cuMemAlloc / cuMemFree) are used.
  */
 #include "backend.h"
@@ -36,6 +39,11 @@ typedef struct cuda_api {
     CUresult (*DevicePrimaryCtxRelease)(CUdevice);
     CUresult (*CtxGetCurrent)(CUcontext *);
     CUresult (*CtxSetCurrent)(CUcontext);
+    CUresult (*CtxPushCurrent)(CUcontext);
+    CUresult (*CtxPopCurrent)(CUcontext *);
+    CUresult (*CtxGetDevice)(CUdevice *);
+    CUresult (*DeviceCanAccessPeer)(int *, CUdevice, CUdevice);
+    CUresult (*CtxEnablePeerAccess)(CUcontext, unsigned);
     CUresult (*MemGetAllocationGranularity)(size_t *, const CUmemAllocationProp *,
                                             CUmemAllocationGranularity_flags);
     CUresult (*MemAddressReserve)(CUdeviceptr *, size_t, size_t, CUdeviceptr, unsigned long long);
@@ -94,7 +102,8 @@ static void api_load(void)
 #define E(f) {"cu" #f, offsetof(cuda_api, f)}
         E(Init), E(DeviceGetCount), E(DeviceGet), E(DeviceGetAttribute),
         E(DevicePrimaryCtxRetain), E(DevicePrimaryCtxRelease), E(CtxGetCurrent),
-        E(CtxSetCurrent), E(MemGetAllocationGranularity), E(MemAddressReserve),
+        E(CtxSetCurrent), E(CtxPushCurrent), E(CtxPopCurrent), E(CtxGetDevice),
+        E(DeviceCanAccessPeer), E(CtxEnablePeerAccess), E(MemGetAllocationGranularity), E(MemAddressReserve),
         E(MemAddressFree), E(MemCreate), E(MemRelease), E(MemMap), E(MemUnmap),
         E(MemSetAccess), E(MemGetInfo), E(MemAlloc), E(MemFree), E(EventCreate), E(EventDestroy), E(EventRecord),
         E(EventQuery), E(EventSynchronize), E(StreamSynchronize), E(MemHostAlloc),
@@ -146,32 +155,62 @@ typedef struct cuda_backend {
     CUdevice dev;
     CUcontext ctx;          /* the retained primary context */
     CUmemAllocationProp prop;
-    CUmemAccessDesc access;
+    /* Peers given access to the whole segments of cuMemAlloc (no VMM): their
+     * primary contexts stay retained (the access goes with them) until destroy. */
+    cua_lock_t peer_lock;
+    uint64_t ctx_peers;
 } cuda_backend;
 
 static cuda_backend *cb_of(cua_backend *b) { return (cuda_backend *)b; }
 
-/* Make a context current when the calling thread has none. */
-static cua_status ensure_ctx(cuda_backend *cb)
+/*
+ * Make a context of the backend's device current for one hook: a thread with
+ * no context gets the primary context (and keeps it); a thread whose current
+ * context is of this device keeps it; a thread whose current context is of
+ * another device (a multi-GPU program that set device 1 and frees a block of
+ * device 0) gets the primary context pushed for the call and popped after,
+ * so that cuMemAlloc, cuMemGetInfo, events and streams are the device's own.
+ */
+static cua_status ctx_enter(cuda_backend *cb, bool *pushed)
 {
+    *pushed = false;
     CUcontext cur = NULL;
     CUresult r = api.CtxGetCurrent(&cur);
-    if (r == CUDA_SUCCESS && cur) return CUA_OK;
-    r = api.CtxSetCurrent(cb->ctx);
-    return r == CUDA_SUCCESS ? CUA_OK : cu_fail(r, "cuCtxSetCurrent(primary context)");
+    if (r == CUDA_SUCCESS && cur == cb->ctx) return CUA_OK;
+    if (r != CUDA_SUCCESS || !cur) {
+        r = api.CtxSetCurrent(cb->ctx);
+        return r == CUDA_SUCCESS ? CUA_OK : cu_fail(r, "cuCtxSetCurrent(primary context)");
+    }
+    CUdevice d = -1;
+    if (api.CtxGetDevice(&d) == CUDA_SUCCESS && d == cb->dev) return CUA_OK;
+    r = api.CtxPushCurrent(cb->ctx);
+    if (r != CUDA_SUCCESS)
+        return cu_fail(r, "cuCtxPushCurrent(device %d's primary context)", cb->base.device);
+    *pushed = true;
+    return CUA_OK;
 }
 
+static void ctx_leave(bool pushed)
+{
+    CUcontext popped;
+    if (pushed) api.CtxPopCurrent(&popped);
+}
+
+/* ENTER at the top of a hook, LEAVE right after its driver call. */
 #define ENTER(cb)                                                                          \
+    bool pushed_ = false;                                                                  \
     do {                                                                                   \
-        cua_status e_ = ensure_ctx(cb);                                                    \
+        cua_status e_ = ctx_enter(cb, &pushed_);                                           \
         if (e_ != CUA_OK) return e_;                                                       \
     } while (0)
+#define LEAVE() ctx_leave(pushed_)
 
 static cua_status cuda_reserve(cua_backend *b, size_t size, size_t align, uintptr_t *addr)
 {
     ENTER(cb_of(b));
     CUdeviceptr p = 0;
     CUresult r = api.MemAddressReserve(&p, size, align, 0, 0);
+    LEAVE();
     if (r != CUDA_SUCCESS)
         return cu_fail(r, "cuMemAddressReserve(%zu bytes, alignment %zu)", size, align);
     *addr = (uintptr_t)p;
@@ -182,6 +221,7 @@ static cua_status cuda_unreserve(cua_backend *b, uintptr_t addr, size_t size)
 {
     ENTER(cb_of(b));
     CUresult r = api.MemAddressFree((CUdeviceptr)addr, size);
+    LEAVE();
     return r == CUDA_SUCCESS ? CUA_OK : cu_fail(r, "cuMemAddressFree(%#lx, %zu)",
                                                 (unsigned long)addr, size);
 }
@@ -192,6 +232,7 @@ static cua_status cuda_create(cua_backend *b, size_t size, cua_handle *out)
     ENTER(cb);
     CUmemGenericAllocationHandle h;
     CUresult r = api.MemCreate(&h, size, &cb->prop, 0);
+    LEAVE();
     if (r != CUDA_SUCCESS) return cu_fail(r, "cuMemCreate(%zu bytes on device %d)", size, b->device);
     *out = (cua_handle)h;
     return CUA_OK;
@@ -201,6 +242,7 @@ static cua_status cuda_release(cua_backend *b, cua_handle h)
 {
     ENTER(cb_of(b));
     CUresult r = api.MemRelease((CUmemGenericAllocationHandle)h);
+    LEAVE();
     return r == CUDA_SUCCESS ? CUA_OK : cu_fail(r, "cuMemRelease");
 }
 
@@ -208,6 +250,7 @@ static cua_status cuda_map(cua_backend *b, uintptr_t addr, size_t size, size_t o
 {
     ENTER(cb_of(b));
     CUresult r = api.MemMap((CUdeviceptr)addr, size, offset, (CUmemGenericAllocationHandle)h, 0);
+    LEAVE();
     return r == CUDA_SUCCESS ? CUA_OK
                              : cu_fail(r, "cuMemMap(%#lx, %zu bytes)", (unsigned long)addr, size);
 }
@@ -216,17 +259,98 @@ static cua_status cuda_unmap(cua_backend *b, uintptr_t addr, size_t size)
 {
     ENTER(cb_of(b));
     CUresult r = api.MemUnmap((CUdeviceptr)addr, size);
+    LEAVE();
     return r == CUDA_SUCCESS ? CUA_OK
                              : cu_fail(r, "cuMemUnmap(%#lx, %zu bytes)", (unsigned long)addr, size);
 }
 
-static cua_status cuda_set_access(cua_backend *b, uintptr_t addr, size_t size)
+static cua_status cuda_set_access(cua_backend *b, uintptr_t addr, size_t size, const int *devices,
+                                  int n)
 {
     cuda_backend *cb = cb_of(b);
+    CUmemAccessDesc desc[64];
+    if (!devices || n <= 0 || n > (int)CUA_ARRAY_LEN(desc))
+        return _cua_error(CUA_ERR_BACKEND, "cuMemSetAccess(%#lx, %zu bytes): %d devices (1..64)",
+                          (unsigned long)addr, size, n);
+    for (int i = 0; i < n; i++) {
+        desc[i].location.type = CU_MEM_LOCATION_TYPE_DEVICE;
+        desc[i].location.id = devices[i];
+        desc[i].flags = CU_MEM_ACCESS_FLAGS_PROT_READWRITE;
+    }
     ENTER(cb);
-    CUresult r = api.MemSetAccess((CUdeviceptr)addr, size, &cb->access, 1);
+    CUresult r = api.MemSetAccess((CUdeviceptr)addr, size, desc, (size_t)n);
+    LEAVE();
     return r == CUDA_SUCCESS ? CUA_OK
-                             : cu_fail(r, "cuMemSetAccess(%#lx, %zu bytes)", (unsigned long)addr, size);
+                             : cu_fail(r, "cuMemSetAccess(%#lx, %zu bytes, %d device(s): %d%s)",
+                                       (unsigned long)addr, size, n, devices[0],
+                                       n > 1 ? " and peers" : "");
+}
+
+/* The CUdevice of ordinal `peer`, or CUA_ERR_NO_DEVICE. */
+static cua_status peer_device(cuda_backend *cb, int peer, CUdevice *out)
+{
+    int count = 0;
+    CUresult r = api.DeviceGetCount(&count);
+    if (r != CUDA_SUCCESS) return cu_fail(r, "cuDeviceGetCount");
+    if (peer < 0 || peer >= count)
+        return _cua_error(CUA_ERR_NO_DEVICE, "peer access to device %d's memory for device %d: "
+                          "no CUDA device %d (%d present)", cb->base.device, peer, peer, count);
+    r = api.DeviceGet(out, peer);
+    return r == CUDA_SUCCESS ? CUA_OK : cu_fail(r, "cuDeviceGet(%d)", peer);
+}
+
+static cua_status cuda_peer_check(cua_backend *b, int peer)
+{
+    cuda_backend *cb = cb_of(b);
+    CUdevice pd;
+    cua_status st = peer_device(cb, peer, &pd);
+    if (st != CUA_OK || pd == cb->dev) return st;
+    int can = 0;
+    CUresult r = api.DeviceCanAccessPeer(&can, pd, cb->dev); /* can pd reach dev's memory? */
+    if (r != CUDA_SUCCESS) return cu_fail(r, "cuDeviceCanAccessPeer(%d, %d)", peer, b->device);
+    if (!can)
+        return _cua_error(CUA_ERR_NOT_SUPPORTED, "device %d cannot access device %d's memory: "
+                          "cuDeviceCanAccessPeer says no (no P2P path between them: PCIe "
+                          "topology, IOMMU, or a virtualised GPU; nvidia-smi topo -p2p r "
+                          "shows it)", peer, b->device);
+    return CUA_OK;
+}
+
+/* cuCtxEnablePeerAccess makes the *current* context able to reach the
+ * argument's memory: the peer's primary context is made current (pushed),
+ * and given access to this device's primary context. It stays retained. */
+static cua_status cuda_peer_enable(cua_backend *b, int peer)
+{
+    cuda_backend *cb = cb_of(b);
+    cua_status st = cuda_peer_check(b, peer);
+    if (st != CUA_OK || peer == b->device) return st;
+    _cua_lock(&cb->peer_lock);
+    if (cb->ctx_peers >> peer & 1) {
+        _cua_unlock(&cb->peer_lock);
+        return CUA_OK;
+    }
+    CUdevice pd;
+    CUcontext pctx = NULL, popped;
+    st = peer_device(cb, peer, &pd);
+    CUresult r = CUDA_SUCCESS;
+    if (st == CUA_OK && (r = api.DevicePrimaryCtxRetain(&pctx, pd)) != CUDA_SUCCESS)
+        st = cu_fail(r, "cuDevicePrimaryCtxRetain(%d)", peer);
+    if (st == CUA_OK && (r = api.CtxPushCurrent(pctx)) != CUDA_SUCCESS) {
+        st = cu_fail(r, "cuCtxPushCurrent(device %d's primary context)", peer);
+        api.DevicePrimaryCtxRelease(pd);
+    } else if (st == CUA_OK) {
+        r = api.CtxEnablePeerAccess(cb->ctx, 0);
+        api.CtxPopCurrent(&popped);
+        if (r == CUDA_SUCCESS || r == CUDA_ERROR_PEER_ACCESS_ALREADY_ENABLED) {
+            cb->ctx_peers |= (uint64_t)1 << peer; /* released with the backend */
+        } else {
+            st = cu_fail(r, "cuCtxEnablePeerAccess(device %d to device %d's memory)", peer,
+                         b->device);
+            api.DevicePrimaryCtxRelease(pd);
+        }
+    }
+    _cua_unlock(&cb->peer_lock);
+    return st;
 }
 
 /* Whole segments where VMM is missing or switched off. */
@@ -235,6 +359,7 @@ static cua_status cuda_alloc(cua_backend *b, size_t size, uintptr_t *addr)
     ENTER(cb_of(b));
     CUdeviceptr p = 0;
     CUresult r = api.MemAlloc(&p, size);
+    LEAVE();
     if (r != CUDA_SUCCESS) return cu_fail(r, "cuMemAlloc(%zu bytes on device %d)", size, b->device);
     *addr = (uintptr_t)p;
     return CUA_OK;
@@ -244,6 +369,7 @@ static cua_status cuda_free(cua_backend *b, uintptr_t addr, size_t size)
 {
     ENTER(cb_of(b));
     CUresult r = api.MemFree((CUdeviceptr)addr);
+    LEAVE();
     return r == CUDA_SUCCESS ? CUA_OK : cu_fail(r, "cuMemFree(%#lx, %zu bytes)",
                                                 (unsigned long)addr, size);
 }
@@ -252,6 +378,7 @@ static cua_status cuda_mem_info(cua_backend *b, size_t *free_bytes, size_t *tota
 {
     ENTER(cb_of(b));
     CUresult r = api.MemGetInfo(free_bytes, total_bytes);
+    LEAVE();
     return r == CUDA_SUCCESS ? CUA_OK : cu_fail(r, "cuMemGetInfo");
 }
 
@@ -260,6 +387,7 @@ static cua_status cuda_event_create(cua_backend *b, cua_event *out)
     ENTER(cb_of(b));
     CUevent ev;
     CUresult r = api.EventCreate(&ev, CU_EVENT_DISABLE_TIMING);
+    LEAVE();
     if (r != CUDA_SUCCESS) return cu_fail(r, "cuEventCreate");
     *out = (cua_event)(uintptr_t)ev;
     return CUA_OK;
@@ -269,6 +397,7 @@ static cua_status cuda_event_destroy(cua_backend *b, cua_event ev)
 {
     ENTER(cb_of(b));
     CUresult r = api.EventDestroy((CUevent)(uintptr_t)ev);
+    LEAVE();
     return r == CUDA_SUCCESS ? CUA_OK : cu_fail(r, "cuEventDestroy");
 }
 
@@ -276,6 +405,7 @@ static cua_status cuda_event_record(cua_backend *b, cua_event ev, cua_stream str
 {
     ENTER(cb_of(b));
     CUresult r = api.EventRecord((CUevent)(uintptr_t)ev, (CUstream)stream);
+    LEAVE();
     return r == CUDA_SUCCESS ? CUA_OK
                              : cu_fail(r, "cuEventRecord(stream %#lx)", (unsigned long)stream);
 }
@@ -284,6 +414,7 @@ static cua_status cuda_event_query(cua_backend *b, cua_event ev)
 {
     ENTER(cb_of(b));
     CUresult r = api.EventQuery((CUevent)(uintptr_t)ev);
+    LEAVE();
     if (r == CUDA_SUCCESS) return CUA_OK;
     if (r == CUDA_ERROR_NOT_READY) return CUA_ERR_BUSY;
     return cu_fail(r, "cuEventQuery");
@@ -293,6 +424,7 @@ static cua_status cuda_event_sync(cua_backend *b, cua_event ev)
 {
     ENTER(cb_of(b));
     CUresult r = api.EventSynchronize((CUevent)(uintptr_t)ev);
+    LEAVE();
     return r == CUDA_SUCCESS ? CUA_OK : cu_fail(r, "cuEventSynchronize");
 }
 
@@ -300,6 +432,7 @@ static cua_status cuda_stream_sync(cua_backend *b, cua_stream stream)
 {
     ENTER(cb_of(b));
     CUresult r = api.StreamSynchronize((CUstream)stream);
+    LEAVE();
     return r == CUDA_SUCCESS ? CUA_OK
                              : cu_fail(r, "cuStreamSynchronize(%#lx)", (unsigned long)stream);
 }
@@ -308,6 +441,7 @@ static cua_status cuda_host_alloc(cua_backend *b, size_t size, void **out)
 {
     ENTER(cb_of(b));
     CUresult r = api.MemHostAlloc(out, size, CU_MEMHOSTALLOC_PORTABLE);
+    LEAVE();
     return r == CUDA_SUCCESS ? CUA_OK : cu_fail(r, "cuMemHostAlloc(%zu bytes)", size);
 }
 
@@ -315,6 +449,7 @@ static cua_status cuda_host_free(cua_backend *b, void *p, size_t size)
 {
     ENTER(cb_of(b));
     CUresult r = api.MemFreeHost(p);
+    LEAVE();
     return r == CUDA_SUCCESS ? CUA_OK : cu_fail(r, "cuMemFreeHost(%zu bytes)", size);
 }
 
@@ -323,6 +458,7 @@ static cua_status cuda_stream_create(cua_backend *b, cua_stream *out)
     ENTER(cb_of(b));
     CUstream s;
     CUresult r = api.StreamCreate(&s, CU_STREAM_NON_BLOCKING);
+    LEAVE();
     if (r != CUDA_SUCCESS) return cu_fail(r, "cuStreamCreate");
     *out = (cua_stream)(uintptr_t)s;
     return CUA_OK;
@@ -332,6 +468,7 @@ static cua_status cuda_stream_destroy(cua_backend *b, cua_stream s)
 {
     ENTER(cb_of(b));
     CUresult r = api.StreamDestroy((CUstream)(uintptr_t)s);
+    LEAVE();
     return r == CUDA_SUCCESS ? CUA_OK : cu_fail(r, "cuStreamDestroy");
 }
 
@@ -340,6 +477,7 @@ static cua_status cuda_copy_to_host(cua_backend *b, void *dst, uintptr_t src, si
 {
     ENTER(cb_of(b));
     CUresult r = api.MemcpyDtoHAsync(dst, (CUdeviceptr)src, n, (CUstream)(uintptr_t)s);
+    LEAVE();
     return r == CUDA_SUCCESS ? CUA_OK : cu_fail(r, "cuMemcpyDtoHAsync(%zu bytes from %#lx)", n,
                                                 (unsigned long)src);
 }
@@ -348,6 +486,7 @@ static cua_status cuda_fill(cua_backend *b, uintptr_t addr, size_t n, unsigned c
 {
     ENTER(cb_of(b));
     CUresult r = api.MemsetD8Async((CUdeviceptr)addr, v, n, (CUstream)(uintptr_t)s);
+    LEAVE();
     return r == CUDA_SUCCESS ? CUA_OK : cu_fail(r, "cuMemsetD8Async(%zu bytes at %#lx)", n, (unsigned long)addr);
 }
 
@@ -356,6 +495,7 @@ static cua_status cuda_copy_to_device(cua_backend *b, uintptr_t dst, const void 
 {
     ENTER(cb_of(b));
     CUresult r = api.MemcpyHtoDAsync((CUdeviceptr)dst, src, n, (CUstream)(uintptr_t)s);
+    LEAVE();
     return r == CUDA_SUCCESS ? CUA_OK : cu_fail(r, "cuMemcpyHtoDAsync(%zu bytes to %#lx)", n,
                                                 (unsigned long)dst);
 }
@@ -363,6 +503,12 @@ static cua_status cuda_copy_to_device(cua_backend *b, uintptr_t dst, const void 
 static void cuda_destroy(cua_backend *b)
 {
     cuda_backend *cb = cb_of(b);
+    for (int d = 0; d < 64; d++) {
+        CUdevice pd;
+        if ((cb->ctx_peers >> d & 1) && api.DeviceGet(&pd, d) == CUDA_SUCCESS)
+            api.DevicePrimaryCtxRelease(pd);
+    }
+    _cua_lock_destroy(&cb->peer_lock);
     api.DevicePrimaryCtxRelease(cb->dev);
     free(cb);
 }
@@ -375,6 +521,8 @@ static const cua_backend_ops cuda_ops = {
     .map = cuda_map,
     .unmap = cuda_unmap,
     .set_access = cuda_set_access,
+    .peer_check = cuda_peer_check,
+    .peer_enable = cuda_peer_enable,
     .alloc = cuda_alloc,
     .free = cuda_free,
     .mem_info = cuda_mem_info,
@@ -430,14 +578,14 @@ cua_status _cua_backend_cuda_create(int device, cua_backend **out)
     cb->prop.type = CU_MEM_ALLOCATION_TYPE_PINNED;
     cb->prop.location.type = CU_MEM_LOCATION_TYPE_DEVICE;
     cb->prop.location.id = device;
-    cb->access.location = cb->prop.location;
-    cb->access.flags = CU_MEM_ACCESS_FLAGS_PROT_READWRITE;
     size_t gran = 2 * CUA_MIB, free_b = 0, total_b = 0; /* without VMM: 2 MiB segments */
     CUresult r = CUDA_SUCCESS;
-    st = ensure_ctx(cb);
+    bool pushed = false;
+    st = ctx_enter(cb, &pushed);
     if (st == CUA_OK && vmm)
         r = api.MemGetAllocationGranularity(&gran, &cb->prop, CU_MEM_ALLOC_GRANULARITY_RECOMMENDED);
     if (st == CUA_OK && r == CUDA_SUCCESS) r = api.MemGetInfo(&free_b, &total_b);
+    ctx_leave(pushed);
     if (st != CUA_OK || r != CUDA_SUCCESS || !_cua_is_pow2(gran)) {
         if (st == CUA_OK)
             st = r != CUDA_SUCCESS ? cu_fail(r, "reading device %d's granularity and memory", device)
@@ -448,6 +596,7 @@ cua_status _cua_backend_cuda_create(int device, cua_backend **out)
         return st;
     }
     _cua_backend_init(&cb->base, &cuda_ops, "cuda", CUA_BK_CUDA, gran, total_b);
+    _cua_lock_init(&cb->peer_lock);
     cb->base.device = device;
     cb->base.vmm = vmm;
     *out = &cb->base;

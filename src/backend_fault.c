@@ -223,11 +223,26 @@ static cua_status fault_unmap(cua_backend *b, uintptr_t addr, size_t size)
     return st;
 }
 
-static cua_status fault_set_access(cua_backend *b, uintptr_t addr, size_t size)
+static cua_status fault_set_access(cua_backend *b, uintptr_t addr, size_t size,
+                                   const int *devices, int n)
 {
     fault_backend *f = fault_of(b);
     cua_status st = inject(f, CUA_CALL_SET_ACCESS);
-    return st != CUA_OK ? st : _cua_bk_set_access(f->inner, NULL, addr, size);
+    return st != CUA_OK ? st : _cua_bk_set_access(f->inner, NULL, addr, size, devices, n);
+}
+
+/* A question, not a driver call that changes anything: never failed here. */
+static cua_status fault_peer_check(cua_backend *b, int peer)
+{
+    return _cua_bk_peer_check(fault_of(b)->inner, peer);
+}
+
+/* Failed by the rules of set_access (it is one, for whole segments). */
+static cua_status fault_peer_enable(cua_backend *b, int peer)
+{
+    fault_backend *f = fault_of(b);
+    cua_status st = inject(f, CUA_CALL_SET_ACCESS);
+    return st != CUA_OK ? st : _cua_bk_peer_enable(f->inner, NULL, peer);
 }
 
 static cua_status fault_alloc(cua_backend *b, size_t size, uintptr_t *addr)
@@ -362,6 +377,8 @@ static const cua_backend_ops fault_ops = {
     .map = fault_map,
     .unmap = fault_unmap,
     .set_access = fault_set_access,
+    .peer_check = fault_peer_check,
+    .peer_enable = fault_peer_enable,
     .alloc = fault_alloc,
     .free = fault_free,
     .mem_info = fault_mem_info,

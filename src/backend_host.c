@@ -347,7 +347,7 @@ static cua_status host_alloc(cua_backend *b, size_t size, uintptr_t *addr)
             hd->mapped_at = (uintptr_t)p;
             size_t i = _cua_lower_bound(h->segs, h->nsegs, sizeof *h->segs, (uintptr_t)p);
             memmove(&h->segs[i + 1], &h->segs[i], (h->nsegs - i) * sizeof *h->segs);
-            h->segs[i] = (host_mapping){(uintptr_t)p, size, idx};
+            h->segs[i] = (host_mapping){(uintptr_t)p, size, idx, 0};
             h->nsegs++;
             *addr = (uintptr_t)p;
         }
@@ -434,7 +434,7 @@ static cua_status host_map(cua_backend *b, uintptr_t addr, size_t size, size_t o
     if (st == CUA_OK) {
         size_t i = map_lower_bound(h, addr);
         memmove(&h->maps[i + 1], &h->maps[i], (h->nmaps - i) * sizeof *h->maps);
-        h->maps[i] = (host_mapping){addr, size, (uint32_t)(hv & 0xffffffffu) - 1};
+        h->maps[i] = (host_mapping){addr, size, (uint32_t)(hv & 0xffffffffu) - 1, 0};
         h->nmaps++;
         hd->mapped_at = addr;
     }
@@ -468,18 +468,81 @@ static cua_status host_unmap(cua_backend *b, uintptr_t addr, size_t size)
     return st;
 }
 
-static cua_status host_set_access(cua_backend *b, uintptr_t addr, size_t size)
+/* Is `dev` the backend's device or a simulated peer that can reach it? */
+static cua_status peer_ok(const host_backend *h, const char *what, int dev)
+{
+    if (dev < 0 || dev >= 64)
+        return _cua_error(CUA_ERR_INVALID_ARG, "host backend: %s: device %d is out of range "
+                          "0..63", what, dev);
+    if (dev == h->base.device || (h->can_peer >> dev & 1)) return CUA_OK;
+    return _cua_error(CUA_ERR_NOT_SUPPORTED, "host backend: %s: device %d cannot access the "
+                      "memory of (simulated) device %d: no peer access between them "
+                      "(cua_host_config.peer_mask)", what, dev, h->base.device);
+}
+
+static cua_status host_set_access(cua_backend *b, uintptr_t addr, size_t size, const int *devices,
+                                  int n)
 {
     host_backend *h = host_of(b);
     cua_status st = check_span(h, "set_access", addr, size);
     if (st != CUA_OK) return st;
+    if (!devices || n <= 0)
+        return _cua_error(CUA_ERR_BACKEND, "host backend: set_access of %zu bytes at %#lx: "
+                          "invalid argument: no device given", size, (unsigned long)addr);
+    uint64_t mask = 0;
+    for (int i = 0; i < n; i++) {
+        st = peer_ok(h, "set_access", devices[i]);
+        if (st != CUA_OK) return st;
+        mask |= (uint64_t)1 << devices[i];
+    }
     _cua_lock(&h->lock);
     size_t first, end;
     st = mapped_run(h, "set_access", addr, size, false, &first, &end);
     if (st == CUA_OK && mprotect((void *)addr, size, PROT_READ | PROT_WRITE) != 0)
         st = _cua_error(CUA_ERR_BACKEND, "host backend: set_access of %zu bytes at %#lx: "
                         "mprotect: %s", size, (unsigned long)addr, strerror(errno));
+    if (st == CUA_OK) /* CUDA grants the range; the run may stick out: mark whole mappings */
+        for (size_t i = first; i < end; i++) h->maps[i].access |= mask;
     _cua_unlock(&h->lock);
+    return st;
+}
+
+static cua_status host_peer_check(cua_backend *b, int peer)
+{
+    return peer_ok(host_of(b), "peer access", peer);
+}
+
+static cua_status host_peer_enable(cua_backend *b, int peer)
+{
+    host_backend *h = host_of(b);
+    cua_status st = peer_ok(h, "enable peer access", peer);
+    if (st != CUA_OK) return st;
+    _cua_lock(&h->lock);
+    h->seg_peers |= (uint64_t)1 << peer;
+    _cua_unlock(&h->lock);
+    return CUA_OK;
+}
+
+cua_status _cua_host_access(cua_backend *b, uintptr_t addr, uint64_t *mask)
+{
+    if (!b || b->kind != CUA_BK_HOST || !mask)
+        return _cua_error(CUA_ERR_INVALID_ARG, "_cua_host_access: not a host backend, or mask NULL");
+    host_backend *h = host_of(b);
+    cua_status st = CUA_ERR_INVALID_ARG;
+    _cua_lock(&h->lock);
+    size_t i = map_containing(h, addr);
+    if (i < h->nmaps) {
+        *mask = h->maps[i].access;
+        st = CUA_OK;
+    }
+    for (size_t j = 0; st != CUA_OK && j < h->nsegs; j++)
+        if (addr - h->segs[j].addr < h->segs[j].size) {
+            *mask = ((uint64_t)1 << h->base.device) | h->seg_peers;
+            st = CUA_OK;
+        }
+    _cua_unlock(&h->lock);
+    if (st != CUA_OK)
+        _cua_error(st, "host backend: %#lx is in no mapping and no segment", (unsigned long)addr);
     return st;
 }
 
@@ -612,6 +675,8 @@ static const cua_backend_ops host_ops = {
     .map = host_map,
     .unmap = host_unmap,
     .set_access = host_set_access,
+    .peer_check = host_peer_check,
+    .peer_enable = host_peer_enable,
     .alloc = host_alloc,
     .free = host_free,
     .mem_info = host_mem_info,
@@ -660,6 +725,9 @@ static cua_status check_config(const cua_host_config *cfg)
     if (cfg->manual_events != 0 && cfg->manual_events != 1)
         return _cua_error(CUA_ERR_INVALID_ARG, "host backend: manual_events is %d, not 0 or 1",
                           cfg->manual_events);
+    if (cfg->device < 0 || cfg->device >= 64)
+        return _cua_error(CUA_ERR_INVALID_ARG, "host backend: device %d is out of range 0..63",
+                          cfg->device);
     if ((uint64_t)cap > (uint64_t)INT64_MAX)
         return _cua_error(CUA_ERR_INVALID_ARG, "host backend: capacity %zu is too large", cap);
     return CUA_OK;
@@ -728,6 +796,8 @@ cua_status _cua_backend_host_create(const cua_host_config *cfg, cua_backend **ou
     _cua_lock_init(&h->lock);
     _cua_backend_init(&h->base, &host_ops, "host", CUA_BK_HOST, h->gran, cfg->capacity);
     h->base.vmm = !h->no_vmm;
+    h->base.device = cfg->device;
+    h->can_peer = cfg->peer_mask & ~((uint64_t)1 << cfg->device);
     *out = &h->base;
     return CUA_OK;
 }

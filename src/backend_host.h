@@ -117,6 +117,7 @@ typedef struct host_mapping {
     uintptr_t addr;
     size_t size;
     uint32_t handle_idx;
+    uint64_t access;    /* devices granted access by set_access (bit d: device d); 0 after map */
 } host_mapping;
 
 typedef struct host_backend {
@@ -140,6 +141,10 @@ typedef struct host_backend {
     host_mapping *segs; /* whole segments of alloc(), sorted by address */
     size_t nsegs, cap_segs;
     bool no_vmm;        /* reserve / create / map refused, as on a device without VMM */
+    /* Simulated peers: the devices that can access this device's memory
+     * (cuDeviceCanAccessPeer), and those given access to the whole segments
+     * of alloc (cuCtxEnablePeerAccess: all of them, now and later). */
+    uint64_t can_peer, seg_peers;
 } host_backend;
 
 static inline host_backend *host_of(cua_backend *b) { return (host_backend *)(void *)b; }

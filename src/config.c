@@ -31,6 +31,7 @@ enum opt_kind {
     OPT_SIZE, /* a size_t field, a byte count (see _cua_parse_size) */
     OPT_FLAG, /* a bit of `flags`, value 0 or 1 */
     OPT_WORD, /* an int field, one of `words` (its index) */
+    OPT_DEVICES, /* a uint64_t field, a set of device ordinals 0..63 ("1+2", "none") */
 };
 
 struct option {
@@ -129,6 +130,11 @@ static const struct option options[] = {
      .flag_when_zero = true, .syntax = "0 or 1", .fallback = "1",
      .help = "1: expandable segments on virtual memory management when the device has it; "
              "0: whole segments from cuMemAlloc (sets CUA_ARENA_NO_VMM)"},
+    {.name = "peers", .kind = OPT_DEVICES, .offset = FIELD(peers),
+     .syntax = "device ordinals joined by +, or none", .fallback = "none",
+     .help = "other devices that may read and write the arena's memory (peer access: "
+             "every mapping, now and after trims, regrowth and restores); refused when a "
+             "device cannot reach the arena's"},
 };
 
 /* ---- defaults ------------------------------------------------------------------ */
@@ -357,6 +363,32 @@ static cua_status apply_word(const struct source *src, const struct option *opt,
     return bad_value(src, opt, val, opt->syntax);
 }
 
+/* OPT_DEVICES: "none", or ordinals 0..63 joined by '+' ("1+2"). */
+static cua_status apply_devices(const struct source *src, const struct option *opt,
+                                struct span val, cua_arena_config *cfg)
+{
+    uint64_t mask = 0;
+    if (!span_equals(src->text, val, "none", true)) {
+        const char *t = src->text + val.at;
+        for (size_t i = 0; i <= val.len;) {
+            size_t n = 0;
+            while (i + n < val.len && t[i + n] != '+') n++;
+            struct span item = trim(src->text, (struct span){val.at + i, n});
+            size_t j = 0;
+            uint64_t d;
+            bool overflow;
+            if (!read_decimal(src->text + item.at, item.len, &j, 63, &d, &overflow) ||
+                j != item.len)
+                return bad_value(src, opt, val, "expected device ordinals 0..63 joined by +, "
+                                 "or none");
+            mask |= (uint64_t)1 << d;
+            i += n + 1;
+        }
+    }
+    memcpy((char *)cfg + opt->offset, &mask, sizeof mask);
+    return CUA_OK;
+}
+
 static cua_status apply_option(const struct source *src, const struct option *opt,
                                struct span val, cua_arena_config *cfg)
 {
@@ -366,6 +398,7 @@ static cua_status apply_option(const struct source *src, const struct option *op
     case OPT_SIZE: return apply_size(src, opt, val, cfg);
     case OPT_FLAG: return apply_flag(src, opt, val, cfg);
     case OPT_WORD: return apply_word(src, opt, val, cfg);
+    case OPT_DEVICES: return apply_devices(src, opt, val, cfg);
     }
     return _cua_error(CUA_ERR_CONFIG, "%s: option '%s' has no parser", src->name, opt->name);
 }

@@ -199,6 +199,8 @@ cua_status _cua_seg_init(cua_segment *seg, cua_backend *bk, cua_callstats *cs, s
     seg->owner = owner;
     seg->bk = bk;
     seg->cs = cs;
+    seg->access[0] = bk->device;
+    seg->naccess = 1;
     seg->gran = bk->granularity;
     seg->gshift = _cua_log2(seg->gran);
     seg->size = size;
@@ -505,7 +507,7 @@ static cua_status map_chunk(cua_segment *seg, uint32_t first, uint32_t n)
 static cua_status chunk_access(cua_segment *seg, const cua_chunk *c)
 {
     return _cua_bk_set_access(seg->bk, seg->cs, seg->base + ((uintptr_t)c->first << seg->gshift),
-                              (size_t)c->npages << seg->gshift);
+                              (size_t)c->npages << seg->gshift, seg->access, seg->naccess);
 }
 
 /* Undo the chunks this call mapped in [p0, p1) (they all have busy == 1 and
@@ -591,7 +593,8 @@ cua_status _cua_seg_map(cua_segment *seg, uint64_t off, uint64_t len)
         }
         if (st == CUA_OK) /* one access call for the whole run of new mappings */
             st = _cua_bk_set_access(seg->bk, seg->cs, seg->base + ((uintptr_t)p << seg->gshift),
-                                    (size_t)(run_end - p) << seg->gshift);
+                                    (size_t)(run_end - p) << seg->gshift, seg->access,
+                                    seg->naccess);
         p = run_end;
     }
     if (st != CUA_OK) {
@@ -602,6 +605,41 @@ cua_status _cua_seg_map(cua_segment *seg, uint64_t off, uint64_t len)
         _cua_error(st, "%s", keep);
     }
     if (was != small) free(was);
+    return st;
+}
+
+/* ---- peers ------------------------------------------------------------------------ */
+
+cua_status _cua_seg_grant_peer(cua_segment *seg, int peer)
+{
+    for (int i = 0; i < seg->naccess; i++)
+        if (seg->access[i] == peer) return CUA_OK;
+    if (seg->naccess == CUA_SEG_MAX_ACCESS)
+        return _cua_error(CUA_ERR_INVALID_ARG, "device %d: the memory is accessible to %d "
+                          "devices already", peer, seg->naccess);
+    cua_status st = _cua_bk_peer_check(seg->bk, peer);
+    if (st != CUA_OK) return st;
+    if (seg->novmm) {
+        st = _cua_bk_peer_enable(seg->bk, seg->cs, peer);
+        if (st == CUA_OK) seg->access[seg->naccess++] = peer;
+        return st;
+    }
+    /* The new list, for the chunks mapped now; runs of adjacent chunks in one call. */
+    seg->access[seg->naccess] = peer;
+    for (uint32_t p = 0; p < seg->npages && st == CUA_OK;) {
+        cua_chunk *c = seg->pages[p];
+        if (!c || c->noaccess) { /* a noaccess chunk gets every device when granted */
+            p = c ? c->first + c->npages : p + 1;
+            continue;
+        }
+        uint32_t end = c->first + c->npages;
+        while (end < seg->npages && seg->pages[end] && !seg->pages[end]->noaccess)
+            end = seg->pages[end]->first + seg->pages[end]->npages;
+        st = _cua_bk_set_access(seg->bk, seg->cs, seg->base + ((uintptr_t)p << seg->gshift),
+                                (size_t)(end - p) << seg->gshift, seg->access, seg->naccess + 1);
+        p = end;
+    }
+    if (st == CUA_OK) seg->naccess++;
     return st;
 }
 

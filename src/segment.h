@@ -52,8 +52,17 @@ void _cua_devstat_add(cua_devstat *d, int64_t delta);
 /* The device ordinal whose counters d are. */
 int _cua_devstat_device(const cua_devstat *d);
 
+/* Devices a segment's memory may be accessible to: its own and its peers. */
+#define CUA_SEG_MAX_ACCESS 64
+
 typedef struct cua_segment {
     cua_backend *bk;
+    /* The devices every mapping is made accessible to: access[0] is the
+     * backend's own device, then the peers (cua_arena_grant_peer), in the
+     * order granted. Every new mapping gets them all, so a peer keeps access
+     * through trims, regrowth, offload and restore. */
+    int access[CUA_SEG_MAX_ACCESS];
+    int naccess;
     cua_devstat *dev;         /* the device's counters, or NULL */
     cua_callstats *cs;        /* the arena's call counters */
     uintptr_t base;           /* reserved range [base, base + size) */
@@ -125,6 +134,14 @@ void _cua_seg_release(cua_segment *seg, uint64_t off, uint64_t len, uint64_t seq
  * (one segment). On failure nothing new stays mapped (or, when unmapping it
  * fails too, it stays mapped idle, accessible, or marked noaccess). */
 cua_status _cua_seg_map(cua_segment *seg, uint64_t off, uint64_t len);
+/* Let device `peer` access the segment's memory: every chunk mapped now (one
+ * set_access per run of adjacent chunks, with every device of the list) and
+ * every chunk mapped later; novmm: the backend's peer access for whole
+ * segments. The backend is asked first whether the peer can reach the device
+ * (CUA_ERR_NOT_SUPPORTED when not). Granting the own device or a peer again
+ * does nothing. On failure the peer is not added (chunks granted before the
+ * failure keep their access: CUDA cannot take it back in place). */
+cua_status _cua_seg_grant_peer(cua_segment *seg, int peer);
 /* Release again the handles whose release failed (also done by every trim). */
 cua_status _cua_seg_retry_zombies(cua_segment *seg);
 

@@ -145,6 +145,104 @@ TEST(reserve_aligned)
     CHECK_OK(_cua_backend_destroy(b));
 }
 
+/* ---- simulated devices and peers ---------------------------------------------------- */
+
+/* A host backend is simulated device `device`; peers in peer_mask can be
+ * given access (set_access with their ordinals), others are refused; the
+ * access of each mapping is recorded (_cua_host_access), and kept per mapping. */
+TEST(peer_access_is_simulated_per_mapping)
+{
+    cua_host_config hc;
+    cua_host_config_init(&hc);
+    CHECK(hc.device == 0 && hc.peer_mask == 0);
+    hc.capacity = 64 * MiB;
+    hc.device = 2;
+    hc.peer_mask = CUA_PEER(1) | CUA_PEER(3);
+    cua_backend *b = NULL;
+    CHECK_OK(_cua_backend_host_create(&hc, &b));
+    CHECK(b->device == 2);
+    CHECK_OK(_cua_bk_peer_check(b, 1));
+    CHECK_OK(_cua_bk_peer_check(b, 2)); /* its own */
+    CHECK_ST(_cua_bk_peer_check(b, 0), CUA_ERR_NOT_SUPPORTED);
+    CHECK(strstr(cua_last_error(), "device 0 cannot access") != NULL);
+    CHECK_ST(_cua_bk_peer_check(b, 64), CUA_ERR_INVALID_ARG);
+
+    uintptr_t base;
+    cua_handle h1, h2;
+    uint64_t m = 0;
+    CHECK_OK(_cua_bk_reserve(b, NULL, 16 * MiB, 2 * MiB, &base));
+    CHECK_OK(_cua_bk_create(b, NULL, 2 * MiB, &h1));
+    CHECK_OK(_cua_bk_create(b, NULL, 4 * MiB, &h2));
+    CHECK_OK(_cua_bk_map(b, NULL, base, 2 * MiB, h1));
+    CHECK_OK(_cua_bk_map(b, NULL, base + 2 * MiB, 4 * MiB, h2));
+    CHECK_OK(_cua_host_access(b, base, &m));
+    CHECK(m == 0); /* mapped, nobody has access yet */
+    int own_and_1[] = {2, 1}, with_0[] = {2, 0};
+    CHECK_OK(_cua_bk_set_access(b, NULL, base, 6 * MiB, own_and_1, 2));
+    CHECK_OK(_cua_host_access(b, base + 5 * MiB, &m));
+    CHECK(m == (CUA_PEER(2) | CUA_PEER(1)));
+    /* A device that cannot reach device 2: refused, nothing changes. */
+    CHECK_ST(_cua_bk_set_access(b, NULL, base, 2 * MiB, with_0, 2), CUA_ERR_NOT_SUPPORTED);
+    CHECK_OK(_cua_host_access(b, base, &m));
+    CHECK(m == (CUA_PEER(2) | CUA_PEER(1)));
+    CHECK_ST(_cua_bk_set_access(b, NULL, base, 2 * MiB, own_and_1, 0), CUA_ERR_BACKEND);
+    /* Granting more to one mapping leaves the other as it was. */
+    int three[] = {2, 3};
+    CHECK_OK(_cua_bk_set_access(b, NULL, base, 2 * MiB, three, 2));
+    CHECK_OK(_cua_host_access(b, base, &m));
+    CHECK(m == (CUA_PEER(2) | CUA_PEER(1) | CUA_PEER(3)));
+    CHECK_OK(_cua_host_access(b, base + 2 * MiB, &m));
+    CHECK(m == (CUA_PEER(2) | CUA_PEER(1)));
+    /* A remap starts with no access again. */
+    CHECK_OK(_cua_bk_unmap(b, NULL, base, 2 * MiB, 1));
+    CHECK_ST(_cua_host_access(b, base, &m), CUA_ERR_INVALID_ARG);
+    CHECK_OK(_cua_bk_map(b, NULL, base, 2 * MiB, h1));
+    CHECK_OK(_cua_host_access(b, base, &m));
+    CHECK(m == 0);
+    CHECK_OK(_cua_bk_unmap(b, NULL, base, 6 * MiB, 2));
+    CHECK_OK(_cua_bk_release(b, NULL, h1, 2 * MiB));
+    CHECK_OK(_cua_bk_release(b, NULL, h2, 4 * MiB));
+    CHECK_OK(_cua_bk_unreserve(b, NULL, base, 16 * MiB));
+
+    /* Whole segments: peer access is for all of them, now and later. */
+    uintptr_t s1, s2;
+    CHECK_OK(_cua_bk_alloc(b, NULL, 2 * MiB, &s1));
+    CHECK_OK(_cua_host_access(b, s1, &m));
+    CHECK(m == CUA_PEER(2));
+    CHECK_ST(_cua_bk_peer_enable(b, NULL, 0), CUA_ERR_NOT_SUPPORTED);
+    CHECK_OK(_cua_bk_peer_enable(b, NULL, 3));
+    CHECK_OK(_cua_bk_alloc(b, NULL, 2 * MiB, &s2));
+    CHECK_OK(_cua_host_access(b, s1, &m));
+    CHECK(m == (CUA_PEER(2) | CUA_PEER(3)));
+    CHECK_OK(_cua_host_access(b, s2 + 1, &m));
+    CHECK(m == (CUA_PEER(2) | CUA_PEER(3)));
+    CHECK_OK(_cua_bk_free(b, NULL, s1, 2 * MiB));
+    CHECK_OK(_cua_bk_free(b, NULL, s2, 2 * MiB));
+
+    /* The fault backend forwards the devices, and fails set_access and peer
+     * enabling by set_access's rule, without reaching the inner backend. */
+    cua_backend *f = NULL;
+    CHECK_OK(_cua_backend_fault_create(b, &f));
+    CHECK(f->device == 2);
+    CHECK_ST(_cua_bk_peer_check(f, 0), CUA_ERR_NOT_SUPPORTED);
+    CHECK_OK(_cua_fault_fail_calls(f, CUA_CALL_SET_ACCESS, 1, 1, CUA_ERR_BACKEND));
+    CHECK_ST(_cua_bk_peer_enable(f, NULL, 1), CUA_ERR_BACKEND);
+    CHECK_OK(_cua_bk_alloc(f, NULL, 2 * MiB, &s1));
+    CHECK_OK(_cua_host_access(b, s1, &m));
+    CHECK(m == (CUA_PEER(2) | CUA_PEER(3))); /* 1 was not enabled */
+    CHECK_OK(_cua_bk_peer_enable(f, NULL, 1));
+    CHECK_OK(_cua_host_access(b, s1, &m));
+    CHECK(m == (CUA_PEER(2) | CUA_PEER(3) | CUA_PEER(1)));
+    CHECK_OK(_cua_bk_free(f, NULL, s1, 2 * MiB));
+    CHECK_OK(_cua_backend_destroy(f));
+    CHECK(all_zero(b));
+    CHECK_OK(_cua_backend_destroy(b));
+
+    /* A device outside 0..63 is no host backend's. */
+    hc.device = 64;
+    CHECK_ST(_cua_backend_host_create(&hc, &b), CUA_ERR_INVALID_ARG);
+}
+
 /* ---- map, access, data ---------------------------------------------------------------- */
 
 TEST(map_then_set_access)
@@ -159,14 +257,14 @@ TEST(map_then_set_access)
     CHECK_OK(_cua_bk_map(b, NULL, base, 4 * MiB, h));
     char p[8];
     CHECK(strcmp(perms_at(base, p), "---s") == 0); /* mapped, not accessible yet */
-    CHECK_OK(_cua_bk_set_access(b, NULL, base, 4 * MiB));
+    CHECK_OK(_cua_bk_set_access_own(b, NULL, base, 4 * MiB));
     CHECK(strcmp(perms_at(base, p), "rw-s") == 0);
     fill(base, 4 * MiB, 7);
     CHECK(holds(base, 4 * MiB, 7));
     /* set_access needs every page mapped. */
-    CHECK_ST(_cua_bk_set_access(b, NULL, base, 6 * MiB), CUA_ERR_BACKEND);
+    CHECK_ST(_cua_bk_set_access_own(b, NULL, base, 6 * MiB), CUA_ERR_BACKEND);
     CHECK(strstr(cua_last_error(), "not mapped") != NULL);
-    CHECK_ST(_cua_bk_set_access(b, NULL, base + 8 * MiB, 2 * MiB), CUA_ERR_BACKEND);
+    CHECK_ST(_cua_bk_set_access_own(b, NULL, base + 8 * MiB, 2 * MiB), CUA_ERR_BACKEND);
     CHECK_OK(_cua_bk_unmap(b, NULL, base, 4 * MiB, 1));
     CHECK(strcmp(perms_at(base, p), "---p") == 0); /* the reservation is back */
     CHECK_OK(_cua_bk_release(b, NULL, h, 4 * MiB));
@@ -224,7 +322,7 @@ TEST(unmap_whole_mappings_in_batches)
     CHECK_OK(_cua_bk_map(b, NULL, base + 4 * MiB, 2 * MiB, h2));
     CHECK_OK(_cua_bk_map(b, NULL, base + 10 * MiB, 2 * MiB, h3));
     /* One set_access over two adjacent mappings. */
-    CHECK_OK(_cua_bk_set_access(b, NULL, base, 6 * MiB));
+    CHECK_OK(_cua_bk_set_access_own(b, NULL, base, 6 * MiB));
     fill(base, 6 * MiB, 3);
     /* Part of a mapping: refused, as cuMemUnmap does. */
     CHECK_ST(_cua_bk_unmap(b, NULL, base, 2 * MiB, 1), CUA_ERR_BACKEND);
@@ -295,13 +393,13 @@ TEST(contents_follow_the_handle)
     CHECK_OK(_cua_bk_reserve(b, NULL, 8 * MiB, 2 * MiB, &r2));
     CHECK_OK(_cua_bk_create(b, NULL, 4 * MiB, &h));
     CHECK_OK(_cua_bk_map(b, NULL, r1, 4 * MiB, h));
-    CHECK_OK(_cua_bk_set_access(b, NULL, r1, 4 * MiB));
+    CHECK_OK(_cua_bk_set_access_own(b, NULL, r1, 4 * MiB));
     fill(r1, 4 * MiB, 42);
     CHECK_OK(_cua_bk_unmap(b, NULL, r1, 4 * MiB, 1));
     CHECK_OK(_cua_bk_map(b, NULL, r2 + 4 * MiB, 4 * MiB, h));
     char p[8];
     CHECK(strcmp(perms_at(r2 + 4 * MiB, p), "---s") == 0); /* access is set again after a map */
-    CHECK_OK(_cua_bk_set_access(b, NULL, r2 + 4 * MiB, 4 * MiB));
+    CHECK_OK(_cua_bk_set_access_own(b, NULL, r2 + 4 * MiB, 4 * MiB));
     CHECK(holds(r2 + 4 * MiB, 4 * MiB, 42));
     CHECK_OK(_cua_bk_unmap(b, NULL, r2 + 4 * MiB, 4 * MiB, 1));
     CHECK_OK(_cua_bk_release(b, NULL, h, 4 * MiB));
@@ -338,14 +436,14 @@ TEST(capacity_and_reuse)
     /* Released pages are reused, and they come back zeroed: the memory went back
      * to the OS (a punched hole), it was not just marked free. */
     CHECK_OK(_cua_bk_map(b, NULL, base, 2 * MiB, h[0]));
-    CHECK_OK(_cua_bk_set_access(b, NULL, base, 2 * MiB));
+    CHECK_OK(_cua_bk_set_access_own(b, NULL, base, 2 * MiB));
     fill(base, 2 * MiB, 9);
     CHECK_OK(_cua_bk_unmap(b, NULL, base, 2 * MiB, 1));
     CHECK_OK(_cua_bk_release(b, NULL, h[0], 2 * MiB));
     CHECK_OK(_cua_bk_release(b, NULL, h[2], 2 * MiB));
     CHECK_OK(_cua_bk_create(b, NULL, 8 * MiB, &x)); /* all of it, in one piece again */
     CHECK_OK(_cua_bk_map(b, NULL, base, 8 * MiB, x));
-    CHECK_OK(_cua_bk_set_access(b, NULL, base, 8 * MiB));
+    CHECK_OK(_cua_bk_set_access_own(b, NULL, base, 8 * MiB));
     const unsigned char *m = (const unsigned char *)base;
     for (size_t i = 0; i < 8 * MiB; i += 4096) CHECK(m[i] == 0);
     CHECK_OK(_cua_bk_mem_info(b, NULL, &fr, &tot));
@@ -396,7 +494,7 @@ TEST(first_fit_model)
         s[i].first = first;
         s[i].n = n;
         CHECK_OK(_cua_bk_map(b, NULL, at, n * g, s[i].h));
-        CHECK_OK(_cua_bk_set_access(b, NULL, at, n * g));
+        CHECK_OK(_cua_bk_set_access_own(b, NULL, at, n * g));
         fill(at, n * g, (unsigned char)i);
     }
     size_t fr, tot, model_free = 0;
@@ -490,7 +588,7 @@ TEST(counters_and_destroy)
     CHECK_OK(_cua_bk_reserve(b, &cs, 8 * MiB, 2 * MiB, &base));
     CHECK_OK(_cua_bk_create(b, &cs, 4 * MiB, &h));
     CHECK_OK(_cua_bk_map(b, &cs, base, 4 * MiB, h));
-    CHECK_OK(_cua_bk_set_access(b, &cs, base, 4 * MiB));
+    CHECK_OK(_cua_bk_set_access_own(b, &cs, base, 4 * MiB));
     CHECK_OK(_cua_bk_mem_info(b, &cs, &fr, &tot));
     CHECK_OK(_cua_bk_event_create(b, &cs, &e));
     CHECK_OK(_cua_bk_event_record(b, &cs, e, 0));
@@ -565,7 +663,7 @@ static void *worker_main(void *arg)
         unsigned char seed = (unsigned char)(w->id * 31 + i);
         if (_cua_bk_create(w->b, NULL, size, &h) != CUA_OK) return NULL;
         if (_cua_bk_map(w->b, NULL, at, size, h) != CUA_OK) return NULL;
-        if (_cua_bk_set_access(w->b, NULL, at, size) != CUA_OK) return NULL;
+        if (_cua_bk_set_access_own(w->b, NULL, at, size) != CUA_OK) return NULL;
         fill(at, size, seed);
         if (!holds(at, size, seed)) return NULL;
         if (_cua_bk_event_create(w->b, NULL, &e) != CUA_OK) return NULL;
@@ -626,7 +724,7 @@ static cua_status fixture_setup(struct fixture *fx)
     if (st == CUA_OK) st = _cua_bk_event_create(f, NULL, &fx->e1);
     if (st == CUA_OK) st = _cua_bk_event_record(f, NULL, fx->e1, 1);
     if (st == CUA_OK) st = _cua_bk_alloc(f, NULL, 2 * MiB, &fx->s1);
-    if (st == CUA_OK) st = _cua_bk_set_access(f, NULL, fx->base, 2 * MiB);
+    if (st == CUA_OK) st = _cua_bk_set_access_own(f, NULL, fx->base, 2 * MiB);
     if (st == CUA_OK) st = _cua_bk_host_alloc(f, NULL, 4096, &fx->buf1);
     if (st == CUA_OK) st = _cua_bk_stream_create(f, NULL, &fx->st1);
     fx->h1_mapped = fx->h2_alive = fx->spare_alive = fx->e1_alive = fx->s1_alive = true;
@@ -658,7 +756,7 @@ static cua_status fixture_call(struct fixture *fx, cua_call kind)
         st = _cua_bk_unmap(f, NULL, fx->base, 2 * MiB, 1);
         fx->h1_mapped = st != CUA_OK;
         return st;
-    case CUA_CALL_SET_ACCESS: return _cua_bk_set_access(f, NULL, fx->base, 2 * MiB);
+    case CUA_CALL_SET_ACCESS: return _cua_bk_set_access_own(f, NULL, fx->base, 2 * MiB);
     case CUA_CALL_MEM_INFO: return _cua_bk_mem_info(f, NULL, &fr, &tot);
     case CUA_CALL_EVENT_CREATE: return _cua_bk_event_create(f, NULL, &fx->e2);
     case CUA_CALL_EVENT_DESTROY:

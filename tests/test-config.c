@@ -46,7 +46,8 @@ static int same_config(const cua_arena_config *a, const cua_arena_config *b)
            a->va_size == b->va_size && a->chunk_max == b->chunk_max &&
            a->chunk_large == b->chunk_large &&
            a->growth_slack == b->growth_slack && a->floor == b->floor &&
-           a->priority == b->priority && a->idle_ms == b->idle_ms && a->flags == b->flags;
+           a->priority == b->priority && a->idle_ms == b->idle_ms && a->flags == b->flags &&
+           a->peers == b->peers;
 }
 
 /* Parse `text` into a fresh default config and return its limit via *out. */
@@ -240,7 +241,29 @@ TEST(unknown_key)
     /* a good item before the bad one is not applied either */
     CHECK(refused("limit:8G,device:1,foo:1", "foo"));
     /* the list of known keys names every key */
-    CHECK(refused("x:1", "growth_slack, floor, priority, idle_ms, backend, thread_cache, thread_cache_bytes, thread_cache_max, check, footprint_cap, poison, scrub, nvtx, vmm"));
+    CHECK(refused("x:1", "growth_slack, floor, priority, idle_ms, backend, thread_cache, thread_cache_bytes, thread_cache_max, check, footprint_cap, poison, scrub, nvtx, vmm, peers"));
+}
+
+/* peers: device ordinals 0..63 joined by '+', or none. */
+TEST(peers_list)
+{
+    cua_arena_config cfg;
+    cua_arena_config_init(&cfg);
+    CHECK(cfg.peers == 0);
+    CHECK_OK(cua_config_parse("peers:1+2", &cfg));
+    CHECK(cfg.peers == (CUA_PEER(1) | CUA_PEER(2)));
+    CHECK_OK(cua_config_parse("peers = 0 + 63 ,device:1", &cfg));
+    CHECK(cfg.peers == (CUA_PEER(0) | CUA_PEER(63)) && cfg.device == 1);
+    CHECK_OK(cua_config_parse("peers:5", &cfg));
+    CHECK(cfg.peers == CUA_PEER(5));
+    CHECK_OK(cua_config_parse("peers:NONE", &cfg));
+    CHECK(cfg.peers == 0);
+    CHECK(refused("peers:64", "peers"));
+    CHECK(refused("peers:1+", "'1+'"));
+    CHECK(refused("peers:+1", "ordinals"));
+    CHECK(refused("peers:1+x", "ordinals"));
+    CHECK(refused("peers:-1", "peers"));
+    CHECK(refused("peers:1,2", "'2'")); /* a comma ends the item */
 }
 
 TEST(missing_value)
