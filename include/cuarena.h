@@ -392,10 +392,13 @@ typedef struct cua_arena_config {
 #define CUA_PEER(d) ((uint64_t)1 << (d))
 
 /** cua_arena_config.thread_cache. Blocks waiting in thread caches count as
- *  free in the statistics; the peak of live bytes counts them as live (it is
- *  kept where the arena's lock is taken), so it can exceed the true peak by
- *  at most what the caches hold. Trims, offloads, walks and out-of-memory
- *  retries empty every thread's cache first. */
+ *  free in the statistics. The peak of live bytes is kept where the arena's
+ *  lock is taken: it counts blocks waiting in caches as live (so it can pass
+ *  the true peak by what the caches hold), and a block a cache hands out
+ *  again with the size asked when the lock handed it out (so it can miss
+ *  the true peak by the difference, less than a quarter of that block).
+ *  Trims, limits lowered below the mapped bytes, offloads, walks and
+ *  out-of-memory retries empty every thread's cache first. */
 typedef enum cua_thread_cache_mode {
     CUA_THREAD_CACHE_AUTO = 0, /**< on once the arena's lock is contended */
     CUA_THREAD_CACHE_ON = 1,   /**< on from the start */

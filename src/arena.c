@@ -549,6 +549,7 @@ cua_status _cua_arena_set_limit_locked(cua_arena *a, size_t limit)
                           a->name, limit, a->cfg.floor);
     a->cfg.limit = limit;
     if (!limit || a->seg.mapped_bytes <= limit) return CUA_OK;
+    _cua_tc_flush_all_locked(a); /* what threads' caches hold can go first */
     uint64_t released;
     return trim_idle(a, a->seg.mapped_bytes - limit, true, "limit", &released);
 }

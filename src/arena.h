@@ -93,6 +93,8 @@ struct cua_arena {
     _Atomic uint32_t lock_waits; /* takers that found the lock held (thread_cache auto) */
     int64_t tc_fix;              /* live bytes: what caches' blocks freed here left behind */
     uint64_t tc_gone_allocs, tc_gone_frees; /* the counts of caches whose threads ended */
+    bool tc_auto;                /* thread_cache auto and caches allowed: decided at create */
+    bool tc_granted;             /* a cache was ever handed a block (blocks may be OUT) */
     /* statistics (stats.c reads them) */
     uint64_t live_bytes, live_blocks, allocated_bytes;
     uint64_t peak_live, peak_mapped;

@@ -59,16 +59,19 @@ void _cua_tc_arena_init(cua_arena *a)
 {
     a->tcs = NULL;
     a->tc_fix = 0;
+    a->tc_granted = false;
+    /* Decided once: the flags and the NVTX heap are not read again without the lock. */
+    bool ok = eligible(a);
+    a->tc_auto = ok && a->cfg.thread_cache == CUA_THREAD_CACHE_AUTO;
     atomic_init(&a->lock_waits, 0);
-    atomic_init(&a->tc_on, a->cfg.thread_cache == CUA_THREAD_CACHE_ON && eligible(a));
+    atomic_init(&a->tc_on, ok && a->cfg.thread_cache == CUA_THREAD_CACHE_ON);
 }
 
 void _cua_arena_lock_wait(cua_arena *a)
 {
-    if (!atomic_load_explicit(&a->tc_on, memory_order_relaxed)) {
+    if (a->tc_auto && !atomic_load_explicit(&a->tc_on, memory_order_relaxed)) {
         uint32_t n = atomic_fetch_add_explicit(&a->lock_waits, 1, memory_order_relaxed) + 1;
-        if (n == CUA_TC_AUTO_WAITS && a->cfg.thread_cache == CUA_THREAD_CACHE_AUTO && eligible(a))
-            atomic_store_explicit(&a->tc_on, 1, memory_order_relaxed);
+        if (n == CUA_TC_AUTO_WAITS) atomic_store_explicit(&a->tc_on, 1, memory_order_relaxed);
     }
     _cua_lock(&a->lock);
 }
@@ -131,23 +134,34 @@ static void arena_unlink(cua_arena *a, cua_tcache *tc)
 static void flush_one(cua_arena *a, cua_tcache *tc);
 
 /* The thread is done with tc: its cached blocks go back to the arena, the
- * corrections of the blocks it handed out stay with the arena. */
+ * corrections of the blocks it handed out stay with the arena. The arena's
+ * lock is taken even when the cache is dead: a destroy touches its caches
+ * under that lock, so the free here comes after the destroy's last touch.
+ * (The arena's shell outlives it: taking its lock is always safe.) */
 static void tc_release(cua_tcache *tc)
 {
     cua_arena *a = tc->arena;
-    if (atomic_load_explicit(&tc->gate, memory_order_acquire) != CUA_TC_DEAD) {
-        _cua_lock(&a->lock); /* the arena's shell outlives it: taking its lock is safe */
-        if (atomic_load_explicit(&tc->gate, memory_order_relaxed) != CUA_TC_DEAD) {
-            flush_one(a, tc);
-            a->tc_fix += ld(&tc->adj_live);
-            a->alloc_count += ldu(&tc->allocs);
-            a->free_count += ldu(&tc->frees);
-            a->tc_gone_allocs += ldu(&tc->allocs);
-            a->tc_gone_frees += ldu(&tc->frees);
-            arena_unlink(a, tc);
-        }
-        _cua_unlock(&a->lock);
+    _cua_lock(&a->lock);
+    if (atomic_load_explicit(&tc->gate, memory_order_relaxed) != CUA_TC_DEAD) {
+        flush_one(a, tc);
+        a->tc_fix += ld(&tc->adj_live);
+        a->alloc_count += ldu(&tc->allocs);
+        a->free_count += ldu(&tc->frees);
+        a->tc_gone_allocs += ldu(&tc->allocs);
+        a->tc_gone_frees += ldu(&tc->frees);
+        arena_unlink(a, tc);
+        (void)_cua_arena_set_release_locked(a, a->cfg.release_threshold); /* the flushed pages */
     }
+    _cua_arena_unlock(a);
+    tc_free(tc);
+}
+
+/* A dead cache (its arena destroyed), found by its thread: freed once the
+ * destroy that killed it is done with it (it held the arena's lock). */
+static void tc_free_dead(cua_tcache *tc)
+{
+    _cua_lock(&tc->arena->lock);
+    _cua_unlock(&tc->arena->lock);
     tc_free(tc);
 }
 
@@ -160,23 +174,31 @@ static void tc_thread_exit(void *head)
     tl_caches = tl_last = NULL;
 }
 
+
+
 cua_tcache *_cua_tc_find(cua_arena *a)
 {
     cua_tcache *tc = tl_last;
-    if (CUA_LIKELY(tc && tc->arena == a)) return tc;
-    for (cua_tcache **at = &tl_caches; (tc = *at) != NULL; at = &tc->tnext) {
-        if (tc->arena != a) continue;
-        if (atomic_load_explicit(&tc->gate, memory_order_acquire) == CUA_TC_DEAD) {
-            *at = tc->tnext; /* its arena was destroyed: nobody else knows it now */
-            if (tl_last == tc) tl_last = NULL;
-            tc_free(tc);
-            if (tc_key_ok) pthread_setspecific(tc_key, tl_caches);
-            return NULL;
-        }
-        tl_last = tc;
+    if (CUA_LIKELY(tc && tc->arena == a &&
+                   atomic_load_explicit(&tc->gate, memory_order_relaxed) != CUA_TC_DEAD))
         return tc;
+    /* The slow way, freeing on the way every cache whose arena was destroyed
+     * (a thread that makes and destroys arenas would pile them up). */
+    cua_tcache *found = NULL, **at = &tl_caches;
+    bool dropped = false;
+    tl_last = NULL;
+    while ((tc = *at) != NULL) {
+        if (atomic_load_explicit(&tc->gate, memory_order_acquire) == CUA_TC_DEAD) {
+            *at = tc->tnext;
+            tc_free_dead(tc);
+            dropped = true;
+            continue;
+        }
+        if (tc->arena == a) found = tc;
+        at = &tc->tnext;
     }
-    return NULL;
+    if (dropped && tc_key_ok) pthread_setspecific(tc_key, tl_caches);
+    return tl_last = found;
 }
 
 static cua_tcache *tc_new(cua_arena *a)
@@ -312,6 +334,7 @@ uint64_t _cua_tc_grant_locked(cua_tcache *tc, cua_block *b, size_t size)
     if (!tc || b->size > tc->max_size ||
         atomic_load_explicit(&tc->gate, memory_order_relaxed) != CUA_TC_OPEN)
         return 0;
+    tc->arena->tc_granted = true; /* every block a cache hands out descends from a grant */
     uint64_t w = atomic_load_explicit(&b->tcw, memory_order_relaxed);
     uint64_t nw = (((w >> 2) + 1) << 2) | CUA_TCW_OUT;
     b->treq = size;
@@ -371,7 +394,6 @@ static void set_gates(cua_arena *a, int gate)
 
 void _cua_tc_close_all_locked(cua_arena *a)
 {
-    if (!a->tcs) return;
     set_gates(a, CUA_TC_CLOSED);
     _cua_tc_flush_all_locked(a);
     /* No thread can cache a block now: the ones handed out become the
@@ -381,7 +403,7 @@ void _cua_tc_close_all_locked(cua_arena *a)
 
 void _cua_tc_disown_all_locked(cua_arena *a)
 {
-    if (!a->tcs && !a->tc_fix) return; /* no cache ever handed a block out of this arena */
+    if (!a->tc_granted) return; /* no cache ever handed a block out of this arena */
     for (cua_block *b = a->heap.first; b; b = b->next)
         if (b->state == CUA_BLOCK_LIVE) (void)_cua_tc_disown_locked(a, b);
 }
@@ -390,10 +412,14 @@ void _cua_tc_open_all_locked(cua_arena *a) { set_gates(a, CUA_TC_OPEN); }
 
 void _cua_tc_kill_all_locked(cua_arena *a)
 {
-    set_gates(a, CUA_TC_DEAD);
+    /* Its thread frees a dead cache only after taking the arena's lock (held
+     * here): the unlock below is not the last touch of freed memory. */
     for (cua_tcache *tc = a->tcs, *next; tc; tc = next) {
         next = tc->anext;
         tc->anext = tc->aprev = NULL;
+        _cua_lock(&tc->lock);
+        atomic_store_explicit(&tc->gate, CUA_TC_DEAD, memory_order_release);
+        _cua_unlock(&tc->lock);
     }
     a->tcs = NULL;
 }
@@ -430,4 +456,11 @@ void _cua_tc_sums_locked(const cua_arena *a, cua_tc_sums *s)
         s->frees += ldu(&tc->frees);
         s->cached_bytes += ldu(&tc->cached_bytes);
     }
+}
+
+size_t _cua_tc_count_mine(void)
+{
+    size_t n = 0;
+    for (cua_tcache *tc = tl_caches; tc; tc = tc->tnext) n++;
+    return n;
 }

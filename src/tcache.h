@@ -107,6 +107,9 @@ typedef struct cua_tc_sums {
 } cua_tc_sums;
 void _cua_tc_sums_locked(const cua_arena *a, cua_tc_sums *s);
 
+/* For tests: how many caches the calling thread holds (dead ones included). */
+size_t _cua_tc_count_mine(void);
+
 static inline unsigned _cua_tcw_state(uint64_t w) { return (unsigned)(w & 3u); }
 
 #endif /* CUA_TCACHE_H */

@@ -275,6 +275,85 @@ TEST(off_and_big_blocks_bypass_the_cache)
     CHECK_OK(cua_arena_destroy(a, 0));
 }
 
+/* ---- what a review found --------------------------------------------------------- */
+
+static cua_arena *shared_a;
+static unsigned char *kept;
+static _Atomic int ready, go;
+
+static void *cache_then_exit(void *arg)
+{
+    (void)arg;
+    void *p;
+    if (cua_arena_alloc(shared_a, 1000, 0, &p) == CUA_OK) cua_free(p); /* a cache, one block in it */
+    atomic_fetch_add(&ready, 1);
+    while (!atomic_load(&go)) sched_yield();
+    return NULL; /* the thread's end gives its cache back while the arena is destroyed */
+}
+
+TEST(destroy_while_threads_with_caches_end)
+{
+    for (int round = 0; round < 20; round++) {
+        shared_a = make("thread_cache:on");
+        CHECK(shared_a != NULL);
+        atomic_store(&ready, 0);
+        atomic_store(&go, 0);
+        pthread_t t[12];
+        for (int i = 0; i < 12; i++) CHECK(pthread_create(&t[i], NULL, cache_then_exit, NULL) == 0);
+        while (atomic_load(&ready) < 12) sched_yield();
+        atomic_store(&go, 1);
+        CHECK_OK(cua_arena_destroy(shared_a, CUA_DESTROY_FORCE));
+        for (int i = 0; i < 12; i++) pthread_join(t[i], NULL);
+    }
+}
+
+static void *grow_in_cache_then_exit(void *arg)
+{
+    (void)arg;
+    void *p;
+    if (cua_arena_alloc(shared_a, 2900, 0, &p) != CUA_OK) return NULL;
+    cua_free(p);
+    if (cua_arena_alloc(shared_a, 3000, 0, (void **)&kept) != CUA_OK || (void *)kept != p) kept = NULL;
+    else memset(kept, 0xab, 3000);
+    return NULL; /* its cache goes; the block, asked 3000 bytes from the cache, stays live */
+}
+
+TEST(offload_keeps_a_block_whose_cache_is_gone)
+{
+    shared_a = make("thread_cache:on");
+    CHECK(shared_a != NULL);
+    kept = NULL;
+    pthread_t t;
+    CHECK(pthread_create(&t, NULL, grow_in_cache_then_exit, NULL) == 0);
+    pthread_join(t, NULL);
+    CHECK(kept != NULL);
+    CHECK_OK(cua_arena_offload(shared_a));
+    CHECK_ARENA(shared_a);
+    CHECK_OK(cua_arena_restore(shared_a));
+    CHECK_ARENA(shared_a);
+    int bad = 0;
+    for (int i = 0; kept && i < 3000; i++) bad += kept[i] != 0xab;
+    CHECK(bad == 0);
+    cua_stats s = stats(shared_a);
+    CHECK(s.live_bytes == 3000 && s.live_blocks == 1);
+    CHECK_OK(cua_free(kept));
+    CHECK_OK(cua_arena_destroy(shared_a, 0));
+}
+
+TEST(caches_of_destroyed_arenas_are_freed)
+{
+    size_t before = _cua_tc_count_mine();
+    for (int i = 0; i < 50; i++) {
+        cua_arena *a = make("thread_cache:on");
+        CHECK(a != NULL);
+        void *p;
+        CHECK_OK(cua_arena_alloc(a, 1000, 0, &p));
+        CHECK_OK(cua_free(p));
+        CHECK_OK(cua_arena_destroy(a, 0));
+    }
+    CHECK(_cua_tc_count_mine() <= before + 1); /* the last one's, at most */
+}
+
 /* ---- threads ------------------------------------------------------------------- */
 
 #define T_THREADS 6
