@@ -85,6 +85,18 @@ class ArenaTest(unittest.TestCase):
         a.destroy()
 
 
+    def test_grant_peer_answers_for_an_unreachable_device(self):
+        a = arena("py_peer")
+        a.grant_peer(0)  # its own device: nothing to do
+        with self.assertRaises(cuarena.Error) as e:
+            a.grant_peer(1)  # a host backend of its own reaches no other device
+        self.assertEqual(e.exception.status, "CUA_ERR_NOT_SUPPORTED")
+        with self.assertRaises(cuarena.Error) as e:
+            a.grant_peer(64)
+        self.assertEqual(e.exception.status, "CUA_ERR_INVALID_ARG")
+        a.destroy()
+
+
 class StatsAndSnapshotTest(unittest.TestCase):
     def test_memory_stats_has_torch_keys_and_arena_figures(self):
         a = arena("py_stats")

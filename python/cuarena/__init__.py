@@ -78,6 +78,7 @@ _lib.cua_ptr_info.argtypes = [_c, ctypes.POINTER(_c), ctypes.POINTER(_c),
 _lib.cua_arena_alloc.argtypes = [_c, ctypes.c_size_t, ctypes.c_size_t, ctypes.POINTER(_c)]
 _lib.cua_free.argtypes = [_c]
 _lib.cua_janitor_start.argtypes = [ctypes.c_uint]
+_lib.cua_arena_grant_peer.argtypes = [_c, ctypes.c_int]
 
 CUA_DESTROY_FORCE = 1
 _EVENT_KINDS = ["created", "destroyed", "trimmed", "out_of_memory", "offloaded", "restored"]
@@ -176,6 +177,12 @@ class Arena:
 
     def set_limit(self, limit):
         _check(_lib.cua_arena_set_limit(self._h, int(limit)))
+
+    def grant_peer(self, device):
+        """Let GPU `device` read and write this arena's memory, what is mapped
+        now and what is mapped later (cua_arena_grant_peer); raises Error
+        (CUA_ERR_NOT_SUPPORTED) when that device cannot reach this one."""
+        _check(_lib.cua_arena_grant_peer(self._h, int(device)))
 
     def reset_peak_stats(self):
         _check(_lib.cua_arena_reset_peaks(self._h))
