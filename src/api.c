@@ -322,7 +322,15 @@ cua_status cua_arena_restore(cua_arena *a)
 {
     cua_status st = enter(a);
     if (st != CUA_OK) return st;
-    return leave(a, _cua_arena_restore_locked(a));
+    st = _cua_arena_restore_locked(a);
+    if (st != CUA_ERR_OUT_OF_MEMORY) return leave(a, st);
+    /* The device is full: as for an allocation, other arenas' caches and the
+     * eviction callbacks first (without this arena's lock), then once more. */
+    size_t need = (size_t)a->allocated_bytes;
+    leave(a, st);
+    _cua_pressure_relieve(a, need);
+    if ((st = enter(a)) != CUA_OK) return st;
+    return leave(a, a->offloaded ? _cua_arena_restore_locked(a) : CUA_OK);
 }
 
 cua_status cua_arena_set_floor(cua_arena *a, size_t floor)

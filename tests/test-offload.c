@@ -395,3 +395,45 @@ TEST(poison_fills_freed_blocks)
     CHECK_OK(cua_arena_destroy(a, 0));
     CHECK_OK(cua_backend_destroy(bk));
 }
+
+/* A restore on a full device takes other arenas' cached memory first, as an
+ * allocation does (the fuzzer's finding: it failed with the cache of another
+ * arena holding every page). */
+TEST(restore_on_a_full_device_takes_other_arenas_cache)
+{
+    cua_host_config hc;
+    cua_host_config_init(&hc);
+    hc.capacity = 64 * MiB;
+    cua_backend *bk;
+    CHECK_OK(cua_backend_host_create(&hc, &bk));
+    cua_arena_config cfg;
+    cua_arena_config_init(&cfg);
+    cfg.backend = bk;
+    cfg.flags = 0;
+    cfg.va_size = (size_t)1 << 30;
+    cfg.name = "encoder";
+    cua_arena *enc, *other;
+    CHECK_OK(cua_arena_create(&cfg, &enc));
+    cfg.name = "other";
+    CHECK_OK(cua_arena_create(&cfg, &other));
+    unsigned char *p;
+    CHECK_OK(cua_arena_alloc(enc, 20 * MiB, 0, (void **)&p));
+    memset(p, 0x3c, 20 * MiB);
+    CHECK_OK(cua_arena_offload(enc));
+    void *q;
+    CHECK_OK(cua_arena_alloc(other, 60 * MiB, 0, &q)); /* the device is full now */
+    CHECK_OK(cua_free(q));                              /* and its pages stay cached there */
+    cua_stats s;
+    CHECK_OK(cua_arena_get_stats(other, &s));
+    CHECK(s.cached_bytes >= 60 * MiB);
+    CHECK_OK(cua_arena_restore(enc));
+    CHECK_ARENA(enc);
+    CHECK_ARENA(other);
+    int bad = 0;
+    for (size_t i = 0; i < 20 * MiB; i += 4093) bad += p[i] != 0x3c;
+    CHECK(bad == 0);
+    CHECK_OK(cua_free(p));
+    CHECK_OK(cua_arena_destroy(enc, 0));
+    CHECK_OK(cua_arena_destroy(other, 0));
+    CHECK_OK(cua_backend_destroy(bk));
+}
