@@ -258,6 +258,8 @@ static void destroy_slot(int i, int force)
     s->a = NULL;
 }
 
+static void free_live(void *p);
+
 /* Restore until it works (it may fail on injected faults), then a fresh
  * pattern for the blocks of a discarded arena. */
 static void restore_slot(int i)
@@ -272,7 +274,19 @@ static void restore_slot(int i)
     if (s->offloaded) {
         cua_fault_fail_random(W.fault, 0, 0);
         for (int k = 0; k < CUA_CALL_COUNT; k++) cua_fault_fail_nth(W.fault, (cua_call)k, 0, CUA_ERR_BACKEND);
-        if (cua_arena_restore(s->a) != CUA_OK) die("restore without faults", NULL);
+        st = cua_arena_restore(s->a);
+        /* The other arenas may have taken the pages the offload gave back, for
+         * live data (their caches a restore takes itself): free theirs, block
+         * by block, until it fits. With nothing else live it must succeed. */
+        for (int j = W.nlive - 1; st == CUA_ERR_OUT_OF_MEMORY && j >= 0; j--) {
+            if (W.live[j].arena == i) continue;
+            free_live(W.live[j].p);
+            remember_freed(W.live[j].p);
+            drop_block(j);
+            j = W.nlive; /* (the list moved) */
+            st = cua_arena_restore(s->a);
+        }
+        if (st != CUA_OK) die("restore without faults", NULL);
         s->offloaded = 0;
     }
     if (s->discarded)
