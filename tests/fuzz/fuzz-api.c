@@ -286,6 +286,14 @@ static void restore_slot(int i)
             j = W.nlive; /* (the list moved) */
             st = cua_arena_restore(s->a);
         }
+        /* Floors keep other arenas' pages through any trim made for another
+         * arena: lowered, with their caches trimmed, it must fit. */
+        for (int k = 0; st == CUA_ERR_OUT_OF_MEMORY && k < NARENAS; k++) {
+            if (k == i || !W.s[k].a) continue;
+            (void)cua_arena_set_floor(W.s[k].a, 0);
+            (void)cua_arena_trim(W.s[k].a, 0, NULL);
+            st = cua_arena_restore(s->a);
+        }
         if (st != CUA_OK) die("restore without faults", NULL);
         s->offloaded = 0;
     }
