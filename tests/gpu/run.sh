@@ -81,18 +81,24 @@ say "gpu: $(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
 # Link-time optimisation where the compiler can do it (it inlines across the
 # layers' files); not every gcc installation has its LTO plugin.
 # The first compiler of $CC, cc, gcc that links with -flto builds; else $CC without.
+# The C++ tests link with -flto too: a C++ compiler whose lto-wrapper does not
+# run (a second gcc installation earlier in PATH) turns LTO off for both.
 lto=false
 for c in ${CC:-} cc gcc; do
     if echo 'int main(void){return 0;}' | "$c" -flto -x c - -o build-gpu-lto-probe 2>/dev/null; then
-        export CC=$c
-        lto=true
-        break
+        for cxx in ${CXX:-} c++ g++; do
+            if echo 'int main(){return 0;}' | "$cxx" -flto -x c++ - -o build-gpu-lto-probe 2>/dev/null; then
+                export CC=$c CXX=$cxx
+                lto=true
+                break 2
+            fi
+        done
     fi
 done
 rm -f build-gpu-lto-probe
-say "link-time optimisation: $lto (compiler: ${CC:-default})"
+say "link-time optimisation: $lto (compilers: ${CC:-default} ${CXX:-default})"
 # A build tree made with another compiler or LTO setting is made again.
-stamp="${CC:-default} lto=$lto"
+stamp="${CC:-default} ${CXX:-default} lto=$lto"
 if [[ -f build-gpu/build.ninja && "$(cat build-gpu/cua-stamp 2>/dev/null)" != "$stamp" ]]; then
     rm -rf build-gpu
 fi
