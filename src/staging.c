@@ -46,23 +46,23 @@ cua_status _cua_stage_free(cua_backend *b)
 {
     cua_status first = CUA_OK, st;
     if (!b->staged) return CUA_OK;
+    /* Each piece given back is cleared; one that fails stays for a later call. */
     for (int i = 0; i < 2; i++) {
-        if (b->stage_ev[i] && (st = _cua_bk_event_destroy(b, NULL, b->stage_ev[i])) == CUA_OK)
-            b->stage_ev[i] = 0;
-        else if (b->stage_ev[i] && first == CUA_OK)
-            first = st;
+        if (!b->stage_ev[i]) continue;
+        st = _cua_bk_event_destroy(b, NULL, b->stage_ev[i]);
+        if (st == CUA_OK) b->stage_ev[i] = 0;
+        else if (first == CUA_OK) first = st;
     }
     if (b->copy_stream) {
-        if ((st = _cua_bk_stream_destroy(b, NULL, b->copy_stream)) == CUA_OK)
-            b->copy_stream = 0;
-        else if (first == CUA_OK)
-            first = st;
+        st = _cua_bk_stream_destroy(b, NULL, b->copy_stream);
+        if (st == CUA_OK) b->copy_stream = 0;
+        else if (first == CUA_OK) first = st;
     }
     for (int i = 0; i < 2; i++) {
-        if (b->stage[i] && (st = _cua_bk_host_free(b, NULL, b->stage[i], b->stage_bytes)) == CUA_OK)
-            b->stage[i] = NULL;
-        else if (b->stage[i] && first == CUA_OK)
-            first = st;
+        if (!b->stage[i]) continue;
+        st = _cua_bk_host_free(b, NULL, b->stage[i], b->stage_bytes);
+        if (st == CUA_OK) b->stage[i] = NULL;
+        else if (first == CUA_OK) first = st;
     }
     b->staged = b->stage[0] || b->stage[1] || b->copy_stream || b->stage_ev[0] || b->stage_ev[1];
     return first;

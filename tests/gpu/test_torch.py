@@ -218,4 +218,5 @@ def test_torch_statistics_snapshot_and_cache_calls_work():
     assert r["snapshot_segments"] > 0 and r["snapshot_allocated"] >= 4 << 20
     assert r["empty_cache_released"] >= 64 << 20
     assert r["compile_matches"] is True
-    assert 0 < r["default_arena_limit"] <= 41 << 30
+    # the fraction 0.5 of this device's memory (80 GB H100 or 141 GB H200), to a page
+    assert abs(r["default_arena_limit"] - r["device_total"] // 2) <= 2 << 20, r

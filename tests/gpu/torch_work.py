@@ -650,6 +650,7 @@ def work_stats(use):
             lambda: torch.cuda.set_per_process_memory_fraction(0.5))
     res["default_arena_limit"] = next((a.stats()["limit_bytes"] for a in cuarena.arenas(0)
                                        if a.name == "default"), -1)
+    res["device_total"] = torch.cuda.get_device_properties(0).total_memory
     del x, w
     torch.cuda.synchronize()
     res["released_by_empty_cache"] = ct.empty_cache()
