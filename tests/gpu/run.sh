@@ -157,7 +157,14 @@ if part stress; then
 # block's data verified before its free (tests/gpu/stress-cuda.c).
 CUA_GPU_STRESS_SECONDS=${CUA_GPU_STRESS_SECONDS:-60} CUA_GPU_STRESS_THREADS=${CUA_GPU_STRESS_THREADS:-16} \
     run stress-cuda timeout -k 5 $((${CUA_GPU_STRESS_SECONDS:-60} + 30)) build-gpu/tests/gpu/stress-cuda --backend cuda
+rc=$?
 grep -E '^stress-cuda: ' "$log" | grep -v '^stress-cuda: backend ' | sed 's/^/   /' | tail -25
+# A crash (killed by a signal): the same under ASan + UBSan, 20 s, for where.
+if ((rc > 128 && rc != 137)); then
+    run stress-cuda-asan timeout -k 5 120 bash tests/gpu/asan-rerun.sh tests/gpu/stress-cuda \
+        --backend cuda --seconds 20 --threads "${CUA_GPU_STRESS_THREADS:-16}"
+    grep -E -A40 'ERROR: AddressSanitizer|runtime error|^stress-cuda: .*(FAIL|PASS)' "$log" | head -60
+fi
 fi
 [[ ${CUA_GPU_SKIP_HOST:-0} == 1 ]] || ! part host ||
     run host-tests meson test -C build-gpu --suite host --num-processes 8 --print-errorlogs

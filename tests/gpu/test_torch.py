@@ -218,5 +218,13 @@ def test_torch_statistics_snapshot_and_cache_calls_work():
     assert r["snapshot_segments"] > 0 and r["snapshot_allocated"] >= 4 << 20
     assert r["empty_cache_released"] >= 64 << 20
     assert r["compile_matches"] is True
+    # allocations after _record_memory_history() are in both snapshots, and
+    # torch's memory_viz draws cuarena's file (segments and the trace)
+    assert r["torch_snapshot_trace_events"] > 0 and r["dump_trace_events"] > 0, r
+    assert r["segment_plot_chars"] > 1000 and r["trace_plot_chars"] > 1000, r
+    print("torch: memory history: %d trace events in torch's snapshot, %d in cuarena.dump_snapshot's "
+          "file; memory_viz segment_plot %d chars, trace_plot %d chars"
+          % (r["torch_snapshot_trace_events"], r["dump_trace_events"], r["segment_plot_chars"],
+             r["trace_plot_chars"]))
     # the fraction 0.5 of this device's memory (80 GB H100 or 141 GB H200), to a page
     assert abs(r["default_arena_limit"] - r["device_total"] // 2) <= 2 << 20, r

@@ -651,6 +651,27 @@ def work_stats(use):
     res["default_arena_limit"] = next((a.stats()["limit_bytes"] for a in cuarena.arenas(0)
                                        if a.name == "default"), -1)
     res["device_total"] = torch.cuda.get_device_properties(0).total_memory
+    # the history recorded since _record_memory_history(): in torch's own
+    # snapshot, and in cuarena's file, which torch's memory_viz tooling draws
+    tsnap = attempt("torch.memory._snapshot", torch.cuda.memory._snapshot) or {}
+    res["torch_snapshot_trace_events"] = sum(len(t) for t in tsnap.get("device_traces", []))
+    import pickle
+    import tempfile
+    from torch.cuda import _memory_viz
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "snap.pickle")
+        cuarena.dump_snapshot(path, 0)
+        with open(path, "rb") as f:
+            data = pickle.load(f)
+    res["dump_trace_events"] = sum(len(t) for t in data.get("device_traces", []))
+    seg_html = attempt("torch.memory_viz.segment_plot", lambda: _memory_viz.segment_plot(data))
+    trace_html = attempt("torch.memory_viz.trace_plot", lambda: _memory_viz.trace_plot(data))
+    # segsum and trace read the segments, blocks and events field by field
+    # (segsum asserts that each segment's blocks add up to its size)
+    attempt("torch.memory_viz.segsum", lambda: _memory_viz.segsum(data))
+    attempt("torch.memory_viz.trace", lambda: _memory_viz.trace(data))
+    res["segment_plot_chars"] = len(seg_html or "")
+    res["trace_plot_chars"] = len(trace_html or "")
     del x, w
     torch.cuda.synchronize()
     res["released_by_empty_cache"] = ct.empty_cache()
