@@ -19,6 +19,7 @@
 #                      cuda, sanitizer, stress, host, reload, torch, cupy,
 #                      examples, mt; with CUA_GPU_SKIP_BENCH=1 a visit can be
 #                      split into commands of under 10 minutes each
+#   CUA_GPU_TORCH_K    a pytest -k expression: only those tests of test_torch.py
 #   CUA_GPU_STRESS_SECONDS, CUA_GPU_STRESS_THREADS  the thread stress on the GPU
 #                      (tests/gpu/stress-cuda.c; default 60 s, 16 threads); the
 #                      compute-sanitizer check (tests/gpu/sanitizer.sh) runs before it.
@@ -192,7 +193,7 @@ if ! part torch; then
 elif python3 -c 'import torch, pytest' 2>/dev/null; then
     rm -f "$out/torch.jsonl"
     CUARENA_LIB=$PWD/build-gpu/libcuarena.so CUA_TORCH_RESULTS=$(cd "$out" && pwd)/torch.jsonl \
-        run torch python3 -m pytest -q -s tests/gpu/test_torch.py
+        run torch python3 -m pytest -q -s tests/gpu/test_torch.py ${CUA_GPU_TORCH_K:+-k "$CUA_GPU_TORCH_K"}
     # (pytest -s prints its progress dots at the start of the tests' lines)
     sed -E 's/^[.sFE]+torch: /torch: /' "$log" | grep -E '^torch: |passed|failed|skipped' |
         grep -v '^torch: .*{'
