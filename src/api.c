@@ -50,10 +50,9 @@ static inline cua_status leave(cua_arena *a, cua_status st)
     return st;
 }
 
-/* The arena that owns ptr, locked. */
-static cua_status enter_ptr(const void *ptr, cua_arena **out)
+/* Lock a, the arena the address map gave for ptr (NULL: none owns it). */
+static cua_status enter_owner(const void *ptr, cua_arena *a)
 {
-    cua_arena *a = _cua_addrmap_find((uintptr_t)ptr);
     if (!a)
         return _cua_error(CUA_ERR_INVALID_POINTER,
                           "%p is not a pointer cuarena handed out: no arena owns that address",
@@ -61,8 +60,16 @@ static cua_status enter_ptr(const void *ptr, cua_arena **out)
     if (!_cua_arena_lock_alive(a))
         return _cua_error(CUA_ERR_DESTROYED, "%p belongs to arena '%s', which was destroyed",
                           ptr, a->name);
-    *out = a;
     return CUA_OK;
+}
+
+/* The arena that owns ptr, locked. */
+static cua_status enter_ptr(const void *ptr, cua_arena **out)
+{
+    cua_arena *a = _cua_addrmap_find((uintptr_t)ptr);
+    cua_status st = enter_owner(ptr, a);
+    if (st == CUA_OK) *out = a;
+    return st;
 }
 
 /* ---- backends ------------------------------------------------------------------------ */
@@ -261,7 +268,10 @@ cua_status cua_free(void *ptr)
         cua_tcache *tc = _cua_tc_find(a);
         if (tc && _cua_tc_push(tc, ptr)) return CUA_OK;
     }
-    cua_status st = enter_ptr(ptr, &a);
+    /* One look-up serves both paths: a live block's range keeps its owner
+     * until that arena is destroyed, which the lock below finds out; a look-up
+     * again could instead find a newer arena at the same addresses. */
+    cua_status st = enter_owner(ptr, a);
     if (st != CUA_OK) return st;
     return leave(a, _cua_arena_free_locked(a, ptr));
 }

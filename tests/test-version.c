@@ -11,7 +11,7 @@
 
 int main(int argc, char **argv)
 {
-    if (argc != 2) {
+    if (argc != 2 || !argv[1]) {
         fprintf(stderr, "usage: test-version MESON_PROJECT_VERSION\n");
         return 1;
     }
@@ -20,8 +20,10 @@ int main(int argc, char **argv)
     char parts[64];
     snprintf(parts, sizeof parts, "%d.%d.%d", CUA_VERSION_MAJOR, CUA_VERSION_MINOR,
              CUA_VERSION_PATCH);
-    if (strcmp(cua_version(), want) != 0) {
-        fprintf(stderr, "cua_version() is \"%s\", meson.build says \"%s\"\n", cua_version(), want);
+    const char *have = cua_version();
+    if (!have) have = "(NULL)";
+    if (strcmp(have, want) != 0) {
+        fprintf(stderr, "cua_version() is \"%s\", meson.build says \"%s\"\n", have, want);
         failed++;
     }
     if (strcmp(CUA_VERSION, want) != 0) {
