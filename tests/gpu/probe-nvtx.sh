@@ -7,12 +7,12 @@
 #
 #   bash tests/gpu/probe-nvtx.sh BUILD_DIR [CASE...]
 #
-# BUILD_DIR: a meson build with -Dcuda=enabled (set up there when it has no
-# build.ninja); the target tests/gpu/probe-nvtx is (re)built with ninja when
-# ninja is there. CASE: some of `probe-nvtx --list` (default: all).
-# compute-sanitizer is looked for in PATH, then $CUDA_HOME/bin (default
-# /usr/local/cuda/bin). Each case runs under `timeout 25`
-# (PROBE_NVTX_TIMEOUT changes it).
+# BUILD_DIR: a meson build with -Dcuda=enabled (set up there, with
+# -Dbench=false, when it has no build.ninja); its tests/gpu/probe-nvtx is
+# (re)built with ninja where ninja is found. CASE: some of `probe-nvtx --list`
+# (default: all). compute-sanitizer is looked for in PATH, then in
+# $CUDA_HOME/bin and $CUDA_HOME/compute-sanitizer (CUDA_HOME: /usr/local/cuda
+# by default). Each case runs under `timeout 25` (PROBE_NVTX_TIMEOUT sets it).
 #
 # Output: each run's full output, indented, after a "---- ..." line, then one
 # line per case:
@@ -30,15 +30,19 @@ limit=${PROBE_NVTX_TIMEOUT:-25}
 
 cuda=${CUDA_HOME:-/usr/local/cuda}
 cs=$(command -v compute-sanitizer 2>/dev/null)
-[[ -z $cs && -x $cuda/bin/compute-sanitizer ]] && cs=$cuda/bin/compute-sanitizer
+for c in "$cuda/bin/compute-sanitizer" "$cuda/compute-sanitizer/compute-sanitizer"; do
+    [[ -z $cs && -x $c ]] && cs=$c
+done
 if [[ -z $cs ]]; then
-    echo "probe-nvtx: skipped: no compute-sanitizer (PATH, $cuda/bin)"
+    echo "probe-nvtx: skipped: no compute-sanitizer (PATH, $cuda/bin, $cuda/compute-sanitizer)"
     exit 77
 fi
 
 # The program: built here where meson and ninja can, else as it is.
 if [[ ! -f $build/build.ninja ]] && command -v meson >/dev/null; then
-    meson setup "$build" -Dcuda=enabled || { echo "probe-nvtx: FAIL: meson setup $build"; exit 1; }
+    # -Dbench=false: the probe needs no zlib (the benchmarks do).
+    meson setup "$build" -Dcuda=enabled -Dbench=false ||
+        { echo "probe-nvtx: FAIL: meson setup $build"; exit 1; }
 fi
 if [[ -f $build/build.ninja ]] && command -v ninja >/dev/null; then
     ninja -C "$build" tests/gpu/probe-nvtx >/dev/null ||
