@@ -17,7 +17,7 @@
 #   CUA_GPU_SKIP_HOST  set to 1 to leave out the host tests (CI runs them)
 #   CUA_GPU_PARTS      comma-separated parts of the tests to run (default all):
 #                      cuda, sanitizer, stress, host, reload, torch, cupy,
-#                      examples, mt; with CUA_GPU_SKIP_BENCH=1 a visit can be
+#                      examples, mt, nvtxprobe; with CUA_GPU_SKIP_BENCH=1 a visit can be
 #                      split into commands of under 10 minutes each
 #   CUA_GPU_TORCH_K    a pytest -k expression: only those tests of test_torch.py
 #   CUA_GPU_STRESS_SECONDS, CUA_GPU_STRESS_THREADS  the thread stress on the GPU
@@ -152,6 +152,12 @@ if part sanitizer; then
 # (tests/gpu/sanitizer.sh: three runs of tests/gpu/oob.c, each at most 25 s).
 CUA_SANITIZER_TIMEOUT=25 run sanitizer timeout -k 5 100 bash tests/gpu/sanitizer.sh build-gpu
 grep -E '^sanitizer: ' "$log" | sed 's/^/   /'
+fi
+if part nvtxprobe; then
+# Which NVTX heap and region registrations compute-sanitizer accepts over VMM
+# mappings (tests/gpu/probe-nvtx.c; each case at most 25 s).
+run probe-nvtx timeout -k 5 280 bash tests/gpu/probe-nvtx.sh build-gpu
+sed -n '/^probe-nvtx: ---- summary/,$p' "$log" | grep '^probe-nvtx: ' | sed 's/^/   /'
 fi
 if part stress; then
 # Threads on streams of their own over shared and private arenas, every
