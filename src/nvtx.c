@@ -12,13 +12,43 @@
 #include <nvtx3/nvToolsExtMem.h>
 #pragma GCC diagnostic pop
 
+#include <dlfcn.h>
 #include <pthread.h>
 #include <stdlib.h>
+#include <string.h>
 
 static pthread_once_t domain_once = PTHREAD_ONCE_INIT;
 static nvtxDomainHandle_t domain;
 
-static void domain_make(void) { domain = nvtxDomainCreateA("cuarena"); }
+/*
+ * compute-sanitizer takes NVTX memory calls only from a process whose CUDA
+ * runtime is initialised: before that it answers every heap and region
+ * registration "one or more of the parameters is invalid" (seen on an H200
+ * with compute-sanitizer 2025.3; its NVTX guide says so too). cuarena itself
+ * uses only the driver, so where a tool is injected it initialises the
+ * runtime once, the way the guide shows (cudaFree(NULL)): in the context
+ * current on this thread, which the backend has just made its device's own.
+ */
+static void runtime_init(void)
+{
+    if (!getenv("NVTX_INJECTION64_PATH")) return; /* no tool listens: nothing to win */
+    static const char *const names[] = {"libcudart.so.13", "libcudart.so.12", "libcudart.so"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        void *lib = dlopen(names[i], RTLD_NOW | RTLD_LOCAL);
+        if (!lib) continue;
+        int (*cuda_free)(void *) = NULL;
+        void *sym = dlsym(lib, "cudaFree");
+        memcpy(&cuda_free, &sym, sizeof sym); /* (ISO C has no cast to a function pointer) */
+        if (cuda_free) cuda_free(NULL);
+        return; /* the library stays loaded: the runtime stays initialised */
+    }
+}
+
+static void domain_make(void)
+{
+    runtime_init();
+    domain = nvtxDomainCreateA("cuarena");
+}
 
 static bool wanted(const cua_arena *a)
 {

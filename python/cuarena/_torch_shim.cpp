@@ -291,9 +291,12 @@ struct CuarenaAllocator final : PluggableBase {
   // cuarena.snapshot() and dump_snapshot() put in device_traces.
   void recordHistory(bool enabled, CCA::CreateContextFn, size_t max_entries,
                      CCA::RecordContext, bool, const std::vector<std::string>&) override {
+    // torch passes sys.maxsize for "no limit"; cuarena's ring has a size
+    // (calloc'd, so only the entries written take host memory).
+    const size_t cap = size_t(1) << 20;
+    size_t n = max_entries == 0 || max_entries > cap ? cap : max_entries;
     int count = c10::cuda::device_count();
-    for (int d = 0; d < count; d++)
-      cua_history_enable(d, enabled ? (max_entries ? max_entries : 100000) : 0);
+    for (int d = 0; d < count; d++) cua_history_enable(d, enabled ? n : 0);
   }
   void attachOutOfMemoryObserver(CCA::OutOfMemoryObserver) override {}
   void attachAllocatorTraceTracker(CCA::AllocatorTraceTracker) override {}

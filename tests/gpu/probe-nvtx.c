@@ -27,6 +27,7 @@
  * Exit status: 0 the case ran, 1 a driver failure, 2 usage, 77 no device.
  */
 #include <dlfcn.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -362,6 +363,20 @@ static void setup(void)
     if (page < 2 * REGION || page > RESERVE / 4)
         ck(CUDA_ERROR_NOT_SUPPORTED, "a granularity of 512 KiB..16 MiB (the cases' layout)");
     CK(cu.MemAddressReserve(&va, RESERVE, page, 0, 0));
+    /* The sanitizer's NVTX guide: the CUDA runtime initialised before the
+     * first NVTX call (cudaFree(NULL), in the current context); without it
+     * every registration was refused. PROBE_NVTX_NO_RUNTIME=1 leaves it out. */
+    const char *no_rt = getenv("PROBE_NVTX_NO_RUNTIME");
+    bool runtime = false;
+    if (!no_rt || strcmp(no_rt, "1") != 0) {
+        void *rt = dlopen("libcudart.so.13", RTLD_NOW | RTLD_LOCAL);
+        if (!rt) rt = dlopen("libcudart.so", RTLD_NOW | RTLD_LOCAL);
+        void *sym = rt ? dlsym(rt, "cudaFree") : NULL;
+        int (*cuda_free)(void *) = NULL;
+        memcpy(&cuda_free, &sym, sizeof sym);
+        runtime = cuda_free && cuda_free(NULL) == 0;
+    }
+    say("CUDA runtime initialised: %s", runtime ? "yes" : "no");
     domain = nvtxDomainCreateA("probe-nvtx");
     say("device 0; page (granularity) %zu KiB; reserved [0x%llx, 0x%llx), %zu MiB; domain %p",
         page / KIB, (ull)va, (ull)(va + RESERVE), RESERVE / MIB, (void *)domain);

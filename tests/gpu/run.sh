@@ -156,7 +156,8 @@ fi
 if part nvtxprobe; then
 # Which NVTX heap and region registrations compute-sanitizer accepts over VMM
 # mappings (tests/gpu/probe-nvtx.c; each case at most 25 s).
-run probe-nvtx timeout -k 5 280 bash tests/gpu/probe-nvtx.sh build-gpu
+# (the CUDA runtime initialised first; CUA_GPU_NVTX_CASES picks cases)
+run probe-nvtx timeout -k 5 280 bash tests/gpu/probe-nvtx.sh build-gpu ${CUA_GPU_NVTX_CASES//,/ }
 sed -n '/^probe-nvtx: ---- summary/,$p' "$log" | grep '^probe-nvtx: ' | sed 's/^/   /'
 fi
 if part stress; then
