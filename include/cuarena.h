@@ -195,6 +195,16 @@ CUA_API cua_status cua_backend_host_create(const cua_host_config *cfg, cua_backe
 CUA_API cua_status cua_host_stream_complete(cua_backend *host, cua_stream stream);
 
 /**
+ * Host backend only: destroy `stream` as cuStreamDestroy would: its queued
+ * work completes, and from then on recording an event on it or waiting for it
+ * fails with CUA_ERR_BACKEND (the driver answers an error, or crashes), so
+ * tests can show what cua_stream_retire() is for.
+ * Returns CUA_OK, CUA_ERR_INVALID_ARG (NULL or not a host backend),
+ * CUA_ERR_OUT_OF_MEMORY (host memory).
+ */
+CUA_API cua_status cua_host_stream_destroy(cua_backend *host, cua_stream stream);
+
+/**
  * Create a CUDA backend for device `device`: the driver's virtual-memory API
  * (cuMemAddressReserve, cuMemCreate, cuMemMap, cuMemSetAccess, cuMemUnmap,
  * cuMemRelease), events and streams. The driver is loaded at run time
@@ -531,6 +541,25 @@ CUA_API cua_status cua_free(void *ptr);
  * CUA_ERR_DESTROYED, CUA_ERR_OUT_OF_MEMORY (host memory).
  */
 CUA_API cua_status cua_record_stream(void *ptr, cua_stream stream);
+
+/**
+ * Tell cuarena that `stream` is about to be destroyed. cuarena remembers the
+ * streams blocks were allocated, freed and used on, and asks them later
+ * (lazily, to keep driver calls off the free path) whether their work has
+ * completed; a destroyed stream cannot be asked, and the driver may even
+ * crash on it. So before cuStreamDestroy / cudaStreamDestroy of a stream that
+ * cuarena has seen, call this: every arena of `device` (or CUA_ALL_DEVICES)
+ * that knows the stream waits for its queued work now (a stream
+ * synchronisation), forgets it, and hands the blocks freed on it - before and
+ * after this call - to every stream. Arenas that never saw it cost a look.
+ * Streams that live as long as the process (PyTorch's pool, the default
+ * stream) need no call.
+ * Returns CUA_OK, CUA_ERR_INVALID_ARG (device below CUA_ALL_DEVICES),
+ * CUA_ERR_OUT_OF_MEMORY (host memory to list the arenas), CUA_ERR_BACKEND
+ * (the stream could not be synchronised: the arenas that said so still count
+ * on it, so destroy it only after its work is done).
+ */
+CUA_API cua_status cua_stream_retire(int device, cua_stream stream);
 
 /**
  * Find the arena and the block of the live pointer `ptr`: the arena into

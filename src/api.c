@@ -101,6 +101,11 @@ cua_status cua_host_stream_complete(cua_backend *host, cua_stream stream)
     return _cua_host_stream_complete(host, stream);
 }
 
+cua_status cua_host_stream_destroy(cua_backend *host, cua_stream stream)
+{
+    return _cua_host_stream_destroy(host, stream);
+}
+
 cua_status cua_backend_fault_create(cua_backend *inner, cua_backend **out)
 {
     if (!inner || !out) return _cua_error(CUA_ERR_INVALID_ARG, "inner or out is NULL");
@@ -274,6 +279,28 @@ cua_status cua_free(void *ptr)
     cua_status st = enter_owner(ptr, a);
     if (st != CUA_OK) return st;
     return leave(a, _cua_arena_free_locked(a, ptr));
+}
+
+cua_status cua_stream_retire(int device, cua_stream stream)
+{
+    if (device < CUA_ALL_DEVICES)
+        return _cua_error(CUA_ERR_INVALID_ARG, "device %d is not an ordinal or CUA_ALL_DEVICES",
+                          device);
+    cua_arena **v = NULL;
+    size_t n = 0;
+    cua_status first = _cua_registry_snapshot(device, &v, &n);
+    char why[CUA_MSG_CAP] = "";
+    for (size_t i = 0; i < n; i++) {
+        if (enter(v[i]) != CUA_OK) continue; /* destroyed meanwhile: it needs nothing */
+        cua_status st = leave(v[i], _cua_stream_retire_locked(v[i], stream));
+        if (st != CUA_OK && first == CUA_OK) {
+            first = st;
+            snprintf(why, sizeof why, "%s", cua_last_error());
+        }
+    }
+    free(v);
+    if (first != CUA_OK && why[0]) return _cua_error(first, "%s", why);
+    return first;
 }
 
 cua_status cua_record_stream(void *ptr, cua_stream stream)

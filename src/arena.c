@@ -413,6 +413,7 @@ void _cua_arena_put_free(cua_arena *a, cua_block *b, uint32_t tag)
 {
     uint64_t seq = ++a->seq;
     _cua_seg_release(&a->seg, b->off, b->size, seq);
+    if (tag && a->streams.slot[tag].retired) tag = 0; /* its stream's work is all done */
     if (tag) a->streams.slot[tag].last_free_seq = seq;
     _cua_heap_put(&a->heap, b, tag, seq, _cua_arena_one_stream(a));
 }
@@ -504,7 +505,8 @@ cua_status _cua_arena_free_locked(cua_arena *a, void *ptr)
             free(b->uses);
             b->uses = NULL;
         }
-        if (CUA_UNLIKELY(a->cfg.flags & CUA_ARENA_POISON)) /* best effort: a debugging aid */
+        /* (best effort, a debugging aid; not on a stream that went away) */
+        if (CUA_UNLIKELY(a->cfg.flags & CUA_ARENA_POISON) && !a->streams.slot[b->tag].retired)
             (void)_cua_bk_fill(a->bk, &a->cs, (uintptr_t)ptr, (size_t)b->size, CUA_POISON_BYTE,
                                a->streams.slot[b->tag].stream);
         _cua_arena_put_free(a, b, b->tag);

@@ -25,6 +25,11 @@ typedef struct cua_streamslot {
     uint64_t last_free_seq;  /* sequence of the last free on this stream */
     uint64_t shared_seq;     /* its free blocks up to this sequence are tag 0 */
     bool has_ev;
+    /* retired (cua_stream_retire): the stream is gone; its work was waited for,
+     * so done_seq is UINT64_MAX, nothing is recorded on it again, and the
+     * blocks it frees go to every stream. The slot is taken again by a new
+     * stream once no free block carries its tag. */
+    bool retired;
 } cua_streamslot;
 
 /* Other streams a live block was used on (cua_record_stream), and at its free
@@ -153,6 +158,9 @@ cua_status _cua_stream_defer(cua_arena *a, cua_block *b);
 /* Release pending blocks whose events completed (blocking: wait for them). */
 uint64_t _cua_stream_poll_pending(cua_arena *a, bool blocking, cua_status *st);
 void _cua_stream_fini(cua_arena *a);
+/* The stream is about to be destroyed: wait for it now and never touch it
+ * again (cua_stream_retire). CUA_OK also when the arena never saw it. */
+cua_status _cua_stream_retire_locked(cua_arena *a, cua_stream stream);
 /* Put a block that leaves the live set back into the heap (shared by free and
  * pending release): page counts, free sequence, coalescing. */
 void _cua_arena_put_free(cua_arena *a, cua_block *b, uint32_t tag);

@@ -224,6 +224,7 @@ cua_status _cua_backend_fault_create(cua_backend *inner, cua_backend **out);
 cua_status _cua_backend_cuda_create(int device, cua_backend **out);
 /* Host backend: mark every event recorded on `stream` complete. */
 cua_status _cua_host_stream_complete(cua_backend *b, cua_stream stream);
+cua_status _cua_host_stream_destroy(cua_backend *b, cua_stream stream);
 /* Host backend, for tests: the devices (bit d: device d) that may access the
  * mapping or whole segment holding `addr`, into *mask. CUA_ERR_INVALID_ARG
  * when addr is in none (or b is not a host backend). */

@@ -106,6 +106,7 @@ typedef struct host_stream {
     cua_stream stream;
     uint64_t issued; /* sequence number of the last event recorded on it */
     uint64_t done;   /* events recorded up to this sequence number are complete */
+    bool destroyed;  /* cua_host_stream_destroy: recording on it or waiting for it fails */
 } host_stream;
 
 typedef struct host_range {

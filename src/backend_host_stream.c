@@ -22,7 +22,7 @@ static host_stream *stream_get(host_backend *h, cua_stream s)
         !grow((void **)&h->streams, &h->cap_streams, h->nstreams, sizeof *h->streams))
         return NULL;
     hs = &h->streams[h->nstreams++];
-    *hs = (host_stream){s, 0, 0};
+    *hs = (host_stream){.stream = s};
     return hs;
 }
 
@@ -69,6 +69,13 @@ cua_status _cua_host_event_destroy(cua_backend *b, cua_event ev)
     return st;
 }
 
+/* What the driver would say of a destroyed stream (it may also crash). */
+static cua_status gone(cua_stream stream, const char *what)
+{
+    return _cua_error(CUA_ERR_BACKEND, "host backend: %s on stream %#lx, which was destroyed",
+                      what, (unsigned long)stream);
+}
+
 cua_status _cua_host_event_record(cua_backend *b, cua_event ev, cua_stream stream)
 {
     host_backend *h = host_of(b);
@@ -77,7 +84,9 @@ cua_status _cua_host_event_record(cua_backend *b, cua_event ev, cua_stream strea
     host_event *e = event_lookup(h, ev, "event_record");
     if (e) {
         host_stream *hs = stream_get(h, stream);
-        if (hs) {
+        if (hs && hs->destroyed) {
+            st = gone(stream, "event_record");
+        } else if (hs) {
             e->recorded = true;
             e->stream_idx = (uint32_t)(hs - h->streams);
             e->seq = ++hs->issued;
@@ -125,9 +134,26 @@ cua_status _cua_host_stream_sync(cua_backend *b, cua_stream stream)
 {
     host_backend *h = host_of(b);
     _cua_lock(&h->lock);
-    complete_stream(h, stream);
+    host_stream *hs = stream_find(h, stream);
+    bool dead = hs && hs->destroyed;
+    if (!dead) complete_stream(h, stream);
     _cua_unlock(&h->lock);
-    return CUA_OK;
+    return dead ? gone(stream, "stream_sync") : CUA_OK;
+}
+
+cua_status _cua_host_stream_destroy(cua_backend *b, cua_stream stream)
+{
+    if (!b || b->kind != CUA_BK_HOST)
+        return _cua_error(CUA_ERR_INVALID_ARG, "stream_destroy: not a host backend");
+    host_backend *h = host_of(b);
+    _cua_lock(&h->lock);
+    host_stream *hs = stream_get(h, stream);
+    if (hs) { /* its queued work completes, as a destroyed CUDA stream's does */
+        hs->done = hs->issued;
+        hs->destroyed = true;
+    }
+    _cua_unlock(&h->lock);
+    return hs ? CUA_OK : _cua_error(CUA_ERR_OUT_OF_MEMORY, "host backend: no host memory");
 }
 
 cua_status _cua_host_stream_complete(cua_backend *b, cua_stream stream)

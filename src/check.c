@@ -56,6 +56,9 @@ static cua_status check_blocks(const cua_arena *a, tally *t)
                      (unsigned long long)prev->off, (unsigned long long)b->off, prev->tag, b->tag);
             if (b->tag >= h->ntags) FAIL("free block at %llu has tag %u of %u",
                                          (unsigned long long)b->off, b->tag, h->ntags);
+            if (b->tag && b->tag < a->streams.n && a->streams.slot[b->tag].retired)
+                FAIL("free block at %llu keeps the tag %u of a retired stream",
+                     (unsigned long long)b->off, b->tag);
             if (b->seq > a->seq) FAIL("free block at %llu is from the future",
                                       (unsigned long long)b->off);
         } else if (b->state == CUA_BLOCK_LIVE) {

@@ -23,15 +23,34 @@
 
 /* ---- stream slots ---------------------------------------------------------- */
 
+/* A new stream in retired slot i (no free block has its tag any more). */
+static void slot_reuse(cua_arena *a, uint32_t i, cua_stream stream)
+{
+    cua_streamslot *s = &a->streams.slot[i];
+    memset(s, 0, sizeof *s);
+    s->stream = stream;
+    /* what was freed before it came is not its to wait for */
+    s->done_seq = s->last_free_seq = s->shared_seq = a->seq;
+}
+
 cua_status _cua_stream_slot_find(cua_arena *a, cua_stream stream, uint32_t *tag)
 {
     cua_streams *ss = &a->streams;
+    uint32_t reusable = 0;
     for (uint32_t i = 1; i < ss->n; i++) {
-        if (ss->slot[i].stream == stream) {
+        if (ss->slot[i].retired) {
+            if (!reusable && !a->heap.idx[i]->count) reusable = i;
+        } else if (ss->slot[i].stream == stream) {
             ss->last = i;
             *tag = i;
             return CUA_OK;
         }
+    }
+    if (reusable) {
+        slot_reuse(a, reusable, stream);
+        ss->last = reusable;
+        *tag = reusable;
+        return CUA_OK;
     }
     if (ss->n + 1 > ss->cap) {
         uint32_t ncap = ss->cap ? 2 * ss->cap : 8;
@@ -160,6 +179,7 @@ static void reclaim_async(cua_arena *a, cua_streamslot *s, cua_status *st)
  * merge with that stream's later frees: the layout stays that of one heap. */
 static uint64_t share(cua_arena *a, cua_streamslot *s, uint32_t tag)
 {
+    if (s->retired) return retag_upto(a, tag, UINT64_MAX); /* (its stream takes none) */
     if (a->streams.n <= 2 || s->shared_seq >= s->done_seq) return 0;
     s->shared_seq = s->done_seq;
     return retag_upto(a, tag, s->done_seq);
@@ -195,7 +215,8 @@ uint64_t _cua_stream_safe_seq(const cua_arena *a)
 
 cua_status _cua_stream_add_use(cua_arena *a, cua_block *b, cua_stream stream)
 {
-    if (a->streams.slot[b->tag].stream == stream) return CUA_OK;
+    const cua_streamslot *own = &a->streams.slot[b->tag];
+    if (own->stream == stream && !own->retired) return CUA_OK;
     cua_uses *u = b->uses;
     for (uint32_t i = 0; u && i < u->n; i++)
         if (u->use[i].stream == stream) return CUA_OK;
@@ -300,6 +321,56 @@ uint64_t _cua_stream_poll_pending(cua_arena *a, bool blocking, cua_status *st)
         b = next;
     }
     return n;
+}
+
+/* ---- streams that go away ------------------------------------------------------- */
+
+/* Drop the uses of `stream` from block b's list (its work there is done). */
+static void uses_forget(cua_block *b, cua_stream stream, cua_arena *a)
+{
+    cua_uses *u = b->uses;
+    for (uint32_t i = 0; u && i < u->n;) {
+        if (u->use[i].stream != stream) {
+            i++;
+            continue;
+        }
+        if (u->use[i].ev) event_put(a, u->use[i].ev); /* (complete: the stream was waited for) */
+        u->use[i] = u->use[--u->n];
+    }
+}
+
+cua_status _cua_stream_retire_locked(cua_arena *a, cua_stream stream)
+{
+    cua_streams *ss = &a->streams;
+    uint32_t tag = 0;
+    for (uint32_t i = 1; i < ss->n && !tag; i++)
+        if (ss->slot[i].stream == stream && !ss->slot[i].retired) tag = i;
+    bool used = tag != 0;
+    for (cua_block *b = a->heap.first; b && !used; b = b->next)
+        for (uint32_t i = 0; b->uses && i < b->uses->n && !used; i++)
+            used = b->uses->use[i].stream == stream;
+    if (!used) return CUA_OK; /* this arena never saw it */
+    /* Its work is waited for now, while it still exists: after that the arena
+     * never needs it, for the frees before and the frees to come. */
+    cua_status st = _cua_bk_stream_sync(a->bk, &a->cs, stream);
+    if (st != CUA_OK)
+        return _cua_error_wrap(st, "arena '%s': cannot wait for stream %#lx before it goes; "
+                               "the arena still counts on it", a->name, (unsigned long)stream);
+    for (cua_block *b = a->heap.first; b; b = b->next)
+        if (b->uses) uses_forget(b, stream, a);
+    cua_status ignored; /* (a pending block whose other streams fail to answer waits on) */
+    _cua_stream_poll_pending(a, false, &ignored);
+    if (!tag) return CUA_OK;
+    cua_streamslot *s = &ss->slot[tag];
+    if (s->has_ev) {
+        event_put(a, s->ev);
+        s->has_ev = false;
+    }
+    s->retired = true;
+    s->done_seq = UINT64_MAX;
+    if (ss->last == tag) ss->last = 0; /* (the inline look-up must not find it) */
+    share(a, s, tag);
+    return CUA_OK;
 }
 
 /* At destroy a failed event destroy gets one more try, then the backend

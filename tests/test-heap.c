@@ -213,3 +213,106 @@ TEST(a_request_slides_into_a_usable_lower_neighbour)
     CHECK(q == p[1]);
     CHECK_OK(done(a));
 }
+
+/* A stream destroyed without cua_stream_retire: the arena's next look at it
+ * (a reclaim event recorded at a miss) fails, as it would on the GPU (where
+ * the driver may even crash). The case that shows what retire is for. */
+TEST(a_destroyed_stream_breaks_the_next_miss_without_retire)
+{
+    cua_arena *a = make(1);
+    CHECK(a);
+    const cua_stream s1 = 0x11, s2 = 0x22;
+    void *A, *B;
+    CHECK_OK(cua_arena_alloc(a, 4 * MiB, s1, &A));
+    CHECK_OK(cua_arena_alloc(a, 4 * MiB, s2, &B));
+    CHECK_OK(cua_free(A));
+    CHECK_OK(cua_host_stream_destroy(bk, s1));
+    void *C = NULL;
+    CHECK_ST(cua_arena_alloc(a, 8 * MiB, s2, &C), CUA_ERR_BACKEND);
+    CHECK(strstr(cua_last_error(), "destroyed"));
+    CHECK_ARENA(a);
+    /* (the destroy waits for every stream it knows: the gone one too) */
+    cua_status st = cua_arena_destroy(a, CUA_DESTROY_FORCE);
+    printf("  destroy after it: %s: %s\n", cua_status_name(st), st ? cua_last_error() : "");
+    CHECK_OK(cua_backend_destroy(bk));
+}
+
+/* Retired before its destroy: the stream was waited for, nothing touches it
+ * again, and its free blocks - freed before the retire and after it - go to
+ * every stream. */
+TEST(retired_stream_is_waited_for_once_and_never_touched_again)
+{
+    cua_arena *a = make(1);
+    CHECK(a);
+    const cua_stream s1 = 0x11, s2 = 0x22;
+    void *A, *L, *B, *C, *D;
+    CHECK_OK(cua_arena_alloc(a, 4 * MiB, s1, &A));
+    CHECK_OK(cua_arena_alloc(a, 4 * MiB, s1, &L)); /* still live at the retire */
+    CHECK_OK(cua_arena_alloc(a, 4 * MiB, s2, &B));
+    CHECK_OK(cua_free(A));
+    CHECK_OK(cua_stream_retire(CUA_ALL_DEVICES, s1));
+    CHECK_ARENA(a);
+    CHECK_OK(cua_host_stream_destroy(bk, s1));
+    /* A's work on s1 was waited for by the retire: s2 takes it at once */
+    CHECK_OK(cua_arena_alloc(a, 4 * MiB, s2, &C));
+    CHECK(C == A);
+    /* a block of the gone stream freed after the retire goes to every stream */
+    CHECK_OK(cua_free(L));
+    CHECK_ARENA(a);
+    CHECK_OK(cua_arena_alloc(a, 4 * MiB, s2, &D));
+    CHECK(D == L);
+    /* misses and trims record and wait on s2 only */
+    void *E;
+    CHECK_OK(cua_arena_alloc(a, 64 * MiB, s2, &E));
+    CHECK_OK(cua_free(E));
+    CHECK_OK(cua_arena_trim(a, 0, NULL));
+    CHECK_ARENA(a);
+    CHECK_OK(done(a));
+}
+
+/* A retired stream's pending uses (record_stream) are forgotten, a live
+ * block's use on it costs its free nothing, and its slot is taken again by the
+ * next new stream: a program that makes and destroys a stream per request
+ * does not grow the arena's tables. */
+TEST(retired_stream_uses_are_forgotten_and_its_slot_is_reused)
+{
+    cua_arena *a = make(1);
+    CHECK(a);
+    const cua_stream s1 = 0x11;
+    void *P, *Q;
+    CHECK_OK(cua_arena_alloc(a, 1 * MiB, s1, &P));
+    CHECK_OK(cua_arena_alloc(a, 1 * MiB, s1, &Q));
+    for (cua_stream s = 0x100; s < 0x100 + 50; s++) {
+        if (s == 0x100) CHECK_OK(cua_record_stream(P, s));
+        CHECK_OK(cua_record_stream(Q, s));
+        void *x;
+        CHECK_OK(cua_arena_alloc(a, 256 * KiB, s, &x));
+        CHECK_OK(cua_free(x));
+        if (s == 0x100) CHECK_OK(cua_free(P)); /* pending on s */
+        CHECK_OK(cua_stream_retire(CUA_ALL_DEVICES, s));
+        CHECK_OK(cua_host_stream_destroy(bk, s));
+        CHECK_ARENA(a);
+    }
+    cua_stats st;
+    CHECK_OK(cua_arena_get_stats(a, &st));
+    CHECK(st.pending_bytes == 0); /* P's use on the first stream: forgotten */
+    CHECK_OK(cua_free(Q));        /* its uses on 50 destroyed streams: none recorded */
+    CHECK_ARENA(a);
+    void *y;
+    CHECK_OK(cua_arena_alloc(a, 16 * MiB, s1, &y));
+    CHECK_OK(cua_free(y));
+    CHECK_OK(cua_arena_trim(a, 0, NULL));
+    CHECK_ARENA(a);
+    CHECK_OK(done(a));
+}
+
+TEST(retire_of_an_unknown_stream_or_bad_device)
+{
+    cua_arena *a = make(1);
+    CHECK(a);
+    CHECK_OK(cua_stream_retire(0, 0x77)); /* never seen: nothing to do */
+    CHECK_ST(cua_stream_retire(-5, 0x77), CUA_ERR_INVALID_ARG);
+    CHECK(cua_last_error()[0]);
+    CHECK_ARENA(a);
+    CHECK_OK(done(a));
+}

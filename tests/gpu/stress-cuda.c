@@ -461,10 +461,21 @@ static void *work(void *arg)
         if ((st = cua_arena_destroy(w->priv, atomic_load(&g_failures) ? CUA_DESTROY_FORCE : 0)) != CUA_OK)
             fail(w->tid, "destroying the private arena at the end: %s", cua_last_error());
     }
-    if (use_cuda && w->stream) {
-        dev_sync(w->tid, w->stream);
-        CUresult r = cu.StreamDestroy((CUstream)w->stream);
-        if (r != CUDA_SUCCESS) fail(w->tid, "cuStreamDestroy: %s", cu_name(r));
+    if (w->stream) {
+        if (use_cuda) dev_sync(w->tid, w->stream);
+        /* The shared arenas know this stream (its frees, its record_streams):
+         * they are told before it goes (without it a later miss of theirs
+         * records on a destroyed stream: CUDA_ERROR_INVALID_CONTEXT, or a
+         * crash). The host backend's streams are destroyed too, so that a
+         * missing retire shows there as well. */
+        if ((st = cua_stream_retire(0, w->stream)) != CUA_OK)
+            fail(w->tid, "cua_stream_retire: %s: %s", cua_status_name(st), cua_last_error());
+        if (use_cuda) {
+            CUresult r = cu.StreamDestroy((CUstream)w->stream);
+            if (r != CUDA_SUCCESS) fail(w->tid, "cuStreamDestroy: %s", cu_name(r));
+        } else if ((st = cua_host_stream_destroy(g_bk, w->stream)) != CUA_OK) {
+            fail(w->tid, "cua_host_stream_destroy: %s", cua_last_error());
+        }
     }
     return NULL;
 }
