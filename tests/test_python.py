@@ -48,6 +48,20 @@ class ArenaTest(unittest.TestCase):
         self.assertEqual(a.stats()["mapped_bytes"], 0)
         a.destroy()
 
+    def test_stream_retire(self):
+        a = arena("py_streams")
+        p = a.alloc(MiB, stream=0x51)
+        cuarena.free(p)
+        cuarena.stream_retire(0x51)  # known to the arena: waited for, forgotten
+        cuarena.stream_retire(0x52)  # never seen: nothing to do
+        with self.assertRaises(cuarena.Error) as e:
+            cuarena.stream_retire(0x51, device=-7)
+        self.assertEqual(e.exception.status, "CUA_ERR_INVALID_ARG")
+        q = a.alloc(MiB, stream=0x53)  # the retired stream's block serves another
+        self.assertEqual(q, p)
+        cuarena.free(q)
+        a.destroy()
+
     def test_limit_answers_with_an_error_and_an_event(self):
         events = []
         remove = cuarena.on_event(events.append)

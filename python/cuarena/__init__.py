@@ -22,7 +22,7 @@ __all__ = [
     "Error", "Arena", "arena", "library", "library_path", "headroom", "device_report",
     "memory_stats", "memory_summary", "reset_peak_stats", "on_event", "trim_idle",
     "arenas", "snapshot", "dump_snapshot", "free", "janitor_start", "janitor_stop",
-    "cupy_allocator",
+    "cupy_allocator", "stream_retire",
 ]
 
 _here = os.path.dirname(os.path.abspath(__file__))
@@ -79,6 +79,7 @@ _lib.cua_arena_alloc.argtypes = [_c, ctypes.c_size_t, ctypes.c_size_t, ctypes.PO
 _lib.cua_free.argtypes = [_c]
 _lib.cua_janitor_start.argtypes = [ctypes.c_uint]
 _lib.cua_arena_grant_peer.argtypes = [_c, ctypes.c_int]
+_lib.cua_stream_retire.argtypes = [ctypes.c_int, _c]
 
 CUA_DESTROY_FORCE = 1
 _EVENT_KINDS = ["created", "destroyed", "trimmed", "out_of_memory", "offloaded", "restored"]
@@ -281,6 +282,14 @@ def headroom(device=0):
     out = ctypes.c_size_t(0)
     _check(_lib.cua_headroom(device, ctypes.byref(out)))
     return out.value
+
+
+def stream_retire(stream, device=-1):
+    """Tell cuarena that `stream` (a cudaStream_t as an int, e.g. a CuPy
+    stream's .ptr or torch's cuda_stream) is about to be destroyed: the arenas
+    that know it wait for it now and never touch it again. Call it before
+    destroying a stream you made and used with cuarena (cua_stream_retire)."""
+    _check(_lib.cua_stream_retire(device, int(stream)))
 
 
 def device_report(device=0):
