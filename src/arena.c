@@ -492,7 +492,8 @@ cua_status _cua_arena_free_locked(cua_arena *a, void *ptr)
     if (CUA_UNLIKELY(a->offloaded)) { /* it holds no pages: only its copy goes */
         _cua_image_drop(a, b->off);
         free(b->uses);
-        _cua_heap_put(&a->heap, b, b->tag, ++a->seq, _cua_arena_one_stream(a));
+        uint32_t tag = a->streams.slot[b->tag].retired ? 0 : b->tag;
+        _cua_heap_put(&a->heap, b, tag, ++a->seq, _cua_arena_one_stream(a));
         return CUA_OK;
     }
     if (b->uses && b->uses->n) {

@@ -316,3 +316,21 @@ TEST(retire_of_an_unknown_stream_or_bad_device)
     CHECK_ARENA(a);
     CHECK_OK(done(a));
 }
+
+/* A block of a retired stream freed while its arena is offloaded goes to
+ * every stream too (the fuzzer's corpus found the path that kept the tag). */
+TEST(retired_stream_block_freed_while_offloaded)
+{
+    cua_arena *a = make(1);
+    CHECK(a);
+    void *A, *B;
+    CHECK_OK(cua_arena_alloc(a, 1 * MiB, 0x11, &A));
+    CHECK_OK(cua_arena_alloc(a, 1 * MiB, 0x22, &B));
+    CHECK_OK(cua_arena_offload(a));
+    CHECK_OK(cua_stream_retire(CUA_ALL_DEVICES, 0x11));
+    CHECK_OK(cua_free(A));
+    CHECK_ARENA(a);
+    CHECK_OK(cua_arena_restore(a));
+    CHECK_ARENA(a);
+    CHECK_OK(done(a));
+}
