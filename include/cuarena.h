@@ -453,13 +453,15 @@ typedef enum cua_backend_kind {
 #define CUA_ARENA_SCRUB 0x10u
 
 /**
- * Register the arena's range and every live block with NVTX (the memory
- * extension: a heap of sub-allocations and its regions), so that
- * compute-sanitizer memcheck (--nvtx yes) sees each block as an allocation of
- * its own and reports an access past its end into a neighbour. Expandable
- * (VMM) arenas of builds with the CUDA toolkit; one NVTX call per alloc and
- * free (cheap when no tool is attached). Also on when NVTX_INJECTION64_PATH
- * is set (a tool injects NVTX).
+ * Register each segment of the arena and every live block with NVTX (the
+ * memory extension: a heap of sub-allocations per segment and its regions),
+ * so that compute-sanitizer memcheck (--nvtx yes) sees each block as an
+ * allocation of its own and reports an access past its end into a neighbour.
+ * The arena is then one of whole segments (CUA_ARENA_NO_VMM is implied):
+ * compute-sanitizer 2025.3 refuses NVTX heaps over VMM mappings. Builds with
+ * the CUDA toolkit; one NVTX call per alloc and free (cheap when no tool is
+ * attached); thread caches stay off. Arenas of whole segments also register
+ * when NVTX_INJECTION64_PATH is set (a tool injects NVTX).
  */
 #define CUA_ARENA_NVTX 0x20u
 

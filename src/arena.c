@@ -91,10 +91,13 @@ static cua_status arena_body_init(cua_arena *a, cua_arena_config *cfg)
         if ((va >> _cua_log2(a->bk->granularity)) > UINT32_MAX)
             va = (size_t)UINT32_MAX << _cua_log2(a->bk->granularity) & ~(CUA_GIB - 1);
         size_t align = _cua_max(CUA_GIB, a->bk->granularity);
-        if (!a->bk->vmm) cfg->flags |= CUA_ARENA_NO_VMM;
+        /* (NVTX registration needs whole segments: compute-sanitizer
+         * refuses heaps over VMM mappings, nvtx.h) */
+        if (!a->bk->vmm || (cfg->flags & CUA_ARENA_NVTX)) cfg->flags |= CUA_ARENA_NO_VMM;
         st = _cua_seg_init(&a->seg, a->bk, &a->cs, va, align, cfg->chunk_max, cfg->chunk_large,
                            cfg->flags & CUA_ARENA_NO_VMM, a);
         a->seg.dev = _cua_registry_devstat(cfg->device);
+        if (st == CUA_OK) _cua_nvtx_open(a, cfg->flags); /* before any segment comes */
     }
     /* Peers named at creation: refused before anything is mapped. */
     for (int d = 0; st == CUA_OK && d < 64; d++) {
@@ -152,7 +155,6 @@ cua_status _cua_arena_create(const cua_arena_config *cfg_in, cua_arena **out)
     a->magic = CUA_ARENA_MAGIC;
     a->alive = 1;
     atomic_fetch_add(&a->bk->users, 1);
-    _cua_nvtx_open(a);
     _cua_tc_arena_init(a);
     *out = a;
     return CUA_OK;
@@ -402,7 +404,7 @@ cua_status _cua_arena_alloc_locked(cua_arena *a, size_t size, cua_stream stream,
     if (a->live_bytes > a->peak_live) a->peak_live = a->live_bytes;
     *out = (void *)_cua_seg_addr(&a->seg, b->off);
     _cua_history_note(a->device, CUA_HISTORY_ALLOC, (uintptr_t)*out, size, stream, a->name);
-    if (CUA_UNLIKELY(a->nvtx_heap)) _cua_nvtx_alloc(a, *out, size);
+    if (CUA_UNLIKELY(a->nvtx_on)) _cua_nvtx_alloc(_cua_seg_nvtx_heap(&a->seg, b->off), *out, size);
     if (a->cfg.flags & CUA_ARENA_CHECK_ALWAYS) return _cua_arena_check_locked(a);
     return CUA_OK;
 }
@@ -481,7 +483,7 @@ cua_status _cua_arena_free_locked(cua_arena *a, void *ptr)
                                               "%p was freed already (it waits in a thread's "
                                               "cache for reuse)", ptr);
     }
-    if (CUA_UNLIKELY(a->nvtx_heap)) _cua_nvtx_free(a, ptr);
+    if (CUA_UNLIKELY(a->nvtx_on)) _cua_nvtx_free(_cua_seg_nvtx_heap(&a->seg, b->off), ptr);
     _cua_history_note(a->device, CUA_HISTORY_FREE, (uintptr_t)ptr, b->req,
                       a->streams.slot[b->tag].stream, a->name);
     cua_status st;
@@ -623,7 +625,6 @@ cua_status _cua_arena_destroy_locked(cua_arena *a, unsigned flags)
         free(b->uses);
         b->uses = NULL;
     }
-    _cua_nvtx_close(a);
     st = _cua_seg_fini(&a->seg);
     if (st != CUA_OK && first == CUA_OK) first = st;
     _cua_heap_fini(&a->heap);

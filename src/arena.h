@@ -66,7 +66,7 @@ struct cua_arena {
     bool owns_bk;
     cua_arena_config cfg;    /* name points to `name` */
     cua_segment seg;
-    void *nvtx_heap;         /* CUA_ARENA_NVTX: the NVTX heap of the range (nvtx.c) */
+    bool nvtx_on;            /* its segments and blocks are registered with NVTX (nvtx.c) */
     cua_heap heap;
     cua_streams streams;
     cua_callstats cs;

@@ -124,8 +124,8 @@ static const struct option options[] = {
              "once restored, so no copy of its data stays readable (sets CUA_ARENA_SCRUB)"},
     {.name = "nvtx", .kind = OPT_FLAG, .flag = CUA_ARENA_NVTX,
      .syntax = "0 or 1", .fallback = "0 (1 when NVTX_INJECTION64_PATH is set)",
-     .help = "1: register the arena and its blocks with NVTX, so compute-sanitizer sees each "
-             "block as an allocation (sets CUA_ARENA_NVTX)"},
+     .help = "1: register the arena's segments and blocks with NVTX, so compute-sanitizer sees "
+             "each block as an allocation; implies vmm:0 (sets CUA_ARENA_NVTX)"},
     {.name = "vmm", .kind = OPT_FLAG, .flag = CUA_ARENA_NO_VMM,
      .flag_when_zero = true, .syntax = "0 or 1", .fallback = "1",
      .help = "1: expandable segments on virtual memory management when the device has it; "

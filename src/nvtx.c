@@ -1,7 +1,7 @@
 /*
- * nvtx.c - NVTX memory-range registration (nvtx.h): one heap per arena over
- * its reserved range (usage: sub-allocator), one region per live block of the
- * size asked for. The calls cost a function-pointer check when no tool is
+ * nvtx.c - NVTX memory-range registration (nvtx.h): one heap per segment of
+ * an arena of whole segments (usage: sub-allocator), one region per live block
+ * of the size asked for. The calls cost a function-pointer check when no tool is
  * injected; an arena makes them only with CUA_ARENA_NVTX.
  */
 #include "nvtx.h"
@@ -50,16 +50,16 @@ static void domain_make(void)
     domain = nvtxDomainCreateA("cuarena");
 }
 
-static bool wanted(const cua_arena *a)
+void _cua_nvtx_open(cua_arena *a, unsigned flags)
 {
-    return ((a->cfg.flags & CUA_ARENA_NVTX) || getenv("NVTX_INJECTION64_PATH")) && !a->seg.novmm;
+    a->nvtx_on = a->seg.novmm && ((flags & CUA_ARENA_NVTX) || getenv("NVTX_INJECTION64_PATH"));
+    if (a->nvtx_on) pthread_once(&domain_once, domain_make);
 }
 
-void _cua_nvtx_open(cua_arena *a)
+void *_cua_nvtx_segment_open(const cua_arena *a, uintptr_t addr, size_t len)
 {
-    if (!wanted(a)) return;
-    pthread_once(&domain_once, domain_make);
-    nvtxMemVirtualRangeDesc_t range = {.size = a->seg.size, .ptr = (const void *)a->seg.base};
+    if (!a->nvtx_on) return NULL;
+    nvtxMemVirtualRangeDesc_t range = {.size = len, .ptr = (const void *)addr};
     nvtxMemHeapDesc_t desc = {
         .extCompatID = NVTX_EXT_COMPATID_MEM,
         .structSize = sizeof desc,
@@ -70,25 +70,23 @@ void _cua_nvtx_open(cua_arena *a)
         .messageType = NVTX_MESSAGE_TYPE_ASCII,
         .message.ascii = a->name,
     };
-    a->nvtx_heap = nvtxMemHeapRegister(domain, &desc);
+    return (void *)nvtxMemHeapRegister(domain, &desc);
 }
 
-void _cua_nvtx_close(cua_arena *a)
+void _cua_nvtx_segment_close(void *heap)
 {
-    if (!a->nvtx_heap) return;
-    nvtxMemHeapUnregister(domain, (nvtxMemHeapHandle_t)a->nvtx_heap);
-    a->nvtx_heap = NULL;
+    if (heap) nvtxMemHeapUnregister(domain, (nvtxMemHeapHandle_t)heap);
 }
 
-void _cua_nvtx_alloc(cua_arena *a, void *ptr, size_t size)
+void _cua_nvtx_alloc(void *heap, void *ptr, size_t size)
 {
-    if (!a->nvtx_heap) return;
+    if (!heap) return;
     nvtxMemVirtualRangeDesc_t region = {.size = size, .ptr = ptr};
     nvtxMemRegionsRegisterBatch_t batch = {
         .extCompatID = NVTX_EXT_COMPATID_MEM,
         .structSize = sizeof batch,
         .regionType = NVTX_MEM_TYPE_VIRTUAL_ADDRESS,
-        .heap = (nvtxMemHeapHandle_t)a->nvtx_heap,
+        .heap = (nvtxMemHeapHandle_t)heap,
         .regionCount = 1,
         .regionDescElementSize = sizeof region,
         .regionDescElements = &region,
@@ -96,9 +94,9 @@ void _cua_nvtx_alloc(cua_arena *a, void *ptr, size_t size)
     nvtxMemRegionsRegister(domain, &batch);
 }
 
-void _cua_nvtx_free(cua_arena *a, void *ptr)
+void _cua_nvtx_free(void *heap, void *ptr)
 {
-    if (!a->nvtx_heap) return;
+    if (!heap) return;
     nvtxMemRegionRef_t ref = {.pointer = ptr};
     nvtxMemRegionsUnregisterBatch_t batch = {
         .extCompatID = NVTX_EXT_COMPATID_MEM,

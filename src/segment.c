@@ -4,6 +4,7 @@
  */
 #include "segment.h"
 #include "history.h"
+#include "nvtx.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -289,6 +290,7 @@ static cua_status alloc_segment(cua_segment *seg, cua_chunk *c, size_t len)
     memmove(&seg->byaddr[i + 1], &seg->byaddr[i], (seg->nbyaddr - i) * sizeof *seg->byaddr);
     seg->byaddr[i] = c;
     seg->nbyaddr++;
+    c->nvtx_heap = _cua_nvtx_segment_open(seg->owner, c->addr, len);
     return CUA_OK;
 }
 
@@ -298,6 +300,8 @@ static cua_status free_segment(cua_segment *seg, cua_chunk *c)
     size_t len = (size_t)c->npages << seg->gshift;
     cua_status st = _cua_bk_free(seg->bk, seg->cs, c->addr, len);
     if (st != CUA_OK) return st;
+    _cua_nvtx_segment_close(c->nvtx_heap); /* (and every region still in it) */
+    c->nvtx_heap = NULL;
     _cua_addrmap_remove_range(c->addr);
     size_t i = byaddr_lower_bound(seg, c->addr);
     memmove(&seg->byaddr[i], &seg->byaddr[i + 1], (seg->nbyaddr - i - 1) * sizeof *seg->byaddr);

@@ -34,6 +34,7 @@ typedef struct cua_chunk {
      * either (two driver failures): idle until a map grants access. */
     bool noaccess;
     uintptr_t addr;                   /* novmm: the segment's device address */
+    void *nvtx_heap;                  /* novmm: its NVTX heap when the arena registers */
     uint64_t idle_seq;                /* the arena's free sequence when it became idle */
     struct cua_chunk *idle_prev, *idle_next; /* on the idle list while busy == 0 */
 } cua_chunk;
@@ -184,6 +185,13 @@ static inline uintptr_t _cua_seg_addr(const cua_segment *seg, uint64_t off)
     if (CUA_LIKELY(!seg->novmm)) return seg->base + (uintptr_t)off;
     const cua_chunk *c = seg->pages[_cua_seg_page(seg, off)];
     return c->addr + (uintptr_t)(off - ((uint64_t)c->first << seg->gshift));
+}
+
+/* The NVTX heap of the segment that holds offset `off` (novmm; NULL when none). */
+static inline void *_cua_seg_nvtx_heap(const cua_segment *seg, uint64_t off)
+{
+    const cua_chunk *c = seg->novmm ? seg->pages[_cua_seg_page(seg, off)] : NULL;
+    return c ? c->nvtx_heap : NULL;
 }
 
 bool _cua_seg_offset_novmm(const cua_segment *seg, uintptr_t addr, uint64_t *off);

@@ -51,7 +51,7 @@ static inline cua_tc_slot *bin_of(cua_tcache *tc, unsigned c)
 
 static bool eligible(const cua_arena *a)
 {
-    return a->cfg.thread_cache != CUA_THREAD_CACHE_OFF && !a->nvtx_heap &&
+    return a->cfg.thread_cache != CUA_THREAD_CACHE_OFF && !a->nvtx_on &&
            !(a->cfg.flags & (CUA_ARENA_POISON | CUA_ARENA_CHECK_ALWAYS | CUA_ARENA_NVTX));
 }
 

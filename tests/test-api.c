@@ -514,3 +514,37 @@ TEST(no_vmm_backend_makes_arenas_fall_back)
     CHECK(bs.handles == 0 && bs.handle_bytes == 0 && bs.free_bytes == 256 * MiB);
     CHECK_OK(cua_backend_destroy(bk));
 }
+
+/* nvtx:1 makes an arena of whole segments (compute-sanitizer refuses NVTX
+ * heaps over VMM mappings), without thread caches (a cache hit would skip the
+ * region's registration). */
+TEST(nvtx_implies_whole_segments_and_no_thread_caches)
+{
+    cua_host_config hc;
+    cua_host_config_init(&hc);
+    hc.capacity = 256 * MiB;
+    cua_backend *bk;
+    CHECK_OK(cua_backend_host_create(&hc, &bk));
+    cua_arena_config cfg;
+    cua_arena_config_init(&cfg);
+    cfg.backend = bk;
+    cfg.flags = CUA_ARENA_CHECK_ALWAYS | CUA_ARENA_NVTX;
+    cfg.thread_cache = CUA_THREAD_CACHE_ON; /* asked for, and still off */
+    cua_arena *a;
+    CHECK_OK(cua_arena_create(&cfg, &a));
+    void *p;
+    CHECK_OK(cua_arena_alloc(a, 3 * MiB, 0, &p));
+    CHECK(backend_calls(bk, CUA_CALL_ALLOC) == 1 && backend_calls(bk, CUA_CALL_RESERVE) == 0);
+    CHECK_ST(cua_arena_offload(a), CUA_ERR_NOT_SUPPORTED); /* (whole segments) */
+    CHECK_OK(cua_free(p));
+    for (int i = 0; i < 100; i++) { /* no cache: every pair goes through the arena */
+        CHECK_OK(cua_arena_alloc(a, 4096, 0, &p));
+        CHECK_OK(cua_free(p));
+    }
+    cua_stats s;
+    CHECK_OK(cua_arena_get_stats(a, &s));
+    CHECK(s.tcache_allocs == 0);
+    CHECK_ARENA(a);
+    CHECK_OK(cua_arena_destroy(a, 0));
+    CHECK_OK(cua_backend_destroy(bk));
+}

@@ -4,7 +4,7 @@
  *
  *   oob MODE     MODE: ok | oob | oob-nonvtx
  *
- * On the CUDA backend, in a VMM arena of 1 GiB of address space: blocks A and
+ * On the CUDA backend, in an arena of 1 GiB of address space: blocks A and
  * B of 256 KiB each, B right after A (checked: B == A + 256 KiB, one 2 MiB
  * chunk holds both). Both are filled (A with 0x11111111, B with 0x22222222),
  * then B is freed: its memory stays mapped in the arena's cache, as a caching
@@ -12,15 +12,16 @@
  *   ok          into A's last word (in bounds);
  *   oob         into the word just past A's end, B's first word;
  *   oob-nonvtx  the same, in an arena without NVTX registration.
- * ok and oob use CUA_ARENA_NVTX: the arena's range is an NVTX heap of
- * sub-allocations and each live block a region of it, so memcheck (--nvtx
- * yes) knows that B's memory is no allocation any more and reports the
- * write ("Invalid __global__ write of size 4 bytes"). oob-nonvtx shows what
- * the registration buys: to the driver the address is mapped memory, so the
- * write is not reported and lands silently. (The library also registers
- * arenas without the flag when NVTX_INJECTION64_PATH is set, as a tool that
- * injects NVTX sets it; oob-nonvtx unsets it first, so that its arena is
- * really unregistered.)
+ * ok and oob use CUA_ARENA_NVTX, which makes the arena one of whole segments
+ * (cuMemAlloc; compute-sanitizer refuses NVTX heaps over VMM mappings): each
+ * segment is an NVTX heap of sub-allocations and each live block a region of
+ * it, so memcheck (--nvtx yes) knows that B's memory is no allocation any
+ * more and reports the write ("Invalid __global__ write of size 4 bytes").
+ * oob-nonvtx (a VMM arena) shows what the registration buys: to the driver
+ * the address is mapped memory, so the write is not reported and lands
+ * silently. (The library also registers arenas of whole segments without the
+ * flag when NVTX_INJECTION64_PATH is set, as a tool that injects NVTX sets
+ * it; oob-nonvtx unsets it first.)
  *
  * Then a block of 256 KiB is allocated again; it takes B's place (the first
  * fit), and its first word is printed: 0x22222222 after ok, 0x0BADF00D where

@@ -72,6 +72,7 @@ static struct {
     CUresult (*MemRelease)(CUmemGenericAllocationHandle), (*MemUnmap)(CUdeviceptr, size_t);
     CUresult (*MemMap)(CUdeviceptr, size_t, size_t, CUmemGenericAllocationHandle, ull);
     CUresult (*MemSetAccess)(CUdeviceptr, size_t, const CUmemAccessDesc *, size_t);
+    CUresult (*MemAlloc)(CUdeviceptr *, size_t);
 } cu;
 
 static CUdevice dev;
@@ -306,6 +307,17 @@ static void case_heap_across_remap(void)
     in_and_past(PAGE(0), REGION, "page 0, remapped under the heap");
 }
 
+/* 10: no VMM: a heap over one cuMemAlloc allocation (what NVIDIA's examples
+ * do, and what an arena of whole segments registers). */
+static void case_heap_over_cumemalloc(void)
+{
+    CUdeviceptr p = 0;
+    CK(cu.MemAlloc(&p, page));
+    say("cuMemAlloc: [0x%llx, 0x%llx)", (ull)p, (ull)(p + page));
+    region_register(heap_register(p, page, "cumemalloc"), p, REGION);
+    in_and_past(p, REGION, "a cuMemAlloc allocation");
+}
+
 static const struct { const char *name; void (*run)(void); } cases[] = {
     {"reserved-heap", case_reserved_heap},
     {"heap-after-map-one", case_heap_after_map_one},
@@ -316,6 +328,7 @@ static const struct { const char *name; void (*run)(void); } cases[] = {
     {"heap-unregister-remap", case_heap_unregister_remap},
     {"resize", case_resize},
     {"heap-across-remap", case_heap_across_remap},
+    {"heap-over-cumemalloc", case_heap_over_cumemalloc},
 };
 #define NCASES (sizeof cases / sizeof cases[0])
 
@@ -336,6 +349,7 @@ static void need_device(void)
         CUDRV(cu, ModuleLoadData), CUDRV(cu, ModuleGetFunction), CUDRV(cu, LaunchKernel),
         CUDRV(cu, MemGetAllocationGranularity), CUDRV(cu, MemAddressReserve), CUDRV(cu, MemCreate),
         CUDRV(cu, MemRelease), CUDRV(cu, MemMap), CUDRV(cu, MemUnmap), CUDRV(cu, MemSetAccess),
+        CUDRV(cu, MemAlloc),
     };
     if (!dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL)) skip("no driver", dlerror());
     const char *missing = cudrv_load(syms, sizeof syms / sizeof syms[0]);
