@@ -230,11 +230,11 @@ fi
 if part examples; then
 run example-kv-sizing build-gpu/examples/kv_sizing --backend cuda
 run example-cpp-raii build-gpu/examples/cpp_raii --backend cuda
-CUARENA_LIB=$PWD/build-gpu/libcuarena.so PYTHONPATH=$PWD/python run example-torch-components \
-    python3 examples/torch_components.py
+CUARENA_LIB=$PWD/build-gpu/libcuarena.so PYTHONPATH=$PWD/python run example-pytorch-components \
+    python3 examples/pypytorch_components.py
 CUARENA_LIB=$PWD/build-gpu/libcuarena.so PYTHONPATH=$PWD/python run example-cupy-arena \
     python3 examples/cupy_arena.py
-grep -E '^(kv_sizing|cpp_raii|torch_components|cupy_arena): ' "$log" | sed 's/^/   /'
+grep -E '^(kv_sizing|cpp_raii|pytorch_components|cupy_arena): ' "$log" | sed 's/^/   /'
 grep -E '^example-.* exit ' "$log" | sed 's/^/   /'
 fi
 

@@ -1,12 +1,12 @@
-"""torch_components.py - PyTorch with an arena per model component (cuarena.torch).
+"""pytorch_components.py - PyTorch with an arena per model component (cuarena.torch).
 
-    PYTHONPATH=python CUARENA_LIB=build/libcuarena.so python3 examples/torch_components.py
+    PYTHONPATH=python CUARENA_LIB=build/libcuarena.so python3 examples/pytorch_components.py
 
 A text encoder and a transformer are built in arenas of their own (the
 activations go to the transformer's); the encoder runs, is offloaded (its pages go back to the driver, its tensors keep
 their addresses), the transformer runs, the encoder is restored and gives the
 same output; then both components are dropped and their arenas destroyed,
-every byte back. Prints "torch_components: " lines. Exit status 0 when all
+every byte back. Prints "pytorch_components: " lines. Exit status 0 when all
 held, 1 otherwise, 77 (skipped) without torch or a CUDA device.
 """
 
@@ -15,10 +15,10 @@ import sys
 try:
     import torch
 except ImportError:
-    print("torch_components: skipped: torch is not installed")
+    print("pytorch_components: skipped: torch is not installed")
     sys.exit(77)
 if not torch.cuda.is_available():
-    print("torch_components: skipped: no CUDA device")
+    print("pytorch_components: skipped: no CUDA device")
     sys.exit(77)
 
 import cuarena
@@ -54,7 +54,7 @@ def main():
         with tr_arena:
             emb2 = encoder(tokens)
     same = torch.equal(emb, emb2) and ptrs == [p.data_ptr() for p in encoder.parameters()]
-    print("torch_components: encoder %.1f MiB offloaded (driver free +%.1f MiB), transformer "
+    print("pytorch_components: encoder %.1f MiB offloaded (driver free +%.1f MiB), transformer "
           "%.1f MiB live, output %s; after restore: %s" % (
               enc_arena.stats()["live_bytes"] / MIB, freed / MIB,
               tr_arena.stats()["live_bytes"] / MIB, tuple(out.shape),
@@ -68,9 +68,9 @@ def main():
     left = {a.name: a.stats()["live_bytes"] for a in (enc_arena, tr_arena)}
     for a in (enc_arena, tr_arena):
         a.destroy()
-    print("torch_components: live bytes left at teardown %s; both arenas destroyed" % left)
+    print("pytorch_components: live bytes left at teardown %s; both arenas destroyed" % left)
     ok = same and freed > 0 and all(v == 0 for v in left.values())
-    print("torch_components: %s" % ("ok" if ok else "FAILED"))
+    print("pytorch_components: %s" % ("ok" if ok else "FAILED"))
     return 0 if ok else 1
 
 
