@@ -556,7 +556,10 @@ CUA_API cua_status cua_record_stream(void *ptr, cua_stream stream);
  * after this call - to every stream. Arenas that never saw it cost a look.
  * Streams that live as long as the process (PyTorch's pool, the default
  * stream) need no call.
- * Returns CUA_OK, CUA_ERR_INVALID_ARG (device below CUA_ALL_DEVICES),
+ * Blocks that threads' caches hold in those arenas go back to the arena first
+ * (a new stream may get the destroyed one's handle).
+ * Returns CUA_OK, CUA_ERR_INVALID_ARG (device below CUA_ALL_DEVICES, or a
+ * default stream: 0, CU_STREAM_LEGACY 0x1, CU_STREAM_PER_THREAD 0x2),
  * CUA_ERR_OUT_OF_MEMORY (host memory to list the arenas), CUA_ERR_BACKEND
  * (the stream could not be synchronised: the arenas that said so still count
  * on it, so destroy it only after its work is done).

@@ -109,7 +109,10 @@ cua_status _cua_addrmap_insert_range(uintptr_t base, size_t size, cua_arena *a)
         }
     }
     if (st == CUA_OK) {
-        size_t i = range_lower_bound(base);
+        /* After any range of the same base: find_range takes the last one, so
+         * a segment the driver hands out again at once answers for its new
+         * arena while the old one still has to remove its entry. */
+        size_t i = range_lower_bound(base + 1);
         memmove(&ranges[i + 1], &ranges[i], (nranges - i) * sizeof *ranges);
         ranges[i] = (range){base, size, a};
         nranges++;
@@ -120,10 +123,11 @@ cua_status _cua_addrmap_insert_range(uintptr_t base, size_t size, cua_arena *a)
     return st;
 }
 
-void _cua_addrmap_remove_range(uintptr_t base)
+void _cua_addrmap_remove_range(uintptr_t base, const cua_arena *a)
 {
     pthread_rwlock_wrlock(&ranges_lock);
     size_t i = range_lower_bound(base);
+    while (i < nranges && ranges[i].base == base && ranges[i].arena != a) i++;
     if (i < nranges && ranges[i].base == base) {
         memmove(&ranges[i], &ranges[i + 1], (nranges - i - 1) * sizeof *ranges);
         nranges--;

@@ -286,6 +286,12 @@ cua_status cua_stream_retire(int device, cua_stream stream)
     if (device < CUA_ALL_DEVICES)
         return _cua_error(CUA_ERR_INVALID_ARG, "device %d is not an ordinal or CUA_ALL_DEVICES",
                           device);
+    /* The legacy default stream and the per-thread ones (CU_STREAM_LEGACY,
+     * CU_STREAM_PER_THREAD) live as long as the process: retiring one would
+     * hand its blocks to every stream while it still runs. */
+    if (stream <= 2)
+        return _cua_error(CUA_ERR_INVALID_ARG, "stream %#lx is a default stream: it is never "
+                          "destroyed, so it is not retired", (unsigned long)stream);
     cua_arena **v = NULL;
     size_t n = 0;
     cua_status first = _cua_registry_snapshot(device, &v, &n);

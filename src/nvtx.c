@@ -32,16 +32,17 @@ static nvtxDomainHandle_t domain;
 static void runtime_init(void)
 {
     if (!getenv("NVTX_INJECTION64_PATH")) return; /* no tool listens: nothing to win */
+    /* The application's runtime when it has one loaded; a second one only if not. */
+    void *sym = dlsym(RTLD_DEFAULT, "cudaFree");
     static const char *const names[] = {"libcudart.so.13", "libcudart.so.12", "libcudart.so"};
-    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
-        void *lib = dlopen(names[i], RTLD_NOW | RTLD_LOCAL);
-        if (!lib) continue;
-        int (*cuda_free)(void *) = NULL;
-        void *sym = dlsym(lib, "cudaFree");
-        memcpy(&cuda_free, &sym, sizeof sym); /* (ISO C has no cast to a function pointer) */
-        if (cuda_free) cuda_free(NULL);
-        return; /* the library stays loaded: the runtime stays initialised */
+    for (size_t i = 0; !sym && i < sizeof names / sizeof names[0]; i++) {
+        void *lib = dlopen(names[i], RTLD_NOW | RTLD_LOCAL | RTLD_NOLOAD);
+        if (!lib) lib = dlopen(names[i], RTLD_NOW | RTLD_LOCAL);
+        if (lib) sym = dlsym(lib, "cudaFree"); /* (it stays loaded: the runtime stays up) */
     }
+    int (*cuda_free)(void *) = NULL;
+    memcpy(&cuda_free, &sym, sizeof sym); /* (ISO C has no cast to a function pointer) */
+    if (cuda_free) cuda_free(NULL);
 }
 
 static void domain_make(void)
@@ -53,7 +54,12 @@ static void domain_make(void)
 void _cua_nvtx_open(cua_arena *a, unsigned flags)
 {
     a->nvtx_on = a->seg.novmm && ((flags & CUA_ARENA_NVTX) || getenv("NVTX_INJECTION64_PATH"));
-    if (a->nvtx_on) pthread_once(&domain_once, domain_make);
+    if (!a->nvtx_on) return;
+    /* Any backend call makes the arena's device current on this thread (when
+     * no context is), so that the runtime starts there, not on device 0. */
+    size_t free_bytes, total_bytes;
+    (void)_cua_bk_mem_info(a->bk, &a->cs, &free_bytes, &total_bytes);
+    pthread_once(&domain_once, domain_make);
 }
 
 void *_cua_nvtx_segment_open(const cua_arena *a, uintptr_t addr, size_t len)

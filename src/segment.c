@@ -298,11 +298,15 @@ static cua_status alloc_segment(cua_segment *seg, cua_chunk *c, size_t len)
 static cua_status free_segment(cua_segment *seg, cua_chunk *c)
 {
     size_t len = (size_t)c->npages << seg->gshift;
-    cua_status st = _cua_bk_free(seg->bk, seg->cs, c->addr, len);
-    if (st != CUA_OK) return st;
-    _cua_nvtx_segment_close(c->nvtx_heap); /* (and every region still in it) */
+    /* Its NVTX heap goes first: once freed, the range may be another's heap. */
+    _cua_nvtx_segment_close(c->nvtx_heap);
     c->nvtx_heap = NULL;
-    _cua_addrmap_remove_range(c->addr);
+    cua_status st = _cua_bk_free(seg->bk, seg->cs, c->addr, len);
+    if (st != CUA_OK) {
+        c->nvtx_heap = _cua_nvtx_segment_open(seg->owner, c->addr, len); /* (idle: no regions) */
+        return st;
+    }
+    _cua_addrmap_remove_range(c->addr, seg->owner);
     size_t i = byaddr_lower_bound(seg, c->addr);
     memmove(&seg->byaddr[i], &seg->byaddr[i + 1], (seg->nbyaddr - i - 1) * sizeof *seg->byaddr);
     seg->nbyaddr--;
@@ -351,7 +355,11 @@ cua_status _cua_seg_fini(cua_segment *seg)
             cua_grave g = {.kind = seg->novmm ? CUA_CALL_FREE : CUA_CALL_UNMAP, .size = len, .h = c->handle,
                            .addr = seg->novmm ? c->addr : seg->base + ((uintptr_t)c->first << seg->gshift)};
             _cua_bk_bury(seg->bk, g, st);
-            if (seg->novmm) _cua_addrmap_remove_range(c->addr); /* its pointers: unknown now */
+            if (seg->novmm) { /* its pointers: unknown now */
+                _cua_addrmap_remove_range(c->addr, seg->owner);
+                _cua_nvtx_segment_close(c->nvtx_heap);
+                c->nvtx_heap = NULL;
+            }
             set_pages(seg, c->first, c->npages, NULL);
             mapped_add(seg, c, -(int64_t)len);
         }

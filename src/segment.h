@@ -211,6 +211,7 @@ bool _cua_seg_fence(const void *seg, uint64_t off);
 
 /* addrmap.c: the registry of novmm chunks, by address. */
 cua_status _cua_addrmap_insert_range(uintptr_t base, size_t size, cua_arena *a);
-void _cua_addrmap_remove_range(uintptr_t base);
+/* The range of `base` that arena `a` inserted (another may have the same base). */
+void _cua_addrmap_remove_range(uintptr_t base, const cua_arena *a);
 
 #endif /* CUA_SEGMENT_H */

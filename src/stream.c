@@ -17,6 +17,7 @@
  * be unmapped only when every stream has completed its frees up to F.
  */
 #include "arena.h"
+#include "tcache.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -177,9 +178,23 @@ static void reclaim_async(cua_arena *a, cua_streamslot *s, cua_status *st)
 /* Hand the blocks of `tag` that are known complete to every stream. With one
  * stream there is nobody to hand them to, and keeping their tag lets them
  * merge with that stream's later frees: the layout stays that of one heap. */
+/* Every free block of `tag` to tag 0, one bin head at a time: no host memory
+ * needed (a retired tag must not keep any, whatever malloc says). */
+static uint64_t retag_all(cua_arena *a, uint32_t tag)
+{
+    cua_freeidx *fi = a->heap.idx[tag];
+    uint64_t n = 0;
+    for (unsigned bin = 0; bin < CUA_SC_COUNT; bin++)
+        while (fi->bins[bin]) {
+            _cua_heap_retag_any(&a->heap, fi->bins[bin]);
+            n++;
+        }
+    return n;
+}
+
 static uint64_t share(cua_arena *a, cua_streamslot *s, uint32_t tag)
 {
-    if (s->retired) return retag_upto(a, tag, UINT64_MAX); /* (its stream takes none) */
+    if (s->retired) return retag_all(a, tag); /* (its stream takes none) */
     if (a->streams.n <= 2 || s->shared_seq >= s->done_seq) return 0;
     s->shared_seq = s->done_seq;
     return retag_upto(a, tag, s->done_seq);
@@ -350,6 +365,11 @@ cua_status _cua_stream_retire_locked(cua_arena *a, cua_stream stream)
         for (uint32_t i = 0; b->uses && i < b->uses->n && !used; i++)
             used = b->uses->use[i].stream == stream;
     if (!used) return CUA_OK; /* this arena never saw it */
+    /* Threads' caches key blocks by stream handle, and the driver gives a new
+     * stream the handle of a destroyed one: their blocks come back to the
+     * arena (freed on their streams, or live again under the lock). */
+    _cua_tc_flush_all_locked(a);
+    _cua_tc_disown_all_locked(a);
     /* Its work is waited for now, while it still exists: after that the arena
      * never needs it, for the frees before and the frees to come. */
     cua_status st = _cua_bk_stream_sync(a->bk, &a->cs, stream);

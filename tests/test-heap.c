@@ -313,6 +313,8 @@ TEST(retire_of_an_unknown_stream_or_bad_device)
     CHECK_OK(cua_stream_retire(0, 0x77)); /* never seen: nothing to do */
     CHECK_ST(cua_stream_retire(-5, 0x77), CUA_ERR_INVALID_ARG);
     CHECK(cua_last_error()[0]);
+    for (cua_stream s = 0; s <= 2; s++) /* the default streams live as long as the process */
+        CHECK_ST(cua_stream_retire(CUA_ALL_DEVICES, s), CUA_ERR_INVALID_ARG);
     CHECK_ARENA(a);
     CHECK_OK(done(a));
 }

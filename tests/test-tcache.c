@@ -460,3 +460,52 @@ TEST(threads_share_an_arena_through_their_caches)
     CHECK(st.mapped_bytes == 0);
     CHECK_OK(cua_arena_destroy(s.a, 0));
 }
+
+static void *free_it(void *p)
+{
+    return (void *)(intptr_t)cua_free(p);
+}
+
+/* A block cached on a stream that is then retired must not come back keyed by
+ * that handle: the driver gives a new stream the destroyed one's handle, and
+ * the new stream's work on the block would never be waited for (the review of
+ * cua_stream_retire found it; mode 1: plain, mode 2: another stream takes the
+ * retired slot first). */
+TEST(retire_takes_back_what_caches_hold_for_the_stream)
+{
+    for (int mode = 1; mode <= 2; mode++) {
+        cua_host_config hc;
+        cua_host_config_init(&hc);
+        hc.capacity = ((size_t)1 << 30);
+        hc.manual_events = 1;
+        cua_backend *bk;
+        CHECK_OK(cua_backend_host_create(&hc, &bk));
+        cua_arena_config cfg;
+        cua_arena_config_init(&cfg);
+        cfg.backend = bk;
+        cfg.va_size = (size_t)1 << 30;
+        cfg.thread_cache = CUA_THREAD_CACHE_ON;
+        /* (no CUA_ARENA_CHECK_ALWAYS: its checks flush the caches) */
+        cua_arena *a;
+        CHECK_OK(cua_arena_create(&cfg, &a));
+        const cua_stream S1 = 0x11, S2 = 0x22, S3 = 0x33, S4 = 0x44;
+        void *X, *Y, *Z, *W, *q;
+        CHECK_OK(cua_arena_alloc(a, ((size_t)64 << 10), S1, &X));
+        CHECK_OK(cua_arena_alloc(a, ((size_t)64 << 10), S2, &Y));
+        CHECK_OK(cua_free(X)); /* into this thread's cache, under S1 */
+        CHECK_OK(cua_stream_retire(CUA_ALL_DEVICES, S1));
+        if (mode == 2) CHECK_OK(cua_arena_alloc(a, ((size_t)2 << 20), S4, &q));
+        /* a new stream with S1's handle takes a block and keeps using it */
+        CHECK_OK(cua_arena_alloc(a, ((size_t)64 << 10), S1, &Z));
+        pthread_t t;
+        void *ret;
+        CHECK(pthread_create(&t, NULL, free_it, Z) == 0);
+        CHECK(pthread_join(t, &ret) == 0 && ret == NULL);
+        /* its work is not done (manual events): nobody else may take Z yet */
+        CHECK_OK(cua_arena_alloc(a, ((size_t)64 << 10), mode == 2 ? S4 : S3, &W));
+        CHECK(W != Z);
+        CHECK_ARENA(a);
+        CHECK_OK(cua_arena_destroy(a, CUA_DESTROY_FORCE));
+        CHECK_OK(cua_backend_destroy(bk));
+    }
+}
