@@ -28,7 +28,7 @@ const char *cua_version(void) { return CUA_PROJECT_VERSION; }
 static cua_status enter(cua_arena *a)
 {
     if (!a) return _cua_error(CUA_ERR_INVALID_ARG, "arena is NULL");
-    if (a->magic != CUA_ARENA_MAGIC)
+    if (!_cua_is_arena(a))
         return _cua_error(CUA_ERR_INVALID_ARG, "%p is not an arena handle", (void *)a);
     if (!_cua_arena_lock_alive(a))
         return _cua_error(CUA_ERR_DESTROYED, "arena '%s' was destroyed", a->name);
@@ -247,7 +247,7 @@ cua_status cua_arena_alloc(cua_arena *a, size_t size, cua_stream stream, void **
     /* The fast path: a block of this size class that the thread freed on this
      * stream, from its cache, with no arena lock (tcache.c). */
     cua_tcache *tc = NULL;
-    if (a && a->magic == CUA_ARENA_MAGIC && atomic_load_explicit(&a->tc_on, memory_order_relaxed)) {
+    if (a && _cua_is_arena(a) && atomic_load_explicit(&a->tc_on, memory_order_relaxed)) {
         tc = _cua_tc_get(a);
         if (tc && _cua_tc_pop(tc, size, stream, out)) return CUA_OK;
     }

@@ -11,6 +11,8 @@
 #include "heap.h"
 #include "segment.h"
 
+#include <string.h>
+
 #define CUA_ARENA_MAGIC 0x41524e41u /* "ARNA" */
 #define CUA_ARENA_EVENTS 8          /* events one call may queue (more merge) */
 #define CUA_NAME_CAP 64
@@ -105,6 +107,16 @@ struct cua_arena {
     uint64_t peak_live, peak_mapped;
     uint64_t alloc_count, free_count, oom_count, trim_count, trimmed_bytes;
 };
+
+/* Whether handle h is an arena: its first word read as bytes, so that a
+ * handle that is no arena (any pointer a caller passes) is not accessed as
+ * one (a cua_arena is 64-byte aligned; a stray pointer need not be). */
+static inline bool _cua_is_arena(const void *h)
+{
+    uint32_t magic;
+    memcpy(&magic, h, sizeof magic);
+    return magic == CUA_ARENA_MAGIC;
+}
 
 /* Lifecycle (lock not held by the caller for create; held for the rest). */
 cua_status _cua_arena_create(const cua_arena_config *cfg, cua_arena **out);

@@ -19,7 +19,7 @@ void *cua_cupy_malloc(void *param, size_t size, int device)
         /* A wrong device would hand CuPy memory its kernels cannot reach. The
          * device of an arena never changes (a destroyed one keeps its handle),
          * and cua_arena_alloc() answers a handle that is not an arena. */
-        if (a->magic == CUA_ARENA_MAGIC && a->cfg.device != device) {
+        if (_cua_is_arena(a) && a->cfg.device != device) {
             _cua_error(CUA_ERR_INVALID_ARG,
                        "cua_cupy_malloc: arena '%s' is on device %d, CuPy asked for device %d",
                        a->name, a->cfg.device, device);

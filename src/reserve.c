@@ -90,7 +90,7 @@ cua_status cua_arena_adopt(cua_arena *a, cua_reservation *r)
 {
     cua_status st = check_res(r);
     if (st != CUA_OK) return st;
-    if (!a || a->magic != CUA_ARENA_MAGIC) return _cua_error(CUA_ERR_INVALID_ARG, "arena is NULL or not an arena");
+    if (!a || !_cua_is_arena(a)) return _cua_error(CUA_ERR_INVALID_ARG, "arena is NULL or not an arena");
     bool locked = _cua_arena_lock_alive(a);
     if (!locked)
         st = _cua_error(CUA_ERR_DESTROYED, "arena '%s' was destroyed", a->name);

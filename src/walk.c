@@ -69,7 +69,7 @@ static bool collect(const cua_arena *a, regions *r)
 cua_status cua_arena_walk(cua_arena *a, cua_region_fn fn, void *user)
 {
     if (!a || !fn) return _cua_error(CUA_ERR_INVALID_ARG, "arena or fn is NULL");
-    if (a->magic != CUA_ARENA_MAGIC)
+    if (!_cua_is_arena(a))
         return _cua_error(CUA_ERR_INVALID_ARG, "%p is not an arena handle", (void *)a);
     if (!_cua_arena_lock_alive(a))
         return _cua_error(CUA_ERR_DESTROYED, "arena '%s' was destroyed", a->name);

@@ -425,7 +425,7 @@ static void *work(void *arg)
         }
         w->stream = (uintptr_t)s;
     } else {
-        w->stream = (uintptr_t)(w->tid + 1);
+        w->stream = (uintptr_t)(0x100 + w->tid); /* (0, 1, 2 are the default streams) */
     }
     cua_status st = ready ? make_private(w) : CUA_OK;
     if (st != CUA_OK) {
