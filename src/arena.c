@@ -415,7 +415,7 @@ void _cua_arena_put_free(cua_arena *a, cua_block *b, uint32_t tag)
 {
     uint64_t seq = ++a->seq;
     _cua_seg_release(&a->seg, b->off, b->size, seq);
-    if (tag && a->streams.slot[tag].retired) tag = 0; /* its stream's work is all done */
+    tag = _cua_stream_free_tag(a, tag);
     if (tag) a->streams.slot[tag].last_free_seq = seq;
     _cua_heap_put(&a->heap, b, tag, seq, _cua_arena_one_stream(a));
 }
@@ -494,8 +494,8 @@ cua_status _cua_arena_free_locked(cua_arena *a, void *ptr)
     if (CUA_UNLIKELY(a->offloaded)) { /* it holds no pages: only its copy goes */
         _cua_image_drop(a, b->off);
         free(b->uses);
-        uint32_t tag = a->streams.slot[b->tag].retired ? 0 : b->tag;
-        _cua_heap_put(&a->heap, b, tag, ++a->seq, _cua_arena_one_stream(a));
+        _cua_heap_put(&a->heap, b, _cua_stream_free_tag(a, b->tag), ++a->seq,
+                      _cua_arena_one_stream(a));
         return CUA_OK;
     }
     if (b->uses && b->uses->n) {

@@ -158,6 +158,12 @@ static inline cua_status _cua_stream_slot(cua_arena *a, cua_stream stream, uint3
     }
     return _cua_stream_slot_find(a, stream, tag);
 }
+/* The tag a block freed under `tag` takes: 0 ("any stream") when that
+ * stream was retired, whose work is all done. */
+static inline uint32_t _cua_stream_free_tag(const cua_arena *a, uint32_t tag)
+{
+    return tag && a->streams.slot[tag].retired ? 0 : tag;
+}
 /* Learn which frees other streams have completed and make those blocks usable
  * by every stream. blocking: wait for the streams (stream sync) instead of
  * asking events. Returns the blocks retagged (0 on failure; status in *st). */

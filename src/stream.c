@@ -175,9 +175,6 @@ static void reclaim_async(cua_arena *a, cua_streamslot *s, cua_status *st)
     if (_cua_bk_event_query(a->bk, &a->cs, s->ev) == CUA_OK) event_done(a, s);
 }
 
-/* Hand the blocks of `tag` that are known complete to every stream. With one
- * stream there is nobody to hand them to, and keeping their tag lets them
- * merge with that stream's later frees: the layout stays that of one heap. */
 /* Every free block of `tag` to tag 0, one bin head at a time: no host memory
  * needed (a retired tag must not keep any, whatever malloc says). */
 static uint64_t retag_all(cua_arena *a, uint32_t tag)
@@ -192,6 +189,9 @@ static uint64_t retag_all(cua_arena *a, uint32_t tag)
     return n;
 }
 
+/* Hand the blocks of `tag` that are known complete to every stream. With one
+ * stream there is nobody to hand them to, and keeping their tag lets them
+ * merge with that stream's later frees: the layout stays that of one heap. */
 static uint64_t share(cua_arena *a, cua_streamslot *s, uint32_t tag)
 {
     if (s->retired) return retag_all(a, tag); /* (its stream takes none) */
