@@ -43,11 +43,13 @@ static const char usage_text[] =
     "  --window W             live blocks per thread (default 64)\n"
     "  --conf STRING          arena options (CUARENA_CONF syntax), e.g. thread_cache:off\n"
     "  --sizes FILE           draw sizes from this trace's allocations\n"
+    "  --label NAME           the allocator's name in the JSON lines (default: cuarena,\n"
+    "                         or cudaMallocAsync): a build variant measured beside\n"
     "                         (default bench/traces/gpt2_generate.catrace.gz)\n";
 
 typedef struct options {
     int async;
-    const char *backend, *sizes, *conf;
+    const char *backend, *sizes, *conf, *label;
     int threads[16], n_threads;
     long ops, window;
 } options;
@@ -166,6 +168,8 @@ static void parse(int argc, char **argv, options *o)
             o->sizes = v;
         } else if (!strcmp(a, "--conf") && v) {
             o->conf = v;
+        } else if (!strcmp(a, "--label") && v) {
+            o->label = v;
         } else if (!strcmp(a, "--ops") && v && (o->ops = atol(v)) > 0) {
         } else if (!strcmp(a, "--window") && v && (o->window = atol(v)) > 0) {
         } else if (!strcmp(a, "--threads") && v) {
@@ -216,7 +220,7 @@ int main(int argc, char **argv)
     s.sizes = load_sizes(o.sizes, &s.n_sizes);
     uintptr_t streams[MAX_THREADS];
     for (int i = 0; i < MAX_THREADS; i++) streams[i] = (uintptr_t)i + 1; /* host: any numbers */
-    const char *who = o.async ? "cudaMallocAsync" : "cuarena";
+    const char *who = o.label ? o.label : o.async ? "cudaMallocAsync" : "cuarena";
 #ifdef CUA_MT_CUDART
     int use_cuda = o.async || !strcmp(o.backend, "cuda");
     for (int i = 0; use_cuda && i < MAX_THREADS; i++)
@@ -256,12 +260,18 @@ int main(int argc, char **argv)
         if (s.arena) cua_arena_get_stats(s.arena, &after);
         uint64_t allocs = after.alloc_count - before.alloc_count;
         double hits = allocs ? (double)(after.tcache_allocs - before.tcache_allocs) / (double)allocs : 0;
+        /* driver (backend) calls in the timed run: the fast path should make none */
+        uint64_t calls = 0, call_ns = 0;
+        for (int k = 0; k < CUA_CALL_COUNT; k++) {
+            calls += after.calls[k] - before.calls[k];
+            call_ns += after.call_ns[k] - before.call_ns[k];
+        }
         if (i == 0 || o.threads[i] == 1) base = ops / o.threads[i];
         printf("{\"allocator\":\"%s\",\"conf\":\"%s\",\"backend\":\"%s\",\"threads\":%d,\"ops_per_s\":%.0f,"
                "\"ops_per_s_per_thread\":%.0f,\"speedup_over_one\":%.2f,\"thread_cache_hits\":%.3f,"
-               "\"failures\":%d}\n",
+               "\"driver_calls\":%" PRIu64 ",\"driver_ms\":%.1f,\"failures\":%d}\n",
                who, o.conf ? o.conf : "", o.async ? "cuda" : o.backend, o.threads[i], ops, ops / o.threads[i],
-               base > 0 ? ops / base : 0, hits, ok ? 0 : 1);
+               base > 0 ? ops / base : 0, hits, calls, (double)call_ns / 1e6, ok ? 0 : 1);
         if (!ok) status = 1;
     }
     if (s.arena) {

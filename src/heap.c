@@ -25,7 +25,8 @@ static bool refill(cua_heap *h)
         h->slabs = ns;
         h->cap_slabs = ncap;
     }
-    cua_block *slab = malloc(CUA_SLAB_BLOCKS * sizeof *slab);
+    /* (sizeof is a multiple of the alignment, as aligned_alloc asks) */
+    cua_block *slab = aligned_alloc(_Alignof(cua_block), CUA_SLAB_BLOCKS * sizeof *slab);
     if (!slab) return false;
     h->slabs[h->nslabs++] = slab;
     for (size_t i = 0; i < CUA_SLAB_BLOCKS; i++) {

@@ -17,8 +17,19 @@ enum { CUA_BLOCK_FREE = 0, CUA_BLOCK_LIVE = 1, CUA_BLOCK_PENDING = 2 };
 
 typedef struct cua_uses cua_uses; /* extra streams of a live block (stream.c) */
 
+/* Descriptors are aligned to CUA_BLOCK_ALIGN bytes (104 bytes of fields, 128
+ * with the padding): a thread cache's hit writes its block's tcw and treq
+ * without the arena's lock, and neighbouring descriptors belong to other
+ * threads' blocks; on a shared cache line (or a pair the CPU's adjacent-line
+ * prefetcher fetches together) those writes would bounce between the cores.
+ * A build may set it (-DCUA_BLOCK_ALIGN=8: packed) to measure the difference
+ * (tests/gpu/run.sh, part mt). */
+#ifndef CUA_BLOCK_ALIGN
+#define CUA_BLOCK_ALIGN 128
+#endif
+
 typedef struct cua_block {
-    uint64_t off;                    /* offset from the segment base */
+    _Alignas(CUA_BLOCK_ALIGN) uint64_t off; /* offset from the segment base */
     uint64_t size;                   /* a multiple of CUA_ALIGNMENT */
     struct cua_block *prev, *next;   /* neighbours in address order */
     struct cua_block *fprev, *fnext; /* free: bin list; pending: pending list */

@@ -20,6 +20,10 @@
 #                      examples, mt, nvtxprobe; with CUA_GPU_SKIP_BENCH=1 a visit can be
 #                      split into commands of under 10 minutes each
 #   CUA_GPU_TORCH_K    a pytest -k expression: only those tests of test_torch.py
+#   CUA_GPU_MT_CONFS   the arena options the mt part runs cuarena-mt with (space-
+#                      separated); CUA_GPU_MT_PACKED=1 adds a build with packed block
+#                      descriptors (CUA_GPU_MT_PACKED_CONFS), CUA_GPU_MT_BASELINES=0
+#                      leaves out cudaMallocAsync and PyTorch
 #   CUA_GPU_STRESS_SECONDS, CUA_GPU_STRESS_THREADS  the thread stress on the GPU
 #                      (tests/gpu/stress-cuda.c; default 60 s, 16 threads); the
 #                      compute-sanitizer check (tests/gpu/sanitizer.sh) runs before it.
@@ -231,7 +235,7 @@ if part examples; then
 run example-kv-sizing build-gpu/examples/kv_sizing --backend cuda
 run example-cpp-raii build-gpu/examples/cpp_raii --backend cuda
 CUARENA_LIB=$PWD/build-gpu/libcuarena.so PYTHONPATH=$PWD/python run example-pytorch-components \
-    python3 examples/pypytorch_components.py
+    python3 examples/pytorch_components.py
 CUARENA_LIB=$PWD/build-gpu/libcuarena.so PYTHONPATH=$PWD/python run example-cupy-arena \
     python3 examples/cupy_arena.py
 grep -E '^(kv_sizing|cpp_raii|pytorch_components|cupy_arena): ' "$log" | sed 's/^/   /'
@@ -258,15 +262,34 @@ fi
 # cudaMallocAsync: the default pool; PyTorch's caching allocator), into mt.jsonl.
 if [[ -x build-gpu/bench/cuarena-mt ]] && part mt; then
     mt=(build-gpu/bench/cuarena-mt --threads 1,2,4,8,16)
-    # (the last: caches that keep blocks up to 16 MiB, 256 MiB per thread: the
-    # bundled trace's sizes above 1 MiB, 6 % of them, then skip the lock too)
-    for conf in thread_cache:off thread_cache:on thread_cache:auto \
-        thread_cache:on,thread_cache_max:16M,thread_cache_bytes:256M; do
+    # (large: caches that keep blocks up to 16 MiB, 256 MiB per thread: the
+    # bundled trace's sizes above 1 MiB, 6 % of them, then skip the lock too;
+    # growth_slack: room above the demand peak, so that the footprint cap does
+    # not swap pages under the lock when the streams' free blocks fragment)
+    large=thread_cache:on,thread_cache_max:16M,thread_cache_bytes:256M
+    confs=${CUA_GPU_MT_CONFS:-thread_cache:off thread_cache:on thread_cache:auto $large $large,growth_slack:256M}
+    for conf in $confs; do
         run mt-cuarena-"${conf#*:}" "${mt[@]}" --backend cuda --ops 400000 --conf "$conf"
     done
-    run mt-async "${mt[@]}" --mode async --ops 100000
-    if python3 -c 'import torch' 2>/dev/null; then
-        run mt-torch python3 bench/torch-mt.py --threads 1,2,4,8,16 --ops 100000
+    # CUA_GPU_MT_PACKED=1: the same library with block descriptors packed
+    # (-DCUA_BLOCK_ALIGN=8, src/heap.h) instead of a cache-line pair each,
+    # for the confs of CUA_GPU_MT_PACKED_CONFS (default: the last two).
+    if [[ ${CUA_GPU_MT_PACKED:-0} == 1 ]]; then
+        [[ -f build-gpu-packed/build.ninja ]] ||
+            run setup-packed meson setup build-gpu-packed --buildtype=release -Db_lto=$lto -Dcuda=enabled \
+                -Dtests=false -Dc_args=-DCUA_BLOCK_ALIGN=8
+        if run build-packed ninja -C build-gpu-packed bench/cuarena-mt; then
+            for conf in ${CUA_GPU_MT_PACKED_CONFS:-$large $large,growth_slack:256M}; do
+                run mt-packed-"${conf#*:}" build-gpu-packed/bench/cuarena-mt --threads 1,2,4,8,16 \
+                    --backend cuda --ops 400000 --conf "$conf" --label cuarena-packed
+            done
+        fi
+    fi
+    if [[ ${CUA_GPU_MT_BASELINES:-1} == 1 ]]; then
+        run mt-async "${mt[@]}" --mode async --ops 100000
+        if python3 -c 'import torch' 2>/dev/null; then
+            run mt-torch python3 bench/torch-mt.py --threads 1,2,4,8,16 --ops 100000
+        fi
     fi
     grep '^{"allocator"' "$log" | grep '"threads"' >"$out/mt.jsonl"
     python3 - "$out/mt.jsonl" <<'PY' | tee -a "$log"
@@ -274,13 +297,16 @@ import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 keys = sorted({(r["allocator"], r.get("conf", "")) for r in rows})
 threads = sorted({r["threads"] for r in rows})
-print("| allocator | " + " | ".join("%d thr (M ops/s)" % t for t in threads) + " | 16 vs 1 |")
-print("|---|" + "---|" * (len(threads) + 1))
+print("| allocator | " + " | ".join("%d thr (M ops/s)" % t for t in threads) +
+      " | 16 vs 1 | driver calls at 16 |")
+print("|---|" + "---|" * (len(threads) + 2))
 for k in keys:
     by = {r["threads"]: r for r in rows if (r["allocator"], r.get("conf", "")) == k}
     cells = ["%.2f" % (by[t]["ops_per_s"] / 1e6) if t in by else "-" for t in threads]
     sp = by[max(by)]["speedup_over_one"] if by else 0
-    print("| %s %s | %s | %.1fx |" % (k[0], k[1], " | ".join(cells), sp))
+    top = by[max(by)] if by else {}
+    print("| %s %s | %s | %.1fx | %s |" % (k[0], k[1], " | ".join(cells), sp,
+                                          top.get("driver_calls", "-")))
 PY
 fi
 
