@@ -449,12 +449,17 @@ void _cua_tc_sums_locked(const cua_arena *a, cua_tc_sums *s)
 {
     *s = (cua_tc_sums){.live = a->tc_fix};
     for (cua_tcache *tc = a->tcs; tc; tc = tc->anext) {
+        /* Under the cache's lock: a hit moves its counters one at a time, and
+         * a sum taken between two of them said live > allocated (the GPU
+         * thread stress, 16 threads, after 111 s). */
+        _cua_lock(&tc->lock);
         s->live += ld(&tc->adj_live);
         s->blocks += ld(&tc->adj_blocks);
         s->alloc += ld(&tc->adj_alloc);
         s->allocs += ldu(&tc->allocs);
         s->frees += ldu(&tc->frees);
         s->cached_bytes += ldu(&tc->cached_bytes);
+        _cua_unlock(&tc->lock);
     }
 }
 

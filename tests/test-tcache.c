@@ -10,6 +10,8 @@
 #include "tcache.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
+#include <time.h>
 
 static cua_arena *make(const char *conf)
 {
@@ -459,6 +461,57 @@ TEST(threads_share_an_arena_through_their_caches)
     st = stats(s.a);
     CHECK(st.mapped_bytes == 0);
     CHECK_OK(cua_arena_destroy(s.a, 0));
+}
+
+/* One thread allocates and frees a block through its cache while another
+ * reads the statistics: every snapshot adds up (live <= allocated <= mapped).
+ * A hit moves the cache's counters one at a time; the statistics once summed
+ * them between two (the GPU thread stress found live > allocated). */
+typedef struct {
+    cua_arena *a;
+    atomic_int stop;
+} hitter;
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static void *hit_loop(void *p)
+{
+    hitter *h = p;
+    void *x;
+    while (!atomic_load_explicit(&h->stop, memory_order_relaxed))
+        for (int i = 0; i < 1000; i++)
+            if (cua_arena_alloc(h->a, 1000, 7, &x) != CUA_OK || cua_free(x) != CUA_OK) return (void *)1;
+    return NULL;
+}
+
+TEST(statistics_add_up_while_another_thread_hits_its_cache)
+{
+    static hitter h;
+    h.a = make("thread_cache:on");
+    CHECK(h.a != NULL);
+    atomic_init(&h.stop, 0);
+    pthread_t th;
+    CHECK(pthread_create(&th, NULL, hit_loop, &h) == 0);
+    long bad = 0, reads = 0;
+    for (uint64_t t0 = now_ns(); now_ns() - t0 < 1500000000u; reads++) {
+        cua_stats st = stats(h.a);
+        if (st.live_bytes > st.allocated_bytes || st.allocated_bytes > st.mapped_bytes ||
+            st.live_blocks > 1)
+            bad++;
+    }
+    atomic_store(&h.stop, 1);
+    void *rc;
+    pthread_join(th, &rc);
+    CHECK(rc == NULL);
+    if (bad) fprintf(stderr, "  %ld of %ld snapshots did not add up\n", bad, reads);
+    CHECK(bad == 0);
+    CHECK_ARENA(h.a);
+    CHECK_OK(cua_arena_destroy(h.a, 0));
 }
 
 static void *free_it(void *p)
