@@ -355,7 +355,7 @@ typedef struct cua_arena_config {
     size_t chunk_large;
     /** Let mapped bytes pass the demand peak by this many bytes before the
      *  footprint cap swaps cached pages; 0: 1/128 of the peak, at least one
-     *  granularity page. */
+     *  granularity page and at most 64 MiB. */
     size_t growth_slack;
     /** Bytes kept mapped through trims, for latency: no trim (asked for, by
      *  the release threshold, the footprint cap, idleness, or another arena's

@@ -211,15 +211,22 @@ static cua_status apply_release_threshold(cua_arena *a)
 /* ---- growth -------------------------------------------------------------------------- */
 
 /* How far mapped bytes may pass the demand peak before cached pages are
- * swapped out: by default 1/CUA_SLACK_DIV of the peak (at least one page), so
- * warm runs that touch a few other pages than the last one do not churn. */
+ * swapped out: by default 1/CUA_SLACK_DIV of the peak, at least one page and
+ * at most CUA_SLACK_MAX, so that warm runs that touch a few other pages than
+ * the last one do not churn. The bound: at a 70 GB peak, 1/128 is 550 MiB of
+ * memory that bought no fewer swaps than 64 MiB (the generated scenarios at
+ * scale 140: 0.4-0.7 % of live more mapped for about the same driver calls;
+ * docs/benchmarks.md). */
 #ifndef CUA_SLACK_DIV
 #define CUA_SLACK_DIV 128
+#endif
+#ifndef CUA_SLACK_MAX
+#define CUA_SLACK_MAX ((uint64_t)64 << 20)
 #endif
 static uint64_t slack(const cua_arena *a)
 {
     if (a->cfg.growth_slack) return a->cfg.growth_slack;
-    return _cua_max(a->seg.gran, a->footprint_hw / CUA_SLACK_DIV);
+    return _cua_max(a->seg.gran, _cua_min(a->footprint_hw / CUA_SLACK_DIV, CUA_SLACK_MAX));
 }
 
 static bool over_limit(const cua_arena *a, uint64_t need)

@@ -81,7 +81,7 @@ static const struct option options[] = {
      .help = "runs of at least this many unmapped bytes map handles of this size; "
              "all or none: chunk_max everywhere"},
     {.name = "growth_slack", .kind = OPT_SIZE, .offset = FIELD(growth_slack),
-     .syntax = "size", .fallback = "0 (1/128 of the demand peak, at least one page)",
+     .syntax = "size", .fallback = "0 (1/128 of the demand peak, at least one page, at most 64 MiB)",
      .help = "bytes mapped past the demand peak before the footprint cap swaps cached pages"},
     {.name = "floor", .kind = OPT_SIZE, .offset = FIELD(floor),
      .syntax = "size", .fallback = "0",
