@@ -43,9 +43,9 @@ static const char usage_text[] =
     "  --window W             live blocks per thread (default 64)\n"
     "  --conf STRING          arena options (CUARENA_CONF syntax), e.g. thread_cache:off\n"
     "  --sizes FILE           draw sizes from this trace's allocations\n"
+    "                         (default bench/traces/gpt2_generate.catrace.gz)\n"
     "  --label NAME           the allocator's name in the JSON lines (default: cuarena,\n"
-    "                         or cudaMallocAsync): a build variant measured beside\n"
-    "                         (default bench/traces/gpt2_generate.catrace.gz)\n";
+    "                         or cudaMallocAsync): a build variant measured beside\n";
 
 typedef struct options {
     int async;
@@ -168,8 +168,8 @@ static void parse(int argc, char **argv, options *o)
             o->sizes = v;
         } else if (!strcmp(a, "--conf") && v) {
             o->conf = v;
-        } else if (!strcmp(a, "--label") && v) {
-            o->label = v;
+        } else if (!strcmp(a, "--label") && v && !strpbrk(v, "\"\\")) {
+            o->label = v; /* (printed into JSON as it is) */
         } else if (!strcmp(a, "--ops") && v && (o->ops = atol(v)) > 0) {
         } else if (!strcmp(a, "--window") && v && (o->window = atol(v)) > 0) {
         } else if (!strcmp(a, "--threads") && v) {
@@ -267,11 +267,15 @@ int main(int argc, char **argv)
             call_ns += after.call_ns[k] - before.call_ns[k];
         }
         if (i == 0 || o.threads[i] == 1) base = ops / o.threads[i];
+        char drv[96] = "\"driver_calls\":null,\"driver_ms\":null"; /* cudaMallocAsync: not seen */
+        if (s.arena)
+            snprintf(drv, sizeof drv, "\"driver_calls\":%" PRIu64 ",\"driver_ms\":%.1f", calls,
+                     (double)call_ns / 1e6);
         printf("{\"allocator\":\"%s\",\"conf\":\"%s\",\"backend\":\"%s\",\"threads\":%d,\"ops_per_s\":%.0f,"
                "\"ops_per_s_per_thread\":%.0f,\"speedup_over_one\":%.2f,\"thread_cache_hits\":%.3f,"
-               "\"driver_calls\":%" PRIu64 ",\"driver_ms\":%.1f,\"failures\":%d}\n",
+               "%s,\"failures\":%d}\n",
                who, o.conf ? o.conf : "", o.async ? "cuda" : o.backend, o.threads[i], ops, ops / o.threads[i],
-               base > 0 ? ops / base : 0, hits, calls, (double)call_ns / 1e6, ok ? 0 : 1);
+               base > 0 ? ops / base : 0, hits, drv, ok ? 0 : 1);
         if (!ok) status = 1;
     }
     if (s.arena) {

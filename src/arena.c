@@ -226,7 +226,9 @@ static cua_status apply_release_threshold(cua_arena *a)
 static uint64_t slack(const cua_arena *a)
 {
     if (a->cfg.growth_slack) return a->cfg.growth_slack;
-    return _cua_max(a->seg.gran, _cua_min(a->footprint_hw / CUA_SLACK_DIV, CUA_SLACK_MAX));
+    uint64_t s = a->footprint_hw / CUA_SLACK_DIV; /* (uint64_t: size_t may be narrower) */
+    if (s > CUA_SLACK_MAX) s = CUA_SLACK_MAX;
+    return s > a->seg.gran ? s : a->seg.gran;
 }
 
 static bool over_limit(const cua_arena *a, uint64_t need)

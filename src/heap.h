@@ -17,7 +17,7 @@ enum { CUA_BLOCK_FREE = 0, CUA_BLOCK_LIVE = 1, CUA_BLOCK_PENDING = 2 };
 
 typedef struct cua_uses cua_uses; /* extra streams of a live block (stream.c) */
 
-/* Descriptors are aligned to CUA_BLOCK_ALIGN bytes (104 bytes of fields, 128
+/* Descriptors are aligned to CUA_BLOCK_ALIGN bytes (96 bytes of fields, 128
  * with the padding): a thread cache's hit writes its block's tcw and treq
  * without the arena's lock, and neighbouring descriptors belong to other
  * threads' blocks; on a shared cache line (or a pair the CPU's adjacent-line

@@ -47,8 +47,7 @@ void _cua_stats_read(const cua_arena *a, cua_stats *out)
 {
     memset(out, 0, sizeof *out);
     /* The heap counts blocks in threads' caches as live; the caches keep the
-     * corrections (tcache.h). A sum read while threads work may be a little
-     * off, never negative. */
+     * corrections (tcache.h), summed under each cache's lock. */
     cua_tc_sums tc;
     _cua_tc_sums_locked(a, &tc);
     int64_t live = (int64_t)a->live_bytes + tc.live, blocks = (int64_t)a->live_blocks + tc.blocks;

@@ -56,7 +56,7 @@ typedef struct cua_tcache {
     struct cua_tcache *tnext;         /* the thread's list (the thread only) */
     uint64_t max_size, cap_bytes;
     unsigned nbins;                   /* bins for size classes 0 .. nbins - 1 */
-    /* Written under the cache's lock, read by statistics without it. */
+    /* Written under the cache's lock; statistics read them under it too. */
     _Atomic int64_t adj_live, adj_blocks, adj_alloc;
     _Atomic uint64_t allocs, frees, cached_bytes;
     cua_tc_own own[CUA_TC_OWN];

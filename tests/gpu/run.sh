@@ -268,18 +268,21 @@ if [[ -x build-gpu/bench/cuarena-mt ]] && part mt; then
     # not swap pages under the lock when the streams' free blocks fragment)
     large=thread_cache:on,thread_cache_max:16M,thread_cache_bytes:256M
     confs=${CUA_GPU_MT_CONFS:-thread_cache:off thread_cache:on thread_cache:auto $large $large,growth_slack:256M}
-    for conf in $confs; do
+    read -ra confs <<<"$confs" # (split on blanks, no file-name globbing)
+    for conf in "${confs[@]}"; do
         run mt-cuarena-"${conf#*:}" "${mt[@]}" --backend cuda --ops 400000 --conf "$conf"
     done
     # CUA_GPU_MT_PACKED=1: the same library with block descriptors packed
     # (-DCUA_BLOCK_ALIGN=8, src/heap.h) instead of a cache-line pair each,
     # for the confs of CUA_GPU_MT_PACKED_CONFS (default: the last two).
     if [[ ${CUA_GPU_MT_PACKED:-0} == 1 ]]; then
+        [[ "$(cat build-gpu-packed/cua-stamp 2>/dev/null)" == "$stamp" ]] || rm -rf build-gpu-packed
         [[ -f build-gpu-packed/build.ninja ]] ||
             run setup-packed meson setup build-gpu-packed --buildtype=release -Db_lto=$lto -Dcuda=enabled \
-                -Dtests=false -Dc_args=-DCUA_BLOCK_ALIGN=8
+                -Dtests=false -Dc_args=-DCUA_BLOCK_ALIGN=8 && echo "$stamp" >build-gpu-packed/cua-stamp
         if run build-packed ninja -C build-gpu-packed bench/cuarena-mt; then
-            for conf in ${CUA_GPU_MT_PACKED_CONFS:-$large $large,growth_slack:256M}; do
+            read -ra pconfs <<<"${CUA_GPU_MT_PACKED_CONFS:-$large $large,growth_slack:256M}"
+            for conf in "${pconfs[@]}"; do
                 run mt-packed-"${conf#*:}" build-gpu-packed/bench/cuarena-mt --threads 1,2,4,8,16 \
                     --backend cuda --ops 400000 --conf "$conf" --label cuarena-packed
             done
@@ -305,8 +308,9 @@ for k in keys:
     cells = ["%.2f" % (by[t]["ops_per_s"] / 1e6) if t in by else "-" for t in threads]
     sp = by[max(by)]["speedup_over_one"] if by else 0
     top = by[max(by)] if by else {}
+    calls = top.get("driver_calls")
     print("| %s %s | %s | %.1fx | %s |" % (k[0], k[1], " | ".join(cells), sp,
-                                          top.get("driver_calls", "-")))
+                                          "-" if calls is None else calls))
 PY
 fi
 
