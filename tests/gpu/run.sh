@@ -17,7 +17,8 @@
 #   CUA_GPU_SKIP_HOST  set to 1 to leave out the host tests (CI runs them)
 #   CUA_GPU_PARTS      comma-separated parts of the tests to run (default all):
 #                      cuda, sanitizer, stress, host, reload, torch, cupy,
-#                      examples, mt, nvtxprobe; with CUA_GPU_SKIP_BENCH=1 a visit can be
+#                      examples, mt, nvtxprobe (and fuzz, only when named:
+#                      CUA_GPU_FUZZ_SECONDS); with CUA_GPU_SKIP_BENCH=1 a visit can be
 #                      split into commands of under 10 minutes each
 #   CUA_GPU_TORCH_K    a pytest -k expression: only those tests of test_torch.py
 #   CUA_GPU_MT_CONFS   the arena options the mt part runs cuarena-mt with (space-
@@ -177,6 +178,20 @@ if ((rc > 128 && rc != 137)); then
         --backend cuda --seconds 20 --threads "${CUA_GPU_STRESS_THREADS:-16}"
     grep -E -A40 'ERROR: AddressSanitizer|runtime error|^stress-cuda: .*(FAIL|PASS)' "$log" | head -60
 fi
+fi
+# The API fuzzer on this machine's cores (part fuzz, not in the default set):
+# the device has no clang, so the libFuzzer binary is built elsewhere
+# (meson setup build-fuzz -Dfuzzer=true with clang; it needs only libc and
+# libstdc++) and carried as build-fuzz/tests/fuzz/fuzz-api. One process per
+# core for CUA_GPU_FUZZ_SECONDS (default 480) over the seed corpus.
+if [[ ",${CUA_GPU_PARTS:-}," == *",fuzz,"* ]]; then
+    if [[ -x build-fuzz/tests/fuzz/fuzz-api ]]; then
+        run fuzz bash tests/fuzz/run-fuzz.sh build-fuzz/tests/fuzz/fuzz-api tests/fuzz/corpus \
+            "${CUA_GPU_FUZZ_SECONDS:-480}" "$(nproc)"
+        grep -E 'fuzzer processes|^[0-9]+ passed, [0-9]+ failed' "$log" | tail -2 | sed 's/^/   /'
+    else
+        say "fuzz: skipped (no build-fuzz/tests/fuzz/fuzz-api: build it with clang and carry it)"
+    fi
 fi
 [[ ${CUA_GPU_SKIP_HOST:-0} == 1 ]] || ! part host ||
     run host-tests meson test -C build-gpu --suite host --num-processes 8 --print-errorlogs
