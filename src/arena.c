@@ -591,6 +591,13 @@ cua_status _cua_arena_trim_if_idle_locked(cua_arena *a, uint64_t now_ns, uint64_
 
 cua_status _cua_arena_trim_for_pressure_locked(cua_arena *a, uint64_t want, uint64_t *released)
 {
+    /* Another arena needs the device: wait, as its own last resort does, for
+     * the blocks freed here that other streams still use (record_stream),
+     * not only for the streams' plain frees. */
+    if (a->streams.pending) {
+        cua_status ws;
+        _cua_stream_poll_pending(a, true, &ws);
+    }
     _cua_tc_flush_all_locked(a);
     return trim_idle(a, want, true, "pressure", released);
 }

@@ -426,6 +426,37 @@ TEST(pressure_takes_only_what_is_missing_lowest_priority_first)
     CHECK_OK(cua_backend_destroy(bk));
 }
 
+/* Blocks another arena freed while a second stream still used them
+ * (record_stream) wait on its pending list; a device shortage elsewhere waits
+ * for them as the arena's own last resort does (the fuzzer found a restore
+ * that failed with them held). */
+TEST(pressure_waits_for_blocks_other_streams_still_use)
+{
+    cua_host_config hc;
+    cua_host_config_init(&hc);
+    hc.capacity = 256 * MiB;
+    hc.manual_events = 1; /* stream 6's work stays in flight until waited for */
+    cua_backend *bk = NULL;
+    CHECK_OK(cua_backend_host_create(&hc, &bk));
+    cua_arena *user = make_cfg(bk, "user", 18, 0, 0, 0), *want = make_cfg(bk, "wants", 18, 0, 0, 0);
+    CHECK(user && want);
+    void *p, *q;
+    CHECK_OK(cua_arena_alloc(user, 100 * MiB, 5, &p));
+    CHECK_OK(cua_record_stream(p, 6));
+    CHECK_OK(cua_free(p));
+    cua_stats st;
+    CHECK_OK(cua_arena_get_stats(user, &st));
+    CHECK(st.pending_bytes == 100 * MiB);
+    /* 156 MiB at the driver, 200 asked: 44 must come from user's pending block. */
+    CHECK_OK(cua_arena_alloc(want, 200 * MiB, 5, &q));
+    CHECK_OK(cua_arena_get_stats(user, &st));
+    CHECK(st.pending_bytes == 0 && st.mapped_bytes <= 56 * MiB);
+    CHECK_OK(cua_free(q));
+    CHECK_OK(cua_arena_destroy(user, 0));
+    CHECK_OK(cua_arena_destroy(want, 0));
+    CHECK_OK(cua_backend_destroy(bk));
+}
+
 typedef struct evict_ctx {
     cua_arena *victim;
     void *blocks[8];
