@@ -368,8 +368,10 @@ cua_status cua_arena_restore(cua_arena *a)
     st = _cua_arena_restore_locked(a);
     if (st != CUA_ERR_OUT_OF_MEMORY) return leave(a, st);
     /* The device is full: as for an allocation, other arenas' caches and the
-     * eviction callbacks first (without this arena's lock), then once more. */
-    size_t need = (size_t)a->allocated_bytes;
+     * eviction callbacks first (without this arena's lock), then once more.
+     * What it lacks is counted in pages (the fuzzer found a restore that asked
+     * for its blocks' bytes and stayed short by their partial pages). */
+    size_t need = (size_t)_cua_arena_restore_need_locked(a);
     leave(a, st);
     _cua_pressure_relieve(a, need);
     if ((st = enter(a)) != CUA_OK) return st;

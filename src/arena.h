@@ -225,6 +225,9 @@ static inline void _cua_arena_unlock(cua_arena *a)
 /* offload.c (lock held). */
 cua_status _cua_arena_offload_locked(cua_arena *a, bool keep_data);
 cua_status _cua_arena_restore_locked(cua_arena *a);
+/* The bytes a restore maps: the pages its live blocks cover (blocks share
+ * pages, and a block's first and last pages are whole). */
+uint64_t _cua_arena_restore_need_locked(const cua_arena *a);
 /* Drop the image (destroy); forget one block's data (freed while offloaded). */
 void _cua_image_free(cua_arena *a);
 /* Unmap the spare image (trim, destroy). */

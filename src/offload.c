@@ -269,6 +269,19 @@ static cua_status map_live(cua_arena *a)
     return st;
 }
 
+uint64_t _cua_arena_restore_need_locked(const cua_arena *a)
+{
+    uint64_t gran = a->seg.gran, pages = 0, next = 0; /* next: the first page not counted */
+    for (const cua_block *b = a->heap.first; b; b = b->next) {
+        if (b->state != CUA_BLOCK_LIVE) continue;
+        uint64_t first = b->off / gran, last = (b->off + b->size - 1) / gran;
+        if (first < next) first = next;
+        if (last >= first) pages += last - first + 1;
+        if (last + 1 > next) next = last + 1;
+    }
+    return pages * gran;
+}
+
 cua_status _cua_arena_restore_locked(cua_arena *a)
 {
     if (!a->offloaded)

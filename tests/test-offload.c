@@ -437,3 +437,44 @@ TEST(restore_on_a_full_device_takes_other_arenas_cache)
     CHECK_OK(cua_arena_destroy(other, 0));
     CHECK_OK(cua_backend_destroy(bk));
 }
+
+/* A restore asks the other arenas for the pages its blocks cover, not their
+ * bytes: ten 1 MiB blocks on ten 2 MiB pages need 20 MiB (the fuzzer found a
+ * restore that asked for its blocks' bytes and stayed short). */
+TEST(restore_asks_for_the_pages_its_blocks_cover)
+{
+    cua_host_config hc;
+    cua_host_config_init(&hc);
+    hc.capacity = 64 * MiB;
+    cua_backend *bk;
+    CHECK_OK(cua_backend_host_create(&hc, &bk));
+    cua_arena_config cfg;
+    cua_arena_config_init(&cfg);
+    cfg.backend = bk;
+    cfg.flags = 0;
+    cfg.va_size = (size_t)1 << 30;
+    cfg.name = "encoder";
+    cua_arena *enc, *other;
+    CHECK_OK(cua_arena_create(&cfg, &enc));
+    cfg.name = "other";
+    CHECK_OK(cua_arena_create(&cfg, &other));
+    unsigned char *p[20];
+    for (int i = 0; i < 20; i++) CHECK_OK(cua_arena_alloc(enc, MiB, 0, (void **)&p[i]));
+    for (int i = 1; i < 20; i += 2) CHECK_OK(cua_free(p[i])); /* one live block per page */
+    for (int i = 0; i < 20; i += 2) memset(p[i], i + 1, MiB);
+    CHECK_OK(cua_arena_offload(enc));
+    void *q;
+    CHECK_OK(cua_arena_alloc(other, 54 * MiB, 0, &q)); /* 10 MiB left at the driver */
+    CHECK_OK(cua_free(q));
+    CHECK_OK(cua_arena_restore(enc));
+    CHECK_ARENA(enc);
+    CHECK_ARENA(other);
+    int bad = 0;
+    for (int i = 0; i < 20; i += 2)
+        for (size_t k = 0; k < MiB; k += 4093) bad += p[i][k] != (unsigned char)(i + 1);
+    CHECK(bad == 0);
+    for (int i = 0; i < 20; i += 2) CHECK_OK(cua_free(p[i]));
+    CHECK_OK(cua_arena_destroy(enc, 0));
+    CHECK_OK(cua_arena_destroy(other, 0));
+    CHECK_OK(cua_backend_destroy(bk));
+}
