@@ -201,6 +201,17 @@ cua_status _cua_arena_trim_locked(cua_arena *a, uint64_t keep, uint64_t *release
 }
 
 /* Pages that streams may still use stay until a later call finds them safe. */
+/* A device shortage (this arena's allocation or another's): wait for the
+ * blocks freed here that other streams still use (record_stream; trim_idle
+ * waits only for the streams' plain frees) and empty the threads' caches, so
+ * that all that is idle can be given back. */
+static void settle_for_shortage(cua_arena *a)
+{
+    cua_status ws;
+    _cua_stream_poll_pending(a, true, &ws);
+    _cua_tc_flush_all_locked(a);
+}
+
 static cua_status apply_release_threshold(cua_arena *a)
 {
     uint64_t thr = a->cfg.release_threshold, released;
@@ -387,10 +398,8 @@ cua_status _cua_arena_alloc_locked(cua_arena *a, size_t size, cua_stream stream,
     if (st == CUA_ERR_LIMIT || st == CUA_ERR_OUT_OF_MEMORY) {
         /* Last resort before failing: wait for every stream and pending block,
          * give back all of the cache, and try once more. */
-        cua_status ws;
         uint64_t released;
-        _cua_stream_poll_pending(a, true, &ws);
-        _cua_tc_flush_all_locked(a);
+        settle_for_shortage(a);
         trim_idle(a, a->seg.idle_bytes, true, "out_of_memory", &released);
         st = alloc_once(a, tag, asize, &b);
     }
@@ -591,14 +600,7 @@ cua_status _cua_arena_trim_if_idle_locked(cua_arena *a, uint64_t now_ns, uint64_
 
 cua_status _cua_arena_trim_for_pressure_locked(cua_arena *a, uint64_t want, uint64_t *released)
 {
-    /* Another arena needs the device: wait, as its own last resort does, for
-     * the blocks freed here that other streams still use (record_stream),
-     * not only for the streams' plain frees. */
-    if (a->streams.pending) {
-        cua_status ws;
-        _cua_stream_poll_pending(a, true, &ws);
-    }
-    _cua_tc_flush_all_locked(a);
+    settle_for_shortage(a); /* another arena needs the device: as for our own */
     return trim_idle(a, want, true, "pressure", released);
 }
 

@@ -396,26 +396,33 @@ TEST(poison_fills_freed_blocks)
     CHECK_OK(cua_backend_destroy(bk));
 }
 
+/* A device of 64 MiB and two arenas on it, "encoder" and "other". */
+static cua_status small_device_two_arenas(cua_backend **bk, cua_arena **enc, cua_arena **other)
+{
+    cua_host_config hc;
+    cua_host_config_init(&hc);
+    hc.capacity = 64 * MiB;
+    cua_status st = cua_backend_host_create(&hc, bk);
+    if (st != CUA_OK) return st;
+    cua_arena_config cfg;
+    cua_arena_config_init(&cfg);
+    cfg.backend = *bk;
+    cfg.flags = 0;
+    cfg.va_size = (size_t)1 << 30;
+    cfg.name = "encoder";
+    if ((st = cua_arena_create(&cfg, enc)) != CUA_OK) return st;
+    cfg.name = "other";
+    return cua_arena_create(&cfg, other);
+}
+
 /* A restore on a full device takes other arenas' cached memory first, as an
  * allocation does (the fuzzer's finding: it failed with the cache of another
  * arena holding every page). */
 TEST(restore_on_a_full_device_takes_other_arenas_cache)
 {
-    cua_host_config hc;
-    cua_host_config_init(&hc);
-    hc.capacity = 64 * MiB;
     cua_backend *bk;
-    CHECK_OK(cua_backend_host_create(&hc, &bk));
-    cua_arena_config cfg;
-    cua_arena_config_init(&cfg);
-    cfg.backend = bk;
-    cfg.flags = 0;
-    cfg.va_size = (size_t)1 << 30;
-    cfg.name = "encoder";
     cua_arena *enc, *other;
-    CHECK_OK(cua_arena_create(&cfg, &enc));
-    cfg.name = "other";
-    CHECK_OK(cua_arena_create(&cfg, &other));
+    CHECK_OK(small_device_two_arenas(&bk, &enc, &other));
     unsigned char *p;
     CHECK_OK(cua_arena_alloc(enc, 20 * MiB, 0, (void **)&p));
     memset(p, 0x3c, 20 * MiB);
@@ -443,21 +450,9 @@ TEST(restore_on_a_full_device_takes_other_arenas_cache)
  * restore that asked for its blocks' bytes and stayed short). */
 TEST(restore_asks_for_the_pages_its_blocks_cover)
 {
-    cua_host_config hc;
-    cua_host_config_init(&hc);
-    hc.capacity = 64 * MiB;
     cua_backend *bk;
-    CHECK_OK(cua_backend_host_create(&hc, &bk));
-    cua_arena_config cfg;
-    cua_arena_config_init(&cfg);
-    cfg.backend = bk;
-    cfg.flags = 0;
-    cfg.va_size = (size_t)1 << 30;
-    cfg.name = "encoder";
     cua_arena *enc, *other;
-    CHECK_OK(cua_arena_create(&cfg, &enc));
-    cfg.name = "other";
-    CHECK_OK(cua_arena_create(&cfg, &other));
+    CHECK_OK(small_device_two_arenas(&bk, &enc, &other));
     unsigned char *p[20];
     for (int i = 0; i < 20; i++) CHECK_OK(cua_arena_alloc(enc, MiB, 0, (void **)&p[i]));
     for (int i = 1; i < 20; i += 2) CHECK_OK(cua_free(p[i])); /* one live block per page */
