@@ -126,7 +126,7 @@ static cua_status check_index(const cua_arena *a, const tally *t)
     return CUA_OK;
 }
 
-/* Chunks: the page table agrees with them, busy counts the live and pending
+/* Chunks: the page table (and its chunk ends) agrees with them, busy counts the live and pending
  * blocks on them, idle ones are exactly those on the idle list. */
 static cua_status check_chunks(const cua_arena *a)
 {
@@ -165,8 +165,9 @@ static cua_status check_chunks(const cua_arena *a)
             break;
         }
         for (uint32_t q = p; q < p + c->npages; q++)
-            if (seg->pages[q] != c) {
-                st = _cua_error(CUA_ERR_CORRUPT, "page %u is not in its chunk at %u", q, p);
+            if (seg->pages[q] != c || seg->ends[q] != p + c->npages) {
+                st = _cua_error(CUA_ERR_CORRUPT, "page %u is not in its chunk at %u (or its end "
+                                "says %u, not %u)", q, p, seg->ends[q], p + c->npages);
                 break;
             }
         if (st == CUA_OK && c->noaccess && c->busy)

@@ -90,7 +90,10 @@ static void mapped_add(cua_segment *seg, const cua_chunk *c, int64_t delta)
 
 static void set_pages(cua_segment *seg, uint32_t first, uint32_t n, cua_chunk *c)
 {
-    for (uint32_t p = first; p < first + n; p++) seg->pages[p] = c;
+    for (uint32_t p = first; p < first + n; p++) {
+        seg->pages[p] = c;
+        seg->ends[p] = first + n;
+    }
 }
 
 /* ---- handles whose release failed: kept and retried, never leaked ---------- */
@@ -191,6 +194,14 @@ cua_status _cua_seg_keep_handles(cua_segment *seg, bool on)
 
 /* ---- init / fini ------------------------------------------------------------ */
 
+static void free_page_table(cua_segment *seg)
+{
+    free(seg->pages);
+    free(seg->ends);
+    seg->pages = NULL;
+    seg->ends = NULL;
+}
+
 cua_status _cua_seg_init(cua_segment *seg, cua_backend *bk, cua_callstats *cs, size_t size,
                          size_t align, size_t chunk_max, size_t chunk_large, bool novmm,
                          cua_arena *owner)
@@ -217,14 +228,16 @@ cua_status _cua_seg_init(cua_segment *seg, cua_backend *bk, cua_callstats *cs, s
     seg->idle.idle_next = seg->idle.idle_prev = &seg->idle;
     /* calloc of a large table is lazily zeroed by the OS: untouched parts cost nothing. */
     seg->pages = calloc(seg->npages, sizeof *seg->pages);
-    if (!seg->pages)
+    seg->ends = calloc(seg->npages, sizeof *seg->ends);
+    if (!seg->pages || !seg->ends) {
+        free_page_table(seg);
         return _cua_error(CUA_ERR_OUT_OF_MEMORY, "no host memory for a page table of %u pages",
                           seg->npages);
+    }
     if (novmm) return CUA_OK; /* offsets only: segments come with their own addresses */
     cua_status st = _cua_bk_reserve(bk, cs, size, align, &seg->base);
     if (st != CUA_OK) {
-        free(seg->pages);
-        seg->pages = NULL;
+        free_page_table(seg);
         return _cua_error_wrap(st, "cannot reserve the arena's address range");
     }
     return CUA_OK;
@@ -398,8 +411,7 @@ cua_status _cua_seg_fini(cua_segment *seg)
     seg->slabs = NULL;
     seg->nslabs = seg->cap_slabs = 0;
     seg->spare = NULL;
-    free(seg->pages);
-    seg->pages = NULL;
+    free_page_table(seg);
     return first;
 }
 
@@ -407,6 +419,16 @@ cua_status _cua_seg_fini(cua_segment *seg)
 
 /* Walk the chunks over [off, off + len): count the bytes of unmapped pages and,
  * when `acquire`, count one more block on each chunk. */
+/* The walk's next page after page p of chunk c, for a walk that ends at page
+ * `last`: past the end when c holds it (a block inside one chunk never reads
+ * the ends table), else from the ends table, so that the walk over a block of
+ * many chunks does not wait for each descriptor before the next. */
+static inline uint32_t next_page(const cua_segment *seg, const cua_chunk *c, uint32_t p,
+                                 uint32_t last)
+{
+    return c->first + c->npages > last ? last + 1 : seg->ends[p];
+}
+
 static uint64_t walk(cua_segment *seg, uint64_t off, uint64_t len, bool acquire)
 {
     uint32_t p = _cua_seg_page(seg, off), last = _cua_seg_page(seg, off + len - 1);
@@ -419,7 +441,7 @@ static uint64_t walk(cua_segment *seg, uint64_t off, uint64_t len, bool acquire)
             continue;
         }
         if (acquire && c->busy++ == 0) idle_remove(seg, c);
-        p = c->first + c->npages;
+        p = next_page(seg, c, p, last);
     }
     return missing;
 }
@@ -434,7 +456,7 @@ bool _cua_seg_lacks_access_walk(const cua_segment *seg, uint64_t off, uint64_t l
             continue;
         }
         if (c->noaccess) return true;
-        p = c->first + c->npages;
+        p = next_page(seg, c, p, last);
     }
     return false;
 }
@@ -460,7 +482,7 @@ void _cua_seg_release(cua_segment *seg, uint64_t off, uint64_t len, uint64_t seq
         }
         cua_assert(c->busy > 0);
         if (--c->busy == 0) idle_push(seg, c, seq);
-        p = c->first + c->npages;
+        p = next_page(seg, c, p, last);
     }
 }
 

@@ -74,6 +74,10 @@ typedef struct cua_segment {
     uint32_t chunk_max_pages; /* largest chunk of a short run */
     uint32_t chunk_large_pages; /* chunk of a run at least this long; 0: none */
     cua_chunk **pages;        /* page -> chunk, NULL where unmapped */
+    /* page -> the first page after its chunk, where mapped: a walk over a block
+     * steps from chunk to chunk without waiting for each chunk's descriptor
+     * (blocks of gigabytes span a hundred chunks; benchmarks.md). */
+    uint32_t *ends;
     uint64_t mapped_bytes;
     uint64_t idle_bytes;      /* bytes of idle chunks */
     uint64_t nchunks;
