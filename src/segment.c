@@ -417,8 +417,6 @@ cua_status _cua_seg_fini(cua_segment *seg)
 
 /* ---- acquire / release -------------------------------------------------------- */
 
-/* Walk the chunks over [off, off + len): count the bytes of unmapped pages and,
- * when `acquire`, count one more block on each chunk. */
 /* The walk's next page after page p of chunk c, for a walk that ends at page
  * `last`: past the end when c holds it (a block inside one chunk never reads
  * the ends table), else from the ends table, so that the walk over a block of
@@ -429,6 +427,8 @@ static inline uint32_t next_page(const cua_segment *seg, const cua_chunk *c, uin
     return c->first + c->npages > last ? last + 1 : seg->ends[p];
 }
 
+/* Walk the chunks over [off, off + len): count the bytes of unmapped pages and,
+ * when `acquire`, count one more block on each chunk. */
 static uint64_t walk(cua_segment *seg, uint64_t off, uint64_t len, bool acquire)
 {
     uint32_t p = _cua_seg_page(seg, off), last = _cua_seg_page(seg, off + len - 1);
