@@ -250,6 +250,42 @@ TEST(large_runs_map_large_handles)
     CHECK_OK(teardown(&f));
 }
 
+/* A block that starts inside one chunk and covers fifteen more counts one
+ * block on each (the walks step from chunk to chunk through the page table's
+ * chunk ends): after its free exactly the chunks no other block touches are
+ * idle, and a trim takes those and nothing else. The checker (after every
+ * call) recounts every chunk from the blocks. */
+TEST(a_block_over_many_chunks_counts_each_once)
+{
+    fixture f;
+    CHECK_OK(setup(&f, CUA_KEEP_ALL, 0, 0));
+    void *p[16];
+    for (int i = 0; i < 16; i++) CHECK_OK(cua_arena_alloc(f.a, 2 * MiB, 0, &p[i]));
+    for (int i = 0; i < 16; i++) CHECK_OK(cua_free(p[i]));
+    CHECK(mapped(f.a) == 32 * MiB); /* sixteen idle chunks of one page */
+    cua_backend_stats s0, s1;
+    CHECK_OK(cua_backend_get_stats(f.bk, &s0));
+    unsigned char *x, *b, *c;
+    CHECK_OK(cua_arena_alloc(f.a, 1 * MiB, 0, (void **)&x));  /* [0, 1) of chunk 0 */
+    CHECK_OK(cua_arena_alloc(f.a, 29 * MiB, 0, (void **)&b)); /* [1, 30): chunks 0-14 */
+    CHECK_OK(cua_arena_alloc(f.a, 2 * MiB, 0, (void **)&c));  /* [30, 32): chunk 15 */
+    CHECK_OK(cua_backend_get_stats(f.bk, &s1));
+    CHECK(s1.calls[CUA_CALL_CREATE] == s0.calls[CUA_CALL_CREATE]); /* all on mapped chunks */
+    CHECK(b == x + 1 * MiB && c == b + 29 * MiB);
+    memset(b, 0x5b, 29 * MiB);
+    memset(c, 0xc0, 2 * MiB);
+    size_t released = 0;
+    CHECK_OK(cua_free(b));
+    CHECK_OK(cua_arena_trim(f.a, 0, &released));
+    CHECK(released == 28 * MiB && mapped(f.a) == 4 * MiB); /* chunk 0 still holds x */
+    CHECK_OK(cua_free(x));
+    CHECK_OK(cua_arena_trim(f.a, 0, &released));
+    CHECK(released == 2 * MiB && mapped(f.a) == 2 * MiB);
+    for (size_t i = 0; i < 2 * MiB; i += 4099) CHECK(c[i] == 0xc0);
+    CHECK_ARENA(f.a);
+    CHECK_OK(teardown(&f));
+}
+
 /* When memory is short and the backend has no room for a large handle, the
  * run is mapped in small ones instead of failing. */
 TEST(large_handle_falls_back_to_small_when_short)
