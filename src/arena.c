@@ -200,7 +200,6 @@ cua_status _cua_arena_trim_locked(cua_arena *a, uint64_t keep, uint64_t *release
     return trim_idle(a, a->seg.idle_bytes - keep, true, "trim", released);
 }
 
-/* Pages that streams may still use stay until a later call finds them safe. */
 /* A device shortage (this arena's allocation or another's): wait for the
  * blocks freed here that other streams still use (record_stream; trim_idle
  * waits only for the streams' plain frees) and empty the threads' caches, so
@@ -212,6 +211,7 @@ static void settle_for_shortage(cua_arena *a)
     _cua_tc_flush_all_locked(a);
 }
 
+/* Pages that streams may still use stay until a later call finds them safe. */
 static cua_status apply_release_threshold(cua_arena *a)
 {
     uint64_t thr = a->cfg.release_threshold, released;

@@ -126,8 +126,9 @@ static cua_status check_index(const cua_arena *a, const tally *t)
     return CUA_OK;
 }
 
-/* Chunks: the page table (and its chunk ends) agrees with them, busy counts the live and pending
- * blocks on them, idle ones are exactly those on the idle list. */
+/* Chunks: the page table (and its chunk ends) agrees with them, busy counts
+ * the live and pending blocks on them, idle ones are exactly those on the idle
+ * list. */
 static cua_status check_chunks(const cua_arena *a)
 {
     const cua_segment *seg = &a->seg;
