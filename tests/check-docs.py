@@ -5,7 +5,7 @@
 
 Checks, and ends with "N passed, N failed" like the other tests:
 
-  1. every option key of src/config.c's option table (the `options[]` array)
+  1. every option key of src/api/config.c's option table (the `options[]` array)
      has a row in README.md's Options table (a line "| `key` | ..." under
      "## Options");
   2. every option key appears in docs/tuning.md (as `key`);
@@ -29,13 +29,13 @@ LINK = re.compile(r"!?\[[^\]]*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
 
 
 def option_keys(root):
-    text = open(os.path.join(root, "src", "config.c"), encoding="utf-8").read()
+    text = open(os.path.join(root, "src", "api", "config.c"), encoding="utf-8").read()
     m = re.search(r"static const struct option options\[\]\s*=\s*\{(.*?)\n\};", text, re.S)
     if not m:
-        raise SystemExit("check-docs: no option table (static const struct option options[]) in src/config.c")
+        raise SystemExit("check-docs: no option table (static const struct option options[]) in src/api/config.c")
     keys = re.findall(r'\.name\s*=\s*"([A-Za-z0-9_]+)"', m.group(1))
     if not keys:
-        raise SystemExit("check-docs: the option table in src/config.c has no .name entries")
+        raise SystemExit("check-docs: the option table in src/api/config.c has no .name entries")
     return keys
 
 
@@ -96,11 +96,11 @@ def main():
     tuning = open(os.path.join(root, "docs", "tuning.md"), encoding="utf-8").read()
     for k in keys:
         result(k in rows, "readme-option", k,
-               "option '%s' of src/config.c has %s in README.md's Options table"
+               "option '%s' of src/api/config.c has %s in README.md's Options table"
                % (k, "a row" if k in rows else "no row"))
         present = "`%s`" % k in tuning
         result(present, "tuning-option", k,
-               "option '%s' of src/config.c %s in docs/tuning.md"
+               "option '%s' of src/api/config.c %s in docs/tuning.md"
                % (k, "appears" if present else "does not appear"))
 
     docs = os.path.join(root, "docs")

@@ -3,7 +3,7 @@
  * (every key, units, words, separators, whitespace), its errors (each leaves
  * the config unchanged and names the key), and the environment variable.
  */
-#include "config.h"
+#include "api/config.h"
 
 #include "test.h"
 

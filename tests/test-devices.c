@@ -14,8 +14,8 @@
  * The simulated topology (cua_host_config.peer_mask: who may access whom):
  *   device 0 <- 1, 2     device 1 <- 0     device 2 <- 3     device 3 <- none
  */
-#include "arena.h"
-#include "backend.h"
+#include "arena/arena.h"
+#include "backend/backend.h"
 #include "test.h"
 
 #include <pthread.h>

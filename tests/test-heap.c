@@ -5,7 +5,7 @@
  */
 #include "test.h"
 
-#include "arena.h"
+#include "arena/arena.h"
 
 #define KiB ((size_t)1 << 10)
 #define MiB ((size_t)1 << 20)

@@ -7,8 +7,8 @@
  */
 #include "test.h"
 
-#include "../src/arena.h"
-#include "../src/copy.h"
+#include "arena/arena.h"
+#include "arena/copy.h"
 
 #include <stdbool.h>
 #include <stdlib.h>

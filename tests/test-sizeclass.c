@@ -2,7 +2,7 @@
  * test-sizeclass.c - the size-class table and its O(1) floor / ceil, checked
  * against the definition in sizeclass.h and against a linear search.
  */
-#include "sizeclass.h"
+#include "core/sizeclass.h"
 
 #include "test.h"
 

@@ -1,5 +1,5 @@
 /*
- * test-tcache.c - per-thread caches of freed small blocks (src/tcache.c), on
+ * test-tcache.c - per-thread caches of freed small blocks (src/arena/tcache.c), on
  * the host backend: reuse on the same stream only, exact statistics while
  * blocks wait in caches, double frees of cached blocks, frees from other
  * threads, record_stream, trim, offload and restore with blocks handed out by
@@ -7,7 +7,7 @@
  * byte patterns. The checker runs after every step.
  */
 #include "test.h"
-#include "tcache.h"
+#include "arena/tcache.h"
 
 #include <pthread.h>
 #include <stdatomic.h>

@@ -10,7 +10,7 @@
  * CUA_THREADS_OPS sets the operations per thread (default 20000).
  */
 #include "test.h"
-#include "internal.h"
+#include "base/internal.h"
 
 #include <pthread.h>
 

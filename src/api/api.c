@@ -3,8 +3,8 @@
  * arena lock, and the default and current arenas. Everything else is in the
  * layers below.
  */
-#include "arena.h"
-#include "tcache.h"
+#include "arena/arena.h"
+#include "arena/tcache.h"
 
 #include <stdio.h>
 #include <stdlib.h>

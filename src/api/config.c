@@ -12,7 +12,7 @@
  * keys" of error messages are made from it; tests/check-docs.py fails when a
  * key is missing from README.md's Options table or docs/tuning.md.
  */
-#include "config.h"
+#include "api/config.h"
 
 #include <limits.h>
 #include <stdio.h>

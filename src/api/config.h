@@ -4,7 +4,7 @@
 #ifndef CUA_CONFIG_H
 #define CUA_CONFIG_H
 
-#include "internal.h"
+#include "base/internal.h"
 
 /**
  * Parse a byte count: a decimal integer with an optional unit suffix K, M, G

@@ -12,10 +12,10 @@
  * rather than added to. A limit does the same as a hard bound, waiting for
  * streams when it must, and fails only when live data itself would pass it.
  */
-#include "arena.h"
-#include "nvtx.h"
-#include "tcache.h"
-#include "history.h"
+#include "arena/arena.h"
+#include "arena/nvtx.h"
+#include "arena/tcache.h"
+#include "base/history.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -8,8 +8,8 @@
 #ifndef CUA_ARENA_H
 #define CUA_ARENA_H
 
-#include "heap.h"
-#include "segment.h"
+#include "core/heap.h"
+#include "core/segment.h"
 
 #include <string.h>
 

@@ -3,7 +3,7 @@
  * and verifies it. Tests call it after every step; CUA_ARENA_CHECK_ALWAYS
  * calls it after every alloc and free. It changes nothing.
  */
-#include "arena.h"
+#include "arena/arena.h"
 
 #include <stdlib.h>
 

@@ -2,7 +2,7 @@
  * copy.c - a crew of copy threads for one offload or restore, and memcpy
  * with streaming stores (copy.h says why).
  */
-#include "copy.h"
+#include "arena/copy.h"
 
 #include <sched.h>
 #include <string.h>

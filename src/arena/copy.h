@@ -12,7 +12,7 @@
 #ifndef CUA_COPY_H
 #define CUA_COPY_H
 
-#include "internal.h"
+#include "base/internal.h"
 
 /* Most helper threads of a crew (the calling thread works too). */
 #define CUA_COPY_THREADS_MAX 16

@@ -5,7 +5,7 @@
  * call cuarena itself, on this arena too. The library never prints; this is
  * how an engine learns what its memory did.
  */
-#include "arena.h"
+#include "arena/arena.h"
 
 #include <string.h>
 

@@ -4,7 +4,7 @@
  * of the size asked for. The calls cost a function-pointer check when no tool is
  * injected; an arena makes them only with CUA_ARENA_NVTX.
  */
-#include "nvtx.h"
+#include "arena/nvtx.h"
 
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wpedantic" /* nvtx3 casts dlsym's result to functions */

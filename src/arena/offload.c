@@ -18,9 +18,9 @@
  * streaming stores into the image; the image is mapped with transparent huge
  * pages, so that its first touch costs few page faults.
  */
-#include "arena.h"
-#include "tcache.h"
-#include "copy.h"
+#include "arena/arena.h"
+#include "arena/tcache.h"
+#include "arena/copy.h"
 
 #include <stdlib.h>
 #include <string.h>

@@ -2,8 +2,8 @@
  * stats.c - an arena's figures: read into a cua_stats, and written as JSON.
  * The fields are declared once, in the table below, for the JSON writer.
  */
-#include "arena.h"
-#include "tcache.h"
+#include "arena/arena.h"
+#include "arena/tcache.h"
 
 #include <stdio.h>
 #include <string.h>

@@ -16,8 +16,8 @@
  * Trim uses the same knowledge: a chunk that went idle at free sequence F may
  * be unmapped only when every stream has completed its frees up to F.
  */
-#include "arena.h"
-#include "tcache.h"
+#include "arena/arena.h"
+#include "arena/tcache.h"
 
 #include <stdlib.h>
 #include <string.h>

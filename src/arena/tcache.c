@@ -2,8 +2,8 @@
  * tcache.c - per-thread caches of freed small blocks (tcache.h says how they
  * work and what guards them).
  */
-#include "tcache.h"
-#include "history.h"
+#include "arena/tcache.h"
+#include "base/history.h"
 
 #include <pthread.h>
 #include <stdlib.h>

@@ -27,7 +27,7 @@
 #ifndef CUA_TCACHE_H
 #define CUA_TCACHE_H
 
-#include "arena.h"
+#include "arena/arena.h"
 
 #define CUA_TC_BIN_CAP 16   /* blocks per size class */
 #define CUA_TC_OWN 512      /* slots of the own map (a power of two) */

@@ -7,8 +7,8 @@
  * over the chunks in page order and the blocks in address order, merged), and
  * handed to the callback after the lock is released.
  */
-#include "arena.h"
-#include "tcache.h"
+#include "arena/arena.h"
+#include "arena/tcache.h"
 
 #include <stdlib.h>
 

@@ -3,7 +3,7 @@
  * time calls per kind (per backend and per arena) and keep the counts of live
  * reservations, handles, mappings and events that leak checks read.
  */
-#include "backend.h"
+#include "backend/backend.h"
 
 #include <stdlib.h>
 #include <string.h>

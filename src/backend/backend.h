@@ -17,7 +17,7 @@
 #ifndef CUA_BACKEND_H
 #define CUA_BACKEND_H
 
-#include "internal.h"
+#include "base/internal.h"
 
 #include <stdatomic.h>
 

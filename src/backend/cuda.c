@@ -16,7 +16,7 @@
  * cuDeviceCanAccessPeer said yes; cuCtxEnablePeerAccess for cuMemAlloc). Where the device has no virtual memory
  * management, only alloc / free (cuMemAlloc / cuMemFree) are used.
  */
-#include "backend.h"
+#include "backend/backend.h"
 
 #include <dlfcn.h>
 #include <stdio.h>

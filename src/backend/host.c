@@ -17,7 +17,7 @@
  *     read-write where the kernel chooses.
  * Every hook runs under one mutex per backend.
  */
-#include "backend_host.h"
+#include "backend/host.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -6,7 +6,7 @@
 #ifndef CUA_BACKEND_HOST_H
 #define CUA_BACKEND_HOST_H
 
-#include "backend.h"
+#include "backend/backend.h"
 
 #include <stdlib.h>
 #include <string.h>

@@ -6,7 +6,7 @@
  * Copies alternate between the buffers: the device fills one while the CPU
  * empties the other.
  */
-#include "backend.h"
+#include "backend/backend.h"
 
 #ifndef CUA_STAGE_BYTES
 #define CUA_STAGE_BYTES ((size_t)64 << 20)

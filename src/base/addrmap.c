@@ -13,7 +13,7 @@
  * in a sorted array of ranges under a read-write lock, searched when the radix
  * has no arena for an address. Their entries go when the segment is freed.
  */
-#include "arena.h"
+#include "arena/arena.h"
 
 #include <stdatomic.h>
 #include <stdlib.h>

@@ -3,7 +3,7 @@
  * (history.h). One lock per device, a leaf: taken under an arena's or a
  * thread cache's lock, never the other way round.
  */
-#include "history.h"
+#include "base/history.h"
 
 #include <stdlib.h>
 #include <string.h>

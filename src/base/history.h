@@ -8,7 +8,7 @@
 #ifndef CUA_HISTORY_H
 #define CUA_HISTORY_H
 
-#include "internal.h"
+#include "base/internal.h"
 
 #define CUA_HISTORY_DEVICES 64 /* = CUA_MAX_DEVICES (arena.h) */
 

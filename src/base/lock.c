@@ -6,7 +6,7 @@
  * microseconds) and come only after thousands of failed tries, that is when
  * the holder was descheduled or the arena is shared by many busy threads.
  */
-#include "internal.h"
+#include "base/internal.h"
 
 #include <sched.h>
 

@@ -1,7 +1,7 @@
 /*
  * heap.c - blocks, the free index and the live-pointer map. See heap.h.
  */
-#include "heap.h"
+#include "core/heap.h"
 
 #include <stdlib.h>
 #include <string.h>

@@ -11,7 +11,7 @@
 #ifndef CUA_HEAP_H
 #define CUA_HEAP_H
 
-#include "sizeclass.h"
+#include "core/sizeclass.h"
 
 enum { CUA_BLOCK_FREE = 0, CUA_BLOCK_LIVE = 1, CUA_BLOCK_PENDING = 2 };
 

@@ -2,9 +2,9 @@
  * segment.c - the expandable segment: reservation, page table, chunks of
  * physical memory, the idle list and trim. See segment.h.
  */
-#include "segment.h"
-#include "history.h"
-#include "nvtx.h"
+#include "core/segment.h"
+#include "base/history.h"
+#include "arena/nvtx.h"
 
 #include <stdio.h>
 #include <stdlib.h>

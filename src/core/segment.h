@@ -20,7 +20,7 @@
 #ifndef CUA_SEGMENT_H
 #define CUA_SEGMENT_H
 
-#include "backend.h"
+#include "backend/backend.h"
 
 /* chunk_large when the config says 0 (cuarena.h says why). */
 #define CUA_CHUNK_LARGE_DEFAULT ((size_t)32 << 20)

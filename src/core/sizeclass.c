@@ -8,7 +8,7 @@
  * i = 151, is 2^48 (k = 48, j = 0). No table is kept: floor and ceil are on
  * the allocator's fast path and are a count-leading-zeros and a few shifts.
  */
-#include "sizeclass.h"
+#include "core/sizeclass.h"
 
 
 _Static_assert(SC_SMALL_COUNT + 4u * (48u - SC_FIRST_K) + 1u == CUA_SC_COUNT,

@@ -14,7 +14,7 @@
 #ifndef CUA_SIZECLASS_H
 #define CUA_SIZECLASS_H
 
-#include "internal.h"
+#include "base/internal.h"
 
 #define CUA_SC_MAX_SIZE ((uint64_t)1 << 48)
 #define CUA_SC_COUNT 152 /* 512, 1024, 1536; 4 per doubling for 2^11..2^47; 2^48 */

@@ -4,7 +4,7 @@
  * between cua_janitor_start() and cua_janitor_stop(): cuarena never starts a
  * thread the user did not ask for.
  */
-#include "internal.h"
+#include "base/internal.h"
 
 #include <errno.h>
 

@@ -9,7 +9,7 @@
  * memory at once must not wait for each other's locks), and the callbacks run
  * with none held, so they may free, destroy or offload.
  */
-#include "arena.h"
+#include "arena/arena.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -11,7 +11,7 @@
  * alive by a walk may be destroyed a moment later; callers then get
  * CUA_ERR_DESTROYED from it, and the report and the headroom skip it.
  */
-#include "arena.h"
+#include "arena/arena.h"
 
 #include <inttypes.h>
 #include <stdio.h>

@@ -6,7 +6,7 @@
  *
  *   probe-nvtx CASE | --list (the cases) | --check (77: no device) | --print-ptx
  *
- * Why: src/nvtx.c registers a heap (sub-allocator, virtual address) over an
+ * Why: src/arena/nvtx.c registers a heap (sub-allocator, virtual address) over an
  * arena's whole reservation before anything is mapped; compute-sanitizer
  * 2025.3.1 warns "Call to nvtxMemHeapRegister failed: One or more of the
  * parameters is invalid" and misses oob.c's write into a freed block. Must a
@@ -120,9 +120,9 @@ static void unmap_page(int i)
     say("unmapped page %d (cuMemUnmap + cuMemRelease)", i);
 }
 
-/* ---- NVTX: the calls of src/nvtx.c ------------------------------------------------- */
+/* ---- NVTX: the calls of src/arena/nvtx.c ------------------------------------------------- */
 
-/* A sub-allocator heap over [base, base + size), as src/nvtx.c registers an arena. */
+/* A sub-allocator heap over [base, base + size), as src/arena/nvtx.c registers an arena. */
 static nvtxMemHeapHandle_t heap_register(CUdeviceptr base, size_t size, const char *name)
 {
     nvtxMemVirtualRangeDesc_t range = {.size = size, .ptr = VPTR(base)};
@@ -198,7 +198,7 @@ static void in_and_past(CUdeviceptr region, size_t size, const char *where)
 
 /* ---- the cases --------------------------------------------------------------------- */
 
-/* 1: what src/nvtx.c does now: a heap over the bare reservation. */
+/* 1: what src/arena/nvtx.c does now: a heap over the bare reservation. */
 static void case_reserved_heap(void)
 {
     nvtxMemHeapHandle_t h = heap_register(va, RESERVE, "whole-reservation");

@@ -288,7 +288,7 @@ if [[ -x build-gpu/bench/cuarena-mt ]] && part mt; then
         run mt-cuarena-"${conf#*:}" "${mt[@]}" --backend cuda --ops 400000 --conf "$conf"
     done
     # CUA_GPU_MT_PACKED=1: the same library with block descriptors packed
-    # (-DCUA_BLOCK_ALIGN=8, src/heap.h) instead of a cache-line pair each,
+    # (-DCUA_BLOCK_ALIGN=8, src/core/heap.h) instead of a cache-line pair each,
     # for the confs of CUA_GPU_MT_PACKED_CONFS (default: the last two).
     if [[ ${CUA_GPU_MT_PACKED:-0} == 1 ]]; then
         [[ "$(cat build-gpu-packed/cua-stamp 2>/dev/null)" == "$stamp" ]] || rm -rf build-gpu-packed
