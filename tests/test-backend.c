@@ -5,7 +5,8 @@
  * backend fails exactly the calls it is told to, with no side effect on the
  * backend it wraps. Everything goes through the _cua_bk_* wrappers.
  */
-#include "backend/backend.h"
+#include "backend/host.h"
+#include "backend/fault.h"
 #include "cuarena.h"
 #include "test.h"
 

@@ -329,24 +329,24 @@ TEST(null_arguments)
     CHECK_ST(cua_config_parse("limit:1G", NULL), CUA_ERR_INVALID_ARG);
     CHECK_ST(cua_config_from_env(NULL), CUA_ERR_INVALID_ARG);
     size_t v;
-    CHECK_ST(_cua_parse_size(NULL, 0, &v), CUA_ERR_INVALID_ARG);
-    CHECK_ST(_cua_parse_size("1", 1, NULL), CUA_ERR_INVALID_ARG);
+    CHECK_ST(_cua_config_parse_size(NULL, 0, &v), CUA_ERR_INVALID_ARG);
+    CHECK_ST(_cua_config_parse_size("1", 1, NULL), CUA_ERR_INVALID_ARG);
 }
 
 TEST(parse_size_helper)
 {
     size_t v = 0;
-    CHECK_OK(_cua_parse_size("512Mxxx", 4, &v)); /* reads only len bytes */
+    CHECK_OK(_cua_config_parse_size("512Mxxx", 4, &v)); /* reads only len bytes */
     CHECK(v == (size_t)512 << 20);
-    CHECK_OK(_cua_parse_size(" 2GiB\t", 6, &v));
+    CHECK_OK(_cua_config_parse_size(" 2GiB\t", 6, &v));
     CHECK(v == (size_t)2 << 30);
-    CHECK_OK(_cua_parse_size("0", 1, &v));
+    CHECK_OK(_cua_config_parse_size("0", 1, &v));
     CHECK(v == 0);
     v = 99;
-    CHECK_ST(_cua_parse_size("", 0, &v), CUA_ERR_CONFIG);
-    CHECK_ST(_cua_parse_size("12X", 3, &v), CUA_ERR_CONFIG);
+    CHECK_ST(_cua_config_parse_size("", 0, &v), CUA_ERR_CONFIG);
+    CHECK_ST(_cua_config_parse_size("12X", 3, &v), CUA_ERR_CONFIG);
     CHECK(strstr(cua_last_error(), "12X") != NULL);
-    CHECK_ST(_cua_parse_size("all", 3, &v), CUA_ERR_CONFIG);
+    CHECK_ST(_cua_config_parse_size("all", 3, &v), CUA_ERR_CONFIG);
     CHECK(v == 99); /* untouched on error */
 }
 

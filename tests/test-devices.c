@@ -15,7 +15,8 @@
  *   device 0 <- 1, 2     device 1 <- 0     device 2 <- 3     device 3 <- none
  */
 #include "arena/arena.h"
-#include "backend/backend.h"
+#include "backend/host.h"
+#include "backend/fault.h"
 #include "test.h"
 
 #include <pthread.h>

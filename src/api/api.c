@@ -4,7 +4,18 @@
  * layers below.
  */
 #include "arena/arena.h"
+#include "backend/cuda.h"
+#include "backend/fault.h"
+#include "backend/host.h"
+#include "arena/check.h"
+#include "arena/events.h"
+#include "arena/offload.h"
+#include "arena/stats.h"
+#include "arena/stream.h"
 #include "arena/tcache.h"
+#include "base/addrmap.h"
+#include "process/pressure.h"
+#include "process/registry.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -39,7 +50,7 @@ static inline cua_status leave(cua_arena *a, cua_status st)
 {
 #if CUA_DEBUG >= 2
     /* The full debug tier: every invariant after every call on an arena. */
-    cua_status chk = atomic_load(&a->alive) ? _cua_arena_check_locked(a) : CUA_OK;
+    cua_status chk = atomic_load(&a->alive) ? _cua_check_arena_locked(a) : CUA_OK;
     if (chk != CUA_OK && chk != CUA_ERR_OUT_OF_MEMORY) { /* (no host memory to check: not checked) */
         char why[CUA_MSG_CAP];
         snprintf(why, sizeof why, "%s", cua_last_error());
@@ -196,17 +207,14 @@ cua_status cua_arena_create(const cua_arena_config *cfg, cua_arena **out)
 {
     if (!out) return _cua_error(CUA_ERR_INVALID_ARG, "out is NULL");
     *out = NULL;
-    cua_arena *a = NULL;
-    cua_status st = _cua_arena_create(cfg, &a);
-    if (st != CUA_OK) return st;
-    st = _cua_registry_add(a);
-    if (st != CUA_OK) {
-        if (!a->seg.novmm) _cua_addrmap_remove(a->seg.base, a->seg.size, a);
-        _cua_arena_destroy_locked(a, CUA_DESTROY_FORCE);
-        _cua_lock_destroy(&a->lock);
-        free(a); /* never handed out: no tombstone needed */
-        return st;
+    cua_arena_config defaults;
+    if (!cfg) {
+        cua_arena_config_init(&defaults);
+        cfg = &defaults;
     }
+    cua_arena *a = NULL;
+    cua_status st = _cua_registry_create(cfg, &a);
+    if (st != CUA_OK) return st;
     *out = a;
     _cua_event_now(a, CUA_ARENA_CREATED);
     return CUA_OK;
@@ -220,7 +228,7 @@ cua_status cua_arena_destroy(cua_arena *a, unsigned flags)
     st = _cua_arena_destroy_locked(a, flags);
     if (st != CUA_ERR_BUSY) {
         _cua_registry_drop_default(a);
-        _cua_arena_event(a, CUA_ARENA_DESTROYED, "", 0);
+        _cua_event_queue(a, CUA_ARENA_DESTROYED, "", 0);
     }
     return leave(a, st);
 }
@@ -229,11 +237,9 @@ cua_status cua_arena_destroy(cua_arena *a, unsigned flags)
 static cua_status alloc_noted(cua_arena *a, cua_tcache *tc, size_t size, cua_stream stream,
                               bool final, void **out)
 {
-    cua_status st = _cua_arena_alloc_locked(a, size, stream, final, out);
+    cua_block *b = NULL;
+    cua_status st = _cua_arena_alloc_locked(a, size, stream, final, out, tc ? &b : NULL);
     if (!tc || st != CUA_OK) return leave(a, st);
-    uint64_t off = 0;
-    (void)_cua_seg_offset(&a->seg, (uintptr_t)*out, &off);
-    cua_block *b = _cua_heap_map_find(&a->heap, off);
     uint64_t word = _cua_tc_grant_locked(tc, b, size);
     st = leave(a, st);
     if (word) _cua_tc_note(tc, *out, b, word, stream);
@@ -298,7 +304,7 @@ cua_status cua_stream_retire(int device, cua_stream stream)
     char why[CUA_MSG_CAP] = "";
     for (size_t i = 0; i < n; i++) {
         if (enter(v[i]) != CUA_OK) continue; /* destroyed meanwhile: it needs nothing */
-        cua_status st = leave(v[i], _cua_stream_retire_locked(v[i], stream));
+        cua_status st = leave(v[i], _cua_arena_retire_stream_locked(v[i], stream));
         if (st != CUA_OK && first == CUA_OK) {
             first = st;
             snprintf(why, sizeof why, "%s", cua_last_error());
@@ -334,9 +340,7 @@ cua_status cua_arena_trim(cua_arena *a, size_t keep_bytes, size_t *released)
     cua_status st = enter(a);
     if (st != CUA_OK) return st;
     st = _cua_arena_trim_locked(a, keep_bytes, &r);
-    _cua_image_drop_spare(a); /* host memory an offload would reuse: given back too */
     if (released) *released = (size_t)r;
-    if (st == CUA_OK && (a->cfg.flags & CUA_ARENA_CHECK_ALWAYS)) st = _cua_arena_check_locked(a);
     return leave(a, st);
 }
 
@@ -351,31 +355,31 @@ cua_status cua_arena_offload(cua_arena *a)
 {
     cua_status st = enter(a);
     if (st != CUA_OK) return st;
-    return leave(a, _cua_arena_offload_locked(a, true));
+    return leave(a, _cua_offload_locked(a, true));
 }
 
 cua_status cua_arena_discard(cua_arena *a)
 {
     cua_status st = enter(a);
     if (st != CUA_OK) return st;
-    return leave(a, _cua_arena_offload_locked(a, false));
+    return leave(a, _cua_offload_locked(a, false));
 }
 
 cua_status cua_arena_restore(cua_arena *a)
 {
     cua_status st = enter(a);
     if (st != CUA_OK) return st;
-    st = _cua_arena_restore_locked(a);
+    st = _cua_offload_restore_locked(a);
     if (st != CUA_ERR_OUT_OF_MEMORY) return leave(a, st);
     /* The device is full: as for an allocation, other arenas' caches and the
      * eviction callbacks first (without this arena's lock), then once more.
      * What it lacks is counted in pages (the fuzzer found a restore that asked
      * for its blocks' bytes and stayed short by their partial pages). */
-    size_t need = (size_t)_cua_arena_restore_need_locked(a);
+    size_t need = (size_t)_cua_offload_restore_need(a);
     leave(a, st);
     _cua_pressure_relieve(a, need);
     if ((st = enter(a)) != CUA_OK) return st;
-    return leave(a, a->offloaded ? _cua_arena_restore_locked(a) : CUA_OK);
+    return leave(a, a->offloaded ? _cua_offload_restore_locked(a) : CUA_OK);
 }
 
 cua_status cua_arena_set_floor(cua_arena *a, size_t floor)
@@ -392,13 +396,7 @@ cua_status cua_arena_grant_peer(cua_arena *a, int device)
                           CUA_MAX_DEVICES - 1);
     cua_status st = enter(a);
     if (st != CUA_OK) return st;
-    st = _cua_seg_grant_peer(&a->seg, device);
-    if (st == CUA_OK) {
-        a->cfg.peers |= (uint64_t)1 << device;
-    } else {
-        _cua_error_wrap(st, "arena '%s': cannot grant device %d access", a->name, device);
-    }
-    return leave(a, st);
+    return leave(a, _cua_arena_grant_peer_locked(a, device));
 }
 
 cua_status cua_arena_set_release_threshold(cua_arena *a, size_t bytes)
@@ -421,7 +419,7 @@ cua_status cua_arena_check(cua_arena *a)
 {
     cua_status st = enter(a);
     if (st != CUA_OK) return st;
-    return leave(a, _cua_arena_check_locked(a));
+    return leave(a, _cua_check_arena_locked(a));
 }
 
 /* ---- statistics ---------------------------------------------------------------------------- */
@@ -439,8 +437,7 @@ cua_status cua_arena_reset_peaks(cua_arena *a)
 {
     cua_status st = enter(a);
     if (st != CUA_OK) return st;
-    a->peak_live = a->live_bytes;
-    a->peak_mapped = a->seg.mapped_bytes;
+    _cua_arena_reset_peaks_locked(a);
     return leave(a, CUA_OK);
 }
 

@@ -28,7 +28,7 @@
 enum opt_kind {
     OPT_INT,  /* an int field, decimal >= 0 */
     OPT_UINT, /* an unsigned field, decimal */
-    OPT_SIZE, /* a size_t field, a byte count (see _cua_parse_size) */
+    OPT_SIZE, /* a size_t field, a byte count (see _cua_config_parse_size) */
     OPT_FLAG, /* a bit of `flags`, value 0 or 1 */
     OPT_WORD, /* an int field, one of `words` (its index) */
     OPT_DEVICES, /* a uint64_t field, a set of device ordinals 0..63 ("1+2", "none") */
@@ -233,9 +233,9 @@ static void skip_byte_suffix(const char *s, size_t len, size_t *i, bool after_un
     }
 }
 
-cua_status _cua_parse_size(const char *s, size_t len, size_t *out)
+cua_status _cua_config_parse_size(const char *s, size_t len, size_t *out)
 {
-    if (!s || !out) return _cua_error(CUA_ERR_INVALID_ARG, "_cua_parse_size: NULL argument");
+    if (!s || !out) return _cua_error(CUA_ERR_INVALID_ARG, "_cua_config_parse_size: NULL argument");
     struct span sp = trim(s, (struct span){0, len});
     const char *t = s + sp.at;
     int q = quote_len(sp.len);
@@ -331,7 +331,7 @@ static cua_status apply_size(const struct source *src, const struct option *opt,
         if (!opt->has_unbounded)
             return bad_value(src, opt, val, "this option takes a byte count");
         x = opt->unbounded;
-    } else if (_cua_parse_size(src->text + val.at, val.len, &x) != CUA_OK) {
+    } else if (_cua_config_parse_size(src->text + val.at, val.len, &x) != CUA_OK) {
         return _cua_error_wrap(CUA_ERR_CONFIG, "%s: bad value for '%s' at offset %zu",
                                src->name, opt->name, val.at);
     }
@@ -363,7 +363,8 @@ static cua_status apply_word(const struct source *src, const struct option *opt,
     return bad_value(src, opt, val, opt->syntax);
 }
 
-/* OPT_DEVICES: "none", or ordinals 0..63 joined by '+' ("1+2"). */
+/* OPT_DEVICES: "none", or ordinals 0 .. CUA_MAX_DEVICES - 1 joined by '+' ("1+2"). */
+_Static_assert(CUA_MAX_DEVICES == 64, "the message below says 0..63; a device mask is a uint64_t");
 static cua_status apply_devices(const struct source *src, const struct option *opt,
                                 struct span val, cua_arena_config *cfg)
 {
@@ -377,7 +378,7 @@ static cua_status apply_devices(const struct source *src, const struct option *o
             size_t j = 0;
             uint64_t d;
             bool overflow;
-            if (!read_decimal(src->text + item.at, item.len, &j, 63, &d, &overflow) ||
+            if (!read_decimal(src->text + item.at, item.len, &j, CUA_MAX_DEVICES - 1, &d, &overflow) ||
                 j != item.len)
                 return bad_value(src, opt, val, "expected device ordinals 0..63 joined by +, "
                                  "or none");

@@ -16,6 +16,6 @@
  * Returns CUA_OK and *out, CUA_ERR_INVALID_ARG (s or out NULL), CUA_ERR_CONFIG
  * (malformed or overflowing; the message says why). *out is untouched on error.
  */
-cua_status _cua_parse_size(const char *s, size_t len, size_t *out);
+cua_status _cua_config_parse_size(const char *s, size_t len, size_t *out);
 
 #endif /* CUA_CONFIG_H */

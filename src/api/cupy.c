@@ -5,7 +5,7 @@
  * arena PyTorch's hook would pick (_cua_hook_arena). CuPy's hook carries no
  * stream, so every block is allocated on stream 0: see cuarena.h.
  */
-#include "arena/arena.h"
+#include "api/hooks.h"
 
 void *cua_cupy_malloc(void *param, size_t size, int device)
 {

@@ -5,7 +5,7 @@
  * is on the device torch asks for, else to the device's default arena
  * (_cua_hook_arena, which CuPy's entry points in cupy.c share).
  */
-#include "arena/arena.h"
+#include "api/hooks.h"
 
 cua_arena *_cua_hook_arena(int device)
 {

@@ -1,20 +1,21 @@
 /*
- * arena.c - the arena's policies: placement, growth, the footprint cap,
- * release threshold, limits, trim, free and destroy. See arena.h.
+ * arena.c - an arena's life: create, alloc (placement and growth), free,
+ * settings, destroy (arena.h). When pages are mapped and given back is
+ * policy.c's; stream order is stream.c's.
  *
  * Placement is best fit over the whole address range, blind to which pages are
  * mapped: the layout is then the one an ideal best fit would make, and mapping
  * follows it page by page. Growth maps only the pages a block lacks.
- *
- * The footprint cap: when growth would take mapped bytes past their earlier
- * peak (plus a slack), idle chunks are unmapped first, oldest first and only as
- * many as needed. The cache then never grows the footprint; it is swapped
- * rather than added to. A limit does the same as a hard bound, waiting for
- * streams when it must, and fails only when live data itself would pass it.
  */
 #include "arena/arena.h"
+#include "arena/check.h"
+#include "arena/events.h"
 #include "arena/nvtx.h"
+#include "arena/offload.h"
+#include "arena/policy.h"
+#include "arena/stream.h"
 #include "arena/tcache.h"
+#include "base/addrmap.h"
 #include "base/history.h"
 
 #include <stdio.h>
@@ -49,35 +50,59 @@ static size_t default_va(const cua_backend *bk, const cua_arena_config *cfg)
     return va;
 }
 
-/* novmm: a trim freed the segment at [off, off + len); its edges are gone, so
- * the free blocks on either side of each may merge now. */
-static void segment_freed(void *ctx, uint64_t off, uint64_t len)
+/* ---- what the segment tells the arena (core/segment.h's observer) ----------------- */
+
+/* Mapped bytes moved: the device's counters and its history. */
+static void seg_mapped(void *ctx, uintptr_t addr, int64_t delta)
 {
     cua_arena *a = ctx;
+    if (!a->dev) return;
+    _cua_devstat_add(a->dev, delta);
+    _cua_history_note(a->device, delta > 0 ? CUA_HISTORY_MAP : CUA_HISTORY_UNMAP, addr,
+                      (uint64_t)(delta > 0 ? delta : -delta), 0, NULL);
+}
+
+/* An arena destroyed: its tombstone may stop answering for its old range. */
+static bool arena_gone(const cua_arena *a) { return !atomic_load(&a->alive); }
+
+/* novmm: a whole segment's addresses are the arena's (the address map) and
+ * its NVTX heap (the tag) while it lasts. */
+static cua_status seg_segment(void *ctx, cua_seg_change what, uintptr_t addr, size_t len,
+                              void **tag)
+{
+    cua_arena *a = ctx;
+    switch (what) {
+    case CUA_SEG_CAME: {
+        cua_status st = _cua_addrmap_insert_range(addr, len, a, arena_gone);
+        if (st == CUA_OK) *tag = _cua_nvtx_segment_open(a, addr, len);
+        return st;
+    }
+    case CUA_SEG_LEAVING: /* its NVTX heap first: once freed, the range may be another's heap */
+        _cua_nvtx_segment_close(*tag);
+        *tag = NULL;
+        return CUA_OK;
+    case CUA_SEG_STAYED:
+        *tag = _cua_nvtx_segment_open(a, addr, len); /* (idle: no regions) */
+        return CUA_OK;
+    case CUA_SEG_GONE:
+        _cua_addrmap_remove_range(addr, a);
+        return CUA_OK;
+    }
+    return CUA_OK;
+}
+
+/* novmm: a trim freed the segment at [off, off + len); its edges are gone, so
+ * the free blocks on either side of each may merge now. */
+static void seg_trimmed(void *ctx, uint64_t off, uint64_t len)
+{
+    cua_arena *a = ctx;
+    if (!a->seg.novmm) return;
     _cua_heap_merge_at(&a->heap, off, _cua_arena_one_stream(a));
     _cua_heap_merge_at(&a->heap, off + len, _cua_arena_one_stream(a));
 }
 
 static cua_status arena_body_init(cua_arena *a, cua_arena_config *cfg)
 {
-    if (cfg->backend_kind < CUA_BACKEND_HOST || cfg->backend_kind > CUA_BACKEND_AUTO)
-        return _cua_error(CUA_ERR_INVALID_ARG, "backend_kind %d is not a cua_backend_kind",
-                          cfg->backend_kind);
-    if (!cfg->backend && cfg->backend_kind != CUA_BACKEND_HOST) {
-        cua_status bs = cua_device_backend(cfg->device, &cfg->backend);
-        if (bs != CUA_OK && cfg->backend_kind == CUA_BACKEND_CUDA) return bs;
-        /* auto without the device: a host backend below */
-    }
-    if (cfg->backend) {
-        a->bk = cfg->backend;
-    } else { /* a simulated device of the arena's ordinal, without peers */
-        cua_host_config hc;
-        cua_host_config_init(&hc);
-        if (cfg->device >= 0 && cfg->device < CUA_MAX_DEVICES) hc.device = cfg->device;
-        cua_status st = _cua_backend_host_create(&hc, &a->bk);
-        if (st != CUA_OK) return st;
-        a->owns_bk = true;
-    }
     cua_status st = check_config(cfg, a->bk->granularity);
     /* A CUDA backend allocates on its own device: an arena of another device
      * on it would be counted, reported and relieved under the wrong one. (A
@@ -94,13 +119,14 @@ static cua_status arena_body_init(cua_arena *a, cua_arena_config *cfg)
         /* (NVTX registration needs whole segments: compute-sanitizer
          * refuses heaps over VMM mappings, nvtx.h) */
         if (!a->bk->vmm || (cfg->flags & CUA_ARENA_NVTX)) cfg->flags |= CUA_ARENA_NO_VMM;
+        const cua_seg_observer obs = {.ctx = a, .mapped = seg_mapped, .segment = seg_segment,
+                                      .trimmed = seg_trimmed};
         st = _cua_seg_init(&a->seg, a->bk, &a->cs, va, align, cfg->chunk_max, cfg->chunk_large,
-                           cfg->flags & CUA_ARENA_NO_VMM, a);
-        a->seg.dev = _cua_registry_devstat(cfg->device);
+                           cfg->flags & CUA_ARENA_NO_VMM, &obs);
         if (st == CUA_OK) _cua_nvtx_open(a, cfg->flags); /* before any segment comes */
     }
     /* Peers named at creation: refused before anything is mapped. */
-    for (int d = 0; st == CUA_OK && d < 64; d++) {
+    for (int d = 0; st == CUA_OK && d < CUA_MAX_DEVICES; d++) {
         if (!(cfg->peers >> d & 1)) continue;
         st = _cua_seg_grant_peer(&a->seg, d);
         if (st != CUA_OK) {
@@ -116,8 +142,6 @@ static cua_status arena_body_init(cua_arena *a, cua_arena_config *cfg)
     if (st == CUA_OK && a->seg.novmm) { /* blocks stay inside one segment */
         a->heap.fence = _cua_seg_fence;
         a->heap.fence_ctx = &a->seg;
-        a->seg.on_unmap = segment_freed;
-        a->seg.on_unmap_ctx = a;
     }
     if (st == CUA_OK && !a->seg.novmm) {
         st = _cua_addrmap_insert(a->seg.base, a->seg.size, a);
@@ -126,27 +150,31 @@ static cua_status arena_body_init(cua_arena *a, cua_arena_config *cfg)
             _cua_seg_fini(&a->seg);
         }
     }
-    if (st != CUA_OK && a->owns_bk) _cua_backend_destroy(a->bk);
     return st;
 }
 
-cua_status _cua_arena_create(const cua_arena_config *cfg_in, cua_arena **out)
+cua_status _cua_arena_create(const cua_arena_config *cfg_in, cua_backend *bk, bool owns_bk,
+                             cua_arena **out)
 {
-    cua_arena_config cfg;
-    if (cfg_in)
-        cfg = *cfg_in;
-    else
-        cua_arena_config_init(&cfg);
-    /* Aligned for its lock's cache line (arena.h). */
+    cua_arena_config cfg = *cfg_in;
+    /* Aligned for its lock's cache line (types.h). */
     size_t bytes = (sizeof(cua_arena) + 63) & ~(size_t)63;
     cua_arena *a = aligned_alloc(64, bytes);
-    if (!a) return _cua_error(CUA_ERR_OUT_OF_MEMORY, "no host memory for an arena");
+    if (!a) {
+        if (owns_bk) _cua_backend_destroy(bk);
+        return _cua_error(CUA_ERR_OUT_OF_MEMORY, "no host memory for an arena");
+    }
     memset(a, 0, bytes);
     snprintf(a->name, sizeof a->name, "%s", cfg.name ? cfg.name : "arena");
     cfg.name = a->name;
+    cfg.backend = bk;
     a->device = cfg.device;
+    a->bk = bk;
+    a->owns_bk = owns_bk;
+    a->dev = _cua_devstat_of(cfg.device);
     cua_status st = arena_body_init(a, &cfg);
     if (st != CUA_OK) {
+        if (owns_bk) _cua_backend_destroy(bk);
         free(a);
         return st;
     }
@@ -160,111 +188,7 @@ cua_status _cua_arena_create(const cua_arena_config *cfg_in, cua_arena **out)
     return CUA_OK;
 }
 
-/* ---- trimming ------------------------------------------------------------------------ */
-
-/* Unmap up to `want` bytes of idle chunks that no stream can still be using.
- * blocking: wait for streams and pending blocks first, so every idle chunk
- * qualifies. */
-static cua_status trim_idle(cua_arena *a, uint64_t want, bool blocking, const char *reason,
-                            uint64_t *released)
-{
-    *released = 0;
-    cua_status st = CUA_OK;
-    uint64_t floor = a->cfg.floor, mapped = a->seg.mapped_bytes;
-    if (floor && strcmp(reason, "out_of_memory") != 0) /* the floor stays, but for an allocation */
-        want = _cua_min(want, mapped > floor ? mapped - floor : 0);
-    if (want == 0 || a->seg.idle_bytes == 0) return CUA_OK;
-    _cua_stream_reclaim(a, blocking, &st);
-    if (st != CUA_OK) return _cua_error_wrap(st, "arena '%s': cannot learn what streams completed",
-                                             a->name);
-    st = _cua_seg_trim(&a->seg, want, _cua_stream_safe_seq(a), released);
-    if (*released) {
-        a->trim_count++;
-        a->trimmed_bytes += *released;
-        _cua_arena_event(a, CUA_ARENA_TRIMMED, reason, *released);
-    }
-    return st;
-}
-
-cua_status _cua_arena_trim_locked(cua_arena *a, uint64_t keep, uint64_t *released)
-{
-    cua_status st = CUA_OK;
-    *released = 0;
-    if (a->streams.pending) _cua_stream_poll_pending(a, false, &st);
-    /* An explicit trim gives back all it can: handles whose release failed
-     * before, in this arena and left by destroyed ones, too. */
-    (void)_cua_seg_retry_zombies(&a->seg);
-    (void)_cua_bk_retry_graves(a->bk);
-    _cua_tc_flush_all_locked(a);
-    if (a->seg.idle_bytes <= keep) return CUA_OK;
-    return trim_idle(a, a->seg.idle_bytes - keep, true, "trim", released);
-}
-
-/* A device shortage (this arena's allocation or another's): wait for the
- * blocks freed here that other streams still use (record_stream; trim_idle
- * waits only for the streams' plain frees) and empty the threads' caches, so
- * that all that is idle can be given back. */
-static void settle_for_shortage(cua_arena *a)
-{
-    cua_status ws;
-    _cua_stream_poll_pending(a, true, &ws);
-    _cua_tc_flush_all_locked(a);
-}
-
-/* Pages that streams may still use stay until a later call finds them safe. */
-static cua_status apply_release_threshold(cua_arena *a)
-{
-    uint64_t thr = a->cfg.release_threshold, released;
-    if (a->seg.idle_bytes <= thr) return CUA_OK;
-    return trim_idle(a, a->seg.idle_bytes - thr, false, "release_threshold", &released);
-}
-
 /* ---- growth -------------------------------------------------------------------------- */
-
-/* How far mapped bytes may pass the demand peak before cached pages are
- * swapped out: by default 1/CUA_SLACK_DIV of the peak, at least one page and
- * at most CUA_SLACK_MAX, so that warm runs that touch a few other pages than
- * the last one do not churn. The bound: at a 70 GB peak, 1/128 is 550 MiB of
- * memory that bought no fewer swaps than 64 MiB (the generated scenarios at
- * scale 140: 0.4-0.7 % of live more mapped for about the same driver calls;
- * docs/benchmarks.md). */
-#ifndef CUA_SLACK_DIV
-#define CUA_SLACK_DIV 128
-#endif
-#ifndef CUA_SLACK_MAX
-#define CUA_SLACK_MAX ((uint64_t)64 << 20)
-#endif
-static uint64_t slack(const cua_arena *a)
-{
-    if (a->cfg.growth_slack) return a->cfg.growth_slack;
-    uint64_t s = a->footprint_hw / CUA_SLACK_DIV; /* (uint64_t: size_t may be narrower) */
-    if (s > CUA_SLACK_MAX) s = CUA_SLACK_MAX;
-    return s > a->seg.gran ? s : a->seg.gran;
-}
-
-static bool over_limit(const cua_arena *a, uint64_t need)
-{
-    return a->cfg.limit && a->seg.mapped_bytes + need > a->cfg.limit;
-}
-
-/* Make room for `need` more mapped bytes under the limit and the footprint cap.
- * The cap: passing the demand peak by more than the slack first gives back
- * cached pages, down to the peak (so the next growths have the slack again). */
-static cua_status make_room(cua_arena *a, uint64_t need)
-{
-    uint64_t over = 0, mapped = a->seg.mapped_bytes, released;
-    if (a->cfg.limit && mapped + need > a->cfg.limit) over = mapped + need - a->cfg.limit;
-    if (!(a->cfg.flags & CUA_ARENA_NO_FOOTPRINT_CAP) &&
-        mapped + need > a->footprint_hw + slack(a))
-        over = _cua_max(over, mapped + need - a->footprint_hw);
-    if (over == 0) return CUA_OK;
-    cua_status st = trim_idle(a, over, false, over_limit(a, need) ? "limit" : "footprint_cap",
-                              &released);
-    if (st == CUA_OK && over_limit(a, need) && a->seg.idle_bytes)
-        st = trim_idle(a, a->seg.mapped_bytes + need - a->cfg.limit, true, "limit", &released);
-    if (st != CUA_OK) return st;
-    return over_limit(a, need) ? CUA_ERR_LIMIT : CUA_OK;
-}
 
 static void oom_report(cua_arena *a, cua_status st, size_t size, cua_stream stream)
 {
@@ -301,14 +225,14 @@ static void fence_segment(cua_arena *a, const cua_block *b)
 /* grow() with handles kept: make room, then map (`missing` bytes). */
 static cua_status grow_kept(cua_arena *a, cua_block *b, uint64_t missing)
 {
-    cua_status st = make_room(a, missing);
+    cua_status st = _cua_policy_make_room(a, missing);
     if (st == CUA_OK && a->seg.novmm) st = _cua_heap_reserve(&a->heap, 2);
     if (st != CUA_OK) return st;
     st = _cua_seg_map(&a->seg, b->off, b->size);
     if (st == CUA_ERR_OUT_OF_MEMORY && (a->seg.idle_bytes || a->seg.kept.n)) {
         uint64_t released; /* the device is full: give back the cache and try once more */
         _cua_seg_keep_handles(&a->seg, false);
-        if (trim_idle(a, a->seg.idle_bytes, true, "out_of_memory", &released) == CUA_OK)
+        if (_cua_policy_give_back(a, CUA_GIVE_MAP_FAILED, a->seg.idle_bytes, &released) == CUA_OK)
             st = _cua_seg_map(&a->seg, b->off, b->size);
     }
     /* Also after a failure: a map that failed half way (and pages it could
@@ -316,9 +240,7 @@ static cua_status grow_kept(cua_arena *a, cua_block *b, uint64_t missing)
     if (a->seg.mapped_bytes > a->peak_mapped) a->peak_mapped = a->seg.mapped_bytes;
     if (st != CUA_OK) return st;
     if (a->seg.novmm) fence_segment(a, b);
-    /* The demand peak: what had to be mapped with no cache left to give back. */
-    if (a->seg.idle_bytes == 0 && a->seg.mapped_bytes > a->footprint_hw)
-        a->footprint_hw = a->seg.mapped_bytes;
+    _cua_policy_grown(a);
     return CUA_OK;
 }
 
@@ -379,7 +301,7 @@ static cua_status alloc_once(cua_arena *a, uint32_t tag, uint64_t asize, cua_blo
 }
 
 cua_status _cua_arena_alloc_locked(cua_arena *a, size_t size, cua_stream stream, bool final,
-                                   void **out)
+                                   void **out, cua_block **made)
 {
     size_t asize;
     if (size == 0) return _cua_error(CUA_ERR_INVALID_ARG, "cannot allocate 0 bytes");
@@ -399,8 +321,7 @@ cua_status _cua_arena_alloc_locked(cua_arena *a, size_t size, cua_stream stream,
         /* Last resort before failing: wait for every stream and pending block,
          * give back all of the cache, and try once more. */
         uint64_t released;
-        settle_for_shortage(a);
-        trim_idle(a, a->seg.idle_bytes, true, "out_of_memory", &released);
+        _cua_policy_give_back_above(a, CUA_GIVE_OUT_OF_MEMORY, 0, &released);
         st = alloc_once(a, tag, asize, &b);
     }
     if (st == CUA_ERR_OUT_OF_MEMORY && !final) return st; /* the caller asks the others first */
@@ -409,7 +330,7 @@ cua_status _cua_arena_alloc_locked(cua_arena *a, size_t size, cua_stream stream,
         if (st == CUA_ERR_LIMIT || st == CUA_ERR_OUT_OF_MEMORY) {
             _cua_history_note(a->device, CUA_HISTORY_OOM, 0, size, stream, a->name);
             oom_report(a, st, size, stream);
-            _cua_arena_event(a, CUA_ARENA_OUT_OF_MEMORY, st == CUA_ERR_LIMIT ? "limit" : "device",
+            _cua_event_queue(a, CUA_ARENA_OUT_OF_MEMORY, st == CUA_ERR_LIMIT ? "limit" : "device",
                              size);
         }
         return st;
@@ -422,30 +343,13 @@ cua_status _cua_arena_alloc_locked(cua_arena *a, size_t size, cua_stream stream,
     if (a->live_bytes > a->peak_live) a->peak_live = a->live_bytes;
     *out = (void *)_cua_seg_addr(&a->seg, b->off);
     _cua_history_note(a->device, CUA_HISTORY_ALLOC, (uintptr_t)*out, size, stream, a->name);
-    if (CUA_UNLIKELY(a->nvtx_on)) _cua_nvtx_alloc(_cua_seg_nvtx_heap(&a->seg, b->off), *out, size);
-    if (a->cfg.flags & CUA_ARENA_CHECK_ALWAYS) return _cua_arena_check_locked(a);
+    if (CUA_UNLIKELY(a->nvtx_on)) _cua_nvtx_alloc(_cua_seg_tag(&a->seg, b->off), *out, size);
+    if (made) *made = b;
+    if (a->cfg.flags & CUA_ARENA_CHECK_ALWAYS) return _cua_check_arena_locked(a);
     return CUA_OK;
 }
 
 /* ---- free ------------------------------------------------------------------------------- */
-
-void _cua_arena_put_free(cua_arena *a, cua_block *b, uint32_t tag)
-{
-    uint64_t seq = ++a->seq;
-    _cua_seg_release(&a->seg, b->off, b->size, seq);
-    tag = _cua_stream_free_tag(a, tag);
-    if (tag) a->streams.slot[tag].last_free_seq = seq;
-    _cua_heap_put(&a->heap, b, tag, seq, _cua_arena_one_stream(a));
-}
-
-void _cua_arena_free_cached_locked(cua_arena *a, cua_block *b)
-{
-    _cua_heap_map_remove(&a->heap, b->off);
-    a->live_bytes -= b->req;
-    a->live_blocks--;
-    a->allocated_bytes -= b->size;
-    _cua_arena_put_free(a, b, b->tag);
-}
 
 cua_status _cua_arena_lookup_live(cua_arena *a, const void *ptr, cua_block **out)
 {
@@ -501,7 +405,7 @@ cua_status _cua_arena_free_locked(cua_arena *a, void *ptr)
                                               "%p was freed already (it waits in a thread's "
                                               "cache for reuse)", ptr);
     }
-    if (CUA_UNLIKELY(a->nvtx_on)) _cua_nvtx_free(_cua_seg_nvtx_heap(&a->seg, b->off), ptr);
+    if (CUA_UNLIKELY(a->nvtx_on)) _cua_nvtx_free(_cua_seg_tag(&a->seg, b->off), ptr);
     _cua_history_note(a->device, CUA_HISTORY_FREE, (uintptr_t)ptr, b->req,
                       a->streams.slot[b->tag].stream, a->name);
     cua_status st;
@@ -510,7 +414,7 @@ cua_status _cua_arena_free_locked(cua_arena *a, void *ptr)
     a->allocated_bytes -= b->size;
     a->free_count++;
     if (CUA_UNLIKELY(a->offloaded)) { /* it holds no pages: only its copy goes */
-        _cua_image_drop(a, b->off);
+        _cua_offload_image_drop(a, b->off);
         free(b->uses);
         _cua_heap_put(&a->heap, b, _cua_stream_free_tag(a, b->tag), ++a->seq,
                       _cua_arena_one_stream(a));
@@ -530,13 +434,24 @@ cua_status _cua_arena_free_locked(cua_arena *a, void *ptr)
         if (CUA_UNLIKELY(a->cfg.flags & CUA_ARENA_POISON) && !a->streams.slot[b->tag].retired)
             (void)_cua_bk_fill(a->bk, &a->cs, (uintptr_t)ptr, (size_t)b->size, CUA_POISON_BYTE,
                                a->streams.slot[b->tag].stream);
-        _cua_arena_put_free(a, b, b->tag);
-        st = apply_release_threshold(a);
+        _cua_stream_put_free(a, b, b->tag);
+        st = _cua_policy_after_free(a);
         if (st != CUA_OK)
             _cua_error_wrap(st, "%p was freed, but giving its pages back failed", ptr);
     }
-    if (st == CUA_OK && (a->cfg.flags & CUA_ARENA_CHECK_ALWAYS)) st = _cua_arena_check_locked(a);
+    if (st == CUA_OK && (a->cfg.flags & CUA_ARENA_CHECK_ALWAYS)) st = _cua_check_arena_locked(a);
     return st;
+}
+
+cua_status _cua_arena_retire_stream_locked(cua_arena *a, cua_stream stream)
+{
+    if (!_cua_stream_known(a, stream)) return CUA_OK; /* this arena never saw it */
+    /* Threads' caches key blocks by stream handle, and the driver gives a new
+     * stream the handle of a destroyed one: their blocks come back to the
+     * arena (freed on their streams, or live again under the lock). */
+    _cua_tc_flush_all_locked(a);
+    _cua_tc_disown_all_locked(a);
+    return _cua_stream_retire_locked(a, stream);
 }
 
 cua_status _cua_arena_record_stream_locked(cua_arena *a, void *ptr, cua_stream stream)
@@ -572,9 +487,9 @@ cua_status _cua_arena_set_limit_locked(cua_arena *a, size_t limit)
                           a->name, limit, a->cfg.floor);
     a->cfg.limit = limit;
     if (!limit || a->seg.mapped_bytes <= limit) return CUA_OK;
-    _cua_tc_flush_all_locked(a); /* what threads' caches hold can go first */
-    uint64_t released;
-    return trim_idle(a, a->seg.mapped_bytes - limit, true, "limit", &released);
+    uint64_t released; /* (what threads' caches hold can go first: the rule flushes them) */
+    return _cua_policy_give_back(a, CUA_GIVE_LIMIT_LOWERED, a->seg.mapped_bytes - limit,
+                                 &released);
 }
 
 cua_status _cua_arena_trim_if_idle_locked(cua_arena *a, uint64_t now_ns, uint64_t *released)
@@ -590,18 +505,20 @@ cua_status _cua_arena_trim_if_idle_locked(cua_arena *a, uint64_t now_ns, uint64_
     }
     if (!a->cfg.idle_ms || now_ns - a->idle_since_ns < (uint64_t)a->cfg.idle_ms * 1000000u)
         return CUA_OK;
-    uint64_t keep = a->cfg.release_threshold == CUA_KEEP_ALL ? 0 : a->cfg.release_threshold;
-    cua_status st = CUA_OK;
-    if (a->streams.pending) _cua_stream_poll_pending(a, false, &st);
-    _cua_tc_flush_all_locked(a);
-    if (a->seg.idle_bytes <= keep) return CUA_OK;
-    return trim_idle(a, a->seg.idle_bytes - keep, true, "idle", released);
+    return _cua_policy_give_back_above(a, CUA_GIVE_IDLE, _cua_policy_idle_keep(a), released);
+}
+
+cua_status _cua_arena_trim_locked(cua_arena *a, uint64_t keep, uint64_t *released)
+{
+    cua_status st = _cua_policy_give_back_above(a, CUA_GIVE_TRIM, keep, released);
+    _cua_offload_drop_spare(a); /* host memory an offload would reuse: given back too */
+    if (st == CUA_OK && (a->cfg.flags & CUA_ARENA_CHECK_ALWAYS)) st = _cua_check_arena_locked(a);
+    return st;
 }
 
 cua_status _cua_arena_trim_for_pressure_locked(cua_arena *a, uint64_t want, uint64_t *released)
 {
-    settle_for_shortage(a); /* another arena needs the device: as for our own */
-    return trim_idle(a, want, true, "pressure", released);
+    return _cua_policy_give_back(a, CUA_GIVE_PRESSURE, want, released);
 }
 
 cua_status _cua_arena_set_floor_locked(cua_arena *a, size_t floor)
@@ -616,7 +533,22 @@ cua_status _cua_arena_set_floor_locked(cua_arena *a, size_t floor)
 cua_status _cua_arena_set_release_locked(cua_arena *a, size_t bytes)
 {
     a->cfg.release_threshold = bytes;
-    return apply_release_threshold(a);
+    return _cua_policy_after_free(a);
+}
+
+cua_status _cua_arena_grant_peer_locked(cua_arena *a, int device)
+{
+    cua_status st = _cua_seg_grant_peer(&a->seg, device);
+    if (st != CUA_OK)
+        return _cua_error_wrap(st, "arena '%s': cannot grant device %d access", a->name, device);
+    a->cfg.peers |= (uint64_t)1 << device;
+    return CUA_OK;
+}
+
+void _cua_arena_reset_peaks_locked(cua_arena *a)
+{
+    a->peak_live = a->live_bytes;
+    a->peak_mapped = a->seg.mapped_bytes;
 }
 
 /* ---- destroy ------------------------------------------------------------------------------ */
@@ -646,8 +578,8 @@ cua_status _cua_arena_destroy_locked(cua_arena *a, unsigned flags)
     st = _cua_seg_fini(&a->seg);
     if (st != CUA_OK && first == CUA_OK) first = st;
     _cua_heap_fini(&a->heap);
-    _cua_image_free(a);
-    _cua_image_drop_spare(a);
+    _cua_offload_image_free(a);
+    _cua_offload_drop_spare(a);
     a->offloaded = false;
     atomic_fetch_sub(&a->bk->users, 1);
     if (a->owns_bk) {

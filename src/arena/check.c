@@ -3,7 +3,7 @@
  * and verifies it. Tests call it after every step; CUA_ARENA_CHECK_ALWAYS
  * calls it after every alloc and free. It changes nothing.
  */
-#include "arena/arena.h"
+#include "arena/check.h"
 
 #include <stdlib.h>
 
@@ -262,7 +262,7 @@ static cua_status check_image(const cua_arena *a)
     return CUA_OK;
 }
 
-cua_status _cua_arena_check_locked(cua_arena *a)
+cua_status _cua_check_arena_locked(cua_arena *a)
 {
     tally t = {0};
     cua_status st = check_blocks(a, &t);

@@ -5,7 +5,7 @@
  * call cuarena itself, on this arena too. The library never prints; this is
  * how an engine learns what its memory did.
  */
-#include "arena/arena.h"
+#include "arena/events.h"
 
 #include <string.h>
 
@@ -39,7 +39,7 @@ static void fill(cua_arena_event *ev, cua_arena *a, cua_arena_event_kind kind,
     };
 }
 
-void _cua_arena_event(cua_arena *a, cua_arena_event_kind kind, const char *reason,
+void _cua_event_queue(cua_arena *a, cua_arena_event_kind kind, const char *reason,
                       uint64_t bytes)
 {
     if (!atomic_load_explicit(&cb_set, memory_order_relaxed)) return;
@@ -67,7 +67,7 @@ static void call(const cua_arena_event *evs, unsigned n)
     _cua_error_restore(keep);
 }
 
-void _cua_events_deliver(cua_arena *a)
+void _cua_event_deliver(cua_arena *a)
 {
     cua_arena_event evs[CUA_ARENA_EVENTS];
     unsigned n = a->nevents;

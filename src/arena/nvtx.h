@@ -14,7 +14,7 @@
 #ifndef CUA_NVTX_H
 #define CUA_NVTX_H
 
-#include "arena/arena.h"
+#include "arena/types.h"
 
 #if CUA_HAVE_CUDA
 /* Decide whether the arena registers (a->nvtx_on): arenas of whole segments

@@ -18,9 +18,11 @@
  * streaming stores into the image; the image is mapped with transparent huge
  * pages, so that its first touch costs few page faults.
  */
-#include "arena/arena.h"
-#include "arena/tcache.h"
+#include "arena/offload.h"
 #include "arena/copy.h"
+#include "arena/events.h"
+#include "arena/stream.h"
+#include "arena/tcache.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -53,7 +55,7 @@ static unsigned char *image_alloc(cua_arena *a, size_t n, size_t *map_bytes)
         a->spare_bytes = 0;
         return p;
     }
-    _cua_image_drop_spare(a);
+    _cua_offload_drop_spare(a);
     void *p = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (p == MAP_FAILED) return NULL;
 #ifdef MADV_HUGEPAGE
@@ -63,7 +65,7 @@ static unsigned char *image_alloc(cua_arena *a, size_t n, size_t *map_bytes)
     return p;
 }
 
-void _cua_image_drop_spare(cua_arena *a)
+void _cua_offload_drop_spare(cua_arena *a)
 {
     if (a->spare_image) munmap(a->spare_image, a->spare_bytes);
     a->spare_image = NULL;
@@ -73,14 +75,14 @@ void _cua_image_drop_spare(cua_arena *a)
 /* The image's memory goes back to the kernel, lazily: MADV_FREE lets it take
  * the pages whenever it needs memory, and until then they stay where the next
  * offload finds them (the spare). Without MADV_FREE, it is unmapped. */
-void _cua_image_free(cua_arena *a)
+void _cua_offload_image_free(cua_arena *a)
 {
     struct cua_image *im = &a->image;
     free(im->blocks);
     if (im->data && (a->cfg.flags & CUA_ARENA_SCRUB)) memset(im->data, 0, im->bytes);
     if (im->data) {
 #ifdef MADV_FREE
-        _cua_image_drop_spare(a);
+        _cua_offload_drop_spare(a);
         if (madvise(im->data, im->map_bytes, MADV_FREE) == 0) {
             a->spare_image = im->data;
             a->spare_bytes = im->map_bytes;
@@ -124,6 +126,7 @@ static cua_status image_plan(cua_arena *a, bool keep_data)
 
 typedef struct copy_pipe {
     cua_backend *bk;
+    cua_stage stage;             /* the backend's staging area, held */
     cua_callstats *cs;
     cua_crew *crew;
     bool to_host;
@@ -137,9 +140,9 @@ typedef struct copy_pipe {
 static cua_status drain(copy_pipe *p, int i)
 {
     if (!p->busy[i]) return CUA_OK;
-    cua_status st = _cua_bk_event_sync(p->bk, p->cs, p->bk->stage_ev[i]);
+    cua_status st = _cua_bk_event_sync(p->bk, p->cs, p->stage.ev[i]);
     if (st != CUA_OK) return st;
-    if (p->to_host) _cua_crew_copy(p->crew, p->host_at[i], p->bk->stage[i], p->len[i], true);
+    if (p->to_host) _cua_crew_copy(p->crew, p->host_at[i], p->stage.buf[i], p->len[i], true);
     p->busy[i] = false;
     return CUA_OK;
 }
@@ -148,20 +151,21 @@ static cua_status drain(copy_pipe *p, int i)
 static cua_status move(copy_pipe *p, uintptr_t dev, unsigned char *host, uint64_t n)
 {
     cua_backend *bk = p->bk;
+    const cua_stage *sa = &p->stage;
     for (uint64_t done = 0; done < n;) {
         int i = (int)(p->k++ % 2);
-        size_t len = (size_t)_cua_min(n - done, (uint64_t)bk->stage_bytes);
+        size_t len = (size_t)_cua_min(n - done, (uint64_t)sa->bytes);
         cua_status st = drain(p, i);
         if (st != CUA_OK) return st;
         if (p->to_host) {
-            st = _cua_bk_copy_to_host(bk, p->cs, bk->stage[i], dev + done, len, bk->copy_stream);
+            st = _cua_bk_copy_to_host(bk, p->cs, sa->buf[i], dev + done, len, sa->stream);
             p->host_at[i] = host + done;
             p->len[i] = len;
         } else {
-            _cua_crew_copy(p->crew, bk->stage[i], host + done, len, false);
-            st = _cua_bk_copy_to_device(bk, p->cs, dev + done, bk->stage[i], len, bk->copy_stream);
+            _cua_crew_copy(p->crew, sa->buf[i], host + done, len, false);
+            st = _cua_bk_copy_to_device(bk, p->cs, dev + done, sa->buf[i], len, sa->stream);
         }
-        if (st == CUA_OK) st = _cua_bk_event_record(bk, p->cs, bk->stage_ev[i], bk->copy_stream);
+        if (st == CUA_OK) st = _cua_bk_event_record(bk, p->cs, sa->ev[i], sa->stream);
         if (st != CUA_OK) return st;
         p->busy[i] = true;
         done += len;
@@ -174,11 +178,12 @@ static cua_status copy_image(cua_arena *a, bool to_host)
 {
     struct cua_image *im = &a->image;
     if (!im->bytes) return CUA_OK;
-    cua_status st = _cua_stage_get(a->bk, &a->cs);
+    copy_pipe p = {.bk = a->bk, .cs = &a->cs, .to_host = to_host};
+    cua_status st = _cua_stage_get(a->bk, &a->cs, &p.stage);
     if (st != CUA_OK) return _cua_error_wrap(st, "arena '%s': no staging area for the copies", a->name);
     cua_crew crew;
     _cua_crew_start(&crew, im->bytes >= 2 * CUA_COPY_SLICE_MIN ? CUA_COPY_THREADS_MAX : 0);
-    copy_pipe p = {.bk = a->bk, .cs = &a->cs, .crew = &crew, .to_host = to_host};
+    p.crew = &crew;
     for (size_t i = 0; i < im->n && st == CUA_OK; i++) {
         const struct cua_image_block *e = &im->blocks[i];
         if (e->len) st = move(&p, _cua_seg_addr(&a->seg, e->off), im->data + e->at, e->len);
@@ -192,7 +197,7 @@ static cua_status copy_image(cua_arena *a, bool to_host)
     _cua_crew_stop(&crew);
     if (st == CUA_OK && (a->cfg.flags & CUA_ARENA_SCRUB)) /* what passed through them: gone too
                                                           * (not while a failed copy may still run) */
-        for (int i = 0; i < 2; i++) memset(a->bk->stage[i], 0, a->bk->stage_bytes);
+        for (int i = 0; i < 2; i++) memset(p.stage.buf[i], 0, p.stage.bytes);
     _cua_stage_put(a->bk);
     return st;
 }
@@ -208,7 +213,7 @@ static cua_status release_pages(cua_arena *a, uint64_t *released)
     return _cua_seg_trim(&a->seg, UINT64_MAX, UINT64_MAX, released);
 }
 
-cua_status _cua_arena_offload_locked(cua_arena *a, bool keep_data)
+cua_status _cua_offload_locked(cua_arena *a, bool keep_data)
 {
     if (a->offloaded)
         return _cua_error(CUA_ERR_OFFLOADED, "arena '%s' is offloaded already", a->name);
@@ -222,7 +227,7 @@ cua_status _cua_arena_offload_locked(cua_arena *a, bool keep_data)
     if (st == CUA_OK) st = image_plan(a, keep_data);
     if (st == CUA_OK && keep_data) st = copy_image(a, true);
     if (st != CUA_OK) {
-        _cua_image_free(a);
+        _cua_offload_image_free(a);
         _cua_tc_open_all_locked(a);
         return _cua_error_wrap(st, "arena '%s' was not offloaded", a->name);
     }
@@ -236,7 +241,7 @@ cua_status _cua_arena_offload_locked(cua_arena *a, bool keep_data)
                              "given back (a trim retries)", a->name);
     a->trim_count++;
     a->trimmed_bytes += released;
-    _cua_arena_event(a, CUA_ARENA_OFFLOADED, keep_data ? "offload" : "discard", a->image.bytes);
+    _cua_event_queue(a, CUA_ARENA_OFFLOADED, keep_data ? "offload" : "discard", a->image.bytes);
     return st;
 }
 
@@ -269,7 +274,7 @@ static cua_status map_live(cua_arena *a)
     return st;
 }
 
-uint64_t _cua_arena_restore_need_locked(const cua_arena *a)
+uint64_t _cua_offload_restore_need(const cua_arena *a)
 {
     uint64_t gran = a->seg.gran, pages = 0, next = 0; /* next: the first page not counted */
     for (const cua_block *b = a->heap.first; b; b = b->next) {
@@ -282,7 +287,7 @@ uint64_t _cua_arena_restore_need_locked(const cua_arena *a)
     return pages * gran;
 }
 
-cua_status _cua_arena_restore_locked(cua_arena *a)
+cua_status _cua_offload_restore_locked(cua_arena *a)
 {
     if (!a->offloaded)
         return _cua_error(CUA_ERR_INVALID_ARG, "arena '%s' is not offloaded: nothing to restore",
@@ -302,17 +307,17 @@ cua_status _cua_arena_restore_locked(cua_arena *a)
         return _cua_error_wrap(st, "arena '%s' was not restored (it stays offloaded, its data "
                                "kept)", a->name);
     uint64_t bytes = a->image.discarded ? 0 : a->image.bytes;
-    _cua_image_free(a);
+    _cua_offload_image_free(a);
     a->offloaded = false;
     _cua_tc_open_all_locked(a);
-    _cua_arena_event(a, CUA_ARENA_RESTORED, "", bytes);
+    _cua_event_queue(a, CUA_ARENA_RESTORED, "", bytes);
     return CUA_OK;
 }
 
 /* _cua_lower_bound reads an image entry's `off` as its uintptr_t key. */
 _Static_assert(sizeof(uintptr_t) == sizeof(uint64_t), "image offsets are the search key");
 
-void _cua_image_drop(cua_arena *a, uint64_t off)
+void _cua_offload_image_drop(cua_arena *a, uint64_t off)
 {
     struct cua_image *im = &a->image;
     size_t i = _cua_lower_bound(im->blocks, im->n, sizeof *im->blocks, (uintptr_t)off);

@@ -2,7 +2,7 @@
  * stats.c - an arena's figures: read into a cua_stats, and written as JSON.
  * The fields are declared once, in the table below, for the JSON writer.
  */
-#include "arena/arena.h"
+#include "arena/stats.h"
 #include "arena/tcache.h"
 
 #include <stdio.h>
@@ -81,15 +81,6 @@ void _cua_stats_read(const cua_arena *a, cua_stats *out)
         out->live_bytes ? (double)a->seg.mapped_bytes / (double)out->live_bytes : 0.0;
     out->free_fragmentation =
         out->free_bytes ? 1.0 - (double)out->largest_free_bytes / (double)out->free_bytes : 0.0;
-}
-
-void _cua_put(char *buf, size_t cap, size_t *len, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(*len < cap ? buf + *len : NULL, *len < cap ? cap - *len : 0, fmt, ap);
-    va_end(ap);
-    if (n > 0) *len += (size_t)n;
 }
 
 static void put_calls(char *buf, size_t cap, size_t *len, const char *key,

@@ -16,8 +16,7 @@
  * Trim uses the same knowledge: a chunk that went idle at free sequence F may
  * be unmapped only when every stream has completed its frees up to F.
  */
-#include "arena/arena.h"
-#include "arena/tcache.h"
+#include "arena/stream.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -102,6 +101,17 @@ static void event_put(cua_arena *a, cua_event ev)
         ss->cap_pool = ncap;
     }
     ss->pool[ss->npool++] = ev;
+}
+
+/* ---- blocks that leave the live set --------------------------------------------- */
+
+void _cua_stream_put_free(cua_arena *a, cua_block *b, uint32_t tag)
+{
+    uint64_t seq = ++a->seq;
+    _cua_seg_release(&a->seg, b->off, b->size, seq);
+    tag = _cua_stream_free_tag(a, tag);
+    if (tag) a->streams.slot[tag].last_free_seq = seq;
+    _cua_heap_put(&a->heap, b, tag, seq, _cua_arena_one_stream(a));
 }
 
 /* ---- reclaim: tag-S blocks become tag 0 ---------------------------------------- */
@@ -330,7 +340,7 @@ uint64_t _cua_stream_poll_pending(cua_arena *a, bool blocking, cua_status *st)
             a->streams.pending_blocks--;
             free(b->uses);
             b->uses = NULL;
-            _cua_arena_put_free(a, b, b->tag);
+            _cua_stream_put_free(a, b, b->tag);
             n++;
         }
         b = next;
@@ -354,22 +364,28 @@ static void uses_forget(cua_block *b, cua_stream stream, cua_arena *a)
     }
 }
 
+/* The live slot of `stream`, or 0. */
+static uint32_t live_slot(const cua_arena *a, cua_stream stream)
+{
+    const cua_streams *ss = &a->streams;
+    for (uint32_t i = 1; i < ss->n; i++)
+        if (ss->slot[i].stream == stream && !ss->slot[i].retired) return i;
+    return 0;
+}
+
+bool _cua_stream_known(const cua_arena *a, cua_stream stream)
+{
+    if (live_slot(a, stream)) return true;
+    for (const cua_block *b = a->heap.first; b; b = b->next)
+        for (uint32_t i = 0; b->uses && i < b->uses->n; i++)
+            if (b->uses->use[i].stream == stream) return true;
+    return false;
+}
+
 cua_status _cua_stream_retire_locked(cua_arena *a, cua_stream stream)
 {
     cua_streams *ss = &a->streams;
-    uint32_t tag = 0;
-    for (uint32_t i = 1; i < ss->n && !tag; i++)
-        if (ss->slot[i].stream == stream && !ss->slot[i].retired) tag = i;
-    bool used = tag != 0;
-    for (cua_block *b = a->heap.first; b && !used; b = b->next)
-        for (uint32_t i = 0; b->uses && i < b->uses->n && !used; i++)
-            used = b->uses->use[i].stream == stream;
-    if (!used) return CUA_OK; /* this arena never saw it */
-    /* Threads' caches key blocks by stream handle, and the driver gives a new
-     * stream the handle of a destroyed one: their blocks come back to the
-     * arena (freed on their streams, or live again under the lock). */
-    _cua_tc_flush_all_locked(a);
-    _cua_tc_disown_all_locked(a);
+    uint32_t tag = live_slot(a, stream);
     /* Its work is waited for now, while it still exists: after that the arena
      * never needs it, for the frees before and the frees to come. */
     cua_status st = _cua_bk_stream_sync(a->bk, &a->cs, stream);

@@ -3,6 +3,8 @@
  * work and what guards them).
  */
 #include "arena/tcache.h"
+#include "arena/events.h"
+#include "arena/stream.h"
 #include "base/history.h"
 
 #include <pthread.h>
@@ -10,15 +12,6 @@
 
 #define CUA_TC_DEFAULT_BYTES ((uint64_t)8 << 20)
 #define CUA_TC_DEFAULT_MAX ((uint64_t)1 << 20)
-/* thread_cache auto: caches go on after this many takers found the lock held. */
-#define CUA_TC_AUTO_WAITS 256u
-
-/* A bin entry: the block, the stream it was last handed out on, its address. */
-typedef struct cua_tc_slot {
-    cua_block *b;
-    cua_stream stream;
-    uintptr_t ptr;
-} cua_tc_slot;
 
 /* ---- the thread's caches ---------------------------------------------------- */
 
@@ -46,7 +39,7 @@ static inline void subu(_Atomic uint64_t *x, uint64_t d)
 
 static inline cua_tc_slot *bin_of(cua_tcache *tc, unsigned c)
 {
-    return (cua_tc_slot *)tc->bin + (size_t)c * CUA_TC_BIN_CAP;
+    return tc->bin[c];
 }
 
 static bool eligible(const cua_arena *a)
@@ -65,15 +58,6 @@ void _cua_tc_arena_init(cua_arena *a)
     a->tc_auto = ok && a->cfg.thread_cache == CUA_THREAD_CACHE_AUTO;
     atomic_init(&a->lock_waits, 0);
     atomic_init(&a->tc_on, ok && a->cfg.thread_cache == CUA_THREAD_CACHE_ON);
-}
-
-void _cua_arena_lock_wait(cua_arena *a)
-{
-    if (a->tc_auto && !atomic_load_explicit(&a->tc_on, memory_order_relaxed)) {
-        uint32_t n = atomic_fetch_add_explicit(&a->lock_waits, 1, memory_order_relaxed) + 1;
-        if (n == CUA_TC_AUTO_WAITS) atomic_store_explicit(&a->tc_on, 1, memory_order_relaxed);
-    }
-    _cua_lock(&a->lock);
 }
 
 /* ---- the own map: blocks this thread handed out ------------------------------- */
@@ -150,7 +134,8 @@ static void tc_release(cua_tcache *tc)
         a->tc_gone_allocs += ldu(&tc->allocs);
         a->tc_gone_frees += ldu(&tc->frees);
         arena_unlink(a, tc);
-        (void)_cua_arena_set_release_locked(a, a->cfg.release_threshold); /* the flushed pages */
+        /* (the release threshold applies to the flushed pages at the
+         * arena's next free or trim: tcache.h) */
     }
     _cua_arena_unlock(a);
     tc_free(tc);
@@ -352,6 +337,16 @@ void _cua_tc_note(cua_tcache *tc, void *ptr, cua_block *b, uint64_t word, cua_st
 
 /* ---- the arena's side ------------------------------------------------------------------- */
 
+/* A block a cache held goes back to the heap (arena lock held). */
+static void free_cached(cua_arena *a, cua_block *b)
+{
+    _cua_heap_map_remove(&a->heap, b->off);
+    a->live_bytes -= b->req;
+    a->live_blocks--;
+    a->allocated_bytes -= b->size;
+    _cua_stream_put_free(a, b, b->tag);
+}
+
 /* Every block of tc's bins back to the heap (arena lock held; takes tc's). */
 static void flush_one(cua_arena *a, cua_tcache *tc)
 {
@@ -366,7 +361,7 @@ static void flush_one(cua_arena *a, cua_tcache *tc)
             add(&tc->adj_blocks, 1);
             add(&tc->adj_alloc, (int64_t)b->size);
             subu(&tc->cached_bytes, b->size);
-            _cua_arena_free_cached_locked(a, b);
+            free_cached(a, b);
         }
         tc->nbin[c] = 0;
     }

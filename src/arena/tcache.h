@@ -23,11 +23,15 @@
  *
  * Statistics: the heap's counters count cached blocks as live; each cache
  * keeps the corrections (adj_*), stats.c adds them up.
+ *
+ * A thread's exit gives its cached blocks back to the heap; the release
+ * threshold applies to the pages they free at the arena's next free or trim
+ * (this layer calls no policy).
  */
 #ifndef CUA_TCACHE_H
 #define CUA_TCACHE_H
 
-#include "arena/arena.h"
+#include "arena/types.h"
 
 #define CUA_TC_BIN_CAP 16   /* blocks per size class */
 #define CUA_TC_OWN 512      /* slots of the own map (a power of two) */
@@ -36,10 +40,12 @@
 enum { CUA_TC_OPEN = 0, CUA_TC_CLOSED = 1, CUA_TC_DEAD = 2 };
 enum { CUA_TCW_ARENA = 0, CUA_TCW_OUT = 1, CUA_TCW_CACHED = 2 };
 
-typedef struct cua_tc_entry {
+/* A bin entry: the block, the stream it was last handed out on, its address. */
+typedef struct cua_tc_slot {
     cua_block *b;
     cua_stream stream;
-} cua_tc_entry;
+    uintptr_t ptr;
+} cua_tc_slot;
 
 typedef struct cua_tc_own {
     uintptr_t ptr;     /* 0: empty */
@@ -61,7 +67,7 @@ typedef struct cua_tcache {
     _Atomic uint64_t allocs, frees, cached_bytes;
     cua_tc_own own[CUA_TC_OWN];
     uint8_t *nbin;                    /* entries in each bin */
-    cua_tc_entry (*bin)[CUA_TC_BIN_CAP];
+    cua_tc_slot (*bin)[CUA_TC_BIN_CAP];
 } cua_tcache;
 
 /* Take the arena's thread caches into account: turn them on for a new arena

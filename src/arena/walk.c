@@ -7,7 +7,7 @@
  * over the chunks in page order and the blocks in address order, merged), and
  * handed to the callback after the lock is released.
  */
-#include "arena/arena.h"
+#include "arena/events.h"
 #include "arena/tcache.h"
 
 #include <stdlib.h>

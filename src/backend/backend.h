@@ -207,32 +207,23 @@ cua_status _cua_bk_copy_to_host(cua_backend *b, cua_callstats *cs, void *dst, ui
 cua_status _cua_bk_copy_to_device(cua_backend *b, cua_callstats *cs, uintptr_t dst,
                                   const void *src, size_t n, cua_stream s);
 
-/* staging.c: take the backend's staging area (made at first use: two pinned
- * buffers of stage_bytes, a copy stream, two events); it is held (locked)
- * until _cua_stage_put. Freed by _cua_stage_free (backend destroy). */
-cua_status _cua_stage_get(cua_backend *b, cua_callstats *cs);
+/* staging.c: the backend's staging area, as its user sees it. */
+typedef struct cua_stage {
+    void *buf[2];        /* two pinned host buffers of `bytes` each */
+    size_t bytes;
+    cua_stream stream;   /* the copy stream */
+    cua_event ev[2];     /* one per buffer: recorded after a copy into or out of it */
+} cua_stage;
+/* Take the backend's staging area (made at first use, reused after); it is
+ * held (locked) until _cua_stage_put. Freed by _cua_stage_free (backend
+ * destroy). */
+cua_status _cua_stage_get(cua_backend *b, cua_callstats *cs, cua_stage *out);
 void _cua_stage_put(cua_backend *b);
 cua_status _cua_stage_free(cua_backend *b);
 
 /* Destroy a backend if nothing is alive in it (CUA_ERR_BUSY otherwise). */
 cua_status _cua_backend_destroy(cua_backend *b);
 
-/* Implementations. */
-cua_status _cua_backend_host_create(const cua_host_config *cfg, cua_backend **out);
-cua_status _cua_backend_fault_create(cua_backend *inner, cua_backend **out);
-/* CUDA backend (backend_cuda.c, built when cuda.h is found). */
-cua_status _cua_backend_cuda_create(int device, cua_backend **out);
-/* Host backend: mark every event recorded on `stream` complete. */
-cua_status _cua_host_stream_complete(cua_backend *b, cua_stream stream);
-cua_status _cua_host_stream_destroy(cua_backend *b, cua_stream stream);
-/* Host backend, for tests: the devices (bit d: device d) that may access the
- * mapping or whole segment holding `addr`, into *mask. CUA_ERR_INVALID_ARG
- * when addr is in none (or b is not a host backend). */
-cua_status _cua_host_access(cua_backend *b, uintptr_t addr, uint64_t *mask);
-/* Fault backend controls. */
-cua_status _cua_fault_fail_calls(cua_backend *b, cua_call call, uint64_t nth, uint64_t count,
-                                 cua_status fail);
-cua_status _cua_fault_fail_random(cua_backend *b, double p, uint64_t seed);
-cua_status _cua_fault_injected(cua_backend *b, uint64_t *count);
+/* The implementations: host.h, fault.h, cuda.h. */
 
 #endif /* CUA_BACKEND_H */

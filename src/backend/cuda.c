@@ -16,7 +16,7 @@
  * cuDeviceCanAccessPeer said yes; cuCtxEnablePeerAccess for cuMemAlloc). Where the device has no virtual memory
  * management, only alloc / free (cuMemAlloc / cuMemFree) are used.
  */
-#include "backend/backend.h"
+#include "backend/cuda.h"
 
 #include <dlfcn.h>
 #include <stdio.h>
@@ -268,10 +268,10 @@ static cua_status cuda_set_access(cua_backend *b, uintptr_t addr, size_t size, c
                                   int n)
 {
     cuda_backend *cb = cb_of(b);
-    CUmemAccessDesc desc[64];
+    CUmemAccessDesc desc[CUA_MAX_DEVICES];
     if (!devices || n <= 0 || n > (int)CUA_ARRAY_LEN(desc))
-        return _cua_error(CUA_ERR_BACKEND, "cuMemSetAccess(%#lx, %zu bytes): %d devices (1..64)",
-                          (unsigned long)addr, size, n);
+        return _cua_error(CUA_ERR_BACKEND, "cuMemSetAccess(%#lx, %zu bytes): %d devices (1..%d)",
+                          (unsigned long)addr, size, n, CUA_MAX_DEVICES);
     for (int i = 0; i < n; i++) {
         desc[i].location.type = CU_MEM_LOCATION_TYPE_DEVICE;
         desc[i].location.id = devices[i];
@@ -503,7 +503,7 @@ static cua_status cuda_copy_to_device(cua_backend *b, uintptr_t dst, const void 
 static void cuda_destroy(cua_backend *b)
 {
     cuda_backend *cb = cb_of(b);
-    for (int d = 0; d < 64; d++) {
+    for (int d = 0; d < CUA_MAX_DEVICES; d++) {
         CUdevice pd;
         if ((cb->ctx_peers >> d & 1) && api.DeviceGet(&pd, d) == CUDA_SUCCESS)
             api.DevicePrimaryCtxRelease(pd);

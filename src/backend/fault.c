@@ -14,7 +14,7 @@
  * While a fault backend exists it counts as a user of the inner backend, so
  * the inner one cannot be destroyed first.
  */
-#include "backend/backend.h"
+#include "backend/fault.h"
 
 #include <stdlib.h>
 #include <string.h>

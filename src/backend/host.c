@@ -17,7 +17,7 @@
  *     read-write where the kernel chooses.
  * Every hook runs under one mutex per backend.
  */
-#include "backend/host.h"
+#include "backend/host_impl.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -471,9 +471,9 @@ static cua_status host_unmap(cua_backend *b, uintptr_t addr, size_t size)
 /* Is `dev` the backend's device or a simulated peer that can reach it? */
 static cua_status peer_ok(const host_backend *h, const char *what, int dev)
 {
-    if (dev < 0 || dev >= 64)
+    if (dev < 0 || dev >= CUA_MAX_DEVICES)
         return _cua_error(CUA_ERR_INVALID_ARG, "host backend: %s: device %d is out of range "
-                          "0..63", what, dev);
+                          "0..%d", what, dev, CUA_MAX_DEVICES - 1);
     if (dev == h->base.device || (h->can_peer >> dev & 1)) return CUA_OK;
     return _cua_error(CUA_ERR_NOT_SUPPORTED, "host backend: %s: device %d cannot access the "
                       "memory of (simulated) device %d: no peer access between them "
@@ -696,13 +696,17 @@ static const cua_backend_ops host_ops = {
     .destroy = host_destroy,
 };
 
-void cua_host_config_init(cua_host_config *cfg)
+void _cua_host_config_defaults(cua_host_config *cfg)
 {
-    if (!cfg) return;
     memset(cfg, 0, sizeof *cfg);
     cfg->capacity = 80 * CUA_GIB;
     cfg->granularity = 2 * CUA_MIB;
     cfg->manual_events = 0;
+}
+
+void cua_host_config_init(cua_host_config *cfg)
+{
+    if (cfg) _cua_host_config_defaults(cfg);
 }
 
 static cua_status check_config(const cua_host_config *cfg)
@@ -725,9 +729,9 @@ static cua_status check_config(const cua_host_config *cfg)
     if (cfg->manual_events != 0 && cfg->manual_events != 1)
         return _cua_error(CUA_ERR_INVALID_ARG, "host backend: manual_events is %d, not 0 or 1",
                           cfg->manual_events);
-    if (cfg->device < 0 || cfg->device >= 64)
-        return _cua_error(CUA_ERR_INVALID_ARG, "host backend: device %d is out of range 0..63",
-                          cfg->device);
+    if (cfg->device < 0 || cfg->device >= CUA_MAX_DEVICES)
+        return _cua_error(CUA_ERR_INVALID_ARG, "host backend: device %d is out of range 0..%d",
+                          cfg->device, CUA_MAX_DEVICES - 1);
     if ((uint64_t)cap > (uint64_t)INT64_MAX)
         return _cua_error(CUA_ERR_INVALID_ARG, "host backend: capacity %zu is too large", cap);
     return CUA_OK;
@@ -765,7 +769,7 @@ cua_status _cua_backend_host_create(const cua_host_config *cfg, cua_backend **ou
     *out = NULL;
     cua_host_config defaults;
     if (!cfg) {
-        cua_host_config_init(&defaults);
+        _cua_host_config_defaults(&defaults);
         cfg = &defaults;
     }
     cua_status st = check_config(cfg);

@@ -5,7 +5,7 @@
  * happens only when the test completes the stream (cua_host_stream_complete)
  * or someone synchronises; otherwise every event completes at once.
  */
-#include "backend/host.h"
+#include "backend/host_impl.h"
 
 static host_stream *stream_find(host_backend *h, cua_stream s)
 {

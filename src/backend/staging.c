@@ -29,12 +29,17 @@ static cua_status stage_make(cua_backend *b, cua_callstats *cs)
     return st;
 }
 
-cua_status _cua_stage_get(cua_backend *b, cua_callstats *cs)
+cua_status _cua_stage_get(cua_backend *b, cua_callstats *cs, cua_stage *out)
 {
     _cua_lock(&b->stage_lock);
     cua_status st = b->staged ? CUA_OK : stage_make(b, cs);
-    if (st != CUA_OK) _cua_unlock(&b->stage_lock);
-    return st;
+    if (st != CUA_OK) {
+        _cua_unlock(&b->stage_lock);
+        return st;
+    }
+    *out = (cua_stage){.buf = {b->stage[0], b->stage[1]}, .bytes = b->stage_bytes,
+                       .stream = b->copy_stream, .ev = {b->stage_ev[0], b->stage_ev[1]}};
+    return CUA_OK;
 }
 
 void _cua_stage_put(cua_backend *b)

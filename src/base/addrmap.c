@@ -13,7 +13,7 @@
  * in a sorted array of ranges under a read-write lock, searched when the radix
  * has no arena for an address. Their entries go when the segment is freed.
  */
-#include "arena/arena.h"
+#include "base/addrmap.h"
 
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -74,7 +74,7 @@ static pthread_rwlock_t ranges_lock = PTHREAD_RWLOCK_INITIALIZER;
  * address space is someone else's now, so the tombstone must stop answering
  * for it (after the segment is freed, its pointers are simply unknown, not
  * "of a destroyed arena"). Only entries of arenas no longer alive go. */
-static void forget_tombstones(uintptr_t base, size_t size)
+static void forget_tombstones(uintptr_t base, size_t size, bool (*gone)(const cua_arena *))
 {
     pthread_mutex_lock(&addrmap_lock);
     for (uintptr_t g = granule(base); g <= granule(base + size - 1); g++) {
@@ -83,7 +83,7 @@ static void forget_tombstones(uintptr_t base, size_t size)
         if (!l) continue;
         _Atomic(cua_arena *) *slot = &l->slot[g & ((1u << LEAF_BITS) - 1)];
         cua_arena *old = atomic_load(slot);
-        if (old && !atomic_load(&old->alive)) atomic_compare_exchange_strong(slot, &old, NULL);
+        if (old && gone(old)) atomic_compare_exchange_strong(slot, &old, NULL);
     }
     pthread_mutex_unlock(&addrmap_lock);
 }
@@ -94,7 +94,8 @@ static size_t range_lower_bound(uintptr_t addr)
     return _cua_lower_bound(ranges, nranges, sizeof *ranges, addr);
 }
 
-cua_status _cua_addrmap_insert_range(uintptr_t base, size_t size, cua_arena *a)
+cua_status _cua_addrmap_insert_range(uintptr_t base, size_t size, cua_arena *a,
+                                     bool (*gone)(const cua_arena *))
 {
     cua_status st = CUA_OK;
     pthread_rwlock_wrlock(&ranges_lock);
@@ -119,7 +120,7 @@ cua_status _cua_addrmap_insert_range(uintptr_t base, size_t size, cua_arena *a)
         atomic_store(&nranges_hint, nranges);
     }
     pthread_rwlock_unlock(&ranges_lock);
-    if (st == CUA_OK) forget_tombstones(base, size);
+    if (st == CUA_OK) forget_tombstones(base, size, gone);
     return st;
 }
 

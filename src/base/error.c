@@ -105,3 +105,12 @@ void _cua_assert_fail(const char *expr, const char *file, int line)
     _cua_error(CUA_ERR_CORRUPT, "cuarena assertion failed: %s (%s:%d)", expr, file, line);
     abort();
 }
+
+void _cua_put(char *buf, size_t cap, size_t *len, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(*len < cap ? buf + *len : NULL, *len < cap ? cap - *len : 0, fmt, ap);
+    va_end(ap);
+    if (n > 0) *len += (size_t)n;
+}

@@ -14,8 +14,8 @@ typedef struct history {
     size_t cap, head, count; /* head: the next slot written */
 } history;
 
-_Atomic int _cua_history_on[CUA_HISTORY_DEVICES];
-static history hists[CUA_HISTORY_DEVICES]; /* zeroed: unlocked, empty */
+_Atomic int _cua_history_on[CUA_MAX_DEVICES];
+static history hists[CUA_MAX_DEVICES]; /* zeroed: unlocked, empty */
 
 void _cua_history_add(int device, int action, uintptr_t address, uint64_t size,
                       cua_stream stream, const char *arena)
@@ -39,9 +39,9 @@ void _cua_history_add(int device, int action, uintptr_t address, uint64_t size,
 
 cua_status cua_history_enable(int device, size_t max_entries)
 {
-    if (device < 0 || device >= CUA_HISTORY_DEVICES)
+    if (device < 0 || device >= CUA_MAX_DEVICES)
         return _cua_error(CUA_ERR_INVALID_ARG, "device %d is out of range 0..%d", device,
-                          CUA_HISTORY_DEVICES - 1);
+                          CUA_MAX_DEVICES - 1);
     history *h = &hists[device];
     if (max_entries == 0) { /* off; what was recorded stays readable */
         atomic_store(&_cua_history_on[device], 0);
@@ -66,7 +66,7 @@ cua_status cua_history_enable(int device, size_t max_entries)
 
 cua_status cua_history_read(int device, cua_history_entry *out, size_t cap, size_t *n)
 {
-    if (device < 0 || device >= CUA_HISTORY_DEVICES || !n || (cap && !out))
+    if (device < 0 || device >= CUA_MAX_DEVICES || !n || (cap && !out))
         return _cua_error(CUA_ERR_INVALID_ARG, "device %d out of range, n is NULL, or out is "
                           "NULL with cap %zu", device, cap);
     history *h = &hists[device];

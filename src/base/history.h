@@ -10,9 +10,7 @@
 
 #include "base/internal.h"
 
-#define CUA_HISTORY_DEVICES 64 /* = CUA_MAX_DEVICES (arena.h) */
-
-extern _Atomic int _cua_history_on[CUA_HISTORY_DEVICES];
+extern _Atomic int _cua_history_on[CUA_MAX_DEVICES];
 
 void _cua_history_add(int device, int action, uintptr_t address, uint64_t size,
                       cua_stream stream, const char *arena);
@@ -21,7 +19,7 @@ void _cua_history_add(int device, int action, uintptr_t address, uint64_t size,
 static inline void _cua_history_note(int device, int action, uintptr_t address, uint64_t size,
                                      cua_stream stream, const char *arena)
 {
-    if (CUA_UNLIKELY((unsigned)device < CUA_HISTORY_DEVICES &&
+    if (CUA_UNLIKELY((unsigned)device < CUA_MAX_DEVICES &&
                      atomic_load_explicit(&_cua_history_on[device], memory_order_relaxed)))
         _cua_history_add(device, action, address, size, stream, arena);
 }

@@ -144,6 +144,10 @@ static inline size_t _cua_lower_bound(const void *arr, size_t n, size_t elem, ui
     return lo;
 }
 
+/* Devices cuarena knows by ordinal: 0 .. CUA_MAX_DEVICES - 1 (process-wide
+ * tables are indexed by device; a device mask is one uint64_t). */
+#define CUA_MAX_DEVICES 64
+
 #define CUA_KIB ((size_t)1 << 10)
 #define CUA_MIB ((size_t)1 << 20)
 #define CUA_GIB ((size_t)1 << 30)

@@ -3,8 +3,6 @@
  * physical memory, the idle list and trim. See segment.h.
  */
 #include "core/segment.h"
-#include "base/history.h"
-#include "arena/nvtx.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -76,16 +74,20 @@ static void idle_remove(cua_segment *seg, cua_chunk *c)
     seg->idle_bytes -= (uint64_t)c->npages << seg->gshift;
 }
 
-/* Mapped bytes change by chunk c: the segment's count, and its device's (if
- * it has one), and the device's history. */
+/* Mapped bytes change by chunk c: the segment's count, and the observer. */
 static void mapped_add(cua_segment *seg, const cua_chunk *c, int64_t delta)
 {
     seg->mapped_bytes += (uint64_t)delta;
-    if (!seg->dev) return;
-    _cua_devstat_add(seg->dev, delta);
+    if (!seg->obs.mapped) return;
     uintptr_t addr = seg->novmm ? c->addr : seg->base + ((uintptr_t)c->first << seg->gshift);
-    _cua_history_note(_cua_devstat_device(seg->dev), delta > 0 ? CUA_HISTORY_MAP : CUA_HISTORY_UNMAP,
-                      addr, (uint64_t)(delta > 0 ? delta : -delta), 0, NULL);
+    seg->obs.mapped(seg->obs.ctx, addr, delta);
+}
+
+/* Tell the observer of a whole segment's change (novmm). */
+static cua_status seg_changed(cua_segment *seg, cua_seg_change what, cua_chunk *c, size_t len)
+{
+    if (!seg->obs.segment) return CUA_OK;
+    return seg->obs.segment(seg->obs.ctx, what, c->addr, len, &c->tag);
 }
 
 static void set_pages(cua_segment *seg, uint32_t first, uint32_t n, cua_chunk *c)
@@ -204,11 +206,11 @@ static void free_page_table(cua_segment *seg)
 
 cua_status _cua_seg_init(cua_segment *seg, cua_backend *bk, cua_callstats *cs, size_t size,
                          size_t align, size_t chunk_max, size_t chunk_large, bool novmm,
-                         cua_arena *owner)
+                         const cua_seg_observer *obs)
 {
     memset(seg, 0, sizeof *seg);
     seg->novmm = novmm;
-    seg->owner = owner;
+    if (obs) seg->obs = *obs;
     seg->bk = bk;
     seg->cs = cs;
     seg->access[0] = bk->device;
@@ -289,7 +291,7 @@ static cua_status alloc_segment(cua_segment *seg, cua_chunk *c, size_t len)
     cua_status st = _cua_bk_alloc(seg->bk, seg->cs, len, &c->addr);
     if (st != CUA_OK) return st;
     if (c->addr % CUA_ALIGNMENT == 0)
-        st = _cua_addrmap_insert_range(c->addr, len, seg->owner);
+        st = seg_changed(seg, CUA_SEG_CAME, c, len);
     else
         st = _cua_error(CUA_ERR_BACKEND, "the backend's alloc returned %#lx, not aligned to %u",
                         (unsigned long)c->addr, CUA_ALIGNMENT);
@@ -303,7 +305,6 @@ static cua_status alloc_segment(cua_segment *seg, cua_chunk *c, size_t len)
     memmove(&seg->byaddr[i + 1], &seg->byaddr[i], (seg->nbyaddr - i) * sizeof *seg->byaddr);
     seg->byaddr[i] = c;
     seg->nbyaddr++;
-    c->nvtx_heap = _cua_nvtx_segment_open(seg->owner, c->addr, len);
     return CUA_OK;
 }
 
@@ -311,15 +312,13 @@ static cua_status alloc_segment(cua_segment *seg, cua_chunk *c, size_t len)
 static cua_status free_segment(cua_segment *seg, cua_chunk *c)
 {
     size_t len = (size_t)c->npages << seg->gshift;
-    /* Its NVTX heap goes first: once freed, the range may be another's heap. */
-    _cua_nvtx_segment_close(c->nvtx_heap);
-    c->nvtx_heap = NULL;
+    (void)seg_changed(seg, CUA_SEG_LEAVING, c, len);
     cua_status st = _cua_bk_free(seg->bk, seg->cs, c->addr, len);
     if (st != CUA_OK) {
-        c->nvtx_heap = _cua_nvtx_segment_open(seg->owner, c->addr, len); /* (idle: no regions) */
+        (void)seg_changed(seg, CUA_SEG_STAYED, c, len);
         return st;
     }
-    _cua_addrmap_remove_range(c->addr, seg->owner);
+    (void)seg_changed(seg, CUA_SEG_GONE, c, len);
     size_t i = byaddr_lower_bound(seg, c->addr);
     memmove(&seg->byaddr[i], &seg->byaddr[i + 1], (seg->nbyaddr - i - 1) * sizeof *seg->byaddr);
     seg->nbyaddr--;
@@ -369,9 +368,8 @@ cua_status _cua_seg_fini(cua_segment *seg)
                            .addr = seg->novmm ? c->addr : seg->base + ((uintptr_t)c->first << seg->gshift)};
             _cua_bk_bury(seg->bk, g, st);
             if (seg->novmm) { /* its pointers: unknown now */
-                _cua_addrmap_remove_range(c->addr, seg->owner);
-                _cua_nvtx_segment_close(c->nvtx_heap);
-                c->nvtx_heap = NULL;
+                (void)seg_changed(seg, CUA_SEG_LEAVING, c, len);
+                (void)seg_changed(seg, CUA_SEG_GONE, c, len);
             }
             set_pages(seg, c->first, c->npages, NULL);
             mapped_add(seg, c, -(int64_t)len);
@@ -701,7 +699,7 @@ static cua_status trim_segments(cua_segment *seg, cua_chunk **run, size_t n, uin
         }
         *released += clen;
         chunk_free(seg, c);
-        if (seg->on_unmap) seg->on_unmap(seg->on_unmap_ctx, off, clen);
+        if (seg->obs.trimmed) seg->obs.trimmed(seg->obs.ctx, off, clen);
     }
     return first;
 }

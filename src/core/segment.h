@@ -34,7 +34,7 @@ typedef struct cua_chunk {
      * either (two driver failures): idle until a map grants access. */
     bool noaccess;
     uintptr_t addr;                   /* novmm: the segment's device address */
-    void *nvtx_heap;                  /* novmm: its NVTX heap when the arena registers */
+    void *tag;                        /* novmm: the observer's word for the segment */
     uint64_t idle_seq;                /* the arena's free sequence when it became idle */
     struct cua_chunk *idle_prev, *idle_next; /* on the idle list while busy == 0 */
 } cua_chunk;
@@ -45,16 +45,30 @@ typedef struct cua_handles {
     size_t n, cap;
 } cua_handles;
 
-/* A device's mapped bytes over all its arenas, and their peak (registry.c). */
-typedef struct cua_devstat {
-    _Atomic uint64_t mapped, peak;
-} cua_devstat;
-void _cua_devstat_add(cua_devstat *d, int64_t delta);
-/* The device ordinal whose counters d are. */
-int _cua_devstat_device(const cua_devstat *d);
+/* What happens to a whole segment (novmm), as told to the observer. */
+typedef enum cua_seg_change {
+    CUA_SEG_CAME,    /* allocated: register it (a failure frees it again) */
+    CUA_SEG_LEAVING, /* about to be freed */
+    CUA_SEG_STAYED,  /* ... but the free failed: it stays, as it was */
+    CUA_SEG_GONE,    /* freed */
+} cua_seg_change;
+
+/* The segment tells its owner (the arena, which installs this) what changed,
+ * and knows nothing of devices, the address map, NVTX or the history. */
+typedef struct cua_seg_observer {
+    void *ctx;
+    /* A chunk of |delta| bytes at addr was mapped (delta > 0) or unmapped. */
+    void (*mapped)(void *ctx, uintptr_t addr, int64_t delta);
+    /* novmm: a whole segment at [addr, addr + len) changed; *tag is the
+     * owner's per-segment word (its NVTX heap), kept with the chunk. */
+    cua_status (*segment)(void *ctx, cua_seg_change what, uintptr_t addr, size_t len,
+                          void **tag);
+    /* A trim gave back [off, off + len) (novmm: its edges are gone). */
+    void (*trimmed)(void *ctx, uint64_t off, uint64_t len);
+} cua_seg_observer;
 
 /* Devices a segment's memory may be accessible to: its own and its peers. */
-#define CUA_SEG_MAX_ACCESS 64
+#define CUA_SEG_MAX_ACCESS CUA_MAX_DEVICES
 
 typedef struct cua_segment {
     cua_backend *bk;
@@ -64,7 +78,7 @@ typedef struct cua_segment {
      * through trims, regrowth, offload and restore. */
     int access[CUA_SEG_MAX_ACCESS];
     int naccess;
-    cua_devstat *dev;         /* the device's counters, or NULL */
+    cua_seg_observer obs;     /* the owner's callbacks (any may be NULL) */
     cua_callstats *cs;        /* the arena's call counters */
     uintptr_t base;           /* reserved range [base, base + size) */
     size_t size;
@@ -97,20 +111,16 @@ typedef struct cua_segment {
     uint64_t adopted_bytes;
     /* novmm only: */
     bool novmm;
-    cua_arena *owner;         /* registered as the owner of each chunk's addresses */
     cua_chunk **byaddr;       /* chunks sorted by device address */
     size_t nbyaddr, cap_byaddr;
-    /* Called after a trim unmapped [off, off + len) (novmm: its edges are gone). */
-    void (*on_unmap)(void *ctx, uint64_t off, uint64_t len);
-    void *on_unmap_ctx;
 } cua_segment;
 
 /* Reserve `size` bytes (a multiple of 1 GiB) aligned to `align`; novmm: reserve
- * nothing, chunks will be whole segments registered under `owner`. chunk_max
- * and chunk_large as in cua_arena_config. */
+ * nothing, chunks will be whole segments. chunk_max and chunk_large as in
+ * cua_arena_config; `obs` (may be NULL) is told of every change. */
 cua_status _cua_seg_init(cua_segment *seg, cua_backend *bk, cua_callstats *cs, size_t size,
                          size_t align, size_t chunk_max, size_t chunk_large, bool novmm,
-                         cua_arena *owner);
+                         const cua_seg_observer *obs);
 /* Unmap and release everything and the reservation. Keeps going after a
  * failure and returns the first one. */
 cua_status _cua_seg_fini(cua_segment *seg);
@@ -191,11 +201,11 @@ static inline uintptr_t _cua_seg_addr(const cua_segment *seg, uint64_t off)
     return c->addr + (uintptr_t)(off - ((uint64_t)c->first << seg->gshift));
 }
 
-/* The NVTX heap of the segment that holds offset `off` (novmm; NULL when none). */
-static inline void *_cua_seg_nvtx_heap(const cua_segment *seg, uint64_t off)
+/* The observer's word of the segment that holds offset `off` (novmm; NULL when none). */
+static inline void *_cua_seg_tag(const cua_segment *seg, uint64_t off)
 {
     const cua_chunk *c = seg->novmm ? seg->pages[_cua_seg_page(seg, off)] : NULL;
-    return c ? c->nvtx_heap : NULL;
+    return c ? c->tag : NULL;
 }
 
 bool _cua_seg_offset_novmm(const cua_segment *seg, uintptr_t addr, uint64_t *off);
@@ -212,10 +222,5 @@ static inline bool _cua_seg_offset(const cua_segment *seg, uintptr_t addr, uint6
 /* novmm: true when `off` is a chunk edge, which no block may cross (a page
  * boundary with different chunks, or a chunk and unmapped space, on its sides). */
 bool _cua_seg_fence(const void *seg, uint64_t off);
-
-/* addrmap.c: the registry of novmm chunks, by address. */
-cua_status _cua_addrmap_insert_range(uintptr_t base, size_t size, cua_arena *a);
-/* The range of `base` that arena `a` inserted (another may have the same base). */
-void _cua_addrmap_remove_range(uintptr_t base, const cua_arena *a);
 
 #endif /* CUA_SEGMENT_H */

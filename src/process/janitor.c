@@ -4,7 +4,7 @@
  * between cua_janitor_start() and cua_janitor_stop(): cuarena never starts a
  * thread the user did not ask for.
  */
-#include "base/internal.h"
+#include "process/registry.h"
 
 #include <errno.h>
 
@@ -28,7 +28,7 @@ static void *janitor_main(void *arg)
         }
         if (jan_stop) break;
         pthread_mutex_unlock(&jan_lock);
-        cua_trim_idle(CUA_ALL_DEVICES, NULL); /* failures show in the arenas' events and stats */
+        _cua_registry_trim_idle(CUA_ALL_DEVICES, NULL); /* failures show in the arenas' events and stats */
         pthread_mutex_lock(&jan_lock);
     }
     pthread_mutex_unlock(&jan_lock);

@@ -9,7 +9,10 @@
  * memory at once must not wait for each other's locks), and the callbacks run
  * with none held, so they may free, destroy or offload.
  */
-#include "arena/arena.h"
+#include "process/pressure.h"
+#include "arena/events.h"
+#include "arena/stats.h"
+#include "process/registry.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -82,7 +85,7 @@ static size_t driver_free(cua_arena *a)
     size_t fr = 0, tot = 0;
     if (_cua_arena_lock_alive(a)) {
         _cua_bk_mem_info(a->bk, &a->cs, &fr, &tot);
-        _cua_unlock(&a->lock);
+        _cua_arena_unlock(a);
     }
     return fr;
 }
@@ -154,7 +157,9 @@ void _cua_pressure_report(cua_arena *a, size_t size)
     text[0] = 0;
     for (size_t i = 0; i < n; i++) {
         cua_stats s;
-        if (!same_pool(a, v[i]) || cua_arena_get_stats(v[i], &s) != CUA_OK) continue;
+        if (!same_pool(a, v[i]) || !_cua_arena_lock_alive(v[i])) continue;
+        _cua_stats_read(v[i], &s);
+        _cua_arena_unlock(v[i]);
         char live[32], mapped[32], trim[32], largest[32];
         free_inside += s.free_bytes;
         _cua_put(text, cap, &len, "%s'%s' %s live / %s mapped / %s trimmable / %s largest free",

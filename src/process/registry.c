@@ -11,7 +11,13 @@
  * alive by a walk may be destroyed a moment later; callers then get
  * CUA_ERR_DESTROYED from it, and the report and the headroom skip it.
  */
-#include "arena/arena.h"
+#include "process/registry.h"
+#include "backend/cuda.h"
+#include "backend/host.h"
+#include "arena/events.h"
+#include "arena/stats.h"
+#include "base/addrmap.h"
+#include "base/devstat.h"
 
 #include <inttypes.h>
 #include <stdio.h>
@@ -23,44 +29,8 @@ static cua_arena **registry;
 static size_t registry_n, registry_cap;
 static cua_arena *default_arena[CUA_MAX_DEVICES];
 static cua_backend *device_backend[CUA_MAX_DEVICES]; /* shared CUDA backends, made once */
-static cua_devstat devstats[CUA_MAX_DEVICES];
 
-cua_devstat *_cua_registry_devstat(int device)
-{
-    return device >= 0 && device < CUA_MAX_DEVICES ? &devstats[device] : NULL;
-}
-
-int _cua_devstat_device(const cua_devstat *d) { return (int)(d - devstats); }
-
-void _cua_devstat_add(cua_devstat *d, int64_t delta)
-{
-    uint64_t now = atomic_fetch_add(&d->mapped, (uint64_t)delta) + (uint64_t)delta;
-    uint64_t peak = atomic_load(&d->peak);
-    while (now > peak && !atomic_compare_exchange_weak(&d->peak, &peak, now)) {
-    }
-}
-
-cua_status cua_device_peak(int device, size_t *peak_mapped, size_t *mapped_now)
-{
-    cua_devstat *d = _cua_registry_devstat(device);
-    if (!d || (!peak_mapped && !mapped_now))
-        return _cua_error(CUA_ERR_INVALID_ARG, "device %d is out of range 0..%d, or both outputs "
-                          "are NULL", device, CUA_MAX_DEVICES - 1);
-    if (peak_mapped) *peak_mapped = (size_t)atomic_load(&d->peak);
-    if (mapped_now) *mapped_now = (size_t)atomic_load(&d->mapped);
-    return CUA_OK;
-}
-
-cua_status cua_device_reset_peak(int device)
-{
-    cua_devstat *d = _cua_registry_devstat(device);
-    if (!d) return _cua_error(CUA_ERR_INVALID_ARG, "device %d is out of range 0..%d", device,
-                              CUA_MAX_DEVICES - 1);
-    atomic_store(&d->peak, atomic_load(&d->mapped));
-    return CUA_OK;
-}
-
-cua_status _cua_registry_add(cua_arena *a)
+static cua_status registry_add(cua_arena *a)
 {
     pthread_mutex_lock(&registry_lock);
     if (registry_n == registry_cap) {
@@ -86,9 +56,8 @@ void _cua_registry_drop_default(cua_arena *a)
     pthread_mutex_unlock(&registry_lock);
 }
 
-cua_status cua_device_backend(int device, cua_backend **out)
+cua_status _cua_registry_device_backend(int device, cua_backend **out)
 {
-    if (!out) return _cua_error(CUA_ERR_INVALID_ARG, "out is NULL");
     *out = NULL;
     if (device < 0 || device >= CUA_MAX_DEVICES)
         return _cua_error(CUA_ERR_INVALID_ARG, "device %d is out of range 0..%d", device,
@@ -96,8 +65,13 @@ cua_status cua_device_backend(int device, cua_backend **out)
     cua_status st = CUA_OK;
     pthread_mutex_lock(&registry_lock); /* made once: a second thread waits for the first */
     if (!device_backend[device]) {
-        cua_backend *b;
-        st = cua_backend_cuda_create(device, &b);
+        cua_backend *b = NULL;
+#if CUA_HAVE_CUDA
+        st = _cua_backend_cuda_create(device, &b);
+#else
+        st = _cua_error(CUA_ERR_NOT_SUPPORTED, "this build of cuarena has no CUDA backend "
+                        "(cuda.h was not found when it was built)");
+#endif
         if (st == CUA_OK) {
             b->shared = true;
             device_backend[device] = b;
@@ -106,6 +80,53 @@ cua_status cua_device_backend(int device, cua_backend **out)
     *out = device_backend[device];
     pthread_mutex_unlock(&registry_lock);
     return st;
+}
+
+cua_status cua_device_backend(int device, cua_backend **out)
+{
+    if (!out) return _cua_error(CUA_ERR_INVALID_ARG, "out is NULL");
+    return _cua_registry_device_backend(device, out);
+}
+
+/* The backend an arena of cfg gets; owns: the arena's own (a host backend). */
+static cua_status backend_for(const cua_arena_config *cfg, cua_backend **bk, bool *owns)
+{
+    *bk = cfg->backend;
+    *owns = false;
+    if (cfg->backend_kind < CUA_BACKEND_HOST || cfg->backend_kind > CUA_BACKEND_AUTO)
+        return _cua_error(CUA_ERR_INVALID_ARG, "backend_kind %d is not a cua_backend_kind",
+                          cfg->backend_kind);
+    if (!*bk && cfg->backend_kind != CUA_BACKEND_HOST) {
+        cua_status st = _cua_registry_device_backend(cfg->device, bk);
+        if (st != CUA_OK && cfg->backend_kind == CUA_BACKEND_CUDA) return st;
+        /* auto without the device: a host backend below */
+    }
+    if (*bk) return CUA_OK;
+    cua_host_config hc; /* a simulated device of the arena's ordinal, without peers */
+    _cua_host_config_defaults(&hc);
+    if (cfg->device >= 0 && cfg->device < CUA_MAX_DEVICES) hc.device = cfg->device;
+    *owns = true;
+    return _cua_backend_host_create(&hc, bk);
+}
+
+cua_status _cua_registry_create(const cua_arena_config *cfg, cua_arena **out)
+{
+    cua_backend *bk;
+    bool owns;
+    cua_status st = backend_for(cfg, &bk, &owns);
+    if (st != CUA_OK) return st;
+    cua_arena *a = NULL;
+    st = _cua_arena_create(cfg, bk, owns, &a); /* (destroys an owned backend on failure) */
+    if (st != CUA_OK) return st;
+    st = registry_add(a);
+    if (st != CUA_OK) {
+        if (!a->seg.novmm) _cua_addrmap_remove(a->seg.base, a->seg.size, a);
+        _cua_arena_destroy_locked(a, CUA_DESTROY_FORCE);
+        free(a); /* never handed out: no tombstone needed */
+        return st;
+    }
+    *out = a;
+    return CUA_OK;
 }
 
 cua_arena *_cua_registry_default(int device, cua_arena *candidate)
@@ -219,6 +240,11 @@ cua_status cua_trim_idle(int device, size_t *released)
     if (device < CUA_ALL_DEVICES)
         return _cua_error(CUA_ERR_INVALID_ARG, "device %d is not an ordinal or CUA_ALL_DEVICES",
                           device);
+    return _cua_registry_trim_idle(device, released);
+}
+
+cua_status _cua_registry_trim_idle(int device, size_t *released)
+{
     cua_arena **v;
     size_t n;
     cua_status st = _cua_registry_by_priority(device, &v, &n), first = CUA_OK;
@@ -268,18 +294,18 @@ static cua_status device_sums_of(int device, cua_arena **v, size_t n, device_sum
     cua_status st = CUA_OK;
     for (size_t i = 0; i < n; i++) {
         cua_stats as;
-        if (cua_arena_get_stats(v[i], &as) != CUA_OK) continue; /* destroyed meanwhile */
+        if (!_cua_arena_lock_alive(v[i])) continue; /* destroyed meanwhile */
+        _cua_stats_read(v[i], &as);
         s->mapped += as.mapped_bytes;
         s->live += as.live_bytes;
         s->cached += as.cached_bytes;
         s->narenas++;
-        if (asked) continue;
-        /* Under the arena's lock, so that its backend cannot go meanwhile. */
-        if (!_cua_arena_lock_alive(v[i])) continue;
-        st = _cua_bk_mem_info(v[i]->bk, NULL, &s->driver_free, &s->driver_total);
-        s->gran = v[i]->bk->granularity;
-        asked = true;
-        _cua_unlock(&v[i]->lock);
+        if (!asked) { /* under the arena's lock, so that its backend cannot go meanwhile */
+            st = _cua_bk_mem_info(v[i]->bk, NULL, &s->driver_free, &s->driver_total);
+            s->gran = v[i]->bk->granularity;
+            asked = true;
+        }
+        _cua_arena_unlock(v[i]);
     }
     if (st != CUA_OK)
         return _cua_error_wrap(st, "cannot ask the driver what device %d has free", device);
@@ -325,20 +351,22 @@ cua_status cua_device_report_json(int device, char *buf, size_t cap, size_t *len
         ",\"headroom_bytes\":%" PRIu64 ",\"peak_mapped_bytes\":%" PRIu64 ",\"arenas\":[",
         device, s.driver_free, s.driver_total, used, s.mapped, s.live, s.cached, unaccounted,
         (uint64_t)headroom_of(&s),
-        device < CUA_MAX_DEVICES ? (uint64_t)atomic_load(&devstats[device].peak) : 0);
+        _cua_devstat_of(device) ? (uint64_t)atomic_load(&_cua_devstat_of(device)->peak) : 0);
     bool first = true;
     for (size_t i = 0; i < n && st == CUA_OK; i++) {
-        size_t need = 0, got = 0;
-        if (cua_arena_stats_json(v[i], NULL, 0, &need) != CUA_OK) continue; /* destroyed */
-        char *one = malloc(need + 64);
+        cua_stats as;
+        if (!_cua_arena_lock_alive(v[i])) continue; /* destroyed meanwhile */
+        _cua_stats_read(v[i], &as);
+        size_t need = _cua_stats_json(&as, v[i]->name, v[i]->device, v[i]->bk->name, NULL, 0);
+        char *one = malloc(need + 1);
+        if (one) _cua_stats_json(&as, v[i]->name, v[i]->device, v[i]->bk->name, one, need + 1);
+        _cua_arena_unlock(v[i]);
         if (!one) {
             st = _cua_error(CUA_ERR_OUT_OF_MEMORY, "no host memory for the device report");
             break;
         }
-        if (cua_arena_stats_json(v[i], one, need + 64, &got) == CUA_OK && got < need + 64) {
-            _cua_put(buf, cap, len, "%s%s", first ? "" : ",", one);
-            first = false;
-        }
+        _cua_put(buf, cap, len, "%s%s", first ? "" : ",", one);
+        first = false;
         free(one);
     }
     _cua_put(buf, cap, len, "]}");

@@ -4,7 +4,7 @@
  * the granularity, the size of the arenas' default chunk, so that any growth
  * can map them.
  */
-#include "arena/arena.h"
+#include "arena/events.h"
 
 #include <stdlib.h>
 

@@ -1,0 +1,152 @@
+/*
+ * types.h - the arena's data: one segment (address range + physical chunks),
+ * the heap of blocks in it, its streams, limit, release policy and
+ * statistics, behind one lock; and the lock's inline helpers. Every module of
+ * the arena layer reads it; each declares its own functions in its header
+ * (stream.h, tcache.h, policy.h, offload.h, ..., arena.h for arena.c).
+ * Callers take the lock and check `alive` first (_cua_arena_lock_alive).
+ */
+#ifndef CUA_ARENA_TYPES_H
+#define CUA_ARENA_TYPES_H
+
+#include "base/devstat.h"
+#include "core/heap.h"
+#include "core/segment.h"
+
+#include <string.h>
+
+#define CUA_ARENA_MAGIC 0x41524e41u /* "ARNA" */
+#define CUA_ARENA_EVENTS 8          /* events one call may queue (more merge) */
+#define CUA_NAME_CAP 64
+
+/* One stream that used the arena; its index in the table is its heap tag
+ * (tag 0 stands for "any stream" and has no entry in use). */
+typedef struct cua_streamslot {
+    cua_stream stream;
+    cua_event ev;            /* reclaim event, valid while has_ev */
+    uint64_t ev_seq;         /* the arena's free sequence when ev was recorded */
+    uint64_t done_seq;       /* frees on this stream up to this sequence are complete */
+    uint64_t last_free_seq;  /* sequence of the last free on this stream */
+    uint64_t shared_seq;     /* its free blocks up to this sequence are tag 0 */
+    bool has_ev;
+    /* retired (cua_stream_retire): the stream is gone; its work was waited for,
+     * so done_seq is UINT64_MAX, nothing is recorded on it again, and the
+     * blocks it frees go to every stream. The slot is taken again by a new
+     * stream once no free block carries its tag. */
+    bool retired;
+} cua_streamslot;
+
+/* Other streams a live block was used on (cua_record_stream), and at its free
+ * the events recorded on them. */
+struct cua_uses {
+    uint32_t n, cap;
+    /* unsynced: no event could be recorded and the stream could not be
+     * synchronised at the free; a blocking poll synchronises it later. */
+    struct { cua_stream stream; cua_event ev; bool unsynced; } use[];
+};
+
+typedef struct cua_streams {
+    cua_streamslot *slot;    /* slot[0] unused: tag 0 */
+    uint32_t n, cap;         /* slots in use, including slot 0 */
+    uint32_t last;           /* the slot found last (a one-entry cache) */
+    cua_event *pool;         /* idle events for reuse */
+    uint32_t npool, cap_pool;
+    cua_block *pending;      /* freed blocks waiting for other streams (fnext list) */
+    uint64_t pending_bytes, pending_blocks;
+} cua_streams;
+
+struct cua_arena {
+    /* The shell: kept after destroy so stale handles get CUA_ERR_DESTROYED.
+     * magic and tc_on are read by every thread's fast path: they share no
+     * cache line with the lock and the counters written under it. */
+    uint32_t magic;
+    _Atomic int tc_on;           /* threads may use caches (tcache.c; read without the lock) */
+    _Alignas(64) cua_lock_t lock;
+    _Atomic int alive;       /* written under lock; read without it by registry walks */
+    char name[CUA_NAME_CAP];
+    int device;
+    /* The body: released by destroy. */
+    cua_backend *bk;
+    bool owns_bk;
+    cua_devstat *dev;        /* the device's counters (NULL: device out of range) */
+    cua_arena_config cfg;    /* name points to `name` */
+    cua_segment seg;
+    bool nvtx_on;            /* its segments and blocks are registered with NVTX (nvtx.c) */
+    cua_heap heap;
+    cua_streams streams;
+    cua_callstats cs;
+    uint64_t seq;            /* free sequence: +1 per free */
+    uint64_t top_used;       /* highest end of any block ever handed out */
+    uint64_t footprint_hw;   /* the demand peak: most bytes mapped with no cache left */
+    /* Offloaded (offload.c): the live blocks hold no pages; their data, unless
+     * discarded, is in `image` (host memory), one entry per block by offset. */
+    bool offloaded;
+    struct cua_image {
+        struct cua_image_block { uint64_t off, len, at; } *blocks; /* sorted by off */
+        size_t n;
+        unsigned char *data;
+        uint64_t bytes;
+        size_t map_bytes;   /* data's mapping (bytes rounded up, or a reused one) */
+        bool discarded;
+    } image;
+    /* The last image's mapping after a restore, its pages lazily freed
+     * (MADV_FREE), for the next offload (offload.c). */
+    unsigned char *spare_image;
+    size_t spare_bytes;
+    /* cua_trim_idle's view: the alloc + free count it saw last, and since when. */
+    uint64_t idle_seen_ops, idle_since_ns;
+    /* Events of the current call, delivered after the lock is released (api.c). */
+    cua_arena_event events[CUA_ARENA_EVENTS];
+    unsigned nevents;
+    /* Thread caches (tcache.c): the list and tc_fix under the lock. */
+    struct cua_tcache *tcs;
+    _Atomic uint32_t lock_waits; /* takers that found the lock held (thread_cache auto) */
+    int64_t tc_fix;              /* live bytes: what caches' blocks freed here left behind */
+    uint64_t tc_gone_allocs, tc_gone_frees; /* the counts of caches whose threads ended */
+    bool tc_auto;                /* thread_cache auto and caches allowed: decided at create */
+    bool tc_granted;             /* a cache was ever handed a block (blocks may be OUT) */
+    /* statistics (stats.c reads them) */
+    uint64_t live_bytes, live_blocks, allocated_bytes;
+    uint64_t peak_live, peak_mapped;
+    uint64_t alloc_count, free_count, oom_count, trim_count, trimmed_bytes;
+};
+
+/* Whether handle h is an arena: its first word read as bytes, so that a
+ * handle that is no arena (any pointer a caller passes) is not accessed as
+ * one (a cua_arena is 64-byte aligned; a stray pointer need not be). */
+static inline bool _cua_is_arena(const void *h)
+{
+    uint32_t magic;
+    memcpy(&magic, h, sizeof magic);
+    return magic == CUA_ARENA_MAGIC;
+}
+
+/* thread_cache auto: caches go on after this many takers found the lock held. */
+#define CUA_TC_AUTO_WAITS 256u
+
+/* Take the arena's lock after finding it held: count the wait (thread_cache
+ * auto turns caches on once threads queue), then wait. */
+static inline void _cua_arena_lock_wait(cua_arena *a)
+{
+    if (a->tc_auto && !atomic_load_explicit(&a->tc_on, memory_order_relaxed)) {
+        uint32_t n = atomic_fetch_add_explicit(&a->lock_waits, 1, memory_order_relaxed) + 1;
+        if (n == CUA_TC_AUTO_WAITS) atomic_store_explicit(&a->tc_on, 1, memory_order_relaxed);
+    }
+    _cua_lock(&a->lock);
+}
+
+/* Take the arena's lock if it is alive (true); a destroyed arena is left
+ * unlocked (false). `alive` only changes under the lock. Released with
+ * _cua_arena_unlock (events.h), which hands over the events the call queued. */
+static inline bool _cua_arena_lock_alive(cua_arena *a)
+{
+    if (CUA_UNLIKELY(!_cua_trylock(&a->lock))) _cua_arena_lock_wait(a);
+    if (CUA_LIKELY(atomic_load_explicit(&a->alive, memory_order_relaxed))) return true;
+    _cua_unlock(&a->lock);
+    return false;
+}
+
+/* While the arena has one stream, free blocks merge whatever their tags. */
+static inline bool _cua_arena_one_stream(const cua_arena *a) { return a->streams.n <= 2; }
+
+#endif /* CUA_ARENA_TYPES_H */
