@@ -8,9 +8,9 @@
  * is parsed into a copy of the config and copied back only when all of it is
  * good, so an error leaves the caller's config as it was.
  *
- * `options` below is the one list of the keys: the parser and the "known
- * keys" of error messages are made from it; tests/check-docs.py fails when a
- * key is missing from README.md's Options table or docs/tuning.md.
+ * `options` below is the one list of the keys: the parser, the "known keys"
+ * of error messages and the option tables of README.md and docs/tuning.md
+ * (tools/options-doc, through _cua_config_option) are made from it.
  */
 #include "config.h"
 
@@ -136,6 +136,14 @@ static const struct option options[] = {
              "every mapping, now and after trims, regrowth and restores); refused when a "
              "device cannot reach the arena's"},
 };
+
+bool _cua_config_option(size_t i, cua_option_info *out)
+{
+    if (!out || i >= CUA_ARRAY_LEN(options)) return false;
+    *out = (cua_option_info){options[i].name, options[i].syntax, options[i].fallback,
+                             options[i].help};
+    return true;
+}
 
 /* ---- defaults ------------------------------------------------------------------ */
 
