@@ -9,8 +9,13 @@ Checks, and ends with "N passed, N failed" like the other tests:
      has a row in README.md's Options table (a line "| `key` | ..." under
      "## Options");
   2. every option key appears in docs/tuning.md (as `key`);
-  3. every relative link in README.md and docs/*.md ([text](path), images
-     too; not inside code blocks) points to a file or directory that exists.
+  3. every relative link in README.md, CHANGELOG.md, CONTRIBUTING.md and the
+     Markdown files under docs/ ([text](path), images too; not inside code
+     blocks) points to a file or directory that exists, and a link's
+     #anchor (to a Markdown file, or "#anchor" within the page) to one of
+     that page's headings (GitHub's ids: lower case, punctuation dropped,
+     spaces as '-', a repeated heading's id suffixed -1, -2, ...) or of its
+     <a id="..."> / <a name="..."> tags.
 
 KNOWN_GAPS can list what is known to be missing while another piece of work
 brings it (a listed gap is a note, not a failure, until it is fixed; then the
@@ -51,6 +56,47 @@ def readme_option_rows(root):
             if m:
                 rows.add(m.group(1))
     return rows
+
+
+def slug(heading):
+    """GitHub's id of a heading: its text without Markdown, lower case,
+    punctuation dropped, spaces as '-'."""
+    text = re.sub(r"!?\[([^\]]*)\]\([^)]*\)", r"\1", heading)  # links: their text
+    text = re.sub(r"<[^>]+>", "", text).replace("`", "").replace("*", "")
+    text = re.sub(r"[^\w\- ]", "", text.strip().lower())
+    return text.replace(" ", "-")
+
+
+def anchors(path):
+    """The ids a page's headings and <a id/name> tags give, outside code blocks."""
+    ids, seen, fence = set(), {}, None
+    for line in open(path, encoding="utf-8"):
+        stripped = line.lstrip()
+        if fence:
+            if stripped.startswith(fence):
+                fence = None
+            continue
+        if stripped.startswith("```") or stripped.startswith("~~~"):
+            fence = stripped[:3]
+            continue
+        ids.update(re.findall(r"<a\s+(?:id|name)=\"([^\"]+)\"", line))
+        m = re.match(r"#{1,6}\s+(.*?)\s*#*\s*$", line)
+        if m:
+            base = slug(m.group(1))
+            n = seen.get(base, 0)
+            seen[base] = n + 1
+            ids.add(base if n == 0 else "%s-%d" % (base, n))
+    return ids
+
+
+def doc_files(root):
+    """README.md, CHANGELOG.md, CONTRIBUTING.md and every .md under docs/."""
+    files = [os.path.join(root, f) for f in ("README.md", "CHANGELOG.md", "CONTRIBUTING.md")
+             if os.path.exists(os.path.join(root, f))]
+    for top, dirs, names in os.walk(os.path.join(root, "docs")):
+        dirs.sort()
+        files += [os.path.join(top, f) for f in sorted(names) if f.endswith(".md")]
+    return files
 
 
 def links(path):
@@ -103,26 +149,36 @@ def main():
                "option '%s' of src/api/config.c %s in docs/tuning.md"
                % (k, "appears" if present else "does not appear"))
 
-    docs = os.path.join(root, "docs")
-    files = [os.path.join(root, "README.md")] + sorted(
-        os.path.join(docs, f) for f in os.listdir(docs) if f.endswith(".md"))
-    nlinks = 0
+    files = doc_files(root)
+    nlinks = nanchors = 0
+    ids = {}
     for path in files:
         for n, target in links(path):
-            if re.match(r"^[a-z][a-z0-9+.-]*:", target, re.I) or target.startswith("#"):
-                continue  # a URL (http:, mailto:) or an anchor in the same page
-            nlinks += 1
-            rel = target.split("#", 1)[0]
-            dest = os.path.normpath(os.path.join(os.path.dirname(path), rel))
-            item = os.path.relpath(dest, root)
-            ok = os.path.exists(dest)
-            result(ok, "link", item, "%s:%d: link to '%s' %s" % (
-                os.path.relpath(path, root), n, target, "resolves" if ok else "points to no file"))
+            if re.match(r"^[a-z][a-z0-9+.-]*:", target, re.I):
+                continue  # a URL (http:, mailto:)
+            rel, _, frag = target.partition("#")
+            dest = os.path.normpath(os.path.join(os.path.dirname(path), rel)) if rel else path
+            where = "%s:%d: link to '%s'" % (os.path.relpath(path, root), n, target)
+            if rel:
+                nlinks += 1
+                ok = os.path.exists(dest)
+                result(ok, "link", os.path.relpath(dest, root),
+                       "%s %s" % (where, "resolves" if ok else "points to no file"))
+                if not ok:
+                    continue
+            if frag and dest.endswith(".md"):
+                nanchors += 1
+                if dest not in ids:
+                    ids[dest] = anchors(dest)
+                ok = frag in ids[dest]
+                result(ok, "anchor", "%s#%s" % (os.path.relpath(dest, root), frag),
+                       "%s %s" % (where, "finds its heading" if ok else
+                                  "names no heading or anchor of %s" % os.path.relpath(dest, root)))
 
     for note in notes:
         print(note)
-    print("%d option keys, %d README option rows, %d relative links in %d files"
-          % (len(keys), len(rows), nlinks, len(files)))
+    print("%d option keys, %d README option rows, %d relative links and %d anchors in %d files"
+          % (len(keys), len(rows), nlinks, nanchors, len(files)))
     print("%d passed, %d failed" % (passed, failed))
     return 1 if failed else 0
 

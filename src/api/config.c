@@ -8,9 +8,9 @@
  * is parsed into a copy of the config and copied back only when all of it is
  * good, so an error leaves the caller's config as it was.
  *
- * `options` below is the one list of the keys: the parser and the "known
- * keys" of error messages are made from it; tests/check-docs.py fails when a
- * key is missing from README.md's Options table or docs/tuning.md.
+ * `options` below is the one list of the keys: the parser, the "known keys"
+ * of error messages and the option tables of README.md and docs/tuning.md
+ * (tools/options-doc, through _cua_config_option) are made from it.
  */
 #include "api/config.h"
 
@@ -85,16 +85,19 @@ static const struct option options[] = {
      .help = "bytes mapped past the demand peak before the footprint cap swaps cached pages"},
     {.name = "floor", .kind = OPT_SIZE, .offset = FIELD(floor),
      .syntax = "size", .fallback = "0",
-     .help = "bytes kept mapped through trims (not through a trim that lets an allocation succeed)"},
+     .help = "bytes kept mapped through trims (not through a trim that lets an allocation succeed); "
+             "at most a non-zero limit"},
     {.name = "priority", .kind = OPT_INT, .offset = FIELD(priority),
      .syntax = "integer >= 0", .fallback = "0",
      .help = "lower priorities give cached memory first when cua_trim_idle or an out-of-memory "
              "needs some"},
     {.name = "idle_ms", .kind = OPT_UINT, .offset = FIELD(idle_ms),
      .syntax = "milliseconds", .fallback = "0 (never)",
-     .help = "an arena without alloc or free for this long is trimmed by cua_trim_idle"},
+     .help = "an arena without alloc or free for this long is trimmed by cua_trim_idle and the "
+             "janitor"},
     {.name = "backend", .kind = OPT_WORD, .offset = FIELD(backend_kind), .words = backend_words,
-     .syntax = "host, cuda or auto", .fallback = "host (default arenas: auto)",
+     .syntax = "host, cuda or auto",
+     .fallback = "host (default arenas, cua_arena_create_conf() and Python: auto)",
      .help = "where an arena created without a backend takes memory: a host backend of its "
              "own, the device's shared CUDA backend, or CUDA where the device exists"},
     {.name = "thread_cache", .kind = OPT_WORD, .offset = FIELD(thread_cache),
@@ -123,7 +126,8 @@ static const struct option options[] = {
      .help = "1: zero the host copies of an offloaded arena (its image, the staging buffers) "
              "once restored, so no copy of its data stays readable (sets CUA_ARENA_SCRUB)"},
     {.name = "nvtx", .kind = OPT_FLAG, .flag = CUA_ARENA_NVTX,
-     .syntax = "0 or 1", .fallback = "0 (1 when NVTX_INJECTION64_PATH is set)",
+     .syntax = "0 or 1",
+     .fallback = "0 (arenas of whole segments register anyway while NVTX_INJECTION64_PATH is set)",
      .help = "1: register the arena's segments and blocks with NVTX, so compute-sanitizer sees "
              "each block as an allocation; implies vmm:0 (sets CUA_ARENA_NVTX)"},
     {.name = "vmm", .kind = OPT_FLAG, .flag = CUA_ARENA_NO_VMM,
@@ -136,6 +140,14 @@ static const struct option options[] = {
              "every mapping, now and after trims, regrowth and restores); refused when a "
              "device cannot reach the arena's"},
 };
+
+bool _cua_config_option(size_t i, cua_option_info *out)
+{
+    if (!out || i >= CUA_ARRAY_LEN(options)) return false;
+    *out = (cua_option_info){options[i].name, options[i].syntax, options[i].fallback,
+                             options[i].help};
+    return true;
+}
 
 /* ---- defaults ------------------------------------------------------------------ */
 

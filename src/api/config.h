@@ -18,4 +18,20 @@
  */
 cua_status _cua_config_parse_size(const char *s, size_t len, size_t *out);
 
+/** One key of the option table, in words, for tools that document it
+ *  (tools/options-doc writes README.md's and docs/tuning.md's tables). */
+typedef struct cua_option_info {
+    const char *name;     /**< the key */
+    const char *syntax;   /**< the value it takes */
+    const char *fallback; /**< the built-in default */
+    const char *help;     /**< what it does, one sentence */
+} cua_option_info;
+
+/**
+ * The i-th key of the option table (in the table's order) into *out.
+ * Returns false, and leaves *out as it was, when i is past the last key or
+ * out is NULL.
+ */
+bool _cua_config_option(size_t i, cua_option_info *out);
+
 #endif /* CUA_CONFIG_H */
