@@ -1,6 +1,6 @@
 /*
  * options-doc - the option table of README.md and docs/tuning.md, made from
- * src/config.c's table of keys (through _cua_config_option), so that the
+ * src/api/config.c's table of keys (through _cua_config_option), so that the
  * docs cannot drift from the code.
  *
  *   options-doc                  print the Markdown table
@@ -16,7 +16,7 @@
  * vmm:0) are put in backticks, and '|' is escaped. Exit status 0 when
  * everything passed.
  */
-#include "config.h"
+#include "api/config.h"
 
 #include <ctype.h>
 #include <stdio.h>
@@ -194,7 +194,7 @@ static bool do_file(const char *path, const struct text *table, bool write, bool
         bool same = len == table->len && memcmp(from, table->s, len) == 0;
         if (same) {
             ok = true;
-            if (!quiet) printf("ok: %s: the options block is src/config.c's table\n", path);
+            if (!quiet) printf("ok: %s: the options block is src/api/config.c's table\n", path);
         } else if (write) {
             struct text out = {0};
             put(&out, t.s, (size_t)(from - t.s));
@@ -205,7 +205,7 @@ static bool do_file(const char *path, const struct text *table, bool write, bool
             free(out.s);
         } else if (!quiet) {
             int line = first_difference(from, len, table->s, table->len);
-            printf("FAIL: %s: the options block differs from src/config.c's table at its line "
+            printf("FAIL: %s: the options block differs from src/api/config.c's table at its line "
                    "%d (tools/options-doc --write %s)\n", path, line, path);
         }
     }
