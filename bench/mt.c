@@ -19,6 +19,7 @@
 #include "trace.h"
 
 #include "cuarena.h"
+#include "cuarena_backend.h"
 
 #include <inttypes.h>
 #include <pthread.h>

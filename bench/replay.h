@@ -6,6 +6,7 @@
 #define CUA_BENCH_REPLAY_H
 
 #include "cuarena.h"
+#include "cuarena_backend.h"
 #include "timeline.h"
 
 #include <stdint.h>

@@ -16,6 +16,7 @@
  * --backend cuda finds no GPU. Prints "cpp_raii: " lines.
  */
 #include "cuarena.hpp"
+#include "cuarena_backend.h"
 
 #include <cstdio>
 #include <cstdlib>

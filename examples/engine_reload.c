@@ -17,6 +17,7 @@
  * finds no GPU.
  */
 #include <cuarena.h>
+#include <cuarena_backend.h> /* the host backend, for this example without a GPU */
 
 #include <dlfcn.h>
 #include <stdbool.h>

@@ -17,6 +17,7 @@
  * On the host backend the "device" is a simulated one of 1 GiB x scale.
  */
 #include <cuarena.h>
+#include <cuarena_backend.h> /* the host backend, for this example without a GPU */
 
 #include <stdio.h>
 #include <stdlib.h>

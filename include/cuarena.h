@@ -3,6 +3,13 @@
  * with expandable segments, component arenas, explicit trim and fragmentation
  * statistics.
  *
+ * Two more headers: cuarena_backend.h (the host and fault backends, and
+ * backends' counters: for tests and tools) and cuarena_frameworks.h (the
+ * entry points PyTorch and CuPy load). docs/abi.md says what stays stable
+ * between releases: the symbols of tools/abi-symbols.txt, and structures that
+ * only grow at their end (the caller's size is passed along: the *_sized
+ * functions, which the inline wrappers of this header call).
+ *
  * Conventions
  *   - Every entry point returns a cua_status. CUA_OK is 0; anything else is an
  *     error, and cua_last_error() returns a message in words, kept per thread
@@ -142,67 +149,14 @@ typedef enum cua_call {
     CUA_CALL_COUNT
 } cua_call;
 
+/** Room for call kinds in the statistics' arrays: kinds are only ever added
+ *  below it, so a new kind does not move the fields after the arrays. */
+#define CUA_CALL_MAX 32
+
 /** The name of the call kind `call`, e.g. "map". Returns a static string, or NULL
  *  for an unknown kind. */
 CUA_API const char *cua_call_name(cua_call call);
 
-/** Options of the host backend. Initialise with cua_host_config_init(). */
-typedef struct cua_host_config {
-    /** Simulated device memory in bytes ("device total"); mapping past it fails
-     *  with CUA_ERR_OUT_OF_MEMORY. Default 80 GiB. Pages cost real memory only
-     *  once they are written. */
-    size_t capacity;
-    /** Mapping granularity in bytes, a power of two and a multiple of the OS
-     *  page size. Default 2 MiB, as on CUDA. */
-    size_t granularity;
-    /** 0 (default): events complete as soon as they are recorded.
-     *  1: events complete only when cua_host_stream_complete() is called for
-     *  their stream or when they are synchronised, so tests can hold work
-     *  "in flight" on a stream. */
-    int manual_events;
-    /** 1: behave as a device without virtual memory management: reserve,
-     *  create and map answer CUA_ERR_NOT_SUPPORTED and arenas fall back to
-     *  whole segments (CUA_ARENA_NO_VMM). Default 0. */
-    int no_vmm;
-    /** The simulated device's ordinal (0..63): the device its mappings are
-     *  made accessible to, as a CUDA backend's own device. Default 0. */
-    int device;
-    /** Simulated peers: bit d set when device d can access this device's
-     *  memory (what cuDeviceCanAccessPeer would answer). An arena's `peers`
-     *  and cua_arena_grant_peer() are refused (CUA_ERR_NOT_SUPPORTED) for a
-     *  device without its bit. Default 0: none. */
-    uint64_t peer_mask;
-} cua_host_config;
-
-/** Fill *cfg with the defaults. */
-CUA_API void cua_host_config_init(cua_host_config *cfg);
-
-/**
- * Create a host backend: host memory with CUDA's virtual-memory rules
- * (a handle maps only at offset 0, a mapping is unmapped whole, access must be
- * set before use), so code that works on it is legal on the GPU.
- * cfg may be NULL for the defaults.
- * Returns CUA_OK, CUA_ERR_INVALID_ARG (out NULL, bad granularity or capacity),
- * CUA_ERR_OUT_OF_MEMORY (host resources), CUA_ERR_NOT_SUPPORTED (no memfd).
- */
-CUA_API cua_status cua_backend_host_create(const cua_host_config *cfg, cua_backend **out);
-
-/**
- * Host backend only: mark every event recorded so far on `stream` complete,
- * as if the stream's queued work had finished.
- * Returns CUA_OK, CUA_ERR_INVALID_ARG (NULL or not a host backend).
- */
-CUA_API cua_status cua_host_stream_complete(cua_backend *host, cua_stream stream);
-
-/**
- * Host backend only: destroy `stream` as cuStreamDestroy would: its queued
- * work completes, and from then on recording an event on it or waiting for it
- * fails with CUA_ERR_BACKEND (the driver answers an error, or crashes), so
- * tests can show what cua_stream_retire() is for.
- * Returns CUA_OK, CUA_ERR_INVALID_ARG (NULL or not a host backend),
- * CUA_ERR_OUT_OF_MEMORY (host memory).
- */
-CUA_API cua_status cua_host_stream_destroy(cua_backend *host, cua_stream stream);
 
 /**
  * Create a CUDA backend for device `device`: the driver's virtual-memory API
@@ -229,72 +183,7 @@ CUA_API cua_status cua_backend_cuda_create(int device, cua_backend **out);
  */
 CUA_API cua_status cua_device_backend(int device, cua_backend **out);
 
-/**
- * Create a backend that forwards every call to `inner` and fails the calls
- * chosen with cua_fault_fail_nth() / cua_fault_fail_random(). It does not own
- * `inner`; destroy it before `inner`. The new backend goes to *out.
- * Returns CUA_OK, CUA_ERR_INVALID_ARG (NULL), CUA_ERR_OUT_OF_MEMORY (host memory).
- */
-CUA_API cua_status cua_backend_fault_create(cua_backend *inner, cua_backend **out);
 
-/**
- * Fault backend: fail the `nth` (1-based, counted from now) call of kind
- * `call` with status `fail` (CUA_ERR_OUT_OF_MEMORY or CUA_ERR_BACKEND).
- * nth 0 clears the rule for that kind. One rule per kind; a rule fires once.
- * Returns CUA_OK, CUA_ERR_INVALID_ARG (not a fault backend, bad kind or status).
- */
-CUA_API cua_status cua_fault_fail_nth(cua_backend *fault, cua_call call, uint64_t nth,
-                                      cua_status fail);
-
-/**
- * Fault backend: as cua_fault_fail_nth(), for `count` calls in a row: the
- * nth (1-based, counted from now) to the (nth + count - 1)th call of kind
- * `call` fail with `fail` (a driver that keeps failing). Replaces the kind's rule.
- * Returns CUA_OK, CUA_ERR_INVALID_ARG (not a fault backend, bad kind or
- * status, count 0).
- */
-CUA_API cua_status cua_fault_fail_calls(cua_backend *fault, cua_call call, uint64_t nth,
-                                        uint64_t count, cua_status fail);
-
-/**
- * Fault backend `fault`: fail every call of any kind with probability `p` (0..1),
- * drawing from a generator seeded with `seed`; the status is
- * CUA_ERR_OUT_OF_MEMORY for create and reserve calls, CUA_ERR_BACKEND for the
- * others. p = 0 switches it off.
- * Returns CUA_OK, CUA_ERR_INVALID_ARG.
- */
-CUA_API cua_status cua_fault_fail_random(cua_backend *fault, double p, uint64_t seed);
-
-/**
- * Fault backend `fault`: how many failures it has injected so far, into *count.
- * Returns CUA_OK, CUA_ERR_INVALID_ARG (not a fault backend, count NULL).
- */
-CUA_API cua_status cua_fault_injected(cua_backend *fault, uint64_t *count);
-
-/** What a backend holds now and what it was asked to do. */
-typedef struct cua_backend_stats {
-    uint64_t calls[CUA_CALL_COUNT];    /**< calls per kind, failed ones included */
-    uint64_t call_ns[CUA_CALL_COUNT];  /**< nanoseconds spent in them per kind */
-    uint64_t failures;                 /**< calls that returned an error */
-    uint64_t reservations;             /**< address ranges reserved now */
-    uint64_t handles;                  /**< physical handles (and whole segments) alive now */
-    uint64_t mappings;                 /**< handles mapped now */
-    uint64_t events;                   /**< events alive now */
-    uint64_t handle_bytes;             /**< bytes of physical handles alive now */
-    uint64_t host_buffers;             /**< pinned host buffers alive now */
-    uint64_t host_bytes;               /**< their bytes */
-    uint64_t streams;                  /**< streams the backend created, alive now */
-    uint64_t total_bytes;              /**< device total (host: capacity) */
-    uint64_t free_bytes;               /**< device free now, as the backend reports it */
-    /** Releases (unmap, release, unreserve, free, event destroy) the driver
-     *  refused during an arena's destroy: the backend retries them before its
-     *  next reserve, create or alloc, and at its destroy. Their resources are
-     *  still counted above. */
-    uint64_t pending_releases;
-} cua_backend_stats;
-
-/** Read the counters of `backend` into *out. Returns CUA_OK, CUA_ERR_INVALID_ARG (NULL). */
-CUA_API cua_status cua_backend_get_stats(cua_backend *backend, cua_backend_stats *out);
 
 /** The mapping granularity of `backend` in bytes, into *out.
  *  Returns CUA_OK, CUA_ERR_INVALID_ARG (NULL). */
@@ -319,10 +208,15 @@ typedef struct cua_arena cua_arena;
 
 /** Options of an arena. Initialise with cua_arena_config_init(). */
 typedef struct cua_arena_config {
+    /** sizeof(cua_arena_config) in the caller's build, set by
+     *  cua_arena_config_init(): a library newer than the caller's header
+     *  reads only the fields the caller knows (new fields come last). */
+    size_t struct_size;
     /** A name for reports (copied; at most 63 bytes are kept). NULL: "arena". */
     const char *name;
-    /** Where memory comes from. NULL: a host backend created for this arena
-     *  with the default options (owned and destroyed by the arena). */
+    /** Where memory comes from. NULL: as backend_kind says (by default the
+     *  device's shared CUDA backend, or a host backend of the arena's own
+     *  where there is no such device). */
     cua_backend *backend;
     /** Device ordinal, for reports and the CUDA backend: the registry, the
      *  device report, the headroom and out-of-memory relief group arenas by
@@ -346,12 +240,12 @@ typedef struct cua_arena_config {
      *  can only be unmapped whole. */
     size_t chunk_max;
     /** A run of at least this many unmapped bytes (the growth of a large
-     *  block, a restore) is mapped in handles of this size: on the H100 one
-     *  handle costs ~100 us to create, map, enable, unmap and release, so 4 GiB
-     *  in 2 MiB handles costs 200 ms and in 32 MiB handles 15 ms. A multiple of
-     *  the granularity; 0: 32 MiB (or chunk_max when larger); CUA_CHUNK_LARGE_NONE:
-     *  chunk_max everywhere. Once its blocks are free, a large handle can still
-     *  only be unmapped whole. */
+     *  block, a restore) is mapped in handles of this size: each handle costs
+     *  driver calls to create, map, enable, unmap and release, so large runs
+     *  take fewer, larger ones (docs/tuning.md has the measured costs). A
+     *  multiple of the granularity; 0: 32 MiB (or chunk_max when larger);
+     *  CUA_CHUNK_LARGE_NONE: chunk_max everywhere. Once its blocks are free, a
+     *  large handle can still only be unmapped whole. */
     size_t chunk_large;
     /** Let mapped bytes pass the demand peak by this many bytes before the
      *  footprint cap swaps cached pages; 0: 1/128 of the peak, at least one
@@ -417,9 +311,9 @@ typedef enum cua_thread_cache_mode {
 
 /** cua_arena_config.backend_kind: the backend of an arena created without one. */
 typedef enum cua_backend_kind {
-    CUA_BACKEND_HOST = 0, /**< a host backend of the arena's own (the default) */
+    CUA_BACKEND_HOST = 0, /**< a host backend of the arena's own */
     CUA_BACKEND_CUDA = 1, /**< the shared CUDA backend of `device` (cua_device_backend) */
-    CUA_BACKEND_AUTO = 2, /**< CUDA where the device exists, else host (default arenas) */
+    CUA_BACKEND_AUTO = 2, /**< CUDA where the device exists, else host (the default) */
 } cua_backend_kind;
 
 /** chunk_large: never map larger handles than chunk_max. */
@@ -468,12 +362,25 @@ typedef enum cua_backend_kind {
 /** The byte freed blocks are filled with under CUA_ARENA_POISON. */
 #define CUA_POISON_BYTE 0xDE
 
-/** Fill *cfg with the built-in defaults (CUARENA_CONF is read by cua_config_from_env()). */
-CUA_API void cua_arena_config_init(cua_arena_config *cfg);
+/**
+ * Fill *cfg, of `size` bytes (the caller's sizeof(cua_arena_config)), with
+ * the built-in defaults and set cfg->struct_size to `size`; CUARENA_CONF is
+ * read by cua_config_from_env(). cua_arena_config_init() passes the size.
+ * Does nothing when cfg is NULL or size is smaller than the first release's
+ * struct.
+ */
+CUA_API void cua_arena_config_init_sized(cua_arena_config *cfg, size_t size);
+
+/* Fill *cfg with the built-in defaults (cua_arena_config_init_sized). */
+static inline void cua_arena_config_init(cua_arena_config *cfg)
+{
+    cua_arena_config_init_sized(cfg, sizeof *cfg);
+}
 
 /**
  * Create an arena: reserves its address range; maps nothing yet.
- * cfg may be NULL for the defaults.
+ * cfg may be NULL for the defaults; else it was filled by
+ * cua_arena_config_init() (its struct_size tells which fields it has).
  * A limit need not be a multiple of the granularity: mapped bytes, which it
  * bounds, move in whole pages, so the pages under it are what can be mapped.
  * Returns CUA_OK, CUA_ERR_INVALID_ARG (out NULL, chunk_max or chunk_large not
@@ -624,8 +531,7 @@ CUA_API cua_status cua_arena_set_release_threshold(cua_arena *arena, size_t byte
  * pages the first time; after a restore its pages are handed back to the
  * kernel lazily (MADV_FREE) and the next offload of about the same size writes
  * into them again without page faults, unless the kernel took them meanwhile
- * (on the H100: 4 GiB in 0.21 s the first time, 0.09-0.11 s after).
- * cua_arena_trim() and cua_arena_destroy() unmap them. The address range stays reserved and the
+ * (docs/tuning.md has the measured times). cua_arena_trim() and cua_arena_destroy() unmap them. The address range stays reserved and the
  * blocks stay live: cua_arena_restore() maps pages at the same addresses and
  * copies the data back, so every pointer the engine holds is valid again.
  * Meanwhile allocations and cua_record_stream() fail with CUA_ERR_OFFLOADED;
@@ -738,71 +644,6 @@ CUA_API cua_status cua_arena_pop(void);
  *  Returns CUA_OK, CUA_ERR_INVALID_ARG (out NULL). */
 CUA_API cua_status cua_arena_current(cua_arena **out);
 
-/* ------------------------------------------------------------------------ */
-/* PyTorch                                                                   */
-/* ------------------------------------------------------------------------ */
-
-/**
- * The allocation function of torch.cuda.memory.CUDAPluggableAllocator
- * (python/cuarena/torch.py installs it): `size` bytes on `device` for
- * `stream` (a cudaStream_t), from the calling thread's current arena when it
- * is on that device, else from the device's default arena. Returns the
- * pointer, or NULL (torch raises its out-of-memory error; cua_last_error()
- * on the same thread says why). A zero size gives a unique pointer.
- */
-CUA_API void *cua_torch_alloc(size_t size, int device, void *stream);
-
-/**
- * The free function of torch.cuda.memory.CUDAPluggableAllocator: torch 2.11
- * passes (ptr, size, device, stream); the block's own arena and stream are
- * used. A bad pointer is ignored (cua_last_error() says so).
- */
-CUA_API void cua_torch_free(void *ptr, size_t size, int device, void *stream);
-
-/* ------------------------------------------------------------------------ */
-/* CuPy                                                                      */
-/* ------------------------------------------------------------------------ */
-
-/*
- * CuPy's cupy.cuda.memory.CFunctionAllocator(param, malloc_func, free_func,
- * owner) calls `void *malloc(void *param, size_t size, int device_id)` and
- * `void free(void *param, void *ptr, int device_id)` with the param it was
- * given; python/cuarena/cupy.py (cuarena.cupy.install()) passes these two.
- *
- * Streams: CuPy's hook passes no stream, and the current CuPy stream is not
- * visible from C, so every block is allocated, and freed, on stream 0: the
- * legacy default stream. A freed block is handed out again at once to the
- * next allocation, as CuPy's own pool does on its current stream. That is
- * safe while CuPy's work runs on one stream, or on the legacy default stream
- * and one blocking stream (the two are ordered with each other; the
- * per-thread stream of CUPY_CUDA_PER_THREAD_DEFAULT_STREAM is such a one).
- * Any other two streams are not ordered: an array freed while a kernel on one
- * still reads it may be handed to the other. There, synchronise before dropping such arrays, or
- * install with stream_aware=True (cuarena.cupy: a Python allocator that
- * allocates on CuPy's current stream).
- */
-
-/**
- * The malloc function of CuPy's CFunctionAllocator: `size` bytes on stream 0
- * for device `device`, from `param` when it is an arena (it must be on
- * `device`), else (param NULL) from the calling thread's current arena when
- * it is on `device`, else from the device's default arena. Returns the
- * pointer, or NULL, with cua_last_error() on the same thread saying why (the
- * arena's limit, no memory, a destroyed arena, a device that is not the
- * arena's). CuPy itself does not check for NULL (it would hand out address
- * 0): cuarena.cupy's allocator raises CuPy's OutOfMemoryError on it; other
- * callers must check too. A zero size (CuPy never asks for one) gives a
- * unique pointer.
- */
-CUA_API void *cua_cupy_malloc(void *param, size_t size, int device);
-
-/**
- * The free function of CuPy's CFunctionAllocator: frees `ptr` (cua_free) in
- * the order of stream 0, into the arena it came from; `param` and `device`
- * are not needed (the block remembers both). A bad pointer is ignored
- * (cua_last_error() says so).
- */
-CUA_API void cua_cupy_free(void *param, void *ptr, int device);
 
 /* ------------------------------------------------------------------------ */
 /* Statistics                                                                */
@@ -832,15 +673,26 @@ typedef struct cua_stats {
     uint64_t tcache_allocs;       /**< of alloc_count: served by a thread's cache (no lock) */
     uint64_t tcache_frees;        /**< of free_count: taken by a thread's cache (no lock) */
     uint64_t tcache_bytes;        /**< freed bytes waiting in threads' caches (in free_bytes) */
-    uint64_t calls[CUA_CALL_COUNT];   /**< backend calls made for this arena, per kind */
-    uint64_t call_ns[CUA_CALL_COUNT]; /**< nanoseconds spent in them, per kind */
     double mapped_over_live;      /**< mapped_bytes / live_bytes (0 when nothing is live) */
     double free_fragmentation;    /**< 1 - largest_free / free_bytes (0 when nothing is free) */
+    uint64_t calls[CUA_CALL_MAX];   /**< backend calls made for this arena, per kind (cua_call) */
+    uint64_t call_ns[CUA_CALL_MAX]; /**< nanoseconds spent in them, per kind */
 } cua_stats;
 
-/** Read the figures of `arena` into *out. Returns CUA_OK, CUA_ERR_INVALID_ARG,
- *  CUA_ERR_DESTROYED. */
-CUA_API cua_status cua_arena_get_stats(cua_arena *arena, cua_stats *out);
+/**
+ * Read the figures of `arena` into *out, of `size` bytes (the caller's
+ * sizeof(cua_stats): a library newer than the caller's header fills only the
+ * fields the caller knows). cua_arena_get_stats() passes it.
+ * Returns CUA_OK, CUA_ERR_INVALID_ARG (NULL, or a size smaller than the first
+ * release's struct), CUA_ERR_DESTROYED.
+ */
+CUA_API cua_status cua_arena_get_stats_sized(cua_arena *arena, cua_stats *out, size_t size);
+
+/* Read the figures of `arena` into *out (cua_arena_get_stats_sized). */
+static inline cua_status cua_arena_get_stats(cua_arena *arena, cua_stats *out)
+{
+    return cua_arena_get_stats_sized(arena, out, sizeof *out);
+}
 
 /** Set the peaks of `arena` (peak_live_bytes, peak_mapped_bytes) to the current
  *  values. Returns CUA_OK, CUA_ERR_INVALID_ARG, CUA_ERR_DESTROYED. */
@@ -1007,7 +859,7 @@ CUA_API cua_status cua_device_report_json(int device, char *buf, size_t cap, siz
 /**
  * How much more a new allocation on `device` could get: the driver's free
  * memory in whole pages, less 1/4096 of it and one page that the driver needs
- * to map them (an allocation of all of it fails on the H100), plus what every
+ * to map them (an allocation of all of it fails on a GPU), plus what every
  * arena of the device could give back by a trim (cached_bytes). What to size a
  * KV cache from, instead of probing. The bytes go to *out.
  * Returns CUA_OK (0 when the device has no arena), CUA_ERR_INVALID_ARG,
@@ -1118,12 +970,22 @@ CUA_API cua_status cua_history_enable(int device, size_t max_entries);
 
 /**
  * Read the allocation history of `device`: the newest min(cap, recorded)
- * entries into out, oldest first, their number in *n. With cap 0 (out may
- * be NULL) *n is the number of entries recorded, for sizing out. Returns
- * CUA_OK or CUA_ERR_INVALID_ARG (device out of range, n NULL, or out NULL
- * with a non-zero cap).
+ * entries into out, an array of entries of `entry_size` bytes each (the
+ * caller's sizeof(cua_history_entry)), oldest first, their number in *n.
+ * With cap 0 (out may be NULL) *n is the number of entries recorded, for
+ * sizing out. cua_history_read() passes the size. Returns CUA_OK or
+ * CUA_ERR_INVALID_ARG (device out of range, n NULL, out NULL with a non-zero
+ * cap, or an entry size smaller than the first release's).
  */
-CUA_API cua_status cua_history_read(int device, cua_history_entry *out, size_t cap, size_t *n);
+CUA_API cua_status cua_history_read_sized(int device, cua_history_entry *out, size_t cap,
+                                          size_t *n, size_t entry_size);
+
+/* Read the allocation history of `device` (cua_history_read_sized). */
+static inline cua_status cua_history_read(int device, cua_history_entry *out, size_t cap,
+                                          size_t *n)
+{
+    return cua_history_read_sized(device, out, cap, n, sizeof *out);
+}
 
 #ifdef __cplusplus
 }

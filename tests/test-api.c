@@ -6,7 +6,6 @@
  */
 #include "test.h"
 
-#define MiB ((size_t)1 << 20)
 
 typedef struct fixture {
     cua_backend *bk;
@@ -290,11 +289,8 @@ TEST(a_block_over_many_chunks_counts_each_once)
  * run is mapped in small ones instead of failing. */
 TEST(large_handle_falls_back_to_small_when_short)
 {
-    cua_host_config hc;
-    cua_host_config_init(&hc);
-    hc.capacity = 40 * MiB;
     cua_backend *bk;
-    CHECK_OK(cua_backend_host_create(&hc, &bk));
+    CHECK_OK(test_host_backend(40 * MiB, 0, &bk));
     cua_arena_config cfg;
     cua_arena_config_init(&cfg);
     cfg.backend = bk;
@@ -371,7 +367,7 @@ TEST(torch_entry_points_follow_the_current_arena)
 {
     cua_arena *owner, *d, *mine, *other;
     cua_arena_config cfg;
-    cua_arena_config_init(&cfg);
+    test_config(&cfg);
     cfg.flags = CUA_ARENA_CHECK_ALWAYS;
     CHECK_OK(cua_arena_create(&cfg, &mine));
     cfg.device = 3;
@@ -556,11 +552,8 @@ TEST(no_vmm_backend_makes_arenas_fall_back)
  * region's registration). */
 TEST(nvtx_implies_whole_segments_and_no_thread_caches)
 {
-    cua_host_config hc;
-    cua_host_config_init(&hc);
-    hc.capacity = 256 * MiB;
     cua_backend *bk;
-    CHECK_OK(cua_backend_host_create(&hc, &bk));
+    CHECK_OK(test_host_backend(256 * MiB, 0, &bk));
     cua_arena_config cfg;
     cua_arena_config_init(&cfg);
     cfg.backend = bk;

@@ -7,7 +7,6 @@
 
 #include <time.h>
 
-#define MiB ((size_t)1 << 20)
 
 static cua_backend *make_backend(void)
 {

@@ -12,9 +12,6 @@
 
 #include <pthread.h>
 
-#define KiB ((size_t)1 << 10)
-#define MiB ((size_t)1 << 20)
-#define GiB ((size_t)1 << 30)
 
 static cua_backend *host_make(size_t capacity, size_t granularity, int manual_events)
 {

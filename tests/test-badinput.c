@@ -32,7 +32,6 @@ static const char *doc_path;
 
 #include <pthread.h>
 
-#define MiB ((size_t)1 << 20)
 
 typedef struct world {
     cua_backend *host, *fault;
@@ -187,7 +186,7 @@ static cua_status conf_overflow(void)
 static cua_status conf_env(void)
 {
     cua_arena_config cfg;
-    cua_arena_config_init(&cfg);
+    test_config(&cfg);
     setenv("CUARENA_CONF", "idle_ms:soon", 1);
     cua_status st = cua_config_from_env(&cfg);
     unsetenv("CUARENA_CONF");

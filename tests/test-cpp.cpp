@@ -7,6 +7,7 @@
  * ends with "N passed, N failed".
  */
 #include "cuarena.hpp"
+#include "cuarena_backend.h"
 
 #include <cstdio>
 #include <cstring>

@@ -10,7 +10,6 @@
 
 #include <stdint.h>
 
-#define MiB ((size_t)1 << 20)
 
 /* The default arenas of this process are host arenas, also on a GPU machine. */
 #define TEST_ARGS_HOOK(argc, argv) setenv("CUARENA_CONF", "backend:host", 1)
@@ -24,7 +23,7 @@ static const cupy_free_fn cupy_free = cua_cupy_free;
 static cua_arena *make_arena(const char *name, int device, size_t limit)
 {
     cua_arena_config cfg;
-    cua_arena_config_init(&cfg);
+    test_config(&cfg);
     cfg.name = name;
     cfg.device = device;
     cfg.limit = limit;

@@ -21,7 +21,6 @@
 
 #include <pthread.h>
 
-#define MiB ((size_t)1 << 20)
 #define NDEV 4
 #define CAP (256 * MiB)
 

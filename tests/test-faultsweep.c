@@ -20,7 +20,6 @@
  */
 #include "test.h"
 
-#define MiB ((size_t)1 << 20)
 /* The workloads' unit: the host backend's granularity here (64 KiB pages keep
  * the ~700 runs fast; the code paths are those of 2 MiB pages). */
 #define U ((size_t)64 << 10)

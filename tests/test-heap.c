@@ -7,8 +7,6 @@
 
 #include "arena/arena.h"
 
-#define KiB ((size_t)1 << 10)
-#define MiB ((size_t)1 << 20)
 
 static cua_backend *bk;
 

@@ -13,7 +13,6 @@
 #include <stdbool.h>
 #include <stdlib.h>
 
-#define MiB ((size_t)1 << 20)
 #define NB 40
 
 typedef struct world {
@@ -173,7 +172,7 @@ TEST(discard_keeps_the_addresses_not_the_contents)
 TEST(no_offload_for_whole_segments_and_bad_handles)
 {
     cua_arena_config cfg;
-    cua_arena_config_init(&cfg);
+    test_config(&cfg);
     cfg.flags = CUA_ARENA_NO_VMM;
     cua_arena *a;
     CHECK_OK(cua_arena_create(&cfg, &a));

@@ -4,7 +4,6 @@
  */
 #include "test.h"
 
-#define MiB ((size_t)1 << 20)
 
 static cua_backend *bk;
 
@@ -235,7 +234,7 @@ TEST(history_records_the_events_of_a_device)
     CHECK_ST(cua_history_read(0, NULL, 5, &n), CUA_ERR_INVALID_ARG);
     CHECK_OK(cua_history_enable(7, 64)); /* a device of its own: no other test's events */
     cua_arena_config cfg;
-    cua_arena_config_init(&cfg);
+    test_config(&cfg);
     cfg.device = 7;
     cfg.flags = 0;
     cfg.limit = 8 * MiB;

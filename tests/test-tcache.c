@@ -16,7 +16,7 @@
 static cua_arena *make(const char *conf)
 {
     cua_arena_config cfg;
-    cua_arena_config_init(&cfg);
+    test_config(&cfg);
     cfg.name = "tcache";
     cfg.flags = 0; /* (debug_level 2 poisons by default: caches stay off then) */
     cfg.va_size = (size_t)1 << 30;

@@ -149,7 +149,7 @@ TEST(shared_arena_alloc_free_handoff_trim)
     memset(&s, 0, sizeof s);
     pthread_mutex_init(&s.m, NULL);
     cua_arena_config cfg;
-    cua_arena_config_init(&cfg);
+    test_config(&cfg);
     cfg.name = "threads";
     CHECK_OK(cua_arena_create(&cfg, &s.a));
     pthread_t th[NTHREADS];
@@ -180,7 +180,7 @@ static void *work_private(void *arg)
     for (long round = 0; round < w->ops / 200; round++) {
         cua_arena *a;
         cua_arena_config cfg;
-        cua_arena_config_init(&cfg);
+        test_config(&cfg);
         cfg.name = "private";
         cfg.va_size = (size_t)1 << 30;
         if (cua_arena_create(&cfg, &a) != CUA_OK) {

@@ -14,6 +14,7 @@
  * meson's tensorrt_include finds NvInferRuntime.h (test-trt-real).
  */
 #include "cuarena_trt.hpp"
+#include "cuarena_backend.h"
 
 #include <atomic>
 #include <cstdio>

@@ -5,7 +5,6 @@
  */
 #include "test.h"
 
-#define MiB ((size_t)1 << 20)
 
 static cua_backend *bk;
 static cua_arena *arena;

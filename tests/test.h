@@ -7,7 +7,10 @@
 #define CUA_TEST_H
 
 #include "cuarena.h"
+#include "cuarena_backend.h"
+#include "cuarena_frameworks.h"
 
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -52,6 +55,59 @@ static int test_failed_flag;
 
 #define CHECK_OK(expr) CHECK_ST(expr, CUA_OK)
 #define CHECK_ARENA(a) CHECK_OK(cua_arena_check(a))
+
+/* ---- the fixture: sizes, host arenas, leak checks ----------------------------------- */
+
+#define KiB ((size_t)1 << 10)
+#define MiB ((size_t)1 << 20)
+#define GiB ((size_t)1 << 30)
+
+/* A config for a test arena: the defaults, on a host backend of its own
+ * whatever the machine has (a test that wants the GPU says so). */
+static inline void test_config(cua_arena_config *cfg)
+{
+    cua_arena_config_init(cfg);
+    cfg->backend_kind = CUA_BACKEND_HOST;
+}
+
+/* A host backend of `capacity` bytes in pages of `page` bytes (0: the defaults). */
+static inline cua_status test_host_backend(size_t capacity, size_t page, cua_backend **out)
+{
+    cua_host_config hc;
+    cua_host_config_init(&hc);
+    if (capacity) hc.capacity = capacity;
+    if (page) hc.granularity = page;
+    return cua_backend_host_create(&hc, out);
+}
+
+/* An arena named `name` on backend bk, checked after every call. */
+static inline cua_status test_arena(cua_backend *bk, const char *name, cua_arena **out)
+{
+    cua_arena_config cfg;
+    test_config(&cfg);
+    cfg.name = name;
+    cfg.backend = bk;
+    cfg.flags = CUA_ARENA_CHECK_ALWAYS;
+    return cua_arena_create(&cfg, out);
+}
+
+/* Whether backend bk holds nothing any more: no reservation, handle,
+ * mapping, event, stream or pinned buffer (the leak check after a teardown). */
+static inline bool test_backend_clean(cua_backend *bk)
+{
+    cua_backend_stats s;
+    if (cua_backend_get_stats(bk, &s) != CUA_OK) return false;
+    bool clean = !s.reservations && !s.handles && !s.handle_bytes && !s.mappings && !s.events &&
+                 !s.streams && !s.host_buffers;
+    if (!clean)
+        fprintf(stderr, "left in the backend: %llu reservations, %llu handles (%llu bytes), "
+                "%llu mappings, %llu events, %llu streams, %llu pinned buffers\n",
+                (unsigned long long)s.reservations, (unsigned long long)s.handles,
+                (unsigned long long)s.handle_bytes, (unsigned long long)s.mappings,
+                (unsigned long long)s.events, (unsigned long long)s.streams,
+                (unsigned long long)s.host_buffers);
+    return clean;
+}
 
 /* A deterministic generator for tests (splitmix64). */
 static inline uint64_t test_rand(uint64_t *s)

@@ -411,8 +411,9 @@ class _HistoryEntry(ctypes.Structure):
 
 
 _lib.cua_history_enable.argtypes = [ctypes.c_int, ctypes.c_size_t]
-_lib.cua_history_read.argtypes = [ctypes.c_int, ctypes.POINTER(_HistoryEntry), ctypes.c_size_t,
-                                  ctypes.POINTER(ctypes.c_size_t)]
+_lib.cua_history_read_sized.argtypes = [ctypes.c_int, ctypes.POINTER(_HistoryEntry),
+                                        ctypes.c_size_t, ctypes.POINTER(ctypes.c_size_t),
+                                        ctypes.c_size_t]
 # cua_history_action -> the actions of torch's device_traces
 _HISTORY_ACTIONS = {0: ["alloc"], 1: ["free_requested", "free_completed"], 2: ["segment_map"],
                     3: ["segment_unmap"], 4: ["oom"]}
@@ -433,9 +434,10 @@ def memory_history(device=0):
     segment_map, segment_unmap, oom), addr, size, stream, time_us, frames
     (empty: no Python stacks), and arena (cuarena's)."""
     n = ctypes.c_size_t(0)
-    _check(_lib.cua_history_read(device, None, 0, ctypes.byref(n)))
+    size = ctypes.sizeof(_HistoryEntry)
+    _check(_lib.cua_history_read_sized(device, None, 0, ctypes.byref(n), size))
     buf = (_HistoryEntry * max(n.value, 1))()
-    _check(_lib.cua_history_read(device, buf, n.value, ctypes.byref(n)))
+    _check(_lib.cua_history_read_sized(device, buf, n.value, ctypes.byref(n), size))
     out = []
     for e in buf[:n.value]:
         for action in _HISTORY_ACTIONS.get(e.action, ["unknown"]):

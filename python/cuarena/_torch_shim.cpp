@@ -28,6 +28,8 @@
 
 extern "C" {
 #include "cuarena.h"
+#include "cuarena_backend.h"
+#include "cuarena_frameworks.h"
 }
 
 namespace {

@@ -3,6 +3,7 @@
  * arena lock, and the default and current arenas. Everything else is in the
  * layers below.
  */
+#include "api/config.h"
 #include "arena/arena.h"
 #include "backend/cuda.h"
 #include "backend/fault.h"
@@ -158,9 +159,31 @@ cua_status cua_fault_injected(cua_backend *fault, uint64_t *count)
     return st != CUA_OK ? st : _cua_fault_injected(fault, count);
 }
 
-cua_status cua_backend_get_stats(cua_backend *b, cua_backend_stats *out)
+/* Copy a struct the library filled into the caller's, of `size` bytes
+ * (checked by the caller to be at least the first release's): an older
+ * caller gets its prefix, a newer one zeros after it. */
+static void copy_out(void *out, size_t size, const void *mine, size_t mine_size)
+{
+    memcpy(out, mine, _cua_min(size, mine_size));
+    if (size > mine_size) memset((char *)out + mine_size, 0, size - mine_size);
+}
+
+static cua_status backend_stats(cua_backend *b, cua_backend_stats *out);
+
+cua_status cua_backend_get_stats_sized(cua_backend *b, cua_backend_stats *out, size_t size)
 {
     if (!b || !out) return _cua_error(CUA_ERR_INVALID_ARG, "backend or out is NULL");
+    if (size < sizeof(cua_backend_stats))
+        return _cua_error(CUA_ERR_INVALID_ARG, "cua_backend_stats of %zu bytes: at least %zu",
+                          size, sizeof(cua_backend_stats));
+    cua_backend_stats mine;
+    cua_status st = backend_stats(b, &mine);
+    copy_out(out, size, &mine, sizeof mine);
+    return st;
+}
+
+static cua_status backend_stats(cua_backend *b, cua_backend_stats *out)
+{
     memset(out, 0, sizeof *out);
     for (int k = 0; k < CUA_CALL_COUNT; k++) {
         out->calls[k] = atomic_load(&b->calls[k]);
@@ -207,13 +230,15 @@ cua_status cua_arena_create(const cua_arena_config *cfg, cua_arena **out)
 {
     if (!out) return _cua_error(CUA_ERR_INVALID_ARG, "out is NULL");
     *out = NULL;
-    cua_arena_config defaults;
-    if (!cfg) {
-        cua_arena_config_init(&defaults);
-        cfg = &defaults;
-    }
+    cua_arena_config mine;
+    cua_status st = CUA_OK;
+    if (cfg)
+        st = _cua_config_import(cfg, &mine);
+    else
+        cua_arena_config_init(&mine);
+    if (st != CUA_OK) return st;
     cua_arena *a = NULL;
-    cua_status st = _cua_registry_create(cfg, &a);
+    st = _cua_registry_create(&mine, &a);
     if (st != CUA_OK) return st;
     *out = a;
     _cua_event_now(a, CUA_ARENA_CREATED);
@@ -424,12 +449,17 @@ cua_status cua_arena_check(cua_arena *a)
 
 /* ---- statistics ---------------------------------------------------------------------------- */
 
-cua_status cua_arena_get_stats(cua_arena *a, cua_stats *out)
+cua_status cua_arena_get_stats_sized(cua_arena *a, cua_stats *out, size_t size)
 {
     if (!out) return _cua_error(CUA_ERR_INVALID_ARG, "out is NULL");
+    if (size < sizeof(cua_stats))
+        return _cua_error(CUA_ERR_INVALID_ARG, "cua_stats of %zu bytes: at least %zu", size,
+                          sizeof(cua_stats));
     cua_status st = enter(a);
     if (st != CUA_OK) return st;
-    _cua_stats_read(a, out);
+    cua_stats mine;
+    _cua_stats_read(a, &mine);
+    copy_out(out, size, &mine, sizeof mine);
     return leave(a, CUA_OK);
 }
 

@@ -151,12 +151,13 @@ bool _cua_config_option(size_t i, cua_option_info *out)
 
 /* ---- defaults ------------------------------------------------------------------ */
 
-void cua_arena_config_init(cua_arena_config *cfg)
+static void config_defaults(cua_arena_config *cfg)
 {
-    if (!cfg) return;
     memset(cfg, 0, sizeof *cfg);
+    cfg->struct_size = sizeof *cfg;
     cfg->name = NULL;
     cfg->backend = NULL;
+    cfg->backend_kind = CUA_BACKEND_AUTO;
     cfg->device = 0;
     cfg->limit = 0;
     cfg->release_threshold = CUA_KEEP_ALL;
@@ -164,11 +165,40 @@ void cua_arena_config_init(cua_arena_config *cfg)
     cfg->chunk_max = 0;
     cfg->chunk_large = 0;
     cfg->growth_slack = 0;
+    cfg->thread_cache = CUA_THREAD_CACHE_AUTO;
 #if CUA_DEBUG >= 2
     cfg->flags = CUA_ARENA_POISON; /* the full debug tier poisons freed memory */
 #else
     cfg->flags = 0;
 #endif
+}
+
+void cua_arena_config_init_sized(cua_arena_config *cfg, size_t size)
+{
+    if (!cfg || size < CUA_CONFIG_SIZE_V1) return;
+    cua_arena_config d;
+    config_defaults(&d);
+    d.struct_size = size;
+    /* An older caller's struct is a prefix of ours; a newer one's fields
+     * after ours are zero (their defaults, in the release that added them). */
+    memset(cfg, 0, size);
+    memcpy(cfg, &d, _cua_min(size, sizeof d));
+}
+
+cua_status _cua_config_import(const cua_arena_config *in, cua_arena_config *out)
+{
+    if (in->struct_size < CUA_CONFIG_SIZE_V1)
+        return _cua_error(CUA_ERR_INVALID_ARG, "the arena config says it has %zu bytes: fill it "
+                          "with cua_arena_config_init() first", in->struct_size);
+    config_defaults(out);
+    memcpy(out, in, _cua_min(in->struct_size, sizeof *out));
+    const unsigned char *extra = (const unsigned char *)in + sizeof *out;
+    for (size_t i = 0; in->struct_size > sizeof *out && i < in->struct_size - sizeof *out; i++)
+        if (extra[i])
+            return _cua_error(CUA_ERR_NOT_SUPPORTED, "the arena config sets options this "
+                              "library (%s) does not know: its header is newer", CUA_VERSION);
+    out->struct_size = sizeof *out;
+    return CUA_OK;
 }
 
 /* ---- small text helpers ---------------------------------------------------------- */
@@ -472,6 +502,9 @@ cua_status cua_config_parse(const char *text, cua_arena_config *cfg)
     if (!text || !cfg)
         return _cua_error(CUA_ERR_INVALID_ARG, "cua_config_parse: %s is NULL",
                           !text ? "text" : "cfg");
+    if (cfg->struct_size < CUA_CONFIG_SIZE_V1)
+        return _cua_error(CUA_ERR_INVALID_ARG, "cua_config_parse: the config says it has %zu "
+                          "bytes: fill it with cua_arena_config_init() first", cfg->struct_size);
     struct source src = {"option string", text};
     return parse_text(&src, cfg);
 }
@@ -479,6 +512,10 @@ cua_status cua_config_parse(const char *text, cua_arena_config *cfg)
 cua_status cua_config_from_env(cua_arena_config *cfg)
 {
     if (!cfg) return _cua_error(CUA_ERR_INVALID_ARG, "cua_config_from_env: cfg is NULL");
+    if (cfg->struct_size < CUA_CONFIG_SIZE_V1)
+        return _cua_error(CUA_ERR_INVALID_ARG, "cua_config_from_env: the config says it has "
+                          "%zu bytes: fill it with cua_arena_config_init() first",
+                          cfg->struct_size);
     /* Read on every call, not cached: a program (or a test) may change it. */
     const char *text = getenv("CUARENA_CONF");
     if (!text) return CUA_OK;

@@ -34,4 +34,16 @@ typedef struct cua_option_info {
  */
 bool _cua_config_option(size_t i, cua_option_info *out);
 
+/* The size of cua_arena_config in the first release that had struct_size:
+ * a caller's config of fewer bytes was not filled by cua_arena_config_init. */
+#define CUA_CONFIG_SIZE_V1 sizeof(cua_arena_config)
+
+/**
+ * A caller's config (any release's size) as this library's: defaults for the
+ * fields the caller's header did not have. CUA_ERR_INVALID_ARG when it was
+ * not initialised, CUA_ERR_NOT_SUPPORTED when it sets fields of a newer
+ * release.
+ */
+cua_status _cua_config_import(const cua_arena_config *in, cua_arena_config *out);
+
 #endif /* CUA_CONFIG_H */

@@ -75,8 +75,8 @@ void _cua_stats_read(const cua_arena *a, cua_stats *out)
     out->trimmed_bytes = a->trimmed_bytes;
     out->limit_bytes = a->cfg.limit;
     out->adopted_bytes = a->seg.adopted_bytes;
-    memcpy(out->calls, a->cs.calls, sizeof out->calls);
-    memcpy(out->call_ns, a->cs.call_ns, sizeof out->call_ns);
+    memcpy(out->calls, a->cs.calls, sizeof a->cs.calls);
+    memcpy(out->call_ns, a->cs.call_ns, sizeof a->cs.call_ns);
     out->mapped_over_live =
         out->live_bytes ? (double)a->seg.mapped_bytes / (double)out->live_bytes : 0.0;
     out->free_fragmentation =

@@ -18,6 +18,7 @@
 #define CUA_BACKEND_H
 
 #include "base/internal.h"
+#include "cuarena_backend.h"
 
 #include <stdatomic.h>
 
@@ -93,6 +94,8 @@ typedef struct cua_backend_ops {
     /* Free the implementation (called by _cua_backend_destroy when nothing is alive). */
     void (*destroy)(cua_backend *b);
 } cua_backend_ops;
+
+_Static_assert(CUA_CALL_COUNT <= CUA_CALL_MAX, "cua_stats has room for CUA_CALL_MAX call kinds");
 
 /* Counters of calls per kind; one set per backend and one per arena. */
 typedef struct cua_callstats {

@@ -64,11 +64,14 @@ cua_status cua_history_enable(int device, size_t max_entries)
     return CUA_OK;
 }
 
-cua_status cua_history_read(int device, cua_history_entry *out, size_t cap, size_t *n)
+cua_status cua_history_read_sized(int device, cua_history_entry *out, size_t cap, size_t *n,
+                                  size_t entry_size)
 {
-    if (device < 0 || device >= CUA_MAX_DEVICES || !n || (cap && !out))
-        return _cua_error(CUA_ERR_INVALID_ARG, "device %d out of range, n is NULL, or out is "
-                          "NULL with cap %zu", device, cap);
+    if (device < 0 || device >= CUA_MAX_DEVICES || !n || (cap && !out) ||
+        entry_size < sizeof(cua_history_entry))
+        return _cua_error(CUA_ERR_INVALID_ARG, "device %d out of range, n is NULL, out is "
+                          "NULL with cap %zu, or entries of %zu bytes (at least %zu)", device,
+                          cap, entry_size, sizeof(cua_history_entry));
     history *h = &hists[device];
     _cua_lock(&h->lock);
     size_t take = cap < h->count ? cap : h->count;
@@ -76,7 +79,9 @@ cua_status cua_history_read(int device, cua_history_entry *out, size_t cap, size
     /* the newest `take` entries, oldest first */
     for (size_t i = 0; i < take; i++) {
         size_t at = (h->head + h->cap - take + i) % h->cap;
-        out[i] = h->ring[at];
+        unsigned char *slot = (unsigned char *)out + i * entry_size; /* the caller's stride */
+        memcpy(slot, &h->ring[at], sizeof h->ring[at]);
+        memset(slot + sizeof h->ring[at], 0, entry_size - sizeof h->ring[at]);
     }
     *n = cap ? take : h->count;
     _cua_unlock(&h->lock);

@@ -28,6 +28,7 @@
  * the operations run at exit.
  */
 #include "cuarena.h"
+#include "cuarena_backend.h"
 
 #include <stdint.h>
 #include <stdio.h>
@@ -521,6 +522,7 @@ static void op_bad_args(reader *r, int i)
     default: {
         cua_arena_config cfg;
         cua_arena_config_init(&cfg);
+        cfg.backend_kind = CUA_BACKEND_HOST;
         const char *confs[] = { "limit:12Q", "nosuchkey:1", "limit:1M,floor:2M", "release_threshold:",
                                 "idle_ms:-5", ",,,", "vmm:maybe" };
         cua_status st = cua_config_parse(confs[u8(r) % 7], &cfg);

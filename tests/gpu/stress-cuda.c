@@ -37,6 +37,7 @@
  * Exit status: 0 passed, 1 corruption or any failed check, 77 no CUDA device.
  */
 #include "cuarena.h"
+#include "cuarena_backend.h"
 
 #include <pthread.h>
 #include <stdarg.h>

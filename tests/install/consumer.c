@@ -18,7 +18,7 @@ int main(int argc, char **argv)
         return 1;
     }
     cua_arena_config cfg;
-    cua_arena_config_init(&cfg); /* backend NULL: a host backend of its own */
+    cua_arena_config_init(&cfg); /* backend NULL: CUDA where there is a GPU, else host */
     cfg.name = "consumer";
     cua_arena *arena = NULL;
     unsigned char *p = NULL;

@@ -5,8 +5,8 @@
 #
 # MODE is one of
 #   pkgconfig   install a plain build of SOURCE_ROOT into a temporary prefix
-#               (every file there, the soname, only cuarena.h's functions
-#               exported); build tests/install/consumer.c with `pkg-config cuarena`
+#               (every file there, the soname, only the public headers'
+#               functions exported); build tests/install/consumer.c with `pkg-config cuarena`
 #               (shared, and static with `pkg-config --static`), run both
 #   cmake       install with --destdir, move the tree elsewhere (the CMake
 #               package must be relocatable), build consumer.c with
@@ -73,7 +73,8 @@ check_tree() {
     libdir=$(dirname "$(find "$root" -name libcuarena.a | head -n 1)")
     [[ -d $libdir ]] || fail "no libcuarena.a under $root"
     local f
-    for f in "$root/include/cuarena.h" "$root/include/cuarena.hpp" "$libdir/libcuarena.a" \
+    for f in "$root/include/cuarena.h" "$root/include/cuarena_backend.h" \
+        "$root/include/cuarena_frameworks.h" "$root/include/cuarena.hpp" "$libdir/libcuarena.a" \
         "$libdir/libcuarena.so" "$libdir/libcuarena.so.${want%%.*}" "$libdir/libcuarena.so.$want" \
         "$libdir/pkgconfig/cuarena.pc" "$libdir/cmake/cuarena/cuarena-config.cmake" \
         "$libdir/cmake/cuarena/cuarena-config-version.cmake"; do
@@ -83,13 +84,14 @@ check_tree() {
         readelf -d "$libdir/libcuarena.so.$want" | grep -q "SONAME.*\[libcuarena.so.${want%%.*}\]" ||
             fail "libcuarena.so.$want has no soname libcuarena.so.${want%%.*}"
     fi
-    # Hidden visibility: the library exports the header's functions and nothing else.
+    # Hidden visibility: the library exports the headers' functions and nothing else.
     if command -v nm >/dev/null; then
         local sym exported=0
         for sym in $(nm -D --defined-only "$libdir/libcuarena.so.$want" | awk '{print $3}'); do
             [[ $sym == cua_* ]] || fail "libcuarena.so exports $sym, not a cua_ name"
-            grep -q "CUA_API .*\b$sym(" "$root/include/cuarena.h" ||
-                fail "libcuarena.so exports $sym, which cuarena.h does not declare with CUA_API"
+            grep -q "CUA_API .*\b$sym(" "$root"/include/cuarena.h "$root"/include/cuarena_backend.h \
+                "$root"/include/cuarena_frameworks.h ||
+                fail "libcuarena.so exports $sym, which no public header declares with CUA_API"
             exported=$((exported + 1))
         done
         ((exported > 0)) || fail "libcuarena.so exports nothing"
