@@ -393,6 +393,10 @@ static int timing_runs(const options *o, const trace *t, result *res)
             res->timed_calls[k] = after.calls[k] - before.calls[k];
             res->timed_ns[k] = after.call_ns[k] - before.call_ns[k];
         }
+        res->warm_mapped_bytes =
+            (after.mapped_total_bytes - before.mapped_total_bytes) / (uint64_t)o->repeat;
+        res->warm_unmapped_bytes =
+            (after.unmapped_total_bytes - before.unmapped_total_bytes) / (uint64_t)o->repeat;
         res->timed_driver_calls = sum_calls(res->timed_calls);
         res->timed_driver_ns = sum_calls(res->timed_ns);
         qsort(ns, (size_t)o->repeat, sizeof *ns, cmp_double);

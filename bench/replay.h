@@ -43,6 +43,9 @@ typedef struct result {
     int has_timing;
     double ns_med, ns_min, ns_max;
     uint64_t timed_driver_calls, timed_driver_ns; /* over all timed runs */
+    /* Bytes mapped and unmapped per timed (warm) run, on average: pages a
+     * steady workload moves (0 when its warm runs reuse what is mapped). */
+    uint64_t warm_mapped_bytes, warm_unmapped_bytes;
     uint64_t timed_calls[CUA_CALL_COUNT], timed_ns[CUA_CALL_COUNT]; /* per kind */
     timeline tl;
     const trace *trace;  /* for marker names while printing */

@@ -53,6 +53,8 @@ void report_json(const options *o, const result *r)
     putchar('}');
     json_u64("timed_driver_calls", r->has_timing, r->timed_driver_calls);
     json_u64("timed_driver_ns", r->has_timing, r->timed_driver_ns);
+    json_u64("warm_mapped_bytes", r->has_timing, r->warm_mapped_bytes);
+    json_u64("warm_unmapped_bytes", r->has_timing, r->warm_unmapped_bytes);
     if (r->has_timing) { /* per kind, the kinds called only */
         printf(",\"timed_driver_by_kind\":{");
         for (int k = 0, first = 1; k < CUA_CALL_COUNT; k++) {

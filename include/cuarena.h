@@ -358,6 +358,16 @@ typedef enum cua_backend_kind {
  * when NVTX_INJECTION64_PATH is set (a tool injects NVTX).
  */
 #define CUA_ARENA_NVTX 0x20u
+/** Place blocks by best fit alone, blind to which pages are mapped (the
+ *  placement of releases before 0.2, for comparison): by default a request
+ *  that best fit would put on unmapped pages goes where the fewest pages
+ *  must be mapped, so warm runs reuse what is mapped. */
+#define CUA_ARENA_BLIND_PLACEMENT 0x40u
+/** The footprint cap and the limit give back the smallest runs of idle
+ *  pages first, and only what a growth takes past the peak and its slack
+ *  (by default: the oldest idle pages, down to the demand peak; docs/tuning.md
+ *  has what each moved). */
+#define CUA_ARENA_EVICT_FRAGMENTS 0x80u
 
 /** The byte freed blocks are filled with under CUA_ARENA_POISON. */
 #define CUA_POISON_BYTE 0xDE
@@ -673,6 +683,8 @@ typedef struct cua_stats {
     uint64_t tcache_allocs;       /**< of alloc_count: served by a thread's cache (no lock) */
     uint64_t tcache_frees;        /**< of free_count: taken by a thread's cache (no lock) */
     uint64_t tcache_bytes;        /**< freed bytes waiting in threads' caches (in free_bytes) */
+    uint64_t mapped_total_bytes;  /**< bytes mapped since creation, in all (pages moved in) */
+    uint64_t unmapped_total_bytes; /**< bytes unmapped since creation, in all (pages moved out) */
     double mapped_over_live;      /**< mapped_bytes / live_bytes (0 when nothing is live) */
     double free_fragmentation;    /**< 1 - largest_free / free_bytes (0 when nothing is free) */
     uint64_t calls[CUA_CALL_MAX];   /**< backend calls made for this arena, per kind (cua_call) */

@@ -241,7 +241,7 @@ TEST(unknown_key)
     /* a good item before the bad one is not applied either */
     CHECK(refused("limit:8G,device:1,foo:1", "foo"));
     /* the list of known keys names every key */
-    CHECK(refused("x:1", "growth_slack, floor, priority, idle_ms, backend, thread_cache, thread_cache_bytes, thread_cache_max, check, footprint_cap, poison, scrub, nvtx, vmm, peers"));
+    CHECK(refused("x:1", "growth_slack, floor, priority, idle_ms, backend, thread_cache, thread_cache_bytes, thread_cache_max, check, footprint_cap, mapped_placement, evict_fragments, poison, scrub, nvtx, vmm, peers"));
 }
 
 /* peers: device ordinals 0..63 joined by '+', or none. */

@@ -117,6 +117,15 @@ static const struct option options[] = {
      .flag_when_zero = true, .syntax = "0 or 1", .fallback = "1",
      .help = "1: keep mapped bytes near the demand peak by giving back cached pages; "
              "0: never (sets CUA_ARENA_NO_FOOTPRINT_CAP)"},
+    {.name = "mapped_placement", .kind = OPT_FLAG, .flag = CUA_ARENA_BLIND_PLACEMENT,
+     .flag_when_zero = true, .syntax = "0 or 1", .fallback = "1",
+     .help = "1: a block that best fit would put on unmapped pages goes where the fewest "
+             "pages must be mapped; 0: best fit alone (sets CUA_ARENA_BLIND_PLACEMENT)"},
+    {.name = "evict_fragments", .kind = OPT_FLAG, .flag = CUA_ARENA_EVICT_FRAGMENTS,
+     .syntax = "0 or 1", .fallback = "0",
+     .help = "1: the footprint cap and the limit give back the smallest idle fragments first, "
+             "only what a growth needs; 0: the oldest idle pages, down to the demand peak "
+             "(1 sets CUA_ARENA_EVICT_FRAGMENTS)"},
     {.name = "poison", .kind = OPT_FLAG, .flag = CUA_ARENA_POISON,
      .syntax = "0 or 1", .fallback = "0 (1 in builds of debug_level 2)",
      .help = "1: fill freed blocks with 0xDE on their stream, so a use after free shows (sets "
@@ -469,7 +478,7 @@ static cua_status parse_item(const struct source *src, struct span item, cua_are
 
     const struct option *opt = find_option(text, key);
     if (!opt) {
-        char known[256];
+        char known[512];
         return _cua_error(CUA_ERR_CONFIG, "%s: unknown key '%.*s' at offset %zu (known: %s)",
                           src->name, quote_len(key.len), text + key.at, key.at,
                           known_keys(known, sizeof known));

@@ -210,7 +210,7 @@ static cua_status release_pages(cua_arena *a, uint64_t *released)
     uint64_t seq = ++a->seq;
     for (cua_block *b = a->heap.first; b; b = b->next)
         if (b->state == CUA_BLOCK_LIVE) _cua_seg_release(&a->seg, b->off, b->size, seq);
-    return _cua_seg_trim(&a->seg, UINT64_MAX, UINT64_MAX, released);
+    return _cua_seg_trim(&a->seg, UINT64_MAX, UINT64_MAX, false, released);
 }
 
 cua_status _cua_offload_locked(cua_arena *a, bool keep_data)
@@ -269,7 +269,7 @@ static cua_status map_live(cua_arena *a)
     for (cua_block *c = a->heap.first; c != failed; c = c->next)
         if (c->state == CUA_BLOCK_LIVE) _cua_seg_release(&a->seg, c->off, c->size, a->seq);
     uint64_t released;
-    _cua_seg_trim(&a->seg, UINT64_MAX, UINT64_MAX, &released);
+    _cua_seg_trim(&a->seg, UINT64_MAX, UINT64_MAX, false, &released);
     _cua_error_restore(keep);
     return st;
 }

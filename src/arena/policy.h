@@ -37,6 +37,9 @@ cua_status _cua_policy_give_back_above(cua_arena *a, cua_give_reason reason, uin
 /* Before a growth maps `need` more bytes: make room under the limit and the
  * footprint cap (CUA_ERR_LIMIT when live data itself would pass the limit). */
 cua_status _cua_policy_make_room(cua_arena *a, uint64_t need);
+/* Whether a growth of `need` bytes would have to give pages back first (the
+ * footprint cap or the limit): a move, which placement tries to avoid. */
+bool _cua_policy_growth_moves(const cua_arena *a, uint64_t need);
 /* After a growth mapped pages: note the demand peak. */
 void _cua_policy_grown(cua_arena *a);
 /* After a free: the release threshold. */

@@ -14,7 +14,7 @@
     X(free_bytes) X(cached_bytes) X(pending_bytes) X(largest_free_bytes) X(free_blocks) \
     X(peak_live_bytes) X(peak_mapped_bytes) X(alloc_count) X(free_count) X(oom_count)   \
     X(trim_count) X(trimmed_bytes) X(limit_bytes) X(adopted_bytes) X(tcache_allocs)        \
-    X(tcache_frees) X(tcache_bytes)
+    X(tcache_frees) X(tcache_bytes) X(mapped_total_bytes) X(unmapped_total_bytes)
 
 /* Longest run of free bytes that lies in mapped pages (adjacent free blocks count
  * together). One walk over the blocks and the pages they cover. */
@@ -75,6 +75,8 @@ void _cua_stats_read(const cua_arena *a, cua_stats *out)
     out->trimmed_bytes = a->trimmed_bytes;
     out->limit_bytes = a->cfg.limit;
     out->adopted_bytes = a->seg.adopted_bytes;
+    out->mapped_total_bytes = a->seg.mapped_total;
+    out->unmapped_total_bytes = a->seg.unmapped_total;
     memcpy(out->calls, a->cs.calls, sizeof a->cs.calls);
     memcpy(out->call_ns, a->cs.call_ns, sizeof a->cs.call_ns);
     out->mapped_over_live =

@@ -134,6 +134,16 @@ cua_block *_cua_heap_find(cua_heap *h, uint32_t tag, uint64_t size)
     return any;
 }
 
+cua_block *_cua_heap_bin_next(const cua_heap *h, uint32_t tag, unsigned *bin)
+{
+    const cua_freeidx *fi = tag < h->ntags ? h->idx[tag] : NULL;
+    if (!fi || !fi->count || *bin >= CUA_SC_COUNT) return NULL;
+    unsigned i = next_bin(fi, *bin);
+    if (i >= CUA_SC_COUNT) return NULL;
+    *bin = i;
+    return fi->bins[i];
+}
+
 cua_status _cua_heap_ensure_tag(cua_heap *h, uint32_t tag)
 {
     if (tag < h->ntags) return CUA_OK;
@@ -290,6 +300,12 @@ static cua_status split_free(cua_heap *h, cua_block *b, uint64_t off)
     b->state = CUA_BLOCK_FREE;
     freeidx_insert(h->idx[b->tag], b);
     return CUA_OK;
+}
+
+cua_block *_cua_heap_split_block(cua_heap *h, cua_block *b, uint64_t off)
+{
+    cua_assert(b->state == CUA_BLOCK_FREE && off > b->off && off < b->off + b->size);
+    return split_free(h, b, off) == CUA_OK ? b->next : NULL;
 }
 
 cua_status _cua_heap_split_at(cua_heap *h, uint64_t off)

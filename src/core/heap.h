@@ -90,6 +90,10 @@ cua_status _cua_heap_ensure_tag(cua_heap *h, uint32_t tag);
 /* Best fit for `size` bytes among free blocks of tag `tag` and tag 0: the
  * smallest block that fits, the lowest address on a tie. NULL if none. */
 cua_block *_cua_heap_find(cua_heap *h, uint32_t tag, uint64_t size);
+/* Free blocks of tag `tag` by size, for searches of their own: the first
+ * block of the first non-empty bin at or above *bin (*bin set to it), or
+ * NULL; the bin's other blocks follow through fnext. */
+cua_block *_cua_heap_bin_next(const cua_heap *h, uint32_t tag, unsigned *bin);
 /* Take the free block b for a request of `size` bytes on stream tag `tag` and
  * return the live block. Usually b cut to `size` (the rest stays free with b's
  * tag). When b's lower neighbour is free, usable by `tag` and too small on its
@@ -106,6 +110,9 @@ cua_block *_cua_heap_put(cua_heap *h, cua_block *b, uint32_t tag, uint64_t seq, 
 /* Split the free block that holds offset `off` there (both parts keep its tag
  * and stay free). Nothing to do when a block starts at `off` or it is live. */
 cua_status _cua_heap_split_at(cua_heap *h, uint64_t off);
+/* Split free block b at `off` (inside it, above its start): both parts keep
+ * its tag and stay free; returns the upper part (NULL: no host memory). */
+cua_block *_cua_heap_split_block(cua_heap *h, cua_block *b, uint64_t off);
 /* Merge the free block that starts at `off` with its free lower neighbour,
  * when tags (or merge_any) and the fences allow it (a fence went away). */
 void _cua_heap_merge_at(cua_heap *h, uint64_t off, bool merge_any);

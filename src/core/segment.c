@@ -78,6 +78,10 @@ static void idle_remove(cua_segment *seg, cua_chunk *c)
 static void mapped_add(cua_segment *seg, const cua_chunk *c, int64_t delta)
 {
     seg->mapped_bytes += (uint64_t)delta;
+    if (delta > 0)
+        seg->mapped_total += (uint64_t)delta;
+    else
+        seg->unmapped_total += (uint64_t)-delta;
     if (!seg->obs.mapped) return;
     uintptr_t addr = seg->novmm ? c->addr : seg->base + ((uintptr_t)c->first << seg->gshift);
     seg->obs.mapped(seg->obs.ctx, addr, delta);
@@ -90,12 +94,24 @@ static cua_status seg_changed(cua_segment *seg, cua_seg_change what, cua_chunk *
     return seg->obs.segment(seg->obs.ctx, what, c->addr, len, &c->tag);
 }
 
+/* Set (on) or clear bits [p0, p1) of the mapped-page bitmap. */
+static void set_bits(uint64_t *bits, uint32_t p0, uint32_t p1, bool on)
+{
+    while (p0 < p1) {
+        uint32_t w = p0 >> 6, b = p0 & 63, n = _cua_min(64 - b, p1 - p0);
+        uint64_t mask = (n == 64 ? ~0ull : ((1ull << n) - 1)) << b;
+        bits[w] = on ? bits[w] | mask : bits[w] & ~mask;
+        p0 += n;
+    }
+}
+
 static void set_pages(cua_segment *seg, uint32_t first, uint32_t n, cua_chunk *c)
 {
     for (uint32_t p = first; p < first + n; p++) {
         seg->pages[p] = c;
         seg->ends[p] = first + n;
     }
+    set_bits(seg->mapbits, first, first + n, c != NULL);
 }
 
 /* ---- handles whose release failed: kept and retried, never leaked ---------- */
@@ -200,8 +216,10 @@ static void free_page_table(cua_segment *seg)
 {
     free(seg->pages);
     free(seg->ends);
+    free(seg->mapbits);
     seg->pages = NULL;
     seg->ends = NULL;
+    seg->mapbits = NULL;
 }
 
 cua_status _cua_seg_init(cua_segment *seg, cua_backend *bk, cua_callstats *cs, size_t size,
@@ -231,7 +249,8 @@ cua_status _cua_seg_init(cua_segment *seg, cua_backend *bk, cua_callstats *cs, s
     /* calloc of a large table is lazily zeroed by the OS: untouched parts cost nothing. */
     seg->pages = calloc(seg->npages, sizeof *seg->pages);
     seg->ends = calloc(seg->npages, sizeof *seg->ends);
-    if (!seg->pages || !seg->ends) {
+    seg->mapbits = calloc(((size_t)seg->npages + 63) / 64, sizeof *seg->mapbits);
+    if (!seg->pages || !seg->ends || !seg->mapbits) {
         free_page_table(seg);
         return _cua_error(CUA_ERR_OUT_OF_MEMORY, "no host memory for a page table of %u pages",
                           seg->npages);
@@ -484,6 +503,43 @@ void _cua_seg_release(cua_segment *seg, uint64_t off, uint64_t len, uint64_t seq
     }
 }
 
+/* ---- the mapped-page bitmap: counts and runs, a word at a time ---------------- */
+
+uint32_t _cua_seg_mapped_pages(const cua_segment *seg, uint32_t p0, uint32_t p1)
+{
+    uint32_t n = 0;
+    while (p0 < p1) {
+        uint32_t w = p0 >> 6, b = p0 & 63, k = _cua_min(64 - b, p1 - p0);
+        uint64_t mask = (k == 64 ? ~0ull : ((1ull << k) - 1)) << b;
+        n += (uint32_t)__builtin_popcountll(seg->mapbits[w] & mask);
+        p0 += k;
+    }
+    return n;
+}
+
+/* The first page in [p, limit) whose bit is `on`, or limit. */
+static uint32_t next_bit(const cua_segment *seg, uint32_t p, uint32_t limit, bool on)
+{
+    while (p < limit) {
+        uint64_t word = seg->mapbits[p >> 6];
+        if (!on) word = ~word;
+        word &= ~0ull << (p & 63);
+        if (word) return _cua_min(((p >> 6) << 6) + (uint32_t)__builtin_ctzll(word), limit);
+        p = ((p >> 6) + 1) << 6;
+    }
+    return limit;
+}
+
+bool _cua_seg_next_mapped_run(const cua_segment *seg, uint32_t *p, uint32_t limit,
+                              uint32_t *run_end)
+{
+    uint32_t start = next_bit(seg, *p, limit, true);
+    if (start >= limit) return false;
+    *p = start;
+    *run_end = next_bit(seg, start, limit, false);
+    return true;
+}
+
 /* ---- map ------------------------------------------------------------------------ */
 
 /* The physical memory of a chunk of len bytes at addr: a handle created and
@@ -731,16 +787,14 @@ static cua_status trim_run(cua_segment *seg, cua_chunk **run, size_t n, uint64_t
     return first;
 }
 
-cua_status _cua_seg_trim(cua_segment *seg, uint64_t want, uint64_t safe_seq,
-                         uint64_t *released)
+/* The victims, oldest first: idle chunks (that no stream may still use) off
+ * the head of the idle list until `want` bytes. */
+static size_t pick_oldest(cua_segment *seg, uint64_t want, uint64_t safe_seq, cua_chunk ***out)
 {
-    *released = 0;
-    if (seg->zombies.n) retry_zombies(seg);
     size_t n = 0, cap = 0;
     cua_chunk **pick = NULL;
     uint64_t picked = 0;
-    while (picked < want && seg->idle.idle_next != &seg->idle) {
-        cua_chunk *c = seg->idle.idle_next;
+    for (cua_chunk *c = seg->idle.idle_next; picked < want && c != &seg->idle; c = c->idle_next) {
         if (c->idle_seq > safe_seq) break;
         if (n == cap) {
             size_t ncap = cap ? 2 * cap : 16;
@@ -749,14 +803,77 @@ cua_status _cua_seg_trim(cua_segment *seg, uint64_t want, uint64_t safe_seq,
             pick = np;
             cap = ncap;
         }
-        idle_remove(seg, c);
         pick[n++] = c;
         picked += (uint64_t)c->npages << seg->gshift;
     }
+    *out = pick;
+    return n;
+}
+
+/* An idle chunk of a run of address-adjacent idle chunks, for ordering. */
+typedef struct run_member {
+    cua_chunk *c;
+    uint64_t run_bytes; /* the whole run's */
+} run_member;
+
+static int by_run_then_first(const void *x, const void *y)
+{
+    const run_member *p = x, *q = y;
+    if (p->run_bytes != q->run_bytes) return p->run_bytes < q->run_bytes ? -1 : 1;
+    return (p->c->first > q->c->first) - (p->c->first < q->c->first);
+}
+
+/* The victims, smallest fragments first (Note [eviction that keeps what will
+ * be wanted]): every idle chunk that no stream may still use, grouped in runs
+ * of address-adjacent idle chunks, the smallest runs first, until `want`. */
+static size_t pick_fragments(cua_segment *seg, uint64_t want, uint64_t safe_seq,
+                             cua_chunk ***out)
+{
+    size_t n = 0;
+    for (cua_chunk *c = seg->idle.idle_next; c != &seg->idle; c = c->idle_next) n++;
+    run_member *m = malloc((n ? n : 1) * sizeof *m);
+    cua_chunk **pick = malloc((n ? n : 1) * sizeof *pick);
+    if (!m || !pick) {
+        free(m);
+        free(pick);
+        return pick_oldest(seg, want, safe_seq, out); /* (no host memory: the simple order) */
+    }
+    n = 0;
+    for (cua_chunk *c = seg->idle.idle_next; c != &seg->idle; c = c->idle_next)
+        if (c->idle_seq <= safe_seq) m[n++] = (run_member){c, 0};
+    qsort(m, n, sizeof *m, by_run_then_first); /* (all 0: by address) */
+    for (size_t i = 0; i < n;) { /* each run's bytes onto its members */
+        size_t j = i + 1;
+        uint64_t bytes = (uint64_t)m[i].c->npages << seg->gshift;
+        for (; j < n && m[j - 1].c->first + m[j - 1].c->npages == m[j].c->first; j++)
+            bytes += (uint64_t)m[j].c->npages << seg->gshift;
+        for (size_t k = i; k < j; k++) m[k].run_bytes = bytes;
+        i = j;
+    }
+    qsort(m, n, sizeof *m, by_run_then_first);
+    size_t k = 0;
+    for (uint64_t picked = 0; k < n && picked < want; k++) {
+        pick[k] = m[k].c;
+        picked += (uint64_t)m[k].c->npages << seg->gshift;
+    }
+    free(m);
+    *out = pick;
+    return k;
+}
+
+cua_status _cua_seg_trim(cua_segment *seg, uint64_t want, uint64_t safe_seq, bool fragments,
+                         uint64_t *released)
+{
+    *released = 0;
+    if (seg->zombies.n) retry_zombies(seg);
+    cua_chunk **pick = NULL;
+    size_t n = fragments ? pick_fragments(seg, want, safe_seq, &pick)
+                         : pick_oldest(seg, want, safe_seq, &pick);
     if (n == 0) {
         free(pick);
         return CUA_OK;
     }
+    for (size_t i = 0; i < n; i++) idle_remove(seg, pick[i]);
     qsort(pick, n, sizeof *pick, cmp_chunk_first);
     cua_status first = CUA_OK;
     for (size_t i = 0; i < n;) {

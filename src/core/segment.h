@@ -92,7 +92,9 @@ typedef struct cua_segment {
      * steps from chunk to chunk without waiting for each chunk's descriptor
      * (blocks of gigabytes span a hundred chunks; benchmarks.md). */
     uint32_t *ends;
+    uint64_t *mapbits;        /* bit p: page p is mapped (placement counts pages fast) */
     uint64_t mapped_bytes;
+    uint64_t mapped_total, unmapped_total; /* bytes mapped / unmapped since init, in all */
     uint64_t idle_bytes;      /* bytes of idle chunks */
     uint64_t nchunks;
     uint32_t noaccess_chunks; /* chunks marked noaccess (nearly always 0) */
@@ -137,6 +139,12 @@ static inline bool _cua_seg_lacks_access(const cua_segment *seg, uint64_t off, u
 {
     return CUA_UNLIKELY(seg->noaccess_chunks != 0) && _cua_seg_lacks_access_walk(seg, off, len);
 }
+/* Pages of [p0, p1) that are mapped: a popcount over the bitmap, 64 pages a word. */
+uint32_t _cua_seg_mapped_pages(const cua_segment *seg, uint32_t p0, uint32_t p1);
+/* The next run of mapped pages at or after page *p and before `limit`: its
+ * first page in *p, the page after it in *run_end; false when there is none. */
+bool _cua_seg_next_mapped_run(const cua_segment *seg, uint32_t *p, uint32_t limit,
+                              uint32_t *run_end);
 /* Bytes of unmapped pages in [off, off + len) (read only). */
 uint64_t _cua_seg_missing(const cua_segment *seg, uint64_t off, uint64_t len);
 /* Undo _cua_seg_acquire / drop a block that leaves: busy--, chunks reaching 0
@@ -170,10 +178,11 @@ cua_status _cua_seg_keep_handles(cua_segment *seg, bool on);
  * later growth. */
 cua_status _cua_seg_adopt(cua_segment *seg, cua_handle h, size_t size);
 
-/* Unmap idle chunks, oldest first, whose idle_seq <= safe_seq, until at least
- * `want` bytes went back or none is left; *released gets the bytes. Adjacent
+/* Unmap idle chunks whose idle_seq <= safe_seq, until at least `want` bytes
+ * went back or none is left; *released gets the bytes. Oldest first, or
+ * (fragments) the smallest runs of adjacent idle chunks first. Adjacent
  * chunks are unmapped in one call. */
-cua_status _cua_seg_trim(cua_segment *seg, uint64_t want, uint64_t safe_seq,
+cua_status _cua_seg_trim(cua_segment *seg, uint64_t want, uint64_t safe_seq, bool fragments,
                          uint64_t *released);
 
 /* The largest chunk the segment ever maps, in pages. */
