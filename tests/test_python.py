@@ -3,7 +3,9 @@ backend, no torch needed: arenas, limits and their errors, offload and restore
 at the same addresses with the same bytes, statistics under torch's key
 names, the text summary, snapshots in torch's format (segments, blocks, and
 device_traces from the allocation history), events with their byte deltas,
-headroom and peaks. Run by meson (suite host) with CUARENA_LIB set:
+headroom and peaks; the library found (the package's own first, then
+CUARENA_LIB) and its version checked at import. Run by meson (suite host)
+with CUARENA_LIB set:
 
     CUARENA_LIB=build/libcuarena.so PYTHONPATH=python python3 tests/test_python.py
 """
@@ -11,11 +13,14 @@ headroom and peaks. Run by meson (suite host) with CUARENA_LIB set:
 import ctypes
 import os
 import pickle
+import shutil
+import subprocess
 import sys
 import tempfile
 import unittest
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "python"))
+PYTHON_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "python")
+sys.path.insert(0, PYTHON_DIR)
 import cuarena  # noqa: E402
 
 MiB = 1 << 20
@@ -184,5 +189,74 @@ class StatsAndSnapshotTest(unittest.TestCase):
         a.destroy()
 
 
+class VersionAndLibraryTest(unittest.TestCase):
+    """The library is the package's own first, then $CUARENA_LIB; its version
+    must be the package's."""
+
+    def setUp(self):
+        self.tmp = tempfile.mkdtemp(prefix="cuarena-pytest-")
+        self.pkg = os.path.join(self.tmp, "site", "cuarena")
+        shutil.copytree(os.path.join(PYTHON_DIR, "cuarena"), self.pkg,
+                        ignore=shutil.ignore_patterns("__pycache__", "*.so"))
+        self.elsewhere = os.path.join(self.tmp, "elsewhere")
+        os.mkdir(self.elsewhere)
+
+    def tearDown(self):
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def run_py(self, code, **env):
+        e = dict(os.environ, PYTHONPATH=os.path.dirname(self.pkg))
+        e.pop("CUARENA_PUBLISH", None)
+        for k, v in env.items():
+            if v is None:
+                e.pop(k, None)
+            else:
+                e[k] = v
+        return subprocess.run([sys.executable, "-c", code], env=e, cwd=self.elsewhere,
+                              capture_output=True, text=True, timeout=60)
+
+    def test_version_is_meson_builds_and_the_librarys(self):
+        self.assertEqual(cuarena.__version__, cuarena.library_version)
+        with open(os.path.join(PYTHON_DIR, "..", "meson.build")) as f:
+            self.assertIn("version: '%s'" % cuarena.__version__, f.read())
+
+    def test_bundled_library_comes_before_cuarena_lib(self):
+        shutil.copy(cuarena.library_path, os.path.join(self.pkg, "libcuarena.so"))
+        code = "import cuarena; print(cuarena.library_found_in); print(cuarena.library_path)"
+        p = self.run_py(code, CUARENA_LIB="/nonexistent/libcuarena.so")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        found, path = p.stdout.split("\n")[:2]
+        self.assertEqual(found, "bundled with the package")
+        self.assertEqual(os.path.dirname(path), self.pkg)
+        os.remove(os.path.join(self.pkg, "libcuarena.so"))
+        p = self.run_py(code, CUARENA_LIB=cuarena.library_path)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(p.stdout.split("\n")[0], "$CUARENA_LIB")
+
+    def test_a_version_mismatch_fails_the_import_naming_both(self):
+        with open(os.path.join(self.pkg, "_build_info.py"), "w") as f:
+            f.write('version = "9.9.9"\ntorch_version = None\n')
+        p = self.run_py("import cuarena", CUARENA_LIB=cuarena.library_path)
+        self.assertNotEqual(p.returncode, 0)
+        self.assertIn("ImportError", p.stderr)
+        self.assertIn("9.9.9", p.stderr)
+        self.assertIn("version %s" % cuarena.library_version, p.stderr)
+        self.assertIn(cuarena.library_path, p.stderr)
+
+    def test_no_library_at_all_says_where_it_looked(self):
+        p = self.run_py("import cuarena", CUARENA_LIB=None, LD_LIBRARY_PATH=None)
+        if p.returncode == 0:
+            self.skipTest("a libcuarena.so is on this system's library path")
+        self.assertIn("libcuarena.so not found", p.stderr)
+        self.assertIn("CUARENA_LIB", p.stderr)
+
+
+def main():
+    result = unittest.main(verbosity=2, exit=False).result
+    failed = len(result.failures) + len(result.errors) + len(result.unexpectedSuccesses)
+    print("%d passed, %d failed" % (result.testsRun - failed - len(result.skipped), failed))
+    return 1 if failed else 0
+
+
 if __name__ == "__main__":
-    unittest.main(verbosity=2)
+    sys.exit(main())

@@ -8,8 +8,11 @@
     cuarena.headroom()              # bytes this device can still give
 
 PyTorch: ``cuarena.torch.install()`` (see cuarena/torch.py). No third-party
-dependency; the library is found through $CUARENA_LIB, next to this package
-(a build tree of the repository), or the system's library path.
+dependency. The library is, in this order: the one
+installed in this package (a wheel, or a meson install with -Dpython=enabled),
+$CUARENA_LIB, a build tree of the repository around this package (build-gpu,
+build, build-bench), the system's library path. At import, cua_version() of
+that library must equal __version__, else ImportError names both.
 """
 
 import ctypes
@@ -19,6 +22,7 @@ import os
 import threading
 
 __all__ = [
+    "__version__", "library_version",
     "Error", "Arena", "arena", "library", "library_path", "headroom", "device_report",
     "memory_stats", "memory_summary", "reset_peak_stats", "on_event", "trim_idle",
     "arenas", "snapshot", "dump_snapshot", "free", "janitor_start", "janitor_stop",
@@ -29,25 +33,61 @@ _here = os.path.dirname(os.path.abspath(__file__))
 
 
 def _find_library():
+    """The library: this package's own, $CUARENA_LIB, a build tree of the
+    repository, the system's library path. Returns (path, where found)."""
+    own = os.path.join(_here, "libcuarena.so")
+    if os.path.exists(own):
+        return own, "bundled with the package"
     env = os.environ.get("CUARENA_LIB")
     if env:
-        return env
+        return env, "$CUARENA_LIB"
     root = os.path.dirname(os.path.dirname(_here))
     for build in ("build-gpu", "build", "build-bench"):
         path = os.path.join(root, build, "libcuarena.so")
         if os.path.exists(path):
-            return path
+            return path, "the repository's build tree"
     found = ctypes.util.find_library("cuarena")
     if found:
-        return found
-    raise OSError("libcuarena.so not found: set CUARENA_LIB to its path")
+        return found, "the system's library path"
+    raise ImportError("cuarena: libcuarena.so not found: not installed with this package (%s), "
+                      "CUARENA_LIB unset, no build tree of the repository, none on the library "
+                      "path; install the package (pip install .) or set CUARENA_LIB to its path"
+                      % _here)
 
 
-library_path = _find_library()
+def _package_version():
+    """The version meson wrote into _build_info.py when it installed the
+    package; in a checkout of the repository (python/cuarena), meson.build's.
+    None when neither is there (a copy of the package's files)."""
+    try:
+        from ._build_info import version
+        return version
+    except ImportError:
+        pass
+    import re
+
+    try:
+        with open(os.path.join(_here, "..", "..", "meson.build")) as f:
+            m = re.search(r"project\('cuarena'.*?version:\s*'([^']+)'", f.read(), re.S)
+    except OSError:
+        return None
+    return m.group(1) if m else None
+
+
+library_path, library_found_in = _find_library()
 # Global: the PyTorch shim (cuarena/torch.py) links the same library and must
 # find this instance of it, with its arenas, not a second copy.
 library = ctypes.CDLL(library_path, mode=ctypes.RTLD_GLOBAL)
 _lib = library
+_lib.cua_version.restype = ctypes.c_char_p
+library_version = _lib.cua_version().decode()
+__version__ = _package_version() or library_version
+if __version__ != library_version:
+    raise ImportError("cuarena: the Python package is version %s but the library it loaded, %s "
+                      "(%s), is version %s: install both from one build (pip install .), or "
+                      "point CUARENA_LIB at a libcuarena.so of version %s"
+                      % (__version__, library_path, library_found_in, library_version,
+                         __version__))
 
 _c = ctypes.c_void_p
 _lib.cua_status_name.restype = ctypes.c_char_p
@@ -519,3 +559,4 @@ def on_event(callback):
                 _callbacks.remove(callback)
 
     return remove
+
