@@ -4,19 +4,22 @@ at the same addresses with the same bytes, statistics under torch's key
 names, the text summary, snapshots in torch's format (segments, blocks, and
 device_traces from the allocation history), events with their byte deltas,
 headroom and peaks; the library found (the package's own first, then
-CUARENA_LIB) and its version checked at import. Run by meson (suite host)
-with CUARENA_LIB set:
+CUARENA_LIB) and its version checked at import; the report published for
+`python -m cuarena top`, and top --once against a publishing process. Run
+by meson (suite host) with CUARENA_LIB set:
 
     CUARENA_LIB=build/libcuarena.so PYTHONPATH=python python3 tests/test_python.py
 """
 
 import ctypes
+import json
 import os
 import pickle
 import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import unittest
 
 PYTHON_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "python")
@@ -249,6 +252,92 @@ class VersionAndLibraryTest(unittest.TestCase):
             self.skipTest("a libcuarena.so is on this system's library path")
         self.assertIn("libcuarena.so not found", p.stderr)
         self.assertIn("CUARENA_LIB", p.stderr)
+
+
+class PublishAndTopTest(unittest.TestCase):
+    """A process publishes its report (CUARENA_PUBLISH); `python -m cuarena
+    top --once` shows its arenas; the file goes when the process ends."""
+
+    def test_top_once_shows_a_publishing_process(self):
+        d = tempfile.mkdtemp(prefix="cuarena-publish-")
+        env = dict(os.environ, CUARENA_PUBLISH="0.2", CUARENA_PUBLISH_DIR=d,
+                   PYTHONPATH=PYTHON_DIR)
+        child_code = (
+            "import sys, cuarena\n"
+            "a = cuarena.Arena('py_top_kv', backend='host', va_size='1G', limit='64M')\n"
+            "p = a.alloc(5 << 20)\n"
+            "b = cuarena.Arena('py_top_enc', backend='host', va_size='1G')\n"
+            "q = b.alloc(1 << 20)\n"
+            "print('ready', flush=True)\n"
+            "sys.stdin.readline()\n")
+        child = subprocess.Popen([sys.executable, "-c", child_code], env=env,
+                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        try:
+            self.assertEqual(child.stdout.readline().strip(), "ready")
+            top_env = dict(env)
+            top_env.pop("CUARENA_PUBLISH")
+            path = os.path.join(d, "%d.json" % child.pid)
+            deadline = time.time() + 20
+            out = ""
+            while time.time() < deadline:  # the arenas are in a report 0.2 s later
+                p = subprocess.run([sys.executable, "-m", "cuarena", "top", "--once",
+                                    str(child.pid)], env=top_env, capture_output=True,
+                                   text=True, timeout=60)
+                out = p.stdout
+                if p.returncode == 0 and "py_top_enc" in out:
+                    break
+                time.sleep(0.2)
+            self.assertIn("pid %d" % child.pid, out)
+            lines = {l.split()[0]: l for l in out.splitlines() if l.startswith("  py_top")}
+            self.assertIn("5.0 MiB", lines["py_top_kv"])      # live
+            self.assertIn("64.0 MiB", lines["py_top_kv"])     # limit
+            self.assertIn("1.0 MiB", lines["py_top_enc"])
+            self.assertIn("device 0:", out)
+            with open(path) as f:
+                rep = json.load(f)
+            self.assertEqual(rep["pid"], child.pid)
+            self.assertEqual(rep["version"], cuarena.__version__)
+            self.assertEqual(sorted(a["name"] for a in rep["devices"]["0"]["arenas"]),
+                             ["py_top_enc", "py_top_kv"])
+            self.assertFalse([n for n in os.listdir(d) if n.endswith(".tmp")])
+            # every publishing process, when no pid is given
+            p = subprocess.run([sys.executable, "-m", "cuarena", "top", "--once"], env=top_env,
+                               capture_output=True, text=True, timeout=60)
+            self.assertEqual(p.returncode, 0, p.stderr)
+            self.assertIn("pid %d" % child.pid, p.stdout)
+        finally:
+            child.stdin.close()
+            child.wait(timeout=30)
+            child.stdout.close()
+        self.assertFalse(os.path.exists(path), "the report outlived its process")
+        p = subprocess.run([sys.executable, "-m", "cuarena", "top", "--once", str(child.pid)],
+                           env=top_env, capture_output=True, text=True, timeout=60)
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("not running", p.stdout)
+        p = subprocess.run([sys.executable, "-m", "cuarena", "top", "--once"], env=top_env,
+                           capture_output=True, text=True, timeout=60)
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("no process publishes", p.stdout)
+        shutil.rmtree(d, ignore_errors=True)
+
+    def test_publish_in_process_writes_and_stops(self):
+        d = tempfile.mkdtemp(prefix="cuarena-publish-")
+        try:
+            a = arena("py_publish_here")
+            p = a.alloc(MiB)
+            path = cuarena.publish(0.05, path=os.path.join(d, "me.json"))
+            self.assertEqual(cuarena.publish(), path)  # one publisher per process
+            with open(path) as f:
+                rep = json.load(f)
+            names = [x["name"] for x in rep["devices"]["0"]["arenas"]]
+            self.assertIn("py_publish_here", names)
+            cuarena.publish_stop()
+            self.assertFalse(os.path.exists(path))
+            cuarena.free(p)
+            a.destroy()
+        finally:
+            cuarena.publish_stop()
+            shutil.rmtree(d, ignore_errors=True)
 
 
 def main():

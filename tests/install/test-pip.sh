@@ -11,7 +11,8 @@
 #   2. in a new directory outside the copy, with no CUARENA_LIB and no
 #      PYTHONPATH: python -c "import cuarena; print(cuarena.__version__)"
 #      prints VERSION, the library is the one bundled with the package, and
-#      an arena on the host backend allocates and frees
+#      an arena on the host backend allocates and frees; `python -m cuarena
+#      info` runs
 #   3. pip wheel --no-build-isolation --no-index COPY: the wheel holds the
 #      package, its libcuarena.so (which needs no CUDA library) and
 #      _build_info.py, and none of the C library's headers or CMake files.
@@ -80,10 +81,12 @@ a = cuarena.Arena("pip_check", backend="host", va_size="1G")
 p = a.alloc(1 << 20)
 assert cuarena.arena_of(p) == "pip_check"
 cuarena.free(p)
+assert "cuarena_arena_live_bytes" in cuarena.prometheus()
 a.destroy()
 print("installed package: %s, library %s (%s)" % (cuarena.__version__, cuarena.library_path,
                                                    cuarena.library_found_in))
 EOF
+run "$tmp/venv/bin/python" -m cuarena info || fail "python -m cuarena info failed"
 
 # The wheel.
 run "${pip[@]}" wheel --no-build-isolation --no-index --no-deps -w "$tmp/wheel" "$tmp/src" \
@@ -94,7 +97,7 @@ whl=$(ls "$tmp"/wheel/cuarena-"$want"-*.whl 2>/dev/null | head -n 1)
 import sys, zipfile
 names = zipfile.ZipFile(sys.argv[1]).namelist()
 for need in ("cuarena/__init__.py", "cuarena/libcuarena.so", "cuarena/_build_info.py",
-             "cuarena/torch.py", "cuarena/_torch_shim.cpp",
+             "cuarena/torch.py", "cuarena/top.py", "cuarena/_torch_shim.cpp",
              "cuarena/include/cuarena.h"):
     assert need in names, "%s is not in the wheel" % need
 extra = [n for n in names if not n.startswith(("cuarena/", "cuarena-"))]
