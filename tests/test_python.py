@@ -5,8 +5,10 @@ names, the text summary, snapshots in torch's format (segments, blocks, and
 device_traces from the allocation history), events with their byte deltas,
 headroom and peaks; the library found (the package's own first, then
 CUARENA_LIB) and its version checked at import; the report published for
-`python -m cuarena top`, and top --once against a publishing process. Run
-by meson (suite host) with CUARENA_LIB set:
+`python -m cuarena top`, and top --once against a publishing process;
+cuarena.torch.install()'s three ways (prebuilt shim, shim compiled now, plain
+allocator) against a fake torch, each said. Run by meson (suite host) with
+CUARENA_LIB set:
 
     CUARENA_LIB=build/libcuarena.so PYTHONPATH=python python3 tests/test_python.py
 """
@@ -20,11 +22,14 @@ import subprocess
 import sys
 import tempfile
 import time
+import types
 import unittest
+import warnings
 
 PYTHON_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "python")
 sys.path.insert(0, PYTHON_DIR)
 import cuarena  # noqa: E402
+import cuarena.torch  # noqa: E402
 
 MiB = 1 << 20
 
@@ -338,6 +343,142 @@ class PublishAndTopTest(unittest.TestCase):
         finally:
             cuarena.publish_stop()
             shutil.rmtree(d, ignore_errors=True)
+
+
+# ---- cuarena.torch.install() against a fake torch -------------------------------------------
+
+class FakeShim(types.ModuleType):
+    def __init__(self, name):
+        super().__init__(name)
+        self.installed = 0
+
+    def install(self):
+        self.installed += 1
+
+
+def fake_torch(version, build=None):
+    """A torch module as much as cuarena.torch.install() uses of it. build:
+    what torch.utils.cpp_extension.load returns (an exception to raise)."""
+    torch = types.ModuleType("torch")
+    torch.__version__ = version
+    cuda = types.ModuleType("torch.cuda")
+    memory = types.ModuleType("torch.cuda.memory")
+    torch.changed = []
+
+    class CUDAPluggableAllocator:
+        def __init__(self, path, alloc, free):
+            self.args = (path, alloc, free)
+
+    memory.CUDAPluggableAllocator = CUDAPluggableAllocator
+    memory.change_current_allocator = torch.changed.append
+    memory.memory_reserved = lambda: 0
+    cuda.memory = memory
+    cuda.is_initialized = lambda: False
+    torch.cuda = cuda
+    utils = types.ModuleType("torch.utils")
+    ext = types.ModuleType("torch.utils.cpp_extension")
+
+    def load(**kwargs):
+        torch.load_args = kwargs
+        if isinstance(build, BaseException):
+            raise build
+        return build
+
+    ext.load = load
+    utils.cpp_extension = ext
+    torch.utils = utils
+    return {"torch": torch, "torch.cuda": cuda, "torch.cuda.memory": memory,
+            "torch.utils": utils, "torch.utils.cpp_extension": ext}
+
+
+class TorchInstallTest(unittest.TestCase):
+    """Which allocator install() puts in, and that a fallback is never silent."""
+
+    def setUp(self):
+        self.saved = {k: sys.modules.get(k) for k in (
+            "torch", "torch.cuda", "torch.cuda.memory", "torch.utils",
+            "torch.utils.cpp_extension", "cuarena._build_info", "cuarena._torch_shim")}
+        self.reset()
+
+    def tearDown(self):
+        for k, v in self.saved.items():
+            if v is None:
+                sys.modules.pop(k, None)
+            else:
+                sys.modules[k] = v
+        self.reset()
+
+    def reset(self):
+        ct = cuarena.torch
+        ct._installed = ct.mode = ct.source = ct.how = None
+
+    def use(self, version, build=None, prebuilt_for=None):
+        mods = fake_torch(version, build)
+        sys.modules.update(mods)
+        sys.modules.pop("cuarena._build_info", None)
+        sys.modules.pop("cuarena._torch_shim", None)
+        shim = None
+        if prebuilt_for is not None:
+            info = types.ModuleType("cuarena._build_info")
+            info.version, info.torch_version, info.torch_cuda = cuarena.__version__, prebuilt_for, "13.0"
+            info.torch_shim_note = "compiled against torch " + prebuilt_for
+            shim = FakeShim("cuarena._torch_shim")
+            sys.modules["cuarena._build_info"] = info
+            sys.modules["cuarena._torch_shim"] = shim
+        return mods["torch"], shim
+
+    def install(self, **kw):
+        with warnings.catch_warnings(record=True) as w:
+            warnings.simplefilter("always")
+            cuarena.torch.install(**kw)
+        return [x for x in w if issubclass(x.category, cuarena.torch.FallbackWarning)]
+
+    def test_prebuilt_shim_of_the_same_torch_is_used_quietly(self):
+        torch, shim = self.use("2.11.0+cu130", build=AssertionError("must not compile"),
+                               prebuilt_for="2.11.0+cu130")
+        said = self.install()
+        self.assertEqual((cuarena.torch.mode, cuarena.torch.source), ("full", "prebuilt"))
+        self.assertEqual(shim.installed, 1)
+        self.assertFalse(said)
+        self.assertFalse(hasattr(torch, "load_args"))
+        self.assertIn("prebuilt", cuarena.torch.how)
+
+    def test_another_torch_compiles_the_shim_and_says_so(self):
+        built = FakeShim("cuarena_torch_shim")
+        torch, prebuilt = self.use("2.12.0+cu130", build=built, prebuilt_for="2.11.0+cu130")
+        said = self.install()
+        self.assertEqual((cuarena.torch.mode, cuarena.torch.source), ("full", "built"))
+        self.assertEqual((built.installed, prebuilt.installed), (1, 0))
+        self.assertEqual(len(said), 1)
+        text = str(said[0].message)
+        self.assertIn("2.11.0+cu130", text)
+        self.assertIn("2.12.0+cu130", text)
+        self.assertIn("compiled now", text)
+        self.assertIn("-lcuarena", torch.load_args["extra_ldflags"])
+
+    def test_falling_back_to_the_plain_allocator_is_never_silent(self):
+        torch, _ = self.use("2.11.0+cu130", build=RuntimeError("Ninja is required to load C++ "
+                                                                "extensions"))
+        said = self.install()
+        self.assertEqual((cuarena.torch.mode, cuarena.torch.source), ("pluggable", None))
+        self.assertEqual(len(torch.changed), 1)
+        self.assertEqual(torch.changed[0].args,
+                         (cuarena.library_path, "cua_torch_alloc", "cua_torch_free"))
+        self.assertEqual(len(said), 1, "cuarena.torch fell back to the plain allocator silently")
+        text = str(said[0].message)
+        for feature in ("memory_stats()", "max_memory_allocated()", "memory_snapshot()",
+                        "empty_cache()", "will not see cuarena", "Ninja is required",
+                        "not installed by its build"):
+            self.assertIn(feature, text)
+        self.assertEqual(cuarena.torch.how, text[len("cuarena.torch: "):])
+
+    def test_plain_allocator_asked_for_is_not_a_fallback(self):
+        torch, _ = self.use("2.11.0+cu130", build=AssertionError("must not compile"),
+                            prebuilt_for="2.11.0+cu130")
+        said = self.install(full=False)
+        self.assertEqual(cuarena.torch.mode, "pluggable")
+        self.assertFalse(said)
+        self.assertIn("asked for", cuarena.torch.how)
 
 
 def main():
