@@ -5,6 +5,10 @@ cuarena configuration, then the report.
     python3 bench/test-bench.py report BUILD_DIR   results, report.md, SVGs, report.html
     python3 bench/test-bench.py html BUILD_DIR     report.html rendered in headless
                                                    Chromium: every table and plot laid out
+    python3 bench/test-bench.py budget BUILD_DIR   the minimum budget search replays as the
+                                                   metrics run does (trims at teardown
+                                                   markers): never above the peak mapped
+                                                   of a run that completed
 
 The html case exits 77 (skipped) when no chromium is installed (Debian's
 `chromium` package; CI installs it). Prints "N passed, N failed".
@@ -69,6 +73,8 @@ def check_report(build):
                 r = r[0]
                 assert r["peak_mapped_bytes"] >= r["peak_live_bytes"] > 0, r
                 assert r["min_budget_bytes"] >= r["peak_live_bytes"], r
+                # the metrics run completed with peak_mapped mapped: that limit does too
+                assert r["min_budget_bytes"] <= r["peak_mapped_bytes"], r
                 assert r["ns_per_event"] > 0, r
                 tl = r["timeline"]
                 assert len(tl["points"]) >= 50 and tl["markers"], (t, a)
@@ -171,9 +177,51 @@ def check_html(build):
         shutil.rmtree(out, ignore_errors=True)
 
 
+# A trace whose teardown trim decides the budget with whole segments (vmm:0):
+# a 20 MiB block freed before the teardown marker leaves a 20 MiB segment
+# cached; without the trim a 2 MiB block afterwards is cut from it, and the
+# next 20 MiB block needs a second segment, 40 MiB in all; with the trim, as
+# the metrics run does, 22 MiB complete it.
+BUDGET_TRACE = """# catrace v1
+# source: bench/test-bench.py (the budget search trims at teardown markers)
+a 1 20971520 0
+f 1
+m teardown_0
+a 2 2097152 0
+a 3 20971520 0
+f 2
+f 3
+m teardown_1
+"""
+
+
+def check_budget(build):
+    replay = os.path.join(build, "bench", "cuarena-replay")
+    out = tempfile.mkdtemp(prefix="cuarena-budget-")
+    try:
+        path = os.path.join(out, "teardown.catrace")
+        with open(path, "w") as f:
+            f.write(BUDGET_TRACE)
+        for conf in ("vmm:0", "", "release_threshold:0", "footprint_cap:0"):
+            env = dict(os.environ, CUARENA_CONF=conf)
+            p = subprocess.run([replay, "--backend", "host", "--repeat", "0", "--budget-search", path],
+                               env=env, capture_output=True, text=True, timeout=300)
+            assert p.returncode == 0, "cuarena-replay failed (%s): %s" % (conf, p.stderr[-2000:])
+            r = json.loads([l for l in p.stdout.splitlines() if l.startswith("{")][0])
+            mib = 1 << 20
+            assert r["min_budget_bytes"] <= r["peak_mapped_bytes"], (
+                "CUARENA_CONF=%s: minimum budget %.0f MiB above the peak mapped %.0f MiB of the "
+                "metrics run, which completed: the budget search does not replay as it does"
+                % (conf, r["min_budget_bytes"] / mib, r["peak_mapped_bytes"] / mib))
+            print("  CUARENA_CONF=%-20s peak mapped %3.0f MiB, minimum budget %3.0f MiB" % (
+                conf or "(default)", r["peak_mapped_bytes"] / mib, r["min_budget_bytes"] / mib))
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+
+
 def main(mode, build):
     try:
-        (check_html if mode == "html" else check_report)(build)
+        {"html": check_html, "report": check_report, "budget": check_budget}[mode](build)
     except AssertionError as e:
         print("FAIL %s: %s" % (mode, e))
         print("0 passed, 1 failed")
