@@ -401,6 +401,11 @@ static int timing_runs(const options *o, const trace *t, result *res)
         res->ns_min = ns[0];
         res->ns_max = ns[o->repeat - 1];
         res->has_timing = 1;
+        if (timing_spread_wide(res))
+            fprintf(stderr, "cuarena-replay: %s: warning: the timed runs spread %.0f %% of their "
+                    "median (min %.1f, median %.1f, max %.1f ns per event): a busy machine or too "
+                    "few runs (--repeat)\n", res->name, 100 * (res->ns_max - res->ns_min) / res->ns_med,
+                    res->ns_min, res->ns_med, res->ns_max);
     }
     bench_unpin_thread();
     cua_arena_destroy(arena, CUA_DESTROY_FORCE);

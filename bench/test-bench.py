@@ -18,6 +18,7 @@ import html
 import html.parser
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -26,6 +27,8 @@ import xml.etree.ElementTree as ET
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+import benchreport  # noqa: E402  (bench/benchreport.py)
 ALLOCATORS = ["cuarena", "cuarena-no-vmm", "cuarena-rt0"]
 
 
@@ -103,6 +106,19 @@ def check_report(build):
             assert tid in ids.ids, tid
         for pid in made["plots"]:
             assert pid in ids.figures_with_svg, pid
+        # timings: median (min-max) in the summary; a wide spread marked and said
+        ns_table = [t for t in benchreport.summary_tables(rows, json.load(open(os.path.join(out, "run.json"))))
+                    if t[0] == "summary-ns"][0]
+        for row in ns_table[3]:
+            for cell in row[1:]:
+                assert re.match(r"^(\*\*)?[0-9.]+(\*\*)? \([0-9.]+-[0-9.]+\)\*?$", cell), cell
+        fake = [{"trace": "t", "allocator": "a", "ns_per_event": 100.0, "ns_per_event_min": 90.0,
+                 "ns_per_event_max": 160.0, "peak_live_bytes": 1, "peak_mapped_bytes": 1},
+                {"trace": "t", "allocator": "b", "ns_per_event": 100.0, "ns_per_event_min": 95.0,
+                 "ns_per_event_max": 110.0, "peak_live_bytes": 1, "peak_mapped_bytes": 1}]
+        text = benchreport.summary_text(fake, {"allocators": {"a": "", "b": ""}})
+        assert "100.0 (90.0-160.0)*" in text and "100.0 (95.0-110.0) " in text + " ", text
+        assert benchreport.WIDE_NOTE in text, text
         # the report again from its results alone gives the same Markdown
         os.remove(os.path.join(out, "report.md"))
         subprocess.run([sys.executable, os.path.join(HERE, "cuarena-bench"), "--report-only", out],
