@@ -39,7 +39,7 @@ def run_bench(build, out):
            os.path.join(ROOT, "tests", "data", "small.catrace")]
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, "cuarena-bench failed (%d): %s" % (p.returncode, p.stderr[-3000:])
-    return p.stdout
+    return p.stdout, p.stderr
 
 
 class Ids(html.parser.HTMLParser):
@@ -65,7 +65,7 @@ class Ids(html.parser.HTMLParser):
 def check_report(build):
     out = tempfile.mkdtemp(prefix="cuarena-bench-")
     try:
-        stdout = run_bench(build, out)
+        stdout, stderr = run_bench(build, out)
         rows = [json.loads(l) for l in open(os.path.join(out, "results.jsonl"))]
         traces = {r["trace"] for r in rows}
         assert traces == {"small", "lora_swap-s0.1"}, traces
@@ -90,6 +90,15 @@ def check_report(build):
                       "Trace small", "Trace lora_swap-s0.1"):
             assert "## " + title in md, title
         assert "Peak mapped / peak live" in stdout and "report:" in stdout, stdout
+        # what it does as it goes, and what the columns and allocators mean
+        for said in ("[1/3] cuarena: ", "[3/3] cuarena-rt0: trace 2/2 lora_swap-s0.1 done",
+                     "2 traces (small, lora_swap-s0.1) through 3 allocators"):
+            assert said in stderr, (said, stderr[-3000:])
+        for said in ("What the columns and allocators mean:", "\n  minimum budget ",
+                     "\n  cuarena-rt0 ", "release_threshold:0", "\n  ns per event "):
+            assert said in stdout, (said, stdout)
+        if not shutil.which("nvidia-smi"):
+            assert "No GPU here" in stdout and "docs/reports/" in stdout, stdout
         if made["plots_skipped"]:
             assert "plots skipped" in md and "plots skipped" in stdout
             print("  (matplotlib not installed: plots skipped, said in the report)")
@@ -163,7 +172,7 @@ def check_html(build):
         sys.exit(77)
     out = tempfile.mkdtemp(prefix="cuarena-html-")
     try:
-        run_bench(build, out)
+        run_bench(build, out)[0]
         made = json.load(open(os.path.join(out, "report.json")))
         ids = made["tables"] + made["plots"]
         page = open(os.path.join(out, "report.html")).read()
