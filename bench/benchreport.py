@@ -315,7 +315,8 @@ METHOD = ("Peak mapped is what the allocator held from the driver at its highest
           "mapped bytes; cudaMalloc: the rise of the driver's used memory; cudaMallocAsync: the "
           "pool's reserved high watermark; PyTorch: max_memory_reserved), peak live the highest "
           "sum of the trace's live request sizes. The minimum budget is the smallest cap under "
-          "which the whole trace replays, found by bisection. Mapped - live at a marker is taken "
+          "which the whole trace replays, found by bisection, each attempt with the same trims at "
+          "the teardown markers as the run that measures the peaks. Mapped - live at a marker is taken "
           "before the marker's trim; the trim (teardown markers) is the allocator's own: "
           "cua_arena_trim, cudaMemPoolTrimTo, torch.cuda.empty_cache; cudaMalloc has none.")
 
