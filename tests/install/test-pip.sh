@@ -111,4 +111,4 @@ if command -v readelf >/dev/null; then
     echo "libcuarena.so needs: $needed"
     [[ $needed != *cuda* ]] || fail "the bundled libcuarena.so links a CUDA library: $needed"
 fi
-echo "pip install, import outside the source tree and pip wheel: ok"
+echo "PASS: pip consumer (pip install, import outside the tree, pip wheel)"
