@@ -207,21 +207,31 @@ static cudaError_t mapped_now(const replay *r, size_t used0, uint64_t *out)
 /* The timeline's sample after event i (every tl->every events, the last
  * one, and every marker, where a pool is trimmed when the marker's name
  * starts with trim_at). */
+/* Whether event i is a marker whose name starts with trim_at, where a pool
+ * is synced and trimmed (the metrics run and every budget attempt alike). */
+static int trim_mark(const replay *r, size_t i, const char *trim_at)
+{
+    const trace_event *e = &r->t->events[i];
+    return e->op == TRACE_MARK && r->pool &&
+           strncmp(trace_marker_name(r->t, e->slot), trim_at, strlen(trim_at)) == 0;
+}
+
 static cudaError_t sample(const replay *r, size_t i, uint64_t live, size_t used0, const char *trim_at, timeline *tl)
 {
     const trace_event *e = &r->t->events[i];
     int mark = e->op == TRACE_MARK;
     uint64_t mapped;
-    if (!tl->every || (!mark && i % tl->every && i + 1 != r->t->n_events)) return cudaSuccess;
-    cudaError_t err = mapped_now(r, used0, &mapped);
-    if (err) return err;
-    if (timeline_point(tl, i, live, mapped) || (mark && timeline_marker(tl, i, e->slot, live, mapped))) die_oom();
-    const char *name = mark ? trace_marker_name(r->t, e->slot) : NULL;
-    if (!name || !r->pool || strncmp(name, trim_at, strlen(trim_at)) != 0) return cudaSuccess;
-    tl_marker *m = timeline_marker_at(tl, i);
-    if ((err = cudaDeviceSynchronize()) || (err = cudaMemPoolTrimTo(r->pool, 0)) ||
-        (err = mapped_now(r, used0, &m->mapped_after_trim)))
-        return err;
+    cudaError_t err;
+    if (tl->every && (mark || i % tl->every == 0 || i + 1 == r->t->n_events)) {
+        if ((err = mapped_now(r, used0, &mapped))) return err;
+        if (timeline_point(tl, i, live, mapped) || (mark && timeline_marker(tl, i, e->slot, live, mapped)))
+            die_oom();
+    }
+    if (!trim_mark(r, i, trim_at)) return cudaSuccess;
+    if ((err = cudaDeviceSynchronize()) || (err = cudaMemPoolTrimTo(r->pool, 0))) return err;
+    tl_marker *m = tl->every ? timeline_marker_at(tl, i) : NULL;
+    if (!m) return cudaSuccess;
+    if ((err = mapped_now(r, used0, &m->mapped_after_trim))) return err;
     m->trimmed = 1;
     if (timeline_point(tl, i, live, m->mapped_after_trim)) die_oom();
     return cudaSuccess;
@@ -328,14 +338,19 @@ static cudaError_t fill_to(size_t cap, void **filler)
     return cudaMalloc(filler, (fr - cap) / GRAN * GRAN);
 }
 
-/* One untimed run of the whole trace with only `cap` bytes free: 1 it
+/* One untimed run of the whole trace with only `cap` bytes free, as the
+ * metrics run replays it (the pool trimmed at the trim_at markers): 1 it
  * completed, 0 an allocation failed, -1 something else failed. */
-static int budget_attempt(replay *r, size_t cap)
+static int budget_attempt(replay *r, size_t cap, const char *trim_at)
 {
     void *filler;
     if (settle(r) || fill_to(cap, &filler)) return -1;
     cudaError_t err = cudaSuccess;
-    for (size_t i = 0; i < r->t->n_events && !err; i++) err = step(r, i);
+    for (size_t i = 0; i < r->t->n_events && !err; i++) {
+        err = step(r, i);
+        if (!err && trim_mark(r, i, trim_at) && !(err = cudaDeviceSynchronize()))
+            err = cudaMemPoolTrimTo(r->pool, 0);
+    }
     int ok = err == cudaSuccess;
     if (!ok && err != cudaErrorMemoryAllocation) ok = -1;
     cudaGetLastError(); /* out of memory is not sticky: clear it */
@@ -347,7 +362,7 @@ static int budget_attempt(replay *r, size_t cap)
 
 /* The smallest cap (GRAN steps) under which the trace completes, between
  * peak live and a cap found by doubling from peak mapped. */
-static int budget_search(replay *r, result *res, size_t budget_step)
+static int budget_search(replay *r, result *res, size_t budget_step, const char *trim_at)
 {
     size_t lo = res->peak_live / GRAN * GRAN, hi = (res->peak_mapped + GRAN) / GRAN * GRAN + GRAN;
     size_t total_free;
@@ -355,11 +370,11 @@ static int budget_search(replay *r, result *res, size_t budget_step)
     int ok;
     r->run = "budget";
     lo = lo >= GRAN ? lo - GRAN : 0;
-    while ((ok = budget_attempt(r, hi)) == 0 && hi < total_free) lo = hi, hi *= 2;
+    while ((ok = budget_attempt(r, hi, trim_at)) == 0 && hi < total_free) lo = hi, hi *= 2;
     size_t step = budget_step > GRAN ? budget_step / GRAN * GRAN : GRAN;
     while (ok > 0 && hi - lo > step) {
         size_t mid = lo + (hi - lo) / GRAN / 2 * GRAN;
-        int k = budget_attempt(r, mid);
+        int k = budget_attempt(r, mid, trim_at);
         if (k < 0) ok = -1;
         else if (k) hi = mid;
         else lo = mid;
@@ -390,7 +405,7 @@ static void measure(replay *r, const options *o, double *ns, result *res)
     if (settle(r)) failed = -1;
     driver_used(&res->free_after);
     if (filler && cudaFree(filler)) failed = -1;
-    if (!failed && o->budget_search && !o->cap) failed = budget_search(r, res, o->budget_step);
+    if (!failed && o->budget_search && !o->cap) failed = budget_search(r, res, o->budget_step, o->trim_at);
     res->errors = failed != 0;
 }
 

@@ -65,6 +65,41 @@ def fmt(v, spec, dash="-"):
     return dash if v is None else format(v, spec)
 
 
+# Timed runs whose max - min exceeds this share of their median are marked:
+# a busy machine or too few runs (--repeat), and medians to compare with care.
+WIDE_SPREAD = 0.25
+WIDE_NOTE = ("* the timed runs spread over %d %% of their median (max - min): the machine was "
+             "busy or the runs too few (--repeat); compare these with care" % round(100 * WIDE_SPREAD))
+
+
+def spread(r):
+    """(max - min) / median of the row's timed runs, or None."""
+    if not ok(r):
+        return None
+    med, lo, hi = r.get("ns_per_event"), r.get("ns_per_event_min"), r.get("ns_per_event_max")
+    if not med or lo is None or hi is None:
+        return None
+    return (hi - lo) / med
+
+
+def wide(r):
+    s = spread(r)
+    return s is not None and s > WIDE_SPREAD
+
+
+def ns_cell(r):
+    """median (min-max), * when the spread is wide; '-' without timing."""
+    ns = r.get("ns_per_event") if ok(r) else None
+    if ns is None:
+        return "-"
+    return "%.1f (%s-%s)%s" % (ns, fmt(r.get("ns_per_event_min"), ".1f"),
+                               fmt(r.get("ns_per_event_max"), ".1f"), "*" if wide(r) else "")
+
+
+def wide_rows(rows):
+    return [r for r in rows if wide(r)]
+
+
 def marker_gaps(r):
     """(worst mapped - live at a marker, worst after the marker's trim), bytes."""
     marks = (r.get("timeline") or {}).get("markers") or []
@@ -84,9 +119,10 @@ def summary_tables(rows, meta):
              lambda r: ratio(r, "peak_mapped_bytes"), ".3f", min),
             ("summary-budget", "Minimum budget / peak live (lower is better)",
              lambda r: ratio(r, "min_budget_bytes"), ".3f", min),
-            ("summary-ns", "ns per event, median of the timed runs (lower is better)",
+            ("summary-ns", "ns per event, median (min-max) of the timed runs (lower is better)",
              lambda r: r.get("ns_per_event") if ok(r) else None, ".1f", min)):
         body = []
+        marked = False
         for t in traces:
             vals = [get(idx.get((t, a))) for a in allocs]
             have = [v for v in vals if v is not None]
@@ -100,9 +136,15 @@ def summary_tables(rows, meta):
                     cells.append("-")
                 else:
                     s = format(v, spec)
+                    if tid == "summary-ns":
+                        med, rest = ns_cell(r).split(" ", 1)
+                        s, marked = med, marked or wide(r)
+                        cells.append(("**%s** %s" if v == best and len(have) > 1 else "%s %s")
+                                     % (s, rest))
+                        continue
                     cells.append("**%s**" % s if v == best and len(have) > 1 else s)
             body.append([t] + cells)
-        out.append((tid, title, ["trace"] + allocs, body, None))
+        out.append((tid, title, ["trace"] + allocs, body, WIDE_NOTE if marked else None))
     return out
 
 
@@ -110,6 +152,7 @@ def trace_table(trace, rows, meta):
     _, allocs = order(rows, meta)
     idx = index(rows)
     body = []
+    marked = False
     for a in allocs:
         r = idx.get((trace, a))
         if r is None:
@@ -117,13 +160,11 @@ def trace_table(trace, rows, meta):
         if r.get("error"):
             body.append([a, "failed: " + r["error"]] + [""] * 8)
             continue
-        ns = r.get("ns_per_event")
-        ns_cell = "-" if ns is None else "%.1f (%s-%s)" % (ns, fmt(r.get("ns_per_event_min"), ".1f"),
-                                                           fmt(r.get("ns_per_event_max"), ".1f"))
+        marked = marked or wide(r)
         before, after = marker_gaps(r)
         timed = r.get("timed_driver_ns")
         runs = r.get("repeat") or meta.get("repeat") or 1
-        body.append([a, ns_cell, fmt(r.get("peak_live_bytes", 0) / MIB, ".1f"),
+        body.append([a, ns_cell(r), fmt(r.get("peak_live_bytes", 0) / MIB, ".1f"),
                      fmt(r["peak_mapped_bytes"] / MIB if r.get("peak_mapped_bytes") is not None else None, ".1f"),
                      fmt(ratio(r, "peak_mapped_bytes"), ".3f"), fmt(ratio(r, "min_budget_bytes"), ".3f"),
                      fmt(before / MIB if before is not None else None, ".1f"),
@@ -133,7 +174,7 @@ def trace_table(trace, rows, meta):
     head = ["allocator", "ns/event median (min-max)", "peak live MiB", "peak mapped MiB",
             "peak mapped / live", "min budget / live", "worst mapped - live at a marker MiB",
             "after its trim MiB", "driver calls (metrics run)", "driver ms per timed run"]
-    return ("trace-" + slug(trace), "Trace %s" % trace, head, body, None)
+    return ("trace-" + slug(trace), "Trace %s" % trace, head, body, WIDE_NOTE if marked else None)
 
 
 def marker_table(trace, rows, meta):
@@ -274,7 +315,8 @@ METHOD = ("Peak mapped is what the allocator held from the driver at its highest
           "mapped bytes; cudaMalloc: the rise of the driver's used memory; cudaMallocAsync: the "
           "pool's reserved high watermark; PyTorch: max_memory_reserved), peak live the highest "
           "sum of the trace's live request sizes. The minimum budget is the smallest cap under "
-          "which the whole trace replays, found by bisection. Mapped - live at a marker is taken "
+          "which the whole trace replays, found by bisection, each attempt with the same trims at "
+          "the teardown markers as the run that measures the peaks. Mapped - live at a marker is taken "
           "before the marker's trim; the trim (teardown markers) is the allocator's own: "
           "cua_arena_trim, cudaMemPoolTrimTo, torch.cuda.empty_cache; cudaMalloc has none.")
 
@@ -376,8 +418,10 @@ def write_all(out, rows, meta):
 def summary_text(rows, meta):
     """The three summary tables, for the terminal."""
     text = []
-    for _, title, head, body, _ in summary_tables(rows, meta):
+    for _, title, head, body, note in summary_tables(rows, meta):
         text += ["", title, md_table(head, body).replace("**", "")]
+        if note:
+            text.append(note)
     return "\n".join(text)
 
 

@@ -405,6 +405,11 @@ static int timing_runs(const options *o, const trace *t, result *res)
         res->ns_min = ns[0];
         res->ns_max = ns[o->repeat - 1];
         res->has_timing = 1;
+        if (timing_spread_wide(res))
+            fprintf(stderr, "cuarena-replay: %s: warning: the timed runs spread %.0f %% of their "
+                    "median (min %.1f, median %.1f, max %.1f ns per event): a busy machine or too "
+                    "few runs (--repeat)\n", res->name, 100 * (res->ns_max - res->ns_min) / res->ns_med,
+                    res->ns_min, res->ns_med, res->ns_max);
     }
     bench_unpin_thread();
     cua_arena_destroy(arena, CUA_DESTROY_FORCE);
@@ -417,16 +422,27 @@ static int timing_runs(const options *o, const trace *t, result *res)
 
 /* ---- budget search ----------------------------------------------------------------------- */
 
-/* Replay under `limit` on a fresh arena: 1 completes, 0 runs out of its limit
- * or of memory, -1 fails otherwise (reported). */
-static int budget_attempt(cua_backend *be, const trace *t, const char *name, size_t limit)
+/* Replay under `limit` on a fresh arena as the metrics run replays (trims at
+ * the --trim-at markers included: without them a cache kept across a
+ * teardown is laid out differently, and a trace that completed with a peak
+ * mapped of P could need a limit above P): 1 completes, 0 runs out of its
+ * limit or of memory, -1 fails otherwise (reported). */
+static int budget_attempt(cua_backend *be, const trace *t, const char *name, size_t limit,
+                          const char *trim_at)
 {
     cua_arena *arena;
     replay r;
     cua_status st = open_arena(be, limit, &arena);
     if (st) die_lib("cua_arena_create", st);
     if (replay_init(&r, t, name, arena)) die_oom();
-    for (size_t i = 0; i < t->n_events && !st; i++) st = replay_event(&r, i);
+    for (size_t i = 0; i < t->n_events && !st; i++) {
+        const trace_event *e = &t->events[i];
+        st = replay_event(&r, i);
+        if (!st && e->op == TRACE_MARK && starts_with(trace_marker_name(t, e->slot), trim_at)) {
+            size_t released;
+            if ((st = cua_arena_trim(arena, 0, &released))) replay_fail(&r, i, st);
+        }
+    }
     if (!st) st = replay_free_rest(&r);
     int outcome = st == CUA_OK ? 1 : (st == CUA_ERR_LIMIT || st == CUA_ERR_OUT_OF_MEMORY) ? 0 : -1;
     if (outcome < 0) report_failure(&r, "budget");
@@ -452,7 +468,7 @@ static int budget_search(const options *o, const trace *t, result *res)
         if (hi <= lo) hi = lo + gran;
     }
     while (!ok) {
-        if ((ok = budget_attempt(be, t, res->name, (size_t)hi)) < 0) break;
+        if ((ok = budget_attempt(be, t, res->name, (size_t)hi, o->trim_at)) < 0) break;
         if (!ok) {
             if (hi > (UINT64_C(1) << 50)) break; /* 1 PiB: give up */
             lo = hi, hi *= 2;
@@ -461,7 +477,7 @@ static int budget_search(const options *o, const trace *t, result *res)
     uint64_t step = o->budget_step > gran ? o->budget_step / gran * gran : gran;
     while (ok > 0 && hi - lo > step) {
         uint64_t mid = lo + (hi - lo) / gran / 2 * gran;
-        int r = budget_attempt(be, t, res->name, (size_t)mid);
+        int r = budget_attempt(be, t, res->name, (size_t)mid, o->trim_at);
         if (r < 0) ok = -1;
         else if (r) hi = mid;
         else lo = mid;

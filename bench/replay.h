@@ -51,6 +51,15 @@ typedef struct result {
     const trace *trace;  /* for marker names while printing */
 } result;
 
+/* Timed runs whose max - min exceeds this share of their median: the table
+ * marks them with '*' and stderr warns (a busy machine, or too few runs). */
+#define TIMING_WIDE_SPREAD 0.25
+
+static inline int timing_spread_wide(const result *r)
+{
+    return r->has_timing && r->ns_med > 0 && (r->ns_max - r->ns_min) / r->ns_med > TIMING_WIDE_SPREAD;
+}
+
 /* One JSON line of a trace's figures (the options say how it was run). */
 void report_json(const options *o, const result *r);
 /* The Markdown table of n traces' figures. */

@@ -74,16 +74,24 @@ void report_json(const options *o, const result *r)
 void report_table(const result *rs, int n)
 {
     printf("\n| trace | events | peak live MiB | peak mapped / live | min budget / live |"
-           " mapped after teardown MiB | final mapped | ns/event | driver calls |\n"
+           " mapped after teardown MiB | final mapped | ns/event median (min-max) | driver calls |\n"
            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n");
     for (int i = 0; i < n; i++) {
         const result *r = &rs[i];
-        char budget[32] = "-", teardown[32] = "-", ns[32] = "-", ratio[32] = "-";
+        char budget[32] = "-", teardown[32] = "-", ns[64] = "-", ratio[32] = "-";
         if (r->peak_live) snprintf(ratio, sizeof ratio, "%.3f", (double)r->peak_mapped / (double)r->peak_live);
         if (r->has_budget && r->peak_live) snprintf(budget, sizeof budget, "%.3f", (double)r->min_budget / (double)r->peak_live);
         if (r->has_teardown) snprintf(teardown, sizeof teardown, "%.1f", (double)r->mapped_after_teardown / MIB);
-        if (r->has_timing) snprintf(ns, sizeof ns, "%.1f", r->ns_med);
+        if (r->has_timing)
+            snprintf(ns, sizeof ns, "%.1f (%.1f-%.1f)%s", r->ns_med, r->ns_min, r->ns_max,
+                     timing_spread_wide(r) ? "*" : "");
         printf("| %s | %" PRIu64 " | %.1f | %s | %s | %s | %" PRIu64 " | %s | %" PRIu64 " |\n", r->name,
                r->events, (double)r->peak_live / MIB, ratio, budget, teardown, r->final_mapped, ns, r->driver_calls);
     }
+    for (int i = 0; i < n; i++)
+        if (timing_spread_wide(&rs[i])) {
+            printf("\n\\* the timed runs spread over %.0f %% of their median (max - min): compare "
+                   "these with care\n", 100 * TIMING_WIDE_SPREAD);
+            break;
+        }
 }

@@ -5,6 +5,10 @@ cuarena configuration, then the report.
     python3 bench/test-bench.py report BUILD_DIR   results, report.md, SVGs, report.html
     python3 bench/test-bench.py html BUILD_DIR     report.html rendered in headless
                                                    Chromium: every table and plot laid out
+    python3 bench/test-bench.py budget BUILD_DIR   the minimum budget search replays as the
+                                                   metrics run does (trims at teardown
+                                                   markers): never above the peak mapped
+                                                   of a run that completed
 
 The html case exits 77 (skipped) when no chromium is installed (Debian's
 `chromium` package; CI installs it). Prints "N passed, N failed".
@@ -14,6 +18,7 @@ import html
 import html.parser
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -22,6 +27,8 @@ import xml.etree.ElementTree as ET
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+import benchreport  # noqa: E402  (bench/benchreport.py)
 ALLOCATORS = ["cuarena", "cuarena-no-vmm", "cuarena-rt0"]
 
 
@@ -32,7 +39,7 @@ def run_bench(build, out):
            os.path.join(ROOT, "tests", "data", "small.catrace")]
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, "cuarena-bench failed (%d): %s" % (p.returncode, p.stderr[-3000:])
-    return p.stdout
+    return p.stdout, p.stderr
 
 
 class Ids(html.parser.HTMLParser):
@@ -58,7 +65,7 @@ class Ids(html.parser.HTMLParser):
 def check_report(build):
     out = tempfile.mkdtemp(prefix="cuarena-bench-")
     try:
-        stdout = run_bench(build, out)
+        stdout, stderr = run_bench(build, out)
         rows = [json.loads(l) for l in open(os.path.join(out, "results.jsonl"))]
         traces = {r["trace"] for r in rows}
         assert traces == {"small", "lora_swap-s0.1"}, traces
@@ -69,6 +76,8 @@ def check_report(build):
                 r = r[0]
                 assert r["peak_mapped_bytes"] >= r["peak_live_bytes"] > 0, r
                 assert r["min_budget_bytes"] >= r["peak_live_bytes"], r
+                # the metrics run completed with peak_mapped mapped: that limit does too
+                assert r["min_budget_bytes"] <= r["peak_mapped_bytes"], r
                 assert r["ns_per_event"] > 0, r
                 tl = r["timeline"]
                 assert len(tl["points"]) >= 50 and tl["markers"], (t, a)
@@ -81,6 +90,15 @@ def check_report(build):
                       "Trace small", "Trace lora_swap-s0.1"):
             assert "## " + title in md, title
         assert "Peak mapped / peak live" in stdout and "report:" in stdout, stdout
+        # what it does as it goes, and what the columns and allocators mean
+        for said in ("[1/3] cuarena: ", "[3/3] cuarena-rt0: trace 2/2 lora_swap-s0.1 done",
+                     "2 traces (small, lora_swap-s0.1) through 3 allocators"):
+            assert said in stderr, (said, stderr[-3000:])
+        for said in ("What the columns and allocators mean:", "\n  minimum budget ",
+                     "\n  cuarena-rt0 ", "release_threshold:0", "\n  ns per event "):
+            assert said in stdout, (said, stdout)
+        if not shutil.which("nvidia-smi"):
+            assert "No GPU here" in stdout and "docs/reports/" in stdout, stdout
         if made["plots_skipped"]:
             assert "plots skipped" in md and "plots skipped" in stdout
             print("  (matplotlib not installed: plots skipped, said in the report)")
@@ -97,6 +115,19 @@ def check_report(build):
             assert tid in ids.ids, tid
         for pid in made["plots"]:
             assert pid in ids.figures_with_svg, pid
+        # timings: median (min-max) in the summary; a wide spread marked and said
+        ns_table = [t for t in benchreport.summary_tables(rows, json.load(open(os.path.join(out, "run.json"))))
+                    if t[0] == "summary-ns"][0]
+        for row in ns_table[3]:
+            for cell in row[1:]:
+                assert re.match(r"^(\*\*)?[0-9.]+(\*\*)? \([0-9.]+-[0-9.]+\)\*?$", cell), cell
+        fake = [{"trace": "t", "allocator": "a", "ns_per_event": 100.0, "ns_per_event_min": 90.0,
+                 "ns_per_event_max": 160.0, "peak_live_bytes": 1, "peak_mapped_bytes": 1},
+                {"trace": "t", "allocator": "b", "ns_per_event": 100.0, "ns_per_event_min": 95.0,
+                 "ns_per_event_max": 110.0, "peak_live_bytes": 1, "peak_mapped_bytes": 1}]
+        text = benchreport.summary_text(fake, {"allocators": {"a": "", "b": ""}})
+        assert "100.0 (90.0-160.0)*" in text and "100.0 (95.0-110.0) " in text + " ", text
+        assert benchreport.WIDE_NOTE in text, text
         # the report again from its results alone gives the same Markdown
         os.remove(os.path.join(out, "report.md"))
         subprocess.run([sys.executable, os.path.join(HERE, "cuarena-bench"), "--report-only", out],
@@ -141,7 +172,7 @@ def check_html(build):
         sys.exit(77)
     out = tempfile.mkdtemp(prefix="cuarena-html-")
     try:
-        run_bench(build, out)
+        run_bench(build, out)[0]
         made = json.load(open(os.path.join(out, "report.json")))
         ids = made["tables"] + made["plots"]
         page = open(os.path.join(out, "report.html")).read()
@@ -171,9 +202,51 @@ def check_html(build):
         shutil.rmtree(out, ignore_errors=True)
 
 
+# A trace whose teardown trim decides the budget with whole segments (vmm:0):
+# a 20 MiB block freed before the teardown marker leaves a 20 MiB segment
+# cached; without the trim a 2 MiB block afterwards is cut from it, and the
+# next 20 MiB block needs a second segment, 40 MiB in all; with the trim, as
+# the metrics run does, 22 MiB complete it.
+BUDGET_TRACE = """# catrace v1
+# source: bench/test-bench.py (the budget search trims at teardown markers)
+a 1 20971520 0
+f 1
+m teardown_0
+a 2 2097152 0
+a 3 20971520 0
+f 2
+f 3
+m teardown_1
+"""
+
+
+def check_budget(build):
+    replay = os.path.join(build, "bench", "cuarena-replay")
+    out = tempfile.mkdtemp(prefix="cuarena-budget-")
+    try:
+        path = os.path.join(out, "teardown.catrace")
+        with open(path, "w") as f:
+            f.write(BUDGET_TRACE)
+        for conf in ("vmm:0", "", "release_threshold:0", "footprint_cap:0"):
+            env = dict(os.environ, CUARENA_CONF=conf)
+            p = subprocess.run([replay, "--backend", "host", "--repeat", "0", "--budget-search", path],
+                               env=env, capture_output=True, text=True, timeout=300)
+            assert p.returncode == 0, "cuarena-replay failed (%s): %s" % (conf, p.stderr[-2000:])
+            r = json.loads([l for l in p.stdout.splitlines() if l.startswith("{")][0])
+            mib = 1 << 20
+            assert r["min_budget_bytes"] <= r["peak_mapped_bytes"], (
+                "CUARENA_CONF=%s: minimum budget %.0f MiB above the peak mapped %.0f MiB of the "
+                "metrics run, which completed: the budget search does not replay as it does"
+                % (conf, r["min_budget_bytes"] / mib, r["peak_mapped_bytes"] / mib))
+            print("  CUARENA_CONF=%-20s peak mapped %3.0f MiB, minimum budget %3.0f MiB" % (
+                conf or "(default)", r["peak_mapped_bytes"] / mib, r["min_budget_bytes"] / mib))
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+
+
 def main(mode, build):
     try:
-        (check_html if mode == "html" else check_report)(build)
+        {"html": check_html, "report": check_report, "budget": check_budget}[mode](build)
     except AssertionError as e:
         print("FAIL %s: %s" % (mode, e))
         print("0 passed, 1 failed")

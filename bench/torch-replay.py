@@ -162,13 +162,17 @@ def metrics(rp, timeline, trim_at):
         for k in range(i, stop + 1):
             live += rp.sizes_py[k] if rp.ops_py[k] == 0 else -rp.sizes_py[k] if rp.ops_py[k] == 1 else 0
         i = stop + 1
+        trim = stop in rp.marks and rp.marks[stop].startswith(trim_at)
         if not every:
+            if trim:  # the trim happens with or without a timeline
+                torch.cuda.synchronize()
+                torch.cuda.empty_cache()
             continue
         reserved = torch.cuda.memory_reserved()
         points.append([stop, live, reserved])
         if stop in rp.marks:
             m = {"event": stop, "name": rp.marks[stop], "live": live, "mapped": reserved, "mapped_after_trim": None}
-            if rp.marks[stop].startswith(trim_at):
+            if trim:
                 torch.cuda.synchronize()
                 torch.cuda.empty_cache()
                 m["mapped_after_trim"] = torch.cuda.memory_reserved()
@@ -196,12 +200,22 @@ def timing(rp, repeat):
     return ns, None
 
 
-def attempt(rp, cap, total):
+def attempt(rp, cap, total, trim_at):
+    """The whole trace under the cap, as metrics() replays it (empty_cache at
+    the trim_at markers): whether it completed."""
     torch = rp.torch
     torch.cuda.synchronize()
     torch.cuda.empty_cache()
     torch.cuda.set_per_process_memory_fraction(min(1.0, cap / total))
-    st, event, _ = rp.run(0, rp.n)
+    st, i = 0, 0
+    for stop in sorted({e for e, name in rp.marks.items() if name.startswith(trim_at)} | {rp.n - 1}):
+        st, event, _ = rp.run(i, stop + 1)
+        if st:
+            break
+        i = stop + 1
+        if stop in rp.marks and rp.marks[stop].startswith(trim_at):
+            torch.cuda.synchronize()
+            torch.cuda.empty_cache()
     rp.free_all()
     torch.cuda.synchronize()
     torch.cuda.empty_cache()
@@ -209,18 +223,18 @@ def attempt(rp, cap, total):
     return st == 0
 
 
-def budget(rp, peak_mapped, step=GRAN):
+def budget(rp, peak_mapped, trim_at, step=GRAN):
     total = rp.torch.cuda.get_device_properties(0).total_memory
     lo = max(0, rp.peak_live // GRAN * GRAN - GRAN)
     hi = (peak_mapped + GRAN) // GRAN * GRAN + GRAN
-    while not attempt(rp, hi, total):
+    while not attempt(rp, hi, total, trim_at):
         if hi >= total:
             return None
         lo, hi = hi, min(total, hi * 2)
     step = max(GRAN, step // GRAN * GRAN)
     while hi - lo > step:
         mid = lo + (hi - lo) // GRAN // 2 * GRAN
-        if attempt(rp, mid, total):
+        if attempt(rp, mid, total, trim_at):
             hi = mid
         else:
             lo = mid
@@ -271,7 +285,7 @@ def main(argv):
             row.update(ns_per_event=statistics.median(ns), ns_per_event_min=min(ns),
                        ns_per_event_max=max(ns), ns_per_event_runs=ns)
         if not err and args.budget_search and not args.cap:
-            b = budget(rp, row["peak_mapped_bytes"], args.budget_step)
+            b = budget(rp, row["peak_mapped_bytes"], args.trim_at, args.budget_step)
             if b is None:
                 err = "budget search: no fraction of the device completes the trace"
             else:

@@ -869,6 +869,29 @@ CUA_API cua_status cua_arena_find(int device, const char *name, cua_arena **out)
 CUA_API cua_status cua_device_report_json(int device, char *buf, size_t cap, size_t *len);
 
 /**
+ * The figures of cua_device_report_json() for `device` (or CUA_ALL_DEVICES)
+ * in Prometheus' text exposition format (version 0.0.4), for a metrics
+ * endpoint to serve as it is, into buf (cap, *len and a cut text as for
+ * cua_arena_stats_json()). Per arena, labelled device="D",arena="NAME":
+ * cuarena_arena_mapped_bytes, _live_bytes, _live_blocks, _cached_bytes,
+ * _free_bytes, _largest_free_bytes, _fragmentation_ratio, _reserved_bytes,
+ * _limit_bytes, _peak_live_bytes, _peak_mapped_bytes (gauges) and
+ * _allocations_total, _frees_total, _oom_total, _trims_total,
+ * _trimmed_bytes_total (counters); per device, labelled device="D":
+ * cuarena_device_mapped_bytes, _live_bytes, _cached_bytes, _peak_mapped_bytes,
+ * _arenas, _driver_free_bytes, _driver_total_bytes, _headroom_bytes; and
+ * cuarena_build_info{version="X.Y.Z"} 1. Label values are escaped (\\, \",
+ * \n) and made valid UTF-8 (U+FFFD for a byte of no valid sequence); a second
+ * arena of the same name on a device is labelled NAME#2, a third NAME#3.
+ * Every family has its HELP and TYPE lines, also with no arena (a device
+ * asked for by its ordinal then reports zeros). Lines end with "\n".
+ * Returns CUA_OK, CUA_ERR_INVALID_ARG (len NULL, buf NULL with cap > 0,
+ * device < -1), CUA_ERR_OUT_OF_MEMORY (host memory), CUA_ERR_BACKEND (the
+ * driver query failed).
+ */
+CUA_API cua_status cua_device_report_prometheus(int device, char *buf, size_t cap, size_t *len);
+
+/**
  * How much more a new allocation on `device` could get: the driver's free
  * memory in whole pages, less 1/4096 of it and one page that the driver needs
  * to map them (an allocation of all of it fails on a GPU), plus what every

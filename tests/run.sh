@@ -4,18 +4,26 @@
 #   bash tests/run.sh [BUILD_DIR]        (default: build)
 #
 # Installs meson, ninja, pkg-config, cmake (for the consumer test
-# install-cmake) and the zlib headers with apt-get when one is missing,
-# configures BUILD_DIR with -Dwerror=true (plus $CUA_MESON_ARGS), builds it
-# with ninja, runs `meson test`, and prints "N passed, N failed"
-# (", N skipped" when some were skipped) as its last line. The exit status is
-# 0 only when the build succeeded and no test failed.
+# install-cmake), the zlib headers, and Debian's python3-mesonpy, -venv, -pip
+# (install-pip) and python3-prometheus-client (test-prometheus) with apt-get
+# when one is missing - saying so, and why when apt-get is busy or missing,
+# then falling back to `pip install meson ninja` for the two it cannot do
+# without; configures BUILD_DIR with -Dwerror=true (plus $CUA_MESON_ARGS),
+# builds it with ninja, runs `meson test` one suite after another (host,
+# install, gpu, ...: a line per test as it ends, a line per suite with its
+# counts and seconds), and prints "N passed, N failed" (", N skipped" when
+# some were skipped) as its last line. The quick suite leaves out the suite
+# 'long' (the fault sweep with glibc's malloc fills: minutes); .ci/run adds
+# it. The exit status is 0 only when the build succeeded and no test failed.
 #
 # Environment:
 #   CUA_MESON_ARGS    more `meson setup` arguments, split on whitespace
 #                     (e.g. "-Db_sanitize=address,undefined -Dbuildtype=debug")
 #   CUA_TEST_JOBS     tests run at once (default 2)
 #   CUA_TEST_ARGS     more `meson test` arguments, split on whitespace (e.g.
-#                     "--suite fuzz" to run one suite)
+#                     "--suite fuzz" to run one suite); the tests then run in
+#                     one `meson test`
+#   CUA_TEST_LONG     1: the suite 'long' too
 #   CUA_SUMMARY_FILE  if set, a line "PASSED FAILED SKIPPED" is appended to it
 #                     (how .ci/run adds up several builds)
 #   CC                the C compiler, read when BUILD_DIR is configured
@@ -56,27 +64,30 @@ tools_missing() {
         ! command -v pkg-config >/dev/null || ! command -v cmake >/dev/null || ! have_zlib
 }
 
-# apt-get what is missing (as root, else through sudo); failures are reported
-# and left to the build to trip over.
+# The Python packages of install-pip and test-prometheus, for Debian's Python
+# (which python3-* serve).
+python_missing() {
+    local py=/usr/bin/python3
+    [[ -x $py ]] || return 1 # no Debian Python: nothing apt-get would fix
+    ! "$py" -c 'import mesonpy, prometheus_client, venv, ensurepip' 2>/dev/null ||
+        ! "$py" -m pip --version >/dev/null 2>&1
+}
+
+# apt-get what is missing; then, for meson and ninja, pip. Failures are said
+# and left to the build (or the tests, which skip) to trip over.
 install_tools() {
-    tools_missing || return 0
-    local sudo=()
-    if ((EUID != 0)); then
-        if ! command -v sudo >/dev/null; then
-            log "meson, ninja, pkg-config, cmake or zlib headers missing, and no sudo to install them"
-            return 0
+    # shellcheck source=tests/tools.sh
+    . tests/tools.sh
+    if tools_missing; then
+        cua_apt_install tests/run.sh meson ninja-build zlib1g-dev pkg-config cmake ||
+            log "going on with what is installed"
+        if ! command -v meson >/dev/null || ! command -v ninja >/dev/null; then
+            cua_pip_meson tests/run.sh || log "no meson or ninja: the build cannot start"
         fi
-        sudo=(sudo)
     fi
-    if ! command -v apt-get >/dev/null; then
-        log "meson, ninja, pkg-config, cmake or zlib headers missing, and no apt-get to install them"
-        return 0
-    fi
-    log "installing meson ninja-build zlib1g-dev pkg-config cmake"
-    local apt=("${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get)
-    if ! "${apt[@]}" update -qq >&2 ||
-        ! "${apt[@]}" install -y -qq meson ninja-build zlib1g-dev pkg-config cmake >&2; then
-        log "apt-get failed; going on with what is installed"
+    if python_missing; then
+        cua_apt_install tests/run.sh python3-mesonpy python3-venv python3-pip python3-prometheus-client ||
+            log "install-pip and test-prometheus will skip"
     fi
 }
 
@@ -113,28 +124,75 @@ parse_summary() {
         }' "$1"
 }
 
+# The suites to run one after another, in this order, then any other: a test
+# in several suites runs with the first of them.
+SUITE_ORDER=(host install gpu fuzz long)
+
+# The suites to run: of each test of BUILD_DIR, its first suite in
+# SUITE_ORDER (then by name); each once, in that order.
+list_suites() {
+    meson test -C "$build_dir" --list 2>/dev/null | awk -v order="${SUITE_ORDER[*]}" '
+        BEGIN { n = split(order, o, " "); for (i = 1; i <= n; i++) rank[o[i]] = i }
+        / \/ / {
+            sub(/ \/ .*/, ""); sub(/^[^:]*:/, "")
+            k = split($0, s, "+"); best = ""; br = 1000
+            for (i = 1; i <= k; i++) { r = (s[i] in rank) ? rank[s[i]] : 100; if (r < br) { br = r; best = s[i] } }
+            if (!(best in seen)) { seen[best] = br }
+        }
+        END { for (b in seen) print seen[b], b }' | sort -k1,1n -k2 | cut -d" " -f2
+}
+
+# Run `meson test` with ARGS; add its counts to the totals.
+run_tests() {
+    local test_log rc p f s
+    test_log=$(mktemp) || build_failed "mktemp failed"
+    meson test -C "$build_dir" --no-rebuild --print-errorlogs --num-processes "${CUA_TEST_JOBS:-2}" "$@" |
+        tee "$test_log"
+    rc=${PIPESTATUS[0]}
+    read -r p f s < <(parse_summary "$test_log")
+    rm -f "$test_log"
+    # meson test failing with no failed test counted (it could not run them)
+    if ((rc != 0 && f == 0)); then
+        log "meson test exited with status $rc"
+        f=1
+    fi
+    last_counts=("$p" "$f" "$s")
+    ((total_passed += p, total_failed += f, total_skipped += s))
+}
+
+total_passed=0 total_failed=0 total_skipped=0
+
 main() {
     install_tools
     command -v meson >/dev/null || build_failed "meson is not installed"
     command -v ninja >/dev/null || build_failed "ninja is not installed"
+    log "configuring $build_dir"
     configure || build_failed "meson setup $build_dir failed"
+    log "building $build_dir"
     ninja -C "$build_dir" || build_failed "the build in $build_dir failed"
 
-    local test_log rc passed failed skipped
-    test_log=$(mktemp) || build_failed "mktemp failed"
-    local test_args
+    local test_args=() long=()
     read -r -a test_args <<<"${CUA_TEST_ARGS:-}"
-    meson test -C "$build_dir" --print-errorlogs --num-processes "${CUA_TEST_JOBS:-2}" "${test_args[@]}" |
-        tee "$test_log"
-    rc=${PIPESTATUS[0]}
-    read -r passed failed skipped < <(parse_summary "$test_log")
-    rm -f "$test_log"
-    # meson test failing with no failed test counted (it could not run them)
-    if ((rc != 0 && failed == 0)); then
-        log "meson test exited with status $rc"
-        failed=1
+    [[ ${CUA_TEST_LONG:-} == 1 || " ${test_args[*]} " == *" long "* ]] || long=(--no-suite long)
+    if ((${#test_args[@]})); then
+        log "meson test ${test_args[*]} ${long[*]}"
+        run_tests "${test_args[@]}" "${long[@]}"
+    else
+        local suite done_suites=() t0
+        while read -r suite; do
+            [[ -n $suite ]] || continue
+            if [[ $suite == long && ${#long[@]} -gt 0 ]]; then
+                log "suite long: left out (the quick suite; CUA_TEST_LONG=1 or .ci/run runs it)"
+                continue
+            fi
+            log "suite $suite"
+            t0=$SECONDS
+            run_tests --suite "$suite" "${done_suites[@]}" "${long[@]}"
+            log "suite $suite: ${last_counts[0]} passed, ${last_counts[1]} failed, ${last_counts[2]} skipped in $((SECONDS - t0)) s"
+            done_suites+=(--no-suite "$suite")
+        done < <(list_suites)
     fi
-    finish "$passed" "$failed" "$skipped"
+    finish "$total_passed" "$total_failed" "$total_skipped"
 }
 
 # `bash tests/run.sh --parse-summary LOG` prints the counts of a saved log

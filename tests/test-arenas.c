@@ -139,6 +139,92 @@ TEST(device_report_names_arenas_and_the_unaccounted_bytes)
     CHECK_OK(cua_backend_destroy(bk));
 }
 
+/* The value of the sample that starts with `head` (name and labels) in a
+ * Prometheus text, or -1. */
+static long long prom_value(const char *text, const char *head)
+{
+    size_t n = strlen(head);
+    for (const char *line = text; *line; line = strchr(line, '\n') ? strchr(line, '\n') + 1 : "")
+        if (strncmp(line, head, n) == 0 && line[n] == ' ') return atoll(line + n + 1);
+    return -1;
+}
+
+/* Every line a HELP or TYPE comment or a sample "name{labels} value", each
+ * family's samples right after its TYPE line; 1 when so. */
+static int prom_well_formed(const char *text)
+{
+    char family[128] = "";
+    for (const char *line = text; *line;) {
+        const char *end = strchr(line, '\n');
+        if (!end) return 0; /* every line ends with \n */
+        if (strncmp(line, "# HELP ", 7) == 0) {
+            size_t k = strcspn(line + 7, " \n");
+            if (k >= sizeof family) return 0;
+            memcpy(family, line + 7, k);
+            family[k] = 0;
+        } else if (strncmp(line, "# TYPE ", 7) == 0) {
+            if (strncmp(line + 7, family, strlen(family)) != 0) return 0;
+        } else if (strncmp(line, family, strlen(family)) != 0 || line[strlen(family)] != '{') {
+            return 0; /* a sample of another family than the last HELP's */
+        }
+        line = end + 1;
+    }
+    return 1;
+}
+
+TEST(device_report_prometheus_labels_escapes_and_sizes)
+{
+    cua_backend *bk = make_backend();
+    CHECK(bk);
+    /* A name with every character the format escapes, one with bytes that are
+     * no UTF-8, two arenas of one name, and an arena on another device. */
+    cua_arena *odd = make(bk, "kv \"q\"\\x\ny", 7), *bad = make(bk, "bad\xff\xc3", 7);
+    cua_arena *twin1 = make(bk, "twin", 7), *twin2 = make(bk, "twin", 7), *other = make(bk, "other", 8);
+    CHECK(odd && bad && twin1 && twin2 && other);
+    void *p, *q;
+    CHECK_OK(cua_arena_alloc(odd, 3 * MiB, 0, &p));
+    CHECK_OK(cua_arena_alloc(twin2, 1 * MiB, 0, &q));
+    static char buf[65536];
+    size_t len = 0;
+    CHECK_OK(cua_device_report_prometheus(7, buf, sizeof buf, &len));
+    CHECK(len < sizeof buf && strlen(buf) == len && prom_well_formed(buf));
+    CHECK(prom_value(buf, "cuarena_arena_live_bytes{device=\"7\",arena=\"kv \\\"q\\\"\\\\x\\ny\"}") ==
+          (long long)(3 * MiB));
+    CHECK(prom_value(buf, "cuarena_arena_live_bytes{device=\"7\",arena=\"bad\xef\xbf\xbd\xef\xbf\xbd\"}") == 0);
+    CHECK(prom_value(buf, "cuarena_arena_live_bytes{device=\"7\",arena=\"twin\"}") == 0);
+    CHECK(prom_value(buf, "cuarena_arena_live_bytes{device=\"7\",arena=\"twin#2\"}") == (long long)MiB);
+    CHECK(prom_value(buf, "cuarena_arena_allocations_total{device=\"7\",arena=\"twin#2\"}") == 1);
+    CHECK(prom_value(buf, "cuarena_device_mapped_bytes{device=\"7\"}") == (long long)(6 * MiB));
+    CHECK(prom_value(buf, "cuarena_device_arenas{device=\"7\"}") == 4);
+    CHECK(prom_value(buf, "cuarena_device_driver_total_bytes{device=\"7\"}") == (long long)(256 * MiB));
+    CHECK(strstr(buf, "# TYPE cuarena_arena_oom_total counter\n") && !strstr(buf, "other"));
+    /* Every device: device 8 too. */
+    CHECK_OK(cua_device_report_prometheus(CUA_ALL_DEVICES, buf, sizeof buf, &len));
+    CHECK(prom_well_formed(buf));
+    CHECK(prom_value(buf, "cuarena_arena_live_bytes{device=\"8\",arena=\"other\"}") == 0);
+    CHECK(prom_value(buf, "cuarena_device_arenas{device=\"8\"}") == 1);
+    /* Cut short, or only sized: the length says how much is needed. */
+    CHECK_OK(cua_device_report_prometheus(7, buf, sizeof buf, &len));
+    char small[48];
+    size_t need = 0;
+    CHECK_OK(cua_device_report_prometheus(7, small, sizeof small, &need));
+    CHECK(need == len && strlen(small) == sizeof small - 1 && strncmp(small, buf, sizeof small - 1) == 0);
+    CHECK_OK(cua_device_report_prometheus(7, NULL, 0, &need));
+    CHECK(need == len);
+    /* A device with no arena: the families, zeros. */
+    CHECK_OK(cua_device_report_prometheus(9, buf, sizeof buf, &len));
+    CHECK(prom_well_formed(buf) && prom_value(buf, "cuarena_device_arenas{device=\"9\"}") == 0);
+    CHECK(!strstr(buf, "arena=\""));
+    CHECK_ST(cua_device_report_prometheus(-2, buf, sizeof buf, &len), CUA_ERR_INVALID_ARG);
+    CHECK_ST(cua_device_report_prometheus(7, NULL, 8, &len), CUA_ERR_INVALID_ARG);
+    CHECK_ST(cua_device_report_prometheus(7, buf, sizeof buf, NULL), CUA_ERR_INVALID_ARG);
+    CHECK_OK(cua_free(p));
+    CHECK_OK(cua_free(q));
+    cua_arena *all[] = { odd, bad, twin1, twin2, other };
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) CHECK_OK(cua_arena_destroy(all[i], 0));
+    CHECK_OK(cua_backend_destroy(bk));
+}
+
 TEST(headroom_counts_driver_free_and_what_trim_returns)
 {
     cua_backend *bk = make_backend();

@@ -3,20 +3,33 @@ backend, no torch needed: arenas, limits and their errors, offload and restore
 at the same addresses with the same bytes, statistics under torch's key
 names, the text summary, snapshots in torch's format (segments, blocks, and
 device_traces from the allocation history), events with their byte deltas,
-headroom and peaks. Run by meson (suite host) with CUARENA_LIB set:
+headroom and peaks; the library found (the package's own first, then
+CUARENA_LIB) and its version checked at import; the report published for
+`python -m cuarena top`, and top --once against a publishing process;
+cuarena.torch.install()'s three ways (prebuilt shim, shim compiled now, plain
+allocator) against a fake torch, each said. Run by meson (suite host) with
+CUARENA_LIB set:
 
     CUARENA_LIB=build/libcuarena.so PYTHONPATH=python python3 tests/test_python.py
 """
 
 import ctypes
+import json
 import os
 import pickle
+import shutil
+import subprocess
 import sys
 import tempfile
+import time
+import types
 import unittest
+import warnings
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "python"))
+PYTHON_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "python")
+sys.path.insert(0, PYTHON_DIR)
 import cuarena  # noqa: E402
+import cuarena.torch  # noqa: E402
 
 MiB = 1 << 20
 
@@ -184,5 +197,296 @@ class StatsAndSnapshotTest(unittest.TestCase):
         a.destroy()
 
 
+class VersionAndLibraryTest(unittest.TestCase):
+    """The library is the package's own first, then $CUARENA_LIB; its version
+    must be the package's."""
+
+    def setUp(self):
+        self.tmp = tempfile.mkdtemp(prefix="cuarena-pytest-")
+        self.pkg = os.path.join(self.tmp, "site", "cuarena")
+        shutil.copytree(os.path.join(PYTHON_DIR, "cuarena"), self.pkg,
+                        ignore=shutil.ignore_patterns("__pycache__", "*.so"))
+        self.elsewhere = os.path.join(self.tmp, "elsewhere")
+        os.mkdir(self.elsewhere)
+
+    def tearDown(self):
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def run_py(self, code, **env):
+        e = dict(os.environ, PYTHONPATH=os.path.dirname(self.pkg))
+        e.pop("CUARENA_PUBLISH", None)
+        for k, v in env.items():
+            if v is None:
+                e.pop(k, None)
+            else:
+                e[k] = v
+        return subprocess.run([sys.executable, "-c", code], env=e, cwd=self.elsewhere,
+                              capture_output=True, text=True, timeout=60)
+
+    def test_version_is_meson_builds_and_the_librarys(self):
+        self.assertEqual(cuarena.__version__, cuarena.library_version)
+        with open(os.path.join(PYTHON_DIR, "..", "meson.build")) as f:
+            self.assertIn("version: '%s'" % cuarena.__version__, f.read())
+
+    def test_bundled_library_comes_before_cuarena_lib(self):
+        shutil.copy(cuarena.library_path, os.path.join(self.pkg, "libcuarena.so"))
+        code = "import cuarena; print(cuarena.library_found_in); print(cuarena.library_path)"
+        p = self.run_py(code, CUARENA_LIB="/nonexistent/libcuarena.so")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        found, path = p.stdout.split("\n")[:2]
+        self.assertEqual(found, "bundled with the package")
+        self.assertEqual(os.path.dirname(path), self.pkg)
+        os.remove(os.path.join(self.pkg, "libcuarena.so"))
+        p = self.run_py(code, CUARENA_LIB=cuarena.library_path)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(p.stdout.split("\n")[0], "$CUARENA_LIB")
+
+    def test_a_version_mismatch_fails_the_import_naming_both(self):
+        with open(os.path.join(self.pkg, "_build_info.py"), "w") as f:
+            f.write('version = "9.9.9"\ntorch_version = None\n')
+        p = self.run_py("import cuarena", CUARENA_LIB=cuarena.library_path)
+        self.assertNotEqual(p.returncode, 0)
+        self.assertIn("ImportError", p.stderr)
+        self.assertIn("9.9.9", p.stderr)
+        self.assertIn("version %s" % cuarena.library_version, p.stderr)
+        self.assertIn(cuarena.library_path, p.stderr)
+
+    def test_no_library_at_all_says_where_it_looked(self):
+        p = self.run_py("import cuarena", CUARENA_LIB=None, LD_LIBRARY_PATH=None)
+        if p.returncode == 0:
+            self.skipTest("a libcuarena.so is on this system's library path")
+        self.assertIn("libcuarena.so not found", p.stderr)
+        self.assertIn("CUARENA_LIB", p.stderr)
+
+
+class PublishAndTopTest(unittest.TestCase):
+    """A process publishes its report (CUARENA_PUBLISH); `python -m cuarena
+    top --once` shows its arenas; the file goes when the process ends."""
+
+    def test_top_once_shows_a_publishing_process(self):
+        d = tempfile.mkdtemp(prefix="cuarena-publish-")
+        env = dict(os.environ, CUARENA_PUBLISH="0.2", CUARENA_PUBLISH_DIR=d,
+                   PYTHONPATH=PYTHON_DIR)
+        child_code = (
+            "import sys, cuarena\n"
+            "a = cuarena.Arena('py_top_kv', backend='host', va_size='1G', limit='64M')\n"
+            "p = a.alloc(5 << 20)\n"
+            "b = cuarena.Arena('py_top_enc', backend='host', va_size='1G')\n"
+            "q = b.alloc(1 << 20)\n"
+            "print('ready', flush=True)\n"
+            "sys.stdin.readline()\n")
+        child = subprocess.Popen([sys.executable, "-c", child_code], env=env,
+                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        try:
+            self.assertEqual(child.stdout.readline().strip(), "ready")
+            top_env = dict(env)
+            top_env.pop("CUARENA_PUBLISH")
+            path = os.path.join(d, "%d.json" % child.pid)
+            deadline = time.time() + 20
+            out = ""
+            while time.time() < deadline:  # the arenas are in a report 0.2 s later
+                p = subprocess.run([sys.executable, "-m", "cuarena", "top", "--once",
+                                    str(child.pid)], env=top_env, capture_output=True,
+                                   text=True, timeout=60)
+                out = p.stdout
+                if p.returncode == 0 and "py_top_enc" in out:
+                    break
+                time.sleep(0.2)
+            self.assertIn("pid %d" % child.pid, out)
+            lines = {l.split()[0]: l for l in out.splitlines() if l.startswith("  py_top")}
+            self.assertIn("5.0 MiB", lines["py_top_kv"])      # live
+            self.assertIn("64.0 MiB", lines["py_top_kv"])     # limit
+            self.assertIn("1.0 MiB", lines["py_top_enc"])
+            self.assertIn("device 0:", out)
+            with open(path) as f:
+                rep = json.load(f)
+            self.assertEqual(rep["pid"], child.pid)
+            self.assertEqual(rep["version"], cuarena.__version__)
+            self.assertEqual(sorted(a["name"] for a in rep["devices"]["0"]["arenas"]),
+                             ["py_top_enc", "py_top_kv"])
+            self.assertFalse([n for n in os.listdir(d) if n.endswith(".tmp")])
+            # every publishing process, when no pid is given
+            p = subprocess.run([sys.executable, "-m", "cuarena", "top", "--once"], env=top_env,
+                               capture_output=True, text=True, timeout=60)
+            self.assertEqual(p.returncode, 0, p.stderr)
+            self.assertIn("pid %d" % child.pid, p.stdout)
+        finally:
+            child.stdin.close()
+            child.wait(timeout=30)
+            child.stdout.close()
+        self.assertFalse(os.path.exists(path), "the report outlived its process")
+        p = subprocess.run([sys.executable, "-m", "cuarena", "top", "--once", str(child.pid)],
+                           env=top_env, capture_output=True, text=True, timeout=60)
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("not running", p.stdout)
+        p = subprocess.run([sys.executable, "-m", "cuarena", "top", "--once"], env=top_env,
+                           capture_output=True, text=True, timeout=60)
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("no process publishes", p.stdout)
+        shutil.rmtree(d, ignore_errors=True)
+
+    def test_publish_in_process_writes_and_stops(self):
+        d = tempfile.mkdtemp(prefix="cuarena-publish-")
+        try:
+            a = arena("py_publish_here")
+            p = a.alloc(MiB)
+            path = cuarena.publish(0.05, path=os.path.join(d, "me.json"))
+            self.assertEqual(cuarena.publish(), path)  # one publisher per process
+            with open(path) as f:
+                rep = json.load(f)
+            names = [x["name"] for x in rep["devices"]["0"]["arenas"]]
+            self.assertIn("py_publish_here", names)
+            cuarena.publish_stop()
+            self.assertFalse(os.path.exists(path))
+            cuarena.free(p)
+            a.destroy()
+        finally:
+            cuarena.publish_stop()
+            shutil.rmtree(d, ignore_errors=True)
+
+
+# ---- cuarena.torch.install() against a fake torch -------------------------------------------
+
+class FakeShim(types.ModuleType):
+    def __init__(self, name):
+        super().__init__(name)
+        self.installed = 0
+
+    def install(self):
+        self.installed += 1
+
+
+def fake_torch(version, build=None):
+    """A torch module as much as cuarena.torch.install() uses of it. build:
+    what torch.utils.cpp_extension.load returns (an exception to raise)."""
+    torch = types.ModuleType("torch")
+    torch.__version__ = version
+    cuda = types.ModuleType("torch.cuda")
+    memory = types.ModuleType("torch.cuda.memory")
+    torch.changed = []
+
+    class CUDAPluggableAllocator:
+        def __init__(self, path, alloc, free):
+            self.args = (path, alloc, free)
+
+    memory.CUDAPluggableAllocator = CUDAPluggableAllocator
+    memory.change_current_allocator = torch.changed.append
+    memory.memory_reserved = lambda: 0
+    cuda.memory = memory
+    cuda.is_initialized = lambda: False
+    torch.cuda = cuda
+    utils = types.ModuleType("torch.utils")
+    ext = types.ModuleType("torch.utils.cpp_extension")
+
+    def load(**kwargs):
+        torch.load_args = kwargs
+        if isinstance(build, BaseException):
+            raise build
+        return build
+
+    ext.load = load
+    utils.cpp_extension = ext
+    torch.utils = utils
+    return {"torch": torch, "torch.cuda": cuda, "torch.cuda.memory": memory,
+            "torch.utils": utils, "torch.utils.cpp_extension": ext}
+
+
+class TorchInstallTest(unittest.TestCase):
+    """Which allocator install() puts in, and that a fallback is never silent."""
+
+    def setUp(self):
+        self.saved = {k: sys.modules.get(k) for k in (
+            "torch", "torch.cuda", "torch.cuda.memory", "torch.utils",
+            "torch.utils.cpp_extension", "cuarena._build_info", "cuarena._torch_shim")}
+        self.reset()
+
+    def tearDown(self):
+        for k, v in self.saved.items():
+            if v is None:
+                sys.modules.pop(k, None)
+            else:
+                sys.modules[k] = v
+        self.reset()
+
+    def reset(self):
+        ct = cuarena.torch
+        ct._installed = ct.mode = ct.source = ct.how = None
+
+    def use(self, version, build=None, prebuilt_for=None):
+        mods = fake_torch(version, build)
+        sys.modules.update(mods)
+        sys.modules.pop("cuarena._build_info", None)
+        sys.modules.pop("cuarena._torch_shim", None)
+        shim = None
+        if prebuilt_for is not None:
+            info = types.ModuleType("cuarena._build_info")
+            info.version, info.torch_version, info.torch_cuda = cuarena.__version__, prebuilt_for, "13.0"
+            info.torch_shim_note = "compiled against torch " + prebuilt_for
+            shim = FakeShim("cuarena._torch_shim")
+            sys.modules["cuarena._build_info"] = info
+            sys.modules["cuarena._torch_shim"] = shim
+        return mods["torch"], shim
+
+    def install(self, **kw):
+        with warnings.catch_warnings(record=True) as w:
+            warnings.simplefilter("always")
+            cuarena.torch.install(**kw)
+        return [x for x in w if issubclass(x.category, cuarena.torch.FallbackWarning)]
+
+    def test_prebuilt_shim_of_the_same_torch_is_used_quietly(self):
+        torch, shim = self.use("2.11.0+cu130", build=AssertionError("must not compile"),
+                               prebuilt_for="2.11.0+cu130")
+        said = self.install()
+        self.assertEqual((cuarena.torch.mode, cuarena.torch.source), ("full", "prebuilt"))
+        self.assertEqual(shim.installed, 1)
+        self.assertFalse(said)
+        self.assertFalse(hasattr(torch, "load_args"))
+        self.assertIn("prebuilt", cuarena.torch.how)
+
+    def test_another_torch_compiles_the_shim_and_says_so(self):
+        built = FakeShim("cuarena_torch_shim")
+        torch, prebuilt = self.use("2.12.0+cu130", build=built, prebuilt_for="2.11.0+cu130")
+        said = self.install()
+        self.assertEqual((cuarena.torch.mode, cuarena.torch.source), ("full", "built"))
+        self.assertEqual((built.installed, prebuilt.installed), (1, 0))
+        self.assertEqual(len(said), 1)
+        text = str(said[0].message)
+        self.assertIn("2.11.0+cu130", text)
+        self.assertIn("2.12.0+cu130", text)
+        self.assertIn("compiled now", text)
+        self.assertIn("-lcuarena", torch.load_args["extra_ldflags"])
+
+    def test_falling_back_to_the_plain_allocator_is_never_silent(self):
+        torch, _ = self.use("2.11.0+cu130", build=RuntimeError("Ninja is required to load C++ "
+                                                                "extensions"))
+        said = self.install()
+        self.assertEqual((cuarena.torch.mode, cuarena.torch.source), ("pluggable", None))
+        self.assertEqual(len(torch.changed), 1)
+        self.assertEqual(torch.changed[0].args,
+                         (cuarena.library_path, "cua_torch_alloc", "cua_torch_free"))
+        self.assertEqual(len(said), 1, "cuarena.torch fell back to the plain allocator silently")
+        text = str(said[0].message)
+        for feature in ("memory_stats()", "max_memory_allocated()", "memory_snapshot()",
+                        "empty_cache()", "will not see cuarena", "Ninja is required",
+                        "not installed by its build"):
+            self.assertIn(feature, text)
+        self.assertEqual(cuarena.torch.how, text[len("cuarena.torch: "):])
+
+    def test_plain_allocator_asked_for_is_not_a_fallback(self):
+        torch, _ = self.use("2.11.0+cu130", build=AssertionError("must not compile"),
+                            prebuilt_for="2.11.0+cu130")
+        said = self.install(full=False)
+        self.assertEqual(cuarena.torch.mode, "pluggable")
+        self.assertFalse(said)
+        self.assertIn("asked for", cuarena.torch.how)
+
+
+def main():
+    result = unittest.main(verbosity=2, exit=False).result
+    failed = len(result.failures) + len(result.errors) + len(result.unexpectedSuccesses)
+    print("%d passed, %d failed" % (result.testsRun - failed - len(result.skipped), failed))
+    return 1 if failed else 0
+
+
 if __name__ == "__main__":
-    unittest.main(verbosity=2)
+    sys.exit(main())

@@ -39,7 +39,7 @@ LAYERS = [
     ("core", ["sizeclass", "heap", "segment"]),
     ("arena", ["types", "events", "nvtx", "stream", "tcache", "copy", "check", "stats",
                "policy", "offload", "walk", "arena"]),
-    ("process", ["registry", "pressure", "reserve", "janitor"]),
+    ("process", ["registry", "pressure", "prometheus", "reserve", "janitor"]),
     ("api", ["config", "api", "torch", "cupy"]),
 ]
 

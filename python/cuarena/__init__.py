@@ -7,9 +7,14 @@
     enc.offload(); enc.restore()    # same addresses, same bytes
     cuarena.headroom()              # bytes this device can still give
 
-PyTorch: ``cuarena.torch.install()`` (see cuarena/torch.py). No third-party
-dependency; the library is found through $CUARENA_LIB, next to this package
-(a build tree of the repository), or the system's library path.
+PyTorch: ``cuarena.torch.install()`` (see cuarena/torch.py). Metrics:
+``cuarena.prometheus()`` (Prometheus' text format); ``cuarena.publish()`` (or
+CUARENA_PUBLISH=1) lets ``python -m cuarena top`` show this process's arenas
+live. No third-party dependency. The library is, in this order: the one
+installed in this package (a wheel, or a meson install with -Dpython=enabled),
+$CUARENA_LIB, a build tree of the repository around this package (build-gpu,
+build, build-bench), the system's library path. At import, cua_version() of
+that library must equal __version__, else ImportError names both.
 """
 
 import ctypes
@@ -19,6 +24,7 @@ import os
 import threading
 
 __all__ = [
+    "__version__", "library_version", "prometheus", "publish", "publish_stop", "publish_path",
     "Error", "Arena", "arena", "library", "library_path", "headroom", "device_report",
     "memory_stats", "memory_summary", "reset_peak_stats", "on_event", "trim_idle",
     "arenas", "snapshot", "dump_snapshot", "free", "janitor_start", "janitor_stop",
@@ -29,25 +35,61 @@ _here = os.path.dirname(os.path.abspath(__file__))
 
 
 def _find_library():
+    """The library: this package's own, $CUARENA_LIB, a build tree of the
+    repository, the system's library path. Returns (path, where found)."""
+    own = os.path.join(_here, "libcuarena.so")
+    if os.path.exists(own):
+        return own, "bundled with the package"
     env = os.environ.get("CUARENA_LIB")
     if env:
-        return env
+        return env, "$CUARENA_LIB"
     root = os.path.dirname(os.path.dirname(_here))
     for build in ("build-gpu", "build", "build-bench"):
         path = os.path.join(root, build, "libcuarena.so")
         if os.path.exists(path):
-            return path
+            return path, "the repository's build tree"
     found = ctypes.util.find_library("cuarena")
     if found:
-        return found
-    raise OSError("libcuarena.so not found: set CUARENA_LIB to its path")
+        return found, "the system's library path"
+    raise ImportError("cuarena: libcuarena.so not found: not installed with this package (%s), "
+                      "CUARENA_LIB unset, no build tree of the repository, none on the library "
+                      "path; install the package (pip install .) or set CUARENA_LIB to its path"
+                      % _here)
 
 
-library_path = _find_library()
+def _package_version():
+    """The version meson wrote into _build_info.py when it installed the
+    package; in a checkout of the repository (python/cuarena), meson.build's.
+    None when neither is there (a copy of the package's files)."""
+    try:
+        from ._build_info import version
+        return version
+    except ImportError:
+        pass
+    import re
+
+    try:
+        with open(os.path.join(_here, "..", "..", "meson.build")) as f:
+            m = re.search(r"project\('cuarena'.*?version:\s*'([^']+)'", f.read(), re.S)
+    except OSError:
+        return None
+    return m.group(1) if m else None
+
+
+library_path, library_found_in = _find_library()
 # Global: the PyTorch shim (cuarena/torch.py) links the same library and must
 # find this instance of it, with its arenas, not a second copy.
 library = ctypes.CDLL(library_path, mode=ctypes.RTLD_GLOBAL)
 _lib = library
+_lib.cua_version.restype = ctypes.c_char_p
+library_version = _lib.cua_version().decode()
+__version__ = _package_version() or library_version
+if __version__ != library_version:
+    raise ImportError("cuarena: the Python package is version %s but the library it loaded, %s "
+                      "(%s), is version %s: install both from one build (pip install .), or "
+                      "point CUARENA_LIB at a libcuarena.so of version %s"
+                      % (__version__, library_path, library_found_in, library_version,
+                         __version__))
 
 _c = ctypes.c_void_p
 _lib.cua_status_name.restype = ctypes.c_char_p
@@ -71,6 +113,8 @@ _lib.cua_arena_default.argtypes = [ctypes.c_int, ctypes.POINTER(_c)]
 _lib.cua_headroom.argtypes = [ctypes.c_int, ctypes.POINTER(ctypes.c_size_t)]
 _lib.cua_device_report_json.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_size_t,
                                         ctypes.POINTER(ctypes.c_size_t)]
+_lib.cua_device_report_prometheus.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_size_t,
+                                              ctypes.POINTER(ctypes.c_size_t)]
 _lib.cua_device_reset_peak.argtypes = [ctypes.c_int]
 _lib.cua_trim_idle.argtypes = [ctypes.c_int, ctypes.POINTER(ctypes.c_size_t)]
 _lib.cua_ptr_info.argtypes = [_c, ctypes.POINTER(_c), ctypes.POINTER(_c),
@@ -108,7 +152,8 @@ def _json_call(fn, *args):
     _check(fn(*args, None, 0, ctypes.byref(n)))
     buf = ctypes.create_string_buffer(n.value + 1)
     _check(fn(*args, buf, n.value + 1, ctypes.byref(n)))
-    return json.loads(buf.value.decode())
+    # Arena names are the user's bytes, written as they are: not always UTF-8.
+    return json.loads(buf.value.decode(errors="replace"))
 
 
 class Arena:
@@ -295,6 +340,137 @@ def stream_retire(stream, device=-1):
 def device_report(device=0):
     """Where the device's memory went (cua_device_report_json) as a dict."""
     return _json_call(_lib.cua_device_report_json, device)
+
+
+def prometheus(device=None):
+    """The device report in Prometheus' text exposition format (a str, for a
+    metrics endpoint to serve as it is): per arena (labels device, arena)
+    mapped, live, cached, largest free block, fragmentation, peaks, OOM
+    answers, trims; per device the sums, the driver's figures and the
+    headroom. device None: every device that has an arena
+    (cua_device_report_prometheus)."""
+    n = ctypes.c_size_t(0)
+    dev = -1 if device is None else int(device)
+    _check(_lib.cua_device_report_prometheus(dev, None, 0, ctypes.byref(n)))
+    while True:
+        cap = n.value + 4096  # arenas made meanwhile
+        buf = ctypes.create_string_buffer(cap)
+        _check(_lib.cua_device_report_prometheus(dev, buf, cap, ctypes.byref(n)))
+        if n.value < cap:
+            return buf.value.decode()
+
+
+# ---- publishing the report for `python -m cuarena top` ------------------------------------
+
+def publish_dir():
+    """Where processes publish their reports: $CUARENA_PUBLISH_DIR, else
+    $XDG_RUNTIME_DIR/cuarena, else /dev/shm/cuarena-UID (memory, not disk),
+    else the temporary directory's cuarena-UID."""
+    env = os.environ.get("CUARENA_PUBLISH_DIR")
+    if env:
+        return env
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    if runtime and os.path.isdir(runtime):
+        return os.path.join(runtime, "cuarena")
+    if os.path.isdir("/dev/shm"):
+        return "/dev/shm/cuarena-%d" % os.getuid()
+    import tempfile
+
+    return os.path.join(tempfile.gettempdir(), "cuarena-%d" % os.getuid())
+
+
+def publish_path(pid=None):
+    """The file process `pid` (default this one) publishes its report into."""
+    return os.path.join(publish_dir(), "%d.json" % (os.getpid() if pid is None else pid))
+
+
+def _devices_with_arenas():
+    devs = []
+    n = ctypes.c_size_t(0)
+    for d in range(64):  # CUA_MAX_DEVICES
+        if _lib.cua_arena_list(d, None, 0, ctypes.byref(n)) == 0 and n.value:
+            devs.append(d)
+    return devs
+
+
+def published_report():
+    """What publish() writes: this process's pid, command line, time, library
+    version and the device report of every device that has an arena."""
+    import sys
+    import time
+
+    reports = {}
+    for d in _devices_with_arenas():
+        try:
+            reports[str(d)] = device_report(d)
+        except Error:
+            pass  # an arena destroyed meanwhile, a driver query that failed: next time
+    return {"pid": os.getpid(), "argv": list(sys.argv), "time": time.time(),
+            "version": library_version, "interval": _publisher["interval"],
+            "devices": reports}
+
+
+_publisher = {"thread": None, "stop": None, "path": None, "interval": 1.0}
+_publisher_lock = threading.Lock()
+
+
+def _write_report(path):
+    data = json.dumps(published_report())
+    tmp = "%s.%d.tmp" % (path, threading.get_ident())
+    with open(tmp, "w") as f:
+        f.write(data)
+    os.replace(tmp, path)  # atomic: a reader sees the old report or the new one
+
+
+def publish(interval=1.0, path=None):
+    """Write this process's device report (cua_device_report_json of each
+    device with an arena) into a small file every `interval` seconds, from a
+    daemon thread, for ``python -m cuarena top`` to show: path defaults to
+    publish_path() (a file named by the pid in publish_dir(), in memory where
+    there is /dev/shm or $XDG_RUNTIME_DIR). Each write replaces the file
+    atomically; it is removed at exit or by publish_stop(). Setting
+    CUARENA_PUBLISH=1 in the environment starts it at import (a number other
+    than 1 is the interval in seconds). Returns the path."""
+    import atexit
+
+    with _publisher_lock:
+        if _publisher["thread"] is not None:
+            return _publisher["path"]
+        path = path or publish_path()
+        os.makedirs(os.path.dirname(path) or ".", mode=0o700, exist_ok=True)
+        stop = threading.Event()
+        _publisher.update(stop=stop, path=path, interval=float(interval))
+        _write_report(path)
+
+        def run():
+            while not stop.wait(_publisher["interval"]):
+                try:
+                    _write_report(path)
+                except Exception:  # a full disk, a removed directory: try again next time
+                    pass
+
+        t = threading.Thread(target=run, name="cuarena-publish", daemon=True)
+        _publisher["thread"] = t
+        t.start()
+        if not _publisher.get("atexit"):
+            atexit.register(publish_stop)
+            _publisher["atexit"] = True
+        return path
+
+
+def publish_stop():
+    """Stop publishing and remove the file."""
+    with _publisher_lock:
+        t, stop, path = _publisher["thread"], _publisher["stop"], _publisher["path"]
+        if t is None:
+            return
+        stop.set()
+        t.join()
+        _publisher.update(thread=None, stop=None, path=None)
+    try:
+        os.remove(path)
+    except OSError:
+        pass
 
 
 def trim_idle(device=0):
@@ -521,3 +697,13 @@ def on_event(callback):
                 _callbacks.remove(callback)
 
     return remove
+
+
+_publish_env = os.environ.get("CUARENA_PUBLISH", "")
+if _publish_env not in ("", "0"):
+    try:
+        publish(1.0 if _publish_env == "1" else float(_publish_env))
+    except (ValueError, OSError) as _e:
+        import warnings
+
+        warnings.warn("cuarena: CUARENA_PUBLISH=%s: not publishing (%s)" % (_publish_env, _e))

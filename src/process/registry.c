@@ -315,6 +315,11 @@ static cua_status device_sums_of(int device, cua_arena **v, size_t n, device_sum
 cua_status cua_headroom(int device, size_t *out)
 {
     if (!out || device < 0) return _cua_error(CUA_ERR_INVALID_ARG, "out is NULL or device %d < 0", device);
+    return _cua_registry_headroom(device, out);
+}
+
+cua_status _cua_registry_headroom(int device, size_t *out)
+{
     *out = 0;
     cua_arena **v;
     size_t n;

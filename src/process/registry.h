@@ -23,6 +23,8 @@ cua_arena *_cua_registry_default(int device, cua_arena *candidate);
 cua_status _cua_registry_snapshot(int device, cua_arena ***out, size_t *n);
 /* The same, lowest priority first (creation order among equals). */
 cua_status _cua_registry_by_priority(int device, cua_arena ***out, size_t *n);
+/* What a new allocation on `device` could still get (cua_headroom). */
+cua_status _cua_registry_headroom(int device, size_t *out);
 /* Trim every arena of device (or all) idle for its idle_ms (cua_trim_idle). */
 cua_status _cua_registry_trim_idle(int device, size_t *released);
 
