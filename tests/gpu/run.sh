@@ -38,7 +38,8 @@
 #                      --scenarios), CUA_GPU_HARNESS_SECONDS stops each scale's run
 #                      after that long with the allocators it finished,
 #                      CUA_GPU_BUDGET_STEP sets --budget-step (default: 2 MiB at
-#                      scale 1, 64 MiB above)
+#                      scale 1, 64 MiB above), CUA_GPU_NO_BUDGET=1 skips the
+#                      minimum-budget bisection (--no-budget)
 #   CUA_GPU_PROBE      set to 1 to measure what offload's copies are made of
 #                      (tests/gpu/probe-copy.c, probe-offload.c)
 #   CUA_GPU_PIN        CPU the timed replays' calling thread runs on (default 2;
@@ -129,6 +130,7 @@ if [[ -n ${CUA_GPU_HARNESS:-} ]]; then
         bstep=${CUA_GPU_BUDGET_STEP:-}; [[ -z $bstep && $s != 1 ]] && bstep=$((64 << 20))
         [[ -n $bstep ]] && extra+=(--budget-step "$bstep")
         [[ -n ${CUA_GPU_ALLOCATORS:-} ]] && extra+=(--allocators "$CUA_GPU_ALLOCATORS")
+        [[ ${CUA_GPU_NO_BUDGET:-0} == 1 ]] && extra+=(--no-budget)
         [[ -n ${CUA_GPU_SCENARIOS+x} ]] && extra+=(--scenarios "$CUA_GPU_SCENARIOS")
         # A time limit stops the harness with what it has (it writes its results
         # after each allocator); the report is then made again here with --report-only.
