@@ -73,7 +73,7 @@ check_tree() {
     libdir=$(dirname "$(find "$root" -name libcuarena.a | head -n 1)")
     [[ -d $libdir ]] || fail "no libcuarena.a under $root"
     local f
-    for f in "$root/include/cuarena.h" "$root/include/cuarena_backend.h" \
+    for f in "$root/include/cuarena.h" "$root/include/cuarena_inspect.h" "$root/include/cuarena_backend.h" \
         "$root/include/cuarena_frameworks.h" "$root/include/cuarena.hpp" "$libdir/libcuarena.a" \
         "$libdir/libcuarena.so" "$libdir/libcuarena.so.${want%%.*}" "$libdir/libcuarena.so.$want" \
         "$libdir/pkgconfig/cuarena.pc" "$libdir/cmake/cuarena/cuarena-config.cmake" \
@@ -89,8 +89,8 @@ check_tree() {
         local sym exported=0
         for sym in $(nm -D --defined-only "$libdir/libcuarena.so.$want" | awk '{print $3}'); do
             [[ $sym == cua_* ]] || fail "libcuarena.so exports $sym, not a cua_ name"
-            grep -q "CUA_API .*\b$sym(" "$root"/include/cuarena.h "$root"/include/cuarena_backend.h \
-                "$root"/include/cuarena_frameworks.h ||
+            grep -q "CUA_API .*\b$sym(" "$root"/include/cuarena.h "$root"/include/cuarena_inspect.h \
+                "$root"/include/cuarena_backend.h "$root"/include/cuarena_frameworks.h ||
                 fail "libcuarena.so exports $sym, which no public header declares with CUA_API"
             exported=$((exported + 1))
         done
