@@ -38,15 +38,22 @@ static const char usage_text[] =
     "  --timeline N          sample live and mapped bytes of the metrics run about N\n"
     "                        times, and at every marker (before and after its trim)\n"
     "  --table               print a Markdown table after the JSON lines\n"
+    "  --split-arenas        an arena per arena name of the trace (its fifth field), with\n"
+    "                        the same options; peak mapped is then the device's (metrics\n"
+    "                        and timing runs; not with --budget-search or --fault)\n"
     "  --backends            list the backends this build has, one a line\n"
     "  --help                this text\n"
     "Arena options come from CUARENA_CONF (see cua_config_parse).\n";
 
-/* State of one replay of a trace through one arena. */
+/* State of one replay of a trace through its arenas: one, or with
+ * --split-arenas one per arena name of the trace (arenas[0] takes the
+ * allocations that name none, arenas[1 + i] those of name i). */
 typedef struct replay {
     const trace *t;
     const char *name;
-    cua_arena *arena;
+    cua_arena *arena;   /* arenas[0] */
+    cua_arena **arenas;
+    uint32_t narenas;
     void **ptrs;        /* slot -> live pointer */
     uint64_t live;      /* asked bytes live now */
     uint64_t peak_live;
@@ -106,12 +113,48 @@ static void die_lib(const char *what, cua_status st)
 
 /* ---- replaying events ---------------------------------------------------------- */
 
+/* The arenas of a replay: one, or (split) one per arena name of the trace
+ * plus one for allocations that name none, each named as the trace names it. */
+static cua_status open_arenas(cua_backend *be, const trace *t, int split, cua_arena ***out,
+                              uint32_t *n)
+{
+    *n = split ? t->n_arena_names + 1 : 1;
+    cua_arena **v = calloc(*n, sizeof *v);
+    if (!v) die_oom();
+    cua_status st = CUA_OK;
+    for (uint32_t i = 0; i < *n && st == CUA_OK; i++) {
+        cua_arena_config cfg;
+        cua_arena_config_init(&cfg);
+        cfg.backend = be;
+        cfg.name = i ? t->pool + t->arena_names[i - 1] : "replay";
+        st = cua_config_from_env(&cfg); /* validated in main */
+        if (st == CUA_OK) st = cua_arena_create(&cfg, &v[i]);
+    }
+    *out = v;
+    return st;
+}
+
+static void close_arenas(cua_arena **v, uint32_t n)
+{
+    for (uint32_t i = 0; i < n; i++)
+        if (v[i]) cua_arena_destroy(v[i], CUA_DESTROY_FORCE);
+    free(v);
+}
+
+/* The arena of alloc event e. */
+static inline cua_arena *arena_of(const replay *r, const trace_event *e)
+{
+    return r->narenas > 1 ? r->arenas[e->arena] : r->arena;
+}
+
 static int replay_init(replay *r, const trace *t, const char *name, cua_arena *arena)
 {
     memset(r, 0, sizeof *r);
     r->t = t;
     r->name = name;
     r->arena = arena;
+    r->arenas = &r->arena;
+    r->narenas = 1;
     r->last_marker = -1;
     r->ptrs = calloc(t->n_allocs ? t->n_allocs : 1, sizeof *r->ptrs);
     return r->ptrs ? 0 : -1;
@@ -131,7 +174,7 @@ static cua_status replay_event(replay *r, size_t i)
     const trace_event *e = &r->t->events[i];
     cua_status st = CUA_OK;
     if (e->op == TRACE_ALLOC) {
-        st = cua_arena_alloc(r->arena, (size_t)e->size, (cua_stream)e->stream, &r->ptrs[e->slot]);
+        st = cua_arena_alloc(arena_of(r, e), (size_t)e->size, (cua_stream)e->stream, &r->ptrs[e->slot]);
         if (!st && (r->live += e->size) > r->peak_live) r->peak_live = r->live;
     } else if (e->op == TRACE_FREE) {
         st = cua_free(r->ptrs[e->slot]);
@@ -175,6 +218,28 @@ static void report_failure(const replay *r, const char *run)
     fprintf(stderr, "): %s: %s\n", cua_status_name(r->st), r->msg);
 }
 
+/* The figures of every arena of the replay, added up (peaks: see take_stats). */
+static cua_status replay_stats(const replay *r, cua_stats *sum)
+{
+    memset(sum, 0, sizeof *sum);
+    for (uint32_t a = 0; a < r->narenas; a++) {
+        cua_stats s;
+        cua_status st = cua_arena_get_stats(r->arenas[a], &s);
+        if (st) return st;
+        sum->mapped_bytes += s.mapped_bytes;
+        sum->live_bytes += s.live_bytes;
+        sum->peak_live_bytes += s.peak_live_bytes;
+        sum->peak_mapped_bytes += s.peak_mapped_bytes;
+        sum->mapped_total_bytes += s.mapped_total_bytes;
+        sum->unmapped_total_bytes += s.unmapped_total_bytes;
+        for (int k = 0; k < CUA_CALL_COUNT; k++) {
+            sum->calls[k] += s.calls[k];
+            sum->call_ns[k] += s.call_ns[k];
+        }
+    }
+    return CUA_OK;
+}
+
 static uint64_t sum_calls(const uint64_t calls[CUA_CALL_COUNT])
 {
     uint64_t n = 0;
@@ -197,8 +262,9 @@ static cua_status trim_marker(replay *r, size_t i, const char *prefix, result *r
     size_t released = 0;
     cua_stats s;
     if (!starts_with(mark, prefix)) return CUA_OK;
-    cua_status st = cua_arena_trim(r->arena, 0, &released);
-    if (!st) st = cua_arena_get_stats(r->arena, &s);
+    cua_status st = CUA_OK;
+    for (uint32_t a = 0; a < r->narenas && !st; a++) st = cua_arena_trim(r->arenas[a], 0, &released);
+    if (!st) st = replay_stats(r, &s);
     if (st) return replay_fail(r, i, st);
     uint64_t over = s.mapped_bytes > s.live_bytes ? s.mapped_bytes - s.live_bytes : 0;
     if (!res->has_teardown || over > res->mapped_after_teardown) res->mapped_after_teardown = over;
@@ -221,7 +287,7 @@ static cua_status sample(replay *r, size_t i, result *res)
     int mark = e->op == TRACE_MARK;
     if (!tl->every || (!mark && i % tl->every && i + 1 != r->t->n_events)) return CUA_OK;
     cua_stats s;
-    cua_status st = cua_arena_get_stats(r->arena, &s);
+    cua_status st = replay_stats(r, &s);
     if (st) return replay_fail(r, i, st);
     if (timeline_point(tl, i, r->live, s.mapped_bytes)) die_oom();
     if (mark && timeline_marker(tl, i, e->slot, r->live, s.mapped_bytes)) die_oom();
@@ -236,7 +302,8 @@ static cua_status replay_with_marks(replay *r, const options *o, result *res)
         if (!st) st = sample(r, i, res);
         if (!st && r->t->events[i].op == TRACE_MARK) st = trim_marker(r, i, o->trim_at, res);
         int check = o->check && (i % (size_t)o->check == 0 || r->t->events[i].op == TRACE_MARK);
-        if (!st && check && (st = cua_arena_check(r->arena))) replay_fail(r, i, st);
+        for (uint32_t a = 0; !st && check && a < r->narenas; a++)
+            if ((st = cua_arena_check(r->arenas[a]))) replay_fail(r, i, st);
         if (st) return st;
     }
     return replay_free_rest(r);
@@ -262,10 +329,16 @@ static int check_backend_empty(cua_backend *be, const char *name, result *res)
 static void take_stats(replay *r, result *res)
 {
     cua_stats s;
-    cua_status st = cua_arena_get_stats(r->arena, &s);
+    cua_status st = replay_stats(r, &s);
     if (st) die_lib("cua_arena_get_stats", st);
     res->peak_live = r->peak_live;
     res->peak_mapped = s.peak_mapped_bytes;
+    if (r->narenas > 1) { /* the arenas' peaks came at other times: the device's is the one */
+        size_t peak = 0;
+        if ((st = cua_device_peak(0, &peak, NULL))) die_lib("cua_device_peak", st);
+        res->peak_mapped = peak;
+        s.peak_live_bytes = r->peak_live; /* (likewise: the replay's own count) */
+    }
     memcpy(res->calls, s.calls, sizeof res->calls);
     res->driver_calls = sum_calls(s.calls);
     if (s.peak_live_bytes != r->peak_live || s.live_bytes != 0)
@@ -277,20 +350,29 @@ static void take_stats(replay *r, result *res)
 static int metrics_run(const options *o, const trace *t, result *res)
 {
     cua_backend *be;
-    cua_arena *arena;
+    cua_arena **arenas;
+    uint32_t narenas;
     replay r;
     cua_status st = make_backend(o->backend, &be);
     if (st) die_lib("creating the backend", st);
-    if ((st = open_arena(be, 0, &arena))) die_lib("cua_arena_create", st);
-    if (replay_init(&r, t, res->name, arena)) die_oom();
+    if ((st = open_arenas(be, t, o->split_arenas, &arenas, &narenas))) die_lib("cua_arena_create", st);
+    if (replay_init(&r, t, res->name, arenas[0])) die_oom();
+    r.arenas = arenas;
+    r.narenas = narenas;
+    res->arenas = narenas;
+    if ((st = cua_device_reset_peak(0))) die_lib("cua_device_reset_peak", st);
     int failed = replay_with_marks(&r, o, res) != CUA_OK;
     if (failed) report_failure(&r, "metrics");
     else take_stats(&r, res);
-    st = cua_arena_destroy(arena, failed ? CUA_DESTROY_FORCE : 0);
-    if (st) {
-        fprintf(stderr, "cuarena-replay: %s: cua_arena_destroy: %s: %s\n", res->name, cua_status_name(st), cua_last_error());
-        failed = 1;
+    for (uint32_t a = 0; a < narenas; a++) {
+        st = cua_arena_destroy(arenas[a], failed ? CUA_DESTROY_FORCE : 0);
+        if (st) {
+            fprintf(stderr, "cuarena-replay: %s: cua_arena_destroy: %s: %s\n", res->name, cua_status_name(st), cua_last_error());
+            failed = 1;
+        }
+        arenas[a] = NULL;
     }
+    free(arenas);
     res->leaked = check_backend_empty(be, res->name, res);
     if ((st = cua_backend_destroy(be)))
         fprintf(stderr, "cuarena-replay: %s: cua_backend_destroy: %s: %s\n", res->name, cua_status_name(st), cua_last_error());
@@ -319,7 +401,8 @@ static uint64_t timed_run(replay *r, const uint32_t *rest, uint32_t n_rest)
     size_t i;
     for (i = 0; i < n; i++) {
         if (ev[i].op == TRACE_ALLOC)
-            st = cua_arena_alloc(r->arena, (size_t)ev[i].size, (cua_stream)ev[i].stream, &ptrs[ev[i].slot]);
+            st = cua_arena_alloc(arena_of(r, &ev[i]), (size_t)ev[i].size, (cua_stream)ev[i].stream,
+                                 &ptrs[ev[i].slot]);
         else if (ev[i].op == TRACE_FREE)
             st = cua_free(ptrs[ev[i].slot]);
         else
@@ -356,9 +439,9 @@ static int cmp_double(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-static void arena_stats(cua_arena *arena, cua_stats *s)
+static void arena_stats(const replay *r, cua_stats *s)
 {
-    cua_status st = cua_arena_get_stats(arena, s);
+    cua_status st = replay_stats(r, s);
     if (st) die_lib("cua_arena_get_stats", st);
 }
 
@@ -366,7 +449,8 @@ static void arena_stats(cua_arena *arena, cua_stats *s)
 static int timing_runs(const options *o, const trace *t, result *res)
 {
     cua_backend *be;
-    cua_arena *arena;
+    cua_arena **arenas;
+    uint32_t narenas;
     replay r;
     uint32_t n_rest;
     uint32_t *rest = live_at_end(t, &n_rest);
@@ -375,12 +459,14 @@ static int timing_runs(const options *o, const trace *t, result *res)
     cua_stats before = {0}, after;
     cua_status st = make_backend(o->backend, &be);
     if (st) die_lib("creating the backend", st);
-    if ((st = open_arena(be, 0, &arena))) die_lib("cua_arena_create", st);
+    if ((st = open_arenas(be, t, o->split_arenas, &arenas, &narenas))) die_lib("cua_arena_create", st);
     if (bench_pin_thread("cuarena-replay")) exit(2);
-    if (!ns || replay_init(&r, t, res->name, arena)) die_oom();
+    if (!ns || replay_init(&r, t, res->name, arenas[0])) die_oom();
+    r.arenas = arenas;
+    r.narenas = narenas;
     int failed = 0;
     for (int run = 0; run <= o->repeat && !failed; run++) {
-        if (run == 1) arena_stats(arena, &before);
+        if (run == 1) arena_stats(&r, &before);
         uint64_t dt = timed_run(&r, rest, n_rest);
         if (!dt) failed = 1;
         else if (run > 0) ns[run - 1] = per_run ? (double)dt / (double)per_run : 0.0;
@@ -388,7 +474,7 @@ static int timing_runs(const options *o, const trace *t, result *res)
     if (failed) {
         report_failure(&r, "timing");
     } else {
-        arena_stats(arena, &after); /* what the timed runs made backend calls for */
+        arena_stats(&r, &after); /* what the timed runs made backend calls for */
         for (int k = 0; k < CUA_CALL_COUNT; k++) {
             res->timed_calls[k] = after.calls[k] - before.calls[k];
             res->timed_ns[k] = after.call_ns[k] - before.call_ns[k];
@@ -412,7 +498,7 @@ static int timing_runs(const options *o, const trace *t, result *res)
                     res->ns_min, res->ns_med, res->ns_max);
     }
     bench_unpin_thread();
-    cua_arena_destroy(arena, CUA_DESTROY_FORCE);
+    close_arenas(arenas, narenas);
     cua_backend_destroy(be);
     free(r.ptrs);
     free(ns);
@@ -653,6 +739,8 @@ static void parse_args(int argc, char **argv, options *o)
             o->check = (int)n;
         } else if (strcmp(a, "--table") == 0) {
             o->table = 1;
+        } else if (strcmp(a, "--split-arenas") == 0) {
+            o->split_arenas = 1;
         } else if (a[0] == '-' && a[1]) {
             usage_error("unknown option '%s'", a);
         } else {
@@ -660,6 +748,9 @@ static void parse_args(int argc, char **argv, options *o)
         }
     }
     if (o->n_files == 0) usage_error("%s", "no trace file given");
+    if (o->split_arenas && (o->budget_search || o->fault))
+        usage_error("%s", "--split-arenas replays the metrics and timing runs; not with "
+                    "--budget-search or --fault");
 }
 
 /* The file's base name without .catrace or .catrace.gz. */

@@ -19,6 +19,7 @@ typedef struct options {
     const char *trim_at;
     int check;              /* run the checker every this many events (and at markers); 0 never */
     int table;
+    int split_arenas;       /* --split-arenas: an arena per arena name of the trace */
     const char *fault;      /* the KIND:N text, or NULL */
     uint64_t timeline;      /* --timeline: about this many samples; 0 none */
     cua_call fault_call;
@@ -32,6 +33,7 @@ typedef struct result {
     char name[128];
     uint64_t events, allocs, markers;
     uint64_t peak_live, peak_mapped;
+    uint32_t arenas;        /* arenas the metrics run used */
     int has_budget;
     uint64_t min_budget;
     int has_teardown;

@@ -39,6 +39,7 @@ void report_json(const options *o, const result *r)
     printf(",\"events\":%" PRIu64 ",\"allocs\":%" PRIu64 ",\"markers\":%" PRIu64 ",\"trim_at\":",
            r->events, r->allocs, r->markers);
     bench_json_string(o->trim_at);
+    if (o->split_arenas) printf(",\"arenas\":%" PRIu32, r->arenas); /* --split-arenas */
     printf(",\"repeat\":%d,\"peak_live_bytes\":%" PRIu64 ",\"peak_mapped_bytes\":%" PRIu64,
            o->repeat, r->peak_live, r->peak_mapped);
     json_ratio("peak_mapped_over_live", 1, r->peak_mapped, r->peak_live);
