@@ -1,8 +1,9 @@
 /*
  * check.c - the checker: every invariant of an arena, verified. It composes
- * the heap's validator (_cua_heap_check) with the arena's own cross-checks:
- * blocks against streams and thread caches, the chunks of the segment,
- * statistics, the pending list and the offload image. Tests call it after every step;
+ * the heap's validator (_cua_heap_check) and the segment's (_cua_seg_check)
+ * with the arena's own cross-checks: blocks against streams and thread
+ * caches, chunks' busy counts against the blocks, statistics, the pending
+ * list and the offload image. Tests call it after every step;
  * CUA_ARENA_CHECK_ALWAYS calls it after every alloc and free. It changes
  * nothing.
  */
@@ -47,9 +48,9 @@ static cua_status check_blocks(const cua_arena *a, tally *t)
     return CUA_OK;
 }
 
-/* Chunks: the page table (and its chunk ends) agrees with them, busy counts
- * the live and pending blocks on them, idle ones are exactly those on the idle
- * list. */
+/* The segment's chunks against the blocks: busy counts the live and pending
+ * blocks on each chunk (the segment's validator compares), and no handle is
+ * kept outside a growth. */
 static cua_status check_chunks(const cua_arena *a)
 {
     const cua_segment *seg = &a->seg;
@@ -59,83 +60,14 @@ static cua_status check_chunks(const cua_arena *a)
     for (const cua_block *b = a->heap.first; b && st == CUA_OK; b = b->next) {
         if (b->state == CUA_BLOCK_FREE) continue;
         if (a->offloaded && b->state == CUA_BLOCK_LIVE) continue; /* they hold no pages */
-        uint32_t p = _cua_seg_page(seg, b->off), last = _cua_seg_page(seg, b->off + b->size - 1);
-        while (p <= last) {
-            const cua_chunk *c = seg->pages[p];
-            if (!c) {
-                st = _cua_error(CUA_ERR_CORRUPT, "live block at %llu covers unmapped page %u",
-                                (unsigned long long)b->off, p);
-                break;
-            }
-            busy[c->first]++;
-            p = c->first + c->npages;
-        }
+        st = _cua_seg_check_block(seg, b->off, b->size, busy);
     }
     if (seg->kept.n || seg->keep_handles)
         st = _cua_error(CUA_ERR_CORRUPT, "%zu unmapped handles are kept outside a growth",
                         seg->kept.n);
-    uint64_t mapped = 0, idle = 0, chunks = 0, noaccess = 0;
-    for (uint32_t p = 0; p < seg->npages && st == CUA_OK;) {
-        const cua_chunk *c = seg->pages[p];
-        if (!c) {
-            p++;
-            continue;
-        }
-        if (c->first != p || !c->npages || (!seg->novmm && c->npages > _cua_seg_chunk_cap(seg))) {
-            st = _cua_error(CUA_ERR_CORRUPT, "page %u points to a chunk at page %u of %u pages",
-                            p, c->first, c->npages);
-            break;
-        }
-        for (uint32_t q = p; q < p + c->npages; q++)
-            if (seg->pages[q] != c || seg->ends[q] != p + c->npages) {
-                st = _cua_error(CUA_ERR_CORRUPT, "page %u is not in its chunk at %u (or its end "
-                                "says %u, not %u)", q, p, seg->ends[q], p + c->npages);
-                break;
-            }
-        if (st == CUA_OK && c->noaccess && c->busy)
-            st = _cua_error(CUA_ERR_CORRUPT, "chunk at page %u has blocks but no access", p);
-        if (st == CUA_OK && c->busy != busy[p])
-            st = _cua_error(CUA_ERR_CORRUPT, "chunk at page %u counts %u blocks, %u overlap it",
-                            p, c->busy, busy[p]);
-        if (st == CUA_OK && (c->busy == 0) != (c->idle_prev != NULL))
-            st = _cua_error(CUA_ERR_CORRUPT, "chunk at page %u: busy %u but %s the idle list",
-                            p, c->busy, c->idle_prev ? "on" : "not on");
-        mapped += (uint64_t)c->npages << seg->gshift;
-        if (!c->busy) idle += (uint64_t)c->npages << seg->gshift;
-        noaccess += c->noaccess;
-        chunks++;
-        p += c->npages;
-    }
+    if (st == CUA_OK) st = _cua_seg_check(seg, busy);
     free(busy);
-    if (st != CUA_OK) return st;
-    if (noaccess != seg->noaccess_chunks)
-        FAIL("%llu chunks lack access, the segment counts %u", (unsigned long long)noaccess,
-             seg->noaccess_chunks);
-    if (mapped != seg->mapped_bytes || idle != seg->idle_bytes || chunks != seg->nchunks)
-        FAIL("chunks map %llu bytes (%llu idle, %llu chunks), the segment counts %llu (%llu, %llu)",
-             (unsigned long long)mapped, (unsigned long long)idle, (unsigned long long)chunks,
-             (unsigned long long)seg->mapped_bytes, (unsigned long long)seg->idle_bytes,
-             (unsigned long long)seg->nchunks);
-    uint64_t on_list = 0;
-    for (const cua_chunk *c = seg->idle.idle_next; c != &seg->idle; c = c->idle_next) {
-        if (c->busy || c->idle_next->idle_prev != c) FAIL("the idle list is broken");
-        on_list += (uint64_t)c->npages << seg->gshift;
-        if (on_list > idle) FAIL("the idle list holds more than the idle chunks");
-    }
-    if (on_list != idle) FAIL("the idle list holds %llu bytes, idle chunks %llu",
-                              (unsigned long long)on_list, (unsigned long long)idle);
-    if (!seg->novmm) return CUA_OK;
-    if (seg->nbyaddr != seg->nchunks)
-        FAIL("%zu segments indexed by address, %llu chunks", seg->nbyaddr,
-             (unsigned long long)seg->nchunks);
-    for (size_t i = 0; i < seg->nbyaddr; i++) {
-        const cua_chunk *c = seg->byaddr[i];
-        if (seg->pages[c->first] != c) FAIL("segment %zu by address is not in the page table", i);
-        if (i && seg->byaddr[i - 1]->addr + ((uint64_t)seg->byaddr[i - 1]->npages << seg->gshift) >
-                     c->addr)
-            FAIL("segments %zu and %zu by address overlap or are out of order", i - 1, i);
-    }
-    return CUA_OK;
+    return st;
 }
 
 static cua_status check_stats(const cua_arena *a, const tally *t)
