@@ -204,6 +204,7 @@ cua_block *_cua_heap_take(cua_heap *h, cua_block *b, uint64_t size, uint32_t tag
                           uint32_t *undo_tag)
 {
     cua_assert(b->state == CUA_BLOCK_FREE && b->size >= size);
+    cua_assert(size && size % CUA_ALIGNMENT == 0);
     cua_block *p = b->prev;
     *undo_tag = b->tag;
     if (p && p->state == CUA_BLOCK_FREE && p->tag != b->tag && (p->tag == tag || p->tag == 0) &&
@@ -254,6 +255,7 @@ static bool mergeable(const cua_heap *h, const cua_block *n, uint32_t tag, bool 
 
 cua_block *_cua_heap_put(cua_heap *h, cua_block *b, uint32_t tag, uint64_t seq, bool merge_any)
 {
+    cua_assert(tag < h->ntags); /* (b is live or pending, or free out of the index: retag) */
     b->state = CUA_BLOCK_FREE;
     b->tag = tag;
     b->seq = seq;
