@@ -157,9 +157,13 @@ cua_status _cua_bk_retry_graves(cua_backend *b);
 void _cua_backend_init(cua_backend *b, const cua_backend_ops *ops, const char *name,
                        cua_bk_type kind, size_t granularity, size_t total_bytes);
 
-/* Account one call of `kind` that started at t0 and returned st. */
-void _cua_bk_account(cua_backend *b, cua_callstats *cs, cua_call kind, uint64_t t0,
-                     cua_status st);
+/* Account one call of `kind` that started at t0 and returned st: count and
+ * time it per backend and (cs, may be NULL) per arena. When it succeeded, the
+ * backend's live count of what calls of that kind make or end (reservations,
+ * handles, mappings, events, host buffers, streams) changes by n, and that of
+ * their bytes by `bytes` (a kind without one ignores them). Returns st. */
+cua_status _cua_bk_account(cua_backend *b, cua_callstats *cs, cua_call kind, uint64_t t0,
+                           cua_status st, int64_t n, int64_t bytes);
 
 /* ---- the wrappers: every call into a backend goes through one of these.
  * `cs` (may be NULL) receives the arena's share of the counts. ---------------- */

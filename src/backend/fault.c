@@ -187,9 +187,7 @@ static cua_status forward_map(cua_backend *inner, uintptr_t addr, size_t size, s
     if (offset == 0) return _cua_bk_map(inner, NULL, addr, size, h);
     uint64_t t0 = _cua_now_ns();
     cua_status st = inner->ops->map(inner, addr, size, offset, h);
-    _cua_bk_account(inner, NULL, CUA_CALL_MAP, t0, st);
-    if (st == CUA_OK) atomic_fetch_add_explicit(&inner->mappings, 1, memory_order_relaxed);
-    return st;
+    return _cua_bk_account(inner, NULL, CUA_CALL_MAP, t0, st, 1, 0);
 }
 
 static cua_status fault_map(cua_backend *b, uintptr_t addr, size_t size, size_t offset,
