@@ -71,16 +71,12 @@ static cua_status kv_make_room(kv_table *t)
 
 static void kv_insert(kv_table *t, uint64_t key, uint64_t val)
 {
-    size_t i = kv_lower_bound(t, key);
-    memmove(&t->items[i + 1], &t->items[i], (t->n - i) * sizeof *t->items);
-    t->items[i] = (kv){key, val};
-    t->n++;
+    _cua_sorted_insert(t->items, &t->n, sizeof *t->items, &(kv){key, val});
 }
 
 static void kv_remove(kv_table *t, size_t first, size_t end)
 {
-    memmove(&t->items[first], &t->items[end], (t->n - end) * sizeof *t->items);
-    t->n -= end - first;
+    _cua_array_remove(t->items, &t->n, sizeof *t->items, first, end);
 }
 
 /* ---- deciding to fail ----------------------------------------------------------- */
