@@ -122,11 +122,17 @@ static cua_status decide(fault_backend *f, cua_call kind)
     return CUA_OK;
 }
 
+/* Take the lock and decide; the caller unlocks after updating its table. */
+static cua_status lock_decide(fault_backend *f, cua_call kind)
+{
+    _cua_lock(&f->lock);
+    return decide(f, kind);
+}
+
 /* Decide without holding the lock afterwards: for calls that need no table. */
 static cua_status inject(fault_backend *f, cua_call kind)
 {
-    _cua_lock(&f->lock);
-    cua_status st = decide(f, kind);
+    cua_status st = lock_decide(f, kind);
     _cua_unlock(&f->lock);
     return st;
 }
@@ -179,8 +185,7 @@ FORWARD(fill, FILL, (cua_backend *b, uintptr_t addr, size_t n, unsigned char v, 
 static cua_status fault_create(cua_backend *b, size_t size, cua_handle *out)
 {
     fault_backend *f = fault_of(b);
-    _cua_lock(&f->lock);
-    cua_status st = decide(f, CUA_CALL_CREATE);
+    cua_status st = lock_decide(f, CUA_CALL_CREATE);
     if (st == CUA_OK) st = kv_make_room(&f->handles);
     if (st == CUA_OK) st = _cua_bk_create(f->inner, NULL, size, out);
     if (st == CUA_OK) kv_insert(&f->handles, *out, size);
@@ -191,8 +196,7 @@ static cua_status fault_create(cua_backend *b, size_t size, cua_handle *out)
 static cua_status fault_release(cua_backend *b, cua_handle h)
 {
     fault_backend *f = fault_of(b);
-    _cua_lock(&f->lock);
-    cua_status st = decide(f, CUA_CALL_RELEASE);
+    cua_status st = lock_decide(f, CUA_CALL_RELEASE);
     if (st == CUA_OK) {
         size_t i = kv_lower_bound(&f->handles, h);
         bool known = i < f->handles.n && f->handles.items[i].key == h;
@@ -219,8 +223,7 @@ static cua_status fault_map(cua_backend *b, uintptr_t addr, size_t size, size_t 
                             cua_handle h)
 {
     fault_backend *f = fault_of(b);
-    _cua_lock(&f->lock);
-    cua_status st = decide(f, CUA_CALL_MAP);
+    cua_status st = lock_decide(f, CUA_CALL_MAP);
     if (st == CUA_OK) st = kv_make_room(&f->mappings);
     if (st == CUA_OK) st = forward_map(f->inner, addr, size, offset, h);
     if (st == CUA_OK) kv_insert(&f->mappings, addr, size);
@@ -231,8 +234,7 @@ static cua_status fault_map(cua_backend *b, uintptr_t addr, size_t size, size_t 
 static cua_status fault_unmap(cua_backend *b, uintptr_t addr, size_t size)
 {
     fault_backend *f = fault_of(b);
-    _cua_lock(&f->lock);
-    cua_status st = decide(f, CUA_CALL_UNMAP);
+    cua_status st = lock_decide(f, CUA_CALL_UNMAP);
     if (st == CUA_OK) {
         /* The mappings that start inside the range: all of them go if the inner
          * backend accepts the unmap (it refuses partial ones). */
