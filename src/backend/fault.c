@@ -264,34 +264,7 @@ static void fault_destroy(cua_backend *b)
     free(f);
 }
 
-static const cua_backend_ops fault_ops = {
-    .reserve = fault_reserve,
-    .unreserve = fault_unreserve,
-    .create = fault_create,
-    .release = fault_release,
-    .map = fault_map,
-    .unmap = fault_unmap,
-    .set_access = fault_set_access,
-    .peer_check = fault_peer_check,
-    .peer_enable = fault_peer_enable,
-    .alloc = fault_alloc,
-    .free = fault_free,
-    .mem_info = fault_mem_info,
-    .event_create = fault_event_create,
-    .event_destroy = fault_event_destroy,
-    .event_record = fault_event_record,
-    .event_query = fault_event_query,
-    .event_sync = fault_event_sync,
-    .stream_sync = fault_stream_sync,
-    .host_alloc = fault_host_alloc,
-    .host_free = fault_host_free,
-    .stream_create = fault_stream_create,
-    .stream_destroy = fault_stream_destroy,
-    .copy_to_host = fault_copy_to_host,
-    .copy_to_device = fault_copy_to_device,
-    .fill = fault_fill,
-    .destroy = fault_destroy,
-};
+static const cua_backend_ops fault_ops = CUA_BACKEND_OPS(fault);
 
 /* ---- creation and controls --------------------------------------------------------- */
 
