@@ -168,6 +168,25 @@ static cua_backend_stats host_stats(void)
     return s;
 }
 
+/* SEG_TEST's fixture: the segment of make(s), NULL when it could not be made. */
+static cua_segment *made(setup s)
+{
+    return make(s) == CUA_OK ? &seg : NULL;
+}
+
+/* SEG_TEST's teardown: the validator once more, then done(). */
+static cua_status finished(cua_segment *s)
+{
+    (void)s;
+    cua_status st = check();
+    if (!done() && st == CUA_OK) st = _cua_error(CUA_ERR_BUSY, "the backend is not empty");
+    return st;
+}
+
+/* A test on a fresh segment (make with the setup fields given), validated
+ * and torn down after. */
+#define SEG_TEST(name, ...) TEST_WITH(name, cua_segment *, s, made((setup){__VA_ARGS__}), finished)
+
 /* The chunk sizes along the page table, in pages, into n[] (at most max). */
 static size_t chunk_sizes(uint32_t *n, size_t max)
 {
@@ -177,19 +196,15 @@ static size_t chunk_sizes(uint32_t *n, size_t max)
     return k;
 }
 
-TEST(init_and_fini_leave_nothing)
+SEG_TEST(init_and_fini_leave_nothing, .chunk_max = 1)
 {
-    CHECK_OK(make((setup){.chunk_max = 1}));
     CHECK(seg.npages == NPAGES && seg.gran == PAGE && seg.base % PAGE == 0);
     CHECK(seg.chunk_max_pages == 1 && !seg.chunk_large_pages && _cua_seg_chunk_cap(&seg) == 1);
     CHECK(host_stats().reservations == 1 && cs.calls[CUA_CALL_RESERVE] == 1);
-    CHECK_OK(check());
-    CHECK(done());
 }
 
-TEST(acquire_counts_what_is_missing)
+SEG_TEST(acquire_counts_what_is_missing, .chunk_max = 4)
 {
-    CHECK_OK(make((setup){.chunk_max = 4}));
     CHECK(_cua_seg_missing(&seg, 0, 3 * PAGE) == 3 * PAGE);
     CHECK_OK(take(0, 3));
     CHECK(_cua_seg_missing(&seg, 0, 3 * PAGE) == 0);
@@ -209,49 +224,38 @@ TEST(acquire_counts_what_is_missing)
     CHECK_OK(check());
     CHECK_OK(take(2, 1)); /* leaves the idle list */
     CHECK(seg.idle_bytes == 0 && seg.idle.idle_next == &seg.idle);
-    CHECK_OK(check());
-    CHECK(done());
 }
 
-TEST(maps_in_chunks_of_chunk_max)
+SEG_TEST(maps_in_chunks_of_chunk_max, .chunk_max = 2)
 {
-    CHECK_OK(make((setup){.chunk_max = 2}));
     CHECK_OK(take(0, 5));
     uint32_t n[8];
     CHECK(chunk_sizes(n, 8) == 3 && n[0] == 2 && n[1] == 2 && n[2] == 1);
     CHECK(cs.calls[CUA_CALL_CREATE] == 3 && cs.calls[CUA_CALL_MAP] == 3);
     CHECK(cs.calls[CUA_CALL_SET_ACCESS] == 1); /* one call for the run */
     CHECK(seg.ends[0] == 2 && seg.ends[3] == 4 && seg.ends[4] == 5 && told.mapped == 3);
-    CHECK_OK(check());
-    CHECK(done());
 }
 
-TEST(long_runs_take_large_chunks)
+SEG_TEST(long_runs_take_large_chunks, .chunk_max = 1, .chunk_large = 4)
 {
-    CHECK_OK(make((setup){.chunk_max = 1, .chunk_large = 4}));
     CHECK(_cua_seg_chunk_cap(&seg) == 4);
     CHECK_OK(take(0, 10)); /* a run of 10: 4 + 4 + 2 */
     CHECK_OK(take(16, 3)); /* a run of 3: pages */
     uint32_t n[8];
     CHECK(chunk_sizes(n, 8) == 6 && n[0] == 4 && n[1] == 4 && n[2] == 2 && n[3] == 1);
-    CHECK_OK(check());
-    CHECK(done());
 }
 
-TEST(a_large_chunk_refused_falls_back_to_small_ones)
+SEG_TEST(a_large_chunk_refused_falls_back_to_small_ones, .chunk_max = 1, .chunk_large = 4,
+         .faulty = true)
 {
-    CHECK_OK(make((setup){.chunk_max = 1, .chunk_large = 4, .faulty = true}));
     CHECK_OK(_cua_fault_fail_calls(fault, CUA_CALL_CREATE, 1, 1, CUA_ERR_OUT_OF_MEMORY));
     CHECK_OK(take(0, 4));
     uint32_t n[8];
     CHECK(chunk_sizes(n, 8) == 4 && n[0] == 1 && n[3] == 1);
-    CHECK_OK(check());
-    CHECK(done());
 }
 
-TEST(trims_take_the_oldest_idle_chunks_first)
+SEG_TEST(trims_take_the_oldest_idle_chunks_first, .chunk_max = 1)
 {
-    CHECK_OK(make((setup){.chunk_max = 1}));
     for (uint64_t p = 0; p < 8; p += 2) CHECK_OK(take(p, 1)); /* pages 0, 2, 4, 6 */
     drop(4);
     drop(0);
@@ -267,13 +271,10 @@ TEST(trims_take_the_oldest_idle_chunks_first)
     CHECK(told.trimmed == 0); /* only segments without VMM tell their trims */
     CHECK_OK(check());
     CHECK(trim(8, UINT64_MAX, &st) == 2 && seg.mapped_bytes == 0 && seg.nchunks == 0);
-    CHECK_OK(check());
-    CHECK(done());
 }
 
-TEST(adjacent_chunks_are_unmapped_in_one_call)
+SEG_TEST(adjacent_chunks_are_unmapped_in_one_call, .chunk_max = 1)
 {
-    CHECK_OK(make((setup){.chunk_max = 1}));
     CHECK_OK(take(8, 3));
     drop(8);
     CHECK_OK(check());
@@ -282,13 +283,10 @@ TEST(adjacent_chunks_are_unmapped_in_one_call)
     CHECK(trim(3, UINT64_MAX, &st) == 3 && st == CUA_OK);
     CHECK(cs.calls[CUA_CALL_UNMAP] == unmaps + 1 && cs.calls[CUA_CALL_RELEASE] == 3);
     CHECK(host_stats().mappings == 0 && host_stats().handles == 0);
-    CHECK_OK(check());
-    CHECK(done());
 }
 
-TEST(kept_handles_serve_the_next_chunks)
+SEG_TEST(kept_handles_serve_the_next_chunks, .chunk_max = 1)
 {
-    CHECK_OK(make((setup){.chunk_max = 1}));
     CHECK_OK(take(0, 2));
     drop(0);
     CHECK_OK(_cua_seg_keep_handles(&seg, true));
@@ -302,8 +300,6 @@ TEST(kept_handles_serve_the_next_chunks)
     CHECK_OK(check());
     CHECK_OK(_cua_seg_keep_handles(&seg, false)); /* the rest goes back */
     CHECK(seg.kept.n == 0 && host_stats().handles == 1 && !seg.keep_handles);
-    CHECK_OK(check());
-    CHECK(done());
 }
 
 TEST(adopted_handles_come_before_new_ones)
@@ -321,9 +317,8 @@ TEST(adopted_handles_come_before_new_ones)
     CHECK(done()); /* the one never mapped goes back too */
 }
 
-TEST(peers_get_every_mapping)
+SEG_TEST(peers_get_every_mapping, .chunk_max = 1)
 {
-    CHECK_OK(make((setup){.chunk_max = 1}));
     CHECK_OK(take(0, 2));
     CHECK_ST(_cua_seg_grant_peer(&seg, 2), CUA_ERR_NOT_SUPPORTED); /* not in peer_mask */
     uint64_t calls = cs.calls[CUA_CALL_SET_ACCESS];
@@ -336,15 +331,12 @@ TEST(peers_get_every_mapping)
     uint64_t mask = 0;
     CHECK_OK(_cua_host_access(host, seg.base + 5 * PAGE, &mask));
     CHECK(mask == 3);
-    CHECK_OK(check());
-    CHECK(done());
 }
 
 /* ---- without VMM: whole segments --------------------------------------------- */
 
-TEST(novmm_chunks_are_whole_segments)
+SEG_TEST(novmm_chunks_are_whole_segments, .chunk_max = 1, .novmm = true)
 {
-    CHECK_OK(make((setup){.chunk_max = 1, .novmm = true}));
     CHECK(seg.novmm && !seg.base && host_stats().reservations == 0);
     CHECK_OK(take(0, 3)); /* one segment of 3 pages, whatever chunk_max says */
     const cua_chunk *c = seg.pages[0];
@@ -370,39 +362,30 @@ TEST(novmm_chunks_are_whole_segments)
     CHECK(told.trimmed == 1 && told.trim_off == 0 && told.trim_len == 3 * PAGE);
     CHECK(told.changes[CUA_SEG_LEAVING] == 1 && told.changes[CUA_SEG_GONE] == 1);
     CHECK(seg.nbyaddr == 1 && seg.mapped_bytes == 2 * PAGE);
-    CHECK_OK(check());
-    CHECK(done());
 }
 
-TEST(novmm_a_refused_segment_is_freed_again)
+SEG_TEST(novmm_a_refused_segment_is_freed_again, .chunk_max = 1, .novmm = true)
 {
-    CHECK_OK(make((setup){.chunk_max = 1, .novmm = true}));
     told.refuse = true;
     CHECK_ST(take(0, 2), CUA_ERR_BACKEND);
     CHECK(strstr(cua_last_error(), "refuses"));
     CHECK(cs.calls[CUA_CALL_FREE] == 1 && host_stats().handles == 0);
     CHECK(seg.nchunks == 0 && seg.nbyaddr == 0 && told.mapped == 0);
-    CHECK_OK(check());
-    CHECK(done());
 }
 
 /* ---- the driver's failures ------------------------------------------------------ */
 
-TEST(a_failed_create_leaves_nothing_mapped)
+SEG_TEST(a_failed_create_leaves_nothing_mapped, .chunk_max = 1, .faulty = true)
 {
-    CHECK_OK(make((setup){.chunk_max = 1, .faulty = true}));
     CHECK_OK(take(0, 1));
     CHECK_OK(_cua_fault_fail_calls(fault, CUA_CALL_CREATE, 3, 1, CUA_ERR_OUT_OF_MEMORY));
     CHECK_ST(take(1, 4), CUA_ERR_OUT_OF_MEMORY); /* two chunks made, the third refused */
     CHECK(seg.nchunks == 1 && host_stats().handles == 1 && host_stats().mappings == 1);
     CHECK(seg.pages[0]->busy == 1 && told.mapped_sum == (int64_t)PAGE);
-    CHECK_OK(check());
-    CHECK(done());
 }
 
-TEST(a_failed_map_or_access_unmaps_the_new_chunks)
+SEG_TEST(a_failed_map_or_access_unmaps_the_new_chunks, .chunk_max = 1, .faulty = true)
 {
-    CHECK_OK(make((setup){.chunk_max = 1, .faulty = true}));
     CHECK_OK(_cua_fault_fail_calls(fault, CUA_CALL_MAP, 2, 1, CUA_ERR_BACKEND));
     CHECK_ST(take(0, 2), CUA_ERR_BACKEND);
     CHECK(seg.nchunks == 0 && host_stats().handles == 0 && host_stats().mappings == 0);
@@ -410,13 +393,10 @@ TEST(a_failed_map_or_access_unmaps_the_new_chunks)
     CHECK_OK(_cua_fault_fail_calls(fault, CUA_CALL_SET_ACCESS, 1, 1, CUA_ERR_BACKEND));
     CHECK_ST(take(0, 2), CUA_ERR_BACKEND);
     CHECK(seg.nchunks == 0 && host_stats().handles == 0 && seg.mapped_bytes == 0);
-    CHECK_OK(check());
-    CHECK(done());
 }
 
-TEST(a_chunk_that_cannot_go_stays_without_access)
+SEG_TEST(a_chunk_that_cannot_go_stays_without_access, .chunk_max = 1, .faulty = true)
 {
-    CHECK_OK(make((setup){.chunk_max = 1, .faulty = true}));
     /* access refused for the run, then for the chunk; its unmap refused too */
     CHECK_OK(_cua_fault_fail_calls(fault, CUA_CALL_SET_ACCESS, 1, 2, CUA_ERR_BACKEND));
     CHECK_OK(_cua_fault_fail_calls(fault, CUA_CALL_UNMAP, 1, 1, CUA_ERR_BACKEND));
@@ -429,13 +409,10 @@ TEST(a_chunk_that_cannot_go_stays_without_access)
     held[nheld].off = 0;
     held[nheld++].len = 1;
     CHECK(!seg.pages[0]->noaccess && seg.noaccess_chunks == 0 && seg.pages[0]->busy == 1);
-    CHECK_OK(check());
-    CHECK(done());
 }
 
-TEST(failed_trims_keep_their_chunks_and_retry_releases)
+SEG_TEST(failed_trims_keep_their_chunks_and_retry_releases, .chunk_max = 1, .faulty = true)
 {
-    CHECK_OK(make((setup){.chunk_max = 1, .faulty = true}));
     CHECK_OK(take(0, 2));
     drop(0);
     CHECK_OK(_cua_fault_fail_calls(fault, CUA_CALL_UNMAP, 1, 1, CUA_ERR_BACKEND));
@@ -449,7 +426,6 @@ TEST(failed_trims_keep_their_chunks_and_retry_releases)
     CHECK_OK(check());
     CHECK_OK(_cua_seg_retry_zombies(&seg));
     CHECK(seg.zombies.n == 0 && host_stats().handles == 0);
-    CHECK(done());
 }
 
 TEST(fini_hands_what_it_cannot_release_to_the_backend)
@@ -469,9 +445,8 @@ TEST(fini_hands_what_it_cannot_release_to_the_backend)
 
 /* ---- the validator catches each kind of damage ----------------------------------- */
 
-TEST(the_validator_sees_a_broken_page_table)
+SEG_TEST(the_validator_sees_a_broken_page_table, .chunk_max = 2)
 {
-    CHECK_OK(make((setup){.chunk_max = 2}));
     CHECK_OK(take(0, 3));
     cua_chunk *c = seg.pages[0];
     seg.pages[1] = seg.pages[2];
@@ -491,12 +466,11 @@ TEST(the_validator_sees_a_broken_page_table)
     CHECK_ST(_cua_seg_check_block(&seg, 4 * PAGE, PAGE, (uint32_t[NPAGES]){0}), CUA_ERR_CORRUPT);
     CHECK(strstr(cua_last_error(), "covers unmapped page 4"));
     CHECK_OK(_cua_seg_check(&seg, NULL)); /* without busy counts */
-    CHECK(done());
+    nheld = 1;
 }
 
-TEST(the_validator_sees_broken_counters_and_idle_list)
+SEG_TEST(the_validator_sees_broken_counters_and_idle_list, .chunk_max = 1)
 {
-    CHECK_OK(make((setup){.chunk_max = 1}));
     CHECK_OK(take(0, 1));
     CHECK_OK(take(1, 1));
     drop(1);
@@ -519,6 +493,4 @@ TEST(the_validator_sees_broken_counters_and_idle_list)
     idle->idle_next = idle;
     CHECK(refused("the idle list is broken"));
     idle->idle_next = &seg.idle;
-    CHECK_OK(check());
-    CHECK(done());
 }
