@@ -67,10 +67,10 @@ def slug(heading):
     return text.replace(" ", "-")
 
 
-def anchors(path):
-    """The ids a page's headings and <a id/name> tags give, outside code blocks."""
-    ids, seen, fence = set(), {}, None
-    for line in open(path, encoding="utf-8"):
+def prose_lines(path):
+    """(line number, line) of every line of a page outside fenced code blocks."""
+    fence = None
+    for n, line in enumerate(open(path, encoding="utf-8"), 1):
         stripped = line.lstrip()
         if fence:
             if stripped.startswith(fence):
@@ -79,6 +79,13 @@ def anchors(path):
         if stripped.startswith("```") or stripped.startswith("~~~"):
             fence = stripped[:3]
             continue
+        yield n, line
+
+
+def anchors(path):
+    """The ids a page's headings and <a id/name> tags give, outside code blocks."""
+    ids, seen = set(), {}
+    for _, line in prose_lines(path):
         ids.update(re.findall(r"<a\s+(?:id|name)=\"([^\"]+)\"", line))
         m = re.match(r"#{1,6}\s+(.*?)\s*#*\s*$", line)
         if m:
@@ -101,16 +108,7 @@ def doc_files(root):
 
 def links(path):
     """(line number, target) of every link outside fenced code blocks and code spans."""
-    fence = None
-    for n, line in enumerate(open(path, encoding="utf-8"), 1):
-        stripped = line.lstrip()
-        if fence:
-            if stripped.startswith(fence):
-                fence = None
-            continue
-        if stripped.startswith("```") or stripped.startswith("~~~"):
-            fence = stripped[:3]
-            continue
+    for n, line in prose_lines(path):
         line = re.sub(r"`[^`]*`", "", line)
         for m in LINK.finditer(line):
             yield n, m.group(1)

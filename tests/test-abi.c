@@ -73,21 +73,15 @@ TEST(statistics_are_copied_to_the_callers_size)
     CHECK_OK(cua_backend_get_stats_sized(bk, &bbig.v1, sizeof bbig));
     CHECK(bbig.v1.handles > 0 && bbig.later == 0);
     CHECK_OK(cua_free(p));
-    CHECK_OK(cua_arena_destroy(a, 0));
-    CHECK(test_backend_clean(bk));
-    CHECK_OK(cua_backend_destroy(bk));
+    CHECK_OK(test_teardown(a, bk));
 }
 
 TEST(history_entries_keep_the_callers_stride)
 {
     cua_backend *bk;
     CHECK_OK(test_host_backend(256 * MiB, 0, &bk));
-    cua_arena_config cfg;
-    test_config(&cfg);
-    cfg.backend = bk;
-    cfg.device = 5;
-    cua_arena *a;
-    CHECK_OK(cua_arena_create(&cfg, &a));
+    cua_arena *a = test_arena_with(bk, NULL, test_default_flags(), "device:5");
+    CHECK(a);
     CHECK_OK(cua_history_enable(5, 16));
     void *p, *q;
     CHECK_OK(cua_arena_alloc(a, MiB, 0, &p));
@@ -106,6 +100,5 @@ TEST(history_entries_keep_the_callers_stride)
     CHECK_OK(cua_history_enable(5, 0));
     CHECK_OK(cua_free(p));
     CHECK_OK(cua_free(q));
-    CHECK_OK(cua_arena_destroy(a, 0));
-    CHECK_OK(cua_backend_destroy(bk));
+    CHECK_OK(test_teardown(a, bk));
 }

@@ -12,15 +12,14 @@ typedef struct fixture {
     cua_arena *a;
 } fixture;
 
+/* An arena "api" on a host backend of 1 GiB of its own, with the release
+ * threshold, limit and flags given, checked after every call. */
 static cua_status setup(fixture *f, size_t release, size_t limit, unsigned flags)
 {
-    cua_host_config hc;
-    cua_host_config_init(&hc);
-    hc.capacity = 1024 * MiB;
-    cua_status st = cua_backend_host_create(&hc, &f->bk);
+    cua_status st = test_host_backend(GiB, 0, &f->bk);
     if (st != CUA_OK) return st;
     cua_arena_config cfg;
-    cua_arena_config_init(&cfg);
+    test_config(&cfg);
     cfg.name = "api";
     cfg.backend = f->bk;
     cfg.release_threshold = release;
@@ -32,30 +31,31 @@ static cua_status setup(fixture *f, size_t release, size_t limit, unsigned flags
 /* Destroy the arena and the backend; nothing may be left in the backend. */
 static cua_status teardown(fixture *f)
 {
-    cua_status st = cua_arena_destroy(f->a, CUA_DESTROY_FORCE);
-    if (st != CUA_OK) return st;
-    cua_backend_stats s;
-    cua_backend_get_stats(f->bk, &s);
-    if (s.handles || s.reservations || s.mappings || s.events || s.handle_bytes)
-        return CUA_ERR_BUSY;
-    return cua_backend_destroy(f->bk);
+    return test_teardown(f->a, f->bk);
 }
+
+/* The fixture of API_TEST, made by setup (NULL when it could not be). */
+static fixture *made(size_t release, size_t limit, unsigned flags)
+{
+    static fixture f;
+    return setup(&f, release, limit, flags) == CUA_OK ? &f : NULL;
+}
+
+/* A test on a fresh fixture `f` of setup(release, limit, flags), torn down after. */
+#define API_TEST(name, release, limit, flags)                                              \
+    TEST_WITH(name, fixture *, f, made(release, limit, flags), teardown)
 
 static uint64_t mapped(cua_arena *a)
 {
-    cua_stats s;
-    cua_arena_get_stats(a, &s);
-    return s.mapped_bytes;
+    return test_stats(a).mapped_bytes;
 }
 
-TEST(alloc_write_free)
+API_TEST(alloc_write_free, CUA_KEEP_ALL, 0, 0)
 {
-    fixture f;
-    CHECK_OK(setup(&f, CUA_KEEP_ALL, 0, 0));
     unsigned char *p[8];
     size_t sizes[8] = {1, 511, 512, 513, 4096, 1 * MiB + 7, 3 * MiB, 9 * MiB};
     for (int i = 0; i < 8; i++) {
-        CHECK_OK(cua_arena_alloc(f.a, sizes[i], 0, (void **)&p[i]));
+        CHECK_OK(cua_arena_alloc(f->a, sizes[i], 0, (void **)&p[i]));
         CHECK(((uintptr_t)p[i] % CUA_ALIGNMENT) == 0);
         memset(p[i], i + 1, sizes[i]);
     }
@@ -63,116 +63,100 @@ TEST(alloc_write_free)
         for (size_t j = 0; j < sizes[i]; j += 97) CHECK(p[i][j] == i + 1);
         CHECK(p[i][sizes[i] - 1] == i + 1);
         CHECK_OK(cua_free(p[i]));
-        CHECK_ARENA(f.a);
+        CHECK_ARENA(f->a);
     }
     CHECK_OK(cua_free(NULL));
-    CHECK_OK(teardown(&f));
 }
 
-TEST(blocks_are_cut_to_the_request_not_the_class)
+API_TEST(blocks_are_cut_to_the_request_not_the_class, CUA_KEEP_ALL, 0, 0)
 {
-    fixture f;
-    CHECK_OK(setup(&f, CUA_KEEP_ALL, 0, 0));
     char *a, *b;
-    CHECK_OK(cua_arena_alloc(f.a, 1000001, 0, (void **)&a));
-    CHECK_OK(cua_arena_alloc(f.a, 512, 0, (void **)&b));
+    CHECK_OK(cua_arena_alloc(f->a, 1000001, 0, (void **)&a));
+    CHECK_OK(cua_arena_alloc(f->a, 512, 0, (void **)&b));
     CHECK(b - a == 1000448); /* 1000001 rounded up to 512, not to a size class */
     cua_stats s;
-    CHECK_OK(cua_arena_get_stats(f.a, &s));
+    CHECK_OK(cua_arena_get_stats(f->a, &s));
     CHECK(s.live_bytes == 1000001 + 512);
     CHECK(s.allocated_bytes == 1000448 + 512);
-    CHECK_OK(teardown(&f));
 }
 
-TEST(trim_returns_every_free_page)
+API_TEST(trim_returns_every_free_page, CUA_KEEP_ALL, 0, 0)
 {
-    fixture f;
-    CHECK_OK(setup(&f, CUA_KEEP_ALL, 0, 0));
     void *p[10];
-    for (int i = 0; i < 10; i++) CHECK_OK(cua_arena_alloc(f.a, 4 * MiB, 0, &p[i]));
-    CHECK(mapped(f.a) == 40 * MiB);
+    for (int i = 0; i < 10; i++) CHECK_OK(cua_arena_alloc(f->a, 4 * MiB, 0, &p[i]));
+    CHECK(mapped(f->a) == 40 * MiB);
     for (int i = 0; i < 10; i++) CHECK_OK(cua_free(p[i]));
-    CHECK(mapped(f.a) == 40 * MiB); /* kept as cache */
+    CHECK(mapped(f->a) == 40 * MiB); /* kept as cache */
     size_t released = 0;
-    CHECK_OK(cua_arena_trim(f.a, 8 * MiB, &released));
+    CHECK_OK(cua_arena_trim(f->a, 8 * MiB, &released));
     CHECK(released == 32 * MiB);
-    CHECK(mapped(f.a) == 8 * MiB);
-    CHECK_OK(cua_arena_trim(f.a, 0, &released));
+    CHECK(mapped(f->a) == 8 * MiB);
+    CHECK_OK(cua_arena_trim(f->a, 0, &released));
     CHECK(released == 8 * MiB);
-    CHECK(mapped(f.a) == 0);
+    CHECK(mapped(f->a) == 0);
     cua_backend_stats bs;
-    CHECK_OK(cua_backend_get_stats(f.bk, &bs));
+    CHECK_OK(cua_backend_get_stats(f->bk, &bs));
     CHECK(bs.handles == 0 && bs.handle_bytes == 0);
-    CHECK_OK(teardown(&f));
 }
 
-TEST(trim_in_the_middle_keeps_neighbours)
+API_TEST(trim_in_the_middle_keeps_neighbours, CUA_KEEP_ALL, 0, 0)
 {
-    fixture f;
-    CHECK_OK(setup(&f, CUA_KEEP_ALL, 0, 0));
     unsigned char *a, *b, *c;
-    CHECK_OK(cua_arena_alloc(f.a, 4 * MiB, 0, (void **)&a));
-    CHECK_OK(cua_arena_alloc(f.a, 4 * MiB, 0, (void **)&b));
-    CHECK_OK(cua_arena_alloc(f.a, 4 * MiB, 0, (void **)&c));
+    CHECK_OK(cua_arena_alloc(f->a, 4 * MiB, 0, (void **)&a));
+    CHECK_OK(cua_arena_alloc(f->a, 4 * MiB, 0, (void **)&b));
+    CHECK_OK(cua_arena_alloc(f->a, 4 * MiB, 0, (void **)&c));
     memset(a, 0xaa, 4 * MiB);
     memset(c, 0xcc, 4 * MiB);
     CHECK_OK(cua_free(b));
     size_t released = 0;
-    CHECK_OK(cua_arena_trim(f.a, 0, &released));
+    CHECK_OK(cua_arena_trim(f->a, 0, &released));
     CHECK(released == 4 * MiB);
-    CHECK(mapped(f.a) == 8 * MiB);
+    CHECK(mapped(f->a) == 8 * MiB);
     CHECK(a[0] == 0xaa && a[4 * MiB - 1] == 0xaa && c[0] == 0xcc && c[4 * MiB - 1] == 0xcc);
     /* The hole is mapped again on demand. */
-    CHECK_OK(cua_arena_alloc(f.a, 4 * MiB, 0, (void **)&b));
+    CHECK_OK(cua_arena_alloc(f->a, 4 * MiB, 0, (void **)&b));
     memset(b, 0xbb, 4 * MiB);
-    CHECK(mapped(f.a) == 12 * MiB);
-    CHECK_OK(teardown(&f));
+    CHECK(mapped(f->a) == 12 * MiB);
 }
 
-TEST(release_threshold_zero_unmaps_at_free)
+API_TEST(release_threshold_zero_unmaps_at_free, 0, 0, 0)
 {
-    fixture f;
-    CHECK_OK(setup(&f, 0, 0, 0));
     void *p;
-    CHECK_OK(cua_arena_alloc(f.a, 6 * MiB, 0, &p));
-    CHECK(mapped(f.a) == 6 * MiB);
+    CHECK_OK(cua_arena_alloc(f->a, 6 * MiB, 0, &p));
+    CHECK(mapped(f->a) == 6 * MiB);
     CHECK_OK(cua_free(p));
-    CHECK(mapped(f.a) == 0);
-    CHECK_OK(cua_arena_set_release_threshold(f.a, CUA_KEEP_ALL));
-    CHECK_OK(cua_arena_alloc(f.a, 6 * MiB, 0, &p));
+    CHECK(mapped(f->a) == 0);
+    CHECK_OK(cua_arena_set_release_threshold(f->a, CUA_KEEP_ALL));
+    CHECK_OK(cua_arena_alloc(f->a, 6 * MiB, 0, &p));
     CHECK_OK(cua_free(p));
-    CHECK(mapped(f.a) == 6 * MiB);
-    CHECK_OK(cua_arena_set_release_threshold(f.a, 2 * MiB));
-    CHECK(mapped(f.a) == 2 * MiB);
-    CHECK_OK(teardown(&f));
+    CHECK(mapped(f->a) == 6 * MiB);
+    CHECK_OK(cua_arena_set_release_threshold(f->a, 2 * MiB));
+    CHECK(mapped(f->a) == 2 * MiB);
 }
 
-TEST(limit_fails_then_trims_cache_to_fit)
+API_TEST(limit_fails_then_trims_cache_to_fit, CUA_KEEP_ALL, 16 * MiB, CUA_ARENA_NO_FOOTPRINT_CAP)
 {
-    fixture f;
-    CHECK_OK(setup(&f, CUA_KEEP_ALL, 16 * MiB, CUA_ARENA_NO_FOOTPRINT_CAP));
     void *a, *b, *c, *sep;
-    CHECK_OK(cua_arena_alloc(f.a, 6 * MiB, 0, &a));
-    CHECK_OK(cua_arena_alloc(f.a, 6 * MiB, 0, &b));
-    CHECK_ST(cua_arena_alloc(f.a, 6 * MiB, 0, &c), CUA_ERR_LIMIT);
+    CHECK_OK(cua_arena_alloc(f->a, 6 * MiB, 0, &a));
+    CHECK_OK(cua_arena_alloc(f->a, 6 * MiB, 0, &b));
+    CHECK_ST(cua_arena_alloc(f->a, 6 * MiB, 0, &c), CUA_ERR_LIMIT);
     CHECK(c == NULL);
     CHECK(strstr(cua_last_error(), "limit") != NULL);
-    CHECK_ARENA(f.a);
+    CHECK_ARENA(f->a);
     CHECK_OK(cua_free(b));
     CHECK_OK(cua_free(a));
     /* A cached 8 MiB hole, then a request that does not fit it: the cache is
      * trimmed to make room under the limit. */
-    CHECK_OK(cua_arena_trim(f.a, 0, NULL));
-    CHECK_OK(cua_arena_alloc(f.a, 8 * MiB, 0, &a));
-    CHECK_OK(cua_arena_alloc(f.a, 2 * MiB, 0, &sep));
+    CHECK_OK(cua_arena_trim(f->a, 0, NULL));
+    CHECK_OK(cua_arena_alloc(f->a, 8 * MiB, 0, &a));
+    CHECK_OK(cua_arena_alloc(f->a, 2 * MiB, 0, &sep));
     CHECK_OK(cua_free(a));
-    CHECK(mapped(f.a) == 10 * MiB);
-    CHECK_OK(cua_arena_alloc(f.a, 12 * MiB, 0, &b));
+    CHECK(mapped(f->a) == 10 * MiB);
+    CHECK_OK(cua_arena_alloc(f->a, 12 * MiB, 0, &b));
     cua_stats s;
-    CHECK_OK(cua_arena_get_stats(f.a, &s));
+    CHECK_OK(cua_arena_get_stats(f->a, &s));
     CHECK(s.mapped_bytes <= 16 * MiB);
     CHECK(s.trimmed_bytes >= 8 * MiB);
-    CHECK_OK(teardown(&f));
 }
 
 static uint64_t footprint_after_swap(unsigned flags)
@@ -199,54 +183,48 @@ TEST(footprint_cap_swaps_cache_instead_of_growing)
 
 /* The swap moves physical handles: the pages the cap unmaps are mapped again
  * where the growth needs them, with no release and no create for them. */
-TEST(footprint_cap_swap_reuses_handles)
+API_TEST(footprint_cap_swap_reuses_handles, CUA_KEEP_ALL, 0, 0)
 {
-    fixture f;
-    CHECK_OK(setup(&f, CUA_KEEP_ALL, 0, 0));
     unsigned char *a, *sep, *b;
-    CHECK_OK(cua_arena_alloc(f.a, 4 * MiB, 0, (void **)&a));
-    CHECK_OK(cua_arena_alloc(f.a, 2 * MiB, 0, (void **)&sep));
+    CHECK_OK(cua_arena_alloc(f->a, 4 * MiB, 0, (void **)&a));
+    CHECK_OK(cua_arena_alloc(f->a, 2 * MiB, 0, (void **)&sep));
     memset(sep, 0x5a, 2 * MiB);
     CHECK_OK(cua_free(a));
     cua_backend_stats s0, s1;
-    CHECK_OK(cua_backend_get_stats(f.bk, &s0));
-    CHECK_OK(cua_arena_alloc(f.a, 6 * MiB, 0, (void **)&b)); /* 3 new pages, 2 swapped out */
-    CHECK_OK(cua_backend_get_stats(f.bk, &s1));
+    CHECK_OK(cua_backend_get_stats(f->bk, &s0));
+    CHECK_OK(cua_arena_alloc(f->a, 6 * MiB, 0, (void **)&b)); /* 3 new pages, 2 swapped out */
+    CHECK_OK(cua_backend_get_stats(f->bk, &s1));
     CHECK(s1.calls[CUA_CALL_UNMAP] > s0.calls[CUA_CALL_UNMAP]);
     CHECK(s1.calls[CUA_CALL_MAP] - s0.calls[CUA_CALL_MAP] == 3);
     CHECK(s1.calls[CUA_CALL_CREATE] - s0.calls[CUA_CALL_CREATE] == 1);
     CHECK(s1.calls[CUA_CALL_RELEASE] == s0.calls[CUA_CALL_RELEASE]);
     CHECK(s1.handles == 4 && s1.handle_bytes == 8 * MiB); /* nothing kept aside */
-    CHECK(mapped(f.a) == 8 * MiB);
+    CHECK(mapped(f->a) == 8 * MiB);
     memset(b, 0xa5, 6 * MiB);
     for (size_t i = 0; i < 2 * MiB; i += 4099) CHECK(sep[i] == 0x5a);
     for (size_t i = 0; i < 6 * MiB; i += 4099) CHECK(b[i] == 0xa5);
-    CHECK_ARENA(f.a);
-    CHECK_OK(teardown(&f));
+    CHECK_ARENA(f->a);
 }
 
 /* A run of at least chunk_large (default 32 MiB) unmapped bytes takes large
  * handles; a short one takes granularity pages. */
-TEST(large_runs_map_large_handles)
+API_TEST(large_runs_map_large_handles, CUA_KEEP_ALL, 0, 0)
 {
-    fixture f;
-    CHECK_OK(setup(&f, CUA_KEEP_ALL, 0, 0));
     cua_backend_stats s0, s1, s2;
     void *big, *small;
-    CHECK_OK(cua_backend_get_stats(f.bk, &s0));
-    CHECK_OK(cua_arena_alloc(f.a, 100 * MiB, 0, &big)); /* 32 + 32 + 32 + 4 */
-    CHECK_OK(cua_backend_get_stats(f.bk, &s1));
+    CHECK_OK(cua_backend_get_stats(f->bk, &s0));
+    CHECK_OK(cua_arena_alloc(f->a, 100 * MiB, 0, &big)); /* 32 + 32 + 32 + 4 */
+    CHECK_OK(cua_backend_get_stats(f->bk, &s1));
     CHECK(s1.calls[CUA_CALL_CREATE] - s0.calls[CUA_CALL_CREATE] == 4);
-    CHECK_OK(cua_arena_alloc(f.a, 6 * MiB, 0, &small)); /* 3 x 2 */
-    CHECK_OK(cua_backend_get_stats(f.bk, &s2));
+    CHECK_OK(cua_arena_alloc(f->a, 6 * MiB, 0, &small)); /* 3 x 2 */
+    CHECK_OK(cua_backend_get_stats(f->bk, &s2));
     CHECK(s2.calls[CUA_CALL_CREATE] - s1.calls[CUA_CALL_CREATE] == 3);
     memset(big, 0x11, 100 * MiB);
     CHECK_OK(cua_free(big));
     size_t released = 0;
-    CHECK_OK(cua_arena_trim(f.a, 0, &released));
-    CHECK(released == 100 * MiB && mapped(f.a) == 6 * MiB);
-    CHECK_ARENA(f.a);
-    CHECK_OK(teardown(&f));
+    CHECK_OK(cua_arena_trim(f->a, 0, &released));
+    CHECK(released == 100 * MiB && mapped(f->a) == 6 * MiB);
+    CHECK_ARENA(f->a);
 }
 
 /* A block that starts inside one chunk and covers fifteen more counts one
@@ -254,35 +232,32 @@ TEST(large_runs_map_large_handles)
  * chunk ends): after its free exactly the chunks no other block touches are
  * idle, and a trim takes those and nothing else. The checker (after every
  * call) recounts every chunk from the blocks. */
-TEST(a_block_over_many_chunks_counts_each_once)
+API_TEST(a_block_over_many_chunks_counts_each_once, CUA_KEEP_ALL, 0, 0)
 {
-    fixture f;
-    CHECK_OK(setup(&f, CUA_KEEP_ALL, 0, 0));
     void *p[16];
-    for (int i = 0; i < 16; i++) CHECK_OK(cua_arena_alloc(f.a, 2 * MiB, 0, &p[i]));
+    for (int i = 0; i < 16; i++) CHECK_OK(cua_arena_alloc(f->a, 2 * MiB, 0, &p[i]));
     for (int i = 0; i < 16; i++) CHECK_OK(cua_free(p[i]));
-    CHECK(mapped(f.a) == 32 * MiB); /* sixteen idle chunks of one page */
+    CHECK(mapped(f->a) == 32 * MiB); /* sixteen idle chunks of one page */
     cua_backend_stats s0, s1;
-    CHECK_OK(cua_backend_get_stats(f.bk, &s0));
+    CHECK_OK(cua_backend_get_stats(f->bk, &s0));
     unsigned char *x, *b, *c;
-    CHECK_OK(cua_arena_alloc(f.a, 1 * MiB, 0, (void **)&x));  /* [0, 1) of chunk 0 */
-    CHECK_OK(cua_arena_alloc(f.a, 29 * MiB, 0, (void **)&b)); /* [1, 30): chunks 0-14 */
-    CHECK_OK(cua_arena_alloc(f.a, 2 * MiB, 0, (void **)&c));  /* [30, 32): chunk 15 */
-    CHECK_OK(cua_backend_get_stats(f.bk, &s1));
+    CHECK_OK(cua_arena_alloc(f->a, 1 * MiB, 0, (void **)&x));  /* [0, 1) of chunk 0 */
+    CHECK_OK(cua_arena_alloc(f->a, 29 * MiB, 0, (void **)&b)); /* [1, 30): chunks 0-14 */
+    CHECK_OK(cua_arena_alloc(f->a, 2 * MiB, 0, (void **)&c));  /* [30, 32): chunk 15 */
+    CHECK_OK(cua_backend_get_stats(f->bk, &s1));
     CHECK(s1.calls[CUA_CALL_CREATE] == s0.calls[CUA_CALL_CREATE]); /* all on mapped chunks */
     CHECK(b == x + 1 * MiB && c == b + 29 * MiB);
     memset(b, 0x5b, 29 * MiB);
     memset(c, 0xc0, 2 * MiB);
     size_t released = 0;
     CHECK_OK(cua_free(b));
-    CHECK_OK(cua_arena_trim(f.a, 0, &released));
-    CHECK(released == 28 * MiB && mapped(f.a) == 4 * MiB); /* chunk 0 still holds x */
+    CHECK_OK(cua_arena_trim(f->a, 0, &released));
+    CHECK(released == 28 * MiB && mapped(f->a) == 4 * MiB); /* chunk 0 still holds x */
     CHECK_OK(cua_free(x));
-    CHECK_OK(cua_arena_trim(f.a, 0, &released));
-    CHECK(released == 2 * MiB && mapped(f.a) == 2 * MiB);
+    CHECK_OK(cua_arena_trim(f->a, 0, &released));
+    CHECK(released == 2 * MiB && mapped(f->a) == 2 * MiB);
     for (size_t i = 0; i < 2 * MiB; i += 4099) CHECK(c[i] == 0xc0);
-    CHECK_ARENA(f.a);
-    CHECK_OK(teardown(&f));
+    CHECK_ARENA(f->a);
 }
 
 /* When memory is short and the backend has no room for a large handle, the
@@ -291,25 +266,18 @@ TEST(large_handle_falls_back_to_small_when_short)
 {
     cua_backend *bk;
     CHECK_OK(test_host_backend(40 * MiB, 0, &bk));
-    cua_arena_config cfg;
-    cua_arena_config_init(&cfg);
-    cfg.backend = bk;
-    cfg.flags = CUA_ARENA_CHECK_ALWAYS;
-    cfg.release_threshold = 0;
-    cfg.name = "holes";
-    cua_arena *holes, *a;
-    CHECK_OK(cua_arena_create(&cfg, &holes));
+    cua_arena *holes = test_arena_with(bk, "holes", CUA_ARENA_CHECK_ALWAYS, "release_threshold:0");
+    CHECK(holes);
     void *p[20];
     for (int i = 0; i < 20; i++) CHECK_OK(cua_arena_alloc(holes, 2 * MiB, 0, &p[i]));
     for (int i = 0; i < 20; i += 2) CHECK_OK(cua_free(p[i])); /* 10 holes of 2 MiB */
-    cfg.name = "large";
-    cfg.chunk_large = 8 * MiB;
-    CHECK_OK(cua_arena_create(&cfg, &a));
-    cua_backend_stats s0, s1;
-    CHECK_OK(cua_backend_get_stats(bk, &s0));
+    cua_arena *a = test_arena_with(bk, "large", CUA_ARENA_CHECK_ALWAYS,
+                                   "release_threshold:0,chunk_large:8M");
+    CHECK(a);
+    cua_backend_stats s0 = test_backend_stats(bk), s1;
     void *q;
     CHECK_OK(cua_arena_alloc(a, 16 * MiB, 0, &q));
-    CHECK_OK(cua_backend_get_stats(bk, &s1));
+    s1 = test_backend_stats(bk);
     /* one 8 MiB create refused, then 8 of 2 MiB */
     CHECK(s1.calls[CUA_CALL_CREATE] - s0.calls[CUA_CALL_CREATE] == 9);
     CHECK(s1.handles - s0.handles == 8 && s1.handle_bytes - s0.handle_bytes == 16 * MiB);
@@ -462,77 +430,61 @@ TEST(two_arenas_are_independent)
 
 static uint64_t backend_calls(cua_backend *bk, cua_call kind)
 {
-    cua_backend_stats s;
-    cua_backend_get_stats(bk, &s);
-    return s.calls[kind];
+    return test_backend_stats(bk).calls[kind];
 }
 
-TEST(no_vmm_blocks_share_a_segment_and_never_cross_one)
+API_TEST(no_vmm_blocks_share_a_segment_and_never_cross_one, CUA_KEEP_ALL, 0, CUA_ARENA_NO_VMM)
 {
-    fixture f;
-    CHECK_OK(setup(&f, CUA_KEEP_ALL, 0, CUA_ARENA_NO_VMM));
     unsigned char *a, *b, *c;
-    CHECK_OK(cua_arena_alloc(f.a, 1 * MiB, 0, (void **)&a));
-    CHECK_OK(cua_arena_alloc(f.a, 1 * MiB - 512, 0, (void **)&b)); /* the rest of a's segment */
-    CHECK(backend_calls(f.bk, CUA_CALL_ALLOC) == 1 && b == a + 1 * MiB);
+    CHECK_OK(cua_arena_alloc(f->a, 1 * MiB, 0, (void **)&a));
+    CHECK_OK(cua_arena_alloc(f->a, 1 * MiB - 512, 0, (void **)&b)); /* the rest of a's segment */
+    CHECK(backend_calls(f->bk, CUA_CALL_ALLOC) == 1 && b == a + 1 * MiB);
     /* 1 MiB more does not fit in the segment: it gets one of its own, whole. */
-    CHECK_OK(cua_arena_alloc(f.a, 1 * MiB, 0, (void **)&c));
-    CHECK(backend_calls(f.bk, CUA_CALL_ALLOC) == 2);
-    CHECK(backend_calls(f.bk, CUA_CALL_CREATE) == 0 && backend_calls(f.bk, CUA_CALL_RESERVE) == 0);
+    CHECK_OK(cua_arena_alloc(f->a, 1 * MiB, 0, (void **)&c));
+    CHECK(backend_calls(f->bk, CUA_CALL_ALLOC) == 2);
+    CHECK(backend_calls(f->bk, CUA_CALL_CREATE) == 0 && backend_calls(f->bk, CUA_CALL_RESERVE) == 0);
     memset(a, 1, 1 * MiB);
     memset(b, 2, 1 * MiB - 512);
     memset(c, 3, 1 * MiB);
     CHECK(a[1 * MiB - 1] == 1 && b[0] == 2 && c[1 * MiB - 1] == 3);
     cua_stats s;
-    CHECK_OK(cua_arena_get_stats(f.a, &s));
+    CHECK_OK(cua_arena_get_stats(f->a, &s));
     CHECK(s.mapped_bytes == 4 * MiB && s.reserved_bytes == 0);
     /* Interior and foreign pointers get answers, not crashes. */
     CHECK_ST(cua_free(a + 512), CUA_ERR_INVALID_POINTER);
-    CHECK_OK(teardown(&f));
 }
 
-TEST(no_vmm_trim_returns_only_whole_free_segments)
+API_TEST(no_vmm_trim_returns_only_whole_free_segments, CUA_KEEP_ALL, 0, CUA_ARENA_NO_VMM)
 {
-    fixture f;
-    CHECK_OK(setup(&f, CUA_KEEP_ALL, 0, CUA_ARENA_NO_VMM));
     void *a, *b, *big;
-    CHECK_OK(cua_arena_alloc(f.a, 1 * MiB, 0, &a));
-    CHECK_OK(cua_arena_alloc(f.a, 512 * 1024, 0, &b));
-    CHECK_OK(cua_arena_alloc(f.a, 5 * MiB, 0, &big)); /* a 6 MiB segment */
-    CHECK(mapped(f.a) == 8 * MiB);
+    CHECK_OK(cua_arena_alloc(f->a, 1 * MiB, 0, &a));
+    CHECK_OK(cua_arena_alloc(f->a, 512 * 1024, 0, &b));
+    CHECK_OK(cua_arena_alloc(f->a, 5 * MiB, 0, &big)); /* a 6 MiB segment */
+    CHECK(mapped(f->a) == 8 * MiB);
     CHECK_OK(cua_free(a));
     size_t released = 0;
-    CHECK_OK(cua_arena_trim(f.a, 0, &released));
+    CHECK_OK(cua_arena_trim(f->a, 0, &released));
     CHECK(released == 0); /* b still lives in that segment */
     CHECK_OK(cua_free(big));
-    CHECK_OK(cua_arena_trim(f.a, 0, &released));
-    CHECK(released == 6 * MiB && mapped(f.a) == 2 * MiB);
+    CHECK_OK(cua_arena_trim(f->a, 0, &released));
+    CHECK(released == 6 * MiB && mapped(f->a) == 2 * MiB);
     CHECK_OK(cua_free(b));
-    CHECK_OK(cua_arena_trim(f.a, 0, &released));
-    CHECK(released == 2 * MiB && mapped(f.a) == 0);
-    CHECK(backend_calls(f.bk, CUA_CALL_FREE) == 2);
+    CHECK_OK(cua_arena_trim(f->a, 0, &released));
+    CHECK(released == 2 * MiB && mapped(f->a) == 0);
+    CHECK(backend_calls(f->bk, CUA_CALL_FREE) == 2);
     /* A pointer into a segment that went back to the driver. */
     CHECK_ST(cua_free(big), CUA_ERR_INVALID_POINTER);
     /* After the trims the free space merged into one block again: a 7 MiB block fits. */
-    CHECK_OK(cua_arena_alloc(f.a, 7 * MiB, 0, &a));
-    CHECK(mapped(f.a) == 8 * MiB);
-    CHECK_OK(teardown(&f));
+    CHECK_OK(cua_arena_alloc(f->a, 7 * MiB, 0, &a));
+    CHECK(mapped(f->a) == 8 * MiB);
 }
 
 TEST(no_vmm_backend_makes_arenas_fall_back)
 {
-    cua_host_config hc;
-    cua_host_config_init(&hc);
-    hc.capacity = 256 * MiB;
-    hc.no_vmm = 1;
     cua_backend *bk;
-    CHECK_OK(cua_backend_host_create(&hc, &bk));
-    cua_arena_config cfg;
-    cua_arena_config_init(&cfg);
-    cfg.backend = bk;
-    cfg.flags = CUA_ARENA_CHECK_ALWAYS;
-    cua_arena *a;
-    CHECK_OK(cua_arena_create(&cfg, &a));
+    CHECK_OK(test_host_backend_with(256 * MiB, 0, TEST_NO_VMM, &bk));
+    cua_arena *a = test_arena_with(bk, NULL, CUA_ARENA_CHECK_ALWAYS, NULL);
+    CHECK(a);
     void *p;
     CHECK_OK(cua_arena_alloc(a, 3 * MiB, 0, &p));
     CHECK(backend_calls(bk, CUA_CALL_ALLOC) == 1 && backend_calls(bk, CUA_CALL_RESERVE) == 0);
@@ -541,9 +493,8 @@ TEST(no_vmm_backend_makes_arenas_fall_back)
     CHECK(owner == a);
     CHECK_OK(cua_free(p));
     CHECK_OK(cua_arena_destroy(a, 0));
-    cua_backend_stats bs;
-    CHECK_OK(cua_backend_get_stats(bk, &bs));
-    CHECK(bs.handles == 0 && bs.handle_bytes == 0 && bs.free_bytes == 256 * MiB);
+    CHECK(test_backend_stats(bk).free_bytes == 256 * MiB);
+    CHECK(test_backend_clean(bk));
     CHECK_OK(cua_backend_destroy(bk));
 }
 
@@ -554,13 +505,10 @@ TEST(nvtx_implies_whole_segments_and_no_thread_caches)
 {
     cua_backend *bk;
     CHECK_OK(test_host_backend(256 * MiB, 0, &bk));
-    cua_arena_config cfg;
-    cua_arena_config_init(&cfg);
-    cfg.backend = bk;
-    cfg.flags = CUA_ARENA_CHECK_ALWAYS | CUA_ARENA_NVTX;
-    cfg.thread_cache = CUA_THREAD_CACHE_ON; /* asked for, and still off */
-    cua_arena *a;
-    CHECK_OK(cua_arena_create(&cfg, &a));
+    /* thread caches asked for, and still off */
+    cua_arena *a = test_arena_with(bk, NULL, CUA_ARENA_CHECK_ALWAYS | CUA_ARENA_NVTX,
+                                   "thread_cache:on");
+    CHECK(a);
     void *p;
     CHECK_OK(cua_arena_alloc(a, 3 * MiB, 0, &p));
     CHECK(backend_calls(bk, CUA_CALL_ALLOC) == 1 && backend_calls(bk, CUA_CALL_RESERVE) == 0);
@@ -570,10 +518,7 @@ TEST(nvtx_implies_whole_segments_and_no_thread_caches)
         CHECK_OK(cua_arena_alloc(a, 4096, 0, &p));
         CHECK_OK(cua_free(p));
     }
-    cua_stats s;
-    CHECK_OK(cua_arena_get_stats(a, &s));
-    CHECK(s.tcache_allocs == 0);
+    CHECK(test_stats(a).tcache_allocs == 0);
     CHECK_ARENA(a);
-    CHECK_OK(cua_arena_destroy(a, 0));
-    CHECK_OK(cua_backend_destroy(bk));
+    CHECK_OK(test_teardown(a, bk));
 }

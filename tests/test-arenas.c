@@ -5,16 +5,14 @@
  */
 #include "test.h"
 
+#include <stdarg.h>
 #include <time.h>
 
 
 static cua_backend *make_backend(void)
 {
-    cua_host_config hc;
-    cua_host_config_init(&hc);
-    hc.capacity = 256 * MiB;
     cua_backend *bk = NULL;
-    return cua_backend_host_create(&hc, &bk) == CUA_OK ? bk : NULL;
+    return test_host_backend(256 * MiB, 0, &bk) == CUA_OK ? bk : NULL;
 }
 
 static cua_arena *make_cfg(cua_backend *bk, const char *name, int device, size_t floor,
@@ -23,6 +21,22 @@ static cua_arena *make_cfg(cua_backend *bk, const char *name, int device, size_t
 static cua_arena *make(cua_backend *bk, const char *name, int device)
 {
     return make_cfg(bk, name, device, 0, 0, 0);
+}
+
+/* Destroy the arenas of the list (ending with NULL) with `flags`, then
+ * backend bk: the first failure's status. */
+static cua_status destroy_all(cua_backend *bk, unsigned flags, ...)
+{
+    va_list ap;
+    va_start(ap, flags);
+    cua_status first = CUA_OK;
+    for (cua_arena *a = va_arg(ap, cua_arena *); a; a = va_arg(ap, cua_arena *)) {
+        cua_status st = cua_arena_destroy(a, flags);
+        if (first == CUA_OK) first = st;
+    }
+    va_end(ap);
+    cua_status st = cua_backend_destroy(bk);
+    return first != CUA_OK ? first : st;
 }
 
 /* Is a in the list of device d? */
@@ -58,9 +72,7 @@ TEST(list_in_creation_order_per_device)
     CHECK_ST(cua_arena_list(3, NULL, 2, &n), CUA_ERR_INVALID_ARG);
     CHECK_ST(cua_arena_list(-2, v, 2, &n), CUA_ERR_INVALID_ARG);
     CHECK_ST(cua_arena_list(3, v, 2, NULL), CUA_ERR_INVALID_ARG);
-    CHECK_OK(cua_arena_destroy(te, 0));
-    CHECK_OK(cua_arena_destroy(vae, 0));
-    CHECK_OK(cua_backend_destroy(bk));
+    CHECK_OK(destroy_all(bk, 0, te, vae, (cua_arena *)NULL));
 }
 
 TEST(find_by_name)
@@ -83,8 +95,7 @@ TEST(find_by_name)
     CHECK(got == kv6);
     CHECK_ST(cua_arena_find(5, NULL, &got), CUA_ERR_INVALID_ARG);
     CHECK_ST(cua_arena_find(5, "kv_cache", NULL), CUA_ERR_INVALID_ARG);
-    CHECK_OK(cua_arena_destroy(kv6, 0));
-    CHECK_OK(cua_backend_destroy(bk));
+    CHECK_OK(destroy_all(bk, 0, kv6, (cua_arena *)NULL));
 }
 
 /* The number after "key": in a JSON text, or -1. */
@@ -133,10 +144,7 @@ TEST(device_report_names_arenas_and_the_unaccounted_bytes)
     CHECK(json_num(buf, "driver_total_bytes") == 0 && strstr(buf, "\"arenas\":[]"));
     CHECK_ST(cua_device_report_json(-1, buf, sizeof buf, &len), CUA_ERR_INVALID_ARG);
     CHECK_ST(cua_device_report_json(7, NULL, 8, &len), CUA_ERR_INVALID_ARG);
-    CHECK_OK(cua_arena_destroy(enc, CUA_DESTROY_FORCE));
-    CHECK_OK(cua_arena_destroy(unet, CUA_DESTROY_FORCE));
-    CHECK_OK(cua_arena_destroy(other, CUA_DESTROY_FORCE));
-    CHECK_OK(cua_backend_destroy(bk));
+    CHECK_OK(destroy_all(bk, CUA_DESTROY_FORCE, enc, unet, other, (cua_arena *)NULL));
 }
 
 /* The value of the sample that starts with `head` (name and labels) in a
@@ -252,9 +260,7 @@ TEST(headroom_counts_driver_free_and_what_trim_returns)
     CHECK_OK(cua_headroom(12, &h0));
     CHECK(h0 == 0); /* no arena on device 12 */
     CHECK_ST(cua_headroom(11, NULL), CUA_ERR_INVALID_ARG);
-    CHECK_OK(cua_arena_destroy(a, CUA_DESTROY_FORCE));
-    CHECK_OK(cua_arena_destroy(b, CUA_DESTROY_FORCE));
-    CHECK_OK(cua_backend_destroy(bk));
+    CHECK_OK(destroy_all(bk, CUA_DESTROY_FORCE, a, b, (cua_arena *)NULL));
 }
 
 /* ---- events ---------------------------------------------------------------------- */
@@ -329,8 +335,7 @@ TEST(events_reach_the_callback_outside_the_lock)
     int n = s.n;
     cua_arena *b = make(bk, "quiet", 13);
     CHECK(b && s.n == n); /* no callback: nothing */
-    CHECK_OK(cua_arena_destroy(b, 0));
-    CHECK_OK(cua_backend_destroy(bk));
+    CHECK_OK(destroy_all(bk, 0, b, (cua_arena *)NULL));
 }
 
 /* ---- floor, idle trim, janitor ------------------------------------------------------ */
@@ -342,18 +347,10 @@ static size_t chunk_large = 0;
 static cua_arena *make_cfg(cua_backend *bk, const char *name, int device, size_t floor,
                            unsigned idle_ms, int priority)
 {
-    cua_arena_config cfg;
-    cua_arena_config_init(&cfg);
-    cfg.chunk_large = chunk_large;
-    cfg.name = name;
-    cfg.backend = bk;
-    cfg.device = device;
-    cfg.floor = floor;
-    cfg.idle_ms = idle_ms;
-    cfg.priority = priority;
-    cfg.flags = CUA_ARENA_CHECK_ALWAYS;
-    cua_arena *a = NULL;
-    return cua_arena_create(&cfg, &a) == CUA_OK ? a : NULL;
+    char conf[160];
+    snprintf(conf, sizeof conf, "device:%d,floor:%zu,idle_ms:%u,priority:%d,chunk_large:%s",
+             device, floor, idle_ms, priority, chunk_large == CUA_CHUNK_LARGE_NONE ? "none" : "0");
+    return test_arena_with(bk, name, CUA_ARENA_CHECK_ALWAYS, conf);
 }
 
 static uint64_t mapped_of(cua_arena *a)
@@ -397,16 +394,10 @@ TEST(floor_stays_through_trims_but_not_for_an_allocation)
     CHECK_OK(cua_arena_set_floor(a, 0));
     CHECK_OK(cua_arena_trim(a, 0, NULL));
     CHECK(mapped_of(a) == 0);
-    cua_arena_config cfg;
-    cua_arena_config_init(&cfg);
-    cfg.backend = bk;
-    cfg.limit = 4 * MiB;
-    cfg.floor = 8 * MiB;
-    cua_arena *bad = NULL;
-    CHECK_ST(cua_arena_create(&cfg, &bad), CUA_ERR_INVALID_ARG);
-    CHECK(bad == NULL);
-    CHECK_OK(cua_arena_destroy(a, 0));
-    CHECK_OK(cua_backend_destroy(bk));
+    /* create refuses a floor above the limit */
+    CHECK(!test_arena_with(bk, NULL, 0, "limit:4M,floor:8M"));
+    CHECK(strstr(cua_last_error(), "floor 8388608 is above the limit 4194304") != NULL);
+    CHECK_OK(destroy_all(bk, 0, a, (cua_arena *)NULL));
 }
 
 static void sleep_ms(unsigned ms)
@@ -469,8 +460,7 @@ TEST(janitor_trims_idle_arenas_and_stops)
     CHECK_OK(cua_janitor_stop());
     CHECK_OK(cua_janitor_stop()); /* twice is fine */
     CHECK(m == 0);
-    CHECK_OK(cua_arena_destroy(a, 0));
-    CHECK_OK(cua_backend_destroy(bk));
+    CHECK_OK(destroy_all(bk, 0, a, (cua_arena *)NULL));
 }
 
 /* ---- out of memory: other arenas, eviction callbacks, the verdict ---------------------- */
@@ -505,10 +495,7 @@ TEST(pressure_takes_only_what_is_missing_lowest_priority_first)
     CHECK(mapped_of(low) == 0 && mapped_of(high) == 36 * MiB);
     CHECK_OK(cua_free(p));
     CHECK_OK(cua_free(q));
-    CHECK_OK(cua_arena_destroy(low, 0));
-    CHECK_OK(cua_arena_destroy(high, 0));
-    CHECK_OK(cua_arena_destroy(want, 0));
-    CHECK_OK(cua_backend_destroy(bk));
+    CHECK_OK(destroy_all(bk, 0, low, high, want, (cua_arena *)NULL));
 }
 
 /* Blocks another arena freed while a second stream still used them
@@ -517,12 +504,8 @@ TEST(pressure_takes_only_what_is_missing_lowest_priority_first)
  * that failed with them held). */
 TEST(pressure_waits_for_blocks_other_streams_still_use)
 {
-    cua_host_config hc;
-    cua_host_config_init(&hc);
-    hc.capacity = 256 * MiB;
-    hc.manual_events = 1; /* stream 6's work stays in flight until waited for */
-    cua_backend *bk = NULL;
-    CHECK_OK(cua_backend_host_create(&hc, &bk));
+    cua_backend *bk = NULL; /* stream 6's work stays in flight until waited for */
+    CHECK_OK(test_host_backend_with(256 * MiB, 0, TEST_MANUAL_EVENTS, &bk));
     cua_arena *user = make_cfg(bk, "user", 18, 0, 0, 0), *want = make_cfg(bk, "wants", 18, 0, 0, 0);
     CHECK(user && want);
     void *p, *q;
@@ -537,9 +520,7 @@ TEST(pressure_waits_for_blocks_other_streams_still_use)
     CHECK_OK(cua_arena_get_stats(user, &st));
     CHECK(st.pending_bytes == 0 && st.mapped_bytes <= 56 * MiB);
     CHECK_OK(cua_free(q));
-    CHECK_OK(cua_arena_destroy(user, 0));
-    CHECK_OK(cua_arena_destroy(want, 0));
-    CHECK_OK(cua_backend_destroy(bk));
+    CHECK_OK(destroy_all(bk, 0, user, want, (cua_arena *)NULL));
 }
 
 typedef struct evict_ctx {
@@ -598,10 +579,8 @@ TEST(eviction_callbacks_run_in_priority_order_until_enough_is_free)
     CHECK_OK(cua_remove_evict_callback(evict_some, &e));
     CHECK_OK(cua_remove_evict_callback(evict_nothing, &nothing_calls));
     CHECK_ST(cua_remove_evict_callback(evict_some, &e), CUA_ERR_NOT_FOUND);
-    CHECK_OK(cua_arena_destroy(floored, 0));
     CHECK_OK(cua_arena_destroy(victim, CUA_DESTROY_FORCE));
-    CHECK_OK(cua_arena_destroy(want, 0));
-    CHECK_OK(cua_backend_destroy(bk));
+    CHECK_OK(destroy_all(bk, 0, floored, want, (cua_arena *)NULL));
 }
 
 TEST(out_of_memory_says_fragmentation_or_exhaustion)
@@ -625,8 +604,7 @@ TEST(out_of_memory_says_fragmentation_or_exhaustion)
     CHECK_OK(cua_arena_check(a));
     CHECK_OK(cua_arena_check(b));
     CHECK_OK(cua_arena_destroy(a, CUA_DESTROY_FORCE));
-    CHECK_OK(cua_arena_destroy(b, 0));
-    CHECK_OK(cua_backend_destroy(bk));
+    CHECK_OK(destroy_all(bk, 0, b, (cua_arena *)NULL));
 }
 
 TEST(device_peak_counts_every_arena_of_the_device_at_once)
@@ -659,8 +637,7 @@ TEST(device_peak_counts_every_arena_of_the_device_at_once)
     CHECK(now == 0 && peak == 32 * MiB);
     CHECK_ST(cua_device_peak(64, &peak, &now), CUA_ERR_INVALID_ARG);
     CHECK_ST(cua_device_peak(20, NULL, NULL), CUA_ERR_INVALID_ARG);
-    CHECK_OK(cua_arena_destroy(other, CUA_DESTROY_FORCE));
-    CHECK_OK(cua_backend_destroy(bk));
+    CHECK_OK(destroy_all(bk, CUA_DESTROY_FORCE, other, (cua_arena *)NULL));
 }
 
 static uint64_t calls_of(cua_backend *bk, cua_call k)

@@ -11,17 +11,14 @@
 #include "test.h"
 
 #include <pthread.h>
+#include <stdarg.h>
 
 
 static cua_backend *host_make(size_t capacity, size_t granularity, int manual_events)
 {
-    cua_host_config hc;
-    cua_host_config_init(&hc);
-    hc.capacity = capacity;
-    hc.granularity = granularity;
-    hc.manual_events = manual_events;
     cua_backend *b = NULL;
-    return _cua_backend_host_create(&hc, &b) == CUA_OK ? b : NULL;
+    unsigned opts = manual_events ? TEST_MANUAL_EVENTS : 0;
+    return test_host_backend_with(capacity, granularity, opts, &b) == CUA_OK ? b : NULL;
 }
 
 /* The permissions /proc/self/maps shows at addr ("rw-s", "---p"); "" if none. */
@@ -77,6 +74,34 @@ static int all_zero(cua_backend *b)
            live(b, "host_bytes") == 0 && live(b, "streams") == 0;
 }
 
+/* Release the unmapped handles of the list (handle, size in bytes, ...,
+ * ending with a handle 0): the first failure's status. */
+static cua_status release_handles(cua_backend *b, ...)
+{
+    va_list ap;
+    va_start(ap, b);
+    cua_status first = CUA_OK;
+    for (cua_handle h = va_arg(ap, cua_handle); h; h = va_arg(ap, cua_handle)) {
+        cua_status st = _cua_bk_release(b, NULL, h, va_arg(ap, size_t));
+        if (first == CUA_OK) first = st;
+    }
+    va_end(ap);
+    return first;
+}
+
+/* Nothing may be left in backend b, which is destroyed. */
+static cua_status emptied(cua_backend *b)
+{
+    if (!all_zero(b)) {
+        _cua_backend_destroy(b);
+        return _cua_error(CUA_ERR_BUSY, "something is left in the backend");
+    }
+    return _cua_backend_destroy(b);
+}
+
+/* A test on a host backend `b` of 64 MiB in 2 MiB pages, empty at the end. */
+#define BK_TEST(name) TEST_WITH(name, cua_backend *, b, host_make(64 * MiB, 2 * MiB, 0), emptied)
+
 /* ---- configuration --------------------------------------------------------------- */
 
 TEST(host_config)
@@ -109,10 +134,8 @@ TEST(host_config)
 
 /* ---- address space ------------------------------------------------------------------ */
 
-TEST(reserve_aligned)
+BK_TEST(reserve_aligned)
 {
-    cua_backend *b = host_make(64 * MiB, 2 * MiB, 0);
-    CHECK(b);
     uintptr_t a1 = 0, a2 = 0, a3 = 0;
     CHECK_OK(_cua_bk_reserve(b, NULL, 4 * MiB, GiB, &a1));
     CHECK(a1 && a1 % GiB == 0);
@@ -139,8 +162,6 @@ TEST(reserve_aligned)
     CHECK_ST(_cua_bk_unreserve(b, NULL, a1, 4 * MiB), CUA_ERR_BACKEND);
     CHECK_OK(_cua_bk_unreserve(b, NULL, a2, 2 * MiB));
     CHECK_OK(_cua_bk_unreserve(b, NULL, a3, 6 * MiB));
-    CHECK(all_zero(b));
-    CHECK_OK(_cua_backend_destroy(b));
 }
 
 /* ---- simulated devices and peers ---------------------------------------------------- */
@@ -243,10 +264,8 @@ TEST(peer_access_is_simulated_per_mapping)
 
 /* ---- map, access, data ---------------------------------------------------------------- */
 
-TEST(map_then_set_access)
+BK_TEST(map_then_set_access)
 {
-    cua_backend *b = host_make(64 * MiB, 2 * MiB, 0);
-    CHECK(b);
     uintptr_t base;
     cua_handle h;
     CHECK_OK(_cua_bk_reserve(b, NULL, 16 * MiB, 2 * MiB, &base));
@@ -267,14 +286,10 @@ TEST(map_then_set_access)
     CHECK(strcmp(perms_at(base, p), "---p") == 0); /* the reservation is back */
     CHECK_OK(_cua_bk_release(b, NULL, h, 4 * MiB));
     CHECK_OK(_cua_bk_unreserve(b, NULL, base, 16 * MiB));
-    CHECK(all_zero(b));
-    CHECK_OK(_cua_backend_destroy(b));
 }
 
-TEST(map_rules)
+BK_TEST(map_rules)
 {
-    cua_backend *b = host_make(64 * MiB, 2 * MiB, 0);
-    CHECK(b);
     uintptr_t base, other;
     cua_handle h, h2;
     CHECK_OK(_cua_bk_reserve(b, NULL, 8 * MiB, 2 * MiB, &base));
@@ -298,18 +313,13 @@ TEST(map_rules)
     CHECK_OK(_cua_bk_map(b, NULL, base, 2 * MiB, h2));                   /* adjacent: fine */
     CHECK_ST(_cua_bk_map(b, NULL, base + 6 * MiB, 2 * MiB, h2), CUA_ERR_BACKEND); /* twice */
     CHECK_OK(_cua_bk_unmap(b, NULL, base, 6 * MiB, 2));
-    CHECK_OK(_cua_bk_release(b, NULL, h, 4 * MiB));
-    CHECK_OK(_cua_bk_release(b, NULL, h2, 2 * MiB));
+    CHECK_OK(release_handles(b, h, 4 * MiB, h2, 2 * MiB, (cua_handle)0));
     CHECK_OK(_cua_bk_unreserve(b, NULL, base, 8 * MiB));
     CHECK_OK(_cua_bk_unreserve(b, NULL, other, 8 * MiB));
-    CHECK(all_zero(b));
-    CHECK_OK(_cua_backend_destroy(b));
 }
 
-TEST(unmap_whole_mappings_in_batches)
+BK_TEST(unmap_whole_mappings_in_batches)
 {
-    cua_backend *b = host_make(64 * MiB, 2 * MiB, 0);
-    CHECK(b);
     uintptr_t base;
     cua_handle h1, h2, h3;
     CHECK_OK(_cua_bk_reserve(b, NULL, 32 * MiB, 2 * MiB, &base));
@@ -342,18 +352,12 @@ TEST(unmap_whole_mappings_in_batches)
     CHECK_OK(_cua_bk_map(b, NULL, base + 2 * MiB, 4 * MiB, h1));
     CHECK_OK(_cua_bk_unmap(b, NULL, base + 2 * MiB, 4 * MiB, 1));
     CHECK_OK(_cua_bk_unmap(b, NULL, base + 10 * MiB, 2 * MiB, 1));
-    CHECK_OK(_cua_bk_release(b, NULL, h1, 4 * MiB));
-    CHECK_OK(_cua_bk_release(b, NULL, h2, 2 * MiB));
-    CHECK_OK(_cua_bk_release(b, NULL, h3, 2 * MiB));
+    CHECK_OK(release_handles(b, h1, 4 * MiB, h2, 2 * MiB, h3, 2 * MiB, (cua_handle)0));
     CHECK_OK(_cua_bk_unreserve(b, NULL, base, 32 * MiB));
-    CHECK(all_zero(b));
-    CHECK_OK(_cua_backend_destroy(b));
 }
 
-TEST(release_and_unreserve_rules)
+BK_TEST(release_and_unreserve_rules)
 {
-    cua_backend *b = host_make(64 * MiB, 2 * MiB, 0);
-    CHECK(b);
     uintptr_t base;
     cua_handle h;
     CHECK_OK(_cua_bk_reserve(b, NULL, 8 * MiB, 2 * MiB, &base));
@@ -376,15 +380,11 @@ TEST(release_and_unreserve_rules)
     CHECK_ST(_cua_bk_map(b, NULL, base, 2 * MiB, h), CUA_ERR_BACKEND);
     CHECK_OK(_cua_bk_release(b, NULL, h2, 2 * MiB));
     CHECK_OK(_cua_bk_unreserve(b, NULL, base, 8 * MiB));
-    CHECK(all_zero(b));
-    CHECK_OK(_cua_backend_destroy(b));
 }
 
 /* A handle is the memory: mapped elsewhere, it shows the same bytes. */
-TEST(contents_follow_the_handle)
+BK_TEST(contents_follow_the_handle)
 {
-    cua_backend *b = host_make(64 * MiB, 2 * MiB, 0);
-    CHECK(b);
     uintptr_t r1, r2;
     cua_handle h;
     CHECK_OK(_cua_bk_reserve(b, NULL, 8 * MiB, 2 * MiB, &r1));
@@ -403,7 +403,6 @@ TEST(contents_follow_the_handle)
     CHECK_OK(_cua_bk_release(b, NULL, h, 4 * MiB));
     CHECK_OK(_cua_bk_unreserve(b, NULL, r1, 8 * MiB));
     CHECK_OK(_cua_bk_unreserve(b, NULL, r2, 8 * MiB));
-    CHECK_OK(_cua_backend_destroy(b));
 }
 
 /* ---- capacity ---------------------------------------------------------------------------- */
@@ -558,25 +557,20 @@ TEST(events_manual)
     CHECK_OK(_cua_backend_destroy(b));
 }
 
-TEST(events_auto)
+BK_TEST(events_auto)
 {
-    cua_backend *b = host_make(64 * MiB, 2 * MiB, 0);
-    CHECK(b);
     cua_event e;
     CHECK_OK(_cua_bk_event_create(b, NULL, &e));
     CHECK_OK(_cua_bk_event_record(b, NULL, e, 3));
     CHECK_OK(_cua_bk_event_query(b, NULL, e));
     CHECK_OK(_cua_bk_event_sync(b, NULL, e));
     CHECK_OK(_cua_bk_event_destroy(b, NULL, e));
-    CHECK_OK(_cua_backend_destroy(b));
 }
 
 /* ---- counters and destroy ---------------------------------------------------------------- */
 
-TEST(counters_and_destroy)
+BK_TEST(counters_and_destroy)
 {
-    cua_backend *b = host_make(64 * MiB, 2 * MiB, 0);
-    CHECK(b);
     cua_callstats cs;
     memset(&cs, 0, sizeof cs);
     uintptr_t base;
@@ -639,8 +633,6 @@ TEST(counters_and_destroy)
     CHECK(atomic_load(&b->failures) == 1); /* the refused copy */
     CHECK_ST(_cua_bk_unreserve(b, &cs, base, 8 * MiB), CUA_ERR_BACKEND);
     CHECK(atomic_load(&b->failures) == 2 && cs.calls[CUA_CALL_UNRESERVE] == 2);
-    CHECK(all_zero(b));
-    CHECK_OK(_cua_backend_destroy(b));
 }
 
 /* Arenas on several threads share one backend (small pages: many calls, little memory). */
@@ -680,17 +672,12 @@ TEST(threads_share_a_backend)
     cua_backend *b = host_make(64 * MiB, 64 * KiB, 0);
     CHECK(b);
     enum { N = 4 };
-    pthread_t t[N];
     struct worker w[N];
-    for (int i = 0; i < N; i++) {
-        w[i] = (struct worker){b, i, 0};
-        CHECK(pthread_create(&t[i], NULL, worker_main, &w[i]) == 0);
-    }
-    for (int i = 0; i < N; i++) pthread_join(t[i], NULL);
+    for (int i = 0; i < N; i++) w[i] = (struct worker){b, i, 0};
+    CHECK(test_threads(N, worker_main, w, sizeof w[0]));
     for (int i = 0; i < N; i++) CHECK(w[i].ok);
     CHECK(atomic_load(&b->calls[CUA_CALL_MAP]) == N * 500);
-    CHECK(all_zero(b));
-    CHECK_OK(_cua_backend_destroy(b));
+    CHECK_OK(emptied(b));
 }
 
 /* ---- the fault backend ---------------------------------------------------------------------- */

@@ -76,6 +76,20 @@ static int refused(const char *text, const char *mention)
     return ok;
 }
 
+/* A text to refuse, and what the message must name. */
+typedef struct refusal {
+    const char *text, *mention;
+} refusal;
+
+/* Each row of the table is refused (refused() says what went wrong). */
+static int all_refused(const refusal *rows, size_t n)
+{
+    int ok = 1;
+    for (size_t i = 0; i < n; i++) ok &= refused(rows[i].text, rows[i].mention);
+    return ok;
+}
+#define ALL_REFUSED(rows) all_refused(rows, sizeof rows / sizeof rows[0])
+
 TEST(defaults)
 {
     cua_arena_config cfg;
@@ -135,10 +149,6 @@ TEST(every_key)
     CHECK(cfg.floor == (size_t)1 << 30 && cfg.priority == 5 && cfg.idle_ms == 2000);
     CHECK_OK(cua_config_parse("idle_ms:4294967295", &cfg));
     CHECK(cfg.idle_ms == 4294967295u);
-    CHECK(refused("idle_ms:4294967296", "too large"));
-    CHECK(refused("idle_ms:-1", "idle_ms"));
-    CHECK(refused("priority:x", "priority"));
-    CHECK(refused("floor:all", "floor"));
 }
 
 TEST(parse_keeps_other_fields)
@@ -199,10 +209,6 @@ TEST(all_and_none)
     CHECK_OK(cua_config_parse("release_threshold:ALL", &cfg));
     CHECK(cfg.release_threshold == CUA_KEEP_ALL);
     /* the words belong to limit and release_threshold only */
-    CHECK(refused("va_size:all", "va_size"));
-    CHECK(refused("chunk_max:none", "chunk_max"));
-    CHECK(refused("growth_slack:all", "growth_slack"));
-    CHECK(refused("device:none", "device"));
 }
 
 TEST(separators_and_whitespace)
@@ -227,23 +233,6 @@ TEST(separators_and_whitespace)
     CHECK(cfg.limit == (size_t)1 << 20);
 }
 
-TEST(unknown_key)
-{
-    CHECK(refused("foo:1", "'foo'"));
-    CHECK(refused("foo:1", "known: device, limit, release_threshold"));
-    CHECK(refused("limit:8G, foo:1", "offset 10"));
-    CHECK(refused("Limit:8G", "'Limit'"));
-    CHECK(refused("lim:8G", "'lim'"));
-    CHECK(refused("limit_:8G", "'limit_'"));
-    CHECK(refused("limit 8G", "'limit 8G'")); /* no separator: the whole item is the key */
-    CHECK(refused(":5", "missing key"));
-    CHECK(refused("=5", "offset 0"));
-    /* a good item before the bad one is not applied either */
-    CHECK(refused("limit:8G,device:1,foo:1", "foo"));
-    /* the list of known keys names every key */
-    CHECK(refused("x:1", "growth_slack, floor, priority, idle_ms, backend, thread_cache, thread_cache_bytes, thread_cache_max, check, footprint_cap, mapped_placement, evict_fragments, poison, scrub, nvtx, vmm, peers"));
-}
-
 /* peers: device ordinals 0..63 joined by '+', or none. */
 TEST(peers_list)
 {
@@ -258,67 +247,91 @@ TEST(peers_list)
     CHECK(cfg.peers == CUA_PEER(5));
     CHECK_OK(cua_config_parse("peers:NONE", &cfg));
     CHECK(cfg.peers == 0);
-    CHECK(refused("peers:64", "peers"));
-    CHECK(refused("peers:1+", "'1+'"));
-    CHECK(refused("peers:+1", "ordinals"));
-    CHECK(refused("peers:1+x", "ordinals"));
-    CHECK(refused("peers:-1", "peers"));
-    CHECK(refused("peers:1,2", "'2'")); /* a comma ends the item */
 }
 
-TEST(missing_value)
+/* Texts refused with CUA_ERR_CONFIG, the config left as it was, the message
+ * naming what is wrong. */
+TEST(refusals)
 {
-    CHECK(refused("limit", "'limit'"));
-    CHECK(refused("limit:", "'limit'"));
-    CHECK(refused("limit=  ", "'limit'"));
-    CHECK(refused("device:1,check", "'check'"));
-    CHECK(refused("device:1,check:", "offset 9"));
-    CHECK(refused("footprint_cap:,limit:1G", "missing value"));
-}
-
-TEST(bad_numbers)
-{
-    CHECK(refused("limit:x", "'limit'"));
-    CHECK(refused("limit:1.5G", "'limit'"));
-    CHECK(refused("limit:1.5G", "whole number"));
-    CHECK(refused("limit:-1", "'limit'"));
-    CHECK(refused("limit:+1", "'limit'"));
-    CHECK(refused("limit:0x10", "'limit'"));
-    CHECK(refused("limit:G", "'limit'"));
-    CHECK(refused("limit:1iB", "'limit'"));
-    CHECK(refused("limit:1P", "'limit'"));
-    CHECK(refused("release_threshold:nothing", "'release_threshold'"));
-    CHECK(refused("device:x", "'device'"));
-    CHECK(refused("device:-1", "'device'"));
-    CHECK(refused("device:1G", "'device'"));
-    CHECK(refused("device:2147483648", "'device'"));
-    CHECK(refused("check:2", "'check'"));
-    CHECK(refused("check:yes", "'check'"));
-    CHECK(refused("check:01", "'check'"));
-    CHECK(refused("footprint_cap:true", "'footprint_cap'"));
-}
-
-TEST(trailing_junk)
-{
-    CHECK(refused("limit:8Gx", "'limit'"));
-    CHECK(refused("limit:8GiBB", "'limit'"));
-    CHECK(refused("limit:8 G", "'limit'"));
-    CHECK(refused("limit:8G:9", "'limit'"));
-    CHECK(refused("va_size:1T;chunk_max:2M", "'va_size'"));
-    CHECK(refused("device:1x", "'device'"));
-    CHECK(refused("check:1 1", "'check'"));
-    CHECK(refused("chunk_max:2M=3", "offset 10"));
-}
-
-TEST(overflow)
-{
-    CHECK(refused("limit:99999999999T", "'limit'"));
-    CHECK(refused("limit:99999999999T", "too large"));
-    CHECK(refused("limit:16777216T", "too large")); /* 2^64 */
-    CHECK(refused("limit:18446744073709551616", "too large"));
-    CHECK(refused("va_size:99999999999999999999999999", "'va_size'"));
-    CHECK(refused("growth_slack:17179869184G", "'growth_slack'"));
-    CHECK(refused("device:99999999999999999999", "'device'"));
+    static const refusal rows[] = {
+        /* values out of range or of the wrong kind */
+        {"idle_ms:4294967296", "too large"},
+        {"idle_ms:-1", "idle_ms"},
+        {"priority:x", "priority"},
+        {"floor:all", "floor"},
+        /* all and none belong to limit and release_threshold only */
+        {"va_size:all", "va_size"},
+        {"chunk_max:none", "chunk_max"},
+        {"growth_slack:all", "growth_slack"},
+        {"device:none", "device"},
+        /* unknown keys */
+        {"foo:1", "'foo'"},
+        {"foo:1", "known: device, limit, release_threshold"},
+        {"limit:8G, foo:1", "offset 10"},
+        {"Limit:8G", "'Limit'"},
+        {"lim:8G", "'lim'"},
+        {"limit_:8G", "'limit_'"},
+        {"limit 8G", "'limit 8G'"}, /* no separator: the whole item is the key */
+        {":5", "missing key"},
+        {"=5", "offset 0"},
+        /* a good item before the bad one is not applied either */
+        {"limit:8G,device:1,foo:1", "foo"},
+        /* the list of known keys names every key */
+        {"x:1", "growth_slack, floor, priority, idle_ms, backend, thread_cache, "
+                "thread_cache_bytes, thread_cache_max, check, footprint_cap, mapped_placement, "
+                "evict_fragments, poison, scrub, nvtx, vmm, peers"},
+        /* peers: ordinals 0..63 joined by '+' */
+        {"peers:64", "peers"},
+        {"peers:1+", "'1+'"},
+        {"peers:+1", "ordinals"},
+        {"peers:1+x", "ordinals"},
+        {"peers:-1", "peers"},
+        {"peers:1,2", "'2'"}, /* a comma ends the item */
+        /* missing values */
+        {"limit", "'limit'"},
+        {"limit:", "'limit'"},
+        {"limit=  ", "'limit'"},
+        {"device:1,check", "'check'"},
+        {"device:1,check:", "offset 9"},
+        {"footprint_cap:,limit:1G", "missing value"},
+        /* bad numbers */
+        {"limit:x", "'limit'"},
+        {"limit:1.5G", "'limit'"},
+        {"limit:1.5G", "whole number"},
+        {"limit:-1", "'limit'"},
+        {"limit:+1", "'limit'"},
+        {"limit:0x10", "'limit'"},
+        {"limit:G", "'limit'"},
+        {"limit:1iB", "'limit'"},
+        {"limit:1P", "'limit'"},
+        {"release_threshold:nothing", "'release_threshold'"},
+        {"device:x", "'device'"},
+        {"device:-1", "'device'"},
+        {"device:1G", "'device'"},
+        {"device:2147483648", "'device'"},
+        {"check:2", "'check'"},
+        {"check:yes", "'check'"},
+        {"check:01", "'check'"},
+        {"footprint_cap:true", "'footprint_cap'"},
+        /* trailing junk */
+        {"limit:8Gx", "'limit'"},
+        {"limit:8GiBB", "'limit'"},
+        {"limit:8 G", "'limit'"},
+        {"limit:8G:9", "'limit'"},
+        {"va_size:1T;chunk_max:2M", "'va_size'"},
+        {"device:1x", "'device'"},
+        {"check:1 1", "'check'"},
+        {"chunk_max:2M=3", "offset 10"},
+        /* overflow */
+        {"limit:99999999999T", "'limit'"},
+        {"limit:99999999999T", "too large"},
+        {"limit:16777216T", "too large"}, /* 2^64 */
+        {"limit:18446744073709551616", "too large"},
+        {"va_size:99999999999999999999999999", "'va_size'"},
+        {"growth_slack:17179869184G", "'growth_slack'"},
+        {"device:99999999999999999999", "'device'"},
+    };
+    CHECK(ALL_REFUSED(rows));
 }
 
 TEST(null_arguments)

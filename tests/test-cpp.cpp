@@ -8,24 +8,13 @@
  */
 #include "cuarena.hpp"
 #include "cuarena_backend.h"
+#include "test.hpp"
 
 #include <cstdio>
 #include <cstring>
 #include <map>
 #include <utility>
 #include <vector>
-
-static int failed_checks;
-
-#define CHECK(cond)                                                                    \
-    do {                                                                               \
-        if (!(cond)) {                                                                 \
-            std::fprintf(stderr, "%s:%d: CHECK failed: %s\n  last error: %s\n",       \
-                         __FILE__, __LINE__, #cond, cuarena::last_error());            \
-            failed_checks++;                                                           \
-            return;                                                                    \
-        }                                                                              \
-    } while (0)
 
 static const std::size_t MiB = std::size_t(1) << 20;
 
@@ -224,27 +213,11 @@ static void allocator_in_containers()
 
 int main()
 {
-    struct {
-        const char *name;
-        void (*fn)();
-    } cases[] = {
+    static const test_case cases[] = {
         {"arena_lifetime", arena_lifetime},
         {"allocation_lifetime", allocation_lifetime},
         {"current_arena", current_arena},
         {"allocator_in_containers", allocator_in_containers},
     };
-    int passed = 0, failed = 0;
-    for (auto &c : cases) {
-        int before = failed_checks;
-        c.fn();
-        if (failed_checks != before) {
-            failed++;
-            std::fprintf(stderr, "FAIL %s\n", c.name);
-        } else {
-            passed++;
-            std::printf("ok   %s\n", c.name);
-        }
-    }
-    std::printf("%d passed, %d failed\n", passed, failed);
-    return failed ? 1 : 0;
+    return run_cases(cases);
 }

@@ -40,18 +40,19 @@ static cua_backend *make_device(int d, int no_vmm)
     return cua_backend_host_create(&hc, &bk) == CUA_OK ? bk : NULL;
 }
 
+/* An arena of device `device` on bk, accessible to the devices of `peers`,
+ * checked after every call, without thread caches. */
 static cua_arena *make_arena(cua_backend *bk, const char *name, int device, uint64_t peers)
 {
     cua_arena_config cfg;
-    cua_arena_config_init(&cfg);
+    test_config(&cfg);
     cfg.name = name;
     cfg.backend = bk;
     cfg.device = device;
     cfg.peers = peers;
     cfg.flags |= CUA_ARENA_CHECK_ALWAYS;
     cfg.thread_cache = CUA_THREAD_CACHE_OFF;
-    cua_arena *a = NULL;
-    return cua_arena_create(&cfg, &a) == CUA_OK ? a : NULL;
+    return test_create(&cfg);
 }
 
 static long long json_num(const char *text, const char *key)
@@ -119,6 +120,29 @@ static bool backend_empty(cua_backend *bk)
     if (cua_backend_get_stats(bk, &s) != CUA_OK) return false;
     return s.reservations == 0 && s.handles == 0 && s.mappings == 0;
 }
+
+/* An arena named `name` on device d, a simulated device of its own (of
+ * whole segments when no_vmm), accessible to the devices of `peers`. */
+static cua_arena *on_device(int d, const char *name, int no_vmm, uint64_t peers)
+{
+    cua_backend *bk = make_device(d, no_vmm);
+    cua_arena *a = bk ? make_arena(bk, name, d, peers) : NULL;
+    if (bk && !a) cua_backend_destroy(bk);
+    return a;
+}
+
+/* Destroy arena a (nothing may be live in it) and its device, which must be empty. */
+static cua_status device_done(cua_arena *a)
+{
+    cua_backend *bk = a->bk;
+    cua_status st = cua_arena_destroy(a, 0);
+    if (st == CUA_OK && !backend_empty(bk)) st = CUA_ERR_BUSY;
+    return st == CUA_OK ? cua_backend_destroy(bk) : st;
+}
+
+/* A test on an arena `a` of on_device(...), with its device destroyed after. */
+#define DEVICE_TEST(name, d, arena, no_vmm, peers)                                         \
+    TEST_ON(name, on_device(d, arena, no_vmm, peers), device_done)
 
 /* ---- per-device figures ------------------------------------------------------------- */
 
@@ -380,12 +404,8 @@ TEST(peers_granted_at_creation_and_later)
     CHECK_OK(cua_backend_destroy(b0));
 }
 
-TEST(peers_regranted_after_trim_and_regrow)
+DEVICE_TEST(peers_regranted_after_trim_and_regrow, 1, "regrow1", 0, 0)
 {
-    cua_backend *b1 = make_device(1, 0);
-    CHECK(b1);
-    cua_arena *a = make_arena(b1, "regrow1", 1, 0);
-    CHECK(a);
     void *p, *q;
     CHECK_OK(cua_arena_alloc(a, 4 * MiB, 0, &p));
     CHECK_OK(cua_arena_alloc(a, 4 * MiB, 0, &q));
@@ -409,9 +429,6 @@ TEST(peers_regranted_after_trim_and_regrow)
     CHECK(access_is(a, CUA_PEER(1) | CUA_PEER(0)));
     CHECK_OK(cua_free(p));
     CHECK_OK(cua_free(q));
-    CHECK_OK(cua_arena_destroy(a, 0));
-    CHECK(backend_empty(b1));
-    CHECK_OK(cua_backend_destroy(b1));
 }
 
 static bool holds(const void *p, size_t n, unsigned char seed)
@@ -428,12 +445,8 @@ static void fill(void *p, size_t n, unsigned char seed)
     for (size_t i = 0; i < n; i += 4093) c[i] = (unsigned char)(seed + i);
 }
 
-TEST(peers_regranted_after_offload_and_restore)
+DEVICE_TEST(peers_regranted_after_offload_and_restore, 0, "offload0", 0, CUA_PEER(1))
 {
-    cua_backend *b0 = make_device(0, 0);
-    CHECK(b0);
-    cua_arena *a = make_arena(b0, "offload0", 0, CUA_PEER(1));
-    CHECK(a);
     void *p, *q;
     CHECK_OK(cua_arena_alloc(a, 5 * MiB, 0, &p));
     CHECK_OK(cua_arena_alloc(a, 40 * MiB, 0, &q)); /* large: chunk_large handles */
@@ -442,7 +455,7 @@ TEST(peers_regranted_after_offload_and_restore)
     CHECK_OK(cua_arena_offload(a));
     CHECK(stats_of(a).mapped_bytes == 0);
     uint64_t m;
-    CHECK_ST(_cua_host_access(b0, (uintptr_t)p, &m), CUA_ERR_INVALID_ARG); /* unmapped */
+    CHECK_ST(_cua_host_access(a->bk, (uintptr_t)p, &m), CUA_ERR_INVALID_ARG); /* unmapped */
     /* A peer granted while offloaded is checked, and applies at the restore. */
     CHECK_ST(cua_arena_grant_peer(a, 3), CUA_ERR_NOT_SUPPORTED);
     CHECK_OK(cua_arena_grant_peer(a, 2));
@@ -457,35 +470,26 @@ TEST(peers_regranted_after_offload_and_restore)
     CHECK_ARENA(a);
     CHECK_OK(cua_free(p));
     CHECK_OK(cua_free(q));
-    CHECK_OK(cua_arena_destroy(a, 0));
-    CHECK(backend_empty(b0));
-    CHECK_OK(cua_backend_destroy(b0));
 }
 
-TEST(peers_of_an_arena_of_whole_segments)
+/* no VMM: cuMemAlloc and cuCtxEnablePeerAccess */
+DEVICE_TEST(peers_of_an_arena_of_whole_segments, 0, "novmm0", 1, CUA_PEER(2))
 {
-    cua_backend *b0 = make_device(0, 1); /* no VMM: cuMemAlloc and cuCtxEnablePeerAccess */
-    CHECK(b0);
-    cua_arena *a = make_arena(b0, "novmm0", 0, CUA_PEER(2));
-    CHECK(a);
     void *p, *q;
     CHECK_OK(cua_arena_alloc(a, 3 * MiB, 0, &p));
     uint64_t m = 0;
-    CHECK_OK(_cua_host_access(b0, (uintptr_t)p, &m));
+    CHECK_OK(_cua_host_access(a->bk, (uintptr_t)p, &m));
     CHECK(m == (CUA_PEER(0) | CUA_PEER(2)));
     CHECK_ST(cua_arena_grant_peer(a, 3), CUA_ERR_NOT_SUPPORTED);
     CHECK_OK(cua_arena_grant_peer(a, 1));
     CHECK_OK(cua_arena_alloc(a, 9 * MiB, 0, &q));
-    CHECK_OK(_cua_host_access(b0, (uintptr_t)p, &m));
+    CHECK_OK(_cua_host_access(a->bk, (uintptr_t)p, &m));
     CHECK(m == (CUA_PEER(0) | CUA_PEER(1) | CUA_PEER(2)));
-    CHECK_OK(_cua_host_access(b0, (uintptr_t)q + 9 * MiB - 1, &m));
+    CHECK_OK(_cua_host_access(a->bk, (uintptr_t)q + 9 * MiB - 1, &m));
     CHECK(m == (CUA_PEER(0) | CUA_PEER(1) | CUA_PEER(2)));
     CHECK_ARENA(a);
     CHECK_OK(cua_free(p));
     CHECK_OK(cua_free(q));
-    CHECK_OK(cua_arena_destroy(a, 0));
-    CHECK(backend_empty(b0));
-    CHECK_OK(cua_backend_destroy(b0));
 }
 
 TEST(a_failed_grant_changes_nothing_and_can_be_repeated)

@@ -10,52 +10,49 @@
 
 static cua_backend *bk;
 
+/* An arena of 1 GiB on a host backend of its own (events held in flight
+ * until completed when `manual_events`), checked after every call. */
 static cua_arena *make(int manual_events)
 {
-    cua_host_config hc;
-    cua_host_config_init(&hc);
-    hc.capacity = 1024 * MiB;
-    hc.manual_events = manual_events;
-    if (cua_backend_host_create(&hc, &bk) != CUA_OK) return NULL;
-    cua_arena_config cfg;
-    cua_arena_config_init(&cfg);
-    cfg.backend = bk;
-    cfg.va_size = (size_t)1 << 30;
-    cfg.flags = CUA_ARENA_CHECK_ALWAYS;
-    cua_arena *a = NULL;
-    cua_arena_create(&cfg, &a);
-    return a;
+    if (test_host_backend_with(GiB, 0, manual_events ? TEST_MANUAL_EVENTS : 0, &bk) != CUA_OK)
+        return NULL;
+    return test_arena_with(bk, NULL, CUA_ARENA_CHECK_ALWAYS, "va_size:1G");
 }
 
 static cua_status done(cua_arena *a)
 {
-    cua_status st = cua_arena_destroy(a, CUA_DESTROY_FORCE);
-    if (st == CUA_OK) st = cua_backend_destroy(bk);
-    return st;
+    return test_teardown(a, bk);
+}
+
+/* A test on a fresh arena `a` of make(manual_events), torn down after. */
+#define HEAP_TEST(name, manual_events) TEST_ON(name, make(manual_events), done)
+
+/* A block on stream s that needs new pages, its free, and a trim: what
+ * records events on the arena's streams and waits for them. */
+static void miss_then_trim(cua_arena *a, size_t size, cua_stream s)
+{
+    void *p;
+    CHECK_OK(cua_arena_alloc(a, size, s, &p));
+    CHECK_OK(cua_free(p));
+    CHECK_OK(cua_arena_trim(a, 0, NULL));
+    CHECK_ARENA(a);
 }
 
 static uint64_t free_blocks(cua_arena *a)
 {
-    cua_stats s;
-    cua_arena_get_stats(a, &s);
-    return s.free_blocks;
+    return test_stats(a).free_blocks;
 }
 
-TEST(split_carves_from_the_start)
+HEAP_TEST(split_carves_from_the_start, 0)
 {
-    cua_arena *a = make(0);
-    CHECK(a);
     char *p[3];
     for (int i = 0; i < 3; i++) CHECK_OK(cua_arena_alloc(a, 4 * KiB, 0, (void **)&p[i]));
     CHECK(p[1] == p[0] + 4 * KiB && p[2] == p[1] + 4 * KiB);
     CHECK(free_blocks(a) == 1); /* the rest of the range */
-    CHECK_OK(done(a));
 }
 
-TEST(coalesce_with_both_neighbours)
+HEAP_TEST(coalesce_with_both_neighbours, 0)
 {
-    cua_arena *a = make(0);
-    CHECK(a);
     void *p[4];
     for (int i = 0; i < 4; i++) CHECK_OK(cua_arena_alloc(a, 8 * KiB, 0, &p[i]));
     CHECK_OK(cua_free(p[1]));
@@ -69,13 +66,10 @@ TEST(coalesce_with_both_neighbours)
     void *q;
     CHECK_OK(cua_arena_alloc(a, 40 * KiB, 0, &q));
     CHECK(q == p[0]);
-    CHECK_OK(done(a));
 }
 
-TEST(best_fit_picks_the_smallest_hole)
+HEAP_TEST(best_fit_picks_the_smallest_hole, 0)
 {
-    cua_arena *a = make(0);
-    CHECK(a);
     size_t holes[4] = {16 * KiB, 12 * KiB, 20 * KiB, 12 * KiB};
     void *h[4], *sep[4];
     for (int i = 0; i < 4; i++) {
@@ -90,13 +84,10 @@ TEST(best_fit_picks_the_smallest_hole)
     CHECK(q == h[0]);
     CHECK_OK(cua_arena_alloc(a, 12 * KiB, 0, &q));
     CHECK(q == h[3]);
-    CHECK_OK(done(a));
 }
 
-TEST(pointer_map_under_many_blocks)
+HEAP_TEST(pointer_map_under_many_blocks, 0)
 {
-    cua_arena *a = make(0);
-    CHECK(a);
     enum { N = 20000 };
     static void *p[N];
     uint64_t rng = 42;
@@ -116,15 +107,12 @@ TEST(pointer_map_under_many_blocks)
     void *all;
     CHECK_OK(cua_arena_alloc(a, 100 * MiB, 0, &all));
     CHECK(all == first);
-    CHECK_OK(done(a));
 }
 
 /* Stream reuse: a block freed on S1 goes to S1 at once, to S2 only after S1's
  * work completed (the reclaim event), and then it merges as "any stream". */
-TEST(cross_stream_reuse_waits_for_the_event)
+HEAP_TEST(cross_stream_reuse_waits_for_the_event, 1)
 {
-    cua_arena *a = make(1);
-    CHECK(a);
     const cua_stream s1 = 0x11, s2 = 0x22;
     void *A, *B, *C, *D, *E;
     CHECK_OK(cua_arena_alloc(a, 4 * MiB, s1, &A));
@@ -144,13 +132,10 @@ TEST(cross_stream_reuse_waits_for_the_event)
     CHECK_OK(cua_host_stream_complete(bk, s1));
     CHECK_OK(cua_arena_alloc(a, 4 * MiB, s2, &E));
     CHECK(E == A);
-    CHECK_OK(done(a));
 }
 
-TEST(record_stream_holds_the_block_until_the_other_stream_completes)
+HEAP_TEST(record_stream_holds_the_block_until_the_other_stream_completes, 1)
 {
-    cua_arena *a = make(1);
-    CHECK(a);
     const cua_stream s1 = 0x11, s2 = 0x22;
     void *A, *B;
     CHECK_OK(cua_arena_alloc(a, 1 * MiB, s1, &A));
@@ -169,13 +154,10 @@ TEST(record_stream_holds_the_block_until_the_other_stream_completes)
     void *C;
     CHECK_OK(cua_arena_alloc(a, 1 * MiB, s1, &C));
     CHECK(C == A);
-    CHECK_OK(done(a));
 }
 
-TEST(free_space_of_a_finished_stream_is_not_stranded)
+HEAP_TEST(free_space_of_a_finished_stream_is_not_stranded, 1)
 {
-    cua_arena *a = make(1);
-    CHECK(a);
     /* Fill 16 MiB on four streams, free everything, complete all streams:
      * a 16 MiB request on a fifth stream fits in the same pages. */
     void *p[8];
@@ -191,16 +173,13 @@ TEST(free_space_of_a_finished_stream_is_not_stranded)
     CHECK_OK(cua_arena_get_stats(a, &s));
     CHECK(q == p[0]);
     CHECK(s.mapped_bytes <= 18 * MiB);
-    CHECK_OK(done(a));
 }
 
 /* With two streams, blocks of different tags stay apart; a request too large
  * for the lower one starts there and runs into the upper one (usable by the
  * same stream), as a merged block would. */
-TEST(a_request_slides_into_a_usable_lower_neighbour)
+HEAP_TEST(a_request_slides_into_a_usable_lower_neighbour, 1)
 {
-    cua_arena *a = make(1);
-    CHECK(a);
     void *x, *p[2], *q;
     CHECK_OK(cua_arena_alloc(a, 4 * KiB, 0x22, &x)); /* a second stream exists */
     CHECK_OK(cua_arena_alloc(a, 8 * KiB, 0x11, &p[0]));
@@ -209,7 +188,6 @@ TEST(a_request_slides_into_a_usable_lower_neighbour)
     CHECK(free_blocks(a) == 2);
     CHECK_OK(cua_arena_alloc(a, 40 * KiB, 0x11, &q));
     CHECK(q == p[1]);
-    CHECK_OK(done(a));
 }
 
 /* A stream destroyed without cua_stream_retire: the arena's next look at it
@@ -238,10 +216,8 @@ TEST(a_destroyed_stream_breaks_the_next_miss_without_retire)
 /* Retired before its destroy: the stream was waited for, nothing touches it
  * again, and its free blocks - freed before the retire and after it - go to
  * every stream. */
-TEST(retired_stream_is_waited_for_once_and_never_touched_again)
+HEAP_TEST(retired_stream_is_waited_for_once_and_never_touched_again, 1)
 {
-    cua_arena *a = make(1);
-    CHECK(a);
     const cua_stream s1 = 0x11, s2 = 0x22;
     void *A, *L, *B, *C, *D;
     CHECK_OK(cua_arena_alloc(a, 4 * MiB, s1, &A));
@@ -259,23 +235,15 @@ TEST(retired_stream_is_waited_for_once_and_never_touched_again)
     CHECK_ARENA(a);
     CHECK_OK(cua_arena_alloc(a, 4 * MiB, s2, &D));
     CHECK(D == L);
-    /* misses and trims record and wait on s2 only */
-    void *E;
-    CHECK_OK(cua_arena_alloc(a, 64 * MiB, s2, &E));
-    CHECK_OK(cua_free(E));
-    CHECK_OK(cua_arena_trim(a, 0, NULL));
-    CHECK_ARENA(a);
-    CHECK_OK(done(a));
+    miss_then_trim(a, 64 * MiB, s2); /* records and waits on s2 only */
 }
 
 /* A retired stream's pending uses (record_stream) are forgotten, a live
  * block's use on it costs its free nothing, and its slot is taken again by the
  * next new stream: a program that makes and destroys a stream per request
  * does not grow the arena's tables. */
-TEST(retired_stream_uses_are_forgotten_and_its_slot_is_reused)
+HEAP_TEST(retired_stream_uses_are_forgotten_and_its_slot_is_reused, 1)
 {
-    cua_arena *a = make(1);
-    CHECK(a);
     const cua_stream s1 = 0x11;
     void *P, *Q;
     CHECK_OK(cua_arena_alloc(a, 1 * MiB, s1, &P));
@@ -296,33 +264,23 @@ TEST(retired_stream_uses_are_forgotten_and_its_slot_is_reused)
     CHECK(st.pending_bytes == 0); /* P's use on the first stream: forgotten */
     CHECK_OK(cua_free(Q));        /* its uses on 50 destroyed streams: none recorded */
     CHECK_ARENA(a);
-    void *y;
-    CHECK_OK(cua_arena_alloc(a, 16 * MiB, s1, &y));
-    CHECK_OK(cua_free(y));
-    CHECK_OK(cua_arena_trim(a, 0, NULL));
-    CHECK_ARENA(a);
-    CHECK_OK(done(a));
+    miss_then_trim(a, 16 * MiB, s1);
 }
 
-TEST(retire_of_an_unknown_stream_or_bad_device)
+HEAP_TEST(retire_of_an_unknown_stream_or_bad_device, 1)
 {
-    cua_arena *a = make(1);
-    CHECK(a);
     CHECK_OK(cua_stream_retire(0, 0x77)); /* never seen: nothing to do */
     CHECK_ST(cua_stream_retire(-5, 0x77), CUA_ERR_INVALID_ARG);
     CHECK(cua_last_error()[0]);
     for (cua_stream s = 0; s <= 2; s++) /* the default streams live as long as the process */
         CHECK_ST(cua_stream_retire(CUA_ALL_DEVICES, s), CUA_ERR_INVALID_ARG);
     CHECK_ARENA(a);
-    CHECK_OK(done(a));
 }
 
 /* A block of a retired stream freed while its arena is offloaded goes to
  * every stream too (the fuzzer's corpus found the path that kept the tag). */
-TEST(retired_stream_block_freed_while_offloaded)
+HEAP_TEST(retired_stream_block_freed_while_offloaded, 1)
 {
-    cua_arena *a = make(1);
-    CHECK(a);
     void *A, *B;
     CHECK_OK(cua_arena_alloc(a, 1 * MiB, 0x11, &A));
     CHECK_OK(cua_arena_alloc(a, 1 * MiB, 0x22, &B));
@@ -332,5 +290,4 @@ TEST(retired_stream_block_freed_while_offloaded)
     CHECK_ARENA(a);
     CHECK_OK(cua_arena_restore(a));
     CHECK_ARENA(a);
-    CHECK_OK(done(a));
 }

@@ -9,31 +9,17 @@ static cua_backend *bk;
 
 static cua_arena *make(void)
 {
-    cua_host_config hc;
-    cua_host_config_init(&hc);
-    hc.capacity = 512 * MiB;
-    if (cua_backend_host_create(&hc, &bk) != CUA_OK) return NULL;
-    cua_arena_config cfg;
-    cua_arena_config_init(&cfg);
-    cfg.name = "stats \"quoted\"";
-    cfg.backend = bk;
-    cfg.va_size = (size_t)1 << 30;
-    cfg.flags = CUA_ARENA_NO_FOOTPRINT_CAP;
-    cua_arena *a = NULL;
-    cua_arena_create(&cfg, &a);
-    return a;
+    if (test_host_backend(512 * MiB, 0, &bk) != CUA_OK) return NULL;
+    return test_arena_with(bk, "stats \"quoted\"", CUA_ARENA_NO_FOOTPRINT_CAP, "va_size:1G");
 }
 
 static cua_status done(cua_arena *a)
 {
-    cua_status st = cua_arena_destroy(a, CUA_DESTROY_FORCE);
-    return st == CUA_OK ? cua_backend_destroy(bk) : st;
+    return test_teardown(a, bk);
 }
 
-TEST(figures_follow_allocations)
+TEST_ON(figures_follow_allocations, make(), done)
 {
-    cua_arena *a = make();
-    CHECK(a);
     cua_stats s;
     CHECK_OK(cua_arena_get_stats(a, &s));
     CHECK(s.live_bytes == 0 && s.mapped_bytes == 0 && s.reserved_bytes == ((size_t)1 << 30));
@@ -69,26 +55,20 @@ TEST(figures_follow_allocations)
     CHECK(released == 4 * MiB && s.trimmed_bytes == 4 * MiB && s.trim_count == 1);
     CHECK(s.mapped_bytes == 8 * MiB && s.calls[CUA_CALL_UNMAP] == 2); /* not adjacent */
     CHECK(s.calls[CUA_CALL_RELEASE] == 2);
-    CHECK_OK(done(a));
 }
 
-TEST(oom_is_counted)
+TEST_ON(oom_is_counted, make(), done)
 {
-    cua_arena *a = make();
-    CHECK(a);
     CHECK_OK(cua_arena_set_limit(a, 4 * MiB));
     void *p;
     CHECK_ST(cua_arena_alloc(a, 5 * MiB, 0, &p), CUA_ERR_LIMIT);
     cua_stats s;
     CHECK_OK(cua_arena_get_stats(a, &s));
     CHECK(s.oom_count == 1 && s.limit_bytes == 4 * MiB && s.alloc_count == 0);
-    CHECK_OK(done(a));
 }
 
-TEST(json_has_every_field_and_escapes_the_name)
+TEST_ON(json_has_every_field_and_escapes_the_name, make(), done)
 {
-    cua_arena *a = make();
-    CHECK(a);
     void *p;
     CHECK_OK(cua_arena_alloc(a, 1000, 0, &p));
     size_t len = 0;
@@ -113,13 +93,10 @@ TEST(json_has_every_field_and_escapes_the_name)
     CHECK_OK(cua_arena_stats_json(a, small, sizeof small, &len2));
     CHECK(len2 == len && strlen(small) == sizeof small - 1);
     free(buf);
-    CHECK_OK(done(a));
 }
 
-TEST(backend_counts_calls_and_live_objects)
+TEST_ON(backend_counts_calls_and_live_objects, make(), done)
 {
-    cua_arena *a = make();
-    CHECK(a);
     void *p;
     CHECK_OK(cua_arena_alloc(a, 7 * MiB, 0, &p));
     cua_backend_stats bs;
@@ -128,7 +105,6 @@ TEST(backend_counts_calls_and_live_objects)
     CHECK(bs.handle_bytes == 8 * MiB && bs.total_bytes == 512 * MiB);
     CHECK(bs.free_bytes == 504 * MiB);
     CHECK(bs.calls[CUA_CALL_CREATE] == 4 && bs.failures == 0);
-    CHECK_OK(done(a));
 }
 
 /* ---- snapshots: cua_arena_walk ---------------------------------------------------- */
@@ -199,16 +175,13 @@ TEST(walk_reports_segments_tiled_by_block_pieces)
  * its own; the walk still reports each with the pieces of its blocks. */
 TEST(walk_reports_whole_segments_without_vmm)
 {
-    cua_host_config hc;
-    cua_host_config_init(&hc);
-    hc.capacity = 256 * MiB;
-    CHECK_OK(cua_backend_host_create(&hc, &bk));
+    CHECK_OK(test_host_backend(256 * MiB, 0, &bk));
     cua_arena_config cfg;
-    cua_arena_config_init(&cfg);
+    test_config(&cfg);
     cfg.backend = bk;
     cfg.flags = CUA_ARENA_NO_VMM | CUA_ARENA_CHECK_ALWAYS;
-    cua_arena *a;
-    CHECK_OK(cua_arena_create(&cfg, &a));
+    cua_arena *a = test_create(&cfg);
+    CHECK(a);
     void *p[4];
     size_t sizes[4] = {1000, 3 * MiB, 20 * MiB, 5000};
     for (int i = 0; i < 4; i++) CHECK_OK(cua_arena_alloc(a, sizes[i], 0, &p[i]));
@@ -219,8 +192,7 @@ TEST(walk_reports_whole_segments_without_vmm)
     CHECK_OK(cua_arena_get_stats(a, &s));
     CHECK(w.next == w.seg_end && w.bad == 0);
     CHECK(w.seg_bytes == s.mapped_bytes && w.live_req == s.live_bytes && w.first_pieces == 3);
-    CHECK_OK(cua_arena_destroy(a, CUA_DESTROY_FORCE));
-    CHECK_OK(cua_backend_destroy(bk));
+    CHECK_OK(done(a));
 }
 
 

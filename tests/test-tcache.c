@@ -13,25 +13,22 @@
 #include <stdatomic.h>
 #include <time.h>
 
+/* An arena of 1 GiB on a host backend of its own with the options of `conf`;
+ * no flag (debug_level 2 poisons by default: caches stay off then). */
 static cua_arena *make(const char *conf)
 {
-    cua_arena_config cfg;
-    test_config(&cfg);
-    cfg.name = "tcache";
-    cfg.flags = 0; /* (debug_level 2 poisons by default: caches stay off then) */
-    cfg.va_size = (size_t)1 << 30;
-    if (cua_config_parse(conf, &cfg) != CUA_OK) return NULL;
-    cua_arena *a = NULL;
-    return cua_arena_create(&cfg, &a) == CUA_OK ? a : NULL;
+    char all[256];
+    snprintf(all, sizeof all, "va_size:1G,%s", conf);
+    return test_arena_with(NULL, "tcache", 0, all);
 }
 
-static cua_stats stats(cua_arena *a)
+static cua_status destroy(cua_arena *a)
 {
-    cua_stats s;
-    memset(&s, 0, sizeof s);
-    cua_arena_get_stats(a, &s);
-    return s;
+    return cua_arena_destroy(a, 0);
 }
+
+/* A test on a fresh arena `a` of make(conf), destroyed after. */
+#define TC_TEST(name, conf) TEST_ON(name, make(conf), destroy)
 
 TEST(freed_block_is_reused_on_its_stream_only)
 {
@@ -51,22 +48,20 @@ TEST(freed_block_is_reused_on_its_stream_only)
     CHECK_OK(cua_ptr_info((char *)r + 1450, NULL, &base, &size));
     CHECK(base == r && size == 2900);
     CHECK_ARENA(a);
-    cua_stats s = stats(a);
+    cua_stats s = test_stats(a);
     CHECK(s.live_blocks == 2 && s.live_bytes == 3000 + 2900);
     CHECK(s.alloc_count == 3 && s.free_count == 1);
     CHECK(s.tcache_allocs == 1 && s.tcache_frees == 1 && s.tcache_bytes == 0);
     CHECK_OK(cua_free(q));
     CHECK_OK(cua_free(r)); /* through the lock: ptr_info made it the arena's */
-    s = stats(a);
+    s = test_stats(a);
     CHECK(s.live_blocks == 0 && s.live_bytes == 0 && s.allocated_bytes == 0);
     CHECK(s.free_count == 3 && s.tcache_frees == 2 && s.tcache_bytes == 3072);
     CHECK_OK(cua_arena_destroy(a, 0)); /* the cached blocks are not live: no CUA_ERR_BUSY */
 }
 
-TEST(statistics_are_exact_with_blocks_in_the_cache)
+TC_TEST(statistics_are_exact_with_blocks_in_the_cache, "thread_cache:on")
 {
-    cua_arena *a = make("thread_cache:on");
-    CHECK(a != NULL);
     void *p[64];
     uint64_t live = 0, rng = 5;
     for (int round = 0; round < 20; round++) {
@@ -76,14 +71,14 @@ TEST(statistics_are_exact_with_blocks_in_the_cache)
             CHECK_OK(cua_arena_alloc(a, sz[i], 0, &p[i]));
             live += sz[i];
         }
-        cua_stats s = stats(a);
+        cua_stats s = test_stats(a);
         CHECK(s.live_bytes == live && s.live_blocks == 64);
         CHECK(s.peak_live_bytes >= s.live_bytes);
         for (int i = 0; i < 64; i++) {
             CHECK_OK(cua_free(p[i]));
             live -= sz[i];
         }
-        s = stats(a);
+        s = test_stats(a);
         CHECK(s.live_bytes == 0 && s.live_blocks == 0 && s.allocated_bytes == 0);
         CHECK(s.free_bytes == s.mapped_bytes - s.pending_bytes);
         CHECK(s.alloc_count == 64u * (round + 1u) && s.free_count == s.alloc_count);
@@ -91,16 +86,13 @@ TEST(statistics_are_exact_with_blocks_in_the_cache)
     }
     size_t released = 0;
     CHECK_OK(cua_arena_trim(a, 0, &released)); /* empties the cache, then unmaps */
-    cua_stats s = stats(a);
+    cua_stats s = test_stats(a);
     CHECK(released > 0 && s.mapped_bytes == 0);
     CHECK_ARENA(a);
-    CHECK_OK(cua_arena_destroy(a, 0));
 }
 
-TEST(double_free_of_a_cached_block_is_refused)
+TC_TEST(double_free_of_a_cached_block_is_refused, "thread_cache:on")
 {
-    cua_arena *a = make("thread_cache:on");
-    CHECK(a != NULL);
     void *p, *keep;
     CHECK_OK(cua_arena_alloc(a, 4096, 0, &keep));
     memset(keep, 0x5a, 4096);
@@ -121,7 +113,6 @@ TEST(double_free_of_a_cached_block_is_refused)
     CHECK_OK(cua_free(y));
     CHECK_OK(cua_free(keep));
     CHECK_ARENA(a);
-    CHECK_OK(cua_arena_destroy(a, 0));
 }
 
 typedef struct handoff {
@@ -137,6 +128,12 @@ static void *free_there(void *arg)
     return NULL;
 }
 
+/* Run fn(h) on a thread of its own: true when it ran and h->st is CUA_OK. */
+static bool on_thread(void *(*fn)(void *), handoff *h)
+{
+    return test_on_thread(fn, h) == NULL && h->st == CUA_OK;
+}
+
 static void *alloc_free_exit(void *arg)
 {
     handoff *h = arg;
@@ -149,72 +146,55 @@ static void *alloc_free_exit(void *arg)
     return NULL;
 }
 
-TEST(free_from_another_thread_then_double_free_here)
+TC_TEST(free_from_another_thread_then_double_free_here, "thread_cache:on")
 {
-    cua_arena *a = make("thread_cache:on");
-    CHECK(a != NULL);
     void *p;
     CHECK_OK(cua_arena_alloc(a, 8192, 0, &p));
     CHECK_OK(cua_free(p));
     CHECK_OK(cua_arena_alloc(a, 5000, 0, &p)); /* from the cache: 5000 asked of an 8 KiB block */
     handoff h = {a, p, CUA_ERR_INVALID_ARG};
-    pthread_t t;
-    CHECK(pthread_create(&t, NULL, free_there, &h) == 0);
-    pthread_join(t, NULL);
-    CHECK_OK(h.st);
+    CHECK(on_thread(free_there, &h));
     CHECK_ARENA(a);
-    cua_stats s = stats(a);
+    cua_stats s = test_stats(a);
     CHECK(s.live_bytes == 0 && s.live_blocks == 0);
     /* Here the cache's note of p is stale: the free goes through the lock. */
     CHECK_ST(cua_free(p), CUA_ERR_DOUBLE_FREE);
     CHECK_ARENA(a);
-    CHECK_OK(cua_arena_destroy(a, 0));
 }
 
-TEST(thread_exit_gives_its_cache_back)
+TC_TEST(thread_exit_gives_its_cache_back, "thread_cache:on")
 {
-    cua_arena *a = make("thread_cache:on");
-    CHECK(a != NULL);
     handoff h = {a, NULL, CUA_ERR_INVALID_ARG};
-    pthread_t t;
-    CHECK(pthread_create(&t, NULL, alloc_free_exit, &h) == 0);
-    pthread_join(t, NULL);
-    CHECK_OK(h.st);
+    CHECK(on_thread(alloc_free_exit, &h));
     CHECK_ARENA(a);
-    cua_stats s = stats(a);
+    cua_stats s = test_stats(a);
     CHECK(s.live_blocks == 1 && s.live_bytes == 1024);
     CHECK(s.alloc_count == 33 && s.free_count == 32);
     CHECK_OK(cua_free(h.p)); /* the thread is gone: freed through the lock */
     size_t released;
     CHECK_OK(cua_arena_trim(a, 0, &released));
-    s = stats(a);
+    s = test_stats(a);
     CHECK(s.live_blocks == 0 && s.live_bytes == 0 && s.mapped_bytes == 0);
     CHECK_ARENA(a);
-    CHECK_OK(cua_arena_destroy(a, 0));
 }
 
-TEST(record_stream_takes_the_block_from_the_cache)
+TC_TEST(record_stream_takes_the_block_from_the_cache, "thread_cache:on")
 {
-    cua_arena *a = make("thread_cache:on");
-    CHECK(a != NULL);
     void *p, *q;
     CHECK_OK(cua_arena_alloc(a, 2048, 1, &p));
     CHECK_OK(cua_record_stream(p, 2));
     CHECK_OK(cua_free(p)); /* must wait for stream 2: not into the cache */
-    cua_stats s = stats(a);
+    cua_stats s = test_stats(a);
     CHECK(s.live_blocks == 0);
     CHECK(s.pending_bytes > 0);
     CHECK_OK(cua_arena_alloc(a, 2048, 1, &q));
     CHECK(q != p);
     CHECK_OK(cua_free(q));
     CHECK_ARENA(a);
-    CHECK_OK(cua_arena_destroy(a, 0));
 }
 
-TEST(offload_and_restore_keep_blocks_a_cache_handed_out)
+TC_TEST(offload_and_restore_keep_blocks_a_cache_handed_out, "thread_cache:on")
 {
-    cua_arena *a = make("thread_cache:on");
-    CHECK(a != NULL);
     void *p, *q;
     CHECK_OK(cua_arena_alloc(a, 61000, 0, &p));
     CHECK_OK(cua_free(p));
@@ -232,13 +212,12 @@ TEST(offload_and_restore_keep_blocks_a_cache_handed_out)
     int bad = 0;
     for (int i = 0; i < 60000; i++) bad += ((unsigned char *)q)[i] != (unsigned char)(i * 7);
     CHECK(bad == 0);
-    cua_stats s = stats(a);
+    cua_stats s = test_stats(a);
     CHECK(s.live_blocks == 1 && s.live_bytes == 60000);
     CHECK_OK(cua_free(q));
     CHECK_OK(cua_arena_alloc(a, 1000, 0, &c)); /* caches open again */
     CHECK_OK(cua_free(c));
     CHECK_ARENA(a);
-    CHECK_OK(cua_arena_destroy(a, 0));
 }
 
 TEST(destroyed_arena_answers_its_stale_handle)
@@ -325,9 +304,7 @@ TEST(offload_keeps_a_block_whose_cache_is_gone)
     shared_a = make("thread_cache:on");
     CHECK(shared_a != NULL);
     kept = NULL;
-    pthread_t t;
-    CHECK(pthread_create(&t, NULL, grow_in_cache_then_exit, NULL) == 0);
-    pthread_join(t, NULL);
+    CHECK(test_on_thread(grow_in_cache_then_exit, NULL) == NULL);
     CHECK(kept != NULL);
     CHECK_OK(cua_arena_offload(shared_a));
     CHECK_ARENA(shared_a);
@@ -336,7 +313,7 @@ TEST(offload_keeps_a_block_whose_cache_is_gone)
     int bad = 0;
     for (int i = 0; kept && i < 3000; i++) bad += kept[i] != 0xab;
     CHECK(bad == 0);
-    cua_stats s = stats(shared_a);
+    cua_stats s = test_stats(shared_a);
     CHECK(s.live_bytes == 3000 && s.live_blocks == 1);
     CHECK_OK(cua_free(kept));
     CHECK_OK(cua_arena_destroy(shared_a, 0));
@@ -444,21 +421,17 @@ TEST(threads_share_an_arena_through_their_caches)
     pthread_mutex_init(&s.m, NULL);
     s.a = make("thread_cache:on,thread_cache_bytes:256K");
     CHECK(s.a != NULL);
-    pthread_t th[T_THREADS];
     targ args[T_THREADS];
-    for (int i = 0; i < T_THREADS; i++) {
-        args[i] = (targ){&s, i};
-        CHECK(pthread_create(&th[i], NULL, tstress, &args[i]) == 0);
-    }
-    for (int i = 0; i < T_THREADS; i++) pthread_join(th[i], NULL);
+    for (int i = 0; i < T_THREADS; i++) args[i] = (targ){&s, i};
+    CHECK(test_threads(T_THREADS, tstress, args, sizeof args[0]));
     while (s.nq > 0) tfree(&s, &s.q[--s.nq]);
     CHECK(atomic_load(&s.errors) == 0);
     CHECK_ARENA(s.a);
-    cua_stats st = stats(s.a);
+    cua_stats st = test_stats(s.a);
     CHECK(st.live_blocks == 0 && st.live_bytes == 0 && st.alloc_count == st.free_count);
     size_t released;
     CHECK_OK(cua_arena_trim(s.a, 0, &released));
-    st = stats(s.a);
+    st = test_stats(s.a);
     CHECK(st.mapped_bytes == 0);
     CHECK_OK(cua_arena_destroy(s.a, 0));
 }
@@ -499,7 +472,7 @@ TEST(statistics_add_up_while_another_thread_hits_its_cache)
     CHECK(pthread_create(&th, NULL, hit_loop, &h) == 0);
     long bad = 0, reads = 0;
     for (uint64_t t0 = now_ns(); now_ns() - t0 < 1500000000u; reads++) {
-        cua_stats st = stats(h.a);
+        cua_stats st = test_stats(h.a);
         if (st.live_bytes > st.allocated_bytes || st.allocated_bytes > st.mapped_bytes ||
             st.live_blocks > 1)
             bad++;
@@ -508,7 +481,7 @@ TEST(statistics_add_up_while_another_thread_hits_its_cache)
     void *rc;
     pthread_join(th, &rc);
     CHECK(rc == NULL);
-    CHECK(stats(h.a).tcache_allocs > 0); /* the hits happened: caches were on */
+    CHECK(test_stats(h.a).tcache_allocs > 0); /* the hits happened: caches were on */
     if (bad) fprintf(stderr, "  %ld of %ld snapshots did not add up\n", bad, reads);
     CHECK(bad == 0);
     CHECK_ARENA(h.a);
@@ -528,20 +501,12 @@ static void *free_it(void *p)
 TEST(retire_takes_back_what_caches_hold_for_the_stream)
 {
     for (int mode = 1; mode <= 2; mode++) {
-        cua_host_config hc;
-        cua_host_config_init(&hc);
-        hc.capacity = ((size_t)1 << 30);
-        hc.manual_events = 1;
         cua_backend *bk;
-        CHECK_OK(cua_backend_host_create(&hc, &bk));
-        cua_arena_config cfg;
-        cua_arena_config_init(&cfg);
-        cfg.backend = bk;
-        cfg.va_size = (size_t)1 << 30;
-        cfg.thread_cache = CUA_THREAD_CACHE_ON;
+        CHECK_OK(test_host_backend_with(GiB, 0, TEST_MANUAL_EVENTS, &bk));
         /* (no CUA_ARENA_CHECK_ALWAYS: its checks flush the caches) */
-        cua_arena *a;
-        CHECK_OK(cua_arena_create(&cfg, &a));
+        cua_arena *a =
+            test_arena_with(bk, NULL, test_default_flags(), "va_size:1G,thread_cache:on");
+        CHECK(a);
         const cua_stream S1 = 0x11, S2 = 0x22, S3 = 0x33, S4 = 0x44;
         void *X, *Y, *Z, *W, *q;
         CHECK_OK(cua_arena_alloc(a, ((size_t)64 << 10), S1, &X));
@@ -551,15 +516,11 @@ TEST(retire_takes_back_what_caches_hold_for_the_stream)
         if (mode == 2) CHECK_OK(cua_arena_alloc(a, ((size_t)2 << 20), S4, &q));
         /* a new stream with S1's handle takes a block and keeps using it */
         CHECK_OK(cua_arena_alloc(a, ((size_t)64 << 10), S1, &Z));
-        pthread_t t;
-        void *ret;
-        CHECK(pthread_create(&t, NULL, free_it, Z) == 0);
-        CHECK(pthread_join(t, &ret) == 0 && ret == NULL);
+        CHECK(test_on_thread(free_it, Z) == NULL);
         /* its work is not done (manual events): nobody else may take Z yet */
         CHECK_OK(cua_arena_alloc(a, ((size_t)64 << 10), mode == 2 ? S4 : S3, &W));
         CHECK(W != Z);
         CHECK_ARENA(a);
-        CHECK_OK(cua_arena_destroy(a, CUA_DESTROY_FORCE));
-        CHECK_OK(cua_backend_destroy(bk));
+        CHECK_OK(test_teardown(a, bk));
     }
 }

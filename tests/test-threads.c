@@ -45,12 +45,10 @@ static void *count_up(void *arg)
 
 TEST(lock_lets_one_thread_in)
 {
-    pthread_t th[NTHREADS];
     long n = 20 * ops_per_thread();
     _cua_lock_init(&counter_lock);
     counter = 0;
-    for (int i = 0; i < NTHREADS; i++) CHECK(pthread_create(&th[i], NULL, count_up, &n) == 0);
-    for (int i = 0; i < NTHREADS; i++) pthread_join(th[i], NULL);
+    CHECK(test_threads(NTHREADS, count_up, &n, 0));
     CHECK(counter == (uint64_t)NTHREADS * (uint64_t)n);
     CHECK(atomic_load(&counter_lock.word) == 0);
 }
@@ -143,22 +141,23 @@ static void *work_shared(void *arg)
     return NULL;
 }
 
+/* NTHREADS workers of fn on s, each with ops_per_thread() operations; false
+ * when one could not start. */
+static bool run_workers(shared *s, void *(*fn)(void *))
+{
+    worker w[NTHREADS];
+    for (int i = 0; i < NTHREADS; i++) w[i] = (worker){.s = s, .id = i, .ops = ops_per_thread()};
+    return test_threads(NTHREADS, fn, w, sizeof w[0]);
+}
+
 TEST(shared_arena_alloc_free_handoff_trim)
 {
     static shared s;
     memset(&s, 0, sizeof s);
     pthread_mutex_init(&s.m, NULL);
-    cua_arena_config cfg;
-    test_config(&cfg);
-    cfg.name = "threads";
-    CHECK_OK(cua_arena_create(&cfg, &s.a));
-    pthread_t th[NTHREADS];
-    worker w[NTHREADS];
-    for (int i = 0; i < NTHREADS; i++) {
-        w[i] = (worker){.s = &s, .id = i, .ops = ops_per_thread()};
-        CHECK(pthread_create(&th[i], NULL, work_shared, &w[i]) == 0);
-    }
-    for (int i = 0; i < NTHREADS; i++) pthread_join(th[i], NULL);
+    s.a = test_arena_with(NULL, "threads", test_default_flags(), NULL);
+    CHECK(s.a);
+    CHECK(run_workers(&s, work_shared));
     while (s.nqueue > 0) release(&s, &s.queue[--s.nqueue]);
     CHECK(atomic_load(&s.errors) == 0);
     CHECK(atomic_load(&s.handed) > 0);
@@ -178,12 +177,8 @@ static void *work_private(void *arg)
     shared *s = w->s;
     uint64_t rng = 77 + (uint64_t)w->id;
     for (long round = 0; round < w->ops / 200; round++) {
-        cua_arena *a;
-        cua_arena_config cfg;
-        test_config(&cfg);
-        cfg.name = "private";
-        cfg.va_size = (size_t)1 << 30;
-        if (cua_arena_create(&cfg, &a) != CUA_OK) {
+        cua_arena *a = test_arena_with(NULL, "private", test_default_flags(), "va_size:1G");
+        if (!a) {
             atomic_fetch_add(&s->errors, 1);
             continue;
         }
@@ -215,12 +210,6 @@ TEST(private_arenas_created_and_destroyed_concurrently)
 {
     static shared s;
     memset(&s, 0, sizeof s);
-    pthread_t th[NTHREADS];
-    worker w[NTHREADS];
-    for (int i = 0; i < NTHREADS; i++) {
-        w[i] = (worker){.s = &s, .id = i, .ops = ops_per_thread()};
-        CHECK(pthread_create(&th[i], NULL, work_private, &w[i]) == 0);
-    }
-    for (int i = 0; i < NTHREADS; i++) pthread_join(th[i], NULL);
+    CHECK(run_workers(&s, work_private));
     CHECK(atomic_load(&s.errors) == 0);
 }

@@ -15,24 +15,13 @@
  */
 #include "cuarena_trt.hpp"
 #include "cuarena_backend.h"
+#include "test.hpp"
 
 #include <atomic>
 #include <cstdio>
 #include <cstring>
 #include <thread>
 #include <vector>
-
-static int failed_checks;
-
-#define CHECK(cond)                                                                    \
-    do {                                                                               \
-        if (!(cond)) {                                                                 \
-            std::fprintf(stderr, "%s:%d: CHECK failed: %s\n  last error: %s\n",       \
-                         __FILE__, __LINE__, #cond, cua_last_error());                 \
-            failed_checks++;                                                           \
-            return;                                                                    \
-        }                                                                              \
-    } while (0)
 
 static const std::uint64_t MiB = std::uint64_t(1) << 20;
 
@@ -55,24 +44,35 @@ static bool trt_free(trt_allocator *a, void *p, cudaStream_t) { return a->deallo
 
 static cudaStream_t stream(std::uintptr_t n) { return reinterpret_cast<cudaStream_t>(n); }
 
-/* A host backend and an arena on it that checks itself after every call. */
+/* A host backend of 2 GiB (into *bk) and an arena on it, limited to `limit`
+ * bytes (0: none), that checks itself after every call; NULL when either
+ * could not be made. */
+static cua_arena *make_arena(cua_backend **bk, std::size_t limit, int manual_events)
+{
+    cua_host_config hc;
+    cua_host_config_init(&hc);
+    hc.capacity = 2048 * MiB;
+    hc.manual_events = manual_events;
+    if (cua_backend_host_create(&hc, bk) != CUA_OK) return nullptr;
+    cua_arena_config cfg;
+    cua_arena_config_init(&cfg);
+    cfg.name = "trt";
+    cfg.backend = *bk;
+    cfg.limit = limit;
+    cfg.flags = CUA_ARENA_CHECK_ALWAYS;
+    cua_arena *arena = nullptr;
+    cua_arena_create(&cfg, &arena);
+    return arena;
+}
+
+/* make_arena's arena, and the TensorRT allocator on it (alloc). */
 struct fixture {
     cua_backend *bk = nullptr;
-    cua_arena *arena = nullptr;
+    cua_arena *arena;
+    cuarena::trt::gpu_allocator alloc;
     explicit fixture(std::size_t limit = 0, int manual_events = 0)
+        : arena(make_arena(&bk, limit, manual_events)), alloc(arena)
     {
-        cua_host_config hc;
-        cua_host_config_init(&hc);
-        hc.capacity = 2048 * MiB;
-        hc.manual_events = manual_events;
-        if (cua_backend_host_create(&hc, &bk) != CUA_OK) return;
-        cua_arena_config cfg;
-        cua_arena_config_init(&cfg);
-        cfg.name = "trt";
-        cfg.backend = bk;
-        cfg.limit = limit;
-        cfg.flags = CUA_ARENA_CHECK_ALWAYS;
-        cua_arena_create(&cfg, &arena);
     }
     ~fixture()
     {
@@ -111,8 +111,7 @@ static void interface_and_alignments()
 {
     fixture f;
     CHECK(f.arena);
-    cuarena::trt::gpu_allocator alloc(f.arena);
-    trt_allocator *trt = &alloc;
+    trt_allocator *trt = &f.alloc;
 #if NV_TENSORRT_MAJOR >= 10
     nvinfer1::InterfaceInfo info = trt->getInterfaceInfo();
     CHECK(std::strcmp(info.kind, "IGpuAllocator") == 0 && info.major == 1);
@@ -145,8 +144,7 @@ static void refusals_are_nullptr()
 {
     fixture f(64 * MiB);
     CHECK(f.arena);
-    cuarena::trt::gpu_allocator alloc(f.arena);
-    trt_allocator *trt = &alloc;
+    trt_allocator *trt = &f.alloc;
     CHECK(trt_alloc(trt, 0, 0, nullptr) == nullptr);            /* size 0 */
     CHECK(trt_alloc(trt, 4096, 3, nullptr) == nullptr);         /* not a power of two */
     CHECK(trt_alloc(trt, 4096, 768, nullptr) == nullptr);
@@ -187,8 +185,7 @@ static void free_on_another_stream_waits_for_it()
 {
     fixture f(0, /*manual_events*/ 1);
     CHECK(f.arena);
-    cuarena::trt::gpu_allocator alloc(f.arena);
-    trt_allocator *trt = &alloc;
+    trt_allocator *trt = &f.alloc;
     void *p = trt->allocateAsync(4 * MiB, 256, 0, stream(0x10));
     CHECK(p);
     CHECK(trt->deallocateAsync(p, stream(0x20)));
@@ -210,8 +207,7 @@ static void deprecated_sync_calls()
 {
     fixture f;
     CHECK(f.arena);
-    cuarena::trt::gpu_allocator alloc(f.arena);
-    trt_allocator *trt = &alloc;
+    trt_allocator *trt = &f.alloc;
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wdeprecated-declarations"
     void *p = trt->allocate(3 * MiB, 4096, 0);
@@ -227,8 +223,7 @@ static void deprecated_sync_calls()
 {
     fixture f;
     CHECK(f.arena);
-    cuarena::trt::gpu_allocator alloc(f.arena);
-    trt_allocator *trt = &alloc;
+    trt_allocator *trt = &f.alloc;
     void *p = trt->allocate(3 * MiB, 4096, 0);
     CHECK(p && aligned(p, 4096));
 #pragma GCC diagnostic push
@@ -264,8 +259,7 @@ static void engine_like_workload_from_threads()
 {
     fixture f;
     CHECK(f.arena);
-    cuarena::trt::gpu_allocator alloc(f.arena);
-    trt_allocator *trt = &alloc;
+    trt_allocator *trt = &f.alloc;
     std::vector<void *> weights;
     for (int i = 0; i < 16; i++) {
         void *w = trt_alloc(trt, (i + 1) * MiB, 256, nullptr);
@@ -321,10 +315,7 @@ static void engine_like_workload_from_threads()
 
 int main()
 {
-    struct {
-        const char *name;
-        void (*fn)();
-    } cases[] = {
+    static const test_case cases[] = {
         {"interface_and_alignments", interface_and_alignments},
         {"refusals_are_nullptr", refusals_are_nullptr},
         {"free_on_another_stream_waits_for_it", free_on_another_stream_waits_for_it},
@@ -339,18 +330,5 @@ int main()
                 "real"
 #endif
     );
-    int passed = 0, failed = 0;
-    for (auto &c : cases) {
-        int before = failed_checks;
-        c.fn();
-        if (failed_checks != before) {
-            failed++;
-            std::fprintf(stderr, "FAIL %s\n", c.name);
-        } else {
-            passed++;
-            std::printf("ok   %s\n", c.name);
-        }
-    }
-    std::printf("%d passed, %d failed\n", passed, failed);
-    return failed ? 1 : 0;
+    return run_cases(cases);
 }

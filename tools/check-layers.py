@@ -50,6 +50,7 @@ MEMBERS = {
     "backend/staging.c": "backend/backend",
     "backend/host_stream.c": "backend/host",
     "backend/host_impl.h": "backend/host",
+    "core/segment_check.c": "core/segment",
     "api/hooks.h": "api/torch",
 }
 

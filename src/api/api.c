@@ -62,6 +62,14 @@ static inline cua_status leave(cua_arena *a, cua_status st)
     return st;
 }
 
+/* The body of an entry point that is one call under the arena's lock: enter
+ * (a bad or destroyed handle's status is returned), `call`, leave with its
+ * status. */
+#define LOCKED_CALL(a, call)                                                               \
+    cua_status st = enter(a);                                                              \
+    if (st != CUA_OK) return st;                                                           \
+    return leave(a, call)
+
 /* Lock a, the arena the address map gave for ptr (NULL: none owns it). */
 static cua_status enter_owner(const void *ptr, cua_arena *a)
 {
@@ -371,23 +379,17 @@ cua_status cua_arena_trim(cua_arena *a, size_t keep_bytes, size_t *released)
 
 cua_status cua_arena_set_limit(cua_arena *a, size_t limit)
 {
-    cua_status st = enter(a);
-    if (st != CUA_OK) return st;
-    return leave(a, _cua_arena_set_limit_locked(a, limit));
+    LOCKED_CALL(a, _cua_arena_set_limit_locked(a, limit));
 }
 
 cua_status cua_arena_offload(cua_arena *a)
 {
-    cua_status st = enter(a);
-    if (st != CUA_OK) return st;
-    return leave(a, _cua_offload_locked(a, true));
+    LOCKED_CALL(a, _cua_offload_locked(a, true));
 }
 
 cua_status cua_arena_discard(cua_arena *a)
 {
-    cua_status st = enter(a);
-    if (st != CUA_OK) return st;
-    return leave(a, _cua_offload_locked(a, false));
+    LOCKED_CALL(a, _cua_offload_locked(a, false));
 }
 
 cua_status cua_arena_restore(cua_arena *a)
@@ -409,9 +411,7 @@ cua_status cua_arena_restore(cua_arena *a)
 
 cua_status cua_arena_set_floor(cua_arena *a, size_t floor)
 {
-    cua_status st = enter(a);
-    if (st != CUA_OK) return st;
-    return leave(a, _cua_arena_set_floor_locked(a, floor));
+    LOCKED_CALL(a, _cua_arena_set_floor_locked(a, floor));
 }
 
 cua_status cua_arena_grant_peer(cua_arena *a, int device)
@@ -419,16 +419,12 @@ cua_status cua_arena_grant_peer(cua_arena *a, int device)
     if (device < 0 || device >= CUA_MAX_DEVICES)
         return _cua_error(CUA_ERR_INVALID_ARG, "peer device %d is out of range 0..%d", device,
                           CUA_MAX_DEVICES - 1);
-    cua_status st = enter(a);
-    if (st != CUA_OK) return st;
-    return leave(a, _cua_arena_grant_peer_locked(a, device));
+    LOCKED_CALL(a, _cua_arena_grant_peer_locked(a, device));
 }
 
 cua_status cua_arena_set_release_threshold(cua_arena *a, size_t bytes)
 {
-    cua_status st = enter(a);
-    if (st != CUA_OK) return st;
-    return leave(a, _cua_arena_set_release_locked(a, bytes));
+    LOCKED_CALL(a, _cua_arena_set_release_locked(a, bytes));
 }
 
 cua_status cua_arena_name(cua_arena *a, const char **name)
@@ -442,9 +438,7 @@ cua_status cua_arena_name(cua_arena *a, const char **name)
 
 cua_status cua_arena_check(cua_arena *a)
 {
-    cua_status st = enter(a);
-    if (st != CUA_OK) return st;
-    return leave(a, _cua_check_arena_locked(a));
+    LOCKED_CALL(a, _cua_check_arena_locked(a));
 }
 
 /* ---- statistics ---------------------------------------------------------------------------- */

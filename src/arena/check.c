@@ -1,7 +1,11 @@
 /*
- * check.c - the checker: one function that knows every invariant of an arena
- * and verifies it. Tests call it after every step; CUA_ARENA_CHECK_ALWAYS
- * calls it after every alloc and free. It changes nothing.
+ * check.c - the checker: every invariant of an arena, verified. It composes
+ * the heap's validator (_cua_heap_check) and the segment's (_cua_seg_check)
+ * with the arena's own cross-checks: blocks against streams and thread
+ * caches, chunks' busy counts against the blocks, statistics, the pending
+ * list and the offload image. Tests call it after every step;
+ * CUA_ARENA_CHECK_ALWAYS calls it after every alloc and free. It changes
+ * nothing.
  */
 #include "arena/check.h"
 
@@ -9,126 +13,44 @@
 
 #define FAIL(...) return _cua_error(CUA_ERR_CORRUPT, __VA_ARGS__)
 
+/* The heap's counts, and the bytes the live blocks asked for. */
 typedef struct tally {
-    uint64_t live, live_bytes, allocated, pending, pending_bytes, free_blocks;
+    cua_heap_tally heap;
+    uint64_t live_bytes;
 } tally;
 
-static bool fenced(const cua_heap *h, uint64_t off)
-{
-    return h->fence && h->fence(h->fence_ctx, off);
-}
-
-/* Without VMM a block must lie inside one segment: no fence strictly inside it. */
-static bool crosses_fence(const cua_heap *h, const cua_block *b)
-{
-    if (!h->fence || !h->page) return false;
-    uint64_t first = (b->off & ~(h->page - 1)) + h->page;
-    for (uint64_t off = first; off < b->off + b->size; off += h->page)
-        if (h->fence(h->fence_ctx, off)) return true;
-    return false;
-}
-
-/* The blocks tile [0, size) in address order, free neighbours of one tag are
- * merged (unless a segment edge lies between them). */
+/* What the heap's validator cannot know: free blocks keep the tags of streams
+ * still in use and come from the past; live blocks asked for what they hold and
+ * were allocated on a stream slot; only live blocks belong to thread caches. */
 static cua_status check_blocks(const cua_arena *a, tally *t)
 {
-    const cua_heap *h = &a->heap;
-    uint64_t pos = 0;
-    const cua_block *prev = NULL;
-    if (!h->first || h->first->prev) FAIL("the first block is missing or has a predecessor");
-    for (const cua_block *b = h->first; b; prev = b, b = b->next) {
-        if (b->off != pos)
-            FAIL("blocks do not tile: block at offset %llu, expected %llu",
-                 (unsigned long long)b->off, (unsigned long long)pos);
-        if (b->prev != prev) FAIL("block at %llu: broken prev link", (unsigned long long)b->off);
-        if (!b->size || b->size % CUA_ALIGNMENT)
-            FAIL("block at %llu: size %llu is not a positive multiple of %u",
-                 (unsigned long long)b->off, (unsigned long long)b->size, CUA_ALIGNMENT);
-        pos += b->size;
-        if (crosses_fence(h, b))
-            FAIL("block at %llu of %llu bytes crosses a segment edge",
-                 (unsigned long long)b->off, (unsigned long long)b->size);
+    for (const cua_block *b = a->heap.first; b; b = b->next) {
         if (b->state == CUA_BLOCK_FREE) {
-            t->free_blocks++;
-            if (prev && prev->state == CUA_BLOCK_FREE && !fenced(h, b->off) &&
-                (prev->tag == b->tag || _cua_arena_one_stream(a)))
-                FAIL("free blocks at %llu and %llu (tags %u, %u) are neighbours but not merged",
-                     (unsigned long long)prev->off, (unsigned long long)b->off, prev->tag, b->tag);
-            if (b->tag >= h->ntags) FAIL("free block at %llu has tag %u of %u",
-                                         (unsigned long long)b->off, b->tag, h->ntags);
             if (b->tag && b->tag < a->streams.n && a->streams.slot[b->tag].retired)
                 FAIL("free block at %llu keeps the tag %u of a retired stream",
                      (unsigned long long)b->off, b->tag);
             if (b->seq > a->seq) FAIL("free block at %llu is from the future",
                                       (unsigned long long)b->off);
         } else if (b->state == CUA_BLOCK_LIVE) {
-            t->live++;
             t->live_bytes += b->req;
-            t->allocated += b->size;
             if (!b->req || b->req > b->size)
                 FAIL("live block at %llu asked %llu bytes but has %llu",
                      (unsigned long long)b->off, (unsigned long long)b->req,
                      (unsigned long long)b->size);
-            if (_cua_heap_map_find(h, b->off) != b)
-                FAIL("live block at %llu is not in the pointer map", (unsigned long long)b->off);
             if (b->tag == 0 || b->tag >= a->streams.n)
                 FAIL("live block at %llu has no stream slot", (unsigned long long)b->off);
-        } else if (b->state == CUA_BLOCK_PENDING) {
-            t->pending++;
-            t->pending_bytes += b->size;
-        } else {
-            FAIL("block at %llu has state %u", (unsigned long long)b->off, b->state);
         }
         /* Only a live block can be a thread cache's (handed out, or cached). */
         if (b->state != CUA_BLOCK_LIVE && (atomic_load_explicit(&b->tcw, memory_order_relaxed) & 3))
             FAIL("block at %llu (state %u) is still a thread cache's", (unsigned long long)b->off,
                  b->state);
     }
-    if (pos != h->size) FAIL("blocks cover %llu bytes of %llu", (unsigned long long)pos,
-                             (unsigned long long)h->size);
     return CUA_OK;
 }
 
-/* Every free block sits in the bin of its size, in its tag's index; bitmaps agree. */
-static cua_status check_index(const cua_arena *a, const tally *t)
-{
-    const cua_heap *h = &a->heap;
-    uint64_t total = 0;
-    for (uint32_t tag = 0; tag < h->ntags; tag++) {
-        const cua_freeidx *fi = h->idx[tag];
-        uint64_t count = 0, bytes = 0;
-        for (unsigned bin = 0; bin < CUA_SC_COUNT; bin++) {
-            bool bit = (fi->bitmap[bin >> 6] >> (bin & 63)) & 1;
-            if (bit != (fi->bins[bin] != NULL))
-                FAIL("tag %u bin %u: bitmap says %d, list says %d", tag, bin, bit,
-                     fi->bins[bin] != NULL);
-            const cua_block *p = NULL;
-            for (const cua_block *b = fi->bins[bin]; b; p = b, b = b->fnext) {
-                if (b->state != CUA_BLOCK_FREE || b->tag != tag || b->bin != bin ||
-                    _cua_sc_floor(b->size) != bin || b->fprev != p)
-                    FAIL("block at %llu is in tag %u bin %u but does not belong there",
-                         (unsigned long long)b->off, tag, bin);
-                if (++count > t->free_blocks) FAIL("tag %u's free lists loop", tag);
-                bytes += b->size;
-            }
-        }
-        if (count != fi->count || bytes != fi->bytes)
-            FAIL("tag %u index counts %llu blocks / %llu bytes, lists hold %llu / %llu", tag,
-                 (unsigned long long)fi->count, (unsigned long long)fi->bytes,
-                 (unsigned long long)count, (unsigned long long)bytes);
-        total += count;
-    }
-    if (total != t->free_blocks)
-        FAIL("the free index holds %llu blocks, the range %llu", (unsigned long long)total,
-             (unsigned long long)t->free_blocks);
-    if (h->live != t->live) FAIL("pointer map holds %llu blocks, %llu are live",
-                                 (unsigned long long)h->live, (unsigned long long)t->live);
-    return CUA_OK;
-}
-
-/* Chunks: the page table (and its chunk ends) agrees with them, busy counts
- * the live and pending blocks on them, idle ones are exactly those on the idle
- * list. */
+/* The segment's chunks against the blocks: busy counts the live and pending
+ * blocks on each chunk (the segment's validator compares), and no handle is
+ * kept outside a growth. */
 static cua_status check_chunks(const cua_arena *a)
 {
     const cua_segment *seg = &a->seg;
@@ -138,101 +60,33 @@ static cua_status check_chunks(const cua_arena *a)
     for (const cua_block *b = a->heap.first; b && st == CUA_OK; b = b->next) {
         if (b->state == CUA_BLOCK_FREE) continue;
         if (a->offloaded && b->state == CUA_BLOCK_LIVE) continue; /* they hold no pages */
-        uint32_t p = _cua_seg_page(seg, b->off), last = _cua_seg_page(seg, b->off + b->size - 1);
-        while (p <= last) {
-            const cua_chunk *c = seg->pages[p];
-            if (!c) {
-                st = _cua_error(CUA_ERR_CORRUPT, "live block at %llu covers unmapped page %u",
-                                (unsigned long long)b->off, p);
-                break;
-            }
-            busy[c->first]++;
-            p = c->first + c->npages;
-        }
+        st = _cua_seg_check_block(seg, b->off, b->size, busy);
     }
     if (seg->kept.n || seg->keep_handles)
         st = _cua_error(CUA_ERR_CORRUPT, "%zu unmapped handles are kept outside a growth",
                         seg->kept.n);
-    uint64_t mapped = 0, idle = 0, chunks = 0, noaccess = 0;
-    for (uint32_t p = 0; p < seg->npages && st == CUA_OK;) {
-        const cua_chunk *c = seg->pages[p];
-        if (!c) {
-            p++;
-            continue;
-        }
-        if (c->first != p || !c->npages || (!seg->novmm && c->npages > _cua_seg_chunk_cap(seg))) {
-            st = _cua_error(CUA_ERR_CORRUPT, "page %u points to a chunk at page %u of %u pages",
-                            p, c->first, c->npages);
-            break;
-        }
-        for (uint32_t q = p; q < p + c->npages; q++)
-            if (seg->pages[q] != c || seg->ends[q] != p + c->npages) {
-                st = _cua_error(CUA_ERR_CORRUPT, "page %u is not in its chunk at %u (or its end "
-                                "says %u, not %u)", q, p, seg->ends[q], p + c->npages);
-                break;
-            }
-        if (st == CUA_OK && c->noaccess && c->busy)
-            st = _cua_error(CUA_ERR_CORRUPT, "chunk at page %u has blocks but no access", p);
-        if (st == CUA_OK && c->busy != busy[p])
-            st = _cua_error(CUA_ERR_CORRUPT, "chunk at page %u counts %u blocks, %u overlap it",
-                            p, c->busy, busy[p]);
-        if (st == CUA_OK && (c->busy == 0) != (c->idle_prev != NULL))
-            st = _cua_error(CUA_ERR_CORRUPT, "chunk at page %u: busy %u but %s the idle list",
-                            p, c->busy, c->idle_prev ? "on" : "not on");
-        mapped += (uint64_t)c->npages << seg->gshift;
-        if (!c->busy) idle += (uint64_t)c->npages << seg->gshift;
-        noaccess += c->noaccess;
-        chunks++;
-        p += c->npages;
-    }
+    if (st == CUA_OK) st = _cua_seg_check(seg, busy);
     free(busy);
-    if (st != CUA_OK) return st;
-    if (noaccess != seg->noaccess_chunks)
-        FAIL("%llu chunks lack access, the segment counts %u", (unsigned long long)noaccess,
-             seg->noaccess_chunks);
-    if (mapped != seg->mapped_bytes || idle != seg->idle_bytes || chunks != seg->nchunks)
-        FAIL("chunks map %llu bytes (%llu idle, %llu chunks), the segment counts %llu (%llu, %llu)",
-             (unsigned long long)mapped, (unsigned long long)idle, (unsigned long long)chunks,
-             (unsigned long long)seg->mapped_bytes, (unsigned long long)seg->idle_bytes,
-             (unsigned long long)seg->nchunks);
-    uint64_t on_list = 0;
-    for (const cua_chunk *c = seg->idle.idle_next; c != &seg->idle; c = c->idle_next) {
-        if (c->busy || c->idle_next->idle_prev != c) FAIL("the idle list is broken");
-        on_list += (uint64_t)c->npages << seg->gshift;
-        if (on_list > idle) FAIL("the idle list holds more than the idle chunks");
-    }
-    if (on_list != idle) FAIL("the idle list holds %llu bytes, idle chunks %llu",
-                              (unsigned long long)on_list, (unsigned long long)idle);
-    if (!seg->novmm) return CUA_OK;
-    if (seg->nbyaddr != seg->nchunks)
-        FAIL("%zu segments indexed by address, %llu chunks", seg->nbyaddr,
-             (unsigned long long)seg->nchunks);
-    for (size_t i = 0; i < seg->nbyaddr; i++) {
-        const cua_chunk *c = seg->byaddr[i];
-        if (seg->pages[c->first] != c) FAIL("segment %zu by address is not in the page table", i);
-        if (i && seg->byaddr[i - 1]->addr + ((uint64_t)seg->byaddr[i - 1]->npages << seg->gshift) >
-                     c->addr)
-            FAIL("segments %zu and %zu by address overlap or are out of order", i - 1, i);
-    }
-    return CUA_OK;
+    return st;
 }
 
 static cua_status check_stats(const cua_arena *a, const tally *t)
 {
-    if (t->live != a->live_blocks || t->live_bytes != a->live_bytes ||
-        t->allocated != a->allocated_bytes)
+    const cua_heap_tally *h = &t->heap;
+    if (h->live != a->live_blocks || t->live_bytes != a->live_bytes ||
+        h->allocated != a->allocated_bytes)
         FAIL("stats count %llu live blocks / %llu bytes / %llu allocated, blocks say %llu / %llu / %llu",
              (unsigned long long)a->live_blocks, (unsigned long long)a->live_bytes,
-             (unsigned long long)a->allocated_bytes, (unsigned long long)t->live,
-             (unsigned long long)t->live_bytes, (unsigned long long)t->allocated);
-    if (t->pending != a->streams.pending_blocks || t->pending_bytes != a->streams.pending_bytes)
+             (unsigned long long)a->allocated_bytes, (unsigned long long)h->live,
+             (unsigned long long)t->live_bytes, (unsigned long long)h->allocated);
+    if (h->pending != a->streams.pending_blocks || h->pending_bytes != a->streams.pending_bytes)
         FAIL("%llu pending blocks counted, %llu found", (unsigned long long)a->streams.pending_blocks,
-             (unsigned long long)t->pending);
+             (unsigned long long)h->pending);
     uint64_t n = 0;
     for (const cua_block *b = a->streams.pending; b; b = b->fnext)
-        if (b->state != CUA_BLOCK_PENDING || ++n > t->pending) FAIL("the pending list is broken");
-    if (n != t->pending) FAIL("the pending list holds %llu of %llu pending blocks",
-                              (unsigned long long)n, (unsigned long long)t->pending);
+        if (b->state != CUA_BLOCK_PENDING || ++n > h->pending) FAIL("the pending list is broken");
+    if (n != h->pending) FAIL("the pending list holds %llu of %llu pending blocks",
+                              (unsigned long long)n, (unsigned long long)h->pending);
     if (a->allocated_bytes + a->streams.pending_bytes > a->seg.mapped_bytes + a->seg.size)
         FAIL("more bytes allocated than exist");
     if (a->peak_live < a->live_bytes || a->peak_mapped < a->seg.mapped_bytes)
@@ -265,8 +119,8 @@ static cua_status check_image(const cua_arena *a)
 cua_status _cua_check_arena_locked(cua_arena *a)
 {
     tally t = {0};
-    cua_status st = check_blocks(a, &t);
-    if (st == CUA_OK) st = check_index(a, &t);
+    cua_status st = _cua_heap_check(&a->heap, _cua_arena_one_stream(a), &t.heap);
+    if (st == CUA_OK) st = check_blocks(a, &t);
     if (st == CUA_OK) st = check_chunks(a);
     if (st == CUA_OK) st = check_stats(a, &t);
     if (st == CUA_OK) st = check_image(a);

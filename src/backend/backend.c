@@ -109,8 +109,33 @@ cua_status _cua_bk_retry_graves(cua_backend *b)
     return first;
 }
 
-void _cua_bk_account(cua_backend *b, cua_callstats *cs, cua_call kind, uint64_t t0,
-                     cua_status st)
+/* The backend's live count of what a call of `kind` makes or ends (NULL for
+ * the kinds that make nothing), and in *bytes the count of their bytes (NULL
+ * where they have none). */
+static _Atomic int64_t *live_count(cua_backend *b, cua_call kind, _Atomic int64_t **bytes)
+{
+    *bytes = NULL;
+    switch (kind) {
+    case CUA_CALL_RESERVE:
+    case CUA_CALL_UNRESERVE: return &b->reservations;
+    case CUA_CALL_CREATE:
+    case CUA_CALL_RELEASE:
+    case CUA_CALL_ALLOC: /* a whole segment counts as a handle */
+    case CUA_CALL_FREE: *bytes = &b->handle_bytes; return &b->handles;
+    case CUA_CALL_MAP:
+    case CUA_CALL_UNMAP: return &b->mappings;
+    case CUA_CALL_EVENT_CREATE:
+    case CUA_CALL_EVENT_DESTROY: return &b->events;
+    case CUA_CALL_HOST_ALLOC:
+    case CUA_CALL_HOST_FREE: *bytes = &b->host_bytes; return &b->host_buffers;
+    case CUA_CALL_STREAM_CREATE:
+    case CUA_CALL_STREAM_DESTROY: return &b->streams;
+    default: return NULL;
+    }
+}
+
+cua_status _cua_bk_account(cua_backend *b, cua_callstats *cs, cua_call kind, uint64_t t0,
+                           cua_status st, int64_t n, int64_t bytes)
 {
     uint64_t dt = _cua_now_ns() - t0;
     atomic_fetch_add_explicit(&b->calls[kind], 1, memory_order_relaxed);
@@ -121,107 +146,70 @@ void _cua_bk_account(cua_backend *b, cua_callstats *cs, cua_call kind, uint64_t 
         cs->calls[kind]++;
         cs->call_ns[kind] += dt;
     }
+    _Atomic int64_t *live_bytes, *live = st == CUA_OK ? live_count(b, kind, &live_bytes) : NULL;
+    if (live) atomic_fetch_add_explicit(live, n, memory_order_relaxed);
+    if (live && live_bytes) atomic_fetch_add_explicit(live_bytes, bytes, memory_order_relaxed);
+    return st;
 }
 
-#define COUNT(field, delta) atomic_fetch_add_explicit(&b->field, (delta), memory_order_relaxed)
+/* The body of every wrapper: call hook `hook` of b with the arguments after
+ * it, timed, and account it as a call of `kind` that, when it succeeds, makes
+ * (n > 0) or ends (n < 0) n objects of `bytes` bytes in all. */
+#define TIMED_HOOK(kind, n, bytes, hook, ...)                                              \
+    uint64_t t0 = _cua_now_ns();                                                           \
+    cua_status st = b->ops->hook(b, __VA_ARGS__);                                          \
+    return _cua_bk_account(b, cs, kind, t0, st, n, bytes)
 
 cua_status _cua_bk_reserve(cua_backend *b, cua_callstats *cs, size_t size, size_t align,
                            uintptr_t *addr)
 {
     _cua_bk_retry_graves(b); /* what an arena's destroy could not give back, first */
-    uint64_t t0 = _cua_now_ns();
-    cua_status st = b->ops->reserve(b, size, align, addr);
-    _cua_bk_account(b, cs, CUA_CALL_RESERVE, t0, st);
-    if (st == CUA_OK) COUNT(reservations, 1);
-    return st;
+    TIMED_HOOK(CUA_CALL_RESERVE, 1, 0, reserve, size, align, addr);
 }
 
 cua_status _cua_bk_unreserve(cua_backend *b, cua_callstats *cs, uintptr_t addr, size_t size)
 {
-    uint64_t t0 = _cua_now_ns();
-    cua_status st = b->ops->unreserve(b, addr, size);
-    _cua_bk_account(b, cs, CUA_CALL_UNRESERVE, t0, st);
-    if (st == CUA_OK) COUNT(reservations, -1);
-    return st;
+    TIMED_HOOK(CUA_CALL_UNRESERVE, -1, 0, unreserve, addr, size);
 }
 
 cua_status _cua_bk_create(cua_backend *b, cua_callstats *cs, size_t size, cua_handle *out)
 {
-    _cua_bk_retry_graves(b); /* what an arena's destroy could not give back, first */
-    uint64_t t0 = _cua_now_ns();
-    cua_status st = b->ops->create(b, size, out);
-    _cua_bk_account(b, cs, CUA_CALL_CREATE, t0, st);
-    if (st == CUA_OK) {
-        COUNT(handles, 1);
-        COUNT(handle_bytes, (int64_t)size);
-    }
-    return st;
+    _cua_bk_retry_graves(b);
+    TIMED_HOOK(CUA_CALL_CREATE, 1, (int64_t)size, create, size, out);
 }
 
 cua_status _cua_bk_release(cua_backend *b, cua_callstats *cs, cua_handle h, size_t size)
 {
-    uint64_t t0 = _cua_now_ns();
-    cua_status st = b->ops->release(b, h);
-    _cua_bk_account(b, cs, CUA_CALL_RELEASE, t0, st);
-    if (st == CUA_OK) {
-        COUNT(handles, -1);
-        COUNT(handle_bytes, -(int64_t)size);
-    }
-    return st;
+    TIMED_HOOK(CUA_CALL_RELEASE, -1, -(int64_t)size, release, h);
 }
 
 cua_status _cua_bk_map(cua_backend *b, cua_callstats *cs, uintptr_t addr, size_t size,
                        cua_handle h)
 {
-    uint64_t t0 = _cua_now_ns();
-    cua_status st = b->ops->map(b, addr, size, 0, h);
-    _cua_bk_account(b, cs, CUA_CALL_MAP, t0, st);
-    if (st == CUA_OK) COUNT(mappings, 1);
-    return st;
+    TIMED_HOOK(CUA_CALL_MAP, 1, 0, map, addr, size, 0, h);
 }
 
 cua_status _cua_bk_unmap(cua_backend *b, cua_callstats *cs, uintptr_t addr, size_t size,
                          size_t nmaps)
 {
-    uint64_t t0 = _cua_now_ns();
-    cua_status st = b->ops->unmap(b, addr, size);
-    _cua_bk_account(b, cs, CUA_CALL_UNMAP, t0, st);
-    if (st == CUA_OK) COUNT(mappings, -(int64_t)nmaps);
-    return st;
+    TIMED_HOOK(CUA_CALL_UNMAP, -(int64_t)nmaps, 0, unmap, addr, size);
 }
 
 cua_status _cua_bk_alloc(cua_backend *b, cua_callstats *cs, size_t size, uintptr_t *addr)
 {
-    _cua_bk_retry_graves(b); /* what an arena's destroy could not give back, first */
-    uint64_t t0 = _cua_now_ns();
-    cua_status st = b->ops->alloc(b, size, addr);
-    _cua_bk_account(b, cs, CUA_CALL_ALLOC, t0, st);
-    if (st == CUA_OK) {
-        COUNT(handles, 1);
-        COUNT(handle_bytes, (int64_t)size);
-    }
-    return st;
+    _cua_bk_retry_graves(b);
+    TIMED_HOOK(CUA_CALL_ALLOC, 1, (int64_t)size, alloc, size, addr);
 }
 
 cua_status _cua_bk_free(cua_backend *b, cua_callstats *cs, uintptr_t addr, size_t size)
 {
-    uint64_t t0 = _cua_now_ns();
-    cua_status st = b->ops->free(b, addr, size);
-    _cua_bk_account(b, cs, CUA_CALL_FREE, t0, st);
-    if (st == CUA_OK) {
-        COUNT(handles, -1);
-        COUNT(handle_bytes, -(int64_t)size);
-    }
-    return st;
+    TIMED_HOOK(CUA_CALL_FREE, -1, -(int64_t)size, free, addr, size);
 }
 
 cua_status _cua_bk_set_access(cua_backend *b, cua_callstats *cs, uintptr_t addr, size_t size,
                               const int *devices, int n)
 {
-    uint64_t t0 = _cua_now_ns();
-    cua_status st = b->ops->set_access(b, addr, size, devices, n);
-    _cua_bk_account(b, cs, CUA_CALL_SET_ACCESS, t0, st);
-    return st;
+    TIMED_HOOK(CUA_CALL_SET_ACCESS, 0, 0, set_access, addr, size, devices, n);
 }
 
 cua_status _cua_bk_peer_check(cua_backend *b, int peer)
@@ -231,139 +219,82 @@ cua_status _cua_bk_peer_check(cua_backend *b, int peer)
 
 cua_status _cua_bk_peer_enable(cua_backend *b, cua_callstats *cs, int peer)
 {
-    uint64_t t0 = _cua_now_ns();
-    cua_status st = b->ops->peer_enable(b, peer);
-    _cua_bk_account(b, cs, CUA_CALL_SET_ACCESS, t0, st);
-    return st;
+    TIMED_HOOK(CUA_CALL_SET_ACCESS, 0, 0, peer_enable, peer);
 }
 
 cua_status _cua_bk_mem_info(cua_backend *b, cua_callstats *cs, size_t *free_bytes,
                             size_t *total_bytes)
 {
-    uint64_t t0 = _cua_now_ns();
-    cua_status st = b->ops->mem_info(b, free_bytes, total_bytes);
-    _cua_bk_account(b, cs, CUA_CALL_MEM_INFO, t0, st);
-    return st;
+    TIMED_HOOK(CUA_CALL_MEM_INFO, 0, 0, mem_info, free_bytes, total_bytes);
 }
 
 cua_status _cua_bk_event_create(cua_backend *b, cua_callstats *cs, cua_event *out)
 {
-    uint64_t t0 = _cua_now_ns();
-    cua_status st = b->ops->event_create(b, out);
-    _cua_bk_account(b, cs, CUA_CALL_EVENT_CREATE, t0, st);
-    if (st == CUA_OK) COUNT(events, 1);
-    return st;
+    TIMED_HOOK(CUA_CALL_EVENT_CREATE, 1, 0, event_create, out);
 }
 
 cua_status _cua_bk_event_destroy(cua_backend *b, cua_callstats *cs, cua_event ev)
 {
-    uint64_t t0 = _cua_now_ns();
-    cua_status st = b->ops->event_destroy(b, ev);
-    _cua_bk_account(b, cs, CUA_CALL_EVENT_DESTROY, t0, st);
-    if (st == CUA_OK) COUNT(events, -1);
-    return st;
+    TIMED_HOOK(CUA_CALL_EVENT_DESTROY, -1, 0, event_destroy, ev);
 }
 
 cua_status _cua_bk_event_record(cua_backend *b, cua_callstats *cs, cua_event ev,
                                 cua_stream stream)
 {
-    uint64_t t0 = _cua_now_ns();
-    cua_status st = b->ops->event_record(b, ev, stream);
-    _cua_bk_account(b, cs, CUA_CALL_EVENT_RECORD, t0, st);
-    return st;
+    TIMED_HOOK(CUA_CALL_EVENT_RECORD, 0, 0, event_record, ev, stream);
 }
 
 cua_status _cua_bk_event_query(cua_backend *b, cua_callstats *cs, cua_event ev)
 {
-    uint64_t t0 = _cua_now_ns();
-    cua_status st = b->ops->event_query(b, ev);
-    _cua_bk_account(b, cs, CUA_CALL_EVENT_QUERY, t0, st);
-    return st;
+    TIMED_HOOK(CUA_CALL_EVENT_QUERY, 0, 0, event_query, ev);
 }
 
 cua_status _cua_bk_fill(cua_backend *b, cua_callstats *cs, uintptr_t addr, size_t n, unsigned char v,
                         cua_stream s)
 {
-    uint64_t t0 = _cua_now_ns();
-    cua_status st = b->ops->fill(b, addr, n, v, s);
-    _cua_bk_account(b, cs, CUA_CALL_FILL, t0, st);
-    return st;
+    TIMED_HOOK(CUA_CALL_FILL, 0, 0, fill, addr, n, v, s);
 }
 
 cua_status _cua_bk_event_sync(cua_backend *b, cua_callstats *cs, cua_event ev)
 {
-    uint64_t t0 = _cua_now_ns();
-    cua_status st = b->ops->event_sync(b, ev);
-    _cua_bk_account(b, cs, CUA_CALL_EVENT_SYNC, t0, st);
-    return st;
+    TIMED_HOOK(CUA_CALL_EVENT_SYNC, 0, 0, event_sync, ev);
 }
 
 cua_status _cua_bk_stream_sync(cua_backend *b, cua_callstats *cs, cua_stream stream)
 {
-    uint64_t t0 = _cua_now_ns();
-    cua_status st = b->ops->stream_sync(b, stream);
-    _cua_bk_account(b, cs, CUA_CALL_STREAM_SYNC, t0, st);
-    return st;
+    TIMED_HOOK(CUA_CALL_STREAM_SYNC, 0, 0, stream_sync, stream);
 }
 
 cua_status _cua_bk_host_alloc(cua_backend *b, cua_callstats *cs, size_t size, void **out)
 {
-    uint64_t t0 = _cua_now_ns();
-    cua_status st = b->ops->host_alloc(b, size, out);
-    _cua_bk_account(b, cs, CUA_CALL_HOST_ALLOC, t0, st);
-    if (st == CUA_OK) {
-        COUNT(host_buffers, 1);
-        COUNT(host_bytes, (int64_t)size);
-    }
-    return st;
+    TIMED_HOOK(CUA_CALL_HOST_ALLOC, 1, (int64_t)size, host_alloc, size, out);
 }
 
 cua_status _cua_bk_host_free(cua_backend *b, cua_callstats *cs, void *p, size_t size)
 {
-    uint64_t t0 = _cua_now_ns();
-    cua_status st = b->ops->host_free(b, p, size);
-    _cua_bk_account(b, cs, CUA_CALL_HOST_FREE, t0, st);
-    if (st == CUA_OK) {
-        COUNT(host_buffers, -1);
-        COUNT(host_bytes, -(int64_t)size);
-    }
-    return st;
+    TIMED_HOOK(CUA_CALL_HOST_FREE, -1, -(int64_t)size, host_free, p, size);
 }
 
 cua_status _cua_bk_stream_create(cua_backend *b, cua_callstats *cs, cua_stream *out)
 {
-    uint64_t t0 = _cua_now_ns();
-    cua_status st = b->ops->stream_create(b, out);
-    _cua_bk_account(b, cs, CUA_CALL_STREAM_CREATE, t0, st);
-    if (st == CUA_OK) COUNT(streams, 1);
-    return st;
+    TIMED_HOOK(CUA_CALL_STREAM_CREATE, 1, 0, stream_create, out);
 }
 
 cua_status _cua_bk_stream_destroy(cua_backend *b, cua_callstats *cs, cua_stream s)
 {
-    uint64_t t0 = _cua_now_ns();
-    cua_status st = b->ops->stream_destroy(b, s);
-    _cua_bk_account(b, cs, CUA_CALL_STREAM_DESTROY, t0, st);
-    if (st == CUA_OK) COUNT(streams, -1);
-    return st;
+    TIMED_HOOK(CUA_CALL_STREAM_DESTROY, -1, 0, stream_destroy, s);
 }
 
 cua_status _cua_bk_copy_to_host(cua_backend *b, cua_callstats *cs, void *dst, uintptr_t src,
                                 size_t n, cua_stream s)
 {
-    uint64_t t0 = _cua_now_ns();
-    cua_status st = b->ops->copy_to_host(b, dst, src, n, s);
-    _cua_bk_account(b, cs, CUA_CALL_COPY_TO_HOST, t0, st);
-    return st;
+    TIMED_HOOK(CUA_CALL_COPY_TO_HOST, 0, 0, copy_to_host, dst, src, n, s);
 }
 
 cua_status _cua_bk_copy_to_device(cua_backend *b, cua_callstats *cs, uintptr_t dst,
                                   const void *src, size_t n, cua_stream s)
 {
-    uint64_t t0 = _cua_now_ns();
-    cua_status st = b->ops->copy_to_device(b, dst, src, n, s);
-    _cua_bk_account(b, cs, CUA_CALL_COPY_TO_DEVICE, t0, st);
-    return st;
+    TIMED_HOOK(CUA_CALL_COPY_TO_DEVICE, 0, 0, copy_to_device, dst, src, n, s);
 }
 
 cua_status _cua_backend_destroy(cua_backend *b)

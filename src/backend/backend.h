@@ -95,6 +95,26 @@ typedef struct cua_backend_ops {
     void (*destroy)(cua_backend *b);
 } cua_backend_ops;
 
+/* The table of a backend whose hooks are all named <prefix>_<hook>: every hook
+ * of cua_backend_ops must then exist (one missing does not compile, where a
+ * table written out would leave it NULL). */
+#define CUA_BACKEND_OPS(prefix)                                                            \
+    {                                                                                      \
+        .reserve = prefix##_reserve, .unreserve = prefix##_unreserve,                      \
+        .create = prefix##_create, .release = prefix##_release, .map = prefix##_map,       \
+        .unmap = prefix##_unmap, .set_access = prefix##_set_access,                        \
+        .peer_check = prefix##_peer_check, .peer_enable = prefix##_peer_enable,            \
+        .alloc = prefix##_alloc, .free = prefix##_free, .mem_info = prefix##_mem_info,     \
+        .event_create = prefix##_event_create, .event_destroy = prefix##_event_destroy,    \
+        .event_record = prefix##_event_record, .event_query = prefix##_event_query,        \
+        .event_sync = prefix##_event_sync, .stream_sync = prefix##_stream_sync,            \
+        .host_alloc = prefix##_host_alloc, .host_free = prefix##_host_free,                \
+        .stream_create = prefix##_stream_create,                                           \
+        .stream_destroy = prefix##_stream_destroy,                                         \
+        .copy_to_host = prefix##_copy_to_host, .copy_to_device = prefix##_copy_to_device,  \
+        .fill = prefix##_fill, .destroy = prefix##_destroy,                                \
+    }
+
 _Static_assert(CUA_CALL_COUNT <= CUA_CALL_MAX, "cua_stats has room for CUA_CALL_MAX call kinds");
 
 /* Counters of calls per kind; one set per backend and one per arena. */
@@ -157,9 +177,13 @@ cua_status _cua_bk_retry_graves(cua_backend *b);
 void _cua_backend_init(cua_backend *b, const cua_backend_ops *ops, const char *name,
                        cua_bk_type kind, size_t granularity, size_t total_bytes);
 
-/* Account one call of `kind` that started at t0 and returned st. */
-void _cua_bk_account(cua_backend *b, cua_callstats *cs, cua_call kind, uint64_t t0,
-                     cua_status st);
+/* Account one call of `kind` that started at t0 and returned st: count and
+ * time it per backend and (cs, may be NULL) per arena. When it succeeded, the
+ * backend's live count of what calls of that kind make or end (reservations,
+ * handles, mappings, events, host buffers, streams) changes by n, and that of
+ * their bytes by `bytes` (a kind without one ignores them). Returns st. */
+cua_status _cua_bk_account(cua_backend *b, cua_callstats *cs, cua_call kind, uint64_t t0,
+                           cua_status st, int64_t n, int64_t bytes);
 
 /* ---- the wrappers: every call into a backend goes through one of these.
  * `cs` (may be NULL) receives the arena's share of the counts. ---------------- */

@@ -513,34 +513,7 @@ static void cuda_destroy(cua_backend *b)
     free(cb);
 }
 
-static const cua_backend_ops cuda_ops = {
-    .reserve = cuda_reserve,
-    .unreserve = cuda_unreserve,
-    .create = cuda_create,
-    .release = cuda_release,
-    .map = cuda_map,
-    .unmap = cuda_unmap,
-    .set_access = cuda_set_access,
-    .peer_check = cuda_peer_check,
-    .peer_enable = cuda_peer_enable,
-    .alloc = cuda_alloc,
-    .free = cuda_free,
-    .mem_info = cuda_mem_info,
-    .event_create = cuda_event_create,
-    .event_destroy = cuda_event_destroy,
-    .event_record = cuda_event_record,
-    .event_query = cuda_event_query,
-    .event_sync = cuda_event_sync,
-    .stream_sync = cuda_stream_sync,
-    .host_alloc = cuda_host_alloc,
-    .host_free = cuda_host_free,
-    .stream_create = cuda_stream_create,
-    .stream_destroy = cuda_stream_destroy,
-    .copy_to_host = cuda_copy_to_host,
-    .copy_to_device = cuda_copy_to_device,
-    .fill = cuda_fill,
-    .destroy = cuda_destroy,
-};
+static const cua_backend_ops cuda_ops = CUA_BACKEND_OPS(cuda);
 
 /* ---- create --------------------------------------------------------------------------- */
 

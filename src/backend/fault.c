@@ -71,16 +71,12 @@ static cua_status kv_make_room(kv_table *t)
 
 static void kv_insert(kv_table *t, uint64_t key, uint64_t val)
 {
-    size_t i = kv_lower_bound(t, key);
-    memmove(&t->items[i + 1], &t->items[i], (t->n - i) * sizeof *t->items);
-    t->items[i] = (kv){key, val};
-    t->n++;
+    _cua_sorted_insert(t->items, &t->n, sizeof *t->items, &(kv){key, val});
 }
 
 static void kv_remove(kv_table *t, size_t first, size_t end)
 {
-    memmove(&t->items[first], &t->items[end], (t->n - end) * sizeof *t->items);
-    t->n -= end - first;
+    _cua_array_remove(t->items, &t->n, sizeof *t->items, first, end);
 }
 
 /* ---- deciding to fail ----------------------------------------------------------- */
@@ -126,36 +122,70 @@ static cua_status decide(fault_backend *f, cua_call kind)
     return CUA_OK;
 }
 
+/* Take the lock and decide; the caller unlocks after updating its table. */
+static cua_status lock_decide(fault_backend *f, cua_call kind)
+{
+    _cua_lock(&f->lock);
+    return decide(f, kind);
+}
+
 /* Decide without holding the lock afterwards: for calls that need no table. */
 static cua_status inject(fault_backend *f, cua_call kind)
 {
-    _cua_lock(&f->lock);
-    cua_status st = decide(f, kind);
+    cua_status st = lock_decide(f, kind);
     _cua_unlock(&f->lock);
     return st;
 }
 
 /* ---- hooks ------------------------------------------------------------------------ */
 
-static cua_status fault_reserve(cua_backend *b, size_t size, size_t align, uintptr_t *addr)
-{
-    fault_backend *f = fault_of(b);
-    cua_status st = inject(f, CUA_CALL_RESERVE);
-    return st != CUA_OK ? st : _cua_bk_reserve(f->inner, NULL, size, align, addr);
-}
+/* A hook with nothing to track: fail the call if a rule says so, else forward
+ * it to the inner backend's wrapper (which counts it there). Defines
+ * fault_<hook>, failed by the rules of call kind CUA_CALL_<KIND>. */
+#define FORWARD(hook, KIND, params, ...)                                                   \
+    static cua_status fault_##hook params                                                  \
+    {                                                                                      \
+        fault_backend *f = fault_of(b);                                                    \
+        cua_status st = inject(f, CUA_CALL_##KIND);                                        \
+        return st != CUA_OK ? st : _cua_bk_##hook(f->inner, NULL, __VA_ARGS__);            \
+    }
 
-static cua_status fault_unreserve(cua_backend *b, uintptr_t addr, size_t size)
-{
-    fault_backend *f = fault_of(b);
-    cua_status st = inject(f, CUA_CALL_UNRESERVE);
-    return st != CUA_OK ? st : _cua_bk_unreserve(f->inner, NULL, addr, size);
-}
+FORWARD(reserve, RESERVE, (cua_backend *b, size_t size, size_t align, uintptr_t *addr),
+        size, align, addr)
+FORWARD(unreserve, UNRESERVE, (cua_backend *b, uintptr_t addr, size_t size), addr, size)
+FORWARD(set_access, SET_ACCESS,
+        (cua_backend *b, uintptr_t addr, size_t size, const int *devices, int n),
+        addr, size, devices, n)
+/* peer_enable is a set_access for whole segments: failed by the same rules. */
+FORWARD(peer_enable, SET_ACCESS, (cua_backend *b, int peer), peer)
+FORWARD(alloc, ALLOC, (cua_backend *b, size_t size, uintptr_t *addr), size, addr)
+FORWARD(free, FREE, (cua_backend *b, uintptr_t addr, size_t size), addr, size)
+FORWARD(mem_info, MEM_INFO, (cua_backend *b, size_t *free_bytes, size_t *total_bytes),
+        free_bytes, total_bytes)
+FORWARD(event_create, EVENT_CREATE, (cua_backend *b, cua_event *out), out)
+FORWARD(event_destroy, EVENT_DESTROY, (cua_backend *b, cua_event ev), ev)
+FORWARD(event_record, EVENT_RECORD, (cua_backend *b, cua_event ev, cua_stream stream), ev,
+        stream)
+FORWARD(event_query, EVENT_QUERY, (cua_backend *b, cua_event ev), ev)
+FORWARD(event_sync, EVENT_SYNC, (cua_backend *b, cua_event ev), ev)
+FORWARD(stream_sync, STREAM_SYNC, (cua_backend *b, cua_stream stream), stream)
+FORWARD(host_alloc, HOST_ALLOC, (cua_backend *b, size_t size, void **out), size, out)
+FORWARD(host_free, HOST_FREE, (cua_backend *b, void *p, size_t size), p, size)
+FORWARD(stream_create, STREAM_CREATE, (cua_backend *b, cua_stream *out), out)
+FORWARD(stream_destroy, STREAM_DESTROY, (cua_backend *b, cua_stream s), s)
+FORWARD(copy_to_host, COPY_TO_HOST,
+        (cua_backend *b, void *dst, uintptr_t src, size_t n, cua_stream s), dst, src, n, s)
+FORWARD(copy_to_device, COPY_TO_DEVICE,
+        (cua_backend *b, uintptr_t dst, const void *src, size_t n, cua_stream s), dst, src, n,
+        s)
+FORWARD(fill, FILL, (cua_backend *b, uintptr_t addr, size_t n, unsigned char v, cua_stream s),
+        addr, n, v, s)
 
+/* The hooks that keep the tables release and unmap need. */
 static cua_status fault_create(cua_backend *b, size_t size, cua_handle *out)
 {
     fault_backend *f = fault_of(b);
-    _cua_lock(&f->lock);
-    cua_status st = decide(f, CUA_CALL_CREATE);
+    cua_status st = lock_decide(f, CUA_CALL_CREATE);
     if (st == CUA_OK) st = kv_make_room(&f->handles);
     if (st == CUA_OK) st = _cua_bk_create(f->inner, NULL, size, out);
     if (st == CUA_OK) kv_insert(&f->handles, *out, size);
@@ -166,8 +196,7 @@ static cua_status fault_create(cua_backend *b, size_t size, cua_handle *out)
 static cua_status fault_release(cua_backend *b, cua_handle h)
 {
     fault_backend *f = fault_of(b);
-    _cua_lock(&f->lock);
-    cua_status st = decide(f, CUA_CALL_RELEASE);
+    cua_status st = lock_decide(f, CUA_CALL_RELEASE);
     if (st == CUA_OK) {
         size_t i = kv_lower_bound(&f->handles, h);
         bool known = i < f->handles.n && f->handles.items[i].key == h;
@@ -187,17 +216,14 @@ static cua_status forward_map(cua_backend *inner, uintptr_t addr, size_t size, s
     if (offset == 0) return _cua_bk_map(inner, NULL, addr, size, h);
     uint64_t t0 = _cua_now_ns();
     cua_status st = inner->ops->map(inner, addr, size, offset, h);
-    _cua_bk_account(inner, NULL, CUA_CALL_MAP, t0, st);
-    if (st == CUA_OK) atomic_fetch_add_explicit(&inner->mappings, 1, memory_order_relaxed);
-    return st;
+    return _cua_bk_account(inner, NULL, CUA_CALL_MAP, t0, st, 1, 0);
 }
 
 static cua_status fault_map(cua_backend *b, uintptr_t addr, size_t size, size_t offset,
                             cua_handle h)
 {
     fault_backend *f = fault_of(b);
-    _cua_lock(&f->lock);
-    cua_status st = decide(f, CUA_CALL_MAP);
+    cua_status st = lock_decide(f, CUA_CALL_MAP);
     if (st == CUA_OK) st = kv_make_room(&f->mappings);
     if (st == CUA_OK) st = forward_map(f->inner, addr, size, offset, h);
     if (st == CUA_OK) kv_insert(&f->mappings, addr, size);
@@ -208,8 +234,7 @@ static cua_status fault_map(cua_backend *b, uintptr_t addr, size_t size, size_t 
 static cua_status fault_unmap(cua_backend *b, uintptr_t addr, size_t size)
 {
     fault_backend *f = fault_of(b);
-    _cua_lock(&f->lock);
-    cua_status st = decide(f, CUA_CALL_UNMAP);
+    cua_status st = lock_decide(f, CUA_CALL_UNMAP);
     if (st == CUA_OK) {
         /* The mappings that start inside the range: all of them go if the inner
          * backend accepts the unmap (it refuses partial ones). */
@@ -223,140 +248,10 @@ static cua_status fault_unmap(cua_backend *b, uintptr_t addr, size_t size)
     return st;
 }
 
-static cua_status fault_set_access(cua_backend *b, uintptr_t addr, size_t size,
-                                   const int *devices, int n)
-{
-    fault_backend *f = fault_of(b);
-    cua_status st = inject(f, CUA_CALL_SET_ACCESS);
-    return st != CUA_OK ? st : _cua_bk_set_access(f->inner, NULL, addr, size, devices, n);
-}
-
 /* A question, not a driver call that changes anything: never failed here. */
 static cua_status fault_peer_check(cua_backend *b, int peer)
 {
     return _cua_bk_peer_check(fault_of(b)->inner, peer);
-}
-
-/* Failed by the rules of set_access (it is one, for whole segments). */
-static cua_status fault_peer_enable(cua_backend *b, int peer)
-{
-    fault_backend *f = fault_of(b);
-    cua_status st = inject(f, CUA_CALL_SET_ACCESS);
-    return st != CUA_OK ? st : _cua_bk_peer_enable(f->inner, NULL, peer);
-}
-
-static cua_status fault_alloc(cua_backend *b, size_t size, uintptr_t *addr)
-{
-    fault_backend *f = fault_of(b);
-    cua_status st = inject(f, CUA_CALL_ALLOC);
-    return st != CUA_OK ? st : _cua_bk_alloc(f->inner, NULL, size, addr);
-}
-
-static cua_status fault_free(cua_backend *b, uintptr_t addr, size_t size)
-{
-    fault_backend *f = fault_of(b);
-    cua_status st = inject(f, CUA_CALL_FREE);
-    return st != CUA_OK ? st : _cua_bk_free(f->inner, NULL, addr, size);
-}
-
-static cua_status fault_mem_info(cua_backend *b, size_t *free_bytes, size_t *total_bytes)
-{
-    fault_backend *f = fault_of(b);
-    cua_status st = inject(f, CUA_CALL_MEM_INFO);
-    return st != CUA_OK ? st : _cua_bk_mem_info(f->inner, NULL, free_bytes, total_bytes);
-}
-
-static cua_status fault_event_create(cua_backend *b, cua_event *out)
-{
-    fault_backend *f = fault_of(b);
-    cua_status st = inject(f, CUA_CALL_EVENT_CREATE);
-    return st != CUA_OK ? st : _cua_bk_event_create(f->inner, NULL, out);
-}
-
-static cua_status fault_event_destroy(cua_backend *b, cua_event ev)
-{
-    fault_backend *f = fault_of(b);
-    cua_status st = inject(f, CUA_CALL_EVENT_DESTROY);
-    return st != CUA_OK ? st : _cua_bk_event_destroy(f->inner, NULL, ev);
-}
-
-static cua_status fault_event_record(cua_backend *b, cua_event ev, cua_stream stream)
-{
-    fault_backend *f = fault_of(b);
-    cua_status st = inject(f, CUA_CALL_EVENT_RECORD);
-    return st != CUA_OK ? st : _cua_bk_event_record(f->inner, NULL, ev, stream);
-}
-
-static cua_status fault_event_query(cua_backend *b, cua_event ev)
-{
-    fault_backend *f = fault_of(b);
-    cua_status st = inject(f, CUA_CALL_EVENT_QUERY);
-    return st != CUA_OK ? st : _cua_bk_event_query(f->inner, NULL, ev);
-}
-
-static cua_status fault_event_sync(cua_backend *b, cua_event ev)
-{
-    fault_backend *f = fault_of(b);
-    cua_status st = inject(f, CUA_CALL_EVENT_SYNC);
-    return st != CUA_OK ? st : _cua_bk_event_sync(f->inner, NULL, ev);
-}
-
-static cua_status fault_stream_sync(cua_backend *b, cua_stream stream)
-{
-    fault_backend *f = fault_of(b);
-    cua_status st = inject(f, CUA_CALL_STREAM_SYNC);
-    return st != CUA_OK ? st : _cua_bk_stream_sync(f->inner, NULL, stream);
-}
-
-static cua_status fault_host_alloc(cua_backend *b, size_t size, void **out)
-{
-    fault_backend *f = fault_of(b);
-    cua_status st = inject(f, CUA_CALL_HOST_ALLOC);
-    return st != CUA_OK ? st : _cua_bk_host_alloc(f->inner, NULL, size, out);
-}
-
-static cua_status fault_host_free(cua_backend *b, void *p, size_t size)
-{
-    fault_backend *f = fault_of(b);
-    cua_status st = inject(f, CUA_CALL_HOST_FREE);
-    return st != CUA_OK ? st : _cua_bk_host_free(f->inner, NULL, p, size);
-}
-
-static cua_status fault_stream_create(cua_backend *b, cua_stream *out)
-{
-    fault_backend *f = fault_of(b);
-    cua_status st = inject(f, CUA_CALL_STREAM_CREATE);
-    return st != CUA_OK ? st : _cua_bk_stream_create(f->inner, NULL, out);
-}
-
-static cua_status fault_stream_destroy(cua_backend *b, cua_stream s)
-{
-    fault_backend *f = fault_of(b);
-    cua_status st = inject(f, CUA_CALL_STREAM_DESTROY);
-    return st != CUA_OK ? st : _cua_bk_stream_destroy(f->inner, NULL, s);
-}
-
-static cua_status fault_copy_to_host(cua_backend *b, void *dst, uintptr_t src, size_t n,
-                                     cua_stream s)
-{
-    fault_backend *f = fault_of(b);
-    cua_status st = inject(f, CUA_CALL_COPY_TO_HOST);
-    return st != CUA_OK ? st : _cua_bk_copy_to_host(f->inner, NULL, dst, src, n, s);
-}
-
-static cua_status fault_copy_to_device(cua_backend *b, uintptr_t dst, const void *src, size_t n,
-                                       cua_stream s)
-{
-    fault_backend *f = fault_of(b);
-    cua_status st = inject(f, CUA_CALL_COPY_TO_DEVICE);
-    return st != CUA_OK ? st : _cua_bk_copy_to_device(f->inner, NULL, dst, src, n, s);
-}
-
-static cua_status fault_fill(cua_backend *b, uintptr_t addr, size_t n, unsigned char v, cua_stream s)
-{
-    fault_backend *f = fault_of(b);
-    cua_status st = inject(f, CUA_CALL_FILL);
-    return st != CUA_OK ? st : _cua_bk_fill(f->inner, NULL, addr, n, v, s);
 }
 
 static void fault_destroy(cua_backend *b)
@@ -369,34 +264,7 @@ static void fault_destroy(cua_backend *b)
     free(f);
 }
 
-static const cua_backend_ops fault_ops = {
-    .reserve = fault_reserve,
-    .unreserve = fault_unreserve,
-    .create = fault_create,
-    .release = fault_release,
-    .map = fault_map,
-    .unmap = fault_unmap,
-    .set_access = fault_set_access,
-    .peer_check = fault_peer_check,
-    .peer_enable = fault_peer_enable,
-    .alloc = fault_alloc,
-    .free = fault_free,
-    .mem_info = fault_mem_info,
-    .event_create = fault_event_create,
-    .event_destroy = fault_event_destroy,
-    .event_record = fault_event_record,
-    .event_query = fault_event_query,
-    .event_sync = fault_event_sync,
-    .stream_sync = fault_stream_sync,
-    .host_alloc = fault_host_alloc,
-    .host_free = fault_host_free,
-    .stream_create = fault_stream_create,
-    .stream_destroy = fault_stream_destroy,
-    .copy_to_host = fault_copy_to_host,
-    .copy_to_device = fault_copy_to_device,
-    .fill = fault_fill,
-    .destroy = fault_destroy,
-};
+static const cua_backend_ops fault_ops = CUA_BACKEND_OPS(fault);
 
 /* ---- creation and controls --------------------------------------------------------- */
 

@@ -209,10 +209,7 @@ static cua_status host_reserve(cua_backend *b, size_t size, size_t align, uintpt
     uintptr_t base = 0;
     st = reserve_aligned(size, align, &base);
     if (st == CUA_OK) {
-        size_t i = res_lower_bound(h, base);
-        memmove(&h->res[i + 1], &h->res[i], (h->nres - i) * sizeof *h->res);
-        h->res[i] = (host_range){base, size};
-        h->nres++;
+        _cua_sorted_insert(h->res, &h->nres, sizeof *h->res, &(host_range){base, size});
         *addr = base;
     }
     _cua_unlock(&h->lock);
@@ -236,10 +233,7 @@ static cua_status host_unreserve(cua_backend *b, uintptr_t addr, size_t size)
     else if (munmap((void *)addr, size) != 0)
         st = _cua_error(CUA_ERR_BACKEND, "host backend: cannot unreserve %zu bytes at %#lx: "
                         "munmap: %s", size, (unsigned long)addr, strerror(errno));
-    if (st == CUA_OK) {
-        memmove(&h->res[i], &h->res[i + 1], (h->nres - i - 1) * sizeof *h->res);
-        h->nres--;
-    }
+    if (st == CUA_OK) _cua_array_remove(h->res, &h->nres, sizeof *h->res, i, i + 1);
     _cua_unlock(&h->lock);
     return st;
 }
@@ -345,10 +339,8 @@ static cua_status host_alloc(cua_backend *b, size_t size, uintptr_t *addr)
             release_locked(h, hv);
         } else {
             hd->mapped_at = (uintptr_t)p;
-            size_t i = _cua_lower_bound(h->segs, h->nsegs, sizeof *h->segs, (uintptr_t)p);
-            memmove(&h->segs[i + 1], &h->segs[i], (h->nsegs - i) * sizeof *h->segs);
-            h->segs[i] = (host_mapping){(uintptr_t)p, size, idx, 0};
-            h->nsegs++;
+            _cua_sorted_insert(h->segs, &h->nsegs, sizeof *h->segs,
+                               &(host_mapping){(uintptr_t)p, size, idx, 0});
             *addr = (uintptr_t)p;
         }
     }
@@ -372,8 +364,7 @@ static cua_status host_free(cua_backend *b, uintptr_t addr, size_t size)
         host_handle *hd = (host_handle *)slot_at(&h->handles, h->segs[i].handle_idx);
         hd->mapped_at = 0;
         st = release_locked(h, slot_value(&h->handles, h->segs[i].handle_idx));
-        memmove(&h->segs[i], &h->segs[i + 1], (h->nsegs - i - 1) * sizeof *h->segs);
-        h->nsegs--;
+        _cua_array_remove(h->segs, &h->nsegs, sizeof *h->segs, i, i + 1);
     }
     _cua_unlock(&h->lock);
     return st;
@@ -432,10 +423,8 @@ static cua_status host_map(cua_backend *b, uintptr_t addr, size_t size, size_t o
                             "mmap: %s", size, (unsigned long)addr, strerror(errno));
     }
     if (st == CUA_OK) {
-        size_t i = map_lower_bound(h, addr);
-        memmove(&h->maps[i + 1], &h->maps[i], (h->nmaps - i) * sizeof *h->maps);
-        h->maps[i] = (host_mapping){addr, size, (uint32_t)(hv & 0xffffffffu) - 1, 0};
-        h->nmaps++;
+        _cua_sorted_insert(h->maps, &h->nmaps, sizeof *h->maps,
+                           &(host_mapping){addr, size, (uint32_t)(hv & 0xffffffffu) - 1, 0});
         hd->mapped_at = addr;
     }
     _cua_unlock(&h->lock);
@@ -461,8 +450,7 @@ static cua_status host_unmap(cua_backend *b, uintptr_t addr, size_t size)
     if (st == CUA_OK) {
         for (size_t i = first; i < end; i++)
             ((host_handle *)slot_at(&h->handles, h->maps[i].handle_idx))->mapped_at = 0;
-        memmove(&h->maps[first], &h->maps[end], (h->nmaps - end) * sizeof *h->maps);
-        h->nmaps -= end - first;
+        _cua_array_remove(h->maps, &h->nmaps, sizeof *h->maps, first, end);
     }
     _cua_unlock(&h->lock);
     return st;
@@ -631,17 +619,31 @@ static cua_status device_span(host_backend *h, const char *what, uintptr_t a, si
                       "mapped device memory", what, (unsigned long)a, (unsigned long)(a + n));
 }
 
-/* Copies are done at once: a finished copy is a valid "asynchronous" one. */
+/* Copy n bytes from src to dst, one of them the device memory at
+ * [dev, dev + n): at once, under the lock (a finished copy is a valid
+ * "asynchronous" one). */
+static cua_status copy_at(host_backend *h, const char *what, uintptr_t dev, void *dst,
+                          const void *src, size_t n)
+{
+    _cua_lock(&h->lock);
+    cua_status st = device_span(h, what, dev, n);
+    if (st == CUA_OK) memcpy(dst, src, n);
+    _cua_unlock(&h->lock);
+    return st;
+}
+
 static cua_status host_copy_to_host(cua_backend *b, void *dst, uintptr_t src, size_t n,
                                     cua_stream s)
 {
-    host_backend *h = host_of(b);
     (void)s;
-    _cua_lock(&h->lock);
-    cua_status st = device_span(h, "copy to host", src, n);
-    if (st == CUA_OK) memcpy(dst, (const void *)src, n);
-    _cua_unlock(&h->lock);
-    return st;
+    return copy_at(host_of(b), "copy to host", src, dst, (const void *)src, n);
+}
+
+static cua_status host_copy_to_device(cua_backend *b, uintptr_t dst, const void *src, size_t n,
+                                      cua_stream s)
+{
+    (void)s;
+    return copy_at(host_of(b), "copy to device", dst, (void *)dst, src, n);
 }
 
 static cua_status host_fill(cua_backend *b, uintptr_t addr, size_t n, unsigned char v, cua_stream s)
@@ -651,18 +653,6 @@ static cua_status host_fill(cua_backend *b, uintptr_t addr, size_t n, unsigned c
     _cua_lock(&h->lock);
     cua_status st = device_span(h, "fill", addr, n);
     if (st == CUA_OK) memset((void *)addr, v, n);
-    _cua_unlock(&h->lock);
-    return st;
-}
-
-static cua_status host_copy_to_device(cua_backend *b, uintptr_t dst, const void *src, size_t n,
-                                      cua_stream s)
-{
-    host_backend *h = host_of(b);
-    (void)s;
-    _cua_lock(&h->lock);
-    cua_status st = device_span(h, "copy to device", dst, n);
-    if (st == CUA_OK) memcpy((void *)dst, src, n);
     _cua_unlock(&h->lock);
     return st;
 }

@@ -35,6 +35,14 @@ static host_event *event_lookup(host_backend *h, cua_event ev, const char *what)
     return e;
 }
 
+/* Take the lock and find event ev (NULL, with a message, when there is none);
+ * the caller unlocks. */
+static host_event *lock_event(host_backend *h, cua_event ev, const char *what)
+{
+    _cua_lock(&h->lock);
+    return event_lookup(h, ev, what);
+}
+
 static bool event_complete(const host_backend *h, const host_event *e)
 {
     return !h->manual_events || !e->recorded || h->streams[e->stream_idx].done >= e->seq;
@@ -79,9 +87,8 @@ static cua_status gone(cua_stream stream, const char *what)
 cua_status _cua_host_event_record(cua_backend *b, cua_event ev, cua_stream stream)
 {
     host_backend *h = host_of(b);
-    _cua_lock(&h->lock);
+    host_event *e = lock_event(h, ev, "event_record");
     cua_status st = CUA_ERR_INVALID_ARG;
-    host_event *e = event_lookup(h, ev, "event_record");
     if (e) {
         host_stream *hs = stream_get(h, stream);
         if (hs && hs->destroyed) {
@@ -103,8 +110,7 @@ cua_status _cua_host_event_record(cua_backend *b, cua_event ev, cua_stream strea
 cua_status _cua_host_event_query(cua_backend *b, cua_event ev)
 {
     host_backend *h = host_of(b);
-    _cua_lock(&h->lock);
-    host_event *e = event_lookup(h, ev, "event_query");
+    host_event *e = lock_event(h, ev, "event_query");
     cua_status st = !e ? CUA_ERR_INVALID_ARG : event_complete(h, e) ? CUA_OK : CUA_ERR_BUSY;
     _cua_unlock(&h->lock);
     return st;
@@ -113,8 +119,7 @@ cua_status _cua_host_event_query(cua_backend *b, cua_event ev)
 cua_status _cua_host_event_sync(cua_backend *b, cua_event ev)
 {
     host_backend *h = host_of(b);
-    _cua_lock(&h->lock);
-    host_event *e = event_lookup(h, ev, "event_sync");
+    host_event *e = lock_event(h, ev, "event_sync");
     if (e && e->recorded) {
         /* Waiting for the event: the stream's work up to it is done. */
         host_stream *hs = &h->streams[e->stream_idx];

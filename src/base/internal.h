@@ -14,6 +14,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 #include <time.h>
 
 /* ---- assert tiers (like mimalloc's MI_DEBUG) ------------------------------
@@ -142,6 +143,27 @@ static inline size_t _cua_lower_bound(const void *arr, size_t n, size_t elem, ui
             hi = mid;
     }
     return lo;
+}
+
+/* Put `item` (elem bytes, starting with its uintptr_t key) in its place in
+ * the sorted array arr of *n elements, which has room for one more. */
+static inline void _cua_sorted_insert(void *arr, size_t *n, size_t elem, const void *item)
+{
+    uintptr_t key;
+    memcpy(&key, item, sizeof key);
+    char *items = arr;
+    size_t i = _cua_lower_bound(arr, *n, elem, key);
+    memmove(items + (i + 1) * elem, items + i * elem, (*n - i) * elem);
+    memcpy(items + i * elem, item, elem);
+    (*n)++;
+}
+
+/* Remove elements [first, end) of the array arr of *n elements of elem bytes. */
+static inline void _cua_array_remove(void *arr, size_t *n, size_t elem, size_t first, size_t end)
+{
+    char *items = arr;
+    memmove(items + first * elem, items + end * elem, (*n - end) * elem);
+    *n -= end - first;
 }
 
 /* Devices cuarena knows by ordinal: 0 .. CUA_MAX_DEVICES - 1 (process-wide

@@ -214,6 +214,7 @@ cua_block *_cua_heap_take(cua_heap *h, cua_block *b, uint64_t size, uint32_t tag
                           uint32_t *undo_tag)
 {
     cua_assert(b->state == CUA_BLOCK_FREE && b->size >= size);
+    cua_assert(size && size % CUA_ALIGNMENT == 0);
     cua_block *p = b->prev;
     *undo_tag = b->tag;
     if (p && p->state == CUA_BLOCK_FREE && p->tag != b->tag && (p->tag == tag || p->tag == 0) &&
@@ -264,6 +265,7 @@ static bool mergeable(const cua_heap *h, const cua_block *n, uint32_t tag, bool 
 
 cua_block *_cua_heap_put(cua_heap *h, cua_block *b, uint32_t tag, uint64_t seq, bool merge_any)
 {
+    cua_assert(tag < h->ntags); /* (b is live or pending, or free out of the index: retag) */
     b->state = CUA_BLOCK_FREE;
     b->tag = tag;
     b->seq = seq;
@@ -476,4 +478,132 @@ cua_block *_cua_heap_block_at(const cua_heap *h, uint64_t off)
     for (cua_block *b = h->first; b; b = b->next)
         if (off >= b->off && off - b->off < b->size) return b;
     return NULL;
+}
+
+/* ---- the validator: every invariant of the blocks, the free index and the map ---- */
+
+#define CORRUPT(...) return _cua_error(CUA_ERR_CORRUPT, __VA_ARGS__)
+
+/* Without VMM a block must lie inside one segment: no fence strictly inside it. */
+static bool crosses_fence(const cua_heap *h, const cua_block *b)
+{
+    if (!h->fence || !h->page) return false;
+    uint64_t first = (b->off & ~(h->page - 1)) + h->page;
+    for (uint64_t off = first; off < b->off + b->size; off += h->page)
+        if (h->fence(h->fence_ctx, off)) return true;
+    return false;
+}
+
+/* Block b (after prev) in its state: a free one merged with a free lower
+ * neighbour it could join, of a known tag; a live one in the pointer map. */
+static cua_status check_block_state(const cua_heap *h, const cua_block *prev, const cua_block *b,
+                                    bool merge_any, cua_heap_tally *t)
+{
+    if (b->state == CUA_BLOCK_FREE) {
+        t->free_blocks++;
+        if (prev && prev->state == CUA_BLOCK_FREE && !fenced(h, b->off) &&
+            (prev->tag == b->tag || merge_any))
+            CORRUPT("free blocks at %llu and %llu (tags %u, %u) are neighbours but not merged",
+                    (unsigned long long)prev->off, (unsigned long long)b->off, prev->tag, b->tag);
+        if (b->tag >= h->ntags)
+            CORRUPT("free block at %llu has tag %u of %u", (unsigned long long)b->off, b->tag,
+                    h->ntags);
+    } else if (b->state == CUA_BLOCK_LIVE) {
+        t->live++;
+        t->allocated += b->size;
+        if (_cua_heap_map_find(h, b->off) != b)
+            CORRUPT("live block at %llu is not in the pointer map", (unsigned long long)b->off);
+    } else if (b->state == CUA_BLOCK_PENDING) {
+        t->pending++;
+        t->pending_bytes += b->size;
+    } else {
+        CORRUPT("block at %llu has state %u", (unsigned long long)b->off, b->state);
+    }
+    return CUA_OK;
+}
+
+/* The blocks tile [0, size) in address order with sound links and sizes, and
+ * none crosses a fence. */
+static cua_status check_blocks(const cua_heap *h, bool merge_any, cua_heap_tally *t)
+{
+    uint64_t pos = 0;
+    const cua_block *prev = NULL;
+    if (!h->first || h->first->prev) CORRUPT("the first block is missing or has a predecessor");
+    for (const cua_block *b = h->first; b; prev = b, b = b->next) {
+        if (b->off != pos)
+            CORRUPT("blocks do not tile: block at offset %llu, expected %llu",
+                    (unsigned long long)b->off, (unsigned long long)pos);
+        if (b->prev != prev) CORRUPT("block at %llu: broken prev link", (unsigned long long)b->off);
+        if (!b->size || b->size % CUA_ALIGNMENT)
+            CORRUPT("block at %llu: size %llu is not a positive multiple of %u",
+                    (unsigned long long)b->off, (unsigned long long)b->size, CUA_ALIGNMENT);
+        pos += b->size;
+        if (crosses_fence(h, b))
+            CORRUPT("block at %llu of %llu bytes crosses a segment edge",
+                    (unsigned long long)b->off, (unsigned long long)b->size);
+        cua_status st = check_block_state(h, prev, b, merge_any, t);
+        if (st != CUA_OK) return st;
+    }
+    if (pos != h->size)
+        CORRUPT("blocks cover %llu bytes of %llu", (unsigned long long)pos,
+                (unsigned long long)h->size);
+    return CUA_OK;
+}
+
+/* The free blocks of tag `tag`: each in the bin of its size, the bitmap and
+ * the counts agreeing with the lists. *count gets the blocks. */
+static cua_status check_freeidx(const cua_heap *h, uint32_t tag, uint64_t free_blocks,
+                                uint64_t *count)
+{
+    const cua_freeidx *fi = h->idx[tag];
+    uint64_t bytes = 0;
+    *count = 0;
+    for (unsigned bin = 0; bin < CUA_SC_COUNT; bin++) {
+        bool bit = (fi->bitmap[bin >> 6] >> (bin & 63)) & 1;
+        if (bit != (fi->bins[bin] != NULL))
+            CORRUPT("tag %u bin %u: bitmap says %d, list says %d", tag, bin, bit,
+                    fi->bins[bin] != NULL);
+        const cua_block *p = NULL;
+        for (const cua_block *b = fi->bins[bin]; b; p = b, b = b->fnext) {
+            if (b->state != CUA_BLOCK_FREE || b->tag != tag || b->bin != bin ||
+                _cua_sc_floor(b->size) != bin || b->fprev != p)
+                CORRUPT("block at %llu is in tag %u bin %u but does not belong there",
+                        (unsigned long long)b->off, tag, bin);
+            if (++*count > free_blocks) CORRUPT("tag %u's free lists loop", tag);
+            bytes += b->size;
+        }
+    }
+    if (*count != fi->count || bytes != fi->bytes)
+        CORRUPT("tag %u index counts %llu blocks / %llu bytes, lists hold %llu / %llu", tag,
+                (unsigned long long)fi->count, (unsigned long long)fi->bytes,
+                (unsigned long long)*count, (unsigned long long)bytes);
+    return CUA_OK;
+}
+
+/* The free index holds exactly the free blocks; the pointer map exactly the live ones. */
+static cua_status check_index(const cua_heap *h, const cua_heap_tally *t)
+{
+    uint64_t total = 0;
+    for (uint32_t tag = 0; tag < h->ntags; tag++) {
+        uint64_t count;
+        cua_status st = check_freeidx(h, tag, t->free_blocks, &count);
+        if (st != CUA_OK) return st;
+        total += count;
+    }
+    if (total != t->free_blocks)
+        CORRUPT("the free index holds %llu blocks, the range %llu", (unsigned long long)total,
+                (unsigned long long)t->free_blocks);
+    if (h->live != t->live)
+        CORRUPT("pointer map holds %llu blocks, %llu are live", (unsigned long long)h->live,
+                (unsigned long long)t->live);
+    return CUA_OK;
+}
+
+cua_status _cua_heap_check(const cua_heap *h, bool merge_any, cua_heap_tally *out)
+{
+    cua_heap_tally t = {0};
+    cua_status st = check_blocks(h, merge_any, &t);
+    if (st == CUA_OK) st = check_index(h, &t);
+    if (out) *out = t;
+    return st;
 }

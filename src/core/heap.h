@@ -137,4 +137,22 @@ cua_block *_cua_heap_block_at(const cua_heap *h, uint64_t off);
 /* Free index helpers for the checker. */
 void _cua_freeidx_remove(cua_freeidx *fi, cua_block *b);
 
+/* What the validator counts on its walk over the blocks, for its caller's
+ * cross-checks (the arena's statistics). */
+typedef struct cua_heap_tally {
+    uint64_t free_blocks;
+    uint64_t live, allocated;          /* live blocks and their sizes */
+    uint64_t pending, pending_bytes;   /* pending blocks and their sizes */
+} cua_heap_tally;
+
+/* The heap's validator: the blocks tile the range in address order with sound
+ * links, sizes are positive multiples of CUA_ALIGNMENT, no block crosses a
+ * fence, free neighbours that could merge (same tag, or any tag when
+ * `merge_any`, as for _cua_heap_put) are merged, every free block sits in the
+ * bin of its size in its tag's index and the bitmaps and counts agree, and
+ * the pointer map holds exactly the live blocks. CUA_OK, or CUA_ERR_CORRUPT
+ * with the first broken invariant in the message; changes nothing. `t` (may be
+ * NULL) gets the counts. O(blocks + tags x bins). */
+cua_status _cua_heap_check(const cua_heap *h, bool merge_any, cua_heap_tally *t);
+
 #endif /* CUA_HEAP_H */

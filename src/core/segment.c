@@ -480,6 +480,7 @@ bool _cua_seg_lacks_access_walk(const cua_segment *seg, uint64_t off, uint64_t l
 
 uint64_t _cua_seg_acquire(cua_segment *seg, uint64_t off, uint64_t len)
 {
+    cua_assert(len && off < seg->size && len <= seg->size - off);
     return walk(seg, off, len, true);
 }
 
@@ -490,6 +491,7 @@ uint64_t _cua_seg_missing(const cua_segment *seg, uint64_t off, uint64_t len)
 
 void _cua_seg_release(cua_segment *seg, uint64_t off, uint64_t len, uint64_t seq)
 {
+    cua_assert(len && off < seg->size && len <= seg->size - off);
     uint32_t p = _cua_seg_page(seg, off), last = _cua_seg_page(seg, off + len - 1);
     while (p <= last) {
         cua_chunk *c = seg->pages[p];

@@ -232,4 +232,20 @@ static inline bool _cua_seg_offset(const cua_segment *seg, uintptr_t addr, uint6
  * boundary with different chunks, or a chunk and unmapped space, on its sides). */
 bool _cua_seg_fence(const void *seg, uint64_t off);
 
+/* The segment's validator: every mapped page points to its chunk, which
+ * starts there (runs of pages of one chunk, at most _cua_seg_chunk_cap pages
+ * with VMM) and whose end the ends table holds; a chunk without access has no
+ * blocks; idle chunks (busy 0) are exactly those on the idle list; the
+ * counters (mapped, idle, chunks, noaccess) sum the chunks up; without VMM the
+ * chunks sorted by address are the chunks, without overlap. When `busy` is
+ * given (npages entries, made with _cua_seg_check_block), each chunk's busy
+ * count must equal busy[its first page]. CUA_OK, or CUA_ERR_CORRUPT with the
+ * first broken invariant in the message; changes nothing. O(pages + chunks). */
+cua_status _cua_seg_check(const cua_segment *seg, const uint32_t *busy);
+/* For the validator's `busy`: count one block over [off, off + len) on each
+ * chunk it overlaps (busy[chunk's first page]++). CUA_ERR_CORRUPT when the
+ * block covers an unmapped page. */
+cua_status _cua_seg_check_block(const cua_segment *seg, uint64_t off, uint64_t len,
+                                uint32_t *busy);
+
 #endif /* CUA_SEGMENT_H */
