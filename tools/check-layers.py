@@ -51,6 +51,7 @@ MEMBERS = {
     "backend/host_stream.c": "backend/host",
     "backend/host_impl.h": "backend/host",
     "core/segment_check.c": "core/segment",
+    "core/segment_pick.c": "core/segment",
     "api/hooks.h": "api/torch",
 }
 

@@ -178,6 +178,14 @@ cua_status _cua_seg_keep_handles(cua_segment *seg, bool on);
  * later growth. */
 cua_status _cua_seg_adopt(cua_segment *seg, cua_handle h, size_t size);
 
+/* The victims of a trim (segment_pick.c): idle chunks whose idle_seq <=
+ * safe_seq until `want` bytes, the oldest first, or in the smallest runs of
+ * address-adjacent idle chunks first; a malloc'ed array in *out, their count
+ * returned. The chunks stay on the idle list. */
+size_t _cua_seg_pick_oldest(const cua_segment *seg, uint64_t want, uint64_t safe_seq,
+                            cua_chunk ***out);
+size_t _cua_seg_pick_fragments(const cua_segment *seg, uint64_t want, uint64_t safe_seq,
+                               cua_chunk ***out);
 /* Unmap idle chunks whose idle_seq <= safe_seq, until at least `want` bytes
  * went back or none is left; *released gets the bytes. Oldest first, or
  * (fragments) the smallest runs of adjacent idle chunks first. Adjacent
