@@ -48,8 +48,8 @@ static cua_status check_chunk(const cua_segment *seg, uint32_t p, const uint32_t
     return CUA_OK;
 }
 
-/* Every chunk of the page table, and the counters that sum them up. */
-/* The bitmap placement counts with says of each page what the page table says. */
+/* The bitmap placement counts with says of each page what the page table says.
+ * Checked after the chunks: the page table is the truth, the bitmap derived. */
 static cua_status check_mapbits(const cua_segment *seg)
 {
     for (uint32_t p = 0; p < seg->npages; p++) {
@@ -61,10 +61,9 @@ static cua_status check_mapbits(const cua_segment *seg)
     return CUA_OK;
 }
 
+/* Every chunk of the page table, and the counters that sum them up. */
 static cua_status check_page_table(const cua_segment *seg, const uint32_t *busy, seg_tally *t)
 {
-    cua_status bits = check_mapbits(seg);
-    if (bits != CUA_OK) return bits;
     for (uint32_t p = 0; p < seg->npages;) {
         const cua_chunk *c = seg->pages[p];
         if (!c) {
@@ -87,7 +86,7 @@ static cua_status check_page_table(const cua_segment *seg, const uint32_t *busy,
                 "%llu)", (unsigned long long)t->mapped, (unsigned long long)t->idle,
                 (unsigned long long)t->chunks, (unsigned long long)seg->mapped_bytes,
                 (unsigned long long)seg->idle_bytes, (unsigned long long)seg->nchunks);
-    return CUA_OK;
+    return check_mapbits(seg);
 }
 
 /* The idle list holds the idle chunks, all of them and only them. */
