@@ -480,7 +480,8 @@ CUA_API void cua_arena_config_init(cua_arena_config *cfg);
  * a multiple of the granularity, a floor above the limit, device or priority
  * below 0, a bad backend_kind...), CUA_ERR_NO_DEVICE
  * (backend_kind CUA_BACKEND_CUDA without the device), CUA_ERR_OUT_OF_MEMORY (no address space or
- * host memory), CUA_ERR_BACKEND.
+ * host memory), CUA_ERR_BACKEND, CUA_ERR_DESTROYED (the event callback
+ * destroyed it at its CUA_ARENA_CREATED event; *out is NULL).
  */
 CUA_API cua_status cua_arena_create(const cua_arena_config *cfg, cua_arena **out);
 
@@ -518,7 +519,9 @@ CUA_API cua_status cua_arena_destroy(cua_arena *arena, unsigned flags);
  * Returns CUA_OK (and *out), CUA_ERR_INVALID_ARG (size 0, out NULL, size too
  * large to round), CUA_ERR_LIMIT, CUA_ERR_OUT_OF_MEMORY (the message says what
  * was asked, what the backend has free and what the arena holds and could
- * trim), CUA_ERR_DESTROYED, CUA_ERR_BACKEND. On failure *out is NULL.
+ * trim), CUA_ERR_DESTROYED (also: a callback this call ran, or another
+ * thread, destroyed the arena meanwhile), CUA_ERR_OFFLOADED (also: a callback
+ * offloaded it meanwhile), CUA_ERR_BACKEND. On failure *out is NULL.
  */
 CUA_API cua_status cua_arena_alloc(cua_arena *arena, size_t size, cua_stream stream,
                                    void **out);
@@ -655,8 +658,9 @@ CUA_API cua_status cua_arena_discard(cua_arena *arena);
  * footprint cap do not apply (the memory was the arena's). On failure (the
  * device is full) nothing stays mapped, the arena stays offloaded with its
  * host copy, and restore may be tried again.
- * Returns CUA_OK, CUA_ERR_INVALID_ARG (not offloaded), CUA_ERR_DESTROYED,
- * CUA_ERR_OUT_OF_MEMORY, CUA_ERR_BACKEND.
+ * Returns CUA_OK, CUA_ERR_INVALID_ARG (not offloaded), CUA_ERR_DESTROYED
+ * (also: an eviction callback destroyed it meanwhile), CUA_ERR_OUT_OF_MEMORY,
+ * CUA_ERR_BACKEND.
  */
 CUA_API cua_status cua_arena_restore(cua_arena *arena);
 
@@ -887,6 +891,46 @@ typedef void (*cua_region_fn)(const cua_region *region, void *user);
 CUA_API cua_status cua_arena_walk(cua_arena *arena, cua_region_fn fn, void *user);
 
 /* ------------------------------------------------------------------------ */
+/* Callbacks: the one rule                                                   */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * The arena-event callback (cua_set_event_callback), the eviction callbacks
+ * (cua_add_evict_callback) and a walk's region function (cua_arena_walk) run
+ * on the thread of the call that raised them, with no lock of cuarena held:
+ * no arena's, no registry's, no callback list's. So a callback may call any
+ * cuarena function, on any arena, the one whose call ran it included:
+ * allocate, free, trim, offload, restore, destroy (its own calls may raise
+ * events again: the callback then runs nested). The caller's
+ * cua_last_error() is kept across it.
+ *
+ * What the call that ran a callback answers when the callback destroyed or
+ * offloaded that call's arena (checked after every callback returns, with
+ * the arena's generation: never a use of what the destroy released):
+ *   - cua_arena_alloc(), cua_malloc(), the framework hooks: CUA_ERR_DESTROYED
+ *     (a block it had found went with the arena), CUA_ERR_OFFLOADED (a block
+ *     it had found is freed again: it would hold no memory), or
+ *     CUA_ERR_OUT_OF_MEMORY when the allocation had failed already (the
+ *     out-of-memory event's callback destroyed it; the message then lacks the
+ *     device's arenas);
+ *   - cua_arena_restore(): CUA_ERR_DESTROYED (the device was full and an
+ *     eviction callback destroyed it);
+ *   - cua_arena_create(): CUA_ERR_DESTROYED and *out NULL (the callback of
+ *     its CUA_ARENA_CREATED event destroyed it);
+ *   - every other call: its own status; its work was done before the
+ *     callback ran (a free, a trim, a limit, a destroy).
+ * Another thread that destroys the arena meanwhile is answered the same way.
+ *
+ * Unsetting: cua_set_event_callback() and cua_remove_evict_callback() return
+ * only after the calls of the old callback running on other threads have
+ * returned, so that its `user` may be freed at once (a shutdown: unset, then
+ * free). Called from inside a callback they do not wait (two threads each in
+ * a callback and unsetting would wait for each other forever): a callback
+ * may unset itself, and the events of its call left undelivered are dropped.
+ * Do not unset while holding a lock that the callback takes.
+ */
+
+/* ------------------------------------------------------------------------ */
 /* Arena events: a callback for engines that log what their memory does      */
 /* ------------------------------------------------------------------------ */
 
@@ -925,8 +969,11 @@ typedef void (*cua_arena_event_fn)(const cua_arena_event *event, void *user);
  * `user` as its last argument. It runs on the
  * thread whose call caused the event, after that call has released the
  * arena's lock and before it returns, so it may call cuarena (the caller's
- * cua_last_error() is kept). Several trims in one call of the same reason
- * may arrive as one event. Returns CUA_OK.
+ * cua_last_error() is kept; see "Callbacks: the one rule" above). Several
+ * trims in one call of the same reason may arrive as one event. Returns
+ * CUA_OK once the calls of the callback set before, running on other
+ * threads, have returned (not when called from inside a callback): then the
+ * old `user` may be freed.
  */
 CUA_API cua_status cua_set_event_callback(cua_arena_event_fn fn, void *user);
 
@@ -948,9 +995,10 @@ CUA_API cua_status cua_set_event_callback(cua_arena_event_fn fn, void *user);
  */
 
 /** An eviction callback: free what you can on `device` (cua_free, destroy or
- *  offload an arena, release other libraries' memory); `bytes_needed` is
- *  what is still missing. Return the bytes you freed (a hint; cuarena asks
- *  the driver). Called with no cuarena lock held. */
+ *  offload an arena - the one whose allocation asked too -, release other
+ *  libraries' memory); `bytes_needed` is what is still missing. Return the
+ *  bytes you freed (a hint; cuarena asks the driver). Called with no cuarena
+ *  lock held ("Callbacks: the one rule" above). */
 typedef size_t (*cua_evict_fn)(int device, size_t bytes_needed, void *user);
 
 /**
@@ -961,8 +1009,9 @@ typedef size_t (*cua_evict_fn)(int device, size_t bytes_needed, void *user);
  */
 CUA_API cua_status cua_add_evict_callback(cua_evict_fn fn, void *user, int priority);
 
-/** Remove a callback registered with this fn and user. Returns CUA_OK,
- *  CUA_ERR_NOT_FOUND. */
+/** Remove a callback registered with this fn and user. Returns CUA_OK once
+ *  its calls running on other threads have returned (not when called from
+ *  inside a callback), so that `user` may be freed; CUA_ERR_NOT_FOUND. */
 CUA_API cua_status cua_remove_evict_callback(cua_evict_fn fn, void *user);
 
 /* ------------------------------------------------------------------------ */

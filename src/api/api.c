@@ -35,6 +35,18 @@ static cua_status enter(cua_arena *a)
     return CUA_OK;
 }
 
+/* As enter, for a call that let the lock go (callbacks ran meanwhile): the
+ * arena must still be the one of generation `gen`. */
+static cua_status enter_again(cua_arena *a, uint32_t gen)
+{
+    if (!_cua_arena_lock_alive(a))
+        return _cua_error(CUA_ERR_DESTROYED, "arena '%s' was destroyed during the call (by a "
+                          "callback or another thread)", a->name);
+    if (atomic_load_explicit(&a->gen, memory_order_relaxed) == gen) return CUA_OK;
+    _cua_unlock(&a->lock);
+    return _cua_error(CUA_ERR_DESTROYED, "arena '%s' was destroyed during the call", a->name);
+}
+
 static inline cua_status leave(cua_arena *a, cua_status st)
 {
 #if CUA_DEBUG >= 2
@@ -207,8 +219,13 @@ cua_status cua_arena_create(const cua_arena_config *cfg, cua_arena **out)
         free(a); /* never handed out: no tombstone needed */
         return st;
     }
-    *out = a;
+    uint32_t gen = atomic_load_explicit(&a->gen, memory_order_relaxed);
     _cua_event_now(a, CUA_ARENA_CREATED);
+    /* (the callback may have destroyed it already: then no handle is given) */
+    if (!_cua_arena_same(a, gen))
+        return _cua_error(CUA_ERR_DESTROYED, "arena '%s' was destroyed by the event callback "
+                          "of its creation", a->name);
+    *out = a;
     return CUA_OK;
 }
 
@@ -225,17 +242,46 @@ cua_status cua_arena_destroy(cua_arena *a, unsigned flags)
     return leave(a, st);
 }
 
+/* The events of an allocation went to the callback, which may have destroyed
+ * or offloaded the arena (cuarena.h, "Callbacks"): a block handed out is then
+ * gone with the arena (DESTROYED), or freed again (OFFLOADED: it would hold
+ * no memory). */
+static cua_status after_callbacks(cua_arena *a, uint32_t gen, cua_status st, void **out)
+{
+    if (st != CUA_OK) return _cua_arena_same(a, gen) ? st : st == CUA_ERR_OUT_OF_MEMORY ? st
+        : _cua_error(CUA_ERR_DESTROYED, "arena '%s' was destroyed by a callback during the "
+                     "allocation", a->name);
+    cua_status again = enter_again(a, gen);
+    if (again != CUA_OK) {
+        *out = NULL;
+        return _cua_error(CUA_ERR_DESTROYED, "arena '%s' was destroyed by a callback during the "
+                          "allocation (the block went with it)", a->name);
+    }
+    if (!a->offloaded) return leave(a, CUA_OK);
+    (void)_cua_arena_free_locked(a, *out);
+    *out = NULL;
+    return leave(a, _cua_error(CUA_ERR_OFFLOADED, "arena '%s' was offloaded by a callback during "
+                               "the allocation (the block was freed again)", a->name));
+}
+
 /* An allocation through the lock, its block then noted in the thread's cache. */
 static cua_status alloc_noted(cua_arena *a, cua_tcache *tc, size_t size, cua_stream stream,
                               bool final, void **out)
 {
     cua_status st = _cua_arena_alloc_locked(a, size, stream, final, out);
-    if (!tc || st != CUA_OK) return leave(a, st);
-    uint64_t off = 0;
-    (void)_cua_seg_offset(&a->seg, (uintptr_t)*out, &off);
-    cua_block *b = _cua_heap_map_find(&a->heap, off);
-    uint64_t word = _cua_tc_grant_locked(tc, b, size);
+    /* Events go to the callback in leave: it may destroy or offload the arena. */
+    bool events = a->nevents != 0;
+    uint32_t gen = atomic_load_explicit(&a->gen, memory_order_relaxed);
+    uint64_t word = 0;
+    cua_block *b = NULL;
+    if (tc && st == CUA_OK) {
+        uint64_t off = 0;
+        (void)_cua_seg_offset(&a->seg, (uintptr_t)*out, &off);
+        b = _cua_heap_map_find(&a->heap, off);
+        word = _cua_tc_grant_locked(tc, b, size);
+    }
     st = leave(a, st);
+    if (CUA_UNLIKELY(events) && (st = after_callbacks(a, gen, st, out)) != CUA_OK) return st;
     if (word) _cua_tc_note(tc, *out, b, word, stream);
     return st;
 }
@@ -253,12 +299,14 @@ cua_status cua_arena_alloc(cua_arena *a, size_t size, cua_stream stream, void **
     }
     cua_status st = enter(a);
     if (st != CUA_OK) return st;
+    uint32_t gen = atomic_load_explicit(&a->gen, memory_order_relaxed);
     st = alloc_noted(a, tc, size, stream, false, out);
     if (CUA_LIKELY(st != CUA_ERR_OUT_OF_MEMORY)) return st;
     /* The device is full: other arenas and the eviction callbacks first
-     * (without this arena's lock: they take their own), then once more. */
+     * (without this arena's lock: they take their own), then once more. A
+     * callback may destroy the arena meanwhile: the second look says so. */
     _cua_pressure_relieve(a, size); /* retried either way: streams may have completed meanwhile */
-    if ((st = enter(a)) != CUA_OK) return st;
+    if ((st = enter_again(a, gen)) != CUA_OK) return st;
     st = alloc_noted(a, tc, size, stream, true, out);
     if (st == CUA_ERR_OUT_OF_MEMORY) _cua_pressure_report(a, size);
     return st;
@@ -372,9 +420,10 @@ cua_status cua_arena_restore(cua_arena *a)
      * What it lacks is counted in pages (the fuzzer found a restore that asked
      * for its blocks' bytes and stayed short by their partial pages). */
     size_t need = (size_t)_cua_arena_restore_need_locked(a);
+    uint32_t gen = atomic_load_explicit(&a->gen, memory_order_relaxed);
     leave(a, st);
     _cua_pressure_relieve(a, need);
-    if ((st = enter(a)) != CUA_OK) return st;
+    if ((st = enter_again(a, gen)) != CUA_OK) return st; /* a callback destroyed it */
     return leave(a, a->offloaded ? _cua_arena_restore_locked(a) : CUA_OK);
 }
 

@@ -655,7 +655,8 @@ cua_status _cua_arena_destroy_locked(cua_arena *a, unsigned flags)
         if (st != CUA_OK && first == CUA_OK) first = st;
     }
     a->bk = NULL;
-    a->alive = 0;
+    atomic_fetch_add_explicit(&a->gen, 1, memory_order_relaxed);
+    atomic_store_explicit(&a->alive, 0, memory_order_release);
     a->live_blocks = a->live_bytes = a->allocated_bytes = 0;
     return first;
 }

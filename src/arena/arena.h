@@ -61,6 +61,10 @@ struct cua_arena {
     _Atomic int tc_on;           /* threads may use caches (tcache.c; read without the lock) */
     _Alignas(64) cua_lock_t lock;
     _Atomic int alive;       /* written under lock; read without it by registry walks */
+    /* +1 at every destroy (under the lock): code that let go of the lock (a
+     * callback ran) compares it with the value it saw, so that an arena
+     * destroyed meanwhile is told apart (_cua_arena_same). */
+    _Atomic uint32_t gen;
     char name[CUA_NAME_CAP];
     int device;
     /* The body: released by destroy. */
@@ -211,6 +215,14 @@ static inline bool _cua_arena_lock_alive(cua_arena *a)
     if (CUA_LIKELY(atomic_load_explicit(&a->alive, memory_order_relaxed))) return true;
     _cua_unlock(&a->lock);
     return false;
+}
+
+/* The arena seen with generation `gen` is still alive, not destroyed since
+ * (read without its lock: for code that let the lock go, and ran callbacks). */
+static inline bool _cua_arena_same(cua_arena *a, uint32_t gen)
+{
+    return atomic_load_explicit(&a->alive, memory_order_acquire) &&
+           atomic_load_explicit(&a->gen, memory_order_relaxed) == gen;
 }
 
 /* Release the arena's lock; events the call queued go to the callback after it. */

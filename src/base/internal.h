@@ -64,6 +64,12 @@ void _cua_put(char *buf, size_t cap, size_t *len, const char *fmt, ...)
 void _cua_error_stash(char *buf, size_t cap);
 void _cua_error_restore(const char *buf);
 
+/** User callbacks (arena events, eviction) the calling thread is inside
+ *  (events.c): while it is in one, unsetting a callback does not wait for
+ *  the calls in flight on other threads (two threads, each in a callback,
+ *  would wait for each other). */
+extern _Thread_local unsigned _cua_in_callback;
+
 /** Format a byte count for messages ("1.5 MiB") into buf (at least 32 bytes). */
 const char *_cua_fmt_bytes(char *buf, size_t cap, uint64_t bytes);
 
