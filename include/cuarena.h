@@ -1075,7 +1075,9 @@ typedef struct cua_reservation cua_reservation;
  * still loading, so that its KV cache is sure to fit afterwards. The
  * reservation goes to *out.
  * Returns CUA_OK, CUA_ERR_INVALID_ARG, CUA_ERR_NOT_SUPPORTED (no VMM),
- * CUA_ERR_OUT_OF_MEMORY (the device has less: nothing is kept), CUA_ERR_BACKEND.
+ * CUA_ERR_OUT_OF_MEMORY (the device has less: nothing is kept; a handle whose
+ * release the driver refuses then is kept by the backend for a retry, as
+ * cua_reservation_release() says), CUA_ERR_BACKEND.
  */
 CUA_API cua_status cua_reserve(cua_backend *backend, size_t bytes, cua_reservation **out);
 
@@ -1092,7 +1094,9 @@ CUA_API cua_status cua_arena_adopt(cua_arena *arena, cua_reservation *res);
 
 /** Give the memory of reservation `res` back to the driver, unused; `res` is
  *  used up. Returns CUA_OK, CUA_ERR_INVALID_ARG, CUA_ERR_BACKEND (a handle's
- *  release failed; tried all). */
+ *  release failed; tried all: the backend keeps the refused ones and retries
+ *  them before its next reservation, handle or segment, at a trim of an
+ *  arena on it and at its destroy - cua_backend_stats.pending_releases). */
 CUA_API cua_status cua_reservation_release(cua_reservation *res);
 
 /**

@@ -636,3 +636,50 @@ TEST(reserve_now_yield_to_an_arena_later)
     CHECK_OK(cua_backend_destroy(bk2));
     CHECK_OK(cua_backend_destroy(bk));
 }
+
+/* Releases the driver refuses - in cua_reservation_release, in the cleanup of
+ * a cua_reserve that failed half way, in a failed adopt - are kept by the
+ * backend and retried by its next reservation (and at its destroy), as an
+ * arena's are: no handle is lost, and the backend can be destroyed. */
+TEST(refused_releases_of_reservations_are_retried)
+{
+    cua_backend *host = make_backend(), *fault = NULL;
+    CHECK(host);
+    CHECK_OK(cua_backend_fault_create(host, &fault));
+    cua_backend_stats s;
+    /* release: the second handle's release fails */
+    cua_reservation *r = NULL;
+    CHECK_OK(cua_reserve(fault, 8 * MiB, &r));
+    CHECK_OK(cua_fault_fail_nth(fault, CUA_CALL_RELEASE, 2, CUA_ERR_BACKEND));
+    CHECK_ST(cua_reservation_release(r), CUA_ERR_BACKEND);
+    CHECK_OK(cua_backend_get_stats(fault, &s));
+    CHECK(s.pending_releases == 1 && handle_bytes_of(host) == 2 * MiB);
+    /* the next reservation retries it first */
+    CHECK_OK(cua_reserve(fault, 2 * MiB, &r));
+    CHECK_OK(cua_backend_get_stats(fault, &s));
+    CHECK(s.pending_releases == 0 && handle_bytes_of(host) == 2 * MiB);
+    CHECK_OK(cua_reservation_release(r));
+    /* a reserve that fails half way (the third create) and whose cleanup fails
+     * once (the first of its two releases): the refused release waits */
+    CHECK_OK(cua_fault_fail_nth(fault, CUA_CALL_CREATE, 3, CUA_ERR_OUT_OF_MEMORY));
+    CHECK_OK(cua_fault_fail_nth(fault, CUA_CALL_RELEASE, 1, CUA_ERR_BACKEND));
+    CHECK_ST(cua_reserve(fault, 8 * MiB, &r), CUA_ERR_OUT_OF_MEMORY);
+    CHECK(r == NULL);
+    CHECK_OK(cua_backend_get_stats(fault, &s));
+    CHECK(s.pending_releases == 1 && handle_bytes_of(host) == 2 * MiB);
+    CHECK_OK(cua_reserve(fault, 2 * MiB, &r));
+    CHECK_OK(cua_backend_get_stats(fault, &s));
+    CHECK(s.pending_releases == 0 && handle_bytes_of(host) == 2 * MiB);
+    /* an adopt that fails (the arena is of another backend) whose release fails */
+    cua_arena *other = make(host, "other_backend", 23);
+    CHECK(other);
+    CHECK_OK(cua_fault_fail_nth(fault, CUA_CALL_RELEASE, 1, CUA_ERR_BACKEND));
+    CHECK_ST(cua_arena_adopt(other, r), CUA_ERR_INVALID_ARG);
+    CHECK_OK(cua_backend_get_stats(fault, &s));
+    CHECK(s.pending_releases == 1 && handle_bytes_of(host) == 2 * MiB);
+    CHECK_OK(cua_arena_destroy(other, 0));
+    /* the fault backend's destroy retries what is left */
+    CHECK_OK(cua_backend_destroy(fault));
+    CHECK(handle_bytes_of(host) == 0);
+    CHECK_OK(cua_backend_destroy(host));
+}

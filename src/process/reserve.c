@@ -17,12 +17,18 @@ struct cua_reservation {
     size_t n, each;
 };
 
+/* Release the handles from `from` on. One the driver refuses is handed to the
+ * backend, which retries it (before its next reserve, create or alloc, at a
+ * trim, at its destroy) as it does for an arena's: never dropped. */
 static cua_status release_all(cua_reservation *r, size_t from)
 {
     cua_status first = CUA_OK;
     for (size_t i = from; i < r->n; i++) {
         cua_status st = _cua_bk_release(r->bk, NULL, r->h[i], r->each);
-        if (st != CUA_OK && first == CUA_OK) first = st;
+        if (st == CUA_OK) continue;
+        _cua_bk_bury(r->bk, (cua_grave){.kind = CUA_CALL_RELEASE, .h = r->h[i], .size = r->each},
+                     st);
+        if (first == CUA_OK) first = st;
     }
     return first;
 }
