@@ -473,3 +473,27 @@ TEST(restore_asks_for_the_pages_its_blocks_cover)
     CHECK_OK(cua_arena_destroy(other, 0));
     CHECK_OK(cua_backend_destroy(bk));
 }
+
+/* The staging area's make fails half way (an event) and its cleanup fails
+ * too (a pinned buffer the driver will not free): the area is not taken for
+ * whole. The next offload makes what is missing and works; the buffer left
+ * over goes with the backend. */
+TEST(a_staging_area_built_half_way_is_not_used_as_whole)
+{
+    world w;
+    CHECK_OK(world_make(&w, true, false));
+    CHECK_OK(cua_fault_fail_nth(w.bk, CUA_CALL_EVENT_CREATE, 1, CUA_ERR_BACKEND));
+    CHECK_OK(cua_fault_fail_nth(w.bk, CUA_CALL_HOST_FREE, 1, CUA_ERR_BACKEND));
+    CHECK_ST(cua_arena_offload(w.a), CUA_ERR_BACKEND);
+    CHECK(world_bad(&w) == -1);
+    cua_backend_stats s;
+    CHECK_OK(cua_backend_get_stats(w.inner, &s));
+    CHECK(s.host_buffers == 1); /* the one the driver kept */
+    CHECK_OK(cua_arena_offload(w.a));
+    CHECK_OK(cua_arena_restore(w.a));
+    CHECK(world_bad(&w) == -1);
+    CHECK_OK(cua_backend_get_stats(w.inner, &s));
+    CHECK(s.host_buffers == 2 && s.streams == 1 && s.events == 2);
+    CHECK_ARENA(w.a);
+    CHECK_OK(world_end(&w));
+}
