@@ -9,7 +9,9 @@
  *     until the next error on that thread.
  *   - Handles (cua_arena, cua_backend) are opaque. Passing NULL where a handle
  *     is required returns CUA_ERR_INVALID_ARG; a destroyed arena returns
- *     CUA_ERR_DESTROYED, never a crash.
+ *     CUA_ERR_DESTROYED, never a crash. A cua_arena handle is a value, not an
+ *     address (never dereference it): any value that is no handle is
+ *     answered CUA_ERR_INVALID_ARG without being read.
  *   - All functions are thread-safe. The library never prints.
  *   - Sizes are in bytes. Allocations are aligned to CUA_ALIGNMENT.
  *   - A stream is the integer value of a CUstream / cudaStream_t; 0 is the
@@ -504,8 +506,10 @@ CUA_API cua_status cua_arena_create_conf(const char *name, const char *conf, cua
  * range, and destroys an owned backend. With live blocks it fails with
  * CUA_ERR_BUSY (the message gives their count) unless flags has
  * CUA_DESTROY_FORCE. Later calls with the handle, or with pointers of the
- * arena, return CUA_ERR_DESTROYED. (The handle keeps a small tombstone of host
- * memory so that this is an answer, not a use-after-free.)
+ * arena, return CUA_ERR_DESTROYED. (A handle is a slot and a generation,
+ * not an address: the arena's memory goes to the next arena, and a stale
+ * handle is told apart by its generation, so a destroyed arena costs no
+ * memory and its handle is answered, never used after free.)
  * Returns CUA_OK, CUA_ERR_INVALID_ARG, CUA_ERR_BUSY, CUA_ERR_DESTROYED,
  * CUA_ERR_BACKEND (a release failed; the arena is destroyed all the same and
  * the rest is released).

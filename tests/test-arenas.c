@@ -6,6 +6,7 @@
 #include "test.h"
 
 #include <time.h>
+#include <unistd.h>
 
 #define MiB ((size_t)1 << 20)
 
@@ -682,4 +683,83 @@ TEST(refused_releases_of_reservations_are_retried)
     CHECK_OK(cua_backend_destroy(fault));
     CHECK(handle_bytes_of(host) == 0);
     CHECK_OK(cua_backend_destroy(host));
+}
+
+/* ---- arenas made and destroyed by the hundred thousand -----------------------------------
+ * A destroyed arena costs nothing: its memory waits for the next arena and
+ * its handle is told stale by its generation. The process's resident memory
+ * after a warm-up must not grow with the cycles, stale handles must still be
+ * answered DESTROYED, and a walk over the device's arenas (what every
+ * out-of-memory relief makes) must cost what the live arenas cost.
+ * CUA_CHURN_ARENAS sets the cycles (default 100000). */
+
+static size_t rss_bytes(void)
+{
+    FILE *f = fopen("/proc/self/statm", "r");
+    unsigned long size = 0, resident = 0;
+    if (!f) return 0;
+    if (fscanf(f, "%lu %lu", &size, &resident) != 2) resident = 0;
+    fclose(f);
+    return (size_t)resident * (size_t)sysconf(_SC_PAGESIZE);
+}
+
+static double walk_us(void)
+{
+    struct timespec t0, t1;
+    size_t headroom = 0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (int i = 0; i < 1000; i++) cua_headroom(24, &headroom);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    return ((double)(t1.tv_sec - t0.tv_sec) * 1e9 + (double)(t1.tv_nsec - t0.tv_nsec)) / 1000 / 1e3;
+}
+
+#if defined(__SANITIZE_ADDRESS__)
+#define CHURN_SANITIZED 1 /* freed memory waits in ASan's quarantine: RSS says nothing */
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define CHURN_SANITIZED 1
+#endif
+#endif
+#ifndef CHURN_SANITIZED
+#define CHURN_SANITIZED 0
+#endif
+
+TEST(arena_churn_leaves_no_memory_behind)
+{
+    const char *v = getenv("CUA_CHURN_ARENAS");
+    long cycles = v ? strtol(v, NULL, 10) : 100000;
+    cua_backend *bk = make_backend();
+    CHECK(bk);
+    cua_arena *keep = make(bk, "kept", 24), *first = NULL;
+    CHECK(keep);
+    double walk0 = walk_us();
+    size_t rss0 = 0;
+    long warm = cycles < 10000 ? cycles / 10 : 1000;
+    for (long i = 0; i < cycles; i++) {
+        cua_arena *a = make(bk, "churn", 24);
+        void *p = NULL;
+        CHECK(a);
+        CHECK_OK(cua_arena_alloc(a, 4096, 0, &p));
+        CHECK_OK(cua_arena_destroy(a, CUA_DESTROY_FORCE));
+        if (i == 0) first = a;
+        if (i + 1 == warm) rss0 = rss_bytes();
+    }
+    size_t rss1 = rss_bytes();
+    double walk1 = walk_us();
+    void *p = NULL;
+    CHECK_ST(cua_arena_alloc(first, 64, 0, &p), CUA_ERR_DESTROYED); /* the first stale handle */
+    CHECK(strstr(cua_last_error(), "destroyed"));
+    size_t n = 0;
+    CHECK_OK(cua_arena_list(24, NULL, 0, &n));
+    CHECK(n == 1);
+    long growth = (long)rss1 - (long)rss0;
+    printf("  %ld arenas created and destroyed: resident memory %.1f MiB after %ld (warm-up), "
+           "%.1f MiB at the end (%+ld bytes, %.3f bytes per arena); a walk of the device's "
+           "arenas %.2f us at start, %.2f us at the end\n",
+           cycles, (double)rss0 / (1 << 20), warm, (double)rss1 / (1 << 20), growth,
+           (double)growth / (double)(cycles - warm), walk0, walk1);
+    if (!CHURN_SANITIZED) CHECK(growth < (long)(2 << 20)); /* page-sized noise, not per arena */
+    CHECK(walk1 < 10 * walk0 + 20);
+    CHECK_OK(cua_arena_destroy(keep, 0));
+    CHECK_OK(cua_backend_destroy(bk));
 }

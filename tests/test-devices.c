@@ -18,6 +18,13 @@
 #include "backend/backend.h"
 #include "test.h"
 
+/* The memory of the arena a handle names (for looking inside it). */
+static cua_arena *mem(cua_arena *h)
+{
+    uint32_t gen;
+    return _cua_arena_of(h, &gen);
+}
+
 #include <pthread.h>
 
 #define MiB ((size_t)1 << 20)
@@ -104,11 +111,11 @@ static cua_backend *g_inner;
  * (And is at least one page mapped, so that the answer means something?) */
 static bool access_is(cua_arena *a, uint64_t want)
 {
-    struct access_walk w = {a->bk->kind == CUA_BK_HOST ? a->bk : g_inner, want, 0, 0, 0, 0};
+    struct access_walk w = {mem(a)->bk->kind == CUA_BK_HOST ? mem(a)->bk : g_inner, want, 0, 0, 0, 0};
     if (cua_arena_walk(a, check_region, &w) != CUA_OK) return false;
     if (w.wrong)
         fprintf(stderr, "  arena '%s': %zu page(s) with the wrong access, first at %#lx: "
-                "%#llx, wanted %#llx\n", a->name, w.wrong, (unsigned long)w.first_wrong,
+                "%#llx, wanted %#llx\n", mem(a)->name, w.wrong, (unsigned long)w.first_wrong,
                 (unsigned long long)w.got, (unsigned long long)want);
     return w.segments > 0 && w.wrong == 0;
 }
@@ -278,7 +285,7 @@ TEST(default_arenas_one_per_device)
         CHECK_OK(cua_arena_default(d, &again));
         CHECK(again == def[d]);
         for (int e = 0; e < d; e++) CHECK(def[e] != def[d]);
-        CHECK(def[d]->device == d && def[d]->bk->device == d); /* a simulated device d */
+        CHECK(mem(def[d])->device == d && mem(def[d])->bk->device == d); /* a simulated device d */
         cua_arena *found = NULL;
         CHECK_OK(cua_arena_find(d, "default", &found));
         CHECK(found == def[d]);
@@ -292,7 +299,7 @@ TEST(default_arenas_one_per_device)
         CHECK_OK(cua_ptr_info(p[d], &owner, NULL, NULL));
         CHECK(owner == def[d]);
         uint64_t m = 0;
-        CHECK_OK(_cua_host_access(def[d]->bk, (uintptr_t)p[d], &m));
+        CHECK_OK(_cua_host_access(mem(def[d])->bk, (uintptr_t)p[d], &m));
         CHECK(m == CUA_PEER(d));
     }
     void *c = cua_cupy_malloc(NULL, MiB, 3);
@@ -318,7 +325,7 @@ TEST(default_arenas_one_per_device)
     CHECK(strstr(cua_last_error(), "device 0 cannot access") != NULL);
     setenv("CUARENA_CONF", "backend:host", 1);
     CHECK_OK(cua_arena_default(1, &d1));
-    CHECK(d1 != def[1] && d1->device == 1);
+    CHECK(d1 != def[1] && mem(d1)->device == 1);
     def[1] = d1;
     unsetenv("CUARENA_CONF");
     for (int d = 0; d < NDEV; d++) CHECK_OK(cua_arena_destroy(def[d], 0));

@@ -10,6 +10,13 @@
 #include "arena/arena.h"
 #include "arena/copy.h"
 
+/* The memory of the arena a handle names (for looking inside it). */
+static cua_arena *mem(cua_arena *h)
+{
+    uint32_t gen;
+    return _cua_arena_of(h, &gen);
+}
+
 #include <stdbool.h>
 #include <stdlib.h>
 
@@ -251,30 +258,30 @@ TEST(the_next_offload_reuses_the_last_image)
 {
     world w;
     CHECK_OK(world_make(&w, false, false));
-    CHECK(w.a->spare_image == NULL);
+    CHECK(mem(w.a)->spare_image == NULL);
     CHECK_OK(cua_arena_offload(w.a));
-    unsigned char *first = w.a->image.data;
-    CHECK(first && w.a->image.map_bytes >= w.a->image.bytes);
+    unsigned char *first = mem(w.a)->image.data;
+    CHECK(first && mem(w.a)->image.map_bytes >= mem(w.a)->image.bytes);
     CHECK_OK(cua_arena_restore(w.a));
-    CHECK(w.a->image.data == NULL && w.a->spare_image == first);
+    CHECK(mem(w.a)->image.data == NULL && mem(w.a)->spare_image == first);
     for (int round = 0; round < 2; round++) { /* offload again: the same mapping */
         CHECK_OK(cua_arena_offload(w.a));
-        CHECK(w.a->image.data == first && w.a->spare_image == NULL);
+        CHECK(mem(w.a)->image.data == first && mem(w.a)->spare_image == NULL);
         CHECK_OK(cua_arena_restore(w.a));
         CHECK(world_bad(&w) == -1);
     }
     size_t r;
     CHECK_OK(cua_arena_trim(w.a, 0, &r));
-    CHECK(w.a->spare_image == NULL);
+    CHECK(mem(w.a)->spare_image == NULL);
     CHECK_OK(cua_arena_offload(w.a)); /* a new mapping, data still exact */
     CHECK_OK(cua_arena_restore(w.a));
-    CHECK(w.a->spare_image != NULL && world_bad(&w) == -1);
+    CHECK(mem(w.a)->spare_image != NULL && world_bad(&w) == -1);
     /* An image more than twice as large takes a new mapping. */
     void *big;
-    CHECK_OK(cua_arena_alloc(w.a, 3 * w.a->spare_bytes, 0, &big));
-    size_t spare = w.a->spare_bytes;
+    CHECK_OK(cua_arena_alloc(w.a, 3 * mem(w.a)->spare_bytes, 0, &big));
+    size_t spare = mem(w.a)->spare_bytes;
     CHECK_OK(cua_arena_offload(w.a));
-    CHECK(w.a->image.map_bytes > 3 * spare && w.a->spare_image == NULL);
+    CHECK(mem(w.a)->image.map_bytes > 3 * spare && mem(w.a)->spare_image == NULL);
     CHECK_OK(cua_arena_restore(w.a));
     CHECK_OK(cua_free(big));
     CHECK(world_bad(&w) == -1);
@@ -341,12 +348,12 @@ TEST(scrub_leaves_no_host_copy)
     for (int scrub = 0; scrub <= 1; scrub++) {
         world w;
         CHECK_OK(world_make(&w, false, false));
-        if (scrub) w.a->cfg.flags |= CUA_ARENA_SCRUB;
+        if (scrub) mem(w.a)->cfg.flags |= CUA_ARENA_SCRUB;
         CHECK_OK(cua_arena_offload(w.a));
-        size_t bytes = w.a->image.bytes;
+        size_t bytes = mem(w.a)->image.bytes;
         CHECK_OK(cua_arena_restore(w.a));
         CHECK(world_bad(&w) == -1);
-        const unsigned char *img = w.a->spare_image;
+        const unsigned char *img = mem(w.a)->spare_image;
         CHECK(img != NULL);
         size_t nonzero = 0;
         for (size_t k = 0; k < bytes; k += 61) nonzero += img[k] != 0;

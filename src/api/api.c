@@ -24,16 +24,9 @@ const char *cua_version(void) { return CUA_PROJECT_VERSION; }
 
 /* ---- handles ---------------------------------------------------------------------- */
 
-/* Validate a handle and take its lock; on failure nothing is held. */
-static cua_status enter(cua_arena *a)
-{
-    if (!a) return _cua_error(CUA_ERR_INVALID_ARG, "arena is NULL");
-    if (!_cua_is_arena(a))
-        return _cua_error(CUA_ERR_INVALID_ARG, "%p is not an arena handle", (void *)a);
-    if (!_cua_arena_lock_alive(a))
-        return _cua_error(CUA_ERR_DESTROYED, "arena '%s' was destroyed", a->name);
-    return CUA_OK;
-}
+/* Validate the handle in *pa and take its arena's lock; *pa becomes the
+ * arena (registry.c). On failure nothing is held. */
+static inline cua_status enter(cua_arena **pa) { return _cua_arena_enter(pa); }
 
 /* As enter, for a call that let the lock go (callbacks ran meanwhile): the
  * arena must still be the one of generation `gen`. */
@@ -215,31 +208,38 @@ cua_status cua_arena_create(const cua_arena_config *cfg, cua_arena **out)
     if (st != CUA_OK) {
         if (!a->seg.novmm) _cua_addrmap_remove(a->seg.base, a->seg.size, a);
         _cua_arena_destroy_locked(a, CUA_DESTROY_FORCE);
-        _cua_lock_destroy(&a->lock);
-        free(a); /* never handed out: no tombstone needed */
+        _cua_registry_recycle(a); /* never handed out */
         return st;
     }
+    cua_arena *h = a->self;
     uint32_t gen = atomic_load_explicit(&a->gen, memory_order_relaxed);
     _cua_event_now(a, CUA_ARENA_CREATED);
     /* (the callback may have destroyed it already: then no handle is given) */
     if (!_cua_arena_same(a, gen))
-        return _cua_error(CUA_ERR_DESTROYED, "arena '%s' was destroyed by the event callback "
-                          "of its creation", a->name);
-    *out = a;
+        return _cua_error(CUA_ERR_DESTROYED, "the new arena (handle %p) was destroyed by the "
+                          "event callback of its creation", (void *)h);
+    *out = h;
     return CUA_OK;
 }
 
 cua_status cua_arena_destroy(cua_arena *a, unsigned flags)
 {
     if (flags & ~CUA_DESTROY_FORCE) return _cua_error(CUA_ERR_INVALID_ARG, "unknown flags %#x", flags);
-    cua_status st = enter(a);
+    cua_status st = enter(&a);
     if (st != CUA_OK) return st;
+    uintptr_t base = a->seg.base;
+    size_t size = a->seg.size;
+    bool vmm = !a->seg.novmm;
     st = _cua_arena_destroy_locked(a, flags);
-    if (st != CUA_ERR_BUSY) {
-        _cua_registry_drop_default(a);
-        _cua_arena_event(a, CUA_ARENA_DESTROYED, "", 0);
-    }
-    return leave(a, st);
+    if (st == CUA_ERR_BUSY) return leave(a, st);
+    /* Its pointers answer DESTROYED from now on, not through its memory,
+     * which the next arena gets (after the callback of its last event). */
+    if (vmm) _cua_addrmap_bury(base, size, a);
+    _cua_registry_remove(a);
+    _cua_arena_event(a, CUA_ARENA_DESTROYED, "", 0);
+    st = leave(a, st);
+    _cua_registry_recycle(a);
+    return st;
 }
 
 /* The events of an allocation went to the callback, which may have destroyed
@@ -293,11 +293,19 @@ cua_status cua_arena_alloc(cua_arena *a, size_t size, cua_stream stream, void **
     /* The fast path: a block of this size class that the thread freed on this
      * stream, from its cache, with no arena lock (tcache.c). */
     cua_tcache *tc = NULL;
-    if (a && _cua_is_arena(a) && atomic_load_explicit(&a->tc_on, memory_order_relaxed)) {
-        tc = _cua_tc_get(a);
-        if (tc && _cua_tc_pop(tc, size, stream, out)) return CUA_OK;
+    uint32_t g;
+    cua_arena *fast = a ? _cua_arena_of(a, &g) : NULL;
+    if (fast && _cua_arena_same(fast, g) && atomic_load_explicit(&fast->tc_on, memory_order_relaxed)) {
+        tc = _cua_tc_get(fast);
+        if (tc && _cua_tc_pop(tc, size, stream, out)) {
+            if (CUA_LIKELY(_cua_arena_same(fast, g))) return CUA_OK;
+            /* destroyed meanwhile, its memory another arena's: not for this handle */
+            cua_free(*out);
+            *out = NULL;
+            return _cua_error(CUA_ERR_DESTROYED, "the arena of handle %p was destroyed", (void *)a);
+        }
     }
-    cua_status st = enter(a);
+    cua_status st = enter(&a);
     if (st != CUA_OK) return st;
     uint32_t gen = atomic_load_explicit(&a->gen, memory_order_relaxed);
     st = alloc_noted(a, tc, size, stream, false, out);
@@ -345,7 +353,7 @@ cua_status cua_stream_retire(int device, cua_stream stream)
     cua_status first = _cua_registry_snapshot(device, &v, &n);
     char why[CUA_MSG_CAP] = "";
     for (size_t i = 0; i < n; i++) {
-        if (enter(v[i]) != CUA_OK) continue; /* destroyed meanwhile: it needs nothing */
+        if (!_cua_arena_lock_alive(v[i])) continue; /* destroyed meanwhile: it needs nothing */
         cua_status st = leave(v[i], _cua_stream_retire_locked(v[i], stream));
         if (st != CUA_OK && first == CUA_OK) {
             first = st;
@@ -371,7 +379,7 @@ cua_status cua_ptr_info(const void *ptr, cua_arena **arena, void **base, size_t 
     cua_status st = enter_ptr(ptr, &a);
     if (st != CUA_OK) return st;
     st = _cua_arena_ptr_info_locked(a, ptr, base, size);
-    if (st == CUA_OK && arena) *arena = a;
+    if (st == CUA_OK && arena) *arena = a->self;
     return leave(a, st);
 }
 
@@ -379,7 +387,7 @@ cua_status cua_arena_trim(cua_arena *a, size_t keep_bytes, size_t *released)
 {
     uint64_t r = 0;
     if (released) *released = 0;
-    cua_status st = enter(a);
+    cua_status st = enter(&a);
     if (st != CUA_OK) return st;
     st = _cua_arena_trim_locked(a, keep_bytes, &r);
     _cua_image_drop_spare(a); /* host memory an offload would reuse: given back too */
@@ -390,28 +398,28 @@ cua_status cua_arena_trim(cua_arena *a, size_t keep_bytes, size_t *released)
 
 cua_status cua_arena_set_limit(cua_arena *a, size_t limit)
 {
-    cua_status st = enter(a);
+    cua_status st = enter(&a);
     if (st != CUA_OK) return st;
     return leave(a, _cua_arena_set_limit_locked(a, limit));
 }
 
 cua_status cua_arena_offload(cua_arena *a)
 {
-    cua_status st = enter(a);
+    cua_status st = enter(&a);
     if (st != CUA_OK) return st;
     return leave(a, _cua_arena_offload_locked(a, true));
 }
 
 cua_status cua_arena_discard(cua_arena *a)
 {
-    cua_status st = enter(a);
+    cua_status st = enter(&a);
     if (st != CUA_OK) return st;
     return leave(a, _cua_arena_offload_locked(a, false));
 }
 
 cua_status cua_arena_restore(cua_arena *a)
 {
-    cua_status st = enter(a);
+    cua_status st = enter(&a);
     if (st != CUA_OK) return st;
     st = _cua_arena_restore_locked(a);
     if (st != CUA_ERR_OUT_OF_MEMORY) return leave(a, st);
@@ -429,7 +437,7 @@ cua_status cua_arena_restore(cua_arena *a)
 
 cua_status cua_arena_set_floor(cua_arena *a, size_t floor)
 {
-    cua_status st = enter(a);
+    cua_status st = enter(&a);
     if (st != CUA_OK) return st;
     return leave(a, _cua_arena_set_floor_locked(a, floor));
 }
@@ -439,7 +447,7 @@ cua_status cua_arena_grant_peer(cua_arena *a, int device)
     if (device < 0 || device >= CUA_MAX_DEVICES)
         return _cua_error(CUA_ERR_INVALID_ARG, "peer device %d is out of range 0..%d", device,
                           CUA_MAX_DEVICES - 1);
-    cua_status st = enter(a);
+    cua_status st = enter(&a);
     if (st != CUA_OK) return st;
     st = _cua_seg_grant_peer(&a->seg, device);
     if (st == CUA_OK) {
@@ -452,7 +460,7 @@ cua_status cua_arena_grant_peer(cua_arena *a, int device)
 
 cua_status cua_arena_set_release_threshold(cua_arena *a, size_t bytes)
 {
-    cua_status st = enter(a);
+    cua_status st = enter(&a);
     if (st != CUA_OK) return st;
     return leave(a, _cua_arena_set_release_locked(a, bytes));
 }
@@ -460,7 +468,7 @@ cua_status cua_arena_set_release_threshold(cua_arena *a, size_t bytes)
 cua_status cua_arena_name(cua_arena *a, const char **name)
 {
     if (!name) return _cua_error(CUA_ERR_INVALID_ARG, "name is NULL");
-    cua_status st = enter(a);
+    cua_status st = enter(&a);
     if (st != CUA_OK) return st;
     *name = a->name;
     return leave(a, CUA_OK);
@@ -468,7 +476,7 @@ cua_status cua_arena_name(cua_arena *a, const char **name)
 
 cua_status cua_arena_check(cua_arena *a)
 {
-    cua_status st = enter(a);
+    cua_status st = enter(&a);
     if (st != CUA_OK) return st;
     return leave(a, _cua_arena_check_locked(a));
 }
@@ -478,7 +486,7 @@ cua_status cua_arena_check(cua_arena *a)
 cua_status cua_arena_get_stats(cua_arena *a, cua_stats *out)
 {
     if (!out) return _cua_error(CUA_ERR_INVALID_ARG, "out is NULL");
-    cua_status st = enter(a);
+    cua_status st = enter(&a);
     if (st != CUA_OK) return st;
     _cua_stats_read(a, out);
     return leave(a, CUA_OK);
@@ -486,7 +494,7 @@ cua_status cua_arena_get_stats(cua_arena *a, cua_stats *out)
 
 cua_status cua_arena_reset_peaks(cua_arena *a)
 {
-    cua_status st = enter(a);
+    cua_status st = enter(&a);
     if (st != CUA_OK) return st;
     a->peak_live = a->live_bytes;
     a->peak_mapped = a->seg.mapped_bytes;
@@ -496,7 +504,7 @@ cua_status cua_arena_reset_peaks(cua_arena *a)
 cua_status cua_arena_stats_json(cua_arena *a, char *buf, size_t cap, size_t *len)
 {
     if (!len || (!buf && cap)) return _cua_error(CUA_ERR_INVALID_ARG, "len is NULL or buf is NULL");
-    cua_status st = enter(a);
+    cua_status st = enter(&a);
     if (st != CUA_OK) return st;
     cua_stats s;
     _cua_stats_read(a, &s);
@@ -540,7 +548,8 @@ cua_status cua_arena_default(int device, cua_arena **out)
     cfg.name = "default";
     st = cua_arena_create(&cfg, &a);
     if (st != CUA_OK) return st;
-    cua_arena *winner = _cua_registry_default(device, a);
+    uint32_t gen;
+    cua_arena *winner = _cua_registry_default(device, _cua_arena_of(a, &gen));
     if (winner != a) cua_arena_destroy(a, 0); /* another thread won the race */
     *out = winner;
     return CUA_OK;
@@ -550,14 +559,15 @@ cua_status cua_arena_default(int device, cua_arena **out)
 static _Thread_local cua_arena *tl_stack[CUA_PUSH_MAX];
 static _Thread_local int tl_depth;
 
-cua_status cua_arena_push(cua_arena *a)
+cua_status cua_arena_push(cua_arena *h)
 {
-    cua_status st = enter(a);
+    cua_arena *a = h;
+    cua_status st = enter(&a);
     if (st != CUA_OK) return st;
     leave(a, CUA_OK);
     if (tl_depth == CUA_PUSH_MAX)
         return _cua_error(CUA_ERR_INVALID_ARG, "arena pushes nest deeper than %d", CUA_PUSH_MAX);
-    tl_stack[tl_depth++] = a;
+    tl_stack[tl_depth++] = h;
     return CUA_OK;
 }
 

@@ -137,23 +137,20 @@ cua_status _cua_arena_create(const cua_arena_config *cfg_in, cua_arena **out)
         cfg = *cfg_in;
     else
         cua_arena_config_init(&cfg);
-    /* Aligned for its lock's cache line (arena.h). */
-    size_t bytes = (sizeof(cua_arena) + 63) & ~(size_t)63;
-    cua_arena *a = aligned_alloc(64, bytes);
-    if (!a) return _cua_error(CUA_ERR_OUT_OF_MEMORY, "no host memory for an arena");
-    memset(a, 0, bytes);
+    /* Memory of a destroyed arena, or new (registry.c): cleared, unpublished. */
+    cua_arena *a = NULL;
+    cua_status st = _cua_registry_body(&a);
+    if (st != CUA_OK) return st;
     snprintf(a->name, sizeof a->name, "%s", cfg.name ? cfg.name : "arena");
     cfg.name = a->name;
     a->device = cfg.device;
-    cua_status st = arena_body_init(a, &cfg);
+    st = arena_body_init(a, &cfg);
     if (st != CUA_OK) {
-        free(a);
+        _cua_registry_recycle(a);
         return st;
     }
     a->cfg = cfg;
-    _cua_lock_init(&a->lock);
-    a->magic = CUA_ARENA_MAGIC;
-    a->alive = 1;
+    atomic_store_explicit(&a->alive, 1, memory_order_release);
     atomic_fetch_add(&a->bk->users, 1);
     _cua_tc_arena_init(a);
     *out = a;

@@ -54,7 +54,11 @@ typedef struct cua_streams {
 } cua_streams;
 
 struct cua_arena {
-    /* The shell: kept after destroy so stale handles get CUA_ERR_DESTROYED.
+    /* The memory of an arena is never freed: after its destroy it waits in
+     * the registry's pool for the next arena (registry.c). Users hold a
+     * handle (`self`: the slot and the generation), not this address, so a
+     * stale handle is told apart by its generation and answered
+     * CUA_ERR_DESTROYED: a destroyed arena costs no memory of its own.
      * magic and tc_on are read by every thread's fast path: they share no
      * cache line with the lock and the counters written under it. */
     uint32_t magic;
@@ -63,8 +67,13 @@ struct cua_arena {
     _Atomic int alive;       /* written under lock; read without it by registry walks */
     /* +1 at every destroy (under the lock): code that let go of the lock (a
      * callback ran) compares it with the value it saw, so that an arena
-     * destroyed meanwhile is told apart (_cua_arena_same). */
+     * destroyed meanwhile - or another arena in the same memory since - is
+     * told apart (_cua_arena_same); handles carry it too. */
     _Atomic uint32_t gen;
+    uint32_t idx;            /* its slot in the registry's table of handles: for life */
+    cua_arena *self;         /* the handle of the arena in it now (or last) */
+    _Atomic uint32_t lock_waits; /* takers that found the lock held (thread_cache auto) */
+    /* Everything from here is cleared for the next arena (registry.c). */
     char name[CUA_NAME_CAP];
     int device;
     /* The body: released by destroy. */
@@ -101,7 +110,6 @@ struct cua_arena {
     unsigned nevents;
     /* Thread caches (tcache.c): the list and tc_fix under the lock. */
     struct cua_tcache *tcs;
-    _Atomic uint32_t lock_waits; /* takers that found the lock held (thread_cache auto) */
     int64_t tc_fix;              /* live bytes: what caches' blocks freed here left behind */
     uint64_t tc_gone_allocs, tc_gone_frees; /* the counts of caches whose threads ended */
     bool tc_auto;                /* thread_cache auto and caches allowed: decided at create */
@@ -112,15 +120,21 @@ struct cua_arena {
     uint64_t alloc_count, free_count, oom_count, trim_count, trimmed_bytes;
 };
 
-/* Whether handle h is an arena: its first word read as bytes, so that a
- * handle that is no arena (any pointer a caller passes) is not accessed as
- * one (a cua_arena is 64-byte aligned; a stray pointer need not be). */
-static inline bool _cua_is_arena(const void *h)
-{
-    uint32_t magic;
-    memcpy(&magic, h, sizeof magic);
-    return magic == CUA_ARENA_MAGIC;
-}
+/* registry.c: handles. A handle is no address: it names a slot of the
+ * registry's table and the generation of the arena in it, so that any value
+ * a caller passes is decoded, never read from. The arena in the slot is the
+ * handle's while its generation is the handle's (check it under the lock). */
+/* The arena memory a handle names, and the handle's generation into *gen;
+ * NULL when h is no handle (NULL, a pointer, garbage). */
+cua_arena *_cua_arena_of(const cua_arena *h, uint32_t *gen);
+/* Memory for a new arena: the pool's, cleared from `name` on, or new. */
+cua_status _cua_registry_body(cua_arena **out);
+/* Give a destroyed arena's memory (or one never handed out) to the pool. */
+void _cua_registry_recycle(cua_arena *a);
+/* Validate the handle in *pa and take its arena's lock (alive, of the
+ * handle's generation); *pa becomes the arena. On failure (INVALID_ARG,
+ * DESTROYED; the message says which) nothing is held and *pa stays. */
+cua_status _cua_arena_enter(cua_arena **pa);
 
 /* Lifecycle (lock not held by the caller for create; held for the rest). */
 cua_status _cua_arena_create(const cua_arena_config *cfg, cua_arena **out);
@@ -254,12 +268,14 @@ void _cua_image_drop(cua_arena *a, uint64_t off);
 bool _cua_pressure_relieve(cua_arena *a, size_t size);
 void _cua_pressure_report(cua_arena *a, size_t size);
 
-/* registry.c: every arena ever created (tombstones too), and the default
- * arena of each device. _cua_registry_default returns the device's default,
- * making `candidate` the default when there is none (NULL: only look). */
+/* registry.c: the arenas alive, and the default arena of each device.
+ * _cua_registry_default returns the handle of the device's default, making
+ * `candidate` the default when there is none (NULL: only look). */
 #define CUA_MAX_DEVICES 64
 cua_status _cua_registry_add(cua_arena *a);
-void _cua_registry_drop_default(cua_arena *a);
+/* Destroy: a leaves the list of live arenas and the defaults. */
+void _cua_registry_remove(cua_arena *a);
+/* The handle of the device's default arena (a becomes it when there is none). */
 cua_arena *_cua_registry_default(int device, cua_arena *candidate);
 /* The arenas alive on device (or all) in a malloc'ed array (NULL, 0: none). */
 cua_status _cua_registry_snapshot(int device, cua_arena ***out, size_t *n);
@@ -273,6 +289,9 @@ cua_status _cua_addrmap_insert(uintptr_t base, size_t size, cua_arena *a);
 cua_arena *_cua_addrmap_find(uintptr_t addr);
 /* Forget a range only if it still belongs to `a` (a later arena may own it). */
 void _cua_addrmap_remove(uintptr_t base, size_t size, cua_arena *a);
+/* `a` was destroyed: its range, where still its, answers for a destroyed arena
+ * (its memory goes to the next arena), until another arena reserves it. */
+void _cua_addrmap_bury(uintptr_t base, size_t size, cua_arena *a);
 
 /* torch.c: the arena a framework's allocation hook (PyTorch, CuPy) takes
  * memory from on `device` when it names none: the calling thread's current

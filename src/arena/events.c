@@ -56,7 +56,7 @@ static void fill(cua_arena_event *ev, cua_arena *a, cua_arena_event_kind kind,
 {
     *ev = (cua_arena_event){
         .kind = kind,
-        .arena = a,
+        .arena = a->self,
         .name = a->name,
         .device = a->device,
         .bytes = bytes,

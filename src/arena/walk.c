@@ -69,10 +69,8 @@ static bool collect(const cua_arena *a, regions *r)
 cua_status cua_arena_walk(cua_arena *a, cua_region_fn fn, void *user)
 {
     if (!a || !fn) return _cua_error(CUA_ERR_INVALID_ARG, "arena or fn is NULL");
-    if (!_cua_is_arena(a))
-        return _cua_error(CUA_ERR_INVALID_ARG, "%p is not an arena handle", (void *)a);
-    if (!_cua_arena_lock_alive(a))
-        return _cua_error(CUA_ERR_DESTROYED, "arena '%s' was destroyed", a->name);
+    cua_status st = _cua_arena_enter(&a);
+    if (st != CUA_OK) return st;
     regions r = {0};
     _cua_tc_flush_all_locked(a); /* blocks in threads' caches are free: shown as such */
     _cua_tc_disown_all_locked(a); /* and those they handed out show the sizes asked */

@@ -96,10 +96,10 @@ cua_status cua_arena_adopt(cua_arena *a, cua_reservation *r)
 {
     cua_status st = check_res(r);
     if (st != CUA_OK) return st;
-    if (!a || !_cua_is_arena(a)) return _cua_error(CUA_ERR_INVALID_ARG, "arena is NULL or not an arena");
-    bool locked = _cua_arena_lock_alive(a);
+    st = _cua_arena_enter(&a); /* (NULL, not an arena: INVALID_ARG; destroyed: DESTROYED) */
+    bool locked = st == CUA_OK;
     if (!locked)
-        st = _cua_error(CUA_ERR_DESTROYED, "arena '%s' was destroyed", a->name);
+        ;
     else if (a->bk != r->bk)
         st = _cua_error(CUA_ERR_INVALID_ARG, "the reservation is of backend '%s', arena '%s' of "
                         "another one", r->bk->name, a->name);
