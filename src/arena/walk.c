@@ -42,7 +42,10 @@ static bool collect(const cua_arena *a, regions *r)
 {
     const cua_segment *seg = &a->seg;
     const cua_block *b = a->heap.first;
-    for (uint32_t p = 0; p < seg->npages;) {
+    /* (no page above the highest block ever handed out is mapped) */
+    uint64_t top = (a->top_used + seg->gran - 1) >> seg->gshift;
+    uint32_t last = (uint32_t)_cua_min(seg->npages, top);
+    for (uint32_t p = 0; p < last;) {
         const cua_chunk *c = seg->pages[p];
         if (!c) {
             p++;
