@@ -41,6 +41,44 @@ static cua_arena *arena_on(cua_backend *bk, size_t va)
     return cua_arena_create(&cfg, &a) == CUA_OK ? a : NULL;
 }
 
+static cua_stream stream_no(long i) { return (cua_stream)(0x10000 + (uintptr_t)i * 16); }
+
+/* Nanoseconds per alloc + free pair, round robin over `nstreams` streams the
+ * arena has all seen (every pair misses the last-stream cache). */
+static double ns_per_op(long nstreams, long ops, int *ok)
+{
+    *ok = 0;
+    cua_backend *bk = host(2 * MiB, 4096 * MiB);
+    cua_arena *a = bk ? arena_on(bk, (size_t)64 << 30) : NULL;
+    if (!a) return 0;
+    void *p = NULL;
+    for (long i = 0; i < nstreams; i++) {
+        if (cua_arena_alloc(a, 4096, stream_no(i), &p) != CUA_OK || cua_free(p) != CUA_OK) return 0;
+    }
+    double t0 = now_s();
+    for (long k = 0; k < ops; k++) {
+        long i = (k * 7919) % nstreams;
+        if (cua_arena_alloc(a, 4096, stream_no(i), &p) != CUA_OK || cua_free(p) != CUA_OK) return 0;
+    }
+    double ns = (now_s() - t0) / (double)ops * 1e9;
+    if (cua_arena_check(a) != CUA_OK || cua_arena_destroy(a, 0) != CUA_OK ||
+        cua_backend_destroy(bk) != CUA_OK)
+        return 0;
+    *ok = 1;
+    return ns;
+}
+
+TEST(stream_lookups_do_not_grow_with_streams_seen)
+{
+    int ok1, ok2;
+    long ops = getenv("CUA_SCALING_OPS") ? atol(getenv("CUA_SCALING_OPS")) : 20000;
+    double few = ns_per_op(8000, ops, &ok1), many = ns_per_op(64000, ops, &ok2);
+    CHECK(ok1 && ok2);
+    printf("  alloc + free round robin: %.0f ns per pair over 8000 streams, %.0f ns over 64000\n",
+           few, many);
+    CHECK(many < 6 * few); /* (O(streams) per look-up: 8 times; the rest is the caches) */
+}
+
 /* cua_arena_get_stats of an arena whose range has 2^24 pages of 4 KiB (64
  * GiB), all of them unmapped above a few blocks. */
 TEST(stats_do_not_walk_the_pages_of_the_free_tail)

@@ -431,7 +431,7 @@ void _cua_arena_put_free(cua_arena *a, cua_block *b, uint32_t tag)
     uint64_t seq = ++a->seq;
     _cua_seg_release(&a->seg, b->off, b->size, seq);
     tag = _cua_stream_free_tag(a, tag);
-    if (tag) a->streams.slot[tag].last_free_seq = seq;
+    if (tag) _cua_stream_freed(a, tag, seq);
     _cua_heap_put(&a->heap, b, tag, seq, _cua_arena_one_stream(a));
 }
 

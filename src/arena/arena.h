@@ -27,6 +27,7 @@ typedef struct cua_streamslot {
     uint64_t last_free_seq;  /* sequence of the last free on this stream */
     uint64_t shared_seq;     /* its free blocks up to this sequence are tag 0 */
     bool has_ev;
+    bool active;             /* on the streams' `active` list */
     /* retired (cua_stream_retire): the stream is gone; its work was waited for,
      * so done_seq is UINT64_MAX, nothing is recorded on it again, and the
      * blocks it frees go to every stream. The slot is taken again by a new
@@ -47,6 +48,17 @@ typedef struct cua_streams {
     cua_streamslot *slot;    /* slot[0] unused: tag 0 */
     uint32_t n, cap;         /* slots in use, including slot 0 */
     uint32_t last;           /* the slot found last (a one-entry cache) */
+    /* stream -> slot of the streams not retired (open addressing, 0: empty),
+     * so that a look-up costs the same among 10 streams or 100,000. */
+    uint32_t *index;
+    uint32_t index_mask;     /* its size - 1 (0: none yet) */
+    uint32_t *retired;       /* retired slots, for new streams (a stack) */
+    uint32_t nretired, cap_retired;
+    /* The slots that may have something to learn (frees not known complete,
+     * or blocks not yet shared): what reclaims and trims look at, not every
+     * stream the arena ever saw. Room for every slot (cap). */
+    uint32_t *active;
+    uint32_t nactive;
     cua_event *pool;         /* idle events for reuse */
     uint32_t npool, cap_pool;
     cua_block *pending;      /* freed blocks waiting for other streams (fnext list) */
@@ -175,6 +187,17 @@ static inline cua_status _cua_stream_slot(cua_arena *a, cua_stream stream, uint3
         return CUA_OK;
     }
     return _cua_stream_slot_find(a, stream, tag);
+}
+/* A block was freed under stream slot `tag` at free sequence `seq`: the slot
+ * has something to learn (its list has room for every slot). */
+static inline void _cua_stream_freed(cua_arena *a, uint32_t tag, uint64_t seq)
+{
+    cua_streams *ss = &a->streams;
+    ss->slot[tag].last_free_seq = seq;
+    if (!ss->slot[tag].active) {
+        ss->slot[tag].active = true;
+        ss->active[ss->nactive++] = tag;
+    }
 }
 /* The tag a block freed under `tag` takes: 0 ("any stream") when that
  * stream was retired, whose work is all done. */
