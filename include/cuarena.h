@@ -321,7 +321,8 @@ typedef struct cua_arena cua_arena;
 
 /** Options of an arena. Initialise with cua_arena_config_init(). */
 typedef struct cua_arena_config {
-    /** A name for reports (copied; at most 63 bytes are kept). NULL: "arena". */
+    /** A name for reports (copied; at most 63 bytes are kept, cut before a
+     *  UTF-8 character that would not fit whole). NULL: "arena". */
     const char *name;
     /** Where memory comes from. NULL: a host backend created for this arena
      *  with the default options (owned and destroyed by the arena). */
@@ -1158,7 +1159,8 @@ typedef struct cua_history_entry {
     uint64_t size;       /**< bytes: asked (alloc, free, oom), mapped or unmapped */
     cua_stream stream;   /**< the block's stream (0 for mappings) */
     uint64_t time_ns;    /**< when, CLOCK_MONOTONIC nanoseconds */
-    char arena[32];      /**< the arena's name, cut to 31 bytes ("" for mappings) */
+    char arena[32];      /**< the arena's name, cut to 31 bytes on a UTF-8 character
+                          *   boundary ("" for mappings) */
 } cua_history_entry;
 
 /**

@@ -141,7 +141,10 @@ cua_status _cua_arena_create(const cua_arena_config *cfg_in, cua_arena **out)
     cua_arena *a = NULL;
     cua_status st = _cua_registry_body(&a);
     if (st != CUA_OK) return st;
-    snprintf(a->name, sizeof a->name, "%s", cfg.name ? cfg.name : "arena");
+    const char *name = cfg.name ? cfg.name : "arena";
+    size_t len = _cua_utf8_fit(name, strlen(name), sizeof a->name - 1); /* (63 bytes at most) */
+    memcpy(a->name, name, len);
+    a->name[len] = '\0';
     cfg.name = a->name;
     a->device = cfg.device;
     st = arena_body_init(a, &cfg);
