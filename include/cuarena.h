@@ -327,10 +327,10 @@ typedef struct cua_arena_config {
     /** Where memory comes from. NULL: a host backend created for this arena
      *  with the default options (owned and destroyed by the arena). */
     cua_backend *backend;
-    /** Device ordinal, for reports and the CUDA backend: the registry, the
-     *  device report, the headroom and out-of-memory relief group arenas by
-     *  it. A CUDA backend given in `backend` must be this device's
-     *  (CUA_ERR_INVALID_ARG otherwise). */
+    /** Device ordinal (0..63), for reports and the CUDA backend: the registry,
+     *  the device report, the headroom, the device peaks and out-of-memory
+     *  relief group arenas by it. A CUDA backend given in `backend` must be
+     *  this device's (CUA_ERR_INVALID_ARG otherwise). */
     int device;
     /** Most bytes the arena may have mapped at once; 0 = no limit. When a
      *  request would pass it, the arena trims its cache and retries first. */
@@ -358,7 +358,7 @@ typedef struct cua_arena_config {
     size_t chunk_large;
     /** Let mapped bytes pass the demand peak by this many bytes before the
      *  footprint cap swaps cached pages; 0: 1/128 of the peak, at least one
-     *  granularity page and at most 64 MiB. */
+     *  granularity page and at most 64 MiB; SIZE_MAX: by any amount. */
     size_t growth_slack;
     /** Bytes kept mapped through trims, for latency: no trim (asked for, by
      *  the release threshold, the footprint cap, idleness, or another arena's
@@ -480,8 +480,9 @@ CUA_API void cua_arena_config_init(cua_arena_config *cfg);
  * A limit need not be a multiple of the granularity: mapped bytes, which it
  * bounds, move in whole pages, so the pages under it are what can be mapped.
  * Returns CUA_OK, CUA_ERR_INVALID_ARG (out NULL, chunk_max or chunk_large not
- * a multiple of the granularity, a floor above the limit, device or priority
- * below 0, a bad backend_kind...), CUA_ERR_NO_DEVICE
+ * a multiple of the granularity, a floor above the limit, device outside
+ * 0..63, priority below 0, a bad backend_kind or thread_cache, flag bits that
+ * are no CUA_ARENA_* flag...), CUA_ERR_NO_DEVICE
  * (backend_kind CUA_BACKEND_CUDA without the device), CUA_ERR_OUT_OF_MEMORY (no address space or
  * host memory), CUA_ERR_BACKEND, CUA_ERR_DESTROYED (the event callback
  * destroyed it at its CUA_ARENA_CREATED event; *out is NULL).

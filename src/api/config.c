@@ -137,6 +137,11 @@ static const struct option options[] = {
              "device cannot reach the arena's"},
 };
 
+const char *_cua_option_name(size_t i)
+{
+    return i < CUA_ARRAY_LEN(options) ? options[i].name : NULL;
+}
+
 /* ---- defaults ------------------------------------------------------------------ */
 
 void cua_arena_config_init(cua_arena_config *cfg)

@@ -18,4 +18,8 @@
  */
 cua_status _cua_parse_size(const char *s, size_t len, size_t *out);
 
+/** The name of option i of the option string (0, 1, ...), NULL past the last:
+ *  for tests that must cover every key. */
+const char *_cua_option_name(size_t i);
+
 #endif /* CUA_CONFIG_H */

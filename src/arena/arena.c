@@ -41,6 +41,24 @@ static cua_status check_config(const cua_arena_config *cfg, size_t gran)
     return CUA_OK;
 }
 
+/* What needs no backend: the values cuarena.h promises to refuse. */
+static cua_status check_values(const cua_arena_config *cfg)
+{
+    const unsigned known = CUA_ARENA_CHECK_ALWAYS | CUA_ARENA_NO_FOOTPRINT_CAP | CUA_ARENA_NO_VMM |
+                           CUA_ARENA_POISON | CUA_ARENA_SCRUB | CUA_ARENA_NVTX;
+    if (cfg->flags & ~known)
+        return _cua_error(CUA_ERR_INVALID_ARG, "unknown flag bits %#x (known: %#x)",
+                          cfg->flags & ~known, known);
+    if (cfg->thread_cache < CUA_THREAD_CACHE_AUTO || cfg->thread_cache > CUA_THREAD_CACHE_OFF)
+        return _cua_error(CUA_ERR_INVALID_ARG, "thread_cache %d is not a cua_thread_cache_mode",
+                          cfg->thread_cache);
+    /* Devices 0..63, as everywhere else: peaks, defaults, peers, the report. */
+    if (cfg->device < 0 || cfg->device >= CUA_MAX_DEVICES)
+        return _cua_error(CUA_ERR_INVALID_ARG, "device %d is out of range 0..%d", cfg->device,
+                          CUA_MAX_DEVICES - 1);
+    return CUA_OK;
+}
+
 static size_t default_va(const cua_backend *bk, const cua_arena_config *cfg)
 {
     size_t va = cfg->va_size ? cfg->va_size : 4 * bk->total_bytes;
@@ -63,6 +81,8 @@ static cua_status arena_body_init(cua_arena *a, cua_arena_config *cfg)
     if (cfg->backend_kind < CUA_BACKEND_HOST || cfg->backend_kind > CUA_BACKEND_AUTO)
         return _cua_error(CUA_ERR_INVALID_ARG, "backend_kind %d is not a cua_backend_kind",
                           cfg->backend_kind);
+    cua_status vs = check_values(cfg);
+    if (vs != CUA_OK) return vs;
     if (!cfg->backend && cfg->backend_kind != CUA_BACKEND_HOST) {
         cua_status bs = cua_device_backend(cfg->device, &cfg->backend);
         if (bs != CUA_OK && cfg->backend_kind == CUA_BACKEND_CUDA) return bs;
@@ -254,8 +274,10 @@ static cua_status make_room(cua_arena *a, uint64_t need)
 {
     uint64_t over = 0, mapped = a->seg.mapped_bytes, released;
     if (a->cfg.limit && mapped + need > a->cfg.limit) over = mapped + need - a->cfg.limit;
-    if (!(a->cfg.flags & CUA_ARENA_NO_FOOTPRINT_CAP) &&
-        mapped + need > a->footprint_hw + slack(a))
+    /* (past the peak by more than the slack; the sum peak + slack would wrap
+     * for a slack of SIZE_MAX, which means "any amount") */
+    if (!(a->cfg.flags & CUA_ARENA_NO_FOOTPRINT_CAP) && mapped + need > a->footprint_hw &&
+        mapped + need - a->footprint_hw > slack(a))
         over = _cua_max(over, mapped + need - a->footprint_hw);
     if (over == 0) return CUA_OK;
     cua_status st = trim_idle(a, over, false, over_limit(a, need) ? "limit" : "footprint_cap",
