@@ -825,7 +825,9 @@ typedef struct cua_stats {
     uint64_t allocated_bytes;     /**< live block sizes after rounding to CUA_ALIGNMENT */
     uint64_t mapped_bytes;        /**< physical memory mapped from the backend */
     uint64_t reserved_bytes;      /**< address space reserved */
-    uint64_t free_bytes;          /**< mapped bytes not in live blocks */
+    uint64_t free_bytes;          /**< mapped bytes not in live (or pending) blocks; all
+                                   *   that is mapped while offloaded (its blocks hold
+                                   *   no pages) */
     uint64_t cached_bytes;        /**< mapped pages with no live block: what trim can return */
     uint64_t pending_bytes;       /**< freed bytes waiting for other streams' events */
     uint64_t largest_free_bytes;  /**< largest free block that lies in mapped pages */
@@ -887,7 +889,8 @@ typedef void (*cua_region_fn)(const cua_region *region, void *user);
 
 /**
  * A snapshot of the arena's mapped memory: each segment (physical handle) in
- * address order, followed by the pieces of blocks that lie in it (a block
+ * address order (also the whole segments of an arena without VMM, which lie
+ * where the driver put them), followed by the pieces of blocks that lie in it (a block
  * that spans several segments is cut at their edges). Unmapped address space
  * is not reported. The snapshot is taken under the arena's lock and `fn` runs
  * after it is released, so `fn` may call cuarena; `user` is passed to each call.

@@ -66,7 +66,11 @@ void _cua_stats_read(const cua_arena *a, cua_stats *out)
     out->mapped_bytes = a->seg.mapped_bytes;
     out->reserved_bytes = a->seg.novmm ? 0 : a->seg.size; /* novmm: nothing is reserved */
     out->pending_bytes = a->streams.pending_bytes;
-    out->free_bytes = a->seg.mapped_bytes - out->allocated_bytes - a->streams.pending_bytes;
+    /* Offloaded, the live blocks hold no pages: whatever is mapped is free
+     * (pages an unmap left). Else mapped less what blocks hold, which the
+     * caches' corrections can make pass it for a moment: never below 0. */
+    uint64_t held = a->offloaded ? 0 : out->allocated_bytes + a->streams.pending_bytes;
+    out->free_bytes = a->seg.mapped_bytes > held ? a->seg.mapped_bytes - held : 0;
     out->cached_bytes = a->seg.idle_bytes;
     out->largest_free_bytes = largest_free_mapped(a);
     for (uint32_t t = 0; t < a->heap.ntags; t++) out->free_blocks += a->heap.idx[t]->count;
