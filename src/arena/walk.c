@@ -4,13 +4,15 @@
  * the raw material of torch-style memory snapshots.
  *
  * The regions are collected into a host array under the arena lock (one pass
- * over the chunks in page order and the blocks in address order, merged), and
- * handed to the callback after the lock is released.
+ * over the chunks in page order and the blocks in address order, merged;
+ * without VMM the segments are then sorted by address), and handed to the
+ * callback after the lock is released.
  */
 #include "arena/arena.h"
 #include "arena/tcache.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 typedef struct regions {
     cua_region *v;
@@ -69,6 +71,50 @@ static bool collect(const cua_arena *a, regions *r)
     return true;
 }
 
+/* One segment's regions in a snapshot: the segment and the pieces after it. */
+typedef struct group {
+    uintptr_t address;
+    size_t first, n;
+} group;
+
+static int by_address(const void *x, const void *y)
+{
+    const group *p = x, *q = y;
+    return (p->address > q->address) - (p->address < q->address);
+}
+
+/* Without VMM the segments lie where the driver put them, and collect() saw
+ * them in the order of the arena's offsets: put them (each with its pieces)
+ * in address order, as cuarena.h promises. */
+static bool sort_segments(regions *r)
+{
+    size_t ng = 0;
+    for (size_t i = 0; i < r->n; i++) ng += r->v[i].kind == CUA_REGION_SEGMENT;
+    if (ng < 2) return true;
+    group *g = malloc(ng * sizeof *g);
+    cua_region *v = malloc(r->n * sizeof *v);
+    if (!g || !v) {
+        free(g);
+        free(v);
+        return false;
+    }
+    size_t k = 0;
+    for (size_t i = 0; i < r->n; i++) {
+        if (r->v[i].kind == CUA_REGION_SEGMENT) g[k++] = (group){r->v[i].address, i, 0};
+        g[k - 1].n++;
+    }
+    qsort(g, ng, sizeof *g, by_address);
+    size_t at = 0;
+    for (size_t j = 0; j < ng; j++) {
+        memcpy(&v[at], &r->v[g[j].first], g[j].n * sizeof *v);
+        at += g[j].n;
+    }
+    free(g);
+    free(r->v);
+    r->v = v;
+    return true;
+}
+
 cua_status cua_arena_walk(cua_arena *a, cua_region_fn fn, void *user)
 {
     if (!a || !fn) return _cua_error(CUA_ERR_INVALID_ARG, "arena or fn is NULL");
@@ -78,7 +124,9 @@ cua_status cua_arena_walk(cua_arena *a, cua_region_fn fn, void *user)
     _cua_tc_flush_all_locked(a); /* blocks in threads' caches are free: shown as such */
     _cua_tc_disown_all_locked(a); /* and those they handed out show the sizes asked */
     bool ok = collect(a, &r);
+    bool novmm = a->seg.novmm;
     _cua_arena_unlock(a);
+    if (ok && novmm) ok = sort_segments(&r);
     if (!ok) {
         free(r.v);
         return _cua_error(CUA_ERR_OUT_OF_MEMORY, "no host memory for a snapshot of %zu regions",
