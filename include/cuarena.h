@@ -695,7 +695,9 @@ CUA_API cua_status cua_trim_idle(int device, size_t *released);
  */
 CUA_API cua_status cua_janitor_start(unsigned period_ms);
 
-/** Stop the janitor and wait for its thread. Returns CUA_OK (also when none ran). */
+/** Stop the janitor and wait for its thread. Returns CUA_OK (also when none
+ *  ran), CUA_ERR_BUSY when called from the janitor's own thread (a callback
+ *  of its trim): it cannot wait for itself, and keeps running. */
 CUA_API cua_status cua_janitor_stop(void);
 
 /**

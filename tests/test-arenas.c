@@ -5,6 +5,7 @@
  */
 #include "test.h"
 
+#include <stdatomic.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -385,6 +386,40 @@ TEST(janitor_trims_idle_arenas_and_stops)
     CHECK_OK(cua_janitor_stop());
     CHECK_OK(cua_janitor_stop()); /* twice is fine */
     CHECK(m == 0);
+    CHECK_OK(cua_arena_destroy(a, 0));
+    CHECK_OK(cua_backend_destroy(bk));
+}
+
+/* cua_janitor_stop() from the janitor's own thread (an event callback of its
+ * trim) cannot wait for that thread: it answers BUSY, not an OK that stopped
+ * nothing; from another thread it stops it. */
+static _Atomic int stop_from_janitor = -1;
+static void stop_in_callback(const cua_arena_event *ev, void *user)
+{
+    (void)user;
+    if (ev->kind == CUA_ARENA_TRIMMED && atomic_load(&stop_from_janitor) == -1)
+        atomic_store(&stop_from_janitor, (int)cua_janitor_stop());
+}
+
+TEST(janitor_stop_from_the_janitors_thread_answers_busy)
+{
+    cua_backend *bk = make_backend();
+    CHECK(bk);
+    cua_arena *a = make_cfg(bk, "janitored_self", 17, 0, 10, 0);
+    CHECK(a);
+    void *p;
+    CHECK_OK(cua_arena_alloc(a, 8 * MiB, 0, &p));
+    CHECK_OK(cua_free(p));
+    atomic_store(&stop_from_janitor, -1);
+    CHECK_OK(cua_set_event_callback(stop_in_callback, NULL));
+    CHECK_OK(cua_janitor_start(5));
+    for (int i = 0; i < 400 && atomic_load(&stop_from_janitor) == -1; i++) sleep_ms(5);
+    CHECK_ST((cua_status)atomic_load(&stop_from_janitor), CUA_ERR_BUSY);
+    CHECK_ST(cua_janitor_start(5), CUA_ERR_BUSY); /* still running */
+    CHECK_OK(cua_janitor_stop());
+    CHECK_OK(cua_set_event_callback(NULL, NULL));
+    CHECK_OK(cua_janitor_start(5)); /* stopped: it starts again */
+    CHECK_OK(cua_janitor_stop());
     CHECK_OK(cua_arena_destroy(a, 0));
     CHECK_OK(cua_backend_destroy(bk));
 }
