@@ -200,7 +200,8 @@ CUA_API cua_status cua_host_stream_complete(cua_backend *host, cua_stream stream
  * Host backend only: destroy `stream` as cuStreamDestroy would: its queued
  * work completes, and from then on recording an event on it or waiting for it
  * fails with CUA_ERR_BACKEND (the driver answers an error, or crashes), so
- * tests can show what cua_stream_retire() is for.
+ * tests can show what cua_stream_retire() is for, and that an arena survives
+ * a stream destroyed behind its back (it waits for the whole device).
  * Returns CUA_OK, CUA_ERR_INVALID_ARG (NULL or not a host backend),
  * CUA_ERR_OUT_OF_MEMORY (host memory).
  */
@@ -564,7 +565,13 @@ CUA_API cua_status cua_record_stream(void *ptr, cua_stream stream);
  * synchronisation), forgets it, and hands the blocks freed on it - before and
  * after this call - to every stream. Arenas that never saw it cost a look.
  * Streams that live as long as the process (PyTorch's pool, the default
- * stream) need no call.
+ * stream) need no call. A stream destroyed without this call (CuPy's die at
+ * garbage collection) does not break the arenas that know it: when an event
+ * can be neither recorded on it nor the stream waited for, cuarena waits for
+ * the whole device instead (cuCtxSynchronize), hands its blocks to every
+ * stream and never touches it again - but it touches it once (the driver
+ * may take a destroyed handle for a new stream's, or crash), and the device
+ * wait stalls every stream: retire streams before destroying them.
  * Blocks that threads' caches hold in those arenas go back to the arena first
  * (a new stream may get the destroyed one's handle).
  * Returns CUA_OK, CUA_ERR_INVALID_ARG (device below CUA_ALL_DEVICES, or a

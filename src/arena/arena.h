@@ -209,6 +209,9 @@ static inline uint32_t _cua_stream_free_tag(const cua_arena *a, uint32_t tag)
  * by every stream. blocking: wait for the streams (stream sync) instead of
  * asking events. Returns the blocks retagged (0 on failure; status in *st). */
 uint64_t _cua_stream_reclaim(cua_arena *a, bool blocking, cua_status *st);
+/* Wait for slot `tag`'s stream; one that answers no more (destroyed without
+ * cua_stream_retire) is waited for with the whole device and retired. */
+cua_status _cua_stream_wait_slot(cua_arena *a, uint32_t tag);
 /* Highest free sequence whose freed memory no stream can still be using. */
 uint64_t _cua_stream_safe_seq(const cua_arena *a);
 cua_status _cua_stream_add_use(cua_arena *a, cua_block *b, cua_stream stream);

@@ -230,11 +230,48 @@ static uint64_t retag_upto(cua_arena *a, uint32_t tag, uint64_t upto)
 
 static bool constraining(const cua_streamslot *s) { return s->last_free_seq > s->done_seq; }
 
+static uint64_t share(cua_arena *a, cua_streamslot *s, uint32_t tag);
+
+/* Slot `tag`'s stream can be neither recorded on nor waited for: it is gone
+ * (destroyed without cua_stream_retire - CuPy's streams die at garbage
+ * collection, engines destroy theirs). Its work, wherever it went, is done
+ * once the whole device is: wait for that, and retire the slot, so that the
+ * stream is never touched again and its blocks go to every stream (a new
+ * stream of the same handle gets a slot of its own). */
+static cua_status slot_gone(cua_arena *a, uint32_t tag)
+{
+    cua_status st = _cua_bk_stream_sync(a->bk, &a->cs, CUA_STREAM_DEVICE);
+    if (st != CUA_OK)
+        return _cua_error_wrap(st, "arena '%s': stream %#lx answers no more, and the device "
+                               "cannot be waited for instead", a->name,
+                               (unsigned long)a->streams.slot[tag].stream);
+    cua_streams *ss = &a->streams;
+    cua_streamslot *s = &ss->slot[tag];
+    if (s->has_ev) { /* (complete: the device was waited for) */
+        event_put(a, s->ev);
+        s->has_ev = false;
+    }
+    slot_retired(ss, tag);
+    s->done_seq = UINT64_MAX;
+    if (ss->last == tag) ss->last = 0;
+    share(a, s, tag);
+    return CUA_OK;
+}
+
+cua_status _cua_stream_wait_slot(cua_arena *a, uint32_t tag)
+{
+    if (a->streams.slot[tag].retired) return CUA_OK; /* (waited for when it was retired) */
+    cua_status st = _cua_bk_stream_sync(a->bk, &a->cs, a->streams.slot[tag].stream);
+    return st == CUA_OK ? CUA_OK : slot_gone(a, tag);
+}
+
 static void reclaim_blocking(cua_arena *a, cua_streamslot *s, cua_status *st)
 {
+    uint32_t tag = (uint32_t)(s - a->streams.slot);
     cua_status r = _cua_bk_stream_sync(a->bk, &a->cs, s->stream);
     if (r != CUA_OK) {
-        *st = r;
+        r = slot_gone(a, tag);
+        if (r != CUA_OK) *st = r;
         return;
     }
     if (s->has_ev) {
@@ -265,12 +302,14 @@ static void reclaim_async(cua_arena *a, cua_streamslot *s, cua_status *st)
     }
     if (s->has_ev || !constraining(s)) return;
     cua_status r = event_get(a, &s->ev);
-    if (r == CUA_OK) {
-        r = _cua_bk_event_record(a->bk, &a->cs, s->ev, s->stream);
-        if (r != CUA_OK) event_put(a, s->ev);
-    }
     if (r != CUA_OK) {
         *st = r;
+        return;
+    }
+    r = _cua_bk_event_record(a->bk, &a->cs, s->ev, s->stream);
+    if (r != CUA_OK) { /* no event on it: wait for it (or, gone, for the device) */
+        event_put(a, s->ev);
+        reclaim_blocking(a, s, st);
         return;
     }
     s->has_ev = true;
@@ -388,6 +427,9 @@ static bool catch_up(cua_arena *a, cua_event *ev, cua_stream stream, bool blocki
     }
     if (!blocking) return false;
     cua_status q = _cua_bk_stream_sync(a->bk, &a->cs, stream);
+    /* Neither: it is gone (destroyed behind cuarena's back): its work is done
+     * once the device's is, and the use needs nothing more of it. */
+    if (q != CUA_OK) q = _cua_bk_stream_sync(a->bk, &a->cs, CUA_STREAM_DEVICE);
     if (q != CUA_OK && *st == CUA_OK) *st = q;
     return q == CUA_OK;
 }
@@ -490,8 +532,10 @@ cua_status _cua_stream_retire_locked(cua_arena *a, cua_stream stream)
     _cua_tc_flush_all_locked(a);
     _cua_tc_disown_all_locked(a);
     /* Its work is waited for now, while it still exists: after that the arena
-     * never needs it, for the frees before and the frees to come. */
+     * never needs it, for the frees before and the frees to come. (Gone
+     * already: the device is waited for instead.) */
     cua_status st = _cua_bk_stream_sync(a->bk, &a->cs, stream);
+    if (st != CUA_OK) st = _cua_bk_stream_sync(a->bk, &a->cs, CUA_STREAM_DEVICE);
     if (st != CUA_OK)
         return _cua_error_wrap(st, "arena '%s': cannot wait for stream %#lx before it goes; "
                                "the arena still counts on it", a->name, (unsigned long)stream);

@@ -164,6 +164,11 @@ cua_status _cua_host_stream_sync(cua_backend *b, cua_stream stream)
 {
     host_backend *h = host_of(b);
     _cua_lock(&h->lock);
+    if (stream == CUA_STREAM_DEVICE) { /* the whole device: every stream's work, gone ones too */
+        for (size_t i = 0; i < h->nstreams; i++) h->streams[i].done = h->streams[i].issued;
+        _cua_unlock(&h->lock);
+        return CUA_OK;
+    }
     host_stream *hs = stream_find(h, stream);
     bool dead = hs && hs->destroyed;
     if (!dead) complete_stream(h, stream);
