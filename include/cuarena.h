@@ -927,10 +927,10 @@ CUA_API cua_status cua_arena_walk(cua_arena *arena, cua_region_fn fn, void *user
  * the arena's generation: never a use of what the destroy released):
  *   - cua_arena_alloc(), cua_malloc(), the framework hooks: CUA_ERR_DESTROYED
  *     (a block it had found went with the arena), CUA_ERR_OFFLOADED (a block
- *     it had found is freed again: it would hold no memory), or
- *     CUA_ERR_OUT_OF_MEMORY when the allocation had failed already (the
- *     out-of-memory event's callback destroyed it; the message then lacks the
- *     device's arenas);
+ *     it had found is freed again: it would hold no memory), or its own
+ *     failure when the allocation had failed already (CUA_ERR_OUT_OF_MEMORY,
+ *     CUA_ERR_LIMIT: the callback of that event destroyed or offloaded it;
+ *     the message then lacks the device's arenas);
  *   - cua_arena_restore(): CUA_ERR_DESTROYED (the device was full and an
  *     eviction callback destroyed it);
  *   - cua_arena_create(): CUA_ERR_DESTROYED and *out NULL (the callback of
