@@ -32,12 +32,14 @@ static inline cua_status enter(cua_arena **pa) { return _cua_arena_enter(pa); }
  * arena must still be the one of generation `gen`. */
 static cua_status enter_again(cua_arena *a, uint32_t gen)
 {
+    /* (no name in the message: the memory may hold another arena by now) */
     if (!_cua_arena_lock_alive(a))
-        return _cua_error(CUA_ERR_DESTROYED, "arena '%s' was destroyed during the call (by a "
-                          "callback or another thread)", a->name);
+        return _cua_error(CUA_ERR_DESTROYED, "the arena was destroyed during the call (by a "
+                          "callback or another thread)");
     if (atomic_load_explicit(&a->gen, memory_order_relaxed) == gen) return CUA_OK;
     _cua_unlock(&a->lock);
-    return _cua_error(CUA_ERR_DESTROYED, "arena '%s' was destroyed during the call", a->name);
+    return _cua_error(CUA_ERR_DESTROYED, "the arena was destroyed during the call (by a "
+                      "callback or another thread)");
 }
 
 static inline cua_status leave(cua_arena *a, cua_status st)
@@ -62,9 +64,8 @@ static cua_status enter_owner(const void *ptr, cua_arena *a)
         return _cua_error(CUA_ERR_INVALID_POINTER,
                           "%p is not a pointer cuarena handed out: no arena owns that address",
                           ptr);
-    if (!_cua_arena_lock_alive(a))
-        return _cua_error(CUA_ERR_DESTROYED, "%p belongs to arena '%s', which was destroyed",
-                          ptr, a->name);
+    if (!_cua_arena_lock_alive(a)) /* (its name may be another arena's by now: none) */
+        return _cua_error(CUA_ERR_DESTROYED, "%p belongs to an arena that was destroyed", ptr);
     return CUA_OK;
 }
 
@@ -207,7 +208,9 @@ cua_status cua_arena_create(const cua_arena_config *cfg, cua_arena **out)
     st = _cua_registry_add(a);
     if (st != CUA_OK) {
         if (!a->seg.novmm) _cua_addrmap_remove(a->seg.base, a->seg.size, a);
+        _cua_lock(&a->lock);
         _cua_arena_destroy_locked(a, CUA_DESTROY_FORCE);
+        _cua_unlock(&a->lock);
         _cua_registry_recycle(a); /* never handed out */
         return st;
     }
@@ -248,14 +251,17 @@ cua_status cua_arena_destroy(cua_arena *a, unsigned flags)
  * no memory). */
 static cua_status after_callbacks(cua_arena *a, uint32_t gen, cua_status st, void **out)
 {
-    if (st != CUA_OK) return _cua_arena_same(a, gen) ? st : st == CUA_ERR_OUT_OF_MEMORY ? st
-        : _cua_error(CUA_ERR_DESTROYED, "arena '%s' was destroyed by a callback during the "
-                     "allocation", a->name);
+    /* (an allocation that had failed keeps its own answer) */
+    if (st != CUA_OK)
+        return _cua_arena_same(a, gen) || st == CUA_ERR_OUT_OF_MEMORY || st == CUA_ERR_LIMIT
+                   ? st
+                   : _cua_error(CUA_ERR_DESTROYED, "the arena was destroyed by a callback "
+                                "during the allocation");
     cua_status again = enter_again(a, gen);
     if (again != CUA_OK) {
         *out = NULL;
-        return _cua_error(CUA_ERR_DESTROYED, "arena '%s' was destroyed by a callback during the "
-                          "allocation (the block went with it)", a->name);
+        return _cua_error(CUA_ERR_DESTROYED, "the arena was destroyed by a callback during the "
+                          "allocation (the block went with it)");
     }
     if (!a->offloaded) return leave(a, CUA_OK);
     (void)_cua_arena_free_locked(a, *out);

@@ -157,7 +157,8 @@ cua_status _cua_arena_create(const cua_arena_config *cfg_in, cua_arena **out)
         cfg = *cfg_in;
     else
         cua_arena_config_init(&cfg);
-    /* Memory of a destroyed arena, or new (registry.c): cleared, unpublished. */
+    /* Memory of a destroyed arena, or new (registry.c): cleared, unpublished,
+     * locked while it is built. */
     cua_arena *a = NULL;
     cua_status st = _cua_registry_body(&a);
     if (st != CUA_OK) return st;
@@ -169,13 +170,15 @@ cua_status _cua_arena_create(const cua_arena_config *cfg_in, cua_arena **out)
     a->device = cfg.device;
     st = arena_body_init(a, &cfg);
     if (st != CUA_OK) {
+        _cua_unlock(&a->lock);
         _cua_registry_recycle(a);
         return st;
     }
     a->cfg = cfg;
-    atomic_store_explicit(&a->alive, 1, memory_order_release);
     atomic_fetch_add(&a->bk->users, 1);
     _cua_tc_arena_init(a);
+    atomic_store_explicit(&a->alive, 1, memory_order_release); /* whole: alive */
+    _cua_unlock(&a->lock);
     *out = a;
     return CUA_OK;
 }

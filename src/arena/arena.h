@@ -85,6 +85,10 @@ struct cua_arena {
     uint32_t idx;            /* its slot in the registry's table of handles: for life */
     cua_arena *self;         /* the handle of the arena in it now (or last) */
     _Atomic uint32_t lock_waits; /* takers that found the lock held (thread_cache auto) */
+    /* thread_cache auto and caches allowed: decided at create; read by lock
+     * takers without the lock (a taker may hold a destroyed arena's memory
+     * that the next arena is being built in: atomic, never cleared by memset) */
+    _Atomic bool tc_auto;
     /* Everything from here is cleared for the next arena (registry.c). */
     char name[CUA_NAME_CAP];
     int device;
@@ -124,7 +128,6 @@ struct cua_arena {
     struct cua_tcache *tcs;
     int64_t tc_fix;              /* live bytes: what caches' blocks freed here left behind */
     uint64_t tc_gone_allocs, tc_gone_frees; /* the counts of caches whose threads ended */
-    bool tc_auto;                /* thread_cache auto and caches allowed: decided at create */
     bool tc_granted;             /* a cache was ever handed a block (blocks may be OUT) */
     /* statistics (stats.c reads them) */
     uint64_t live_bytes, live_blocks, allocated_bytes;
@@ -139,7 +142,8 @@ struct cua_arena {
 /* The arena memory a handle names, and the handle's generation into *gen;
  * NULL when h is no handle (NULL, a pointer, garbage). */
 cua_arena *_cua_arena_of(const cua_arena *h, uint32_t *gen);
-/* Memory for a new arena: the pool's, cleared from `name` on, or new. */
+/* Memory for a new arena: the pool's, cleared from `name` on, or new; its
+ * lock held (the caller builds the arena, then unlocks). */
 cua_status _cua_registry_body(cua_arena **out);
 /* Give a destroyed arena's memory (or one never handed out) to the pool. */
 void _cua_registry_recycle(cua_arena *a);
@@ -252,7 +256,7 @@ void _cua_arena_lock_wait(cua_arena *a); /* tcache.c: count the wait, then take 
 static inline bool _cua_arena_lock_alive(cua_arena *a)
 {
     if (CUA_UNLIKELY(!_cua_trylock(&a->lock))) _cua_arena_lock_wait(a);
-    if (CUA_LIKELY(atomic_load_explicit(&a->alive, memory_order_relaxed))) return true;
+    if (CUA_LIKELY(atomic_load_explicit(&a->alive, memory_order_acquire))) return true;
     _cua_unlock(&a->lock);
     return false;
 }

@@ -233,14 +233,18 @@ static bool report_line(const pool *p, cua_arena *b, char *text, size_t cap, siz
 {
     if (!_cua_arena_lock_alive(b)) return false;
     cua_stats s;
+    char name[CUA_NAME_CAP]; /* (copied under the lock: the memory may hold another arena after) */
     bool ours = in_pool(p, b);
-    if (ours) _cua_stats_read(b, &s);
+    if (ours) {
+        _cua_stats_read(b, &s);
+        memcpy(name, b->name, sizeof name);
+    }
     _cua_arena_unlock(b);
     if (!ours) return false;
     char live[32], mapped[32], trim[32], largest[32];
     *free_inside += s.free_bytes;
     _cua_put(text, cap, len, "%s'%s' %s live / %s mapped / %s trimmable / %s largest free",
-             *len ? "; " : "", b->name, _cua_fmt_bytes(live, sizeof live, s.live_bytes),
+             *len ? "; " : "", name, _cua_fmt_bytes(live, sizeof live, s.live_bytes),
              _cua_fmt_bytes(mapped, sizeof mapped, s.mapped_bytes),
              _cua_fmt_bytes(trim, sizeof trim, s.cached_bytes),
              _cua_fmt_bytes(largest, sizeof largest, s.largest_free_bytes));

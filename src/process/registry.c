@@ -82,7 +82,7 @@ cua_status cua_device_reset_peak(int device)
 
 /* slot -> arena memory: chunks of CHUNK_SLOTS, made as needed, never freed
  * (read without a lock: atomic loads). */
-static _Atomic(cua_arena *) *slot_chunk[(MAX_SLOTS >> CHUNK_BITS) + 1];
+static _Atomic(_Atomic(cua_arena *) *) slot_chunk[(MAX_SLOTS >> CHUNK_BITS) + 1];
 static _Atomic uint32_t nslots;
 /* Memory of destroyed arenas, for the next ones (registry_lock). */
 static cua_arena **pool;
@@ -104,8 +104,9 @@ cua_arena *_cua_arena_of(const cua_arena *h, uint32_t *gen)
         --idx >= atomic_load_explicit(&nslots, memory_order_acquire))
         return NULL;
     *gen = (uint32_t)(v >> SLOT_BITS);
-    return atomic_load_explicit(&slot_chunk[idx >> CHUNK_BITS][idx & (CHUNK_SLOTS - 1)],
-                                memory_order_relaxed);
+    _Atomic(cua_arena *) *chunk =
+        atomic_load_explicit(&slot_chunk[idx >> CHUNK_BITS], memory_order_relaxed);
+    return atomic_load_explicit(&chunk[idx & (CHUNK_SLOTS - 1)], memory_order_relaxed);
 }
 
 /* New arena memory in a new slot (registry lock held); NULL when out of host
@@ -114,9 +115,12 @@ static cua_arena *new_body_locked(void)
 {
     uint32_t idx = atomic_load_explicit(&nslots, memory_order_relaxed);
     if (idx >= MAX_SLOTS) return NULL;
-    _Atomic(cua_arena *) *chunk = slot_chunk[idx >> CHUNK_BITS];
-    if (!chunk && !(chunk = calloc(CHUNK_SLOTS, sizeof *chunk))) return NULL;
-    slot_chunk[idx >> CHUNK_BITS] = chunk;
+    _Atomic(cua_arena *) *chunk =
+        atomic_load_explicit(&slot_chunk[idx >> CHUNK_BITS], memory_order_relaxed);
+    if (!chunk) {
+        if (!(chunk = calloc(CHUNK_SLOTS, sizeof *chunk))) return NULL;
+        atomic_store_explicit(&slot_chunk[idx >> CHUNK_BITS], chunk, memory_order_relaxed);
+    }
     /* Aligned for its lock's cache line (arena.h). */
     size_t bytes = (sizeof(cua_arena) + 63) & ~(size_t)63;
     cua_arena *a = aligned_alloc(64, bytes);
@@ -136,14 +140,15 @@ cua_status _cua_registry_body(cua_arena **out)
     cua_arena *a = npool ? pool[--npool] : new_body_locked();
     pthread_mutex_unlock(&registry_lock);
     if (!a) return _cua_error(CUA_ERR_OUT_OF_MEMORY, "no host memory for an arena");
-    /* Under its lock: a thread that took a stale handle's lock a moment ago
-     * reads alive and gen, which stay as they are (dead) until published. */
+    /* Locked until it is built (the caller unlocks): a thread that held the
+     * last arena's memory - a stale handle, a snapshot of the registry -
+     * takes the lock after the building and finds it dead or whole. */
     _cua_lock(&a->lock);
     atomic_store_explicit(&a->tc_on, 0, memory_order_relaxed);
+    atomic_store_explicit(&a->tc_auto, false, memory_order_relaxed);
     atomic_store_explicit(&a->lock_waits, 0, memory_order_relaxed);
     memset(a->name, 0, sizeof *a - offsetof(cua_arena, name));
     a->self = handle_of(a->idx, atomic_load_explicit(&a->gen, memory_order_relaxed));
-    _cua_unlock(&a->lock);
     *out = a;
     return CUA_OK;
 }
@@ -328,18 +333,41 @@ static int by_priority(const void *x, const void *y)
     return (p->order > q->order) - (p->order < q->order);
 }
 
+/* The arenas alive on device (or all) with their priorities, read under the
+ * registry lock (an arena's memory may hold another arena once it is off
+ * the list): up to cap into r; returns how many there are. */
+static size_t rank_alive(int device, ranked *r, size_t cap)
+{
+    size_t n = 0;
+    pthread_mutex_lock(&registry_lock);
+    for (size_t i = 0; i < registry_n; i++) {
+        cua_arena *a = registry[i];
+        if (!atomic_load(&a->alive) || (device != CUA_ALL_DEVICES && a->device != device)) continue;
+        if (n < cap) r[n] = (ranked){a, a->cfg.priority, n};
+        n++;
+    }
+    pthread_mutex_unlock(&registry_lock);
+    return n;
+}
+
 cua_status _cua_registry_by_priority(int device, cua_arena ***out, size_t *n)
 {
-    cua_status st = _cua_registry_snapshot(device, out, n);
-    if (st != CUA_OK || *n < 2) return st;
-    ranked *r = malloc(*n * sizeof *r);
-    if (!r) {
+    *out = NULL;
+    *n = 0;
+    ranked *r = NULL;
+    size_t want = rank_alive(device, NULL, 0), got = 0;
+    for (;;) { /* (more arenas may come between the count and the copy) */
+        if (want == 0) return CUA_OK;
+        if (!(r = malloc(want * sizeof *r)) || !(*out = malloc(want * sizeof **out))) {
+            free(r);
+            return _cua_error(CUA_ERR_OUT_OF_MEMORY, "no host memory to rank %zu arenas", want);
+        }
+        if ((got = rank_alive(device, r, want)) <= want) break;
+        free(r);
         free(*out);
-        *out = NULL;
-        *n = 0;
-        return _cua_error(CUA_ERR_OUT_OF_MEMORY, "no host memory to rank arenas");
+        want = got;
     }
-    for (size_t i = 0; i < *n; i++) r[i] = (ranked){(*out)[i], (*out)[i]->cfg.priority, i};
+    *n = got;
     qsort(r, *n, sizeof *r, by_priority);
     for (size_t i = 0; i < *n; i++) (*out)[i] = r[i].a;
     free(r);
