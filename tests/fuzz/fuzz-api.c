@@ -388,8 +388,8 @@ static void op_alloc(reader *r, int i)
         fprintf(stderr, "op %llu: alloc %zu on stream %llu in slot %d: %p %s\n", (unsigned long long)W.ops, size,
                 (unsigned long long)stream, i, p, cua_status_name(st));
     if (!s->a) { /* a callback it ran destroyed the arena (cuarena.h: "Callbacks") */
-        expect(!p && (st == CUA_ERR_DESTROYED || st == CUA_ERR_OUT_OF_MEMORY),
-               "an alloc whose arena a callback destroyed answers DESTROYED or OUT_OF_MEMORY");
+        expect(!p && (st == CUA_ERR_DESTROYED || st == CUA_ERR_OUT_OF_MEMORY || st == CUA_ERR_LIMIT),
+               "an alloc whose arena a callback destroyed answers DESTROYED or its own failure");
         return;
     }
     if (was_off) {
