@@ -114,6 +114,10 @@ static void slot_retired(cua_streams *ss, uint32_t tag)
 {
     index_drop(ss, tag);
     ss->slot[tag].retired = true;
+    if (!ss->slot[tag].active) { /* (a reclaim hands its blocks to every stream) */
+        ss->slot[tag].active = true;
+        ss->active[ss->nactive++] = tag;
+    }
     if (ss->nretired == ss->cap_retired) {
         uint32_t ncap = ss->cap_retired ? 2 * ss->cap_retired : 8;
         uint32_t *nr = realloc(ss->retired, ncap * sizeof *nr);
@@ -237,7 +241,9 @@ static uint64_t share(cua_arena *a, cua_streamslot *s, uint32_t tag);
  * collection, engines destroy theirs). Its work, wherever it went, is done
  * once the whole device is: wait for that, and retire the slot, so that the
  * stream is never touched again and its blocks go to every stream (a new
- * stream of the same handle gets a slot of its own). */
+ * stream of the same handle gets a slot of its own). The caller shares its
+ * blocks (share): inside a reclaim, whose count tells place() that blocks
+ * moved - a block it holds may have merged away. */
 static cua_status slot_gone(cua_arena *a, uint32_t tag)
 {
     cua_status st = _cua_bk_stream_sync(a->bk, &a->cs, CUA_STREAM_DEVICE);
@@ -254,7 +260,6 @@ static cua_status slot_gone(cua_arena *a, uint32_t tag)
     slot_retired(ss, tag);
     s->done_seq = UINT64_MAX;
     if (ss->last == tag) ss->last = 0;
-    share(a, s, tag);
     return CUA_OK;
 }
 
@@ -262,7 +267,9 @@ cua_status _cua_stream_wait_slot(cua_arena *a, uint32_t tag)
 {
     if (a->streams.slot[tag].retired) return CUA_OK; /* (waited for when it was retired) */
     cua_status st = _cua_bk_stream_sync(a->bk, &a->cs, a->streams.slot[tag].stream);
-    return st == CUA_OK ? CUA_OK : slot_gone(a, tag);
+    if (st == CUA_OK) return CUA_OK;
+    if ((st = slot_gone(a, tag)) == CUA_OK) share(a, &a->streams.slot[tag], tag);
+    return st;
 }
 
 static void reclaim_blocking(cua_arena *a, cua_streamslot *s, cua_status *st)
