@@ -17,6 +17,7 @@
 #include "replay.h"
 #include "trace.h"
 
+#include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -671,9 +672,11 @@ static void parse_fault(options *o, const char *text)
     }
     if (k == CUA_CALL_COUNT) usage_error("--fault: unknown call kind in '%s'", text);
     o->fault_call = (cua_call)k;
+    errno = 0;
     o->fault_nth = strtoull(colon + 1, &end, 10);
-    if (colon[1] < '0' || colon[1] > '9' || *end || o->fault_nth == 0)
-        usage_error("--fault: N must be a number >= 1 in '%s'", text);
+    /* (strtoull answers ULLONG_MAX and ERANGE past 64 bits: refused, not taken) */
+    if (colon[1] < '0' || colon[1] > '9' || *end || o->fault_nth == 0 || errno == ERANGE)
+        usage_error("--fault: N must be a number from 1 to 2^64-1 in '%s'", text);
 }
 
 /* The value of option argv[*i] ("--opt value" or "--opt=value"). */

@@ -6,6 +6,7 @@
 #include "test.h"
 #include "trace.h"
 
+#include <time.h>
 #include <unistd.h>
 #include <zlib.h>
 
@@ -291,4 +292,91 @@ TEST(truncated_gzip)
     free(bytes);
     CHECK(ok);
     CHECK(st == TRACE_ERR_TRUNCATED && strstr(err, "corrupt"));
+}
+
+/* ---- costs that must not grow with the input's choice ------------------------------- */
+
+static double load_seconds(const char *text, size_t len, trace_status *st)
+{
+    char path[64], err[512];
+    trace t;
+    *st = TRACE_ERR_IO;
+    if (write_temp(text, len, 0, path)) return -1;
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    *st = trace_load(path, &t, err, sizeof err);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    unlink(path);
+    if (*st == TRACE_OK) trace_free(&t);
+    else fprintf(stderr, "  %s\n", err);
+    return (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) * 1e-9;
+}
+
+/* The inverse of murmur's 64-bit finalizer (the loader's hash before it was
+ * keyed): ids whose hashes share their low 40 bits, i.e. one bucket. */
+static uint64_t unmix(uint64_t h)
+{
+    h ^= h >> 33;
+    h *= 0x4f74430c22a54005ull; /* the inverse of 0xff51afd7ed558ccd mod 2^64 */
+    h ^= h >> 33;
+    return h;
+}
+
+/* A trace of n allocations and their frees; ids from `id`, arena names from
+ * `name` (NULL: none). */
+static char *lines(size_t n, uint64_t (*id)(size_t), int names, size_t *len)
+{
+    size_t cap = 64 + n * 96;
+    char *buf = malloc(cap);
+    if (!buf) return NULL;
+    size_t at = (size_t)snprintf(buf, cap, HDR);
+    for (size_t i = 0; i < n; i++) {
+        at += (size_t)snprintf(buf + at, cap - at, "a %llu 512 0", (unsigned long long)id(i));
+        if (names) at += (size_t)snprintf(buf + at, cap - at, " arena_%zu", i);
+        at += (size_t)snprintf(buf + at, cap - at, "\n");
+    }
+    for (size_t i = 0; i < n; i++)
+        at += (size_t)snprintf(buf + at, cap - at, "f %llu\n", (unsigned long long)id(i));
+    *len = at;
+    return buf;
+}
+
+static uint64_t colliding_id(size_t i) { return unmix((uint64_t)(i + 1) << 40); }
+static uint64_t plain_id(size_t i) { return (uint64_t)i * 7 + 1; }
+
+TEST(colliding_ids_load_in_linear_time)
+{
+    size_t len, n = 100000;
+    char *bad = lines(n, colliding_id, 0, &len);
+    CHECK(bad);
+    trace_status st;
+    double t_bad = load_seconds(bad, len, &st);
+    free(bad);
+    CHECK(st == TRACE_OK);
+    char *good = lines(n, plain_id, 0, &len);
+    CHECK(good);
+    double t_good = load_seconds(good, len, &st);
+    free(good);
+    CHECK(st == TRACE_OK);
+    printf("  100000 allocations: %.3f s with ids chosen to collide, %.3f s with plain ids\n", t_bad,
+           t_good);
+    CHECK(t_bad < 5 * t_good + 0.5);
+}
+
+TEST(many_arena_names_load_in_linear_time)
+{
+    size_t len;
+    trace_status st;
+    char *few = lines(6500, plain_id, 1, &len);
+    CHECK(few);
+    double t_few = load_seconds(few, len, &st);
+    free(few);
+    CHECK(st == TRACE_OK);
+    char *many = lines(65000, plain_id, 1, &len);
+    CHECK(many);
+    double t_many = load_seconds(many, len, &st);
+    free(many);
+    CHECK(st == TRACE_OK);
+    printf("  arena names: %.3f s for 6500, %.3f s for 65000\n", t_few, t_many);
+    CHECK(t_many < 30 * t_few + 0.5); /* linear: 10 times; quadratic: 100 */
 }

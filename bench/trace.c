@@ -7,7 +7,10 @@
  * truncated gzip stream as a plain end of file.
  *
  * Ids may be any 64-bit numbers; a temporary open-addressing hash table maps
- * them to dense slots while loading and is freed afterwards.
+ * them to dense slots while loading and is freed afterwards. Its hash is
+ * keyed by a random seed per load, so that no file can make its ids collide
+ * (with a fixed one, ids chosen to share the low bits made a load of 100,000
+ * lines quadratic). Arena names have a table of the same kind.
  */
 #include "trace.h"
 
@@ -16,7 +19,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <zlib.h>
+#if defined(__linux__)
+#include <sys/random.h>
+#endif
 
 #define READ_CHUNK (1u << 20) /* bytes per gzread; also the longest line */
 #define HEADER "# catrace v1"
@@ -33,27 +40,49 @@ typedef struct id_table {
     id_entry *e;
     size_t cap; /* a power of two */
     size_t count;
+    uint64_t seed; /* the hash's key (random per load) */
 } id_table;
 
-static size_t id_hash(uint64_t id, size_t cap)
+/* A key for the load's hashes: random, or (no getrandom) the clock and an address. */
+static uint64_t hash_seed(void)
 {
-    id ^= id >> 33;
-    id *= 0xff51afd7ed558ccdull;
-    id ^= id >> 33;
-    return (size_t)id & (cap - 1);
+    uint64_t seed = 0;
+#if defined(__linux__)
+    if (getrandom(&seed, sizeof seed, GRND_NONBLOCK) == (ssize_t)sizeof seed) return seed | 1;
+#endif
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ((uint64_t)ts.tv_nsec * 0x9e3779b97f4a7c15ull ^ (uint64_t)(uintptr_t)&seed) | 1;
 }
+
+/* Keyed mix (murmur's finalizer around the key, twice): without the key, ids
+ * that share the low bits of the hash cannot be chosen. */
+static uint64_t mix(uint64_t x, uint64_t seed)
+{
+    x ^= seed;
+    x ^= x >> 33;
+    x *= 0xff51afd7ed558ccdull;
+    x ^= x >> 33;
+    x += seed * 0xc4ceb9fe1a85ec53ull;
+    x ^= x >> 29;
+    x *= 0xc4ceb9fe1a85ec53ull;
+    x ^= x >> 32;
+    return x;
+}
+
+static size_t id_hash(uint64_t id, const id_table *h) { return (size_t)mix(id, h->seed) & (h->cap - 1); }
 
 /* The entry of `id`, or the empty entry where it would go. */
 static id_entry *id_find(id_table *h, uint64_t id)
 {
-    size_t i = id_hash(id, h->cap);
+    size_t i = id_hash(id, h);
     while (h->e[i].slot1 && h->e[i].id != id) i = (i + 1) & (h->cap - 1);
     return &h->e[i];
 }
 
 static int id_grow(id_table *h)
 {
-    id_table n = { calloc(h->cap * 2, sizeof(id_entry)), h->cap * 2, h->count };
+    id_table n = { calloc(h->cap * 2, sizeof(id_entry)), h->cap * 2, h->count, h->seed };
     if (!n.e) return -1;
     for (size_t i = 0; i < h->cap; i++)
         if (h->e[i].slot1) *id_find(&n, h->e[i].id) = h->e[i];
@@ -129,6 +158,9 @@ typedef struct loader {
     trace *t;
     reader rd;
     id_table ids;
+    uint32_t *names;    /* arena name -> its index + 1 (open addressing, 0: empty) */
+    size_t names_cap;   /* a power of two, or 0 */
+    size_t arena_names_cap, marker_names_cap; /* room in t's arrays (grown by doubling) */
     size_t *slot_event; /* slot -> index of its ALLOC event */
     size_t events_cap, slots_cap;
     uint64_t live;
@@ -228,21 +260,65 @@ static trace_status no_more_fields(loader *ld, char **p)
     return TRACE_OK;
 }
 
+static size_t name_hash(const char *s, size_t n, uint64_t seed, size_t cap)
+{
+    uint64_t h = seed;
+    for (size_t i = 0; i < n; i++) h = mix(h ^ (unsigned char)s[i], seed);
+    return (size_t)h & (cap - 1);
+}
+
+/* The name table's entry of tok[0..n): its index + 1, or the empty entry. */
+static uint32_t *name_find(loader *ld, const char *tok, size_t n)
+{
+    const trace *t = ld->t;
+    size_t i = name_hash(tok, n, ld->ids.seed, ld->names_cap);
+    for (;; i = (i + 1) & (ld->names_cap - 1)) {
+        uint32_t *e = &ld->names[i];
+        if (!*e) return e;
+        const char *s = t->pool + t->arena_names[*e - 1];
+        if (strncmp(s, tok, n) == 0 && s[n] == '\0') return e;
+    }
+}
+
+/* Room for one more name (the table at most half full). */
+static int names_room(loader *ld)
+{
+    trace *t = ld->t;
+    if (ld->names_cap && 2 * ((size_t)t->n_arena_names + 1) <= ld->names_cap) return 0;
+    size_t cap = ld->names_cap ? 2 * ld->names_cap : 64;
+    uint32_t *old = ld->names;
+    size_t old_cap = ld->names_cap;
+    if (!(ld->names = calloc(cap, sizeof *ld->names))) {
+        ld->names = old;
+        return -1;
+    }
+    ld->names_cap = cap;
+    for (size_t i = 0; i < old_cap; i++) {
+        if (!old[i]) continue;
+        const char *s = t->pool + t->arena_names[old[i] - 1];
+        *name_find(ld, s, strlen(s)) = old[i];
+    }
+    free(old);
+    return 0;
+}
+
 /* 1 + index of the arena name tok[0..n), added to the table if new; 0 on failure. */
 static uint32_t arena_index(loader *ld, const char *tok, size_t n)
 {
     trace *t = ld->t;
-    for (uint32_t i = t->n_arena_names; i-- > 0;) { /* newest first: names come in runs */
-        const char *s = t->pool + t->arena_names[i];
-        if (strncmp(s, tok, n) == 0 && s[n] == '\0') return i + 1;
-    }
+    if (names_room(ld)) return 0;
+    uint32_t *e = name_find(ld, tok, n);
+    if (*e) return *e;
     if (t->n_arena_names >= UINT16_MAX) return 0;
     uint32_t off;
-    void *q = realloc(t->arena_names, (t->n_arena_names + 1) * sizeof *t->arena_names);
-    if (!q) return 0;
-    t->arena_names = q;
+    /* (by doubling: one element more each time is quadratic where realloc
+     * copies, as under ASan: 65,000 names took 61 s) */
+    if (grow((void **)&t->arena_names, &ld->arena_names_cap, (size_t)t->n_arena_names + 1,
+             sizeof *t->arena_names))
+        return 0;
     if (pool_add(t, tok, n, &off)) return 0;
     t->arena_names[t->n_arena_names++] = off;
+    *e = t->n_arena_names;
     return t->n_arena_names;
 }
 
@@ -313,9 +389,9 @@ static trace_status parse_mark(loader *ld, char *p, char *end)
     while (end > p && (end[-1] == ' ' || end[-1] == '\t')) end--;
     if (end == p) return fail(ld, TRACE_ERR_FIELD, "missing field <name>");
     uint32_t off;
-    void *q = realloc(t->marker_names, ((size_t)t->n_markers + 1) * sizeof *t->marker_names);
-    if (!q) return fail(ld, TRACE_ERR_NOMEM, "out of memory");
-    t->marker_names = q;
+    if (grow((void **)&t->marker_names, &ld->marker_names_cap, (size_t)t->n_markers + 1,
+             sizeof *t->marker_names))
+        return fail(ld, TRACE_ERR_NOMEM, "out of memory");
     if (t->n_markers == UINT32_MAX || pool_add(t, p, (size_t)(end - p), &off))
         return fail(ld, TRACE_ERR_NOMEM, "out of memory (marker names)");
     trace_event *e = push_event(ld);
@@ -394,6 +470,7 @@ trace_status trace_load(const char *path, trace *t, char *err, size_t errcap)
     ld.rd.buf = malloc(READ_CHUNK);
     ld.ids.cap = 1u << 12;
     ld.ids.e = calloc(ld.ids.cap, sizeof(id_entry));
+    ld.ids.seed = hash_seed();
     trace_status st = (!ld.rd.buf || !ld.ids.e) ? fail(&ld, TRACE_ERR_NOMEM, "out of memory") : load_lines(&ld);
     if (ld.rd.gz) gzclose_r(ld.rd.gz);
     free(ld.rd.buf);
@@ -404,6 +481,7 @@ trace_status trace_load(const char *path, trace *t, char *err, size_t errcap)
         t->n_live_at_end = (uint32_t)live;
     }
     free(ld.ids.e);
+    free(ld.names);
     if (st) trace_free(t);
     return st;
 }

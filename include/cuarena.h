@@ -17,7 +17,9 @@
  *     until the next error on that thread.
  *   - Handles (cua_arena, cua_backend) are opaque. Passing NULL where a handle
  *     is required returns CUA_ERR_INVALID_ARG; a destroyed arena returns
- *     CUA_ERR_DESTROYED, never a crash.
+ *     CUA_ERR_DESTROYED, never a crash. A cua_arena handle is a value, not an
+ *     address (never dereference it): any value that is no handle is
+ *     answered CUA_ERR_INVALID_ARG without being read.
  *   - All functions are thread-safe. The library never prints.
  *   - Sizes are in bytes. Allocations are aligned to CUA_ALIGNMENT.
  *   - A stream is the integer value of a CUstream / cudaStream_t; 0 is the
@@ -213,16 +215,17 @@ typedef struct cua_arena_config {
      *  cua_arena_config_init(): a library newer than the caller's header
      *  reads only the fields the caller knows (new fields come last). */
     size_t struct_size;
-    /** A name for reports (copied; at most 63 bytes are kept). NULL: "arena". */
+    /** A name for reports (copied; at most 63 bytes are kept, cut before a
+     *  UTF-8 character that would not fit whole). NULL: "arena". */
     const char *name;
     /** Where memory comes from. NULL: as backend_kind says (by default the
      *  device's shared CUDA backend, or a host backend of the arena's own
      *  where there is no such device). */
     cua_backend *backend;
-    /** Device ordinal, for reports and the CUDA backend: the registry, the
-     *  device report, the headroom and out-of-memory relief group arenas by
-     *  it. A CUDA backend given in `backend` must be this device's
-     *  (CUA_ERR_INVALID_ARG otherwise). */
+    /** Device ordinal (0..63), for reports and the CUDA backend: the registry,
+     *  the device report, the headroom, the device peaks and out-of-memory
+     *  relief group arenas by it. A CUDA backend given in `backend` must be
+     *  this device's (CUA_ERR_INVALID_ARG otherwise). */
     int device;
     /** Most bytes the arena may have mapped at once; 0 = no limit. When a
      *  request would pass it, the arena trims its cache and retries first. */
@@ -250,7 +253,7 @@ typedef struct cua_arena_config {
     size_t chunk_large;
     /** Let mapped bytes pass the demand peak by this many bytes before the
      *  footprint cap swaps cached pages; 0: 1/128 of the peak, at least one
-     *  granularity page and at most 64 MiB. */
+     *  granularity page and at most 64 MiB; SIZE_MAX: by any amount. */
     size_t growth_slack;
     /** Bytes kept mapped through trims, for latency: no trim (asked for, by
      *  the release threshold, the footprint cap, idleness, or another arena's
@@ -395,10 +398,12 @@ static inline void cua_arena_config_init(cua_arena_config *cfg)
  * A limit need not be a multiple of the granularity: mapped bytes, which it
  * bounds, move in whole pages, so the pages under it are what can be mapped.
  * Returns CUA_OK, CUA_ERR_INVALID_ARG (out NULL, chunk_max or chunk_large not
- * a multiple of the granularity, a floor above the limit, device or priority
- * below 0, a bad backend_kind...), CUA_ERR_NO_DEVICE
+ * a multiple of the granularity, a floor above the limit, device outside
+ * 0..63, priority below 0, a bad backend_kind or thread_cache, flag bits that
+ * are no CUA_ARENA_* flag...), CUA_ERR_NO_DEVICE
  * (backend_kind CUA_BACKEND_CUDA without the device), CUA_ERR_OUT_OF_MEMORY (no address space or
- * host memory), CUA_ERR_BACKEND.
+ * host memory), CUA_ERR_BACKEND, CUA_ERR_DESTROYED (the event callback
+ * destroyed it at its CUA_ARENA_CREATED event; *out is NULL).
  */
 CUA_API cua_status cua_arena_create(const cua_arena_config *cfg, cua_arena **out);
 
@@ -421,8 +426,10 @@ CUA_API cua_status cua_arena_create_conf(const char *name, const char *conf, cua
  * range, and destroys an owned backend. With live blocks it fails with
  * CUA_ERR_BUSY (the message gives their count) unless flags has
  * CUA_DESTROY_FORCE. Later calls with the handle, or with pointers of the
- * arena, return CUA_ERR_DESTROYED. (The handle keeps a small tombstone of host
- * memory so that this is an answer, not a use-after-free.)
+ * arena, return CUA_ERR_DESTROYED. (A handle is a slot and a generation,
+ * not an address: the arena's memory goes to the next arena, and a stale
+ * handle is told apart by its generation, so a destroyed arena costs no
+ * memory and its handle is answered, never used after free.)
  * Returns CUA_OK, CUA_ERR_INVALID_ARG, CUA_ERR_BUSY, CUA_ERR_DESTROYED,
  * CUA_ERR_BACKEND (a release failed; the arena is destroyed all the same and
  * the rest is released).
@@ -436,7 +443,9 @@ CUA_API cua_status cua_arena_destroy(cua_arena *arena, unsigned flags);
  * Returns CUA_OK (and *out), CUA_ERR_INVALID_ARG (size 0, out NULL, size too
  * large to round), CUA_ERR_LIMIT, CUA_ERR_OUT_OF_MEMORY (the message says what
  * was asked, what the backend has free and what the arena holds and could
- * trim), CUA_ERR_DESTROYED, CUA_ERR_BACKEND. On failure *out is NULL.
+ * trim), CUA_ERR_DESTROYED (also: a callback this call ran, or another
+ * thread, destroyed the arena meanwhile), CUA_ERR_OFFLOADED (also: a callback
+ * offloaded it meanwhile), CUA_ERR_BACKEND. On failure *out is NULL.
  */
 CUA_API cua_status cua_arena_alloc(cua_arena *arena, size_t size, cua_stream stream,
                                    void **out);
@@ -473,7 +482,13 @@ CUA_API cua_status cua_record_stream(void *ptr, cua_stream stream);
  * synchronisation), forgets it, and hands the blocks freed on it - before and
  * after this call - to every stream. Arenas that never saw it cost a look.
  * Streams that live as long as the process (PyTorch's pool, the default
- * stream) need no call.
+ * stream) need no call. A stream destroyed without this call (CuPy's die at
+ * garbage collection) does not break the arenas that know it: when an event
+ * can be neither recorded on it nor the stream waited for, cuarena waits for
+ * the whole device instead (cuCtxSynchronize), hands its blocks to every
+ * stream and never touches it again - but it touches it once (the driver
+ * may take a destroyed handle for a new stream's, or crash), and the device
+ * wait stalls every stream: retire streams before destroying them.
  * Blocks that threads' caches hold in those arenas go back to the arena first
  * (a new stream may get the destroyed one's handle).
  * Returns CUA_OK, CUA_ERR_INVALID_ARG (device below CUA_ALL_DEVICES, or a
@@ -572,8 +587,9 @@ CUA_API cua_status cua_arena_discard(cua_arena *arena);
  * footprint cap do not apply (the memory was the arena's). On failure (the
  * device is full) nothing stays mapped, the arena stays offloaded with its
  * host copy, and restore may be tried again.
- * Returns CUA_OK, CUA_ERR_INVALID_ARG (not offloaded), CUA_ERR_DESTROYED,
- * CUA_ERR_OUT_OF_MEMORY, CUA_ERR_BACKEND.
+ * Returns CUA_OK, CUA_ERR_INVALID_ARG (not offloaded), CUA_ERR_DESTROYED
+ * (also: an eviction callback destroyed it meanwhile), CUA_ERR_OUT_OF_MEMORY,
+ * CUA_ERR_BACKEND.
  */
 CUA_API cua_status cua_arena_restore(cua_arena *arena);
 
@@ -602,7 +618,9 @@ CUA_API cua_status cua_trim_idle(int device, size_t *released);
  */
 CUA_API cua_status cua_janitor_start(unsigned period_ms);
 
-/** Stop the janitor and wait for its thread. Returns CUA_OK (also when none ran). */
+/** Stop the janitor and wait for its thread. Returns CUA_OK (also when none
+ *  ran), CUA_ERR_BUSY when called from the janitor's own thread (a callback
+ *  of its trim): it cannot wait for itself, and keeps running. */
 CUA_API cua_status cua_janitor_stop(void);
 
 /**
@@ -674,9 +692,10 @@ CUA_API cua_status cua_arena_current(cua_arena **out);
  */
 
 /** An eviction callback: free what you can on `device` (cua_free, destroy or
- *  offload an arena, release other libraries' memory); `bytes_needed` is
- *  what is still missing. Return the bytes you freed (a hint; cuarena asks
- *  the driver). Called with no cuarena lock held. */
+ *  offload an arena - the one whose allocation asked too -, release other
+ *  libraries' memory); `bytes_needed` is what is still missing. Return the
+ *  bytes you freed (a hint; cuarena asks the driver). Called with no cuarena
+ *  lock held ("Callbacks: the one rule" above). */
 typedef size_t (*cua_evict_fn)(int device, size_t bytes_needed, void *user);
 
 /**
@@ -687,8 +706,9 @@ typedef size_t (*cua_evict_fn)(int device, size_t bytes_needed, void *user);
  */
 CUA_API cua_status cua_add_evict_callback(cua_evict_fn fn, void *user, int priority);
 
-/** Remove a callback registered with this fn and user. Returns CUA_OK,
- *  CUA_ERR_NOT_FOUND. */
+/** Remove a callback registered with this fn and user. Returns CUA_OK once
+ *  its calls running on other threads have returned (not when called from
+ *  inside a callback), so that `user` may be freed; CUA_ERR_NOT_FOUND. */
 CUA_API cua_status cua_remove_evict_callback(cua_evict_fn fn, void *user);
 
 /* ------------------------------------------------------------------------ */
@@ -706,7 +726,9 @@ typedef struct cua_reservation cua_reservation;
  * still loading, so that its KV cache is sure to fit afterwards. The
  * reservation goes to *out.
  * Returns CUA_OK, CUA_ERR_INVALID_ARG, CUA_ERR_NOT_SUPPORTED (no VMM),
- * CUA_ERR_OUT_OF_MEMORY (the device has less: nothing is kept), CUA_ERR_BACKEND.
+ * CUA_ERR_OUT_OF_MEMORY (the device has less: nothing is kept; a handle whose
+ * release the driver refuses then is kept by the backend for a retry, as
+ * cua_reservation_release() says), CUA_ERR_BACKEND.
  */
 CUA_API cua_status cua_reserve(cua_backend *backend, size_t bytes, cua_reservation **out);
 
@@ -723,7 +745,9 @@ CUA_API cua_status cua_arena_adopt(cua_arena *arena, cua_reservation *res);
 
 /** Give the memory of reservation `res` back to the driver, unused; `res` is
  *  used up. Returns CUA_OK, CUA_ERR_INVALID_ARG, CUA_ERR_BACKEND (a handle's
- *  release failed; tried all). */
+ *  release failed; tried all: the backend keeps the refused ones and retries
+ *  them before its next reservation, handle or segment, at a trim of an
+ *  arena on it and at its destroy - cua_backend_stats.pending_releases). */
 CUA_API cua_status cua_reservation_release(cua_reservation *res);
 
 /* ------------------------------------------------------------------------ */

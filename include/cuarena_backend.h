@@ -73,7 +73,8 @@ CUA_API cua_status cua_host_stream_complete(cua_backend *host, cua_stream stream
  * Host backend only: destroy `stream` as cuStreamDestroy would: its queued
  * work completes, and from then on recording an event on it or waiting for it
  * fails with CUA_ERR_BACKEND (the driver answers an error, or crashes), so
- * tests can show what cua_stream_retire() is for.
+ * tests can show what cua_stream_retire() is for, and that an arena survives
+ * a stream destroyed behind its back (it waits for the whole device).
  * Returns CUA_OK, CUA_ERR_INVALID_ARG (NULL or not a host backend),
  * CUA_ERR_OUT_OF_MEMORY (host memory).
  */

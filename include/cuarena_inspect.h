@@ -25,7 +25,9 @@ typedef struct cua_stats {
     uint64_t allocated_bytes;     /**< live block sizes after rounding to CUA_ALIGNMENT */
     uint64_t mapped_bytes;        /**< physical memory mapped from the backend */
     uint64_t reserved_bytes;      /**< address space reserved */
-    uint64_t free_bytes;          /**< mapped bytes not in live blocks */
+    uint64_t free_bytes;          /**< mapped bytes not in live (or pending) blocks; all
+                                   *   that is mapped while offloaded (its blocks hold
+                                   *   no pages) */
     uint64_t cached_bytes;        /**< mapped pages with no live block: what trim can return */
     uint64_t pending_bytes;       /**< freed bytes waiting for other streams' events */
     uint64_t largest_free_bytes;  /**< largest free block that lies in mapped pages */
@@ -100,7 +102,8 @@ typedef void (*cua_region_fn)(const cua_region *region, void *user);
 
 /**
  * A snapshot of the arena's mapped memory: each segment (physical handle) in
- * address order, followed by the pieces of blocks that lie in it (a block
+ * address order (also the whole segments of an arena without VMM, which lie
+ * where the driver put them), followed by the pieces of blocks that lie in it (a block
  * that spans several segments is cut at their edges). Unmapped address space
  * is not reported. The snapshot is taken under the arena's lock and `fn` runs
  * after it is released, so `fn` may call cuarena; `user` is passed to each call.
@@ -108,6 +111,46 @@ typedef void (*cua_region_fn)(const cua_region *region, void *user);
  * CUA_ERR_OUT_OF_MEMORY (host memory for the snapshot).
  */
 CUA_API cua_status cua_arena_walk(cua_arena *arena, cua_region_fn fn, void *user);
+
+/* ------------------------------------------------------------------------ */
+/* Callbacks: the one rule                                                   */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * The arena-event callback (cua_set_event_callback), the eviction callbacks
+ * (cua_add_evict_callback) and a walk's region function (cua_arena_walk) run
+ * on the thread of the call that raised them, with no lock of cuarena held:
+ * no arena's, no registry's, no callback list's. So a callback may call any
+ * cuarena function, on any arena, the one whose call ran it included:
+ * allocate, free, trim, offload, restore, destroy (its own calls may raise
+ * events again: the callback then runs nested). The caller's
+ * cua_last_error() is kept across it.
+ *
+ * What the call that ran a callback answers when the callback destroyed or
+ * offloaded that call's arena (checked after every callback returns, with
+ * the arena's generation: never a use of what the destroy released):
+ *   - cua_arena_alloc(), cua_malloc(), the framework hooks: CUA_ERR_DESTROYED
+ *     (a block it had found went with the arena), CUA_ERR_OFFLOADED (a block
+ *     it had found is freed again: it would hold no memory), or its own
+ *     failure when the allocation had failed already (CUA_ERR_OUT_OF_MEMORY,
+ *     CUA_ERR_LIMIT: the callback of that event destroyed or offloaded it;
+ *     the message then lacks the device's arenas);
+ *   - cua_arena_restore(): CUA_ERR_DESTROYED (the device was full and an
+ *     eviction callback destroyed it);
+ *   - cua_arena_create(): CUA_ERR_DESTROYED and *out NULL (the callback of
+ *     its CUA_ARENA_CREATED event destroyed it);
+ *   - every other call: its own status; its work was done before the
+ *     callback ran (a free, a trim, a limit, a destroy).
+ * Another thread that destroys the arena meanwhile is answered the same way.
+ *
+ * Unsetting: cua_set_event_callback() and cua_remove_evict_callback() return
+ * only after the calls of the old callback running on other threads have
+ * returned, so that its `user` may be freed at once (a shutdown: unset, then
+ * free). Called from inside a callback they do not wait (two threads each in
+ * a callback and unsetting would wait for each other forever): a callback
+ * may unset itself, and the events of its call left undelivered are dropped.
+ * Do not unset while holding a lock that the callback takes.
+ */
 
 /* ------------------------------------------------------------------------ */
 /* Arena events: a callback for engines that log what their memory does      */
@@ -148,8 +191,11 @@ typedef void (*cua_arena_event_fn)(const cua_arena_event *event, void *user);
  * `user` as its last argument. It runs on the
  * thread whose call caused the event, after that call has released the
  * arena's lock and before it returns, so it may call cuarena (the caller's
- * cua_last_error() is kept). Several trims in one call of the same reason
- * may arrive as one event. Returns CUA_OK.
+ * cua_last_error() is kept; see "Callbacks: the one rule" above). Several
+ * trims in one call of the same reason may arrive as one event. Returns
+ * CUA_OK once the calls of the callback set before, running on other
+ * threads, have returned (not when called from inside a callback): then the
+ * old `user` may be freed.
  */
 CUA_API cua_status cua_set_event_callback(cua_arena_event_fn fn, void *user);
 
@@ -257,7 +303,8 @@ typedef struct cua_history_entry {
     uint64_t size;       /**< bytes: asked (alloc, free, oom), mapped or unmapped */
     cua_stream stream;   /**< the block's stream (0 for mappings) */
     uint64_t time_ns;    /**< when, CLOCK_MONOTONIC nanoseconds */
-    char arena[32];      /**< the arena's name, cut to 31 bytes ("" for mappings) */
+    char arena[32];      /**< the arena's name, cut to 31 bytes on a UTF-8 character
+                          *   boundary ("" for mappings) */
 } cua_history_entry;
 
 /**

@@ -522,3 +522,38 @@ TEST(nvtx_implies_whole_segments_and_no_thread_caches)
     CHECK_ARENA(a);
     CHECK_OK(test_teardown(a, bk));
 }
+
+/* Names are cut to 63 bytes before a character that would not fit whole:
+ * never inside one (the stats JSON, the device report, events and messages
+ * would carry invalid UTF-8). */
+TEST(names_are_cut_on_a_utf8_character_boundary)
+{
+    char name[200] = "", want[64] = "";
+    for (int i = 0; i < 40; i++) strcat(name, "\xc3\xa9"); /* U+00E9: 2 bytes, 80 in all */
+    memcpy(want, name, 62);                               /* 31 whole characters */
+    const char *cut[] = {"\xe2\x82\xac", "\xf0\x9f\x98\x80"}; /* 3 and 4 bytes */
+    cua_arena_config cfg;
+    cua_arena_config_init(&cfg);
+    cfg.name = name;
+    cua_arena *a = NULL;
+    const char *got = NULL;
+    CHECK_OK(cua_arena_create(&cfg, &a));
+    CHECK_OK(cua_arena_name(a, &got));
+    CHECK(strcmp(got, want) == 0);
+    CHECK_OK(cua_arena_destroy(a, 0));
+    for (int k = 0; k < 2; k++) { /* 61 bytes of ASCII, then a 3- or 4-byte character */
+        char n2[80];
+        memset(n2, 'x', 61);
+        strcpy(n2 + 61, cut[k]);
+        cfg.name = n2;
+        CHECK_OK(cua_arena_create(&cfg, &a));
+        CHECK_OK(cua_arena_name(a, &got));
+        CHECK(strlen(got) == 61 && strncmp(got, n2, 61) == 0);
+        CHECK_OK(cua_arena_destroy(a, 0));
+    }
+    cfg.name = "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\xc3\xa9"; /* 62 + 2 */
+    CHECK_OK(cua_arena_create(&cfg, &a));
+    CHECK_OK(cua_arena_name(a, &got));
+    CHECK(strlen(got) == 62);
+    CHECK_OK(cua_arena_destroy(a, 0));
+}

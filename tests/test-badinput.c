@@ -137,7 +137,8 @@ static cua_status size_beyond_address_range(void)
 static cua_status invalid_stream(void)
 {
     cua_fault_fail_nth(W.fault, CUA_CALL_EVENT_RECORD, 1, CUA_ERR_BACKEND);
-    cua_fault_fail_nth(W.fault, CUA_CALL_STREAM_SYNC, 1, CUA_ERR_BACKEND);
+    /* the stream's sync, then the device's (what a gone stream is waited with) */
+    cua_fault_fail_calls(W.fault, CUA_CALL_STREAM_SYNC, 1, 2, CUA_ERR_BACKEND);
     void *p;
     cua_status st = cua_arena_alloc(W.a, 4096, 0, &p);
     if (st) return st;
@@ -145,6 +146,76 @@ static cua_status invalid_stream(void)
     st = cua_free(p);
     cua_fault_fail_nth(W.fault, CUA_CALL_EVENT_RECORD, 0, CUA_ERR_BACKEND);
     cua_fault_fail_nth(W.fault, CUA_CALL_STREAM_SYNC, 0, CUA_ERR_BACKEND);
+    return st;
+}
+/* The stream a block was used on was destroyed without cua_stream_retire:
+ * its free waits for the whole device instead (it cannot be asked). */
+static cua_status gone_stream(void)
+{
+    void *p;
+    cua_status st = cua_arena_alloc(W.a, 4096, 0, &p);
+    if (st) return st;
+    cua_record_stream(p, 0x6011e000);
+    cua_host_stream_destroy(W.host, 0x6011e000);
+    return cua_free(p);
+}
+static cua_status not_a_handle(void)
+{
+    void *p;
+    return cua_arena_alloc((cua_arena *)&on_stack, 64, 0, &p);
+}
+static cua_status create_with(int thread_cache, unsigned flags, int device)
+{
+    cua_arena_config cfg;
+    cua_arena_config_init(&cfg);
+    cfg.backend = W.fault;
+    cfg.thread_cache = thread_cache;
+    cfg.flags |= flags;
+    cfg.device = device;
+    cua_arena *a = NULL;
+    return cua_arena_create(&cfg, &a);
+}
+static cua_status bad_thread_cache(void) { return create_with(99, 0, 0); }
+static cua_status unknown_flags(void) { return create_with(0, 0x4000, 0); }
+static cua_status device_64(void) { return create_with(0, 0, 64); }
+
+/* Callbacks that destroy the arena whose call ran them (cuarena.h, "Callbacks"). */
+static cua_arena *victim;
+static size_t evict_victim(int device, size_t need, void *user)
+{
+    (void)device, (void)need, (void)user;
+    if (victim) cua_arena_destroy(victim, CUA_DESTROY_FORCE);
+    victim = NULL;
+    return 0;
+}
+static cua_status evict_destroys_asker(void)
+{
+    cua_arena *a = victim = make("matrix_victim", 0);
+    if (!a) return CUA_ERR_OUT_OF_MEMORY;
+    cua_add_evict_callback(evict_victim, NULL, 0);
+    void *p;
+    cua_status st = cua_arena_alloc(a, 600 * MiB, 0, &p); /* more than the device has */
+    cua_remove_evict_callback(evict_victim, NULL);
+    if (victim) cua_arena_destroy(victim, CUA_DESTROY_FORCE); /* (the callback did not run) */
+    /* the handle answers as the allocation did (and leaves the message) */
+    cua_status again = cua_arena_alloc(a, 64, 0, &p);
+    return st == again ? st : CUA_ERR_CORRUPT;
+}
+static void destroy_new(const cua_arena_event *ev, void *user)
+{
+    (void)user;
+    if (ev->kind == CUA_ARENA_CREATED) cua_arena_destroy(ev->arena, 0);
+}
+static cua_status created_destroys(void)
+{
+    cua_arena_config cfg;
+    cua_arena_config_init(&cfg);
+    cfg.name = "matrix_short_lived";
+    cfg.backend = W.fault;
+    cua_arena *a = NULL;
+    cua_set_event_callback(destroy_new, NULL);
+    cua_status st = cua_arena_create(&cfg, &a);
+    cua_set_event_callback(NULL, NULL);
     return st;
 }
 static cua_status alloc_offloaded(void)
@@ -256,7 +327,8 @@ static const row rows[] = {
     { "size SIZE_MAX", "cua_arena_alloc", size_max, CUA_ERR_INVALID_ARG, "address range" },
     { "size that overflows with alignment", "cua_arena_alloc", size_overflows_alignment, CUA_ERR_INVALID_ARG, "address range" },
     { "size beyond the address range (1 PiB)", "cua_arena_alloc", size_beyond_address_range, CUA_ERR_INVALID_ARG, "address range" },
-    { "stream the driver refuses", "cua_free", invalid_stream, CUA_ERR_BACKEND, "was freed" },
+    { "stream the driver refuses, and the device cannot be waited for", "cua_free", invalid_stream, CUA_ERR_BACKEND, "was freed" },
+    { "stream destroyed without cua_stream_retire", "cua_free", gone_stream, CUA_OK, "" },
     { "alloc in an offloaded arena", "cua_arena_alloc", alloc_offloaded, CUA_ERR_OFFLOADED, "restore" },
     { "offload of an offloaded arena", "cua_arena_offload", offload_twice, CUA_ERR_OFFLOADED, "already" },
     { "restore without offload", "cua_arena_restore", restore_without_offload, CUA_ERR_INVALID_ARG, "not offloaded" },
@@ -270,6 +342,12 @@ static const row rows[] = {
     { "malformed CUARENA_CONF", "cua_config_from_env", conf_env, CUA_ERR_CONFIG, "idle_ms" },
     { "malformed options at create", "cua_arena_create_conf", create_conf_bad, CUA_ERR_CONFIG, "vmm" },
     { "destroy while another thread allocates", "cua_arena_destroy", destroy_while_allocating, CUA_ERR_BUSY, "live" },
+    { "a value that is no arena handle", "cua_arena_alloc", not_a_handle, CUA_ERR_INVALID_ARG, "not an arena handle" },
+    { "thread_cache out of range (99)", "cua_arena_create", bad_thread_cache, CUA_ERR_INVALID_ARG, "thread_cache" },
+    { "unknown flag bits", "cua_arena_create", unknown_flags, CUA_ERR_INVALID_ARG, "flag" },
+    { "device 64", "cua_arena_create", device_64, CUA_ERR_INVALID_ARG, "0..63" },
+    { "eviction callback destroys the arena that asked", "cua_arena_alloc", evict_destroys_asker, CUA_ERR_DESTROYED, "destroyed" },
+    { "event callback destroys the arena it was created with", "cua_arena_create", created_destroys, CUA_ERR_DESTROYED, "destroyed" },
 };
 #define NROWS (sizeof rows / sizeof rows[0])
 

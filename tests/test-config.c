@@ -18,6 +18,7 @@ static unsigned set_flags(const cua_arena_config *cfg)
 
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 /* A config with every field off its default, to see what a parse changes. */
 static cua_arena_config marked_config(void)
@@ -422,4 +423,165 @@ TEST(from_env)
     CHECK(strstr(cua_last_error(), "CUARENA_CONF") != NULL);
     CHECK(strstr(cua_last_error(), "'bogus'") != NULL);
     CHECK(unsetenv("CUARENA_CONF") == 0);
+}
+
+/* ---- every option at its limits ------------------------------------------------------
+ * Each key of the option string with 0, 1, its largest value and one less
+ * (words and flags: each value they take), parsed, then an arena made with
+ * it (or refused with INVALID_ARG, NOT_SUPPORTED, NO_DEVICE or
+ * OUT_OF_MEMORY and a message), which then allocates, frees, trims and
+ * reports: the checker passes and no figure wraps. The table must name
+ * every key config.c knows. */
+
+#define SMAX "18446744073709551615"
+#define SMAX1 "18446744073709551614"
+#define IMAX "2147483647"
+#define IMAX1 "2147483646"
+#define UMAX "4294967295"
+#define UMAX1 "4294967294"
+#define MiB ((size_t)1 << 20)
+
+static const struct {
+    const char *key;
+    const char *values[4];
+} limits[] = {
+    {"device", {"0", "1", IMAX, IMAX1}},
+    {"limit", {"0", "1", SMAX, SMAX1}},
+    {"release_threshold", {"0", "1", SMAX, SMAX1}},
+    {"va_size", {"0", "1", SMAX, SMAX1}},
+    {"chunk_max", {"0", "1", SMAX, SMAX1}},
+    {"chunk_large", {"0", "1", SMAX, SMAX1}},
+    {"growth_slack", {"0", "1", SMAX, SMAX1}},
+    {"floor", {"0", "1", SMAX, SMAX1}},
+    {"priority", {"0", "1", IMAX, IMAX1}},
+    {"idle_ms", {"0", "1", UMAX, UMAX1}},
+    {"backend", {"host", "cuda", "auto", "host"}},
+    {"thread_cache", {"auto", "on", "off", "on"}},
+    {"thread_cache_bytes", {"0", "1", SMAX, SMAX1}},
+    {"thread_cache_max", {"0", "1", SMAX, SMAX1}},
+    {"check", {"0", "1", "1", "0"}},
+    {"footprint_cap", {"0", "1", "1", "0"}},
+    {"mapped_placement", {"0", "1", "1", "0"}},
+    {"evict_fragments", {"0", "1", "1", "0"}},
+    {"poison", {"0", "1", "1", "0"}},
+    {"scrub", {"0", "1", "1", "0"}},
+    {"nvtx", {"0", "1", "1", "0"}},
+    {"vmm", {"0", "1", "1", "0"}},
+    {"peers", {"none", "0", "63", "62"}},
+};
+
+static int in_limits(const char *key)
+{
+    for (size_t i = 0; i < CUA_ARRAY_LEN(limits); i++)
+        if (strcmp(limits[i].key, key) == 0) return 1;
+    return 0;
+}
+
+/* An arena made with `item` works or was refused with words. */
+static int arena_at_limit(const char *item)
+{
+    cua_arena *a = NULL;
+    char conf[128];
+    snprintf(conf, sizeof conf, "backend:host,va_size:1G,%s", item);
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    cua_status st = cua_arena_create_conf("limits", conf, &a);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    /* (a refusal costs no work of the size refused: va_size SIZE_MAX once
+     * made a page table of 2^32 entries before the reservation failed, 4
+     * minutes when malloc perturbs, as meson's MALLOC_PERTURB_ makes it) */
+    if (t1.tv_sec - t0.tv_sec > 5) {
+        fprintf(stderr, "  %s: the create took %lld s\n", item, (long long)(t1.tv_sec - t0.tv_sec));
+        return 0;
+    }
+    if (st != CUA_OK) {
+        int ok = (st == CUA_ERR_INVALID_ARG || st == CUA_ERR_NOT_SUPPORTED || st == CUA_ERR_NO_DEVICE ||
+                  st == CUA_ERR_OUT_OF_MEMORY) && cua_last_error()[0] && !a;
+        if (!ok) fprintf(stderr, "  %s: %s: %s\n", item, cua_status_name(st), cua_last_error());
+        return ok;
+    }
+    void *p = NULL, *q = NULL;
+    cua_status s1 = cua_arena_alloc(a, 4096, 0, &p), s2 = cua_arena_alloc(a, 3 * MiB, 0x100, &q);
+    int ok = (s1 == CUA_OK || s1 == CUA_ERR_LIMIT) && (s2 == CUA_OK || s2 == CUA_ERR_LIMIT);
+    cua_stats s;
+    ok = ok && cua_arena_get_stats(a, &s) == CUA_OK && s.free_bytes <= s.mapped_bytes &&
+         s.cached_bytes <= s.mapped_bytes && s.live_bytes <= s.mapped_bytes;
+    if (p) ok = ok && cua_free(p) == CUA_OK;
+    if (q) ok = ok && cua_free(q) == CUA_OK;
+    size_t released = 0;
+    ok = ok && cua_arena_check(a) == CUA_OK && cua_arena_trim(a, 0, &released) == CUA_OK;
+    ok = ok && cua_arena_get_stats(a, &s) == CUA_OK && s.live_bytes == 0 && s.free_bytes <= s.mapped_bytes;
+    ok = ok && cua_arena_destroy(a, 0) == CUA_OK;
+    if (!ok) fprintf(stderr, "  %s: %s\n", item, cua_last_error());
+    return ok;
+}
+
+TEST(every_option_at_its_limits)
+{
+    cua_option_info opt;
+    for (size_t i = 0; _cua_config_option(i, &opt); i++) {
+        if (!in_limits(opt.name)) fprintf(stderr, "  no limits for '%s'\n", opt.name);
+        CHECK(in_limits(opt.name));
+    }
+    int ok = 1;
+    for (size_t i = 0; i < CUA_ARRAY_LEN(limits); i++)
+        for (int k = 0; k < 4; k++) {
+            char item[96];
+            cua_arena_config cfg;
+            cua_arena_config_init(&cfg);
+            snprintf(item, sizeof item, "%s:%s", limits[i].key, limits[i].values[k]);
+            if (cua_config_parse(item, &cfg) != CUA_OK) {
+                fprintf(stderr, "  %s does not parse: %s\n", item, cua_last_error());
+                ok = 0;
+                continue;
+            }
+            ok &= arena_at_limit(item);
+        }
+    CHECK(ok);
+}
+
+/* growth_slack = SIZE_MAX means "pass the demand peak by any amount": the
+ * footprint cap never swaps cached pages (peak + slack must not wrap to
+ * peak - 1, which made the cap fire on every growth). */
+TEST(growth_slack_at_its_largest_means_any_amount)
+{
+    const char *slacks[] = {SMAX, SMAX1};
+    for (int k = 0; k < 2; k++) {
+        char conf[96];
+        snprintf(conf, sizeof conf, "backend:host,va_size:1G,growth_slack:%s", slacks[k]);
+        cua_arena *a = NULL;
+        CHECK_OK(cua_arena_create_conf("slack", conf, &a));
+        void *x, *y, *z;
+        CHECK_OK(cua_arena_alloc(a, 8 * MiB, 0, &x));
+        CHECK_OK(cua_arena_alloc(a, 2 * MiB, 0, &y));
+        CHECK_OK(cua_free(x)); /* 8 MiB cached; the peak is 10 MiB */
+        CHECK_OK(cua_arena_alloc(a, 16 * MiB, 0, &z)); /* does not fit x's room: grows */
+        cua_stats s;
+        CHECK_OK(cua_arena_get_stats(a, &s));
+        CHECK(s.trim_count == 0 && s.cached_bytes == 8 * MiB); /* nothing swapped */
+        CHECK_OK(cua_free(y));
+        CHECK_OK(cua_free(z));
+        CHECK_OK(cua_arena_destroy(a, 0));
+    }
+}
+
+/* cua_arena_create refuses what the header says it refuses. */
+TEST(create_refuses_values_out_of_range)
+{
+    cua_arena_config cfg;
+    cua_arena *a = NULL;
+    cua_arena_config_init(&cfg);
+    cfg.thread_cache = 99;
+    CHECK_ST(cua_arena_create(&cfg, &a), CUA_ERR_INVALID_ARG);
+    CHECK(strstr(cua_last_error(), "thread_cache"));
+    cfg.thread_cache = -1;
+    CHECK_ST(cua_arena_create(&cfg, &a), CUA_ERR_INVALID_ARG);
+    cua_arena_config_init(&cfg);
+    cfg.flags = 0x4000;
+    CHECK_ST(cua_arena_create(&cfg, &a), CUA_ERR_INVALID_ARG);
+    CHECK(strstr(cua_last_error(), "flag"));
+    cua_arena_config_init(&cfg);
+    cfg.device = 64;
+    CHECK_ST(cua_arena_create(&cfg, &a), CUA_ERR_INVALID_ARG);
+    CHECK(strstr(cua_last_error(), "0..63") && a == NULL);
 }

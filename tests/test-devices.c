@@ -19,6 +19,7 @@
 #include "backend/fault.h"
 #include "test.h"
 
+#include "test-internal.h"
 #include <pthread.h>
 
 #define NDEV 4
@@ -105,11 +106,11 @@ static cua_backend *g_inner;
  * (And is at least one page mapped, so that the answer means something?) */
 static bool access_is(cua_arena *a, uint64_t want)
 {
-    struct access_walk w = {a->bk->kind == CUA_BK_HOST ? a->bk : g_inner, want, 0, 0, 0, 0};
+    struct access_walk w = {test_mem(a)->bk->kind == CUA_BK_HOST ? test_mem(a)->bk : g_inner, want, 0, 0, 0, 0};
     if (cua_arena_walk(a, check_region, &w) != CUA_OK) return false;
     if (w.wrong)
         fprintf(stderr, "  arena '%s': %zu page(s) with the wrong access, first at %#lx: "
-                "%#llx, wanted %#llx\n", a->name, w.wrong, (unsigned long)w.first_wrong,
+                "%#llx, wanted %#llx\n", test_mem(a)->name, w.wrong, (unsigned long)w.first_wrong,
                 (unsigned long long)w.got, (unsigned long long)want);
     return w.segments > 0 && w.wrong == 0;
 }
@@ -134,7 +135,7 @@ static cua_arena *on_device(int d, const char *name, int no_vmm, uint64_t peers)
 /* Destroy arena a (nothing may be live in it) and its device, which must be empty. */
 static cua_status device_done(cua_arena *a)
 {
-    cua_backend *bk = a->bk;
+    cua_backend *bk = test_mem(a)->bk;
     cua_status st = cua_arena_destroy(a, 0);
     if (st == CUA_OK && !backend_empty(bk)) st = CUA_ERR_BUSY;
     return st == CUA_OK ? cua_backend_destroy(bk) : st;
@@ -302,7 +303,7 @@ TEST(default_arenas_one_per_device)
         CHECK_OK(cua_arena_default(d, &again));
         CHECK(again == def[d]);
         for (int e = 0; e < d; e++) CHECK(def[e] != def[d]);
-        CHECK(def[d]->device == d && def[d]->bk->device == d); /* a simulated device d */
+        CHECK(test_mem(def[d])->device == d && test_mem(def[d])->bk->device == d); /* a simulated device d */
         cua_arena *found = NULL;
         CHECK_OK(cua_arena_find(d, "default", &found));
         CHECK(found == def[d]);
@@ -316,7 +317,7 @@ TEST(default_arenas_one_per_device)
         CHECK_OK(cua_ptr_info(p[d], &owner, NULL, NULL));
         CHECK(owner == def[d]);
         uint64_t m = 0;
-        CHECK_OK(_cua_host_access(def[d]->bk, (uintptr_t)p[d], &m));
+        CHECK_OK(_cua_host_access(test_mem(def[d])->bk, (uintptr_t)p[d], &m));
         CHECK(m == CUA_PEER(d));
     }
     void *c = cua_cupy_malloc(NULL, MiB, 3);
@@ -342,7 +343,7 @@ TEST(default_arenas_one_per_device)
     CHECK(strstr(cua_last_error(), "device 0 cannot access") != NULL);
     setenv("CUARENA_CONF", "backend:host", 1);
     CHECK_OK(cua_arena_default(1, &d1));
-    CHECK(d1 != def[1] && d1->device == 1);
+    CHECK(d1 != def[1] && test_mem(d1)->device == 1);
     def[1] = d1;
     unsetenv("CUARENA_CONF");
     for (int d = 0; d < NDEV; d++) CHECK_OK(cua_arena_destroy(def[d], 0));
@@ -455,7 +456,7 @@ DEVICE_TEST(peers_regranted_after_offload_and_restore, 0, "offload0", 0, CUA_PEE
     CHECK_OK(cua_arena_offload(a));
     CHECK(stats_of(a).mapped_bytes == 0);
     uint64_t m;
-    CHECK_ST(_cua_host_access(a->bk, (uintptr_t)p, &m), CUA_ERR_INVALID_ARG); /* unmapped */
+    CHECK_ST(_cua_host_access(test_mem(a)->bk, (uintptr_t)p, &m), CUA_ERR_INVALID_ARG); /* unmapped */
     /* A peer granted while offloaded is checked, and applies at the restore. */
     CHECK_ST(cua_arena_grant_peer(a, 3), CUA_ERR_NOT_SUPPORTED);
     CHECK_OK(cua_arena_grant_peer(a, 2));
@@ -478,14 +479,14 @@ DEVICE_TEST(peers_of_an_arena_of_whole_segments, 0, "novmm0", 1, CUA_PEER(2))
     void *p, *q;
     CHECK_OK(cua_arena_alloc(a, 3 * MiB, 0, &p));
     uint64_t m = 0;
-    CHECK_OK(_cua_host_access(a->bk, (uintptr_t)p, &m));
+    CHECK_OK(_cua_host_access(test_mem(a)->bk, (uintptr_t)p, &m));
     CHECK(m == (CUA_PEER(0) | CUA_PEER(2)));
     CHECK_ST(cua_arena_grant_peer(a, 3), CUA_ERR_NOT_SUPPORTED);
     CHECK_OK(cua_arena_grant_peer(a, 1));
     CHECK_OK(cua_arena_alloc(a, 9 * MiB, 0, &q));
-    CHECK_OK(_cua_host_access(a->bk, (uintptr_t)p, &m));
+    CHECK_OK(_cua_host_access(test_mem(a)->bk, (uintptr_t)p, &m));
     CHECK(m == (CUA_PEER(0) | CUA_PEER(1) | CUA_PEER(2)));
-    CHECK_OK(_cua_host_access(a->bk, (uintptr_t)q + 9 * MiB - 1, &m));
+    CHECK_OK(_cua_host_access(test_mem(a)->bk, (uintptr_t)q + 9 * MiB - 1, &m));
     CHECK(m == (CUA_PEER(0) | CUA_PEER(1) | CUA_PEER(2)));
     CHECK_ARENA(a);
     CHECK_OK(cua_free(p));

@@ -15,10 +15,16 @@
  * Workloads: a replay (three streams, frees across them, trims at markers),
  * the engine (four component arenas: offload and restore of one, discard and
  * restore of the KV cache, teardown), offload and restore of a multi-block
- * arena, and trims under a limit (growth that must swap cached pages).
- * Prints the sites and failures per workload, and "N passed, N failed".
+ * arena, trims under a limit (growth that must swap cached pages), and
+ * reserve then yield (a reservation adopted, one given back).
+ *
+ * Pairs: then every first failure again, with a second one inside its
+ * cleanup - each call the failing API call made after the first failure
+ * (releases, unmaps, retries) failed in turn (sweep_pairs below).
+ * Prints the sites, failures and pairs per workload, and "N passed, N failed".
  */
 #include "test.h"
+#include "backend/fault.h" /* _cua_fault_fail_also, _cua_fault_calls: pairs of failures */
 
 /* The workloads' unit: the host backend's granularity here (64 KiB pages keep
  * the ~700 runs fast; the code paths are those of 2 MiB pages). */
@@ -43,7 +49,20 @@ typedef struct run {
     int failed;            /* a check failed: the case fails */
     const char *where;     /* the step that failed */
     uint64_t api_failures; /* API calls that answered with the injected failure */
+    /* Pairs: a probe run notes the calls of each kind made when the first
+     * failure was injected and by the end of the API call that got it (the
+     * first look after it): those between are its cleanup's. */
+    int probing, window_closed;
+    uint64_t at_first[CUA_CALL_COUNT], window_end[CUA_CALL_COUNT];
 } run;
+
+static void note(run *r)
+{
+    uint64_t now[CUA_CALL_COUNT];
+    if (!r->probing || r->window_closed || !_cua_fault_calls(r->fault, r->at_first, now)) return;
+    memcpy(r->window_end, now, sizeof now);
+    r->window_closed = 1;
+}
 
 /* ---- checks ------------------------------------------------------------------------ */
 
@@ -68,6 +87,7 @@ static void pattern(blk *b, int write)
 
 static void verify(run *r)
 {
+    note(r);
     for (int i = 0; i < MAX_ARENAS; i++)
         if (r->arenas[i] && cua_arena_check(r->arenas[i]) != CUA_OK) fail(r, "the checker failed");
     for (int j = 0; j < r->nb; j++) {
@@ -81,6 +101,7 @@ static void verify(run *r)
 /* A call's status: CUA_OK, or a failure that names the injection. */
 static int ok(run *r, cua_status st, const char *what)
 {
+    note(r);
     if (st == CUA_OK) return 1;
     if (!strstr(cua_last_error(), "injected")) fail(r, what);
     r->api_failures++;
@@ -247,6 +268,25 @@ static void w_limit(run *r)
     teardown(r);
 }
 
+/* Reserve then yield: a reservation adopted by an arena that then grows into
+ * it, one given back unused, with blocks around them. */
+static void w_reserve(run *r)
+{
+    if (!arena(r, 0, "kv_cache", 0, 0)) return;
+    cua_reservation *res = NULL;
+    if (ok(r, cua_reserve(r->fault, 4 * U, &res), "reserve"))
+        ok(r, cua_arena_adopt(r->arenas[0], res), "adopt"); /* used up either way */
+    verify(r);
+    alloc(r, 0, 3 * U, 0);
+    alloc(r, 0, 2 * U + 4096, 0x100);
+    if (ok(r, cua_reserve(r->fault, 3 * U, &res), "reserve"))
+        ok(r, cua_reservation_release(res), "reservation_release");
+    verify(r);
+    release(r, 0);
+    trim(r, 0, 0);
+    teardown(r);
+}
+
 typedef struct workload {
     const char *name;
     void (*fn)(run *);
@@ -254,6 +294,7 @@ typedef struct workload {
 
 static const workload workloads[] = {
     { "replay", w_replay }, { "engine", w_engine }, { "offload", w_offload }, { "limit", w_limit },
+    { "reserve", w_reserve },
 };
 
 /* ---- the sweep ------------------------------------------------------------------------ */
@@ -272,6 +313,7 @@ static int start(run *r)
 /* After teardown nothing may be left; then the backends go. */
 static void finish(run *r)
 {
+    note(r);
     if (cua_backend_destroy(r->fault) != CUA_OK) fail(r, "the fault backend could not be destroyed");
     cua_backend_stats s;
     cua_backend_get_stats(r->host, &s);
@@ -329,12 +371,97 @@ static void sweep(const workload *w)
     total_failures += failures;
 }
 
+/* ---- pairs: a second failure inside the cleanup of the first ---------------------------
+ * For every first failure of the sweep, a probe run notes the calls the API
+ * call that got it made after it (its cleanup: releases, unmaps, retries);
+ * then each of those calls, in turn, fails too (CUA_ERR_BACKEND), on fresh
+ * backends. The same checks hold after every call, and after teardown the
+ * backend holds nothing: every handle was released, or kept by the backend
+ * for the retry its destroy performs. */
+
+static uint64_t total_firsts, total_pairs;
+
+/* A cleanup may make many calls of one kind (a copy per chunk, an unmap per
+ * run of pages): by default the first PAIRS_EACH of each kind and the last
+ * fail in turn; CUA_FAULTSWEEP_PAIRS=all fails every one (slower: minutes). */
+#define PAIRS_EACH 2
+static int all_pairs(void)
+{
+    const char *v = getenv("CUA_FAULTSWEEP_PAIRS");
+    return v && strcmp(v, "all") == 0;
+}
+
+/* One run with the first failure (k1, n1, s1) and, when k2 >= 0, the m-th
+ * call of kind k2 failing too. */
+static int run_pair(run *r, const workload *w, int k1, uint64_t n1, cua_status s1, int k2, uint64_t m)
+{
+    if (!start(r)) return 0;
+    cua_fault_fail_nth(r->fault, (cua_call)k1, n1, s1);
+    if (k2 >= 0) _cua_fault_fail_also(r->fault, (cua_call)k2, m, CUA_ERR_BACKEND);
+    r->probing = k2 < 0;
+    w->fn(r);
+    finish(r);
+    if (r->failed)
+        fprintf(stderr, "  %s: call %llu of %s failing with %s, then call %llu of %s: %s\n", w->name,
+                (unsigned long long)n1, cua_call_name((cua_call)k1), cua_status_name(s1),
+                (unsigned long long)m, k2 >= 0 ? cua_call_name((cua_call)k2) : "-", r->where);
+    return !r->failed;
+}
+
+static void sweep_pairs(const workload *w)
+{
+    run r;
+    CHECK(start(&r));
+    w->fn(&r);
+    cua_backend_stats clean;
+    CHECK_OK(cua_backend_get_stats(r.fault, &clean));
+    finish(&r);
+    CHECK(!r.failed);
+    uint64_t firsts = 0, pairs = 0;
+    for (int k1 = 0; k1 < CUA_CALL_COUNT; k1++) {
+        if (k1 == CUA_CALL_MEM_INFO) continue;
+        for (uint64_t n1 = 1; n1 <= clean.calls[k1]; n1++) {
+            for (int s = 0; s < 2; s++) {
+                cua_status s1 = s ? CUA_ERR_OUT_OF_MEMORY : CUA_ERR_BACKEND;
+                if (s && !takes_memory((cua_call)k1)) continue;
+                CHECK(run_pair(&r, w, k1, n1, s1, -1, 0));
+                if (!r.window_closed) continue;
+                run probe = r;
+                uint64_t cleanup = 0;
+                for (int k2 = 0; k2 < CUA_CALL_COUNT; k2++) {
+                    if (k2 == CUA_CALL_MEM_INFO) continue;
+                    uint64_t lo = probe.at_first[k2] + 1, hi = probe.window_end[k2];
+                    for (uint64_t m = lo; m <= hi; m++) {
+                        if (!all_pairs() && m >= lo + PAIRS_EACH && m != hi) continue;
+                        CHECK(run_pair(&r, w, k1, n1, s1, k2, m));
+                        cleanup++;
+                    }
+                }
+                firsts += cleanup != 0;
+                pairs += cleanup;
+            }
+        }
+    }
+    printf("  %-8s %4llu first failures with calls after them, %5llu pairs injected; 0 leaks, "
+           "0 checker violations, 0 bytes lost\n",
+           w->name, (unsigned long long)firsts, (unsigned long long)pairs);
+    total_firsts += firsts;
+    total_pairs += pairs;
+}
+
 TEST(sweep_replay) { sweep(&workloads[0]); }
 TEST(sweep_engine) { sweep(&workloads[1]); }
 TEST(sweep_offload) { sweep(&workloads[2]); }
 TEST(sweep_limit) { sweep(&workloads[3]); }
+TEST(sweep_reserve) { sweep(&workloads[4]); }
+TEST(pairs_replay) { sweep_pairs(&workloads[0]); }
+TEST(pairs_engine) { sweep_pairs(&workloads[1]); }
+TEST(pairs_offload) { sweep_pairs(&workloads[2]); }
+TEST(pairs_limit) { sweep_pairs(&workloads[3]); }
+TEST(pairs_reserve) { sweep_pairs(&workloads[4]); }
 TEST(totals)
 {
-    printf("  all: %llu call sites, %llu failures injected\n", (unsigned long long)total_sites,
-           (unsigned long long)total_failures);
+    printf("  all: %llu call sites, %llu failures injected; pairs: %llu first failures, %llu pairs\n",
+           (unsigned long long)total_sites, (unsigned long long)total_failures,
+           (unsigned long long)total_firsts, (unsigned long long)total_pairs);
 }

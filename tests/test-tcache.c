@@ -15,6 +15,7 @@
 
 /* An arena of 1 GiB on a host backend of its own with the options of `conf`;
  * no flag (debug_level 2 poisons by default: caches stay off then). */
+#include "test-internal.h"
 static cua_arena *make(const char *conf)
 {
     char all[256];
@@ -241,13 +242,13 @@ TEST(off_and_big_blocks_bypass_the_cache)
     void *p;
     CHECK_OK(cua_arena_alloc(a, 1000, 0, &p));
     CHECK_OK(cua_free(p));
-    CHECK(_cua_tc_find(a) == NULL);
+    CHECK(_cua_tc_find(test_mem(a)) == NULL);
     CHECK_OK(cua_arena_destroy(a, 0));
     a = make("thread_cache:on,thread_cache_max:64K");
     CHECK(a != NULL);
     CHECK_OK(cua_arena_alloc(a, 100000, 0, &p)); /* above thread_cache_max */
     CHECK_OK(cua_free(p));
-    cua_tcache *tc = _cua_tc_find(a);
+    cua_tcache *tc = _cua_tc_find(test_mem(a));
     CHECK(tc != NULL && atomic_load(&tc->cached_bytes) == 0);
     CHECK_OK(cua_arena_alloc(a, 1000, 0, &p));
     CHECK_OK(cua_free(p));

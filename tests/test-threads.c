@@ -6,13 +6,17 @@
  *     hand blocks to each other to free (cross-thread free), read statistics
  *     and trim; the checker and the counts at the end must agree;
  *   - private arenas: each thread creates, uses and destroys its own arenas
- *     while the others do the same (the registry and the address map).
+ *     while the others do the same (the registry and the address map);
+ *   - destroy while others are out of memory: arenas destroyed and replaced
+ *     while threads run their allocations' out-of-memory path, with
+ *     callbacks that sleep.
  * CUA_THREADS_OPS sets the operations per thread (default 20000).
  */
 #include "test.h"
 #include "base/internal.h"
 
 #include <pthread.h>
+#include <time.h>
 
 #define NTHREADS 8
 #define MAX_LIVE 64
@@ -212,4 +216,135 @@ TEST(private_arenas_created_and_destroyed_concurrently)
     memset(&s, 0, sizeof s);
     CHECK(run_workers(&s, work_private));
     CHECK(atomic_load(&s.errors) == 0);
+}
+
+/* ---- destroy while others are out of memory ------------------------------------------
+ * Workers allocate from arenas of a device a hog fills, so that most of their
+ * allocations take the out-of-memory path (other arenas' caches, the eviction
+ * callback, the event callback of the failure), which runs without the
+ * arena's lock; both callbacks sleep 2 ms, as a logger might, to hold that
+ * window open. Meanwhile a destroyer destroys the arenas (those with no live
+ * block) and puts new ones in their place. Every answer must be a block,
+ * OUT_OF_MEMORY or DESTROYED: never a crash (nor, under ThreadSanitizer, a race). */
+
+#define OOM_SLOTS 4
+
+typedef struct oom_world {
+    cua_backend *bk;
+    _Atomic(cua_arena *) slot[OOM_SLOTS];
+    _Atomic int stop, errors;
+    _Atomic long allocs, ooms, destroyed, replaced;
+} oom_world;
+
+static void nap_ms(int ms)
+{
+    struct timespec ts = {0, (long)ms * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+static size_t sleepy_evict(int device, size_t need, void *user)
+{
+    (void)device;
+    (void)need;
+    (void)user;
+    nap_ms(2);
+    return 0;
+}
+
+static void sleepy_log(const cua_arena_event *ev, void *user)
+{
+    (void)user;
+    if (ev->kind == CUA_ARENA_OUT_OF_MEMORY) nap_ms(2);
+}
+
+static cua_arena *oom_arena(oom_world *w)
+{
+    cua_arena_config cfg;
+    cua_arena_config_init(&cfg);
+    cfg.name = "oom_victim";
+    cfg.backend = w->bk;
+    cfg.va_size = (size_t)1 << 30;
+    cua_arena *a = NULL;
+    return cua_arena_create(&cfg, &a) == CUA_OK ? a : NULL;
+}
+
+static void *oom_worker(void *arg)
+{
+    oom_world *w = arg;
+    uint64_t seed = (uint64_t)(uintptr_t)&seed;
+    while (!atomic_load(&w->stop)) {
+        cua_arena *a = atomic_load(&w->slot[test_rand(&seed) % OOM_SLOTS]);
+        size_t size = (test_rand(&seed) & 1 ? 32 : 8) << 20;
+        void *p = NULL;
+        cua_status st = cua_arena_alloc(a, size, 0, &p);
+        if (st == CUA_OK) {
+            atomic_fetch_add(&w->allocs, 1);
+            if (cua_free(p) != CUA_OK) atomic_fetch_add(&w->errors, 1); /* live: not destroyed */
+        } else if (st == CUA_ERR_OUT_OF_MEMORY) {
+            atomic_fetch_add(&w->ooms, 1);
+        } else if (st == CUA_ERR_DESTROYED) {
+            atomic_fetch_add(&w->destroyed, 1);
+        } else {
+            fprintf(stderr, "oom worker: %s: %s\n", cua_status_name(st), cua_last_error());
+            atomic_fetch_add(&w->errors, 1);
+        }
+    }
+    return NULL;
+}
+
+static void *oom_destroyer(void *arg)
+{
+    oom_world *w = arg;
+    long rounds = ops_per_thread() / 20;
+    for (long r = 0; r < rounds; r++) {
+        int i = (int)(r % OOM_SLOTS);
+        cua_arena *old = atomic_load(&w->slot[i]);
+        nap_ms(1);
+        if (cua_arena_destroy(old, 0) != CUA_OK) continue; /* a block is live: later */
+        cua_arena *a = oom_arena(w);
+        if (!a) {
+            atomic_fetch_add(&w->errors, 1);
+            break;
+        }
+        atomic_store(&w->slot[i], a);
+        atomic_fetch_add(&w->replaced, 1);
+    }
+    atomic_store(&w->stop, 1);
+    return NULL;
+}
+
+TEST(destroy_while_others_are_out_of_memory)
+{
+    static oom_world w;
+    memset(&w, 0, sizeof w);
+    cua_host_config hc;
+    cua_host_config_init(&hc);
+    hc.capacity = 64 << 20;
+    CHECK_OK(cua_backend_host_create(&hc, &w.bk));
+    for (int i = 0; i < OOM_SLOTS; i++) {
+        cua_arena *a = oom_arena(&w);
+        CHECK(a);
+        atomic_store(&w.slot[i], a);
+    }
+    cua_arena *hog = oom_arena(&w);
+    void *h = NULL;
+    CHECK(hog);
+    CHECK_OK(cua_arena_alloc(hog, 40 << 20, 0, &h));
+    CHECK_OK(cua_add_evict_callback(sleepy_evict, NULL, 0));
+    CHECK_OK(cua_set_event_callback(sleepy_log, NULL));
+    pthread_t th[NTHREADS];
+    for (int i = 0; i < NTHREADS - 1; i++) CHECK(pthread_create(&th[i], NULL, oom_worker, &w) == 0);
+    CHECK(pthread_create(&th[NTHREADS - 1], NULL, oom_destroyer, &w) == 0);
+    for (int i = 0; i < NTHREADS; i++) pthread_join(th[i], NULL);
+    CHECK_OK(cua_set_event_callback(NULL, NULL));
+    CHECK_OK(cua_remove_evict_callback(sleepy_evict, NULL));
+    printf("  %ld blocks, %ld out of memory, %ld destroyed under the caller, %ld arenas replaced\n",
+           atomic_load(&w.allocs), atomic_load(&w.ooms), atomic_load(&w.destroyed),
+           atomic_load(&w.replaced));
+    CHECK(atomic_load(&w.errors) == 0);
+    CHECK(atomic_load(&w.ooms) > 0 && atomic_load(&w.replaced) > 0);
+    CHECK_OK(cua_free(h));
+    CHECK_OK(cua_arena_destroy(hog, 0));
+    for (int i = 0; i < OOM_SLOTS; i++) CHECK_OK(cua_arena_destroy(atomic_load(&w.slot[i]), 0));
+    CHECK_OK(cua_backend_destroy(w.bk));
 }

@@ -487,6 +487,73 @@ def main():
     print("%d passed, %d failed" % (result.testsRun - failed - len(result.skipped), failed))
     return 1 if failed else 0
 
+class ArgumentTest(unittest.TestCase):
+    """The package checks what it hands to C: no number wraps through ctypes,
+    no option value reads as two options, no name is cut by a NUL; every
+    arena is listed; an Arena dropped without destroy() does not stay."""
+
+    def test_arenas_lists_every_arena_not_256(self):
+        made = [arena("py_many_%d" % i) for i in range(300)]
+        names = {a.name for a in cuarena.arenas(0)}
+        self.assertTrue(all(a.name in names for a in made))
+        again = cuarena.arena("py_many_299", backend="host", va_size="1G")
+        self.assertEqual(again.handle, made[-1].handle)  # found, not made twice
+        for a in made:
+            a.destroy()
+
+    def test_negative_numbers_are_refused_not_wrapped(self):
+        a = arena("py_negative")
+        for call in (lambda: a.set_limit(-5), lambda: a.alloc(10, stream=-1),
+                     lambda: a.alloc(-1), lambda: a.trim(-1), lambda: cuarena.free(-8),
+                     lambda: a.set_limit(1 << 64), lambda: cuarena.stream_retire(-3)):
+            with self.assertRaises(ValueError):
+                call()
+        self.assertEqual(a.stats()["limit_bytes"], 0)
+        a.destroy()
+
+    def test_option_values_are_not_pasted_into_the_option_string(self):
+        for bad in ({"limit": "1G,floor:512M"}, {"limit": "1G:2"}, {"limit": "1G floor"},
+                    {"floor,limit": "1G"}, {"limit": -1}, {"limit": 1.5}):
+            with self.assertRaises(ValueError):
+                arena("py_injected", **bad)
+        self.assertNotIn("py_injected", [x.name for x in cuarena.arenas(0)])
+        a = arena("py_options", limit="1G", floor=512 * MiB, priority=2)
+        st = a.stats()
+        self.assertEqual(st["limit_bytes"], 1 << 30)
+        a.destroy()
+
+    def test_a_nul_in_a_name_is_refused(self):
+        with self.assertRaises(ValueError):
+            arena("py_nul\0hidden")
+
+    def test_a_dropped_arena_is_destroyed_with_a_warning(self):
+        import gc
+        import warnings
+
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            a = arena("py_dropped")
+            del a
+            gc.collect()
+            self.assertNotIn("py_dropped", [x.name for x in cuarena.arenas(0)])
+            self.assertTrue(any(issubclass(w.category, ResourceWarning) for w in seen))
+            b = arena("py_dropped_busy")
+            p = b.alloc(MiB)  # a live block (a tensor may use it): kept, with a warning
+            handle = b.handle
+            del b
+            gc.collect()
+            self.assertIn("py_dropped_busy", [x.name for x in cuarena.arenas(0)])
+        cuarena.free(p)
+        cuarena.Arena._wrap(ctypes.c_void_p(handle), "py_dropped_busy", 0).destroy()
+
+    def test_names_cut_on_a_character_boundary(self):
+        name = "\u00e9" * 40  # 80 bytes of UTF-8: cut to 63 bytes, 31 characters
+        a = arena(name)
+        listed = [x.name for x in cuarena.arenas(0) if x.handle == a.handle]
+        self.assertEqual(listed, ["\u00e9" * 31])
+        self.assertIn("\u00e9" * 31, [x["name"] for x in cuarena.device_report(0)["arenas"]])
+        a.destroy()
+
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -21,7 +21,10 @@ import ctypes
 import ctypes.util
 import json
 import os
+import re
 import threading
+import warnings
+import weakref
 
 __all__ = [
     "__version__", "library_version", "prometheus", "publish", "publish_stop", "publish_path",
@@ -137,14 +140,55 @@ class Error(RuntimeError):
         self.status = status
 
 
+def _text(raw):
+    """C text (a name, a message) as str: bytes that are no UTF-8 (an arena
+    named so from C) become U+FFFD instead of raising for every caller."""
+    return (raw or b"").decode("utf-8", errors="replace")
+
+
 def _check(st):
     if st != 0:
-        raise Error(_lib.cua_status_name(st).decode(), (_lib.cua_last_error() or b"").decode())
+        raise Error(_text(_lib.cua_status_name(st)), _text(_lib.cua_last_error()))
 
 
-def _size(value):
-    """A byte count for an option string: ints as they are, "6G" as written."""
-    return str(value) if isinstance(value, int) else str(value).strip()
+_U64 = (1 << 64) - 1
+
+
+def _count(value, what):
+    """A byte count, stream or ordinal for the C side: an int in 0 .. 2^64-1
+    (ctypes would wrap -5 to 2^64-5 without a word)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        try:
+            value = int(value)
+        except (TypeError, ValueError):
+            raise ValueError("%s must be an integer >= 0, not %r" % (what, value)) from None
+    if value < 0 or value > _U64:
+        raise ValueError("%s must be in 0 .. 2^64-1, not %d" % (what, value))
+    return value
+
+
+_KEY = re.compile(r"[a-z_][a-z0-9_]*\Z")
+_VALUE = re.compile(r"[A-Za-z0-9_.+]+\Z")
+
+
+def _option(key, value):
+    """One `key:value` item of an option string, refused when the value would
+    be read as more than one (a comma, a colon: "1G,floor:512M" must not set a
+    floor nobody named) or the key is no option name."""
+    if not _KEY.match(key):
+        raise ValueError("option %r is not an option name" % (key,))
+    if isinstance(value, bool):
+        value = int(value)
+    if isinstance(value, int):
+        value = str(_count(value, "option %s" % key))
+    elif isinstance(value, str):
+        value = value.strip()
+        if not _VALUE.match(value):
+            raise ValueError("option %s: value %r is not one value (a size like 6G, a number or "
+                             "a word)" % (key, value))
+    else:
+        raise ValueError("option %s: value %r is not an int or a str" % (key, value))
+    return "%s:%s" % (key, value)
 
 
 def _json_call(fn, *args):
@@ -152,8 +196,21 @@ def _json_call(fn, *args):
     _check(fn(*args, None, 0, ctypes.byref(n)))
     buf = ctypes.create_string_buffer(n.value + 1)
     _check(fn(*args, buf, n.value + 1, ctypes.byref(n)))
-    # Arena names are the user's bytes, written as they are: not always UTF-8.
-    return json.loads(buf.value.decode(errors="replace"))
+    return json.loads(_text(buf.value))
+
+
+def _drop(handle, name):
+    """An Arena created here was dropped without destroy(): destroy it now, as
+    a file object dropped open is closed, with a ResourceWarning; one that
+    still holds live blocks (tensors may use them) is kept, with a warning."""
+    st = _lib.cua_arena_destroy(handle, 0)
+    if st == 0:
+        warnings.warn("cuarena.Arena %r was dropped without destroy(): destroyed now" % (name,),
+                      ResourceWarning, stacklevel=2)
+    elif _text(_lib.cua_status_name(st)) == "CUA_ERR_BUSY":
+        warnings.warn("cuarena.Arena %r was dropped without destroy() and still has live blocks: "
+                      "it stays (call destroy(force=True) when they are done)" % (name,),
+                      ResourceWarning, stacklevel=2)
 
 
 class Arena:
@@ -168,18 +225,26 @@ class Arena:
     """
 
     def __init__(self, name, device=0, **options):
+        if not isinstance(name, str) or "\0" in name:
+            raise ValueError("an arena's name is a str without NUL, not %r" % (name,))
         options.setdefault("device", device)
-        conf = ",".join("%s:%s" % (k, _size(v)) for k, v in options.items())
+        conf = ",".join(_option(k, v) for k, v in options.items())
         handle = _c()
         _check(_lib.cua_arena_create_conf(name.encode(), conf.encode(), ctypes.byref(handle)))
         self._h = handle
         self.name = name
         self.device = int(options["device"])
+        # Owned: dropped without destroy(), it is destroyed (see _drop); not
+        # at interpreter exit, when the process gives everything back anyway.
+        self._finalizer = weakref.finalize(self, _drop, handle.value, name)
+        self._finalizer.atexit = False
 
     @classmethod
     def _wrap(cls, handle, name, device):
+        """A view of an arena made elsewhere: it owns nothing."""
         self = cls.__new__(cls)
         self._h, self.name, self.device = handle, name, device
+        self._finalizer = None
         return self
 
     @property
@@ -198,7 +263,8 @@ class Arena:
         """Raw device memory of `size` bytes for `stream` (a cudaStream_t as an
         int); returns the address. Free it with cuarena.free()."""
         ptr = _c()
-        _check(_lib.cua_arena_alloc(self._h, int(size), int(stream), ctypes.byref(ptr)))
+        _check(_lib.cua_arena_alloc(self._h, _count(size, "size"), _count(stream, "stream"),
+                                    ctypes.byref(ptr)))
         return ptr.value
 
     def offload(self):
@@ -218,17 +284,17 @@ class Arena:
         """Give cached pages back to the driver, keeping `keep` bytes; returns
         the bytes released."""
         released = ctypes.c_size_t(0)
-        _check(_lib.cua_arena_trim(self._h, keep, ctypes.byref(released)))
+        _check(_lib.cua_arena_trim(self._h, _count(keep, "keep"), ctypes.byref(released)))
         return released.value
 
     def set_limit(self, limit):
-        _check(_lib.cua_arena_set_limit(self._h, int(limit)))
+        _check(_lib.cua_arena_set_limit(self._h, _count(limit, "limit")))
 
     def grant_peer(self, device):
         """Let GPU `device` read and write this arena's memory, what is mapped
         now and what is mapped later (cua_arena_grant_peer); raises Error
         (CUA_ERR_NOT_SUPPORTED) when that device cannot reach this one."""
-        _check(_lib.cua_arena_grant_peer(self._h, int(device)))
+        _check(_lib.cua_arena_grant_peer(self._h, _count(device, "device")))
 
     def reset_peak_stats(self):
         _check(_lib.cua_arena_reset_peaks(self._h))
@@ -241,6 +307,8 @@ class Arena:
         """Give every page, handle and the address range back. Live blocks make
         it fail (Error BUSY) unless force."""
         _check(_lib.cua_arena_destroy(self._h, CUA_DESTROY_FORCE if force else 0))
+        if self._finalizer:
+            self._finalizer.detach()
 
     def __repr__(self):
         return "<cuarena.Arena %r device %d>" % (self.name, self.device)
@@ -248,22 +316,22 @@ class Arena:
 
 def free(ptr):
     """Free memory from Arena.alloc() (stream-ordered: see cua_free)."""
-    _check(_lib.cua_free(ptr))
+    _check(_lib.cua_free(_count(ptr, "ptr")))
 
 
 def arena_of(ptr):
     """The name of the arena that holds the live block at address ptr (a
     tensor's data_ptr(), say); raises Error when cuarena did not hand it out."""
     a, name = _c(), ctypes.c_char_p()
-    _check(_lib.cua_ptr_info(ptr, ctypes.byref(a), None, None))
+    _check(_lib.cua_ptr_info(_count(ptr, "ptr"), ctypes.byref(a), None, None))
     _check(_lib.cua_arena_name(a, ctypes.byref(name)))
-    return name.value.decode()
+    return _text(name.value)
 
 
 def janitor_start(period_ms=100):
     """Start the idle-trim thread: every period_ms it trims the arenas idle
     longer than their idle_ms (cua_janitor_start)."""
-    _check(_lib.cua_janitor_start(int(period_ms)))
+    _check(_lib.cua_janitor_start(_count(period_ms, "period_ms")))
 
 
 def janitor_stop():
@@ -309,16 +377,21 @@ def arena(name, device=0, **options):
 
 
 def arenas(device=0):
-    """Every live arena of the device, in creation order."""
-    cap = 256
-    out = (_c * cap)()
+    """Every live arena of the device, in creation order (all of them: the
+    list is sized by the library's count)."""
     n = ctypes.c_size_t(0)
-    _check(_lib.cua_arena_list(device, out, cap, ctypes.byref(n)))
+    _check(_lib.cua_arena_list(device, None, 0, ctypes.byref(n)))
+    while True:
+        cap = n.value + 16  # (more may come meanwhile: then again)
+        out = (_c * cap)()
+        _check(_lib.cua_arena_list(device, out, cap, ctypes.byref(n)))
+        if n.value <= cap:
+            break
     result = []
-    for i in range(min(n.value, cap)):
+    for i in range(n.value):
         name = ctypes.c_char_p()
         if _lib.cua_arena_name(out[i], ctypes.byref(name)) == 0:
-            result.append(Arena._wrap(_c(out[i]), name.value.decode(), device))
+            result.append(Arena._wrap(_c(out[i]), _text(name.value), device))
     return result
 
 
@@ -334,7 +407,7 @@ def stream_retire(stream, device=-1):
     stream's .ptr or torch's cuda_stream) is about to be destroyed: the arenas
     that know it wait for it now and never touch it again. Call it before
     destroying a stream you made and used with cuarena (cua_stream_retire)."""
-    _check(_lib.cua_stream_retire(device, int(stream)))
+    _check(_lib.cua_stream_retire(device, _count(stream, "stream")))
 
 
 def device_report(device=0):
@@ -668,8 +741,8 @@ def _deliver(ev, _user):
     e = ev.contents
     event = {
         "kind": _EVENT_KINDS[e.kind] if 0 <= e.kind < len(_EVENT_KINDS) else str(e.kind),
-        "arena": (e.name or b"").decode(), "device": e.device, "bytes": e.bytes,
-        "reason": (e.reason or b"").decode(), "mapped_bytes": e.mapped_bytes,
+        "arena": _text(e.name), "device": e.device, "bytes": e.bytes,
+        "reason": _text(e.reason), "mapped_bytes": e.mapped_bytes,
         "live_bytes": e.live_bytes,
     }
     with _callbacks_lock:

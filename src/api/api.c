@@ -14,6 +14,7 @@
 #include "arena/stats.h"
 #include "arena/stream.h"
 #include "arena/tcache.h"
+#include "arena/walk.h"
 #include "base/addrmap.h"
 #include "process/pressure.h"
 #include "process/registry.h"
@@ -36,15 +37,22 @@ const char *cua_version(void) { return CUA_PROJECT_VERSION; }
 
 /* ---- handles ---------------------------------------------------------------------- */
 
-/* Validate a handle and take its lock; on failure nothing is held. */
-static cua_status enter(cua_arena *a)
+/* Validate the handle in *pa and take its arena's lock; *pa becomes the
+ * arena (registry.c). On failure nothing is held. */
+static inline cua_status enter(cua_arena **pa) { return _cua_arena_enter(pa); }
+
+/* As enter, for a call that let the lock go (callbacks ran meanwhile): the
+ * arena must still be the one of generation `gen`. */
+static cua_status enter_again(cua_arena *a, uint32_t gen)
 {
-    if (!a) return _cua_error(CUA_ERR_INVALID_ARG, "arena is NULL");
-    if (!_cua_is_arena(a))
-        return _cua_error(CUA_ERR_INVALID_ARG, "%p is not an arena handle", (void *)a);
+    /* (no name in the message: the memory may hold another arena by now) */
     if (!_cua_arena_lock_alive(a))
-        return _cua_error(CUA_ERR_DESTROYED, "arena '%s' was destroyed", a->name);
-    return CUA_OK;
+        return _cua_error(CUA_ERR_DESTROYED, "the arena was destroyed during the call (by a "
+                          "callback or another thread)");
+    if (atomic_load_explicit(&a->gen, memory_order_relaxed) == gen) return CUA_OK;
+    _cua_unlock(&a->lock);
+    return _cua_error(CUA_ERR_DESTROYED, "the arena was destroyed during the call (by a "
+                      "callback or another thread)");
 }
 
 static inline cua_status leave(cua_arena *a, cua_status st)
@@ -66,7 +74,7 @@ static inline cua_status leave(cua_arena *a, cua_status st)
  * (a bad or destroyed handle's status is returned), `call`, leave with its
  * status. */
 #define LOCKED_CALL(a, call)                                                               \
-    cua_status st = enter(a);                                                              \
+    cua_status st = enter(&a);                                                             \
     if (st != CUA_OK) return st;                                                           \
     return leave(a, call)
 
@@ -77,9 +85,8 @@ static cua_status enter_owner(const void *ptr, cua_arena *a)
         return _cua_error(CUA_ERR_INVALID_POINTER,
                           "%p is not a pointer cuarena handed out: no arena owns that address",
                           ptr);
-    if (!_cua_arena_lock_alive(a))
-        return _cua_error(CUA_ERR_DESTROYED, "%p belongs to arena '%s', which was destroyed",
-                          ptr, a->name);
+    if (!_cua_arena_lock_alive(a)) /* (its name may be another arena's by now: none) */
+        return _cua_error(CUA_ERR_DESTROYED, "%p belongs to an arena that was destroyed", ptr);
     return CUA_OK;
 }
 
@@ -248,22 +255,59 @@ cua_status cua_arena_create(const cua_arena_config *cfg, cua_arena **out)
     cua_arena *a = NULL;
     st = _cua_registry_create(&mine, &a);
     if (st != CUA_OK) return st;
-    *out = a;
+    cua_arena *h = a->self;
+    uint32_t gen = atomic_load_explicit(&a->gen, memory_order_relaxed);
     _cua_event_now(a, CUA_ARENA_CREATED);
+    /* (the callback may have destroyed it already: then no handle is given) */
+    if (!_cua_arena_same(a, gen))
+        return _cua_error(CUA_ERR_DESTROYED, "the new arena (handle %p) was destroyed by the "
+                          "event callback of its creation", (void *)h);
+    *out = h;
     return CUA_OK;
 }
 
 cua_status cua_arena_destroy(cua_arena *a, unsigned flags)
 {
     if (flags & ~CUA_DESTROY_FORCE) return _cua_error(CUA_ERR_INVALID_ARG, "unknown flags %#x", flags);
-    cua_status st = enter(a);
+    cua_status st = enter(&a);
     if (st != CUA_OK) return st;
+    uintptr_t base = a->seg.base;
+    size_t size = a->seg.size;
+    bool vmm = !a->seg.novmm;
     st = _cua_arena_destroy_locked(a, flags);
-    if (st != CUA_ERR_BUSY) {
-        _cua_registry_drop_default(a);
-        _cua_event_queue(a, CUA_ARENA_DESTROYED, "", 0);
+    if (st == CUA_ERR_BUSY) return leave(a, st);
+    /* Its pointers answer DESTROYED from now on, not through its memory,
+     * which the next arena gets (after the callback of its last event). */
+    _cua_registry_remove(a, vmm ? base : 0, size);
+    _cua_event_queue(a, CUA_ARENA_DESTROYED, "", 0);
+    st = leave(a, st);
+    _cua_registry_recycle(a);
+    return st;
+}
+
+/* The events of an allocation went to the callback, which may have destroyed
+ * or offloaded the arena (cuarena.h, "Callbacks"): a block handed out is then
+ * gone with the arena (DESTROYED), or freed again (OFFLOADED: it would hold
+ * no memory). */
+static cua_status after_callbacks(cua_arena *a, uint32_t gen, cua_status st, void **out)
+{
+    /* (an allocation that had failed keeps its own answer) */
+    if (st != CUA_OK)
+        return _cua_arena_same(a, gen) || st == CUA_ERR_OUT_OF_MEMORY || st == CUA_ERR_LIMIT
+                   ? st
+                   : _cua_error(CUA_ERR_DESTROYED, "the arena was destroyed by a callback "
+                                "during the allocation");
+    cua_status again = enter_again(a, gen);
+    if (again != CUA_OK) {
+        *out = NULL;
+        return _cua_error(CUA_ERR_DESTROYED, "the arena was destroyed by a callback during the "
+                          "allocation (the block went with it)");
     }
-    return leave(a, st);
+    if (!a->offloaded) return leave(a, CUA_OK);
+    (void)_cua_arena_free_locked(a, *out);
+    *out = NULL;
+    return leave(a, _cua_error(CUA_ERR_OFFLOADED, "arena '%s' was offloaded by a callback during "
+                               "the allocation (the block was freed again)", a->name));
 }
 
 /* An allocation through the lock, its block then noted in the thread's cache. */
@@ -272,9 +316,12 @@ static cua_status alloc_noted(cua_arena *a, cua_tcache *tc, size_t size, cua_str
 {
     cua_block *b = NULL;
     cua_status st = _cua_arena_alloc_locked(a, size, stream, final, out, tc ? &b : NULL);
-    if (!tc || st != CUA_OK) return leave(a, st);
-    uint64_t word = _cua_tc_grant_locked(tc, b, size);
+    /* Events go to the callback in leave: it may destroy or offload the arena. */
+    bool events = a->nevents != 0;
+    uint32_t gen = atomic_load_explicit(&a->gen, memory_order_relaxed);
+    uint64_t word = tc && st == CUA_OK ? _cua_tc_grant_locked(tc, b, size) : 0;
     st = leave(a, st);
+    if (CUA_UNLIKELY(events) && (st = after_callbacks(a, gen, st, out)) != CUA_OK) return st;
     if (word) _cua_tc_note(tc, *out, b, word, stream);
     return st;
 }
@@ -286,18 +333,28 @@ cua_status cua_arena_alloc(cua_arena *a, size_t size, cua_stream stream, void **
     /* The fast path: a block of this size class that the thread freed on this
      * stream, from its cache, with no arena lock (tcache.c). */
     cua_tcache *tc = NULL;
-    if (a && _cua_is_arena(a) && atomic_load_explicit(&a->tc_on, memory_order_relaxed)) {
-        tc = _cua_tc_get(a);
-        if (tc && _cua_tc_pop(tc, size, stream, out)) return CUA_OK;
+    uint32_t g;
+    cua_arena *fast = a ? _cua_arena_of(a, &g) : NULL;
+    if (fast && _cua_arena_same(fast, g) && atomic_load_explicit(&fast->tc_on, memory_order_relaxed)) {
+        tc = _cua_tc_get(fast);
+        if (tc && _cua_tc_pop(tc, size, stream, out)) {
+            if (CUA_LIKELY(_cua_arena_same(fast, g))) return CUA_OK;
+            /* destroyed meanwhile, its memory another arena's: not for this handle */
+            cua_free(*out);
+            *out = NULL;
+            return _cua_error(CUA_ERR_DESTROYED, "the arena of handle %p was destroyed", (void *)a);
+        }
     }
-    cua_status st = enter(a);
+    cua_status st = enter(&a);
     if (st != CUA_OK) return st;
+    uint32_t gen = atomic_load_explicit(&a->gen, memory_order_relaxed);
     st = alloc_noted(a, tc, size, stream, false, out);
     if (CUA_LIKELY(st != CUA_ERR_OUT_OF_MEMORY)) return st;
     /* The device is full: other arenas and the eviction callbacks first
-     * (without this arena's lock: they take their own), then once more. */
+     * (without this arena's lock: they take their own), then once more. A
+     * callback may destroy the arena meanwhile: the second look says so. */
     _cua_pressure_relieve(a, size); /* retried either way: streams may have completed meanwhile */
-    if ((st = enter(a)) != CUA_OK) return st;
+    if ((st = enter_again(a, gen)) != CUA_OK) return st;
     st = alloc_noted(a, tc, size, stream, true, out);
     if (st == CUA_ERR_OUT_OF_MEMORY) _cua_pressure_report(a, size);
     return st;
@@ -336,7 +393,7 @@ cua_status cua_stream_retire(int device, cua_stream stream)
     cua_status first = _cua_registry_snapshot(device, &v, &n);
     char why[CUA_MSG_CAP] = "";
     for (size_t i = 0; i < n; i++) {
-        if (enter(v[i]) != CUA_OK) continue; /* destroyed meanwhile: it needs nothing */
+        if (!_cua_arena_lock_alive(v[i])) continue; /* destroyed meanwhile: it needs nothing */
         cua_status st = leave(v[i], _cua_arena_retire_stream_locked(v[i], stream));
         if (st != CUA_OK && first == CUA_OK) {
             first = st;
@@ -362,7 +419,7 @@ cua_status cua_ptr_info(const void *ptr, cua_arena **arena, void **base, size_t 
     cua_status st = enter_ptr(ptr, &a);
     if (st != CUA_OK) return st;
     st = _cua_arena_ptr_info_locked(a, ptr, base, size);
-    if (st == CUA_OK && arena) *arena = a;
+    if (st == CUA_OK && arena) *arena = a->self;
     return leave(a, st);
 }
 
@@ -370,7 +427,7 @@ cua_status cua_arena_trim(cua_arena *a, size_t keep_bytes, size_t *released)
 {
     uint64_t r = 0;
     if (released) *released = 0;
-    cua_status st = enter(a);
+    cua_status st = enter(&a);
     if (st != CUA_OK) return st;
     st = _cua_arena_trim_locked(a, keep_bytes, &r);
     if (released) *released = (size_t)r;
@@ -394,7 +451,7 @@ cua_status cua_arena_discard(cua_arena *a)
 
 cua_status cua_arena_restore(cua_arena *a)
 {
-    cua_status st = enter(a);
+    cua_status st = enter(&a);
     if (st != CUA_OK) return st;
     st = _cua_offload_restore_locked(a);
     if (st != CUA_ERR_OUT_OF_MEMORY) return leave(a, st);
@@ -403,9 +460,10 @@ cua_status cua_arena_restore(cua_arena *a)
      * What it lacks is counted in pages (the fuzzer found a restore that asked
      * for its blocks' bytes and stayed short by their partial pages). */
     size_t need = (size_t)_cua_offload_restore_need(a);
+    uint32_t gen = atomic_load_explicit(&a->gen, memory_order_relaxed);
     leave(a, st);
     _cua_pressure_relieve(a, need);
-    if ((st = enter(a)) != CUA_OK) return st;
+    if ((st = enter_again(a, gen)) != CUA_OK) return st; /* a callback destroyed it */
     return leave(a, a->offloaded ? _cua_offload_restore_locked(a) : CUA_OK);
 }
 
@@ -430,7 +488,7 @@ cua_status cua_arena_set_release_threshold(cua_arena *a, size_t bytes)
 cua_status cua_arena_name(cua_arena *a, const char **name)
 {
     if (!name) return _cua_error(CUA_ERR_INVALID_ARG, "name is NULL");
-    cua_status st = enter(a);
+    cua_status st = enter(&a);
     if (st != CUA_OK) return st;
     *name = a->name;
     return leave(a, CUA_OK);
@@ -449,7 +507,7 @@ cua_status cua_arena_get_stats_sized(cua_arena *a, cua_stats *out, size_t size)
     if (size < sizeof(cua_stats))
         return _cua_error(CUA_ERR_INVALID_ARG, "cua_stats of %zu bytes: at least %zu", size,
                           sizeof(cua_stats));
-    cua_status st = enter(a);
+    cua_status st = enter(&a);
     if (st != CUA_OK) return st;
     cua_stats mine;
     _cua_stats_read(a, &mine);
@@ -457,9 +515,23 @@ cua_status cua_arena_get_stats_sized(cua_arena *a, cua_stats *out, size_t size)
     return leave(a, CUA_OK);
 }
 
+cua_status cua_arena_walk(cua_arena *a, cua_region_fn fn, void *user)
+{
+    if (!a || !fn) return _cua_error(CUA_ERR_INVALID_ARG, "arena or fn is NULL");
+    cua_status st = enter(&a);
+    if (st != CUA_OK) return st;
+    cua_region *v = NULL;
+    size_t n = 0;
+    st = leave(a, _cua_walk_snapshot_locked(a, &v, &n));
+    if (st != CUA_OK) return st;
+    for (size_t i = 0; i < n; i++) fn(&v[i], user); /* (no lock held: fn may call cuarena) */
+    free(v);
+    return CUA_OK;
+}
+
 cua_status cua_arena_reset_peaks(cua_arena *a)
 {
-    cua_status st = enter(a);
+    cua_status st = enter(&a);
     if (st != CUA_OK) return st;
     _cua_arena_reset_peaks_locked(a);
     return leave(a, CUA_OK);
@@ -468,7 +540,7 @@ cua_status cua_arena_reset_peaks(cua_arena *a)
 cua_status cua_arena_stats_json(cua_arena *a, char *buf, size_t cap, size_t *len)
 {
     if (!len || (!buf && cap)) return _cua_error(CUA_ERR_INVALID_ARG, "len is NULL or buf is NULL");
-    cua_status st = enter(a);
+    cua_status st = enter(&a);
     if (st != CUA_OK) return st;
     cua_stats s;
     _cua_stats_read(a, &s);
@@ -512,7 +584,8 @@ cua_status cua_arena_default(int device, cua_arena **out)
     cfg.name = "default";
     st = cua_arena_create(&cfg, &a);
     if (st != CUA_OK) return st;
-    cua_arena *winner = _cua_registry_default(device, a);
+    uint32_t gen;
+    cua_arena *winner = _cua_registry_default(device, _cua_arena_of(a, &gen));
     if (winner != a) cua_arena_destroy(a, 0); /* another thread won the race */
     *out = winner;
     return CUA_OK;
@@ -522,14 +595,15 @@ cua_status cua_arena_default(int device, cua_arena **out)
 static _Thread_local cua_arena *tl_stack[CUA_PUSH_MAX];
 static _Thread_local int tl_depth;
 
-cua_status cua_arena_push(cua_arena *a)
+cua_status cua_arena_push(cua_arena *h)
 {
-    cua_status st = enter(a);
+    cua_arena *a = h;
+    cua_status st = enter(&a);
     if (st != CUA_OK) return st;
     leave(a, CUA_OK);
     if (tl_depth == CUA_PUSH_MAX)
         return _cua_error(CUA_ERR_INVALID_ARG, "arena pushes nest deeper than %d", CUA_PUSH_MAX);
-    tl_stack[tl_depth++] = a;
+    tl_stack[tl_depth++] = h;
     return CUA_OK;
 }
 

@@ -6,6 +6,8 @@
  * stream, so every block is allocated on stream 0: see cuarena.h.
  */
 #include "api/hooks.h"
+#include "arena/events.h"
+#include "process/registry.h"
 
 void *cua_cupy_malloc(void *param, size_t size, int device)
 {
@@ -17,13 +19,17 @@ void *cua_cupy_malloc(void *param, size_t size, int device)
     }
     if (a) {
         /* A wrong device would hand CuPy memory its kernels cannot reach. The
-         * device of an arena never changes (a destroyed one keeps its handle),
-         * and cua_arena_alloc() answers a handle that is not an arena. */
-        if (_cua_is_arena(a) && a->cfg.device != device) {
-            _cua_error(CUA_ERR_INVALID_ARG,
-                       "cua_cupy_malloc: arena '%s' is on device %d, CuPy asked for device %d",
-                       a->name, a->cfg.device, device);
-            return NULL;
+         * device of an arena never changes; cua_arena_alloc() answers a
+         * handle that is not an arena, or a destroyed one. */
+        cua_arena *in = a;
+        if (_cua_arena_enter(&in) == CUA_OK) {
+            int on = in->device;
+            _cua_arena_unlock(in);
+            if (on != device) {
+                _cua_error(CUA_ERR_INVALID_ARG, "cua_cupy_malloc: the arena is on device %d, CuPy "
+                           "asked for device %d", on, device);
+                return NULL;
+            }
         }
     } else if (!(a = _cua_hook_arena(device))) {
         return NULL; /* cua_last_error() says why; CuPy raises OutOfMemoryError */

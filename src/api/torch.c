@@ -6,11 +6,18 @@
  * (_cua_hook_arena, which CuPy's entry points in cupy.c share).
  */
 #include "api/hooks.h"
+#include "arena/events.h"
+#include "process/registry.h"
 
 cua_arena *_cua_hook_arena(int device)
 {
-    cua_arena *a = NULL;
-    if (cua_arena_current(&a) == CUA_OK && a && a->cfg.device == device) return a;
+    cua_arena *a = NULL, *in;
+    /* (the device of an arena never changes: read under its lock all the same) */
+    if (cua_arena_current(&a) == CUA_OK && a && (in = a, _cua_arena_enter(&in) == CUA_OK)) {
+        bool here = in->device == device;
+        _cua_arena_unlock(in);
+        if (here) return a;
+    }
     if (cua_arena_default(device, &a) != CUA_OK) return NULL;
     return a;
 }

@@ -42,6 +42,25 @@ static cua_status check_config(const cua_arena_config *cfg, size_t gran)
     return CUA_OK;
 }
 
+/* What needs no backend: the values cuarena.h promises to refuse. */
+static cua_status check_values(const cua_arena_config *cfg)
+{
+    const unsigned known = CUA_ARENA_CHECK_ALWAYS | CUA_ARENA_NO_FOOTPRINT_CAP | CUA_ARENA_NO_VMM |
+                           CUA_ARENA_POISON | CUA_ARENA_SCRUB | CUA_ARENA_NVTX |
+                           CUA_ARENA_BLIND_PLACEMENT | CUA_ARENA_EVICT_FRAGMENTS;
+    if (cfg->flags & ~known)
+        return _cua_error(CUA_ERR_INVALID_ARG, "unknown flag bits %#x (known: %#x)",
+                          cfg->flags & ~known, known);
+    if (cfg->thread_cache < CUA_THREAD_CACHE_AUTO || cfg->thread_cache > CUA_THREAD_CACHE_OFF)
+        return _cua_error(CUA_ERR_INVALID_ARG, "thread_cache %d is not a cua_thread_cache_mode",
+                          cfg->thread_cache);
+    /* Devices 0..63, as everywhere else: peaks, defaults, peers, the report. */
+    if (cfg->device < 0 || cfg->device >= CUA_MAX_DEVICES)
+        return _cua_error(CUA_ERR_INVALID_ARG, "device %d is out of range 0..%d", cfg->device,
+                          CUA_MAX_DEVICES - 1);
+    return CUA_OK;
+}
+
 static size_t default_va(const cua_backend *bk, const cua_arena_config *cfg)
 {
     size_t va = cfg->va_size ? cfg->va_size : 4 * bk->total_bytes;
@@ -103,6 +122,8 @@ static void seg_trimmed(void *ctx, uint64_t off, uint64_t len)
 
 static cua_status arena_body_init(cua_arena *a, cua_arena_config *cfg)
 {
+    cua_status vs = check_values(cfg);
+    if (vs != CUA_OK) return vs;
     cua_status st = check_config(cfg, a->bk->granularity);
     /* A CUDA backend allocates on its own device: an arena of another device
      * on it would be counted, reported and relieved under the wrong one. (A
@@ -153,19 +174,14 @@ static cua_status arena_body_init(cua_arena *a, cua_arena_config *cfg)
     return st;
 }
 
-cua_status _cua_arena_create(const cua_arena_config *cfg_in, cua_backend *bk, bool owns_bk,
-                             cua_arena **out)
+cua_status _cua_arena_create(cua_arena *a, const cua_arena_config *cfg_in, cua_backend *bk,
+                             bool owns_bk)
 {
     cua_arena_config cfg = *cfg_in;
-    /* Aligned for its lock's cache line (types.h). */
-    size_t bytes = (sizeof(cua_arena) + 63) & ~(size_t)63;
-    cua_arena *a = aligned_alloc(64, bytes);
-    if (!a) {
-        if (owns_bk) _cua_backend_destroy(bk);
-        return _cua_error(CUA_ERR_OUT_OF_MEMORY, "no host memory for an arena");
-    }
-    memset(a, 0, bytes);
-    snprintf(a->name, sizeof a->name, "%s", cfg.name ? cfg.name : "arena");
+    const char *name = cfg.name ? cfg.name : "arena";
+    size_t len = _cua_utf8_fit(name, strlen(name), sizeof a->name - 1); /* (63 bytes at most) */
+    memcpy(a->name, name, len);
+    a->name[len] = '\0';
     cfg.name = a->name;
     cfg.backend = bk;
     a->device = cfg.device;
@@ -175,16 +191,13 @@ cua_status _cua_arena_create(const cua_arena_config *cfg_in, cua_backend *bk, bo
     cua_status st = arena_body_init(a, &cfg);
     if (st != CUA_OK) {
         if (owns_bk) _cua_backend_destroy(bk);
-        free(a);
+        a->bk = NULL;
         return st;
     }
     a->cfg = cfg;
-    _cua_lock_init(&a->lock);
-    a->magic = CUA_ARENA_MAGIC;
-    a->alive = 1;
     atomic_fetch_add(&a->bk->users, 1);
     _cua_tc_arena_init(a);
-    *out = a;
+    atomic_store_explicit(&a->alive, 1, memory_order_release); /* whole: alive */
     return CUA_OK;
 }
 
@@ -711,7 +724,8 @@ cua_status _cua_arena_destroy_locked(cua_arena *a, unsigned flags)
         if (st != CUA_OK && first == CUA_OK) first = st;
     }
     a->bk = NULL;
-    a->alive = 0;
+    atomic_fetch_add_explicit(&a->gen, 1, memory_order_relaxed);
+    atomic_store_explicit(&a->alive, 0, memory_order_release);
     a->live_blocks = a->live_bytes = a->allocated_bytes = 0;
     return first;
 }

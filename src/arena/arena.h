@@ -9,12 +9,13 @@
 
 #include "arena/types.h"
 
-/* A new arena of `cfg` (complete: cua_arena_config_init's defaults and the
- * user's settings) on backend `bk`; owns_bk: the arena destroys bk with
- * itself (and on failure here). Not yet registered anywhere but the address
- * map. */
-cua_status _cua_arena_create(const cua_arena_config *cfg, cua_backend *bk, bool owns_bk,
-                             cua_arena **out);
+/* Build an arena of `cfg` (complete: cua_arena_config_init's defaults and
+ * the user's settings) on backend `bk` in memory `a` (cleared from `name` on,
+ * its lock held: the registry's), and mark it alive; owns_bk: the arena
+ * destroys bk with itself (and on failure here, which leaves `a` unbuilt).
+ * Not yet registered anywhere but the address map. */
+cua_status _cua_arena_create(cua_arena *a, const cua_arena_config *cfg, cua_backend *bk,
+                             bool owns_bk);
 cua_status _cua_arena_destroy_locked(cua_arena *a, unsigned flags);
 
 /* final: a device out-of-memory is the answer (counted, reported, an event);

@@ -34,8 +34,7 @@ static cua_status quiesce(cua_arena *a)
 {
     cua_status st = CUA_OK;
     for (uint32_t tag = 1; tag < a->streams.n && st == CUA_OK; tag++)
-        if (!a->streams.slot[tag].retired) /* (a retired one was waited for) */
-            st = _cua_bk_stream_sync(a->bk, &a->cs, a->streams.slot[tag].stream);
+        st = _cua_stream_wait_slot(a, tag); /* (a retired one was waited for; a gone one: the device) */
     if (st == CUA_OK) _cua_stream_poll_pending(a, true, &st);
     if (st == CUA_OK) _cua_stream_reclaim(a, true, &st);
     return st;

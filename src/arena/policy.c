@@ -159,6 +159,15 @@ static uint64_t slack(const cua_arena *a)
     return s > a->seg.gran ? s : a->seg.gran;
 }
 
+/* Whether `total` mapped bytes pass the footprint cap: the demand peak by more
+ * than the slack. (The sum peak + slack would wrap for a slack of SIZE_MAX,
+ * which means "any amount".) */
+static bool past_cap(const cua_arena *a, uint64_t total)
+{
+    return !(a->cfg.flags & CUA_ARENA_NO_FOOTPRINT_CAP) && total > a->footprint_hw &&
+           total - a->footprint_hw > slack(a);
+}
+
 static bool over_limit(const cua_arena *a, uint64_t need)
 {
     return a->cfg.limit && a->seg.mapped_bytes + need > a->cfg.limit;
@@ -169,17 +178,17 @@ static bool over_limit(const cua_arena *a, uint64_t need)
  * CUA_ARENA_EVICT_FRAGMENTS only what passes the peak plus the slack. */
 static uint64_t over_cap(const cua_arena *a, uint64_t need)
 {
-    uint64_t mapped = a->seg.mapped_bytes, cap = a->footprint_hw + slack(a);
-    if ((a->cfg.flags & CUA_ARENA_NO_FOOTPRINT_CAP) || mapped + need <= cap) return 0;
-    if (!(a->cfg.flags & CUA_ARENA_EVICT_FRAGMENTS)) return mapped + need - a->footprint_hw;
-    return mapped + need - cap;
+    uint64_t total = a->seg.mapped_bytes + need;
+    if (!past_cap(a, total)) return 0;
+    if (!(a->cfg.flags & CUA_ARENA_EVICT_FRAGMENTS)) return total - a->footprint_hw;
+    return total - a->footprint_hw - slack(a);
 }
 
 bool _cua_policy_growth_moves(const cua_arena *a, uint64_t need)
 {
     uint64_t mapped = a->seg.mapped_bytes;
     if (a->cfg.limit && mapped + need > a->cfg.limit) return true;
-    return !(a->cfg.flags & CUA_ARENA_NO_FOOTPRINT_CAP) && mapped + need > a->footprint_hw + slack(a);
+    return past_cap(a, mapped + need);
 }
 
 cua_status _cua_policy_make_room(cua_arena *a, uint64_t need)

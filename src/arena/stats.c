@@ -17,27 +17,34 @@
     X(tcache_frees) X(tcache_bytes) X(mapped_total_bytes) X(unmapped_total_bytes)
 
 /* Longest run of free bytes that lies in mapped pages (adjacent free blocks count
- * together). One walk over the blocks and the pages they cover. */
+ * together). One walk over the blocks, and in each free block over its mapped
+ * chunks (a step each: `ends`) and its unmapped pages - none above the
+ * highest block ever handed out (only blocks map pages), so the free tail of
+ * a vast range costs nothing (64 GiB of 4 KiB pages: 87 ms a call before). */
 static uint64_t largest_free_mapped(const cua_arena *a)
 {
     const cua_segment *seg = &a->seg;
+    uint64_t top = ((a->top_used + seg->gran - 1) >> seg->gshift) << seg->gshift;
     uint64_t run = 0, best = 0;
-    for (const cua_block *b = a->heap.first; b; b = b->next) {
+    for (const cua_block *b = a->heap.first; b && b->off < top; b = b->next) {
         if (b->state != CUA_BLOCK_FREE) {
             run = 0;
             continue;
         }
-        uint64_t pos = b->off, end = b->off + b->size;
+        uint64_t pos = b->off, end = _cua_min(b->off + b->size, top);
         while (pos < end) {
             uint32_t page = _cua_seg_page(seg, pos);
-            uint64_t page_end = _cua_min(end, ((uint64_t)page + 1) << seg->gshift);
-            if (_cua_seg_page_mapped(seg, page)) {
-                run += page_end - pos;
+            /* a mapped page: on to its chunk's end; an unmapped one: its own */
+            bool mapped = _cua_seg_page_mapped(seg, page);
+            uint64_t step_end = (uint64_t)(mapped ? seg->ends[page] : page + 1) << seg->gshift;
+            step_end = _cua_min(end, step_end);
+            if (mapped) {
+                run += step_end - pos;
                 if (run > best) best = run;
             } else {
                 run = 0;
             }
-            pos = page_end;
+            pos = step_end;
         }
     }
     return best;
@@ -59,7 +66,11 @@ void _cua_stats_read(const cua_arena *a, cua_stats *out)
     out->mapped_bytes = a->seg.mapped_bytes;
     out->reserved_bytes = a->seg.novmm ? 0 : a->seg.size; /* novmm: nothing is reserved */
     out->pending_bytes = a->streams.pending_bytes;
-    out->free_bytes = a->seg.mapped_bytes - out->allocated_bytes - a->streams.pending_bytes;
+    /* Offloaded, the live blocks hold no pages: whatever is mapped is free
+     * (pages an unmap left). Else mapped less what blocks hold, which the
+     * caches' corrections can make pass it for a moment: never below 0. */
+    uint64_t held = a->offloaded ? 0 : out->allocated_bytes + a->streams.pending_bytes;
+    out->free_bytes = a->seg.mapped_bytes > held ? a->seg.mapped_bytes - held : 0;
     out->cached_bytes = a->seg.idle_bytes;
     out->largest_free_bytes = largest_free_mapped(a);
     for (uint32_t t = 0; t < a->heap.ntags; t++) out->free_blocks += a->heap.idx[t]->count;

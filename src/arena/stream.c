@@ -21,40 +21,136 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* ---- the index: stream -> slot ---------------------------------------------------- */
+
+static uint32_t stream_hash(cua_stream stream, uint32_t mask)
+{
+    uint64_t h = (uint64_t)stream * 0x9e3779b97f4a7c15ull;
+    return (uint32_t)(h >> 32) & mask;
+}
+
+/* The slot of a stream that is not retired, or 0. */
+static uint32_t index_find(const cua_streams *ss, cua_stream stream)
+{
+    if (!ss->index_mask) return 0;
+    for (uint32_t i = stream_hash(stream, ss->index_mask);; i = (i + 1) & ss->index_mask) {
+        uint32_t t = ss->index[i];
+        if (!t || ss->slot[t].stream == stream) return t;
+    }
+}
+
+static void index_put(cua_streams *ss, uint32_t tag)
+{
+    uint32_t i = stream_hash(ss->slot[tag].stream, ss->index_mask);
+    while (ss->index[i]) i = (i + 1) & ss->index_mask;
+    ss->index[i] = tag;
+}
+
+/* Room for one more entry (at most half full); false without host memory. */
+static bool index_room(cua_streams *ss, uint32_t entries)
+{
+    if (ss->index_mask && 2 * (entries + 1) <= ss->index_mask + 1) return true;
+    uint32_t cap = ss->index_mask ? 2 * (ss->index_mask + 1) : 16;
+    uint32_t *nix = calloc(cap, sizeof *nix);
+    if (!nix) return false;
+    free(ss->index);
+    ss->index = nix;
+    ss->index_mask = cap - 1;
+    for (uint32_t t = 1; t < ss->n; t++)
+        if (!ss->slot[t].retired) index_put(ss, t);
+    return true;
+}
+
+/* Take a retired stream's entry out (backward shift: no markers left). */
+static void index_drop(cua_streams *ss, uint32_t tag)
+{
+    if (!ss->index_mask) return;
+    uint32_t i = stream_hash(ss->slot[tag].stream, ss->index_mask);
+    while (ss->index[i] && ss->index[i] != tag) i = (i + 1) & ss->index_mask;
+    if (!ss->index[i]) return;
+    for (uint32_t j = (i + 1) & ss->index_mask; ss->index[j]; j = (j + 1) & ss->index_mask) {
+        uint32_t home = stream_hash(ss->slot[ss->index[j]].stream, ss->index_mask);
+        /* entry j may move to the hole at i unless its home lies in (i, j] */
+        if (((j - home) & ss->index_mask) >= ((j - i) & ss->index_mask)) {
+            ss->index[i] = ss->index[j];
+            i = j;
+        }
+    }
+    ss->index[i] = 0;
+}
+
 /* ---- stream slots ---------------------------------------------------------- */
 
 /* A new stream in retired slot i (no free block has its tag any more). */
 static void slot_reuse(cua_arena *a, uint32_t i, cua_stream stream)
 {
     cua_streamslot *s = &a->streams.slot[i];
+    bool listed = s->active; /* (it may still be on the active list) */
     memset(s, 0, sizeof *s);
+    s->active = listed;
     s->stream = stream;
     /* what was freed before it came is not its to wait for */
     s->done_seq = s->last_free_seq = s->shared_seq = a->seq;
 }
 
+/* A retired slot whose tag no free block carries, off the stack (a few of
+ * the newest are looked at), or 0. */
+static uint32_t take_retired(cua_arena *a)
+{
+    cua_streams *ss = &a->streams;
+    for (uint32_t k = ss->nretired; k > 0 && ss->nretired - k < 4; k--) {
+        uint32_t t = ss->retired[k - 1];
+        if (a->heap.idx[t]->count) continue;
+        ss->retired[k - 1] = ss->retired[--ss->nretired];
+        return t;
+    }
+    return 0;
+}
+
+/* Slot `tag` is retired: out of the index, onto the stack for a new stream
+ * (without host memory for the stack it is only not reused). */
+static void slot_retired(cua_streams *ss, uint32_t tag)
+{
+    index_drop(ss, tag);
+    ss->slot[tag].retired = true;
+    if (!ss->slot[tag].active) { /* (a reclaim hands its blocks to every stream) */
+        ss->slot[tag].active = true;
+        ss->active[ss->nactive++] = tag;
+    }
+    if (ss->nretired == ss->cap_retired) {
+        uint32_t ncap = ss->cap_retired ? 2 * ss->cap_retired : 8;
+        uint32_t *nr = realloc(ss->retired, ncap * sizeof *nr);
+        if (!nr) return;
+        ss->retired = nr;
+        ss->cap_retired = ncap;
+    }
+    ss->retired[ss->nretired++] = tag;
+}
+
 cua_status _cua_stream_slot_find(cua_arena *a, cua_stream stream, uint32_t *tag)
 {
     cua_streams *ss = &a->streams;
-    uint32_t reusable = 0;
-    for (uint32_t i = 1; i < ss->n; i++) {
-        if (ss->slot[i].retired) {
-            if (!reusable && !a->heap.idx[i]->count) reusable = i;
-        } else if (ss->slot[i].stream == stream) {
-            ss->last = i;
-            *tag = i;
-            return CUA_OK;
-        }
+    uint32_t found = index_find(ss, stream);
+    if (found) {
+        ss->last = found;
+        *tag = found;
+        return CUA_OK;
     }
+    if (!index_room(ss, ss->n))
+        return _cua_error(CUA_ERR_OUT_OF_MEMORY, "no host memory for the stream index");
+    uint32_t reusable = take_retired(a);
     if (reusable) {
         slot_reuse(a, reusable, stream);
+        index_put(ss, reusable);
         ss->last = reusable;
         *tag = reusable;
         return CUA_OK;
     }
     if (ss->n + 1 > ss->cap) {
         uint32_t ncap = ss->cap ? 2 * ss->cap : 8;
-        cua_streamslot *ns = realloc(ss->slot, ncap * sizeof *ns);
+        uint32_t *na = realloc(ss->active, ncap * sizeof *na);
+        if (na) ss->active = na; /* (room for every slot: a free never fails to list it) */
+        cua_streamslot *ns = na ? realloc(ss->slot, ncap * sizeof *ns) : NULL;
         if (!ns) return _cua_error(CUA_ERR_OUT_OF_MEMORY, "no host memory for a stream slot");
         ss->slot = ns;
         ss->cap = ncap;
@@ -70,6 +166,7 @@ cua_status _cua_stream_slot_find(cua_arena *a, cua_stream stream, uint32_t *tag)
     if (st != CUA_OK) return st;
     memset(&ss->slot[ss->n], 0, sizeof ss->slot[ss->n]);
     ss->slot[ss->n].stream = stream;
+    index_put(ss, ss->n);
     ss->last = ss->n;
     *tag = ss->n++;
     return CUA_OK;
@@ -110,11 +207,22 @@ void _cua_stream_put_free(cua_arena *a, cua_block *b, uint32_t tag)
     uint64_t seq = ++a->seq;
     _cua_seg_release(&a->seg, b->off, b->size, seq);
     tag = _cua_stream_free_tag(a, tag);
-    if (tag) a->streams.slot[tag].last_free_seq = seq;
+    if (tag) _cua_stream_freed(a, tag, seq);
     _cua_heap_put(&a->heap, b, tag, seq, _cua_arena_one_stream(a));
 }
 
 /* ---- reclaim: tag-S blocks become tag 0 ---------------------------------------- */
+
+/* The first bin at or after `bin` that holds a block (the bitmap says), or
+ * CUA_SC_COUNT: a tag's walk costs its blocks, not its 152 bins. */
+static unsigned next_bin(const cua_freeidx *fi, unsigned bin)
+{
+    for (unsigned w = bin / 64; w < CUA_BITMAP_WORDS; w++) {
+        uint64_t bits = fi->bitmap[w] & (w == bin / 64 ? ~0ull << (bin % 64) : ~0ull);
+        if (bits) return w * 64 + (unsigned)__builtin_ctzll(bits);
+    }
+    return CUA_SC_COUNT;
+}
 
 /* Retag every free block of `tag` freed at or before `upto`. */
 static uint64_t retag_upto(cua_arena *a, uint32_t tag, uint64_t upto)
@@ -124,7 +232,7 @@ static uint64_t retag_upto(cua_arena *a, uint32_t tag, uint64_t upto)
     cua_block **list = malloc(fi->count * sizeof *list);
     if (!list) return 0; /* they stay tagged: correct, only less shared */
     size_t n = 0;
-    for (unsigned bin = 0; bin < CUA_SC_COUNT; bin++)
+    for (unsigned bin = next_bin(fi, 0); bin < CUA_SC_COUNT; bin = next_bin(fi, bin + 1))
         for (cua_block *b = fi->bins[bin]; b; b = b->fnext)
             if (b->seq <= upto) list[n++] = b;
     /* Blocks of one tag are never neighbours (they would have merged), so
@@ -136,11 +244,51 @@ static uint64_t retag_upto(cua_arena *a, uint32_t tag, uint64_t upto)
 
 static bool constraining(const cua_streamslot *s) { return s->last_free_seq > s->done_seq; }
 
+static uint64_t share(cua_arena *a, cua_streamslot *s, uint32_t tag);
+
+/* Slot `tag`'s stream can be neither recorded on nor waited for: it is gone
+ * (destroyed without cua_stream_retire - CuPy's streams die at garbage
+ * collection, engines destroy theirs). Its work, wherever it went, is done
+ * once the whole device is: wait for that, and retire the slot, so that the
+ * stream is never touched again and its blocks go to every stream (a new
+ * stream of the same handle gets a slot of its own). The caller shares its
+ * blocks (share): inside a reclaim, whose count tells place() that blocks
+ * moved - a block it holds may have merged away. */
+static cua_status slot_gone(cua_arena *a, uint32_t tag)
+{
+    cua_status st = _cua_bk_stream_sync(a->bk, &a->cs, CUA_STREAM_DEVICE);
+    if (st != CUA_OK)
+        return _cua_error_wrap(st, "arena '%s': stream %#lx answers no more, and the device "
+                               "cannot be waited for instead", a->name,
+                               (unsigned long)a->streams.slot[tag].stream);
+    cua_streams *ss = &a->streams;
+    cua_streamslot *s = &ss->slot[tag];
+    if (s->has_ev) { /* (complete: the device was waited for) */
+        event_put(a, s->ev);
+        s->has_ev = false;
+    }
+    slot_retired(ss, tag);
+    s->done_seq = UINT64_MAX;
+    if (ss->last == tag) ss->last = 0;
+    return CUA_OK;
+}
+
+cua_status _cua_stream_wait_slot(cua_arena *a, uint32_t tag)
+{
+    if (a->streams.slot[tag].retired) return CUA_OK; /* (waited for when it was retired) */
+    cua_status st = _cua_bk_stream_sync(a->bk, &a->cs, a->streams.slot[tag].stream);
+    if (st == CUA_OK) return CUA_OK;
+    if ((st = slot_gone(a, tag)) == CUA_OK) share(a, &a->streams.slot[tag], tag);
+    return st;
+}
+
 static void reclaim_blocking(cua_arena *a, cua_streamslot *s, cua_status *st)
 {
+    uint32_t tag = (uint32_t)(s - a->streams.slot);
     cua_status r = _cua_bk_stream_sync(a->bk, &a->cs, s->stream);
     if (r != CUA_OK) {
-        *st = r;
+        r = slot_gone(a, tag);
+        if (r != CUA_OK) *st = r;
         return;
     }
     if (s->has_ev) {
@@ -171,12 +319,14 @@ static void reclaim_async(cua_arena *a, cua_streamslot *s, cua_status *st)
     }
     if (s->has_ev || !constraining(s)) return;
     cua_status r = event_get(a, &s->ev);
-    if (r == CUA_OK) {
-        r = _cua_bk_event_record(a->bk, &a->cs, s->ev, s->stream);
-        if (r != CUA_OK) event_put(a, s->ev);
-    }
     if (r != CUA_OK) {
         *st = r;
+        return;
+    }
+    r = _cua_bk_event_record(a->bk, &a->cs, s->ev, s->stream);
+    if (r != CUA_OK) { /* no event on it: wait for it (or, gone, for the device) */
+        event_put(a, s->ev);
+        reclaim_blocking(a, s, st);
         return;
     }
     s->has_ev = true;
@@ -191,7 +341,7 @@ static uint64_t retag_all(cua_arena *a, uint32_t tag)
 {
     cua_freeidx *fi = a->heap.idx[tag];
     uint64_t n = 0;
-    for (unsigned bin = 0; bin < CUA_SC_COUNT; bin++)
+    for (unsigned bin = next_bin(fi, 0); bin < CUA_SC_COUNT; bin = next_bin(fi, bin))
         while (fi->bins[bin]) {
             _cua_heap_retag_any(&a->heap, fi->bins[bin]);
             n++;
@@ -210,18 +360,34 @@ static uint64_t share(cua_arena *a, cua_streamslot *s, uint32_t tag)
     return retag_upto(a, tag, s->done_seq);
 }
 
+/* Nothing left to learn of slot `tag` until its next free: it leaves the
+ * active list. */
+static bool settled(const cua_arena *a, const cua_streamslot *s, uint32_t tag)
+{
+    if (s->retired) return a->heap.idx[tag]->count == 0;
+    return !constraining(s) && s->shared_seq >= s->done_seq;
+}
+
 uint64_t _cua_stream_reclaim(cua_arena *a, bool blocking, cua_status *st)
 {
+    cua_streams *ss = &a->streams;
     uint64_t n = 0;
     *st = CUA_OK;
-    for (uint32_t tag = 1; tag < a->streams.n; tag++) {
-        cua_streamslot *s = &a->streams.slot[tag];
+    for (uint32_t k = 0; k < ss->nactive;) {
+        uint32_t tag = ss->active[k];
+        cua_streamslot *s = &ss->slot[tag];
         if (constraining(s)) {
             if (blocking) reclaim_blocking(a, s, st);
             else reclaim_async(a, s, st);
             if (*st != CUA_OK) break;
         }
         n += share(a, s, tag);
+        if (!settled(a, s, tag)) {
+            k++;
+            continue;
+        }
+        s->active = false;
+        ss->active[k] = ss->active[--ss->nactive];
     }
     return n;
 }
@@ -229,8 +395,9 @@ uint64_t _cua_stream_reclaim(cua_arena *a, bool blocking, cua_status *st)
 uint64_t _cua_stream_safe_seq(const cua_arena *a)
 {
     uint64_t safe = UINT64_MAX;
-    for (uint32_t tag = 1; tag < a->streams.n; tag++) {
-        const cua_streamslot *s = &a->streams.slot[tag];
+    /* (a constraining slot is on the active list: only its free made it so) */
+    for (uint32_t k = 0; k < a->streams.nactive; k++) {
+        const cua_streamslot *s = &a->streams.slot[a->streams.active[k]];
         if (constraining(s) && s->done_seq < safe) safe = s->done_seq;
     }
     return safe;
@@ -277,6 +444,9 @@ static bool catch_up(cua_arena *a, cua_event *ev, cua_stream stream, bool blocki
     }
     if (!blocking) return false;
     cua_status q = _cua_bk_stream_sync(a->bk, &a->cs, stream);
+    /* Neither: it is gone (destroyed behind cuarena's back): its work is done
+     * once the device's is, and the use needs nothing more of it. */
+    if (q != CUA_OK) q = _cua_bk_stream_sync(a->bk, &a->cs, CUA_STREAM_DEVICE);
     if (q != CUA_OK && *st == CUA_OK) *st = q;
     return q == CUA_OK;
 }
@@ -364,13 +534,10 @@ static void uses_forget(cua_block *b, cua_stream stream, cua_arena *a)
     }
 }
 
-/* The live slot of `stream`, or 0. */
+/* The live slot of `stream`, or 0 (the index holds the slots not retired). */
 static uint32_t live_slot(const cua_arena *a, cua_stream stream)
 {
-    const cua_streams *ss = &a->streams;
-    for (uint32_t i = 1; i < ss->n; i++)
-        if (ss->slot[i].stream == stream && !ss->slot[i].retired) return i;
-    return 0;
+    return index_find(&a->streams, stream);
 }
 
 bool _cua_stream_known(const cua_arena *a, cua_stream stream)
@@ -387,8 +554,10 @@ cua_status _cua_stream_retire_locked(cua_arena *a, cua_stream stream)
     cua_streams *ss = &a->streams;
     uint32_t tag = live_slot(a, stream);
     /* Its work is waited for now, while it still exists: after that the arena
-     * never needs it, for the frees before and the frees to come. */
+     * never needs it, for the frees before and the frees to come. (Gone
+     * already: the device is waited for instead.) */
     cua_status st = _cua_bk_stream_sync(a->bk, &a->cs, stream);
+    if (st != CUA_OK) st = _cua_bk_stream_sync(a->bk, &a->cs, CUA_STREAM_DEVICE);
     if (st != CUA_OK)
         return _cua_error_wrap(st, "arena '%s': cannot wait for stream %#lx before it goes; "
                                "the arena still counts on it", a->name, (unsigned long)stream);
@@ -402,7 +571,7 @@ cua_status _cua_stream_retire_locked(cua_arena *a, cua_stream stream)
         event_put(a, s->ev);
         s->has_ev = false;
     }
-    s->retired = true;
+    slot_retired(ss, tag);
     s->done_seq = UINT64_MAX;
     if (ss->last == tag) ss->last = 0; /* (the inline look-up must not find it) */
     share(a, s, tag);
@@ -432,5 +601,8 @@ void _cua_stream_fini(cua_arena *a)
     for (uint32_t i = 0; i < ss->npool; i++) event_destroy(a, ss->pool[i]);
     free(ss->pool);
     free(ss->slot);
+    free(ss->index);
+    free(ss->retired);
+    free(ss->active);
     memset(ss, 0, sizeof *ss);
 }

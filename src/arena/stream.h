@@ -20,6 +20,17 @@ static inline cua_status _cua_stream_slot(cua_arena *a, cua_stream stream, uint3
     }
     return _cua_stream_slot_find(a, stream, tag);
 }
+/* A block was freed under stream slot `tag` at free sequence `seq`: the slot
+ * has something to learn (its list has room for every slot). */
+static inline void _cua_stream_freed(cua_arena *a, uint32_t tag, uint64_t seq)
+{
+    cua_streams *ss = &a->streams;
+    ss->slot[tag].last_free_seq = seq;
+    if (!ss->slot[tag].active) {
+        ss->slot[tag].active = true;
+        ss->active[ss->nactive++] = tag;
+    }
+}
 /* The tag a block freed under `tag` takes: 0 ("any stream") when that
  * stream was retired, whose work is all done. */
 static inline uint32_t _cua_stream_free_tag(const cua_arena *a, uint32_t tag)
@@ -34,6 +45,9 @@ void _cua_stream_put_free(cua_arena *a, cua_block *b, uint32_t tag);
  * by every stream. blocking: wait for the streams (stream sync) instead of
  * asking events. Returns the blocks retagged (0 on failure; status in *st). */
 uint64_t _cua_stream_reclaim(cua_arena *a, bool blocking, cua_status *st);
+/* Wait for slot `tag`'s stream; one that answers no more (destroyed without
+ * cua_stream_retire) is waited for with the whole device and retired. */
+cua_status _cua_stream_wait_slot(cua_arena *a, uint32_t tag);
 /* Highest free sequence whose freed memory no stream can still be using. */
 uint64_t _cua_stream_safe_seq(const cua_arena *a);
 cua_status _cua_stream_add_use(cua_arena *a, cua_block *b, cua_stream stream);

@@ -55,9 +55,13 @@ void _cua_tc_arena_init(cua_arena *a)
     a->tc_granted = false;
     /* Decided once: the flags and the NVTX heap are not read again without the lock. */
     bool ok = eligible(a);
-    a->tc_auto = ok && a->cfg.thread_cache == CUA_THREAD_CACHE_AUTO;
-    atomic_init(&a->lock_waits, 0);
-    atomic_init(&a->tc_on, ok && a->cfg.thread_cache == CUA_THREAD_CACHE_ON);
+    /* (stores, not atomic_init: the memory may be a destroyed arena's whose
+     * stale lock takers still count their waits) */
+    atomic_store_explicit(&a->tc_auto, ok && a->cfg.thread_cache == CUA_THREAD_CACHE_AUTO,
+                          memory_order_relaxed);
+    atomic_store_explicit(&a->lock_waits, 0, memory_order_relaxed);
+    atomic_store_explicit(&a->tc_on, ok && a->cfg.thread_cache == CUA_THREAD_CACHE_ON,
+                          memory_order_relaxed);
 }
 
 /* ---- the own map: blocks this thread handed out ------------------------------- */
@@ -186,12 +190,12 @@ cua_tcache *_cua_tc_find(cua_arena *a)
     return tl_last = found;
 }
 
-static cua_tcache *tc_new(cua_arena *a)
+static cua_tcache *tc_new(cua_arena *a, size_t max_size, size_t cap_bytes)
 {
     cua_tcache *tc = calloc(1, sizeof *tc);
     if (!tc) return NULL;
-    tc->max_size = a->cfg.thread_cache_max ? a->cfg.thread_cache_max : CUA_TC_DEFAULT_MAX;
-    tc->cap_bytes = a->cfg.thread_cache_bytes ? a->cfg.thread_cache_bytes : CUA_TC_DEFAULT_BYTES;
+    tc->max_size = max_size ? max_size : CUA_TC_DEFAULT_MAX;
+    tc->cap_bytes = cap_bytes ? cap_bytes : CUA_TC_DEFAULT_BYTES;
     if (tc->max_size > CUA_SC_MAX_SIZE) tc->max_size = CUA_SC_MAX_SIZE;
     tc->nbins = _cua_sc_floor(tc->max_size < CUA_ALIGNMENT ? CUA_ALIGNMENT : tc->max_size) + 1;
     tc->nbin = calloc(tc->nbins, 1);
@@ -211,9 +215,17 @@ cua_tcache *_cua_tc_get(cua_arena *a)
     cua_tcache *tc = _cua_tc_find(a);
     if (CUA_LIKELY(tc != NULL)) return tc;
     pthread_once(&tc_once, make_key);
-    if (!tc_key_ok || !(tc = tc_new(a))) return NULL;
+    if (!tc_key_ok) return NULL;
+    /* The sizes under the lock, and the same arena when it is joined (its
+     * memory may hold another arena meanwhile: the generation tells). */
+    if (!_cua_arena_lock_alive(a)) return NULL;
+    uint32_t gen = atomic_load_explicit(&a->gen, memory_order_relaxed);
+    size_t max_size = a->cfg.thread_cache_max, cap_bytes = a->cfg.thread_cache_bytes;
+    _cua_unlock(&a->lock);
+    if (!(tc = tc_new(a, max_size, cap_bytes))) return NULL;
     _cua_lock(&a->lock);
-    bool alive = atomic_load_explicit(&a->alive, memory_order_relaxed);
+    bool alive = atomic_load_explicit(&a->alive, memory_order_relaxed) &&
+                 atomic_load_explicit(&a->gen, memory_order_relaxed) == gen;
     if (alive) {
         atomic_store_explicit(&tc->gate, a->offloaded ? CUA_TC_CLOSED : CUA_TC_OPEN,
                               memory_order_relaxed);

@@ -29,6 +29,7 @@ typedef struct cua_streamslot {
     uint64_t last_free_seq;  /* sequence of the last free on this stream */
     uint64_t shared_seq;     /* its free blocks up to this sequence are tag 0 */
     bool has_ev;
+    bool active;             /* on the streams' `active` list */
     /* retired (cua_stream_retire): the stream is gone; its work was waited for,
      * so done_seq is UINT64_MAX, nothing is recorded on it again, and the
      * blocks it frees go to every stream. The slot is taken again by a new
@@ -49,6 +50,17 @@ typedef struct cua_streams {
     cua_streamslot *slot;    /* slot[0] unused: tag 0 */
     uint32_t n, cap;         /* slots in use, including slot 0 */
     uint32_t last;           /* the slot found last (a one-entry cache) */
+    /* stream -> slot of the streams not retired (open addressing, 0: empty),
+     * so that a look-up costs the same among 10 streams or 100,000. */
+    uint32_t *index;
+    uint32_t index_mask;     /* its size - 1 (0: none yet) */
+    uint32_t *retired;       /* retired slots, for new streams (a stack) */
+    uint32_t nretired, cap_retired;
+    /* The slots that may have something to learn (frees not known complete,
+     * or blocks not yet shared): what reclaims and trims look at, not every
+     * stream the arena ever saw. Room for every slot (cap). */
+    uint32_t *active;
+    uint32_t nactive;
     cua_event *pool;         /* idle events for reuse */
     uint32_t npool, cap_pool;
     cua_block *pending;      /* freed blocks waiting for other streams (fnext list) */
@@ -56,13 +68,30 @@ typedef struct cua_streams {
 } cua_streams;
 
 struct cua_arena {
-    /* The shell: kept after destroy so stale handles get CUA_ERR_DESTROYED.
+    /* The memory of an arena is never freed: after its destroy it waits in
+     * the registry's pool for the next arena (registry.c). Users hold a
+     * handle (`self`: the slot and the generation), not this address, so a
+     * stale handle is told apart by its generation and answered
+     * CUA_ERR_DESTROYED: a destroyed arena costs no memory of its own.
      * magic and tc_on are read by every thread's fast path: they share no
      * cache line with the lock and the counters written under it. */
     uint32_t magic;
     _Atomic int tc_on;           /* threads may use caches (tcache.c; read without the lock) */
     _Alignas(64) cua_lock_t lock;
     _Atomic int alive;       /* written under lock; read without it by registry walks */
+    /* +1 at every destroy (under the lock): code that let go of the lock (a
+     * callback ran) compares it with the value it saw, so that an arena
+     * destroyed meanwhile - or another arena in the same memory since - is
+     * told apart (_cua_arena_same); handles carry it too. */
+    _Atomic uint32_t gen;
+    uint32_t idx;            /* its slot in the registry's table of handles: for life */
+    cua_arena *self;         /* the handle of the arena in it now (or last) */
+    _Atomic uint32_t lock_waits; /* takers that found the lock held (thread_cache auto) */
+    /* thread_cache auto and caches allowed: decided at create; read by lock
+     * takers without the lock (a taker may hold a destroyed arena's memory
+     * that the next arena is being built in: atomic, never cleared by memset) */
+    _Atomic bool tc_auto;
+    /* Everything from here is cleared for the next arena (registry.c). */
     char name[CUA_NAME_CAP];
     int device;
     /* The body: released by destroy. */
@@ -100,26 +129,14 @@ struct cua_arena {
     unsigned nevents;
     /* Thread caches (tcache.c): the list and tc_fix under the lock. */
     struct cua_tcache *tcs;
-    _Atomic uint32_t lock_waits; /* takers that found the lock held (thread_cache auto) */
     int64_t tc_fix;              /* live bytes: what caches' blocks freed here left behind */
     uint64_t tc_gone_allocs, tc_gone_frees; /* the counts of caches whose threads ended */
-    bool tc_auto;                /* thread_cache auto and caches allowed: decided at create */
     bool tc_granted;             /* a cache was ever handed a block (blocks may be OUT) */
     /* statistics (stats.c reads them) */
     uint64_t live_bytes, live_blocks, allocated_bytes;
     uint64_t peak_live, peak_mapped;
     uint64_t alloc_count, free_count, oom_count, trim_count, trimmed_bytes;
 };
-
-/* Whether handle h is an arena: its first word read as bytes, so that a
- * handle that is no arena (any pointer a caller passes) is not accessed as
- * one (a cua_arena is 64-byte aligned; a stray pointer need not be). */
-static inline bool _cua_is_arena(const void *h)
-{
-    uint32_t magic;
-    memcpy(&magic, h, sizeof magic);
-    return magic == CUA_ARENA_MAGIC;
-}
 
 /* thread_cache auto: caches go on after this many takers found the lock held. */
 #define CUA_TC_AUTO_WAITS 256u
@@ -128,7 +145,8 @@ static inline bool _cua_is_arena(const void *h)
  * auto turns caches on once threads queue), then wait. */
 static inline void _cua_arena_lock_wait(cua_arena *a)
 {
-    if (a->tc_auto && !atomic_load_explicit(&a->tc_on, memory_order_relaxed)) {
+    if (atomic_load_explicit(&a->tc_auto, memory_order_relaxed) &&
+        !atomic_load_explicit(&a->tc_on, memory_order_relaxed)) {
         uint32_t n = atomic_fetch_add_explicit(&a->lock_waits, 1, memory_order_relaxed) + 1;
         if (n == CUA_TC_AUTO_WAITS) atomic_store_explicit(&a->tc_on, 1, memory_order_relaxed);
     }
@@ -141,9 +159,17 @@ static inline void _cua_arena_lock_wait(cua_arena *a)
 static inline bool _cua_arena_lock_alive(cua_arena *a)
 {
     if (CUA_UNLIKELY(!_cua_trylock(&a->lock))) _cua_arena_lock_wait(a);
-    if (CUA_LIKELY(atomic_load_explicit(&a->alive, memory_order_relaxed))) return true;
+    if (CUA_LIKELY(atomic_load_explicit(&a->alive, memory_order_acquire))) return true;
     _cua_unlock(&a->lock);
     return false;
+}
+
+/* The arena seen with generation `gen` is still alive, not destroyed since
+ * (read without its lock: for code that let the lock go, and ran callbacks). */
+static inline bool _cua_arena_same(cua_arena *a, uint32_t gen)
+{
+    return atomic_load_explicit(&a->alive, memory_order_acquire) &&
+           atomic_load_explicit(&a->gen, memory_order_relaxed) == gen;
 }
 
 /* While the arena has one stream, free blocks merge whatever their tags. */

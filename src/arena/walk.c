@@ -4,13 +4,15 @@
  * the raw material of torch-style memory snapshots.
  *
  * The regions are collected into a host array under the arena lock (one pass
- * over the chunks in page order and the blocks in address order, merged), and
- * handed to the callback after the lock is released.
+ * over the chunks in page order and the blocks in address order, merged;
+ * without VMM the segments are then sorted by address); api.c hands them to
+ * the callback after the lock is released.
  */
-#include "arena/events.h"
+#include "arena/walk.h"
 #include "arena/tcache.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 typedef struct regions {
     cua_region *v;
@@ -42,7 +44,10 @@ static bool collect(const cua_arena *a, regions *r)
 {
     const cua_segment *seg = &a->seg;
     const cua_block *b = a->heap.first;
-    for (uint32_t p = 0; p < seg->npages;) {
+    /* (no page above the highest block ever handed out is mapped) */
+    uint64_t top = (a->top_used + seg->gran - 1) >> seg->gshift;
+    uint32_t last = (uint32_t)_cua_min(seg->npages, top);
+    for (uint32_t p = 0; p < last;) {
         const cua_chunk *c = seg->pages[p];
         if (!c) {
             p++;
@@ -66,24 +71,63 @@ static bool collect(const cua_arena *a, regions *r)
     return true;
 }
 
-cua_status cua_arena_walk(cua_arena *a, cua_region_fn fn, void *user)
+/* One segment's regions in a snapshot: the segment and the pieces after it. */
+typedef struct group {
+    uintptr_t address;
+    size_t first, n;
+} group;
+
+static int by_address(const void *x, const void *y)
 {
-    if (!a || !fn) return _cua_error(CUA_ERR_INVALID_ARG, "arena or fn is NULL");
-    if (!_cua_is_arena(a))
-        return _cua_error(CUA_ERR_INVALID_ARG, "%p is not an arena handle", (void *)a);
-    if (!_cua_arena_lock_alive(a))
-        return _cua_error(CUA_ERR_DESTROYED, "arena '%s' was destroyed", a->name);
+    const group *p = x, *q = y;
+    return (p->address > q->address) - (p->address < q->address);
+}
+
+/* Without VMM the segments lie where the driver put them, and collect() saw
+ * them in the order of the arena's offsets: put them (each with its pieces)
+ * in address order, as cuarena.h promises. */
+static bool sort_segments(regions *r)
+{
+    size_t ng = 0;
+    for (size_t i = 0; i < r->n; i++) ng += r->v[i].kind == CUA_REGION_SEGMENT;
+    if (ng < 2) return true;
+    group *g = malloc(ng * sizeof *g);
+    cua_region *v = malloc(r->n * sizeof *v);
+    if (!g || !v) {
+        free(g);
+        free(v);
+        return false;
+    }
+    size_t k = 0;
+    for (size_t i = 0; i < r->n; i++) {
+        if (r->v[i].kind == CUA_REGION_SEGMENT) g[k++] = (group){r->v[i].address, i, 0};
+        g[k - 1].n++;
+    }
+    qsort(g, ng, sizeof *g, by_address);
+    size_t at = 0;
+    for (size_t j = 0; j < ng; j++) {
+        memcpy(&v[at], &r->v[g[j].first], g[j].n * sizeof *v);
+        at += g[j].n;
+    }
+    free(g);
+    free(r->v);
+    r->v = v;
+    return true;
+}
+
+cua_status _cua_walk_snapshot_locked(cua_arena *a, cua_region **out, size_t *n)
+{
     regions r = {0};
     _cua_tc_flush_all_locked(a); /* blocks in threads' caches are free: shown as such */
     _cua_tc_disown_all_locked(a); /* and those they handed out show the sizes asked */
     bool ok = collect(a, &r);
-    _cua_arena_unlock(a);
+    if (ok && a->seg.novmm) ok = sort_segments(&r);
     if (!ok) {
         free(r.v);
         return _cua_error(CUA_ERR_OUT_OF_MEMORY, "no host memory for a snapshot of %zu regions",
                           r.n);
     }
-    for (size_t i = 0; i < r.n; i++) fn(&r.v[i], user);
-    free(r.v);
+    *out = r.v;
+    *n = r.n;
     return CUA_OK;
 }

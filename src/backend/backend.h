@@ -23,6 +23,10 @@
 #include <stdatomic.h>
 
 typedef uint64_t cua_handle; /* a physical allocation (CUmemGenericAllocationHandle) */
+
+/* stream_sync of this "stream" waits for the whole device (never a stream's
+ * value: no stream lives at the top of the address space). */
+#define CUA_STREAM_DEVICE ((cua_stream)UINTPTR_MAX)
 typedef uint64_t cua_event;  /* an event (CUevent) */
 
 typedef enum cua_bk_type {
@@ -75,6 +79,9 @@ typedef struct cua_backend_ops {
      * (without setting a message), another status on failure. */
     cua_status (*event_query)(cua_backend *b, cua_event ev);
     cua_status (*event_sync)(cua_backend *b, cua_event ev);
+    /* Wait for the stream's work; for CUA_STREAM_DEVICE, for all of the
+     * device's work (cuCtxSynchronize): what a stream that may be gone is
+     * waited for with, without touching it. */
     cua_status (*stream_sync)(cua_backend *b, cua_stream stream);
     /* Set n bytes of mapped device memory at addr to v, ordered on stream s. */
     cua_status (*fill)(cua_backend *b, uintptr_t addr, size_t n, unsigned char v, cua_stream s);

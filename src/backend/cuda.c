@@ -64,6 +64,7 @@ typedef struct cuda_api {
     CUresult (*EventQuery)(CUevent);
     CUresult (*EventSynchronize)(CUevent);
     CUresult (*StreamSynchronize)(CUstream);
+    CUresult (*CtxSynchronize)(void);
     CUresult (*MemHostAlloc)(void **, size_t, unsigned);
     CUresult (*MemFreeHost)(void *);
     CUresult (*StreamCreate)(CUstream *, unsigned);
@@ -106,7 +107,7 @@ static void api_load(void)
         E(DeviceCanAccessPeer), E(CtxEnablePeerAccess), E(MemGetAllocationGranularity), E(MemAddressReserve),
         E(MemAddressFree), E(MemCreate), E(MemRelease), E(MemMap), E(MemUnmap),
         E(MemSetAccess), E(MemGetInfo), E(MemAlloc), E(MemFree), E(EventCreate), E(EventDestroy), E(EventRecord),
-        E(EventQuery), E(EventSynchronize), E(StreamSynchronize), E(MemHostAlloc),
+        E(EventQuery), E(EventSynchronize), E(StreamSynchronize), E(CtxSynchronize), E(MemHostAlloc),
         E(MemFreeHost), E(StreamCreate), E(StreamDestroy), E(MemcpyDtoHAsync),
         E(MemcpyHtoDAsync), E(MemsetD8Async), E(GetErrorName), E(GetErrorString),
 #undef E
@@ -431,10 +432,13 @@ static cua_status cuda_event_sync(cua_backend *b, cua_event ev)
 static cua_status cuda_stream_sync(cua_backend *b, cua_stream stream)
 {
     ENTER(cb_of(b));
-    CUresult r = api.StreamSynchronize((CUstream)stream);
+    /* (the whole device: the primary context's work, every stream's) */
+    CUresult r = stream == CUA_STREAM_DEVICE ? api.CtxSynchronize()
+                                             : api.StreamSynchronize((CUstream)stream);
     LEAVE();
-    return r == CUDA_SUCCESS ? CUA_OK
-                             : cu_fail(r, "cuStreamSynchronize(%#lx)", (unsigned long)stream);
+    if (r == CUDA_SUCCESS) return CUA_OK;
+    if (stream == CUA_STREAM_DEVICE) return cu_fail(r, "cuCtxSynchronize");
+    return cu_fail(r, "cuStreamSynchronize(%#lx)", (unsigned long)stream);
 }
 
 static cua_status cuda_host_alloc(cua_backend *b, size_t size, void **out)

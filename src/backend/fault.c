@@ -1,9 +1,10 @@
 /*
  * backend_fault.c - a backend that forwards every call to an inner backend and
  * fails the calls chosen by a rule: the nth call of a kind (one rule per kind,
- * fired once), or any call with probability p from a seeded generator. An
- * injected failure sets a message, returns its status, and never reaches the
- * inner backend: it has no side effect there.
+ * fired once, and a second one for pairs of failures), or any call with
+ * probability p from a seeded generator. An injected failure sets a message,
+ * returns its status, and never reaches the inner backend: it has no side
+ * effect there.
  *
  * Forwarded calls go through the _cua_bk_* wrappers of the inner backend, so
  * its counters stay exact. Two of them need what the hook signatures do not
@@ -38,7 +39,9 @@ typedef struct fault_backend {
     cua_backend *inner;
     cua_lock_t lock;         /* everything below */
     fault_rule rules[CUA_CALL_COUNT];
+    fault_rule also[CUA_CALL_COUNT]; /* a second rule per kind (_cua_fault_fail_also) */
     uint64_t calls[CUA_CALL_COUNT]; /* calls per kind since creation, for messages */
+    uint64_t at_first[CUA_CALL_COUNT]; /* `calls` when the first failure was injected */
     double p;                /* random failures: probability, 0 = off */
     uint64_t rng;            /* splitmix64 state */
     uint64_t injected;
@@ -97,14 +100,27 @@ static cua_status random_status(cua_call kind)
                : CUA_ERR_BACKEND;
 }
 
+/* Count a call against rule r: true when it is to fail. */
+static bool rule_fires(fault_rule *r)
+{
+    if (!r->nth || ++r->seen < r->nth) return false;
+    if (r->seen + 1 >= r->nth + r->count) r->nth = 0; /* the rule's last call */
+    return true;
+}
+
+static void note_injection(fault_backend *f)
+{
+    if (f->injected++ == 0) memcpy(f->at_first, f->calls, sizeof f->at_first);
+}
+
 /* With the lock held: CUA_OK to forward the call, or the injected status. */
 static cua_status decide(fault_backend *f, cua_call kind)
 {
     f->calls[kind]++;
-    fault_rule *r = &f->rules[kind];
-    if (r->nth && ++r->seen >= r->nth) {
-        if (r->seen + 1 >= r->nth + r->count) r->nth = 0; /* the rule's last call */
-        f->injected++;
+    bool first = rule_fires(&f->rules[kind]), second = rule_fires(&f->also[kind]);
+    if (first || second) {
+        fault_rule *r = first ? &f->rules[kind] : &f->also[kind];
+        note_injection(f);
         return _cua_error(r->fail, "fault backend: injected %s on call %llu of kind '%s'",
                           cua_status_name(r->fail), (unsigned long long)r->seen,
                           cua_call_name(kind));
@@ -112,7 +128,7 @@ static cua_status decide(fault_backend *f, cua_call kind)
     if (f->p > 0) {
         double u = (double)(splitmix64(&f->rng) >> 11) * 0x1.0p-53; /* in [0, 1) */
         if (u < f->p) {
-            f->injected++;
+            note_injection(f);
             cua_status st = random_status(kind);
             return _cua_error(st, "fault backend: injected %s on call %llu of kind '%s' "
                               "(random, p = %g)", cua_status_name(st),
@@ -307,6 +323,34 @@ cua_status _cua_fault_fail_calls(cua_backend *b, cua_call call, uint64_t nth, ui
     f->rules[call] = (fault_rule){nth, count ? count : 1, 0, fail};
     _cua_unlock(&f->lock);
     return CUA_OK;
+}
+
+cua_status _cua_fault_fail_also(cua_backend *b, cua_call call, uint64_t nth, cua_status fail)
+{
+    cua_status st = check_fault(b, "fault_fail_also");
+    if (st != CUA_OK) return st;
+    if ((unsigned)call >= CUA_CALL_COUNT || (nth && fail != CUA_ERR_OUT_OF_MEMORY &&
+                                             fail != CUA_ERR_BACKEND))
+        return _cua_error(CUA_ERR_INVALID_ARG, "fault_fail_also: bad call kind %d or status",
+                          (int)call);
+    fault_backend *f = fault_of(b);
+    _cua_lock(&f->lock);
+    f->also[call] = (fault_rule){nth, 1, 0, fail};
+    _cua_unlock(&f->lock);
+    return CUA_OK;
+}
+
+bool _cua_fault_calls(cua_backend *b, uint64_t at_first[CUA_CALL_COUNT],
+                      uint64_t now[CUA_CALL_COUNT])
+{
+    if (check_fault(b, "fault_calls") != CUA_OK) return false;
+    fault_backend *f = fault_of(b);
+    _cua_lock(&f->lock);
+    bool any = f->injected != 0;
+    memcpy(at_first, f->at_first, sizeof f->at_first);
+    memcpy(now, f->calls, sizeof f->calls);
+    _cua_unlock(&f->lock);
+    return any;
 }
 
 cua_status _cua_fault_fail_random(cua_backend *b, double p, uint64_t seed)

@@ -14,6 +14,13 @@ cua_status _cua_backend_fault_create(cua_backend *inner, cua_backend **out);
 cua_status _cua_fault_fail_calls(cua_backend *b, cua_call call, uint64_t nth, uint64_t count,
                                  cua_status fail);
 cua_status _cua_fault_fail_random(cua_backend *b, double p, uint64_t seed);
+/* A second rule for `call`, beside the one of _cua_fault_fail_calls (pairs of
+ * failures: the nth call of the kind fails too, once). */
+cua_status _cua_fault_fail_also(cua_backend *b, cua_call call, uint64_t nth, cua_status fail);
+/* The calls of each kind made so far (now) and when the first failure was
+ * injected (at_first; that call counted): false when none was. */
+bool _cua_fault_calls(cua_backend *b, uint64_t at_first[CUA_CALL_COUNT],
+                      uint64_t now[CUA_CALL_COUNT]);
 cua_status _cua_fault_injected(cua_backend *b, uint64_t *count);
 
 #endif /* CUA_BACKEND_FAULT_H */

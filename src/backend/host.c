@@ -558,6 +558,7 @@ static void host_destroy(cua_backend *b)
     free(h->handles.items);
     free(h->events.items);
     free(h->streams);
+    free(h->sindex);
     free(h->res);
     free(h->maps);
     free(h->segs);

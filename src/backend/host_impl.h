@@ -134,8 +134,12 @@ typedef struct host_backend {
     size_t npages, nwords, used_pages;
     size_t hint; /* every page below it is used */
     slot_table handles, events;
-    host_stream *streams; /* few: looked up linearly */
+    host_stream *streams;
     size_t nstreams, cap_streams;
+    /* stream -> index + 1 into streams (open addressing, 0: empty): a test
+     * or a replay may use tens of thousands */
+    uint32_t *sindex;
+    size_t sindex_mask;
     host_range *res; /* reservations, sorted by address */
     size_t nres, cap_res;
     host_mapping *maps; /* mappings, sorted by address */

@@ -7,22 +7,52 @@
  */
 #include "backend/host_impl.h"
 
+static size_t stream_hash(cua_stream s, size_t mask)
+{
+    return (size_t)(((uint64_t)s * 0x9e3779b97f4a7c15ull) >> 32) & mask;
+}
+
 static host_stream *stream_find(host_backend *h, cua_stream s)
 {
-    for (size_t i = 0; i < h->nstreams; i++)
-        if (h->streams[i].stream == s) return &h->streams[i];
-    return NULL;
+    if (!h->sindex_mask) return NULL;
+    for (size_t i = stream_hash(s, h->sindex_mask);; i = (i + 1) & h->sindex_mask) {
+        uint32_t k = h->sindex[i];
+        if (!k) return NULL;
+        if (h->streams[k - 1].stream == s) return &h->streams[k - 1];
+    }
+}
+
+static void sindex_put(host_backend *h, size_t k)
+{
+    size_t i = stream_hash(h->streams[k].stream, h->sindex_mask);
+    while (h->sindex[i]) i = (i + 1) & h->sindex_mask;
+    h->sindex[i] = (uint32_t)k + 1;
+}
+
+/* Room in the index for one more stream (at most half full). */
+static bool sindex_room(host_backend *h)
+{
+    if (h->sindex_mask && 2 * (h->nstreams + 1) <= h->sindex_mask + 1) return true;
+    size_t cap = h->sindex_mask ? 2 * (h->sindex_mask + 1) : 64;
+    uint32_t *nix = calloc(cap, sizeof *nix);
+    if (!nix) return false;
+    free(h->sindex);
+    h->sindex = nix;
+    h->sindex_mask = cap - 1;
+    for (size_t k = 0; k < h->nstreams; k++) sindex_put(h, k);
+    return true;
 }
 
 static host_stream *stream_get(host_backend *h, cua_stream s)
 {
     host_stream *hs = stream_find(h, s);
     if (hs) return hs;
-    if (h->nstreams == UINT32_MAX ||
+    if (h->nstreams >= UINT32_MAX - 1 || !sindex_room(h) ||
         !grow((void **)&h->streams, &h->cap_streams, h->nstreams, sizeof *h->streams))
         return NULL;
-    hs = &h->streams[h->nstreams++];
+    hs = &h->streams[h->nstreams];
     *hs = (host_stream){.stream = s};
+    sindex_put(h, h->nstreams++);
     return hs;
 }
 
@@ -139,6 +169,11 @@ cua_status _cua_host_stream_sync(cua_backend *b, cua_stream stream)
 {
     host_backend *h = host_of(b);
     _cua_lock(&h->lock);
+    if (stream == CUA_STREAM_DEVICE) { /* the whole device: every stream's work, gone ones too */
+        for (size_t i = 0; i < h->nstreams; i++) h->streams[i].done = h->streams[i].issued;
+        _cua_unlock(&h->lock);
+        return CUA_OK;
+    }
     host_stream *hs = stream_find(h, stream);
     bool dead = hs && hs->destroyed;
     if (!dead) complete_stream(h, stream);

@@ -12,15 +12,20 @@
 #define CUA_STAGE_BYTES ((size_t)64 << 20)
 #endif
 
+/* Make the pieces the area lacks (all of them the first time; after a make
+ * that failed half way and a free that could not release everything, the
+ * ones that went). It is `staged` - used by offloads - only when whole. */
 static cua_status stage_make(cua_backend *b, cua_callstats *cs)
 {
     cua_status st = CUA_OK;
-    b->stage_bytes = CUA_STAGE_BYTES;
-    for (int i = 0; i < 2 && st == CUA_OK; i++) st = _cua_bk_host_alloc(b, cs, b->stage_bytes, &b->stage[i]);
-    if (st == CUA_OK) st = _cua_bk_stream_create(b, cs, &b->copy_stream);
-    for (int i = 0; i < 2 && st == CUA_OK; i++) st = _cua_bk_event_create(b, cs, &b->stage_ev[i]);
-    b->staged = true; /* even partly: _cua_stage_free frees what there is */
-    if (st != CUA_OK) {
+    if (!b->stage_bytes) b->stage_bytes = CUA_STAGE_BYTES;
+    for (int i = 0; i < 2 && st == CUA_OK; i++)
+        if (!b->stage[i]) st = _cua_bk_host_alloc(b, cs, b->stage_bytes, &b->stage[i]);
+    if (st == CUA_OK && !b->copy_stream) st = _cua_bk_stream_create(b, cs, &b->copy_stream);
+    for (int i = 0; i < 2 && st == CUA_OK; i++)
+        if (!b->stage_ev[i]) st = _cua_bk_event_create(b, cs, &b->stage_ev[i]);
+    b->staged = st == CUA_OK;
+    if (st != CUA_OK) { /* what was made goes back (what cannot, stays for the next try) */
         char keep[CUA_MSG_CAP];
         _cua_error_stash(keep, sizeof keep);
         _cua_stage_free(b);
@@ -50,8 +55,8 @@ void _cua_stage_put(cua_backend *b)
 cua_status _cua_stage_free(cua_backend *b)
 {
     cua_status first = CUA_OK, st;
-    if (!b->staged) return CUA_OK;
-    /* Each piece given back is cleared; one that fails stays for a later call. */
+    /* Each piece given back is cleared; one that fails stays for a later call
+     * (this one again, or a make, which then builds only what is missing). */
     for (int i = 0; i < 2; i++) {
         if (!b->stage_ev[i]) continue;
         st = _cua_bk_event_destroy(b, NULL, b->stage_ev[i]);
@@ -69,6 +74,6 @@ cua_status _cua_stage_free(cua_backend *b)
         if (st == CUA_OK) b->stage[i] = NULL;
         else if (first == CUA_OK) first = st;
     }
-    b->staged = b->stage[0] || b->stage[1] || b->copy_stream || b->stage_ev[0] || b->stage_ev[1];
+    b->staged = false; /* whole again only through stage_make */
     return first;
 }

@@ -5,8 +5,10 @@
  * granule to its arena. Readers take no lock (atomic loads); writers (arena
  * create) take one. Leaves are never freed.
  *
- * A destroyed arena keeps its entries (pointing to its tombstone), so its old
- * pointers get CUA_ERR_DESTROYED, until a new arena reserves the same range.
+ * A destroyed arena's entries point to the registry's stand-in that is never
+ * alive (the arena's own memory goes to the next arena: registry.c),
+ * so its old pointers get CUA_ERR_DESTROYED, until a new arena reserves the
+ * same range.
  *
  * Arenas without VMM (CUA_ARENA_NO_VMM) own segments at addresses the driver
  * chose, which may share a granule with other arenas' segments: those are kept
@@ -164,6 +166,20 @@ cua_arena *_cua_addrmap_find(uintptr_t addr)
     leaf *l = atomic_load_explicit(&top[g >> LEAF_BITS], memory_order_acquire);
     if (!l) return NULL;
     return atomic_load_explicit(&l->slot[g & ((1u << LEAF_BITS) - 1)], memory_order_acquire);
+}
+
+void _cua_addrmap_bury(uintptr_t base, size_t size, cua_arena *a, cua_arena *dead)
+{
+    if (!size) return;
+    pthread_mutex_lock(&addrmap_lock);
+    for (uintptr_t g = granule(base); g <= granule(base + size - 1); g++) {
+        if (g >> (LEAF_BITS + TOP_BITS)) break;
+        leaf *l = atomic_load(&top[g >> LEAF_BITS]);
+        if (!l) continue;
+        cua_arena *expected = a;
+        atomic_compare_exchange_strong(&l->slot[g & ((1u << LEAF_BITS) - 1)], &expected, dead);
+    }
+    pthread_mutex_unlock(&addrmap_lock);
 }
 
 void _cua_addrmap_remove(uintptr_t base, size_t size, cua_arena *a)

@@ -12,6 +12,10 @@
 cua_status _cua_addrmap_insert(uintptr_t base, size_t size, cua_arena *a);
 /* Forget a range only if it still belongs to `a` (a later arena may own it). */
 void _cua_addrmap_remove(uintptr_t base, size_t size, cua_arena *a);
+/* `a` was destroyed: its range, where still its, names `dead` (a stand-in
+ * that is never alive: its memory goes to the next arena), until another
+ * arena reserves it. */
+void _cua_addrmap_bury(uintptr_t base, size_t size, cua_arena *a, cua_arena *dead);
 /* A whole segment at an address the driver chose (arenas without VMM). The
  * reserved ranges it overlaps stop answering for arenas that are `gone`
  * (destroyed: their tombstones). */

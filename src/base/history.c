@@ -24,8 +24,7 @@ void _cua_history_add(int device, int action, uintptr_t address, uint64_t size,
     cua_history_entry e = {.action = action, .address = address, .size = size,
                            .stream = stream, .time_ns = _cua_now_ns()};
     if (arena) {
-        size_t n = strlen(arena);
-        if (n >= sizeof e.arena) n = sizeof e.arena - 1;
+        size_t n = _cua_utf8_fit(arena, strlen(arena), sizeof e.arena - 1);
         memcpy(e.arena, arena, n);
     }
     _cua_lock(&h->lock);

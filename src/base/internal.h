@@ -65,6 +65,24 @@ void _cua_put(char *buf, size_t cap, size_t *len, const char *fmt, ...)
 void _cua_error_stash(char *buf, size_t cap);
 void _cua_error_restore(const char *buf);
 
+/** User callbacks (arena events, eviction) the calling thread is inside
+ *  (events.c): while it is in one, unsetting a callback does not wait for
+ *  the calls in flight on other threads (two threads, each in a callback,
+ *  would wait for each other). */
+extern _Thread_local unsigned _cua_in_callback;
+
+/** How many bytes of the text s[0..n) fit in `max` without cutting a UTF-8
+ *  character: a cut that would fall inside one moves back to its first byte
+ *  (names are cut so; a cut character would make them invalid UTF-8 in
+ *  JSON, messages and Python). Bytes that are no UTF-8 are cut where they fall. */
+static inline size_t _cua_utf8_fit(const char *s, size_t n, size_t max)
+{
+    if (n <= max) return n;
+    size_t k = max;
+    while (k > 0 && max - k < 3 && ((unsigned char)s[k] & 0xC0) == 0x80) k--;
+    return ((unsigned char)s[k] & 0xC0) == 0x80 ? max : k;
+}
+
 /** Format a byte count for messages ("1.5 MiB") into buf (at least 32 bytes). */
 const char *_cua_fmt_bytes(char *buf, size_t cap, uint64_t bytes);
 

@@ -246,20 +246,23 @@ cua_status _cua_seg_init(cua_segment *seg, cua_backend *bk, cua_callstats *cs, s
         seg->chunk_large_pages = (uint32_t)_cua_min(large >> seg->gshift, UINT32_MAX);
     }
     seg->idle.idle_next = seg->idle.idle_prev = &seg->idle;
+    /* The range first (novmm: offsets only, segments come with their own
+     * addresses): a range the backend refuses (va_size SIZE_MAX) then costs
+     * no page table of billions of entries, which calloc zeroes when malloc
+     * perturbs (MALLOC_PERTURB_: 4 minutes). */
+    cua_status st = novmm ? CUA_OK : _cua_bk_reserve(bk, cs, size, align, &seg->base);
+    if (st != CUA_OK) return _cua_error_wrap(st, "cannot reserve the arena's address range");
     /* calloc of a large table is lazily zeroed by the OS: untouched parts cost nothing. */
     seg->pages = calloc(seg->npages, sizeof *seg->pages);
     seg->ends = calloc(seg->npages, sizeof *seg->ends);
     seg->mapbits = calloc(((size_t)seg->npages + 63) / 64, sizeof *seg->mapbits);
     if (!seg->pages || !seg->ends || !seg->mapbits) {
         free_page_table(seg);
+        if (!novmm && _cua_bk_unreserve(bk, cs, seg->base, size) != CUA_OK) /* kept for a retry */
+            _cua_bk_bury(bk, (cua_grave){.kind = CUA_CALL_UNRESERVE, .addr = seg->base, .size = size},
+                         CUA_ERR_BACKEND);
         return _cua_error(CUA_ERR_OUT_OF_MEMORY, "no host memory for a page table of %u pages",
                           seg->npages);
-    }
-    if (novmm) return CUA_OK; /* offsets only: segments come with their own addresses */
-    cua_status st = _cua_bk_reserve(bk, cs, size, align, &seg->base);
-    if (st != CUA_OK) {
-        free_page_table(seg);
-        return _cua_error_wrap(st, "cannot reserve the arena's address range");
     }
     return CUA_OK;
 }

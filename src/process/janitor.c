@@ -59,6 +59,14 @@ cua_status cua_janitor_stop(void)
         pthread_mutex_unlock(&jan_lock);
         return CUA_OK;
     }
+    /* From the janitor's own thread (a callback of its trim): it cannot wait
+     * for itself, and an OK would say it stopped. */
+    if (pthread_equal(pthread_self(), jan_thread)) {
+        pthread_mutex_unlock(&jan_lock);
+        return _cua_error(CUA_ERR_BUSY, "cua_janitor_stop() was called from the janitor's own "
+                          "thread (a callback of its trim): it cannot wait for itself; call it "
+                          "from another thread");
+    }
     jan_stop = true;
     pthread_cond_signal(&jan_wake);
     pthread_t t = jan_thread;

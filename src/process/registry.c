@@ -1,15 +1,27 @@
 /*
- * registry.c - every arena of the process: the list (creation order) that
- * enumeration, lookup by name, the device report and the headroom walk, and
- * the default arena of each device.
+ * registry.c - the arenas of the process: the list of those alive (creation
+ * order) that enumeration, lookup by name, the device report and the
+ * headroom walk; the default arena of each device; and the handles.
  *
- * The list keeps every arena ever created, tombstones included (it is what
- * keeps a destroyed arena's shell reachable, so its stale handles get
- * CUA_ERR_DESTROYED). Walks take only the registry lock and read `alive`
- * atomically, never an arena lock under it: destroy takes the arena lock first
- * and the registry lock second, so the other order here could deadlock. An arena seen
- * alive by a walk may be destroyed a moment later; callers then get
- * CUA_ERR_DESTROYED from it, and the report and the headroom skip it.
+ * Handles: the memory of an arena is never freed. A destroyed arena leaves
+ * the list at once (walks cost what the live arenas cost, not every arena
+ * ever made) and its memory waits in a pool for the next arena. Users hold
+ * handles, not addresses: a handle is the arena's slot in a table (its
+ * memory stays in that slot for life) and its generation (+1 at each
+ * destroy), packed in a pointer-sized value that is never a valid address:
+ *
+ *     0xCA (8 bits) | generation (32 bits) | slot + 1 (24 bits)
+ *
+ * so a stale handle is answered CUA_ERR_DESTROYED however often its memory
+ * was reused, a destroyed arena costs nothing (10^6 arenas made and
+ * destroyed leave the process as large as one), and a value that is no
+ * handle is refused without being read from.
+ *
+ * Walks take only the registry lock and read `alive` atomically, never an
+ * arena lock under it: destroy takes the arena lock first and the registry
+ * lock second, so the other order here could deadlock. An arena seen alive by
+ * a walk may be destroyed a moment later (and its memory hold another arena):
+ * callers lock it and look again.
  */
 #include "process/registry.h"
 #include "backend/cuda.h"
@@ -25,10 +37,128 @@
 #include <string.h>
 
 static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
-static cua_arena **registry;
+static cua_arena **registry; /* the arenas alive, in creation order */
 static size_t registry_n, registry_cap;
 static cua_arena *default_arena[CUA_MAX_DEVICES];
 static cua_backend *device_backend[CUA_MAX_DEVICES]; /* shared CUDA backends, made once */
+
+/* ---- handles ---------------------------------------------------------------------------- */
+
+#define HANDLE_TAG 0xCAu
+#define SLOT_BITS 24u
+#define CHUNK_BITS 12u
+#define CHUNK_SLOTS (1u << CHUNK_BITS)
+#define MAX_SLOTS ((1u << SLOT_BITS) - 1u)
+
+/* slot -> arena memory: chunks of CHUNK_SLOTS, made as needed, never freed
+ * (read without a lock: atomic loads). */
+static _Atomic(_Atomic(cua_arena *) *) slot_chunk[(MAX_SLOTS >> CHUNK_BITS) + 1];
+static _Atomic uint32_t nslots;
+/* Memory of destroyed arenas, for the next ones (registry_lock). */
+static cua_arena **pool;
+static size_t npool, cap_pool;
+
+_Static_assert(sizeof(uintptr_t) == 8, "a handle packs 64 bits");
+
+static cua_arena *handle_of(uint32_t idx, uint32_t gen)
+{
+    uint64_t v = (uint64_t)HANDLE_TAG << 56 | (uint64_t)gen << SLOT_BITS | (idx + 1u);
+    return (cua_arena *)(uintptr_t)v;
+}
+
+cua_arena *_cua_arena_of(const cua_arena *h, uint32_t *gen)
+{
+    uint64_t v = (uint64_t)(uintptr_t)h;
+    uint32_t idx = (uint32_t)(v & MAX_SLOTS);
+    if ((v >> 56) != HANDLE_TAG || idx == 0 ||
+        --idx >= atomic_load_explicit(&nslots, memory_order_acquire))
+        return NULL;
+    *gen = (uint32_t)(v >> SLOT_BITS);
+    _Atomic(cua_arena *) *chunk =
+        atomic_load_explicit(&slot_chunk[idx >> CHUNK_BITS], memory_order_relaxed);
+    return atomic_load_explicit(&chunk[idx & (CHUNK_SLOTS - 1)], memory_order_relaxed);
+}
+
+/* New arena memory in a new slot (registry lock held); NULL when out of host
+ * memory or slots. */
+static cua_arena *new_body_locked(void)
+{
+    uint32_t idx = atomic_load_explicit(&nslots, memory_order_relaxed);
+    if (idx >= MAX_SLOTS) return NULL;
+    _Atomic(cua_arena *) *chunk =
+        atomic_load_explicit(&slot_chunk[idx >> CHUNK_BITS], memory_order_relaxed);
+    if (!chunk) {
+        if (!(chunk = calloc(CHUNK_SLOTS, sizeof *chunk))) return NULL;
+        atomic_store_explicit(&slot_chunk[idx >> CHUNK_BITS], chunk, memory_order_relaxed);
+    }
+    /* Aligned for its lock's cache line (arena.h). */
+    size_t bytes = (sizeof(cua_arena) + 63) & ~(size_t)63;
+    cua_arena *a = aligned_alloc(64, bytes);
+    if (!a) return NULL;
+    memset(a, 0, bytes);
+    _cua_lock_init(&a->lock);
+    a->magic = CUA_ARENA_MAGIC;
+    a->idx = idx;
+    atomic_store_explicit(&chunk[idx & (CHUNK_SLOTS - 1)], a, memory_order_relaxed);
+    atomic_store_explicit(&nslots, idx + 1, memory_order_release);
+    return a;
+}
+
+static cua_status registry_body(cua_arena **out)
+{
+    pthread_mutex_lock(&registry_lock);
+    cua_arena *a = npool ? pool[--npool] : new_body_locked();
+    pthread_mutex_unlock(&registry_lock);
+    if (!a) return _cua_error(CUA_ERR_OUT_OF_MEMORY, "no host memory for an arena");
+    /* Locked until it is built (the caller unlocks): a thread that held the
+     * last arena's memory - a stale handle, a snapshot of the registry -
+     * takes the lock after the building and finds it dead or whole. */
+    _cua_lock(&a->lock);
+    atomic_store_explicit(&a->tc_on, 0, memory_order_relaxed);
+    atomic_store_explicit(&a->tc_auto, false, memory_order_relaxed);
+    atomic_store_explicit(&a->lock_waits, 0, memory_order_relaxed);
+    memset(a->name, 0, sizeof *a - offsetof(cua_arena, name));
+    a->self = handle_of(a->idx, atomic_load_explicit(&a->gen, memory_order_relaxed));
+    *out = a;
+    return CUA_OK;
+}
+
+cua_status _cua_arena_enter(cua_arena **pa)
+{
+    cua_arena *h = *pa, *a;
+    uint32_t gen;
+    if (!h) return _cua_error(CUA_ERR_INVALID_ARG, "arena is NULL");
+    if (!(a = _cua_arena_of(h, &gen)))
+        return _cua_error(CUA_ERR_INVALID_ARG, "%p is not an arena handle", (void *)h);
+    /* The generation before the lock (a stale handle costs no wait) and under
+     * it (destroyed meanwhile, its memory maybe another arena's since). */
+    if (!_cua_arena_same(a, gen) || !_cua_arena_lock_alive(a))
+        return _cua_error(CUA_ERR_DESTROYED, "the arena of handle %p was destroyed", (void *)h);
+    if (CUA_UNLIKELY(atomic_load_explicit(&a->gen, memory_order_relaxed) != gen)) {
+        _cua_unlock(&a->lock);
+        return _cua_error(CUA_ERR_DESTROYED, "the arena of handle %p was destroyed", (void *)h);
+    }
+    *pa = a;
+    return CUA_OK;
+}
+
+void _cua_registry_recycle(cua_arena *a)
+{
+    pthread_mutex_lock(&registry_lock);
+    if (npool == cap_pool) {
+        size_t ncap = cap_pool ? 2 * cap_pool : 16;
+        cua_arena **np = realloc(pool, ncap * sizeof *np);
+        if (np) {
+            pool = np;
+            cap_pool = ncap;
+        }
+    }
+    /* (no host memory to keep it: it stays in its slot, unused - never freed) */
+    if (npool < cap_pool) pool[npool++] = a;
+    pthread_mutex_unlock(&registry_lock);
+}
+
+/* ---- the list of live arenas -------------------------------------------------------------- */
 
 static cua_status registry_add(cua_arena *a)
 {
@@ -48,11 +178,22 @@ static cua_status registry_add(cua_arena *a)
     return CUA_OK;
 }
 
-void _cua_registry_drop_default(cua_arena *a)
+/* What the ranges of destroyed arenas map to: an arena that is never alive
+ * (the address map's callers answer CUA_ERR_DESTROYED, with this name). */
+static cua_arena the_dead = {.name = "(destroyed)"};
+
+void _cua_registry_remove(cua_arena *a, uintptr_t base, size_t size)
 {
+    if (base) _cua_addrmap_bury(base, size, a, &the_dead);
     pthread_mutex_lock(&registry_lock);
     for (int d = 0; d < CUA_MAX_DEVICES; d++)
         if (default_arena[d] == a) default_arena[d] = NULL;
+    for (size_t i = registry_n; i-- > 0;) /* (the newest first: short-lived ones are there) */
+        if (registry[i] == a) {
+            memmove(&registry[i], &registry[i + 1], (registry_n - i - 1) * sizeof *registry);
+            registry_n--;
+            break;
+        }
     pthread_mutex_unlock(&registry_lock);
 }
 
@@ -116,13 +257,19 @@ cua_status _cua_registry_create(const cua_arena_config *cfg, cua_arena **out)
     cua_status st = backend_for(cfg, &bk, &owns);
     if (st != CUA_OK) return st;
     cua_arena *a = NULL;
-    st = _cua_arena_create(cfg, bk, owns, &a); /* (destroys an owned backend on failure) */
-    if (st != CUA_OK) return st;
-    st = registry_add(a);
+    st = registry_body(&a);
     if (st != CUA_OK) {
+        if (owns) _cua_backend_destroy(bk);
+        return st;
+    }
+    st = _cua_arena_create(a, cfg, bk, owns); /* (destroys an owned backend on failure) */
+    if (st == CUA_OK && (st = registry_add(a)) != CUA_OK) {
         if (!a->seg.novmm) _cua_addrmap_remove(a->seg.base, a->seg.size, a);
         _cua_arena_destroy_locked(a, CUA_DESTROY_FORCE);
-        free(a); /* never handed out: no tombstone needed */
+    }
+    _cua_unlock(&a->lock);
+    if (st != CUA_OK) {
+        _cua_registry_recycle(a); /* never handed out */
         return st;
     }
     *out = a;
@@ -134,19 +281,21 @@ cua_arena *_cua_registry_default(int device, cua_arena *candidate)
     pthread_mutex_lock(&registry_lock);
     if (!default_arena[device]) default_arena[device] = candidate;
     cua_arena *a = default_arena[device];
+    cua_arena *h = a ? a->self : NULL; /* (a destroy takes it out under this lock first) */
     pthread_mutex_unlock(&registry_lock);
-    return a;
+    return h;
 }
 
-/* The arenas alive on device (or all): up to cap into out; returns how many. */
-static size_t list_alive(int device, cua_arena **out, size_t cap)
+/* The arenas alive on device (or all): up to cap into out (their memory, or
+ * their handles); returns how many. */
+static size_t list_alive(int device, cua_arena **out, size_t cap, bool handles)
 {
     size_t n = 0;
     pthread_mutex_lock(&registry_lock);
     for (size_t i = 0; i < registry_n; i++) {
         cua_arena *a = registry[i];
         if (!atomic_load(&a->alive) || (device != CUA_ALL_DEVICES && a->device != device)) continue;
-        if (n < cap) out[n] = a;
+        if (n < cap) out[n] = handles ? a->self : a;
         n++;
     }
     pthread_mutex_unlock(&registry_lock);
@@ -159,11 +308,11 @@ cua_status _cua_registry_snapshot(int device, cua_arena ***out, size_t *n)
     *out = NULL;
     *n = 0;
     for (;;) {
-        size_t want = list_alive(device, NULL, 0);
+        size_t want = list_alive(device, NULL, 0, false);
         if (want == 0) return CUA_OK;
         cua_arena **v = malloc(want * sizeof *v);
         if (!v) return _cua_error(CUA_ERR_OUT_OF_MEMORY, "no host memory to list %zu arenas", want);
-        size_t got = list_alive(device, v, want);
+        size_t got = list_alive(device, v, want, false);
         if (got <= want) {
             *out = v;
             *n = got;
@@ -178,7 +327,7 @@ cua_status cua_arena_list(int device, cua_arena **out, size_t cap, size_t *n)
     if (!n || (!out && cap) || device < CUA_ALL_DEVICES)
         return _cua_error(CUA_ERR_INVALID_ARG, "n is NULL, out is NULL with cap %zu, or device "
                           "%d is not an ordinal or CUA_ALL_DEVICES", cap, device);
-    *n = list_alive(device, out, cap);
+    *n = list_alive(device, out, cap, true);
     return CUA_OK;
 }
 
@@ -193,7 +342,7 @@ cua_status cua_arena_find(int device, const char *name, cua_arena **out)
         cua_arena *a = registry[i];
         if (atomic_load(&a->alive) && (device == CUA_ALL_DEVICES || a->device == device) &&
             strcmp(a->name, name) == 0)
-            *out = a;
+            *out = a->self;
     }
     pthread_mutex_unlock(&registry_lock);
     if (*out) return CUA_OK;
@@ -216,18 +365,41 @@ static int by_priority(const void *x, const void *y)
     return (p->order > q->order) - (p->order < q->order);
 }
 
+/* The arenas alive on device (or all) with their priorities, read under the
+ * registry lock (an arena's memory may hold another arena once it is off
+ * the list): up to cap into r; returns how many there are. */
+static size_t rank_alive(int device, ranked *r, size_t cap)
+{
+    size_t n = 0;
+    pthread_mutex_lock(&registry_lock);
+    for (size_t i = 0; i < registry_n; i++) {
+        cua_arena *a = registry[i];
+        if (!atomic_load(&a->alive) || (device != CUA_ALL_DEVICES && a->device != device)) continue;
+        if (n < cap) r[n] = (ranked){a, a->cfg.priority, n};
+        n++;
+    }
+    pthread_mutex_unlock(&registry_lock);
+    return n;
+}
+
 cua_status _cua_registry_by_priority(int device, cua_arena ***out, size_t *n)
 {
-    cua_status st = _cua_registry_snapshot(device, out, n);
-    if (st != CUA_OK || *n < 2) return st;
-    ranked *r = malloc(*n * sizeof *r);
-    if (!r) {
+    *out = NULL;
+    *n = 0;
+    ranked *r = NULL;
+    size_t want = rank_alive(device, NULL, 0), got = 0;
+    for (;;) { /* (more arenas may come between the count and the copy) */
+        if (want == 0) return CUA_OK;
+        if (!(r = malloc(want * sizeof *r)) || !(*out = malloc(want * sizeof **out))) {
+            free(r);
+            return _cua_error(CUA_ERR_OUT_OF_MEMORY, "no host memory to rank %zu arenas", want);
+        }
+        if ((got = rank_alive(device, r, want)) <= want) break;
+        free(r);
         free(*out);
-        *out = NULL;
-        *n = 0;
-        return _cua_error(CUA_ERR_OUT_OF_MEMORY, "no host memory to rank arenas");
+        want = got;
     }
-    for (size_t i = 0; i < *n; i++) r[i] = (ranked){(*out)[i], (*out)[i]->cfg.priority, i};
+    *n = got;
     qsort(r, *n, sizeof *r, by_priority);
     for (size_t i = 0; i < *n; i++) (*out)[i] = r[i].a;
     free(r);
@@ -285,6 +457,19 @@ static size_t headroom_of(const device_sums *s)
     return (pages > keep ? pages - keep : 0) + (size_t)s->cached;
 }
 
+/* Arena a's figures, when it is still alive on `device` (its memory may hold
+ * another arena since the snapshot); with json, its JSON object too. */
+static bool stats_of(cua_arena *a, int device, cua_stats *out, char *json, size_t cap,
+                     size_t *len)
+{
+    if (!_cua_arena_lock_alive(a)) return false;
+    bool ours = a->device == device;
+    if (ours) _cua_stats_read(a, out);
+    if (ours && len) *len = _cua_stats_json(out, a->name, a->device, a->bk->name, json, cap);
+    _cua_arena_unlock(a);
+    return ours;
+}
+
 /* Sum the arenas of `device` in v[0..n) (skipping those destroyed meanwhile)
  * and ask the first one's backend for the driver's figures. */
 static cua_status device_sums_of(int device, cua_arena **v, size_t n, device_sums *s)
@@ -294,18 +479,22 @@ static cua_status device_sums_of(int device, cua_arena **v, size_t n, device_sum
     cua_status st = CUA_OK;
     for (size_t i = 0; i < n; i++) {
         cua_stats as;
-        if (!_cua_arena_lock_alive(v[i])) continue; /* destroyed meanwhile */
-        _cua_stats_read(v[i], &as);
+        if (!stats_of(v[i], device, &as, NULL, 0, NULL)) continue; /* destroyed meanwhile */
         s->mapped += as.mapped_bytes;
         s->live += as.live_bytes;
         s->cached += as.cached_bytes;
         s->narenas++;
-        if (!asked) { /* under the arena's lock, so that its backend cannot go meanwhile */
-            st = _cua_bk_mem_info(v[i]->bk, NULL, &s->driver_free, &s->driver_total);
-            s->gran = v[i]->bk->granularity;
-            asked = true;
+        if (asked) continue;
+        /* Under the arena's lock, so that its backend cannot go meanwhile. */
+        if (!_cua_arena_lock_alive(v[i])) continue;
+        if (v[i]->device != device) {
+            _cua_unlock(&v[i]->lock);
+            continue;
         }
-        _cua_arena_unlock(v[i]);
+        st = _cua_bk_mem_info(v[i]->bk, NULL, &s->driver_free, &s->driver_total);
+        s->gran = v[i]->bk->granularity;
+        asked = true;
+        _cua_unlock(&v[i]->lock);
     }
     if (st != CUA_OK)
         return _cua_error_wrap(st, "cannot ask the driver what device %d has free", device);
@@ -359,19 +548,18 @@ cua_status cua_device_report_json(int device, char *buf, size_t cap, size_t *len
         _cua_devstat_of(device) ? (uint64_t)atomic_load(&_cua_devstat_of(device)->peak) : 0);
     bool first = true;
     for (size_t i = 0; i < n && st == CUA_OK; i++) {
+        size_t need = 0, got = 0;
         cua_stats as;
-        if (!_cua_arena_lock_alive(v[i])) continue; /* destroyed meanwhile */
-        _cua_stats_read(v[i], &as);
-        size_t need = _cua_stats_json(&as, v[i]->name, v[i]->device, v[i]->bk->name, NULL, 0);
-        char *one = malloc(need + 1);
-        if (one) _cua_stats_json(&as, v[i]->name, v[i]->device, v[i]->bk->name, one, need + 1);
-        _cua_arena_unlock(v[i]);
+        if (!stats_of(v[i], device, &as, NULL, 0, &need)) continue; /* destroyed */
+        char *one = malloc(need + 64);
         if (!one) {
             st = _cua_error(CUA_ERR_OUT_OF_MEMORY, "no host memory for the device report");
             break;
         }
-        _cua_put(buf, cap, len, "%s%s", first ? "" : ",", one);
-        first = false;
+        if (stats_of(v[i], device, &as, one, need + 64, &got) && got < need + 64) {
+            _cua_put(buf, cap, len, "%s%s", first ? "" : ",", one);
+            first = false;
+        }
         free(one);
     }
     _cua_put(buf, cap, len, "]}");

@@ -5,6 +5,7 @@
  * can map them.
  */
 #include "arena/events.h"
+#include "process/registry.h"
 
 #include <stdlib.h>
 
@@ -17,12 +18,18 @@ struct cua_reservation {
     size_t n, each;
 };
 
+/* Release the handles from `from` on. One the driver refuses is handed to the
+ * backend, which retries it (before its next reserve, create or alloc, at a
+ * trim, at its destroy) as it does for an arena's: never dropped. */
 static cua_status release_all(cua_reservation *r, size_t from)
 {
     cua_status first = CUA_OK;
     for (size_t i = from; i < r->n; i++) {
         cua_status st = _cua_bk_release(r->bk, NULL, r->h[i], r->each);
-        if (st != CUA_OK && first == CUA_OK) first = st;
+        if (st == CUA_OK) continue;
+        _cua_bk_bury(r->bk, (cua_grave){.kind = CUA_CALL_RELEASE, .h = r->h[i], .size = r->each},
+                     st);
+        if (first == CUA_OK) first = st;
     }
     return first;
 }
@@ -90,10 +97,10 @@ cua_status cua_arena_adopt(cua_arena *a, cua_reservation *r)
 {
     cua_status st = check_res(r);
     if (st != CUA_OK) return st;
-    if (!a || !_cua_is_arena(a)) return _cua_error(CUA_ERR_INVALID_ARG, "arena is NULL or not an arena");
-    bool locked = _cua_arena_lock_alive(a);
+    st = _cua_arena_enter(&a); /* (NULL, not an arena: INVALID_ARG; destroyed: DESTROYED) */
+    bool locked = st == CUA_OK;
     if (!locked)
-        st = _cua_error(CUA_ERR_DESTROYED, "arena '%s' was destroyed", a->name);
+        ;
     else if (a->bk != r->bk)
         st = _cua_error(CUA_ERR_INVALID_ARG, "the reservation is of backend '%s', arena '%s' of "
                         "another one", r->bk->name, a->name);

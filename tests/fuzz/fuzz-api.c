@@ -17,10 +17,10 @@
  * aborts, with the operation's number and what was wrong.
  *
  * Each input creates its four arenas (their configurations from its first
- * bytes) and destroys them, so an input replays alone as it ran. A destroyed
- * arena keeps a tombstone of about 1.8 KB (its stale handle must still be
- * answered), so a process grows by that per arena: long runs are a series of
- * short fuzzer processes over one corpus (tests/fuzz/run-fuzz.sh).
+ * bytes) and destroys them, so an input replays alone as it ran. (A
+ * destroyed arena costs nothing: its memory serves the next one and its
+ * stale handle is told apart by its generation.) Long runs are a series of
+ * fuzzer processes over one corpus (tests/fuzz/run-fuzz.sh).
  *
  * Built as fuzz-api with clang (-Dfuzzer=true: -fsanitize=fuzzer), or with a
  * main that runs files and directories of inputs (fuzz-api-run; every build
@@ -42,6 +42,12 @@
 #define MAX_DEAD 16
 #define GRAN ((size_t)512 << 10)
 #define CAPACITY ((size_t)256 << 20)
+
+typedef struct reader {
+    const uint8_t *p;
+    size_t n;
+} reader;
+typedef reader *reader_ptr;
 
 typedef struct block {
     unsigned char *p;
@@ -67,6 +73,15 @@ static struct {
     int ndead;
     uint64_t ops, inputs, creates;
     unsigned touched; /* arenas the current call may have changed */
+    /* Callbacks that re-enter (see "callbacks" below): they read their
+     * actions from the input too. */
+    reader_ptr in;     /* the input being run */
+    int asker;         /* the slot of the operation running (its arena "asks") */
+    int depth;         /* callbacks nested in callbacks */
+    int quiet;         /* settling: callbacks do nothing */
+    unsigned dying;    /* slots whose destroy runs: their blocks are gone already */
+    unsigned moving;   /* slots whose offload or restore runs: their bytes are in flux */
+    uint64_t cb_calls, cb_actions, cb_destroys;
 } W;
 
 static unsigned last_op;
@@ -81,10 +96,6 @@ static const cua_stream streams[NSTREAMS] = { 0, 0x100, 0x200, 0x300 };
 
 /* ---- input ---------------------------------------------------------------------- */
 
-typedef struct reader {
-    const uint8_t *p;
-    size_t n;
-} reader;
 
 static unsigned u8(reader *r)
 {
@@ -193,9 +204,11 @@ static void drop_block(int j)
 
 static int live_at(const void *p)
 {
-    for (int j = 0; j < W.nlive; j++)
+    for (int j = 0; j < W.nlive; j++) {
+        if (W.dying & (1u << W.live[j].arena)) continue; /* gone already: its memory may be reused */
         if ((const unsigned char *)p >= W.live[j].p && (const unsigned char *)p < W.live[j].p + W.live[j].size)
             return j;
+    }
     return -1;
 }
 
@@ -241,7 +254,9 @@ static void destroy_slot(int i, int force)
     slot *s = &W.s[i];
     int has_live = s->live > 0;
     for (int j = 0; j < W.nlive && !has_live; j++) has_live = W.live[j].arena == i;
+    W.dying |= 1u << i;
     cua_status st = cua_arena_destroy(s->a, force ? CUA_DESTROY_FORCE : 0);
+    W.dying &= ~(1u << i);
     if (has_live && !force) {
         expect(st == CUA_ERR_BUSY, "destroy with live blocks answers BUSY");
         return;
@@ -267,12 +282,20 @@ static void restore_slot(int i)
 {
     slot *s = &W.s[i];
     cua_status st = CUA_OK;
-    for (int tries = 0; tries < 4 && s->offloaded; tries++) {
+    for (int tries = 0; tries < 4 && s->a && s->offloaded; tries++) {
+        W.moving |= 1u << i;
         st = cua_arena_restore(s->a);
+        W.moving &= ~(1u << i);
+        if (!s->a) { /* an eviction callback destroyed it meanwhile */
+            expect(st == CUA_ERR_DESTROYED || st == CUA_OK, "restore of an arena a callback destroyed");
+            return;
+        }
         if (st == CUA_OK) s->offloaded = 0;
         else expect_fail(st, "restore");
     }
+    if (!s->a) return;
     if (s->offloaded) {
+        W.quiet++; /* from here on it must converge: no callback acts */
         cua_fault_fail_random(W.fault, 0, 0);
         for (int k = 0; k < CUA_CALL_COUNT; k++) cua_fault_fail_nth(W.fault, (cua_call)k, 0, CUA_ERR_BACKEND);
         st = cua_arena_restore(s->a);
@@ -297,6 +320,7 @@ static void restore_slot(int i)
         }
         if (st != CUA_OK) die("restore without faults", NULL);
         s->offloaded = 0;
+        W.quiet--;
     }
     if (s->discarded)
         for (int j = 0; j < W.nlive; j++)
@@ -310,9 +334,11 @@ static void restore_slot(int i)
  * (the block is free all the same, so no longer live). */
 static void free_live(void *p)
 {
+    uint64_t acted = W.cb_actions;
     cua_status st = cua_free(p);
     if (trace_level() > 2) fprintf(stderr, "op %llu: free %p: %s\n", (unsigned long long)W.ops, p, cua_status_name(st));
-    if (st == CUA_ERR_BACKEND && cua_ptr_info(p, NULL, NULL, NULL) == CUA_OK) {
+    /* (unless a callback acted meanwhile: it may have been handed out again) */
+    if (st == CUA_ERR_BACKEND && W.cb_actions == acted && cua_ptr_info(p, NULL, NULL, NULL) == CUA_OK) {
         cua_free(p); /* for the message */
         die("a block is still live after a free that answered BACKEND", NULL);
     }
@@ -334,26 +360,9 @@ static size_t pick_size(reader *r)
     }
 }
 
-static void op_alloc(reader *r, int i)
+/* A block just handed out by slot i's arena joins the model. */
+static void add_live(int i, void *p, size_t size)
 {
-    slot *s = &W.s[i];
-    size_t size = pick_size(r);
-    cua_stream stream = streams[u8(r) % NSTREAMS];
-    void *p = NULL;
-    cua_status st = cua_arena_alloc(s->a, size, stream, &p);
-    if (trace_level() > 2)
-        fprintf(stderr, "op %llu: alloc %zu on stream %llu in slot %d: %p %s\n", (unsigned long long)W.ops, size,
-                (unsigned long long)stream, i, p, cua_status_name(st));
-    if (s->offloaded) {
-        expect(st == CUA_ERR_OFFLOADED && !p, "alloc in an offloaded arena answers OFFLOADED");
-        return;
-    }
-    if (st) {
-        expect(st == CUA_ERR_OUT_OF_MEMORY || st == CUA_ERR_LIMIT || st == CUA_ERR_BACKEND, "alloc status");
-        expect_fail(st, "alloc");
-        expect(!p, "a failed alloc sets *out to NULL");
-        return;
-    }
     expect(p != NULL && ((uintptr_t)p & 255) == 0, "alloc returns an aligned pointer");
     expect(live_at(p) < 0 && live_at((char *)p + size - 1) < 0, "alloc overlaps a live block");
     if (W.nlive == MAX_LIVE) { /* the model is full: give it straight back */
@@ -362,9 +371,44 @@ static void op_alloc(reader *r, int i)
     }
     forget_freed(p);
     block *b = &W.live[W.nlive++];
-    *b = (block){ .p = p, .size = size, .arena = i, .seed = (uint32_t)W.ops * 2654435761u };
-    s->live += size;
+    *b = (block){ .p = p, .size = size, .arena = i, .seed = (uint32_t)W.ops * 2654435761u + (uint32_t)W.nlive };
+    W.s[i].live += size;
+    W.touched |= 1u << i;
     write_pattern(b);
+}
+
+static void op_alloc(reader *r, int i)
+{
+    slot *s = &W.s[i];
+    size_t size = pick_size(r);
+    cua_stream stream = streams[u8(r) % NSTREAMS];
+    void *p = NULL;
+    int was_off = s->offloaded;
+    cua_status st = cua_arena_alloc(s->a, size, stream, &p);
+    if (trace_level() > 2)
+        fprintf(stderr, "op %llu: alloc %zu on stream %llu in slot %d: %p %s\n", (unsigned long long)W.ops, size,
+                (unsigned long long)stream, i, p, cua_status_name(st));
+    if (!s->a) { /* a callback it ran destroyed the arena (cuarena.h: "Callbacks") */
+        expect(!p && (st == CUA_ERR_DESTROYED || st == CUA_ERR_OUT_OF_MEMORY || st == CUA_ERR_LIMIT),
+               "an alloc whose arena a callback destroyed answers DESTROYED or its own failure");
+        return;
+    }
+    if (was_off) {
+        expect(st == CUA_ERR_OFFLOADED && !p, "alloc in an offloaded arena answers OFFLOADED");
+        return;
+    }
+    if (s->offloaded) { /* a callback it ran offloaded the arena: no block */
+        expect(st != CUA_OK && !p, "an alloc whose arena a callback offloaded answers a failure");
+        expect_fail(st, "alloc");
+        return;
+    }
+    if (st) {
+        expect(st == CUA_ERR_OUT_OF_MEMORY || st == CUA_ERR_LIMIT || st == CUA_ERR_BACKEND, "alloc status");
+        expect_fail(st, "alloc");
+        expect(!p, "a failed alloc sets *out to NULL");
+        return;
+    }
+    add_live(i, p, size);
 }
 
 static void op_free(reader *r)
@@ -374,9 +418,10 @@ static void op_free(reader *r)
     if (!W.s[W.live[j].arena].offloaded) check_pattern(&W.live[j]);
     W.touched |= 1u << W.live[j].arena;
     void *p = W.live[j].p;
-    free_live(p);
+    /* Out of the model first: the callbacks the free runs must not pick it. */
     drop_block(j);
     remember_freed(p);
+    free_live(p);
 }
 
 /* Pointers cuarena must refuse, never crash on, and never lose a block over. */
@@ -422,8 +467,10 @@ static void op_record(reader *r)
 static int is_offloaded(cua_arena *a)
 {
     void *p = NULL;
+    W.quiet++; /* a probe: its callbacks act not */
     cua_status st = cua_arena_alloc(a, 1, 0, &p);
     if (st == CUA_OK) free_live(p);
+    W.quiet--;
     return st == CUA_ERR_OFFLOADED;
 }
 
@@ -439,10 +486,17 @@ static void op_offload(reader *r, int i)
         else restore_slot(i);
         return;
     }
+    int was = s->offloaded;
+    W.moving |= 1u << i;
     cua_status st = k % 3 ? cua_arena_discard(s->a) : cua_arena_offload(s->a);
-    if (s->offloaded) {
+    W.moving &= ~(1u << i);
+    if (!s->a) return; /* a callback of its event destroyed it */
+    if (was) {
         expect(st == CUA_ERR_OFFLOADED, "offload of an offloaded arena");
-    } else if (st == CUA_OK || (st == CUA_ERR_BACKEND && is_offloaded(s->a))) {
+    } else if (s->offloaded) { /* a callback of its event offloaded it (again: OFFLOADED) */
+        expect(st == CUA_OK || st == CUA_ERR_BACKEND, "offload");
+        if (st == CUA_OK) s->discarded = s->discarded || k % 3 == 1;
+    } else if (st == CUA_OK || (st == CUA_ERR_BACKEND && is_offloaded(s->a) && s->a)) {
         s->offloaded = 1; /* BACKEND: the data is safe, some pages stayed mapped */
         s->discarded = k % 3 == 1;
     } else {
@@ -560,12 +614,146 @@ static void op_streams(reader *r)
     }
 }
 
+/* ---- callbacks that re-enter ------------------------------------------------------
+ * The eviction callback and the arena-event callback act as the input says
+ * (a byte per call): mostly nothing, else an allocation, a free, a trim, an
+ * offload or discard, or a destroy - of any arena, the one whose call ran
+ * them (the asker) included, as cuarena.h's rule for callbacks allows. The
+ * model follows each action at once; the operation that ran them reads the
+ * model again after its call and accepts what the rule says it answers.
+ * Callbacks nest two deep at most (their own calls raise events too). */
+
+static int slot_of(const cua_arena *a)
+{
+    for (int i = 0; i < NARENAS; i++)
+        if (a && W.s[i].a == a) return i;
+    return -1;
+}
+
+static void cb_alloc(reader *r, int k)
+{
+    size_t size = pick_size(r);
+    cua_stream stream = streams[u8(r) % NSTREAMS];
+    void *p = NULL;
+    cua_status st = cua_arena_alloc(W.s[k].a, size, stream, &p);
+    if (st != CUA_OK) {
+        expect(!p, "a failed alloc in a callback sets *out to NULL");
+        expect_fail(st, "alloc in a callback");
+        return;
+    }
+    /* (the model may still say offloaded: the restore that runs this callback
+     * marks it restored when it returns) */
+    expect(W.s[k].a != NULL, "a block from an arena that is gone");
+    add_live(k, p, size);
+}
+
+static void cb_free(reader *r)
+{
+    if (!W.nlive) return;
+    int j = (int)(u16(r) % (unsigned)W.nlive);
+    void *p = W.live[j].p;
+    if (W.dying & (1u << W.live[j].arena)) return;
+    if (!W.s[W.live[j].arena].offloaded && !(W.moving & (1u << W.live[j].arena)))
+        check_pattern(&W.live[j]);
+    W.touched |= 1u << W.live[j].arena;
+    drop_block(j); /* (first: the callbacks its free runs must not pick it) */
+    remember_freed(p);
+    free_live(p);
+}
+
+static void cb_offload(reader *r, int k)
+{
+    slot *s = &W.s[k];
+    int discard = u8(r) & 1;
+    if (s->offloaded || (W.moving & (1u << k))) return;
+    W.moving |= 1u << k;
+    cua_status st = discard ? cua_arena_discard(s->a) : cua_arena_offload(s->a);
+    W.moving &= ~(1u << k);
+    if (!s->a || s->offloaded) return; /* a nested callback got there first */
+    if (st == CUA_OK || (st == CUA_ERR_BACKEND && is_offloaded(s->a))) {
+        s->offloaded = 1;
+        s->discarded = discard;
+    } else {
+        expect_fail(st, "offload in a callback");
+    }
+}
+
+/* Destroy slot k's arena (forced) from a callback. The arena of a destroy in
+ * progress (its DESTROYED event) answers DESTROYED: the operation that
+ * destroys it updates the model. */
+static void cb_destroy(int k)
+{
+    slot *s = &W.s[k];
+    cua_arena *a = s->a;
+    W.dying |= 1u << k;
+    cua_status st = cua_arena_destroy(a, CUA_DESTROY_FORCE);
+    W.dying &= ~(1u << k);
+    if (st == CUA_ERR_DESTROYED) return;
+    expect(st == CUA_OK || st == CUA_ERR_BACKEND, "destroy in a callback");
+    if (s->a != a) return; /* (a nested callback did it) */
+    for (int j = W.nlive - 1; j >= 0; j--)
+        if (W.live[j].arena == k) {
+            remember_freed(W.live[j].p);
+            drop_block(j);
+        }
+    bury(a);
+    s->a = NULL;
+    s->offloaded = s->discarded = 0;
+    s->live = 0;
+    W.cb_destroys++;
+}
+
+/* One callback's action; `asker` is the slot of the arena whose call ran it
+ * (-1: none in the model, as a new arena's CREATED event), `own` its handle. */
+static void cb_act(int asker, cua_arena *own)
+{
+    W.cb_calls++;
+    if (W.quiet || W.depth >= 2 || !W.in || !W.in->n) return;
+    reader *r = W.in;
+    unsigned k = u8(r);
+    if (k % 16 < 10) return; /* mostly nothing, as most callbacks only log */
+    int t = (int)(u8(r) % NARENAS);
+    if (k % 16 == 15) t = asker;
+    W.cb_actions++;
+    W.touched = ~0u;
+    W.depth++;
+    if (t < 0) { /* the asker is not in the model (its creation): destroy it */
+        if (own) cua_arena_destroy(own, 0);
+    } else if (W.s[t].a && !(W.dying & (1u << t))) {
+        switch (k % 16) {
+        case 10: cb_alloc(r, t); break;
+        case 11: cb_free(r); break;
+        case 12: (void)cua_arena_trim(W.s[t].a, (size_t)(u8(r) % 8) * GRAN, NULL); break;
+        case 13: cb_offload(r, t); break;
+        default: cb_destroy(t); break;
+        }
+    }
+    W.depth--;
+}
+
+static void on_event(const cua_arena_event *ev, void *user)
+{
+    (void)user;
+    int asker = slot_of(ev->arena);
+    cb_act(asker, asker < 0 && ev->kind == CUA_ARENA_CREATED ? ev->arena : NULL);
+}
+
+static size_t on_evict(int device, size_t need, void *user)
+{
+    (void)device;
+    (void)need;
+    (void)user;
+    cb_act(W.s[W.asker].a ? W.asker : -2, NULL);
+    return 0;
+}
+
 static void one_op(reader *r)
 {
     unsigned op = last_op = u8(r);
     int i = (int)(u8(r) % NARENAS);
     W.ops++;
     W.touched = 1u << i;
+    W.asker = i;
     if (!W.s[i].a) {
         unsigned bits = u8(r);
         create_slot(i, bits, u16(r));
@@ -582,7 +770,7 @@ static void one_op(reader *r)
     case 10: op_streams(r); break;
     default:
         if (W.s[i].offloaded && !(op & 0x80)) restore_slot(i);
-        destroy_slot(i, op & 0x10);
+        if (W.s[i].a) destroy_slot(i, op & 0x10); /* (unless a callback of the restore did) */
         break;
     }
 }
@@ -599,6 +787,8 @@ static void setup_once(void)
     hc.manual_events = 1;
     if (cua_backend_host_create(&hc, &W.host) || cua_backend_fault_create(W.host, &W.fault))
         die("creating the backends", NULL);
+    if (cua_set_event_callback(on_event, NULL) || cua_add_evict_callback(on_evict, NULL, 0))
+        die("setting the callbacks", NULL);
 }
 
 /* The backend holds no handle or mapping (and, after destroy, no reservation
@@ -653,6 +843,7 @@ static void retry_pending(void)
  * trimmed and without limit or floor; the backend holds only what is mapped. */
 static void settle(void)
 {
+    W.quiet++; /* no callback acts: the end must converge */
     cua_fault_fail_random(W.fault, 0, 0);
     for (int k = 0; k < CUA_CALL_COUNT; k++) cua_fault_fail_nth(W.fault, (cua_call)k, 0, CUA_ERR_BACKEND);
     for (int i = 0; i < NARENAS; i++)
@@ -693,6 +884,7 @@ static void settle(void)
     retry_pending();
     backend_empty("after destroying every arena", 1);
     W.nfreed = 0;
+    W.quiet--;
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -701,6 +893,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     setup_once();
     reader r = { data, size };
+    W.in = &r;
     W.inputs++;
     W.ndead = 0; /* handles of earlier inputs: answered too, but kept out of the model */
     for (int i = 0; i < NARENAS; i++) {
@@ -719,13 +912,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         }
     }
     settle();
+    W.in = NULL;
     return 0;
 }
 
 static void print_stats(void)
 {
-    fprintf(stderr, "fuzz-api: %llu inputs, %llu operations, %llu arenas created, 0 violations\n",
-            (unsigned long long)W.inputs, (unsigned long long)W.ops, (unsigned long long)W.creates);
+    fprintf(stderr, "fuzz-api: %llu inputs, %llu operations, %llu arenas created, %llu callbacks "
+            "(%llu acted, %llu destroys from a callback), 0 violations\n",
+            (unsigned long long)W.inputs, (unsigned long long)W.ops, (unsigned long long)W.creates,
+            (unsigned long long)W.cb_calls, (unsigned long long)W.cb_actions,
+            (unsigned long long)W.cb_destroys);
 }
 
 #ifdef CUA_FUZZ_MAIN

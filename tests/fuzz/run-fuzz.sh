@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # run-fuzz.sh FUZZER CORPUS SECONDS [JOBS] - fuzz the API for SECONDS from the
-# seed corpus, as a series of fuzzer processes of at most 20 minutes each
-# (every destroyed arena keeps a 1.8 KB tombstone: a process grows by about
-# 100 MB in 10 minutes), JOBS at once (default 1), over one working corpus (a
-# temporary copy of CORPUS that grows; each process first replays it). Prints the inputs and operations run, and "N passed,
-# N failed": failed when a process found a crash, a leak or a checker
-# violation (its output is shown; the input that did it is kept in $PWD as
-# crash-*). libFuzzer's own leak check per input is off (-detect_leaks=0):
-# every input leaves its arenas' tombstones, so it would rerun every input
+# seed corpus, as a series of fuzzer processes of at most 20 minutes each,
+# JOBS at once (default 1), over one working corpus (a temporary copy of
+# CORPUS that grows; each process first replays it). Prints the inputs and
+# operations run, and "N passed, N failed": failed when a process found a
+# crash, a leak or a checker violation (its output is shown; the input that
+# did it is kept in $PWD as crash-*). libFuzzer's own leak check per input is
+# off (-detect_leaks=0): an input may leave memory that later ones reuse (the
+# arenas' memory pool, the backend's staging area), so it would rerun inputs
 # under LSan; LeakSanitizer still checks each process at its exit.
 set -uo pipefail
 fuzzer=$1 corpus=$2 seconds=$3 jobs=${4:-1}
