@@ -180,8 +180,7 @@ cua_status _cua_arena_create(cua_arena *a, const cua_arena_config *cfg_in, cua_b
     cua_arena_config cfg = *cfg_in;
     const char *name = cfg.name ? cfg.name : "arena";
     size_t len = _cua_utf8_fit(name, strlen(name), sizeof a->name - 1); /* (63 bytes at most) */
-    memcpy(a->name, name, len);
-    a->name[len] = '\0';
+    snprintf(a->name, sizeof a->name, "%.*s", (int)len, name);
     cfg.name = a->name;
     cfg.backend = bk;
     a->device = cfg.device;
