@@ -6,6 +6,7 @@
 #define CUA_API_HOOKS_H
 
 #include "arena/types.h"
+#include "cuarena_frameworks.h" /* their declarations: CUA_API exports them */
 
 /* The arena a framework's allocation hook (PyTorch, CuPy) takes memory from
  * on `device` when it names none: the calling thread's current arena when it
