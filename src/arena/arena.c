@@ -179,7 +179,7 @@ cua_status _cua_arena_create(const cua_arena_config *cfg_in, cua_backend *bk, bo
         return st;
     }
     a->cfg = cfg;
-    _cua_lock_init(&a->lock);
+    _cua_lock_init(&a->lock, CUA_LOCK_RANK_ARENA);
     a->magic = CUA_ARENA_MAGIC;
     a->alive = 1;
     atomic_fetch_add(&a->bk->users, 1);

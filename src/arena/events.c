@@ -9,18 +9,18 @@
 
 #include <string.h>
 
-static pthread_mutex_t cb_lock = PTHREAD_MUTEX_INITIALIZER;
+static cua_mutex cb_lock = CUA_MUTEX_INIT(EVENT_CB);
 static cua_arena_event_fn cb_fn;
 static void *cb_user;
 static _Atomic bool cb_set; /* lets arenas skip queueing when nobody listens */
 
 cua_status cua_set_event_callback(cua_arena_event_fn fn, void *user)
 {
-    pthread_mutex_lock(&cb_lock);
+    _cua_mutex_lock(&cb_lock);
     cb_fn = fn;
     cb_user = user;
     atomic_store(&cb_set, fn != NULL);
-    pthread_mutex_unlock(&cb_lock);
+    _cua_mutex_unlock(&cb_lock);
     return CUA_OK;
 }
 
@@ -56,10 +56,10 @@ void _cua_event_queue(cua_arena *a, cua_arena_event_kind kind, const char *reaso
 
 static void call(const cua_arena_event *evs, unsigned n)
 {
-    pthread_mutex_lock(&cb_lock);
+    _cua_mutex_lock(&cb_lock);
     cua_arena_event_fn fn = cb_fn;
     void *user = cb_user;
-    pthread_mutex_unlock(&cb_lock);
+    _cua_mutex_unlock(&cb_lock);
     if (!fn) return;
     char keep[CUA_MSG_CAP];
     _cua_error_stash(keep, sizeof keep); /* the caller's message survives the callback */

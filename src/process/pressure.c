@@ -27,7 +27,7 @@ typedef struct evictor {
     uint64_t order;
 } evictor;
 
-static pthread_mutex_t ev_lock = PTHREAD_MUTEX_INITIALIZER;
+static cua_mutex ev_lock = CUA_MUTEX_INIT(EVICT);
 static evictor evictors[CUA_EVICT_MAX];
 static size_t nevictors;
 static uint64_t next_order;
@@ -43,7 +43,7 @@ cua_status cua_add_evict_callback(cua_evict_fn fn, void *user, int priority)
 {
     if (!fn) return _cua_error(CUA_ERR_INVALID_ARG, "the eviction callback is NULL");
     cua_status st = CUA_OK;
-    pthread_mutex_lock(&ev_lock);
+    _cua_mutex_lock(&ev_lock);
     for (size_t i = 0; i < nevictors && st == CUA_OK; i++)
         if (evictors[i].fn == fn && evictors[i].user == user)
             st = _cua_error(CUA_ERR_INVALID_ARG, "this eviction callback is registered already");
@@ -53,14 +53,14 @@ cua_status cua_add_evict_callback(cua_evict_fn fn, void *user, int priority)
         evictors[nevictors++] = (evictor){fn, user, priority, next_order++};
         qsort(evictors, nevictors, sizeof *evictors, by_priority);
     }
-    pthread_mutex_unlock(&ev_lock);
+    _cua_mutex_unlock(&ev_lock);
     return st;
 }
 
 cua_status cua_remove_evict_callback(cua_evict_fn fn, void *user)
 {
     cua_status st = _cua_error(CUA_ERR_NOT_FOUND, "no such eviction callback is registered");
-    pthread_mutex_lock(&ev_lock);
+    _cua_mutex_lock(&ev_lock);
     for (size_t i = 0; i < nevictors; i++) {
         if (evictors[i].fn != fn || evictors[i].user != user) continue;
         memmove(&evictors[i], &evictors[i + 1], (nevictors - i - 1) * sizeof *evictors);
@@ -68,7 +68,7 @@ cua_status cua_remove_evict_callback(cua_evict_fn fn, void *user)
         st = CUA_OK;
         break;
     }
-    pthread_mutex_unlock(&ev_lock);
+    _cua_mutex_unlock(&ev_lock);
     return st;
 }
 
@@ -126,10 +126,10 @@ bool _cua_pressure_relieve(cua_arena *a, size_t size)
     bool any = trim_others(a, want) > 0;
     if ((want = missing(a, size)) == 0) return true;
     evictor evs[CUA_EVICT_MAX];
-    pthread_mutex_lock(&ev_lock);
+    _cua_mutex_lock(&ev_lock);
     size_t n = nevictors;
     memcpy(evs, evictors, n * sizeof *evs);
-    pthread_mutex_unlock(&ev_lock);
+    _cua_mutex_unlock(&ev_lock);
     for (size_t i = 0; i < n && want; i++) {
         char keep[CUA_MSG_CAP];
         _cua_error_stash(keep, sizeof keep);

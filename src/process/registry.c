@@ -24,7 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
+static cua_mutex registry_lock = CUA_MUTEX_INIT(REGISTRY);
 static cua_arena **registry;
 static size_t registry_n, registry_cap;
 static cua_arena *default_arena[CUA_MAX_DEVICES];
@@ -32,28 +32,28 @@ static cua_backend *device_backend[CUA_MAX_DEVICES]; /* shared CUDA backends, ma
 
 static cua_status registry_add(cua_arena *a)
 {
-    pthread_mutex_lock(&registry_lock);
+    _cua_mutex_lock(&registry_lock);
     if (registry_n == registry_cap) {
         size_t ncap = registry_cap ? 2 * registry_cap : 16;
         cua_arena **nr = realloc(registry, ncap * sizeof *nr);
         if (!nr) {
-            pthread_mutex_unlock(&registry_lock);
+            _cua_mutex_unlock(&registry_lock);
             return _cua_error(CUA_ERR_OUT_OF_MEMORY, "no host memory for the arena registry");
         }
         registry = nr;
         registry_cap = ncap;
     }
     registry[registry_n++] = a;
-    pthread_mutex_unlock(&registry_lock);
+    _cua_mutex_unlock(&registry_lock);
     return CUA_OK;
 }
 
 void _cua_registry_drop_default(cua_arena *a)
 {
-    pthread_mutex_lock(&registry_lock);
+    _cua_mutex_lock(&registry_lock);
     for (int d = 0; d < CUA_MAX_DEVICES; d++)
         if (default_arena[d] == a) default_arena[d] = NULL;
-    pthread_mutex_unlock(&registry_lock);
+    _cua_mutex_unlock(&registry_lock);
 }
 
 cua_status _cua_registry_device_backend(int device, cua_backend **out)
@@ -63,7 +63,7 @@ cua_status _cua_registry_device_backend(int device, cua_backend **out)
         return _cua_error(CUA_ERR_INVALID_ARG, "device %d is out of range 0..%d", device,
                           CUA_MAX_DEVICES - 1);
     cua_status st = CUA_OK;
-    pthread_mutex_lock(&registry_lock); /* made once: a second thread waits for the first */
+    _cua_mutex_lock(&registry_lock); /* made once: a second thread waits for the first */
     if (!device_backend[device]) {
         cua_backend *b = NULL;
 #if CUA_HAVE_CUDA
@@ -78,7 +78,7 @@ cua_status _cua_registry_device_backend(int device, cua_backend **out)
         }
     }
     *out = device_backend[device];
-    pthread_mutex_unlock(&registry_lock);
+    _cua_mutex_unlock(&registry_lock);
     return st;
 }
 
@@ -131,10 +131,10 @@ cua_status _cua_registry_create(const cua_arena_config *cfg, cua_arena **out)
 
 cua_arena *_cua_registry_default(int device, cua_arena *candidate)
 {
-    pthread_mutex_lock(&registry_lock);
+    _cua_mutex_lock(&registry_lock);
     if (!default_arena[device]) default_arena[device] = candidate;
     cua_arena *a = default_arena[device];
-    pthread_mutex_unlock(&registry_lock);
+    _cua_mutex_unlock(&registry_lock);
     return a;
 }
 
@@ -142,14 +142,14 @@ cua_arena *_cua_registry_default(int device, cua_arena *candidate)
 static size_t list_alive(int device, cua_arena **out, size_t cap)
 {
     size_t n = 0;
-    pthread_mutex_lock(&registry_lock);
+    _cua_mutex_lock(&registry_lock);
     for (size_t i = 0; i < registry_n; i++) {
         cua_arena *a = registry[i];
         if (!atomic_load(&a->alive) || (device != CUA_ALL_DEVICES && a->device != device)) continue;
         if (n < cap) out[n] = a;
         n++;
     }
-    pthread_mutex_unlock(&registry_lock);
+    _cua_mutex_unlock(&registry_lock);
     return n;
 }
 
@@ -188,14 +188,14 @@ cua_status cua_arena_find(int device, const char *name, cua_arena **out)
         return _cua_error(CUA_ERR_INVALID_ARG, "name or out is NULL, or device %d is not an "
                           "ordinal or CUA_ALL_DEVICES", device);
     *out = NULL;
-    pthread_mutex_lock(&registry_lock);
+    _cua_mutex_lock(&registry_lock);
     for (size_t i = 0; i < registry_n && !*out; i++) {
         cua_arena *a = registry[i];
         if (atomic_load(&a->alive) && (device == CUA_ALL_DEVICES || a->device == device) &&
             strcmp(a->name, name) == 0)
             *out = a;
     }
-    pthread_mutex_unlock(&registry_lock);
+    _cua_mutex_unlock(&registry_lock);
     if (*out) return CUA_OK;
     return _cua_error(CUA_ERR_NOT_FOUND, "no arena named '%s' is alive on %s %d", name,
                       device == CUA_ALL_DEVICES ? "any device, asked with" : "device", device);
