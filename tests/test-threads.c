@@ -50,7 +50,7 @@ static void *count_up(void *arg)
 TEST(lock_lets_one_thread_in)
 {
     long n = 20 * ops_per_thread();
-    _cua_lock_init(&counter_lock);
+    _cua_lock_init(&counter_lock, CUA_LOCK_RANK_ARENA);
     counter = 0;
     CHECK(test_threads(NTHREADS, count_up, &n, 0));
     CHECK(counter == (uint64_t)NTHREADS * (uint64_t)n);

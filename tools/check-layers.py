@@ -47,6 +47,7 @@ LAYERS = [
 MEMBERS = {
     "base/error.c": "base/internal",
     "base/lock.c": "base/internal",
+    "base/lockrank.h": "base/internal",
     "backend/staging.c": "backend/backend",
     "backend/host_stream.c": "backend/host",
     "backend/host_impl.h": "backend/host",

@@ -78,18 +78,18 @@ static void *crew_main(void *p)
     cua_crew *c = ((struct cua_crew_arg *)p)->crew;
     unsigned k = ((struct cua_crew_arg *)p)->k;
     uint64_t seen = 0;
-    pthread_mutex_lock(&c->mu);
+    _cua_mutex_lock(&c->mu);
     for (;;) {
-        while (!c->quit && c->gen == seen) pthread_cond_wait(&c->go, &c->mu);
+        while (!c->quit && c->gen == seen) pthread_cond_wait(&c->go, &c->mu.m);
         if (c->quit) break;
         seen = c->gen;
         bool mine = k < c->parts;
-        pthread_mutex_unlock(&c->mu);
+        _cua_mutex_unlock(&c->mu);
         if (mine) copy_part(c, k);
-        pthread_mutex_lock(&c->mu);
+        _cua_mutex_lock(&c->mu);
         if (mine && --c->pending == 0) pthread_cond_signal(&c->done);
     }
-    pthread_mutex_unlock(&c->mu);
+    _cua_mutex_unlock(&c->mu);
     return NULL;
 }
 
@@ -97,14 +97,14 @@ void _cua_crew_start(cua_crew *c, unsigned helpers)
 {
     memset(c, 0, sizeof *c);
     helpers = (unsigned)_cua_min(helpers, _cua_copy_helpers());
-    if (!helpers || pthread_mutex_init(&c->mu, NULL) != 0) return;
+    if (!helpers || _cua_mutex_init(&c->mu, CUA_LOCK_RANK_CREW) != 0) return;
     if (pthread_cond_init(&c->go, NULL) != 0) {
-        pthread_mutex_destroy(&c->mu);
+        pthread_mutex_destroy(&c->mu.m);
         return;
     }
     if (pthread_cond_init(&c->done, NULL) != 0) {
         pthread_cond_destroy(&c->go);
-        pthread_mutex_destroy(&c->mu);
+        pthread_mutex_destroy(&c->mu.m);
         return;
     }
     c->ready = true;
@@ -125,7 +125,7 @@ void _cua_crew_copy(cua_crew *c, void *dst, const void *src, size_t n, bool stre
             memcpy(dst, src, n);
         return;
     }
-    pthread_mutex_lock(&c->mu);
+    _cua_mutex_lock(&c->mu);
     c->dst = dst;
     c->src = src;
     c->n = n;
@@ -135,24 +135,24 @@ void _cua_crew_copy(cua_crew *c, void *dst, const void *src, size_t n, bool stre
     c->pending = parts - 1;
     c->gen++;
     pthread_cond_broadcast(&c->go);
-    pthread_mutex_unlock(&c->mu);
+    _cua_mutex_unlock(&c->mu);
     copy_part(c, 0);
-    pthread_mutex_lock(&c->mu);
-    while (c->pending) pthread_cond_wait(&c->done, &c->mu);
-    pthread_mutex_unlock(&c->mu);
+    _cua_mutex_lock(&c->mu);
+    while (c->pending) pthread_cond_wait(&c->done, &c->mu.m);
+    _cua_mutex_unlock(&c->mu);
 }
 
 void _cua_crew_stop(cua_crew *c)
 {
     if (!c->ready) return;
-    pthread_mutex_lock(&c->mu);
+    _cua_mutex_lock(&c->mu);
     c->quit = true;
     pthread_cond_broadcast(&c->go);
-    pthread_mutex_unlock(&c->mu);
+    _cua_mutex_unlock(&c->mu);
     for (unsigned i = 0; i < c->nthreads; i++) pthread_join(c->th[i], NULL);
     pthread_cond_destroy(&c->done);
     pthread_cond_destroy(&c->go);
-    pthread_mutex_destroy(&c->mu);
+    pthread_mutex_destroy(&c->mu.m);
     c->nthreads = 0;
     c->ready = false;
 }

@@ -26,7 +26,7 @@ struct cua_crew_arg {
 };
 
 struct cua_crew {
-    pthread_mutex_t mu;
+    cua_mutex mu;
     pthread_cond_t go, done;
     bool ready;             /* mu, go and done exist */
     pthread_t th[CUA_COPY_THREADS_MAX];

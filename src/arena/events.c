@@ -9,7 +9,7 @@
 
 #include <string.h>
 
-static pthread_mutex_t cb_lock = PTHREAD_MUTEX_INITIALIZER;
+static cua_mutex cb_lock = CUA_MUTEX_INIT(EVENT_CB);
 static cua_arena_event_fn cb_fn;
 static void *cb_user;
 static uint64_t cb_epoch; /* +1 per cua_set_event_callback */
@@ -37,7 +37,7 @@ static bool older_flying_elsewhere(uint64_t epoch)
 
 cua_status cua_set_event_callback(cua_arena_event_fn fn, void *user)
 {
-    pthread_mutex_lock(&cb_lock);
+    _cua_mutex_lock(&cb_lock);
     cb_fn = fn;
     cb_user = user;
     uint64_t epoch = ++cb_epoch;
@@ -46,8 +46,8 @@ cua_status cua_set_event_callback(cua_arena_event_fn fn, void *user)
      * that its `user` may be freed next; not from inside a callback (two
      * threads could wait for each other's), nor for this thread's own. */
     while (!_cua_in_callback && older_flying_elsewhere(epoch))
-        pthread_cond_wait(&flight_done, &cb_lock);
-    pthread_mutex_unlock(&cb_lock);
+        pthread_cond_wait(&flight_done, &cb_lock.m);
+    _cua_mutex_unlock(&cb_lock);
     return CUA_OK;
 }
 
@@ -85,16 +85,16 @@ void _cua_event_queue(cua_arena *a, cua_arena_event_kind kind, const char *reaso
  * then free its `user`: the events left are not for it). */
 static bool still_set(uint64_t epoch)
 {
-    pthread_mutex_lock(&cb_lock);
+    _cua_mutex_lock(&cb_lock);
     bool same = cb_epoch == epoch;
-    pthread_mutex_unlock(&cb_lock);
+    _cua_mutex_unlock(&cb_lock);
     return same;
 }
 
 static void call(const cua_arena_event *evs, unsigned n)
 {
     flight me = {0, pthread_self(), NULL};
-    pthread_mutex_lock(&cb_lock);
+    _cua_mutex_lock(&cb_lock);
     cua_arena_event_fn fn = cb_fn;
     void *user = cb_user;
     if (fn) {
@@ -102,7 +102,7 @@ static void call(const cua_arena_event *evs, unsigned n)
         me.next = flights;
         flights = &me;
     }
-    pthread_mutex_unlock(&cb_lock);
+    _cua_mutex_unlock(&cb_lock);
     if (!fn) return;
     char keep[CUA_MSG_CAP];
     _cua_error_stash(keep, sizeof keep); /* the caller's message survives the callback */
@@ -110,14 +110,14 @@ static void call(const cua_arena_event *evs, unsigned n)
     for (unsigned i = 0; i < n && (i == 0 || still_set(me.epoch)); i++) fn(&evs[i], user);
     _cua_in_callback--;
     _cua_error_restore(keep);
-    pthread_mutex_lock(&cb_lock);
+    _cua_mutex_lock(&cb_lock);
     for (flight **at = &flights; *at; at = &(*at)->next)
         if (*at == &me) {
             *at = me.next;
             break;
         }
     pthread_cond_broadcast(&flight_done);
-    pthread_mutex_unlock(&cb_lock);
+    _cua_mutex_unlock(&cb_lock);
 }
 
 void _cua_event_deliver(cua_arena *a)

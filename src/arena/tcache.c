@@ -204,7 +204,7 @@ static cua_tcache *tc_new(cua_arena *a, size_t max_size, size_t cap_bytes)
         tc_free(tc);
         return NULL;
     }
-    _cua_lock_init(&tc->lock);
+    _cua_lock_init(&tc->lock, CUA_LOCK_RANK_TCACHE);
     atomic_init(&tc->gate, CUA_TC_OPEN);
     tc->arena = a;
     return tc;

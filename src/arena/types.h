@@ -158,6 +158,7 @@ static inline void _cua_arena_lock_wait(cua_arena *a)
  * _cua_arena_unlock (events.h), which hands over the events the call queued. */
 static inline bool _cua_arena_lock_alive(cua_arena *a)
 {
+    _cua_lock_check(&a->lock); /* a blocking take: the try below is only its fast path */
     if (CUA_UNLIKELY(!_cua_trylock(&a->lock))) _cua_arena_lock_wait(a);
     if (CUA_LIKELY(atomic_load_explicit(&a->alive, memory_order_acquire))) return true;
     _cua_unlock(&a->lock);

@@ -573,7 +573,7 @@ cua_status _cua_backend_cuda_create(int device, cua_backend **out)
         return st;
     }
     _cua_backend_init(&cb->base, &cuda_ops, "cuda", CUA_BK_CUDA, gran, total_b);
-    _cua_lock_init(&cb->peer_lock);
+    _cua_lock_init(&cb->peer_lock, CUA_LOCK_RANK_CUDA_PEER);
     cb->base.device = device;
     cb->base.vmm = vmm;
     *out = &cb->base;

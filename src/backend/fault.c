@@ -295,7 +295,7 @@ cua_status _cua_backend_fault_create(cua_backend *inner, cua_backend **out)
     f->base.device = inner->device;
     f->base.vmm = inner->vmm;
     f->inner = inner;
-    _cua_lock_init(&f->lock);
+    _cua_lock_init(&f->lock, CUA_LOCK_RANK_FAULT);
     atomic_fetch_add(&inner->users, 1);
     *out = &f->base;
     return CUA_OK;

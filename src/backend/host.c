@@ -788,7 +788,7 @@ cua_status _cua_backend_host_create(const cua_host_config *cfg, cua_backend **ou
         return st;
     }
     init_tables(h);
-    _cua_lock_init(&h->lock);
+    _cua_lock_init(&h->lock, CUA_LOCK_RANK_HOST);
     _cua_backend_init(&h->base, &host_ops, "host", CUA_BK_HOST, h->gran, cfg->capacity);
     h->base.vmm = !h->no_vmm;
     h->base.device = cfg->device;

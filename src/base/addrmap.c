@@ -30,7 +30,7 @@ typedef struct leaf {
 } leaf;
 
 static _Atomic(leaf *) top[1u << TOP_BITS];
-static pthread_mutex_t addrmap_lock = PTHREAD_MUTEX_INITIALIZER;
+static cua_mutex addrmap_lock = CUA_MUTEX_INIT(ADDRMAP);
 
 static inline uintptr_t granule(uintptr_t addr) { return addr >> GRANULE_SHIFT; }
 
@@ -41,13 +41,13 @@ cua_status _cua_addrmap_insert(uintptr_t base, size_t size, cua_arena *a)
         return _cua_error(CUA_ERR_NOT_SUPPORTED,
                           "address range %#lx+%zu lies above 2^48, which the address map "
                           "does not cover", (unsigned long)base, size);
-    pthread_mutex_lock(&addrmap_lock);
+    _cua_mutex_lock(&addrmap_lock);
     for (uintptr_t g = g0; g <= g1; g++) {
         leaf *l = atomic_load(&top[g >> LEAF_BITS]);
         if (!l) {
             l = calloc(1, sizeof *l);
             if (!l) {
-                pthread_mutex_unlock(&addrmap_lock);
+                _cua_mutex_unlock(&addrmap_lock);
                 _cua_addrmap_remove(base, (size_t)(g - g0) << GRANULE_SHIFT, a);
                 return _cua_error(CUA_ERR_OUT_OF_MEMORY, "no host memory for the address map");
             }
@@ -55,7 +55,7 @@ cua_status _cua_addrmap_insert(uintptr_t base, size_t size, cua_arena *a)
         }
         atomic_store_explicit(&l->slot[g & ((1u << LEAF_BITS) - 1)], a, memory_order_release);
     }
-    pthread_mutex_unlock(&addrmap_lock);
+    _cua_mutex_unlock(&addrmap_lock);
     return CUA_OK;
 }
 
@@ -70,7 +70,7 @@ typedef struct range {
 static range *ranges;
 static size_t nranges, cap_ranges;
 static _Atomic size_t nranges_hint; /* lets the radix path skip the lock when there are none */
-static pthread_rwlock_t ranges_lock = PTHREAD_RWLOCK_INITIALIZER;
+static cua_rwlock ranges_lock = CUA_RWLOCK_INIT(RANGES);
 
 /* The driver placed a segment where a destroyed arena's range was: that
  * address space is someone else's now, so the tombstone must stop answering
@@ -78,7 +78,7 @@ static pthread_rwlock_t ranges_lock = PTHREAD_RWLOCK_INITIALIZER;
  * "of a destroyed arena"). Only entries of arenas no longer alive go. */
 static void forget_tombstones(uintptr_t base, size_t size, bool (*gone)(const cua_arena *))
 {
-    pthread_mutex_lock(&addrmap_lock);
+    _cua_mutex_lock(&addrmap_lock);
     for (uintptr_t g = granule(base); g <= granule(base + size - 1); g++) {
         if (g >> (LEAF_BITS + TOP_BITS)) break;
         leaf *l = atomic_load(&top[g >> LEAF_BITS]);
@@ -87,7 +87,7 @@ static void forget_tombstones(uintptr_t base, size_t size, bool (*gone)(const cu
         cua_arena *old = atomic_load(slot);
         if (old && gone(old)) atomic_compare_exchange_strong(slot, &old, NULL);
     }
-    pthread_mutex_unlock(&addrmap_lock);
+    _cua_mutex_unlock(&addrmap_lock);
 }
 
 /* Index of the first range with base >= addr. */
@@ -100,7 +100,7 @@ cua_status _cua_addrmap_insert_range(uintptr_t base, size_t size, cua_arena *a,
                                      bool (*gone)(const cua_arena *))
 {
     cua_status st = CUA_OK;
-    pthread_rwlock_wrlock(&ranges_lock);
+    _cua_rwlock_wrlock(&ranges_lock);
     if (nranges == cap_ranges) {
         size_t ncap = cap_ranges ? 2 * cap_ranges : 64;
         range *nr = realloc(ranges, ncap * sizeof *nr);
@@ -121,14 +121,14 @@ cua_status _cua_addrmap_insert_range(uintptr_t base, size_t size, cua_arena *a,
         nranges++;
         atomic_store(&nranges_hint, nranges);
     }
-    pthread_rwlock_unlock(&ranges_lock);
+    _cua_rwlock_unlock(&ranges_lock);
     if (st == CUA_OK) forget_tombstones(base, size, gone);
     return st;
 }
 
 void _cua_addrmap_remove_range(uintptr_t base, const cua_arena *a)
 {
-    pthread_rwlock_wrlock(&ranges_lock);
+    _cua_rwlock_wrlock(&ranges_lock);
     size_t i = range_lower_bound(base);
     while (i < nranges && ranges[i].base == base && ranges[i].arena != a) i++;
     if (i < nranges && ranges[i].base == base) {
@@ -141,17 +141,17 @@ void _cua_addrmap_remove_range(uintptr_t base, const cua_arena *a)
         ranges = NULL;
         cap_ranges = 0;
     }
-    pthread_rwlock_unlock(&ranges_lock);
+    _cua_rwlock_unlock(&ranges_lock);
 }
 
 static cua_arena *find_range(uintptr_t addr)
 {
     if (atomic_load_explicit(&nranges_hint, memory_order_relaxed) == 0) return NULL;
     cua_arena *a = NULL;
-    pthread_rwlock_rdlock(&ranges_lock);
+    _cua_rwlock_rdlock(&ranges_lock);
     size_t i = range_lower_bound(addr + 1); /* the first range above addr */
     if (i > 0 && addr - ranges[i - 1].base < ranges[i - 1].size) a = ranges[i - 1].arena;
-    pthread_rwlock_unlock(&ranges_lock);
+    _cua_rwlock_unlock(&ranges_lock);
     return a;
 }
 
@@ -171,7 +171,7 @@ cua_arena *_cua_addrmap_find(uintptr_t addr)
 void _cua_addrmap_bury(uintptr_t base, size_t size, cua_arena *a, cua_arena *dead)
 {
     if (!size) return;
-    pthread_mutex_lock(&addrmap_lock);
+    _cua_mutex_lock(&addrmap_lock);
     for (uintptr_t g = granule(base); g <= granule(base + size - 1); g++) {
         if (g >> (LEAF_BITS + TOP_BITS)) break;
         leaf *l = atomic_load(&top[g >> LEAF_BITS]);
@@ -179,18 +179,18 @@ void _cua_addrmap_bury(uintptr_t base, size_t size, cua_arena *a, cua_arena *dea
         cua_arena *expected = a;
         atomic_compare_exchange_strong(&l->slot[g & ((1u << LEAF_BITS) - 1)], &expected, dead);
     }
-    pthread_mutex_unlock(&addrmap_lock);
+    _cua_mutex_unlock(&addrmap_lock);
 }
 
 void _cua_addrmap_remove(uintptr_t base, size_t size, cua_arena *a)
 {
     if (!size) return;
-    pthread_mutex_lock(&addrmap_lock);
+    _cua_mutex_lock(&addrmap_lock);
     for (uintptr_t g = granule(base); g <= granule(base + size - 1); g++) {
         leaf *l = atomic_load(&top[g >> LEAF_BITS]);
         if (!l) continue;
         cua_arena *expected = a;
         atomic_compare_exchange_strong(&l->slot[g & ((1u << LEAF_BITS) - 1)], &expected, NULL);
     }
-    pthread_mutex_unlock(&addrmap_lock);
+    _cua_mutex_unlock(&addrmap_lock);
 }

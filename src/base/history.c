@@ -15,7 +15,15 @@ typedef struct history {
 } history;
 
 _Atomic int _cua_history_on[CUA_MAX_DEVICES];
-static history hists[CUA_MAX_DEVICES]; /* zeroed: unlocked, empty */
+/* Unlocked and empty; each lock of rank HISTORY (lockrank.h). */
+#define H1 {.lock = CUA_LOCK_INIT(HISTORY)}
+#define H4 H1, H1, H1, H1
+#define H16 H4, H4, H4, H4
+_Static_assert(CUA_MAX_DEVICES == 64, "hists[] lists 64 devices");
+static history hists[CUA_MAX_DEVICES] = {H16, H16, H16, H16};
+#undef H16
+#undef H4
+#undef H1
 
 void _cua_history_add(int device, int action, uintptr_t address, uint64_t size,
                       cua_stream stream, const char *arena)

@@ -7,6 +7,7 @@
 #define CUA_INTERNAL_H
 
 #include "cuarena.h"
+#include "base/lockrank.h"
 
 #include <pthread.h>
 #include <stdarg.h>
@@ -88,6 +89,34 @@ const char *_cua_fmt_bytes(char *buf, size_t cap, uint64_t bytes);
 
 /* ---- locks ------------------------------------------------------------------ */
 
+/* The lock order is checked in builds without NDEBUG (lockrank.h, lock.c):
+ * each lock carries its rank there, and every take and release is noted in
+ * the thread's list of held locks. Release builds compile it all out. */
+#ifndef CUA_LOCK_WITNESS
+#ifdef NDEBUG
+#define CUA_LOCK_WITNESS 0
+#else
+#define CUA_LOCK_WITNESS 1
+#endif
+#endif
+
+#if CUA_LOCK_WITNESS
+/* Abort unless every lock the thread holds ranks below `rank`. */
+void _cua_lock_witness_check(unsigned rank);
+/* A thread takes `lock` of `rank`: checked (a blocking take) as above, then
+ * noted as held. */
+void _cua_lock_witness_take(const void *lock, unsigned rank, bool checked);
+/* The thread released `lock`: no longer held (aborts if it was not). */
+void _cua_lock_witness_drop(const void *lock);
+#define CUA_WITNESS_TAKE(lock, rank, checked) _cua_lock_witness_take(lock, rank, checked)
+#define CUA_WITNESS_DROP(lock) _cua_lock_witness_drop(lock)
+#define CUA_WITNESS_RANK(rank) , (rank)
+#else
+#define CUA_WITNESS_TAKE(lock, rank, checked) ((void)0)
+#define CUA_WITNESS_DROP(lock) ((void)0)
+#define CUA_WITNESS_RANK(rank)
+#endif
+
 /* A lock of one atomic word (0 free, 1 held). Taking it uncontended is one
  * compare-and-swap and no call; dropping it is a plain release store, which
  * does not drain the store buffer as an atomic exchange would (with
@@ -97,13 +126,38 @@ const char *_cua_fmt_bytes(char *buf, size_t cap, uint64_t bytes);
  * microsecond, and nobody needs waking, so the unlock stays a store. */
 typedef struct cua_lock_t {
     _Atomic uint32_t word;
+#if CUA_LOCK_WITNESS
+    uint32_t rank; /* a cua_lock_rank */
+#endif
 } cua_lock_t;
+
+/* A static cua_lock_t of rank CUA_LOCK_RANK_<name>, unlocked. */
+#define CUA_LOCK_INIT(name) { 0 CUA_WITNESS_RANK(CUA_LOCK_RANK_##name) }
 
 void _cua_lock_slow(cua_lock_t *l);
 
-static inline void _cua_lock_init(cua_lock_t *l) { atomic_init(&l->word, 0); }
+static inline void _cua_lock_init(cua_lock_t *l, cua_lock_rank rank)
+{
+    atomic_init(&l->word, 0);
+#if CUA_LOCK_WITNESS
+    l->rank = rank;
+#else
+    (void)rank;
+#endif
+}
+/* Check the order for a blocking take of l, without noting it (a caller
+ * that tries first and waits after). */
+static inline void _cua_lock_check(const cua_lock_t *l)
+{
+#if CUA_LOCK_WITNESS
+    _cua_lock_witness_check(l->rank);
+#else
+    (void)l;
+#endif
+}
 static inline void _cua_lock(cua_lock_t *l)
 {
+    CUA_WITNESS_TAKE(l, l->rank, true);
     uint32_t expect = 0;
     if (CUA_LIKELY(atomic_compare_exchange_strong_explicit(&l->word, &expect, 1,
                                                            memory_order_acquire,
@@ -114,14 +168,75 @@ static inline void _cua_lock(cua_lock_t *l)
 static inline bool _cua_trylock(cua_lock_t *l)
 {
     uint32_t expect = 0;
-    return atomic_compare_exchange_strong_explicit(&l->word, &expect, 1, memory_order_acquire,
-                                                   memory_order_relaxed);
+    bool got = atomic_compare_exchange_strong_explicit(&l->word, &expect, 1,
+                                                       memory_order_acquire,
+                                                       memory_order_relaxed);
+    if (got) CUA_WITNESS_TAKE(l, l->rank, false);
+    return got;
 }
 static inline void _cua_unlock(cua_lock_t *l)
 {
+    CUA_WITNESS_DROP(l);
     atomic_store_explicit(&l->word, 0, memory_order_release);
 }
 static inline void _cua_lock_destroy(cua_lock_t *l) { (void)l; }
+
+/* A pthread mutex with its rank (for the process-wide tables, and where a
+ * condition variable waits on it: pass &m->m). */
+typedef struct cua_mutex {
+    pthread_mutex_t m;
+#if CUA_LOCK_WITNESS
+    unsigned rank;
+#endif
+} cua_mutex;
+
+#define CUA_MUTEX_INIT(name) { PTHREAD_MUTEX_INITIALIZER CUA_WITNESS_RANK(CUA_LOCK_RANK_##name) }
+
+static inline int _cua_mutex_init(cua_mutex *x, cua_lock_rank rank)
+{
+#if CUA_LOCK_WITNESS
+    x->rank = rank;
+#else
+    (void)rank;
+#endif
+    return pthread_mutex_init(&x->m, NULL);
+}
+static inline void _cua_mutex_lock(cua_mutex *x)
+{
+    CUA_WITNESS_TAKE(x, x->rank, true);
+    pthread_mutex_lock(&x->m);
+}
+static inline void _cua_mutex_unlock(cua_mutex *x)
+{
+    CUA_WITNESS_DROP(x);
+    pthread_mutex_unlock(&x->m);
+}
+
+/* A pthread read-write lock with its rank: readers are ordered as writers. */
+typedef struct cua_rwlock {
+    pthread_rwlock_t l;
+#if CUA_LOCK_WITNESS
+    unsigned rank;
+#endif
+} cua_rwlock;
+
+#define CUA_RWLOCK_INIT(name) { PTHREAD_RWLOCK_INITIALIZER CUA_WITNESS_RANK(CUA_LOCK_RANK_##name) }
+
+static inline void _cua_rwlock_rdlock(cua_rwlock *x)
+{
+    CUA_WITNESS_TAKE(x, x->rank, true);
+    pthread_rwlock_rdlock(&x->l);
+}
+static inline void _cua_rwlock_wrlock(cua_rwlock *x)
+{
+    CUA_WITNESS_TAKE(x, x->rank, true);
+    pthread_rwlock_wrlock(&x->l);
+}
+static inline void _cua_rwlock_unlock(cua_rwlock *x)
+{
+    CUA_WITNESS_DROP(x);
+    pthread_rwlock_unlock(&x->l);
+}
 
 /* ---- clocks and arithmetic -------------------------------------------------- */
 

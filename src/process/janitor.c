@@ -8,7 +8,7 @@
 
 #include <errno.h>
 
-static pthread_mutex_t jan_lock = PTHREAD_MUTEX_INITIALIZER;
+static cua_mutex jan_lock = CUA_MUTEX_INIT(JANITOR);
 static pthread_cond_t jan_wake = PTHREAD_COND_INITIALIZER;
 static pthread_t jan_thread;
 static bool jan_running, jan_stop;
@@ -17,52 +17,52 @@ static unsigned jan_period_ms;
 static void *janitor_main(void *arg)
 {
     (void)arg;
-    pthread_mutex_lock(&jan_lock);
+    _cua_mutex_lock(&jan_lock);
     while (!jan_stop) {
         struct timespec until;
         clock_gettime(CLOCK_REALTIME, &until);
         uint64_t ns = (uint64_t)until.tv_nsec + (uint64_t)jan_period_ms * 1000000u;
         until.tv_sec += (time_t)(ns / 1000000000u);
         until.tv_nsec = (long)(ns % 1000000000u);
-        while (!jan_stop && pthread_cond_timedwait(&jan_wake, &jan_lock, &until) != ETIMEDOUT) {
+        while (!jan_stop && pthread_cond_timedwait(&jan_wake, &jan_lock.m, &until) != ETIMEDOUT) {
         }
         if (jan_stop) break;
-        pthread_mutex_unlock(&jan_lock);
+        _cua_mutex_unlock(&jan_lock);
         _cua_registry_trim_idle(CUA_ALL_DEVICES, NULL); /* failures show in the arenas' events and stats */
-        pthread_mutex_lock(&jan_lock);
+        _cua_mutex_lock(&jan_lock);
     }
-    pthread_mutex_unlock(&jan_lock);
+    _cua_mutex_unlock(&jan_lock);
     return NULL;
 }
 
 cua_status cua_janitor_start(unsigned period_ms)
 {
     if (period_ms == 0) return _cua_error(CUA_ERR_INVALID_ARG, "the janitor's period is 0 ms");
-    pthread_mutex_lock(&jan_lock);
+    _cua_mutex_lock(&jan_lock);
     if (jan_running) {
-        pthread_mutex_unlock(&jan_lock);
+        _cua_mutex_unlock(&jan_lock);
         return _cua_error(CUA_ERR_BUSY, "the janitor is already running");
     }
     jan_stop = false;
     jan_period_ms = period_ms;
     int rc = pthread_create(&jan_thread, NULL, janitor_main, NULL);
     jan_running = rc == 0;
-    pthread_mutex_unlock(&jan_lock);
+    _cua_mutex_unlock(&jan_lock);
     if (rc) return _cua_error(CUA_ERR_OUT_OF_MEMORY, "cannot start the janitor thread (error %d)", rc);
     return CUA_OK;
 }
 
 cua_status cua_janitor_stop(void)
 {
-    pthread_mutex_lock(&jan_lock);
+    _cua_mutex_lock(&jan_lock);
     if (!jan_running || jan_stop) { /* none, or another thread is stopping it */
-        pthread_mutex_unlock(&jan_lock);
+        _cua_mutex_unlock(&jan_lock);
         return CUA_OK;
     }
     /* From the janitor's own thread (a callback of its trim): it cannot wait
      * for itself, and an OK would say it stopped. */
     if (pthread_equal(pthread_self(), jan_thread)) {
-        pthread_mutex_unlock(&jan_lock);
+        _cua_mutex_unlock(&jan_lock);
         return _cua_error(CUA_ERR_BUSY, "cua_janitor_stop() was called from the janitor's own "
                           "thread (a callback of its trim): it cannot wait for itself; call it "
                           "from another thread");
@@ -70,10 +70,10 @@ cua_status cua_janitor_stop(void)
     jan_stop = true;
     pthread_cond_signal(&jan_wake);
     pthread_t t = jan_thread;
-    pthread_mutex_unlock(&jan_lock);
+    _cua_mutex_unlock(&jan_lock);
     pthread_join(t, NULL);
-    pthread_mutex_lock(&jan_lock);
+    _cua_mutex_lock(&jan_lock);
     jan_running = false;
-    pthread_mutex_unlock(&jan_lock);
+    _cua_mutex_unlock(&jan_lock);
     return CUA_OK;
 }

@@ -27,7 +27,7 @@ typedef struct evictor {
     uint64_t order;
 } evictor;
 
-static pthread_mutex_t ev_lock = PTHREAD_MUTEX_INITIALIZER;
+static cua_mutex ev_lock = CUA_MUTEX_INIT(EVICT);
 static evictor evictors[CUA_EVICT_MAX];
 static size_t nevictors;
 static uint64_t next_order;
@@ -66,13 +66,13 @@ static bool registered(cua_evict_fn fn, void *user)
 static bool evict_call(const evictor *e, int device, size_t want, size_t *freed)
 {
     flight me = {e->fn, e->user, pthread_self(), NULL};
-    pthread_mutex_lock(&ev_lock);
+    _cua_mutex_lock(&ev_lock);
     bool still = registered(e->fn, e->user);
     if (still) {
         me.next = flights;
         flights = &me;
     }
-    pthread_mutex_unlock(&ev_lock);
+    _cua_mutex_unlock(&ev_lock);
     if (!still) return false;
     char keep[CUA_MSG_CAP];
     _cua_error_stash(keep, sizeof keep);
@@ -80,14 +80,14 @@ static bool evict_call(const evictor *e, int device, size_t want, size_t *freed)
     *freed = e->fn(device, want, e->user);
     _cua_in_callback--;
     _cua_error_restore(keep);
-    pthread_mutex_lock(&ev_lock);
+    _cua_mutex_lock(&ev_lock);
     for (flight **at = &flights; *at; at = &(*at)->next)
         if (*at == &me) {
             *at = me.next;
             break;
         }
     pthread_cond_broadcast(&flight_done);
-    pthread_mutex_unlock(&ev_lock);
+    _cua_mutex_unlock(&ev_lock);
     return true;
 }
 
@@ -102,7 +102,7 @@ cua_status cua_add_evict_callback(cua_evict_fn fn, void *user, int priority)
 {
     if (!fn) return _cua_error(CUA_ERR_INVALID_ARG, "the eviction callback is NULL");
     cua_status st = CUA_OK;
-    pthread_mutex_lock(&ev_lock);
+    _cua_mutex_lock(&ev_lock);
     for (size_t i = 0; i < nevictors && st == CUA_OK; i++)
         if (evictors[i].fn == fn && evictors[i].user == user)
             st = _cua_error(CUA_ERR_INVALID_ARG, "this eviction callback is registered already");
@@ -112,14 +112,14 @@ cua_status cua_add_evict_callback(cua_evict_fn fn, void *user, int priority)
         evictors[nevictors++] = (evictor){fn, user, priority, next_order++};
         qsort(evictors, nevictors, sizeof *evictors, by_priority);
     }
-    pthread_mutex_unlock(&ev_lock);
+    _cua_mutex_unlock(&ev_lock);
     return st;
 }
 
 cua_status cua_remove_evict_callback(cua_evict_fn fn, void *user)
 {
     cua_status st = _cua_error(CUA_ERR_NOT_FOUND, "no such eviction callback is registered");
-    pthread_mutex_lock(&ev_lock);
+    _cua_mutex_lock(&ev_lock);
     for (size_t i = 0; i < nevictors; i++) {
         if (evictors[i].fn != fn || evictors[i].user != user) continue;
         memmove(&evictors[i], &evictors[i + 1], (nevictors - i - 1) * sizeof *evictors);
@@ -130,8 +130,8 @@ cua_status cua_remove_evict_callback(cua_evict_fn fn, void *user)
     /* Its calls on other threads finish before `user` may go; not from inside
      * a callback (two threads could wait for each other's). */
     while (st == CUA_OK && !_cua_in_callback && flying_elsewhere(fn, user))
-        pthread_cond_wait(&flight_done, &ev_lock);
-    pthread_mutex_unlock(&ev_lock);
+        pthread_cond_wait(&flight_done, &ev_lock.m);
+    _cua_mutex_unlock(&ev_lock);
     return st;
 }
 
@@ -214,10 +214,10 @@ bool _cua_pressure_relieve(cua_arena *a, size_t size)
     if (!_cua_arena_same(a, p.gen)) return any;
     if ((want = missing(a, &p, size)) == 0) return true;
     evictor evs[CUA_EVICT_MAX];
-    pthread_mutex_lock(&ev_lock);
+    _cua_mutex_lock(&ev_lock);
     size_t n = nevictors;
     memcpy(evs, evictors, n * sizeof *evs);
-    pthread_mutex_unlock(&ev_lock);
+    _cua_mutex_unlock(&ev_lock);
     for (size_t i = 0; i < n && want; i++) {
         size_t freed = 0;
         if (!evict_call(&evs[i], p.device, (size_t)want, &freed)) continue; /* removed meanwhile */

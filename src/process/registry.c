@@ -36,7 +36,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
+static cua_mutex registry_lock = CUA_MUTEX_INIT(REGISTRY);
 static cua_arena **registry; /* the arenas alive, in creation order */
 static size_t registry_n, registry_cap;
 static cua_arena *default_arena[CUA_MAX_DEVICES];
@@ -96,7 +96,7 @@ static cua_arena *new_body_locked(void)
     cua_arena *a = aligned_alloc(64, bytes);
     if (!a) return NULL;
     memset(a, 0, bytes);
-    _cua_lock_init(&a->lock);
+    _cua_lock_init(&a->lock, CUA_LOCK_RANK_ARENA);
     a->magic = CUA_ARENA_MAGIC;
     a->idx = idx;
     atomic_store_explicit(&chunk[idx & (CHUNK_SLOTS - 1)], a, memory_order_relaxed);
@@ -106,9 +106,9 @@ static cua_arena *new_body_locked(void)
 
 static cua_status registry_body(cua_arena **out)
 {
-    pthread_mutex_lock(&registry_lock);
+    _cua_mutex_lock(&registry_lock);
     cua_arena *a = npool ? pool[--npool] : new_body_locked();
-    pthread_mutex_unlock(&registry_lock);
+    _cua_mutex_unlock(&registry_lock);
     if (!a) return _cua_error(CUA_ERR_OUT_OF_MEMORY, "no host memory for an arena");
     /* Locked until it is built (the caller unlocks): a thread that held the
      * last arena's memory - a stale handle, a snapshot of the registry -
@@ -144,7 +144,7 @@ cua_status _cua_arena_enter(cua_arena **pa)
 
 void _cua_registry_recycle(cua_arena *a)
 {
-    pthread_mutex_lock(&registry_lock);
+    _cua_mutex_lock(&registry_lock);
     if (npool == cap_pool) {
         size_t ncap = cap_pool ? 2 * cap_pool : 16;
         cua_arena **np = realloc(pool, ncap * sizeof *np);
@@ -155,37 +155,37 @@ void _cua_registry_recycle(cua_arena *a)
     }
     /* (no host memory to keep it: it stays in its slot, unused - never freed) */
     if (npool < cap_pool) pool[npool++] = a;
-    pthread_mutex_unlock(&registry_lock);
+    _cua_mutex_unlock(&registry_lock);
 }
 
 /* ---- the list of live arenas -------------------------------------------------------------- */
 
 static cua_status registry_add(cua_arena *a)
 {
-    pthread_mutex_lock(&registry_lock);
+    _cua_mutex_lock(&registry_lock);
     if (registry_n == registry_cap) {
         size_t ncap = registry_cap ? 2 * registry_cap : 16;
         cua_arena **nr = realloc(registry, ncap * sizeof *nr);
         if (!nr) {
-            pthread_mutex_unlock(&registry_lock);
+            _cua_mutex_unlock(&registry_lock);
             return _cua_error(CUA_ERR_OUT_OF_MEMORY, "no host memory for the arena registry");
         }
         registry = nr;
         registry_cap = ncap;
     }
     registry[registry_n++] = a;
-    pthread_mutex_unlock(&registry_lock);
+    _cua_mutex_unlock(&registry_lock);
     return CUA_OK;
 }
 
 /* What the ranges of destroyed arenas map to: an arena that is never alive
  * (the address map's callers answer CUA_ERR_DESTROYED, with this name). */
-static cua_arena the_dead = {.name = "(destroyed)"};
+static cua_arena the_dead = {.lock = CUA_LOCK_INIT(ARENA), .name = "(destroyed)"};
 
 void _cua_registry_remove(cua_arena *a, uintptr_t base, size_t size)
 {
     if (base) _cua_addrmap_bury(base, size, a, &the_dead);
-    pthread_mutex_lock(&registry_lock);
+    _cua_mutex_lock(&registry_lock);
     for (int d = 0; d < CUA_MAX_DEVICES; d++)
         if (default_arena[d] == a) default_arena[d] = NULL;
     for (size_t i = registry_n; i-- > 0;) /* (the newest first: short-lived ones are there) */
@@ -194,7 +194,7 @@ void _cua_registry_remove(cua_arena *a, uintptr_t base, size_t size)
             registry_n--;
             break;
         }
-    pthread_mutex_unlock(&registry_lock);
+    _cua_mutex_unlock(&registry_lock);
 }
 
 cua_status _cua_registry_device_backend(int device, cua_backend **out)
@@ -204,7 +204,7 @@ cua_status _cua_registry_device_backend(int device, cua_backend **out)
         return _cua_error(CUA_ERR_INVALID_ARG, "device %d is out of range 0..%d", device,
                           CUA_MAX_DEVICES - 1);
     cua_status st = CUA_OK;
-    pthread_mutex_lock(&registry_lock); /* made once: a second thread waits for the first */
+    _cua_mutex_lock(&registry_lock); /* made once: a second thread waits for the first */
     if (!device_backend[device]) {
         cua_backend *b = NULL;
 #if CUA_HAVE_CUDA
@@ -219,7 +219,7 @@ cua_status _cua_registry_device_backend(int device, cua_backend **out)
         }
     }
     *out = device_backend[device];
-    pthread_mutex_unlock(&registry_lock);
+    _cua_mutex_unlock(&registry_lock);
     return st;
 }
 
@@ -278,11 +278,11 @@ cua_status _cua_registry_create(const cua_arena_config *cfg, cua_arena **out)
 
 cua_arena *_cua_registry_default(int device, cua_arena *candidate)
 {
-    pthread_mutex_lock(&registry_lock);
+    _cua_mutex_lock(&registry_lock);
     if (!default_arena[device]) default_arena[device] = candidate;
     cua_arena *a = default_arena[device];
     cua_arena *h = a ? a->self : NULL; /* (a destroy takes it out under this lock first) */
-    pthread_mutex_unlock(&registry_lock);
+    _cua_mutex_unlock(&registry_lock);
     return h;
 }
 
@@ -291,14 +291,14 @@ cua_arena *_cua_registry_default(int device, cua_arena *candidate)
 static size_t list_alive(int device, cua_arena **out, size_t cap, bool handles)
 {
     size_t n = 0;
-    pthread_mutex_lock(&registry_lock);
+    _cua_mutex_lock(&registry_lock);
     for (size_t i = 0; i < registry_n; i++) {
         cua_arena *a = registry[i];
         if (!atomic_load(&a->alive) || (device != CUA_ALL_DEVICES && a->device != device)) continue;
         if (n < cap) out[n] = handles ? a->self : a;
         n++;
     }
-    pthread_mutex_unlock(&registry_lock);
+    _cua_mutex_unlock(&registry_lock);
     return n;
 }
 
@@ -337,14 +337,14 @@ cua_status cua_arena_find(int device, const char *name, cua_arena **out)
         return _cua_error(CUA_ERR_INVALID_ARG, "name or out is NULL, or device %d is not an "
                           "ordinal or CUA_ALL_DEVICES", device);
     *out = NULL;
-    pthread_mutex_lock(&registry_lock);
+    _cua_mutex_lock(&registry_lock);
     for (size_t i = 0; i < registry_n && !*out; i++) {
         cua_arena *a = registry[i];
         if (atomic_load(&a->alive) && (device == CUA_ALL_DEVICES || a->device == device) &&
             strcmp(a->name, name) == 0)
             *out = a->self;
     }
-    pthread_mutex_unlock(&registry_lock);
+    _cua_mutex_unlock(&registry_lock);
     if (*out) return CUA_OK;
     return _cua_error(CUA_ERR_NOT_FOUND, "no arena named '%s' is alive on %s %d", name,
                       device == CUA_ALL_DEVICES ? "any device, asked with" : "device", device);
@@ -371,14 +371,14 @@ static int by_priority(const void *x, const void *y)
 static size_t rank_alive(int device, ranked *r, size_t cap)
 {
     size_t n = 0;
-    pthread_mutex_lock(&registry_lock);
+    _cua_mutex_lock(&registry_lock);
     for (size_t i = 0; i < registry_n; i++) {
         cua_arena *a = registry[i];
         if (!atomic_load(&a->alive) || (device != CUA_ALL_DEVICES && a->device != device)) continue;
         if (n < cap) r[n] = (ranked){a, a->cfg.priority, n};
         n++;
     }
-    pthread_mutex_unlock(&registry_lock);
+    _cua_mutex_unlock(&registry_lock);
     return n;
 }
 

@@ -25,10 +25,12 @@
  * Built as fuzz-api with clang (-Dfuzzer=true: -fsanitize=fuzzer), or with a
  * main that runs files and directories of inputs (fuzz-api-run; every build
  * runs the seed corpus in tests/fuzz/corpus that way). CUA_FUZZ_STATS=1 prints
- * the operations run at exit.
+ * the operations run at exit. CUA_FUZZ_THREADS=N (2 to 8) runs every input in
+ * the multi-threaded mode instead (fuzz-mt.c: N threads on shared arenas).
  */
 #include "cuarena.h"
 #include "cuarena_backend.h"
+#include "fuzz-mt.h"
 
 #include <stdint.h>
 #include <stdio.h>
@@ -891,6 +893,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
+    int nthreads = fuzz_mt_threads();
+    if (nthreads) {
+        fuzz_mt_input(data, size, nthreads);
+        return 0;
+    }
     setup_once();
     reader r = { data, size };
     W.in = &r;
@@ -918,11 +925,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 static void print_stats(void)
 {
+    uint64_t inputs, ops, creates;
+    fuzz_mt_counts(&inputs, &ops, &creates);
     fprintf(stderr, "fuzz-api: %llu inputs, %llu operations, %llu arenas created, %llu callbacks "
             "(%llu acted, %llu destroys from a callback), 0 violations\n",
-            (unsigned long long)W.inputs, (unsigned long long)W.ops, (unsigned long long)W.creates,
-            (unsigned long long)W.cb_calls, (unsigned long long)W.cb_actions,
-            (unsigned long long)W.cb_destroys);
+            (unsigned long long)(W.inputs + inputs), (unsigned long long)(W.ops + ops),
+            (unsigned long long)(W.creates + creates), (unsigned long long)W.cb_calls,
+            (unsigned long long)W.cb_actions, (unsigned long long)W.cb_destroys);
 }
 
 #ifdef CUA_FUZZ_MAIN
