@@ -46,6 +46,18 @@ static int empty(cua_backend *bk)
            !s.reservations && s.events == (s.streams ? 2 : 0);
 }
 
+/* Backend bk must hold nothing; it is destroyed either way. */
+static cua_status device_done(cua_backend *bk)
+{
+    int clean = empty(bk);
+    if (!clean) fprintf(stderr, "  the backend still holds memory\n");
+    cua_status gone = cua_backend_destroy(bk);
+    return clean ? gone : CUA_ERR_BUSY;
+}
+
+/* A test on a device `bk` of 64 MiB (small_device), empty at the end. */
+#define DEVICE_TEST(name) TEST_WITH(name, cua_backend *, bk, small_device(), device_done)
+
 /* ---- what the callbacks do ------------------------------------------------------------ */
 
 enum action { DO_NOTHING, DO_DESTROY, DO_OFFLOAD, DO_FREE_ALL };
@@ -110,10 +122,8 @@ static void *fill(cua_arena *a, size_t *kept)
     return p;
 }
 
-TEST(evict_callback_destroys_the_asker)
+DEVICE_TEST(evict_callback_destroys_the_asker)
 {
-    cua_backend *bk = small_device();
-    CHECK(bk);
     cua_arena *a = make(bk, "asker");
     CHECK(a);
     size_t kept;
@@ -128,8 +138,6 @@ TEST(evict_callback_destroys_the_asker)
     CHECK_ST(st, CUA_ERR_DESTROYED);
     CHECK(q == NULL);
     CHECK_ST(cua_arena_alloc(a, 64, 0, &q), CUA_ERR_DESTROYED);
-    CHECK(empty(bk));
-    CHECK_OK(cua_backend_destroy(bk));
 }
 
 /* The same with an arena of its own backend (destroyed with it). */
@@ -155,10 +163,8 @@ TEST(evict_callback_destroys_the_asker_and_its_backend)
     CHECK(q == NULL);
 }
 
-TEST(evict_callback_offloads_the_asker)
+DEVICE_TEST(evict_callback_offloads_the_asker)
 {
-    cua_backend *bk = small_device();
-    CHECK(bk);
     cua_arena *a = make(bk, "asker");
     CHECK(a);
     size_t kept;
@@ -175,15 +181,11 @@ TEST(evict_callback_offloads_the_asker)
     CHECK(big[0] == 7);
     CHECK_ARENA(a);
     CHECK_OK(cua_arena_destroy(a, CUA_DESTROY_FORCE));
-    CHECK(empty(bk));
-    CHECK_OK(cua_backend_destroy(bk));
 }
 
 /* The callback frees the asker's own blocks: the retry then fits. */
-TEST(evict_callback_frees_the_askers_blocks)
+DEVICE_TEST(evict_callback_frees_the_askers_blocks)
 {
-    cua_backend *bk = small_device();
-    CHECK(bk);
     cua_arena *a = make(bk, "asker");
     CHECK(a);
     size_t kept;
@@ -198,8 +200,6 @@ TEST(evict_callback_frees_the_askers_blocks)
     CHECK_ARENA(a);
     CHECK_OK(cua_free(q));
     CHECK_OK(cua_arena_destroy(a, 0));
-    CHECK(empty(bk));
-    CHECK_OK(cua_backend_destroy(bk));
 }
 
 /* ---- the event callback acts on the arena of the event ---------------------------------- */
@@ -207,10 +207,8 @@ TEST(evict_callback_frees_the_askers_blocks)
 /* The out-of-memory event's callback destroys the arena: the allocation
  * answers OUT_OF_MEMORY (it had failed) or DESTROYED, and the device report
  * the message gets is made without it. */
-TEST(oom_event_destroys_the_asker)
+DEVICE_TEST(oom_event_destroys_the_asker)
 {
-    cua_backend *bk = small_device();
-    CHECK(bk);
     cua_arena *a = make(bk, "asker"), *other = make(bk, "other");
     CHECK(a && other);
     size_t kept;
@@ -224,16 +222,12 @@ TEST(oom_event_destroys_the_asker)
     CHECK(p.calls == 1 && p.got == CUA_OK && q == NULL);
     CHECK(st == CUA_ERR_OUT_OF_MEMORY || st == CUA_ERR_DESTROYED);
     CHECK_OK(cua_arena_destroy(other, 0));
-    CHECK(empty(bk));
-    CHECK_OK(cua_backend_destroy(bk));
 }
 
 /* A trim event in the middle of an allocation (the arena gives back its
  * cache before failing) whose callback destroys the arena. */
-TEST(trim_event_destroys_the_asker)
+DEVICE_TEST(trim_event_destroys_the_asker)
 {
-    cua_backend *bk = small_device();
-    CHECK(bk);
     cua_arena *a = make(bk, "asker");
     CHECK(a);
     void *x = NULL, *y = NULL;
@@ -248,8 +242,6 @@ TEST(trim_event_destroys_the_asker)
     CHECK_OK(cua_set_event_callback(NULL, NULL));
     CHECK(p.calls == 1 && q == NULL);
     CHECK(st == CUA_ERR_DESTROYED || st == CUA_ERR_OUT_OF_MEMORY);
-    CHECK(empty(bk));
-    CHECK_OK(cua_backend_destroy(bk));
 }
 
 /* A successful allocation whose events' callback destroys or offloads the
@@ -305,10 +297,8 @@ static void destroy_created(const cua_arena_event *ev, void *user)
         created_destroyed++;
 }
 
-TEST(created_event_destroys_the_new_arena)
+DEVICE_TEST(created_event_destroys_the_new_arena)
 {
-    cua_backend *bk = small_device();
-    CHECK(bk);
     CHECK_OK(cua_set_event_callback(destroy_created, NULL));
     cua_arena *a = (cua_arena *)1;
     cua_arena_config cfg;
@@ -319,17 +309,13 @@ TEST(created_event_destroys_the_new_arena)
     CHECK(created_destroyed == 1);
     CHECK_ST(st, CUA_ERR_DESTROYED);
     CHECK(a == NULL);
-    CHECK(empty(bk));
-    CHECK_OK(cua_backend_destroy(bk));
 }
 
 /* ---- a restore that finds the device full ------------------------------------------------- */
 
 /* The eviction callback destroys the arena being restored. */
-TEST(evict_callback_destroys_the_arena_being_restored)
+DEVICE_TEST(evict_callback_destroys_the_arena_being_restored)
 {
-    cua_backend *bk = small_device();
-    CHECK(bk);
     cua_arena *a = make(bk, "restored"), *hog = make(bk, "hog");
     CHECK(a && hog);
     void *x = NULL, *h = NULL;
@@ -344,8 +330,6 @@ TEST(evict_callback_destroys_the_arena_being_restored)
     CHECK_ST(st, CUA_ERR_DESTROYED);
     CHECK_OK(cua_free(h));
     CHECK_OK(cua_arena_destroy(hog, 0));
-    CHECK(empty(bk));
-    CHECK_OK(cua_backend_destroy(bk));
 }
 
 /* ---- unsetting a callback waits for its calls in flight ---------------------------------- */
@@ -387,10 +371,8 @@ static void *create_and_destroy(void *arg)
     return NULL;
 }
 
-TEST(unset_event_callback_waits_for_calls_in_flight)
+DEVICE_TEST(unset_event_callback_waits_for_calls_in_flight)
 {
-    cua_backend *bk = small_device();
-    CHECK(bk);
     slow_user u = {0};
     CHECK_OK(cua_set_event_callback(slow_event, &u));
     pthread_t t;
@@ -400,8 +382,6 @@ TEST(unset_event_callback_waits_for_calls_in_flight)
     atomic_store(&u.freed, 1); /* the natural shutdown: unset, then free `user` */
     pthread_join(t, NULL);
     CHECK(atomic_load(&u.late) == 0);
-    CHECK(empty(bk));
-    CHECK_OK(cua_backend_destroy(bk));
 }
 
 static void *alloc_too_much(void *arg)
@@ -413,10 +393,8 @@ static void *alloc_too_much(void *arg)
     return NULL;
 }
 
-TEST(remove_evict_callback_waits_for_calls_in_flight)
+DEVICE_TEST(remove_evict_callback_waits_for_calls_in_flight)
 {
-    cua_backend *bk = small_device();
-    CHECK(bk);
     cua_arena *a = make(bk, "asker");
     CHECK(a);
     void *x = NULL;
@@ -432,8 +410,6 @@ TEST(remove_evict_callback_waits_for_calls_in_flight)
     CHECK(atomic_load(&u.late) == 0);
     CHECK_OK(cua_free(x));
     CHECK_OK(cua_arena_destroy(a, 0));
-    CHECK(empty(bk));
-    CHECK_OK(cua_backend_destroy(bk));
 }
 
 /* A callback may unset itself (it does not wait for its own call). */
