@@ -1,6 +1,7 @@
 /*
- * replay.h - what cuarena-replay's parts share: the options of a run and the
- * figures of one trace (replay.c measures them, report.c prints them).
+ * replay.h - what cuarena-replay's parts share: the options of a run
+ * (options.c parses them) and the figures of one trace (replay.c measures
+ * them, report.c prints them).
  */
 #ifndef CUA_BENCH_REPLAY_H
 #define CUA_BENCH_REPLAY_H
@@ -61,6 +62,12 @@ static inline int timing_spread_wide(const result *r)
 {
     return r->has_timing && r->ns_med > 0 && (r->ns_max - r->ns_min) / r->ns_med > TIMING_WIDE_SPREAD;
 }
+
+/* The command line into `o` (its files in o->files, to be freed); --help and
+ * --backends print and exit 0, a usage error prints the usage and exits 2. */
+void options_parse(int argc, char **argv, options *o);
+/* Whether this build can create a backend of `kind` ("host", "cuda"). */
+int options_backend_built(const char *kind);
 
 /* One JSON line of a trace's figures (the options say how it was run). */
 void report_json(const options *o, const result *r);

@@ -27,9 +27,12 @@
  * runs the seed corpus in tests/fuzz/corpus that way). CUA_FUZZ_STATS=1 prints
  * the operations run at exit. CUA_FUZZ_THREADS=N (2 to 8) runs every input in
  * the multi-threaded mode instead (fuzz-mt.c: N threads on shared arenas).
+ *
+ * This file holds the model, its checks and the operations; the callbacks
+ * that re-enter are in fuzz-callbacks.c, one input from start to end and the
+ * corpus runner in fuzz-run.c (their shared state: fuzz-api.h).
  */
-#include "cuarena.h"
-#include "cuarena_backend.h"
+#include "fuzz-api.h"
 #include "fuzz-mt.h"
 
 #include <stdint.h>
@@ -37,69 +40,22 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define NARENAS 4
-#define NSTREAMS 4
-#define MAX_LIVE 256
-#define MAX_FREED 64
-#define MAX_DEAD 16
-#define GRAN ((size_t)512 << 10)
-#define CAPACITY ((size_t)256 << 20)
+world W;
 
-typedef struct reader {
-    const uint8_t *p;
-    size_t n;
-} reader;
-typedef reader *reader_ptr;
+unsigned last_op;
 
-typedef struct block {
-    unsigned char *p;
-    size_t size;
-    int arena;
-    uint32_t seed;
-} block;
-
-typedef struct slot {
-    cua_arena *a;
-    int offloaded, discarded;
-    uint64_t live; /* the model's live bytes */
-} slot;
-
-static struct {
-    cua_backend *host, *fault;
-    slot s[NARENAS];
-    block live[MAX_LIVE];
-    int nlive;
-    void *freed[MAX_FREED]; /* recently freed pointers, for double frees */
-    int nfreed;
-    cua_arena *dead[MAX_DEAD]; /* destroyed handles */
-    int ndead;
-    uint64_t ops, inputs, creates;
-    unsigned touched; /* arenas the current call may have changed */
-    /* Callbacks that re-enter (see "callbacks" below): they read their
-     * actions from the input too. */
-    reader_ptr in;     /* the input being run */
-    int asker;         /* the slot of the operation running (its arena "asks") */
-    int depth;         /* callbacks nested in callbacks */
-    int quiet;         /* settling: callbacks do nothing */
-    unsigned dying;    /* slots whose destroy runs: their blocks are gone already */
-    unsigned moving;   /* slots whose offload or restore runs: their bytes are in flux */
-    uint64_t cb_calls, cb_actions, cb_destroys;
-} W;
-
-static unsigned last_op;
-
-static int trace_level(void)
+int trace_level(void)
 {
     const char *t = getenv("CUA_FUZZ_TRACE");
     return t ? atoi(t) : 0;
 }
 
-static const cua_stream streams[NSTREAMS] = { 0, 0x100, 0x200, 0x300 };
+const cua_stream streams[NSTREAMS] = { 0, 0x100, 0x200, 0x300 };
 
 /* ---- input ---------------------------------------------------------------------- */
 
 
-static unsigned u8(reader *r)
+unsigned u8(reader *r)
 {
     if (!r->n) return 0;
     r->n--;
@@ -109,7 +65,7 @@ static unsigned u8(reader *r)
 /* Two bytes, low first. (Every read is its own statement or initializer: the
  * order of reads within one expression is unspecified in C, and gcc and
  * clang would decode an input differently.) */
-static unsigned u16(reader *r)
+unsigned u16(reader *r)
 {
     unsigned lo = u8(r);
     return lo | u8(r) << 8;
@@ -117,20 +73,20 @@ static unsigned u16(reader *r)
 
 /* ---- checks --------------------------------------------------------------------- */
 
-static void die(const char *what, const char *detail)
+void die(const char *what, const char *detail)
 {
     fprintf(stderr, "fuzz-api: operation %llu: %s%s%s (last error: %s)\n", (unsigned long long)W.ops, what,
             detail ? ": " : "", detail ? detail : "", cua_last_error());
     abort();
 }
 
-static void expect(int ok, const char *what)
+void expect(int ok, const char *what)
 {
     if (!ok) die(what, NULL);
 }
 
 /* A failure must say what happened in words. */
-static void expect_fail(cua_status st, const char *what)
+void expect_fail(cua_status st, const char *what)
 {
     if (st == CUA_OK) die(what, "returned CUA_OK");
     if (!cua_last_error()[0]) die(what, "failed with an empty message");
@@ -153,7 +109,7 @@ static void write_pattern(block *b)
         for (size_t i = 0; i < len; i++) b->p[at[k] + i] = (unsigned char)(b->seed + at[k] + i);
 }
 
-static void check_pattern(const block *b)
+void check_pattern(const block *b)
 {
     size_t at[3], len;
     spots(b, at, &len);
@@ -164,7 +120,7 @@ static void check_pattern(const block *b)
 
 /* The checks after a call: the arenas it touched (every arena every 16th
  * call and at the end of an input), the patterns of every live block. */
-static void check_arenas(unsigned mask)
+void check_arenas(unsigned mask)
 {
     for (int i = 0; i < NARENAS; i++) {
         slot *s = &W.s[i];
@@ -179,7 +135,7 @@ static void check_arenas(unsigned mask)
         if (!W.s[W.live[j].arena].offloaded) check_pattern(&W.live[j]);
 }
 
-static void check_all(void) { check_arenas(~0u); }
+void check_all(void) { check_arenas(~0u); }
 
 /* ---- the model ------------------------------------------------------------------ */
 
@@ -189,7 +145,7 @@ static void forget_freed(const void *p)
         if (W.freed[k] == p) W.freed[k] = W.freed[--W.nfreed];
 }
 
-static void remember_freed(void *p)
+void remember_freed(void *p)
 {
     if (W.nfreed == MAX_FREED) W.nfreed--;
     memmove(W.freed + 1, W.freed, (size_t)W.nfreed * sizeof *W.freed);
@@ -197,7 +153,7 @@ static void remember_freed(void *p)
     W.nfreed++;
 }
 
-static void drop_block(int j)
+void drop_block(int j)
 {
     W.touched |= 1u << W.live[j].arena;
     W.s[W.live[j].arena].live -= W.live[j].size;
@@ -216,7 +172,7 @@ static int live_at(const void *p)
 
 /* ---- arenas --------------------------------------------------------------------- */
 
-static void create_slot(int i, unsigned cfgbits, unsigned v)
+void create_slot(int i, unsigned cfgbits, unsigned v)
 {
     cua_arena_config cfg;
     cua_arena_config_init(&cfg);
@@ -243,7 +199,7 @@ static void create_slot(int i, unsigned cfgbits, unsigned v)
     W.s[i].live = 0;
 }
 
-static void bury(cua_arena *a)
+void bury(cua_arena *a)
 {
     if (W.ndead == MAX_DEAD) W.ndead--;
     memmove(W.dead + 1, W.dead, (size_t)W.ndead * sizeof *W.dead);
@@ -276,11 +232,9 @@ static void destroy_slot(int i, int force)
     s->a = NULL;
 }
 
-static void free_live(void *p);
-
 /* Restore until it works (it may fail on injected faults), then a fresh
  * pattern for the blocks of a discarded arena. */
-static void restore_slot(int i)
+void restore_slot(int i)
 {
     slot *s = &W.s[i];
     cua_status st = CUA_OK;
@@ -334,7 +288,7 @@ static void restore_slot(int i)
 
 /* Free a live block: CUA_OK, or CUA_ERR_BACKEND when giving pages back failed
  * (the block is free all the same, so no longer live). */
-static void free_live(void *p)
+void free_live(void *p)
 {
     uint64_t acted = W.cb_actions;
     cua_status st = cua_free(p);
@@ -351,7 +305,7 @@ static void free_live(void *p)
     }
 }
 
-static size_t pick_size(reader *r)
+size_t pick_size(reader *r)
 {
     unsigned k = u8(r), v = u16(r);
     switch (k % 4) {
@@ -363,7 +317,7 @@ static size_t pick_size(reader *r)
 }
 
 /* A block just handed out by slot i's arena joins the model. */
-static void add_live(int i, void *p, size_t size)
+void add_live(int i, void *p, size_t size)
 {
     expect(p != NULL && ((uintptr_t)p & 255) == 0, "alloc returns an aligned pointer");
     expect(live_at(p) < 0 && live_at((char *)p + size - 1) < 0, "alloc overlaps a live block");
@@ -466,7 +420,7 @@ static void op_record(reader *r)
 }
 
 /* Whether an arena is offloaded, as its allocations answer. */
-static int is_offloaded(cua_arena *a)
+int is_offloaded(cua_arena *a)
 {
     void *p = NULL;
     W.quiet++; /* a probe: its callbacks act not */
@@ -616,140 +570,7 @@ static void op_streams(reader *r)
     }
 }
 
-/* ---- callbacks that re-enter ------------------------------------------------------
- * The eviction callback and the arena-event callback act as the input says
- * (a byte per call): mostly nothing, else an allocation, a free, a trim, an
- * offload or discard, or a destroy - of any arena, the one whose call ran
- * them (the asker) included, as cuarena.h's rule for callbacks allows. The
- * model follows each action at once; the operation that ran them reads the
- * model again after its call and accepts what the rule says it answers.
- * Callbacks nest two deep at most (their own calls raise events too). */
-
-static int slot_of(const cua_arena *a)
-{
-    for (int i = 0; i < NARENAS; i++)
-        if (a && W.s[i].a == a) return i;
-    return -1;
-}
-
-static void cb_alloc(reader *r, int k)
-{
-    size_t size = pick_size(r);
-    cua_stream stream = streams[u8(r) % NSTREAMS];
-    void *p = NULL;
-    cua_status st = cua_arena_alloc(W.s[k].a, size, stream, &p);
-    if (st != CUA_OK) {
-        expect(!p, "a failed alloc in a callback sets *out to NULL");
-        expect_fail(st, "alloc in a callback");
-        return;
-    }
-    /* (the model may still say offloaded: the restore that runs this callback
-     * marks it restored when it returns) */
-    expect(W.s[k].a != NULL, "a block from an arena that is gone");
-    add_live(k, p, size);
-}
-
-static void cb_free(reader *r)
-{
-    if (!W.nlive) return;
-    int j = (int)(u16(r) % (unsigned)W.nlive);
-    void *p = W.live[j].p;
-    if (W.dying & (1u << W.live[j].arena)) return;
-    if (!W.s[W.live[j].arena].offloaded && !(W.moving & (1u << W.live[j].arena)))
-        check_pattern(&W.live[j]);
-    W.touched |= 1u << W.live[j].arena;
-    drop_block(j); /* (first: the callbacks its free runs must not pick it) */
-    remember_freed(p);
-    free_live(p);
-}
-
-static void cb_offload(reader *r, int k)
-{
-    slot *s = &W.s[k];
-    int discard = u8(r) & 1;
-    if (s->offloaded || (W.moving & (1u << k))) return;
-    W.moving |= 1u << k;
-    cua_status st = discard ? cua_arena_discard(s->a) : cua_arena_offload(s->a);
-    W.moving &= ~(1u << k);
-    if (!s->a || s->offloaded) return; /* a nested callback got there first */
-    if (st == CUA_OK || (st == CUA_ERR_BACKEND && is_offloaded(s->a))) {
-        s->offloaded = 1;
-        s->discarded = discard;
-    } else {
-        expect_fail(st, "offload in a callback");
-    }
-}
-
-/* Destroy slot k's arena (forced) from a callback. The arena of a destroy in
- * progress (its DESTROYED event) answers DESTROYED: the operation that
- * destroys it updates the model. */
-static void cb_destroy(int k)
-{
-    slot *s = &W.s[k];
-    cua_arena *a = s->a;
-    W.dying |= 1u << k;
-    cua_status st = cua_arena_destroy(a, CUA_DESTROY_FORCE);
-    W.dying &= ~(1u << k);
-    if (st == CUA_ERR_DESTROYED) return;
-    expect(st == CUA_OK || st == CUA_ERR_BACKEND, "destroy in a callback");
-    if (s->a != a) return; /* (a nested callback did it) */
-    for (int j = W.nlive - 1; j >= 0; j--)
-        if (W.live[j].arena == k) {
-            remember_freed(W.live[j].p);
-            drop_block(j);
-        }
-    bury(a);
-    s->a = NULL;
-    s->offloaded = s->discarded = 0;
-    s->live = 0;
-    W.cb_destroys++;
-}
-
-/* One callback's action; `asker` is the slot of the arena whose call ran it
- * (-1: none in the model, as a new arena's CREATED event), `own` its handle. */
-static void cb_act(int asker, cua_arena *own)
-{
-    W.cb_calls++;
-    if (W.quiet || W.depth >= 2 || !W.in || !W.in->n) return;
-    reader *r = W.in;
-    unsigned k = u8(r);
-    if (k % 16 < 10) return; /* mostly nothing, as most callbacks only log */
-    int t = (int)(u8(r) % NARENAS);
-    if (k % 16 == 15) t = asker;
-    W.cb_actions++;
-    W.touched = ~0u;
-    W.depth++;
-    if (t < 0) { /* the asker is not in the model (its creation): destroy it */
-        if (own) cua_arena_destroy(own, 0);
-    } else if (W.s[t].a && !(W.dying & (1u << t))) {
-        switch (k % 16) {
-        case 10: cb_alloc(r, t); break;
-        case 11: cb_free(r); break;
-        case 12: (void)cua_arena_trim(W.s[t].a, (size_t)(u8(r) % 8) * GRAN, NULL); break;
-        case 13: cb_offload(r, t); break;
-        default: cb_destroy(t); break;
-        }
-    }
-    W.depth--;
-}
-
-static void on_event(const cua_arena_event *ev, void *user)
-{
-    (void)user;
-    int asker = slot_of(ev->arena);
-    cb_act(asker, asker < 0 && ev->kind == CUA_ARENA_CREATED ? ev->arena : NULL);
-}
-
-static size_t on_evict(int device, size_t need, void *user)
-{
-    (void)device;
-    (void)need;
-    (void)user;
-    cb_act(W.s[W.asker].a ? W.asker : -2, NULL);
-    return 0;
-}
-
-static void one_op(reader *r)
+void one_op(reader *r)
 {
     unsigned op = last_op = u8(r);
     int i = (int)(u8(r) % NARENAS);
@@ -776,209 +597,3 @@ static void one_op(reader *r)
         break;
     }
 }
-
-/* ---- one input ------------------------------------------------------------------ */
-
-static void setup_once(void)
-{
-    if (W.host) return;
-    cua_host_config hc;
-    cua_host_config_init(&hc);
-    hc.capacity = CAPACITY;
-    hc.granularity = GRAN;
-    hc.manual_events = 1;
-    if (cua_backend_host_create(&hc, &W.host) || cua_backend_fault_create(W.host, &W.fault))
-        die("creating the backends", NULL);
-    if (cua_set_event_callback(on_event, NULL) || cua_add_evict_callback(on_evict, NULL, 0))
-        die("setting the callbacks", NULL);
-}
-
-/* The backend holds no handle or mapping (and, after destroy, no reservation
- * or event but its staging area's). */
-static void backend_empty(const char *when, int all)
-{
-    cua_backend_stats bs;
-    cua_backend_get_stats(W.host, &bs);
-    /* The backend's own staging area (two buffers, a copy stream, an event per
-     * buffer: kept for the next offload) is not the arenas'. */
-    uint64_t staging_events = bs.streams ? 2 : 0;
-    if (bs.handles || bs.handle_bytes || bs.mappings || (all && (bs.reservations || bs.events > staging_events))) {
-        char what[200];
-        cua_backend_stats fs;
-        cua_backend_get_stats(W.fault, &fs);
-        snprintf(what, sizeof what, "%llu handles (%llu bytes), %llu mappings, %llu reservations, %llu events, "
-                 "%llu releases pending",
-                 (unsigned long long)bs.handles, (unsigned long long)bs.handle_bytes,
-                 (unsigned long long)bs.mappings, (unsigned long long)bs.reservations,
-                 (unsigned long long)bs.events, (unsigned long long)fs.pending_releases);
-        die(when, what);
-    }
-}
-
-/* An arena made and destroyed at once, without faults. */
-static void create_scratch(cua_arena **a)
-{
-    cua_arena_config cfg;
-    cua_arena_config_init(&cfg);
-    cfg.name = "scratch";
-    cfg.backend = W.fault;
-    cfg.va_size = (size_t)1 << 30;
-    if (cua_arena_create(&cfg, a) != CUA_OK || cua_arena_destroy(*a, 0) != CUA_OK)
-        die("a scratch arena without faults", NULL);
-    W.creates++;
-}
-
-/* Releases a destroy left to the backend (the driver refused them): without
- * faults, the next reserve retries them, and they must all go. */
-static void retry_pending(void)
-{
-    cua_backend_stats bs;
-    cua_backend_get_stats(W.fault, &bs);
-    if (!bs.pending_releases) return;
-    cua_arena *scratch;
-    create_scratch(&scratch);
-    cua_backend_get_stats(W.fault, &bs);
-    expect(bs.pending_releases == 0, "the backend retried the releases a destroy left");
-}
-
-/* Back to an empty state: no faults, every block freed, every arena restored,
- * trimmed and without limit or floor; the backend holds only what is mapped. */
-static void settle(void)
-{
-    W.quiet++; /* no callback acts: the end must converge */
-    cua_fault_fail_random(W.fault, 0, 0);
-    for (int k = 0; k < CUA_CALL_COUNT; k++) cua_fault_fail_nth(W.fault, (cua_call)k, 0, CUA_ERR_BACKEND);
-    for (int i = 0; i < NARENAS; i++)
-        if (W.s[i].a && W.s[i].offloaded) restore_slot(i);
-    while (W.nlive) {
-        check_pattern(&W.live[W.nlive - 1]);
-        free_live(W.live[W.nlive - 1].p);
-        drop_block(W.nlive - 1);
-    }
-    /* A first trim lets frees whose streams could not be waited for record
-     * their events now (as any later call does); then the streams' work ends. */
-    for (int i = 0; i < NARENAS; i++)
-        if (W.s[i].a && cua_arena_trim(W.s[i].a, 0, NULL) != CUA_OK) die("trim at the end", NULL);
-    for (int s = 0; s < NSTREAMS; s++) cua_host_stream_complete(W.host, streams[s]);
-    for (int i = 0; i < NARENAS; i++) {
-        if (!W.s[i].a) continue;
-        cua_arena_set_floor(W.s[i].a, 0);
-        cua_arena_set_limit(W.s[i].a, 0);
-        if (cua_arena_trim(W.s[i].a, 0, NULL) != CUA_OK) die("trim at the end", NULL);
-        cua_stats st;
-        cua_arena_get_stats(W.s[i].a, &st);
-        if (st.live_bytes || st.mapped_bytes) die("an arena still maps memory after freeing all and trim(0)", NULL);
-    }
-    check_all();
-    retry_pending();
-    backend_empty("with every arena empty and trimmed", 0);
-    for (int i = 0; i < NARENAS; i++)
-        if (W.s[i].a) {
-            if (trace_level() > 1) {
-                cua_backend_stats bs;
-                cua_backend_get_stats(W.host, &bs);
-                fprintf(stderr, "settle: before destroying slot %d: %llu events\n", i, (unsigned long long)bs.events);
-            }
-            if (cua_arena_destroy(W.s[i].a, 0) != CUA_OK) die("destroy of an empty arena", NULL);
-            bury(W.s[i].a);
-            W.s[i].a = NULL;
-        }
-    retry_pending();
-    backend_empty("after destroying every arena", 1);
-    W.nfreed = 0;
-    W.quiet--;
-}
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
-{
-    int nthreads = fuzz_mt_threads();
-    if (nthreads) {
-        fuzz_mt_input(data, size, nthreads);
-        return 0;
-    }
-    setup_once();
-    reader r = { data, size };
-    W.in = &r;
-    W.inputs++;
-    W.ndead = 0; /* handles of earlier inputs: answered too, but kept out of the model */
-    for (int i = 0; i < NARENAS; i++) {
-        unsigned bits = u8(&r);
-        create_slot(i, bits, u16(&r));
-    }
-    while (r.n) {
-        one_op(&r);
-        /* bad pointers, stream completion and faults reach any arena */
-        check_arenas(W.ops % 16 == 0 || last_op % 12 == 5 || last_op % 12 == 10 ? ~0u : W.touched);
-        if (trace_level() > 1) {
-            cua_backend_stats bs;
-            cua_backend_get_stats(W.host, &bs);
-            fprintf(stderr, "op %llu: op byte %u, %llu events, %d live\n", (unsigned long long)W.ops, last_op,
-                    (unsigned long long)bs.events, W.nlive);
-        }
-    }
-    settle();
-    W.in = NULL;
-    return 0;
-}
-
-static void print_stats(void)
-{
-    uint64_t inputs, ops, creates;
-    fuzz_mt_counts(&inputs, &ops, &creates);
-    fprintf(stderr, "fuzz-api: %llu inputs, %llu operations, %llu arenas created, %llu callbacks "
-            "(%llu acted, %llu destroys from a callback), 0 violations\n",
-            (unsigned long long)(W.inputs + inputs), (unsigned long long)(W.ops + ops),
-            (unsigned long long)(W.creates + creates), (unsigned long long)W.cb_calls,
-            (unsigned long long)W.cb_actions, (unsigned long long)W.cb_destroys);
-}
-
-#ifdef CUA_FUZZ_MAIN
-/* Without libFuzzer: run every file named, and every file in every directory named. */
-#include <dirent.h>
-
-static int run_file(const char *path)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) return -1;
-    static uint8_t buf[1 << 20];
-    size_t n = fread(buf, 1, sizeof buf, f);
-    fclose(f);
-    if (getenv("CUA_FUZZ_TRACE")) fprintf(stderr, "input %s\n", path);
-    LLVMFuzzerTestOneInput(buf, n);
-    return 0;
-}
-
-int main(int argc, char **argv)
-{
-    int files = 0;
-    for (int i = 1; i < argc; i++) {
-        DIR *d = opendir(argv[i]);
-        if (!d) {
-            if (run_file(argv[i])) {
-                fprintf(stderr, "fuzz-api-run: cannot read %s\n", argv[i]);
-                return 2;
-            }
-            files++;
-            continue;
-        }
-        struct dirent *e;
-        char path[4096];
-        while ((e = readdir(d))) {
-            if (e->d_name[0] == '.') continue;
-            snprintf(path, sizeof path, "%s/%s", argv[i], e->d_name);
-            if (run_file(path) == 0) files++;
-        }
-        closedir(d);
-    }
-    print_stats();
-    printf("%d inputs run, 0 violations\n", files);
-    return files ? 0 : 2;
-}
-#else
-__attribute__((constructor)) static void stats_at_exit(void)
-{
-    if (getenv("CUA_FUZZ_STATS")) atexit(print_stats);
-}
-#endif
