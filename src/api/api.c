@@ -252,13 +252,12 @@ cua_status cua_arena_create(const cua_arena_config *cfg, cua_arena **out)
     else
         cua_arena_config_init(&mine);
     if (st != CUA_OK) return st;
-    cua_arena *a = NULL;
-    st = _cua_registry_create(&mine, &a);
+    cua_arena *a = NULL, *h = NULL;
+    uint32_t gen = 0;
+    st = _cua_registry_create(&mine, &a, &h, &gen);
     if (st != CUA_OK) return st;
-    cua_arena *h = a->self;
-    uint32_t gen = atomic_load_explicit(&a->gen, memory_order_relaxed);
-    _cua_event_now(a, CUA_ARENA_CREATED);
-    /* (the callback may have destroyed it already: then no handle is given) */
+    /* (the callback of its CREATED event, or another thread, may have
+     * destroyed it already: then no handle is given) */
     if (!_cua_arena_same(a, gen))
         return _cua_error(CUA_ERR_DESTROYED, "the new arena (handle %p) was destroyed by the "
                           "event callback of its creation", (void *)h);
@@ -584,9 +583,11 @@ cua_status cua_arena_default(int device, cua_arena **out)
     cfg.name = "default";
     st = cua_arena_create(&cfg, &a);
     if (st != CUA_OK) return st;
-    uint32_t gen;
-    cua_arena *winner = _cua_registry_default(device, _cua_arena_of(a, &gen));
+    cua_arena *winner = _cua_registry_default(device, a);
     if (winner != a) cua_arena_destroy(a, 0); /* another thread won the race */
+    if (!winner)
+        return _cua_error(CUA_ERR_DESTROYED, "device %d's new default arena was destroyed by "
+                          "another thread before it became the default", device);
     *out = winner;
     return CUA_OK;
 }

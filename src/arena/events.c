@@ -123,17 +123,15 @@ static void call(const cua_arena_event *evs, unsigned n)
 void _cua_event_deliver(cua_arena *a)
 {
     cua_arena_event evs[CUA_ARENA_EVENTS];
+    /* The name copied too: a callback may destroy the arena, and its memory
+     * take another arena's name, before the next event of the batch. */
+    char name[CUA_NAME_CAP];
     unsigned n = a->nevents;
     memcpy(evs, a->events, n * sizeof *evs);
+    memcpy(name, a->name, sizeof name);
+    for (unsigned i = 0; i < n; i++) evs[i].name = name;
     a->nevents = 0;
     _cua_unlock(&a->lock);
     call(evs, n);
 }
 
-void _cua_event_now(cua_arena *a, cua_arena_event_kind kind)
-{
-    if (!atomic_load_explicit(&cb_set, memory_order_relaxed)) return;
-    cua_arena_event ev;
-    fill(&ev, a, kind, "", 0);
-    call(&ev, 1);
-}

@@ -15,8 +15,6 @@ void _cua_event_queue(cua_arena *a, cua_arena_event_kind kind, const char *reaso
                       uint64_t bytes);
 /* Unlock the arena and hand its queued events to the callback. */
 void _cua_event_deliver(cua_arena *a);
-/* Deliver one event now (no lock held). */
-void _cua_event_now(cua_arena *a, cua_arena_event_kind kind);
 
 /* Release the arena's lock; events the call queued go to the callback after it. */
 static inline void _cua_arena_unlock(cua_arena *a)

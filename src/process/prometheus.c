@@ -204,13 +204,18 @@ static prom_device *device_entry(prom_device *devs, size_t *ndev, int device)
 /* Read every arena of v[0..n) (skipping those destroyed meanwhile) into out,
  * summing them per device; the driver's figures from each device's first
  * arena, under its lock so that its backend cannot go meanwhile. */
-static cua_status read_arenas(cua_arena **v, size_t n, prom_arena *out, size_t *nout,
-                              prom_device *devs, size_t *ndev)
+static cua_status read_arenas(int device, cua_arena **v, size_t n, prom_arena *out,
+                              size_t *nout, prom_device *devs, size_t *ndev)
 {
     *nout = *ndev = 0;
     for (size_t i = 0; i < n; i++) {
         cua_arena *a = v[i];
         if (!_cua_arena_lock_alive(a)) continue;
+        /* (its memory may hold an arena of another device since the snapshot) */
+        if (device != CUA_ALL_DEVICES && a->device != device) {
+            _cua_arena_unlock(a);
+            continue;
+        }
         prom_arena *p = &out[*nout];
         p->device = a->device;
         memcpy(p->name, a->name, sizeof p->name);
@@ -223,7 +228,7 @@ static cua_status read_arenas(cua_arena **v, size_t n, prom_arena *out, size_t *
         _cua_arena_unlock(a);
         if (st != CUA_OK)
             return _cua_error_wrap(st, "cannot ask the driver what device %d has free",
-                                   a->device);
+                                   p->device);
         d->narenas++;
         d->mapped += p->s.mapped_bytes;
         d->live += p->s.live_bytes;
@@ -295,7 +300,7 @@ cua_status cua_device_report_prometheus(int device, char *buf, size_t cap, size_
     size_t narenas = 0, ndev = 0;
     if ((n && !arenas) || !devs)
         st = _cua_error(CUA_ERR_OUT_OF_MEMORY, "no host memory for the report of %zu arenas", n);
-    if (st == CUA_OK) st = read_arenas(v, n, arenas, &narenas, devs, &ndev);
+    if (st == CUA_OK) st = read_arenas(device, v, n, arenas, &narenas, devs, &ndev);
     free(v);
     /* A device asked for by its ordinal is reported even with no arena (zeros). */
     if (st == CUA_OK && device != CUA_ALL_DEVICES && ndev == 0) device_entry(devs, &ndev, device);

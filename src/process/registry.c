@@ -250,7 +250,8 @@ static cua_status backend_for(const cua_arena_config *cfg, cua_backend **bk, boo
     return _cua_backend_host_create(&hc, bk);
 }
 
-cua_status _cua_registry_create(const cua_arena_config *cfg, cua_arena **out)
+cua_status _cua_registry_create(const cua_arena_config *cfg, cua_arena **out, cua_arena **handle,
+                                uint32_t *gen)
 {
     cua_backend *bk;
     bool owns;
@@ -267,19 +268,31 @@ cua_status _cua_registry_create(const cua_arena_config *cfg, cua_arena **out)
         if (!a->seg.novmm) _cua_addrmap_remove(a->seg.base, a->seg.size, a);
         _cua_arena_destroy_locked(a, CUA_DESTROY_FORCE);
     }
-    _cua_unlock(&a->lock);
     if (st != CUA_OK) {
+        _cua_unlock(&a->lock);
         _cua_registry_recycle(a); /* never handed out */
         return st;
     }
+    /* Listed: from the unlock on another thread may find it, destroy it and
+     * build another arena in its memory. Its handle and generation, and its
+     * CREATED event's figures, are taken before. */
     *out = a;
+    *handle = a->self;
+    *gen = atomic_load_explicit(&a->gen, memory_order_relaxed);
+    _cua_event_queue(a, CUA_ARENA_CREATED, "", 0);
+    _cua_arena_unlock(a); /* (the callback runs after the unlock) */
     return CUA_OK;
 }
 
 cua_arena *_cua_registry_default(int device, cua_arena *candidate)
 {
+    uint32_t gen = 0;
+    cua_arena *c = candidate ? _cua_arena_of(candidate, &gen) : NULL;
     _cua_mutex_lock(&registry_lock);
-    if (!default_arena[device]) default_arena[device] = candidate;
+    /* Only the arena of that handle, alive: a destroy sets `alive` before it
+     * takes this lock to drop the defaults, so one seen alive here is dropped
+     * by that destroy. */
+    if (!default_arena[device] && c && _cua_arena_same(c, gen)) default_arena[device] = c;
     cua_arena *a = default_arena[device];
     cua_arena *h = a ? a->self : NULL; /* (a destroy takes it out under this lock first) */
     _cua_mutex_unlock(&registry_lock);
@@ -397,6 +410,7 @@ cua_status _cua_registry_by_priority(int device, cua_arena ***out, size_t *n)
         if ((got = rank_alive(device, r, want)) <= want) break;
         free(r);
         free(*out);
+        *out = NULL;
         want = got;
     }
     *n = got;

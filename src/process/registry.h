@@ -12,8 +12,11 @@
 /* A new arena of `cfg` (complete) on its backend: cfg->backend, or the
  * device's shared CUDA backend (CUA_BACKEND_CUDA, or AUTO when the device
  * has one), or a host backend of its own; in memory of a destroyed arena or
- * new, registered, unlocked. Its handle is (*out)->self. */
-cua_status _cua_registry_create(const cua_arena_config *cfg, cua_arena **out);
+ * new, registered, unlocked, its CREATED event delivered. *handle and *gen
+ * are its handle and generation as made (another thread may destroy it as
+ * soon as it is listed: compare with _cua_arena_same). */
+cua_status _cua_registry_create(const cua_arena_config *cfg, cua_arena **out, cua_arena **handle,
+                                uint32_t *gen);
 /* The device's shared CUDA backend, made on first use. */
 cua_status _cua_registry_device_backend(int device, cua_backend **out);
 /* Destroy (the arena's lock held): a leaves the list of live arenas and the
@@ -31,8 +34,9 @@ cua_arena *_cua_arena_of(const cua_arena *h, uint32_t *gen);
  * handle's generation); *pa becomes the arena. On failure (INVALID_ARG,
  * DESTROYED; the message says which) nothing is held and *pa stays. */
 cua_status _cua_arena_enter(cua_arena **pa);
-/* The handle of the device's default arena, making `candidate` the default when there is
- * none (NULL: only look). */
+/* The handle of the device's default arena, making the arena of handle
+ * `candidate` the default when there is none and it is alive (NULL: only
+ * look); NULL when there is none. */
 cua_arena *_cua_registry_default(int device, cua_arena *candidate);
 /* The arenas alive on device (or all) in a malloc'ed array (NULL, 0: none). */
 cua_status _cua_registry_snapshot(int device, cua_arena ***out, size_t *n);
