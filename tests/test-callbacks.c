@@ -224,6 +224,45 @@ DEVICE_TEST(oom_event_destroys_the_asker)
     CHECK_OK(cua_arena_destroy(other, 0));
 }
 
+/* The out-of-memory event's callback destroys the asker and makes a new arena
+ * of another device, which gets the asker's memory: the failure's report is
+ * of the asker's device, never of the newcomer's (the generation tells). */
+static cua_backend *g_elsewhere;
+static cua_arena *g_asker, *g_newcomer;
+static void destroy_and_replace(const cua_arena_event *ev, void *user)
+{
+    (void)user;
+    if (ev->kind != CUA_ARENA_OUT_OF_MEMORY || ev->arena != g_asker) return;
+    cua_arena_destroy(g_asker, CUA_DESTROY_FORCE);
+    cua_arena_config cfg;
+    cua_arena_config_init(&cfg);
+    cfg.name = "newcomer";
+    cfg.backend = g_elsewhere;
+    cfg.device = 5;
+    cfg.va_size = (size_t)1 << 30;
+    cua_arena_create(&cfg, &g_newcomer);
+}
+
+DEVICE_TEST(oom_event_replaces_the_asker_the_report_stays_its_own)
+{
+    g_elsewhere = small_device();
+    CHECK(g_elsewhere);
+    g_asker = make(bk, "asker");
+    CHECK(g_asker);
+    size_t kept;
+    CHECK(fill(g_asker, &kept));
+    CHECK_OK(cua_set_event_callback(destroy_and_replace, NULL));
+    void *q = (void *)1;
+    cua_status st = cua_arena_alloc(g_asker, 32 * MiB, 0, &q);
+    CHECK_OK(cua_set_event_callback(NULL, NULL));
+    CHECK(g_newcomer && q == NULL);
+    CHECK(st == CUA_ERR_OUT_OF_MEMORY || st == CUA_ERR_DESTROYED);
+    CHECK(!strstr(cua_last_error(), "newcomer") && !strstr(cua_last_error(), "device 5"));
+    CHECK_OK(cua_arena_destroy(g_newcomer, 0));
+    CHECK(empty(g_elsewhere));
+    CHECK_OK(cua_backend_destroy(g_elsewhere));
+}
+
 /* A trim event in the middle of an allocation (the arena gives back its
  * cache before failing) whose callback destroys the arena. */
 DEVICE_TEST(trim_event_destroys_the_asker)

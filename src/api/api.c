@@ -352,10 +352,10 @@ cua_status cua_arena_alloc(cua_arena *a, size_t size, cua_stream stream, void **
     /* The device is full: other arenas and the eviction callbacks first
      * (without this arena's lock: they take their own), then once more. A
      * callback may destroy the arena meanwhile: the second look says so. */
-    _cua_pressure_relieve(a, size); /* retried either way: streams may have completed meanwhile */
+    _cua_pressure_relieve(a, gen, size); /* retried either way: streams may have completed meanwhile */
     if ((st = enter_again(a, gen)) != CUA_OK) return st;
     st = alloc_noted(a, tc, size, stream, true, out);
-    if (st == CUA_ERR_OUT_OF_MEMORY) _cua_pressure_report(a, size);
+    if (st == CUA_ERR_OUT_OF_MEMORY) _cua_pressure_report(a, gen, size);
     return st;
 }
 
@@ -461,7 +461,7 @@ cua_status cua_arena_restore(cua_arena *a)
     size_t need = (size_t)_cua_offload_restore_need(a);
     uint32_t gen = atomic_load_explicit(&a->gen, memory_order_relaxed);
     leave(a, st);
-    _cua_pressure_relieve(a, need);
+    _cua_pressure_relieve(a, gen, need);
     if ((st = enter_again(a, gen)) != CUA_OK) return st; /* a callback destroyed it */
     return leave(a, a->offloaded ? _cua_offload_restore_locked(a) : CUA_OK);
 }

@@ -148,13 +148,15 @@ typedef struct pool {
 } pool;
 
 /* a's pool into *p; false when a was destroyed. */
-static bool pool_of(cua_arena *a, pool *p)
+static bool pool_of(cua_arena *a, uint32_t gen, pool *p)
 {
     if (!_cua_arena_lock_alive(a)) return false;
-    *p = (pool){a->device, a->bk, a->bk->kind == CUA_BK_CUDA, a->bk->granularity,
-                atomic_load_explicit(&a->gen, memory_order_relaxed)};
+    /* (the asker's generation, as its caller saw it: its memory may hold
+     * another arena since a callback destroyed it) */
+    bool same = atomic_load_explicit(&a->gen, memory_order_relaxed) == gen;
+    if (same) *p = (pool){a->device, a->bk, a->bk->kind == CUA_BK_CUDA, a->bk->granularity, gen};
     _cua_unlock(&a->lock);
-    return true;
+    return same;
 }
 
 /* Does arena b (locked, alive) take its memory from pool p? */
@@ -164,12 +166,14 @@ static bool in_pool(const pool *p, const cua_arena *b)
     return b->bk == p->bk || (p->cuda && b->bk->kind == CUA_BK_CUDA);
 }
 
-/* Bytes the driver has free, asked through a (locked in here); 0 if a is gone. */
-static size_t driver_free(cua_arena *a)
+/* Bytes the driver has free, asked through a (locked in here); 0 if a is
+ * gone (destroyed, or another arena since: not of generation `gen`). */
+static size_t driver_free(cua_arena *a, uint32_t gen)
 {
     size_t fr = 0, tot = 0;
     if (_cua_arena_lock_alive(a)) {
-        _cua_bk_mem_info(a->bk, &a->cs, &fr, &tot);
+        if (atomic_load_explicit(&a->gen, memory_order_relaxed) == gen)
+            _cua_bk_mem_info(a->bk, &a->cs, &fr, &tot);
         _cua_arena_unlock(a);
     }
     return fr;
@@ -180,7 +184,7 @@ static size_t driver_free(cua_arena *a)
 static uint64_t missing(cua_arena *a, const pool *p, size_t size)
 {
     uint64_t need = ((uint64_t)size + p->gran - 1) & ~(p->gran - 1);
-    size_t fr = driver_free(a);
+    size_t fr = driver_free(a, p->gen);
     return need > fr ? need - fr : 0;
 }
 
@@ -204,10 +208,10 @@ static uint64_t trim_others(cua_arena *a, const pool *p, uint64_t want)
     return got;
 }
 
-bool _cua_pressure_relieve(cua_arena *a, size_t size)
+bool _cua_pressure_relieve(cua_arena *a, uint32_t gen, size_t size)
 {
     pool p;
-    if (!pool_of(a, &p)) return false; /* destroyed meanwhile: the caller finds out */
+    if (!pool_of(a, gen, &p)) return false; /* destroyed meanwhile: the caller finds out */
     uint64_t want = missing(a, &p, size);
     if (want == 0) return false; /* the driver has room now (another thread freed some) */
     bool any = trim_others(a, &p, want) > 0;
@@ -254,7 +258,7 @@ static bool report_line(const pool *p, cua_arena *b, char *text, size_t cap, siz
     return true;
 }
 
-void _cua_pressure_report(cua_arena *a, size_t size)
+void _cua_pressure_report(cua_arena *a, uint32_t gen, size_t size)
 {
     char keep[CUA_MSG_CAP];
     _cua_error_stash(keep, sizeof keep);
@@ -263,13 +267,13 @@ void _cua_pressure_report(cua_arena *a, size_t size)
     pool p;
     char *text = NULL;
     /* (an arena a callback destroyed meanwhile keeps its own message) */
-    if (!pool_of(a, &p) || _cua_registry_snapshot(p.device, &v, &n) != CUA_OK ||
+    if (!pool_of(a, gen, &p) || _cua_registry_snapshot(p.device, &v, &n) != CUA_OK ||
         !(text = malloc(cap))) {
         free(v);
         _cua_error_restore(keep);
         return;
     }
-    size_t fr = driver_free(a);
+    size_t fr = driver_free(a, gen);
     uint64_t free_inside = 0;
     text[0] = 0;
     for (size_t i = 0; i < n; i++) report_line(&p, v[i], text, cap, &len, &free_inside);
