@@ -46,11 +46,7 @@ static inline cua_status enter(cua_arena **pa) { return _cua_arena_enter(pa); }
 static cua_status enter_again(cua_arena *a, uint32_t gen)
 {
     /* (no name in the message: the memory may hold another arena by now) */
-    if (!_cua_arena_lock_alive(a))
-        return _cua_error(CUA_ERR_DESTROYED, "the arena was destroyed during the call (by a "
-                          "callback or another thread)");
-    if (atomic_load_explicit(&a->gen, memory_order_relaxed) == gen) return CUA_OK;
-    _cua_unlock(&a->lock);
+    if (_cua_arena_lock_same(a, gen)) return CUA_OK;
     return _cua_error(CUA_ERR_DESTROYED, "the arena was destroyed during the call (by a "
                       "callback or another thread)");
 }

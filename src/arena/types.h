@@ -173,6 +173,17 @@ static inline bool _cua_arena_same(cua_arena *a, uint32_t gen)
            atomic_load_explicit(&a->gen, memory_order_relaxed) == gen;
 }
 
+/* Take the arena's lock if it is alive and still of generation `gen` (true);
+ * otherwise leave it unlocked (false): destroyed meanwhile, its memory maybe
+ * another arena's since. */
+static inline bool _cua_arena_lock_same(cua_arena *a, uint32_t gen)
+{
+    if (!_cua_arena_lock_alive(a)) return false;
+    if (CUA_LIKELY(atomic_load_explicit(&a->gen, memory_order_relaxed) == gen)) return true;
+    _cua_unlock(&a->lock);
+    return false;
+}
+
 /* While the arena has one stream, free blocks merge whatever their tags. */
 static inline bool _cua_arena_one_stream(const cua_arena *a) { return a->streams.n <= 2; }
 

@@ -150,13 +150,12 @@ typedef struct pool {
 /* a's pool into *p; false when a was destroyed. */
 static bool pool_of(cua_arena *a, uint32_t gen, pool *p)
 {
-    if (!_cua_arena_lock_alive(a)) return false;
     /* (the asker's generation, as its caller saw it: its memory may hold
      * another arena since a callback destroyed it) */
-    bool same = atomic_load_explicit(&a->gen, memory_order_relaxed) == gen;
-    if (same) *p = (pool){a->device, a->bk, a->bk->kind == CUA_BK_CUDA, a->bk->granularity, gen};
+    if (!_cua_arena_lock_same(a, gen)) return false;
+    *p = (pool){a->device, a->bk, a->bk->kind == CUA_BK_CUDA, a->bk->granularity, gen};
     _cua_unlock(&a->lock);
-    return same;
+    return true;
 }
 
 /* Does arena b (locked, alive) take its memory from pool p? */
@@ -171,9 +170,8 @@ static bool in_pool(const pool *p, const cua_arena *b)
 static size_t driver_free(cua_arena *a, uint32_t gen)
 {
     size_t fr = 0, tot = 0;
-    if (_cua_arena_lock_alive(a)) {
-        if (atomic_load_explicit(&a->gen, memory_order_relaxed) == gen)
-            _cua_bk_mem_info(a->bk, &a->cs, &fr, &tot);
+    if (_cua_arena_lock_same(a, gen)) {
+        _cua_bk_mem_info(a->bk, &a->cs, &fr, &tot);
         _cua_arena_unlock(a);
     }
     return fr;

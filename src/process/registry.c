@@ -132,12 +132,8 @@ cua_status _cua_arena_enter(cua_arena **pa)
         return _cua_error(CUA_ERR_INVALID_ARG, "%p is not an arena handle", (void *)h);
     /* The generation before the lock (a stale handle costs no wait) and under
      * it (destroyed meanwhile, its memory maybe another arena's since). */
-    if (!_cua_arena_same(a, gen) || !_cua_arena_lock_alive(a))
+    if (!_cua_arena_same(a, gen) || !_cua_arena_lock_same(a, gen))
         return _cua_error(CUA_ERR_DESTROYED, "the arena of handle %p was destroyed", (void *)h);
-    if (CUA_UNLIKELY(atomic_load_explicit(&a->gen, memory_order_relaxed) != gen)) {
-        _cua_unlock(&a->lock);
-        return _cua_error(CUA_ERR_DESTROYED, "the arena of handle %p was destroyed", (void *)h);
-    }
     *pa = a;
     return CUA_OK;
 }
