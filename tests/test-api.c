@@ -426,6 +426,19 @@ TEST(two_arenas_are_independent)
     CHECK_OK(teardown(&g));
 }
 
+/* Bindings pass a handle as a signed pointer-sized integer (CuPy's
+ * CFunctionAllocator takes its parameter as ssize_t): a handle must be a
+ * positive intptr_t, also after its slot was reused many times. */
+TEST(handles_are_positive_as_signed_integers)
+{
+    for (int i = 0; i < 3; i++) {
+        fixture f;
+        CHECK_OK(setup(&f, CUA_KEEP_ALL, 0, 0));
+        CHECK((intptr_t)f.a > 0);
+        CHECK_OK(teardown(&f));
+    }
+}
+
 /* ---- without VMM: whole segments ------------------------------------------------------------ */
 
 static uint64_t backend_calls(cua_backend *bk, cua_call kind)

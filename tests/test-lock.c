@@ -55,7 +55,12 @@ static outcome in_child(void (*fn)(void))
     close(fds[1]);
     size_t n = 0;
     ssize_t r;
-    while (pid > 0 && (r = read(fds[0], o.msg + n, sizeof o.msg - 1 - n)) > 0) n += (size_t)r;
+    char chunk[256];
+    while (pid > 0 && (r = read(fds[0], chunk, sizeof chunk)) > 0) {
+        size_t take = (size_t)r < sizeof o.msg - 1 - n ? (size_t)r : sizeof o.msg - 1 - n;
+        memcpy(o.msg + n, chunk, take);
+        n += take;
+    }
     close(fds[0]);
     int status = 0;
     if (pid < 0 || waitpid(pid, &status, 0) != pid) return o;

@@ -10,7 +10,7 @@
  * memory stays in that slot for life) and its generation (+1 at each
  * destroy), packed in a pointer-sized value that is never a valid address:
  *
- *     0xCA (8 bits) | generation (32 bits) | slot + 1 (24 bits)
+ *     0x4A (8 bits) | generation (32 bits) | slot + 1 (24 bits)
  *
  * so a stale handle is answered CUA_ERR_DESTROYED however often its memory
  * was reused, a destroyed arena costs nothing (10^6 arenas made and
@@ -44,7 +44,7 @@ static cua_backend *device_backend[CUA_MAX_DEVICES]; /* shared CUDA backends, ma
 
 /* ---- handles ---------------------------------------------------------------------------- */
 
-#define HANDLE_TAG 0xCAu
+#define HANDLE_TAG 0x4Au /* top bit clear: a positive intptr_t (CuPy takes it as ssize_t) */
 #define SLOT_BITS 24u
 #define CHUNK_BITS 12u
 #define CHUNK_SLOTS (1u << CHUNK_BITS)

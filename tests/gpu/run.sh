@@ -18,7 +18,8 @@
 #   CUA_GPU_PARTS      comma-separated parts of the tests to run (default all):
 #                      cuda, sanitizer, stress, host, reload, torch, cupy,
 #                      examples, mt, nvtxprobe (and fuzz, only when named:
-#                      CUA_GPU_FUZZ_SECONDS); with CUA_GPU_SKIP_BENCH=1 a visit can be
+#                      CUA_GPU_FUZZ_SECONDS; wheel, only when named:
+#                      tests/gpu/wheel.sh); with CUA_GPU_SKIP_BENCH=1 a visit can be
 #                      split into commands of under 10 minutes each
 #   CUA_GPU_TORCH_K    a pytest -k expression: only those tests of test_torch.py
 #   CUA_GPU_MT_CONFS   the arena options the mt part runs cuarena-mt with (space-
@@ -231,6 +232,18 @@ elif python3 -c 'import torch, pytest' 2>/dev/null; then
     fi
 else
     say "torch: skipped (no torch or pytest in python3)"
+fi
+
+# The wheel as a PyTorch user installs it (part wheel, only when named: it
+# builds the package once more and runs test_torch.py again): pip wheel with
+# the prebuilt shim, a fresh venv, install() in full mode with no compiler on
+# PATH, test_torch.py against the installed package (tests/gpu/wheel.sh; carry
+# .dev after tests/gpu/carry-pylib.sh where the machine lacks meson-python).
+if [[ ",${CUA_GPU_PARTS:-}," == *",wheel,"* ]]; then
+    from=$(($(wc -l <"$log") + 1))
+    run wheel bash tests/gpu/wheel.sh "$out"
+    tail -n +"$from" "$log" | sed -E 's/^[.sFE]+(torch|wheel): /\1: /' |
+        grep -E '^wheel: |^torch: .*(mode|ratio)|passed|failed|skipped' | grep -v '^torch: .*{'
 fi
 
 # CuPy with cuarena as its allocator (tests/gpu/test_cupy.py: a CuPy workload in

@@ -23,14 +23,41 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 
 
+# CUA_TORCH_INSTALLED=1: cuarena as installed into this Python (tests/gpu/wheel.sh: the
+# wheel in a fresh venv), not the source tree's python/. CUA_TORCH_EXPECT: the mode the
+# install must report, "full" or "full/prebuilt" (no compiler was needed).
+INSTALLED = os.environ.get("CUA_TORCH_INSTALLED") == "1"
+EXPECT = os.environ.get("CUA_TORCH_EXPECT", "")
+
+
+def check_install(workload, result):
+    """cuarena.torch.install() never falls back to the plain pluggable mode
+    without a FallbackWarning, and gives the mode asked for by CUA_TORCH_EXPECT."""
+    mode, source = result["cuarena_mode"], result["cuarena_source"]
+    assert mode in ("full", "pluggable"), result
+    if mode == "pluggable" or source == "built":
+        assert result["cuarena_warned"], "%s: fell back to %s/%s without a FallbackWarning" % (
+            workload, mode, source)
+    if EXPECT:
+        got = mode if "/" not in EXPECT else "%s/%s" % (mode, source)
+        assert got == EXPECT, "%s: cuarena.torch installed %s, expected %s (%s)" % (
+            workload, got, EXPECT, result["cuarena_how"])
+    if INSTALLED:
+        assert not os.path.realpath(result["cuarena_file"]).startswith(ROOT + os.sep), \
+            "cuarena came from the source tree: %s" % result["cuarena_file"]
+
+
 def run(workload, use):
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.path.join(ROOT, "python") + os.pathsep + env.get("PYTHONPATH", "")
+    if not INSTALLED:
+        env["PYTHONPATH"] = os.path.join(ROOT, "python") + os.pathsep + env.get("PYTHONPATH", "")
     p = subprocess.run([sys.executable, os.path.join(HERE, "torch_work.py"), workload, use],
                        capture_output=True, text=True, env=env, timeout=600)
     assert p.returncode == 0, "%s/%s failed:\n%s\n%s" % (workload, use, p.stdout[-3000:],
                                                          p.stderr[-3000:])
     result = json.loads(p.stdout.strip().splitlines()[-1])
+    if use == "cuarena":
+        check_install(workload, result)
     print("torch:", workload, use, json.dumps(result)[:600])
     keep = os.environ.get("CUA_TORCH_RESULTS")  # for torch_table.py (run.sh sets it)
     if keep:

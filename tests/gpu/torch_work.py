@@ -681,11 +681,22 @@ def work_stats(use):
 def main():
     workload, use = sys.argv[1], sys.argv[2]
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS
+    installed = {}
     if use == "cuarena":
+        import warnings
+
         import cuarena.torch
 
-        cuarena.torch.install()
+        with warnings.catch_warnings(record=True) as said:
+            warnings.simplefilter("always", cuarena.torch.FallbackWarning)
+            cuarena.torch.install()
+        # what was installed, and whether a fall-back was said (test_torch.py checks)
+        installed = {"cuarena_mode": cuarena.torch.mode, "cuarena_source": cuarena.torch.source,
+                     "cuarena_how": cuarena.torch.how, "cuarena_file": cuarena.__file__,
+                     "cuarena_warned": [str(w.message) for w in said
+                                        if issubclass(w.category, cuarena.torch.FallbackWarning)]}
     result = globals()["work_" + workload](use)
+    result.update(installed)
     result["allocator"] = use
     print(json.dumps(result))
 
