@@ -10,6 +10,11 @@
  * The order, outermost first, and why (X: an edge of "held -> taken" in the
  * code; docs/design.md, "Threads and locks", says the same in prose):
  *
+ *   BACKEND_INIT  held while a device's shared CUDA backend is made (its
+ *               driver calls): taken alone, only by the first user of that
+ *               device; the threads that wait for it need that backend. The
+ *               registry lock is not held meanwhile (made backends are read
+ *               without a lock).
  *   ARENA       every call on an arena takes it first, with no other cuarena
  *               lock held; never two arenas at once (out-of-memory relief, the
  *               registry's walks and reports lock arenas one at a time).
@@ -50,6 +55,7 @@
 
 /* X(NAME, "what it guards"), outermost first. */
 #define CUA_LOCK_RANKS(X)                                                                  \
+    X(BACKEND_INIT, "the lock that makes a device's shared backend")                       \
     X(ARENA, "an arena's lock")                                                            \
     X(TCACHE, "a thread cache's lock")                                                     \
     X(REGISTRY, "the registry lock")                                                       \

@@ -40,7 +40,10 @@ static cua_mutex registry_lock = CUA_MUTEX_INIT(REGISTRY);
 static cua_arena **registry; /* the arenas alive, in creation order */
 static size_t registry_n, registry_cap;
 static cua_arena *default_arena[CUA_MAX_DEVICES];
-static cua_backend *device_backend[CUA_MAX_DEVICES]; /* shared CUDA backends, made once */
+/* Shared CUDA backends, made once under backend_init_lock (not the registry
+ * lock: making one calls the driver), then read without a lock. */
+static cua_mutex backend_init_lock = CUA_MUTEX_INIT(BACKEND_INIT);
+static _Atomic(cua_backend *) device_backend[CUA_MAX_DEVICES];
 
 /* ---- handles ---------------------------------------------------------------------------- */
 
@@ -199,10 +202,12 @@ cua_status _cua_registry_device_backend(int device, cua_backend **out)
     if (device < 0 || device >= CUA_MAX_DEVICES)
         return _cua_error(CUA_ERR_INVALID_ARG, "device %d is out of range 0..%d", device,
                           CUA_MAX_DEVICES - 1);
+    *out = atomic_load_explicit(&device_backend[device], memory_order_acquire);
+    if (*out) return CUA_OK;
     cua_status st = CUA_OK;
-    _cua_mutex_lock(&registry_lock); /* made once: a second thread waits for the first */
-    if (!device_backend[device]) {
-        cua_backend *b = NULL;
+    _cua_mutex_lock(&backend_init_lock); /* made once: a second thread waits for the first */
+    cua_backend *b = atomic_load_explicit(&device_backend[device], memory_order_relaxed);
+    if (!b) {
 #if CUA_HAVE_CUDA
         st = _cua_backend_cuda_create(device, &b);
 #else
@@ -211,11 +216,11 @@ cua_status _cua_registry_device_backend(int device, cua_backend **out)
 #endif
         if (st == CUA_OK) {
             b->shared = true;
-            device_backend[device] = b;
+            atomic_store_explicit(&device_backend[device], b, memory_order_release);
         }
     }
-    *out = device_backend[device];
-    _cua_mutex_unlock(&registry_lock);
+    *out = b;
+    _cua_mutex_unlock(&backend_init_lock);
     return st;
 }
 
