@@ -205,9 +205,79 @@ def marker_table(trace, rows, meta):
             ["marker"] + have, body, note)
 
 
+# The default configuration against the allocators a user would replace with
+# it: better when it is no worse on both axes (peak mapped / live, ns/event)
+# and better on one; else which axis it loses, with the share of its timed
+# runs spent in driver calls (page moves: the usual reason at scale).
+DEFAULT = "cuarena"
+RIVALS = ("torch-expandable", "cudaMallocAsync")
+
+
+def verdict(mine, theirs):
+    """'better on both' / 'tighter, slower' / 'faster, looser' / 'worse on both'
+    / 'equal', from (ratio, ns) pairs; None when a figure is missing."""
+    if None in mine or None in theirs:
+        return None
+    tight = mine[0] <= theirs[0] + 5e-4  # (the ratios are printed to 3 digits)
+    fast = mine[1] <= theirs[1]
+    if tight and fast:
+        return "better on both"
+    if tight:
+        return "tighter, slower"
+    if fast:
+        return "faster, looser"
+    return "worse on both"
+
+
+def driver_share(r):
+    """(driver ms per timed run, its share of the run's time), or (None, None)."""
+    timed, ns, events = r.get("timed_driver_ns"), r.get("ns_per_event"), r.get("events")
+    runs = r.get("repeat") or 1
+    if timed is None or not ns or not events:
+        return None, None
+    ms = timed / 1e6 / runs
+    return ms, ms / (ns * events / 1e6)
+
+
+def dominance_table(rows, meta):
+    traces, allocs = order(rows, meta)
+    rivals = [a for a in RIVALS if a in allocs]
+    if DEFAULT not in allocs or not rivals:
+        return None
+    idx = index(rows)
+    body = []
+    for t in traces:
+        r = idx.get((t, DEFAULT))
+        if not ok(r):
+            continue
+        mine = (ratio(r, "peak_mapped_bytes"), r.get("ns_per_event"))
+        cells = [t, "%s / %s" % (fmt(mine[0], ".3f"), fmt(mine[1], ".1f"))]
+        for a in rivals:
+            q = idx.get((t, a))
+            theirs = (ratio(q, "peak_mapped_bytes"), q.get("ns_per_event") if ok(q) else None)
+            cells += ["%s / %s" % (fmt(theirs[0], ".3f"), fmt(theirs[1], ".1f")),
+                      verdict(mine, theirs) or "-"]
+        ms, share = driver_share(r)
+        cells.append("-" if ms is None else "%.1f (%d %%)" % (ms, round(100 * share)))
+        body.append(cells)
+    head = ["trace", "%s: peak mapped / live, ns/event" % DEFAULT]
+    for a in rivals:
+        head += [a, "%s against %s" % (DEFAULT, a)]
+    head.append("%s driver ms per run (share of its time)" % DEFAULT)
+    note = ("better on both: no higher peak mapped / live (to the printed digit) and no more "
+            "ns/event; where %s is slower, the last column says how much of its time went to "
+            "driver calls (page moves): the mean driver time of its timed runs against their "
+            "median run, so over 100 %% where the runs spread" % DEFAULT)
+    return ("dominance", "The default against %s (peak mapped / live, ns/event)"
+            % " and ".join(rivals), head, body, note)
+
+
 def all_tables(rows, meta):
     traces, _ = order(rows, meta)
     tables = summary_tables(rows, meta)
+    d = dominance_table(rows, meta)
+    if d:
+        tables.append(d)
     for t in traces:
         tables.append(trace_table(t, rows, meta))
         m = marker_table(t, rows, meta)
@@ -271,6 +341,38 @@ def plot_summary(rows, meta, path):
     return save(fig, path)
 
 
+def plot_dominance(rows, meta, path):
+    """Peak mapped / live against ns/event (log), one point per allocator and
+    trace: the lower left corner is better on both."""
+    traces, allocs = order(rows, meta)
+    idx = index(rows)
+    fig, ax = plt.subplots(figsize=(7.5, 5))
+    marks = "os^vD<>ph*"
+    drawn = False
+    for k, a in enumerate(allocs):
+        pts = [(idx[(t, a)]["ns_per_event"], ratio(idx[(t, a)], "peak_mapped_bytes"), t)
+               for t in traces if ok(idx.get((t, a))) and idx[(t, a)].get("ns_per_event")
+               and ratio(idx[(t, a)], "peak_mapped_bytes")]
+        if not pts:
+            continue
+        drawn = True
+        ax.scatter([p[0] for p in pts], [p[1] for p in pts], marker=marks[k % len(marks)],
+                   s=46 if a == DEFAULT else 30, label=a, zorder=3 if a == DEFAULT else 2)
+        if a == DEFAULT:
+            for x, y, t in pts:
+                ax.annotate(t, (x, y), fontsize=7, xytext=(4, 3), textcoords="offset points")
+    if not drawn:
+        plt.close(fig)
+        return False
+    ax.set_xscale("log")
+    ax.set_xlabel("ns per event (log; lower is better)")
+    ax.set_ylabel("peak mapped / peak live (lower is better)")
+    ax.set_title("Memory against time, one point per allocator and trace")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return save(fig, path)
+
+
 def write_plots(out, rows, meta):
     """(id, title, file) of each plot drawn."""
     if not HAVE_MPL:
@@ -279,6 +381,8 @@ def write_plots(out, rows, meta):
     plots = []
     if plot_summary(rows, meta, os.path.join(out, "summary.svg")):
         plots.append(("plot-summary", "Peak mapped / live and ns per event", "summary.svg"))
+    if dominance_table(rows, meta) and plot_dominance(rows, meta, os.path.join(out, "dominance.svg")):
+        plots.append(("plot-dominance", "Peak mapped / live against ns per event", "dominance.svg"))
     for t in traces:
         name = "timeline-%s.svg" % slug(t)
         if plot_timeline(t, rows, meta, os.path.join(out, name)):
@@ -337,6 +441,10 @@ def write_markdown(out, rows, meta, tables, plots):
         if note:
             lines += ["(%s)" % note, ""]
         lines += [md_table(head, body), ""]
+        if tid == "dominance":
+            for pid, ptitle, name in plots:
+                if pid == "plot-dominance":
+                    lines += ["![%s](%s)" % (ptitle, name), ""]
         if tid.startswith("trace-"):
             for pid, ptitle, name in plots:
                 if pid == "plot-timeline-" + tid[len("trace-"):]:
@@ -390,6 +498,8 @@ def write_html(out, rows, meta, tables, plots):
         for row in body:
             parts.append("<tr>%s</tr>" % "".join("<td>%s</td>" % html_cell(c) for c in row))
         parts.append("</table>")
+        if tid == "dominance" and "plot-dominance" in svgs:
+            parts.append(figure("plot-dominance"))
         pid = "plot-timeline-" + tid[len("trace-"):]
         if tid.startswith("trace-") and pid in svgs:
             parts.append(figure(pid))

@@ -209,6 +209,12 @@ def section(rep):
         if title.startswith("ns per event"):
             title = "ns per event, median of the %s timed runs (lower is better)" % meta.get("repeat")
         out += ["### %s" % title, "", benchreport.md_table(head, body), ""]
+    dom = benchreport.dominance_table(rows, meta)
+    if dom:
+        out += ["### %s" % dom[1], "", "(%s)" % dom[4], "", benchreport.md_table(dom[2], dom[3]), ""]
+        if os.path.exists(os.path.join(rep["path"], "dominance.svg")):
+            out += ["![peak mapped / live against ns per event, per allocator and trace](%s)"
+                    % link(os.path.join(rep["path"], "dominance.svg"), "docs"), ""]
     calls = calls_table(rows, meta)
     if calls:
         out += ["### Driver calls: in the metrics run / per timed run (driver time per timed run)", "",
@@ -235,7 +241,7 @@ HOW = """## How to reproduce
   `CUA_GPU_HARNESS_SECONDS=N` stops a run in time to write its report),
   which returns `report-sS.tar.gz`.
 - To publish a run: unpack it into `docs/reports/NAME/` (report.md,
-  summary.svg, the timelines, run.json and results.jsonl gzipped; not
+  summary.svg, dominance.svg, the timelines, run.json and results.jsonl gzipped; not
   report.html, which repeats them), remove the older report of the same
   scale, run `python3 bench/results-page.py --write`, and add the run to
   CHANGELOG.md with what changed since the last one."""

@@ -128,6 +128,22 @@ def check_report(build):
         text = benchreport.summary_text(fake, {"allocators": {"a": "", "b": ""}})
         assert "100.0 (90.0-160.0)*" in text and "100.0 (95.0-110.0) " in text + " ", text
         assert benchreport.WIDE_NOTE in text, text
+        # the dominance table: the default against torch-expandable and cudaMallocAsync
+        def row(t, a, ratio, ns):
+            return {"trace": t, "allocator": a, "ns_per_event": ns, "peak_live_bytes": 1000,
+                    "peak_mapped_bytes": int(ratio * 1000), "events": 1000, "repeat": 1,
+                    "timed_driver_ns": 30000 if a == "cuarena" else None}
+        dom = [row("x", "cuarena", 1.001, 50.0), row("x", "torch-expandable", 1.06, 200.0),
+               row("x", "cudaMallocAsync", 1.001, 40.0),
+               row("y", "cuarena", 1.02, 500.0), row("y", "torch-expandable", 1.01, 100.0)]
+        meta = {"allocators": {"cuarena": "", "torch-expandable": "", "cudaMallocAsync": ""}}
+        tid, _, head, body, _ = benchreport.dominance_table(dom, meta)
+        assert tid == "dominance" and head[2:6] == ["torch-expandable", "cuarena against torch-expandable",
+                                                     "cudaMallocAsync", "cuarena against cudaMallocAsync"], head
+        assert body[0][3] == "better on both" and body[0][5] == "tighter, slower", body[0]
+        assert body[1][3] == "worse on both" and body[1][5] == "-", body[1]
+        assert body[0][6] == "0.0 (60 %)", body[0]  # 0.03 ms of 0.05 ms
+        assert benchreport.dominance_table(rows, {"allocators": {a: "" for a in ALLOCATORS}}) is None
         # the report again from its results alone gives the same Markdown
         os.remove(os.path.join(out, "report.md"))
         subprocess.run([sys.executable, os.path.join(HERE, "cuarena-bench"), "--report-only", out],
