@@ -372,6 +372,16 @@ typedef enum cua_backend_kind {
  *  (by default: the oldest idle pages, down to the demand peak; docs/tuning.md
  *  has what each moved). */
 #define CUA_ARENA_EVICT_FRAGMENTS 0x80u
+/** Unmap later the old place of pages a growth moves: pages the footprint
+ *  cap or the limit gives back during a growth, and that the growth maps
+ *  again elsewhere, stay mapped at their old place too (the same memory at
+ *  two addresses: no more physical memory) until a trim, the idle trim, the
+ *  janitor, offload, destroy or a growth over that place unmaps them
+ *  (docs/tuning.md, "Moves that unmap later"). Off by default: a stale
+ *  pointer into an old place then reads another block's memory instead of
+ *  faulting, and the unmaps leave the allocating path only where such a
+ *  point falls between a move and the next growth. */
+#define CUA_ARENA_DELAYED_UNMAP 0x100u
 
 /** The byte freed blocks are filled with under CUA_ARENA_POISON. */
 #define CUA_POISON_BYTE 0xDE

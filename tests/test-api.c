@@ -181,20 +181,23 @@ TEST(footprint_cap_swaps_cache_instead_of_growing)
     CHECK(footprint_after_swap(CUA_ARENA_NO_FOOTPRINT_CAP) == 12 * MiB);
 }
 
-/* The swap moves physical handles: the pages the cap unmaps are mapped again
- * where the growth needs them, with no release and no create for them. */
-API_TEST(footprint_cap_swap_reuses_handles, CUA_KEEP_ALL, 0, 0)
+/* The swap moves physical handles: the pages the cap gives back are mapped
+ * again where the growth needs them, with no release and no create for them.
+ * With CUA_ARENA_DELAYED_UNMAP their old place is unmapped in the growth;
+ * by default it stays mapped (the same handles at two places) until a trim
+ * (Note [moves that unmap later]). */
+static void swap_moves_handles(fixture *f, bool later)
 {
     unsigned char *a, *sep, *b;
     CHECK_OK(cua_arena_alloc(f->a, 4 * MiB, 0, (void **)&a));
     CHECK_OK(cua_arena_alloc(f->a, 2 * MiB, 0, (void **)&sep));
     memset(sep, 0x5a, 2 * MiB);
     CHECK_OK(cua_free(a));
-    cua_backend_stats s0, s1;
+    cua_backend_stats s0, s1, s2;
     CHECK_OK(cua_backend_get_stats(f->bk, &s0));
     CHECK_OK(cua_arena_alloc(f->a, 6 * MiB, 0, (void **)&b)); /* 3 new pages, 2 swapped out */
     CHECK_OK(cua_backend_get_stats(f->bk, &s1));
-    CHECK(s1.calls[CUA_CALL_UNMAP] > s0.calls[CUA_CALL_UNMAP]);
+    CHECK(s1.calls[CUA_CALL_UNMAP] - s0.calls[CUA_CALL_UNMAP] == (later ? 0 : 1));
     CHECK(s1.calls[CUA_CALL_MAP] - s0.calls[CUA_CALL_MAP] == 3);
     CHECK(s1.calls[CUA_CALL_CREATE] - s0.calls[CUA_CALL_CREATE] == 1);
     CHECK(s1.calls[CUA_CALL_RELEASE] == s0.calls[CUA_CALL_RELEASE]);
@@ -204,6 +207,27 @@ API_TEST(footprint_cap_swap_reuses_handles, CUA_KEEP_ALL, 0, 0)
     for (size_t i = 0; i < 2 * MiB; i += 4099) CHECK(sep[i] == 0x5a);
     for (size_t i = 0; i < 6 * MiB; i += 4099) CHECK(b[i] == 0xa5);
     CHECK_ARENA(f->a);
+    if (later) { /* the two moved pages, still seen at their old place */
+        CHECK(a[0] == 0xa5 && a[2 * MiB] == 0xa5);
+    }
+    uint64_t released;
+    CHECK_OK(cua_arena_trim(f->a, 0, &released)); /* nothing idle: only the old places go */
+    CHECK(released == 0 && mapped(f->a) == 8 * MiB);
+    CHECK_OK(cua_backend_get_stats(f->bk, &s2));
+    CHECK(s2.calls[CUA_CALL_UNMAP] - s1.calls[CUA_CALL_UNMAP] == (later ? 1 : 0)); /* one call */
+    CHECK(s2.handles == 4);
+    CHECK_ARENA(f->a);
+    for (size_t i = 0; i < 6 * MiB; i += 4099) CHECK(b[i] == 0xa5);
+}
+
+API_TEST(footprint_cap_swap_reuses_handles, CUA_KEEP_ALL, 0, 0)
+{
+    swap_moves_handles(f, false);
+}
+
+API_TEST(footprint_cap_swap_unmaps_the_old_place_later, CUA_KEEP_ALL, 0, CUA_ARENA_DELAYED_UNMAP)
+{
+    swap_moves_handles(f, true);
 }
 
 /* A run of at least chunk_large (default 32 MiB) unmapped bytes takes large

@@ -1,5 +1,5 @@
 /*
- * test-faultsweep.c - every driver call of four representative workloads,
+ * test-faultsweep.c - every driver call of six representative workloads,
  * failed in turn. Each workload runs once without faults, counting its
  * backend calls per kind; then, for every kind k, every call n of that kind
  * (1 .. the count) and every status the driver can answer for it (out of
@@ -110,16 +110,23 @@ static int ok(run *r, cua_status st, const char *what)
 
 /* ---- the workloads' building blocks ---------------------------------------------------- */
 
-static int arena(run *r, int i, const char *name, size_t limit, size_t threshold)
+static int arena_flags(run *r, int i, const char *name, size_t limit, size_t threshold,
+                       unsigned flags)
 {
     cua_arena_config cfg;
     cua_arena_config_init(&cfg);
+    cfg.flags |= flags;
     cfg.name = name;
     cfg.backend = r->fault;
     cfg.limit = limit;
     cfg.release_threshold = threshold;
     cfg.va_size = (size_t)1 << 30;
     return ok(r, cua_arena_create(&cfg, &r->arenas[i]), "create");
+}
+
+static int arena(run *r, int i, const char *name, size_t limit, size_t threshold)
+{
+    return arena_flags(r, i, name, limit, threshold, 0);
 }
 
 static blk *alloc(run *r, int i, size_t size, cua_stream stream)
@@ -268,6 +275,33 @@ static void w_limit(run *r)
     teardown(r);
 }
 
+/* Moves that unmap later (CUA_ARENA_DELAYED_UNMAP): growths past the
+ * footprint cap map the pages they take at a new place and leave the old
+ * place mapped; the idle trim and a trim purge the old places, and a growth
+ * over an old place purges it first. A failed unmap of an old place (the
+ * purge's) loses nothing: it stays listed and is tried again, and teardown
+ * leaves nothing behind. */
+static void w_moves(run *r)
+{
+    if (!arena_flags(r, 0, "moves", 0, CUA_KEEP_ALL, CUA_ARENA_DELAYED_UNMAP)) return;
+    for (int round = 0; round < 2; round++) {
+        blk *a = alloc(r, 0, 4 * U, 0);
+        alloc(r, 0, 2 * U, 0);
+        if (a) release(r, (int)(a - r->b));
+        alloc(r, 0, 6 * U, 0); /* past the cap: a's pages move, their old place stays */
+        size_t released;
+        if (round == 0) {
+            ok(r, cua_trim_idle(CUA_ALL_DEVICES, &released), "trim_idle");
+            verify(r);
+        }
+        while (r->nb > 1) release(r, r->nb - 1);
+        alloc(r, 0, 3 * U, 0); /* best fit: over the old place, if still listed */
+        trim(r, 0, 0);
+        while (r->nb) release(r, r->nb - 1);
+    }
+    teardown(r);
+}
+
 /* Reserve then yield: a reservation adopted by an arena that then grows into
  * it, one given back unused, with blocks around them. */
 static void w_reserve(run *r)
@@ -294,7 +328,7 @@ typedef struct workload {
 
 static const workload workloads[] = {
     { "replay", w_replay }, { "engine", w_engine }, { "offload", w_offload }, { "limit", w_limit },
-    { "reserve", w_reserve },
+    { "reserve", w_reserve }, { "moves", w_moves },
 };
 
 /* ---- the sweep ------------------------------------------------------------------------ */
@@ -459,6 +493,8 @@ TEST(pairs_engine) { sweep_pairs(&workloads[1]); }
 TEST(pairs_offload) { sweep_pairs(&workloads[2]); }
 TEST(pairs_limit) { sweep_pairs(&workloads[3]); }
 TEST(pairs_reserve) { sweep_pairs(&workloads[4]); }
+TEST(sweep_moves) { sweep(&workloads[5]); }
+TEST(pairs_moves) { sweep_pairs(&workloads[5]); }
 TEST(totals)
 {
     printf("  all: %llu call sites, %llu failures injected; pairs: %llu first failures, %llu pairs\n",

@@ -53,6 +53,8 @@ MEMBERS = {
     "backend/host_impl.h": "backend/host",
     "core/segment_check.c": "core/segment",
     "core/segment_pick.c": "core/segment",
+    "core/segment_alias.c": "core/segment",
+    "core/segment_handles.c": "core/segment",
     "api/hooks.h": "api/torch",
 }
 

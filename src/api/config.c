@@ -126,6 +126,11 @@ static const struct option options[] = {
      .help = "1: the footprint cap and the limit give back the smallest idle fragments first, "
              "only what a growth needs; 0: the oldest idle pages, down to the demand peak "
              "(1 sets CUA_ARENA_EVICT_FRAGMENTS)"},
+    {.name = "delayed_unmap", .kind = OPT_FLAG, .flag = CUA_ARENA_DELAYED_UNMAP,
+     .syntax = "0 or 1", .fallback = "0",
+     .help = "1: the old places of pages a growth moves are unmapped later (a trim, the idle "
+             "trim, the janitor, or a growth over them); 0: in the growth (1 sets "
+             "CUA_ARENA_DELAYED_UNMAP)"},
     {.name = "poison", .kind = OPT_FLAG, .flag = CUA_ARENA_POISON,
      .syntax = "0 or 1", .fallback = "0 (1 in builds of debug_level 2)",
      .help = "1: fill freed blocks with 0xDE on their stream, so a use after free shows (sets "

@@ -47,7 +47,8 @@ static cua_status check_values(const cua_arena_config *cfg)
 {
     const unsigned known = CUA_ARENA_CHECK_ALWAYS | CUA_ARENA_NO_FOOTPRINT_CAP | CUA_ARENA_NO_VMM |
                            CUA_ARENA_POISON | CUA_ARENA_SCRUB | CUA_ARENA_NVTX |
-                           CUA_ARENA_BLIND_PLACEMENT | CUA_ARENA_EVICT_FRAGMENTS;
+                           CUA_ARENA_BLIND_PLACEMENT | CUA_ARENA_EVICT_FRAGMENTS |
+                           CUA_ARENA_DELAYED_UNMAP;
     if (cfg->flags & ~known)
         return _cua_error(CUA_ERR_INVALID_ARG, "unknown flag bits %#x (known: %#x)",
                           cfg->flags & ~known, known);
@@ -145,6 +146,7 @@ static cua_status arena_body_init(cua_arena *a, cua_arena_config *cfg)
         st = _cua_seg_init(&a->seg, a->bk, &a->cs, va, align, cfg->chunk_max, cfg->chunk_large,
                            cfg->flags & CUA_ARENA_NO_VMM, &obs);
         if (st == CUA_OK) _cua_nvtx_open(a, cfg->flags); /* before any segment comes */
+        if (st == CUA_OK) a->seg.defer_unmap = !a->seg.novmm && (cfg->flags & CUA_ARENA_DELAYED_UNMAP);
     }
     /* Peers named at creation: refused before anything is mapped. */
     for (int d = 0; st == CUA_OK && d < CUA_MAX_DEVICES; d++) {
@@ -631,6 +633,10 @@ cua_status _cua_arena_set_limit_locked(cua_arena *a, size_t limit)
 cua_status _cua_arena_trim_if_idle_locked(cua_arena *a, uint64_t now_ns, uint64_t *released)
 {
     *released = 0;
+    /* The old places of moved pages go at every look, idle or not: the
+     * janitor's thread and the user's call to cua_trim_idle are not an
+     * allocation's time (Note [moves that unmap later]). */
+    if (a->seg.aliases.n) (void)_cua_seg_purge(&a->seg);
     cua_tc_sums tcs;
     _cua_tc_sums_locked(a, &tcs);
     uint64_t ops = a->alloc_count + a->free_count + tcs.allocs + tcs.frees;

@@ -14,7 +14,10 @@
  *   flush  the threads' caches give their blocks back first;
  *   retry  handles whose release failed before are released again;
  *   frag   the smallest runs of idle chunks go first (Note [eviction that
- *          keeps what will be wanted]), else the oldest idle chunks.
+ *          keeps what will be wanted]), else the oldest idle chunks;
+ *   purge  the old places of moved pages are unmapped (Note [moves that
+ *          unmap later], core/segment_alias.c): the trims that run where the
+ *          time is the user's, not an allocation's.
  *
  * Note [the footprint cap]: the demand peak (footprint_hw) is the most bytes
  * mapped at a moment when no cache was left to give back. A growth that would
@@ -60,21 +63,21 @@ typedef struct give_rule {
     const char *name;  /* the reason of the CUA_ARENA_TRIMMED event */
     bool floor, wait;
     uint8_t poll;
-    bool flush, retry, frag;
+    bool flush, retry, frag, purge;
 } give_rule;
 
 static const give_rule rules[CUA_GIVE_COUNT] = {
-    /*                            name                 floor  wait   poll        flush  retry  frag */
-    [CUA_GIVE_TRIM]              = {"trim",              true,  true,  POLL_ASYNC, true,  true,  false},
-    [CUA_GIVE_RELEASE_THRESHOLD] = {"release_threshold", true,  false, POLL_NONE,  false, false, false},
-    [CUA_GIVE_FOOTPRINT_CAP]     = {"footprint_cap",     true,  false, POLL_NONE,  false, false, true},
-    [CUA_GIVE_LIMIT]             = {"limit",             true,  false, POLL_NONE,  false, false, true},
-    [CUA_GIVE_LIMIT_WAIT]        = {"limit",             true,  true,  POLL_NONE,  false, false, true},
-    [CUA_GIVE_LIMIT_LOWERED]     = {"limit",             true,  true,  POLL_NONE,  true,  false, false},
-    [CUA_GIVE_OUT_OF_MEMORY]     = {"out_of_memory",     false, true,  POLL_WAIT,  true,  false, false},
-    [CUA_GIVE_MAP_FAILED]        = {"out_of_memory",     false, true,  POLL_NONE,  false, false, false},
-    [CUA_GIVE_PRESSURE]          = {"pressure",          true,  true,  POLL_WAIT,  true,  false, false},
-    [CUA_GIVE_IDLE]              = {"idle",              true,  true,  POLL_ASYNC, true,  false, false},
+    /*                            name                 floor  wait   poll        flush  retry  frag   purge */
+    [CUA_GIVE_TRIM]              = {"trim",              true,  true,  POLL_ASYNC, true,  true,  false, true},
+    [CUA_GIVE_RELEASE_THRESHOLD] = {"release_threshold", true,  false, POLL_NONE,  false, false, false, false},
+    [CUA_GIVE_FOOTPRINT_CAP]     = {"footprint_cap",     true,  false, POLL_NONE,  false, false, true,  false},
+    [CUA_GIVE_LIMIT]             = {"limit",             true,  false, POLL_NONE,  false, false, true,  false},
+    [CUA_GIVE_LIMIT_WAIT]        = {"limit",             true,  true,  POLL_NONE,  false, false, true,  false},
+    [CUA_GIVE_LIMIT_LOWERED]     = {"limit",             true,  true,  POLL_NONE,  true,  false, false, true},
+    [CUA_GIVE_OUT_OF_MEMORY]     = {"out_of_memory",     false, true,  POLL_WAIT,  true,  false, false, true},
+    [CUA_GIVE_MAP_FAILED]        = {"out_of_memory",     false, true,  POLL_NONE,  false, false, false, false},
+    [CUA_GIVE_PRESSURE]          = {"pressure",          true,  true,  POLL_WAIT,  true,  false, false, true},
+    [CUA_GIVE_IDLE]              = {"idle",              true,  true,  POLL_ASYNC, true,  false, false, true},
 };
 
 /* What a rule does before the trim: pending blocks, failed releases, caches. */
@@ -88,6 +91,7 @@ static void settle(cua_arena *a, const give_rule *r)
         (void)_cua_bk_retry_graves(a->bk);
     }
     if (r->flush) _cua_tc_flush_all_locked(a);
+    if (r->purge) (void)_cua_seg_purge(&a->seg); /* (what fails stays listed for the next) */
 }
 
 /* Unmap up to `want` bytes of idle chunks that no stream can still be using. */

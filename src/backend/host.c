@@ -6,8 +6,10 @@
  *     punches a hole so the memory really goes back to the OS;
  *   - a reservation is PROT_NONE address space, aligned by over-reserving and
  *     trimming the ends;
- *   - a handle maps whole, at offset 0, once, on unmapped pages of one
- *     reservation; it is inaccessible until set_access;
+ *   - a handle maps whole, at offset 0, on unmapped pages of one
+ *     reservation; it is inaccessible until set_access; it may be mapped at
+ *     several places at once (CUDA's virtual aliasing: the same memory seen
+ *     at each) and is released only when none is left;
  *   - an unmap covers whole mappings only (several adjacent ones may go in one
  *     call), and puts PROT_NONE reservation back in their place;
  *   - events and streams are simulated (backend_host_stream.c): in manual mode
@@ -281,10 +283,10 @@ static cua_status release_locked(host_backend *h, cua_handle hv)
     if (!hd)
         return _cua_error(CUA_ERR_BACKEND, "host backend: cannot release handle %#llx: no such "
                           "handle (never created, or released already)", (unsigned long long)hv);
-    if (hd->mapped_at)
+    if (hd->nmaps)
         return _cua_error(CUA_ERR_BACKEND, "host backend: cannot release handle %#llx: the "
-                          "handle is still mapped at %#lx", (unsigned long long)hv,
-                          (unsigned long)hd->mapped_at);
+                          "handle is still mapped at %#lx (%u mappings)", (unsigned long long)hv,
+                          (unsigned long)hd->mapped_at, hd->nmaps);
     if (fallocate(h->memfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
                   (off_t)hd->first_page << h->gshift, (off_t)hd->npages << h->gshift) != 0)
         return _cua_error(CUA_ERR_BACKEND, "host backend: cannot release handle %#llx: "
@@ -339,6 +341,7 @@ static cua_status host_alloc(cua_backend *b, size_t size, uintptr_t *addr)
             release_locked(h, hv);
         } else {
             hd->mapped_at = (uintptr_t)p;
+            hd->nmaps = 1;
             _cua_sorted_insert(h->segs, &h->nsegs, sizeof *h->segs,
                                &(host_mapping){(uintptr_t)p, size, idx, 0});
             *addr = (uintptr_t)p;
@@ -363,6 +366,7 @@ static cua_status host_free(cua_backend *b, uintptr_t addr, size_t size)
     if (st == CUA_OK) {
         host_handle *hd = (host_handle *)slot_at(&h->handles, h->segs[i].handle_idx);
         hd->mapped_at = 0;
+        hd->nmaps = 0;
         st = release_locked(h, slot_value(&h->handles, h->segs[i].handle_idx));
         _cua_array_remove(h->segs, &h->nsegs, sizeof *h->segs, i, i + 1);
     }
@@ -390,10 +394,6 @@ static cua_status check_map(const host_backend *h, uintptr_t addr, size_t size, 
         return _cua_error(CUA_ERR_BACKEND, "host backend: cannot map %zu bytes of handle %#llx: "
                           "a handle is mapped whole (%zu bytes)", size, (unsigned long long)hv,
                           (size_t)hd->npages << h->gshift);
-    if (hd->mapped_at)
-        return _cua_error(CUA_ERR_BACKEND, "host backend: cannot map handle %#llx at %#lx: it "
-                          "is mapped at %#lx already", (unsigned long long)hv,
-                          (unsigned long)addr, (unsigned long)hd->mapped_at);
     if (!res_holding(h, addr, size))
         return _cua_error(CUA_ERR_BACKEND, "host backend: cannot map %zu bytes at %#lx: the "
                           "range is not inside one reservation", size, (unsigned long)addr);
@@ -425,7 +425,7 @@ static cua_status host_map(cua_backend *b, uintptr_t addr, size_t size, size_t o
     if (st == CUA_OK) {
         _cua_sorted_insert(h->maps, &h->nmaps, sizeof *h->maps,
                            &(host_mapping){addr, size, (uint32_t)(hv & 0xffffffffu) - 1, 0});
-        hd->mapped_at = addr;
+        if (!hd->nmaps++) hd->mapped_at = addr;
     }
     _cua_unlock(&h->lock);
     return st;
@@ -448,8 +448,10 @@ static cua_status host_unmap(cua_backend *b, uintptr_t addr, size_t size)
                             "mmap: %s", size, (unsigned long)addr, strerror(errno));
     }
     if (st == CUA_OK) {
-        for (size_t i = first; i < end; i++)
-            ((host_handle *)slot_at(&h->handles, h->maps[i].handle_idx))->mapped_at = 0;
+        for (size_t i = first; i < end; i++) {
+            host_handle *hd = (host_handle *)slot_at(&h->handles, h->maps[i].handle_idx);
+            if (--hd->nmaps == 0) hd->mapped_at = 0;
+        }
         _cua_array_remove(h->maps, &h->nmaps, sizeof *h->maps, first, end);
     }
     _cua_unlock(&h->lock);

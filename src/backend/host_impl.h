@@ -93,7 +93,8 @@ typedef struct host_handle {
     slot s;
     uint32_t first_page; /* where it lies in the memfd, in granularity pages */
     uint32_t npages;
-    uintptr_t mapped_at; /* 0 while not mapped */
+    uintptr_t mapped_at; /* its first mapping's address, 0 while not mapped */
+    uint32_t nmaps;      /* its mappings: more than one is virtual aliasing (CUDA allows it) */
 } host_handle;
 
 typedef struct host_event {

@@ -94,120 +94,13 @@ static cua_status seg_changed(cua_segment *seg, cua_seg_change what, cua_chunk *
     return seg->obs.segment(seg->obs.ctx, what, c->addr, len, &c->tag);
 }
 
-/* Set (on) or clear bits [p0, p1) of the mapped-page bitmap. */
-static void set_bits(uint64_t *bits, uint32_t p0, uint32_t p1, bool on)
-{
-    while (p0 < p1) {
-        uint32_t w = p0 >> 6, b = p0 & 63, n = _cua_min(64 - b, p1 - p0);
-        uint64_t mask = (n == 64 ? ~0ull : ((1ull << n) - 1)) << b;
-        bits[w] = on ? bits[w] | mask : bits[w] & ~mask;
-        p0 += n;
-    }
-}
-
 static void set_pages(cua_segment *seg, uint32_t first, uint32_t n, cua_chunk *c)
 {
     for (uint32_t p = first; p < first + n; p++) {
         seg->pages[p] = c;
         seg->ends[p] = first + n;
     }
-    set_bits(seg->mapbits, first, first + n, c != NULL);
-}
-
-/* ---- handles whose release failed: kept and retried, never leaked ---------- */
-
-/* Append a handle; false when out of host memory. */
-static bool handles_push(cua_handles *l, cua_handle h, size_t size)
-{
-    if (l->n == l->cap) {
-        size_t ncap = l->cap ? 2 * l->cap : 16;
-        void *nv = realloc(l->v, ncap * sizeof *l->v);
-        if (!nv) return false;
-        l->v = nv;
-        l->cap = ncap;
-    }
-    l->v[l->n].h = h;
-    l->v[l->n].size = size;
-    l->n++;
-    return true;
-}
-
-static cua_status release_handle(cua_segment *seg, cua_handle h, size_t size)
-{
-    cua_status st = _cua_bk_release(seg->bk, seg->cs, h, size);
-    if (st == CUA_OK) return CUA_OK;
-    handles_push(&seg->zombies, h, size); /* if even that fails, the handle is lost */
-    return st;
-}
-
-static cua_status retry_zombies(cua_segment *seg);
-
-cua_status _cua_seg_retry_zombies(cua_segment *seg)
-{
-    return seg->zombies.n ? retry_zombies(seg) : CUA_OK;
-}
-
-static cua_status retry_zombies(cua_segment *seg)
-{
-    cua_status first = CUA_OK;
-    size_t j = 0;
-    cua_handles *z = &seg->zombies;
-    for (size_t i = 0; i < z->n; i++) {
-        cua_status st = _cua_bk_release(seg->bk, seg->cs, z->v[i].h, z->v[i].size);
-        if (st == CUA_OK) continue;
-        if (first == CUA_OK) first = st;
-        z->v[j++] = z->v[i];
-    }
-    z->n = j;
-    return first;
-}
-
-/* An unmapped handle goes to the kept list while handles are kept, else back
- * to the backend. */
-static cua_status drop_handle(cua_segment *seg, cua_handle h, size_t size)
-{
-    if (seg->keep_handles && handles_push(&seg->kept, h, size)) return CUA_OK;
-    return release_handle(seg, h, size);
-}
-
-/* A handle of exactly `size` bytes from list l, if it has one. */
-static bool take_from(cua_handles *l, size_t size, cua_handle *h)
-{
-    for (size_t i = l->n; i-- > 0;) {
-        if (l->v[i].size != size) continue;
-        *h = l->v[i].h;
-        l->v[i] = l->v[--l->n];
-        return true;
-    }
-    return false;
-}
-
-static void put_kept(cua_segment *seg, cua_handle h, size_t size)
-{
-    if (!handles_push(&seg->kept, h, size)) release_handle(seg, h, size);
-}
-
-cua_status _cua_seg_adopt(cua_segment *seg, cua_handle h, size_t size)
-{
-    if (seg->novmm || size % seg->gran)
-        return _cua_error(CUA_ERR_INVALID_ARG, "a handle of %zu bytes cannot serve this arena", size);
-    if (!handles_push(&seg->adopted, h, size))
-        return _cua_error(CUA_ERR_OUT_OF_MEMORY, "no host memory to adopt a handle");
-    seg->adopted_bytes += size;
-    return CUA_OK;
-}
-
-cua_status _cua_seg_keep_handles(cua_segment *seg, bool on)
-{
-    seg->keep_handles = on;
-    if (on) return CUA_OK;
-    cua_status first = CUA_OK;
-    while (seg->kept.n) {
-        seg->kept.n--;
-        cua_status st = release_handle(seg, seg->kept.v[seg->kept.n].h, seg->kept.v[seg->kept.n].size);
-        if (st != CUA_OK && first == CUA_OK) first = st;
-    }
-    return first;
+    _cua_seg_bits(seg->mapbits, first, first + n, c != NULL);
 }
 
 /* ---- init / fini ------------------------------------------------------------ */
@@ -217,9 +110,11 @@ static void free_page_table(cua_segment *seg)
     free(seg->pages);
     free(seg->ends);
     free(seg->mapbits);
+    free(seg->aliasbits);
     seg->pages = NULL;
     seg->ends = NULL;
     seg->mapbits = NULL;
+    seg->aliasbits = NULL;
 }
 
 cua_status _cua_seg_init(cua_segment *seg, cua_backend *bk, cua_callstats *cs, size_t size,
@@ -256,7 +151,8 @@ cua_status _cua_seg_init(cua_segment *seg, cua_backend *bk, cua_callstats *cs, s
     seg->pages = calloc(seg->npages, sizeof *seg->pages);
     seg->ends = calloc(seg->npages, sizeof *seg->ends);
     seg->mapbits = calloc(((size_t)seg->npages + 63) / 64, sizeof *seg->mapbits);
-    if (!seg->pages || !seg->ends || !seg->mapbits) {
+    seg->aliasbits = calloc(((size_t)seg->npages + 63) / 64, sizeof *seg->aliasbits);
+    if (!seg->pages || !seg->ends || !seg->mapbits || !seg->aliasbits) {
         free_page_table(seg);
         if (!novmm && _cua_bk_unreserve(bk, cs, seg->base, size) != CUA_OK) /* kept for a retry */
             _cua_bk_bury(bk, (cua_grave){.kind = CUA_CALL_UNRESERVE, .addr = seg->base, .size = size},
@@ -364,7 +260,7 @@ static cua_status unmap_chunk(cua_segment *seg, cua_chunk *c)
     set_pages(seg, c->first, c->npages, NULL);
     mapped_add(seg, c, -(int64_t)len);
     seg->nchunks--;
-    return release_handle(seg, c->handle, len);
+    return _cua_seg_release_handle(seg, c->handle, len);
 }
 
 cua_status _cua_seg_fini(cua_segment *seg)
@@ -372,6 +268,19 @@ cua_status _cua_seg_fini(cua_segment *seg)
     cua_status first = CUA_OK;
     size_t buried_maps = 0;
     if (!seg->pages) return CUA_OK;
+    if (seg->aliases.n) { /* old places first; the backend retries what stays */
+        if (_cua_seg_purge(seg) != CUA_OK && seg->aliases.n) _cua_seg_purge(seg);
+        if (seg->aliases.n && first == CUA_OK) first = CUA_ERR_BACKEND;
+        for (size_t i = 0; i < seg->aliases.n; i++, buried_maps++)
+            _cua_bk_bury(seg->bk, (cua_grave){.kind = CUA_CALL_UNMAP, .size = seg->aliases.v[i].size,
+                                              .addr = seg->base + ((uintptr_t)(seg->aliases.v[i].at - 1)
+                                                                   << seg->gshift)},
+                         CUA_ERR_BACKEND);
+        seg->aliases.n = 0;
+        seg->alias_bytes = 0;
+    }
+    free(seg->aliases.v);
+    seg->aliases.v = NULL;
     for (uint32_t p = 0; p < seg->npages;) {
         cua_chunk *c = seg->pages[p];
         if (!c) {
@@ -402,14 +311,14 @@ cua_status _cua_seg_fini(cua_segment *seg)
     free(seg->kept.v);
     while (seg->adopted.n) { /* adopted, never mapped: back to the driver */
         seg->adopted.n--;
-        st = release_handle(seg, seg->adopted.v[seg->adopted.n].h, seg->adopted.v[seg->adopted.n].size);
+        st = _cua_seg_release_handle(seg, seg->adopted.v[seg->adopted.n].h, seg->adopted.v[seg->adopted.n].size);
         if (st != CUA_OK && first == CUA_OK) first = st;
     }
     seg->adopted_bytes = 0;
     free(seg->adopted.v);
-    st = retry_zombies(seg);
+    st = _cua_seg_retry_zombies(seg);
     if (st != CUA_OK && first == CUA_OK) first = st;
-    if (seg->zombies.n) st = retry_zombies(seg); /* a transient failure gets one more try */
+    if (seg->zombies.n) st = _cua_seg_retry_zombies(seg); /* a transient failure gets one more try */
     for (size_t i = 0; i < seg->zombies.n; i++) /* the backend retries the rest later */
         _cua_bk_bury(seg->bk, (cua_grave){.kind = CUA_CALL_RELEASE, .h = seg->zombies.v[i].h,
                                           .size = seg->zombies.v[i].size}, st);
@@ -517,8 +426,19 @@ static cua_status back_chunk(cua_segment *seg, cua_chunk *c, uintptr_t addr, siz
     if (seg->novmm) return alloc_segment(seg, c, len);
     /* A handle a trim of this growth unmapped, one adopted from a reservation,
      * or a new one. */
-    bool kept = seg->kept.n && take_from(&seg->kept, len, &c->handle);
-    bool adopted = !kept && seg->adopted.n && take_from(&seg->adopted, len, &c->handle);
+    uint32_t at = 0, no_at;
+    bool kept = seg->kept.n && _cua_seg_take_handle(&seg->kept, len, &c->handle, &at);
+    bool adopted = !kept && seg->adopted.n && _cua_seg_take_handle(&seg->adopted, len, &c->handle, &no_at);
+    /* Still mapped at its old place: that place becomes an alias, unmapped by
+     * a purge (or now, when the list has no room). */
+    if (at && !_cua_handles_push(&seg->aliases, c->handle, len, at)) {
+        if (!_cua_seg_unmap_old_place(seg, at, len)) {
+            _cua_seg_put_kept(seg, c->handle, len, at);
+            return _cua_error(CUA_ERR_OUT_OF_MEMORY, "no host memory to list a moved handle");
+        }
+        at = 0;
+    }
+    if (at) seg->alias_bytes += len;
     cua_status st = kept || adopted ? CUA_OK : _cua_bk_create(seg->bk, seg->cs, len, &c->handle);
     if (st != CUA_OK) return st;
     if (adopted) seg->adopted_bytes -= len;
@@ -526,12 +446,16 @@ static cua_status back_chunk(cua_segment *seg, cua_chunk *c, uintptr_t addr, siz
     if (st != CUA_OK) {
         char keep[CUA_MSG_CAP];
         snprintf(keep, sizeof keep, "%s", cua_last_error());
-        if (kept) {
-            put_kept(seg, c->handle, len); /* released with the rest of the kept ones */
-        } else if (adopted && handles_push(&seg->adopted, c->handle, len)) {
+        if (kept) { /* back to kept, with its old place (no longer an alias) */
+            if (at) {
+                seg->aliases.n--; /* (the entry pushed above, the last one) */
+                seg->alias_bytes -= len;
+            }
+            _cua_seg_put_kept(seg, c->handle, len, at); /* released with the rest of the kept ones */
+        } else if (adopted && _cua_seg_list_push(&seg->adopted, c->handle, len)) {
             seg->adopted_bytes += len; /* still the arena's */
         } else {
-            release_handle(seg, c->handle, len); /* a failed release is retried later */
+            _cua_seg_release_handle(seg, c->handle, len); /* a failed release is retried later */
         }
         return _cua_error(st, "%s", keep);
     }
@@ -616,6 +540,15 @@ cua_status _cua_seg_map(cua_segment *seg, uint64_t off, uint64_t len)
     if (seg->novmm) { /* one segment, usable at once; the heap kept the pages unmapped */
         for (uint32_t p = p0; p < p1; p++) cua_assert(!seg->pages[p]);
         return map_chunk(seg, p0, p1 - p0);
+    }
+    /* Old places of moved handles in the range go first: a page is mapped at
+     * one place only. */
+    if (seg->alias_bytes && _cua_seg_any_bit(seg->aliasbits, p0, p1)) {
+        /* (all of them: the bytes cost the same now or later, and one purge
+         * merges adjacent places into one call) */
+        cua_status st = _cua_seg_purge(seg);
+        if (st == CUA_OK || !_cua_seg_any_bit(seg->aliasbits, p0, p1)) st = CUA_OK;
+        if (st != CUA_OK) return st;
     }
     uint8_t small[64];
     uint8_t *was = (p1 - p0) <= sizeof small ? small : malloc(p1 - p0);
@@ -728,9 +661,35 @@ static cua_status trim_segments(cua_segment *seg, cua_chunk **run, size_t n, uin
     return first;
 }
 
+/* A trim during growth with deferred unmaps: the chunks leave the page table
+ * and their handles go to the kept list still mapped where they were (`at`),
+ * with no driver call (Note [moves that unmap later]). Returns how many of
+ * the run it took: all, unless host memory ran out. */
+static size_t trim_run_later(cua_segment *seg, cua_chunk **run, size_t n, uint64_t *released)
+{
+    for (size_t i = 0; i < n; i++) {
+        cua_chunk *c = run[i];
+        size_t clen = (size_t)c->npages << seg->gshift;
+        if (!_cua_handles_push(&seg->kept, c->handle, clen, c->first + 1)) return i;
+        _cua_seg_bits(seg->aliasbits, c->first, c->first + c->npages, true);
+        set_pages(seg, c->first, c->npages, NULL);
+        mapped_add(seg, c, -(int64_t)clen);
+        seg->nchunks--;
+        *released += clen;
+        chunk_free(seg, c);
+    }
+    return n;
+}
+
 static cua_status trim_run(cua_segment *seg, cua_chunk **run, size_t n, uint64_t *released)
 {
     if (seg->novmm) return trim_segments(seg, run, n, released);
+    if (seg->keep_handles && seg->defer_unmap) {
+        size_t k = trim_run_later(seg, run, n, released);
+        if (k == n) return CUA_OK;
+        run += k; /* the rest (out of host memory): unmapped at once */
+        n -= k;
+    }
     uint32_t pages = 0;
     for (size_t i = 0; i < n; i++) pages += run[i]->npages;
     uintptr_t addr = seg->base + ((uintptr_t)run[0]->first << seg->gshift);
@@ -748,7 +707,7 @@ static cua_status trim_run(cua_segment *seg, cua_chunk **run, size_t n, uint64_t
         mapped_add(seg, c, -(int64_t)clen);
         seg->nchunks--;
         *released += clen;
-        cua_status rs = drop_handle(seg, c->handle, clen);
+        cua_status rs = _cua_seg_drop_handle(seg, c->handle, clen);
         if (rs != CUA_OK && first == CUA_OK) first = rs;
         chunk_free(seg, c);
     }
@@ -759,7 +718,7 @@ cua_status _cua_seg_trim(cua_segment *seg, uint64_t want, uint64_t safe_seq, boo
                          uint64_t *released)
 {
     *released = 0;
-    if (seg->zombies.n) retry_zombies(seg);
+    if (seg->zombies.n) _cua_seg_retry_zombies(seg);
     cua_chunk **pick = NULL;
     size_t n = fragments ? _cua_seg_pick_fragments(seg, want, safe_seq, &pick)
                          : _cua_seg_pick_oldest(seg, want, safe_seq, &pick);

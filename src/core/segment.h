@@ -39,9 +39,18 @@ typedef struct cua_chunk {
     struct cua_chunk *idle_prev, *idle_next; /* on the idle list while busy == 0 */
 } cua_chunk;
 
-/* Unmapped physical handles, with their sizes. */
+/* Physical handles, with their sizes. `at`, in the kept list: 1 + the first
+ * page where the handle is still mapped (its unmap deferred: Note [moves that
+ * unmap later] in segment_alias.c), 0 when it is not; in the alias list: 1 +
+ * the first page of an old mapping of a handle now mapped elsewhere. */
+typedef struct cua_handle_entry {
+    cua_handle h;
+    size_t size;
+    uint32_t at;
+} cua_handle_entry;
+
 typedef struct cua_handles {
-    struct { cua_handle h; size_t size; } *v;
+    cua_handle_entry *v;
     size_t n, cap;
 } cua_handles;
 
@@ -111,6 +120,17 @@ typedef struct cua_segment {
      * before any new one is created; released by fini. */
     cua_handles adopted;
     uint64_t adopted_bytes;
+    /* Moves that unmap later (segment_alias.c): while defer_unmap, a trim
+     * during growth leaves the chunks it takes mapped where they were; a
+     * handle mapped again elsewhere leaves its old place in `aliases` (the
+     * same memory, seen at two addresses, no more physical memory) until a
+     * purge unmaps it. aliasbits marks those pages: nothing new is mapped
+     * there before they are purged. */
+    bool defer_unmap;
+    uint64_t *aliasbits;
+    cua_handles aliases;
+    uint64_t alias_bytes;
+    uint64_t purged_total;    /* bytes of old places unmapped by purges, in all */
     /* novmm only: */
     bool novmm;
     cua_chunk **byaddr;       /* chunks sorted by device address */
@@ -174,6 +194,14 @@ cua_status _cua_seg_retry_zombies(cua_segment *seg);
  * physical memory to its new place with unmap + map, without a release and a
  * create per page. The kept bytes are not counted mapped: they are in transit. */
 cua_status _cua_seg_keep_handles(cua_segment *seg, bool on);
+/* Unmap every old place of a moved handle (Note [moves that unmap later]):
+ * in address order, adjacent ones in one call. Those whose unmap fails stay,
+ * for the next purge. CUA_OK when none is left. */
+cua_status _cua_seg_purge(cua_segment *seg);
+/* ... those over pages [p0, p1) (before mapping there), or of handle h
+ * (before releasing it). */
+cua_status _cua_seg_purge_pages(cua_segment *seg, uint32_t p0, uint32_t p1);
+cua_status _cua_seg_purge_handle(cua_segment *seg, cua_handle h);
 /* Take an unmapped handle of `size` bytes (a multiple of the granularity) for
  * later growth. */
 cua_status _cua_seg_adopt(cua_segment *seg, cua_handle h, size_t size);
@@ -199,6 +227,46 @@ static inline uint32_t _cua_seg_chunk_cap(const cua_segment *seg)
     return seg->chunk_large_pages > seg->chunk_max_pages ? seg->chunk_large_pages
                                                          : seg->chunk_max_pages;
 }
+
+/* Set (on) or clear bits [p0, p1) of a page bitmap. */
+static inline void _cua_seg_bits(uint64_t *bits, uint32_t p0, uint32_t p1, bool on)
+{
+    while (p0 < p1) {
+        uint32_t w = p0 >> 6, b = p0 & 63, n = _cua_min(64 - b, p1 - p0);
+        uint64_t mask = (n == 64 ? ~0ull : ((1ull << n) - 1)) << b;
+        bits[w] = on ? bits[w] | mask : bits[w] & ~mask;
+        p0 += n;
+    }
+}
+
+/* Whether any of pages [p0, p1) is set in a page bitmap. */
+static inline bool _cua_seg_any_bit(const uint64_t *bits, uint32_t p0, uint32_t p1)
+{
+    while (p0 < p1) {
+        uint32_t w = p0 >> 6, b = p0 & 63, n = _cua_min(64 - b, p1 - p0);
+        uint64_t mask = (n == 64 ? ~0ull : ((1ull << n) - 1)) << b;
+        if (bits[w] & mask) return true;
+        p0 += n;
+    }
+    return false;
+}
+
+/* ---- between the segment's files (segment_handles.c) ---- */
+
+/* Append a handle to a list; false when out of host memory. */
+bool _cua_handles_push(cua_handles *l, cua_handle h, size_t size, uint32_t at);
+bool _cua_seg_list_push(cua_handles *l, cua_handle h, size_t size); /* (at 0) */
+/* Release a handle (its old places unmapped first); a failure keeps it on the
+ * zombie list. */
+cua_status _cua_seg_release_handle(cua_segment *seg, cua_handle h, size_t size);
+/* An unmapped handle: to the kept list while handles are kept, else released. */
+cua_status _cua_seg_drop_handle(cua_segment *seg, cua_handle h, size_t size);
+/* A handle of exactly `size` bytes from list l, if it has one (*at: its `at`). */
+bool _cua_seg_take_handle(cua_handles *l, size_t size, cua_handle *h, uint32_t *at);
+/* Unmap a kept handle's old place now; false (nothing changed) on failure. */
+bool _cua_seg_unmap_old_place(cua_segment *seg, uint32_t at, size_t size);
+/* Back to the kept list (a map of it failed); released when even that fails. */
+void _cua_seg_put_kept(cua_segment *seg, cua_handle h, size_t size, uint32_t at);
 
 static inline uint32_t _cua_seg_page(const cua_segment *seg, uint64_t off)
 {

@@ -120,11 +120,44 @@ static cua_status check_byaddr(const cua_segment *seg)
     return CUA_OK;
 }
 
+/* The old places of moved handles (outside a growth: no kept handle has
+ * one): each on unmapped pages, marked in the alias bitmap, apart from each
+ * other, summed up by alias_bytes; and no other page marked. */
+static cua_status check_aliases(const cua_segment *seg)
+{
+    uint64_t bytes = 0, pages = 0;
+    for (size_t i = 0; i < seg->aliases.n; i++) {
+        const cua_handle_entry *e = &seg->aliases.v[i];
+        uint32_t n = (uint32_t)(e->size >> seg->gshift);
+        if (!e->at || e->size % seg->gran || !n || e->at - 1 > seg->npages - n)
+            CORRUPT("moved handle %zu has an old place of %zu bytes at page %u, outside the "
+                    "segment", i, e->size, e->at - 1);
+        for (uint32_t p = e->at - 1; p < e->at - 1 + n; p++) {
+            if (seg->pages[p]) CORRUPT("page %u is mapped, and an old place of a moved handle", p);
+            if (!(seg->aliasbits[p >> 6] >> (p & 63) & 1))
+                CORRUPT("page %u is an old place of a moved handle the alias bitmap misses", p);
+        }
+        bytes += e->size;
+        pages += n;
+    }
+    if (bytes != seg->alias_bytes)
+        CORRUPT("old places of moved handles hold %llu bytes, the segment counts %llu",
+                (unsigned long long)bytes, (unsigned long long)seg->alias_bytes);
+    uint64_t marked = 0;
+    for (uint32_t w = 0; w < (seg->npages + 63) / 64; w++)
+        marked += (uint64_t)__builtin_popcountll(seg->aliasbits[w]);
+    if (marked != pages) /* (more than listed: marked twice, or a page nobody unmaps) */
+        CORRUPT("%llu pages are marked old places of moved handles, %llu are listed",
+                (unsigned long long)marked, (unsigned long long)pages);
+    return CUA_OK;
+}
+
 cua_status _cua_seg_check(const cua_segment *seg, const uint32_t *busy)
 {
     seg_tally t = {0};
     cua_status st = check_page_table(seg, busy, &t);
     if (st == CUA_OK) st = check_idle_list(seg, t.idle);
+    if (st == CUA_OK && !seg->novmm) st = check_aliases(seg);
     if (st == CUA_OK && seg->novmm) st = check_byaddr(seg);
     return st;
 }

@@ -185,6 +185,7 @@ void create_slot(int i, unsigned cfgbits, unsigned v)
     cfg.limit = (cfgbits & 8) ? (size_t)(16 + v % 128) * GRAN : 0;
     cfg.floor = (cfgbits & 16) ? (size_t)(v % 8) * GRAN : 0;
     cfg.flags = (cfgbits & 32) ? CUA_ARENA_NO_VMM : 0;
+    if ((v >> 10) & 1) cfg.flags |= CUA_ARENA_DELAYED_UNMAP; /* moves that unmap later */
     cfg.priority = (int)(cfgbits >> 6);
     /* Half the arenas free and allocate through a thread cache (tcache.c). */
     cfg.thread_cache = (v >> 8) & 1 ? CUA_THREAD_CACHE_ON : CUA_THREAD_CACHE_OFF;

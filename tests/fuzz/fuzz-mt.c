@@ -354,6 +354,7 @@ static void create_arena(int i, unsigned bits, unsigned v)
     cfg.chunk_large = (bits & 2) ? 16 * MT_GRAN : CUA_CHUNK_LARGE_NONE;
     cfg.release_threshold = (bits & 4) ? (size_t)(v % 16) * MT_GRAN : CUA_KEEP_ALL;
     cfg.flags = (bits & 8) ? CUA_ARENA_NO_VMM : 0;
+    if (bits & 128) cfg.flags |= CUA_ARENA_DELAYED_UNMAP; /* moves that unmap later */
     cfg.thread_cache = tc[(bits >> 4) & 3];
     cfg.thread_cache_bytes = (bits & 64) ? 64 * 1024 : 0;
     cua_status st = cua_arena_create(&cfg, &M.a[i]);
