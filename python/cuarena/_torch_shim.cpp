@@ -117,6 +117,54 @@ std::string pool_name(c10::cuda::MempoolId_t id) {
   return "torch_pool_" + std::to_string(id.first) + "_" + std::to_string(id.second);
 }
 
+// torch's accumulated statistics ("allocated" and "freed" of memory_stats):
+// counted here per device, for what goes through torch, rounded as torch
+// rounds (512 bytes, cuarena's alignment too); resetAccumulatedStats zeroes
+// them. The "current" and "peak" figures are cuarena's own.
+constexpr int kMaxDevices = 64;
+struct Accumulated {
+  std::atomic<int64_t> allocs{0}, frees{0}, bytes_in{0}, bytes_out{0}, req_in{0}, req_out{0};
+};
+Accumulated accumulated[kMaxDevices];
+
+int64_t rounded(size_t n) { return static_cast<int64_t>((std::max<size_t>(n, 1) + 511) / 512 * 512); }
+
+void count_alloc(int device, size_t n) {
+  if (device < 0 || device >= kMaxDevices) return;
+  Accumulated& a = accumulated[device];
+  a.allocs.fetch_add(1, std::memory_order_relaxed);
+  a.bytes_in.fetch_add(rounded(n), std::memory_order_relaxed);
+  a.req_in.fetch_add(static_cast<int64_t>(n), std::memory_order_relaxed);
+}
+
+void count_free(int device, size_t n) {
+  if (device < 0 || device >= kMaxDevices) return;
+  Accumulated& a = accumulated[device];
+  a.frees.fetch_add(1, std::memory_order_relaxed);
+  a.bytes_out.fetch_add(rounded(n), std::memory_order_relaxed);
+  a.req_out.fetch_add(static_cast<int64_t>(n), std::memory_order_relaxed);
+}
+
+// torch's size words (format_size in its allocator): "N bytes" up to 1 KiB,
+// then KiB, MiB, GiB with two decimals. Tools in the wild parse them.
+std::string torch_size(uint64_t n) {
+  char b[64];
+  if (n <= 1024)
+    snprintf(b, sizeof b, "%llu bytes", static_cast<unsigned long long>(n));
+  else if (n <= 1048576)
+    snprintf(b, sizeof b, "%.2f KiB", static_cast<double>(n) / 1024.0);
+  else if (n <= 1073741824ULL)
+    snprintf(b, sizeof b, "%.2f MiB", static_cast<double>(n) / 1048576.0);
+  else
+    snprintf(b, sizeof b, "%.2f GiB", static_cast<double>(n) / 1073741824.0);
+  return b;
+}
+
+// Observers of torch._C._cuda_attach_out_of_memory_observer, told of every
+// out-of-memory before it is raised, as torch's allocator does.
+std::mutex observers_mu;
+std::vector<CCA::OutOfMemoryObserver> observers;
+
 // The allocation recorder (cuarena.record): while on, every allocation and
 // free torch makes through cuarena, with the arena's name, and markers.
 struct TraceEvent {
@@ -170,8 +218,13 @@ void* pool_or_default_alloc_untraced(size_t n, int device, cudaStream_t stream) 
 struct CuarenaAllocator final : PluggableBase {
   CuarenaAllocator()
       : PluggableBase(
-            [](size_t n, int device, cudaStream_t s) { return pool_or_default_alloc(n, device, s); },
+            [](size_t n, int device, cudaStream_t s) {
+              void* p = pool_or_default_alloc(n, device, s);
+              if (p) count_alloc(device, n);
+              return p;
+            },
             [](void* p, size_t n, int device, cudaStream_t s) {
+              if (p) count_free(device, n);
               if (tracing.load(std::memory_order_relaxed)) {
                 std::lock_guard<std::mutex> g(trace_mu);
                 trace.push_back({'f', reinterpret_cast<uintptr_t>(p), 0, 0, ""});
@@ -186,9 +239,16 @@ struct CuarenaAllocator final : PluggableBase {
   // torch's plugged allocate() hands out a null pointer when the allocation
   // function fails (a kernel then faults on it); here a failure raises
   // torch.OutOfMemoryError with cuarena's report, as torch's own allocator does.
+  // The message starts as torch's own ("CUDA out of memory. Tried to
+  // allocate 2.00 GiB. GPU 0 has a total capacity of 79.19 GiB of which
+  // 1.20 GiB is free."), which tools parse; cuarena's report follows.
+  // Observers are told first, as torch does.
   c10::DataPtr allocate(size_t size) override {
     c10::DeviceIndex device = -1;
     C10_CUDA_CHECK(c10::cuda::GetDevice(&device));
+    // (torch refuses these before anything else, in these words)
+    TORCH_CHECK_WITH(OutOfMemoryError, size < (uint64_t{1} << 60),
+                     "CUDA out of memory. Tried to allocate more than 1EB memory.");
     cudaStream_t stream = c10::cuda::getCurrentCUDAStream(device);
     void* r = this->malloc(size, device, stream);
     if (!r) {
@@ -196,12 +256,26 @@ struct CuarenaAllocator final : PluggableBase {
         std::lock_guard<std::mutex> g(allocator_mutex_);
         allocation_metadata_.erase(nullptr);
       }
+      std::string report = cua_last_error();  // (before any other cuarena call)
+      size_t free_b = 0, total = 0;
+      if (cudaMemGetInfo(&free_b, &total) != cudaSuccess) {
+        (void)cudaGetLastError();
+        free_b = total = 0;
+      }
+      std::vector<CCA::OutOfMemoryObserver> obs;
+      {
+        std::lock_guard<std::mutex> g(observers_mu);
+        obs = observers;
+      }
+      for (auto& o : obs) o(device, size, total, free_b);
       // The text is made with snprintf: numbers streamed into c10::str from
       // this extension crashed in libstdc++'s number formatting (mixed
       // runtimes on the GPU machine).
-      char msg[4096 + 128];
-      snprintf(msg, sizeof msg, "CUDA out of memory (cuarena): tried to allocate %zu bytes on "
-               "device %d: %s", size, static_cast<int>(device), cua_last_error());
+      char msg[4096 + 512];
+      snprintf(msg, sizeof msg, "CUDA out of memory. Tried to allocate %s. GPU %d has a total "
+               "capacity of %s of which %s is free. cuarena: %s", torch_size(size).c_str(),
+               static_cast<int>(device), torch_size(total).c_str(), torch_size(free_b).c_str(),
+               report.c_str());
       TORCH_CHECK_WITH(OutOfMemoryError, false, static_cast<const char*>(msg));
     }
     return {r, r, raw_deleter(), c10::Device(c10::DeviceType::CUDA, device)};
@@ -210,7 +284,7 @@ struct CuarenaAllocator final : PluggableBase {
   CDA::DeviceStats getDeviceStats(c10::DeviceIndex device) override {
     CDA::DeviceStats d;
     int64_t live = 0, blocks = 0, alloc = 0, mapped = 0, peak_live = 0, free_b = 0, cached = 0;
-    int64_t allocs = 0, frees = 0, ooms = 0, creates = 0, releases = 0;
+    int64_t ooms = 0, creates = 0, releases = 0;
     for (cua_arena* a : arenas_of(device)) {
       cua_stats s;
       if (cua_arena_get_stats(a, &s) != CUA_OK) continue;
@@ -221,8 +295,6 @@ struct CuarenaAllocator final : PluggableBase {
       peak_live += s.peak_live_bytes;
       free_b += s.free_bytes;
       cached += s.cached_bytes;
-      allocs += s.alloc_count;
-      frees += s.free_count;
       ooms += s.oom_count;
       creates += s.calls[CUA_CALL_CREATE] + s.calls[CUA_CALL_ALLOC];
       releases += s.calls[CUA_CALL_RELEASE] + s.calls[CUA_CALL_FREE];
@@ -231,11 +303,21 @@ struct CuarenaAllocator final : PluggableBase {
     cua_device_peak(device, &peak_mapped, &now_mapped);
     // Peaks: arenas peak at different moments, so the sum of their live peaks
     // can pass the device's real peak; reserved uses the device's own peak.
-    set_stat(d.allocation, blocks, blocks, allocs, frees);
-    set_stat(d.active, blocks, blocks, allocs, frees);
-    set_stat(d.allocated_bytes, alloc, std::max(peak_live, alloc), 0, 0);
-    set_stat(d.active_bytes, alloc, std::max(peak_live, alloc), 0, 0);
-    set_stat(d.requested_bytes, live, std::max(peak_live, live), 0, 0);
+    int64_t n_in = 0, n_out = 0, b_in = 0, b_out = 0, r_in = 0, r_out = 0;
+    if (device >= 0 && device < kMaxDevices) {
+      const Accumulated& acc = accumulated[device];
+      n_in = acc.allocs.load();
+      n_out = acc.frees.load();
+      b_in = acc.bytes_in.load();
+      b_out = acc.bytes_out.load();
+      r_in = acc.req_in.load();
+      r_out = acc.req_out.load();
+    }
+    set_stat(d.allocation, blocks, blocks, n_in, n_out);
+    set_stat(d.active, blocks, blocks, n_in, n_out);
+    set_stat(d.allocated_bytes, alloc, std::max(peak_live, alloc), b_in, b_out);
+    set_stat(d.active_bytes, alloc, std::max(peak_live, alloc), b_in, b_out);
+    set_stat(d.requested_bytes, live, std::max(peak_live, live), r_in, r_out);
     set_stat(d.reserved_bytes, mapped, std::max<int64_t>(peak_mapped, mapped), 0, 0);
     set_stat(d.segment, creates - releases, creates - releases, creates, releases);
     set_stat(d.inactive_split_bytes, free_b - cached, free_b - cached, 0, 0);
@@ -250,7 +332,18 @@ struct CuarenaAllocator final : PluggableBase {
     cua_device_reset_peak(device);
   }
 
-  void resetAccumulatedStats(c10::DeviceIndex) override {}  // cuarena's counters run on
+  // torch's accumulated "allocated" and "freed" figures start again; cuarena's
+  // own counters (cua_stats) run on.
+  void resetAccumulatedStats(c10::DeviceIndex device) override {
+    if (device < 0 || device >= kMaxDevices) return;
+    Accumulated& a = accumulated[device];
+    a.allocs = 0;
+    a.frees = 0;
+    a.bytes_in = 0;
+    a.bytes_out = 0;
+    a.req_in = 0;
+    a.req_out = 0;
+  }
 
   void emptyCache(c10::cuda::MempoolId_t id) override {
     // As torch does: what the device still runs may use cached blocks.
@@ -300,7 +393,10 @@ struct CuarenaAllocator final : PluggableBase {
     int count = c10::cuda::device_count();
     for (int d = 0; d < count; d++) cua_history_enable(d, enabled ? n : 0);
   }
-  void attachOutOfMemoryObserver(CCA::OutOfMemoryObserver) override {}
+  void attachOutOfMemoryObserver(CCA::OutOfMemoryObserver observer) override {
+    std::lock_guard<std::mutex> g(observers_mu);
+    observers.push_back(std::move(observer));
+  }
   void attachAllocatorTraceTracker(CCA::AllocatorTraceTracker) override {}
 
   // set_per_process_memory_fraction: the default arena's limit.

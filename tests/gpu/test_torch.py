@@ -256,3 +256,15 @@ def test_torch_statistics_snapshot_and_cache_calls_work():
              r["trace_plot_chars"]))
     # the fraction 0.5 of this device's memory (80 GB H100 or 141 GB H200), to a page
     assert abs(r["default_arena_limit"] - r["device_total"] // 2) <= 2 << 20, r
+
+
+def test_torch_promises_hold_as_natively():
+    """torch's out-of-memory words and observers and memory_stats' figures:
+    every promise that holds with torch's own allocator holds with cuarena."""
+    native, ours = run("fidelity", "native"), run("fidelity", "cuarena")
+    differ = {k: (native[k], ours.get(k)) for k in native
+              if k != "allocator" and native[k] is True and ours.get(k) is not True}
+    for k in sorted(native):
+        if k != "allocator":
+            print("torch: fidelity %s: native %s, cuarena %s" % (k, native[k], ours.get(k)))
+    assert not differ, differ
