@@ -24,6 +24,7 @@
 #include <mutex>
 #include <string>
 #include <tuple>
+#include <unordered_set>
 #include <vector>
 
 extern "C" {
@@ -213,6 +214,22 @@ void* pool_or_default_alloc_untraced(size_t n, int device, cudaStream_t stream) 
     }
   }
   return cua_torch_alloc(n, device, stream);
+}
+
+// The start of every live block of a pool's arena (none when the pool has no
+// arena on `device`).
+void collect_live(const cua_region* r, void* user) {
+  if (r->kind == CUA_REGION_LIVE && r->requested)  // (a block's first piece)
+    static_cast<std::vector<void*>*>(user)->push_back(reinterpret_cast<void*>(r->address));
+}
+
+std::vector<void*> pool_live_blocks(c10::DeviceIndex device, c10::cuda::MempoolId_t id) {
+  std::vector<void*> live;
+  std::lock_guard<std::mutex> g(pools_mu);
+  auto it = pools.find({id.first, id.second});
+  if (it != pools.end() && it->second.arena && it->second.device == device)
+    cua_arena_walk(it->second.arena, collect_live, &live);
+  return live;
 }
 
 struct CuarenaAllocator final : PluggableBase {
@@ -484,6 +501,34 @@ struct CuarenaAllocator final : PluggableBase {
     std::lock_guard<std::mutex> g(pools_mu);
     auto it = pools.find({id.first, id.second});
     return it == pools.end() ? 0 : it->second.uses;
+  }
+
+  // CUDA-graph trees (torch.compile's reduce-overhead mode) ask, after each
+  // recording, whether a pool's live blocks are exactly the tensors they
+  // expect, and take a checkpoint of the pool. Written without `override`:
+  // where this torch declares them otherwise, torch answers "does not yet
+  // support" as without them. Restoring a checkpoint (setCheckpointPoolState,
+  // when a tree switches paths) is not implemented: torch says so.
+  bool checkPoolLiveAllocations(c10::DeviceIndex device, c10::cuda::MempoolId_t id,
+                                const std::unordered_set<void*>& expected) {
+    std::vector<void*> live = pool_live_blocks(device, id);
+    if (live.size() != expected.size()) return false;
+    for (void* p : live)
+      if (!expected.count(p)) return false;
+    return true;
+  }
+
+  struct PoolCheckpoint : CCA::AllocatorState {
+    c10::cuda::MempoolId_t id;
+    std::vector<void*> live;
+  };
+
+  std::shared_ptr<CCA::AllocatorState> getCheckpointState(c10::DeviceIndex device,
+                                                           c10::cuda::MempoolId_t id) {
+    auto state = std::make_shared<PoolCheckpoint>();
+    state->id = id;
+    state->live = pool_live_blocks(device, id);
+    return state;
   }
 
   // use_on_oom (other allocations may take the pool's memory when the device

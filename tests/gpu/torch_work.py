@@ -737,6 +737,37 @@ def work_fidelity(use):
     return res
 
 
+def work_compile_graphs(use):
+    """torch.compile(mode="reduce-overhead"): CUDA-graph trees record the
+    model's graphs into a private pool, check the pool's live blocks and take
+    checkpoints of it. The same shape several times (one graph, replayed),
+    then a second shape (a second graph in the tree)."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(256, 1024), torch.nn.GELU(),
+                                torch.nn.Linear(1024, 256)).cuda().eval()
+    compiled = torch.compile(model, mode="reduce-overhead")
+    res = {}
+
+    def step(batch, runs):
+        x = torch.randn(batch, 256, device="cuda", generator=torch.Generator("cuda").manual_seed(batch))
+        with torch.no_grad():
+            want = model(x)
+            outs = [compiled(x).clone() for _ in range(runs)]
+        torch.cuda.synchronize()
+        return all(torch.allclose(o, want, rtol=1e-3, atol=1e-3) for o in outs), \
+            float(outs[-1].double().sum())
+
+    try:
+        res["one_shape_matches"], res["one_shape_sum"] = step(32, 4)
+    except Exception as e:  # noqa: BLE001 - reported as torch says it
+        res["one_shape_matches"] = "raises: " + str(e).splitlines()[0][:200]
+    try:
+        res["second_shape_matches"], res["second_shape_sum"] = step(64, 3)
+    except Exception as e:  # noqa: BLE001
+        res["second_shape_matches"] = "raises: " + str(e).splitlines()[0][:200]
+    return res
+
+
 def main():
     workload, use = sys.argv[1], sys.argv[2]
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS
