@@ -130,20 +130,13 @@ Accumulated accumulated[kMaxDevices];
 
 int64_t rounded(size_t n) { return static_cast<int64_t>((std::max<size_t>(n, 1) + 511) / 512 * 512); }
 
-void count_alloc(int device, size_t n) {
+// One allocation (freed: one free) of n bytes through torch on `device`.
+void count(int device, size_t n, bool freed) {
   if (device < 0 || device >= kMaxDevices) return;
   Accumulated& a = accumulated[device];
-  a.allocs.fetch_add(1, std::memory_order_relaxed);
-  a.bytes_in.fetch_add(rounded(n), std::memory_order_relaxed);
-  a.req_in.fetch_add(static_cast<int64_t>(n), std::memory_order_relaxed);
-}
-
-void count_free(int device, size_t n) {
-  if (device < 0 || device >= kMaxDevices) return;
-  Accumulated& a = accumulated[device];
-  a.frees.fetch_add(1, std::memory_order_relaxed);
-  a.bytes_out.fetch_add(rounded(n), std::memory_order_relaxed);
-  a.req_out.fetch_add(static_cast<int64_t>(n), std::memory_order_relaxed);
+  (freed ? a.frees : a.allocs).fetch_add(1, std::memory_order_relaxed);
+  (freed ? a.bytes_out : a.bytes_in).fetch_add(rounded(n), std::memory_order_relaxed);
+  (freed ? a.req_out : a.req_in).fetch_add(static_cast<int64_t>(n), std::memory_order_relaxed);
 }
 
 // torch's size words (format_size in its allocator): "N bytes" up to 1 KiB,
@@ -237,11 +230,11 @@ struct CuarenaAllocator final : PluggableBase {
       : PluggableBase(
             [](size_t n, int device, cudaStream_t s) {
               void* p = pool_or_default_alloc(n, device, s);
-              if (p) count_alloc(device, n);
+              if (p) count(device, n, false);
               return p;
             },
             [](void* p, size_t n, int device, cudaStream_t s) {
-              if (p) count_free(device, n);
+              if (p) count(device, n, true);
               if (tracing.load(std::memory_order_relaxed)) {
                 std::lock_guard<std::mutex> g(trace_mu);
                 trace.push_back({'f', reinterpret_cast<uintptr_t>(p), 0, 0, ""});
