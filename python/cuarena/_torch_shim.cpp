@@ -131,7 +131,7 @@ Accumulated accumulated[kMaxDevices];
 int64_t rounded(size_t n) { return static_cast<int64_t>((std::max<size_t>(n, 1) + 511) / 512 * 512); }
 
 // One allocation (freed: one free) of n bytes through torch on `device`.
-void count(int device, size_t n, bool freed) {
+void tally(int device, size_t n, bool freed) {
   if (device < 0 || device >= kMaxDevices) return;
   Accumulated& a = accumulated[device];
   (freed ? a.frees : a.allocs).fetch_add(1, std::memory_order_relaxed);
@@ -230,11 +230,11 @@ struct CuarenaAllocator final : PluggableBase {
       : PluggableBase(
             [](size_t n, int device, cudaStream_t s) {
               void* p = pool_or_default_alloc(n, device, s);
-              if (p) count(device, n, false);
+              if (p) tally(device, n, false);
               return p;
             },
             [](void* p, size_t n, int device, cudaStream_t s) {
-              if (p) count(device, n, true);
+              if (p) tally(device, n, true);
               if (tracing.load(std::memory_order_relaxed)) {
                 std::lock_guard<std::mutex> g(trace_mu);
                 trace.push_back({'f', reinterpret_cast<uintptr_t>(p), 0, 0, ""});
