@@ -461,6 +461,23 @@ CUA_API cua_status cua_arena_alloc(cua_arena *arena, size_t size, cua_stream str
                                    void **out);
 
 /**
+ * Make the block [ptr, ptr + size) of `arena` live for `stream`: a range that
+ * is free there, inside one free block, free for `stream` or for any stream.
+ * For restoring memory at the addresses recorded work uses (a CUDA-graph
+ * tree's pool checkpoint). Threads' caches are emptied and completed streams
+ * learnt first; pages the range lacks are mapped (under the limit and the
+ * footprint cap, as any growth). Free the block with cua_free().
+ * Returns CUA_OK, CUA_ERR_INVALID_ARG (ptr NULL, size 0, a range that is not
+ * the arena's or not aligned to CUA_ALIGNMENT), CUA_ERR_BUSY (part of the
+ * range is live, or free only for another stream whose work may still use
+ * it), CUA_ERR_NOT_SUPPORTED (an arena of whole segments), CUA_ERR_LIMIT,
+ * CUA_ERR_OUT_OF_MEMORY, CUA_ERR_OFFLOADED, CUA_ERR_DESTROYED,
+ * CUA_ERR_BACKEND.
+ */
+CUA_API cua_status cua_arena_alloc_at(cua_arena *arena, void *ptr, size_t size,
+                                      cua_stream stream);
+
+/**
  * Free `ptr`, a block returned by cua_arena_alloc() or cua_malloc(), in the
  * order of the stream it was allocated on. NULL is accepted and does nothing.
  * Returns CUA_OK, CUA_ERR_INVALID_POINTER (not from cuarena, or interior),

@@ -450,6 +450,64 @@ TEST(two_arenas_are_independent)
     CHECK_OK(teardown(&g));
 }
 
+/* cua_arena_alloc_at: a block made live again at its address (Note [a block
+ * at a given address]), refused where the range is not free. */
+API_TEST(alloc_at_makes_a_free_range_live_at_its_address, CUA_KEEP_ALL, 0, 0)
+{
+    unsigned char *p, *q, *r;
+    CHECK_OK(cua_arena_alloc(f->a, 1 * MiB, 0, (void **)&p));
+    CHECK_OK(cua_arena_alloc(f->a, 1 * MiB, 0, (void **)&q));
+    CHECK_OK(cua_free(p));
+    CHECK_OK(cua_arena_alloc_at(f->a, p, 1 * MiB, 0)); /* where it was */
+    void *base;
+    size_t size;
+    CHECK_OK(cua_ptr_info(p, NULL, &base, &size));
+    CHECK(base == p && size == 1 * MiB);
+    memset(p, 7, 1 * MiB);
+    CHECK_ARENA(f->a);
+    CHECK_ST(cua_arena_alloc_at(f->a, q, 4096, 0), CUA_ERR_BUSY);          /* live */
+    CHECK_ST(cua_arena_alloc_at(f->a, p + 512, 512, 0), CUA_ERR_BUSY);     /* inside a live one */
+    CHECK_ST(cua_arena_alloc_at(f->a, q + 1 * MiB - 512, 1024, 0), CUA_ERR_BUSY); /* runs into q */
+    CHECK_ST(cua_arena_alloc_at(f->a, q + 1 * MiB + 1, 512, 0), CUA_ERR_INVALID_ARG); /* unaligned */
+    CHECK_ST(cua_arena_alloc_at(f->a, q + 1 * MiB, 0, 0), CUA_ERR_INVALID_ARG);
+    CHECK_ST(cua_arena_alloc_at(f->a, NULL, 512, 0), CUA_ERR_INVALID_ARG);
+    CHECK_ST(cua_arena_alloc_at(f->a, (void *)(uintptr_t)4096, 512, 0), CUA_ERR_INVALID_ARG);
+    /* far above what was ever used: its pages are mapped for it */
+    r = q + 64 * MiB;
+    uint64_t before = mapped(f->a);
+    CHECK_OK(cua_arena_alloc_at(f->a, r, 3 * MiB, 0));
+    CHECK(mapped(f->a) >= before + 3 * MiB);
+    memset(r, 9, 3 * MiB);
+    CHECK(p[12345] == 7 && r[3 * MiB - 1] == 9);
+    CHECK_ARENA(f->a);
+    CHECK_OK(cua_free(r));
+    CHECK_OK(cua_free(q));
+    CHECK_OK(cua_free(p));
+    CHECK_ARENA(f->a);
+}
+
+/* A block a thread's cache holds is free memory for alloc_at: caches are
+ * emptied first. */
+TEST(alloc_at_takes_back_what_thread_caches_hold)
+{
+    fixture f;
+    CHECK_OK(test_host_backend(GiB, 0, &f.bk));
+    cua_arena_config cfg;
+    test_config(&cfg);
+    cfg.name = "api_tc";
+    cfg.backend = f.bk;
+    cfg.release_threshold = CUA_KEEP_ALL;
+    cfg.thread_cache = CUA_THREAD_CACHE_ON;
+    CHECK_OK(cua_arena_create(&cfg, &f.a));
+    void *p;
+    CHECK_OK(cua_arena_alloc(f.a, 64 * 1024, 0, &p));
+    CHECK_OK(cua_free(p)); /* into this thread's cache */
+    CHECK_OK(cua_arena_alloc_at(f.a, p, 64 * 1024, 0));
+    CHECK_ST(cua_free(p), CUA_OK);
+    CHECK_ST(cua_free(p), CUA_ERR_DOUBLE_FREE);
+    CHECK_OK(teardown(&f));
+}
+
 /* Bindings pass a handle as a signed pointer-sized integer (CuPy's
  * CFunctionAllocator takes its parameter as ssize_t): a handle must be a
  * positive intptr_t, also after its slot was reused many times. */

@@ -209,19 +209,29 @@ void* pool_or_default_alloc_untraced(size_t n, int device, cudaStream_t stream) 
   return cua_torch_alloc(n, device, stream);
 }
 
-// The start of every live block of a pool's arena (none when the pool has no
-// arena on `device`).
+// A live block of a pool: where, the bytes asked for, its stream.
+struct LiveBlock {
+  void* ptr;
+  size_t size;
+  cudaStream_t stream;
+};
+
 void collect_live(const cua_region* r, void* user) {
   if (r->kind == CUA_REGION_LIVE && r->requested)  // (a block's first piece)
-    static_cast<std::vector<void*>*>(user)->push_back(reinterpret_cast<void*>(r->address));
+    static_cast<std::vector<LiveBlock>*>(user)->push_back(
+        {reinterpret_cast<void*>(r->address), r->requested, reinterpret_cast<cudaStream_t>(r->stream)});
 }
 
-std::vector<void*> pool_live_blocks(c10::DeviceIndex device, c10::cuda::MempoolId_t id) {
-  std::vector<void*> live;
+// The live blocks of a pool's arena (none when the pool has no arena on
+// `device`), in address order; *arena gets the arena.
+std::vector<LiveBlock> pool_blocks(c10::DeviceIndex device, c10::cuda::MempoolId_t id,
+                                   cua_arena** arena = nullptr) {
+  std::vector<LiveBlock> live;
   std::lock_guard<std::mutex> g(pools_mu);
   auto it = pools.find({id.first, id.second});
-  if (it != pools.end() && it->second.arena && it->second.device == device)
-    cua_arena_walk(it->second.arena, collect_live, &live);
+  cua_arena* a = it != pools.end() && it->second.device == device ? it->second.arena : nullptr;
+  if (a) cua_arena_walk(a, collect_live, &live);
+  if (arena) *arena = a;
   return live;
 }
 
@@ -496,32 +506,75 @@ struct CuarenaAllocator final : PluggableBase {
     return it == pools.end() ? 0 : it->second.uses;
   }
 
-  // CUDA-graph trees (torch.compile's reduce-overhead mode) ask, after each
-  // recording, whether a pool's live blocks are exactly the tensors they
-  // expect, and take a checkpoint of the pool. Written without `override`:
-  // where this torch declares them otherwise, torch answers "does not yet
-  // support" as without them. Restoring a checkpoint (setCheckpointPoolState,
-  // when a tree switches paths) is not implemented: torch says so.
+  // Note [CUDA-graph trees]: torch.compile's reduce-overhead mode records
+  // graphs into one private pool (an arena here). After each recording it
+  // asks whether the pool's live blocks are exactly the tensors it expects
+  // (checkPoolLiveAllocations), and takes a checkpoint of the pool
+  // (getCheckpointState: its live blocks, with their sizes and streams). To
+  // switch to another recorded path it restores a checkpoint
+  // (setCheckpointPoolState): every block live now is freed (torch makes
+  // their tensors stale), and the checkpoint's blocks are made live again at
+  // their addresses (cua_arena_alloc_at), as the recorded graphs use them;
+  // torch gives the new data pointers to the tensors that stay. Written
+  // without `override`: where this torch declares them otherwise, torch
+  // answers "does not yet support", as without them.
   bool checkPoolLiveAllocations(c10::DeviceIndex device, c10::cuda::MempoolId_t id,
                                 const std::unordered_set<void*>& expected) {
-    std::vector<void*> live = pool_live_blocks(device, id);
+    std::vector<LiveBlock> live = pool_blocks(device, id);
     if (live.size() != expected.size()) return false;
-    for (void* p : live)
-      if (!expected.count(p)) return false;
+    for (const LiveBlock& b : live)
+      if (!expected.count(b.ptr)) return false;
     return true;
   }
 
   struct PoolCheckpoint : CCA::AllocatorState {
     c10::cuda::MempoolId_t id;
-    std::vector<void*> live;
+    std::vector<LiveBlock> live;
   };
 
   std::shared_ptr<CCA::AllocatorState> getCheckpointState(c10::DeviceIndex device,
                                                            c10::cuda::MempoolId_t id) {
     auto state = std::make_shared<PoolCheckpoint>();
     state->id = id;
-    state->live = pool_live_blocks(device, id);
+    state->live = pool_blocks(device, id);
     return state;
+  }
+
+  CCA::CheckpointDelta setCheckpointPoolState(c10::DeviceIndex device,
+                                              std::shared_ptr<CCA::AllocatorState> as) {
+    auto cp = std::dynamic_pointer_cast<PoolCheckpoint>(as);
+    TORCH_CHECK(cp, "cuarena: setCheckpointPoolState was given a state cuarena did not make");
+    cua_arena* arena = nullptr;
+    std::vector<LiveBlock> now = pool_blocks(device, cp->id, &arena);
+    TORCH_CHECK(arena, "cuarena: the memory pool of this checkpoint has no arena on this device");
+    CCA::CheckpointDelta delta;
+    for (const LiveBlock& b : now) {  // (torch makes their storages stale)
+      {
+        std::lock_guard<std::mutex> g(allocator_mutex_);
+        allocation_metadata_.erase(b.ptr);
+      }
+      tally(device, b.size, true);
+      cua_free(b.ptr);
+      delta.ptrs_freed.push_back(b.ptr);
+    }
+    for (const LiveBlock& b : cp->live) {
+      if (cua_arena_alloc_at(arena, b.ptr, b.size, reinterpret_cast<cua_stream>(b.stream)) !=
+          CUA_OK) {
+        char msg[4096 + 128];  // (snprintf: see allocate())
+        snprintf(msg, sizeof msg, "cuarena: cannot restore a block of the checkpoint at %p: %s",
+                 b.ptr, cua_last_error());
+        TORCH_CHECK(false, static_cast<const char*>(msg));
+      }
+      {
+        std::lock_guard<std::mutex> g(allocator_mutex_);
+        allocation_metadata_[b.ptr] =
+            torch::cuda::CUDAPluggableAllocator::_AllocationMetadata(b.size, device, b.stream);
+      }
+      tally(device, b.size, false);
+      delta.dataptrs_allocd.emplace_back(b.ptr, b.ptr, raw_deleter(),
+                                         c10::Device(c10::DeviceType::CUDA, device));
+    }
+    return delta;
   }
 
   // use_on_oom (other allocations may take the pool's memory when the device

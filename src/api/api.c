@@ -355,6 +355,20 @@ cua_status cua_arena_alloc(cua_arena *a, size_t size, cua_stream stream, void **
     return st;
 }
 
+cua_status cua_arena_alloc_at(cua_arena *a, void *ptr, size_t size, cua_stream stream)
+{
+    if (!ptr) return _cua_error(CUA_ERR_INVALID_ARG, "ptr is NULL");
+    cua_status st = enter(&a);
+    if (st != CUA_OK) return st;
+    uint32_t gen = atomic_load_explicit(&a->gen, memory_order_relaxed);
+    void *out = NULL;
+    st = _cua_arena_alloc_at_locked(a, ptr, size, stream, &out);
+    bool events = a->nevents != 0; /* (to the callback in leave: see alloc_noted) */
+    st = leave(a, st);
+    if (CUA_UNLIKELY(events)) st = after_callbacks(a, gen, st, &out);
+    return st;
+}
+
 cua_status cua_free(void *ptr)
 {
     if (!ptr) return CUA_OK;

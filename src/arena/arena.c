@@ -407,17 +407,26 @@ static spot place(cua_arena *a, uint32_t tag, uint64_t asize)
     return weigh && s.b ? place_mapped(a, tag, asize, s) : s;
 }
 
+static cua_status take_spot(cua_arena *a, spot s, uint32_t tag, uint64_t asize, cua_block **out);
+
 /* One attempt: place, cut, map. On failure the heap is as before. */
 static cua_status alloc_once(cua_arena *a, uint32_t tag, uint64_t asize, cua_block **out)
 {
     spot s = place(a, tag, asize);
-    cua_block *b = s.b;
-    if (!b) {
+    if (!s.b) {
         char sz[32];
         return _cua_error(CUA_ERR_OUT_OF_MEMORY,
                           "arena '%s': no free range of %s left in its address space", a->name,
                           _cua_fmt_bytes(sz, sizeof sz, asize));
     }
+    return take_spot(a, s, tag, asize, out);
+}
+
+/* Cut `asize` bytes at s.at out of free block s.b for `tag` and map what they
+ * lack. On failure the heap is as before. */
+static cua_status take_spot(cua_arena *a, spot s, uint32_t tag, uint64_t asize, cua_block **out)
+{
+    cua_block *b = s.b;
     if (s.at > b->off && !(b = _cua_heap_split_block(&a->heap, b, s.at)))
         return _cua_error(CUA_ERR_OUT_OF_MEMORY, "no host memory for a block descriptor");
     uint32_t free_tag;
@@ -437,6 +446,9 @@ static cua_status alloc_once(cua_arena *a, uint32_t tag, uint64_t asize, cua_blo
     *out = b;
     return CUA_OK;
 }
+
+static cua_status handed_out(cua_arena *a, cua_block *b, size_t size, cua_stream stream,
+                             void **out, cua_block **made);
 
 cua_status _cua_arena_alloc_locked(cua_arena *a, size_t size, cua_stream stream, bool final,
                                    void **out, cua_block **made)
@@ -473,6 +485,13 @@ cua_status _cua_arena_alloc_locked(cua_arena *a, size_t size, cua_stream stream,
         }
         return st;
     }
+    return handed_out(a, b, size, stream, out, made);
+}
+
+/* Count block b, just taken for `size` bytes on `stream`, as live. */
+static cua_status handed_out(cua_arena *a, cua_block *b, size_t size, cua_stream stream,
+                             void **out, cua_block **made)
+{
     b->req = size;
     a->live_bytes += size;
     a->live_blocks++;
@@ -485,6 +504,48 @@ cua_status _cua_arena_alloc_locked(cua_arena *a, size_t size, cua_stream stream,
     if (made) *made = b;
     if (a->cfg.flags & CUA_ARENA_CHECK_ALWAYS) return _cua_check_arena_locked(a);
     return CUA_OK;
+}
+
+/* Note [a block at a given address]: a CUDA-graph tree restores a private
+ * pool's checkpoint by making the pool's blocks of that moment live again,
+ * at the addresses its recorded graphs use. The range must lie in one free
+ * block; what threads' caches hold and what other streams finished with is
+ * given back first, so that only memory really in use (live, or freed while
+ * another stream's work may still read it) is refused (CUA_ERR_BUSY). The
+ * free block must be free for this stream or for any (tag 0). */
+cua_status _cua_arena_alloc_at_locked(cua_arena *a, void *ptr, size_t size, cua_stream stream,
+                                      void **out)
+{
+    size_t asize;
+    uint64_t off = 0;
+    if (size == 0) return _cua_error(CUA_ERR_INVALID_ARG, "cannot allocate 0 bytes");
+    if (CUA_UNLIKELY(a->offloaded))
+        return _cua_error(CUA_ERR_OFFLOADED, "arena '%s' is offloaded: cua_arena_restore() it "
+                          "before allocating at %p", a->name, ptr);
+    if (a->seg.novmm)
+        return _cua_error(CUA_ERR_NOT_SUPPORTED, "arena '%s' is made of whole segments (vmm:0): "
+                          "it has no fixed addresses to allocate at", a->name);
+    if (!_cua_seg_offset(&a->seg, (uintptr_t)ptr, &off) || off % CUA_ALIGNMENT ||
+        !_cua_align_up(size, CUA_ALIGNMENT, &asize) || asize > a->seg.size - off)
+        return _cua_error(CUA_ERR_INVALID_ARG, "[%p, +%zu) is not an aligned range of arena "
+                          "'%s'", ptr, size, a->name);
+    uint32_t tag;
+    cua_status st = _cua_stream_slot(a, stream, &tag);
+    if (st != CUA_OK) return st;
+    _cua_tc_flush_all_locked(a);
+    if (a->streams.pending) (void)_cua_stream_poll_pending(a, false, &st);
+    (void)_cua_stream_reclaim(a, false, &st);
+    cua_block *b = _cua_heap_block_at(&a->heap, off);
+    if (!b || b->state != CUA_BLOCK_FREE || off + asize > b->off + b->size)
+        return _cua_error(CUA_ERR_BUSY, "[%p, +%zu) of arena '%s' is not free: a live block, "
+                          "or one another stream may still use, lies in it", ptr, size, a->name);
+    if (b->tag != 0 && b->tag != tag)
+        return _cua_error(CUA_ERR_BUSY, "[%p, +%zu) of arena '%s' is free for another stream "
+                          "only (its work may still use it)", ptr, size, a->name);
+    cua_block *made = NULL;
+    st = take_spot(a, (spot){b, off, 0}, tag, asize, &made);
+    if (st != CUA_OK) return st;
+    return handed_out(a, made, size, stream, out, NULL);
 }
 
 /* ---- free ------------------------------------------------------------------------------- */

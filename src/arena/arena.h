@@ -23,6 +23,10 @@ cua_status _cua_arena_destroy_locked(cua_arena *a, unsigned flags);
  * *made (may be NULL) gets the block. */
 cua_status _cua_arena_alloc_locked(cua_arena *a, size_t size, cua_stream stream, bool final,
                                    void **out, cua_block **made);
+/* The block [ptr, ptr + size) for `stream`, a range that is free there
+ * (Note [a block at a given address] in arena.c). */
+cua_status _cua_arena_alloc_at_locked(cua_arena *a, void *ptr, size_t size, cua_stream stream,
+                                      void **out);
 cua_status _cua_arena_free_locked(cua_arena *a, void *ptr);
 /* Give back the idle pages above `keep` bytes (cua_arena_trim). */
 cua_status _cua_arena_trim_locked(cua_arena *a, uint64_t keep, uint64_t *released);
