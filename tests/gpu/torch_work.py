@@ -765,6 +765,10 @@ def work_compile_graphs(use):
         res["second_shape_matches"], res["second_shape_sum"] = step(64, 3)
     except Exception as e:  # noqa: BLE001
         res["second_shape_matches"] = "raises: " + str(e).splitlines()[0][:200]
+    try:  # back and forth: the tree switches paths (a pool checkpoint restored)
+        res["alternating_matches"] = all(step(b, 2)[0] for b in (32, 64, 32, 64, 16, 32))
+    except Exception as e:  # noqa: BLE001
+        res["alternating_matches"] = "raises: " + str(e).splitlines()[0][:200]
     return res
 
 
