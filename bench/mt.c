@@ -268,10 +268,20 @@ int main(int argc, char **argv)
             call_ns += after.call_ns[k] - before.call_ns[k];
         }
         if (i == 0 || o.threads[i] == 1) base = ops / o.threads[i];
-        char drv[96] = "\"driver_calls\":null,\"driver_ms\":null"; /* cudaMallocAsync: not seen */
-        if (s.arena)
-            snprintf(drv, sizeof drv, "\"driver_calls\":%" PRIu64 ",\"driver_ms\":%.1f", calls,
-                     (double)call_ns / 1e6);
+        char drv[1024] = "\"driver_calls\":null,\"driver_ms\":null"; /* cudaMallocAsync: not seen */
+        if (s.arena) {
+            int at = snprintf(drv, sizeof drv, "\"driver_calls\":%" PRIu64 ",\"driver_ms\":%.1f,"
+                              "\"driver_calls_by_kind\":{", calls, (double)call_ns / 1e6);
+            const char *sep = "";
+            for (int k = 0; k < CUA_CALL_COUNT && at > 0 && (size_t)at < sizeof drv; k++) {
+                uint64_t n = after.calls[k] - before.calls[k];
+                if (!n) continue;
+                at += snprintf(drv + at, sizeof drv - (size_t)at, "%s\"%s\":%" PRIu64, sep,
+                               cua_call_name((cua_call)k), n);
+                sep = ",";
+            }
+            if (at > 0 && (size_t)at < sizeof drv) snprintf(drv + at, sizeof drv - (size_t)at, "}");
+        }
         printf("{\"allocator\":\"%s\",\"conf\":\"%s\",\"backend\":\"%s\",\"threads\":%d,\"ops_per_s\":%.0f,"
                "\"ops_per_s_per_thread\":%.0f,\"speedup_over_one\":%.2f,\"thread_cache_hits\":%.3f,"
                "%s,\"failures\":%d}\n",
