@@ -24,6 +24,7 @@
 #include <mutex>
 #include <string>
 #include <tuple>
+#include <type_traits>
 #include <unordered_set>
 #include <vector>
 
@@ -566,9 +567,18 @@ struct CuarenaAllocator final : PluggableBase {
         TORCH_CHECK(false, static_cast<const char*>(msg));
       }
       {
+        // (libtorch exports no constructor of _AllocationMetadata: its fields
+        // are set in a copy of plain bytes, then copied in by the implicit,
+        // inline copy constructor)
+        using Meta = torch::cuda::CUDAPluggableAllocator::_AllocationMetadata;
+        static_assert(std::is_trivially_copyable<Meta>::value, "plain fields");
+        alignas(Meta) unsigned char raw[sizeof(Meta)] = {};
+        Meta* meta = reinterpret_cast<Meta*>(raw);
+        meta->size = b.size;
+        meta->device_idx = device;
+        meta->stream = b.stream;
         std::lock_guard<std::mutex> g(allocator_mutex_);
-        allocation_metadata_[b.ptr] =
-            torch::cuda::CUDAPluggableAllocator::_AllocationMetadata(b.size, device, b.stream);
+        allocation_metadata_.insert_or_assign(b.ptr, *meta);
       }
       tally(device, b.size, false);
       delta.dataptrs_allocd.emplace_back(b.ptr, b.ptr, raw_deleter(),

@@ -85,7 +85,9 @@ say "installed into a fresh venv"
 
 # 3. outside the tree, no compiler on PATH
 mkdir -p "$tmp/elsewhere" "$tmp/nocc"
-ln -s "$tmp/venv/bin/python" "$tmp/nocc/python"
+# (a script, not a link: a venv's python is found as one by its own path)
+printf '#!/bin/sh\nexec "%s" "$@"\n' "$tmp/venv/bin/python" >"$tmp/nocc/python"
+chmod +x "$tmp/nocc/python"
 (cd "$tmp/elsewhere" && env -u CUARENA_LIB -u PYTHONPATH -u CC -u CXX -u CUDA_HOME -u CUDA_PATH \
     PATH="$tmp/nocc" TORCH_EXTENSIONS_DIR="$tmp/ext" python - <<'PY') || fail "install() without a compiler"
 import shutil, warnings
