@@ -23,6 +23,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/../.." || exit 1
 root=$PWD
 out=${1:-build-gpu/out}
 mkdir -p "$out"
+out=$(cd "$out" && pwd)
 
 say() { echo "wheel: $*"; }
 fail() { say "FAIL: $*"; exit 1; }
@@ -111,7 +112,7 @@ PY
 
 # 4. the PyTorch tests with the installed package
 (cd "$tmp/elsewhere" && env -u CUARENA_LIB -u PYTHONPATH CUA_TORCH_INSTALLED=1 \
-    CUA_TORCH_EXPECT=full/prebuilt CUA_TORCH_RESULTS="$root/$out/torch-wheel.jsonl" \
+    CUA_TORCH_EXPECT=full/prebuilt CUA_TORCH_RESULTS="$out/torch-wheel.jsonl" \
     "$tmp/venv/bin/python" -m pytest -q -s -p no:cacheprovider "$root/tests/gpu/test_torch.py" \
     ${CUA_GPU_TORCH_K:+-k "$CUA_GPU_TORCH_K"}) || fail "tests/gpu/test_torch.py with the wheel"
 say "PASS: wheel built with the prebuilt shim, installed into a fresh venv, full mode without a compiler, test_torch.py passed"
