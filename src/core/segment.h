@@ -202,6 +202,8 @@ cua_status _cua_seg_purge(cua_segment *seg);
  * (before releasing it). */
 cua_status _cua_seg_purge_pages(cua_segment *seg, uint32_t p0, uint32_t p1);
 cua_status _cua_seg_purge_handle(cua_segment *seg, cua_handle h);
+/* ... those of the handles on the kept list (a growth's leftovers). */
+cua_status _cua_seg_purge_kept(cua_segment *seg);
 /* Take an unmapped handle of `size` bytes (a multiple of the granularity) for
  * later growth. */
 cua_status _cua_seg_adopt(cua_segment *seg, cua_handle h, size_t size);

@@ -103,6 +103,20 @@ static bool pick_handle(const cua_segment *seg, size_t i, uintptr_t arg)
     return seg->aliases.v[i].h == (cua_handle)arg;
 }
 
+/* An alias of a handle the kept list holds (one a growth did not take). */
+static bool pick_kept(const cua_segment *seg, size_t i, uintptr_t arg)
+{
+    (void)arg;
+    for (size_t k = 0; k < seg->kept.n; k++)
+        if (seg->kept.v[k].size && seg->kept.v[k].h == seg->aliases.v[i].h) return true;
+    return false;
+}
+
+cua_status _cua_seg_purge_kept(cua_segment *seg)
+{
+    return seg->aliases.n ? purge_where(seg, pick_kept, 0) : CUA_OK;
+}
+
 cua_status _cua_seg_purge(cua_segment *seg)
 {
     return seg->aliases.n ? purge_where(seg, pick_all, 0) : CUA_OK;

@@ -138,8 +138,8 @@ cua_status _cua_seg_keep_handles(cua_segment *seg, bool on)
             seg->kept.v[i].size = 0;                   /* (not released below) */
         }
     }
-    if (n) {
-        cua_status st = _cua_seg_purge(seg);
+    if (n) { /* (theirs only: the old places of handles mapped again wait) */
+        cua_status st = _cua_seg_purge_kept(seg);
         if (st != CUA_OK && first == CUA_OK) first = st;
     }
     while (seg->kept.n) {
