@@ -269,13 +269,14 @@ cua_status _cua_seg_fini(cua_segment *seg)
     size_t buried_maps = 0;
     if (!seg->pages) return CUA_OK;
     if (seg->aliases.n) { /* old places first; the backend retries what stays */
-        if (_cua_seg_purge(seg) != CUA_OK && seg->aliases.n) _cua_seg_purge(seg);
-        if (seg->aliases.n && first == CUA_OK) first = CUA_ERR_BACKEND;
+        cua_status st = _cua_seg_purge(seg);
+        if (st != CUA_OK) st = _cua_seg_purge(seg); /* a transient failure gets one more try */
+        if (st != CUA_OK) first = st;
         for (size_t i = 0; i < seg->aliases.n; i++, buried_maps++)
             _cua_bk_bury(seg->bk, (cua_grave){.kind = CUA_CALL_UNMAP, .size = seg->aliases.v[i].size,
                                               .addr = seg->base + ((uintptr_t)(seg->aliases.v[i].at - 1)
                                                                    << seg->gshift)},
-                         CUA_ERR_BACKEND);
+                         st);
         seg->aliases.n = 0;
         seg->alias_bytes = 0;
     }
@@ -545,10 +546,10 @@ cua_status _cua_seg_map(cua_segment *seg, uint64_t off, uint64_t len)
      * one place only. */
     if (seg->alias_bytes && _cua_seg_any_bit(seg->aliasbits, p0, p1)) {
         /* (all of them: the bytes cost the same now or later, and one purge
-         * merges adjacent places into one call) */
+         * merges adjacent places into one call; a failure elsewhere does not
+         * stop this growth) */
         cua_status st = _cua_seg_purge(seg);
-        if (st == CUA_OK || !_cua_seg_any_bit(seg->aliasbits, p0, p1)) st = CUA_OK;
-        if (st != CUA_OK) return st;
+        if (st != CUA_OK && _cua_seg_any_bit(seg->aliasbits, p0, p1)) return st;
     }
     uint8_t small[64];
     uint8_t *was = (p1 - p0) <= sizeof small ? small : malloc(p1 - p0);

@@ -198,9 +198,7 @@ cua_status _cua_seg_keep_handles(cua_segment *seg, bool on);
  * in address order, adjacent ones in one call. Those whose unmap fails stay,
  * for the next purge. CUA_OK when none is left. */
 cua_status _cua_seg_purge(cua_segment *seg);
-/* ... those over pages [p0, p1) (before mapping there), or of handle h
- * (before releasing it). */
-cua_status _cua_seg_purge_pages(cua_segment *seg, uint32_t p0, uint32_t p1);
+/* ... those of handle h (before releasing it). */
 cua_status _cua_seg_purge_handle(cua_segment *seg, cua_handle h);
 /* ... those of the handles on the kept list (a growth's leftovers). */
 cua_status _cua_seg_purge_kept(cua_segment *seg);

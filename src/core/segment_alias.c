@@ -15,7 +15,8 @@
  * one listed here as an alias, and the unmap of the old place is deferred to
  * a purge. No physical memory is added (it is the same handle), so peak
  * mapped is what it was; only address space is held, and nothing is placed
- * there: a growth over an alias's pages purges those first. A handle the
+ * there: a growth over an alias's pages purges the old places first (all of
+ * them, in one batch: the bytes cost the same now or later). A handle the
  * growth did not take is unmapped and released before the growth returns, as
  * before, since its memory must really go back.
  *
@@ -90,14 +91,6 @@ static bool pick_all(const cua_segment *seg, size_t i, uintptr_t arg)
     return true;
 }
 
-/* arg: (p0 << 32) | p1 */
-static bool pick_pages(const cua_segment *seg, size_t i, uintptr_t arg)
-{
-    uint32_t p0 = (uint32_t)(arg >> 32), p1 = (uint32_t)arg;
-    uint32_t a0 = seg->aliases.v[i].at - 1, a1 = a0 + (uint32_t)(seg->aliases.v[i].size >> seg->gshift);
-    return a0 < p1 && p0 < a1;
-}
-
 static bool pick_handle(const cua_segment *seg, size_t i, uintptr_t arg)
 {
     return seg->aliases.v[i].h == (cua_handle)arg;
@@ -120,11 +113,6 @@ cua_status _cua_seg_purge_kept(cua_segment *seg)
 cua_status _cua_seg_purge(cua_segment *seg)
 {
     return seg->aliases.n ? purge_where(seg, pick_all, 0) : CUA_OK;
-}
-
-cua_status _cua_seg_purge_pages(cua_segment *seg, uint32_t p0, uint32_t p1)
-{
-    return seg->aliases.n ? purge_where(seg, pick_pages, (uintptr_t)p0 << 32 | p1) : CUA_OK;
 }
 
 cua_status _cua_seg_purge_handle(cua_segment *seg, cua_handle h)

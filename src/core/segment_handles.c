@@ -35,7 +35,7 @@ bool _cua_seg_list_push(cua_handles *l, cua_handle h, size_t size)
  * is mapped nowhere); a failure keeps it on the zombie list. */
 cua_status _cua_seg_release_handle(cua_segment *seg, cua_handle h, size_t size)
 {
-    cua_status st = seg->aliases.n ? _cua_seg_purge_handle(seg, h) : CUA_OK;
+    cua_status st = _cua_seg_purge_handle(seg, h);
     if (st == CUA_OK) st = _cua_bk_release(seg->bk, seg->cs, h, size);
     if (st == CUA_OK) return CUA_OK;
     _cua_seg_list_push(&seg->zombies, h, size); /* if even that fails, the handle is lost */
@@ -55,7 +55,7 @@ static cua_status retry_zombies(cua_segment *seg)
     size_t j = 0;
     cua_handles *z = &seg->zombies;
     for (size_t i = 0; i < z->n; i++) {
-        cua_status st = seg->aliases.n ? _cua_seg_purge_handle(seg, z->v[i].h) : CUA_OK;
+        cua_status st = _cua_seg_purge_handle(seg, z->v[i].h);
         if (st == CUA_OK) st = _cua_bk_release(seg->bk, seg->cs, z->v[i].h, z->v[i].size);
         if (st == CUA_OK) continue;
         if (first == CUA_OK) first = st;
