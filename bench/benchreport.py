@@ -100,6 +100,12 @@ def wide_rows(rows):
     return [r for r in rows if wide(r)]
 
 
+def moved_gib(r):
+    """GiB a warm run mapped (page moves; cuarena's replay reports it), or None."""
+    b = r.get("warm_mapped_bytes") if ok(r) else None
+    return None if b is None else b / 2**30
+
+
 def marker_gaps(r):
     """(worst mapped - live at a marker, worst after the marker's trim), bytes."""
     marks = (r.get("timeline") or {}).get("markers") or []
@@ -120,7 +126,9 @@ def summary_tables(rows, meta):
             ("summary-budget", "Minimum budget / peak live (lower is better)",
              lambda r: ratio(r, "min_budget_bytes"), ".3f", min),
             ("summary-ns", "ns per event, median (min-max) of the timed runs (lower is better)",
-             lambda r: r.get("ns_per_event") if ok(r) else None, ".1f", min)):
+             lambda r: r.get("ns_per_event") if ok(r) else None, ".1f", min),
+            ("summary-moved", "GiB mapped again per warm run: page moves (cuarena's own figure; "
+             "lower is better)", moved_gib, ".2f", min)):
         body = []
         marked = False
         for t in traces:
@@ -158,7 +166,7 @@ def trace_table(trace, rows, meta):
         if r is None:
             continue
         if r.get("error"):
-            body.append([a, "failed: " + r["error"]] + [""] * 8)
+            body.append([a, "failed: " + r["error"]] + [""] * 9)
             continue
         marked = marked or wide(r)
         before, after = marker_gaps(r)
@@ -170,10 +178,12 @@ def trace_table(trace, rows, meta):
                      fmt(before / MIB if before is not None else None, ".1f"),
                      fmt(after / MIB if after is not None else None, ".1f"),
                      fmt(r.get("driver_calls"), "d"),
-                     fmt(timed / 1e6 / runs if timed is not None else None, ".2f")])
+                     fmt(timed / 1e6 / runs if timed is not None else None, ".2f"),
+                     fmt(moved_gib(r), ".2f")])
     head = ["allocator", "ns/event median (min-max)", "peak live MiB", "peak mapped MiB",
             "peak mapped / live", "min budget / live", "worst mapped - live at a marker MiB",
-            "after its trim MiB", "driver calls (metrics run)", "driver ms per timed run"]
+            "after its trim MiB", "driver calls (metrics run)", "driver ms per timed run",
+            "GiB mapped per warm run"]
     return ("trace-" + slug(trace), "Trace %s" % trace, head, body, WIDE_NOTE if marked else None)
 
 
