@@ -8,10 +8,17 @@
  * is full, frees the oldest; one op = one alloc + one free. The clock runs
  * from a barrier that starts every thread to the moment the last one is done.
  * Per thread count one JSON line: ops per second in all, per thread, and the
- * speedup over one thread. The arena is checked empty afterwards.
+ * speedup over one thread, and the timed run's peak mapped / peak live. The
+ * arena is checked empty afterwards.
+ *
+ * With --cross 1 the blocks are freed by another thread than the one that
+ * allocated them: the oldest block of a thread's window goes to the next
+ * thread's mailbox (a queue of one writer and one reader), which frees it;
+ * when the mailbox is full its owner frees it itself. One op is still one
+ * alloc and one free.
  *
  *   cuarena-mt [--mode cuarena|async] [--backend host|cuda] [--threads 1,2,4]
- *              [--ops N] [--window W] [--sizes TRACE] [--conf OPTIONS]
+ *              [--ops N] [--window W] [--sizes TRACE] [--conf OPTIONS] [--cross 1]
  *
  * Exit status: 0 ok, 1 an allocation failed or memory was left behind,
  * 2 usage or input error, 77 the CUDA pieces asked for are not there.
@@ -23,6 +30,8 @@
 
 #include <inttypes.h>
 #include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,21 +55,33 @@ static const char usage_text[] =
     "  --sizes FILE           draw sizes from this trace's allocations\n"
     "                         (default bench/traces/gpt2_generate.catrace.gz)\n"
     "  --label NAME           the allocator's name in the JSON lines (default: cuarena,\n"
-    "                         or cudaMallocAsync): a build variant measured beside\n";
+    "                         or cudaMallocAsync): a build variant measured beside\n"
+    "  --cross 0|1            1: blocks are freed by the next thread, not their own\n";
 
 typedef struct options {
     int async;
     const char *backend, *sizes, *conf, *label;
     int threads[16], n_threads;
     long ops, window;
+    int cross;
 } options;
+
+/* A mailbox: blocks one thread hands the next to free (one writer, one
+ * reader; the writer frees a block itself when it is full). */
+#define MAILBOX 256
+typedef struct mailbox {
+    _Atomic size_t head, tail; /* (tail: the writer's; head: the reader's) */
+    void *slot[MAILBOX];
+} mailbox;
 
 typedef struct shared {
     const options *o;
     cua_arena *arena;
     const uint64_t *sizes;
     size_t n_sizes;
-    pthread_barrier_t start;
+    pthread_barrier_t start, end;
+    mailbox box[MAX_THREADS]; /* thread i writes box[i], thread i + 1 reads it */
+    int n;
     int failures;
     pthread_mutex_t mu;
 } shared;
@@ -97,6 +118,43 @@ static int free_one(shared *s, uintptr_t stream, void *p)
     return cua_free(p) == CUA_OK ? 0 : -1;
 }
 
+static bool box_put(mailbox *m, void *p)
+{
+    size_t t = atomic_load_explicit(&m->tail, memory_order_relaxed);
+    if (t - atomic_load_explicit(&m->head, memory_order_acquire) == MAILBOX) return false;
+    m->slot[t % MAILBOX] = p;
+    atomic_store_explicit(&m->tail, t + 1, memory_order_release);
+    return true;
+}
+
+static void *box_take(mailbox *m)
+{
+    size_t h = atomic_load_explicit(&m->head, memory_order_relaxed);
+    if (h == atomic_load_explicit(&m->tail, memory_order_acquire)) return NULL;
+    void *p = m->slot[h % MAILBOX];
+    atomic_store_explicit(&m->head, h + 1, memory_order_release);
+    return p;
+}
+
+/* Free the block leaving a window: with --cross, through the next thread. */
+static int retire(shared *s, worker *w, void *p)
+{
+    if (s->o->cross && box_put(&s->box[w->index], p)) return 0;
+    return free_one(s, w->stream, p) != 0;
+}
+
+/* --cross: free what the previous thread handed over (all of it: `drain`). */
+static int take_frees(shared *s, worker *w, bool drain)
+{
+    mailbox *in = &s->box[(w->index + s->n - 1) % s->n];
+    int fails = 0;
+    for (void *p; (p = box_take(in));) {
+        fails += free_one(s, w->stream, p) != 0;
+        if (!drain) break;
+    }
+    return fails;
+}
+
 static void *work(void *arg)
 {
     worker *w = arg;
@@ -108,12 +166,17 @@ static void *work(void *arg)
     pthread_barrier_wait(&s->start);
     for (long i = 0; ring && i < s->o->ops && !fails; i++) {
         long k = i % window;
-        if (ring[k]) fails += free_one(s, w->stream, ring[k]) != 0;
+        if (ring[k]) fails += retire(s, w, ring[k]);
+        if (s->o->cross) fails += take_frees(s, w, false);
         x ^= x << 13, x ^= x >> 7, x ^= x << 17;
         fails += alloc_one(s, w->stream, (size_t)s->sizes[x % s->n_sizes], &ring[k]) != 0;
     }
     for (long k = 0; ring && k < window; k++)
         if (ring[k]) fails += free_one(s, w->stream, ring[k]) != 0;
+    if (s->o->cross) { /* what the previous thread still hands over */
+        pthread_barrier_wait(&s->end);
+        fails += take_frees(s, w, true);
+    }
     w->t_done = now_ns();
     free(ring);
     pthread_mutex_lock(&s->mu);
@@ -128,6 +191,9 @@ static double run(shared *s, int n, uintptr_t *streams, int *ok)
     worker w[MAX_THREADS];
     pthread_t th[MAX_THREADS];
     pthread_barrier_init(&s->start, NULL, (unsigned)n + 1);
+    pthread_barrier_init(&s->end, NULL, (unsigned)n);
+    for (int i = 0; i < n; i++) atomic_store(&s->box[i].head, atomic_load(&s->box[i].tail));
+    s->n = n;
     s->failures = 0;
     int started = 0;
     for (int i = 0; i < n; i++) {
@@ -147,6 +213,7 @@ static double run(shared *s, int n, uintptr_t *streams, int *ok)
         if (w[i].t_done > t1) t1 = w[i].t_done;
     }
     pthread_barrier_destroy(&s->start);
+    pthread_barrier_destroy(&s->end);
     *ok = s->failures == 0;
     return (double)s->o->ops * n / ((double)(t1 - t0) * 1e-9);
 }
@@ -173,6 +240,8 @@ static void parse(int argc, char **argv, options *o)
             o->label = v; /* (printed into JSON as it is) */
         } else if (!strcmp(a, "--ops") && v && (o->ops = atol(v)) > 0) {
         } else if (!strcmp(a, "--window") && v && (o->window = atol(v)) > 0) {
+        } else if (!strcmp(a, "--cross") && v && (!strcmp(v, "0") || !strcmp(v, "1"))) {
+            o->cross = *v == '1';
         } else if (!strcmp(a, "--threads") && v) {
             o->n_threads = 0;
             for (const char *p = v; *p && o->n_threads < 16; p = strchr(p, ',') ? strchr(p, ',') + 1 : "") {
@@ -256,7 +325,10 @@ int main(int argc, char **argv)
         int ok = 1;
         run(&s, o.threads[i], streams, &ok); /* warm-up: the arena's pages, the pool */
         cua_stats before = {0}, after = {0};
-        if (s.arena) cua_arena_get_stats(s.arena, &before);
+        if (s.arena) {
+            cua_arena_reset_peaks(s.arena);
+            cua_arena_get_stats(s.arena, &before);
+        }
         double ops = run(&s, o.threads[i], streams, &ok);
         if (s.arena) cua_arena_get_stats(s.arena, &after);
         uint64_t allocs = after.alloc_count - before.alloc_count;
@@ -282,11 +354,15 @@ int main(int argc, char **argv)
             }
             if (at > 0 && (size_t)at < sizeof drv) snprintf(drv + at, sizeof drv - (size_t)at, "}");
         }
-        printf("{\"allocator\":\"%s\",\"conf\":\"%s\",\"backend\":\"%s\",\"threads\":%d,\"ops_per_s\":%.0f,"
-               "\"ops_per_s_per_thread\":%.0f,\"speedup_over_one\":%.2f,\"thread_cache_hits\":%.3f,"
-               "%s,\"failures\":%d}\n",
-               who, o.conf ? o.conf : "", o.async ? "cuda" : o.backend, o.threads[i], ops, ops / o.threads[i],
-               base > 0 ? ops / base : 0, hits, drv, ok ? 0 : 1);
+        char ratio[64] = "null"; /* peak mapped / peak live of the timed run */
+        if (s.arena && after.peak_live_bytes)
+            snprintf(ratio, sizeof ratio, "%.4f",
+                     (double)after.peak_mapped_bytes / (double)after.peak_live_bytes);
+        printf("{\"allocator\":\"%s\",\"conf\":\"%s\",\"backend\":\"%s\",\"cross\":%d,\"threads\":%d,"
+               "\"ops_per_s\":%.0f,\"ops_per_s_per_thread\":%.0f,\"speedup_over_one\":%.2f,"
+               "\"thread_cache_hits\":%.3f,\"peak_mapped_over_live\":%s,%s,\"failures\":%d}\n",
+               who, o.conf ? o.conf : "", o.async ? "cuda" : o.backend, o.cross, o.threads[i], ops,
+               ops / o.threads[i], base > 0 ? ops / base : 0, hits, ratio, drv, ok ? 0 : 1);
         if (!ok) status = 1;
     }
     if (s.arena) {

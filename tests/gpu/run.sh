@@ -25,7 +25,8 @@
 #   CUA_GPU_MT_CONFS   the arena options the mt part runs cuarena-mt with (space-
 #                      separated); CUA_GPU_MT_PACKED=1 adds a build with packed block
 #                      descriptors (CUA_GPU_MT_PACKED_CONFS), CUA_GPU_MT_BASELINES=0
-#                      leaves out cudaMallocAsync and PyTorch
+#                      leaves out cudaMallocAsync and PyTorch; CUA_GPU_MT_ARGS adds
+#                      arguments to cuarena-mt (e.g. "--cross 1": cross-thread frees)
 #   CUA_GPU_STRESS_SECONDS, CUA_GPU_STRESS_THREADS  the thread stress on the GPU
 #                      (tests/gpu/stress-cuda.c; default 60 s, 16 threads); the
 #                      compute-sanitizer check (tests/gpu/sanitizer.sh) runs before it.
@@ -292,6 +293,8 @@ fi
 # cudaMallocAsync: the default pool; PyTorch's caching allocator), into mt.jsonl.
 if [[ -x build-gpu/bench/cuarena-mt ]] && part mt; then
     mt=(build-gpu/bench/cuarena-mt --threads 1,2,4,8,16)
+    read -ra mt_args <<<"${CUA_GPU_MT_ARGS:-}" # e.g. --cross 1 (cross-thread frees)
+    mt+=("${mt_args[@]}")
     # (large: caches that keep blocks up to 16 MiB, 256 MiB per thread: the
     # bundled trace's sizes above 1 MiB, 6 % of them, then skip the lock too;
     # growth_slack: room above the demand peak, so that the footprint cap does
