@@ -127,6 +127,34 @@ CUA_API cua_status cua_fault_fail_random(cua_backend *fault, double p, uint64_t 
 CUA_API cua_status cua_fault_injected(cua_backend *fault, uint64_t *count);
 
 /* ------------------------------------------------------------------------ */
+/* Memory from a supplier                                                    */
+/* ------------------------------------------------------------------------ */
+
+/** A supplier's segment: `size` bytes of device memory of `device`, aligned
+ *  to CUA_ALIGNMENT, or NULL when it has none. */
+typedef void *(*cua_supplier_alloc_fn)(size_t size, int device, void *ctx);
+/** Take back a segment the supplier gave (its address and size as given). */
+typedef void (*cua_supplier_free_fn)(void *ptr, size_t size, int device, void *ctx);
+
+/**
+ * Create a backend whose memory comes from a supplier of the user's: an
+ * allocator whose memory is special (registered for NCCL's collectives,
+ * another library's pool; what torch.cuda.MemPool(allocator=...) is for).
+ * An arena on it takes whole segments from `alloc_fn` and gives them back to
+ * `free_fn` (it has no virtual memory management, as with vmm:0: trims give
+ * back whole free segments) and places blocks inside them as any arena does.
+ * Events, streams, copies and access come from `inner`, a backend of the
+ * same device. The callbacks get `ctx`; they are called under the arena's
+ * lock and must not call into that arena. It does not own `inner`: destroy
+ * it before `inner`. The new backend goes to *out.
+ * Returns CUA_OK, CUA_ERR_INVALID_ARG (a NULL argument but ctx),
+ * CUA_ERR_OUT_OF_MEMORY (host memory).
+ */
+CUA_API cua_status cua_backend_supplier_create(cua_backend *inner, cua_supplier_alloc_fn alloc_fn,
+                                               cua_supplier_free_fn free_fn, void *ctx,
+                                               cua_backend **out);
+
+/* ------------------------------------------------------------------------ */
 /* Every backend's counters                                                  */
 /* ------------------------------------------------------------------------ */
 

@@ -652,3 +652,122 @@ TEST(names_are_cut_on_a_utf8_character_boundary)
     CHECK(strlen(got) == 62);
     CHECK_OK(cua_arena_destroy(a, 0));
 }
+
+/* ---- memory from a supplier ------------------------------------------------------------ */
+
+/* A supplier of the user's: host memory (aligned to a 4 KiB page only, as
+ * another allocator's segments may be), counted, with a cap on what it gives. */
+typedef struct supply {
+    int allocs, frees, device;
+    size_t live, cap;
+} supply;
+
+static void *supply_alloc(size_t size, int device, void *ctx)
+{
+    supply *s = ctx;
+    s->device = device;
+    if (s->live + size > s->cap) return NULL;
+    void *p = aligned_alloc(4096, size);
+    if (!p) return NULL;
+    s->allocs++;
+    s->live += size;
+    return p;
+}
+
+static void supply_free(void *p, size_t size, int device, void *ctx)
+{
+    supply *s = ctx;
+    (void)device;
+    free(p);
+    s->frees++;
+    s->live -= size;
+}
+
+/* An arena on a supplier backend takes whole segments from the supplier,
+ * places blocks inside them, and gives them back at a trim and at destroy;
+ * events and streams come from the inner backend. */
+TEST(supplier_backend_gives_the_arena_its_segments)
+{
+    cua_backend *host, *bk;
+    CHECK_OK(cua_backend_host_create(NULL, &host));
+    supply s = {.cap = 64 * MiB, .device = -1};
+    CHECK_ST(cua_backend_supplier_create(host, supply_alloc, NULL, &s, &bk), CUA_ERR_INVALID_ARG);
+    CHECK_OK(cua_backend_supplier_create(host, supply_alloc, supply_free, &s, &bk));
+    cua_arena *a = test_arena_with(bk, "supplied", CUA_ARENA_CHECK_ALWAYS, NULL);
+    CHECK(a);
+    void *p, *q, *r;
+    CHECK_OK(cua_arena_alloc(a, 3 * MiB, 1, &p));
+    CHECK_OK(cua_arena_alloc(a, 1000, 1, &q)); /* (inside the first segment) */
+    CHECK(s.allocs == 1 && s.device == 0);
+    cua_arena *owner;
+    CHECK_OK(cua_ptr_info((char *)q + 10, &owner, NULL, NULL));
+    CHECK(owner == a);
+    memset(p, 0x5a, 3 * MiB); /* (host memory here: the supplier's segment) */
+    /* More than the supplier has: an out-of-memory answer, nothing lost. */
+    CHECK_ST(cua_arena_alloc(a, 128 * MiB, 1, &r), CUA_ERR_OUT_OF_MEMORY);
+    CHECK(((unsigned char *)p)[3 * MiB - 1] == 0x5a);
+    /* A free on another stream's block waits for an event of the inner backend. */
+    CHECK_OK(cua_record_stream(p, 2));
+    CHECK_OK(cua_free(p));
+    CHECK_OK(cua_free(q));
+    size_t released = 0;
+    CHECK_OK(cua_arena_trim(a, 0, &released));
+    CHECK(s.frees == s.allocs && s.live == 0 && released > 0);
+    CHECK_OK(cua_arena_alloc(a, 5 * MiB, 1, &p));
+    CHECK_OK(cua_arena_destroy(a, CUA_DESTROY_FORCE));
+    CHECK(s.frees == s.allocs && s.live == 0);
+    /* The inner backend cannot go first; the supplier backend can. */
+    CHECK_ST(cua_backend_destroy(host), CUA_ERR_BUSY);
+    CHECK_OK(cua_backend_destroy(bk));
+    CHECK_OK(cua_backend_destroy(host));
+}
+
+/* A supplier whose segments are blocks of another arena (a MemPool whose
+ * allocator is cuarena's own plain entry points): the pool's blocks free
+ * into the pool, and the segments go back to the other arena at the trim,
+ * by address, once they are no longer the pool's. */
+static void *from_arena_alloc(size_t size, int device, void *ctx)
+{
+    (void)device;
+    void *p = NULL;
+    return cua_arena_alloc(ctx, size, 0, &p) == CUA_OK ? p : NULL;
+}
+
+static void from_arena_free(void *p, size_t size, int device, void *ctx)
+{
+    (void)size, (void)device, (void)ctx;
+    cua_free(p);
+}
+
+TEST(supplier_backend_over_another_arena)
+{
+    cua_backend *host, *bk;
+    CHECK_OK(cua_backend_host_create(NULL, &host));
+    cua_arena *other = test_arena_with(host, "other", CUA_ARENA_CHECK_ALWAYS, NULL);
+    CHECK(other);
+    CHECK_OK(cua_backend_supplier_create(host, from_arena_alloc, from_arena_free, other, &bk));
+    cua_arena *pool = test_arena_with(bk, "pool", CUA_ARENA_CHECK_ALWAYS, NULL);
+    CHECK(pool);
+    void *p, *q;
+    CHECK_OK(cua_arena_alloc(pool, 3 * MiB, 0, &p));
+    CHECK_OK(cua_arena_alloc(pool, 100, 0, &q));
+    cua_arena *owner;
+    CHECK_OK(cua_ptr_info(p, &owner, NULL, NULL));
+    CHECK(owner == pool);
+    cua_stats st;
+    CHECK_OK(cua_arena_get_stats(other, &st));
+    CHECK(st.live_blocks == 1 && st.live_bytes >= 3 * MiB);
+    CHECK_OK(cua_free(p));
+    CHECK_OK(cua_free(q));
+    size_t released;
+    CHECK_OK(cua_arena_trim(pool, 0, &released));
+    CHECK_OK(cua_arena_get_stats(other, &st));
+    CHECK(st.live_blocks == 0);
+    CHECK_OK(cua_arena_alloc(pool, 1 * MiB, 0, &p));
+    CHECK_OK(cua_arena_destroy(pool, CUA_DESTROY_FORCE));
+    CHECK_OK(cua_arena_get_stats(other, &st));
+    CHECK(st.live_blocks == 0);
+    CHECK_OK(cua_backend_destroy(bk));
+    CHECK_OK(cua_arena_destroy(other, 0));
+    CHECK_OK(cua_backend_destroy(host));
+}

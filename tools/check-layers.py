@@ -35,7 +35,7 @@ import tempfile
 # Bottom to top. Within a layer, modules in order: a module may use the ones before it.
 LAYERS = [
     ("base", ["internal", "addrmap", "devstat", "history"]),
-    ("backend", ["backend", "host", "fault", "cuda"]),
+    ("backend", ["backend", "host", "fault", "cuda", "supplier"]),
     ("core", ["sizeclass", "heap", "segment"]),
     ("arena", ["types", "events", "nvtx", "stream", "tcache", "copy", "check", "stats",
                "policy", "offload", "walk", "arena"]),

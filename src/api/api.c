@@ -7,6 +7,7 @@
 #include "arena/arena.h"
 #include "backend/cuda.h"
 #include "backend/fault.h"
+#include "backend/supplier.h"
 #include "backend/host.h"
 #include "arena/check.h"
 #include "arena/events.h"
@@ -134,6 +135,13 @@ cua_status cua_backend_fault_create(cua_backend *inner, cua_backend **out)
     if (!inner || !out) return _cua_error(CUA_ERR_INVALID_ARG, "inner or out is NULL");
     *out = NULL;
     return _cua_backend_fault_create(inner, out);
+}
+
+cua_status cua_backend_supplier_create(cua_backend *inner, cua_supplier_alloc_fn alloc_fn,
+                                       cua_supplier_free_fn free_fn, void *ctx, cua_backend **out)
+{
+    if (out) *out = NULL;
+    return _cua_backend_supplier_create(inner, alloc_fn, free_fn, ctx, out);
 }
 
 static cua_status fault_only(cua_backend *b)

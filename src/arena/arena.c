@@ -97,15 +97,21 @@ static cua_status seg_segment(void *ctx, cua_seg_change what, uintptr_t addr, si
         if (st == CUA_OK) *tag = _cua_nvtx_segment_open(a, addr, len);
         return st;
     }
-    case CUA_SEG_LEAVING: /* its NVTX heap first: once freed, the range may be another's heap */
+    case CUA_SEG_LEAVING:
+        /* Its NVTX heap and its addresses go before the free: once freed the
+         * range may be another's heap, and the free itself may look the
+         * address up (a supplier's memory can be another arena's block:
+         * Note [memory from a supplier], backend/supplier.c). */
         _cua_nvtx_segment_close(*tag);
         *tag = NULL;
+        _cua_addrmap_remove_range(addr, a, true);
         return CUA_OK;
-    case CUA_SEG_STAYED:
+    case CUA_SEG_STAYED: /* (the room is there: keep_room above) */
+        if (_cua_addrmap_insert_range(addr, len, a, arena_gone) != CUA_OK) cua_assert(false);
         *tag = _cua_nvtx_segment_open(a, addr, len); /* (idle: no regions) */
         return CUA_OK;
     case CUA_SEG_GONE:
-        _cua_addrmap_remove_range(addr, a);
+        _cua_addrmap_shrink_ranges(); /* (the room LEAVING kept) */
         return CUA_OK;
     }
     return CUA_OK;
@@ -188,6 +194,8 @@ cua_status _cua_arena_create(cua_arena *a, const cua_arena_config *cfg_in, cua_b
     a->device = cfg.device;
     a->bk = bk;
     a->owns_bk = owns_bk;
+    _cua_lock_set_rank(&a->lock, bk->kind == CUA_BK_SUPPLIER ? CUA_LOCK_RANK_ARENA_SUPPLIED
+                                                             : CUA_LOCK_RANK_ARENA);
     a->dev = _cua_devstat_of(cfg.device);
     cua_status st = arena_body_init(a, &cfg);
     if (st != CUA_OK) {

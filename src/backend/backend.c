@@ -42,7 +42,8 @@ void _cua_backend_init(cua_backend *b, const cua_backend_ops *ops, const char *n
     _cua_lock_init(&b->stage_lock, CUA_LOCK_RANK_STAGE);
     /* A forwarding backend's retries reach the inner one's graves (lockrank.h). */
     _cua_lock_init(&b->grave_lock,
-                   kind == CUA_BK_FAULT ? CUA_LOCK_RANK_GRAVE_FWD : CUA_LOCK_RANK_GRAVE);
+                   kind == CUA_BK_FAULT || kind == CUA_BK_SUPPLIER ? CUA_LOCK_RANK_GRAVE_FWD
+                                                                  : CUA_LOCK_RANK_GRAVE);
 }
 
 /* ---- graves: releases retried after their owner is gone --------------------------- */

@@ -7,8 +7,9 @@
  * arena with CUA_ARENA_NO_VMM) it takes whole segments with alloc / free
  * instead of reserve / create / map.
  *
- * Implementations: backend_host.c (memfd + mmap), backend_fault.c (fails
- * chosen calls), backend_cuda.c (the CUDA driver's VMM API).
+ * Implementations: host.c (memfd + mmap), fault.c (fails chosen calls),
+ * cuda.c (the CUDA driver's VMM API), supplier.c (whole segments from the
+ * user's callbacks, the rest from an inner backend).
  *
  * Callers go through the _cua_bk_* wrappers below, never through ops directly:
  * the wrappers count and time every call, per backend and per arena, and keep
@@ -33,6 +34,7 @@ typedef enum cua_bk_type {
     CUA_BK_HOST,
     CUA_BK_FAULT,
     CUA_BK_CUDA,
+    CUA_BK_SUPPLIER,
 } cua_bk_type;
 
 /* Every hook returns CUA_OK or an error status after setting the thread's

@@ -126,7 +126,7 @@ cua_status _cua_addrmap_insert_range(uintptr_t base, size_t size, cua_arena *a,
     return st;
 }
 
-void _cua_addrmap_remove_range(uintptr_t base, const cua_arena *a)
+void _cua_addrmap_remove_range(uintptr_t base, const cua_arena *a, bool keep_room)
 {
     _cua_rwlock_wrlock(&ranges_lock);
     size_t i = range_lower_bound(base);
@@ -136,7 +136,18 @@ void _cua_addrmap_remove_range(uintptr_t base, const cua_arena *a)
         nranges--;
         atomic_store(&nranges_hint, nranges);
     }
-    if (nranges == 0) { /* the last one went: give the table back */
+    if (nranges == 0 && !keep_room) { /* the last one went: give the table back */
+        free(ranges);
+        ranges = NULL;
+        cap_ranges = 0;
+    }
+    _cua_rwlock_unlock(&ranges_lock);
+}
+
+void _cua_addrmap_shrink_ranges(void)
+{
+    _cua_rwlock_wrlock(&ranges_lock);
+    if (nranges == 0) {
         free(ranges);
         ranges = NULL;
         cap_ranges = 0;

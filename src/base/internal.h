@@ -145,6 +145,16 @@ static inline void _cua_lock_init(cua_lock_t *l, cua_lock_rank rank)
     (void)rank;
 #endif
 }
+/* Give an unheld lock another rank (an arena's memory serves arenas of both
+ * ranks: lockrank.h's ARENA and ARENA_SUPPLIED). */
+static inline void _cua_lock_set_rank(cua_lock_t *l, cua_lock_rank rank)
+{
+#if CUA_LOCK_WITNESS
+    l->rank = rank;
+#else
+    (void)l, (void)rank;
+#endif
+}
 /* Check the order for a blocking take of l, without noting it (a caller
  * that tries first and waits after). */
 static inline void _cua_lock_check(const cua_lock_t *l)

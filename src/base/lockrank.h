@@ -15,6 +15,11 @@
  *               device; the threads that wait for it need that backend. The
  *               registry lock is not held meanwhile (made backends are read
  *               without a lock).
+ *   ARENA_SUPPLIED  the lock of an arena on a supplier backend (Note [memory
+ *               from a supplier], backend/supplier.c): the supplier's callbacks
+ *               run under it and may allocate from, or free into, an arena of
+ *               ARENA's rank (ARENA_SUPPLIED -> ARENA); one supplied arena's
+ *               supplier cannot use another supplied arena.
  *   ARENA       every call on an arena takes it first, with no other cuarena
  *               lock held; never two arenas at once (out-of-memory relief, the
  *               registry's walks and reports lock arenas one at a time).
@@ -56,6 +61,7 @@
 /* X(NAME, "what it guards"), outermost first. */
 #define CUA_LOCK_RANKS(X)                                                                  \
     X(BACKEND_INIT, "the lock that makes a device's shared backend")                       \
+    X(ARENA_SUPPLIED, "the lock of an arena on a supplier backend")                        \
     X(ARENA, "an arena's lock")                                                            \
     X(TCACHE, "a thread cache's lock")                                                     \
     X(REGISTRY, "the registry lock")                                                       \
