@@ -12,7 +12,9 @@
 #include <torch/csrc/cuda/CUDAPluggableAllocator.h>
 #include <torch/extension.h>
 
+#include <c10/core/Allocator.h>
 #include <c10/cuda/CUDAFunctions.h>
+#include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <cuda_runtime_api.h>
 
@@ -105,6 +107,11 @@ void on_region(const cua_region* r, void* user) {
 // A pool lives while its users (graphs, MemPool objects) hold it.
 struct Pool {
   cua_arena* arena = nullptr;
+  // A MemPool with an allocator of its own: the arena's segments come from
+  // it (a supplier backend, Note [memory from a supplier] in
+  // src/backend/supplier.c), which lives as long as the pool.
+  std::shared_ptr<c10::cuda::CUDACachingAllocator::CUDAAllocator> supplier;
+  cua_backend* backend = nullptr;
   std::function<bool(cudaStream_t)> filter;
   bool active = false;
   int device = 0;
@@ -442,13 +449,62 @@ struct CuarenaAllocator final : PluggableBase {
 
   double getMemoryFraction(c10::DeviceIndex) override { return fraction_.load(); }
 
-  // The pool of id, with its arena made on first use (pools_mu held).
-  static Pool& pool_locked(c10::DeviceIndex device, c10::cuda::MempoolId_t id) {
+  // A segment of a pool's own allocator (the supplier backend's callbacks;
+  // called under the pool arena's lock, and under pools_mu: the allocator
+  // must not allocate through torch's CUDA allocator). No exception crosses
+  // into C: a failure is a null segment, cuarena's out-of-memory answer.
+  static void* supplier_alloc(size_t size, int device, void* ctx) {
+    try {
+      c10::cuda::CUDAGuard guard(static_cast<c10::DeviceIndex>(device));
+      return static_cast<CCA::CUDAAllocator*>(ctx)->raw_alloc(size);
+    } catch (...) {
+      return nullptr;
+    }
+  }
+  static void supplier_free(void* ptr, size_t, int device, void* ctx) {
+    try {
+      c10::cuda::CUDAGuard guard(static_cast<c10::DeviceIndex>(device));
+      static_cast<CCA::CUDAAllocator*>(ctx)->raw_delete(ptr);
+    } catch (...) {
+    }
+  }
+
+  // The pool of id, with its arena made on first use (pools_mu held); with
+  // `supplier`, an arena whose segments come from that allocator.
+  static Pool& pool_locked(c10::DeviceIndex device, c10::cuda::MempoolId_t id,
+                           std::shared_ptr<CCA::CUDAAllocator> supplier = nullptr) {
     Pool& p = pools[{id.first, id.second}];
     if (!p.arena) {
       std::string name = pool_name(id), conf = "device:" + std::to_string(device);
-      TORCH_CHECK(cua_arena_create_conf(name.c_str(), conf.c_str(), &p.arena) == CUA_OK,
-                  "cuarena: no arena for memory pool ", name, ": ", cua_last_error());
+      cua_status st = CUA_OK;
+      if (supplier) {
+        cua_backend* inner = nullptr;
+        st = cua_device_backend(device, &inner);
+        if (st == CUA_OK)
+          st = cua_backend_supplier_create(inner, supplier_alloc, supplier_free, supplier.get(),
+                                           &p.backend);
+        if (st == CUA_OK) {
+          cua_arena_config cfg;
+          cua_arena_config_init(&cfg);
+          cfg.name = name.c_str();
+          cfg.device = device;
+          cfg.backend = p.backend;
+          st = cua_arena_create(&cfg, &p.arena);
+        }
+        if (st != CUA_OK && p.backend) {
+          std::string why = cua_last_error();
+          cua_backend_destroy(p.backend);
+          p.backend = nullptr;
+          pools.erase({id.first, id.second});
+          TORCH_CHECK(false, "cuarena: no arena for memory pool ", name, ": ", why);
+        }
+        p.supplier = std::move(supplier);
+      } else {
+        st = cua_arena_create_conf(name.c_str(), conf.c_str(), &p.arena);
+      }
+      if (st != CUA_OK) pools.erase({id.first, id.second});
+      TORCH_CHECK(st == CUA_OK, "cuarena: no arena for memory pool ", name, ": ",
+                  cua_last_error());
       p.uses = 1;
     }
     return p;
@@ -482,21 +538,22 @@ struct CuarenaAllocator final : PluggableBase {
     if (--it->second.uses > 0) return;  // another graph or MemPool still holds it
     if (it->second.active) pools_active--;
     if (it->second.arena && cua_arena_destroy(it->second.arena, 0) != CUA_OK) return;
+    if (it->second.backend) cua_backend_destroy(it->second.backend);  // (its segments went back)
     pools.erase(it);
   }
 
   // torch.cuda.MemPool(). These are written without `override`: where this
   // torch declares them otherwise, they do not take part (torch then says it
   // "does not yet support" them, as without them) and the shim still builds.
+  // A MemPool with an allocator of its own (NCCL's registered memory, a
+  // CUDAPluggableAllocator): its arena takes whole segments from that
+  // allocator and places blocks inside them, as torch's pools do.
   void createOrIncrefPool(c10::DeviceIndex device, c10::cuda::MempoolId_t id,
                           std::shared_ptr<CCA::CUDAAllocator> allocator = nullptr) {
-    TORCH_CHECK(!allocator || allocator.get() == this,
-                "cuarena: a torch.cuda.MemPool with an allocator of its own cannot be used "
-                "while cuarena is torch's allocator (make the pool without one: its memory "
-                "is an arena, see cuarena.torch.pool_arena)");
+    if (allocator.get() == this) allocator = nullptr;
     std::lock_guard<std::mutex> g(pools_mu);
     bool fresh = pools.find({id.first, id.second}) == pools.end();
-    Pool& p = pool_locked(device, id);
+    Pool& p = pool_locked(device, id, std::move(allocator));
     p.device = device;
     if (!fresh) p.uses++;
   }
@@ -623,9 +680,21 @@ std::vector<std::tuple<std::string, uint64_t, uint64_t, uint64_t, std::string>> 
   return out;
 }
 
+// Note [two registries of torch's CUDA allocator]
+// torch keeps its CUDA allocator in two places: CUDACachingAllocator's atomic
+// (what tensors, graphs and torch.cuda.* use; changeCurrentAllocator sets it)
+// and c10's per-device-type table (c10::GetAllocator(kCUDA), which
+// torch.accelerator.*, at::getDeviceAllocator and storage constructors read;
+// torch registers its native allocator there at priority 0 during static
+// initialisation). changeCurrentAllocator sets only the first, so without the
+// second torch.accelerator.memory_stats() answered from the idle native
+// allocator: empty. Registering the same object in both keeps one answer.
 void install() {
-  torch::cuda::CUDAPluggableAllocator::changeCurrentAllocator(
-      std::make_shared<CuarenaAllocator>());
+  auto ours = std::make_shared<CuarenaAllocator>();
+  torch::cuda::CUDAPluggableAllocator::changeCurrentAllocator(ours);
+  // ours stays alive: changeCurrentAllocator keeps the shared_ptr for the
+  // life of the process.
+  c10::SetAllocator(c10::DeviceType::CUDA, ours.get(), /*priority=*/0);
 }
 
 }  // namespace

@@ -18,6 +18,8 @@ if os.environ.get("CUA_TORCH_INSTALLED") != "1":  # (else: cuarena as installed,
 
 import torch  # noqa: E402
 
+from torch_promises import work_compile_graphs, work_fidelity  # noqa: E402,F401 (by name, main)
+
 MiB = 1 << 20
 
 
@@ -676,100 +678,6 @@ def work_stats(use):
     del x, w
     torch.cuda.synchronize()
     res["released_by_empty_cache"] = ct.empty_cache()
-    return res
-
-
-def work_fidelity(use):
-    """What torch's own allocator promises, asked of whichever is installed
-    (test_torch.py compares cuarena with native): the out-of-memory words,
-    the observers of an out-of-memory, and memory_stats' accumulated figures
-    and keys."""
-    import re
-
-    res = {}
-    x = torch.zeros(1024, device="cuda")
-    # out of memory: torch's words first, then a kernel still runs
-    try:
-        torch.empty(1024 * 1024 * 1024 * 800000000, dtype=torch.int8, device="cuda")
-        res["oom_words"] = "no error"
-    except RuntimeError as e:
-        want = "Tried to allocate 800000000.00 GiB. GPU %d has a total capacity of" % x.device.index
-        res["oom_words"] = bool(re.search(re.escape(want), str(e)))
-        res["oom_is_out_of_memory_error"] = isinstance(e, torch.OutOfMemoryError)
-    try:
-        torch.empty(1024 * 1024 * 1024 * 8000000000, dtype=torch.int8, device="cuda")
-        res["oom_exabyte"] = "no error"
-    except RuntimeError as e:
-        res["oom_exabyte"] = "Tried to allocate more than 1EB memory" in str(e)
-    x.fill_(1)
-    res["kernel_after_oom"] = bool((x == 1).all())
-    # an observer hears of the next out-of-memory: device, size, total, free
-    heard = []
-    torch._C._cuda_attach_out_of_memory_observer(lambda *a: heard.append(a))
-    try:
-        torch.empty(1 << 50, dtype=torch.int8, device="cuda")
-    except RuntimeError:
-        pass
-    res["observer_called"] = len(heard) == 1 and heard[0][0] == x.device.index and \
-        heard[0][1] >= 1 << 50
-    # memory_stats: keys, and what the accumulated figures count
-    torch.cuda.synchronize()
-    torch.cuda.reset_accumulated_memory_stats()
-    keys = ("active_bytes.all.current", "active_bytes.all.freed", "allocated_bytes.all.allocated",
-            "allocation.all.allocated", "allocation.all.freed", "requested_bytes.all.freed",
-            "reserved_bytes.all.current", "num_ooms")
-    st = torch.cuda.memory_stats()
-    res["stats_keys"] = all(k in st for k in keys)
-    before = st.get("active_bytes.all.current", 0)
-    t = torch.randn(256, device="cuda")  # 1 KiB
-    st = torch.cuda.memory_stats()
-    res["active_grows_by_the_block"] = st.get("active_bytes.all.current", 0) - before == 1024
-    res["allocated_counts_it"] = st.get("allocation.all.allocated", 0) >= 1
-    del t
-    st = torch.cuda.memory_stats()
-    res["freed_counts_it"] = st.get("active_bytes.all.freed", 0) >= 1024 and \
-        st.get("allocation.all.freed", 0) >= 1
-    res["active_back"] = st.get("active_bytes.all.current", -1) == before
-    try:
-        acc = torch.accelerator.memory_stats()
-        res["accelerator_stats_keys"] = "active_bytes.all.current" in acc
-    except Exception as e:  # noqa: BLE001 - reported as what it says
-        res["accelerator_stats_keys"] = "raises: " + str(e).splitlines()[0][:120]
-    return res
-
-
-def work_compile_graphs(use):
-    """torch.compile(mode="reduce-overhead"): CUDA-graph trees record the
-    model's graphs into a private pool, check the pool's live blocks and take
-    checkpoints of it. The same shape several times (one graph, replayed),
-    then a second shape (a second graph in the tree)."""
-    torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Linear(256, 1024), torch.nn.GELU(),
-                                torch.nn.Linear(1024, 256)).cuda().eval()
-    compiled = torch.compile(model, mode="reduce-overhead")
-    res = {}
-
-    def step(batch, runs):
-        x = torch.randn(batch, 256, device="cuda", generator=torch.Generator("cuda").manual_seed(batch))
-        with torch.no_grad():
-            want = model(x)
-            outs = [compiled(x).clone() for _ in range(runs)]
-        torch.cuda.synchronize()
-        return all(torch.allclose(o, want, rtol=1e-3, atol=1e-3) for o in outs), \
-            float(outs[-1].double().sum())
-
-    try:
-        res["one_shape_matches"], res["one_shape_sum"] = step(32, 4)
-    except Exception as e:  # noqa: BLE001 - reported as torch says it
-        res["one_shape_matches"] = "raises: " + str(e).splitlines()[0][:200]
-    try:
-        res["second_shape_matches"], res["second_shape_sum"] = step(64, 3)
-    except Exception as e:  # noqa: BLE001
-        res["second_shape_matches"] = "raises: " + str(e).splitlines()[0][:200]
-    try:  # back and forth: the tree switches paths (a pool checkpoint restored)
-        res["alternating_matches"] = all(step(b, 2)[0] for b in (32, 64, 32, 64, 16, 32))
-    except Exception as e:  # noqa: BLE001
-        res["alternating_matches"] = "raises: " + str(e).splitlines()[0][:200]
     return res
 
 
