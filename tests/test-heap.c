@@ -156,6 +156,29 @@ HEAP_TEST(record_stream_holds_the_block_until_the_other_stream_completes, 1)
     CHECK(C == A);
 }
 
+/* torch's test_record_stream: once the other stream's work is done, the
+ * next allocation of the size on the block's own stream gets the block back,
+ * with no trim or growth in between (the pending list is looked at by the
+ * allocation, as torch's allocator processes its events at every malloc). */
+HEAP_TEST(record_stream_block_comes_back_once_the_other_stream_is_done, 1)
+{
+    const cua_stream s1 = 0x11, s2 = 0x22;
+    void *A, *B, *C, *D;
+    CHECK_OK(cua_arena_alloc(a, 16, s1, &A));
+    CHECK_OK(cua_record_stream(A, s2));
+    CHECK_OK(cua_free(A));
+    CHECK_OK(cua_arena_alloc(a, 16, s1, &B));
+    CHECK(B != A); /* S2 may still read A */
+    CHECK_OK(cua_host_stream_complete(bk, s2));
+    CHECK_OK(cua_arena_alloc(a, 16, s1, &C));
+    CHECK(C == A);
+    /* Before the other stream is done, it stays out of reach. */
+    CHECK_OK(cua_record_stream(C, s2));
+    CHECK_OK(cua_free(C));
+    CHECK_OK(cua_arena_alloc(a, 16, s1, &D));
+    CHECK(D != A);
+}
+
 HEAP_TEST(free_space_of_a_finished_stream_is_not_stranded, 1)
 {
     /* Fill 16 MiB on four streams, free everything, complete all streams:

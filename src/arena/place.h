@@ -1,0 +1,22 @@
+/*
+ * place.h - where an allocation goes in an arena's free space: best fit by
+ * size class, learning first whether other streams are done with their free
+ * blocks, and, when best fit would map pages, the place that maps the fewest
+ * (Note [placement that knows what is mapped], place.c). Arena lock held.
+ */
+#ifndef CUA_ARENA_PLACE_H
+#define CUA_ARENA_PLACE_H
+
+#include "arena/types.h"
+
+/* A place for an allocation: a free block and where in it. */
+typedef struct cua_spot {
+    cua_block *b;     /* NULL: no free block of the arena fits */
+    uint64_t at;      /* offset of the new block, inside b */
+    uint64_t missing; /* pages it would map */
+} cua_spot;
+
+/* Where `asize` bytes (aligned) go for stream `tag`. */
+cua_spot _cua_place(cua_arena *a, uint32_t tag, uint64_t asize);
+
+#endif /* CUA_ARENA_PLACE_H */
