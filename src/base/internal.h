@@ -127,7 +127,9 @@ void _cua_lock_witness_drop(const void *lock);
 typedef struct cua_lock_t {
     _Atomic uint32_t word;
 #if CUA_LOCK_WITNESS
-    uint32_t rank; /* a cua_lock_rank */
+    _Atomic uint32_t rank; /* a cua_lock_rank (atomic: a stale taker of a
+                            * destroyed arena's lock reads it while a new
+                            * arena in that memory sets it) */
 #endif
 } cua_lock_t;
 
@@ -140,7 +142,7 @@ static inline void _cua_lock_init(cua_lock_t *l, cua_lock_rank rank)
 {
     atomic_init(&l->word, 0);
 #if CUA_LOCK_WITNESS
-    l->rank = rank;
+    atomic_store_explicit(&l->rank, (uint32_t)rank, memory_order_relaxed);
 #else
     (void)rank;
 #endif
@@ -150,7 +152,7 @@ static inline void _cua_lock_init(cua_lock_t *l, cua_lock_rank rank)
 static inline void _cua_lock_set_rank(cua_lock_t *l, cua_lock_rank rank)
 {
 #if CUA_LOCK_WITNESS
-    l->rank = rank;
+    atomic_store_explicit(&l->rank, (uint32_t)rank, memory_order_relaxed);
 #else
     (void)l, (void)rank;
 #endif
@@ -160,14 +162,14 @@ static inline void _cua_lock_set_rank(cua_lock_t *l, cua_lock_rank rank)
 static inline void _cua_lock_check(const cua_lock_t *l)
 {
 #if CUA_LOCK_WITNESS
-    _cua_lock_witness_check(l->rank);
+    _cua_lock_witness_check(atomic_load_explicit(&l->rank, memory_order_relaxed));
 #else
     (void)l;
 #endif
 }
 static inline void _cua_lock(cua_lock_t *l)
 {
-    CUA_WITNESS_TAKE(l, l->rank, true);
+    CUA_WITNESS_TAKE(l, atomic_load_explicit(&l->rank, memory_order_relaxed), true);
     uint32_t expect = 0;
     if (CUA_LIKELY(atomic_compare_exchange_strong_explicit(&l->word, &expect, 1,
                                                            memory_order_acquire,
@@ -181,7 +183,7 @@ static inline bool _cua_trylock(cua_lock_t *l)
     bool got = atomic_compare_exchange_strong_explicit(&l->word, &expect, 1,
                                                        memory_order_acquire,
                                                        memory_order_relaxed);
-    if (got) CUA_WITNESS_TAKE(l, l->rank, false);
+    if (got) CUA_WITNESS_TAKE(l, atomic_load_explicit(&l->rank, memory_order_relaxed), false);
     return got;
 }
 static inline void _cua_unlock(cua_lock_t *l)
