@@ -74,7 +74,7 @@ static cua_status retry_grave(cua_backend *b, cua_grave *g)
     switch (g->kind) {
     case CUA_CALL_UNMAP:
         st = _cua_bk_unmap(b, NULL, g->addr, g->size, 1);
-        if (st != CUA_OK) return st;
+        if (st != CUA_OK || g->unmap_only) return st;
         g->kind = CUA_CALL_RELEASE; /* unmapped: the handle is next */
         return _cua_bk_release(b, NULL, g->h, g->size);
     case CUA_CALL_RELEASE: return _cua_bk_release(b, NULL, g->h, g->size);

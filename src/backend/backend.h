@@ -174,6 +174,8 @@ typedef struct cua_grave {
     size_t size;
     cua_handle h;
     cua_event ev;
+    bool unmap_only; /* CUA_CALL_UNMAP of an old place of a handle that lives on
+                      * elsewhere (segment_alias.c): no release after it */
 } cua_grave;
 
 /* Hand a release that failed, whose owner goes away, to the backend: it is

@@ -275,7 +275,8 @@ cua_status _cua_seg_fini(cua_segment *seg)
         for (size_t i = 0; i < seg->aliases.n; i++, buried_maps++)
             _cua_bk_bury(seg->bk, (cua_grave){.kind = CUA_CALL_UNMAP, .size = seg->aliases.v[i].size,
                                               .addr = seg->base + ((uintptr_t)(seg->aliases.v[i].at - 1)
-                                                                   << seg->gshift)},
+                                                                   << seg->gshift),
+                                              .unmap_only = true}, /* (its handle: below) */
                          st);
         seg->aliases.n = 0;
         seg->alias_bytes = 0;
