@@ -1,7 +1,8 @@
 /*
  * fuzz-api.c - a libFuzzer target: the input is decoded into a sequence of
  * API calls over up to four arenas (VMM and whole segments, limits, floors,
- * release thresholds) sharing one host backend behind a fault backend, on
+ * release thresholds; some of whole segments from a supplier backend over
+ * the fault backend) sharing one host backend behind a fault backend, on
  * four streams with manual events: alloc (good and bad sizes), free (good,
  * double, interior and wild pointers, pointers of destroyed arenas),
  * record_stream, trim, limits, floors, offload / discard / restore, destroy
@@ -185,6 +186,12 @@ void create_slot(int i, unsigned cfgbits, unsigned v)
     cfg.limit = (cfgbits & 8) ? (size_t)(16 + v % 128) * GRAN : 0;
     cfg.floor = (cfgbits & 16) ? (size_t)(v % 8) * GRAN : 0;
     cfg.flags = (cfgbits & 32) ? CUA_ARENA_NO_VMM : 0;
+    /* Some arenas of whole segments take them from a supplier (one of whose
+     * next allocations may fail). */
+    if ((cfgbits & 32) && ((v >> 11) & 1)) {
+        cfg.backend = W.supplied;
+        if ((v >> 12) & 1) W.supply_fail_at = W.supply_allocs + 1 + ((v >> 13) & 3);
+    }
     if ((v >> 10) & 1) cfg.flags |= CUA_ARENA_DELAYED_UNMAP; /* moves that unmap later */
     cfg.priority = (int)(cfgbits >> 6);
     /* Half the arenas free and allocate through a thread cache (tcache.c). */

@@ -45,6 +45,11 @@ typedef struct slot {
 /* The model: the arenas, their live blocks, and what the callbacks read. */
 typedef struct world {
     cua_backend *host, *fault;
+    /* A supplier backend over the fault backend (Note [memory from a
+     * supplier]): whole segments of host memory from fuzz-run.c's
+     * callbacks, the nth of which fails when supply_fail_at says so. */
+    cua_backend *supplied;
+    uint64_t supply_live, supply_allocs, supply_fail_at;
     slot s[NARENAS];
     block live[MAX_LIVE];
     int nlive;

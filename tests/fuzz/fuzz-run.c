@@ -14,6 +14,27 @@
 
 /* ---- one input ------------------------------------------------------------------ */
 
+/* The supplier's segments: host memory, at most half the capacity, and a
+ * failure (no segment) at the allocation supply_fail_at. */
+static void *supply_alloc(size_t size, int device, void *ctx)
+{
+    (void)device, (void)ctx;
+    W.supply_allocs++;
+    if (W.supply_fail_at && W.supply_allocs == W.supply_fail_at) return NULL;
+    if (W.supply_live + size > CAPACITY / 2) return NULL;
+    void *p = aligned_alloc(4096, size);
+    if (p) W.supply_live += size;
+    return p;
+}
+
+static void supply_free(void *p, size_t size, int device, void *ctx)
+{
+    (void)device, (void)ctx;
+    if (W.supply_live < size) die("the supplier got back more than it gave", NULL);
+    W.supply_live -= size;
+    free(p);
+}
+
 static void setup_once(void)
 {
     if (W.host) return;
@@ -22,7 +43,8 @@ static void setup_once(void)
     hc.capacity = CAPACITY;
     hc.granularity = GRAN;
     hc.manual_events = 1;
-    if (cua_backend_host_create(&hc, &W.host) || cua_backend_fault_create(W.host, &W.fault))
+    if (cua_backend_host_create(&hc, &W.host) || cua_backend_fault_create(W.host, &W.fault) ||
+        cua_backend_supplier_create(W.fault, supply_alloc, supply_free, NULL, &W.supplied))
         die("creating the backends", NULL);
     if (cua_set_event_callback(on_event, NULL) || cua_add_evict_callback(on_evict, NULL, 0))
         die("setting the callbacks", NULL);
@@ -35,7 +57,8 @@ static void backend_empty(const char *when, int all)
     cua_backend_stats bs;
     cua_backend_get_stats(W.host, &bs);
     /* The backend's own staging area (two buffers, a copy stream, an event per
-     * buffer: kept for the next offload) is not the arenas'. */
+     * buffer: kept for the next offload) is not the arenas'. (The supplier
+     * backend has none: its arenas of whole segments cannot offload.) */
     uint64_t staging_events = bs.streams ? 2 : 0;
     if (bs.handles || bs.handle_bytes || bs.mappings || (all && (bs.reservations || bs.events > staging_events))) {
         char what[200];
@@ -74,6 +97,28 @@ static void retry_pending(void)
     create_scratch(&scratch);
     cua_backend_get_stats(W.fault, &bs);
     expect(bs.pending_releases == 0, "the backend retried the releases a destroy left");
+}
+
+/* What the supplier backend was left to retry (an event a destroy could not
+ * give back, say): its next segment asked retries it, so one is asked. */
+static void retry_pending_supplied(void)
+{
+    cua_backend_stats bs;
+    cua_backend_get_stats(W.supplied, &bs);
+    if (!bs.pending_releases) return;
+    W.supply_fail_at = 0;
+    cua_arena_config cfg;
+    cua_arena_config_init(&cfg);
+    cfg.name = "scratch-supplied";
+    cfg.backend = W.supplied;
+    cua_arena *a;
+    void *p;
+    if (cua_arena_create(&cfg, &a) != CUA_OK || cua_arena_alloc(a, GRAN, 0, &p) != CUA_OK ||
+        cua_free(p) != CUA_OK || cua_arena_destroy(a, 0) != CUA_OK)
+        die("a scratch arena on the supplier, without faults", NULL);
+    W.creates++;
+    cua_backend_get_stats(W.supplied, &bs);
+    expect(bs.pending_releases == 0, "the supplier backend retried what a destroy left");
 }
 
 /* Back to an empty state: no faults, every block freed, every arena restored,
@@ -119,7 +164,10 @@ static void settle(void)
             W.s[i].a = NULL;
         }
     retry_pending();
+    retry_pending_supplied();
     backend_empty("after destroying every arena", 1);
+    if (W.supply_live) die("after destroying every arena", "the supplier's segments are not all back");
+    W.supply_fail_at = 0;
     W.nfreed = 0;
     W.quiet--;
 }
@@ -163,10 +211,12 @@ static void print_stats(void)
     uint64_t inputs, ops, creates;
     fuzz_mt_counts(&inputs, &ops, &creates);
     fprintf(stderr, "fuzz-api: %llu inputs, %llu operations, %llu arenas created, %llu callbacks "
-            "(%llu acted, %llu destroys from a callback), 0 violations\n",
+            "(%llu acted, %llu destroys from a callback), %llu supplier segments asked, "
+            "0 violations\n",
             (unsigned long long)(W.inputs + inputs), (unsigned long long)(W.ops + ops),
             (unsigned long long)(W.creates + creates), (unsigned long long)W.cb_calls,
-            (unsigned long long)W.cb_actions, (unsigned long long)W.cb_destroys);
+            (unsigned long long)W.cb_actions, (unsigned long long)W.cb_destroys,
+            (unsigned long long)W.supply_allocs);
 }
 
 #ifdef CUA_FUZZ_MAIN
