@@ -13,6 +13,8 @@
  * Driver API only (links -lcuda). Prints one line per figure.
  */
 #define _GNU_SOURCE
+#include "probe-drv.h"
+
 #include <cuda.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -26,23 +28,7 @@
 #define TOTAL (4 * GIB)
 #define STAGE (64 * MIB)
 
-#define CK(x)                                                                                   \
-    do {                                                                                        \
-        CUresult r_ = (x);                                                                      \
-        if (r_ != CUDA_SUCCESS) {                                                               \
-            const char *s_ = "?";                                                               \
-            cuGetErrorString(r_, &s_);                                                          \
-            fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #x, s_);                       \
-            exit(1);                                                                            \
-        }                                                                                       \
-    } while (0)
-
-static double now(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
-}
+static double now(void) { return probe_now(); }
 
 static double gbs(size_t n, double s) { return (double)n / s / 1e9; }
 

@@ -8,29 +8,15 @@
  *   of the same size (the mapping thread's time against its time alone).
  * Build: cc -O2 probe-vmm-overlap.c -I/usr/local/cuda/include -lcuda -lpthread */
 #define _GNU_SOURCE
+#include "probe-drv.h"
+
 #include <cuda.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
 
-#define CK(x)                                                                   \
-    do {                                                                        \
-        CUresult r_ = (x);                                                      \
-        if (r_ != CUDA_SUCCESS) {                                               \
-            const char *s_ = "?";                                               \
-            cuGetErrorString(r_, &s_);                                          \
-            fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #x, s_);      \
-            exit(1);                                                            \
-        }                                                                       \
-    } while (0)
-
-static double now_ms(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec * 1e3 + (double)t.tv_nsec / 1e6;
-}
+static double now_ms(void) { return probe_now() * 1e3; }
 
 typedef struct range {
     CUdeviceptr va;
