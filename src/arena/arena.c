@@ -105,12 +105,16 @@ static cua_status seg_segment(void *ctx, cua_seg_change what, uintptr_t addr, si
          * Note [memory from a supplier], backend/supplier.c). */
         _cua_nvtx_segment_close(*tag);
         *tag = NULL;
-        _cua_addrmap_remove_range(addr, a, true);
+        _cua_addrmap_remove_range(addr, a);
         return CUA_OK;
-    case CUA_SEG_STAYED: /* (the room is there: keep_room above) */
-        if (_cua_addrmap_insert_range(addr, len, a, arena_gone) != CUA_OK) cua_assert(false);
+    case CUA_SEG_STAYED: {
+        /* (cannot fail: remove_range kept the room) */
+        cua_status st = _cua_addrmap_insert_range(addr, len, a, arena_gone);
+        cua_assert(st == CUA_OK);
+        (void)st;
         *tag = _cua_nvtx_segment_open(a, addr, len); /* (idle: no regions) */
         return CUA_OK;
+    }
     case CUA_SEG_GONE:
         _cua_addrmap_shrink_ranges(); /* (the room LEAVING kept) */
         return CUA_OK;

@@ -126,7 +126,7 @@ cua_status _cua_addrmap_insert_range(uintptr_t base, size_t size, cua_arena *a,
     return st;
 }
 
-void _cua_addrmap_remove_range(uintptr_t base, const cua_arena *a, bool keep_room)
+void _cua_addrmap_remove_range(uintptr_t base, const cua_arena *a)
 {
     _cua_rwlock_wrlock(&ranges_lock);
     size_t i = range_lower_bound(base);
@@ -136,18 +136,13 @@ void _cua_addrmap_remove_range(uintptr_t base, const cua_arena *a, bool keep_roo
         nranges--;
         atomic_store(&nranges_hint, nranges);
     }
-    if (nranges == 0 && !keep_room) { /* the last one went: give the table back */
-        free(ranges);
-        ranges = NULL;
-        cap_ranges = 0;
-    }
     _cua_rwlock_unlock(&ranges_lock);
 }
 
 void _cua_addrmap_shrink_ranges(void)
 {
     _cua_rwlock_wrlock(&ranges_lock);
-    if (nranges == 0) {
+    if (nranges == 0) { /* the last one went: give the table back */
         free(ranges);
         ranges = NULL;
         cap_ranges = 0;

@@ -22,9 +22,9 @@ void _cua_addrmap_bury(uintptr_t base, size_t size, cua_arena *a, cua_arena *dea
 cua_status _cua_addrmap_insert_range(uintptr_t base, size_t size, cua_arena *a,
                                      bool (*gone)(const cua_arena *));
 /* The range of `base` that arena `a` inserted (another may have the same
- * base). keep_room: the table keeps its room, so that inserting the range
- * again cannot fail (a segment whose free failed stays the arena's). */
-void _cua_addrmap_remove_range(uintptr_t base, const cua_arena *a, bool keep_room);
+ * base). The table keeps its room, so that inserting the range again cannot
+ * fail (a segment whose free failed stays the arena's). */
+void _cua_addrmap_remove_range(uintptr_t base, const cua_arena *a);
 /* Give the table of ranges back when no range is left. */
 void _cua_addrmap_shrink_ranges(void);
 /* The arena that owns addr, or NULL (no lock taken for reserved ranges). */
