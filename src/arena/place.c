@@ -125,8 +125,10 @@ cua_spot _cua_place(cua_arena *a, uint32_t tag, uint64_t asize)
      * expects the next allocation of the size on the block's stream to get
      * it). A few pending blocks are looked at here, on the lock path of every
      * allocation (a query each; the thread caches' path makes none); many
-     * are looked at when placement would grow, below. */
-    if (a->streams.pending && a->streams.pending_blocks <= CUA_POLL_PENDING_MAX) {
+     * are looked at when placement would grow, below (once: not again when
+     * they were looked at here). */
+    bool polled = a->streams.pending && a->streams.pending_blocks <= CUA_POLL_PENDING_MAX;
+    if (polled) {
         cua_status ignored; /* (one whose streams do not answer waits on) */
         (void)_cua_stream_poll_pending(a, false, &ignored);
     }
@@ -139,7 +141,7 @@ cua_spot _cua_place(cua_arena *a, uint32_t tag, uint64_t asize)
     if (others) {
         cua_status st;
         uint64_t n = _cua_stream_reclaim(a, false, &st);
-        if (a->streams.pending) n += _cua_stream_poll_pending(a, false, &st);
+        if (a->streams.pending && !polled) n += _cua_stream_poll_pending(a, false, &st);
         if (n) {
             s = best_fit(a, tag, asize);
             if (!s.b || s.missing == 0) return s;
