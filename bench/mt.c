@@ -17,8 +17,12 @@
  * when the mailbox is full its owner frees it itself. One op is still one
  * alloc and one free.
  *
+ * With --interleave 1 the threads' loops run on one thread, an op of each in
+ * turn: what placement does with many streams, deterministically.
+ *
  *   cuarena-mt [--mode cuarena|async] [--backend host|cuda] [--threads 1,2,4]
  *              [--ops N] [--window W] [--sizes TRACE] [--conf OPTIONS] [--cross 1]
+ *              [--interleave 1]
  *
  * Exit status: 0 ok, 1 an allocation failed or memory was left behind,
  * 2 usage or input error, 77 the CUDA pieces asked for are not there.
@@ -56,14 +60,16 @@ static const char usage_text[] =
     "                         (default bench/traces/gpt2_generate.catrace.gz)\n"
     "  --label NAME           the allocator's name in the JSON lines (default: cuarena,\n"
     "                         or cudaMallocAsync): a build variant measured beside\n"
-    "  --cross 0|1            1: blocks are freed by the next thread, not their own\n";
+    "  --cross 0|1            1: blocks are freed by the next thread, not their own\n"
+    "  --interleave 0|1       1: the threads' loops run on one thread, an op of each in\n"
+    "                         turn: page moves repeat exactly (no timing of threads)\n";
 
 typedef struct options {
     int async;
     const char *backend, *sizes, *conf, *label;
     int threads[16], n_threads;
     long ops, window;
-    int cross;
+    int cross, interleave;
 } options;
 
 /* A mailbox: blocks one thread hands the next to free (one writer, one
@@ -155,39 +161,102 @@ static int take_frees(shared *s, worker *w, bool drain)
     return fails;
 }
 
+/* A worker's loop state: its window of live blocks, its size stream, its op. */
+typedef struct loop {
+    void **ring;
+    uint64_t x;
+    long i;
+    int fails;
+} loop;
+
+static void loop_init(loop *l, shared *s, worker *w)
+{
+    l->ring = calloc((size_t)s->o->window, sizeof *l->ring);
+    l->x = 0x9e3779b97f4a7c15ull * (uint64_t)(w->index + 1); /* per-thread sizes */
+    l->i = 0;
+    l->fails = l->ring ? 0 : 1;
+}
+
+static bool loop_live(const loop *l, const shared *s)
+{
+    return l->ring && l->i < s->o->ops && !l->fails;
+}
+
+/* One op: the block leaving the window goes, a new one comes. */
+static void loop_step(loop *l, shared *s, worker *w)
+{
+    long k = l->i++ % s->o->window;
+    if (l->ring[k]) l->fails += retire(s, w, l->ring[k]);
+    if (s->o->cross) l->fails += take_frees(s, w, false);
+    l->x ^= l->x << 13, l->x ^= l->x >> 7, l->x ^= l->x << 17;
+    l->fails += alloc_one(s, w->stream, (size_t)s->sizes[l->x % s->n_sizes], &l->ring[k]) != 0;
+}
+
+static void loop_end(loop *l, shared *s, worker *w)
+{
+    for (long k = 0; l->ring && k < s->o->window; k++)
+        if (l->ring[k]) l->fails += free_one(s, w->stream, l->ring[k]) != 0;
+    free(l->ring);
+    l->ring = NULL;
+}
+
+static void add_failures(shared *s, int fails)
+{
+    pthread_mutex_lock(&s->mu);
+    s->failures += fails;
+    pthread_mutex_unlock(&s->mu);
+}
+
 static void *work(void *arg)
 {
     worker *w = arg;
     shared *s = w->s;
-    long window = s->o->window;
-    void **ring = calloc((size_t)window, sizeof *ring);
-    uint64_t x = 0x9e3779b97f4a7c15ull * (uint64_t)(w->index + 1); /* per-thread sizes */
-    int fails = ring ? 0 : 1;
+    loop l;
+    loop_init(&l, s, w);
     pthread_barrier_wait(&s->start);
-    for (long i = 0; ring && i < s->o->ops && !fails; i++) {
-        long k = i % window;
-        if (ring[k]) fails += retire(s, w, ring[k]);
-        if (s->o->cross) fails += take_frees(s, w, false);
-        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
-        fails += alloc_one(s, w->stream, (size_t)s->sizes[x % s->n_sizes], &ring[k]) != 0;
-    }
-    for (long k = 0; ring && k < window; k++)
-        if (ring[k]) fails += free_one(s, w->stream, ring[k]) != 0;
+    while (loop_live(&l, s)) loop_step(&l, s, w);
+    loop_end(&l, s, w);
     if (s->o->cross) { /* what the previous thread still hands over */
         pthread_barrier_wait(&s->end);
-        fails += take_frees(s, w, true);
+        l.fails += take_frees(s, w, true);
     }
     w->t_done = now_ns();
-    free(ring);
-    pthread_mutex_lock(&s->mu);
-    s->failures += fails;
-    pthread_mutex_unlock(&s->mu);
+    add_failures(s, l.fails);
     return NULL;
+}
+
+/* --interleave: the n workers' loops on this one thread, an op of each in
+ * turn. Placement and page moves then repeat exactly from run to run (no
+ * scheduler in between), which the threads' own runs do not. */
+static double run_interleaved(shared *s, int n, uintptr_t *streams, int *ok)
+{
+    worker w[MAX_THREADS];
+    loop l[MAX_THREADS];
+    s->n = n;
+    s->failures = 0;
+    for (int i = 0; i < n; i++) {
+        atomic_store(&s->box[i].head, atomic_load(&s->box[i].tail));
+        w[i] = (worker){s, i, streams[i], 0};
+        loop_init(&l[i], s, &w[i]);
+    }
+    uint64_t t0 = now_ns();
+    for (bool more = true; more;) {
+        more = false;
+        for (int i = 0; i < n; i++)
+            if (loop_live(&l[i], s)) loop_step(&l[i], s, &w[i]), more = true;
+    }
+    for (int i = 0; i < n; i++) loop_end(&l[i], s, &w[i]);
+    for (int i = 0; s->o->cross && i < n; i++) l[i].fails += take_frees(s, &w[i], true);
+    uint64_t t1 = now_ns();
+    for (int i = 0; i < n; i++) s->failures += l[i].fails;
+    *ok = s->failures == 0;
+    return (double)s->o->ops * n / ((double)(t1 - t0) * 1e-9);
 }
 
 /* ops/s of n threads; *ok = 0 when something failed. */
 static double run(shared *s, int n, uintptr_t *streams, int *ok)
 {
+    if (s->o->interleave) return run_interleaved(s, n, streams, ok);
     worker w[MAX_THREADS];
     pthread_t th[MAX_THREADS];
     pthread_barrier_init(&s->start, NULL, (unsigned)n + 1);
@@ -242,6 +311,8 @@ static void parse(int argc, char **argv, options *o)
         } else if (!strcmp(a, "--window") && v && (o->window = atol(v)) > 0) {
         } else if (!strcmp(a, "--cross") && v && (!strcmp(v, "0") || !strcmp(v, "1"))) {
             o->cross = *v == '1';
+        } else if (!strcmp(a, "--interleave") && v && (!strcmp(v, "0") || !strcmp(v, "1"))) {
+            o->interleave = *v == '1';
         } else if (!strcmp(a, "--threads") && v) {
             o->n_threads = 0;
             for (const char *p = v; *p && o->n_threads < 16; p = strchr(p, ',') ? strchr(p, ',') + 1 : "") {
@@ -340,7 +411,7 @@ int main(int argc, char **argv)
             call_ns += after.call_ns[k] - before.call_ns[k];
         }
         if (i == 0 || o.threads[i] == 1) base = ops / o.threads[i];
-        char drv[1024] = "\"driver_calls\":null,\"driver_ms\":null"; /* cudaMallocAsync: not seen */
+        char drv[2048] = "\"driver_calls\":null,\"driver_ms\":null"; /* cudaMallocAsync: not seen */
         if (s.arena) {
             int at = snprintf(drv, sizeof drv, "\"driver_calls\":%" PRIu64 ",\"driver_ms\":%.1f,"
                               "\"driver_calls_by_kind\":{", calls, (double)call_ns / 1e6);
@@ -352,6 +423,17 @@ int main(int argc, char **argv)
                                cua_call_name((cua_call)k), n);
                 sep = ",";
             }
+            at += at > 0 && (size_t)at < sizeof drv
+                      ? snprintf(drv + at, sizeof drv - (size_t)at, "},\"driver_ms_by_kind\":{")
+                      : 0;
+            sep = "";
+            for (int k = 0; k < CUA_CALL_COUNT && at > 0 && (size_t)at < sizeof drv; k++) {
+                uint64_t ns = after.call_ns[k] - before.call_ns[k];
+                if (after.calls[k] == before.calls[k]) continue;
+                at += snprintf(drv + at, sizeof drv - (size_t)at, "%s\"%s\":%.2f", sep,
+                               cua_call_name((cua_call)k), (double)ns / 1e6);
+                sep = ",";
+            }
             if (at > 0 && (size_t)at < sizeof drv) snprintf(drv + at, sizeof drv - (size_t)at, "}");
         }
         char ratio[64] = "null"; /* peak mapped / peak live of the timed run */
@@ -359,9 +441,9 @@ int main(int argc, char **argv)
             snprintf(ratio, sizeof ratio, "%.4f",
                      (double)after.peak_mapped_bytes / (double)after.peak_live_bytes);
         printf("{\"allocator\":\"%s\",\"conf\":\"%s\",\"backend\":\"%s\",\"cross\":%d,\"threads\":%d,"
-               "\"ops_per_s\":%.0f,\"ops_per_s_per_thread\":%.0f,\"speedup_over_one\":%.2f,"
+               "\"interleave\":%d,\"ops_per_s\":%.0f,\"ops_per_s_per_thread\":%.0f,\"speedup_over_one\":%.2f,"
                "\"thread_cache_hits\":%.3f,\"peak_mapped_over_live\":%s,%s,\"failures\":%d}\n",
-               who, o.conf ? o.conf : "", o.async ? "cuda" : o.backend, o.cross, o.threads[i], ops,
+               who, o.conf ? o.conf : "", o.async ? "cuda" : o.backend, o.cross, o.threads[i], o.interleave, ops,
                ops / o.threads[i], base > 0 ? ops / base : 0, hits, ratio, drv, ok ? 0 : 1);
         if (!ok) status = 1;
     }
