@@ -24,11 +24,24 @@
 #ifndef CUA_PLACE_RUNS
 #define CUA_PLACE_RUNS 32
 #endif
-/* Requests below this size keep best fit's place: small blocks fill pages
- * that are partly used, and weighing them moved fewer bytes but cost memory
- * at small scale (the generated llm_serving at scale 1: peak mapped / live
- * 1.036 -> 1.047 from 2 MiB up, 1.040 from 4 MiB, unchanged from 32 MiB;
- * tools/fingerprint's traces, host backend). */
+/* Requests below this size keep best fit's place in an arena of one stream:
+ * small blocks fill pages that are partly used, and weighing them moved
+ * fewer bytes but cost memory at small scale (the generated llm_serving at
+ * scale 1: peak mapped / live 1.036 -> 1.047 from 2 MiB up, 1.040 from 4 MiB,
+ * unchanged from 32 MiB; tools/fingerprint's traces, host backend).
+ *
+ * Note [small blocks of many streams]: with several streams, each stream's
+ * frees keep its tag until a reclaim, and the free space is cut into many
+ * more small blocks; best fit then often picks, for a small request, a
+ * block on pages the footprint cap gave back, while mapped free blocks that
+ * fit lie elsewhere. Every such pick is a growth, and past the cap a move: a
+ * page unmapped here and mapped there, under the arena lock. cuarena-mt
+ * with 16 threads on their own streams (H100, sizes of the bundled GPT-2
+ * trace) made 97,974 driver calls in a run, 1.29 s of them unmap and set
+ * access, and ran at 0.75 M ops/s; weighing every size in an arena of more
+ * than one stream, 104,011 calls, most of them event records and queries
+ * (0.2 us each), 57 ms in all, 3.62 M ops/s, and peak mapped / live 1.43 ->
+ * 1.38. So the size floor holds only while the arena has seen one stream. */
 #ifndef CUA_PLACE_MIN
 #define CUA_PLACE_MIN ((uint64_t)32 << 20)
 #endif
@@ -132,9 +145,9 @@ cua_spot _cua_place(cua_arena *a, uint32_t tag, uint64_t asize)
         cua_status ignored; /* (one whose streams do not answer waits on) */
         (void)_cua_stream_poll_pending(a, false, &ignored);
     }
-    bool weigh = !a->seg.novmm && !(a->cfg.flags & CUA_ARENA_BLIND_PLACEMENT) &&
-                 asize >= CUA_PLACE_MIN;
     bool others = a->streams.n > 2 || a->streams.pending;
+    bool weigh = !a->seg.novmm && !(a->cfg.flags & CUA_ARENA_BLIND_PLACEMENT) &&
+                 (asize >= CUA_PLACE_MIN || others);
     cua_spot s = best_fit(a, tag, asize);
     if (!s.b && !others) return s;
     if (s.b && (s.missing == 0 || (!weigh && !others))) return s;
