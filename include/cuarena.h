@@ -382,6 +382,14 @@ typedef enum cua_backend_kind {
  *  faulting, and the unmaps leave the allocating path only where such a
  *  point falls between a move and the next growth. */
 #define CUA_ARENA_DELAYED_UNMAP 0x100u
+/** Pages once mapped stay mapped: no automatic reason gives any back (the
+ *  footprint cap, the release threshold, the limit, another arena's
+ *  pressure, idleness, the arena's own shortage); only cua_arena_trim(), an
+ *  offload and the destroy do. An offload remembers every page that was
+ *  mapped, and the restore maps them all again at their addresses. For memory
+ *  a captured CUDA graph replays into after its blocks were freed (a private
+ *  pool of CUDA-graph trees): freed is not unused there. */
+#define CUA_ARENA_KEEP_MAPPED 0x200u
 
 /** The byte freed blocks are filled with under CUA_ARENA_POISON. */
 #define CUA_POISON_BYTE 0xDE

@@ -280,7 +280,7 @@ TEST(refusals)
         /* the list of known keys names every key */
         {"x:1", "growth_slack, floor, priority, idle_ms, backend, thread_cache, "
                 "thread_cache_bytes, thread_cache_max, check, footprint_cap, mapped_placement, "
-                "evict_fragments, delayed_unmap, poison, scrub, nvtx, vmm, peers"},
+                "evict_fragments, delayed_unmap, keep_mapped, poison, scrub, nvtx, vmm, peers"},
         /* peers: ordinals 0..63 joined by '+' */
         {"peers:64", "peers"},
         {"peers:1+", "'1+'"},
@@ -464,6 +464,7 @@ static const struct {
     {"mapped_placement", {"0", "1", "1", "0"}},
     {"evict_fragments", {"0", "1", "1", "0"}},
     {"delayed_unmap", {"0", "1", "1", "0"}},
+    {"keep_mapped", {"0", "1", "1", "0"}},
     {"poison", {"0", "1", "1", "0"}},
     {"scrub", {"0", "1", "1", "0"}},
     {"nvtx", {"0", "1", "1", "0"}},

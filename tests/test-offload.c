@@ -497,3 +497,97 @@ TEST(a_staging_area_built_half_way_is_not_used_as_whole)
     CHECK_ARENA(w.a);
     CHECK_OK(world_end(&w));
 }
+
+/* Note [pages a graph replays into] (src/arena/policy.c): an arena of
+ * CUA_ARENA_KEEP_MAPPED on a 512 MiB host backend, every freed page given
+ * back at once unless kept (release_threshold 0). */
+static cua_status keep_world(unsigned flags, cua_backend **bk, cua_arena **a)
+{
+    cua_host_config hc;
+    cua_host_config_init(&hc);
+    hc.capacity = 512 * MiB;
+    cua_status st = cua_backend_host_create(&hc, bk);
+    if (st) return st;
+    cua_arena_config cfg;
+    cua_arena_config_init(&cfg);
+    cfg.name = "graph_pool";
+    cfg.backend = *bk;
+    cfg.flags = flags | CUA_ARENA_CHECK_ALWAYS;
+    cfg.release_threshold = 0;
+    return cua_arena_create(&cfg, a);
+}
+
+static cua_status keep_world_end(cua_backend *bk, cua_arena *a)
+{
+    cua_status st = cua_arena_destroy(a, CUA_DESTROY_FORCE);
+    cua_status bs = cua_backend_destroy(bk);
+    return st ? st : bs;
+}
+
+TEST(keep_mapped_keeps_freed_pages_until_the_user_trims)
+{
+    for (int keep = 0; keep < 2; keep++) {
+        cua_backend *bk;
+        cua_arena *a;
+        CHECK_OK(keep_world(keep ? CUA_ARENA_KEEP_MAPPED : 0, &bk, &a));
+        void *p[3];
+        static const size_t mib[3] = {40, 8, 20};
+        for (int i = 0; i < 3; i++) CHECK_OK(cua_arena_alloc(a, mib[i] * MiB, 0, &p[i]));
+        cua_stats s0, s1;
+        CHECK_OK(cua_arena_get_stats(a, &s0));
+        for (int i = 0; i < 3; i++) CHECK_OK(cua_free(p[i]));
+        /* the release threshold (0: every idle page at once) and the idle trim */
+        size_t idle = 0;
+        CHECK_OK(cua_trim_idle(CUA_ALL_DEVICES, &idle));
+        CHECK_OK(cua_arena_get_stats(a, &s1));
+        if (keep) {
+            CHECK(s1.mapped_bytes == s0.mapped_bytes && s1.unmapped_total_bytes == 0);
+            CHECK(idle == 0);
+        } else {
+            CHECK(s1.mapped_bytes == 0);
+        }
+        /* the user's trim gives them back */
+        size_t released = 0;
+        CHECK_OK(cua_arena_trim(a, 0, &released));
+        CHECK(released == (keep ? s0.mapped_bytes : 0));
+        CHECK_OK(cua_arena_get_stats(a, &s1));
+        CHECK(s1.mapped_bytes == 0);
+        CHECK_OK(keep_world_end(bk, a));
+    }
+}
+
+TEST(keep_mapped_restore_maps_every_page_again)
+{
+    for (int keep = 0; keep < 2; keep++) {
+        cua_backend *bk;
+        cua_arena *a;
+        CHECK_OK(keep_world(keep ? CUA_ARENA_KEEP_MAPPED : 0, &bk, &a));
+        unsigned char *live, *gone, *tail;
+        CHECK_OK(cua_arena_alloc(a, 6 * MiB, 0, (void **)&live));
+        CHECK_OK(cua_arena_alloc(a, 30 * MiB, 0, (void **)&gone));
+        CHECK_OK(cua_arena_alloc(a, 10 * MiB, 0, (void **)&tail));
+        for (size_t k = 0; k < 6 * MiB; k++) live[k] = pat(1, k);
+        CHECK_OK(cua_free(gone)); /* freed, its pages still the graph's */
+        cua_stats s0, s1;
+        CHECK_OK(cua_arena_get_stats(a, &s0));
+        CHECK(s0.mapped_bytes >= (keep ? 46 : 16) * MiB);
+        CHECK_OK(cua_arena_offload(a));
+        CHECK_OK(cua_arena_get_stats(a, &s1));
+        CHECK(s1.mapped_bytes == 0);
+        CHECK_OK(cua_arena_restore(a));
+        CHECK_OK(cua_arena_get_stats(a, &s1));
+        if (keep) { /* every page again, the freed block's too: the graph may write there */
+            CHECK(s1.mapped_bytes == s0.mapped_bytes);
+            memset(gone, 0x5a, 30 * MiB);
+        } else {
+            CHECK(s1.mapped_bytes < 46 * MiB);
+        }
+        bool same = true;
+        for (size_t k = 0; k < 6 * MiB; k++) same = same && live[k] == pat(1, k);
+        CHECK(same);
+        CHECK_ARENA(a);
+        CHECK_OK(cua_free(live));
+        CHECK_OK(cua_free(tail));
+        CHECK_OK(keep_world_end(bk, a));
+    }
+}

@@ -131,6 +131,11 @@ static const struct option options[] = {
      .help = "1: the old places of pages a growth moves are unmapped later (a trim, the idle "
              "trim, the janitor, or a growth over them); 0: in the growth (1 sets "
              "CUA_ARENA_DELAYED_UNMAP)"},
+    {.name = "keep_mapped", .kind = OPT_FLAG, .flag = CUA_ARENA_KEEP_MAPPED,
+     .syntax = "0 or 1", .fallback = "0",
+     .help = "1: pages once mapped stay mapped until cua_arena_trim, an offload (whose restore "
+             "maps them all again) or the destroy: memory a captured CUDA graph replays into "
+             "(sets CUA_ARENA_KEEP_MAPPED)"},
     {.name = "poison", .kind = OPT_FLAG, .flag = CUA_ARENA_POISON,
      .syntax = "0 or 1", .fallback = "0 (1 in builds of debug_level 2)",
      .help = "1: fill freed blocks with 0xDE on their stream, so a use after free shows (sets "

@@ -49,7 +49,7 @@ static cua_status check_values(const cua_arena_config *cfg)
     const unsigned known = CUA_ARENA_CHECK_ALWAYS | CUA_ARENA_NO_FOOTPRINT_CAP | CUA_ARENA_NO_VMM |
                            CUA_ARENA_POISON | CUA_ARENA_SCRUB | CUA_ARENA_NVTX |
                            CUA_ARENA_BLIND_PLACEMENT | CUA_ARENA_EVICT_FRAGMENTS |
-                           CUA_ARENA_DELAYED_UNMAP;
+                           CUA_ARENA_DELAYED_UNMAP | CUA_ARENA_KEEP_MAPPED;
     if (cfg->flags & ~known)
         return _cua_error(CUA_ERR_INVALID_ARG, "unknown flag bits %#x (known: %#x)",
                           cfg->flags & ~known, known);

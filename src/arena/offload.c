@@ -78,6 +78,9 @@ void _cua_offload_image_free(cua_arena *a)
 {
     struct cua_image *im = &a->image;
     free(im->blocks);
+    free(im->kept);
+    im->kept = NULL;
+    im->nkept = 0;
     if (im->data && (a->cfg.flags & CUA_ARENA_SCRUB)) memset(im->data, 0, im->bytes);
     if (im->data) {
 #ifdef MADV_FREE
@@ -203,6 +206,55 @@ static cua_status copy_image(cua_arena *a, bool to_host)
 
 /* ---- offload and restore ----------------------------------------------------------------- */
 
+/* CUA_ARENA_KEEP_MAPPED: note the runs of mapped pages, which the restore
+ * maps again (Note [pages a graph replays into], policy.c). */
+static cua_status note_kept(cua_arena *a)
+{
+    struct cua_image *im = &a->image;
+    size_t n = 0, cap = 0;
+    uint32_t p = 0, end;
+    while (_cua_seg_next_mapped_run(&a->seg, &p, a->seg.npages, &end)) {
+        if (n == cap) {
+            cap = cap ? 2 * cap : 16;
+            uint32_t(*grown)[2] = realloc(im->kept, cap * sizeof *grown);
+            if (!grown) return _cua_error(CUA_ERR_OUT_OF_MEMORY, "no host memory for the list "
+                                          "of arena '%s''s mapped pages", a->name);
+            im->kept = grown;
+        }
+        im->kept[n][0] = p;
+        im->kept[n][1] = end;
+        im->nkept = ++n;
+        p = end;
+    }
+    return CUA_OK;
+}
+
+/* Map again the pages noted by note_kept that are not mapped now (the live
+ * blocks' are): idle, as they were. */
+static cua_status map_kept(cua_arena *a)
+{
+    const struct cua_image *im = &a->image;
+    unsigned sh = a->seg.gshift;
+    for (size_t i = 0; i < im->nkept; i++) {
+        for (uint32_t p = im->kept[i][0], limit = im->kept[i][1]; p < limit;) {
+            uint32_t q = p, end;
+            bool mapped = _cua_seg_next_mapped_run(&a->seg, &q, limit, &end);
+            uint32_t gap_end = mapped ? q : limit; /* [p, gap_end) is unmapped */
+            if (gap_end > p) {
+                uint64_t off = (uint64_t)p << sh, len = (uint64_t)(gap_end - p) << sh;
+                cua_status st = _cua_seg_map(&a->seg, off, len);
+                /* mapped, no block: idle (also what a failed map left, as
+                 * after an allocation's) */
+                _cua_seg_release(&a->seg, off, len, a->seq);
+                if (st != CUA_OK) return st;
+            }
+            p = mapped ? end : limit;
+        }
+    }
+    if (a->seg.mapped_bytes > a->peak_mapped) a->peak_mapped = a->seg.mapped_bytes;
+    return CUA_OK;
+}
+
 /* Drop every live block's claim on its pages and unmap them all. */
 static cua_status release_pages(cua_arena *a, uint64_t *released)
 {
@@ -224,6 +276,7 @@ cua_status _cua_offload_locked(cua_arena *a, bool keep_data)
     _cua_tc_close_all_locked(a);
     cua_status st = quiesce(a);
     if (st == CUA_OK) st = image_plan(a, keep_data);
+    if (st == CUA_OK && (a->cfg.flags & CUA_ARENA_KEEP_MAPPED)) st = note_kept(a);
     if (st == CUA_OK && keep_data) st = copy_image(a, true);
     if (st != CUA_OK) {
         _cua_offload_image_free(a);
@@ -276,6 +329,11 @@ static cua_status map_live(cua_arena *a)
 uint64_t _cua_offload_restore_need(const cua_arena *a)
 {
     uint64_t gran = a->seg.gran, pages = 0, next = 0; /* next: the first page not counted */
+    if (a->image.nkept) { /* (every page mapped at the offload: the live ones among them) */
+        for (size_t i = 0; i < a->image.nkept; i++)
+            pages += a->image.kept[i][1] - a->image.kept[i][0];
+        return pages * gran;
+    }
     for (const cua_block *b = a->heap.first; b; b = b->next) {
         if (b->state != CUA_BLOCK_LIVE) continue;
         uint64_t first = b->off / gran, last = (b->off + b->size - 1) / gran;
@@ -292,6 +350,15 @@ cua_status _cua_offload_restore_locked(cua_arena *a)
         return _cua_error(CUA_ERR_INVALID_ARG, "arena '%s' is not offloaded: nothing to restore",
                           a->name);
     cua_status st = map_live(a);
+    if (st == CUA_OK && a->image.nkept) {
+        if ((st = map_kept(a)) != CUA_OK) { /* (the live blocks' claims and pages go too) */
+            char keep[CUA_MSG_CAP];
+            uint64_t released;
+            _cua_error_stash(keep, sizeof keep);
+            release_pages(a, &released);
+            _cua_error_restore(keep);
+        }
+    }
     if (st == CUA_OK && !a->image.discarded) {
         st = copy_image(a, false);
         if (st != CUA_OK) {

@@ -17,7 +17,21 @@
  *          keeps what will be wanted]), else the oldest idle chunks;
  *   purge  the old places of moved pages are unmapped (Note [moves that
  *          unmap later], core/segment_alias.c): the trims that run where the
- *          time is the user's, not an allocation's.
+ *          time is the user's, not an allocation's;
+ *   asked  the user asked for it by name (cua_arena_trim): the one reason an
+ *          arena of CUA_ARENA_KEEP_MAPPED gives pages back (Note [pages a
+ *          graph replays into]).
+ *
+ * Note [pages a graph replays into]: a CUDA graph captured into an arena
+ * keeps the addresses of every block it used, also of the blocks freed
+ * during the capture (torch's CUDA-graph trees record a whole model's
+ * temporaries into one private pool and free them all: the pool then holds
+ * no live block, and every replay writes into its free pages). Giving such
+ * pages back is a use after free by the GPU: after torch.cuda.empty_cache()
+ * the next replay of a reduce-overhead model faulted (an illegal address, on
+ * an H100). An arena of CUA_ARENA_KEEP_MAPPED keeps them through every
+ * automatic reason; only the user's trim, an offload (whose restore maps
+ * every page again) and the destroy unmap them.
  *
  * Note [the footprint cap]: the demand peak (footprint_hw) is the most bytes
  * mapped at a moment when no cache was left to give back. A growth that would
@@ -63,21 +77,21 @@ typedef struct give_rule {
     const char *name;  /* the reason of the CUA_ARENA_TRIMMED event */
     bool floor, wait;
     uint8_t poll;
-    bool flush, retry, frag, purge;
+    bool flush, retry, frag, purge, asked;
 } give_rule;
 
 static const give_rule rules[CUA_GIVE_COUNT] = {
-    /*                            name                 floor  wait   poll        flush  retry  frag   purge */
-    [CUA_GIVE_TRIM]              = {"trim",              true,  true,  POLL_ASYNC, true,  true,  false, true},
-    [CUA_GIVE_RELEASE_THRESHOLD] = {"release_threshold", true,  false, POLL_NONE,  false, false, false, false},
-    [CUA_GIVE_FOOTPRINT_CAP]     = {"footprint_cap",     true,  false, POLL_NONE,  false, false, true,  false},
-    [CUA_GIVE_LIMIT]             = {"limit",             true,  false, POLL_NONE,  false, false, true,  false},
-    [CUA_GIVE_LIMIT_WAIT]        = {"limit",             true,  true,  POLL_NONE,  false, false, true,  false},
-    [CUA_GIVE_LIMIT_LOWERED]     = {"limit",             true,  true,  POLL_NONE,  true,  false, false, true},
-    [CUA_GIVE_OUT_OF_MEMORY]     = {"out_of_memory",     false, true,  POLL_WAIT,  true,  false, false, true},
-    [CUA_GIVE_MAP_FAILED]        = {"out_of_memory",     false, true,  POLL_NONE,  false, false, false, false},
-    [CUA_GIVE_PRESSURE]          = {"pressure",          true,  true,  POLL_WAIT,  true,  false, false, true},
-    [CUA_GIVE_IDLE]              = {"idle",              true,  true,  POLL_ASYNC, true,  false, false, true},
+    /*                            name                 floor  wait   poll        flush  retry  frag   purge  asked */
+    [CUA_GIVE_TRIM]              = {"trim",              true,  true,  POLL_ASYNC, true,  true,  false, true,  true},
+    [CUA_GIVE_RELEASE_THRESHOLD] = {"release_threshold", true,  false, POLL_NONE,  false, false, false, false, false},
+    [CUA_GIVE_FOOTPRINT_CAP]     = {"footprint_cap",     true,  false, POLL_NONE,  false, false, true,  false, false},
+    [CUA_GIVE_LIMIT]             = {"limit",             true,  false, POLL_NONE,  false, false, true,  false, false},
+    [CUA_GIVE_LIMIT_WAIT]        = {"limit",             true,  true,  POLL_NONE,  false, false, true,  false, false},
+    [CUA_GIVE_LIMIT_LOWERED]     = {"limit",             true,  true,  POLL_NONE,  true,  false, false, true,  false},
+    [CUA_GIVE_OUT_OF_MEMORY]     = {"out_of_memory",     false, true,  POLL_WAIT,  true,  false, false, true,  false},
+    [CUA_GIVE_MAP_FAILED]        = {"out_of_memory",     false, true,  POLL_NONE,  false, false, false, false, false},
+    [CUA_GIVE_PRESSURE]          = {"pressure",          true,  true,  POLL_WAIT,  true,  false, false, true,  false},
+    [CUA_GIVE_IDLE]              = {"idle",              true,  true,  POLL_ASYNC, true,  false, false, true,  false},
 };
 
 /* What a rule does before the trim: pending blocks, failed releases, caches. */
@@ -101,6 +115,7 @@ static cua_status give(cua_arena *a, const give_rule *r, uint64_t want, uint64_t
     cua_status st = CUA_OK;
     uint64_t floor = a->cfg.floor, mapped = a->seg.mapped_bytes;
     if (floor && r->floor) want = _cua_min(want, mapped > floor ? mapped - floor : 0);
+    if ((a->cfg.flags & CUA_ARENA_KEEP_MAPPED) && !r->asked) want = 0;
     if (want == 0 || a->seg.idle_bytes == 0) return CUA_OK;
     _cua_stream_reclaim(a, r->wait, &st);
     if (st != CUA_OK) return _cua_error_wrap(st, "arena '%s': cannot learn what streams completed",

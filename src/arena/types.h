@@ -117,6 +117,10 @@ struct cua_arena {
         uint64_t bytes;
         size_t map_bytes;   /* data's mapping (bytes rounded up, or a reused one) */
         bool discarded;
+        /* CUA_ARENA_KEEP_MAPPED: the runs of pages mapped at the offload,
+         * [first, end) page numbers, mapped again by the restore. */
+        uint32_t (*kept)[2];
+        size_t nkept;
     } image;
     /* The last image's mapping after a restore, its pages lazily freed
      * (MADV_FREE), for the next offload (offload.c). */

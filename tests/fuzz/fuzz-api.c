@@ -193,6 +193,7 @@ void create_slot(int i, unsigned cfgbits, unsigned v)
         if ((v >> 12) & 1) W.supply_fail_at = W.supply_allocs + 1 + ((v >> 13) & 3);
     }
     if ((v >> 10) & 1) cfg.flags |= CUA_ARENA_DELAYED_UNMAP; /* moves that unmap later */
+    if ((v >> 15) & 1) cfg.flags |= CUA_ARENA_KEEP_MAPPED;   /* pages a graph replays into */
     cfg.priority = (int)(cfgbits >> 6);
     /* Half the arenas free and allocate through a thread cache (tcache.c). */
     cfg.thread_cache = (v >> 8) & 1 ? CUA_THREAD_CACHE_ON : CUA_THREAD_CACHE_OFF;
