@@ -404,9 +404,55 @@ struct CuarenaAllocator final : PluggableBase {
       c.device = device;
       for (cua_arena* a : arenas_of(device)) cua_arena_walk(a, on_region, &c);
       for (auto& s : c.segments) info.segments.push_back(std::move(s));
-      info.device_traces.emplace_back();  // no allocation history recorded (yet)
+      info.device_traces.emplace_back();
+      add_history(device, info.device_traces.back());
     }
     return info;
+  }
+
+  // Note [torch's device_traces from cuarena's history]: what
+  // _record_memory_history turned on (cua_history_enable), as the entries
+  // torch's own allocator writes: an allocation, a free as requested and
+  // completed (cuarena hands a block to another stream only once its work is
+  // done), a mapping and an unmapping of pages (SEGMENT_MAP / SEGMENT_UNMAP,
+  // as torch's expandable segments), an out-of-memory answer. No Python
+  // frames (cuarena records no context). Times in microseconds, where
+  // torch's snapshot reads them. The entry is built only where this torch's
+  // TraceEntry takes these arguments; elsewhere the trace stays empty.
+  template <typename Trace>
+  static void add_history(int device, Trace& out) {
+    using TE = typename Trace::value_type;
+    size_t n = 0;
+    if (cua_history_read(device, nullptr, 0, &n) != CUA_OK || n == 0) return;
+    std::vector<cua_history_entry> h(n);
+    if (cua_history_read(device, h.data(), n, &n) != CUA_OK) return;
+    h.resize(n);
+    for (const cua_history_entry& e : h) {
+      switch (e.action) {
+        case CUA_HISTORY_ALLOC: push_trace(out, TE::ALLOC, device, e); break;
+        case CUA_HISTORY_FREE:
+          push_trace(out, TE::FREE_REQUESTED, device, e);
+          push_trace(out, TE::FREE_COMPLETED, device, e);
+          break;
+        case CUA_HISTORY_MAP: push_trace(out, TE::SEGMENT_MAP, device, e); break;
+        case CUA_HISTORY_UNMAP: push_trace(out, TE::SEGMENT_UNMAP, device, e); break;
+        case CUA_HISTORY_OOM: push_trace(out, TE::OOM, device, e); break;
+        default: break;
+      }
+    }
+  }
+
+  template <typename Trace, typename Action>
+  static void push_trace(Trace& out, Action action, int device, const cua_history_entry& e) {
+    using TE = typename Trace::value_type;
+    auto stream = reinterpret_cast<cudaStream_t>(e.stream);
+    auto when = static_cast<c10::approx_time_t>(e.time_ns / 1000);
+    c10::cuda::MempoolId_t pool{0, 0};
+    if constexpr (std::is_constructible_v<TE, Action, c10::DeviceIndex, size_t, size_t,
+                                          cudaStream_t, c10::cuda::MempoolId_t,
+                                          c10::approx_time_t>)
+      out.emplace_back(action, static_cast<c10::DeviceIndex>(device), size_t(e.address),
+                       size_t(e.size), stream, pool, when);
   }
 
   // torch.cuda.memory._record_memory_history: cuarena's own history of every

@@ -245,10 +245,12 @@ def test_torch_statistics_snapshot_and_cache_calls_work():
     assert r["snapshot_segments"] > 0 and r["snapshot_allocated"] >= 4 << 20
     assert r["empty_cache_released"] >= 64 << 20
     assert r["compile_matches"] is True
-    # allocations after _record_memory_history() are in cuarena's snapshot, and
-    # torch's memory_viz draws its file (segments and the trace)
-    # (torch's own _snapshot() gets segments from the shim, not the trace)
+    # allocations after _record_memory_history() are in cuarena's snapshot and
+    # in torch's own _snapshot() (device_traces from cuarena's history), and
+    # torch's memory_viz draws both
     assert r["dump_trace_events"] > 0, r
+    assert r["torch_snapshot_trace_events"] > 0 and r["torch_snapshot_allocs"] > 0, r
+    assert r["torch_trace_plot_chars"] > 1000, r
     assert r["segment_plot_chars"] > 1000 and r["trace_plot_chars"] > 1000, r
     print("torch: memory history: %d trace events in torch's snapshot, %d in cuarena.dump_snapshot's "
           "file; memory_viz segment_plot %d chars, trace_plot %d chars"

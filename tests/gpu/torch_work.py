@@ -667,6 +667,12 @@ def work_stats(use):
         with open(path, "rb") as f:
             data = pickle.load(f)
     res["dump_trace_events"] = sum(len(t) for t in data.get("device_traces", []))
+    # torch's own snapshot draws too (what the profiler and memory_viz users read)
+    tplot = attempt("torch.memory_viz.trace_plot of torch's _snapshot",
+                    lambda: _memory_viz.trace_plot(tsnap))
+    res["torch_trace_plot_chars"] = len(tplot or "")
+    res["torch_snapshot_allocs"] = sum(1 for t in tsnap.get("device_traces", []) for e in t
+                                       if e.get("action") == "alloc")
     seg_html = attempt("torch.memory_viz.segment_plot", lambda: _memory_viz.segment_plot(data))
     trace_html = attempt("torch.memory_viz.trace_plot", lambda: _memory_viz.trace_plot(data))
     # segsum and trace read the segments, blocks and events field by field
