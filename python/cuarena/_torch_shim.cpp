@@ -383,7 +383,17 @@ struct CuarenaAllocator final : PluggableBase {
       if (it != pools.end() && it->second.arena) cua_arena_trim(it->second.arena, 0, &released);
       return;
     }
-    for (cua_arena* a : arenas_of(CUA_ALL_DEVICES)) cua_arena_trim(a, 0, &released);
+    // Not the private pools still held: a captured graph replays into their
+    // freed blocks (torch keeps a pool's memory while a graph or MemPool
+    // holds it; Note [pages a graph replays into], src/arena/policy.c).
+    std::vector<cua_arena*> skip;
+    {
+      std::lock_guard<std::mutex> g(pools_mu);
+      for (auto& kv : pools)
+        if (kv.second.arena && kv.second.uses > 0) skip.push_back(kv.second.arena);
+    }
+    for (cua_arena* a : arenas_of(CUA_ALL_DEVICES))
+      if (std::find(skip.begin(), skip.end(), a) == skip.end()) cua_arena_trim(a, 0, &released);
   }
 
   // cudnn's benchmark mode sizes its workspaces from this (the largest block
@@ -521,7 +531,11 @@ struct CuarenaAllocator final : PluggableBase {
                            std::shared_ptr<CCA::CUDAAllocator> supplier = nullptr) {
     Pool& p = pools[{id.first, id.second}];
     if (!p.arena) {
-      std::string name = pool_name(id), conf = "device:" + std::to_string(device);
+      // keep_mapped: a graph replays into the blocks its capture freed, so
+      // no automatic reason may unmap a pool's pages; an offload's restore
+      // maps them all again.
+      std::string name = pool_name(id),
+                  conf = "device:" + std::to_string(device) + ",keep_mapped:1";
       cua_status st = CUA_OK;
       if (supplier) {
         cua_backend* inner = nullptr;
@@ -535,6 +549,7 @@ struct CuarenaAllocator final : PluggableBase {
           cfg.name = name.c_str();
           cfg.device = device;
           cfg.backend = p.backend;
+          cfg.flags |= CUA_ARENA_KEEP_MAPPED;
           st = cua_arena_create(&cfg, &p.arena);
         }
         if (st != CUA_OK && p.backend) {
@@ -556,10 +571,15 @@ struct CuarenaAllocator final : PluggableBase {
     return p;
   }
 
+  // As torch's: every begin holds the pool (a use, given back by the
+  // releasePool that follows a graph's destruction or use_mem_pool's end),
+  // so a MemPool's use_count() counts its object alone between them.
   void beginAllocateToPool(c10::DeviceIndex device, c10::cuda::MempoolId_t id,
                            std::function<bool(cudaStream_t)> filter) override {
     std::lock_guard<std::mutex> g(pools_mu);
+    bool fresh = pools.find({id.first, id.second}) == pools.end();
     Pool& p = pool_locked(device, id);
+    if (!fresh) p.uses++;
     p.filter = std::move(filter);
     p.device = device;
     if (!p.active) pools_active++;

@@ -4,6 +4,7 @@ torch_work.py installed; test_torch.py compares cuarena's answers with
 native's."""
 
 import re
+import time
 
 import torch
 
@@ -172,4 +173,110 @@ def work_compile_graphs(use):
         res["alternating_matches"] = all(step(b, 2)[0] for b in (32, 64, 32, 64, 16, 32))
     except Exception as e:  # noqa: BLE001
         res["alternating_matches"] = "raises: " + str(e).splitlines()[0][:200]
+    return res
+
+
+def _median(v):
+    v = sorted(v)
+    return v[len(v) // 2]
+
+
+def _pool_arenas():
+    """cuarena's arenas of torch's private pools (CUDA-graph trees record
+    into one), by name."""
+    import cuarena
+
+    return [a for a in cuarena.arenas(0) if a.name.startswith("torch_pool_")]
+
+
+def _offload_pools(use, res, key):
+    """Under cuarena: every graph pool's arena offloaded (its pages given
+    back) and restored at the same addresses, between two runs."""
+    if use != "cuarena":
+        return
+    torch.cuda.synchronize()
+    pools = _pool_arenas()
+    res[key + "_pools"] = len(pools)
+    res[key + "_pools_mapped"] = sum(a.stats()["mapped_bytes"] for a in pools)
+    for a in pools:
+        a.offload()
+    res[key + "_pools_mapped_offloaded"] = sum(a.stats()["mapped_bytes"] for a in pools)
+    for a in pools:
+        a.restore()
+
+
+def work_compile_models(use):
+    """torch.compile(mode="reduce-overhead") on real models: GPT-2 (random
+    weights, fp16) forward over a batch of 4 x 128 tokens, and a small Llama's
+    training step (forward and backward compiled, AdamW eager). Outputs and
+    losses, median step times; under cuarena the graph pools are offloaded
+    and restored between the two runs of each."""
+    from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+
+    res = {}
+    torch.manual_seed(0)
+    gpt = GPT2LMHeadModel(GPT2Config()).half().cuda().eval()
+    fwd = torch.compile(gpt, mode="reduce-overhead")
+    ids = torch.randint(0, 50257, (4, 128), device="cuda")
+
+    def gpt_run(n):
+        times, out = [], None
+        with torch.no_grad():
+            for _ in range(n):
+                torch.cuda.synchronize()
+                t = time.perf_counter()
+                out = fwd(input_ids=ids).logits.clone()
+                torch.cuda.synchronize()
+                times.append(time.perf_counter() - t)
+        return out, times
+
+    with torch.no_grad():
+        want = gpt(input_ids=ids).logits
+    out, times = gpt_run(25)
+    res["gpt2_matches_eager"] = bool(torch.allclose(out.float(), want.float(), rtol=2e-2, atol=2e-2))
+    res["gpt2_sum"] = float(out.double().sum())
+    res["gpt2_step_s"] = _median(times[5:])
+    # empty_cache between replays: the graphs' pool must keep the pages they
+    # write into (Note [pages a graph replays into], src/arena/policy.c)
+    torch.cuda.empty_cache()
+    res["gpt2_after_empty_cache_same"] = bool(torch.equal(out, gpt_run(3)[0]))
+    _offload_pools(use, res, "gpt2")
+    out2, times2 = gpt_run(10)
+    res["gpt2_after_restore_same"] = bool(torch.equal(out, out2))
+    res["gpt2_step_s_after_restore"] = _median(times2[2:])
+    del fwd, gpt, out, out2, want
+    torch._dynamo.reset()
+
+    torch.manual_seed(7)
+    cfg = LlamaConfig(hidden_size=512, intermediate_size=1408, num_hidden_layers=4,
+                      num_attention_heads=8, num_key_value_heads=8, vocab_size=32000,
+                      max_position_embeddings=512)
+    model = LlamaForCausalLM(cfg).cuda()
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-4, foreach=False)
+    step_fn = torch.compile(lambda x: model(input_ids=x, labels=x).loss, mode="reduce-overhead")
+    data = torch.randint(0, 32000, (40, 8, 256), device="cuda")
+
+    def train(steps, first):
+        losses, times = [], []
+        for i in range(steps):
+            torch.compiler.cudagraph_mark_step_begin()
+            torch.cuda.synchronize()
+            t = time.perf_counter()
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                loss = step_fn(data[first + i])
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            losses.append(float(loss))
+            torch.cuda.synchronize()
+            times.append(time.perf_counter() - t)
+        return losses, times
+
+    losses, times = train(30, 0)
+    res["llama_losses"] = losses
+    res["llama_step_s"] = _median(times[5:])
+    _offload_pools(use, res, "llama")
+    losses2, times2 = train(10, 30)
+    res["llama_losses_after_restore"] = losses2
+    res["llama_step_s_after_restore"] = _median(times2[2:])
     return res

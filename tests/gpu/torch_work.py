@@ -18,7 +18,7 @@ if os.environ.get("CUA_TORCH_INSTALLED") != "1":  # (else: cuarena as installed,
 
 import torch  # noqa: E402
 
-from torch_promises import work_compile_graphs, work_fidelity  # noqa: E402,F401 (by name, main)
+from torch_promises import work_compile_graphs, work_compile_models, work_fidelity  # noqa: E402,F401 (by name, main)
 
 MiB = 1 << 20
 
