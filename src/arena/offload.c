@@ -349,25 +349,16 @@ cua_status _cua_offload_restore_locked(cua_arena *a)
     if (!a->offloaded)
         return _cua_error(CUA_ERR_INVALID_ARG, "arena '%s' is not offloaded: nothing to restore",
                           a->name);
-    cua_status st = map_live(a);
-    if (st == CUA_OK && a->image.nkept) {
-        if ((st = map_kept(a)) != CUA_OK) { /* (the live blocks' claims and pages go too) */
-            char keep[CUA_MSG_CAP];
-            uint64_t released;
-            _cua_error_stash(keep, sizeof keep);
-            release_pages(a, &released);
-            _cua_error_restore(keep);
-        }
-    }
-    if (st == CUA_OK && !a->image.discarded) {
-        st = copy_image(a, false);
-        if (st != CUA_OK) {
-            char keep[CUA_MSG_CAP];
-            uint64_t released;
-            _cua_error_stash(keep, sizeof keep);
-            release_pages(a, &released);
-            _cua_error_restore(keep);
-        }
+    cua_status st = map_live(a); /* (on failure it drops what it mapped itself) */
+    bool mapped = st == CUA_OK;
+    if (st == CUA_OK && a->image.nkept) st = map_kept(a);
+    if (st == CUA_OK && !a->image.discarded) st = copy_image(a, false);
+    if (st != CUA_OK && mapped) { /* the live blocks' claims and every page go again */
+        char keep[CUA_MSG_CAP];
+        uint64_t released;
+        _cua_error_stash(keep, sizeof keep);
+        release_pages(a, &released);
+        _cua_error_restore(keep);
     }
     if (st != CUA_OK)
         return _cua_error_wrap(st, "arena '%s' was not restored (it stays offloaded, its data "
