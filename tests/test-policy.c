@@ -20,19 +20,39 @@ static const step steady[] = {
     {5, 0},   {3, 0},  {4, 0},   {1, 0}, {2, 0},
 };
 
+/* An arena of `cfg` (test_config's, adjusted) on a 16 GiB host backend of
+ * its own. */
+static cua_status open_arena(cua_arena_config *cfg, cua_backend **bk, cua_arena **a)
+{
+    cua_status st = test_host_backend(16 * GiB, 0, bk);
+    if (st != CUA_OK) return st;
+    cfg->backend = *bk;
+    if ((st = cua_arena_create(cfg, a)) != CUA_OK) cua_backend_destroy(*bk);
+    return st;
+}
+
+/* Destroy both; the first failure (st, the destroy, or something the
+ * backend still holds) is the result. */
+static cua_status close_arena(cua_status st, cua_arena *a, cua_backend *bk)
+{
+    cua_status ds = cua_arena_destroy(a, CUA_DESTROY_FORCE);
+    if (st == CUA_OK) st = ds;
+    if (st == CUA_OK && !test_backend_clean(bk)) st = CUA_ERR_BUSY;
+    ds = cua_backend_destroy(bk);
+    return st == CUA_OK ? ds : st;
+}
+
 /* The bytes unmapped over `warm` runs of the workload after one cold run. */
 static cua_status warm_moves(unsigned flags, int warm, uint64_t *moved)
 {
-    cua_backend *bk;
-    cua_status st = test_host_backend(16 * GiB, 0, &bk);
-    if (st != CUA_OK) return st;
     cua_arena_config cfg;
     test_config(&cfg);
-    cfg.backend = bk;
     cfg.flags = flags | CUA_ARENA_CHECK_ALWAYS;
     cfg.growth_slack = 2 * MiB;
+    cua_backend *bk;
     cua_arena *a;
-    if ((st = cua_arena_create(&cfg, &a)) != CUA_OK) return st;
+    cua_status st = open_arena(&cfg, &bk, &a);
+    if (st != CUA_OK) return st;
     void *p[6];
     cua_stats s;
     uint64_t before = 0;
@@ -44,11 +64,7 @@ static cua_status warm_moves(unsigned flags, int warm, uint64_t *moved)
     }
     if (st == CUA_OK && (st = cua_arena_get_stats(a, &s)) == CUA_OK)
         *moved = s.unmapped_total_bytes - before;
-    cua_status ds = cua_arena_destroy(a, CUA_DESTROY_FORCE);
-    if (st == CUA_OK) st = ds;
-    if (st == CUA_OK && !test_backend_clean(bk)) st = CUA_ERR_BUSY;
-    ds = cua_backend_destroy(bk);
-    return st == CUA_OK ? ds : st;
+    return close_arena(st, a, bk);
 }
 
 TEST(a_steady_workload_maps_its_pages_once)
@@ -74,15 +90,13 @@ static cua_status streams_warm_moves(int streams, int ops, uint64_t *moved, uint
                                      double *ratio)
 {
     static const int kib[] = {256, 512, 768, 1024, 1536, 2048, 3072, 4096, 6144, 8192, 12288};
-    cua_backend *bk;
-    cua_status st = test_host_backend(16 * GiB, 0, &bk);
-    if (st != CUA_OK) return st;
     cua_arena_config cfg;
     test_config(&cfg);
-    cfg.backend = bk;
     cfg.thread_cache = CUA_THREAD_CACHE_OFF;
+    cua_backend *bk;
     cua_arena *a;
-    if ((st = cua_arena_create(&cfg, &a)) != CUA_OK) return st;
+    cua_status st = open_arena(&cfg, &bk, &a);
+    if (st != CUA_OK) return st;
     enum { WINDOW = 16, MAX_STREAMS = 8 };
     void *p[MAX_STREAMS][WINDOW] = {{0}};
     uint64_t x = 0x9e3779b97f4a7c15ull;
@@ -107,11 +121,7 @@ static cua_status streams_warm_moves(int streams, int ops, uint64_t *moved, uint
         *moved = s.unmapped_total_bytes - before;
         *ratio = (double)s.peak_mapped_bytes / (double)s.peak_live_bytes;
     }
-    cua_status ds = cua_arena_destroy(a, CUA_DESTROY_FORCE);
-    if (st == CUA_OK) st = ds;
-    if (st == CUA_OK && !test_backend_clean(bk)) st = CUA_ERR_BUSY;
-    ds = cua_backend_destroy(bk);
-    return st == CUA_OK ? ds : st;
+    return close_arena(st, a, bk);
 }
 
 TEST(many_streams_of_small_blocks_reuse_mapped_pages)
