@@ -189,6 +189,39 @@ def _pool_arenas():
     return [a for a in cuarena.arenas(0) if a.name.startswith("torch_pool_")]
 
 
+def small_llama(seed):
+    """The small Llama of the training workloads (4 layers, hidden 512, a
+    32,000-token vocabulary), its weights from `seed`."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(hidden_size=512, intermediate_size=1408, num_hidden_layers=4,
+                      num_attention_heads=8, num_key_value_heads=8, vocab_size=32000,
+                      max_position_embeddings=512)
+    return LlamaForCausalLM(cfg).cuda()
+
+
+def train_llama(loss_of, opt, batches, mark_steps=False):
+    """A training step per batch, bf16 autocast: loss_of(batch), backward,
+    opt.step(). mark_steps: each step begins with CUDA-graph trees' step mark.
+    The losses and the step times."""
+    losses, times = [], []
+    for x in batches:
+        if mark_steps:
+            torch.compiler.cudagraph_mark_step_begin()
+        torch.cuda.synchronize()
+        t = time.perf_counter()
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            loss = loss_of(x)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        losses.append(float(loss))
+        torch.cuda.synchronize()
+        times.append(time.perf_counter() - t)
+    return losses, times
+
+
 def _offload_pools(use, res, key):
     """Under cuarena: every graph pool's arena offloaded (its pages given
     back) and restored at the same addresses, between two runs."""
@@ -211,7 +244,7 @@ def work_compile_models(use):
     training step (forward and backward compiled, AdamW eager). Outputs and
     losses, median step times; under cuarena the graph pools are offloaded
     and restored between the two runs of each."""
-    from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+    from transformers import GPT2Config, GPT2LMHeadModel
 
     res = {}
     torch.manual_seed(0)
@@ -247,36 +280,16 @@ def work_compile_models(use):
     del fwd, gpt, out, out2, want
     torch._dynamo.reset()
 
-    torch.manual_seed(7)
-    cfg = LlamaConfig(hidden_size=512, intermediate_size=1408, num_hidden_layers=4,
-                      num_attention_heads=8, num_key_value_heads=8, vocab_size=32000,
-                      max_position_embeddings=512)
-    model = LlamaForCausalLM(cfg).cuda()
+    model = small_llama(7)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-4, foreach=False)
     step_fn = torch.compile(lambda x: model(input_ids=x, labels=x).loss, mode="reduce-overhead")
     data = torch.randint(0, 32000, (40, 8, 256), device="cuda")
 
-    def train(steps, first):
-        losses, times = [], []
-        for i in range(steps):
-            torch.compiler.cudagraph_mark_step_begin()
-            torch.cuda.synchronize()
-            t = time.perf_counter()
-            with torch.autocast("cuda", dtype=torch.bfloat16):
-                loss = step_fn(data[first + i])
-            loss.backward()
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            losses.append(float(loss))
-            torch.cuda.synchronize()
-            times.append(time.perf_counter() - t)
-        return losses, times
-
-    losses, times = train(30, 0)
+    losses, times = train_llama(step_fn, opt, data[:30], mark_steps=True)
     res["llama_losses"] = losses
     res["llama_step_s"] = _median(times[5:])
     _offload_pools(use, res, "llama")
-    losses2, times2 = train(10, 30)
+    losses2, times2 = train_llama(step_fn, opt, data[30:], mark_steps=True)
     res["llama_losses_after_restore"] = losses2
     res["llama_step_s_after_restore"] = _median(times2[2:])
     return res

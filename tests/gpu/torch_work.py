@@ -18,7 +18,8 @@ if os.environ.get("CUA_TORCH_INSTALLED") != "1":  # (else: cuarena as installed,
 
 import torch  # noqa: E402
 
-from torch_promises import work_compile_graphs, work_compile_models, work_fidelity  # noqa: E402,F401 (by name, main)
+from torch_promises import (  # noqa: E402,F401 (work_*: by name, main)
+    small_llama, train_llama, work_compile_graphs, work_compile_models, work_fidelity)
 
 MiB = 1 << 20
 
@@ -464,28 +465,11 @@ def work_llama(use):
     """A small Llama (4 layers, hidden 512) trained 30 steps with bf16
     autocast and AdamW on fixed data, deterministic algorithms: the losses and
     the median step time."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(7)
     torch.use_deterministic_algorithms(True)
-    cfg = LlamaConfig(hidden_size=512, intermediate_size=1408, num_hidden_layers=4,
-                      num_attention_heads=8, num_key_value_heads=8, vocab_size=32000,
-                      max_position_embeddings=512)
-    model = LlamaForCausalLM(cfg).cuda()
+    model = small_llama(7)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-4)
     data = torch.randint(0, 32000, (30, 8, 256), device="cuda")
-    losses, times = [], []
-    for step in range(30):
-        torch.cuda.synchronize()
-        t = time.perf_counter()
-        with torch.autocast("cuda", dtype=torch.bfloat16):
-            loss = model(input_ids=data[step], labels=data[step]).loss
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        losses.append(float(loss))
-        torch.cuda.synchronize()
-        times.append(time.perf_counter() - t)
+    losses, times = train_llama(lambda x: model(input_ids=x, labels=x).loss, opt, data)
     steady = sorted(times[5:])
     return {"losses": losses, "median_step_s": steady[len(steady) // 2]}
 
