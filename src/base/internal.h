@@ -121,11 +121,13 @@ void _cua_lock_witness_drop(const void *lock);
  * compare-and-swap and no call; dropping it is a plain release store, which
  * does not drain the store buffer as an atomic exchange would (with
  * pthread_mutex the two atomic instructions were about a quarter of the
- * alloc/free fast path). A contended taker spins, then yields, then sleeps
- * in short naps (lock.c): arena critical sections last well under a
- * microsecond, and nobody needs waking, so the unlock stays a store. */
+ * alloc/free fast path), with a load of the count of sleepers before it. A
+ * contended taker spins, then yields, then sleeps in short naps (lock.c);
+ * where the system has futexes a nap ends early when the holder, seeing a
+ * sleeper, wakes one (Note [naps that a release ends], lock.c). */
 typedef struct cua_lock_t {
     _Atomic uint32_t word;
+    _Atomic uint32_t sleepers; /* takers in a nap that a release may end */
 #if CUA_LOCK_WITNESS
     _Atomic uint32_t rank; /* a cua_lock_rank (atomic: a stale taker of a
                             * destroyed arena's lock reads it while a new
@@ -134,13 +136,16 @@ typedef struct cua_lock_t {
 } cua_lock_t;
 
 /* A static cua_lock_t of rank CUA_LOCK_RANK_<name>, unlocked. */
-#define CUA_LOCK_INIT(name) { 0 CUA_WITNESS_RANK(CUA_LOCK_RANK_##name) }
+#define CUA_LOCK_INIT(name) { 0, 0 CUA_WITNESS_RANK(CUA_LOCK_RANK_##name) }
 
 void _cua_lock_slow(cua_lock_t *l);
+/* Wake one taker napping on l (lock.c). */
+void _cua_lock_wake(cua_lock_t *l);
 
 static inline void _cua_lock_init(cua_lock_t *l, cua_lock_rank rank)
 {
     atomic_init(&l->word, 0);
+    atomic_init(&l->sleepers, 0);
 #if CUA_LOCK_WITNESS
     atomic_store_explicit(&l->rank, (uint32_t)rank, memory_order_relaxed);
 #else
@@ -189,7 +194,11 @@ static inline bool _cua_trylock(cua_lock_t *l)
 static inline void _cua_unlock(cua_lock_t *l)
 {
     CUA_WITNESS_DROP(l);
+    /* (read before the release: once the word is 0 another thread may take
+     * the lock and free the memory it lives in, a thread cache for one) */
+    uint32_t sleepers = atomic_load_explicit(&l->sleepers, memory_order_relaxed);
     atomic_store_explicit(&l->word, 0, memory_order_release);
+    if (CUA_UNLIKELY(sleepers)) _cua_lock_wake(l);
 }
 static inline void _cua_lock_destroy(cua_lock_t *l) { (void)l; }
 

@@ -1,10 +1,10 @@
 /*
  * lock.c - the slow path of cua_lock_t (internal.h): a taker that found the
  * lock held spins with a pause, then yields its CPU, then naps, trying again
- * between each. The unlock is a plain store and wakes nobody, so a napping
- * taker notices the release at its next try: the naps are short (tens of
- * microseconds) and come only after thousands of failed tries, that is when
- * the holder was descheduled or the arena is shared by many busy threads.
+ * between each. The naps are short (tens of microseconds) and come only
+ * after thousands of failed tries, that is when the holder was descheduled
+ * or the arena is shared by many busy threads; on Linux a release ends one
+ * (Note [naps that a release ends]).
  *
  * In builds without NDEBUG it also keeps the locks each thread holds and
  * checks the order of src/base/lockrank.h at every take (the witness).
@@ -12,6 +12,11 @@
 #include "base/internal.h"
 
 #include <sched.h>
+#if defined(__linux__) && !defined(CUA_LOCK_NO_WAKE)
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 
 #define CUA_LOCK_SPINS 256   /* tries with a pause in between */
 #define CUA_LOCK_YIELDS 64   /* then tries with a sched_yield in between */
@@ -34,6 +39,42 @@ static inline bool try_take(cua_lock_t *l)
                                                  memory_order_relaxed);
 }
 
+/* Note [naps that a release ends]: a taker that spun and yielded without
+ * getting the lock naps. While it naps the lock may be free: with 16 threads
+ * on one arena (cuarena-mt) most takers napped at once and the lock sat idle
+ * between their tries. So a napping taker counts itself in `sleepers` and
+ * sleeps on the lock word with a futex, and a release that sees a sleeper
+ * wakes one. The release stays a load and a store, without a fence: it
+ * reads the count before it frees the word (once the word is 0 another
+ * thread may own the lock and free its memory), so it may miss a sleeper
+ * counted at that moment, whose nap then ends by its time-out as every nap
+ * did before. The wake is a system call on the releasing thread, paid only
+ * while some taker sleeps; it names only the word's address (a wake that
+ * reaches memory reused since is a spurious wake, which takers tolerate). */
+/* (CUA_LOCK_NO_WAKE: naps end by their time-out only, for measuring) */
+#if defined(__linux__) && !defined(CUA_LOCK_NO_WAKE)
+static void nap(cua_lock_t *l, const struct timespec *t)
+{
+    atomic_fetch_add_explicit(&l->sleepers, 1, memory_order_relaxed);
+    /* (it sleeps only while the word still reads "held") */
+    syscall(SYS_futex, &l->word, FUTEX_WAIT_PRIVATE, 1u, t, NULL, 0);
+    atomic_fetch_sub_explicit(&l->sleepers, 1, memory_order_relaxed);
+}
+
+void _cua_lock_wake(cua_lock_t *l)
+{
+    syscall(SYS_futex, &l->word, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+}
+#else
+static void nap(cua_lock_t *l, const struct timespec *t)
+{
+    (void)l;
+    nanosleep(t, NULL);
+}
+
+void _cua_lock_wake(cua_lock_t *l) { (void)l; }
+#endif
+
 void _cua_lock_slow(cua_lock_t *l)
 {
     for (int i = 0; i < CUA_LOCK_SPINS; i++) {
@@ -44,8 +85,8 @@ void _cua_lock_slow(cua_lock_t *l)
         if (try_take(l)) return;
         sched_yield();
     }
-    const struct timespec nap = {0, CUA_LOCK_NAP_NS};
-    while (!try_take(l)) nanosleep(&nap, NULL);
+    const struct timespec t = {0, CUA_LOCK_NAP_NS};
+    while (!try_take(l)) nap(l, &t);
 }
 
 /* ---- the lock order (lockrank.h), in builds without NDEBUG --------------------- */
