@@ -71,6 +71,7 @@ typedef struct shared {
     blk queue[HANDOFF];
     int nqueue;
     _Atomic uint64_t errors, allocs, frees, handed;
+    bool own_streams; /* each worker allocates on a stream of its own (else 0) */
 } shared;
 
 typedef struct worker {
@@ -109,7 +110,8 @@ static void *work_shared(void *arg)
         if (n < MAX_LIVE && (n == 0 || r % 100 < 55)) {
             blk b = {.size = 512 + (size_t)(test_rand(&rng) % (256 * 1024)),
                      .tag = (unsigned char)(w->id * 16 + op % 16 + 1)};
-            if (cua_arena_alloc(s->a, b.size, 0, (void **)&b.p) != CUA_OK) {
+            cua_stream stream = s->own_streams ? (cua_stream)(0x100 * (uintptr_t)(w->id + 1)) : 0;
+            if (cua_arena_alloc(s->a, b.size, stream, (void **)&b.p) != CUA_OK) {
                 atomic_fetch_add(&s->errors, 1);
                 continue;
             }
@@ -154,11 +156,14 @@ static bool run_workers(shared *s, void *(*fn)(void *))
     return test_threads(NTHREADS, fn, w, sizeof w[0]);
 }
 
-TEST(shared_arena_alloc_free_handoff_trim)
+/* Workers on s's arena (made here) with a handoff queue, then every count
+ * checked and the arena destroyed. */
+static void shared_run(bool own_streams)
 {
     static shared s;
     memset(&s, 0, sizeof s);
     pthread_mutex_init(&s.m, NULL);
+    s.own_streams = own_streams;
     s.a = test_arena_with(NULL, "threads", test_default_flags(), NULL);
     CHECK(s.a);
     CHECK(run_workers(&s, work_shared));
@@ -172,6 +177,13 @@ TEST(shared_arena_alloc_free_handoff_trim)
     CHECK(st.alloc_count == atomic_load(&s.allocs) && st.free_count == atomic_load(&s.frees));
     CHECK_OK(cua_arena_destroy(s.a, 0));
 }
+
+TEST(shared_arena_alloc_free_handoff_trim) { shared_run(false); }
+
+/* Each thread on its own stream: allocations ask the other streams' events
+ * without the arena lock while others trim, read statistics and free each
+ * other's blocks (Note [events asked outside the lock], stream.c). */
+TEST(shared_arena_threads_on_their_own_streams) { shared_run(true); }
 
 /* ---- private arenas ------------------------------------------------------------ */
 

@@ -318,7 +318,26 @@ static cua_status alloc_noted(cua_arena *a, cua_tcache *tc, size_t size, cua_str
                               bool final, void **out)
 {
     cua_block *b = NULL;
-    cua_status st = _cua_arena_alloc_locked(a, size, stream, final, out, tc ? &b : NULL);
+    cua_placerun run = {.ran = false}, *unlocked = &run;
+#ifdef CUA_EVENTS_UNDER_LOCK /* (for measuring: every event call under the lock, as before) */
+    unlocked = NULL;
+#endif
+    cua_status st = _cua_arena_alloc_locked(a, size, stream, final, out, tc ? &b : NULL, unlocked);
+    if (CUA_UNLIKELY(st == CUA_ERR_BUSY && run.ev.n && !run.ran)) {
+        /* Other streams' events are asked without the lock (Note [events
+         * asked outside the lock], stream.c); a plain unlock: the events a
+         * callback gets go with the call's end, and nothing here may wait
+         * for this thread's jobs. The arena's memory outlives a destroy,
+         * which waits for the jobs, so the lock is always there to take. */
+        uint32_t g = atomic_load_explicit(&a->gen, memory_order_relaxed);
+        _cua_unlock(&a->lock);
+        _cua_stream_run(&run.ev);
+        if (!_cua_arena_lock_same(a, g))
+            return _cua_error(CUA_ERR_DESTROYED, "the arena was destroyed during the allocation");
+        _cua_stream_ran(a, &run.ev);
+        run.ran = true;
+        st = _cua_arena_alloc_locked(a, size, stream, final, out, tc ? &b : NULL, &run);
+    }
     /* Events go to the callback in leave: it may destroy or offload the arena. */
     bool events = a->nevents != 0;
     uint32_t gen = atomic_load_explicit(&a->gen, memory_order_relaxed);

@@ -289,9 +289,11 @@ static cua_status grow(cua_arena *a, cua_block *b, uint64_t missing)
 static cua_status take_spot(cua_arena *a, cua_spot s, uint32_t tag, uint64_t asize, cua_block **out);
 
 /* One attempt: place, cut, map. On failure the heap is as before. */
-static cua_status alloc_once(cua_arena *a, uint32_t tag, uint64_t asize, cua_block **out)
+static cua_status alloc_once(cua_arena *a, uint32_t tag, uint64_t asize, cua_block **out,
+                             cua_placerun *run)
 {
-    cua_spot s = _cua_place(a, tag, asize);
+    cua_spot s = _cua_place(a, tag, asize, run);
+    if (!s.b && run && run->ev.n && !run->ran) return CUA_ERR_BUSY; /* (to run them unlocked) */
     if (!s.b) {
         char sz[32];
         return _cua_error(CUA_ERR_OUT_OF_MEMORY,
@@ -330,7 +332,7 @@ static cua_status handed_out(cua_arena *a, cua_block *b, size_t size, cua_stream
                              void **out, cua_block **made);
 
 cua_status _cua_arena_alloc_locked(cua_arena *a, size_t size, cua_stream stream, bool final,
-                                   void **out, cua_block **made)
+                                   void **out, cua_block **made, cua_placerun *run)
 {
     size_t asize;
     if (size == 0) return _cua_error(CUA_ERR_INVALID_ARG, "cannot allocate 0 bytes");
@@ -345,13 +347,14 @@ cua_status _cua_arena_alloc_locked(cua_arena *a, size_t size, cua_stream stream,
     cua_status st = _cua_stream_slot(a, stream, &tag);
     if (st != CUA_OK) return st;
     cua_block *b = NULL;
-    st = alloc_once(a, tag, asize, &b);
+    st = alloc_once(a, tag, asize, &b, run);
+    if (st == CUA_ERR_BUSY && run && run->ev.n && !run->ran) return st; /* (arena.h) */
     if (st == CUA_ERR_LIMIT || st == CUA_ERR_OUT_OF_MEMORY) {
         /* Last resort before failing: wait for every stream and pending block,
          * give back all of the cache, and try once more. */
         uint64_t released;
         _cua_policy_give_back_above(a, CUA_GIVE_OUT_OF_MEMORY, 0, &released);
-        st = alloc_once(a, tag, asize, &b);
+        st = alloc_once(a, tag, asize, &b, NULL);
     }
     if (st == CUA_ERR_OUT_OF_MEMORY && !final) return st; /* the caller asks the others first */
     if (st != CUA_OK) {

@@ -7,6 +7,7 @@
 #ifndef CUA_ARENA_ARENA_H
 #define CUA_ARENA_ARENA_H
 
+#include "arena/place.h"
 #include "arena/types.h"
 
 /* Build an arena of `cfg` (complete: cua_arena_config_init's defaults and
@@ -20,9 +21,13 @@ cua_status _cua_arena_destroy_locked(cua_arena *a, unsigned flags);
 
 /* final: a device out-of-memory is the answer (counted, reported, an event);
  * else it is returned quietly, for the caller to ask other arenas first.
- * *made (may be NULL) gets the block. */
+ * *made (may be NULL) gets the block. run (may be NULL): the caller may
+ * release the lock to ask other streams' events (place.h); CUA_ERR_BUSY with
+ * run->ev.n jobs planned and run->ran false says it must: run them without
+ * the lock (_cua_stream_run), take it again, _cua_stream_ran, set run->ran
+ * and call again. */
 cua_status _cua_arena_alloc_locked(cua_arena *a, size_t size, cua_stream stream, bool final,
-                                   void **out, cua_block **made);
+                                   void **out, cua_block **made, cua_placerun *run);
 /* The block [ptr, ptr + size) for `stream`, a range that is free there
  * (Note [a block at a given address] in arena.c). */
 cua_status _cua_arena_alloc_at_locked(cua_arena *a, void *ptr, size_t size, cua_stream stream,

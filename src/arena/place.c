@@ -129,7 +129,7 @@ static cua_spot best_fit(cua_arena *a, uint32_t tag, uint64_t asize)
  * (Weighing first and learning only when nothing mapped fits saved event
  * calls but left the free space split by stream tags: the generated
  * rl_weight_update at scale 20 then moved 2.0 GiB a warm run instead of 0.05.) */
-cua_spot _cua_place(cua_arena *a, uint32_t tag, uint64_t asize)
+cua_spot _cua_place(cua_arena *a, uint32_t tag, uint64_t asize, cua_placerun *run)
 {
     /* Note [blocks used on other streams come back]: a block freed while
      * other streams used it (cua_record_stream) waits on the pending list
@@ -152,8 +152,14 @@ cua_spot _cua_place(cua_arena *a, uint32_t tag, uint64_t asize)
     if (!s.b && !others) return s;
     if (s.b && (s.missing == 0 || (!weigh && !others))) return s;
     if (others) {
-        cua_status st;
-        uint64_t n = _cua_stream_reclaim(a, false, &st);
+        cua_status st = CUA_OK;
+        uint64_t n;
+        if (run) { /* Note [events asked outside the lock] (stream.c) */
+            n = _cua_stream_learn(a);
+            if (!n && !run->ran && _cua_stream_plan(a, &run->ev)) return (cua_spot){0};
+        } else {
+            n = _cua_stream_reclaim(a, false, &st);
+        }
         if (a->streams.pending && !polled) n += _cua_stream_poll_pending(a, false, &st);
         if (n) {
             s = best_fit(a, tag, asize);

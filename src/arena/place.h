@@ -7,6 +7,7 @@
 #ifndef CUA_ARENA_PLACE_H
 #define CUA_ARENA_PLACE_H
 
+#include "arena/stream.h"
 #include "arena/types.h"
 
 /* A place for an allocation: a free block and where in it. */
@@ -16,7 +17,16 @@ typedef struct cua_spot {
     uint64_t missing; /* pages it would map */
 } cua_spot;
 
-/* Where `asize` bytes (aligned) go for stream `tag`. */
-cua_spot _cua_place(cua_arena *a, uint32_t tag, uint64_t asize);
+/* Where `asize` bytes (aligned) go for stream `tag`. With `run` (an
+ * allocation that may release the lock), what other streams finished is
+ * learnt without driver calls; when more must be asked, the jobs are planned
+ * into run (run->n) and no place is given (b NULL): the caller runs them
+ * without the lock, sets run->ran, and asks again. Without run the events
+ * are asked here, under the lock. */
+typedef struct cua_placerun {
+    cua_evrun ev;
+    bool ran;         /* the jobs planned were run: place with what they said */
+} cua_placerun;
+cua_spot _cua_place(cua_arena *a, uint32_t tag, uint64_t asize, cua_placerun *run);
 
 #endif /* CUA_ARENA_PLACE_H */

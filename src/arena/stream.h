@@ -45,6 +45,22 @@ void _cua_stream_put_free(cua_arena *a, cua_block *b, uint32_t tag);
  * by every stream. blocking: wait for the streams (stream sync) instead of
  * asking events. Returns the blocks retagged (0 on failure; status in *st). */
 uint64_t _cua_stream_reclaim(cua_arena *a, bool blocking, cua_status *st);
+/* Reclaim events asked without the arena lock (Note [events asked outside the
+ * lock], stream.c): _cua_stream_learn applies the answers of the jobs that
+ * are done and hands every stream the blocks known complete, with no driver
+ * call; _cua_stream_plan lends jobs for the slots still constraining (true
+ * when it lent any: the caller releases the lock, calls _cua_stream_run with
+ * `run`, takes the lock again, and learns). */
+typedef struct cua_evrun {
+    cua_backend *bk;
+    uint32_t n, idx[CUA_JOBS];
+    cua_evjob *job;          /* the arena's jobs */
+    cua_callstats cs;        /* the calls made, for the arena's counts */
+} cua_evrun;
+uint64_t _cua_stream_learn(cua_arena *a);
+bool _cua_stream_plan(cua_arena *a, cua_evrun *run);
+void _cua_stream_run(cua_evrun *run);      /* (no lock) */
+void _cua_stream_ran(cua_arena *a, const cua_evrun *run); /* (lock again) its counts */
 /* Wait for slot `tag`'s stream; one that answers no more (destroyed without
  * cua_stream_retire) is waited for with the whole device and retired. */
 cua_status _cua_stream_wait_slot(cua_arena *a, uint32_t tag);

@@ -30,6 +30,9 @@ typedef struct cua_streamslot {
     uint64_t shared_seq;     /* its free blocks up to this sequence are tag 0 */
     bool has_ev;
     bool active;             /* on the streams' `active` list */
+    /* A job asks or records its event without the arena lock (Note [events
+     * asked outside the lock], stream.c): the job's token, 0 when none. */
+    uint64_t busy;
     /* retired (cua_stream_retire): the stream is gone; its work was waited for,
      * so done_seq is UINT64_MAX, nothing is recorded on it again, and the
      * blocks it frees go to every stream. The slot is taken again by a new
@@ -45,6 +48,24 @@ struct cua_uses {
      * synchronised at the free; a blocking poll synchronises it later. */
     struct { cua_stream stream; cua_event ev; bool unsynced; } use[];
 };
+
+/* A driver call on a slot's reclaim event, made by an allocating thread
+ * without the arena lock (stream.c). The arena lends it under the lock; the
+ * thread that planned it runs it, writes `st`, and marks it DONE; whoever
+ * holds the lock next learns from it. A destroy waits for RUNNING ones. */
+enum { CUA_JOB_FREE = 0, CUA_JOB_RUNNING, CUA_JOB_DONE };
+#define CUA_JOBS 32
+typedef struct cua_evjob {
+    _Atomic int state;
+    bool record;             /* record `ev` on `stream`, then ask it; else ask it */
+    bool done;               /* (answer) the event has completed */
+    uint32_t tag;
+    uint64_t token;          /* the slot's `busy` while it runs */
+    uint64_t seq;            /* record: the free sequence the event stands for */
+    cua_stream stream;
+    cua_event ev;            /* record: 0 until made, when the pool had none */
+    cua_status st;           /* (answer) the driver's */
+} cua_evjob;
 
 typedef struct cua_streams {
     cua_streamslot *slot;    /* slot[0] unused: tag 0 */
@@ -65,6 +86,9 @@ typedef struct cua_streams {
     uint32_t npool, cap_pool;
     cua_block *pending;      /* freed blocks waiting for other streams (fnext list) */
     uint64_t pending_bytes, pending_blocks;
+    cua_evjob job[CUA_JOBS]; /* lent out to run without the lock */
+    uint32_t jobs_out;       /* jobs not FREE */
+    uint64_t token;          /* the last job token handed out */
 } cua_streams;
 
 struct cua_arena {

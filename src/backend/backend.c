@@ -143,6 +143,11 @@ cua_status _cua_bk_account(cua_backend *b, cua_callstats *cs, cua_call kind, uin
     uint64_t dt = _cua_now_ns() - t0;
     atomic_fetch_add_explicit(&b->calls[kind], 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&b->call_ns[kind], dt, memory_order_relaxed);
+#if CUA_LOCK_WITNESS
+    if (_cua_lock_witness_holds(CUA_LOCK_RANK_ARENA) ||
+        _cua_lock_witness_holds(CUA_LOCK_RANK_ARENA_SUPPLIED))
+        atomic_fetch_add_explicit(&b->calls_locked[kind], 1, memory_order_relaxed);
+#endif
     if (st != CUA_OK && !(kind == CUA_CALL_EVENT_QUERY && st == CUA_ERR_BUSY))
         atomic_fetch_add_explicit(&b->failures, 1, memory_order_relaxed);
     if (cs) {

@@ -145,6 +145,10 @@ struct cua_backend {
     _Atomic uint64_t calls[CUA_CALL_COUNT];
     _Atomic uint64_t call_ns[CUA_CALL_COUNT];
     _Atomic uint64_t failures;
+    /* Calls made while the thread held an arena's lock, which other threads
+     * may be waiting for (counted only in builds with the lock witness: the
+     * tests of "no driver call under the lock"). */
+    _Atomic uint64_t calls_locked[CUA_CALL_COUNT];
     _Atomic int64_t reservations, handles, mappings, events, handle_bytes;
     _Atomic int64_t host_buffers, host_bytes, streams;
     _Atomic int users;         /* arenas that use this backend */

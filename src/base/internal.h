@@ -108,6 +108,8 @@ void _cua_lock_witness_check(unsigned rank);
 void _cua_lock_witness_take(const void *lock, unsigned rank, bool checked);
 /* The thread released `lock`: no longer held (aborts if it was not). */
 void _cua_lock_witness_drop(const void *lock);
+/* Whether the thread holds a lock of `rank`. */
+bool _cua_lock_witness_holds(unsigned rank);
 #define CUA_WITNESS_TAKE(lock, rank, checked) _cua_lock_witness_take(lock, rank, checked)
 #define CUA_WITNESS_DROP(lock) _cua_lock_witness_drop(lock)
 #define CUA_WITNESS_RANK(rank) , (rank)

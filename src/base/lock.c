@@ -146,6 +146,13 @@ void _cua_lock_witness_take(const void *lock, unsigned rank, bool checked)
     tl_held[tl_nheld++] = (struct held){lock, rank};
 }
 
+bool _cua_lock_witness_holds(unsigned rank)
+{
+    for (unsigned i = 0; i < tl_nheld; i++)
+        if (tl_held[i].rank == rank) return true;
+    return false;
+}
+
 void _cua_lock_witness_drop(const void *lock)
 {
     for (unsigned i = tl_nheld; i-- > 0;) {
