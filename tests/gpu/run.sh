@@ -16,15 +16,20 @@
 #   CUA_GPU_SKIP_BENCH set to 1 to run the tests only
 #   CUA_GPU_SKIP_HOST  set to 1 to leave out the host tests (CI runs them)
 #   CUA_GPU_PARTS      comma-separated parts of the tests to run (default all):
-#                      cuda, sanitizer, stress, host, reload, torch, cupy,
-#                      examples, mt, nvtxprobe (and fuzz, only when named:
+#                      cuda, sanitizer, stress, host, reload, torch, upstream,
+#                      cupy, examples, mt, nvtxprobe (and fuzz, only when named:
 #                      CUA_GPU_FUZZ_SECONDS; wheel, only when named:
 #                      tests/gpu/wheel.sh); with CUA_GPU_SKIP_BENCH=1 a visit can be
 #                      split into commands of under 10 minutes each
 #   CUA_GPU_TORCH_K    a pytest -k expression: only those tests of test_torch.py
+#   CUA_GPU_UPSTREAM_K, CUA_GPU_UPSTREAM_TIMEOUT  part upstream: PyTorch's own
+#                      allocator tests (tests/gpu/torch_upstream: ported from torch's
+#                      test_cuda.py) natively and under cuarena, a table of both
+#                      (upstream.json, upstream-table.md); a pytest -k expression, and
+#                      the seconds of each of the two runs (default 270)
 #   CUA_GPU_MT_CONFS   the arena options the mt part runs cuarena-mt with (space-
-#                      separated); CUA_GPU_MT_PACKED=1 adds a build with packed block
-#                      descriptors (CUA_GPU_MT_PACKED_CONFS), CUA_GPU_MT_BASELINES=0
+#                      separated); CUA_GPU_MT_VARIANT="NAME:C_ARGS ..." adds builds with
+#                      those C arguments (CUA_GPU_MT_VARIANT_CONFS), CUA_GPU_MT_BASELINES=0
 #                      leaves out cudaMallocAsync and PyTorch; CUA_GPU_MT_ARGS adds
 #                      arguments to cuarena-mt (e.g. "--cross 1": cross-thread frees)
 #   CUA_GPU_STRESS_SECONDS, CUA_GPU_STRESS_THREADS  the thread stress on the GPU
@@ -49,7 +54,10 @@
 #                      the same, quiet core; the CUDA driver's threads are not
 #                      pinned with it (CUA_BENCH_PIN, bench/pin.h)
 #
-# $OUT keeps at most 8 files: log.txt (its first line names the GPU), engine_reload.jsonl,
+# $OUT keeps at most 8 files (what comes back from the GPU machine: run the part
+# upstream, which adds upstream.json and upstream-table.md, in a visit of its
+# own, CUA_GPU_PARTS=upstream CUA_GPU_SKIP_BENCH=1, when all 8 are made):
+# log.txt (its first line names the GPU), engine_reload.jsonl,
 # offload.txt, torch.jsonl, torch-table.md, mt.jsonl, and results.jsonl +
 # table.md (not with CUA_GPU_SKIP_BENCH=1; then probe.txt with CUA_GPU_PROBE=1).
 #
@@ -235,6 +243,25 @@ else
     say "torch: skipped (no torch or pytest in python3)"
 fi
 
+# PyTorch's own allocator tests (tests/gpu/torch_upstream: ported from torch's
+# test/test_cuda.py and test_cuda_multigpu.py), run natively and then with
+# cuarena installed, each run at most CUA_GPU_UPSTREAM_TIMEOUT seconds (default
+# 270; the cuarena run's install, a shim compiled now, comes before it): the table
+# of both into upstream-table.md, everything into upstream.json, the counts and
+# the tests that pass natively but not under cuarena onto the screen.
+if ! part upstream; then
+    :
+elif python3 -c 'import torch, pytest' 2>/dev/null; then
+    rm -f "$out/upstream.json" "$out/upstream-table.md"
+    CUARENA_LIB=$PWD/build-gpu/libcuarena.so run upstream python3 tests/gpu/torch_upstream/run_upstream.py \
+        --json "$out/upstream.json" --md "$out/upstream-table.md" \
+        --timeout "${CUA_GPU_UPSTREAM_TIMEOUT:-270}" ${CUA_GPU_UPSTREAM_K:+-k "$CUA_GPU_UPSTREAM_K"}
+    grep -E '^upstream: ' "$log" | sed 's/^/   /'
+    [[ -s $out/upstream-table.md ]] || say "upstream: no table (see the log)"
+else
+    say "upstream: skipped (no torch or pytest in python3)"
+fi
+
 # The wheel as a PyTorch user installs it (part wheel, only when named: it
 # builds the package once more and runs test_torch.py again): pip wheel with
 # the prebuilt shim, a fresh venv, install() in full mode with no compiler on
@@ -305,22 +332,28 @@ if [[ -x build-gpu/bench/cuarena-mt ]] && part mt; then
     for conf in "${confs[@]}"; do
         run mt-cuarena-"${conf#*:}" "${mt[@]}" --backend cuda --ops 400000 --conf "$conf"
     done
-    # CUA_GPU_MT_PACKED=1: the same library with block descriptors packed
-    # (-DCUA_BLOCK_ALIGN=8, src/core/heap.h) instead of a cache-line pair each,
-    # for the confs of CUA_GPU_MT_PACKED_CONFS (default: the last two).
-    if [[ ${CUA_GPU_MT_PACKED:-0} == 1 ]]; then
-        [[ "$(cat build-gpu-packed/cua-stamp 2>/dev/null)" == "$stamp" ]] || rm -rf build-gpu-packed
-        [[ -f build-gpu-packed/build.ninja ]] ||
-            run setup-packed meson setup build-gpu-packed --buildtype=release -Db_lto=$lto -Dcuda=enabled \
-                -Dtests=false -Dc_args=-DCUA_BLOCK_ALIGN=8 && echo "$stamp" >build-gpu-packed/cua-stamp
-        if run build-packed ninja -C build-gpu-packed bench/cuarena-mt; then
-            read -ra pconfs <<<"${CUA_GPU_MT_PACKED_CONFS:-$large $large,growth_slack:256M}"
-            for conf in "${pconfs[@]}"; do
-                run mt-packed-"${conf#*:}" build-gpu-packed/bench/cuarena-mt --threads 1,2,4,8,16 \
-                    --backend cuda --ops 400000 --conf "$conf" --label cuarena-packed
-            done
-        fi
-    fi
+    # CUA_GPU_MT_VARIANT="NAME:C_ARGS ...": the same library built again with
+    # C_ARGS (comma-separated), one build per variant, e.g.
+    # packed:-DCUA_BLOCK_ALIGN=8 (block descriptors packed instead of a
+    # cache-line pair each), nowake:-DCUA_LOCK_NO_WAKE (lock naps that only a
+    # time-out ends), evlock:-DCUA_EVENTS_UNDER_LOCK (other streams' events
+    # asked under the arena lock); each run with CUA_GPU_MT_VARIANT_CONFS
+    # (default: the default arena) and labelled cuarena-NAME, beside the
+    # build above in the same visit.
+    read -ra variants <<<"${CUA_GPU_MT_VARIANT:-}"
+    for variant in "${variants[@]}"; do
+        vname=${variant%%:*} vargs=${variant#*:} vdir=build-gpu-${variant%%:*}
+        [[ "$(cat "$vdir"/cua-stamp 2>/dev/null)" == "$stamp $vargs" ]] || rm -rf "$vdir"
+        [[ -f $vdir/build.ninja ]] ||
+            run setup-"$vname" meson setup "$vdir" --buildtype=release -Db_lto=$lto -Dcuda=enabled \
+                -Dtests=false -Dc_args="$vargs" && echo "$stamp $vargs" >"$vdir"/cua-stamp
+        run build-"$vname" ninja -C "$vdir" bench/cuarena-mt || continue
+        read -ra vconfs <<<"${CUA_GPU_MT_VARIANT_CONFS:-thread_cache:auto}"
+        for conf in "${vconfs[@]}"; do
+            run mt-"$vname"-"${conf#*:}" "$vdir"/bench/cuarena-mt --threads 1,2,4,8,16 \
+                --backend cuda --ops 400000 --conf "$conf" --label cuarena-"$vname" "${mt_args[@]}"
+        done
+    done
     if [[ ${CUA_GPU_MT_BASELINES:-1} == 1 ]]; then
         run mt-async "${mt[@]}" --mode async --ops 100000
         if python3 -c 'import torch' 2>/dev/null; then
