@@ -504,6 +504,7 @@ bool _cua_stream_plan(cua_arena *a, cua_evrun *run)
     run->n = 0;
     run->bk = a->bk;
     run->job = ss->job;
+    memset(&run->cs, 0, sizeof run->cs);
     unsigned at = 0;
     for (uint32_t k = 0; k < ss->nactive; k++) {
         cua_streamslot *s = &ss->slot[ss->active[k]];
