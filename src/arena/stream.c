@@ -372,17 +372,21 @@ static bool settled(const cua_arena *a, const cua_streamslot *s, uint32_t tag)
     return !constraining(s) && s->shared_seq >= s->done_seq;
 }
 
-uint64_t _cua_stream_reclaim(cua_arena *a, bool blocking, cua_status *st)
+/* What the active slots can learn: by waiting for their streams (WAIT), by
+ * asking their events (ASK), or only what jobs already said (KNOWN); the
+ * blocks known complete go to every stream. */
+enum { RECLAIM_KNOWN, RECLAIM_ASK, RECLAIM_WAIT };
+
+static uint64_t reclaim(cua_arena *a, int how, cua_status *st)
 {
     cua_streams *ss = &a->streams;
     uint64_t n = 0;
     *st = CUA_OK;
-    wait_jobs(a);
     for (uint32_t k = 0; k < ss->nactive;) {
         uint32_t tag = ss->active[k];
         cua_streamslot *s = &ss->slot[tag];
-        if (constraining(s)) {
-            if (blocking) reclaim_blocking(a, s, st);
+        if (how != RECLAIM_KNOWN && constraining(s)) {
+            if (how == RECLAIM_WAIT) reclaim_blocking(a, s, st);
             else reclaim_async(a, s, st);
             if (*st != CUA_OK) break;
         }
@@ -395,6 +399,12 @@ uint64_t _cua_stream_reclaim(cua_arena *a, bool blocking, cua_status *st)
         ss->active[k] = ss->active[--ss->nactive];
     }
     return n;
+}
+
+uint64_t _cua_stream_reclaim(cua_arena *a, bool blocking, cua_status *st)
+{
+    wait_jobs(a);
+    return reclaim(a, blocking ? RECLAIM_WAIT : RECLAIM_ASK, st);
 }
 
 uint64_t _cua_stream_safe_seq(const cua_arena *a)
@@ -481,21 +491,9 @@ static void wait_jobs(cua_arena *a)
 
 uint64_t _cua_stream_learn(cua_arena *a)
 {
-    cua_streams *ss = &a->streams;
+    cua_status ignored; /* (no call is made: nothing fails) */
     learn_done(a);
-    uint64_t n = 0;
-    for (uint32_t k = 0; k < ss->nactive;) {
-        uint32_t tag = ss->active[k];
-        cua_streamslot *s = &ss->slot[tag];
-        n += share(a, s, tag);
-        if (!settled(a, s, tag)) {
-            k++;
-            continue;
-        }
-        s->active = false;
-        ss->active[k] = ss->active[--ss->nactive];
-    }
-    return n;
+    return reclaim(a, RECLAIM_KNOWN, &ignored);
 }
 
 bool _cua_stream_plan(cua_arena *a, cua_evrun *run)
