@@ -343,6 +343,7 @@ if [[ -x build-gpu/bench/cuarena-mt ]] && part mt; then
     read -ra variants <<<"${CUA_GPU_MT_VARIANT:-}"
     for variant in "${variants[@]}"; do
         vname=${variant%%:*} vargs=${variant#*:} vdir=build-gpu-${variant%%:*}
+        vargs=${vargs//,/ } # (meson splits c_args on blanks, not on commas)
         [[ "$(cat "$vdir"/cua-stamp 2>/dev/null)" == "$stamp $vargs" ]] || rm -rf "$vdir"
         [[ -f $vdir/build.ninja ]] ||
             run setup-"$vname" meson setup "$vdir" --buildtype=release -Db_lto=$lto -Dcuda=enabled \
