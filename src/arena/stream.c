@@ -247,6 +247,7 @@ static bool constraining(const cua_streamslot *s) { return s->last_free_seq > s-
 
 static uint64_t share(cua_arena *a, cua_streamslot *s, uint32_t tag);
 static void wait_jobs(cua_arena *a);
+static void wait_jobs_and_share(cua_arena *a);
 
 /* Slot `tag`'s stream can be neither recorded on nor waited for: it is gone
  * (destroyed without cua_stream_retire - CuPy's streams die at garbage
@@ -277,7 +278,7 @@ static cua_status slot_gone(cua_arena *a, uint32_t tag)
 
 cua_status _cua_stream_wait_slot(cua_arena *a, uint32_t tag)
 {
-    wait_jobs(a);
+    wait_jobs_and_share(a);
     if (a->streams.slot[tag].retired) return CUA_OK; /* (waited for when it was retired) */
     cua_status st = _cua_bk_stream_sync(a->bk, &a->cs, a->streams.slot[tag].stream);
     if (st == CUA_OK) return CUA_OK;
@@ -487,6 +488,20 @@ static void wait_jobs(cua_arena *a)
         while (atomic_load_explicit(&ss->job[i].state, memory_order_acquire) == CUA_JOB_RUNNING)
             sched_yield();
     learn_done(a);
+}
+
+/* wait_jobs, then hand out the blocks of a slot that a job's answer retired
+ * (learn_job: a record failed on a stream that is gone). For callers that
+ * hold no block: the blocks shared may merge with their neighbours. Without
+ * it a retire of another stream or an offload's wait left the gone stream's
+ * free blocks with the tag of a retired slot (the checker's "keeps the tag
+ * of a retired stream"). */
+static void wait_jobs_and_share(cua_arena *a)
+{
+    cua_status ignored; /* (no call is made: nothing fails) */
+    if (!a->streams.jobs_out) return;
+    wait_jobs(a);
+    reclaim(a, RECLAIM_KNOWN, &ignored);
 }
 
 uint64_t _cua_stream_learn(cua_arena *a)
@@ -709,7 +724,7 @@ bool _cua_stream_known(const cua_arena *a, cua_stream stream)
 cua_status _cua_stream_retire_locked(cua_arena *a, cua_stream stream)
 {
     cua_streams *ss = &a->streams;
-    wait_jobs(a);
+    wait_jobs_and_share(a);
     uint32_t tag = live_slot(a, stream);
     /* Its work is waited for now, while it still exists: after that the arena
      * never needs it, for the frees before and the frees to come. (Gone
