@@ -366,6 +366,7 @@ TEST(destroy_while_others_are_out_of_memory)
 
 /* ---- a job's answer learnt by another thread ------------------------------------ */
 
+#if CUA_LOCK_WITNESS /* (the backend below tells jobs apart by the witness) */
 /* A host backend whose event records made without an arena lock (the event
  * jobs of an allocation) wait until `jobs_hold` drops. */
 static const cua_backend_ops *jobs_inner;
@@ -373,12 +374,10 @@ static atomic_int jobs_running, jobs_hold;
 
 static cua_status record_held(cua_backend *b, cua_event ev, cua_stream s)
 {
-#if CUA_LOCK_WITNESS
     if (!_cua_lock_witness_holds(CUA_LOCK_RANK_ARENA)) {
         atomic_store(&jobs_running, 1);
         while (atomic_load(&jobs_hold)) nap_ms(1);
     }
-#endif
     return jobs_inner->event_record(b, ev, s);
 }
 
@@ -403,6 +402,7 @@ static void *jobs_retire(void *arg)
     w->check_st = cua_arena_check(w->a);
     return NULL;
 }
+#endif
 
 TEST(a_retire_learns_that_another_threads_job_found_a_stream_gone)
 {
