@@ -124,12 +124,17 @@ bool _cua_lock_witness_holds(unsigned rank);
  * does not drain the store buffer as an atomic exchange would (with
  * pthread_mutex the two atomic instructions were about a quarter of the
  * alloc/free fast path), with a load of the count of sleepers before it. A
- * contended taker spins, then yields, then sleeps in short naps (lock.c);
- * where the system has futexes a nap ends early when the holder, seeing a
- * sleeper, wakes one (Note [naps that a release ends], lock.c). */
+ * contended taker spins, then yields, then sleeps in short naps (lock.c)
+ * that end by their time-out; built with -DCUA_LOCK_WAKE (Linux), a release
+ * that sees a sleeper wakes one (Note [naps that a release ends], lock.c). */
+#if defined(__linux__) && defined(CUA_LOCK_WAKE)
+#define CUA_LOCK_WAKES 1
+#else
+#define CUA_LOCK_WAKES 0
+#endif
 typedef struct cua_lock_t {
     _Atomic uint32_t word;
-    _Atomic uint32_t sleepers; /* takers in a nap that a release may end */
+    _Atomic uint32_t sleepers; /* takers in a nap that a release may end (CUA_LOCK_WAKE) */
 #if CUA_LOCK_WITNESS
     _Atomic uint32_t rank; /* a cua_lock_rank (atomic: a stale taker of a
                             * destroyed arena's lock reads it while a new
@@ -198,7 +203,8 @@ static inline void _cua_unlock(cua_lock_t *l)
     CUA_WITNESS_DROP(l);
     /* (read before the release: once the word is 0 another thread may take
      * the lock and free the memory it lives in, a thread cache for one) */
-    uint32_t sleepers = atomic_load_explicit(&l->sleepers, memory_order_relaxed);
+    uint32_t sleepers =
+        CUA_LOCK_WAKES ? atomic_load_explicit(&l->sleepers, memory_order_relaxed) : 0;
     atomic_store_explicit(&l->word, 0, memory_order_release);
     if (CUA_UNLIKELY(sleepers)) _cua_lock_wake(l);
 }

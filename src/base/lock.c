@@ -3,8 +3,8 @@
  * lock held spins with a pause, then yields its CPU, then naps, trying again
  * between each. The naps are short (tens of microseconds) and come only
  * after thousands of failed tries, that is when the holder was descheduled
- * or the arena is shared by many busy threads; on Linux a release ends one
- * (Note [naps that a release ends]).
+ * or the arena is shared by many busy threads; they end by their time-out
+ * (Note [naps that a release ends]: why a release does not wake them).
  *
  * In builds without NDEBUG it also keeps the locks each thread holds and
  * checks the order of src/base/lockrank.h at every take (the witness).
@@ -12,7 +12,7 @@
 #include "base/internal.h"
 
 #include <sched.h>
-#if defined(__linux__) && !defined(CUA_LOCK_NO_WAKE)
+#if CUA_LOCK_WAKES
 #include <linux/futex.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -40,19 +40,23 @@ static inline bool try_take(cua_lock_t *l)
 }
 
 /* Note [naps that a release ends]: a taker that spun and yielded without
- * getting the lock naps. While it naps the lock may be free: with 16 threads
- * on one arena (cuarena-mt) most takers napped at once and the lock sat idle
- * between their tries. So a napping taker counts itself in `sleepers` and
- * sleeps on the lock word with a futex, and a release that sees a sleeper
- * wakes one. The release stays a load and a store, without a fence: it
- * reads the count before it frees the word (once the word is 0 another
- * thread may own the lock and free its memory), so it may miss a sleeper
- * counted at that moment, whose nap then ends by its time-out as every nap
- * did before. The wake is a system call on the releasing thread, paid only
- * while some taker sleeps; it names only the word's address (a wake that
- * reaches memory reused since is a spurious wake, which takers tolerate). */
-/* (CUA_LOCK_NO_WAKE: naps end by their time-out only, for measuring) */
-#if defined(__linux__) && !defined(CUA_LOCK_NO_WAKE)
+ * getting the lock naps, and while it naps the lock may be free. With 16
+ * threads on one arena (cuarena-mt) most takers napped at once, so a
+ * release that sees a napping taker could end its nap: the taker counts
+ * itself in `sleepers` and sleeps on the lock word with a futex, and the
+ * release, reading the count before it frees the word, wakes one. Measured,
+ * it loses: on an H100 (16 cores, cuarena-mt --backend cuda --ops 400000,
+ * thread_cache:auto, one run, events asked under the lock in both builds)
+ * 8 / 16 threads ran at 6.36 / 5.50 M ops/s with naps that end by their
+ * time-out and 4.49 / 3.66 with the wake. With 16 takers a sleeper is
+ * nearly always counted, so nearly every release pays a system call on the
+ * releasing thread and a woken taker's context switch, and the lock passes
+ * between more threads (each pass moves the arena's cache lines) where the
+ * naps leave a few takers to pass it among themselves. So the naps end by
+ * their time-out; -DCUA_LOCK_WAKE builds the wake (on Linux) to measure it
+ * again. A wake names only the word's address (one that reaches memory
+ * reused since is a spurious wake, which takers tolerate). */
+#if CUA_LOCK_WAKES
 static void nap(cua_lock_t *l, const struct timespec *t)
 {
     atomic_fetch_add_explicit(&l->sleepers, 1, memory_order_relaxed);

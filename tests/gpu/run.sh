@@ -335,8 +335,8 @@ if [[ -x build-gpu/bench/cuarena-mt ]] && part mt; then
     # CUA_GPU_MT_VARIANT="NAME:C_ARGS ...": the same library built again with
     # C_ARGS (comma-separated), one build per variant, e.g.
     # packed:-DCUA_BLOCK_ALIGN=8 (block descriptors packed instead of a
-    # cache-line pair each), nowake:-DCUA_LOCK_NO_WAKE (lock naps that only a
-    # time-out ends), evlock:-DCUA_EVENTS_UNDER_LOCK (other streams' events
+    # cache-line pair each), wake:-DCUA_LOCK_WAKE (a lock release that wakes a
+    # napping taker), evlock:-DCUA_EVENTS_UNDER_LOCK (other streams' events
     # asked under the arena lock); each run with CUA_GPU_MT_VARIANT_CONFS
     # (default: the default arena) and labelled cuarena-NAME, beside the
     # build above in the same visit.
