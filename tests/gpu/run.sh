@@ -368,16 +368,19 @@ rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 keys = sorted({(r["allocator"], r.get("conf", "")) for r in rows})
 threads = sorted({r["threads"] for r in rows})
 print("| allocator | " + " | ".join("%d thr (M ops/s)" % t for t in threads) +
-      " | 16 vs 1 | driver calls at 16 |")
-print("|---|" + "---|" * (len(threads) + 2))
+      " | 16 vs 1 | driver calls at 16 | peak mapped / live at 1, at 16 |")
+print("|---|" + "---|" * (len(threads) + 3))
 for k in keys:
     by = {r["threads"]: r for r in rows if (r["allocator"], r.get("conf", "")) == k}
     cells = ["%.2f" % (by[t]["ops_per_s"] / 1e6) if t in by else "-" for t in threads]
     sp = by[max(by)]["speedup_over_one"] if by else 0
     top = by[max(by)] if by else {}
     calls = top.get("driver_calls")
-    print("| %s %s | %s | %.1fx | %s |" % (k[0], k[1], " | ".join(cells), sp,
-                                          "-" if calls is None else calls))
+    pm = lambda r: "-" if not r or r.get("peak_mapped_over_live") is None \
+        else "%.3f" % r["peak_mapped_over_live"]
+    print("| %s %s | %s | %.1fx | %s | %s, %s |" % (k[0], k[1], " | ".join(cells), sp,
+                                                  "-" if calls is None else calls,
+                                                  pm(by.get(min(by)) if by else None), pm(top)))
 PY
 fi
 
