@@ -81,7 +81,10 @@ typedef struct options {
 #define MAILBOX 256
 typedef struct mailbox {
     _Atomic size_t head, tail; /* (tail: the writer's; head: the reader's) */
-    void *slot[MAILBOX];
+    struct {
+        void *p;
+        uint64_t size;
+    } slot[MAILBOX];
 } mailbox;
 
 typedef struct shared {
@@ -130,29 +133,51 @@ static int free_one(shared *s, uintptr_t stream, void *p)
     return cua_free(p) == CUA_OK ? 0 : -1;
 }
 
-static bool box_put(mailbox *m, void *p)
+static bool box_put(mailbox *m, void *p, uint64_t size)
 {
     size_t t = atomic_load_explicit(&m->tail, memory_order_relaxed);
     if (t - atomic_load_explicit(&m->head, memory_order_acquire) == MAILBOX) return false;
-    m->slot[t % MAILBOX] = p;
+    m->slot[t % MAILBOX].p = p;
+    m->slot[t % MAILBOX].size = size;
     atomic_store_explicit(&m->tail, t + 1, memory_order_release);
     return true;
 }
 
-static void *box_take(mailbox *m)
+static void *box_take(mailbox *m, uint64_t *size)
 {
     size_t h = atomic_load_explicit(&m->head, memory_order_relaxed);
     if (h == atomic_load_explicit(&m->tail, memory_order_acquire)) return NULL;
-    void *p = m->slot[h % MAILBOX];
+    void *p = m->slot[h % MAILBOX].p;
+    *size = m->slot[h % MAILBOX].size;
     atomic_store_explicit(&m->head, h + 1, memory_order_release);
     return p;
 }
 
-/* Free the block leaving a window: with --cross, through the next thread. */
-static int retire(shared *s, worker *w, void *p)
+/* The memory run: `d` bytes more (or fewer) live, and the peak. */
+static void count_live(shared *s, int64_t d)
 {
-    if (s->o->cross && box_put(&s->box[w->index], p)) return 0;
-    return free_one(s, w->stream, p) != 0;
+    uint64_t now = atomic_fetch_add_explicit(&s->live, (uint64_t)d, memory_order_relaxed) +
+                   (uint64_t)d;
+    uint64_t peak = atomic_load_explicit(&s->peak_live, memory_order_relaxed);
+    while (now > peak && !atomic_compare_exchange_weak_explicit(&s->peak_live, &peak, now,
+                                                                memory_order_relaxed,
+                                                                memory_order_relaxed)) {
+    }
+}
+
+/* Free a block of `size` bytes (and count it gone in the memory run). */
+static int free_counted(shared *s, worker *w, void *p, uint64_t size)
+{
+    int fails = free_one(s, w->stream, p) != 0;
+    if (s->counting) count_live(s, -(int64_t)size);
+    return fails;
+}
+
+/* Free the block leaving a window: with --cross, through the next thread. */
+static int retire(shared *s, worker *w, void *p, uint64_t size)
+{
+    if (s->o->cross && box_put(&s->box[w->index], p, size)) return 0;
+    return free_counted(s, w, p, size);
 }
 
 /* --cross: free what the previous thread handed over (all of it: `drain`). */
@@ -160,8 +185,9 @@ static int take_frees(shared *s, worker *w, bool drain)
 {
     mailbox *in = &s->box[(w->index + s->n - 1) % s->n];
     int fails = 0;
-    for (void *p; (p = box_take(in));) {
-        fails += free_one(s, w->stream, p) != 0;
+    uint64_t size;
+    for (void *p; (p = box_take(in, &size));) {
+        fails += free_counted(s, w, p, size);
         if (!drain) break;
     }
     return fails;
@@ -190,27 +216,11 @@ static bool loop_live(const loop *l, const shared *s)
     return l->ring && l->i < s->o->ops && !l->fails;
 }
 
-/* The memory run: `d` bytes more (or fewer) live, and the peak. (A block
- * handed to the next thread to free counts as gone when handed.) */
-static void count_live(shared *s, int64_t d)
-{
-    uint64_t now = atomic_fetch_add_explicit(&s->live, (uint64_t)d, memory_order_relaxed) +
-                   (uint64_t)d;
-    uint64_t peak = atomic_load_explicit(&s->peak_live, memory_order_relaxed);
-    while (now > peak && !atomic_compare_exchange_weak_explicit(&s->peak_live, &peak, now,
-                                                                memory_order_relaxed,
-                                                                memory_order_relaxed)) {
-    }
-}
-
 /* One op: the block leaving the window goes, a new one comes. */
 static void loop_step(loop *l, shared *s, worker *w)
 {
     long k = l->i++ % s->o->window;
-    if (l->ring[k]) {
-        l->fails += retire(s, w, l->ring[k]);
-        if (s->counting) count_live(s, -(int64_t)l->ring_size[k]);
-    }
+    if (l->ring[k]) l->fails += retire(s, w, l->ring[k], l->ring_size[k]);
     if (s->o->cross) l->fails += take_frees(s, w, false);
     l->x ^= l->x << 13, l->x ^= l->x >> 7, l->x ^= l->x << 17;
     l->ring_size[k] = s->sizes[l->x % s->n_sizes];
