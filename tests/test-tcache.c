@@ -158,8 +158,37 @@ TC_TEST(free_from_another_thread_then_double_free_here, "thread_cache:on")
     CHECK_ARENA(a);
     cua_stats s = test_stats(a);
     CHECK(s.live_bytes == 0 && s.live_blocks == 0);
-    /* Here the cache's note of p is stale: the free goes through the lock. */
+    /* The other thread's free put p back into this thread's cache (Note
+     * [frees from other threads]): a second free is a double free. */
+    CHECK(s.tcache_frees == 2);
     CHECK_ST(cua_free(p), CUA_ERR_DOUBLE_FREE);
+    CHECK_ARENA(a);
+}
+
+TC_TEST(a_free_from_another_thread_goes_back_to_the_owners_cache, "thread_cache:on")
+{
+    void *p, *q, *r;
+    CHECK_OK(cua_arena_alloc(a, 3000, 1, &p)); /* through the lock, handed to this cache */
+    handoff h = {a, p, CUA_ERR_INVALID_ARG};
+    CHECK(on_thread(free_there, &h));
+    CHECK_ARENA(a);
+    cua_stats s = test_stats(a);
+    CHECK(s.live_blocks == 0 && s.live_bytes == 0 && s.free_count == 1);
+    CHECK(s.tcache_frees == 1 && s.tcache_bytes == 3072);
+    /* The same stream takes it from the cache, without the lock; another
+     * stream does not get it. */
+    CHECK_OK(cua_arena_alloc(a, 2000, 2, &q));
+    CHECK(q != p && test_stats(a).tcache_allocs == 0);
+    CHECK_OK(cua_arena_alloc(a, 2900, 1, &r));
+    CHECK(r == p && test_stats(a).tcache_allocs == 1);
+    CHECK_ARENA(a);
+    /* Freed by another thread again, then by this one: a double free. */
+    h = (handoff){a, r, CUA_ERR_INVALID_ARG};
+    CHECK(on_thread(free_there, &h));
+    CHECK_ST(cua_free(r), CUA_ERR_DOUBLE_FREE);
+    CHECK_OK(cua_free(q));
+    s = test_stats(a);
+    CHECK(s.live_blocks == 0 && s.live_bytes == 0 && s.allocated_bytes == 0);
     CHECK_ARENA(a);
 }
 

@@ -479,12 +479,18 @@ cua_status _cua_arena_free_locked(cua_arena *a, void *ptr)
         cua_assert(st != CUA_OK);
         return st;
     }
-    if (CUA_UNLIKELY(atomic_load_explicit(&b->tcw, memory_order_relaxed) & 3) &&
-        !_cua_tc_disown_locked(a, b)) {
-        cua_status st = _cua_heap_map_insert(&a->heap, b); /* (room: it was just taken) */
-        return st != CUA_OK ? st : _cua_error(CUA_ERR_DOUBLE_FREE,
-                                              "%p was freed already (it waits in a thread's "
-                                              "cache for reuse)", ptr);
+    uint64_t tcw = atomic_load_explicit(&b->tcw, memory_order_relaxed);
+    if (CUA_UNLIKELY(tcw & 3)) {
+        /* Handed out by a thread's cache: back into that cache (a live block
+         * for the heap, so into the map again: room, it was just taken) */
+        if (_cua_tcw_state(tcw) == CUA_TCW_OUT && _cua_tc_give_back_locked(a, b, ptr))
+            return _cua_heap_map_insert(&a->heap, b);
+        if (!_cua_tc_disown_locked(a, b)) {
+            cua_status st = _cua_heap_map_insert(&a->heap, b);
+            return st != CUA_OK ? st : _cua_error(CUA_ERR_DOUBLE_FREE,
+                                                  "%p was freed already (it waits in a "
+                                                  "thread's cache for reuse)", ptr);
+        }
     }
     if (CUA_UNLIKELY(a->nvtx_on)) _cua_nvtx_free(_cua_seg_tag(&a->seg, b->off), ptr);
     _cua_history_note(a->device, CUA_HISTORY_FREE, (uintptr_t)ptr, b->req,

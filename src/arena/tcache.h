@@ -92,6 +92,10 @@ uint64_t _cua_tc_grant_locked(cua_tcache *tc, cua_block *b, size_t size);
 void _cua_tc_note(cua_tcache *tc, void *ptr, cua_block *b, uint64_t word, cua_stream stream);
 
 /* Arena side (arena lock held). */
+/* Another thread frees b (at ptr), handed out by a cache: into that cache when
+ * it still knows the block (Note [frees from other threads]); false: the
+ * arena frees it. */
+bool _cua_tc_give_back_locked(cua_arena *a, cua_block *b, void *ptr);
 /* Give every cached block back to the heap (trim, out of memory, walk). */
 uint64_t _cua_tc_flush_all_locked(cua_arena *a);
 /* Close (offload) or open (restore) every cache; closing also flushes. */

@@ -32,6 +32,7 @@ static bool refill(cua_heap *h)
     for (size_t i = 0; i < CUA_SLAB_BLOCKS; i++) {
         atomic_init(&slab[i].tcw, 0);
         slab[i].treq = 0;
+        atomic_init(&slab[i].tco, NULL);
         slab[i].fnext = h->spare;
         h->spare = &slab[i];
     }

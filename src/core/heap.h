@@ -46,6 +46,9 @@ typedef struct cua_block {
      * live for the heap). treq: the bytes asked for when handed out by a cache. */
     _Atomic uint64_t tcw;
     uint64_t treq;
+    /* The cache that handed it out last (a hint, checked before use: its free
+     * by another thread goes back there, tcache.c). */
+    void *_Atomic tco;
 } cua_block;
 
 #define CUA_BITMAP_WORDS ((CUA_SC_COUNT + 63) / 64)
