@@ -11,10 +11,17 @@
  *     while threads run their allocations' out-of-memory path, with
  *     callbacks that sleep;
  *   - a retire that learns, from another thread's event job, that a stream
- *     is gone (Note [events asked outside the lock], src/arena/stream.c).
+ *     is gone (Note [events asked outside the lock], src/arena/stream.c);
+ *   - calls the lock's holder does for a thread that found the lock held
+ *     (Note [calls the lock holder does], src/arena/combine.c): an
+ *     allocation, a free, a double free whose words reach the poster while
+ *     the holder keeps its own, and an allocation that comes back to its
+ *     poster with event jobs to run.
  * CUA_THREADS_OPS sets the operations per thread (default 20000).
  */
 #include "test.h"
+#include "test-internal.h"
+#include "arena/combine.h"
 #include "backend/backend.h"
 #include "base/internal.h"
 
@@ -455,4 +462,117 @@ TEST(a_retire_learns_that_another_threads_job_found_a_stream_gone)
     bk->ops = jobs_inner;
     CHECK_OK(cua_backend_destroy(bk));
 #endif
+}
+
+/* ---- calls the lock's holder does (combine.c) ------------------------------------ */
+
+typedef struct posted_call {
+    cua_arena *a;
+    void *p;
+    size_t size;
+    cua_stream stream;
+    cua_status st;
+    char msg[256];
+} posted_call;
+
+static void *post_alloc(void *arg)
+{
+    posted_call *c = arg;
+    c->st = cua_arena_alloc(c->a, c->size, c->stream, &c->p);
+    snprintf(c->msg, sizeof c->msg, "%s", c->st == CUA_OK ? "" : cua_last_error());
+    return NULL;
+}
+
+static void *post_free(void *arg)
+{
+    posted_call *c = arg;
+    c->st = cua_free(c->p);
+    snprintf(c->msg, sizeof c->msg, "%s", c->st == CUA_OK ? "" : cua_last_error());
+    return NULL;
+}
+
+/* Hold the arena's lock while a thread runs fn(c); once it has posted its
+ * call (within 5 s), do what a holder does before it lets go: the posted
+ * calls (own: the holder's own call's status), then the unlock. False when
+ * the thread never posted (it then waited for the lock instead). */
+static bool hold_while(cua_arena *a, void *(*fn)(void *), posted_call *c, cua_status own)
+{
+    cua_arena *m = test_mem(a);
+    pthread_t t;
+    _cua_lock(&m->lock);
+    if (pthread_create(&t, NULL, fn, c) != 0) {
+        _cua_unlock(&m->lock);
+        return false;
+    }
+    bool posted = false;
+    for (int i = 0; i < 5000 && !posted; i++)
+        if (!(posted = atomic_load(&m->req_mask) != 0)) nap_ms(1);
+    _cua_combine_serve(m, own);
+    _cua_unlock(&m->lock);
+    pthread_join(t, NULL);
+    return posted;
+}
+
+TEST(a_thread_that_finds_the_lock_held_has_the_holder_do_its_call)
+{
+    cua_arena *a = test_arena_with(NULL, "combine", 0, "va_size:1G,thread_cache:off");
+    CHECK(a != NULL);
+    cua_arena *m = test_mem(a);
+    uint64_t before = _cua_combine_count(m);
+    posted_call c = {a, NULL, 3000, 0, CUA_ERR_INVALID_ARG, ""};
+    CHECK(hold_while(a, post_alloc, &c, CUA_OK));
+    CHECK_OK(c.st);
+    CHECK(c.p != NULL && _cua_combine_count(m) == before + 1);
+    void *base = NULL;
+    size_t size = 0;
+    CHECK_OK(cua_ptr_info(c.p, NULL, &base, &size));
+    CHECK(base == c.p && size == 3000);
+    CHECK_ARENA(a);
+    /* The free, then a second one: the poster gets the words of its own
+     * failure, and the holder, whose own call failed too, keeps its own. */
+    posted_call f = {a, c.p, 0, 0, CUA_ERR_INVALID_ARG, ""};
+    CHECK(hold_while(a, post_free, &f, CUA_OK));
+    CHECK_OK(f.st);
+    posted_call d = {a, c.p, 0, 0, CUA_OK, ""};
+    CHECK(_cua_error(CUA_ERR_LIMIT, "the holder's own failure") == CUA_ERR_LIMIT);
+    CHECK(hold_while(a, post_free, &d, CUA_ERR_LIMIT));
+    CHECK(d.st == CUA_ERR_DOUBLE_FREE && strstr(d.msg, "not live") != NULL);
+    CHECK(strcmp(cua_last_error(), "the holder's own failure") == 0);
+    CHECK(_cua_combine_count(m) == before + 3);
+    cua_stats s = test_stats(a);
+    CHECK(s.live_blocks == 0 && s.live_bytes == 0 && s.alloc_count == 1 && s.free_count == 1);
+    CHECK_ARENA(a);
+    CHECK_OK(cua_arena_destroy(a, 0));
+}
+
+TEST(an_allocation_posted_with_event_jobs_comes_back_to_run_them)
+{
+    /* Streams X and Y free blocks nobody knows complete; an allocation on Z
+     * that would map pages plans event jobs on them (Note [events asked
+     * outside the lock], stream.c): done by the holder, it comes back with
+     * the plan, and its poster runs the jobs without the lock and ends it. */
+    const cua_stream X = 0x100, Y = 0x200, Z = 0x300;
+    cua_arena *a = test_arena_with(NULL, "combine-jobs", 0, "va_size:1G,thread_cache:off");
+    CHECK(a != NULL);
+    void *px, *py, *pz;
+    CHECK_OK(cua_arena_alloc(a, 8 << 20, X, &px));
+    CHECK_OK(cua_arena_alloc(a, 8 << 20, Y, &py));
+    CHECK_OK(cua_arena_alloc(a, 1 << 20, Z, &pz));
+    CHECK_OK(cua_free(px));
+    CHECK_OK(cua_free(py));
+    cua_stats s0 = test_stats(a);
+    cua_arena *m = test_mem(a);
+    uint64_t before = _cua_combine_count(m);
+    posted_call c = {a, NULL, 12 << 20, Z, CUA_ERR_INVALID_ARG, ""};
+    CHECK(hold_while(a, post_alloc, &c, CUA_OK));
+    CHECK_OK(c.st);
+    CHECK(_cua_combine_count(m) == before + 1);
+    cua_stats s1 = test_stats(a);
+    CHECK(s1.calls[CUA_CALL_EVENT_RECORD] > s0.calls[CUA_CALL_EVENT_RECORD]);
+    CHECK(m->streams.jobs_out == 0);
+    CHECK_ARENA(a);
+    CHECK_OK(cua_free(c.p));
+    CHECK_OK(cua_free(pz));
+    CHECK_ARENA(a);
+    CHECK_OK(cua_arena_destroy(a, 0));
 }

@@ -38,7 +38,7 @@ LAYERS = [
     ("backend", ["backend", "host", "fault", "cuda", "supplier"]),
     ("core", ["sizeclass", "heap", "segment"]),
     ("arena", ["types", "events", "nvtx", "stream", "tcache", "copy", "check", "stats",
-               "place", "policy", "offload", "walk", "arena"]),
+               "place", "policy", "offload", "walk", "arena", "combine"]),
     ("process", ["registry", "pressure", "prometheus", "reserve", "janitor"]),
     ("api", ["config", "api", "torch", "cupy"]),
 ]

@@ -10,6 +10,7 @@
 #include "backend/supplier.h"
 #include "backend/host.h"
 #include "arena/check.h"
+#include "arena/combine.h"
 #include "arena/events.h"
 #include "arena/offload.h"
 #include "arena/stats.h"
@@ -313,6 +314,52 @@ static cua_status after_callbacks(cua_arena *a, uint32_t gen, cua_status st, voi
                                "the allocation (the block was freed again)", a->name));
 }
 
+/* A call the lock's holder did for this thread failed: its status, with
+ * the words the holder's call left (combine.c). */
+static cua_status posted_failure(cua_req *r)
+{
+    cua_status st = r->msg ? _cua_error(r->st, "%s", r->msg)
+                           : _cua_error(r->st, "the call failed (no host memory was left for "
+                                        "its message)");
+    free(r->msg);
+    r->msg = NULL;
+    return st;
+}
+
+/* An allocation whose placement planned event jobs (its status BUSY, the
+ * plan in run): run them without the lock (Note [events asked outside the
+ * lock], stream.c), take the lock again (the arena of generation gen) and
+ * place with what they said. *held: whether the lock is held on return (not
+ * when the arena was destroyed meanwhile). */
+static cua_status jobs_then_alloc(cua_arena *a, uint32_t gen, size_t size, cua_stream stream,
+                                  bool final, void **out, cua_block **b, cua_placerun *run,
+                                  bool *held)
+{
+    _cua_stream_run(&run->ev);
+    if (!(*held = _cua_arena_lock_same(a, gen)))
+        return _cua_error(CUA_ERR_DESTROYED, "the arena was destroyed during the allocation");
+    _cua_stream_ran(a, &run->ev);
+    run->ran = true;
+    return _cua_arena_alloc_locked(a, size, stream, final, out, b, run);
+}
+
+/* The end of an allocation under the lock: the block to the thread's cache,
+ * the calls other threads posted done (combine.c), the lock let go, the
+ * events to the callback, the block noted in the cache. */
+static cua_status alloc_end(cua_arena *a, cua_tcache *tc, size_t size, cua_stream stream,
+                            void **out, cua_block *b, cua_status st)
+{
+    uint64_t word = tc && st == CUA_OK ? _cua_tc_grant_locked(tc, b, size) : 0;
+    _cua_combine_serve(a, st);
+    /* Events go to the callback in leave: it may destroy or offload the arena. */
+    bool events = a->nevents != 0;
+    uint32_t gen = atomic_load_explicit(&a->gen, memory_order_relaxed);
+    st = leave(a, st);
+    if (CUA_UNLIKELY(events) && (st = after_callbacks(a, gen, st, out)) != CUA_OK) return st;
+    if (word) _cua_tc_note(tc, *out, b, word, stream);
+    return st;
+}
+
 /* An allocation through the lock, its block then noted in the thread's cache. */
 static cua_status alloc_noted(cua_arena *a, cua_tcache *tc, size_t size, cua_stream stream,
                               bool final, void **out)
@@ -326,28 +373,34 @@ static cua_status alloc_noted(cua_arena *a, cua_tcache *tc, size_t size, cua_str
 #endif
     cua_status st = _cua_arena_alloc_locked(a, size, stream, final, out, tc ? &b : NULL, unlocked);
     if (CUA_UNLIKELY(st == CUA_ERR_BUSY && run.ev.n && !run.ran)) {
-        /* Other streams' events are asked without the lock (Note [events
-         * asked outside the lock], stream.c); a plain unlock: the events a
-         * callback gets go with the call's end, and nothing here may wait
-         * for this thread's jobs. The arena's memory outlives a destroy,
-         * which waits for the jobs, so the lock is always there to take. */
+        /* A plain unlock: the events a callback gets go with the call's end,
+         * and nothing here may wait for this thread's jobs. The arena's
+         * memory outlives a destroy, which waits for the jobs, so the lock
+         * is always there to take. */
         uint32_t g = atomic_load_explicit(&a->gen, memory_order_relaxed);
+        bool held;
         _cua_unlock(&a->lock);
-        _cua_stream_run(&run.ev);
-        if (!_cua_arena_lock_same(a, g))
-            return _cua_error(CUA_ERR_DESTROYED, "the arena was destroyed during the allocation");
-        _cua_stream_ran(a, &run.ev);
-        run.ran = true;
-        st = _cua_arena_alloc_locked(a, size, stream, final, out, tc ? &b : NULL, &run);
+        st = jobs_then_alloc(a, g, size, stream, final, out, tc ? &b : NULL, &run, &held);
+        if (!held) return st;
     }
-    /* Events go to the callback in leave: it may destroy or offload the arena. */
-    bool events = a->nevents != 0;
-    uint32_t gen = atomic_load_explicit(&a->gen, memory_order_relaxed);
-    uint64_t word = tc && st == CUA_OK ? _cua_tc_grant_locked(tc, b, size) : 0;
-    st = leave(a, st);
-    if (CUA_UNLIKELY(events) && (st = after_callbacks(a, gen, st, out)) != CUA_OK) return st;
-    if (word) _cua_tc_note(tc, *out, b, word, stream);
-    return st;
+    return alloc_end(a, tc, size, stream, out, b, st);
+}
+
+/* An allocation the lock's holder did for this thread (combine.c): its
+ * results, or the rest of it when its placement planned event jobs. */
+static cua_status alloc_posted(cua_arena *a, cua_tcache *tc, cua_req *r, void **out)
+{
+    if (r->st == CUA_ERR_BUSY && r->run.ev.n && !r->run.ran) {
+        cua_block *b = NULL;
+        bool held;
+        cua_status st = jobs_then_alloc(a, r->gen, r->size, r->stream, false, out,
+                                        tc ? &b : NULL, &r->run, &held);
+        return held ? alloc_end(a, tc, r->size, r->stream, out, b, st) : st;
+    }
+    if (r->st != CUA_OK) return posted_failure(r);
+    *out = r->ptr;
+    if (r->word) _cua_tc_note(tc, *out, r->b, r->word, r->stream);
+    return CUA_OK;
 }
 
 cua_status cua_arena_alloc(cua_arena *a, size_t size, cua_stream stream, void **out)
@@ -357,7 +410,7 @@ cua_status cua_arena_alloc(cua_arena *a, size_t size, cua_stream stream, void **
     /* The fast path: a block of this size class that the thread freed on this
      * stream, from its cache, with no arena lock (tcache.c). */
     cua_tcache *tc = NULL;
-    uint32_t g;
+    uint32_t g = 0;
     cua_arena *fast = a ? _cua_arena_of(a, &g) : NULL;
     if (fast && _cua_arena_same(fast, g) && atomic_load_explicit(&fast->tc_on, memory_order_relaxed)) {
         tc = _cua_tc_get(fast);
@@ -369,11 +422,28 @@ cua_status cua_arena_alloc(cua_arena *a, size_t size, cua_stream stream, void **
             return _cua_error(CUA_ERR_DESTROYED, "the arena of handle %p was destroyed", (void *)a);
         }
     }
-    cua_status st = enter(&a);
-    if (st != CUA_OK) return st;
-    uint32_t gen = atomic_load_explicit(&a->gen, memory_order_relaxed);
-    st = alloc_noted(a, tc, size, stream, false, out);
+    /* The lock, or, held by another thread, that thread does the call
+     * (Note [calls the lock holder does], combine.c). */
+    cua_status st;
+    int how = CUA_COMBINE_NONE;
+    cua_req r;
+    if (fast && _cua_arena_same(fast, g)) {
+        r.op = CUA_REQ_ALLOC;
+        r.size = size;
+        r.stream = stream;
+        r.tc = tc;
+        how = _cua_combine_enter(fast, g, &r);
+    }
+    if (how == CUA_COMBINE_DONE) {
+        a = fast;
+        st = alloc_posted(a, tc, &r, out);
+    } else {
+        if (how == CUA_COMBINE_LOCKED) a = fast;
+        else if ((st = enter(&a)) != CUA_OK) return st;
+        st = alloc_noted(a, tc, size, stream, false, out);
+    }
     if (CUA_LIKELY(st != CUA_ERR_OUT_OF_MEMORY)) return st;
+    uint32_t gen = g; /* (the handle's: enter checked that the arena has it) */
     /* The device is full: other arenas and the eviction callbacks first
      * (without this arena's lock: they take their own), then once more. A
      * callback may destroy the arena meanwhile: the second look says so. */
@@ -410,9 +480,19 @@ cua_status cua_free(void *ptr)
     /* One look-up serves both paths: a live block's range keeps its owner
      * until that arena is destroyed, which the lock below finds out; a look-up
      * again could instead find a newer arena at the same addresses. */
-    cua_status st = enter_owner(ptr, a);
+    int how = CUA_COMBINE_NONE;
+    cua_req r;
+    if (a) { /* (Note [calls the lock holder does], combine.c) */
+        r.op = CUA_REQ_FREE;
+        r.ptr = ptr;
+        how = _cua_combine_enter(a, atomic_load_explicit(&a->gen, memory_order_relaxed), &r);
+        if (how == CUA_COMBINE_DONE) return r.st == CUA_OK ? CUA_OK : posted_failure(&r);
+    }
+    cua_status st = how == CUA_COMBINE_LOCKED ? CUA_OK : enter_owner(ptr, a);
     if (st != CUA_OK) return st;
-    return leave(a, _cua_arena_free_locked(a, ptr));
+    st = _cua_arena_free_locked(a, ptr);
+    _cua_combine_serve(a, st);
+    return leave(a, st);
 }
 
 cua_status cua_stream_retire(int device, cua_stream stream)

@@ -66,6 +66,8 @@ static void fill(cua_arena_event *ev, cua_arena *a, cua_arena_event_kind kind,
     };
 }
 
+bool _cua_event_listening(void) { return atomic_load_explicit(&cb_set, memory_order_relaxed); }
+
 void _cua_event_queue(cua_arena *a, cua_arena_event_kind kind, const char *reason,
                       uint64_t bytes)
 {

@@ -13,6 +13,8 @@
  * last one. Delivered by _cua_event_deliver once the lock is released. */
 void _cua_event_queue(cua_arena *a, cua_arena_event_kind kind, const char *reason,
                       uint64_t bytes);
+/* Whether an event callback is set (calls then queue their events). */
+bool _cua_event_listening(void);
 /* Unlock the arena and hand its queued events to the callback. */
 void _cua_event_deliver(cua_arena *a);
 

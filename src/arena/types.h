@@ -55,6 +55,8 @@ struct cua_uses {
  * holds the lock next learns from it. A destroy waits for RUNNING ones. */
 enum { CUA_JOB_FREE = 0, CUA_JOB_RUNNING, CUA_JOB_DONE };
 #define CUA_JOBS 32
+/* Slots for calls posted to the lock's holder (combine.c; at most 64: a mask). */
+#define CUA_COMBINE_SLOTS 32
 typedef struct cua_evjob {
     _Atomic int state;
     bool record;             /* record `ev` on `stream`, then ask it; else ask it */
@@ -115,6 +117,11 @@ struct cua_arena {
      * takers without the lock (a taker may hold a destroyed arena's memory
      * that the next arena is being built in: atomic, never cleared by memset) */
     _Atomic bool tc_auto;
+    /* Calls posted by threads that found the lock held, for the holder to do
+     * (combine.c): a slot per poster, and a bit per taken slot. Never
+     * cleared: a poster empties its slot, or the holder does when it takes it. */
+    _Alignas(64) _Atomic uint64_t req_mask;
+    struct cua_req *_Atomic req[CUA_COMBINE_SLOTS];
     /* Everything from here is cleared for the next arena (registry.c). */
     char name[CUA_NAME_CAP];
     int device;
@@ -164,20 +171,27 @@ struct cua_arena {
     uint64_t live_bytes, live_blocks, allocated_bytes;
     uint64_t peak_live, peak_mapped;
     uint64_t alloc_count, free_count, oom_count, trim_count, trimmed_bytes;
+    uint64_t combined;       /* calls the lock's holder did for other threads */
 };
 
 /* thread_cache auto: caches go on after this many takers found the lock held. */
 #define CUA_TC_AUTO_WAITS 256u
 
-/* Take the arena's lock after finding it held: count the wait (thread_cache
- * auto turns caches on once threads queue), then wait. */
-static inline void _cua_arena_lock_wait(cua_arena *a)
+/* A taker found the arena's lock held: thread_cache auto turns caches on
+ * once threads queue. */
+static inline void _cua_arena_count_wait(cua_arena *a)
 {
     if (atomic_load_explicit(&a->tc_auto, memory_order_relaxed) &&
         !atomic_load_explicit(&a->tc_on, memory_order_relaxed)) {
         uint32_t n = atomic_fetch_add_explicit(&a->lock_waits, 1, memory_order_relaxed) + 1;
         if (n == CUA_TC_AUTO_WAITS) atomic_store_explicit(&a->tc_on, 1, memory_order_relaxed);
     }
+}
+
+/* Take the arena's lock after finding it held: count the wait, then wait. */
+static inline void _cua_arena_lock_wait(cua_arena *a)
+{
+    _cua_arena_count_wait(a);
     _cua_lock(&a->lock);
 }
 
