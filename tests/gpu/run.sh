@@ -26,7 +26,9 @@
 #                      allocator tests (tests/gpu/torch_upstream: ported from torch's
 #                      test_cuda.py) natively and under cuarena, a table of both
 #                      (upstream.json, upstream-table.md); a pytest -k expression, and
-#                      the seconds of each of the two runs (default 270)
+#                      the seconds of each of the two runs (default 270; natively
+#                      on an H100, 68 of the tests took 140 s: give the part a
+#                      command of its own, about 9 minutes with the build)
 #   CUA_GPU_MT_CONFS   the arena options the mt part runs cuarena-mt with (space-
 #                      separated); CUA_GPU_MT_VARIANT="NAME:C_ARGS ..." adds builds with
 #                      those C arguments (CUA_GPU_MT_VARIANT_CONFS), CUA_GPU_MT_BASELINES=0
