@@ -101,21 +101,8 @@ static bool withdraw(cua_arena *a, int i, cua_req *r)
     return true;
 }
 
-/* The lock came free and the poster took it: a live arena of its
- * generation (LOCKED), else nothing held (NONE). */
-static int locked(cua_arena *a, uint32_t gen)
+int _cua_combine_post(cua_arena *a, uint32_t gen, cua_req *r)
 {
-    if (atomic_load_explicit(&a->alive, memory_order_acquire) &&
-        atomic_load_explicit(&a->gen, memory_order_relaxed) == gen)
-        return CUA_COMBINE_LOCKED;
-    _cua_unlock(&a->lock);
-    return CUA_COMBINE_NONE;
-}
-
-int _cua_combine_enter(cua_arena *a, uint32_t gen, cua_req *r)
-{
-    _cua_lock_check(&a->lock); /* (a wait for the lock, as far as the order goes) */
-    if (CUA_LIKELY(_cua_trylock(&a->lock))) return locked(a, gen);
     if (!combining()) return CUA_COMBINE_NONE;
     _cua_arena_count_wait(a);
     r->gen = gen;
@@ -127,7 +114,7 @@ int _cua_combine_enter(cua_arena *a, uint32_t gen, cua_req *r)
     for (unsigned look = 0;; look++) {
         if (atomic_load_explicit(&r->done, memory_order_acquire)) return CUA_COMBINE_DONE;
         if ((look & 15) == 15 && _cua_trylock(&a->lock)) {
-            if (withdraw(a, i, r)) return locked(a, gen);
+            if (withdraw(a, i, r)) return _cua_combine_locked(a, gen);
             /* taken before: done by the holder that let the lock go to us */
             cua_assert(atomic_load_explicit(&r->done, memory_order_acquire));
             _cua_unlock(&a->lock);
@@ -184,9 +171,8 @@ static void do_one(cua_arena *a, cua_req *r)
     atomic_store_explicit(&r->done, 1, memory_order_release);
 }
 
-void _cua_combine_serve(cua_arena *a, cua_status st)
+void _cua_combine_serve_posted(cua_arena *a, cua_status st)
 {
-    if (CUA_LIKELY(atomic_load_explicit(&a->req_mask, memory_order_relaxed) == 0)) return;
     char *own = st != CUA_OK ? words() : NULL; /* (the holder's own failure's words) */
     unsigned served = 0;
     for (uint64_t m; served < CUA_COMBINE_SERVE_MAX &&

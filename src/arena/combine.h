@@ -44,18 +44,43 @@ typedef struct cua_req {
 
 enum { CUA_COMBINE_NONE, CUA_COMBINE_LOCKED, CUA_COMBINE_DONE };
 
+/* The lock came free and the caller took it: a live arena of its
+ * generation (LOCKED), else nothing held (NONE). */
+static inline int _cua_combine_locked(cua_arena *a, uint32_t gen)
+{
+    if (CUA_LIKELY(atomic_load_explicit(&a->alive, memory_order_acquire) &&
+                   atomic_load_explicit(&a->gen, memory_order_relaxed) == gen))
+        return CUA_COMBINE_LOCKED;
+    _cua_unlock(&a->lock);
+    return CUA_COMBINE_NONE;
+}
+
+/* ... after finding the lock held: post and wait (combine.c). */
+int _cua_combine_post(cua_arena *a, uint32_t gen, cua_req *r);
+
 /* Take a's lock for a call (a of generation gen, alive: CUA_COMBINE_LOCKED),
  * or, when another thread holds it, post *r (op and arguments set) and wait
  * until the holder did it (CUA_COMBINE_DONE, the results in *r) or the lock
  * comes free (then LOCKED). CUA_COMBINE_NONE: nothing held, nothing done
  * (combining off, no free slot, or the arena not alive or of another
  * generation): take the lock the usual way. */
-int _cua_combine_enter(cua_arena *a, uint32_t gen, cua_req *r);
+static inline int _cua_combine_enter(cua_arena *a, uint32_t gen, cua_req *r)
+{
+    _cua_lock_check(&a->lock); /* (a wait for the lock, as far as the order goes) */
+    if (CUA_LIKELY(_cua_trylock(&a->lock))) return _cua_combine_locked(a, gen);
+    return _cua_combine_post(a, gen, r);
+}
 
-/* The holder (lock held), before it lets go: do the posted calls. `st` is
- * the holder's own call's status: when it is a failure, its message is kept
- * for it through the calls done for others. */
-void _cua_combine_serve(cua_arena *a, cua_status st);
+/* The holder (lock held), before it lets go: do the posted calls (combine.c). */
+void _cua_combine_serve_posted(cua_arena *a, cua_status st);
+
+/* ... when there are any. `st` is the holder's own call's status: when it is
+ * a failure, its message is kept for it through the calls done for others. */
+static inline void _cua_combine_serve(cua_arena *a, cua_status st)
+{
+    if (CUA_UNLIKELY(atomic_load_explicit(&a->req_mask, memory_order_relaxed) != 0))
+        _cua_combine_serve_posted(a, st);
+}
 
 /* Calls done for other threads since the arena was made (statistics). */
 uint64_t _cua_combine_count(const cua_arena *a);
