@@ -38,6 +38,7 @@
 #include "arena/arena.h"
 #include "arena/events.h"
 #include "arena/tcache.h"
+#include "backend/backend.h"
 
 #include <sched.h>
 #include <stdlib.h>
@@ -58,12 +59,17 @@ static inline void relax(void)
 #endif
 }
 
-static bool combining(void)
+/* Whether a's calls may be posted: not while an event callback is set (a
+ * call's events would reach it on the holder's thread), nor in an arena whose
+ * segments come from the user's supplier (its functions would run on the
+ * holder's thread, with that thread's current device and stream). */
+static bool combining(const cua_arena *a)
 {
 #ifdef CUA_NO_COMBINE /* (for measuring: every thread takes the lock itself) */
+    (void)a;
     return false;
 #else
-    return !_cua_event_listening();
+    return !_cua_event_listening() && a->bk->kind != CUA_BK_SUPPLIER;
 #endif
 }
 
@@ -74,8 +80,10 @@ static int post(cua_arena *a, cua_req *r)
 {
     for (int i = 0; i < CUA_COMBINE_SLOTS; i++) {
         cua_req *none = NULL;
+        /* (acq_rel: the holder's emptying of the slot, bit first, comes
+         * before this poster's bit) */
         if (atomic_load_explicit(&a->req[i], memory_order_relaxed) == NULL &&
-            atomic_compare_exchange_strong_explicit(&a->req[i], &none, r, memory_order_release,
+            atomic_compare_exchange_strong_explicit(&a->req[i], &none, r, memory_order_acq_rel,
                                                     memory_order_relaxed)) {
             atomic_fetch_or_explicit(&a->req_mask, (uint64_t)1 << i, memory_order_release);
             return i;
@@ -89,7 +97,7 @@ static int post(cua_arena *a, cua_req *r)
 static void empty_slot(cua_arena *a, int i)
 {
     atomic_fetch_and_explicit(&a->req_mask, ~((uint64_t)1 << i), memory_order_relaxed);
-    atomic_store_explicit(&a->req[i], NULL, memory_order_relaxed);
+    atomic_store_explicit(&a->req[i], NULL, memory_order_release);
 }
 
 /* The poster holds the lock now: take its request back (true), or find it
@@ -103,17 +111,22 @@ static bool withdraw(cua_arena *a, int i, cua_req *r)
 
 int _cua_combine_post(cua_arena *a, uint32_t gen, cua_req *r)
 {
-    if (!combining()) return CUA_COMBINE_NONE;
-    _cua_arena_count_wait(a);
+    if (!combining(a)) return CUA_COMBINE_NONE; /* (the usual wait counts itself) */
     r->gen = gen;
     r->msg = NULL;
     atomic_store_explicit(&r->done, 0, memory_order_relaxed);
     int i = post(a, r);
     if (i < 0) return CUA_COMBINE_NONE;
+    _cua_arena_count_wait(a);
     const struct timespec nap = {0, CUA_COMBINE_NAP_NS};
     for (unsigned look = 0;; look++) {
         if (atomic_load_explicit(&r->done, memory_order_acquire)) return CUA_COMBINE_DONE;
-        if ((look & 15) == 15 && _cua_trylock(&a->lock)) {
+        /* (the lock: every 16th look while spinning, then at every look,
+         * when its word says free: a holder that does no posted calls, a
+         * trim or a statistics read, lets the lock go to the next taker) */
+        if ((look >= CUA_COMBINE_SPINS || (look & 15) == 15) &&
+            atomic_load_explicit(&a->lock.word, memory_order_relaxed) == 0 &&
+            _cua_trylock(&a->lock)) {
             if (withdraw(a, i, r)) return _cua_combine_locked(a, gen);
             /* taken before: done by the holder that let the lock go to us */
             cua_assert(atomic_load_explicit(&r->done, memory_order_acquire));
@@ -155,7 +168,8 @@ static void do_alloc(cua_arena *a, cua_req *r)
     if (r->st == CUA_OK && r->tc) r->word = _cua_tc_grant_locked(r->tc, b, r->size);
 }
 
-static void do_one(cua_arena *a, cua_req *r)
+/* Do r; whether it failed (r is its poster's again once `done` is stored). */
+static bool do_one(cua_arena *a, cua_req *r)
 {
     if (atomic_load_explicit(&a->gen, memory_order_relaxed) != r->gen) {
         r->st = _cua_error(CUA_ERR_DESTROYED, "the arena was destroyed during the call");
@@ -168,12 +182,19 @@ static void do_one(cua_arena *a, cua_req *r)
     if (r->st != CUA_OK && !(r->st == CUA_ERR_BUSY && r->op == CUA_REQ_ALLOC && r->run.ev.n))
         r->msg = words();
     a->combined++;
+    bool failed = r->st != CUA_OK;
     atomic_store_explicit(&r->done, 1, memory_order_release);
+    return failed;
 }
 
 void _cua_combine_serve_posted(cua_arena *a, cua_status st)
 {
-    char *own = st != CUA_OK ? words() : NULL; /* (the holder's own failure's words) */
+    (void)st;
+    /* The holder's words stay its own, whatever its call's status: a
+     * thread's message is kept until that thread's next error. */
+    char own[CUA_MSG_CAP];
+    _cua_error_stash(own, sizeof own);
+    bool failed = false;
     unsigned served = 0;
     for (uint64_t m; served < CUA_COMBINE_SERVE_MAX &&
                      (m = atomic_load_explicit(&a->req_mask, memory_order_acquire)) != 0;) {
@@ -183,14 +204,11 @@ void _cua_combine_serve_posted(cua_arena *a, cua_status st)
             cua_req *r = atomic_load_explicit(&a->req[i], memory_order_acquire);
             if (!r) continue;
             empty_slot(a, i);
-            do_one(a, r);
+            failed |= do_one(a, r);
             served++;
         }
     }
-    if (own) {
-        _cua_error(st, "%s", own);
-        free(own);
-    }
+    if (failed) _cua_error_restore(own);
 }
 
 uint64_t _cua_combine_count(const cua_arena *a) { return a->combined; }

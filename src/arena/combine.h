@@ -13,7 +13,9 @@
  * _cua_combine_serve, before the unlock of an allocation or a free.
  *
  * Only allocations and frees are posted, and only while no event callback is
- * set (a call's events would reach the callback on the holder's thread). A
+ * set (a call's events would reach the callback on the holder's thread) and
+ * the arena's segments come from no user's supplier (its functions would
+ * run on the holder's thread). A
  * call whose placement plans event jobs comes back to its poster, who runs
  * the jobs without the lock (Note [events asked outside the lock],
  * stream.c) and ends the call itself.
@@ -74,8 +76,8 @@ static inline int _cua_combine_enter(cua_arena *a, uint32_t gen, cua_req *r)
 /* The holder (lock held), before it lets go: do the posted calls (combine.c). */
 void _cua_combine_serve_posted(cua_arena *a, cua_status st);
 
-/* ... when there are any. `st` is the holder's own call's status: when it is
- * a failure, its message is kept for it through the calls done for others. */
+/* ... when there are any. `st` is the holder's own call's status; its
+ * message stays its own through the calls done for others. */
 static inline void _cua_combine_serve(cua_arena *a, cua_status st)
 {
     if (CUA_UNLIKELY(atomic_load_explicit(&a->req_mask, memory_order_relaxed) != 0))
