@@ -50,15 +50,6 @@
 #define CUA_COMBINE_YIELDS 64    /* then with a sched_yield */
 #define CUA_COMBINE_NAP_NS 20000 /* then with a nap */
 
-static inline void relax(void)
-{
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#elif defined(__aarch64__)
-    __asm__ __volatile__("yield");
-#endif
-}
-
 /* Whether a's calls may be posted: not while an event callback is set (a
  * call's events would reach it on the holder's thread), nor in an arena whose
  * segments come from the user's supplier (its functions would run on the
@@ -133,7 +124,7 @@ int _cua_combine_post(cua_arena *a, uint32_t gen, cua_req *r)
             _cua_unlock(&a->lock);
             return CUA_COMBINE_DONE;
         }
-        if (look < CUA_COMBINE_SPINS) relax();
+        if (look < CUA_COMBINE_SPINS) _cua_cpu_relax();
         else if (look < CUA_COMBINE_SPINS + CUA_COMBINE_YIELDS) sched_yield();
         else nanosleep(&nap, NULL);
     }

@@ -145,6 +145,16 @@ typedef struct cua_lock_t {
 /* A static cua_lock_t of rank CUA_LOCK_RANK_<name>, unlocked. */
 #define CUA_LOCK_INIT(name) { 0, 0 CUA_WITNESS_RANK(CUA_LOCK_RANK_##name) }
 
+/* A spinning thread's pause between two looks (x86 pause, ARM yield). */
+static inline void _cua_cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
 void _cua_lock_slow(cua_lock_t *l);
 /* Wake one taker napping on l (lock.c). */
 void _cua_lock_wake(cua_lock_t *l);

@@ -22,15 +22,6 @@
 #define CUA_LOCK_YIELDS 64   /* then tries with a sched_yield in between */
 #define CUA_LOCK_NAP_NS 20000
 
-static inline void cpu_relax(void)
-{
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#elif defined(__aarch64__)
-    __asm__ __volatile__("yield");
-#endif
-}
-
 static inline bool try_take(cua_lock_t *l)
 {
     uint32_t expect = 0;
@@ -83,7 +74,7 @@ void _cua_lock_slow(cua_lock_t *l)
 {
     for (int i = 0; i < CUA_LOCK_SPINS; i++) {
         if (try_take(l)) return;
-        cpu_relax();
+        _cua_cpu_relax();
     }
     for (int i = 0; i < CUA_LOCK_YIELDS; i++) {
         if (try_take(l)) return;
