@@ -5,7 +5,9 @@
  * Note [calls the lock holder does]: threads that share an arena take its
  * lock for what their caches cannot serve (cuarena-mt's default: about a
  * tenth of the allocations and frees). On an H100's 16 cores one such call
- * took 47 ns with one thread and about 740 ns with two: each call reads and
+ * took about 47 ns with one thread and 740 ns with two (cuarena-mt's ops a
+ * second over its calls through the lock: 10.73 M ops at one thread, all
+ * through it, 6.42 M at two with 0.895 cache hits): each call reads and
  * writes the arena's counters, bins, block descriptors and pointer map,
  * which the call before it left in another core's cache, and the lock itself
  * passes from core to core. The lock then served about half a million calls
