@@ -493,10 +493,9 @@ static void *post_free(void *arg)
 
 /* Hold the arena's lock while a thread runs fn(c); once it has posted its
  * call (within wait_ms), do what a holder does before it lets go: the posted
- * calls (own: the holder's own call's status), then the unlock. False when
- * the thread never posted (it then waited for the lock instead). */
-static bool hold_for(cua_arena *a, void *(*fn)(void *), posted_call *c, cua_status own,
-                     int wait_ms)
+ * calls, then the unlock. False when the thread never posted (it then waited
+ * for the lock instead). */
+static bool hold_for(cua_arena *a, void *(*fn)(void *), posted_call *c, int wait_ms)
 {
     cua_arena *m = test_mem(a);
     pthread_t t;
@@ -508,15 +507,15 @@ static bool hold_for(cua_arena *a, void *(*fn)(void *), posted_call *c, cua_stat
     bool posted = false;
     for (int i = 0; i < wait_ms && !posted; i++)
         if (!(posted = atomic_load(&m->req_mask) != 0)) nap_ms(1);
-    _cua_combine_serve(m, own);
+    _cua_combine_serve(m);
     _cua_unlock(&m->lock);
     pthread_join(t, NULL);
     return posted;
 }
 
-static bool hold_while(cua_arena *a, void *(*fn)(void *), posted_call *c, cua_status own)
+static bool hold_while(cua_arena *a, void *(*fn)(void *), posted_call *c)
 {
-    return hold_for(a, fn, c, own, 5000);
+    return hold_for(a, fn, c, 5000);
 }
 
 TEST(a_thread_that_finds_the_lock_held_has_the_holder_do_its_call)
@@ -526,7 +525,7 @@ TEST(a_thread_that_finds_the_lock_held_has_the_holder_do_its_call)
     cua_arena *m = test_mem(a);
     uint64_t before = _cua_combine_count(m);
     posted_call c = {a, NULL, 3000, 0, CUA_ERR_INVALID_ARG, ""};
-    CHECK(hold_while(a, post_alloc, &c, CUA_OK));
+    CHECK(hold_while(a, post_alloc, &c));
     CHECK_OK(c.st);
     CHECK(c.p != NULL && _cua_combine_count(m) == before + 1);
     void *base = NULL;
@@ -536,18 +535,16 @@ TEST(a_thread_that_finds_the_lock_held_has_the_holder_do_its_call)
     CHECK_ARENA(a);
     /* The free, then a second one: the poster gets the words of its own
      * failure, and the holder keeps its own (a thread's message stays until
-     * that thread's next error), whether its own call failed or not. */
+     * that thread's next error). */
     posted_call f = {a, c.p, 0, 0, CUA_ERR_INVALID_ARG, ""};
-    CHECK(hold_while(a, post_free, &f, CUA_OK));
+    CHECK(hold_while(a, post_free, &f));
     CHECK_OK(f.st);
-    for (int own = 0; own < 2; own++) {
-        posted_call d = {a, c.p, 0, 0, CUA_OK, ""};
-        CHECK(_cua_error(CUA_ERR_LIMIT, "the holder's own failure") == CUA_ERR_LIMIT);
-        CHECK(hold_while(a, post_free, &d, own ? CUA_ERR_LIMIT : CUA_OK));
-        CHECK(d.st == CUA_ERR_DOUBLE_FREE && strstr(d.msg, "not live") != NULL);
-        CHECK(strcmp(cua_last_error(), "the holder's own failure") == 0);
-    }
-    CHECK(_cua_combine_count(m) == before + 4);
+    posted_call d = {a, c.p, 0, 0, CUA_OK, ""};
+    CHECK(_cua_error(CUA_ERR_LIMIT, "the holder's own failure") == CUA_ERR_LIMIT);
+    CHECK(hold_while(a, post_free, &d));
+    CHECK(d.st == CUA_ERR_DOUBLE_FREE && strstr(d.msg, "not live") != NULL);
+    CHECK(strcmp(cua_last_error(), "the holder's own failure") == 0);
+    CHECK(_cua_combine_count(m) == before + 3);
     cua_stats s = test_stats(a);
     CHECK(s.live_blocks == 0 && s.live_bytes == 0 && s.alloc_count == 1 && s.free_count == 1);
     CHECK_ARENA(a);
@@ -573,7 +570,7 @@ TEST(an_allocation_posted_with_event_jobs_comes_back_to_run_them)
     cua_arena *m = test_mem(a);
     uint64_t before = _cua_combine_count(m);
     posted_call c = {a, NULL, 12 << 20, Z, CUA_ERR_INVALID_ARG, ""};
-    CHECK(hold_while(a, post_alloc, &c, CUA_OK));
+    CHECK(hold_while(a, post_alloc, &c));
     CHECK_OK(c.st);
     CHECK(_cua_combine_count(m) == before + 1);
     cua_stats s1 = test_stats(a);
@@ -609,7 +606,7 @@ TEST(an_arena_of_a_users_supplier_does_not_post_its_calls)
     CHECK(a != NULL);
     uint64_t before = _cua_combine_count(test_mem(a));
     posted_call c = {a, NULL, 3 << 20, 0, CUA_ERR_INVALID_ARG, ""};
-    CHECK(!hold_for(a, post_alloc, &c, CUA_OK, 200));
+    CHECK(!hold_for(a, post_alloc, &c, 200));
     CHECK_OK(c.st);
     CHECK(_cua_combine_count(test_mem(a)) == before);
     CHECK_OK(cua_free(c.p));

@@ -350,7 +350,7 @@ static cua_status alloc_end(cua_arena *a, cua_tcache *tc, size_t size, cua_strea
                             void **out, cua_block *b, cua_status st)
 {
     uint64_t word = tc && st == CUA_OK ? _cua_tc_grant_locked(tc, b, size) : 0;
-    _cua_combine_serve(a, st);
+    _cua_combine_serve(a);
     /* Events go to the callback in leave: it may destroy or offload the arena. */
     bool events = a->nevents != 0;
     uint32_t gen = atomic_load_explicit(&a->gen, memory_order_relaxed);
@@ -372,7 +372,7 @@ static cua_status alloc_noted(cua_arena *a, cua_tcache *tc, size_t size, cua_str
     unlocked = NULL;
 #endif
     cua_status st = _cua_arena_alloc_locked(a, size, stream, final, out, tc ? &b : NULL, unlocked);
-    if (CUA_UNLIKELY(st == CUA_ERR_BUSY && run.ev.n && !run.ran)) {
+    if (CUA_UNLIKELY(_cua_place_planned(st, &run))) {
         /* A plain unlock: the events a callback gets go with the call's end,
          * and nothing here may wait for this thread's jobs. The arena's
          * memory outlives a destroy, which waits for the jobs, so the lock
@@ -390,7 +390,7 @@ static cua_status alloc_noted(cua_arena *a, cua_tcache *tc, size_t size, cua_str
  * results, or the rest of it when its placement planned event jobs. */
 static cua_status alloc_posted(cua_arena *a, cua_tcache *tc, cua_req *r, void **out)
 {
-    if (r->st == CUA_ERR_BUSY && r->run.ev.n && !r->run.ran) {
+    if (_cua_place_planned(r->st, &r->run)) {
         cua_block *b = NULL;
         bool held;
         cua_status st = jobs_then_alloc(a, r->gen, r->size, r->stream, false, out,
@@ -443,14 +443,14 @@ cua_status cua_arena_alloc(cua_arena *a, size_t size, cua_stream stream, void **
         st = alloc_noted(a, tc, size, stream, false, out);
     }
     if (CUA_LIKELY(st != CUA_ERR_OUT_OF_MEMORY)) return st;
-    uint32_t gen = g; /* (the handle's: enter checked that the arena has it) */
     /* The device is full: other arenas and the eviction callbacks first
      * (without this arena's lock: they take their own), then once more. A
-     * callback may destroy the arena meanwhile: the second look says so. */
-    _cua_pressure_relieve(a, gen, size); /* retried either way: streams may have completed meanwhile */
-    if ((st = enter_again(a, gen)) != CUA_OK) return st;
+     * callback may destroy the arena meanwhile: the second look says so (g:
+     * the handle's generation, which the arena had when the lock was taken). */
+    _cua_pressure_relieve(a, g, size); /* retried either way: streams may have completed meanwhile */
+    if ((st = enter_again(a, g)) != CUA_OK) return st;
     st = alloc_noted(a, tc, size, stream, true, out);
-    if (st == CUA_ERR_OUT_OF_MEMORY) _cua_pressure_report(a, gen, size);
+    if (st == CUA_ERR_OUT_OF_MEMORY) _cua_pressure_report(a, g, size);
     return st;
 }
 
@@ -491,7 +491,7 @@ cua_status cua_free(void *ptr)
     cua_status st = how == CUA_COMBINE_LOCKED ? CUA_OK : enter_owner(ptr, a);
     if (st != CUA_OK) return st;
     st = _cua_arena_free_locked(a, ptr);
-    _cua_combine_serve(a, st);
+    _cua_combine_serve(a);
     return leave(a, st);
 }
 

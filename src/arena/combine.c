@@ -120,7 +120,8 @@ int _cua_combine_post(cua_arena *a, uint32_t gen, cua_req *r)
         if ((look >= CUA_COMBINE_SPINS || (look & 15) == 15) &&
             atomic_load_explicit(&a->lock.word, memory_order_relaxed) == 0 &&
             _cua_trylock(&a->lock)) {
-            if (withdraw(a, i, r)) return _cua_combine_locked(a, gen);
+            if (withdraw(a, i, r))
+                return _cua_arena_held_same(a, gen) ? CUA_COMBINE_LOCKED : CUA_COMBINE_NONE;
             /* taken before: done by the holder that let the lock go to us */
             cua_assert(atomic_load_explicit(&r->done, memory_order_acquire));
             _cua_unlock(&a->lock);
@@ -172,7 +173,7 @@ static bool do_one(cua_arena *a, cua_req *r)
         r->st = _cua_arena_free_locked(a, r->ptr);
     }
     /* (a placement that planned jobs says BUSY with no words: the poster runs them) */
-    if (r->st != CUA_OK && !(r->st == CUA_ERR_BUSY && r->op == CUA_REQ_ALLOC && r->run.ev.n))
+    if (r->st != CUA_OK && !(r->op == CUA_REQ_ALLOC && _cua_place_planned(r->st, &r->run)))
         r->msg = words();
     a->combined++;
     bool failed = r->st != CUA_OK;
@@ -180,9 +181,8 @@ static bool do_one(cua_arena *a, cua_req *r)
     return failed;
 }
 
-void _cua_combine_serve_posted(cua_arena *a, cua_status st)
+void _cua_combine_serve_posted(cua_arena *a)
 {
-    (void)st;
     /* The holder's words stay its own, whatever its call's status: a
      * thread's message is kept until that thread's next error. */
     char own[CUA_MSG_CAP];

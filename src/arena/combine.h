@@ -46,17 +46,6 @@ typedef struct cua_req {
 
 enum { CUA_COMBINE_NONE, CUA_COMBINE_LOCKED, CUA_COMBINE_DONE };
 
-/* The lock came free and the caller took it: a live arena of its
- * generation (LOCKED), else nothing held (NONE). */
-static inline int _cua_combine_locked(cua_arena *a, uint32_t gen)
-{
-    if (CUA_LIKELY(atomic_load_explicit(&a->alive, memory_order_acquire) &&
-                   atomic_load_explicit(&a->gen, memory_order_relaxed) == gen))
-        return CUA_COMBINE_LOCKED;
-    _cua_unlock(&a->lock);
-    return CUA_COMBINE_NONE;
-}
-
 /* ... after finding the lock held: post and wait (combine.c). */
 int _cua_combine_post(cua_arena *a, uint32_t gen, cua_req *r);
 
@@ -69,19 +58,20 @@ int _cua_combine_post(cua_arena *a, uint32_t gen, cua_req *r);
 static inline int _cua_combine_enter(cua_arena *a, uint32_t gen, cua_req *r)
 {
     _cua_lock_check(&a->lock); /* (a wait for the lock, as far as the order goes) */
-    if (CUA_LIKELY(_cua_trylock(&a->lock))) return _cua_combine_locked(a, gen);
+    if (CUA_LIKELY(_cua_trylock(&a->lock)))
+        return _cua_arena_held_same(a, gen) ? CUA_COMBINE_LOCKED : CUA_COMBINE_NONE;
     return _cua_combine_post(a, gen, r);
 }
 
-/* The holder (lock held), before it lets go: do the posted calls (combine.c). */
-void _cua_combine_serve_posted(cua_arena *a, cua_status st);
+/* The holder (lock held), before it lets go: do the posted calls (combine.c;
+ * the holder's message stays its own through the calls done for others). */
+void _cua_combine_serve_posted(cua_arena *a);
 
-/* ... when there are any. `st` is the holder's own call's status; its
- * message stays its own through the calls done for others. */
-static inline void _cua_combine_serve(cua_arena *a, cua_status st)
+/* ... when there are any. */
+static inline void _cua_combine_serve(cua_arena *a)
 {
     if (CUA_UNLIKELY(atomic_load_explicit(&a->req_mask, memory_order_relaxed) != 0))
-        _cua_combine_serve_posted(a, st);
+        _cua_combine_serve_posted(a);
 }
 
 /* Calls done for other threads since the arena was made (statistics). */

@@ -28,5 +28,11 @@ typedef struct cua_placerun {
     bool ran;         /* the jobs planned were run: place with what they said */
 } cua_placerun;
 cua_spot _cua_place(cua_arena *a, uint32_t tag, uint64_t asize, cua_placerun *run);
+/* An allocation that answered `st` with run: it planned jobs for its caller
+ * to run without the lock (BUSY, jobs planned and not run yet). */
+static inline bool _cua_place_planned(cua_status st, const cua_placerun *run)
+{
+    return st == CUA_ERR_BUSY && run->ev.n && !run->ran;
+}
 
 #endif /* CUA_ARENA_PLACE_H */

@@ -215,15 +215,25 @@ static inline bool _cua_arena_same(cua_arena *a, uint32_t gen)
            atomic_load_explicit(&a->gen, memory_order_relaxed) == gen;
 }
 
-/* Take the arena's lock if it is alive and still of generation `gen` (true);
- * otherwise leave it unlocked (false): destroyed meanwhile, its memory maybe
- * another arena's since. */
-static inline bool _cua_arena_lock_same(cua_arena *a, uint32_t gen)
+/* The arena's lock, just taken, is kept when the arena is alive and still of
+ * generation `gen` (true); otherwise it is let go (false): destroyed
+ * meanwhile, its memory maybe another arena's since. */
+static inline bool _cua_arena_held_same(cua_arena *a, uint32_t gen)
 {
-    if (!_cua_arena_lock_alive(a)) return false;
-    if (CUA_LIKELY(atomic_load_explicit(&a->gen, memory_order_relaxed) == gen)) return true;
+    if (CUA_LIKELY(atomic_load_explicit(&a->alive, memory_order_acquire) &&
+                   atomic_load_explicit(&a->gen, memory_order_relaxed) == gen))
+        return true;
     _cua_unlock(&a->lock);
     return false;
+}
+
+/* Take the arena's lock if it is alive and still of generation `gen` (true);
+ * otherwise leave it unlocked (false). */
+static inline bool _cua_arena_lock_same(cua_arena *a, uint32_t gen)
+{
+    _cua_lock_check(&a->lock); /* a blocking take: the try below is only its fast path */
+    if (CUA_UNLIKELY(!_cua_trylock(&a->lock))) _cua_arena_lock_wait(a);
+    return _cua_arena_held_same(a, gen);
 }
 
 /* While the arena has one stream, free blocks merge whatever their tags. */

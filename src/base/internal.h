@@ -123,7 +123,7 @@ bool _cua_lock_witness_holds(unsigned rank);
  * compare-and-swap and no call; dropping it is a plain release store, which
  * does not drain the store buffer as an atomic exchange would (with
  * pthread_mutex the two atomic instructions were about a quarter of the
- * alloc/free fast path), with a load of the count of sleepers before it. A
+ * alloc/free fast path). A
  * contended taker spins, then yields, then sleeps in short naps (lock.c)
  * that end by their time-out; built with -DCUA_LOCK_WAKE (Linux), a release
  * that sees a sleeper wakes one (Note [naps that a release ends], lock.c). */
