@@ -28,7 +28,10 @@
 #                      (upstream.json, upstream-table.md); a pytest -k expression, and
 #                      the seconds of each of the two runs (default 270; natively
 #                      on an H100, 68 of the tests took 140 s: give the part a
-#                      command of its own, about 9 minutes with the build)
+#                      command of its own, about 9 minutes with the build);
+#                      CUA_GPU_UPSTREAM_TEST_TIMEOUT ends a test after that many
+#                      seconds (default 60), CUA_GPU_UPSTREAM_ONLY=native|cuarena
+#                      runs one of the two
 #   CUA_GPU_MT_CONFS   the arena options the mt part runs cuarena-mt with (space-
 #                      separated); CUA_GPU_MT_VARIANT="NAME:C_ARGS ..." adds builds with
 #                      those C arguments (CUA_GPU_MT_VARIANT_CONFS), CUA_GPU_MT_BASELINES=0
@@ -257,7 +260,8 @@ elif python3 -c 'import torch, pytest' 2>/dev/null; then
     rm -f "$out/upstream.json" "$out/upstream-table.md"
     CUARENA_LIB=$PWD/build-gpu/libcuarena.so run upstream python3 tests/gpu/torch_upstream/run_upstream.py \
         --json "$out/upstream.json" --md "$out/upstream-table.md" \
-        --timeout "${CUA_GPU_UPSTREAM_TIMEOUT:-270}" ${CUA_GPU_UPSTREAM_K:+-k "$CUA_GPU_UPSTREAM_K"}
+        --timeout "${CUA_GPU_UPSTREAM_TIMEOUT:-270}" --test-timeout "${CUA_GPU_UPSTREAM_TEST_TIMEOUT:-60}" \
+        ${CUA_GPU_UPSTREAM_ONLY:+--only "$CUA_GPU_UPSTREAM_ONLY"} ${CUA_GPU_UPSTREAM_K:+-k "$CUA_GPU_UPSTREAM_K"}
     grep -E '^upstream: ' "$log" | sed 's/^/   /'
     [[ -s $out/upstream-table.md ]] || say "upstream: no table (see the log)"
 else
