@@ -80,6 +80,21 @@ CUA_API cua_status cua_host_stream_complete(cua_backend *host, cua_stream stream
  */
 CUA_API cua_status cua_host_stream_destroy(cua_backend *host, cua_stream stream);
 
+/**
+ * Host backend only: begin (`on` 1) or end (`on` 0) a simulated CUDA graph
+ * capture on `stream`. While it captures, recording an event on it or waiting
+ * for it does nothing and answers CUA_ERR_BUSY, as the CUDA backend answers
+ * for a capturing stream (an event recorded into a capture could never be
+ * waited for, and the driver would invalidate the capture); waiting for the
+ * whole device fails with CUA_ERR_BACKEND and invalidates the capture, as the
+ * driver does. The end then fails with CUA_ERR_BACKEND, as cuStreamEndCapture
+ * does, so tests can show that an arena never breaks a user's capture.
+ * Returns CUA_OK, CUA_ERR_INVALID_ARG (NULL, not a host backend, a begin on a
+ * capturing stream or an end on one that is not), CUA_ERR_BACKEND (the capture
+ * was invalidated), CUA_ERR_OUT_OF_MEMORY (host memory).
+ */
+CUA_API cua_status cua_host_stream_capture(cua_backend *host, cua_stream stream, int on);
+
 /* ------------------------------------------------------------------------ */
 /* The fault backend                                                         */
 /* ------------------------------------------------------------------------ */

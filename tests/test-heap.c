@@ -179,6 +179,54 @@ HEAP_TEST(record_stream_block_comes_back_once_the_other_stream_is_done, 1)
     CHECK(D != A);
 }
 
+/* torch's test_graph_capture_reclaim_*: a block used on a stream that is
+ * capturing a CUDA graph, then freed. An event recorded there would be a node
+ * of the graph, and waiting for the stream (or the device) invalidates the
+ * capture; the arena does neither: the block stays pending - out of reach -
+ * until the capture is over, then its event is recorded as for any stream. */
+HEAP_TEST(a_block_used_by_a_capturing_stream_waits_for_the_capture_to_end, 1)
+{
+    const cua_stream s1 = 0x11, s2 = 0x22;
+    void *A, *B, *C, *D;
+    CHECK_OK(cua_arena_alloc(a, 16, s1, &A));
+    CHECK_OK(cua_record_stream(A, s2));
+    CHECK_OK(cua_host_stream_capture(bk, s2, 1));
+    CHECK_OK(cua_free(A));
+    CHECK_OK(cua_arena_alloc(a, 16, s1, &B));
+    CHECK(B != A);
+    CHECK_OK(cua_arena_trim(a, 0, NULL)); /* (waits for what it can, not for s2) */
+    CHECK_OK(cua_host_stream_capture(bk, s2, 0)); /* the capture was not invalidated */
+    CHECK_OK(cua_arena_alloc(a, 16, s1, &C)); /* records the event on s2 now */
+    CHECK(C != A);
+    CHECK_OK(cua_host_stream_complete(bk, s2));
+    CHECK_OK(cua_arena_alloc(a, 16, s1, &D));
+    CHECK(D == A);
+}
+
+/* The same for the blocks a capturing stream frees: another stream's miss
+ * would ask the stream's reclaim event; it leaves them to the capturing
+ * stream (which reuses them in stream order) until the capture is over. */
+HEAP_TEST(blocks_freed_on_a_capturing_stream_stay_its_own_until_the_capture_ends, 1)
+{
+    const cua_stream s1 = 0x11, s2 = 0x22;
+    void *A, *B, *C, *D, *E;
+    CHECK_OK(cua_arena_alloc(a, 4 * MiB, s2, &A));
+    CHECK_OK(cua_host_stream_capture(bk, s2, 1));
+    CHECK_OK(cua_free(A));
+    CHECK_OK(cua_arena_alloc(a, 4 * MiB, s1, &B)); /* a miss: s2 is not asked */
+    CHECK(B != A);
+    CHECK_OK(cua_arena_alloc(a, 4 * MiB, s2, &C)); /* its own stream: in stream order */
+    CHECK(C == A);
+    CHECK_OK(cua_free(C));
+    CHECK_OK(cua_arena_trim(a, 0, NULL));
+    CHECK_OK(cua_host_stream_capture(bk, s2, 0));
+    CHECK_OK(cua_arena_alloc(a, 4 * MiB, s1, &D)); /* records s2's reclaim event */
+    CHECK(D != A);
+    CHECK_OK(cua_host_stream_complete(bk, s2));
+    CHECK_OK(cua_arena_alloc(a, 4 * MiB, s1, &E));
+    CHECK(E == A);
+}
+
 HEAP_TEST(free_space_of_a_finished_stream_is_not_stranded, 1)
 {
     /* Fill 16 MiB on four streams, free everything, complete all streams:

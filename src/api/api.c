@@ -131,6 +131,11 @@ cua_status cua_host_stream_destroy(cua_backend *host, cua_stream stream)
     return _cua_host_stream_destroy(host, stream);
 }
 
+cua_status cua_host_stream_capture(cua_backend *host, cua_stream stream, int on)
+{
+    return _cua_host_stream_capture(host, stream, on);
+}
+
 cua_status cua_backend_fault_create(cua_backend *inner, cua_backend **out)
 {
     if (!inner || !out) return _cua_error(CUA_ERR_INVALID_ARG, "inner or out is NULL");

@@ -282,6 +282,10 @@ cua_status _cua_stream_wait_slot(cua_arena *a, uint32_t tag)
     if (a->streams.slot[tag].retired) return CUA_OK; /* (waited for when it was retired) */
     cua_status st = _cua_bk_stream_sync(a->bk, &a->cs, a->streams.slot[tag].stream);
     if (st == CUA_OK) return CUA_OK;
+    if (st == CUA_ERR_BUSY) /* (Note [streams that capture a CUDA graph], backend/cuda.c) */
+        return _cua_error(st, "arena '%s': stream %#lx is capturing a CUDA graph: its work "
+                          "cannot be waited for until the capture ends", a->name,
+                          (unsigned long)a->streams.slot[tag].stream);
     if ((st = slot_gone(a, tag)) == CUA_OK) share(a, &a->streams.slot[tag], tag);
     return st;
 }
@@ -290,6 +294,7 @@ static void reclaim_blocking(cua_arena *a, cua_streamslot *s, cua_status *st)
 {
     uint32_t tag = (uint32_t)(s - a->streams.slot);
     cua_status r = _cua_bk_stream_sync(a->bk, &a->cs, s->stream);
+    if (r == CUA_ERR_BUSY) return; /* capturing: its blocks stay its own until the capture ends */
     if (r != CUA_OK) {
         r = slot_gone(a, tag);
         if (r != CUA_OK) *st = r;
@@ -330,7 +335,7 @@ static void reclaim_async(cua_arena *a, cua_streamslot *s, cua_status *st)
     r = _cua_bk_event_record(a->bk, &a->cs, s->ev, s->stream);
     if (r != CUA_OK) { /* no event on it: wait for it (or, gone, for the device) */
         event_put(a, s->ev);
-        reclaim_blocking(a, s, st);
+        if (r != CUA_ERR_BUSY) reclaim_blocking(a, s, st); /* (BUSY: capturing; later) */
         return;
     }
     s->has_ev = true;
@@ -461,8 +466,10 @@ static void learn_job(cua_arena *a, cua_evjob *j)
         event_done(a, s);
     }
     /* A record that failed: the stream may be gone; wait for it as the
-     * inline reclaim does (an error path: the call is made under the lock). */
-    if (j->record && mine && j->st != CUA_OK && !s->has_ev && !s->retired) {
+     * inline reclaim does (an error path: the call is made under the lock).
+     * Not one refused because the stream captures a graph (BUSY): later. */
+    if (j->record && mine && j->st != CUA_OK && j->st != CUA_ERR_BUSY && !s->has_ev &&
+        !s->retired) {
         cua_status ignored;
         reclaim_blocking(a, s, &ignored);
     }
@@ -603,19 +610,25 @@ cua_status _cua_stream_add_use(cua_arena *a, cua_block *b, cua_stream stream)
  * `*ev`; at the free, or later for a use whose stream could be neither
  * recorded nor synchronised then: an event recorded later orders after the
  * same work); blocking, the stream synchronised if even that fails (the first
- * failure in *st). True when the use is covered. */
+ * failure in *st). True when the use is covered. A stream that captures a CUDA
+ * graph is neither recorded on nor waited for (the backend answers BUSY): the
+ * use stays uncovered, its block pending, until a later poll finds the
+ * capture over - as torch defers such events until no capture is underway. */
 static bool catch_up(cua_arena *a, cua_event *ev, cua_stream stream, bool blocking, cua_status *st)
 {
     cua_event e = 0;
     if (event_get(a, &e) == CUA_OK) {
-        if (_cua_bk_event_record(a->bk, &a->cs, e, stream) == CUA_OK) {
+        cua_status r = _cua_bk_event_record(a->bk, &a->cs, e, stream);
+        if (r == CUA_OK) {
             *ev = e;
             return true;
         }
         event_put(a, e);
+        if (r == CUA_ERR_BUSY) return false; /* capturing a graph: covered after it ends */
     }
     if (!blocking) return false;
     cua_status q = _cua_bk_stream_sync(a->bk, &a->cs, stream);
+    if (q == CUA_ERR_BUSY) return false; /* (not an error: the free or wait goes on) */
     /* Neither: it is gone (destroyed behind cuarena's back): its work is done
      * once the device's is, and the use needs nothing more of it. */
     if (q != CUA_OK) q = _cua_bk_stream_sync(a->bk, &a->cs, CUA_STREAM_DEVICE);

@@ -148,7 +148,8 @@ cua_status _cua_bk_account(cua_backend *b, cua_callstats *cs, cua_call kind, uin
         _cua_lock_witness_holds(CUA_LOCK_RANK_ARENA_SUPPLIED))
         atomic_fetch_add_explicit(&b->calls_locked[kind], 1, memory_order_relaxed);
 #endif
-    if (st != CUA_OK && !(kind == CUA_CALL_EVENT_QUERY && st == CUA_ERR_BUSY))
+    /* (BUSY: an event not yet complete, or a stream capturing a graph: no failure) */
+    if (st != CUA_OK && st != CUA_ERR_BUSY)
         atomic_fetch_add_explicit(&b->failures, 1, memory_order_relaxed);
     if (cs) {
         cs->calls[kind]++;

@@ -76,6 +76,9 @@ typedef struct cua_backend_ops {
     cua_status (*mem_info)(cua_backend *b, size_t *free_bytes, size_t *total_bytes);
     cua_status (*event_create)(cua_backend *b, cua_event *out);
     cua_status (*event_destroy)(cua_backend *b, cua_event ev);
+    /* CUA_ERR_BUSY, without a message and without recording, while `stream`
+     * captures a CUDA graph (Note [streams that capture a CUDA graph],
+     * backend/cuda.c): an event recorded there could not be waited for. */
     cua_status (*event_record)(cua_backend *b, cua_event ev, cua_stream stream);
     /* CUA_OK when the event has completed, CUA_ERR_BUSY while it has not
      * (without setting a message), another status on failure. */
@@ -83,7 +86,8 @@ typedef struct cua_backend_ops {
     cua_status (*event_sync)(cua_backend *b, cua_event ev);
     /* Wait for the stream's work; for CUA_STREAM_DEVICE, for all of the
      * device's work (cuCtxSynchronize): what a stream that may be gone is
-     * waited for with, without touching it. */
+     * waited for with, without touching it. CUA_ERR_BUSY, without a message
+     * and without waiting, while `stream` captures a CUDA graph. */
     cua_status (*stream_sync)(cua_backend *b, cua_stream stream);
     /* Set n bytes of mapped device memory at addr to v, ordered on stream s. */
     cua_status (*fill)(cua_backend *b, uintptr_t addr, size_t n, unsigned char v, cua_stream s);

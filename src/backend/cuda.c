@@ -64,6 +64,7 @@ typedef struct cuda_api {
     CUresult (*EventQuery)(CUevent);
     CUresult (*EventSynchronize)(CUevent);
     CUresult (*StreamSynchronize)(CUstream);
+    CUresult (*StreamIsCapturing)(CUstream, CUstreamCaptureStatus *);
     CUresult (*CtxSynchronize)(void);
     CUresult (*MemHostAlloc)(void **, size_t, unsigned);
     CUresult (*MemFreeHost)(void *);
@@ -107,7 +108,7 @@ static void api_load(void)
         E(DeviceCanAccessPeer), E(CtxEnablePeerAccess), E(MemGetAllocationGranularity), E(MemAddressReserve),
         E(MemAddressFree), E(MemCreate), E(MemRelease), E(MemMap), E(MemUnmap),
         E(MemSetAccess), E(MemGetInfo), E(MemAlloc), E(MemFree), E(EventCreate), E(EventDestroy), E(EventRecord),
-        E(EventQuery), E(EventSynchronize), E(StreamSynchronize), E(CtxSynchronize), E(MemHostAlloc),
+        E(EventQuery), E(EventSynchronize), E(StreamSynchronize), E(StreamIsCapturing), E(CtxSynchronize), E(MemHostAlloc),
         E(MemFreeHost), E(StreamCreate), E(StreamDestroy), E(MemcpyDtoHAsync),
         E(MemcpyHtoDAsync), E(MemsetD8Async), E(GetErrorName), E(GetErrorString),
 #undef E
@@ -402,11 +403,33 @@ static cua_status cuda_event_destroy(cua_backend *b, cua_event ev)
     return r == CUDA_SUCCESS ? CUA_OK : cu_fail(r, "cuEventDestroy");
 }
 
+/* Note [streams that capture a CUDA graph]: while a stream captures a graph
+ * (torch's CUDA graphs, torch.compile's reduce-overhead mode), an event
+ * recorded on it becomes a node of the graph, and querying or waiting for
+ * such an event - or waiting for the stream, or for a legacy stream that
+ * would join the capture - fails and invalidates the capture: the user's
+ * graph is lost. So recording on a capturing stream, and waiting for one,
+ * records and waits for nothing here and answers CUA_ERR_BUSY, without a
+ * message ("not now"); the arena then leaves the blocks that needed it where
+ * they are (not handed to other streams) until a later call finds the capture
+ * over, as torch defers its events until no capture is underway. The check
+ * is one cuStreamIsCapturing, on paths that record or wait (misses, frees of
+ * blocks used on other streams), never on a cache hit. */
+static bool capturing(CUstream stream)
+{
+    CUstreamCaptureStatus cs = CU_STREAM_CAPTURE_STATUS_NONE;
+    CUresult r = api.StreamIsCapturing(stream, &cs);
+    /* (IMPLICIT: a legacy stream while a blocking stream captures) */
+    return r == CUDA_ERROR_STREAM_CAPTURE_IMPLICIT || (r == CUDA_SUCCESS && cs != CU_STREAM_CAPTURE_STATUS_NONE);
+}
+
 static cua_status cuda_event_record(cua_backend *b, cua_event ev, cua_stream stream)
 {
     ENTER(cb_of(b));
-    CUresult r = api.EventRecord((CUevent)(uintptr_t)ev, (CUstream)stream);
+    CUresult r = capturing((CUstream)stream) ? CUDA_ERROR_NOT_READY
+                                              : api.EventRecord((CUevent)(uintptr_t)ev, (CUstream)stream);
     LEAVE();
+    if (r == CUDA_ERROR_NOT_READY) return CUA_ERR_BUSY; /* (capturing: nothing recorded) */
     return r == CUDA_SUCCESS ? CUA_OK
                              : cu_fail(r, "cuEventRecord(stream %#lx)", (unsigned long)stream);
 }
@@ -434,9 +457,11 @@ static cua_status cuda_stream_sync(cua_backend *b, cua_stream stream)
     ENTER(cb_of(b));
     /* (the whole device: the primary context's work, every stream's) */
     CUresult r = stream == CUA_STREAM_DEVICE ? api.CtxSynchronize()
-                                             : api.StreamSynchronize((CUstream)stream);
+                 : capturing((CUstream)stream) ? CUDA_ERROR_NOT_READY
+                                               : api.StreamSynchronize((CUstream)stream);
     LEAVE();
     if (r == CUDA_SUCCESS) return CUA_OK;
+    if (r == CUDA_ERROR_NOT_READY) return CUA_ERR_BUSY; /* (capturing: not waited for) */
     if (stream == CUA_STREAM_DEVICE) return cu_fail(r, "cuCtxSynchronize");
     return cu_fail(r, "cuStreamSynchronize(%#lx)", (unsigned long)stream);
 }

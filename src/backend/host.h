@@ -16,6 +16,7 @@ void _cua_host_config_defaults(cua_host_config *cfg);
 /* Mark every event recorded on `stream` complete. */
 cua_status _cua_host_stream_complete(cua_backend *b, cua_stream stream);
 cua_status _cua_host_stream_destroy(cua_backend *b, cua_stream stream);
+cua_status _cua_host_stream_capture(cua_backend *b, cua_stream stream, int on);
 /* For tests: the devices (bit d: device d) that may access the mapping or
  * whole segment holding `addr`, into *mask. CUA_ERR_INVALID_ARG when addr is
  * in none (or b is not a host backend). */

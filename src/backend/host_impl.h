@@ -109,6 +109,8 @@ typedef struct host_stream {
     uint64_t issued; /* sequence number of the last event recorded on it */
     uint64_t done;   /* events recorded up to this sequence number are complete */
     bool destroyed;  /* cua_host_stream_destroy: recording on it or waiting for it fails */
+    bool capturing;  /* cua_host_stream_capture: a CUDA graph capture is underway on it */
+    bool invalidated; /* a call during the capture invalidated it (CUDA's rules) */
 } host_stream;
 
 typedef struct host_range {

@@ -123,6 +123,8 @@ cua_status _cua_host_event_record(cua_backend *b, cua_event ev, cua_stream strea
         host_stream *hs = stream_get(h, stream);
         if (hs && hs->destroyed) {
             st = gone(stream, "event_record");
+        } else if (hs && hs->capturing) {
+            st = CUA_ERR_BUSY; /* (as the CUDA backend: nothing recorded into a capture) */
         } else if (hs) {
             e->recorded = true;
             e->stream_idx = (uint32_t)(hs - h->streams);
@@ -170,15 +172,46 @@ cua_status _cua_host_stream_sync(cua_backend *b, cua_stream stream)
     host_backend *h = host_of(b);
     _cua_lock(&h->lock);
     if (stream == CUA_STREAM_DEVICE) { /* the whole device: every stream's work, gone ones too */
-        for (size_t i = 0; i < h->nstreams; i++) h->streams[i].done = h->streams[i].issued;
+        bool broke = false;
+        for (size_t i = 0; i < h->nstreams; i++) {
+            h->streams[i].done = h->streams[i].issued;
+            if (h->streams[i].capturing) broke = h->streams[i].invalidated = true;
+        }
         _cua_unlock(&h->lock);
-        return CUA_OK;
+        return broke ? _cua_error(CUA_ERR_BACKEND, "host backend: the device waited for while a "
+                                  "stream captures a graph: the capture is invalidated")
+                     : CUA_OK;
     }
     host_stream *hs = stream_find(h, stream);
-    bool dead = hs && hs->destroyed;
-    if (!dead) complete_stream(h, stream);
+    bool dead = hs && hs->destroyed, capturing = hs && hs->capturing;
+    if (!dead && !capturing) complete_stream(h, stream);
     _cua_unlock(&h->lock);
+    if (capturing) return CUA_ERR_BUSY; /* (as the CUDA backend: not waited for) */
     return dead ? gone(stream, "stream_sync") : CUA_OK;
+}
+
+cua_status _cua_host_stream_capture(cua_backend *b, cua_stream stream, int on)
+{
+    if (!b || b->kind != CUA_BK_HOST)
+        return _cua_error(CUA_ERR_INVALID_ARG, "stream_capture: not a host backend");
+    host_backend *h = host_of(b);
+    _cua_lock(&h->lock);
+    host_stream *hs = stream_get(h, stream);
+    cua_status st = CUA_OK;
+    if (!hs) {
+        st = _cua_error(CUA_ERR_OUT_OF_MEMORY, "host backend: no host memory");
+    } else if (hs->destroyed || hs->capturing == (on != 0)) {
+        st = _cua_error(CUA_ERR_INVALID_ARG, "stream_capture: stream %#lx %s", (unsigned long)stream,
+                        hs->destroyed ? "was destroyed" : on ? "already captures" : "does not capture");
+    } else {
+        hs->capturing = on != 0;
+        if (!on && hs->invalidated)
+            st = _cua_error(CUA_ERR_BACKEND, "stream_capture: the capture on stream %#lx was "
+                            "invalidated by a wait during it", (unsigned long)stream);
+        hs->invalidated = false;
+    }
+    _cua_unlock(&h->lock);
+    return st;
 }
 
 cua_status _cua_host_stream_destroy(cua_backend *b, cua_stream stream)
