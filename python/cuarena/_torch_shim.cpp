@@ -151,11 +151,31 @@ void tally(int device, size_t n, bool freed) {
   (freed ? a.req_out : a.req_in).fetch_add(static_cast<int64_t>(n), std::memory_order_relaxed);
 }
 
+// Note [the profiler's memory events]: torch.profiler.profile(profile_memory=
+// True) learns of allocations and frees from the allocator itself
+// (c10::reportMemoryUsageToProfiler, which torch's allocator calls in its
+// malloc and free, and its plugged allocator does not): the memory timeline
+// and _memory_viz's profile_plot are made of these events. The totals are
+// cuarena's device figures, added up only while the thread profiles memory.
+void report_to_profiler(void* p, size_t n, bool freed, int device) {
+  if (!p || !c10::memoryProfilingEnabled()) return;
+  int64_t allocated = 0;
+  for (cua_arena* a : arenas_of(device)) {
+    cua_stats s;
+    if (cua_arena_get_stats(a, &s) == CUA_OK) allocated += s.allocated_bytes;
+  }
+  size_t peak = 0, mapped = 0;
+  cua_device_peak(device, &peak, &mapped);
+  c10::reportMemoryUsageToProfiler(p, freed ? -rounded(n) : rounded(n), allocated, mapped,
+                                   c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(device)));
+}
+
 // An allocation (p; null: it failed) and a free by `free`, as torch's
-// allocator notes them in its history (Note [torch's history in the shim],
-// _torch_history.cpp).
+// allocator notes them: in its history (Note [torch's history in the shim],
+// _torch_history.cpp) and for the profiler.
 void note_alloc(const HistoryCall& h, void* p, size_t n, int device, cudaStream_t s) {
   if (h.on) cuarena_torch::history_alloc(h, p, n, device, s);
+  report_to_profiler(p, n, false, device);
 }
 
 template <typename Free>
@@ -164,6 +184,7 @@ void noted_free(void* p, size_t n, int device, cudaStream_t s, Free&& free) {
   if (p && history_on.load(std::memory_order_relaxed)) h = cuarena_torch::history_begin_free(p);
   free();
   if (h.on) cuarena_torch::history_free(h, p, n, device, s);
+  report_to_profiler(p, n, true, device);
 }
 
 // torch's size words (format_size in its allocator): "N bytes" up to 1 KiB,
