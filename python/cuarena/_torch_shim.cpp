@@ -36,11 +36,15 @@ extern "C" {
 #include "cuarena_frameworks.h"
 }
 
+#include "_torch_history.h"
+
 namespace {
 
 using PluggableBase = torch::cuda::CUDAPluggableAllocator::CUDAPluggableAllocator;
 namespace CCA = c10::cuda::CUDACachingAllocator;
 namespace CDA = c10::CachingDeviceAllocator;
+using cuarena_torch::HistoryCall;
+using cuarena_torch::history_on;
 
 // The live arenas of a device.
 std::vector<cua_arena*> arenas_of(int device) {
@@ -145,6 +149,42 @@ void tally(int device, size_t n, bool freed) {
   (freed ? a.frees : a.allocs).fetch_add(1, std::memory_order_relaxed);
   (freed ? a.bytes_out : a.bytes_in).fetch_add(rounded(n), std::memory_order_relaxed);
   (freed ? a.req_out : a.req_in).fetch_add(static_cast<int64_t>(n), std::memory_order_relaxed);
+}
+
+// Note [the profiler's memory events]: torch.profiler.profile(profile_memory=
+// True) learns of allocations and frees from the allocator itself
+// (c10::reportMemoryUsageToProfiler, which torch's allocator calls in its
+// malloc and free, and its plugged allocator does not): the memory timeline
+// and _memory_viz's profile_plot are made of these events. The totals are
+// cuarena's device figures, added up only while the thread profiles memory.
+void report_to_profiler(void* p, size_t n, bool freed, int device) {
+  if (!p || !c10::memoryProfilingEnabled()) return;
+  int64_t allocated = 0;
+  for (cua_arena* a : arenas_of(device)) {
+    cua_stats s;
+    if (cua_arena_get_stats(a, &s) == CUA_OK) allocated += s.allocated_bytes;
+  }
+  size_t peak = 0, mapped = 0;
+  cua_device_peak(device, &peak, &mapped);
+  c10::reportMemoryUsageToProfiler(p, freed ? -rounded(n) : rounded(n), allocated, mapped,
+                                   c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(device)));
+}
+
+// An allocation (p; null: it failed) and a free by `free`, as torch's
+// allocator notes them: in its history (Note [torch's history in the shim],
+// _torch_history.cpp) and for the profiler.
+void note_alloc(const HistoryCall& h, void* p, size_t n, int device, cudaStream_t s) {
+  if (h.on) cuarena_torch::history_alloc(h, p, n, device, s);
+  report_to_profiler(p, n, false, device);
+}
+
+template <typename Free>
+void noted_free(void* p, size_t n, int device, cudaStream_t s, Free&& free) {
+  HistoryCall h;
+  if (p && history_on.load(std::memory_order_relaxed)) h = cuarena_torch::history_begin_free(p);
+  free();
+  if (h.on) cuarena_torch::history_free(h, p, n, device, s);
+  report_to_profiler(p, n, true, device);
 }
 
 // torch's size words (format_size in its allocator): "N bytes" up to 1 KiB,
@@ -394,21 +434,27 @@ std::vector<LiveBlock> pool_blocks(c10::DeviceIndex device, c10::cuda::MempoolId
 }
 
 struct CuarenaAllocator final : PluggableBase {
-  CuarenaAllocator()
-      : PluggableBase(
-            [](size_t n, int device, cudaStream_t s) {
-              void* p = pool_or_default_alloc(n, device, s);
-              if (p) tally(device, n, false);
-              return p;
-            },
-            [](void* p, size_t n, int device, cudaStream_t s) {
-              if (p) tally(device, n, true);
-              if (tracing.load(std::memory_order_relaxed)) {
-                std::lock_guard<std::mutex> g(trace_mu);
-                trace.push_back({'f', reinterpret_cast<uintptr_t>(p), 0, 0, ""});
-              }
-              free_or_hold(p, n, device, s);
-            }) {
+  // The plugged functions (torch calls them with no lock of its own held).
+  static void* alloc_fn(size_t n, int device, cudaStream_t s) {
+    HistoryCall h;
+    if (history_on.load(std::memory_order_relaxed))
+      h = cuarena_torch::history_begin(CCA::RecordContext::STATE);
+    void* p = pool_or_default_alloc(n, device, s);
+    if (p) tally(device, n, false);
+    note_alloc(h, p, n, device, s);
+    return p;
+  }
+
+  static void free_fn(void* p, size_t n, int device, cudaStream_t s) {
+    if (p) tally(device, n, true);
+    if (tracing.load(std::memory_order_relaxed)) {
+      std::lock_guard<std::mutex> g(trace_mu);
+      trace.push_back({'f', reinterpret_cast<uintptr_t>(p), 0, 0, ""});
+    }
+    noted_free(p, n, device, s, [&] { free_or_hold(p, n, device, s); });
+  }
+
+  CuarenaAllocator() : PluggableBase(alloc_fn, free_fn) {
     set_record_stream_fn(record_use);
   }
 
@@ -522,8 +568,15 @@ struct CuarenaAllocator final : PluggableBase {
   }
 
   void emptyCache(c10::cuda::MempoolId_t id) override {
+    // (its unmappings take its context: Note [torch's history in the shim])
+    HistoryCall h = cuarena_torch::history_begin(CCA::RecordContext::ALL);
     // As torch does: what the device still runs may use cached blocks.
     cudaDeviceSynchronize();
+    trim_caches(id);
+    cuarena_torch::history_window(h, -1);
+  }
+
+  static void trim_caches(c10::cuda::MempoolId_t id) {
     size_t released = 0;
     if (id.first != 0 || id.second != 0) {  // one pool's (MemPool.empty_cache)
       std::lock_guard<std::mutex> g(pools_mu);
@@ -554,7 +607,10 @@ struct CuarenaAllocator final : PluggableBase {
     }
   }
 
-  CCA::SnapshotInfo snapshot(c10::cuda::MempoolId_t, bool) override {
+  // Segments and blocks from cuarena's arenas; the blocks' and segments'
+  // frames and the device traces from the history the shim keeps (Note
+  // [torch's history in the shim], _torch_history.cpp).
+  CCA::SnapshotInfo snapshot(c10::cuda::MempoolId_t id, bool include_traces) override {
     CCA::SnapshotInfo info;
     int count = c10::cuda::device_count();
     for (int device = 0; device < count; device++) {
@@ -562,69 +618,28 @@ struct CuarenaAllocator final : PluggableBase {
       c.device = device;
       for (cua_arena* a : arenas_of(device)) cua_arena_walk(a, on_region, &c);
       for (auto& s : c.segments) info.segments.push_back(std::move(s));
-      info.device_traces.emplace_back();
-      add_history(device, info.device_traces.back());
     }
+    cuarena_torch::history_fill(info, count, id, include_traces);
     return info;
   }
 
-  // Note [torch's device_traces from cuarena's history]: what
-  // _record_memory_history turned on (cua_history_enable), as the entries
-  // torch's own allocator writes: an allocation, a free as requested and
-  // completed (cuarena hands a block to another stream only once its work is
-  // done), a mapping and an unmapping of pages (SEGMENT_MAP / SEGMENT_UNMAP,
-  // as torch's expandable segments), an out-of-memory answer. No Python
-  // frames (cuarena records no context). Times in microseconds, where
-  // torch's snapshot reads them. The entry is built only where this torch's
-  // TraceEntry takes these arguments; elsewhere the trace stays empty.
-  template <typename Trace>
-  static void add_history(int device, Trace& out) {
-    using TE = typename Trace::value_type;
-    size_t n = 0;
-    if (cua_history_read(device, nullptr, 0, &n) != CUA_OK || n == 0) return;
-    std::vector<cua_history_entry> h(n);
-    if (cua_history_read(device, h.data(), n, &n) != CUA_OK) return;
-    h.resize(n);
-    for (const cua_history_entry& e : h) {
-      switch (e.action) {
-        case CUA_HISTORY_ALLOC: push_trace(out, TE::ALLOC, device, e); break;
-        case CUA_HISTORY_FREE:
-          push_trace(out, TE::FREE_REQUESTED, device, e);
-          push_trace(out, TE::FREE_COMPLETED, device, e);
-          break;
-        case CUA_HISTORY_MAP: push_trace(out, TE::SEGMENT_MAP, device, e); break;
-        case CUA_HISTORY_UNMAP: push_trace(out, TE::SEGMENT_UNMAP, device, e); break;
-        case CUA_HISTORY_OOM: push_trace(out, TE::OOM, device, e); break;
-        default: break;
-      }
-    }
+  // torch.cuda.memory._record_memory_history and what torch calls while it
+  // records. The newer calls are written without `override`: where this
+  // torch declares them otherwise they do not take part, and the shim builds.
+  void recordHistory(bool enabled, CCA::CreateContextFn recorder, size_t max_entries,
+                     CCA::RecordContext when, bool clear,
+                     const std::vector<std::string>& skip_actions) override {
+    cuarena_torch::history_record(enabled, recorder, max_entries, when, clear, skip_actions);
   }
+  bool isHistoryEnabled() { return cuarena_torch::history_enabled(); }
+  void recordAnnotation(const std::vector<std::pair<std::string, std::string>>& md) {
+    cuarena_torch::history_annotate(md);
+  }
+  void pushCompileContext(std::string& md) { cuarena_torch::history_push_compile(md); }
+  void popCompileContext() { cuarena_torch::history_pop_compile(); }
+  void setUserMetadata(const std::string& md) { cuarena_torch::history_set_metadata(md); }
+  std::string getUserMetadata() { return cuarena_torch::history_metadata(); }
 
-  template <typename Trace, typename Action>
-  static void push_trace(Trace& out, Action action, int device, const cua_history_entry& e) {
-    using TE = typename Trace::value_type;
-    auto stream = reinterpret_cast<cudaStream_t>(e.stream);
-    auto when = static_cast<c10::approx_time_t>(e.time_ns / 1000);
-    c10::cuda::MempoolId_t pool{0, 0};
-    if constexpr (std::is_constructible_v<TE, Action, c10::DeviceIndex, size_t, size_t,
-                                          cudaStream_t, c10::cuda::MempoolId_t,
-                                          c10::approx_time_t>)
-      out.emplace_back(action, static_cast<c10::DeviceIndex>(device), size_t(e.address),
-                       size_t(e.size), stream, pool, when);
-  }
-
-  // torch.cuda.memory._record_memory_history: cuarena's own history of every
-  // device (cua_history_enable; no Python stack frames), which
-  // cuarena.snapshot() and dump_snapshot() put in device_traces.
-  void recordHistory(bool enabled, CCA::CreateContextFn, size_t max_entries,
-                     CCA::RecordContext, bool, const std::vector<std::string>&) override {
-    // torch passes sys.maxsize for "no limit"; cuarena's ring has a size
-    // (calloc'd, so only the entries written take host memory).
-    const size_t cap = size_t(1) << 20;
-    size_t n = max_entries == 0 || max_entries > cap ? cap : max_entries;
-    int count = c10::cuda::device_count();
-    for (int d = 0; d < count; d++) cua_history_enable(d, enabled ? n : 0);
-  }
   void attachOutOfMemoryObserver(CCA::OutOfMemoryObserver observer) override {
     std::lock_guard<std::mutex> g(observers_mu);
     observers.push_back(std::move(observer));
@@ -745,7 +760,14 @@ struct CuarenaAllocator final : PluggableBase {
   // The pool is gone (its graph destroyed): its arena goes too, unless a
   // tensor of it is still alive; then it stays, and its blocks are freed as
   // usual, into it.
-  void releasePool(c10::DeviceIndex, c10::cuda::MempoolId_t id) override {
+  void releasePool(c10::DeviceIndex device, c10::cuda::MempoolId_t id) override {
+    // (gathered before pools_mu: the context recorder may wait for the GIL)
+    HistoryCall h = cuarena_torch::history_begin(CCA::RecordContext::ALL);
+    release_pool(id);
+    cuarena_torch::history_window(h, device);
+  }
+
+  static void release_pool(c10::cuda::MempoolId_t id) {
     std::lock_guard<std::mutex> g(pools_mu);
     auto it = pools.find({id.first, id.second});
     if (it == pools.end()) return;
@@ -826,9 +848,11 @@ struct CuarenaAllocator final : PluggableBase {
         allocation_metadata_.erase(b.ptr);
       }
       tally(device, b.size, true);
-      cua_free(b.ptr);
+      noted_free(b.ptr, b.size, device, b.stream, [&] { cua_free(b.ptr); });
       delta.ptrs_freed.push_back(b.ptr);
     }
+    // (as torch: one context for the blocks made live again)
+    HistoryCall h = cuarena_torch::history_begin(CCA::RecordContext::STATE);
     for (const LiveBlock& b : cp->live) {
       if (cua_arena_alloc_at(arena, b.ptr, b.size, reinterpret_cast<cua_stream>(b.stream)) !=
           CUA_OK) {
@@ -852,6 +876,7 @@ struct CuarenaAllocator final : PluggableBase {
         allocation_metadata_.insert_or_assign(b.ptr, *meta);
       }
       tally(device, b.size, false);
+      note_alloc(h, b.ptr, b.size, device, b.stream);
       delta.dataptrs_allocd.emplace_back(b.ptr, b.ptr, raw_deleter(),
                                          c10::Device(c10::DeviceType::CUDA, device));
     }

@@ -66,13 +66,15 @@ def _include_dir():
 
 
 def _build_shim():
-    """Compile _torch_shim.cpp against the installed torch (cached by torch
-    under ~/.cache/torch_extensions) and return the module."""
+    """Compile _torch_shim.cpp (and _torch_history.cpp, its history of
+    allocations) against the installed torch (cached by torch under
+    ~/.cache/torch_extensions) and return the module."""
     from torch.utils.cpp_extension import load
 
     here = os.path.dirname(os.path.abspath(__file__))
     libdir = os.path.dirname(os.path.realpath(cuarena.library_path))
-    return load(name="cuarena_torch_shim", sources=[os.path.join(here, "_torch_shim.cpp")],
+    sources = [os.path.join(here, f) for f in ("_torch_shim.cpp", "_torch_history.cpp")]
+    return load(name="cuarena_torch_shim", sources=sources,
                 extra_include_paths=[_include_dir()],
                 extra_ldflags=["-L" + libdir, "-lcuarena", "-Wl,-rpath," + libdir],
                 with_cuda=True, verbose=bool(os.environ.get("CUARENA_SHIM_VERBOSE")))
