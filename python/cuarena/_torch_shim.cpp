@@ -22,6 +22,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <iterator>
 #include <map>
 #include <mutex>
 #include <string>
@@ -35,6 +36,8 @@ extern "C" {
 #include "cuarena_backend.h"
 #include "cuarena_frameworks.h"
 }
+
+#include "_torch_pools.h"
 
 namespace {
 
@@ -94,36 +97,6 @@ void on_region(const cua_region* r, void* user) {
   }
   if (b.active) s.active_size += r->size;
   s.blocks.push_back(std::move(b));
-}
-
-// Private memory pools (CUDA graph capture): while a
-// pool is active, what the streams its filter accepts allocate goes to an
-// arena of its own, named torch_pool_<a>_<b> after the pool id. Its blocks,
-// once freed, are reused only by the same pool (what a captured graph needs),
-// and the arena can be offloaded or discarded and restored like any other:
-// a graph replays at the same addresses afterwards. torch.cuda.MemPool() makes
-// the same kind of pool (createOrIncrefPool), and `with
-// torch.cuda.use_mem_pool(pool):` sends the thread's allocations to its arena.
-// A pool lives while its users (graphs, MemPool objects) hold it.
-struct Pool {
-  cua_arena* arena = nullptr;
-  // A MemPool with an allocator of its own: the arena's segments come from
-  // it (a supplier backend, Note [memory from a supplier] in
-  // src/backend/supplier.c), which lives as long as the pool.
-  std::shared_ptr<c10::cuda::CUDACachingAllocator::CUDAAllocator> supplier;
-  cua_backend* backend = nullptr;
-  std::function<bool(cudaStream_t)> filter;
-  bool active = false;
-  int device = 0;
-  int uses = 0;
-};
-
-std::mutex pools_mu;
-std::map<std::pair<uint64_t, uint64_t>, Pool> pools;
-std::atomic<int> pools_active{0};
-
-std::string pool_name(c10::cuda::MempoolId_t id) {
-  return "torch_pool_" + std::to_string(id.first) + "_" + std::to_string(id.second);
 }
 
 // torch's accumulated statistics ("allocated" and "freed" of memory_stats):
@@ -201,46 +174,9 @@ void* pool_or_default_alloc(size_t n, int device, cudaStream_t stream) {
 }
 
 void* pool_or_default_alloc_untraced(size_t n, int device, cudaStream_t stream) {
-  if (pools_active.load(std::memory_order_relaxed)) {
-    std::lock_guard<std::mutex> g(pools_mu);
-    for (auto& kv : pools) {
-      Pool& p = kv.second;
-      if (p.active && p.device == device && p.arena && p.filter && p.filter(stream)) {
-        void* ptr = nullptr;
-        if (cua_arena_alloc(p.arena, n ? n : 1, reinterpret_cast<cua_stream>(stream), &ptr) !=
-            CUA_OK)
-          return nullptr;
-        return ptr;
-      }
-    }
-  }
-  return cua_torch_alloc(n, device, stream);
-}
-
-// A live block of a pool: where, the bytes asked for, its stream.
-struct LiveBlock {
-  void* ptr;
-  size_t size;
-  cudaStream_t stream;
-};
-
-void collect_live(const cua_region* r, void* user) {
-  if (r->kind == CUA_REGION_LIVE && r->requested)  // (a block's first piece)
-    static_cast<std::vector<LiveBlock>*>(user)->push_back(
-        {reinterpret_cast<void*>(r->address), r->requested, reinterpret_cast<cudaStream_t>(r->stream)});
-}
-
-// The live blocks of a pool's arena (none when the pool has no arena on
-// `device`), in address order; *arena gets the arena.
-std::vector<LiveBlock> pool_blocks(c10::DeviceIndex device, c10::cuda::MempoolId_t id,
-                                   cua_arena** arena = nullptr) {
-  std::vector<LiveBlock> live;
-  std::lock_guard<std::mutex> g(pools_mu);
-  auto it = pools.find({id.first, id.second});
-  cua_arena* a = it != pools.end() && it->second.device == device ? it->second.arena : nullptr;
-  if (a) cua_arena_walk(a, collect_live, &live);
-  if (arena) *arena = a;
-  return live;
+  bool taken = false;
+  void* p = pool_alloc(n, device, stream, &taken);
+  return taken ? p : cua_torch_alloc(n, device, stream);
 }
 
 struct CuarenaAllocator final : PluggableBase {
@@ -373,27 +309,52 @@ struct CuarenaAllocator final : PluggableBase {
     a.req_out = 0;
   }
 
+  // Note [empty_cache and pools]: as torch's. While something is allocated
+  // to a pool on a device (a capture, a use_mem_pool block), nothing of that
+  // device is given back (a capture may not synchronise; torch leaves its
+  // cache alone then). Pools a graph or a MemPool holds are left: a captured
+  // graph replays into the blocks its capture freed (Note [pages a graph
+  // replays into], src/arena/policy.c). A pool nobody holds is trimmed, and
+  // goes once no block of it is live. A MemPool's end (its id) does this for
+  // that pool alone, once no graph holds it either.
   void emptyCache(c10::cuda::MempoolId_t id) override {
-    // As torch does: what the device still runs may use cached blocks.
-    cudaDeviceSynchronize();
     size_t released = 0;
-    if (id.first != 0 || id.second != 0) {  // one pool's (MemPool.empty_cache)
+    if (!is_default(id)) {
       std::lock_guard<std::mutex> g(pools_mu);
       auto it = pools.find({id.first, id.second});
-      if (it != pools.end() && it->second.arena) cua_arena_trim(it->second.arena, 0, &released);
+      if (it == pools.end() || it->second.uses > 0 || busy_locked(it->second.device)) return;
+      synchronize(it->second.device);
+      if (it->second.arena) cua_arena_trim(it->second.arena, 0, &released);
+      drop_locked(it);
       return;
     }
-    // Not the private pools still held: a captured graph replays into their
-    // freed blocks (torch keeps a pool's memory while a graph or MemPool
-    // holds it; Note [pages a graph replays into], src/arena/policy.c).
-    std::vector<cua_arena*> skip;
+    std::vector<cua_arena*> held;
+    std::vector<int> busy;
     {
       std::lock_guard<std::mutex> g(pools_mu);
+      for (const Underway& u : underway) busy.push_back(u.device);
       for (auto& kv : pools)
-        if (kv.second.arena && kv.second.uses > 0) skip.push_back(kv.second.arena);
+        if (kv.second.arena && kv.second.uses > 0) held.push_back(kv.second.arena);
     }
-    for (cua_arena* a : arenas_of(CUA_ALL_DEVICES))
-      if (std::find(skip.begin(), skip.end(), a) == skip.end()) cua_arena_trim(a, 0, &released);
+    auto has = [](const auto& v, auto x) { return std::find(v.begin(), v.end(), x) != v.end(); };
+    for (int d = 0; d < c10::cuda::device_count(); d++) {
+      std::vector<cua_arena*> arenas = arenas_of(d);
+      if (arenas.empty() || has(busy, d)) continue;
+      synchronize(d);  // (what the device still runs may use cached blocks)
+      for (cua_arena* a : arenas)
+        if (!has(held, a)) cua_arena_trim(a, 0, &released);
+    }
+    std::lock_guard<std::mutex> g(pools_mu);
+    for (auto it = pools.begin(); it != pools.end();) {
+      auto next = std::next(it);
+      if (!has(busy, it->second.device)) drop_locked(it);
+      it = next;
+    }
+  }
+
+  static void synchronize(int device) {
+    c10::cuda::CUDAGuard guard(static_cast<c10::DeviceIndex>(device));
+    (void)cudaDeviceSynchronize();
   }
 
   // cudnn's benchmark mode sizes its workspaces from this (the largest block
@@ -505,107 +466,44 @@ struct CuarenaAllocator final : PluggableBase {
 
   double getMemoryFraction(c10::DeviceIndex) override { return fraction_.load(); }
 
-  // A segment of a pool's own allocator (the supplier backend's callbacks;
-  // called under the pool arena's lock, and under pools_mu: the allocator
-  // must not allocate through torch's CUDA allocator). No exception crosses
-  // into C: a failure is a null segment, cuarena's out-of-memory answer.
-  static void* supplier_alloc(size_t size, int device, void* ctx) {
-    try {
-      c10::cuda::CUDAGuard guard(static_cast<c10::DeviceIndex>(device));
-      return static_cast<CCA::CUDAAllocator*>(ctx)->raw_alloc(size);
-    } catch (...) {
-      return nullptr;
-    }
-  }
-  static void supplier_free(void* ptr, size_t, int device, void* ctx) {
-    try {
-      c10::cuda::CUDAGuard guard(static_cast<c10::DeviceIndex>(device));
-      static_cast<CCA::CUDAAllocator*>(ctx)->raw_delete(ptr);
-    } catch (...) {
-    }
-  }
-
-  // The pool of id, with its arena made on first use (pools_mu held); with
-  // `supplier`, an arena whose segments come from that allocator.
-  static Pool& pool_locked(c10::DeviceIndex device, c10::cuda::MempoolId_t id,
-                           std::shared_ptr<CCA::CUDAAllocator> supplier = nullptr) {
-    Pool& p = pools[{id.first, id.second}];
-    if (!p.arena) {
-      // keep_mapped: a graph replays into the blocks its capture freed, so
-      // no automatic reason may unmap a pool's pages; an offload's restore
-      // maps them all again.
-      std::string name = pool_name(id),
-                  conf = "device:" + std::to_string(device) + ",keep_mapped:1";
-      cua_status st = CUA_OK;
-      if (supplier) {
-        cua_backend* inner = nullptr;
-        st = cua_device_backend(device, &inner);
-        if (st == CUA_OK)
-          st = cua_backend_supplier_create(inner, supplier_alloc, supplier_free, supplier.get(),
-                                           &p.backend);
-        if (st == CUA_OK) {
-          cua_arena_config cfg;
-          cua_arena_config_init(&cfg);
-          cfg.name = name.c_str();
-          cfg.device = device;
-          cfg.backend = p.backend;
-          cfg.flags |= CUA_ARENA_KEEP_MAPPED;
-          st = cua_arena_create(&cfg, &p.arena);
-        }
-        if (st != CUA_OK && p.backend) {
-          std::string why = cua_last_error();
-          cua_backend_destroy(p.backend);
-          p.backend = nullptr;
-          pools.erase({id.first, id.second});
-          TORCH_CHECK(false, "cuarena: no arena for memory pool ", name, ": ", why);
-        }
-        p.supplier = std::move(supplier);
-      } else {
-        st = cua_arena_create_conf(name.c_str(), conf.c_str(), &p.arena);
-      }
-      if (st != CUA_OK) pools.erase({id.first, id.second});
-      TORCH_CHECK(st == CUA_OK, "cuarena: no arena for memory pool ", name, ": ",
-                  cua_last_error());
-      p.uses = 1;
-    }
-    return p;
-  }
-
   // As torch's: every begin holds the pool (a use, given back by the
   // releasePool that follows a graph's destruction or use_mem_pool's end),
-  // so a MemPool's use_count() counts its object alone between them.
+  // so a MemPool's use_count() counts its object alone between them. Note
+  // [pools allocated to] in _torch_pools.h.
   void beginAllocateToPool(c10::DeviceIndex device, c10::cuda::MempoolId_t id,
                            std::function<bool(cudaStream_t)> filter) override {
     std::lock_guard<std::mutex> g(pools_mu);
-    bool fresh = pools.find({id.first, id.second}) == pools.end();
+    PoolKey key{id.first, id.second};
+    for (const Underway& u : underway)
+      TORCH_CHECK(u.id != key, "beginAllocateToPool: already allocating to memory pool ",
+                  pool_name(id));
+    bool fresh = pools.find(key) == pools.end();
     Pool& p = pool_locked(device, id);
     if (!fresh) p.uses++;
-    p.filter = std::move(filter);
     p.device = device;
-    if (!p.active) pools_active++;
-    p.active = true;
+    underway.push_back({key, device, std::move(filter)});
+    underway_n++;
   }
 
   void endAllocateToPool(c10::DeviceIndex, c10::cuda::MempoolId_t id) override {
     std::lock_guard<std::mutex> g(pools_mu);
-    auto it = pools.find({id.first, id.second});
-    if (it == pools.end() || !it->second.active) return;
-    it->second.active = false;
-    pools_active--;
+    for (auto u = underway.begin(); u != underway.end(); ++u) {
+      if (u->id != PoolKey{id.first, id.second}) continue;
+      underway.erase(u);
+      underway_n--;
+      return;
+    }
   }
 
-  // The pool is gone (its graph destroyed): its arena goes too, unless a
-  // tensor of it is still alive; then it stays, and its blocks are freed as
-  // usual, into it.
+  // The pool is gone (its graph destroyed, its MemPool deleted): its arena
+  // goes too, unless a tensor of it is still alive; then it stays, its
+  // blocks are freed as usual, into it, and empty_cache() ends it.
   void releasePool(c10::DeviceIndex, c10::cuda::MempoolId_t id) override {
     std::lock_guard<std::mutex> g(pools_mu);
     auto it = pools.find({id.first, id.second});
     if (it == pools.end()) return;
     if (--it->second.uses > 0) return;  // another graph or MemPool still holds it
-    if (it->second.active) pools_active--;
-    if (it->second.arena && cua_arena_destroy(it->second.arena, 0) != CUA_OK) return;
-    if (it->second.backend) cua_backend_destroy(it->second.backend);  // (its segments went back)
-    pools.erase(it);
+    drop_locked(it);
   }
 
   // torch.cuda.MemPool(). These are written without `override`: where this
