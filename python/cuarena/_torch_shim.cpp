@@ -66,36 +66,82 @@ void set_stat(StatArray& a, int64_t current, int64_t peak, int64_t allocated, in
   }
 }
 
+// Note [segments in torch's snapshot]: torch's snapshot lists segments, the
+// blocks in each, and the pool that owns each segment (segment_pool_id;
+// MemPool.snapshot() and graph-tree tools read a pool's segments by it). A
+// torch block never crosses a segment, and for expandable segments torch
+// lists one segment per contiguous mapped range. An arena with virtual
+// memory management is such a segment: it maps chunks (cua_arena_walk's
+// segments) side by side, and its blocks may cross their edges, where the
+// walk cuts them into pieces. So chunks that touch make one segment here, and
+// a block's pieces one block (a live piece without a requested size goes on
+// the block before it; a free or pending piece right after a joined edge
+// goes on a block of its kind). An arena without it (vmm:0, a MemPool's own
+// allocator: it reserves no address range) takes whole segments, one block
+// never in two: each is a segment, as torch's cudaMalloc'd ones.
 struct SegmentCollector {
   std::vector<CDA::SegmentInfo> segments;
   int device;
+  c10::cuda::MempoolId_t pool{0, 0};  // the walked arena's owner ({0, 0}: none)
+  bool expandable = true;             // the walked arena maps chunks in one range
+  bool open = false;                  // the last segment is the walked arena's
+  bool joined = false;                // ... and a chunk was just added to it
 };
+
+// The piece r continues the last block of s (Note [segments in torch's snapshot]).
+bool continues(const CDA::SegmentInfo& s, const cua_region* r, bool joined) {
+  if (s.blocks.empty()) return false;
+  const CDA::BlockInfo& b = s.blocks.back();
+  if (r->kind == CUA_REGION_LIVE) return b.allocated && r->requested == 0;
+  return joined && !b.allocated && b.active == (r->kind == CUA_REGION_PENDING);
+}
+
+void on_segment(SegmentCollector* c, const cua_region* r) {
+  if (c->expandable && c->open) {
+    CDA::SegmentInfo& s = c->segments.back();
+    if (s.address + s.total_size == r->address) {
+      s.total_size += r->size;
+      s.is_large = s.total_size > (size_t{1} << 20);
+      c->joined = true;
+      return;
+    }
+  }
+  CDA::SegmentInfo s;
+  s.device = static_cast<c10::DeviceIndex>(c->device);
+  s.address = r->address;
+  s.total_size = r->size;
+  s.is_large = r->size > (size_t{1} << 20);
+  s.is_expandable = c->expandable;
+  s.owner_private_pool_id = c->pool;
+  c->segments.push_back(std::move(s));
+  c->open = true;
+  c->joined = false;
+}
 
 void on_region(const cua_region* r, void* user) {
   auto* c = static_cast<SegmentCollector*>(user);
-  if (r->kind == CUA_REGION_SEGMENT) {
-    CDA::SegmentInfo s;
-    s.device = static_cast<c10::DeviceIndex>(c->device);
-    s.address = r->address;
-    s.total_size = r->size;
-    s.is_large = r->size > (size_t{1} << 20);
-    s.is_expandable = true;
-    c->segments.push_back(std::move(s));
-    return;
-  }
-  if (c->segments.empty()) return;
+  if (r->kind == CUA_REGION_SEGMENT) return on_segment(c, r);
+  if (!c->open) return;
   CDA::SegmentInfo& s = c->segments.back();
-  CDA::BlockInfo b;
-  b.size = r->size;
-  b.requested_size = r->kind == CUA_REGION_LIVE ? r->requested : 0;
-  b.allocated = r->kind == CUA_REGION_LIVE;
-  b.active = r->kind == CUA_REGION_LIVE || r->kind == CUA_REGION_PENDING;
-  if (b.allocated) {
+  bool more = continues(s, r, c->joined);
+  c->joined = false;
+  bool allocated = r->kind == CUA_REGION_LIVE;
+  bool active = allocated || r->kind == CUA_REGION_PENDING;
+  if (allocated) {
     s.allocated_size += r->size;
     s.requested_size += r->requested;
     if (!s.stream) s.stream = reinterpret_cast<void*>(r->stream);
   }
-  if (b.active) s.active_size += r->size;
+  if (active) s.active_size += r->size;
+  if (more) {
+    s.blocks.back().size += r->size;
+    return;
+  }
+  CDA::BlockInfo b;
+  b.size = r->size;
+  b.requested_size = allocated ? r->requested : 0;
+  b.allocated = allocated;
+  b.active = active;
   s.blocks.push_back(std::move(b));
 }
 
@@ -367,13 +413,44 @@ struct CuarenaAllocator final : PluggableBase {
     }
   }
 
-  CCA::SnapshotInfo snapshot(c10::cuda::MempoolId_t, bool) override {
+  // The segments of `device` a snapshot lists, in address order (Note
+  // [segments in torch's snapshot]): every arena's, each with the pool that
+  // owns it, or for a pool's id only that pool's, as torch lists a MemPool's.
+  static void collect_segments(int device, c10::cuda::MempoolId_t id, SegmentCollector& c) {
+    std::vector<cua_arena*> all = is_default(id) ? arenas_of(device) : std::vector<cua_arena*>{};
+    std::vector<std::pair<cua_arena*, c10::cuda::MempoolId_t>> todo;
+    {
+      std::lock_guard<std::mutex> g(pools_mu);
+      std::map<cua_arena*, c10::cuda::MempoolId_t> owner;
+      for (auto& kv : pools)
+        if (kv.second.arena && kv.second.device == device)
+          owner[kv.second.arena] = {kv.first.first, kv.first.second};
+      for (cua_arena* a : all) {
+        auto o = owner.find(a);
+        todo.emplace_back(a, o == owner.end() ? c10::cuda::MempoolId_t{0, 0} : o->second);
+      }
+      auto it = pools.find({id.first, id.second});
+      if (!is_default(id) && it != pools.end() && it->second.arena && it->second.device == device)
+        todo.emplace_back(it->second.arena, id);
+    }
+    for (auto& [arena, pool] : todo) {
+      cua_stats st;
+      c.pool = pool;
+      c.expandable = cua_arena_get_stats(arena, &st) != CUA_OK || st.reserved_bytes > 0;
+      c.open = false;  // (segments of two arenas are never one)
+      cua_arena_walk(arena, on_region, &c);
+    }
+    std::sort(c.segments.begin(), c.segments.end(),
+              [](const CDA::SegmentInfo& a, const CDA::SegmentInfo& b) { return a.address < b.address; });
+  }
+
+  CCA::SnapshotInfo snapshot(c10::cuda::MempoolId_t id, bool) override {
     CCA::SnapshotInfo info;
     int count = c10::cuda::device_count();
     for (int device = 0; device < count; device++) {
       SegmentCollector c;
       c.device = device;
-      for (cua_arena* a : arenas_of(device)) cua_arena_walk(a, on_region, &c);
+      collect_segments(device, id, c);
       for (auto& s : c.segments) info.segments.push_back(std::move(s));
       info.device_traces.emplace_back();
       add_history(device, info.device_traces.back());
