@@ -13,6 +13,7 @@
 #include <torch/extension.h>
 
 #include <c10/core/Allocator.h>
+#include <c10/core/AllocatorConfig.h>
 #include <c10/cuda/CUDAFunctions.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
@@ -145,24 +146,57 @@ void on_region(const cua_region* r, void* user) {
   s.blocks.push_back(std::move(b));
 }
 
+// Note [torch's block sizes]: torch's allocator rounds each request
+// (round_size): to 512 bytes, or, where roundup_power2_divisions applies
+// to its size (_set_allocator_settings, PYTORCH_ALLOC_CONF; by size
+// interval), up to the next of that many equal steps between the powers of
+// two around it (84 MiB with 4 divisions: 96 MiB). The setting asks for that
+// rounding (blocks reusable across sizes that vary a little), so cuarena is
+// asked for the rounded size where it applies, and the block really is that
+// large; otherwise for the bytes asked (its blocks are 512-byte multiples,
+// as torch's). torch's statistics count the rounded sizes; so do the shim's.
+// The setting is read from torch's config at each allocation.
+constexpr size_t kMinBlock = 512;
+
+// n rounded up to the next of `divisions` steps between powers of two.
+size_t power2_divided(size_t n, size_t divisions) {
+  if ((n & (n - 1)) == 0) return n;
+  size_t floor2 = size_t{1} << (63 - __builtin_clzll(n));
+  size_t step = floor2 >> (63 - __builtin_clzll(divisions));
+  if (step == 0) return floor2 << 1;
+  size_t down = n & ~(step - 1);
+  return down == n ? n : down + step;
+}
+
+// What cuarena is asked for a request of n bytes.
+size_t asked_size(size_t n) {
+  if (n <= kMinBlock) return n;
+  size_t divisions = c10::CachingAllocator::AcceleratorAllocatorConfig::roundup_power2_divisions(n);
+  return divisions > 1 && n > kMinBlock * divisions ? power2_divided(n, divisions) : n;
+}
+
+// torch's block for a request of n bytes (0 bytes: 512, as torch's round_size).
+int64_t torch_block(size_t n) {
+  size_t a = std::max<size_t>(asked_size(n), 1);
+  return static_cast<int64_t>((a + kMinBlock - 1) / kMinBlock * kMinBlock);
+}
+
 // torch's accumulated statistics ("allocated" and "freed" of memory_stats):
-// counted here per device, for what goes through torch, rounded as torch
-// rounds (512 bytes, cuarena's alignment too); resetAccumulatedStats zeroes
-// them. The "current" and "peak" figures are cuarena's own.
+// counted here per device, for what goes through torch, in torch's block
+// sizes (Note [torch's block sizes]); resetAccumulatedStats zeroes them. The
+// "current" and "peak" figures are cuarena's own.
 constexpr int kMaxDevices = 64;
 struct Accumulated {
   std::atomic<int64_t> allocs{0}, frees{0}, bytes_in{0}, bytes_out{0}, req_in{0}, req_out{0};
 };
 Accumulated accumulated[kMaxDevices];
 
-int64_t rounded(size_t n) { return static_cast<int64_t>((std::max<size_t>(n, 1) + 511) / 512 * 512); }
-
 // One allocation (freed: one free) of n bytes through torch on `device`.
 void tally(int device, size_t n, bool freed) {
   if (device < 0 || device >= kMaxDevices) return;
   Accumulated& a = accumulated[device];
   (freed ? a.frees : a.allocs).fetch_add(1, std::memory_order_relaxed);
-  (freed ? a.bytes_out : a.bytes_in).fetch_add(rounded(n), std::memory_order_relaxed);
+  (freed ? a.bytes_out : a.bytes_in).fetch_add(torch_block(n), std::memory_order_relaxed);
   (freed ? a.req_out : a.req_in).fetch_add(static_cast<int64_t>(n), std::memory_order_relaxed);
 }
 
@@ -229,7 +263,7 @@ struct CuarenaAllocator final : PluggableBase {
   CuarenaAllocator()
       : PluggableBase(
             [](size_t n, int device, cudaStream_t s) {
-              void* p = pool_or_default_alloc(n, device, s);
+              void* p = pool_or_default_alloc(asked_size(n), device, s);
               if (p) tally(device, n, false);
               return p;
             },
