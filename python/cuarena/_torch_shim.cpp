@@ -293,6 +293,12 @@ struct CuarenaAllocator final : PluggableBase {
     // (torch refuses these before anything else, in these words)
     TORCH_CHECK_WITH(OutOfMemoryError, size < (uint64_t{1} << 60),
                      "CUDA out of memory. Tried to allocate more than 1EB memory.");
+    c10::Device where(c10::DeviceType::CUDA, device);
+    if (size == 0) return {nullptr, nullptr, raw_deleter(), where};  // (torch's: no block)
+    if (!enabled_.load()) {  // Note [the cache turned off]
+      void* p = uncached_alloc(size);
+      return {p, p, raw_deleter(), where};
+    }
     cudaStream_t stream = c10::cuda::getCurrentCUDAStream(device);
     void* r = this->malloc(size, device, stream);
     if (!r) {
@@ -322,7 +328,28 @@ struct CuarenaAllocator final : PluggableBase {
                report.c_str());
       TORCH_CHECK_WITH(OutOfMemoryError, false, static_cast<const char*>(msg));
     }
-    return {r, r, raw_deleter(), c10::Device(c10::DeviceType::CUDA, device)};
+    return {r, r, raw_deleter(), where};
+  }
+
+  // Note [the cache turned off]: torch.cuda.caching_allocator_enable(False)
+  // makes torch's allocator take each allocation straight from cudaMalloc
+  // and give it back with cudaFree, outside its cache and its statistics (a
+  // debugging aid: a memory checker sees each buffer). So here: while it is
+  // off, allocations bypass cuarena; blocks cuarena handed out before go back
+  // to it as usual. The deleter tells them apart by the pointers remembered.
+  void enable(bool value) override { enabled_.store(value); }
+  bool isEnabled() const override { return enabled_.load(); }
+
+  void* raw_alloc(size_t n) override {
+    return enabled_.load() ? PluggableBase::raw_alloc(n) : uncached_alloc(n);
+  }
+  void* raw_alloc_with_stream(size_t n, cudaStream_t stream) override {
+    return enabled_.load() ? PluggableBase::raw_alloc_with_stream(n, stream) : uncached_alloc(n);
+  }
+  void raw_delete(void* p) override {
+    if (!p) return;  // (a tensor of 0 bytes, as torch's)
+    if (uncached_n_.load(std::memory_order_relaxed) && uncached_free(p)) return;
+    PluggableBase::raw_delete(p);
   }
 
   CDA::DeviceStats getDeviceStats(c10::DeviceIndex device) override {
@@ -729,7 +756,31 @@ struct CuarenaAllocator final : PluggableBase {
   std::string name() override { return "cuarena"; }
 
  private:
+  void* uncached_alloc(size_t n) {
+    if (n == 0) return nullptr;
+    void* p = nullptr;
+    C10_CUDA_CHECK(cudaMalloc(&p, n));
+    std::lock_guard<std::mutex> g(uncached_mu_);
+    uncached_.insert(p);
+    uncached_n_++;
+    return p;
+  }
+
+  bool uncached_free(void* p) {
+    {
+      std::lock_guard<std::mutex> g(uncached_mu_);
+      if (!uncached_.erase(p)) return false;
+      uncached_n_--;
+    }
+    C10_CUDA_CHECK_WARN(cudaFree(p));
+    return true;
+  }
+
   std::atomic<double> fraction_{1.0};
+  std::atomic<bool> enabled_{true};
+  std::mutex uncached_mu_;
+  std::unordered_set<void*> uncached_;  // (uncached_mu_) cudaMalloc'd while off
+  std::atomic<size_t> uncached_n_{0};
 };
 
 void trace_start() {
