@@ -13,6 +13,7 @@
 #include <torch/extension.h>
 
 #include <c10/core/Allocator.h>
+#include <c10/core/AllocatorConfig.h>
 #include <c10/cuda/CUDAFunctions.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
@@ -22,6 +23,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <iterator>
 #include <map>
 #include <mutex>
 #include <string>
@@ -37,6 +39,8 @@ extern "C" {
 }
 
 #include "_torch_history.h"
+#include "_torch_capture.h"
+#include "_torch_pools.h"
 
 namespace {
 
@@ -67,87 +71,136 @@ void set_stat(StatArray& a, int64_t current, int64_t peak, int64_t allocated, in
   }
 }
 
+// Note [segments in torch's snapshot]: torch's snapshot lists segments, the
+// blocks in each, and the pool that owns each segment (segment_pool_id;
+// MemPool.snapshot() and graph-tree tools read a pool's segments by it). A
+// torch block never crosses a segment, and for expandable segments torch
+// lists one segment per contiguous mapped range. An arena with virtual
+// memory management is such a segment: it maps chunks (cua_arena_walk's
+// segments) side by side, and its blocks may cross their edges, where the
+// walk cuts them into pieces. So chunks that touch make one segment here, and
+// a block's pieces one block (a live piece without a requested size goes on
+// the block before it; a free or pending piece right after a joined edge
+// goes on a block of its kind). An arena without it (vmm:0, a MemPool's own
+// allocator: it reserves no address range) takes whole segments, one block
+// never in two: each is a segment, as torch's cudaMalloc'd ones.
 struct SegmentCollector {
   std::vector<CDA::SegmentInfo> segments;
   int device;
+  c10::cuda::MempoolId_t pool{0, 0};  // the walked arena's owner ({0, 0}: none)
+  bool expandable = true;             // the walked arena maps chunks in one range
+  bool open = false;                  // the last segment is the walked arena's
+  bool joined = false;                // ... and a chunk was just added to it
 };
+
+// The piece r continues the last block of s (Note [segments in torch's snapshot]).
+bool continues(const CDA::SegmentInfo& s, const cua_region* r, bool joined) {
+  if (s.blocks.empty()) return false;
+  const CDA::BlockInfo& b = s.blocks.back();
+  if (r->kind == CUA_REGION_LIVE) return b.allocated && r->requested == 0;
+  return joined && !b.allocated && b.active == (r->kind == CUA_REGION_PENDING);
+}
+
+void on_segment(SegmentCollector* c, const cua_region* r) {
+  if (c->expandable && c->open) {
+    CDA::SegmentInfo& s = c->segments.back();
+    if (s.address + s.total_size == r->address) {
+      s.total_size += r->size;
+      s.is_large = s.total_size > (size_t{1} << 20);
+      c->joined = true;
+      return;
+    }
+  }
+  CDA::SegmentInfo s;
+  s.device = static_cast<c10::DeviceIndex>(c->device);
+  s.address = r->address;
+  s.total_size = r->size;
+  s.is_large = r->size > (size_t{1} << 20);
+  s.is_expandable = c->expandable;
+  s.owner_private_pool_id = c->pool;
+  c->segments.push_back(std::move(s));
+  c->open = true;
+  c->joined = false;
+}
 
 void on_region(const cua_region* r, void* user) {
   auto* c = static_cast<SegmentCollector*>(user);
-  if (r->kind == CUA_REGION_SEGMENT) {
-    CDA::SegmentInfo s;
-    s.device = static_cast<c10::DeviceIndex>(c->device);
-    s.address = r->address;
-    s.total_size = r->size;
-    s.is_large = r->size > (size_t{1} << 20);
-    s.is_expandable = true;
-    c->segments.push_back(std::move(s));
-    return;
-  }
-  if (c->segments.empty()) return;
+  if (r->kind == CUA_REGION_SEGMENT) return on_segment(c, r);
+  if (!c->open) return;
   CDA::SegmentInfo& s = c->segments.back();
-  CDA::BlockInfo b;
-  b.size = r->size;
-  b.requested_size = r->kind == CUA_REGION_LIVE ? r->requested : 0;
-  b.allocated = r->kind == CUA_REGION_LIVE;
-  b.active = r->kind == CUA_REGION_LIVE || r->kind == CUA_REGION_PENDING;
-  if (b.allocated) {
+  bool more = continues(s, r, c->joined);
+  c->joined = false;
+  bool allocated = r->kind == CUA_REGION_LIVE;
+  bool active = allocated || r->kind == CUA_REGION_PENDING;
+  if (allocated) {
     s.allocated_size += r->size;
     s.requested_size += r->requested;
     if (!s.stream) s.stream = reinterpret_cast<void*>(r->stream);
   }
-  if (b.active) s.active_size += r->size;
+  if (active) s.active_size += r->size;
+  if (more) {
+    s.blocks.back().size += r->size;
+    return;
+  }
+  CDA::BlockInfo b;
+  b.size = r->size;
+  b.requested_size = allocated ? r->requested : 0;
+  b.allocated = allocated;
+  b.active = active;
   s.blocks.push_back(std::move(b));
 }
 
-// Private memory pools (CUDA graph capture): while a
-// pool is active, what the streams its filter accepts allocate goes to an
-// arena of its own, named torch_pool_<a>_<b> after the pool id. Its blocks,
-// once freed, are reused only by the same pool (what a captured graph needs),
-// and the arena can be offloaded or discarded and restored like any other:
-// a graph replays at the same addresses afterwards. torch.cuda.MemPool() makes
-// the same kind of pool (createOrIncrefPool), and `with
-// torch.cuda.use_mem_pool(pool):` sends the thread's allocations to its arena.
-// A pool lives while its users (graphs, MemPool objects) hold it.
-struct Pool {
-  cua_arena* arena = nullptr;
-  // A MemPool with an allocator of its own: the arena's segments come from
-  // it (a supplier backend, Note [memory from a supplier] in
-  // src/backend/supplier.c), which lives as long as the pool.
-  std::shared_ptr<c10::cuda::CUDACachingAllocator::CUDAAllocator> supplier;
-  cua_backend* backend = nullptr;
-  std::function<bool(cudaStream_t)> filter;
-  bool active = false;
-  int device = 0;
-  int uses = 0;
-};
+// Note [torch's block sizes]: torch's allocator rounds each request
+// (round_size): to 512 bytes, or, where roundup_power2_divisions applies
+// to its size (_set_allocator_settings, PYTORCH_ALLOC_CONF; by size
+// interval), up to the next of that many equal steps between the powers of
+// two around it (84 MiB with 4 divisions: 96 MiB). The setting asks for that
+// rounding (blocks reusable across sizes that vary a little), so cuarena is
+// asked for the rounded size where it applies, and the block really is that
+// large; otherwise for the bytes asked (its blocks are 512-byte multiples,
+// as torch's). torch's statistics count the rounded sizes; so do the shim's.
+// The setting is read from torch's config at each allocation.
+constexpr size_t kMinBlock = 512;
 
-std::mutex pools_mu;
-std::map<std::pair<uint64_t, uint64_t>, Pool> pools;
-std::atomic<int> pools_active{0};
+// n rounded up to the next of `divisions` steps between powers of two.
+size_t power2_divided(size_t n, size_t divisions) {
+  if ((n & (n - 1)) == 0) return n;
+  size_t floor2 = size_t{1} << (63 - __builtin_clzll(n));
+  size_t step = floor2 >> (63 - __builtin_clzll(divisions));
+  if (step == 0) return floor2 << 1;
+  size_t down = n & ~(step - 1);
+  return down == n ? n : down + step;
+}
 
-std::string pool_name(c10::cuda::MempoolId_t id) {
-  return "torch_pool_" + std::to_string(id.first) + "_" + std::to_string(id.second);
+// What cuarena is asked for a request of n bytes.
+size_t asked_size(size_t n) {
+  if (n <= kMinBlock) return n;
+  size_t divisions = c10::CachingAllocator::AcceleratorAllocatorConfig::roundup_power2_divisions(n);
+  return divisions > 1 && n > kMinBlock * divisions ? power2_divided(n, divisions) : n;
+}
+
+// torch's block for a request of n bytes (0 bytes: 512, as torch's round_size).
+int64_t torch_block(size_t n) {
+  size_t a = std::max<size_t>(asked_size(n), 1);
+  return static_cast<int64_t>((a + kMinBlock - 1) / kMinBlock * kMinBlock);
 }
 
 // torch's accumulated statistics ("allocated" and "freed" of memory_stats):
-// counted here per device, for what goes through torch, rounded as torch
-// rounds (512 bytes, cuarena's alignment too); resetAccumulatedStats zeroes
-// them. The "current" and "peak" figures are cuarena's own.
+// counted here per device, for what goes through torch, in torch's block
+// sizes (Note [torch's block sizes]); resetAccumulatedStats zeroes them. The
+// "current" and "peak" figures are cuarena's own.
 constexpr int kMaxDevices = 64;
 struct Accumulated {
   std::atomic<int64_t> allocs{0}, frees{0}, bytes_in{0}, bytes_out{0}, req_in{0}, req_out{0};
 };
 Accumulated accumulated[kMaxDevices];
 
-int64_t rounded(size_t n) { return static_cast<int64_t>((std::max<size_t>(n, 1) + 511) / 512 * 512); }
-
 // One allocation (freed: one free) of n bytes through torch on `device`.
 void tally(int device, size_t n, bool freed) {
   if (device < 0 || device >= kMaxDevices) return;
   Accumulated& a = accumulated[device];
   (freed ? a.frees : a.allocs).fetch_add(1, std::memory_order_relaxed);
-  (freed ? a.bytes_out : a.bytes_in).fetch_add(rounded(n), std::memory_order_relaxed);
+  (freed ? a.bytes_out : a.bytes_in).fetch_add(torch_block(n), std::memory_order_relaxed);
   (freed ? a.req_out : a.req_in).fetch_add(static_cast<int64_t>(n), std::memory_order_relaxed);
 }
 
@@ -166,7 +219,7 @@ void report_to_profiler(void* p, size_t n, bool freed, int device) {
   }
   size_t peak = 0, mapped = 0;
   cua_device_peak(device, &peak, &mapped);
-  c10::reportMemoryUsageToProfiler(p, freed ? -rounded(n) : rounded(n), allocated, mapped,
+  c10::reportMemoryUsageToProfiler(p, freed ? -torch_block(n) : torch_block(n), allocated, mapped,
                                    c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(device)));
 }
 
@@ -234,155 +287,6 @@ void* traced(void* p, size_t n, cudaStream_t stream) {
   return p;
 }
 
-// Note [frees during a capture, reused after a join]: inside a CUDA graph
-// capture, a tensor used on a side stream (record_stream) and then freed may
-// be handed out again as soon as the capturing stream that allocates has
-// joined every such side stream - its work in the graph comes after theirs -
-// as torch's allocator does with graph_capture_record_stream_reuse. An event
-// cannot tell (one recorded on a capturing stream is a node of the graph,
-// never complete): the graph can. So a record_stream on a capturing stream is
-// kept here, not given to cuarena; the free of such a tensor is held, with
-// each side stream's last captured nodes at that moment (its "marks"); an
-// allocation on a capturing stream of the same capture hands the held block
-// to cuarena's free first when the nodes the stream now ends with have every
-// mark as an ancestor (cudaGraphNodeGetDependencies, searched upward). When
-// the capture is over, a held block is freed with its side streams recorded
-// as any other (cuarena then waits for their work). Nothing is held outside
-// captures: the allocation path pays one relaxed load.
-struct HeldFree {
-  void* ptr;
-  size_t size;
-  int device;
-  cudaStream_t stream;               // the block's own (the free's)
-  std::vector<cudaStream_t> uses;    // side streams recorded during the capture
-  unsigned long long capture = 0;    // the capture's id (0: none seen)
-  std::vector<cudaGraphNode_t> marks;
-};
-std::mutex capture_mu;
-std::map<void*, std::vector<cudaStream_t>> capture_uses;  // ptr -> capturing side streams
-std::vector<HeldFree> held;
-std::atomic<size_t> held_count{0};
-
-// The capture `stream` takes part in, with its last captured nodes; false
-// when it captures nothing (an error, e.g. a legacy stream during another
-// thread's capture, is cleared: torch checks cudaGetLastError after kernels).
-bool capture_of(cudaStream_t stream, unsigned long long* id, const cudaGraphNode_t** deps,
-                size_t* n) {
-  cudaStreamCaptureStatus st = cudaStreamCaptureStatusNone;
-  if (cudaStreamGetCaptureInfo(stream, &st, id, nullptr, deps, nullptr, n) != cudaSuccess) {
-    (void)cudaGetLastError();
-    return false;
-  }
-  return st == cudaStreamCaptureStatusActive;
-}
-
-bool stream_capturing(cudaStream_t stream) {
-  cudaStreamCaptureStatus st = cudaStreamCaptureStatusNone;
-  if (cudaStreamIsCapturing(stream, &st) != cudaSuccess) {
-    (void)cudaGetLastError();
-    return true;  // (implicit capture: treat as capturing, touch nothing)
-  }
-  return st != cudaStreamCaptureStatusNone;
-}
-
-// Every node of `marks` is an ancestor of (or one of) `from`, within a bounded search.
-bool reaches_all(const cudaGraphNode_t* from, size_t n, const std::vector<cudaGraphNode_t>& marks) {
-  std::unordered_set<cudaGraphNode_t> need(marks.begin(), marks.end()), seen;
-  std::vector<cudaGraphNode_t> todo(from, from + n);
-  constexpr size_t kMaxNodes = 1 << 16;
-  while (!todo.empty() && !need.empty() && seen.size() < kMaxNodes) {
-    cudaGraphNode_t node = todo.back();
-    todo.pop_back();
-    if (!seen.insert(node).second) continue;
-    need.erase(node);
-    size_t k = 0;
-    if (cudaGraphNodeGetDependencies(node, nullptr, nullptr, &k) != cudaSuccess) {
-      (void)cudaGetLastError();
-      return false;
-    }
-    size_t at = todo.size();
-    todo.resize(at + k);
-    if (k && cudaGraphNodeGetDependencies(node, todo.data() + at, nullptr, &k) != cudaSuccess) {
-      (void)cudaGetLastError();
-      return false;
-    }
-  }
-  return need.empty();
-}
-
-// torch's record_stream: kept here while `stream` captures (see the Note).
-void record_use(void* p, cudaStream_t stream) {
-  if (stream_capturing(stream)) {
-    std::lock_guard<std::mutex> g(capture_mu);
-    auto& v = capture_uses[p];
-    if (std::find(v.begin(), v.end(), stream) == v.end()) v.push_back(stream);
-    return;
-  }
-  cua_record_stream(p, reinterpret_cast<cua_stream>(stream));
-}
-
-void free_now(const HeldFree& h, bool with_uses) {
-  if (with_uses)
-    for (cudaStream_t u : h.uses) cua_record_stream(h.ptr, reinterpret_cast<cua_stream>(u));
-  cua_torch_free(h.ptr, h.size, h.device, h.stream);
-}
-
-// torch's free: held when the block was used on a stream that captures.
-void free_or_hold(void* p, size_t n, int device, cudaStream_t stream) {
-  HeldFree h{p, n, device, stream, {}, 0, {}};
-  {
-    std::lock_guard<std::mutex> g(capture_mu);
-    auto it = capture_uses.find(p);
-    if (it != capture_uses.end()) {
-      h.uses = std::move(it->second);
-      capture_uses.erase(it);
-    }
-  }
-  bool capturing = false;
-  for (cudaStream_t u : h.uses) {
-    unsigned long long id = 0;
-    const cudaGraphNode_t* deps = nullptr;
-    size_t k = 0;
-    if (!capture_of(u, &id, &deps, &k)) continue;
-    capturing = true;
-    h.capture = id;
-    h.marks.insert(h.marks.end(), deps, deps + k);
-  }
-  if (!capturing) return free_now(h, true);
-  std::lock_guard<std::mutex> g(capture_mu);
-  held.push_back(std::move(h));
-  held_count.store(held.size(), std::memory_order_relaxed);
-}
-
-// Before an allocation on `stream`: the held blocks it may have (their side
-// streams joined into it), and those of captures that are over, to cuarena.
-void release_held(cudaStream_t stream) {
-  if (held_count.load(std::memory_order_relaxed) == 0) return;
-  unsigned long long id = 0;
-  const cudaGraphNode_t* deps = nullptr;
-  size_t k = 0;
-  bool capturing = capture_of(stream, &id, &deps, &k);
-  std::vector<HeldFree> out;
-  {
-    std::lock_guard<std::mutex> g(capture_mu);
-    for (size_t i = 0; i < held.size();) {
-      HeldFree& h = held[i];
-      bool over = std::none_of(h.uses.begin(), h.uses.end(), stream_capturing);
-      bool joined = !over && capturing && id == h.capture && reaches_all(deps, k, h.marks);
-      if (!over && !joined) {
-        i++;
-        continue;
-      }
-      if (joined) h.uses.clear();  // (the graph orders them: nothing to wait for)
-      out.push_back(std::move(h));
-      held[i] = std::move(held.back());
-      held.pop_back();
-    }
-    held_count.store(held.size(), std::memory_order_relaxed);
-  }
-  for (const HeldFree& h : out) free_now(h, true);
-}
-
 void* pool_or_default_alloc_untraced(size_t n, int device, cudaStream_t stream);
 
 void* pool_or_default_alloc(size_t n, int device, cudaStream_t stream) {
@@ -391,46 +295,9 @@ void* pool_or_default_alloc(size_t n, int device, cudaStream_t stream) {
 
 void* pool_or_default_alloc_untraced(size_t n, int device, cudaStream_t stream) {
   release_held(stream);
-  if (pools_active.load(std::memory_order_relaxed)) {
-    std::lock_guard<std::mutex> g(pools_mu);
-    for (auto& kv : pools) {
-      Pool& p = kv.second;
-      if (p.active && p.device == device && p.arena && p.filter && p.filter(stream)) {
-        void* ptr = nullptr;
-        if (cua_arena_alloc(p.arena, n ? n : 1, reinterpret_cast<cua_stream>(stream), &ptr) !=
-            CUA_OK)
-          return nullptr;
-        return ptr;
-      }
-    }
-  }
-  return cua_torch_alloc(n, device, stream);
-}
-
-// A live block of a pool: where, the bytes asked for, its stream.
-struct LiveBlock {
-  void* ptr;
-  size_t size;
-  cudaStream_t stream;
-};
-
-void collect_live(const cua_region* r, void* user) {
-  if (r->kind == CUA_REGION_LIVE && r->requested)  // (a block's first piece)
-    static_cast<std::vector<LiveBlock>*>(user)->push_back(
-        {reinterpret_cast<void*>(r->address), r->requested, reinterpret_cast<cudaStream_t>(r->stream)});
-}
-
-// The live blocks of a pool's arena (none when the pool has no arena on
-// `device`), in address order; *arena gets the arena.
-std::vector<LiveBlock> pool_blocks(c10::DeviceIndex device, c10::cuda::MempoolId_t id,
-                                   cua_arena** arena = nullptr) {
-  std::vector<LiveBlock> live;
-  std::lock_guard<std::mutex> g(pools_mu);
-  auto it = pools.find({id.first, id.second});
-  cua_arena* a = it != pools.end() && it->second.device == device ? it->second.arena : nullptr;
-  if (a) cua_arena_walk(a, collect_live, &live);
-  if (arena) *arena = a;
-  return live;
+  bool taken = false;
+  void* p = pool_alloc(n, device, stream, &taken);
+  return taken ? p : cua_torch_alloc(n, device, stream);
 }
 
 struct CuarenaAllocator final : PluggableBase {
@@ -439,7 +306,7 @@ struct CuarenaAllocator final : PluggableBase {
     HistoryCall h;
     if (history_on.load(std::memory_order_relaxed))
       h = cuarena_torch::history_begin(CCA::RecordContext::STATE);
-    void* p = pool_or_default_alloc(n, device, s);
+    void* p = pool_or_default_alloc(asked_size(n), device, s);
     if (p) tally(device, n, false);
     note_alloc(h, p, n, device, s);
     return p;
@@ -471,6 +338,12 @@ struct CuarenaAllocator final : PluggableBase {
     // (torch refuses these before anything else, in these words)
     TORCH_CHECK_WITH(OutOfMemoryError, size < (uint64_t{1} << 60),
                      "CUDA out of memory. Tried to allocate more than 1EB memory.");
+    c10::Device where(c10::DeviceType::CUDA, device);
+    if (size == 0) return {nullptr, nullptr, raw_deleter(), where};  // (torch's: no block)
+    if (!enabled_.load()) {  // Note [the cache turned off]
+      void* p = uncached_alloc(size);
+      return {p, p, raw_deleter(), where};
+    }
     cudaStream_t stream = c10::cuda::getCurrentCUDAStream(device);
     void* r = this->malloc(size, device, stream);
     if (!r) {
@@ -500,7 +373,28 @@ struct CuarenaAllocator final : PluggableBase {
                report.c_str());
       TORCH_CHECK_WITH(OutOfMemoryError, false, static_cast<const char*>(msg));
     }
-    return {r, r, raw_deleter(), c10::Device(c10::DeviceType::CUDA, device)};
+    return {r, r, raw_deleter(), where};
+  }
+
+  // Note [the cache turned off]: torch.cuda.caching_allocator_enable(False)
+  // makes torch's allocator take each allocation straight from cudaMalloc
+  // and give it back with cudaFree, outside its cache and its statistics (a
+  // debugging aid: a memory checker sees each buffer). So here: while it is
+  // off, allocations bypass cuarena; blocks cuarena handed out before go back
+  // to it as usual. The deleter tells them apart by the pointers remembered.
+  void enable(bool value) override { enabled_.store(value); }
+  bool isEnabled() const override { return enabled_.load(); }
+
+  void* raw_alloc(size_t n) override {
+    return enabled_.load() ? PluggableBase::raw_alloc(n) : uncached_alloc(n);
+  }
+  void* raw_alloc_with_stream(size_t n, cudaStream_t stream) override {
+    return enabled_.load() ? PluggableBase::raw_alloc_with_stream(n, stream) : uncached_alloc(n);
+  }
+  void raw_delete(void* p) override {
+    if (!p) return;  // (a tensor of 0 bytes, as torch's)
+    if (uncached_n_.load(std::memory_order_relaxed) && uncached_free(p)) return;
+    PluggableBase::raw_delete(p);
   }
 
   CDA::DeviceStats getDeviceStats(c10::DeviceIndex device) override {
@@ -567,34 +461,59 @@ struct CuarenaAllocator final : PluggableBase {
     a.req_out = 0;
   }
 
+  // Note [empty_cache and pools]: as torch's. While something is allocated
+  // to a pool on a device (a capture, a use_mem_pool block), nothing of that
+  // device is given back (a capture may not synchronise; torch leaves its
+  // cache alone then). Pools a graph or a MemPool holds are left: a captured
+  // graph replays into the blocks its capture freed (Note [pages a graph
+  // replays into], src/arena/policy.c). A pool nobody holds is trimmed, and
+  // goes once no block of it is live. A MemPool's end (its id) does this for
+  // that pool alone, once no graph holds it either.
   void emptyCache(c10::cuda::MempoolId_t id) override {
     // (its unmappings take its context: Note [torch's history in the shim])
     HistoryCall h = cuarena_torch::history_begin(CCA::RecordContext::ALL);
-    // As torch does: what the device still runs may use cached blocks.
-    cudaDeviceSynchronize();
     trim_caches(id);
     cuarena_torch::history_window(h, -1);
   }
 
   static void trim_caches(c10::cuda::MempoolId_t id) {
     size_t released = 0;
-    if (id.first != 0 || id.second != 0) {  // one pool's (MemPool.empty_cache)
+    if (!is_default(id)) {
       std::lock_guard<std::mutex> g(pools_mu);
       auto it = pools.find({id.first, id.second});
-      if (it != pools.end() && it->second.arena) cua_arena_trim(it->second.arena, 0, &released);
+      if (it == pools.end() || it->second.uses > 0 || busy_locked(it->second.device)) return;
+      synchronize(it->second.device);
+      if (it->second.arena) cua_arena_trim(it->second.arena, 0, &released);
+      drop_locked(it);
       return;
     }
-    // Not the private pools still held: a captured graph replays into their
-    // freed blocks (torch keeps a pool's memory while a graph or MemPool
-    // holds it; Note [pages a graph replays into], src/arena/policy.c).
-    std::vector<cua_arena*> skip;
+    std::vector<cua_arena*> held;
+    std::vector<int> busy;
     {
       std::lock_guard<std::mutex> g(pools_mu);
+      for (const Underway& u : underway) busy.push_back(u.device);
       for (auto& kv : pools)
-        if (kv.second.arena && kv.second.uses > 0) skip.push_back(kv.second.arena);
+        if (kv.second.arena && kv.second.uses > 0) held.push_back(kv.second.arena);
     }
-    for (cua_arena* a : arenas_of(CUA_ALL_DEVICES))
-      if (std::find(skip.begin(), skip.end(), a) == skip.end()) cua_arena_trim(a, 0, &released);
+    auto has = [](const auto& v, auto x) { return std::find(v.begin(), v.end(), x) != v.end(); };
+    for (int d = 0; d < c10::cuda::device_count(); d++) {
+      std::vector<cua_arena*> arenas = arenas_of(d);
+      if (arenas.empty() || has(busy, d)) continue;
+      synchronize(d);  // (what the device still runs may use cached blocks)
+      for (cua_arena* a : arenas)
+        if (!has(held, a)) cua_arena_trim(a, 0, &released);
+    }
+    std::lock_guard<std::mutex> g(pools_mu);
+    for (auto it = pools.begin(); it != pools.end();) {
+      auto next = std::next(it);
+      if (!has(busy, it->second.device)) drop_locked(it);
+      it = next;
+    }
+  }
+
+  static void synchronize(int device) {
+    c10::cuda::CUDAGuard guard(static_cast<c10::DeviceIndex>(device));
+    (void)cudaDeviceSynchronize();
   }
 
   // cudnn's benchmark mode sizes its workspaces from this (the largest block
@@ -607,6 +526,37 @@ struct CuarenaAllocator final : PluggableBase {
     }
   }
 
+  // The segments of `device` a snapshot lists, in address order (Note
+  // [segments in torch's snapshot]): every arena's, each with the pool that
+  // owns it, or for a pool's id only that pool's, as torch lists a MemPool's.
+  static void collect_segments(int device, c10::cuda::MempoolId_t id, SegmentCollector& c) {
+    std::vector<cua_arena*> all = is_default(id) ? arenas_of(device) : std::vector<cua_arena*>{};
+    std::vector<std::pair<cua_arena*, c10::cuda::MempoolId_t>> todo;
+    {
+      std::lock_guard<std::mutex> g(pools_mu);
+      std::map<cua_arena*, c10::cuda::MempoolId_t> owner;
+      for (auto& kv : pools)
+        if (kv.second.arena && kv.second.device == device)
+          owner[kv.second.arena] = {kv.first.first, kv.first.second};
+      for (cua_arena* a : all) {
+        auto o = owner.find(a);
+        todo.emplace_back(a, o == owner.end() ? c10::cuda::MempoolId_t{0, 0} : o->second);
+      }
+      auto it = pools.find({id.first, id.second});
+      if (!is_default(id) && it != pools.end() && it->second.arena && it->second.device == device)
+        todo.emplace_back(it->second.arena, id);
+    }
+    for (auto& [arena, pool] : todo) {
+      cua_stats st;
+      c.pool = pool;
+      c.expandable = cua_arena_get_stats(arena, &st) != CUA_OK || st.reserved_bytes > 0;
+      c.open = false;  // (segments of two arenas are never one)
+      cua_arena_walk(arena, on_region, &c);
+    }
+    std::sort(c.segments.begin(), c.segments.end(),
+              [](const CDA::SegmentInfo& a, const CDA::SegmentInfo& b) { return a.address < b.address; });
+  }
+
   // Segments and blocks from cuarena's arenas; the blocks' and segments'
   // frames and the device traces from the history the shim keeps (Note
   // [torch's history in the shim], _torch_history.cpp).
@@ -616,7 +566,7 @@ struct CuarenaAllocator final : PluggableBase {
     for (int device = 0; device < count; device++) {
       SegmentCollector c;
       c.device = device;
-      for (cua_arena* a : arenas_of(device)) cua_arena_walk(a, on_region, &c);
+      collect_segments(device, id, c);
       for (auto& s : c.segments) info.segments.push_back(std::move(s));
     }
     cuarena_torch::history_fill(info, count, id, include_traces);
@@ -668,98 +618,38 @@ struct CuarenaAllocator final : PluggableBase {
 
   double getMemoryFraction(c10::DeviceIndex) override { return fraction_.load(); }
 
-  // A segment of a pool's own allocator (the supplier backend's callbacks;
-  // called under the pool arena's lock, and under pools_mu: the allocator
-  // must not allocate through torch's CUDA allocator). No exception crosses
-  // into C: a failure is a null segment, cuarena's out-of-memory answer.
-  static void* supplier_alloc(size_t size, int device, void* ctx) {
-    try {
-      c10::cuda::CUDAGuard guard(static_cast<c10::DeviceIndex>(device));
-      return static_cast<CCA::CUDAAllocator*>(ctx)->raw_alloc(size);
-    } catch (...) {
-      return nullptr;
-    }
-  }
-  static void supplier_free(void* ptr, size_t, int device, void* ctx) {
-    try {
-      c10::cuda::CUDAGuard guard(static_cast<c10::DeviceIndex>(device));
-      static_cast<CCA::CUDAAllocator*>(ctx)->raw_delete(ptr);
-    } catch (...) {
-    }
-  }
-
-  // The pool of id, with its arena made on first use (pools_mu held); with
-  // `supplier`, an arena whose segments come from that allocator.
-  static Pool& pool_locked(c10::DeviceIndex device, c10::cuda::MempoolId_t id,
-                           std::shared_ptr<CCA::CUDAAllocator> supplier = nullptr) {
-    Pool& p = pools[{id.first, id.second}];
-    if (!p.arena) {
-      // keep_mapped: a graph replays into the blocks its capture freed, so
-      // no automatic reason may unmap a pool's pages; an offload's restore
-      // maps them all again.
-      std::string name = pool_name(id),
-                  conf = "device:" + std::to_string(device) + ",keep_mapped:1";
-      cua_status st = CUA_OK;
-      if (supplier) {
-        cua_backend* inner = nullptr;
-        st = cua_device_backend(device, &inner);
-        if (st == CUA_OK)
-          st = cua_backend_supplier_create(inner, supplier_alloc, supplier_free, supplier.get(),
-                                           &p.backend);
-        if (st == CUA_OK) {
-          cua_arena_config cfg;
-          cua_arena_config_init(&cfg);
-          cfg.name = name.c_str();
-          cfg.device = device;
-          cfg.backend = p.backend;
-          cfg.flags |= CUA_ARENA_KEEP_MAPPED;
-          st = cua_arena_create(&cfg, &p.arena);
-        }
-        if (st != CUA_OK && p.backend) {
-          std::string why = cua_last_error();
-          cua_backend_destroy(p.backend);
-          p.backend = nullptr;
-          pools.erase({id.first, id.second});
-          TORCH_CHECK(false, "cuarena: no arena for memory pool ", name, ": ", why);
-        }
-        p.supplier = std::move(supplier);
-      } else {
-        st = cua_arena_create_conf(name.c_str(), conf.c_str(), &p.arena);
-      }
-      if (st != CUA_OK) pools.erase({id.first, id.second});
-      TORCH_CHECK(st == CUA_OK, "cuarena: no arena for memory pool ", name, ": ",
-                  cua_last_error());
-      p.uses = 1;
-    }
-    return p;
-  }
-
   // As torch's: every begin holds the pool (a use, given back by the
   // releasePool that follows a graph's destruction or use_mem_pool's end),
-  // so a MemPool's use_count() counts its object alone between them.
+  // so a MemPool's use_count() counts its object alone between them. Note
+  // [pools allocated to] in _torch_pools.h.
   void beginAllocateToPool(c10::DeviceIndex device, c10::cuda::MempoolId_t id,
                            std::function<bool(cudaStream_t)> filter) override {
     std::lock_guard<std::mutex> g(pools_mu);
-    bool fresh = pools.find({id.first, id.second}) == pools.end();
+    PoolKey key{id.first, id.second};
+    for (const Underway& u : underway)
+      TORCH_CHECK(u.id != key, "beginAllocateToPool: already allocating to memory pool ",
+                  pool_name(id));
+    bool fresh = pools.find(key) == pools.end();
     Pool& p = pool_locked(device, id);
     if (!fresh) p.uses++;
-    p.filter = std::move(filter);
     p.device = device;
-    if (!p.active) pools_active++;
-    p.active = true;
+    underway.push_back({key, device, std::move(filter)});
+    underway_n++;
   }
 
   void endAllocateToPool(c10::DeviceIndex, c10::cuda::MempoolId_t id) override {
     std::lock_guard<std::mutex> g(pools_mu);
-    auto it = pools.find({id.first, id.second});
-    if (it == pools.end() || !it->second.active) return;
-    it->second.active = false;
-    pools_active--;
+    for (auto u = underway.begin(); u != underway.end(); ++u) {
+      if (u->id != PoolKey{id.first, id.second}) continue;
+      underway.erase(u);
+      underway_n--;
+      return;
+    }
   }
 
-  // The pool is gone (its graph destroyed): its arena goes too, unless a
-  // tensor of it is still alive; then it stays, and its blocks are freed as
-  // usual, into it.
+  // The pool is gone (its graph destroyed, its MemPool deleted): its arena
+  // goes too, unless a tensor of it is still alive; then it stays, its
+  // blocks are freed as usual, into it, and empty_cache() ends it.
   void releasePool(c10::DeviceIndex device, c10::cuda::MempoolId_t id) override {
     // (gathered before pools_mu: the context recorder may wait for the GIL)
     HistoryCall h = cuarena_torch::history_begin(CCA::RecordContext::ALL);
@@ -772,10 +662,7 @@ struct CuarenaAllocator final : PluggableBase {
     auto it = pools.find({id.first, id.second});
     if (it == pools.end()) return;
     if (--it->second.uses > 0) return;  // another graph or MemPool still holds it
-    if (it->second.active) pools_active--;
-    if (it->second.arena && cua_arena_destroy(it->second.arena, 0) != CUA_OK) return;
-    if (it->second.backend) cua_backend_destroy(it->second.backend);  // (its segments went back)
-    pools.erase(it);
+    drop_locked(it);
   }
 
   // torch.cuda.MemPool(). These are written without `override`: where this
@@ -893,7 +780,31 @@ struct CuarenaAllocator final : PluggableBase {
   std::string name() override { return "cuarena"; }
 
  private:
+  void* uncached_alloc(size_t n) {
+    if (n == 0) return nullptr;
+    void* p = nullptr;
+    C10_CUDA_CHECK(cudaMalloc(&p, n));
+    std::lock_guard<std::mutex> g(uncached_mu_);
+    uncached_.insert(p);
+    uncached_n_++;
+    return p;
+  }
+
+  bool uncached_free(void* p) {
+    {
+      std::lock_guard<std::mutex> g(uncached_mu_);
+      if (!uncached_.erase(p)) return false;
+      uncached_n_--;
+    }
+    C10_CUDA_CHECK_WARN(cudaFree(p));
+    return true;
+  }
+
   std::atomic<double> fraction_{1.0};
+  std::atomic<bool> enabled_{true};
+  std::mutex uncached_mu_;
+  std::unordered_set<void*> uncached_;  // (uncached_mu_) cudaMalloc'd while off
+  std::atomic<size_t> uncached_n_{0};
 };
 
 void trace_start() {

@@ -99,6 +99,7 @@ names = zipfile.ZipFile(sys.argv[1]).namelist()
 for need in ("cuarena/__init__.py", "cuarena/libcuarena.so", "cuarena/_build_info.py",
              "cuarena/torch.py", "cuarena/top.py", "cuarena/_torch_shim.cpp",
              "cuarena/_torch_history.cpp", "cuarena/_torch_history.h",
+             "cuarena/_torch_pools.h", "cuarena/_torch_capture.h",
              "cuarena/include/cuarena.h"):
     assert need in names, "%s is not in the wheel" % need
 extra = [n for n in names if not n.startswith(("cuarena/", "cuarena-"))]
