@@ -23,26 +23,33 @@ namespace {
 
 // Note [frees during a capture, reused after a join]: inside a CUDA graph
 // capture, a tensor used on a side stream (record_stream) and then freed may
-// be handed out again as soon as the capturing stream that allocates has
-// joined every such side stream - its work in the graph comes after theirs -
-// as torch's allocator does with graph_capture_record_stream_reuse. An event
-// cannot tell (one recorded on a capturing stream is a node of the graph,
-// never complete): the graph can. So a record_stream on a capturing stream is
-// kept here, not given to cuarena; the free of such a tensor is held, with
-// each side stream's last captured nodes at that moment (its "marks"); an
-// allocation on a capturing stream of the same capture hands the held block
-// to cuarena's free first when the nodes the stream now ends with have every
-// mark as an ancestor (cudaGraphNodeGetDependencies, searched upward). When
-// the capture is over, a held block is freed with its side streams recorded
-// as any other (cuarena then waits for their work). Nothing is held outside
-// captures: the allocation path pays one relaxed load.
+// be handed out again as soon as its own stream has joined every such side
+// stream - its later work in the graph comes after theirs - as torch's
+// allocator does with graph_capture_record_stream_reuse. An event cannot
+// tell (one recorded on a capturing stream is a node of the graph, never
+// complete): the graph can. So a record_stream on a capturing stream is kept
+// here, not given to cuarena; the free of such a tensor is held, with each
+// side stream's last captured nodes at that moment (its "marks"). An
+// allocation on the block's own stream, in the same capture, hands the held
+// block to cuarena's free first when the nodes that stream now ends with
+// have every mark as an ancestor (cudaGraphNodeGetDependencies, searched
+// upward once per allocation). cuarena then reuses it on that stream in
+// stream order, which the graph's edges make safe. A block whose own stream
+// or a side stream is not in the same capture, or whose capture could not
+// be read, is never joined: it waits for the capture's end. When the capture
+// is over, a held block is freed with its side streams recorded as any other
+// (cuarena then waits for their work). Until then it is not live for torch:
+// the pool's live blocks (checkpoints of CUDA-graph trees) leave it out, and
+// any query of the pools first frees the held blocks whose capture is over.
+// Nothing is held outside captures: the allocation path pays one relaxed load.
 struct HeldFree {
   void* ptr;
   size_t size;
   int device;
   cudaStream_t stream;               // the block's own (the free's)
   std::vector<cudaStream_t> uses;    // side streams recorded during the capture
-  unsigned long long capture = 0;    // the capture's id (0: none seen)
+  unsigned long long capture = 0;    // the capture's id
+  bool joinable = false;             // false: only the capture's end frees it
   std::vector<cudaGraphNode_t> marks;
 };
 std::mutex capture_mu;
@@ -50,17 +57,28 @@ std::map<void*, std::vector<cudaStream_t>> capture_uses;  // ptr -> capturing si
 std::vector<HeldFree> held;
 std::atomic<size_t> held_count{0};
 
-// The capture `stream` takes part in, with its last captured nodes; false
-// when it captures nothing (an error, e.g. a legacy stream during another
-// thread's capture, is cleared: torch checks cudaGetLastError after kernels).
-bool capture_of(cudaStream_t stream, unsigned long long* id, const cudaGraphNode_t** deps,
-                size_t* n) {
+// The capture `stream` takes part in, with a copy of its last captured nodes
+// (the driver's array lasts only until the next call on the stream); false
+// when it captures nothing or cannot say (an error - e.g. a legacy stream
+// during another thread's capture - is cleared: torch checks
+// cudaGetLastError after kernels).
+bool capture_of(cudaStream_t stream, unsigned long long* id,
+                std::vector<cudaGraphNode_t>* nodes = nullptr) {
   cudaStreamCaptureStatus st = cudaStreamCaptureStatusNone;
-  if (cudaStreamGetCaptureInfo(stream, &st, id, nullptr, deps, nullptr, n) != cudaSuccess) {
+  const cudaGraphNode_t* deps = nullptr;
+  size_t n = 0;
+#if CUDART_VERSION >= 13000
+  cudaError_t r = cudaStreamGetCaptureInfo(stream, &st, id, nullptr, &deps, nullptr, &n);
+#else
+  cudaError_t r = cudaStreamGetCaptureInfo_v2(stream, &st, id, nullptr, &deps, &n);
+#endif
+  if (r != cudaSuccess) {
     (void)cudaGetLastError();
     return false;
   }
-  return st == cudaStreamCaptureStatusActive;
+  if (st != cudaStreamCaptureStatusActive) return false;
+  if (nodes) nodes->assign(deps, deps + n);
+  return true;
 }
 
 bool stream_capturing(cudaStream_t stream) {
@@ -72,29 +90,40 @@ bool stream_capturing(cudaStream_t stream) {
   return st != cudaStreamCaptureStatusNone;
 }
 
-// Every node of `marks` is an ancestor of (or one of) `from`, within a bounded search.
-bool reaches_all(const cudaGraphNode_t* from, size_t n, const std::vector<cudaGraphNode_t>& marks) {
-  std::unordered_set<cudaGraphNode_t> need(marks.begin(), marks.end()), seen;
-  std::vector<cudaGraphNode_t> todo(from, from + n);
+// The direct dependencies of `node` appended to *out; false on an error.
+bool dependencies(cudaGraphNode_t node, std::vector<cudaGraphNode_t>* out) {
+  size_t k = 0;
+#if CUDART_VERSION >= 13000
+  cudaError_t r = cudaGraphNodeGetDependencies(node, nullptr, nullptr, &k);
+#else
+  cudaError_t r = cudaGraphNodeGetDependencies(node, nullptr, &k);
+#endif
+  if (r == cudaSuccess && k) {
+    size_t at = out->size();
+    out->resize(at + k);
+#if CUDART_VERSION >= 13000
+    r = cudaGraphNodeGetDependencies(node, out->data() + at, nullptr, &k);
+#else
+    r = cudaGraphNodeGetDependencies(node, out->data() + at, &k);
+#endif
+    out->resize(at + k);
+  }
+  if (r != cudaSuccess) (void)cudaGetLastError();
+  return r == cudaSuccess;
+}
+
+// `from` with every ancestor, within a bounded search (false: not all found).
+bool ancestors(const std::vector<cudaGraphNode_t>& from,
+               std::unordered_set<cudaGraphNode_t>* seen) {
   constexpr size_t kMaxNodes = 1 << 16;
-  while (!todo.empty() && !need.empty() && seen.size() < kMaxNodes) {
+  std::vector<cudaGraphNode_t> todo(from);
+  while (!todo.empty()) {
     cudaGraphNode_t node = todo.back();
     todo.pop_back();
-    if (!seen.insert(node).second) continue;
-    need.erase(node);
-    size_t k = 0;
-    if (cudaGraphNodeGetDependencies(node, nullptr, nullptr, &k) != cudaSuccess) {
-      (void)cudaGetLastError();
-      return false;
-    }
-    size_t at = todo.size();
-    todo.resize(at + k);
-    if (k && cudaGraphNodeGetDependencies(node, todo.data() + at, nullptr, &k) != cudaSuccess) {
-      (void)cudaGetLastError();
-      return false;
-    }
+    if (!seen->insert(node).second) continue;
+    if (seen->size() > kMaxNodes || !dependencies(node, &todo)) return false;
   }
-  return need.empty();
+  return true;
 }
 
 // torch's record_stream: kept here while `stream` captures (see the Note).
@@ -108,15 +137,14 @@ void record_use(void* p, cudaStream_t stream) {
   cua_record_stream(p, reinterpret_cast<cua_stream>(stream));
 }
 
-void free_now(const HeldFree& h, bool with_uses) {
-  if (with_uses)
-    for (cudaStream_t u : h.uses) cua_record_stream(h.ptr, reinterpret_cast<cua_stream>(u));
+void free_now(const HeldFree& h) {
+  for (cudaStream_t u : h.uses) cua_record_stream(h.ptr, reinterpret_cast<cua_stream>(u));
   cua_torch_free(h.ptr, h.size, h.device, h.stream);
 }
 
 // torch's free: held when the block was used on a stream that captures.
 void free_or_hold(void* p, size_t n, int device, cudaStream_t stream) {
-  HeldFree h{p, n, device, stream, {}, 0, {}};
+  HeldFree h{p, n, device, stream, {}, 0, false, {}};
   {
     std::lock_guard<std::mutex> g(capture_mu);
     auto it = capture_uses.find(p);
@@ -125,49 +153,95 @@ void free_or_hold(void* p, size_t n, int device, cudaStream_t stream) {
       capture_uses.erase(it);
     }
   }
+  if (h.uses.empty()) return free_now(h);
+  unsigned long long own = 0;
+  h.joinable = capture_of(stream, &own);
   bool capturing = false;
   for (cudaStream_t u : h.uses) {
     unsigned long long id = 0;
-    const cudaGraphNode_t* deps = nullptr;
-    size_t k = 0;
-    if (!capture_of(u, &id, &deps, &k)) continue;
+    std::vector<cudaGraphNode_t> nodes;
+    if (!capture_of(u, &id, &nodes)) {
+      h.joinable = false;  // (not in a capture, or unreadable: the end decides)
+      capturing = capturing || stream_capturing(u);
+      continue;
+    }
     capturing = true;
+    if (id != own) h.joinable = false;
     h.capture = id;
-    h.marks.insert(h.marks.end(), deps, deps + k);
+    h.marks.insert(h.marks.end(), nodes.begin(), nodes.end());
   }
-  if (!capturing) return free_now(h, true);
+  if (!capturing) return free_now(h);
   std::lock_guard<std::mutex> g(capture_mu);
   held.push_back(std::move(h));
   held_count.store(held.size(), std::memory_order_relaxed);
 }
 
-// Before an allocation on `stream`: the held blocks it may have (their side
-// streams joined into it), and those of captures that are over, to cuarena.
+// The held blocks that may go to cuarena now, taken out of the list: those
+// whose capture is over, and (with `stream` capturing, `nodes` its last
+// captured nodes) those of `stream` whose marks its nodes descend from.
+std::vector<HeldFree> take_released(cudaStream_t stream, unsigned long long id,
+                                    const std::vector<cudaGraphNode_t>* nodes) {
+  std::vector<HeldFree> out;
+  std::unordered_set<cudaGraphNode_t> above;
+  bool searched = false, complete = false;
+  std::map<cudaStream_t, bool> capturing;  // (each stream asked once a call)
+  auto busy = [&](cudaStream_t s) {
+    auto it = capturing.find(s);
+    return it != capturing.end() ? it->second : (capturing[s] = stream_capturing(s));
+  };
+  std::lock_guard<std::mutex> g(capture_mu);
+  for (size_t i = 0; i < held.size();) {
+    HeldFree& h = held[i];
+    bool over = !busy(h.stream) && std::none_of(h.uses.begin(), h.uses.end(), busy);
+    bool joined = false;
+    if (!over && nodes && h.joinable && h.stream == stream && h.capture == id) {
+      if (!searched) complete = ancestors(*nodes, &above), searched = true;
+      joined = std::all_of(h.marks.begin(), h.marks.end(),
+                           [&](cudaGraphNode_t m) { return above.count(m) != 0; });
+      (void)complete;  // (a search cut short finds fewer marks: no join, safe)
+    }
+    if (!over && !joined) {
+      i++;
+      continue;
+    }
+    if (joined) h.uses.clear();  // (the graph orders them: nothing to wait for)
+    out.push_back(std::move(h));
+    held[i] = std::move(held.back());
+    held.pop_back();
+  }
+  held_count.store(held.size(), std::memory_order_relaxed);
+  return out;
+}
+
+// Before an allocation on `stream`: the held blocks it may have, and those
+// of captures that are over, to cuarena.
 void release_held(cudaStream_t stream) {
   if (held_count.load(std::memory_order_relaxed) == 0) return;
   unsigned long long id = 0;
-  const cudaGraphNode_t* deps = nullptr;
-  size_t k = 0;
-  bool capturing = capture_of(stream, &id, &deps, &k);
-  std::vector<HeldFree> out;
-  {
-    std::lock_guard<std::mutex> g(capture_mu);
-    for (size_t i = 0; i < held.size();) {
-      HeldFree& h = held[i];
-      bool over = std::none_of(h.uses.begin(), h.uses.end(), stream_capturing);
-      bool joined = !over && capturing && id == h.capture && reaches_all(deps, k, h.marks);
-      if (!over && !joined) {
-        i++;
-        continue;
-      }
-      if (joined) h.uses.clear();  // (the graph orders them: nothing to wait for)
-      out.push_back(std::move(h));
-      held[i] = std::move(held.back());
-      held.pop_back();
-    }
-    held_count.store(held.size(), std::memory_order_relaxed);
-  }
-  for (const HeldFree& h : out) free_now(h, true);
+  std::vector<cudaGraphNode_t> nodes;
+  bool capturing = capture_of(stream, &id, &nodes);
+  for (const HeldFree& h : take_released(stream, id, capturing ? &nodes : nullptr)) free_now(h);
+}
+
+// The held blocks whose capture is over, to cuarena (before a query of the
+// pools, an empty_cache, a pool's release).
+void release_over() {
+  if (held_count.load(std::memory_order_relaxed) == 0) return;
+  for (const HeldFree& h : take_released(nullptr, 0, nullptr)) free_now(h);
+}
+
+// True when torch freed `p` and it waits here (not live for torch).
+bool is_held(void* p) {
+  if (held_count.load(std::memory_order_relaxed) == 0) return false;
+  std::lock_guard<std::mutex> g(capture_mu);
+  return std::any_of(held.begin(), held.end(), [&](const HeldFree& h) { return h.ptr == p; });
+}
+
+// `p` leaves torch by another way (a checkpoint's restore frees it): its
+// kept side streams are forgotten.
+void forget_uses(void* p) {
+  std::lock_guard<std::mutex> g(capture_mu);
+  capture_uses.erase(p);
 }
 
 }  // namespace

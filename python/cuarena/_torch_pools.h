@@ -9,6 +9,7 @@
 #include <c10/util/Exception.h>
 #include <cuda_runtime_api.h>
 
+#include <algorithm>
 #include <atomic>
 #include <functional>
 #include <map>
@@ -125,15 +126,21 @@ void collect_live(const cua_region* r, void* user) {
 }
 
 // The live blocks of a pool's arena (none when the pool has no arena on
-// `device`), in address order; *arena gets the arena.
+// `device`), in address order; *arena gets the arena. Not the blocks torch
+// freed that wait in _torch_capture.h (held frees: not live for torch).
 std::vector<LiveBlock> pool_blocks(c10::DeviceIndex device, c10::cuda::MempoolId_t id,
                                    cua_arena** arena = nullptr) {
+  release_over();
   std::vector<LiveBlock> live;
-  std::lock_guard<std::mutex> g(pools_mu);
-  auto it = pools.find({id.first, id.second});
-  cua_arena* a = it != pools.end() && it->second.device == device ? it->second.arena : nullptr;
-  if (a) cua_arena_walk(a, collect_live, &live);
-  if (arena) *arena = a;
+  {
+    std::lock_guard<std::mutex> g(pools_mu);
+    auto it = pools.find({id.first, id.second});
+    cua_arena* a = it != pools.end() && it->second.device == device ? it->second.arena : nullptr;
+    if (a) cua_arena_walk(a, collect_live, &live);
+    if (arena) *arena = a;
+  }
+  live.erase(std::remove_if(live.begin(), live.end(), [](const LiveBlock& b) { return is_held(b.ptr); }),
+             live.end());
   return live;
 }
 

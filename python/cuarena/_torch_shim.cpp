@@ -398,6 +398,7 @@ struct CuarenaAllocator final : PluggableBase {
   }
 
   CDA::DeviceStats getDeviceStats(c10::DeviceIndex device) override {
+    release_over();  // (Note [frees during a capture, reused after a join])
     CDA::DeviceStats d;
     int64_t live = 0, blocks = 0, alloc = 0, mapped = 0, peak_live = 0, free_b = 0, cached = 0;
     int64_t ooms = 0, creates = 0, releases = 0;
@@ -472,6 +473,7 @@ struct CuarenaAllocator final : PluggableBase {
   void emptyCache(c10::cuda::MempoolId_t id) override {
     // (its unmappings take its context: Note [torch's history in the shim])
     HistoryCall h = cuarena_torch::history_begin(CCA::RecordContext::ALL);
+    release_over();
     trim_caches(id);
     cuarena_torch::history_window(h, -1);
   }
@@ -487,33 +489,38 @@ struct CuarenaAllocator final : PluggableBase {
       drop_locked(it);
       return;
     }
-    std::vector<cua_arena*> held;
+    std::vector<cua_arena*> kept;
     std::vector<int> busy;
     {
       std::lock_guard<std::mutex> g(pools_mu);
       for (const Underway& u : underway) busy.push_back(u.device);
       for (auto& kv : pools)
-        if (kv.second.arena && kv.second.uses > 0) held.push_back(kv.second.arena);
+        if (kv.second.arena && kv.second.uses > 0) kept.push_back(kv.second.arena);
     }
     auto has = [](const auto& v, auto x) { return std::find(v.begin(), v.end(), x) != v.end(); };
     for (int d = 0; d < c10::cuda::device_count(); d++) {
       std::vector<cua_arena*> arenas = arenas_of(d);
       if (arenas.empty() || has(busy, d)) continue;
+      // (pools_mu held from the check to the trims: no capture begins between)
+      std::lock_guard<std::mutex> g(pools_mu);
+      if (busy_locked(d)) continue;
       synchronize(d);  // (what the device still runs may use cached blocks)
       for (cua_arena* a : arenas)
-        if (!has(held, a)) cua_arena_trim(a, 0, &released);
+        if (!has(kept, a)) cua_arena_trim(a, 0, &released);
     }
     std::lock_guard<std::mutex> g(pools_mu);
     for (auto it = pools.begin(); it != pools.end();) {
       auto next = std::next(it);
-      if (!has(busy, it->second.device)) drop_locked(it);
+      if (!busy_locked(it->second.device)) drop_locked(it);
       it = next;
     }
   }
 
+  // (a failure stays out of the runtime's last error, which torch checks
+  // after its kernels)
   static void synchronize(int device) {
     c10::cuda::CUDAGuard guard(static_cast<c10::DeviceIndex>(device));
-    (void)cudaDeviceSynchronize();
+    if (cudaDeviceSynchronize() != cudaSuccess) (void)cudaGetLastError();
   }
 
   // cudnn's benchmark mode sizes its workspaces from this (the largest block
@@ -561,6 +568,7 @@ struct CuarenaAllocator final : PluggableBase {
   // frames and the device traces from the history the shim keeps (Note
   // [torch's history in the shim], _torch_history.cpp).
   CCA::SnapshotInfo snapshot(c10::cuda::MempoolId_t id, bool include_traces) override {
+    release_over();
     CCA::SnapshotInfo info;
     int count = c10::cuda::device_count();
     for (int device = 0; device < count; device++) {
@@ -653,6 +661,7 @@ struct CuarenaAllocator final : PluggableBase {
   void releasePool(c10::DeviceIndex device, c10::cuda::MempoolId_t id) override {
     // (gathered before pools_mu: the context recorder may wait for the GIL)
     HistoryCall h = cuarena_torch::history_begin(CCA::RecordContext::ALL);
+    release_over();
     release_pool(id);
     cuarena_torch::history_window(h, device);
   }
@@ -662,7 +671,9 @@ struct CuarenaAllocator final : PluggableBase {
     auto it = pools.find({id.first, id.second});
     if (it == pools.end()) return;
     if (--it->second.uses > 0) return;  // another graph or MemPool still holds it
-    drop_locked(it);
+    // (while a capture or use_mem_pool runs on its device, the destroy's
+    // waits could break the capture: empty_cache() ends it later)
+    if (!busy_locked(it->second.device)) drop_locked(it);
   }
 
   // torch.cuda.MemPool(). These are written without `override`: where this
@@ -735,6 +746,7 @@ struct CuarenaAllocator final : PluggableBase {
         allocation_metadata_.erase(b.ptr);
       }
       tally(device, b.size, true);
+      forget_uses(b.ptr);
       noted_free(b.ptr, b.size, device, b.stream, [&] { cua_free(b.ptr); });
       delta.ptrs_freed.push_back(b.ptr);
     }
