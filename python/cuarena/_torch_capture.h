@@ -112,18 +112,21 @@ bool dependencies(cudaGraphNode_t node, std::vector<cudaGraphNode_t>* out) {
   return r == cudaSuccess;
 }
 
-// `from` with every ancestor, within a bounded search (false: not all found).
-bool ancestors(const std::vector<cudaGraphNode_t>& from,
+// `from` and its ancestors into *seen, upward until every node of `wanted`
+// is among them (or all are seen, or the bounded search ends).
+void ancestors(const std::vector<cudaGraphNode_t>& from,
+               const std::unordered_set<cudaGraphNode_t>& wanted,
                std::unordered_set<cudaGraphNode_t>* seen) {
   constexpr size_t kMaxNodes = 1 << 16;
+  size_t found = 0;
   std::vector<cudaGraphNode_t> todo(from);
-  while (!todo.empty()) {
+  while (!todo.empty() && found < wanted.size()) {
     cudaGraphNode_t node = todo.back();
     todo.pop_back();
     if (!seen->insert(node).second) continue;
-    if (seen->size() > kMaxNodes || !dependencies(node, &todo)) return false;
+    found += wanted.count(node);
+    if (seen->size() > kMaxNodes || !dependencies(node, &todo)) return;
   }
-  return true;
 }
 
 // torch's record_stream: kept here while `stream` captures (see the Note).
@@ -183,7 +186,7 @@ std::vector<HeldFree> take_released(cudaStream_t stream, unsigned long long id,
                                     const std::vector<cudaGraphNode_t>* nodes) {
   std::vector<HeldFree> out;
   std::unordered_set<cudaGraphNode_t> above;
-  bool searched = false, complete = false;
+  bool searched = false;
   std::map<cudaStream_t, bool> capturing;  // (each stream asked once a call)
   auto busy = [&](cudaStream_t s) {
     auto it = capturing.find(s);
@@ -195,10 +198,17 @@ std::vector<HeldFree> take_released(cudaStream_t stream, unsigned long long id,
     bool over = !busy(h.stream) && std::none_of(h.uses.begin(), h.uses.end(), busy);
     bool joined = false;
     if (!over && nodes && h.joinable && h.stream == stream && h.capture == id) {
-      if (!searched) complete = ancestors(*nodes, &above), searched = true;
+      if (!searched) {  // (once a call, upward until every candidate's marks are seen)
+        std::unordered_set<cudaGraphNode_t> wanted;
+        for (const HeldFree& c : held)
+          if (c.joinable && c.stream == stream && c.capture == id)
+            wanted.insert(c.marks.begin(), c.marks.end());
+        ancestors(*nodes, wanted, &above);
+        searched = true;
+      }
+      // (a search cut short finds fewer marks: no join, which is safe)
       joined = std::all_of(h.marks.begin(), h.marks.end(),
                            [&](cudaGraphNode_t m) { return above.count(m) != 0; });
-      (void)complete;  // (a search cut short finds fewer marks: no join, safe)
     }
     if (!over && !joined) {
       i++;
