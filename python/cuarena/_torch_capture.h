@@ -41,7 +41,8 @@ namespace {
 // (cuarena then waits for their work). Until then it is not live for torch:
 // the pool's live blocks (checkpoints of CUDA-graph trees) leave it out, and
 // any query of the pools first frees the held blocks whose capture is over.
-// Nothing is held outside captures: the allocation path pays one relaxed load.
+// Nothing is held outside captures: an allocation and a free pay one relaxed
+// load each.
 struct HeldFree {
   void* ptr;
   size_t size;
@@ -54,6 +55,7 @@ struct HeldFree {
 };
 std::mutex capture_mu;
 std::map<void*, std::vector<cudaStream_t>> capture_uses;  // ptr -> capturing side streams
+std::atomic<size_t> uses_count{0};  // capture_uses.size(): frees skip the lock when 0
 std::vector<HeldFree> held;
 std::atomic<size_t> held_count{0};
 
@@ -135,6 +137,7 @@ void record_use(void* p, cudaStream_t stream) {
     std::lock_guard<std::mutex> g(capture_mu);
     auto& v = capture_uses[p];
     if (std::find(v.begin(), v.end(), stream) == v.end()) v.push_back(stream);
+    uses_count.store(capture_uses.size(), std::memory_order_relaxed);
     return;
   }
   cua_record_stream(p, reinterpret_cast<cua_stream>(stream));
@@ -148,12 +151,13 @@ void free_now(const HeldFree& h) {
 // torch's free: held when the block was used on a stream that captures.
 void free_or_hold(void* p, size_t n, int device, cudaStream_t stream) {
   HeldFree h{p, n, device, stream, {}, 0, false, {}};
-  {
+  if (uses_count.load(std::memory_order_relaxed) != 0) {
     std::lock_guard<std::mutex> g(capture_mu);
     auto it = capture_uses.find(p);
     if (it != capture_uses.end()) {
       h.uses = std::move(it->second);
       capture_uses.erase(it);
+      uses_count.store(capture_uses.size(), std::memory_order_relaxed);
     }
   }
   if (h.uses.empty()) return free_now(h);
@@ -250,8 +254,10 @@ bool is_held(void* p) {
 // `p` leaves torch by another way (a checkpoint's restore frees it): its
 // kept side streams are forgotten.
 void forget_uses(void* p) {
+  if (uses_count.load(std::memory_order_relaxed) == 0) return;
   std::lock_guard<std::mutex> g(capture_mu);
   capture_uses.erase(p);
+  uses_count.store(capture_uses.size(), std::memory_order_relaxed);
 }
 
 }  // namespace

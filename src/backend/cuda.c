@@ -420,16 +420,17 @@ static bool capturing(CUstream stream)
     CUstreamCaptureStatus cs = CU_STREAM_CAPTURE_STATUS_NONE;
     CUresult r = api.StreamIsCapturing(stream, &cs);
     /* (IMPLICIT: a legacy stream while a blocking stream captures) */
-    return r == CUDA_ERROR_STREAM_CAPTURE_IMPLICIT || (r == CUDA_SUCCESS && cs != CU_STREAM_CAPTURE_STATUS_NONE);
+    return r == CUDA_ERROR_STREAM_CAPTURE_IMPLICIT ||
+           (r == CUDA_SUCCESS && cs != CU_STREAM_CAPTURE_STATUS_NONE);
 }
 
 static cua_status cuda_event_record(cua_backend *b, cua_event ev, cua_stream stream)
 {
     ENTER(cb_of(b));
-    CUresult r = capturing((CUstream)stream) ? CUDA_ERROR_NOT_READY
-                                              : api.EventRecord((CUevent)(uintptr_t)ev, (CUstream)stream);
+    bool busy = capturing((CUstream)stream);
+    CUresult r = busy ? CUDA_SUCCESS : api.EventRecord((CUevent)(uintptr_t)ev, (CUstream)stream);
     LEAVE();
-    if (r == CUDA_ERROR_NOT_READY) return CUA_ERR_BUSY; /* (capturing: nothing recorded) */
+    if (busy) return CUA_ERR_BUSY; /* (nothing recorded) */
     return r == CUDA_SUCCESS ? CUA_OK
                              : cu_fail(r, "cuEventRecord(stream %#lx)", (unsigned long)stream);
 }
@@ -456,12 +457,13 @@ static cua_status cuda_stream_sync(cua_backend *b, cua_stream stream)
 {
     ENTER(cb_of(b));
     /* (the whole device: the primary context's work, every stream's) */
+    bool busy = stream != CUA_STREAM_DEVICE && capturing((CUstream)stream);
     CUresult r = stream == CUA_STREAM_DEVICE ? api.CtxSynchronize()
-                 : capturing((CUstream)stream) ? CUDA_ERROR_NOT_READY
-                                               : api.StreamSynchronize((CUstream)stream);
+                 : busy                      ? CUDA_SUCCESS
+                                             : api.StreamSynchronize((CUstream)stream);
     LEAVE();
+    if (busy) return CUA_ERR_BUSY; /* (not waited for) */
     if (r == CUDA_SUCCESS) return CUA_OK;
-    if (r == CUDA_ERROR_NOT_READY) return CUA_ERR_BUSY; /* (capturing: not waited for) */
     if (stream == CUA_STREAM_DEVICE) return cu_fail(r, "cuCtxSynchronize");
     return cu_fail(r, "cuStreamSynchronize(%#lx)", (unsigned long)stream);
 }
